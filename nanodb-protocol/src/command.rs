@@ -1,0 +1,453 @@
+//! The protocol-neutral request model.
+//!
+//! Every frontend (gRPC, REST, TCP, RESP) decodes its wire format into a [`Command`], hands it to
+//! the engine, and encodes the [`Reply`] back. Rules that must not differ between protocols live
+//! here or in the engine, never in an adapter: [`Command::validate`] is the one place that enforces
+//! the size and count [`Limits`].
+
+use bytes::Bytes;
+
+use crate::error::Error;
+
+/// When a [`Command::Put`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PutCondition {
+    /// Always.
+    #[default]
+    Always,
+    /// Only when the key does not exist.
+    IfAbsent,
+    /// Only when the key exists.
+    IfPresent,
+    /// Only when the key exists with exactly this version.
+    IfVersion(u64),
+}
+
+impl PutCondition {
+    /// Whether the condition holds for a key that is `present` with `version` (0 when absent).
+    pub fn holds(self, present: bool, version: u64) -> bool {
+        match self {
+            Self::Always => true,
+            Self::IfAbsent => !present,
+            Self::IfPresent => present,
+            Self::IfVersion(v) => present && version == v,
+        }
+    }
+}
+
+/// An end of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListEnd {
+    /// The head (Redis's left).
+    #[default]
+    Front,
+    /// The tail (Redis's right).
+    Back,
+}
+
+/// One request, whatever protocol it arrived on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Round trip without touching data. Replies [`Reply::Pong`].
+    Ping,
+    /// Read a string key. Replies [`Reply::Value`].
+    Get {
+        /// The key.
+        key: Bytes,
+    },
+    /// Write a string key. Replies [`Reply::Put`].
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// Time to live in ms; 0 for none (clears any previous TTL).
+        ttl_ms: u64,
+        /// When the write applies.
+        condition: PutCondition,
+    },
+    /// Remove a key of any type. Replies [`Reply::Bool`] (whether it existed).
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Whether a key exists. Replies [`Reply::Bool`].
+    Exists {
+        /// The key.
+        key: Bytes,
+    },
+    /// Add `delta` to an integer (a missing key counts as 0). Replies [`Reply::Int`].
+    Incr {
+        /// The key.
+        key: Bytes,
+        /// The signed amount.
+        delta: i64,
+    },
+    /// Set (`ttl_ms > 0`), fire (`0`) or clear (`< 0`) a key's TTL. Replies [`Reply::Bool`].
+    Expire {
+        /// The key.
+        key: Bytes,
+        /// Milliseconds from now, 0 to expire at once, negative to persist.
+        ttl_ms: i64,
+    },
+    /// Remaining TTL in ms: -2 when missing, -1 when none. Replies [`Reply::Int`].
+    Ttl {
+        /// The key.
+        key: Bytes,
+    },
+    /// One page of keys starting with `prefix`. Replies [`Reply::Scan`].
+    Scan {
+        /// The prefix; empty for all keys.
+        prefix: Bytes,
+        /// Page size; 0 for the configured default.
+        limit: u32,
+        /// Empty to start, else the previous page's `next_cursor`.
+        cursor: Bytes,
+    },
+    /// Operations applied in order, one result each. Replies [`Reply::Batch`].
+    Batch {
+        /// The operations; no nested batches.
+        ops: Vec<Command>,
+    },
+    /// Set a hash field. Replies [`Reply::Bool`] (whether the field is new).
+    HashSet {
+        /// The hash's key.
+        key: Bytes,
+        /// The field.
+        field: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// Read a hash field. Replies [`Reply::Bytes`].
+    HashGet {
+        /// The hash's key.
+        key: Bytes,
+        /// The field.
+        field: Bytes,
+    },
+    /// Remove a hash field. Replies [`Reply::Bool`].
+    HashDelete {
+        /// The hash's key.
+        key: Bytes,
+        /// The field.
+        field: Bytes,
+    },
+    /// Read every field of a hash. Replies [`Reply::Pairs`].
+    HashGetAll {
+        /// The hash's key.
+        key: Bytes,
+    },
+    /// Push values at one end of a list. Replies [`Reply::Int`] (the new length).
+    ListPush {
+        /// The list's key.
+        key: Bytes,
+        /// Which end.
+        end: ListEnd,
+        /// The values, pushed one after another.
+        values: Vec<Bytes>,
+    },
+    /// Pop up to `count` values (0 counts as 1) from one end. Replies [`Reply::List`].
+    ListPop {
+        /// The list's key.
+        key: Bytes,
+        /// Which end.
+        end: ListEnd,
+        /// How many at most.
+        count: u32,
+    },
+    /// Values from `start` to `stop` inclusive, negatives from the end. Replies [`Reply::List`].
+    ListRange {
+        /// The list's key.
+        key: Bytes,
+        /// First index.
+        start: i64,
+        /// Last index.
+        stop: i64,
+    },
+    /// The number of keys. Replies [`Reply::Int`].
+    KeyCount,
+}
+
+/// A string value with its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value's bytes.
+    pub value: Bytes,
+    /// The key's version.
+    pub version: u64,
+    /// Milliseconds to expiry, -1 for none.
+    pub ttl_ms: i64,
+}
+
+/// One entry of a scan page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEntry {
+    /// The key.
+    pub key: Bytes,
+    /// The value of a string key; empty for hashes and lists.
+    pub value: Bytes,
+    /// The key's version.
+    pub version: u64,
+    /// Milliseconds to expiry, -1 for none.
+    pub ttl_ms: i64,
+}
+
+/// The answer to a [`Command`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Answer to [`Command::Ping`].
+    Pong,
+    /// A string value, or `None` when the key is missing.
+    Value(Option<Entry>),
+    /// Outcome of a put: whether it applied, and the version now.
+    Put {
+        /// False when the condition did not hold.
+        applied: bool,
+        /// The new version, or the current one (0 if missing) when not applied.
+        version: u64,
+    },
+    /// A yes/no answer.
+    Bool(bool),
+    /// An integer answer.
+    Int(i64),
+    /// Bytes, or `None` when missing (hash fields).
+    Bytes(Option<Bytes>),
+    /// A scan page.
+    Scan {
+        /// The entries.
+        entries: Vec<ScanEntry>,
+        /// Empty when the scan is complete.
+        next_cursor: Bytes,
+    },
+    /// Field/value pairs (a hash).
+    Pairs(Vec<(Bytes, Bytes)>),
+    /// A sequence of values (a list).
+    List(Vec<Bytes>),
+    /// One result per batch operation, in order.
+    Batch(Vec<Result<Reply, Error>>),
+}
+
+/// Size and count limits, enforced once by [`Command::validate`]. Servers take them from
+/// configuration; the defaults are documented on [`Limits::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest key or hash field, in bytes.
+    pub max_key_len: usize,
+    /// Longest value (string, hash field value, list element), in bytes.
+    pub max_value_len: usize,
+    /// Most operations in one batch, and most values in one list push.
+    pub max_batch_len: usize,
+    /// Largest scan page a client may ask for.
+    pub max_scan_page: u32,
+    /// Scan page size when the client asks for 0.
+    pub default_scan_page: u32,
+}
+
+impl Default for Limits {
+    /// Keys up to 64 KiB, values up to 4 MiB, 1,024 operations per batch, scan pages of 100
+    /// (at most 10,000).
+    fn default() -> Self {
+        Self {
+            max_key_len: 64 * 1024,
+            max_value_len: 4 * 1024 * 1024,
+            max_batch_len: 1024,
+            max_scan_page: 10_000,
+            default_scan_page: 100,
+        }
+    }
+}
+
+impl Limits {
+    fn key(&self, key: &[u8]) -> Result<(), Error> {
+        self.name("key", key)
+    }
+
+    fn name(&self, what: &'static str, name: &[u8]) -> Result<(), Error> {
+        if name.is_empty() {
+            return Err(Error::Empty { what });
+        }
+        if name.len() > self.max_key_len {
+            return Err(Error::KeyTooLarge { what, len: name.len(), max: self.max_key_len });
+        }
+        Ok(())
+    }
+
+    fn value(&self, value: &[u8]) -> Result<(), Error> {
+        if value.len() > self.max_value_len {
+            return Err(Error::ValueTooLarge { len: value.len(), max: self.max_value_len });
+        }
+        Ok(())
+    }
+
+    fn count(&self, what: &'static str, len: usize) -> Result<(), Error> {
+        if len > self.max_batch_len {
+            return Err(Error::LimitExceeded {
+                what,
+                len,
+                max: self.max_batch_len,
+                setting: "max_batch_len",
+            });
+        }
+        Ok(())
+    }
+
+    /// The page size a scan asking for `limit` gets, or an error above `max_scan_page`.
+    pub fn scan_page(&self, limit: u32) -> Result<u32, Error> {
+        match limit {
+            0 => Ok(self.default_scan_page.min(self.max_scan_page).max(1)),
+            n if n > self.max_scan_page => Err(Error::LimitExceeded {
+                what: "scan limit",
+                len: n as usize,
+                max: self.max_scan_page as usize,
+                setting: "max_scan_page",
+            }),
+            n => Ok(n),
+        }
+    }
+}
+
+impl Command {
+    /// Checks every key, field, value and count against `limits`; the engine calls this before it
+    /// touches anything, so an invalid command changes nothing.
+    pub fn validate(&self, limits: &Limits) -> Result<(), Error> {
+        match self {
+            Self::Ping | Self::KeyCount => Ok(()),
+            Self::Get { key }
+            | Self::Delete { key }
+            | Self::Exists { key }
+            | Self::Incr { key, .. }
+            | Self::Expire { key, .. }
+            | Self::Ttl { key }
+            | Self::HashGetAll { key }
+            | Self::ListPop { key, .. }
+            | Self::ListRange { key, .. } => limits.key(key),
+            Self::Put { key, value, .. } => {
+                limits.key(key)?;
+                limits.value(value)
+            }
+            Self::Scan { prefix, limit, .. } => {
+                if prefix.len() > limits.max_key_len {
+                    return Err(Error::KeyTooLarge {
+                        what: "prefix",
+                        len: prefix.len(),
+                        max: limits.max_key_len,
+                    });
+                }
+                limits.scan_page(*limit).map(drop)
+            }
+            Self::Batch { ops } => {
+                limits.count("batch length", ops.len())?;
+                for op in ops {
+                    if matches!(op, Self::Batch { .. }) {
+                        return Err(Error::InvalidArgument("a batch cannot contain a batch".into()));
+                    }
+                    op.validate(limits)?;
+                }
+                Ok(())
+            }
+            Self::HashSet { key, field, value } => {
+                limits.key(key)?;
+                limits.name("field", field)?;
+                limits.value(value)
+            }
+            Self::HashGet { key, field } | Self::HashDelete { key, field } => {
+                limits.key(key)?;
+                limits.name("field", field)
+            }
+            Self::ListPush { key, values, .. } => {
+                limits.key(key)?;
+                if values.is_empty() {
+                    return Err(Error::InvalidArgument("a push needs at least one value".into()));
+                }
+                limits.count("values in one push", values.len())?;
+                values.iter().try_for_each(|v| limits.value(v))
+            }
+        }
+    }
+
+    /// The command's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Get { .. } => "get",
+            Self::Put { .. } => "put",
+            Self::Delete { .. } => "delete",
+            Self::Exists { .. } => "exists",
+            Self::Incr { .. } => "incr",
+            Self::Expire { .. } => "expire",
+            Self::Ttl { .. } => "ttl",
+            Self::Scan { .. } => "scan",
+            Self::Batch { .. } => "batch",
+            Self::HashSet { .. } => "hash_set",
+            Self::HashGet { .. } => "hash_get",
+            Self::HashDelete { .. } => "hash_delete",
+            Self::HashGetAll { .. } => "hash_get_all",
+            Self::ListPush { .. } => "list_push",
+            Self::ListPop { .. } => "list_pop",
+            Self::ListRange { .. } => "list_range",
+            Self::KeyCount => "key_count",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Limits {
+        Limits { max_key_len: 4, max_value_len: 8, max_batch_len: 2, max_scan_page: 10, default_scan_page: 3 }
+    }
+
+    #[test]
+    fn keys_values_and_fields_are_bounded() {
+        let l = small();
+        let get = |k: &'static [u8]| Command::Get { key: Bytes::from_static(k) };
+        assert_eq!(get(b"").validate(&l), Err(Error::Empty { what: "key" }));
+        assert!(get(b"abcd").validate(&l).is_ok());
+        assert_eq!(get(b"abcde").validate(&l), Err(Error::KeyTooLarge { what: "key", len: 5, max: 4 }));
+        let put = Command::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![0; 9]),
+            ttl_ms: 0,
+            condition: PutCondition::Always,
+        };
+        assert_eq!(put.validate(&l), Err(Error::ValueTooLarge { len: 9, max: 8 }));
+        let hset =
+            Command::HashSet { key: Bytes::from_static(b"k"), field: Bytes::new(), value: Bytes::new() };
+        assert_eq!(hset.validate(&l), Err(Error::Empty { what: "field" }));
+    }
+
+    #[test]
+    fn batches_are_bounded_and_flat() {
+        let l = small();
+        let ping = Command::Ping;
+        let ok = Command::Batch { ops: vec![ping.clone(), ping.clone()] };
+        assert!(ok.validate(&l).is_ok());
+        let long = Command::Batch { ops: vec![ping.clone(); 3] };
+        assert!(matches!(long.validate(&l), Err(Error::LimitExceeded { len: 3, max: 2, .. })));
+        let nested = Command::Batch { ops: vec![Command::Batch { ops: vec![] }] };
+        assert!(matches!(nested.validate(&l), Err(Error::InvalidArgument(_))));
+        let bad_inner = Command::Batch { ops: vec![Command::Get { key: Bytes::new() }] };
+        assert_eq!(bad_inner.validate(&l), Err(Error::Empty { what: "key" }));
+    }
+
+    #[test]
+    fn scan_page_defaults_and_caps() {
+        let l = small();
+        assert_eq!(l.scan_page(0), Ok(3));
+        assert_eq!(l.scan_page(10), Ok(10));
+        assert!(matches!(l.scan_page(11), Err(Error::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn conditions() {
+        assert!(PutCondition::Always.holds(false, 0));
+        assert!(PutCondition::IfAbsent.holds(false, 0));
+        assert!(!PutCondition::IfAbsent.holds(true, 3));
+        assert!(PutCondition::IfPresent.holds(true, 3));
+        assert!(!PutCondition::IfPresent.holds(false, 0));
+        assert!(PutCondition::IfVersion(3).holds(true, 3));
+        assert!(!PutCondition::IfVersion(3).holds(true, 4));
+        assert!(!PutCondition::IfVersion(0).holds(false, 0), "absent never matches a version");
+    }
+}

@@ -1,0 +1,30 @@
+//! `nanodb-protocol`: everything a NanoDB server and its clients must agree on, and nothing else.
+//!
+//! - [`pb`]: the gRPC types generated from `proto/nanodb/v1` (the schema is the source of truth),
+//!   plus the encoded descriptor set served through gRPC reflection.
+//! - [`command`]: the protocol-neutral [`Command`]/[`Reply`] model every frontend decodes into, and
+//!   the [`Limits`] that validate it.
+//! - [`error`]: the one [`Error`] enum with stable [`ErrorCode`]s, mapped once per protocol.
+//! - [`frame`] and [`wire`]: the binary TCP protocol (`PROTOCOL.md`): frames, the tokio-util codecs
+//!   for both ends, and the body layouts.
+//!
+//! No sockets, no runtime, no server policy: a Rust client depends on this crate alone.
+
+pub mod command;
+pub mod error;
+pub mod frame;
+pub mod wire;
+
+pub use command::{Command, Entry, Limits, ListEnd, PutCondition, Reply, ScanEntry};
+pub use error::{Error, ErrorCode};
+pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};
+pub use wire::{Request, Response};
+
+/// Types generated from `proto/nanodb/v1/*.proto` by prost and tonic.
+#[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations, rust_2018_idioms)]
+pub mod pb {
+    tonic::include_proto!("nanodb.v1");
+
+    /// The encoded `FileDescriptorSet` of the whole API, with source comments, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nanodb_descriptor.bin"));
+}

@@ -1,0 +1,758 @@
+//! Body layouts of the binary TCP protocol: how each [`Request`] and [`Response`] is laid out after
+//! the frame header. `PROTOCOL.md` is the normative description; this module is its implementation.
+//!
+//! Primitives: integers are big-endian and fixed-size; `bytes` is a `u32` length followed by that
+//! many bytes; `count` is a `u32` number of items. Every length and count is checked against the
+//! bytes left in the frame before anything is allocated, and a body must be consumed exactly.
+//!
+//! Why hand-packed rather than protobuf bodies: see `benches/body_encoding.rs` and PROTOCOL.md
+//! ("Body encoding"); it is cheaper to encode and decode and needs no protobuf library in a client.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::command::{Command, Entry, ListEnd, PutCondition, Reply, ScanEntry};
+use crate::error::{Error, ErrorCode};
+use crate::frame::FrameCodec;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The magic bytes that open a HELLO body.
+pub const MAGIC: [u8; 4] = *b"NANO";
+
+/// Frame kinds. Requests are below 0x80; responses are 0x80 and above.
+pub mod kind {
+    /// Handshake: `magic[4] "NANO" | u16 version`.
+    pub const HELLO: u8 = 0x01;
+    /// Round trip: empty body.
+    pub const PING: u8 = 0x02;
+    /// `key`.
+    pub const GET: u8 = 0x10;
+    /// `key | value | u64 ttl_ms | u8 condition | u64 expected_version`.
+    pub const PUT: u8 = 0x11;
+    /// `key`.
+    pub const DELETE: u8 = 0x12;
+    /// `key`.
+    pub const EXISTS: u8 = 0x13;
+    /// `key | i64 delta`.
+    pub const INCR: u8 = 0x14;
+    /// `key | i64 ttl_ms`.
+    pub const EXPIRE: u8 = 0x15;
+    /// `key`.
+    pub const TTL: u8 = 0x16;
+    /// `prefix | u32 limit | cursor`.
+    pub const SCAN: u8 = 0x17;
+    /// `count | count × (u8 kind | body)`.
+    pub const BATCH: u8 = 0x18;
+    /// Empty body.
+    pub const KEY_COUNT: u8 = 0x19;
+    /// `key | field | value`.
+    pub const HASH_SET: u8 = 0x20;
+    /// `key | field`.
+    pub const HASH_GET: u8 = 0x21;
+    /// `key | field`.
+    pub const HASH_DELETE: u8 = 0x22;
+    /// `key`.
+    pub const HASH_GET_ALL: u8 = 0x23;
+    /// `key | u8 end | count | count × value`.
+    pub const LIST_PUSH: u8 = 0x30;
+    /// `key | u8 end | u32 count`.
+    pub const LIST_POP: u8 = 0x31;
+    /// `key | i64 start | i64 stop`.
+    pub const LIST_RANGE: u8 = 0x32;
+
+    /// Empty body.
+    pub const R_PONG: u8 = 0x81;
+    /// `u8 found | (value | u64 version | i64 ttl_ms)` when found.
+    pub const R_VALUE: u8 = 0x82;
+    /// `u8 applied | u64 version`.
+    pub const R_PUT: u8 = 0x83;
+    /// `u8` (0 or 1).
+    pub const R_BOOL: u8 = 0x84;
+    /// `i64`.
+    pub const R_INT: u8 = 0x85;
+    /// `u8 found | bytes` when found.
+    pub const R_BYTES: u8 = 0x86;
+    /// `count | count × (key | value | u64 version | i64 ttl_ms) | next_cursor`.
+    pub const R_SCAN: u8 = 0x87;
+    /// `count | count × (field | value)`.
+    pub const R_PAIRS: u8 = 0x88;
+    /// `count | count × value`.
+    pub const R_LIST: u8 = 0x89;
+    /// `count | count × (u8 kind | body)`, each a response (error frames included).
+    pub const R_BATCH: u8 = 0x8A;
+    /// `u16 version | u32 max_frame_len`.
+    pub const R_HELLO: u8 = 0x8F;
+    /// `u16 code | message` (UTF-8).
+    pub const R_ERROR: u8 = 0xFF;
+}
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The handshake, first on every connection.
+    Hello {
+        /// The protocol version the client speaks.
+        version: u16,
+    },
+    /// Any data command.
+    Command(Command),
+}
+
+/// What a server answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// The handshake's answer.
+    Hello {
+        /// The version the server speaks.
+        version: u16,
+        /// The largest frame the server accepts (length prefix excluded).
+        max_frame_len: u32,
+    },
+    /// A successful reply.
+    Reply(Reply),
+    /// A failure; decoded errors are [`Error::Remote`].
+    Error(Error),
+}
+
+impl Response {
+    /// The response for an error.
+    pub fn error(e: &Error) -> Self {
+        Self::Error(e.clone())
+    }
+}
+
+impl From<Result<Reply, Error>> for Response {
+    fn from(r: Result<Reply, Error>) -> Self {
+        match r {
+            Ok(reply) => Self::Reply(reply),
+            Err(e) => Self::Error(e),
+        }
+    }
+}
+
+fn put_bytes(dst: &mut BytesMut, b: &[u8]) {
+    dst.put_u32(b.len() as u32);
+    dst.put_slice(b);
+}
+
+fn put_end(dst: &mut BytesMut, end: ListEnd) {
+    dst.put_u8(match end {
+        ListEnd::Front => 0,
+        ListEnd::Back => 1,
+    });
+}
+
+/// Writes a whole request frame (header and body) to `dst`.
+pub fn encode_request(id: u32, request: &Request, dst: &mut BytesMut) {
+    match request {
+        Request::Hello { version } => {
+            let start = FrameCodec::begin(dst, kind::HELLO, id);
+            dst.put_slice(&MAGIC);
+            dst.put_u16(*version);
+            FrameCodec::finish(dst, start);
+        }
+        Request::Command(cmd) => {
+            let start = FrameCodec::begin(dst, command_kind(cmd), id);
+            encode_command_body(cmd, dst);
+            FrameCodec::finish(dst, start);
+        }
+    }
+}
+
+fn command_kind(cmd: &Command) -> u8 {
+    match cmd {
+        Command::Ping => kind::PING,
+        Command::Get { .. } => kind::GET,
+        Command::Put { .. } => kind::PUT,
+        Command::Delete { .. } => kind::DELETE,
+        Command::Exists { .. } => kind::EXISTS,
+        Command::Incr { .. } => kind::INCR,
+        Command::Expire { .. } => kind::EXPIRE,
+        Command::Ttl { .. } => kind::TTL,
+        Command::Scan { .. } => kind::SCAN,
+        Command::Batch { .. } => kind::BATCH,
+        Command::KeyCount => kind::KEY_COUNT,
+        Command::HashSet { .. } => kind::HASH_SET,
+        Command::HashGet { .. } => kind::HASH_GET,
+        Command::HashDelete { .. } => kind::HASH_DELETE,
+        Command::HashGetAll { .. } => kind::HASH_GET_ALL,
+        Command::ListPush { .. } => kind::LIST_PUSH,
+        Command::ListPop { .. } => kind::LIST_POP,
+        Command::ListRange { .. } => kind::LIST_RANGE,
+    }
+}
+
+fn encode_command_body(cmd: &Command, dst: &mut BytesMut) {
+    match cmd {
+        Command::Ping | Command::KeyCount => {}
+        Command::Get { key }
+        | Command::Delete { key }
+        | Command::Exists { key }
+        | Command::Ttl { key }
+        | Command::HashGetAll { key } => put_bytes(dst, key),
+        Command::Put { key, value, ttl_ms, condition } => {
+            put_bytes(dst, key);
+            put_bytes(dst, value);
+            dst.put_u64(*ttl_ms);
+            let (c, v) = match condition {
+                PutCondition::Always => (0, 0),
+                PutCondition::IfAbsent => (1, 0),
+                PutCondition::IfPresent => (2, 0),
+                PutCondition::IfVersion(v) => (3, *v),
+            };
+            dst.put_u8(c);
+            dst.put_u64(v);
+        }
+        Command::Incr { key, delta } => {
+            put_bytes(dst, key);
+            dst.put_i64(*delta);
+        }
+        Command::Expire { key, ttl_ms } => {
+            put_bytes(dst, key);
+            dst.put_i64(*ttl_ms);
+        }
+        Command::Scan { prefix, limit, cursor } => {
+            put_bytes(dst, prefix);
+            dst.put_u32(*limit);
+            put_bytes(dst, cursor);
+        }
+        Command::Batch { ops } => {
+            dst.put_u32(ops.len() as u32);
+            for op in ops {
+                dst.put_u8(command_kind(op));
+                encode_command_body(op, dst);
+            }
+        }
+        Command::HashSet { key, field, value } => {
+            put_bytes(dst, key);
+            put_bytes(dst, field);
+            put_bytes(dst, value);
+        }
+        Command::HashGet { key, field } | Command::HashDelete { key, field } => {
+            put_bytes(dst, key);
+            put_bytes(dst, field);
+        }
+        Command::ListPush { key, end, values } => {
+            put_bytes(dst, key);
+            put_end(dst, *end);
+            dst.put_u32(values.len() as u32);
+            for v in values {
+                put_bytes(dst, v);
+            }
+        }
+        Command::ListPop { key, end, count } => {
+            put_bytes(dst, key);
+            put_end(dst, *end);
+            dst.put_u32(*count);
+        }
+        Command::ListRange { key, start, stop } => {
+            put_bytes(dst, key);
+            dst.put_i64(*start);
+            dst.put_i64(*stop);
+        }
+    }
+}
+
+/// Writes a whole response frame (header and body) to `dst`.
+pub fn encode_response(id: u32, response: &Response, dst: &mut BytesMut) {
+    let k = response_kind(response);
+    let start = FrameCodec::begin(dst, k, id);
+    encode_response_body(response, dst);
+    FrameCodec::finish(dst, start);
+}
+
+fn response_kind(response: &Response) -> u8 {
+    match response {
+        Response::Hello { .. } => kind::R_HELLO,
+        Response::Error(_) => kind::R_ERROR,
+        Response::Reply(r) => match r {
+            Reply::Pong => kind::R_PONG,
+            Reply::Value(_) => kind::R_VALUE,
+            Reply::Put { .. } => kind::R_PUT,
+            Reply::Bool(_) => kind::R_BOOL,
+            Reply::Int(_) => kind::R_INT,
+            Reply::Bytes(_) => kind::R_BYTES,
+            Reply::Scan { .. } => kind::R_SCAN,
+            Reply::Pairs(_) => kind::R_PAIRS,
+            Reply::List(_) => kind::R_LIST,
+            Reply::Batch(_) => kind::R_BATCH,
+        },
+    }
+}
+
+fn encode_response_body(response: &Response, dst: &mut BytesMut) {
+    let reply = match response {
+        Response::Hello { version, max_frame_len } => {
+            dst.put_u16(*version);
+            dst.put_u32(*max_frame_len);
+            return;
+        }
+        Response::Error(e) => {
+            dst.put_u16(e.code().as_u16());
+            put_bytes(dst, e.to_string().as_bytes());
+            return;
+        }
+        Response::Reply(r) => r,
+    };
+    match reply {
+        Reply::Pong => {}
+        Reply::Value(None) | Reply::Bytes(None) => dst.put_u8(0),
+        Reply::Value(Some(e)) => {
+            dst.put_u8(1);
+            put_bytes(dst, &e.value);
+            dst.put_u64(e.version);
+            dst.put_i64(e.ttl_ms);
+        }
+        Reply::Put { applied, version } => {
+            dst.put_u8(u8::from(*applied));
+            dst.put_u64(*version);
+        }
+        Reply::Bool(b) => dst.put_u8(u8::from(*b)),
+        Reply::Int(i) => dst.put_i64(*i),
+        Reply::Bytes(Some(b)) => {
+            dst.put_u8(1);
+            put_bytes(dst, b);
+        }
+        Reply::Scan { entries, next_cursor } => {
+            dst.put_u32(entries.len() as u32);
+            for e in entries {
+                put_bytes(dst, &e.key);
+                put_bytes(dst, &e.value);
+                dst.put_u64(e.version);
+                dst.put_i64(e.ttl_ms);
+            }
+            put_bytes(dst, next_cursor);
+        }
+        Reply::Pairs(pairs) => {
+            dst.put_u32(pairs.len() as u32);
+            for (f, v) in pairs {
+                put_bytes(dst, f);
+                put_bytes(dst, v);
+            }
+        }
+        Reply::List(values) => {
+            dst.put_u32(values.len() as u32);
+            for v in values {
+                put_bytes(dst, v);
+            }
+        }
+        Reply::Batch(results) => {
+            dst.put_u32(results.len() as u32);
+            for r in results {
+                let resp = Response::from(r.clone());
+                dst.put_u8(response_kind(&resp));
+                encode_response_body(&resp, dst);
+            }
+        }
+    }
+}
+
+/// A cursor over a frame body; every read checks the bytes left first.
+struct Reader {
+    buf: Bytes,
+}
+
+fn malformed(msg: impl Into<String>) -> Error {
+    Error::Malformed(msg.into())
+}
+
+impl Reader {
+    fn need(&self, n: usize, what: &str) -> Result<(), Error> {
+        if self.buf.remaining() < n {
+            return Err(malformed(format!(
+                "truncated body: {what} needs {n} bytes, {} left",
+                self.buf.remaining()
+            )));
+        }
+        Ok(())
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, Error> {
+        self.need(1, what)?;
+        Ok(self.buf.get_u8())
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16, Error> {
+        self.need(2, what)?;
+        Ok(self.buf.get_u16())
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, Error> {
+        self.need(4, what)?;
+        Ok(self.buf.get_u32())
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, Error> {
+        self.need(8, what)?;
+        Ok(self.buf.get_u64())
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64, Error> {
+        self.need(8, what)?;
+        Ok(self.buf.get_i64())
+    }
+
+    fn bool(&mut self, what: &str) -> Result<bool, Error> {
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => Err(malformed(format!("{what} must be 0 or 1, got {n}"))),
+        }
+    }
+
+    /// A length-prefixed byte string, sliced out of the frame without copying.
+    fn bytes(&mut self, what: &str) -> Result<Bytes, Error> {
+        let len = self.u32(what)? as usize;
+        self.need(len, what)?;
+        Ok(self.buf.split_to(len))
+    }
+
+    /// An item count, refused when `count × min_item_len` cannot fit in what is left, so a
+    /// hostile count cannot make the reader allocate.
+    fn count(&mut self, what: &str, min_item_len: usize) -> Result<usize, Error> {
+        let n = self.u32(what)? as usize;
+        if n.saturating_mul(min_item_len) > self.buf.remaining() {
+            return Err(malformed(format!(
+                "{what} of {n} cannot fit in the {} bytes left",
+                self.buf.remaining()
+            )));
+        }
+        Ok(n)
+    }
+
+    fn end(&mut self) -> Result<ListEnd, Error> {
+        match self.u8("list end")? {
+            0 => Ok(ListEnd::Front),
+            1 => Ok(ListEnd::Back),
+            n => Err(malformed(format!("list end must be 0 (front) or 1 (back), got {n}"))),
+        }
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, Error> {
+        if self.buf.has_remaining() {
+            return Err(malformed(format!("{} unexpected trailing bytes", self.buf.remaining())));
+        }
+        Ok(value)
+    }
+}
+
+/// Decodes a request body of the given kind.
+pub fn decode_request(kind: u8, body: Bytes) -> Result<Request, Error> {
+    let mut r = Reader { buf: body };
+    let request = if kind == kind::HELLO {
+        r.need(4, "magic")?;
+        let magic = r.buf.split_to(4);
+        if magic[..] != MAGIC {
+            return Err(malformed("HELLO must start with the magic bytes \"NANO\""));
+        }
+        Request::Hello { version: r.u16("version")? }
+    } else {
+        Request::Command(decode_command(kind, &mut r)?)
+    };
+    r.finish(request)
+}
+
+fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
+    Ok(match k {
+        kind::PING => Command::Ping,
+        kind::KEY_COUNT => Command::KeyCount,
+        kind::GET => Command::Get { key: r.bytes("key")? },
+        kind::DELETE => Command::Delete { key: r.bytes("key")? },
+        kind::EXISTS => Command::Exists { key: r.bytes("key")? },
+        kind::TTL => Command::Ttl { key: r.bytes("key")? },
+        kind::HASH_GET_ALL => Command::HashGetAll { key: r.bytes("key")? },
+        kind::PUT => {
+            let key = r.bytes("key")?;
+            let value = r.bytes("value")?;
+            let ttl_ms = r.u64("ttl_ms")?;
+            let c = r.u8("condition")?;
+            let expected = r.u64("expected_version")?;
+            let condition = match c {
+                0 => PutCondition::Always,
+                1 => PutCondition::IfAbsent,
+                2 => PutCondition::IfPresent,
+                3 => PutCondition::IfVersion(expected),
+                n => return Err(malformed(format!("unknown put condition {n}"))),
+            };
+            Command::Put { key, value, ttl_ms, condition }
+        }
+        kind::INCR => Command::Incr { key: r.bytes("key")?, delta: r.i64("delta")? },
+        kind::EXPIRE => Command::Expire { key: r.bytes("key")?, ttl_ms: r.i64("ttl_ms")? },
+        kind::SCAN => {
+            Command::Scan { prefix: r.bytes("prefix")?, limit: r.u32("limit")?, cursor: r.bytes("cursor")? }
+        }
+        kind::BATCH => {
+            let n = r.count("batch", 1)?;
+            let mut ops = Vec::with_capacity(n);
+            for _ in 0..n {
+                let k = r.u8("operation kind")?;
+                if k == kind::BATCH || k == kind::HELLO {
+                    return Err(malformed("a batch cannot contain a batch or a HELLO"));
+                }
+                ops.push(decode_command(k, r)?);
+            }
+            Command::Batch { ops }
+        }
+        kind::HASH_SET => {
+            Command::HashSet { key: r.bytes("key")?, field: r.bytes("field")?, value: r.bytes("value")? }
+        }
+        kind::HASH_GET => Command::HashGet { key: r.bytes("key")?, field: r.bytes("field")? },
+        kind::HASH_DELETE => Command::HashDelete { key: r.bytes("key")?, field: r.bytes("field")? },
+        kind::LIST_PUSH => {
+            let key = r.bytes("key")?;
+            let end = r.end()?;
+            let n = r.count("values", 4)?;
+            let mut values = Vec::with_capacity(n);
+            for _ in 0..n {
+                values.push(r.bytes("value")?);
+            }
+            Command::ListPush { key, end, values }
+        }
+        kind::LIST_POP => Command::ListPop { key: r.bytes("key")?, end: r.end()?, count: r.u32("count")? },
+        kind::LIST_RANGE => {
+            Command::ListRange { key: r.bytes("key")?, start: r.i64("start")?, stop: r.i64("stop")? }
+        }
+        other => return Err(malformed(format!("unknown request kind 0x{other:02x}"))),
+    })
+}
+
+/// Decodes a response body of the given kind.
+pub fn decode_response(kind: u8, body: Bytes) -> Result<Response, Error> {
+    let mut r = Reader { buf: body };
+    let response = decode_response_body(kind, &mut r)?;
+    r.finish(response)
+}
+
+fn decode_response_body(k: u8, r: &mut Reader) -> Result<Response, Error> {
+    let reply = match k {
+        kind::R_HELLO => {
+            return Ok(Response::Hello {
+                version: r.u16("version")?,
+                max_frame_len: r.u32("max_frame_len")?,
+            });
+        }
+        kind::R_ERROR => {
+            let n = r.u16("code")?;
+            let message = String::from_utf8_lossy(&r.bytes("message")?).into_owned();
+            let code = ErrorCode::from_u16(n).unwrap_or(ErrorCode::Internal);
+            return Ok(Response::Error(Error::Remote { code, message }));
+        }
+        kind::R_PONG => Reply::Pong,
+        kind::R_VALUE => {
+            if r.bool("found")? {
+                Reply::Value(Some(Entry {
+                    value: r.bytes("value")?,
+                    version: r.u64("version")?,
+                    ttl_ms: r.i64("ttl_ms")?,
+                }))
+            } else {
+                Reply::Value(None)
+            }
+        }
+        kind::R_PUT => Reply::Put { applied: r.bool("applied")?, version: r.u64("version")? },
+        kind::R_BOOL => Reply::Bool(r.bool("bool")?),
+        kind::R_INT => Reply::Int(r.i64("int")?),
+        kind::R_BYTES => {
+            if r.bool("found")? {
+                Reply::Bytes(Some(r.bytes("bytes")?))
+            } else {
+                Reply::Bytes(None)
+            }
+        }
+        kind::R_SCAN => {
+            let n = r.count("entries", 24)?;
+            let mut entries = Vec::with_capacity(n);
+            for _ in 0..n {
+                entries.push(ScanEntry {
+                    key: r.bytes("key")?,
+                    value: r.bytes("value")?,
+                    version: r.u64("version")?,
+                    ttl_ms: r.i64("ttl_ms")?,
+                });
+            }
+            Reply::Scan { entries, next_cursor: r.bytes("next_cursor")? }
+        }
+        kind::R_PAIRS => {
+            let n = r.count("pairs", 8)?;
+            let mut pairs = Vec::with_capacity(n);
+            for _ in 0..n {
+                pairs.push((r.bytes("field")?, r.bytes("value")?));
+            }
+            Reply::Pairs(pairs)
+        }
+        kind::R_LIST => {
+            let n = r.count("values", 4)?;
+            let mut values = Vec::with_capacity(n);
+            for _ in 0..n {
+                values.push(r.bytes("value")?);
+            }
+            Reply::List(values)
+        }
+        kind::R_BATCH => {
+            let n = r.count("results", 1)?;
+            let mut results = Vec::with_capacity(n);
+            for _ in 0..n {
+                let k = r.u8("result kind")?;
+                if k == kind::R_BATCH || k == kind::R_HELLO {
+                    return Err(malformed("a batch result cannot be a batch or a HELLO"));
+                }
+                results.push(match decode_response_body(k, r)? {
+                    Response::Reply(reply) => Ok(reply),
+                    Response::Error(e) => Err(e),
+                    Response::Hello { .. } => return Err(malformed("HELLO inside a batch")),
+                });
+            }
+            Reply::Batch(results)
+        }
+        other => return Err(malformed(format!("unknown response kind 0x{other:02x}"))),
+    };
+    Ok(Response::Reply(reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    fn round_trip_request(req: Request) {
+        let mut buf = BytesMut::new();
+        encode_request(9, &req, &mut buf);
+        let body = Bytes::copy_from_slice(&buf[9..]);
+        assert_eq!(decode_request(buf[4], body), Ok(req));
+    }
+
+    fn round_trip_response(resp: Response) -> Response {
+        let mut buf = BytesMut::new();
+        encode_response(9, &resp, &mut buf);
+        let body = Bytes::copy_from_slice(&buf[9..]);
+        decode_response(buf[4], body).expect("decodes")
+    }
+
+    #[test]
+    fn every_command_round_trips() {
+        let cmds = vec![
+            Command::Ping,
+            Command::KeyCount,
+            Command::Get { key: b("k") },
+            Command::Put { key: b("k"), value: b("v"), ttl_ms: 5, condition: PutCondition::IfVersion(7) },
+            Command::Put { key: b("k"), value: Bytes::new(), ttl_ms: 0, condition: PutCondition::IfAbsent },
+            Command::Delete { key: b("k") },
+            Command::Exists { key: b("k") },
+            Command::Incr { key: b("k"), delta: -3 },
+            Command::Expire { key: b("k"), ttl_ms: -1 },
+            Command::Ttl { key: b("k") },
+            Command::Scan { prefix: b("p"), limit: 10, cursor: b("c") },
+            Command::Batch {
+                ops: vec![Command::Get { key: b("a") }, Command::Incr { key: b("n"), delta: 1 }],
+            },
+            Command::HashSet { key: b("h"), field: b("f"), value: b("v") },
+            Command::HashGet { key: b("h"), field: b("f") },
+            Command::HashDelete { key: b("h"), field: b("f") },
+            Command::HashGetAll { key: b("h") },
+            Command::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("a"), b("b")] },
+            Command::ListPop { key: b("l"), end: ListEnd::Front, count: 2 },
+            Command::ListRange { key: b("l"), start: 0, stop: -1 },
+        ];
+        for c in cmds {
+            round_trip_request(Request::Command(c));
+        }
+        round_trip_request(Request::Hello { version: PROTOCOL_VERSION });
+    }
+
+    #[test]
+    fn every_reply_round_trips() {
+        let replies = vec![
+            Reply::Pong,
+            Reply::Value(None),
+            Reply::Value(Some(Entry { value: b("v"), version: 3, ttl_ms: -1 })),
+            Reply::Put { applied: false, version: 0 },
+            Reply::Bool(true),
+            Reply::Int(i64::MIN),
+            Reply::Bytes(None),
+            Reply::Bytes(Some(b("x"))),
+            Reply::Scan {
+                entries: vec![ScanEntry { key: b("k"), value: b("v"), version: 1, ttl_ms: 10 }],
+                next_cursor: b("next"),
+            },
+            Reply::Pairs(vec![(b("f"), b("v"))]),
+            Reply::List(vec![b("a"), Bytes::new()]),
+        ];
+        for r in replies {
+            assert_eq!(round_trip_response(Response::Reply(r.clone())), Response::Reply(r));
+        }
+        let hello = Response::Hello { version: 1, max_frame_len: 1 << 20 };
+        assert_eq!(round_trip_response(hello.clone()), hello);
+    }
+
+    #[test]
+    fn errors_keep_code_and_message() {
+        let e = Error::WrongType;
+        match round_trip_response(Response::error(&e)) {
+            Response::Error(Error::Remote { code, message }) => {
+                assert_eq!(code, ErrorCode::WrongType);
+                assert_eq!(message, e.to_string());
+            }
+            other => panic!("{other:?}"),
+        }
+        let batch = Reply::Batch(vec![Ok(Reply::Int(1)), Err(Error::NotAnInteger)]);
+        match round_trip_response(Response::Reply(batch)) {
+            Response::Reply(Reply::Batch(results)) => {
+                assert_eq!(results[0], Ok(Reply::Int(1)));
+                assert_eq!(results[1].as_ref().map_err(Error::code), Err(ErrorCode::NotAnInteger));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_counts_and_lengths_are_refused_without_allocating() {
+        let mut body = BytesMut::new();
+        body.put_u32(u32::MAX); // a batch claiming 4 billion operations, in a 4-byte body
+        assert!(matches!(decode_request(kind::BATCH, body.freeze()), Err(Error::Malformed(_))));
+        let mut body = BytesMut::new();
+        body.put_u32(1);
+        body.put_u8(0);
+        body.put_u32(u32::MAX); // 4 GiB of list values claimed
+        assert!(matches!(decode_request(kind::LIST_PUSH, body.freeze()), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn trailing_bytes_bad_magic_and_bad_enums_are_malformed() {
+        let mut body = BytesMut::new();
+        put_bytes(&mut body, b"k");
+        body.put_u8(0);
+        assert!(matches!(decode_request(kind::GET, body.freeze()), Err(Error::Malformed(_))));
+        assert!(matches!(
+            decode_request(kind::HELLO, Bytes::from_static(b"NOPE\x00\x01")),
+            Err(Error::Malformed(_))
+        ));
+        let mut body = BytesMut::new();
+        put_bytes(&mut body, b"l");
+        body.put_u8(7);
+        body.put_u32(1);
+        assert!(matches!(decode_request(kind::LIST_POP, body.freeze()), Err(Error::Malformed(_))));
+    }
+
+    proptest! {
+        /// Arbitrary bytes under any kind never panic the decoders.
+        #[test]
+        fn decoders_never_panic(kind in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode_request(kind, Bytes::from(body.clone()));
+            let _ = decode_response(kind, Bytes::from(body));
+        }
+
+        /// Puts with arbitrary binary keys and values round-trip exactly.
+        #[test]
+        fn binary_puts_round_trip(key in proptest::collection::vec(any::<u8>(), 1..32),
+                                  value in proptest::collection::vec(any::<u8>(), 0..256),
+                                  ttl in any::<u64>()) {
+            round_trip_request(Request::Command(Command::Put {
+                key: Bytes::from(key), value: Bytes::from(value), ttl_ms: ttl, condition: PutCondition::Always,
+            }));
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Server configuration: command-line flags, `NANODB_*` environment variables and an optional TOML
+//! file, in that order of precedence (flag > environment > file > default).
+//!
+//! Every setting is a clap flag with its default shown in `--help`. The file uses the flags' long
+//! names as keys (`tcp_addr = "127.0.0.1:7070"` or `tcp-addr = ...`); unknown keys are an error, so
+//! a typo never passes silently. Merging is generic: file entries whose flag was neither given nor
+//! set in the environment are injected as flags and the command line is parsed again.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use nanodb_protocol::Limits;
+
+/// A listen address: `HOST:PORT`, or `off` to disable that frontend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// The frontend is disabled.
+    Off,
+    /// Listen here (`HOST:PORT`; port 0 picks a free port).
+    On(String),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Self::On(s.to_string()))
+            }
+            _ => Err(format!("'{s}' is neither HOST:PORT nor 'off'")),
+        }
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::On(a) => f.write_str(a),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// The address, or `None` when off.
+    pub fn as_option(&self) -> Option<&str> {
+        match self {
+            Self::Off => None,
+            Self::On(a) => Some(a),
+        }
+    }
+}
+
+/// NanoDB: one in-memory key-value engine served over gRPC, REST, a binary TCP protocol and RESP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "nanodb-server", version, args_override_self = true)]
+pub struct Cli {
+    /// TOML file with any of the settings below (keys are the flag names); flags and NANODB_*
+    /// variables win over it.
+    #[arg(long, env = "NANODB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// gRPC listen address (HOST:PORT or off).
+    #[arg(long, env = "NANODB_GRPC_ADDR", default_value = "127.0.0.1:50051", value_name = "ADDR")]
+    pub grpc_addr: ListenAddr,
+
+    /// REST (HTTP) listen address (HOST:PORT or off).
+    #[arg(long, env = "NANODB_HTTP_ADDR", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub http_addr: ListenAddr,
+
+    /// Binary TCP protocol listen address (HOST:PORT or off).
+    #[arg(long, env = "NANODB_TCP_ADDR", default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub tcp_addr: ListenAddr,
+
+    /// Redis protocol (RESP2) listen address (HOST:PORT or off).
+    #[arg(long, env = "NANODB_RESP_ADDR", default_value = "127.0.0.1:6379", value_name = "ADDR")]
+    pub resp_addr: ListenAddr,
+
+    /// Directory for the append-only log and snapshots.
+    #[arg(long, env = "NANODB_DATA_DIR", default_value = "./nanodb-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
+    #[arg(long, env = "NANODB_LOG_LEVEL", default_value = "info", value_name = "FILTER")]
+    pub log_level: String,
+
+    /// Longest key or hash field, in bytes.
+    #[arg(long, env = "NANODB_MAX_KEY_LEN", default_value_t = Limits::default().max_key_len, value_name = "BYTES")]
+    pub max_key_len: usize,
+
+    /// Longest value, in bytes.
+    #[arg(long, env = "NANODB_MAX_VALUE_LEN", default_value_t = Limits::default().max_value_len, value_name = "BYTES")]
+    pub max_value_len: usize,
+
+    /// Most operations in one batch (and values in one list push).
+    #[arg(long, env = "NANODB_MAX_BATCH_LEN", default_value_t = Limits::default().max_batch_len, value_name = "N")]
+    pub max_batch_len: usize,
+
+    /// Largest scan page a client may ask for.
+    #[arg(long, env = "NANODB_MAX_SCAN_PAGE", default_value_t = Limits::default().max_scan_page, value_name = "N")]
+    pub max_scan_page: u32,
+
+    /// Scan page size when a client asks for 0.
+    #[arg(long, env = "NANODB_DEFAULT_SCAN_PAGE", default_value_t = Limits::default().default_scan_page, value_name = "N")]
+    pub default_scan_page: u32,
+
+    /// Largest binary TCP frame, in bytes (length prefix excluded).
+    #[arg(long, env = "NANODB_MAX_FRAME_LEN", default_value_t = nanodb_protocol::frame::DEFAULT_MAX_FRAME_LEN, value_name = "BYTES")]
+    pub max_frame_len: usize,
+
+    /// Most client connections per protocol at once; further connections are refused with an error.
+    #[arg(long, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Deadline for one request, in milliseconds.
+    #[arg(long, env = "NANODB_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS")]
+    pub request_timeout_ms: u64,
+
+    /// Time a new TCP connection has to send its HELLO, in milliseconds.
+    #[arg(long, env = "NANODB_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_name = "MS")]
+    pub handshake_timeout_ms: u64,
+
+    /// On shutdown, how long connections get to finish before the server exits anyway.
+    #[arg(long, env = "NANODB_SHUTDOWN_GRACE_MS", default_value_t = 5_000, value_name = "MS")]
+    pub shutdown_grace_ms: u64,
+
+    /// How often the expiry sweeper runs, in milliseconds.
+    #[arg(long, env = "NANODB_SWEEP_INTERVAL_MS", default_value_t = 100, value_name = "MS")]
+    pub sweep_interval_ms: u64,
+}
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC listen address.
+    pub grpc_addr: ListenAddr,
+    /// REST listen address.
+    pub http_addr: ListenAddr,
+    /// Binary TCP listen address.
+    pub tcp_addr: ListenAddr,
+    /// RESP listen address.
+    pub resp_addr: ListenAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Log filter.
+    pub log_level: String,
+    /// Size and count limits, enforced by the engine.
+    pub limits: Limits,
+    /// Largest TCP frame.
+    pub max_frame_len: usize,
+    /// Connection limit per protocol.
+    pub max_connections: usize,
+    /// Request deadline.
+    pub request_timeout: Duration,
+    /// HELLO deadline for TCP connections.
+    pub handshake_timeout: Duration,
+    /// Drain deadline at shutdown.
+    pub shutdown_grace: Duration,
+    /// Expiry sweeper period.
+    pub sweep_interval: Duration,
+}
+
+impl Default for Config {
+    /// The defaults of every flag.
+    fn default() -> Self {
+        Cli::parse_from(["nanodb-server"]).into()
+    }
+}
+
+impl Config {
+    /// Defaults with every listener off; tests switch on what they need on port 0.
+    pub fn all_off() -> Self {
+        Self {
+            grpc_addr: ListenAddr::Off,
+            http_addr: ListenAddr::Off,
+            tcp_addr: ListenAddr::Off,
+            resp_addr: ListenAddr::Off,
+            ..Self::default()
+        }
+    }
+}
+
+impl From<Cli> for Config {
+    fn from(c: Cli) -> Self {
+        Self {
+            grpc_addr: c.grpc_addr,
+            http_addr: c.http_addr,
+            tcp_addr: c.tcp_addr,
+            resp_addr: c.resp_addr,
+            data_dir: c.data_dir,
+            log_level: c.log_level,
+            limits: Limits {
+                max_key_len: c.max_key_len,
+                max_value_len: c.max_value_len,
+                max_batch_len: c.max_batch_len,
+                max_scan_page: c.max_scan_page,
+                default_scan_page: c.default_scan_page,
+            },
+            max_frame_len: c.max_frame_len,
+            max_connections: c.max_connections.max(1),
+            request_timeout: Duration::from_millis(c.request_timeout_ms),
+            handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+            shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
+            sweep_interval: Duration::from_millis(c.sweep_interval_ms.max(1)),
+        }
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Bad flags, or `--help`/`--version` (which clap prints and exits on).
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, or holds an unknown key or a bad value.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Loads the configuration from `args` (the first is the program name), the environment and the
+/// file named by `--config`.
+pub fn load<I, T>(args: I) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cmd = Cli::command();
+    let matches = cmd.clone().try_get_matches_from(&args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let Some(path) = cli.config.clone() else { return Ok(cli.into()) };
+
+    let file_error = |message: String| ConfigError::File { path: path.clone(), message };
+    let text =
+        std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    let table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| file_error(e.message().to_string()))?;
+
+    let mut merged: Vec<OsString> = args.first().cloned().into_iter().collect();
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id() == id.as_str() && id != "config")
+            .ok_or_else(|| file_error(format!("unknown setting '{key}'")))?;
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => {
+                return Err(file_error(format!(
+                    "setting '{key}' must be a string, number or boolean, not {}",
+                    other.type_str()
+                )));
+            }
+        };
+        if matches!(matches.value_source(&id), None | Some(ValueSource::DefaultValue)) {
+            let long = arg.get_long().unwrap_or(id.as_str()).to_string();
+            merged.push(format!("--{long}").into());
+            merged.push(value.into());
+        }
+    }
+    merged.extend(args.iter().skip(1).cloned());
+    let matches = cmd
+        .try_get_matches_from(&merged)
+        .map_err(|e| file_error(e.kind().to_string() + ": " + &first_line(&e)))?;
+    Ok(Cli::from_arg_matches(&matches)?.into())
+}
+
+fn first_line(e: &clap::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(contents: &str) -> tempfile_path::TempPath {
+        tempfile_path::TempPath::with_contents(contents)
+    }
+
+    /// A file removed on drop, without pulling a crate in for one test.
+    mod tempfile_path {
+        use std::path::{Path, PathBuf};
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        pub struct TempPath(PathBuf);
+
+        impl TempPath {
+            pub fn with_contents(s: &str) -> Self {
+                static N: AtomicU32 = AtomicU32::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "nanodb-config-test-{}-{}.toml",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&p, s).expect("write temp config");
+                Self(p)
+            }
+            pub fn path(&self) -> &Path {
+                &self.0
+            }
+        }
+
+        impl Drop for TempPath {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(["nanodb-server"]).expect("defaults load");
+        assert_eq!(c.tcp_addr, ListenAddr::On("127.0.0.1:7070".into()));
+        assert_eq!(c.grpc_addr, ListenAddr::On("127.0.0.1:50051".into()));
+        assert_eq!(c.http_addr, ListenAddr::On("127.0.0.1:8080".into()));
+        assert_eq!(c.resp_addr, ListenAddr::On("127.0.0.1:6379".into()));
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn file_fills_in_and_flags_win() {
+        let f = write("tcp_addr = \"127.0.0.1:9000\"\ngrpc-addr = \"off\"\nmax_key_len = 99\n");
+        let p = f.path().to_str().expect("utf8 path");
+        let c = load(["nanodb-server", "--config", p]).expect("loads");
+        assert_eq!(c.tcp_addr, ListenAddr::On("127.0.0.1:9000".into()));
+        assert_eq!(c.grpc_addr, ListenAddr::Off);
+        assert_eq!(c.limits.max_key_len, 99);
+        let c = load(["nanodb-server", "--tcp-addr", "127.0.0.1:1", "--config", p]).expect("loads");
+        assert_eq!(c.tcp_addr, ListenAddr::On("127.0.0.1:1".into()), "the flag wins over the file");
+    }
+
+    #[test]
+    fn bad_files_and_values_are_clear_errors() {
+        let f = write("tcp_adr = \"127.0.0.1:9000\"\n");
+        let err = load(["nanodb-server", "--config", f.path().to_str().expect("utf8")]).expect_err("typo");
+        assert!(err.to_string().contains("unknown setting 'tcp_adr'"), "{err}");
+        let f = write("max_key_len = \"lots\"\n");
+        let err =
+            load(["nanodb-server", "--config", f.path().to_str().expect("utf8")]).expect_err("bad value");
+        assert!(err.to_string().contains("lots"), "{err}");
+        let err = load(["nanodb-server", "--tcp-addr", "nonsense"]).expect_err("bad addr");
+        assert!(err.to_string().contains("neither HOST:PORT nor 'off'"), "{err}");
+        let err = load(["nanodb-server", "--config", "/nonexistent/nanodb.toml"]).expect_err("missing file");
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+}

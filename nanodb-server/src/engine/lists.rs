@@ -1,0 +1,93 @@
+//! List operations: a key holding a double-ended sequence of values.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use nanodb_protocol::{Error, ListEnd};
+
+use super::value::{Slot, Value};
+use super::{Change, Engine};
+
+impl Engine {
+    /// Pushes values one after another at `end`; the list's new length.
+    pub(crate) fn list_push(&self, key: Bytes, end: ListEnd, values: Vec<Bytes>) -> Result<i64, Error> {
+        fn push(list: &mut VecDeque<Bytes>, end: ListEnd, values: Vec<Bytes>) {
+            match end {
+                ListEnd::Front => values.into_iter().for_each(|v| list.push_front(v)),
+                ListEnd::Back => list.extend(values),
+            }
+        }
+        self.update(key, |slot, _| match slot {
+            None => {
+                let mut list = VecDeque::with_capacity(values.len());
+                push(&mut list, end, values);
+                let len = list.len() as i64;
+                let new =
+                    Slot { value: Value::List(Box::new(list)), version: self.next_version(), deadline: 0 };
+                Ok((len, Change::Put(new)))
+            }
+            Some(slot) => {
+                let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+                push(list, end, values);
+                slot.version = self.next_version();
+                Ok((list.len() as i64, Change::Modified))
+            }
+        })
+    }
+
+    /// Pops up to `count` values (0 counts as 1) from `end`, removing the key when emptied.
+    pub(crate) fn list_pop(&self, key: Bytes, end: ListEnd, count: u32) -> Result<Vec<Bytes>, Error> {
+        self.update(key, |slot, _| {
+            let Some(slot) = slot else { return Ok((Vec::new(), Change::None)) };
+            let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+            let n = (count.max(1) as usize).min(list.len());
+            let popped: Vec<Bytes> = match end {
+                ListEnd::Front => list.drain(..n).collect(),
+                ListEnd::Back => (0..n).filter_map(|_| list.pop_back()).collect(),
+            };
+            if list.is_empty() {
+                return Ok((popped, Change::Remove));
+            }
+            slot.version = self.next_version();
+            Ok((popped, Change::Modified))
+        })
+    }
+
+    /// Values from `start` to `stop` inclusive; negative indexes count from the end (Redis LRANGE).
+    pub(crate) fn list_range(&self, key: &[u8], start: i64, stop: i64) -> Result<Vec<Bytes>, Error> {
+        self.read(key, |slot| {
+            let Value::List(list) = &slot.value else { return Err(Error::WrongType) };
+            let Some((from, to)) = resolve_range(list.len(), start, stop) else { return Ok(Vec::new()) };
+            Ok(list.range(from..=to).cloned().collect())
+        })
+        .unwrap_or(Ok(Vec::new()))
+    }
+}
+
+/// Resolves Redis-style inclusive indexes against a length; `None` when the range is empty.
+pub(crate) fn resolve_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let start = if start < 0 { (len + start).max(0) } else { start };
+    let stop = if stop < 0 { len + stop } else { stop.min(len - 1) };
+    if start > stop || start >= len || stop < 0 {
+        return None;
+    }
+    Some((start as usize, stop as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_range;
+
+    #[test]
+    fn ranges_follow_redis() {
+        assert_eq!(resolve_range(5, 0, -1), Some((0, 4)));
+        assert_eq!(resolve_range(5, -2, -1), Some((3, 4)));
+        assert_eq!(resolve_range(5, 1, 100), Some((1, 4)));
+        assert_eq!(resolve_range(5, -100, 1), Some((0, 1)));
+        assert_eq!(resolve_range(5, 3, 2), None);
+        assert_eq!(resolve_range(5, 5, 10), None);
+        assert_eq!(resolve_range(5, 0, -6), None);
+        assert_eq!(resolve_range(0, 0, -1), None);
+    }
+}

@@ -1,0 +1,408 @@
+//! Engine unit tests: every operation, TTL under paused time, WRONGTYPE, conditions, limits,
+//! scans and the sweeper.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nanodb_protocol::{Command, Entry, Error, Limits, ListEnd, PutCondition, Reply};
+
+use super::Engine;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn engine() -> Engine {
+    Engine::new(Limits::default())
+}
+
+fn ok(e: &Engine, cmd: Command) -> Reply {
+    e.execute(cmd).expect("command succeeds")
+}
+
+fn put(e: &Engine, k: &str, v: &str) -> u64 {
+    put_with(e, k, v, 0, PutCondition::Always).1
+}
+
+fn put_with(e: &Engine, k: &str, v: &str, ttl_ms: u64, condition: PutCondition) -> (bool, u64) {
+    match ok(e, Command::Put { key: b(k), value: b(v), ttl_ms, condition }) {
+        Reply::Put { applied, version } => (applied, version),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn get(e: &Engine, k: &str) -> Option<Entry> {
+    match ok(e, Command::Get { key: b(k) }) {
+        Reply::Value(v) => v,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn int(e: &Engine, cmd: Command) -> i64 {
+    match ok(e, cmd) {
+        Reply::Int(i) => i,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn boolean(e: &Engine, cmd: Command) -> bool {
+    match ok(e, cmd) {
+        Reply::Bool(x) => x,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn put_get_delete_exists() {
+    let e = engine();
+    assert_eq!(get(&e, "k"), None);
+    let v1 = put(&e, "k", "v1");
+    assert_eq!(get(&e, "k"), Some(Entry { value: b("v1"), version: v1, ttl_ms: -1 }));
+    assert!(boolean(&e, Command::Exists { key: b("k") }));
+    let v2 = put(&e, "k", "v2");
+    assert!(v2 > v1, "every write gets a new, larger version");
+    assert!(boolean(&e, Command::Delete { key: b("k") }));
+    assert!(!boolean(&e, Command::Delete { key: b("k") }));
+    assert!(!boolean(&e, Command::Exists { key: b("k") }));
+    assert_eq!(get(&e, "k"), None);
+    let v3 = put(&e, "k", "v3");
+    assert!(v3 > v2, "a re-created key never repeats a version");
+}
+
+#[test]
+fn binary_keys_and_values_are_exact() {
+    let e = engine();
+    let key = Bytes::from_static(b"\x00k\xff/ \xc3");
+    let value = Bytes::from_static(b"\x00\xff\r\n\x00");
+    ok(
+        &e,
+        Command::Put { key: key.clone(), value: value.clone(), ttl_ms: 0, condition: PutCondition::Always },
+    );
+    match ok(&e, Command::Get { key }) {
+        Reply::Value(Some(entry)) => assert_eq!(entry.value, value),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn put_conditions() {
+    let e = engine();
+    assert_eq!(put_with(&e, "k", "x", 0, PutCondition::IfPresent), (false, 0));
+    assert_eq!(get(&e, "k"), None, "a failed condition writes nothing");
+    let (applied, v1) = put_with(&e, "k", "a", 0, PutCondition::IfAbsent);
+    assert!(applied);
+    assert_eq!(put_with(&e, "k", "b", 0, PutCondition::IfAbsent), (false, v1));
+    assert_eq!(put_with(&e, "k", "c", 0, PutCondition::IfVersion(v1 + 100)), (false, v1));
+    let (applied, v2) = put_with(&e, "k", "d", 0, PutCondition::IfVersion(v1));
+    assert!(applied && v2 > v1);
+    assert_eq!(put_with(&e, "k", "e", 0, PutCondition::IfVersion(v1)), (false, v2), "stale version loses");
+    let (applied, _) = put_with(&e, "k", "f", 0, PutCondition::IfPresent);
+    assert!(applied);
+    assert_eq!(get(&e, "k").map(|x| x.value), Some(b("f")));
+}
+
+#[test]
+fn incr_and_decr() {
+    let e = engine();
+    assert_eq!(int(&e, Command::Incr { key: b("n"), delta: 5 }), 5);
+    assert_eq!(int(&e, Command::Incr { key: b("n"), delta: -7 }), -2);
+    assert_eq!(get(&e, "n").map(|x| x.value), Some(b("-2")), "integers read back as text");
+    put(&e, "s", "41");
+    assert_eq!(int(&e, Command::Incr { key: b("s"), delta: 1 }), 42);
+    put(&e, "t", "4.5");
+    assert_eq!(e.execute(Command::Incr { key: b("t"), delta: 1 }), Err(Error::NotAnInteger));
+    assert_eq!(get(&e, "t").map(|x| x.value), Some(b("4.5")), "a failed incr changes nothing");
+    put(&e, "max", &i64::MAX.to_string());
+    assert_eq!(e.execute(Command::Incr { key: b("max"), delta: 1 }), Err(Error::Overflow));
+    assert_eq!(int(&e, Command::Incr { key: b("max"), delta: -1 }), i64::MAX - 1);
+}
+
+#[test]
+fn wrong_type_across_types() {
+    let e = engine();
+    ok(&e, Command::HashSet { key: b("h"), field: b("f"), value: b("v") });
+    ok(&e, Command::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("a")] });
+    put(&e, "s", "v");
+    let wrong = [
+        Command::Get { key: b("h") },
+        Command::Incr { key: b("l"), delta: 1 },
+        Command::HashSet { key: b("s"), field: b("f"), value: b("v") },
+        Command::HashGet { key: b("l"), field: b("f") },
+        Command::HashDelete { key: b("s"), field: b("f") },
+        Command::HashGetAll { key: b("l") },
+        Command::ListPush { key: b("h"), end: ListEnd::Front, values: vec![b("x")] },
+        Command::ListPop { key: b("s"), end: ListEnd::Back, count: 1 },
+        Command::ListRange { key: b("h"), start: 0, stop: -1 },
+    ];
+    for cmd in wrong {
+        assert_eq!(e.execute(cmd.clone()), Err(Error::WrongType), "{cmd:?}");
+    }
+    // Put replaces any type, as SET does; delete removes any type.
+    put(&e, "h", "now a string");
+    assert_eq!(get(&e, "h").map(|x| x.value), Some(b("now a string")));
+    assert!(boolean(&e, Command::Delete { key: b("l") }));
+}
+
+#[test]
+fn hashes() {
+    let e = engine();
+    assert!(boolean(&e, Command::HashSet { key: b("h"), field: b("a"), value: b("1") }));
+    assert!(!boolean(&e, Command::HashSet { key: b("h"), field: b("a"), value: b("2") }));
+    assert!(boolean(&e, Command::HashSet { key: b("h"), field: b("b"), value: b("3") }));
+    assert_eq!(ok(&e, Command::HashGet { key: b("h"), field: b("a") }), Reply::Bytes(Some(b("2"))));
+    assert_eq!(ok(&e, Command::HashGet { key: b("h"), field: b("zz") }), Reply::Bytes(None));
+    assert_eq!(ok(&e, Command::HashGet { key: b("nope"), field: b("a") }), Reply::Bytes(None));
+    let Reply::Pairs(mut all) = ok(&e, Command::HashGetAll { key: b("h") }) else { panic!() };
+    all.sort();
+    assert_eq!(all, vec![(b("a"), b("2")), (b("b"), b("3"))]);
+    assert!(boolean(&e, Command::HashDelete { key: b("h"), field: b("a") }));
+    assert!(!boolean(&e, Command::HashDelete { key: b("h"), field: b("a") }));
+    assert!(boolean(&e, Command::HashDelete { key: b("h"), field: b("b") }));
+    assert!(!boolean(&e, Command::Exists { key: b("h") }), "an emptied hash is removed");
+    assert_eq!(ok(&e, Command::HashGetAll { key: b("h") }), Reply::Pairs(vec![]));
+}
+
+#[test]
+fn lists() {
+    let e = engine();
+    let push = |end, vals: &[&str]| Command::ListPush {
+        key: b("l"),
+        end,
+        values: vals.iter().map(|v| b(v)).collect(),
+    };
+    assert_eq!(int(&e, push(ListEnd::Back, &["c", "d"])), 2);
+    assert_eq!(int(&e, push(ListEnd::Front, &["b", "a"])), 4);
+    let range = |start, stop| ok(&e, Command::ListRange { key: b("l"), start, stop });
+    assert_eq!(range(0, -1), Reply::List(vec![b("a"), b("b"), b("c"), b("d")]));
+    assert_eq!(range(-2, -1), Reply::List(vec![b("c"), b("d")]));
+    assert_eq!(range(5, 9), Reply::List(vec![]));
+    assert_eq!(
+        ok(&e, Command::ListPop { key: b("l"), end: ListEnd::Front, count: 0 }),
+        Reply::List(vec![b("a")])
+    );
+    assert_eq!(
+        ok(&e, Command::ListPop { key: b("l"), end: ListEnd::Back, count: 2 }),
+        Reply::List(vec![b("d"), b("c")])
+    );
+    assert_eq!(
+        ok(&e, Command::ListPop { key: b("l"), end: ListEnd::Back, count: 9 }),
+        Reply::List(vec![b("b")])
+    );
+    assert!(!boolean(&e, Command::Exists { key: b("l") }), "an emptied list is removed");
+    assert_eq!(ok(&e, Command::ListPop { key: b("l"), end: ListEnd::Back, count: 1 }), Reply::List(vec![]));
+}
+
+#[test]
+fn limits_are_enforced_and_change_nothing() {
+    let limits = Limits {
+        max_key_len: 8,
+        max_value_len: 16,
+        max_batch_len: 3,
+        max_scan_page: 5,
+        default_scan_page: 2,
+    };
+    let e = Engine::new(limits);
+    let long_key =
+        Command::Put { key: b("123456789"), value: b("v"), ttl_ms: 0, condition: PutCondition::Always };
+    assert!(matches!(e.execute(long_key), Err(Error::KeyTooLarge { len: 9, max: 8, .. })));
+    let big = Command::Put {
+        key: b("k"),
+        value: Bytes::from(vec![0; 17]),
+        ttl_ms: 0,
+        condition: PutCondition::Always,
+    };
+    assert!(matches!(e.execute(big), Err(Error::ValueTooLarge { len: 17, max: 16 })));
+    assert!(matches!(e.execute(Command::Get { key: Bytes::new() }), Err(Error::Empty { .. })));
+    let batch = Command::Batch { ops: vec![Command::Incr { key: b("n"), delta: 1 }; 4] };
+    assert!(matches!(e.execute(batch), Err(Error::LimitExceeded { .. })));
+    assert_eq!(e.key_count(), 0, "no rejected command wrote anything");
+    let scan = Command::Scan { prefix: Bytes::new(), limit: 6, cursor: Bytes::new() };
+    assert!(matches!(e.execute(scan), Err(Error::LimitExceeded { .. })));
+}
+
+#[test]
+fn batch_applies_in_order_with_one_result_each() {
+    let e = engine();
+    put(&e, "s", "text");
+    let reply = ok(
+        &e,
+        Command::Batch {
+            ops: vec![
+                Command::Incr { key: b("n"), delta: 2 },
+                Command::Incr { key: b("s"), delta: 1 },
+                Command::Incr { key: b("n"), delta: 3 },
+                Command::Get { key: b("n") },
+                Command::Delete { key: b("n") },
+            ],
+        },
+    );
+    let Reply::Batch(results) = reply else { panic!("{reply:?}") };
+    assert_eq!(results.len(), 5);
+    assert_eq!(results[0], Ok(Reply::Int(2)));
+    assert_eq!(results[1], Err(Error::NotAnInteger), "one failure does not stop the batch");
+    assert_eq!(results[2], Ok(Reply::Int(5)));
+    assert!(matches!(&results[3], Ok(Reply::Value(Some(entry))) if entry.value == b("5")));
+    assert_eq!(results[4], Ok(Reply::Bool(true)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_expire_persist_with_paused_time() {
+    let e = engine();
+    put_with(&e, "k", "v", 1_000, PutCondition::Always);
+    assert_eq!(int(&e, Command::Ttl { key: b("k") }), 1_000);
+    tokio::time::advance(Duration::from_millis(400)).await;
+    assert_eq!(get(&e, "k").map(|x| x.ttl_ms), Some(600));
+    tokio::time::advance(Duration::from_millis(600)).await;
+    assert_eq!(get(&e, "k"), None, "expired exactly at the deadline");
+    assert_eq!(int(&e, Command::Ttl { key: b("k") }), -2);
+    assert_eq!(e.key_count(), 0, "the read reclaimed the expired key");
+
+    put(&e, "p", "v");
+    assert_eq!(int(&e, Command::Ttl { key: b("p") }), -1);
+    assert!(!boolean(&e, Command::Expire { key: b("p"), ttl_ms: -1 }), "persist without a TTL is a no-op");
+    assert!(boolean(&e, Command::Expire { key: b("p"), ttl_ms: 50 }));
+    assert!(boolean(&e, Command::Expire { key: b("p"), ttl_ms: -1 }));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert!(get(&e, "p").is_some(), "persisted keys outlive their old deadline");
+    assert!(boolean(&e, Command::Expire { key: b("p"), ttl_ms: 0 }), "expire 0 deletes");
+    assert_eq!(get(&e, "p"), None);
+    assert!(!boolean(&e, Command::Expire { key: b("missing"), ttl_ms: 10 }));
+
+    // A plain put clears the TTL; an incr keeps it.
+    put_with(&e, "c", "1", 100, PutCondition::Always);
+    int(&e, Command::Incr { key: b("c"), delta: 1 });
+    assert_eq!(int(&e, Command::Ttl { key: b("c") }), 100);
+    put(&e, "c", "5");
+    assert_eq!(int(&e, Command::Ttl { key: b("c") }), -1);
+
+    // An expired key counts as absent for conditions and types.
+    put_with(&e, "x", "old", 10, PutCondition::Always);
+    ok(&e, Command::HashSet { key: b("h"), field: b("f"), value: b("v") });
+    ok(&e, Command::Expire { key: b("h"), ttl_ms: 10 });
+    tokio::time::advance(Duration::from_millis(10)).await;
+    assert!(put_with(&e, "x", "new", 0, PutCondition::IfAbsent).0);
+    assert_eq!(
+        int(&e, Command::Incr { key: b("h"), delta: 1 }),
+        1,
+        "the expired hash is gone, not WRONGTYPE"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sweeper_reclaims_only_due_keys_within_budget() {
+    let e = engine();
+    for i in 0..1_000 {
+        put_with(&e, &format!("short{i}"), "v", 100, PutCondition::Always);
+        put_with(&e, &format!("long{i}"), "v", 10_000, PutCondition::Always);
+        put(&e, &format!("forever{i}"), "v");
+    }
+    assert_eq!(e.sweep_expired(10_000).removed, 0, "nothing due yet");
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let first = e.sweep_expired(300);
+    assert_eq!((first.removed, first.more), (300, true), "the budget bounds one call");
+    let mut removed = first.removed;
+    loop {
+        let r = e.sweep_expired(300);
+        removed += r.removed;
+        if !r.more {
+            break;
+        }
+    }
+    assert_eq!(removed, 1_000);
+    assert_eq!(e.key_count(), 2_000, "unexpired keys are untouched");
+    // Rewriting a key with a new TTL drops its old index entry: nothing stale is left behind.
+    put_with(&e, "long0", "v", 50, PutCondition::Always);
+    put(&e, "long1", "v");
+    tokio::time::advance(Duration::from_millis(50)).await;
+    assert_eq!(e.sweep_expired(10_000).removed, 1);
+    tokio::time::advance(Duration::from_millis(10_000)).await;
+    assert_eq!(e.sweep_expired(10_000).removed, 998);
+    assert_eq!(e.key_count(), 1_001);
+}
+
+fn scan_all(e: &Engine, prefix: &str, limit: u32, mut between_pages: impl FnMut(usize)) -> Vec<Bytes> {
+    let mut cursor = Bytes::new();
+    let mut seen = Vec::new();
+    for page in 0.. {
+        let reply = ok(e, Command::Scan { prefix: b(prefix), limit, cursor: cursor.clone() });
+        let Reply::Scan { entries, next_cursor } = reply else { panic!("{reply:?}") };
+        assert!(entries.len() <= limit as usize);
+        seen.extend(entries.into_iter().map(|x| x.key));
+        if next_cursor.is_empty() {
+            break;
+        }
+        cursor = next_cursor;
+        between_pages(page);
+    }
+    seen
+}
+
+#[test]
+fn scan_visits_every_key_once_with_prefix() {
+    let e = engine();
+    for i in 0..2_000 {
+        put(&e, &format!("user:{i}"), "v");
+        put(&e, &format!("item:{i}"), "v");
+    }
+    for limit in [1, 7, 100, 10_000] {
+        let seen = scan_all(&e, "user:", limit, |_| {});
+        let unique: HashSet<_> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), 2_000, "limit {limit}");
+        assert_eq!(unique.len(), 2_000, "no duplicates at limit {limit}");
+        assert!(unique.iter().all(|k| k.starts_with(b"user:")));
+    }
+    assert_eq!(scan_all(&e, "nothing", 10, |_| {}).len(), 0);
+}
+
+#[test]
+fn scan_is_stable_under_concurrent_writes() {
+    let e = engine();
+    for i in 0..3_000 {
+        put(&e, &format!("stable:{i}"), "v");
+    }
+    // Between pages, churn keys (inserts grow the maps, deletes shrink them).
+    let mut churn = 0;
+    let seen = scan_all(&e, "", 50, |_| {
+        for _ in 0..40 {
+            put(&e, &format!("churn:{churn}"), "v");
+            if churn % 2 == 0 {
+                ok(&e, Command::Delete { key: b(&format!("churn:{}", churn / 2)) });
+            }
+            churn += 1;
+        }
+    });
+    let stable: Vec<_> = seen.iter().filter(|k| k.starts_with(b"stable:")).collect();
+    let unique: HashSet<_> = stable.iter().collect();
+    assert_eq!(stable.len(), 3_000, "every key that existed throughout was visited");
+    assert_eq!(unique.len(), 3_000, "exactly once");
+    let all_unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(all_unique.len(), seen.len(), "no key is ever returned twice");
+}
+
+#[test]
+fn scan_skips_expired_and_rejects_bad_cursors() {
+    let e = engine();
+    put(&e, "a", "v");
+    let bad = Command::Scan { prefix: Bytes::new(), limit: 10, cursor: b("garbage-cursor") };
+    assert!(matches!(e.execute(bad), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn concurrent_incr_from_many_threads_is_exact() {
+    let e = std::sync::Arc::new(engine());
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10_000 {
+                    e.execute(Command::Incr { key: b("ctr"), delta: 1 }).expect("incr");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    assert_eq!(get(&e, "ctr").map(|x| x.value), Some(b("40000")));
+}

@@ -1,0 +1,100 @@
+//! What the engine stores per key: a typed [`Value`] with its version and deadline.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+use nanodb_protocol::Error;
+
+/// The hash map used inside hash values.
+pub type FieldMap = HashMap<Bytes, Bytes, ahash::RandomState>;
+
+/// A key's value. Strings that were incremented are kept as integers (compact, and INCR needs no
+/// parsing); they read back as their decimal text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// Bytes.
+    Str(Bytes),
+    /// A string holding a decimal integer.
+    Int(i64),
+    /// A hash of fields to values; never empty (an emptied hash is removed).
+    Hash(Box<FieldMap>),
+    /// A list; never empty (an emptied list is removed).
+    List(Box<VecDeque<Bytes>>),
+}
+
+impl Value {
+    /// The Redis-style type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Str(_) | Self::Int(_) => "string",
+            Self::Hash(_) => "hash",
+            Self::List(_) => "list",
+        }
+    }
+
+    /// The value as string bytes, or WRONGTYPE for hashes and lists.
+    pub fn as_string(&self) -> Result<Bytes, Error> {
+        match self {
+            Self::Str(b) => Ok(b.clone()),
+            Self::Int(i) => Ok(Bytes::from(i.to_string())),
+            _ => Err(Error::WrongType),
+        }
+    }
+}
+
+/// One key's stored state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    /// The value.
+    pub value: Value,
+    /// Changes on every write; engine-wide unique, so a deleted and re-created key never repeats a
+    /// version (no ABA for compare-and-set).
+    pub version: u64,
+    /// Absolute Unix-ms deadline; 0 for none.
+    pub deadline: u64,
+}
+
+impl Slot {
+    /// Whether the deadline has passed at `now`.
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.deadline != 0 && self.deadline <= now
+    }
+
+    /// Remaining ms to the deadline at `now`, -1 when there is none.
+    pub fn ttl_ms(&self, now: u64) -> i64 {
+        if self.deadline == 0 { -1 } else { self.deadline.saturating_sub(now) as i64 }
+    }
+}
+
+/// Parses a decimal i64 the way Redis does: optional '-', digits, no '+', no spaces, no leading
+/// zeros except "0" itself.
+pub fn parse_i64(b: &[u8]) -> Result<i64, Error> {
+    let s = std::str::from_utf8(b).map_err(|_| Error::NotAnInteger)?;
+    let digits = s.strip_prefix('-').unwrap_or(s);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|c| c.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'))
+        && s != "-0";
+    if !canonical {
+        return Err(Error::NotAnInteger);
+    }
+    s.parse().map_err(|_| Error::NotAnInteger)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_strictly() {
+        assert_eq!(parse_i64(b"0"), Ok(0));
+        assert_eq!(parse_i64(b"-12"), Ok(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Ok(i64::MIN));
+        for bad in
+            [&b""[..], b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1.5", b"9223372036854775808", b"\xff"]
+        {
+            assert_eq!(parse_i64(bad), Err(Error::NotAnInteger), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The binary TCP frontend (`nanodb-protocol/PROTOCOL.md`).
+//!
+//! Per connection: a HELLO handshake within `handshake_timeout`, then frames decoded by
+//! [`ServerCodec`], applied in order, and answered in order. Replies to everything already
+//! received are written as one batch: the loop applies every frame it can decode without waiting
+//! and flushes once. A frame whose body is bad gets an error frame and the connection goes on; a
+//! broken stream (oversized or impossible length) gets an error frame and is closed, since it cannot
+//! be resynchronised. A connection over `max_connections` gets a TOO_MANY_CONNECTIONS error frame
+//! and is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{FutureExt, SinkExt, StreamExt};
+use nanodb_protocol::wire::PROTOCOL_VERSION;
+use nanodb_protocol::{Error, FrameError, Request, Response, ServerCodec};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+use tracing::{debug, info, warn};
+
+use super::Context;
+
+/// Read buffer capacity per connection; grows up to the frame limit only when a large frame comes.
+const READ_BUFFER: usize = 16 * 1024;
+/// Buffered replies above which the codec writes before decoding more (bounds memory per
+/// connection when a client pipelines without reading).
+const WRITE_BOUNDARY: usize = 64 * 1024;
+
+/// Accepts connections until shutdown.
+pub async fn serve(listener: TcpListener, ctx: Context) {
+    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(error = %e, "tcp: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let ctx2 = ctx.clone();
+                ctx.tasks.spawn(async move {
+                    match connection(stream, peer, &ctx2).await {
+                        Ok(()) => debug!(%peer, "tcp: connection closed"),
+                        Err(e) => info!(%peer, error = %e, "tcp: connection closed on error"),
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let max = ctx.config.max_connections;
+                warn!(%peer, max, "tcp: connection refused, at max_connections");
+                ctx.tasks.spawn(refuse(stream, max));
+            }
+        }
+    }
+    debug!("tcp: listener stopped");
+}
+
+/// Tells a client over the connection limit why it is being closed.
+async fn refuse(stream: TcpStream, max: usize) {
+    let mut framed = Framed::new(stream, ServerCodec::default());
+    let reply = (0, Response::Error(Error::TooManyConnections { max }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Result<(), FrameError> {
+    let codec = ServerCodec::new(ctx.config.max_frame_len);
+    let mut framed = Framed::with_capacity(stream, codec, READ_BUFFER);
+    framed.set_backpressure_boundary(WRITE_BOUNDARY);
+    debug!(%peer, "tcp: connection opened");
+
+    // Handshake: the first frame must be a HELLO with a version this server speaks.
+    let first = tokio::select! {
+        () = ctx.shutdown.cancelled() => return Ok(()),
+        first = tokio::time::timeout(ctx.config.handshake_timeout, framed.next()) => first,
+    };
+    let (id, version) = match first {
+        Err(_elapsed) => {
+            info!(%peer, "tcp: no HELLO within handshake_timeout; closing");
+            framed.send((0, Response::Error(Error::Timeout))).await?;
+            return Ok(());
+        }
+        Ok(None) => return Ok(()),
+        Ok(Some(Err(e))) => return fail_stream(&mut framed, e).await,
+        Ok(Some(Ok((id, Ok(Request::Hello { version }))))) => (id, version),
+        Ok(Some(Ok((id, Err(e))))) => {
+            framed.send((id, Response::Error(e))).await?;
+            return Ok(());
+        }
+        Ok(Some(Ok((id, Ok(Request::Command(_)))))) => {
+            framed.send((id, Response::Error(Error::HandshakeRequired))).await?;
+            return Ok(());
+        }
+    };
+    if version != PROTOCOL_VERSION {
+        let e = Error::UnsupportedVersion { got: version, supported: PROTOCOL_VERSION };
+        framed.send((id, Response::Error(e))).await?;
+        return Ok(());
+    }
+    let max_frame_len = u32::try_from(ctx.config.max_frame_len).unwrap_or(u32::MAX);
+    framed.send((id, Response::Hello { version: PROTOCOL_VERSION, max_frame_len })).await?;
+
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => break,
+            next = framed.next() => next,
+        };
+        let Some(mut item) = next else { break };
+        let mut eof = false;
+        // Apply everything already received, then flush once.
+        loop {
+            match item {
+                Ok((id, request)) => framed.feed((id, respond(ctx, request))).await?,
+                Err(e) => return fail_stream(&mut framed, e).await,
+            }
+            match framed.next().now_or_never() {
+                Some(Some(more)) => item = more,
+                Some(None) => {
+                    eof = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        framed.flush().await?;
+        if eof {
+            break;
+        }
+    }
+    framed.flush().await?;
+    Ok(())
+}
+
+fn respond(ctx: &Context, request: Result<Request, Error>) -> Response {
+    match request {
+        Ok(Request::Command(cmd)) => Response::from(ctx.engine.execute(cmd)),
+        Ok(Request::Hello { .. }) => Response::Error(Error::Malformed("HELLO may only be sent once".into())),
+        Err(e) => Response::Error(e),
+    }
+}
+
+/// Reports a stream-level error to the peer (when it is a protocol error, not I/O) and closes.
+async fn fail_stream(framed: &mut Framed<TcpStream, ServerCodec>, e: FrameError) -> Result<(), FrameError> {
+    if let Some(err) = e.to_error() {
+        // Replies already fed go first; then the reason, with id 0 since the frame had none.
+        let _ = tokio::time::timeout(Duration::from_secs(1), framed.send((0, Response::Error(err)))).await;
+    }
+    Err(e)
+}

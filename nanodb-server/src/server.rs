@@ -1,0 +1,156 @@
+//! Starting and stopping a server: bind every configured listener, start the frontends and the
+//! expiry sweeper under one shutdown token, and drain them on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{Config, ListenAddr};
+use crate::engine::Engine;
+use crate::frontend::{self, Context};
+
+/// Keys the sweeper may examine per step before yielding.
+const SWEEP_BUDGET: usize = 10_000;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind; the message names the flag.
+    #[error("cannot listen on {addr} (--{flag}): {source}")]
+    Bind {
+        /// The flag that set the address.
+        flag: &'static str,
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The addresses the server actually listens on (port 0 resolved).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BoundAddrs {
+    /// The binary TCP protocol.
+    pub tcp: Option<SocketAddr>,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    engine: Arc<Engine>,
+    addrs: BoundAddrs,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    config: Arc<Config>,
+}
+
+async fn bind(flag: &'static str, addr: &ListenAddr) -> Result<Option<TcpListener>, StartError> {
+    let Some(a) = addr.as_option() else { return Ok(None) };
+    TcpListener::bind(a).await.map(Some).map_err(|source| StartError::Bind {
+        flag,
+        addr: a.to_string(),
+        source,
+    })
+}
+
+impl Server {
+    /// Binds every configured listener (all before serving any, so a taken port fails fast) and
+    /// starts serving.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let tcp = bind("tcp-addr", &config.tcp_addr).await?;
+        for (flag, addr, issue) in [
+            ("grpc-addr", &config.grpc_addr, 3),
+            ("http-addr", &config.http_addr, 4),
+            ("resp-addr", &config.resp_addr, 5),
+        ] {
+            if let Some(a) = addr.as_option() {
+                warn!("--{flag} {a}: this frontend is not built yet (issue #{issue}); not listening");
+            }
+        }
+
+        let config = Arc::new(config);
+        let engine = Arc::new(Engine::new(config.limits.clone()));
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let ctx = Context {
+            engine: engine.clone(),
+            config: config.clone(),
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
+        };
+
+        let mut addrs = BoundAddrs::default();
+        if let Some(listener) = tcp {
+            let local = listener.local_addr().ok();
+            addrs.tcp = local;
+            info!(addr = ?local, "binary TCP protocol listening");
+            tasks.spawn(frontend::tcp::serve(listener, ctx.clone()));
+        }
+        tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
+        Ok(Self { engine, addrs, shutdown, tasks, config })
+    }
+
+    /// Where the listeners are.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.addrs
+    }
+
+    /// The shared engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// A handle that shuts the server down when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets connections finish what they received and flush, and waits for them
+    /// up to `shutdown_grace`. Returns whether everything drained in time.
+    pub async fn shutdown(self) -> bool {
+        self.shutdown.cancel();
+        self.tasks.close();
+        let drained = tokio::time::timeout(self.config.shutdown_grace, self.tasks.wait()).await.is_ok();
+        if !drained {
+            warn!(grace = ?self.config.shutdown_grace, "connections still open after the shutdown grace period");
+        }
+        drained
+    }
+}
+
+/// Runs a server until `signal` completes (or its token is cancelled), then shuts it down.
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), StartError> {
+    let server = Server::start(config).await?;
+    let token = server.shutdown_token();
+    tokio::select! {
+        () = signal => info!("shutdown requested"),
+        () = token.cancelled() => {}
+    }
+    server.shutdown().await;
+    info!("bye");
+    Ok(())
+}
+
+/// Reclaims expired keys in the background: one bounded step per interval, repeated at once while
+/// steps report more due keys.
+async fn sweeper(engine: Arc<Engine>, every: std::time::Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        while engine.sweep_expired(SWEEP_BUDGET).more {
+            tokio::task::yield_now().await;
+            if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+}
