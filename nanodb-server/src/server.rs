@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::config::{Config, ListenAddr};
 use crate::engine::Engine;
 use crate::frontend::{self, Context};
+use crate::stats::Stats;
 
 /// Keys the sweeper may examine per step before yielding.
 const SWEEP_BUDGET: usize = 10_000;
@@ -47,6 +48,7 @@ pub struct Server {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     config: Arc<Config>,
+    stats: Arc<Stats>,
 }
 
 async fn bind(flag: &'static str, addr: &ListenAddr) -> Result<Option<TcpListener>, StartError> {
@@ -77,11 +79,13 @@ impl Server {
         let engine = Arc::new(Engine::new(config.limits.clone()));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let stats = Arc::new(Stats::default());
         let ctx = Context {
             engine: engine.clone(),
             config: config.clone(),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            stats: stats.clone(),
         };
 
         let mut addrs = BoundAddrs::default();
@@ -92,7 +96,7 @@ impl Server {
             tasks.spawn(frontend::tcp::serve(listener, ctx.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
-        Ok(Self { engine, addrs, shutdown, tasks, config })
+        Ok(Self { engine, addrs, shutdown, tasks, config, stats })
     }
 
     /// Where the listeners are.
@@ -103,6 +107,11 @@ impl Server {
     /// The shared engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
     }
 
     /// A handle that shuts the server down when cancelled.

@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::stats::Stats;
 
 /// What every frontend gets: the engine, the configuration, the shutdown token and the tracker
 /// its connection tasks register with so shutdown can wait for them.
@@ -25,4 +26,6 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Connection tasks; the server waits for it to drain at shutdown.
     pub tasks: TaskTracker,
+    /// Server-wide counters every frontend records into.
+    pub stats: Arc<Stats>,
 }

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use nanodb_protocol::wire::PROTOCOL_VERSION;
@@ -21,6 +21,7 @@ use tokio_util::codec::Framed;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use crate::stats::Protocol;
 
 /// Read buffer capacity per connection; grows up to the frame limit only when a large frame comes.
 const READ_BUFFER: usize = 16 * 1024;
@@ -79,6 +80,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
     let codec = ServerCodec::new(ctx.config.max_frame_len);
     let mut framed = Framed::with_capacity(stream, codec, READ_BUFFER);
     framed.set_backpressure_boundary(WRITE_BOUNDARY);
+    let _open = ctx.stats.connection(Protocol::Tcp);
     debug!(%peer, "tcp: connection opened");
 
     // Handshake: the first frame must be a HELLO with a version this server speaks.
@@ -146,7 +148,13 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
 
 fn respond(ctx: &Context, request: Result<Request, Error>) -> Response {
     match request {
-        Ok(Request::Command(cmd)) => Response::from(ctx.engine.execute(cmd)),
+        Ok(Request::Command(cmd)) => {
+            let started = Instant::now();
+            let op = cmd.name();
+            let result = ctx.engine.execute(cmd);
+            ctx.stats.record(Protocol::Tcp, op, result.is_ok(), started.elapsed());
+            Response::from(result)
+        }
         Ok(Request::Hello { .. }) => Response::Error(Error::Malformed("HELLO may only be sent once".into())),
         Err(e) => Response::Error(e),
     }

@@ -1,0 +1,83 @@
+//! Starting servers for tests, and a small client for the binary TCP protocol built on the
+//! protocol crate's codec.
+
+use std::net::SocketAddr;
+
+use futures::{SinkExt, StreamExt};
+use nanodb_protocol::wire::PROTOCOL_VERSION;
+use nanodb_protocol::{ClientCodec, Command, Error, Reply, Request, Response};
+use nanodb_server::config::{Config, ListenAddr};
+use nanodb_server::server::Server;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// Loopback with an OS-chosen port.
+pub fn any_port() -> ListenAddr {
+    ListenAddr::On("127.0.0.1:0".into())
+}
+
+/// A config with every listener off; switch on what the test needs.
+pub fn config() -> Config {
+    Config::all_off()
+}
+
+/// A server with only the binary TCP protocol on.
+pub async fn tcp_server() -> Server {
+    start(Config { tcp_addr: any_port(), ..config() }).await
+}
+
+/// Starts a server; listeners are bound (and so ready) when this returns.
+pub async fn start(config: Config) -> Server {
+    Server::start(config).await.expect("server starts")
+}
+
+/// A binary-protocol client: a framed connection that has done its HELLO.
+pub struct TcpClient {
+    framed: Framed<TcpStream, ClientCodec>,
+    next_id: u32,
+    /// The server's frame limit, from HELLO.
+    pub max_frame_len: u32,
+}
+
+impl TcpClient {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut framed = Framed::new(stream, ClientCodec::default());
+        framed.send((0, Request::Hello { version: PROTOCOL_VERSION })).await.expect("send hello");
+        let (id, resp) = framed.next().await.expect("hello reply").expect("decodes");
+        assert_eq!(id, 0);
+        let Response::Hello { version, max_frame_len } = resp else { panic!("expected HELLO, got {resp:?}") };
+        assert_eq!(version, PROTOCOL_VERSION);
+        Self { framed, next_id: 1, max_frame_len }
+    }
+
+    /// Sends one command and waits for its reply.
+    pub async fn call(&mut self, cmd: Command) -> Result<Reply, Error> {
+        let id = self.send(cmd).await;
+        self.recv(id).await
+    }
+
+    /// Sends without waiting; returns the request id.
+    pub async fn send(&mut self, cmd: Command) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.framed.feed((id, cmd)).await.expect("send");
+        id
+    }
+
+    pub async fn flush(&mut self) {
+        SinkExt::<(u32, Command)>::flush(&mut self.framed).await.expect("flush");
+    }
+
+    /// Receives the next reply, which must carry `id`.
+    pub async fn recv(&mut self, id: u32) -> Result<Reply, Error> {
+        self.flush().await;
+        let (got, resp) = self.framed.next().await.expect("a reply").expect("decodes");
+        assert_eq!(got, id, "replies come back in request order");
+        match resp {
+            Response::Reply(r) => Ok(r),
+            Response::Error(e) => Err(e),
+            Response::Hello { .. } => panic!("unexpected HELLO"),
+        }
+    }
+}
