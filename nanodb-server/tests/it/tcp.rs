@@ -26,3 +26,304 @@ async fn put_then_get_round_trips_binary_values() {
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn pipelining_1000_requests_on_one_connection_answers_in_order() {
+    let server = tcp_server().await;
+    let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    let mut ids = Vec::new();
+    for i in 0..1_000 {
+        ids.push(c.send(Command::Incr { key: b("ctr"), delta: 1 }).await);
+        if i % 3 == 0 {
+            ids.push(c.send(Command::Get { key: b("ctr") }).await);
+        }
+    }
+    c.flush().await;
+    let mut last = 0;
+    for id in ids {
+        match c.recv(id).await {
+            Ok(Reply::Int(n)) => {
+                assert_eq!(n, last + 1, "increments are applied in request order");
+                last = n;
+            }
+            Ok(Reply::Value(Some(e))) => assert_eq!(e.value, b(&last.to_string())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(last, 1_000);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_connections_at_once_see_one_keyspace() {
+    let server = tcp_server().await;
+    let addr = server.addrs().tcp.expect("tcp on");
+    let clients: Vec<_> = (0..64)
+        .map(|n| {
+            tokio::spawn(async move {
+                let mut c = TcpClient::connect(addr).await;
+                for i in 0..50 {
+                    let key = b(&format!("conn{n}:{i}"));
+                    let put = Command::Put { key, value: b("v"), ttl_ms: 0, condition: PutCondition::Always };
+                    assert!(matches!(c.call(put).await, Ok(Reply::Put { applied: true, .. })));
+                    c.call(Command::Incr { key: b("shared"), delta: 1 }).await.expect("incr");
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let mut c = TcpClient::connect(addr).await;
+    assert_eq!(c.call(Command::KeyCount).await, Ok(Reply::Int(64 * 50 + 1)));
+    assert_eq!(c.call(Command::Incr { key: b("shared"), delta: 0 }).await, Ok(Reply::Int(64 * 50)));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_command_over_the_wire() {
+    let server = tcp_server().await;
+    let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    assert_eq!(c.call(Command::Ping).await, Ok(Reply::Pong));
+    let put = |k: &str, ttl_ms, condition| Command::Put { key: b(k), value: b("v"), ttl_ms, condition };
+    let Ok(Reply::Put { version, .. }) = c.call(put("k", 0, PutCondition::IfAbsent)).await else { panic!() };
+    assert_eq!(
+        c.call(put("k", 0, PutCondition::IfVersion(version + 1))).await,
+        Ok(Reply::Put { applied: false, version })
+    );
+    assert_eq!(c.call(Command::Exists { key: b("k") }).await, Ok(Reply::Bool(true)));
+    assert_eq!(c.call(Command::Ttl { key: b("k") }).await, Ok(Reply::Int(-1)));
+    assert_eq!(c.call(Command::Expire { key: b("k"), ttl_ms: 60_000 }).await, Ok(Reply::Bool(true)));
+    let Ok(Reply::Int(ttl)) = c.call(Command::Ttl { key: b("k") }).await else { panic!() };
+    assert!((59_000..=60_000).contains(&ttl), "{ttl}");
+    assert_eq!(c.call(Command::Delete { key: b("k") }).await, Ok(Reply::Bool(true)));
+    assert_eq!(c.call(Command::Incr { key: b("n"), delta: -5 }).await, Ok(Reply::Int(-5)));
+    assert_eq!(
+        c.call(Command::HashSet { key: b("h"), field: b("f"), value: b("1") }).await,
+        Ok(Reply::Bool(true))
+    );
+    assert_eq!(c.call(Command::HashGet { key: b("h"), field: b("f") }).await, Ok(Reply::Bytes(Some(b("1")))));
+    assert_eq!(c.call(Command::HashGetAll { key: b("h") }).await, Ok(Reply::Pairs(vec![(b("f"), b("1"))])));
+    assert_eq!(c.call(Command::HashDelete { key: b("h"), field: b("f") }).await, Ok(Reply::Bool(true)));
+    let push =
+        Command::ListPush { key: b("l"), end: nanodb_protocol::ListEnd::Back, values: vec![b("a"), b("b")] };
+    assert_eq!(c.call(push).await, Ok(Reply::Int(2)));
+    assert_eq!(
+        c.call(Command::ListRange { key: b("l"), start: 0, stop: -1 }).await,
+        Ok(Reply::List(vec![b("a"), b("b")]))
+    );
+    let pop = Command::ListPop { key: b("l"), end: nanodb_protocol::ListEnd::Front, count: 1 };
+    assert_eq!(c.call(pop).await, Ok(Reply::List(vec![b("a")])));
+    let err = c.call(Command::Get { key: b("l") }).await.expect_err("wrong type");
+    assert_eq!(err.code(), ErrorCode::WrongType);
+    let batch =
+        Command::Batch { ops: vec![Command::Incr { key: b("n"), delta: 1 }, Command::Get { key: b("l") }] };
+    let Ok(Reply::Batch(results)) = c.call(batch).await else { panic!() };
+    assert_eq!(results[0], Ok(Reply::Int(-4)));
+    assert_eq!(results[1].as_ref().map_err(|e| e.code()), Err(ErrorCode::WrongType));
+    // Scan pages through everything exactly once.
+    for i in 0..250 {
+        c.call(put(&format!("scan:{i}"), 0, PutCondition::Always)).await.expect("put");
+    }
+    let mut cursor = Bytes::new();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let scan = Command::Scan { prefix: b("scan:"), limit: 40, cursor: cursor.clone() };
+        let Ok(Reply::Scan { entries, next_cursor }) = c.call(scan).await else { panic!() };
+        for e in entries {
+            assert!(seen.insert(e.key), "a key came back twice");
+        }
+        if next_cursor.is_empty() {
+            break;
+        }
+        cursor = next_cursor;
+    }
+    assert_eq!(seen.len(), 250);
+    server.shutdown().await;
+}
+
+/// Raw socket helpers for malformed input the codec would never produce.
+mod raw {
+    use bytes::{BufMut, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub fn frame(kind: u8, id: u32, body: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u32(5 + body.len() as u32);
+        b.put_u8(kind);
+        b.put_u32(id);
+        b.put_slice(body);
+        b.to_vec()
+    }
+
+    pub fn hello() -> Vec<u8> {
+        frame(0x01, 0, b"NANO\x00\x01")
+    }
+
+    /// Reads one frame: (kind, id, body); None at EOF.
+    pub async fn read(s: &mut TcpStream) -> Option<(u8, u32, Vec<u8>)> {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.ok()?;
+        let mut rest = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut rest).await.ok()?;
+        Some((rest[0], u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]), rest[5..].to_vec()))
+    }
+
+    pub fn error_code(body: &[u8]) -> u16 {
+        u16::from_be_bytes([body[0], body[1]])
+    }
+
+    pub async fn connect(addr: std::net::SocketAddr, handshake: bool) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        if handshake {
+            s.write_all(&hello()).await.expect("write");
+            let (kind, _, _) = read(&mut s).await.expect("hello reply");
+            assert_eq!(kind, 0x8F);
+        }
+        s
+    }
+}
+
+#[tokio::test]
+async fn bad_body_gets_an_error_frame_and_the_connection_goes_on() {
+    use tokio::io::AsyncWriteExt;
+    let server = tcp_server().await;
+    let mut s = raw::connect(server.addrs().tcp.expect("tcp on"), true).await;
+    let mut bytes = raw::frame(0x10, 7, &[0, 0, 0, 50, b'x']); // GET with a key length past the body
+    bytes.extend(raw::frame(0x7E, 8, b"")); // unknown kind
+    bytes.extend(raw::frame(0x02, 9, b"")); // a good PING after them
+    s.write_all(&bytes).await.expect("write");
+    let (kind, id, body) = raw::read(&mut s).await.expect("reply");
+    assert_eq!((kind, id, raw::error_code(&body)), (0xFF, 7, ErrorCode::Malformed.as_u16()));
+    let (kind, id, body) = raw::read(&mut s).await.expect("reply");
+    assert_eq!((kind, id, raw::error_code(&body)), (0xFF, 8, ErrorCode::Malformed.as_u16()));
+    let (kind, id, _) = raw::read(&mut s).await.expect("reply");
+    assert_eq!((kind, id), (0x81, 9), "the connection still serves");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_frame_is_refused_before_buffering_and_closes_only_that_connection() {
+    use nanodb_server::config::Config;
+    use tokio::io::AsyncWriteExt;
+    let config =
+        Config { tcp_addr: crate::harness::any_port(), max_frame_len: 1024, ..crate::harness::config() };
+    let server = crate::harness::start(config).await;
+    let addr = server.addrs().tcp.expect("tcp on");
+    let mut bystander = TcpClient::connect(addr).await;
+    assert_eq!(bystander.max_frame_len, 1024);
+    let mut s = raw::connect(addr, true).await;
+    // Claims 2 GiB; sends only the header. The server must answer at once, not wait for 2 GiB.
+    s.write_all(&[0x80, 0, 0, 0, 0x11, 0, 0, 0, 1]).await.expect("write");
+    let (kind, _, body) = raw::read(&mut s).await.expect("error frame");
+    assert_eq!((kind, raw::error_code(&body)), (0xFF, ErrorCode::FrameTooLarge.as_u16()));
+    assert!(raw::read(&mut s).await.is_none(), "then the connection is closed");
+    assert_eq!(bystander.call(Command::Ping).await, Ok(Reply::Pong), "other connections are unaffected");
+    // A real request one byte over the frame limit is refused the same way, on its own connection.
+    let big = Command::Put {
+        key: b("k"),
+        value: Bytes::from(vec![0; 2048]),
+        ttl_ms: 0,
+        condition: PutCondition::Always,
+    };
+    let mut encoded = bytes::BytesMut::new();
+    nanodb_protocol::wire::encode_request(5, &nanodb_protocol::Request::Command(big), &mut encoded);
+    let mut s2 = raw::connect(addr, true).await;
+    s2.write_all(&encoded).await.expect("write");
+    let (kind, _, body) = raw::read(&mut s2).await.expect("error frame");
+    assert_eq!((kind, raw::error_code(&body)), (0xFF, ErrorCode::FrameTooLarge.as_u16()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn handshake_is_required_and_versioned() {
+    use tokio::io::AsyncWriteExt;
+    let server = tcp_server().await;
+    let addr = server.addrs().tcp.expect("tcp on");
+    let mut s = raw::connect(addr, false).await;
+    s.write_all(&raw::frame(0x02, 3, b"")).await.expect("write");
+    let (kind, id, body) = raw::read(&mut s).await.expect("error frame");
+    assert_eq!((kind, id, raw::error_code(&body)), (0xFF, 3, ErrorCode::HandshakeRequired.as_u16()));
+    assert!(raw::read(&mut s).await.is_none());
+
+    let mut s = raw::connect(addr, false).await;
+    s.write_all(&raw::frame(0x01, 4, b"NANO\x00\x63")).await.expect("write");
+    let (kind, id, body) = raw::read(&mut s).await.expect("error frame");
+    assert_eq!((kind, id, raw::error_code(&body)), (0xFF, 4, ErrorCode::UnsupportedVersion.as_u16()));
+    let message = String::from_utf8_lossy(&body[6..]).into_owned();
+    assert!(message.contains("99") && message.contains('1'), "{message}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_clients_are_dropped_after_the_handshake_timeout() {
+    use nanodb_server::config::Config;
+    use std::time::Duration;
+    let config = Config {
+        tcp_addr: crate::harness::any_port(),
+        handshake_timeout: Duration::from_millis(200),
+        ..crate::harness::config()
+    };
+    let server = crate::harness::start(config).await;
+    let mut s = raw::connect(server.addrs().tcp.expect("tcp on"), false).await;
+    let read = tokio::time::timeout(Duration::from_secs(5), raw::read(&mut s)).await.expect("closed in time");
+    let (kind, _, body) = read.expect("a timeout error frame");
+    assert_eq!((kind, raw::error_code(&body)), (0xFF, ErrorCode::Timeout.as_u16()));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_with_a_reason() {
+    use nanodb_server::config::Config;
+    let config =
+        Config { tcp_addr: crate::harness::any_port(), max_connections: 2, ..crate::harness::config() };
+    let server = crate::harness::start(config).await;
+    let addr = server.addrs().tcp.expect("tcp on");
+    let mut a = TcpClient::connect(addr).await;
+    let _b = TcpClient::connect(addr).await;
+    let mut s = raw::connect(addr, false).await;
+    let (kind, _, body) = raw::read(&mut s).await.expect("refusal frame");
+    assert_eq!((kind, raw::error_code(&body)), (0xFF, ErrorCode::TooManyConnections.as_u16()));
+    assert!(raw::read(&mut s).await.is_none());
+    assert_eq!(a.call(Command::Ping).await, Ok(Reply::Pong));
+    drop(a);
+    // The slot frees when a connection closes (poll: the close is observed asynchronously).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut s = raw::connect(addr, false).await;
+        use tokio::io::AsyncWriteExt;
+        s.write_all(&raw::hello()).await.expect("write");
+        match raw::read(&mut s).await {
+            Some((0x8F, _, _)) => break,
+            _ if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+            other => panic!("slot never freed: {other:?}"),
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_answers_what_was_sent_and_stops_accepting() {
+    let server = tcp_server().await;
+    let addr = server.addrs().tcp.expect("tcp on");
+    let mut c = TcpClient::connect(addr).await;
+    let ids = {
+        let mut ids = Vec::new();
+        for _ in 0..100 {
+            ids.push(c.send(Command::Incr { key: b("n"), delta: 1 }).await);
+        }
+        ids
+    };
+    c.flush().await;
+    let mut last = 0;
+    for id in ids {
+        let Ok(Reply::Int(n)) = c.recv(id).await else { panic!() };
+        last = n;
+    }
+    assert_eq!(last, 100);
+    let started = std::time::Instant::now();
+    assert!(server.shutdown().await, "drained within the grace period");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "idle connections do not hold shutdown");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
