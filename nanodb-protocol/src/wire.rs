@@ -737,6 +737,37 @@ mod tests {
         assert!(matches!(decode_request(kind::LIST_POP, body.freeze()), Err(Error::Malformed(_))));
     }
 
+    /// The worked example in PROTOCOL.md is decoded by this implementation and re-encoded to the
+    /// same bytes, so the document cannot drift from the code.
+    #[test]
+    fn protocol_md_example_matches_the_implementation() {
+        let doc = include_str!("../PROTOCOL.md");
+        let example = doc.split("## 7. Example").nth(1).expect("example section");
+        let mut checked = 0;
+        for line in example.lines().filter(|l| l.starts_with("-> ") || l.starts_with("<- ")) {
+            let hex: String = line[3..].split("  ").next().expect("hex").split_whitespace().collect();
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digit"))
+                .collect();
+            let len = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+            assert_eq!(len + 4, bytes.len(), "length prefix of {line}");
+            let (kind, id, body) =
+                (bytes[4], u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]), &bytes[9..]);
+            let mut again = BytesMut::new();
+            if line.starts_with("->") {
+                let req = decode_request(kind, Bytes::copy_from_slice(body)).expect("request decodes");
+                encode_request(id, &req, &mut again);
+            } else {
+                let resp = decode_response(kind, Bytes::copy_from_slice(body)).expect("response decodes");
+                encode_response(id, &resp, &mut again);
+            }
+            assert_eq!(&again[..], &bytes[..], "{line}");
+            checked += 1;
+        }
+        assert_eq!(checked, 6);
+    }
+
     proptest! {
         /// Arbitrary bytes under any kind never panic the decoders.
         #[test]
