@@ -16,6 +16,35 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use nanodb_protocol::Limits;
 
+use crate::persist::FsyncPolicy;
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("'{s}' is neither on nor off")),
+    }
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `64MiB`, `1GiB` (also KB/MB/GB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (e.g. 67108864 or 64MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit '{other}' in '{s}' (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
 /// A listen address: `HOST:PORT`, or `off` to disable that frontend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -89,6 +118,23 @@ pub struct Cli {
     #[arg(long, env = "NANODB_DATA_DIR", default_value = "./nanodb-data", value_name = "DIR")]
     pub data_dir: PathBuf,
 
+    /// Keep data on disk (append-only log + snapshots) or be a pure in-memory cache.
+    #[arg(long, env = "NANODB_PERSISTENCE", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set, value_name = "on|off")]
+    pub persistence: bool,
+
+    /// When a write is acknowledged: after its log record is fsynced (always, with group commit),
+    /// written and fsynced within a second (everysec), or written (no).
+    #[arg(long, env = "NANODB_FSYNC", default_value = "everysec", value_name = "always|everysec|no")]
+    pub fsync: FsyncPolicy,
+
+    /// Log growth that triggers a snapshot and log compaction: bytes, or with a KiB/MiB/GiB suffix.
+    #[arg(long, env = "NANODB_SNAPSHOT_EVERY", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub snapshot_every: u64,
+
+    /// Start even if a log segment is corrupt: truncate it at the damage (keeping a .broken copy).
+    #[arg(long, env = "NANODB_REPAIR")]
+    pub repair: bool,
+
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
     #[arg(long, env = "NANODB_LOG_LEVEL", default_value = "info", value_name = "FILTER")]
     pub log_level: String,
@@ -153,6 +199,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Log filter.
     pub log_level: String,
+    /// Whether to keep data on disk.
+    pub persistence: bool,
+    /// The fsync policy.
+    pub fsync: FsyncPolicy,
+    /// Log growth that triggers a snapshot.
+    pub snapshot_every: u64,
+    /// Truncate corrupt log segments instead of refusing to start.
+    pub repair: bool,
     /// Size and count limits, enforced by the engine.
     pub limits: Limits,
     /// Largest TCP frame.
@@ -177,13 +231,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults with every listener off; tests switch on what they need on port 0.
+    /// Defaults with every listener off and persistence off; tests switch on what they need (on
+    /// port 0, with a temporary data directory).
     pub fn all_off() -> Self {
         Self {
             grpc_addr: ListenAddr::Off,
             http_addr: ListenAddr::Off,
             tcp_addr: ListenAddr::Off,
             resp_addr: ListenAddr::Off,
+            persistence: false,
             ..Self::default()
         }
     }
@@ -198,6 +254,10 @@ impl From<Cli> for Config {
             resp_addr: c.resp_addr,
             data_dir: c.data_dir,
             log_level: c.log_level,
+            persistence: c.persistence,
+            fsync: c.fsync,
+            snapshot_every: c.snapshot_every.max(1),
+            repair: c.repair,
             limits: Limits {
                 max_key_len: c.max_key_len,
                 max_value_len: c.max_value_len,
@@ -340,6 +400,22 @@ mod tests {
         assert_eq!(c.http_addr, ListenAddr::On("127.0.0.1:8080".into()));
         assert_eq!(c.resp_addr, ListenAddr::On("127.0.0.1:6379".into()));
         assert_eq!(c.limits, Limits::default());
+        assert!(c.persistence);
+        assert_eq!(c.fsync, FsyncPolicy::EverySec);
+        assert_eq!(c.snapshot_every, 64 << 20);
+    }
+
+    #[test]
+    fn sizes_and_switches_parse() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("2KiB"), Ok(2048));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert!(parse_size("lots").is_err() && parse_size("5 parsecs").is_err());
+        let c = load(["nanodb-server", "--persistence", "off", "--fsync", "always"]).expect("loads");
+        assert!(!c.persistence);
+        assert_eq!(c.fsync, FsyncPolicy::Always);
+        assert!(load(["nanodb-server", "--fsync", "sometimes"]).is_err());
     }
 
     #[test]

@@ -4,5 +4,6 @@
 pub mod config;
 pub mod engine;
 pub mod frontend;
+pub mod persist;
 pub mod server;
 pub mod stats;

@@ -13,14 +13,20 @@ use tracing::{info, warn};
 use crate::config::{Config, ListenAddr};
 use crate::engine::Engine;
 use crate::frontend::{self, Context};
+use crate::persist::{PersistConfig, Persistence};
 use crate::stats::Stats;
 
+/// Largest log record read back, at least: far above any record a request can produce.
+const MAX_RECORD_LEN: usize = 256 << 20;
 /// Keys the sweeper may examine per step before yielding.
 const SWEEP_BUDGET: usize = 10_000;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The data directory could not be recovered or opened.
+    #[error(transparent)]
+    Persist(#[from] crate::persist::PersistError),
     /// A listener could not bind; the message names the flag.
     #[error("cannot listen on {addr} (--{flag}): {source}")]
     Bind {
@@ -49,6 +55,7 @@ pub struct Server {
     tasks: TaskTracker,
     config: Arc<Config>,
     stats: Arc<Stats>,
+    persistence: Option<Arc<Persistence>>,
 }
 
 async fn bind(flag: &'static str, addr: &ListenAddr) -> Result<Option<TcpListener>, StartError> {
@@ -77,6 +84,23 @@ impl Server {
 
         let config = Arc::new(config);
         let engine = Arc::new(Engine::new(config.limits.clone()));
+        // Recovery happens before anything serves: a client never sees a half-loaded state.
+        let persistence = if config.persistence {
+            Some(Persistence::open(
+                engine.clone(),
+                PersistConfig {
+                    dir: config.data_dir.clone(),
+                    fsync: config.fsync,
+                    snapshot_every: config.snapshot_every,
+                    repair: config.repair,
+                    max_record_len: MAX_RECORD_LEN
+                        .max(2 * (config.max_frame_len + config.limits.max_value_len)),
+                },
+            )?)
+        } else {
+            info!("persistence off: a pure in-memory cache");
+            None
+        };
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let stats = Arc::new(Stats::default());
@@ -86,6 +110,7 @@ impl Server {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             stats: stats.clone(),
+            log: persistence.as_ref().map(|p| p.log().clone()),
         };
 
         let mut addrs = BoundAddrs::default();
@@ -96,12 +121,20 @@ impl Server {
             tasks.spawn(frontend::tcp::serve(listener, ctx.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
-        Ok(Self { engine, addrs, shutdown, tasks, config, stats })
+        if let Some(p) = &persistence {
+            tasks.spawn(p.clone().run_scheduler(shutdown.clone()));
+        }
+        Ok(Self { engine, addrs, shutdown, tasks, config, stats, persistence })
     }
 
     /// Where the listeners are.
     pub fn addrs(&self) -> BoundAddrs {
         self.addrs
+    }
+
+    /// The persistence layer, when on.
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
     }
 
     /// The shared engine.
@@ -127,6 +160,11 @@ impl Server {
         let drained = tokio::time::timeout(self.config.shutdown_grace, self.tasks.wait()).await.is_ok();
         if !drained {
             warn!(grace = ?self.config.shutdown_grace, "connections still open after the shutdown grace period");
+        }
+        // Everything acknowledged is already in the log; this also fsyncs what `everysec` and `no`
+        // had only written.
+        if let Some(p) = &self.persistence {
+            p.close();
         }
         drained
     }

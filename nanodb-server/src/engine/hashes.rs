@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use nanodb_protocol::Error;
 
+use super::effect::Delta;
 use super::value::{FieldMap, Slot, Value};
 use super::{Change, Engine};
 
@@ -19,9 +20,9 @@ impl Engine {
             }
             Some(slot) => {
                 let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
-                let created = map.insert(field, value).is_none();
+                let created = map.insert(field.clone(), value).is_none();
                 slot.version = self.next_version();
-                Ok((created, Change::Modified))
+                Ok((created, Change::Modified(Delta::HashSet(field))))
             }
         })
     }
@@ -40,14 +41,14 @@ impl Engine {
         self.update(key, |slot, _| {
             let Some(slot) = slot else { return Ok((false, Change::None)) };
             let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
-            if map.remove(field).is_none() {
+            let Some((field, _)) = map.remove_entry(field) else {
                 return Ok((false, Change::None));
-            }
+            };
             if map.is_empty() {
                 return Ok((true, Change::Remove));
             }
             slot.version = self.next_version();
-            Ok((true, Change::Modified))
+            Ok((true, Change::Modified(Delta::HashDelete(field))))
         })
     }
 

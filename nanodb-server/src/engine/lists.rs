@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use nanodb_protocol::{Error, ListEnd};
 
+use super::effect::Delta;
 use super::value::{Slot, Value};
 use super::{Change, Engine};
 
@@ -28,9 +29,10 @@ impl Engine {
             }
             Some(slot) => {
                 let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+                let count = values.len();
                 push(list, end, values);
                 slot.version = self.next_version();
-                Ok((list.len() as i64, Change::Modified))
+                Ok((list.len() as i64, Change::Modified(Delta::ListPush(end, count))))
             }
         })
     }
@@ -49,7 +51,8 @@ impl Engine {
                 return Ok((popped, Change::Remove));
             }
             slot.version = self.next_version();
-            Ok((popped, Change::Modified))
+            let count = popped.len();
+            Ok((popped, Change::Modified(Delta::ListPop(end, count))))
         })
     }
 

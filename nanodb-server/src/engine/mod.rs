@@ -21,6 +21,7 @@
 //!   read that finds them or by [`Engine::sweep_expired`], which only visits due keys.
 
 mod clock;
+pub mod effect;
 mod expiry;
 mod hashes;
 mod lists;
@@ -28,9 +29,10 @@ pub mod scan;
 mod strings;
 pub mod value;
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -38,7 +40,11 @@ use dashmap::mapref::entry::Entry as MapEntry;
 use nanodb_protocol::{Command, Error, Limits, Reply};
 
 pub use clock::Clock;
+pub use effect::{Effect, EffectKind, EffectSink, OwnedEffect, OwnedEffectKind};
+pub use expiry::SweepReport;
 pub use value::{Slot, Value};
+
+use effect::Delta;
 
 /// How many partitions the keyspace is split into (a power of two).
 pub const PARTITIONS: usize = 128;
@@ -59,8 +65,8 @@ struct Partition {
 pub(crate) enum Change {
     /// Nothing was written.
     None,
-    /// The slot given was modified in place (its version must already be bumped).
-    Modified,
+    /// The slot given was modified in place (its version must already be bumped), as `Delta` says.
+    Modified(Delta),
     /// A new slot replaces whatever was there.
     Put(Slot),
     /// The key is removed.
@@ -85,6 +91,14 @@ pub struct Engine {
     /// Where the sweeper starts next, so every partition gets its turn under a budget.
     sweep_from: AtomicUsize,
     stats: EngineStats,
+    /// Where effects go (the append-only log), once attached; none means no effect is built.
+    sink: OnceLock<Arc<dyn EffectSink>>,
+}
+
+thread_local! {
+    /// The log position of the last effect this thread appended. `execute_tracked` reads it right
+    /// after a synchronous `execute`, so it is exactly that command's position.
+    static LAST_POSITION: Cell<u64> = const { Cell::new(0) };
 }
 
 impl Engine {
@@ -104,7 +118,22 @@ impl Engine {
             limits,
             sweep_from: AtomicUsize::new(0),
             stats: EngineStats::default(),
+            sink: OnceLock::new(),
         }
+    }
+
+    /// Sends every later write's effect to `sink`. Attached once, after recovery has restored the
+    /// state (so restoring does not re-log what it reads).
+    pub fn attach_sink(&self, sink: Arc<dyn EffectSink>) -> Result<(), Arc<dyn EffectSink>> {
+        self.sink.set(sink)
+    }
+
+    /// Like [`Engine::execute`], also returning the log position the reply must wait for before
+    /// it is acknowledged (0 when the command wrote nothing that is logged).
+    pub fn execute_tracked(&self, cmd: Command) -> (Result<Reply, Error>, u64) {
+        LAST_POSITION.with(|p| p.set(0));
+        let result = self.execute(cmd);
+        (result, LAST_POSITION.with(Cell::get))
     }
 
     /// The limits this engine enforces.
@@ -152,6 +181,14 @@ impl Engine {
             Command::ListPush { key, end, values } => self.list_push(key, end, values).map(Reply::Int),
             Command::ListPop { key, end, count } => self.list_pop(key, end, count).map(Reply::List),
             Command::ListRange { key, start, stop } => self.list_range(&key, start, stop).map(Reply::List),
+        }
+    }
+
+    /// Calls `f` for every slot of one partition (0..[`PARTITIONS`]), under each DashMap shard's
+    /// read lock in turn: `f` must be quick (no I/O).
+    pub fn visit_partition(&self, partition: usize, mut f: impl FnMut(&Bytes, &Slot)) {
+        for item in self.partitions[partition].map.iter() {
+            f(item.key(), item.value());
         }
     }
 
@@ -214,6 +251,10 @@ impl Engine {
         key: Bytes,
         f: impl FnOnce(Option<&mut Slot>, u64) -> Result<(R, Change), Error>,
     ) -> Result<R, Error> {
+        let sink = self.sink.get();
+        if let Some(sink) = sink {
+            sink.check_writable()?;
+        }
         let now = self.clock.now_ms();
         let part = self.partition(&key);
         match part.map.entry(key) {
@@ -222,24 +263,35 @@ impl Engine {
                 let expired = o.get().is_expired(now);
                 let (r, change) = if expired { f(None, now)? } else { f(Some(o.get_mut()), now)? };
                 match change {
-                    Change::None | Change::Modified if expired => {
+                    Change::None | Change::Modified(_) if expired => {
                         let (k, _) = o.remove_entry();
                         self.unindex(part, old_deadline, &k);
                         self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
                     }
                     Change::None => {}
-                    Change::Modified => {
+                    Change::Modified(delta) => {
                         let new_deadline = o.get().deadline;
                         self.reindex(part, o.key(), old_deadline, new_deadline);
+                        if let Some(sink) = sink {
+                            emit(sink, o.key(), o.get(), &delta);
+                        }
                     }
                     Change::Put(slot) => {
                         let new_deadline = slot.deadline;
                         *o.get_mut() = slot;
                         self.reindex(part, o.key(), old_deadline, new_deadline);
+                        if let Some(sink) = sink {
+                            emit(sink, o.key(), o.get(), &Delta::Value);
+                        }
                     }
                     Change::Remove => {
                         let (k, _) = o.remove_entry();
                         self.unindex(part, old_deadline, &k);
+                        if let Some(sink) = sink {
+                            let effect =
+                                Effect { key: &k, version: self.next_version(), kind: EffectKind::Delete };
+                            record_position(sink.append(&effect));
+                        }
                     }
                 }
                 Ok(r)
@@ -250,7 +302,10 @@ impl Engine {
                     if slot.deadline != 0 {
                         self.index(part, slot.deadline, v.key().clone());
                     }
-                    v.insert(slot);
+                    let o = v.insert_entry(slot);
+                    if let Some(sink) = sink {
+                        emit(sink, o.key(), o.get(), &Delta::Value);
+                    }
                 }
                 Ok(r)
             }
@@ -276,6 +331,32 @@ impl Engine {
             }
         }
     }
+}
+
+/// Builds the effect of `delta` on `slot` (already changed) and appends it to `sink`.
+fn emit(sink: &Arc<dyn EffectSink>, key: &[u8], slot: &Slot, delta: &Delta) {
+    let kind = match delta {
+        Delta::Value => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+        Delta::Ttl => EffectKind::Expire { deadline: slot.deadline },
+        Delta::HashSet(field) => match &slot.value {
+            Value::Hash(map) => match map.get(field) {
+                Some(value) => EffectKind::HashSet { field, value },
+                None => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+            },
+            _ => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+        },
+        Delta::HashDelete(field) => EffectKind::HashDelete { field },
+        Delta::ListPush(end, count) => match &slot.value {
+            Value::List(list) => EffectKind::ListPush { end: *end, list, count: *count },
+            _ => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+        },
+        Delta::ListPop(end, count) => EffectKind::ListPop { end: *end, count: *count },
+    };
+    record_position(sink.append(&Effect { key, version: slot.version, kind }));
+}
+
+fn record_position(position: u64) {
+    LAST_POSITION.with(|p| p.set(p.get().max(position)));
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use nanodb_protocol::{Entry, Error, PutCondition, Reply};
 
+use super::effect::Delta;
 use super::value::{Slot, Value, parse_i64};
 use super::{Change, Engine};
 
@@ -60,7 +61,7 @@ impl Engine {
             // The TTL survives an increment, as in Redis.
             slot.value = Value::Int(next);
             slot.version = self.next_version();
-            Ok((next, Change::Modified))
+            Ok((next, Change::Modified(Delta::Value)))
         })
     }
 
@@ -76,13 +77,13 @@ impl Engine {
                     } else {
                         slot.deadline = 0;
                         slot.version = self.next_version();
-                        (true, Change::Modified)
+                        (true, Change::Modified(Delta::Ttl))
                     }
                 }
                 t => {
                     slot.deadline = now.saturating_add(t as u64);
                     slot.version = self.next_version();
-                    (true, Change::Modified)
+                    (true, Change::Modified(Delta::Ttl))
                 }
             })
         })

@@ -6,13 +6,16 @@
 pub mod tcp;
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use nanodb_protocol::{Command, Error, Reply};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::stats::Stats;
+use crate::persist::AppendLog;
+use crate::stats::{Protocol, Stats};
 
 /// What every frontend gets: the engine, the configuration, the shutdown token and the tracker
 /// its connection tasks register with so shutdown can wait for them.
@@ -28,4 +31,36 @@ pub struct Context {
     pub tasks: TaskTracker,
     /// Server-wide counters every frontend records into.
     pub stats: Arc<Stats>,
+    /// The append-only log when persistence is on: replies to writes wait on it.
+    pub log: Option<Arc<AppendLog>>,
+}
+
+impl Context {
+    /// Runs one command for a request-at-a-time protocol: applies it, records it, and returns once
+    /// its effect may be acknowledged under the fsync policy. A write whose log record cannot be
+    /// made durable is answered with the log's error, never with success.
+    pub async fn execute(&self, protocol: Protocol, cmd: Command) -> Result<Reply, Error> {
+        let (result, position) = self.apply(protocol, cmd);
+        self.durable(position).await?;
+        result
+    }
+
+    /// Applies and records one command without waiting for durability; returns the log position to
+    /// wait for (with [`Context::durable`]) before acknowledging it. Pipelining frontends apply a
+    /// whole batch, then wait once for the largest position.
+    pub fn apply(&self, protocol: Protocol, cmd: Command) -> (Result<Reply, Error>, u64) {
+        let started = Instant::now();
+        let op = cmd.name();
+        let (result, position) = self.engine.execute_tracked(cmd);
+        self.stats.record(protocol, op, result.is_ok(), started.elapsed());
+        (result, position)
+    }
+
+    /// Waits until everything up to `position` may be acknowledged (no-op without persistence).
+    pub async fn durable(&self, position: u64) -> Result<(), Error> {
+        match &self.log {
+            Some(log) if position > 0 => log.wait_durable(position).await,
+            _ => Ok(()),
+        }
+    }
 }

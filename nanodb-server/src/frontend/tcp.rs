@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use nanodb_protocol::wire::PROTOCOL_VERSION;
@@ -25,6 +25,9 @@ use crate::stats::Protocol;
 
 /// Read buffer capacity per connection; grows up to the frame limit only when a large frame comes.
 const READ_BUFFER: usize = 16 * 1024;
+/// Most requests applied before their replies are sent: bounds a batch's memory and latency when
+/// a client keeps the socket full.
+const MAX_BATCH: usize = 1024;
 /// Buffered replies above which the codec writes before decoding more (bounds memory per
 /// connection when a client pipelines without reading).
 const WRITE_BOUNDARY: usize = 64 * 1024;
@@ -114,6 +117,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
     let max_frame_len = u32::try_from(ctx.config.max_frame_len).unwrap_or(u32::MAX);
     framed.send((id, Response::Hello { version: PROTOCOL_VERSION, max_frame_len })).await?;
 
+    let mut batch: Vec<(u32, Response, u64)> = Vec::with_capacity(64);
     loop {
         let next = tokio::select! {
             biased;
@@ -122,11 +126,20 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
         };
         let Some(mut item) = next else { break };
         let mut eof = false;
-        // Apply everything already received, then flush once.
+        // Apply everything already received (up to a bound), wait once for the log, reply at once.
         loop {
             match item {
-                Ok((id, request)) => framed.feed((id, respond(ctx, request))).await?,
-                Err(e) => return fail_stream(&mut framed, e).await,
+                Ok((id, request)) => {
+                    let (response, position) = respond(ctx, request);
+                    batch.push((id, response, position));
+                }
+                Err(e) => {
+                    send_batch(ctx, &mut framed, &mut batch).await?;
+                    return fail_stream(&mut framed, e).await;
+                }
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
             }
             match framed.next().now_or_never() {
                 Some(Some(more)) => item = more,
@@ -137,7 +150,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
                 None => break,
             }
         }
-        framed.flush().await?;
+        send_batch(ctx, &mut framed, &mut batch).await?;
         if eof {
             break;
         }
@@ -146,17 +159,36 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
     Ok(())
 }
 
-fn respond(ctx: &Context, request: Result<Request, Error>) -> Response {
+/// Waits until every write in `batch` may be acknowledged, then writes all replies and flushes
+/// once. If the log failed, the writes are answered with its error instead; reads keep theirs.
+async fn send_batch(
+    ctx: &Context,
+    framed: &mut Framed<TcpStream, ServerCodec>,
+    batch: &mut Vec<(u32, Response, u64)>,
+) -> Result<(), FrameError> {
+    let position = batch.iter().map(|(_, _, p)| *p).max().unwrap_or(0);
+    let durable = ctx.durable(position).await;
+    for (id, response, position) in batch.drain(..) {
+        let response = match &durable {
+            Err(e) if position > 0 => Response::Error(e.clone()),
+            _ => response,
+        };
+        framed.feed((id, response)).await?;
+    }
+    framed.flush().await
+}
+
+/// Applies one request; returns its response and the log position it must wait for.
+fn respond(ctx: &Context, request: Result<Request, Error>) -> (Response, u64) {
     match request {
         Ok(Request::Command(cmd)) => {
-            let started = Instant::now();
-            let op = cmd.name();
-            let result = ctx.engine.execute(cmd);
-            ctx.stats.record(Protocol::Tcp, op, result.is_ok(), started.elapsed());
-            Response::from(result)
+            let (result, position) = ctx.apply(Protocol::Tcp, cmd);
+            (Response::from(result), position)
         }
-        Ok(Request::Hello { .. }) => Response::Error(Error::Malformed("HELLO may only be sent once".into())),
-        Err(e) => Response::Error(e),
+        Ok(Request::Hello { .. }) => {
+            (Response::Error(Error::Malformed("HELLO may only be sent once".into())), 0)
+        }
+        Err(e) => (Response::Error(e), 0),
     }
 }
 

@@ -1,0 +1,325 @@
+//! The append-only log: the engine's effect sink, with group commit.
+//!
+//! Writers append encoded records to an in-memory buffer while they hold their key's shard lock
+//! (so per-key order is the order applied) and get back a *position*. Before a client is told a
+//! write succeeded, its frontend waits for that position ([`AppendLog::wait_durable`]):
+//!
+//! - `no` and `everysec`: the record must be written to the file. The waiting task writes the whole
+//!   buffer itself (one `write(2)` for every writer that appended meanwhile), so there is no thread
+//!   hop; `everysec` also fsyncs once a second from a background thread.
+//! - `always`: the record must be fsynced. A dedicated thread writes and fsyncs in a loop; everything
+//!   appended while one fsync runs shares the next one (group commit).
+//!
+//! A failed write or fsync is final: the log marks itself failed, every later write is refused
+//! with UNAVAILABLE on every protocol (checked before the write is applied), waiting clients get
+//! the same error, and the failed fsync is not retried (the kernel may have dropped the dirty
+//! pages; a retry that "succeeds" would lie). Reads keep working.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use nanodb_protocol::Error;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use super::record;
+use super::{FsyncPolicy, fsync_dir, segment_path};
+use crate::engine::{Effect, EffectSink};
+
+/// The first bytes of every log segment, followed by the segment's sequence number (u64 LE).
+pub const SEGMENT_MAGIC: &[u8; 8] = b"NANOAOF1";
+/// Bytes of a segment header.
+pub const SEGMENT_HEADER_LEN: usize = 16;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Pending {
+    buf: BytesMut,
+    /// Position after the last appended record (total record bytes ever appended).
+    end: u64,
+}
+
+struct Segment {
+    file: File,
+    seq: u64,
+}
+
+/// The log. Share as `Arc<AppendLog>`; attach to the engine as its [`EffectSink`].
+pub struct AppendLog {
+    dir: PathBuf,
+    policy: FsyncPolicy,
+    pending: Mutex<Pending>,
+    segment: Mutex<Segment>,
+    written: AtomicU64,
+    synced: AtomicU64,
+    /// Position at the last rotation: log growth since then triggers the next snapshot.
+    rotated_at: AtomicU64,
+    failed: OnceLock<String>,
+    /// Wakes the `always` writer thread.
+    wake: Condvar,
+    wake_lock: Mutex<bool>,
+    /// (synced position, failed) for waiters under `always`.
+    durable_tx: watch::Sender<(u64, bool)>,
+    closing: AtomicBool,
+}
+
+impl std::fmt::Debug for AppendLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendLog")
+            .field("dir", &self.dir)
+            .field("policy", &self.policy)
+            .field("written", &self.written)
+            .field("synced", &self.synced)
+            .field("failed", &self.failed.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates segment `seq`: header written and fsynced, directory fsynced.
+pub fn create_segment(dir: &Path, seq: u64) -> std::io::Result<File> {
+    let path = segment_path(dir, seq);
+    let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+    let mut header = [0u8; SEGMENT_HEADER_LEN];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..].copy_from_slice(&seq.to_le_bytes());
+    file.write_all(&header)?;
+    file.sync_all()?;
+    fsync_dir(dir)?;
+    Ok(file)
+}
+
+impl AppendLog {
+    /// Starts a log appending to a new segment `seq` in `dir`. `replayed` is the log growth already
+    /// on disk since the last snapshot (it counts toward the next one).
+    pub fn open(dir: &Path, seq: u64, policy: FsyncPolicy, replayed: u64) -> std::io::Result<Arc<Self>> {
+        let file = create_segment(dir, seq)?;
+        let (durable_tx, _) = watch::channel((0, false));
+        let log = Arc::new(Self {
+            dir: dir.to_path_buf(),
+            policy,
+            pending: Mutex::new(Pending { buf: BytesMut::with_capacity(64 * 1024), end: replayed }),
+            segment: Mutex::new(Segment { file, seq }),
+            written: AtomicU64::new(replayed),
+            synced: AtomicU64::new(replayed),
+            rotated_at: AtomicU64::new(0),
+            failed: OnceLock::new(),
+            wake: Condvar::new(),
+            wake_lock: Mutex::new(false),
+            durable_tx,
+            closing: AtomicBool::new(false),
+        });
+        match policy {
+            FsyncPolicy::Always => {
+                let l = log.clone();
+                std::thread::Builder::new().name("nanodb-log-sync".into()).spawn(move || l.sync_loop())?;
+            }
+            FsyncPolicy::EverySec => {
+                let l = log.clone();
+                std::thread::Builder::new()
+                    .name("nanodb-log-everysec".into())
+                    .spawn(move || l.everysec_loop())?;
+            }
+            FsyncPolicy::No => {}
+        }
+        Ok(log)
+    }
+
+    /// The fsync policy.
+    pub fn policy(&self) -> FsyncPolicy {
+        self.policy
+    }
+
+    /// Why the log failed, if it did.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
+    }
+
+    /// Log bytes appended since the last rotation (snapshot).
+    pub fn growth(&self) -> u64 {
+        lock(&self.pending).end.saturating_sub(self.rotated_at.load(Ordering::Relaxed))
+    }
+
+    fn unavailable(&self) -> Error {
+        Error::Unavailable(format!(
+            "the append-only log failed ({}); writes are refused until the server is restarted",
+            self.failure().unwrap_or("unknown error")
+        ))
+    }
+
+    fn fail(&self, what: &str, e: &std::io::Error) {
+        let reason = format!("{what}: {e}");
+        if self.failed.set(reason.clone()).is_ok() {
+            error!(%reason, "append-only log failed; refusing writes from now on (reads still work)");
+        }
+        let synced = self.synced.load(Ordering::Acquire);
+        self.durable_tx.send_replace((synced, true));
+    }
+
+    /// Writes everything appended so far to the segment file. Returns the position written.
+    fn write_pending(&self, segment: &mut Segment) -> Result<u64, Error> {
+        if self.failed.get().is_some() {
+            return Err(self.unavailable());
+        }
+        // Taken under the segment lock, so chunks reach the file in append order.
+        let (data, end) = {
+            let mut p = lock(&self.pending);
+            (p.buf.split(), p.end)
+        };
+        if !data.is_empty()
+            && let Err(e) = segment.file.write_all(&data)
+        {
+            self.fail("write to the log failed", &e);
+            return Err(self.unavailable());
+        }
+        self.written.fetch_max(end, Ordering::AcqRel);
+        Ok(end)
+    }
+
+    fn sync(&self, segment: &mut Segment) -> Result<(), Error> {
+        let end = self.write_pending(segment)?;
+        if self.synced.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        if let Err(e) = segment.file.sync_data() {
+            self.fail("fsync of the log failed", &e);
+            return Err(self.unavailable());
+        }
+        self.synced.fetch_max(end, Ordering::AcqRel);
+        self.durable_tx.send_replace((end, false));
+        Ok(())
+    }
+
+    /// Waits until the record at `position` may be acknowledged under the fsync policy.
+    pub async fn wait_durable(&self, position: u64) -> Result<(), Error> {
+        if position == 0 {
+            return Ok(());
+        }
+        match self.policy {
+            FsyncPolicy::No | FsyncPolicy::EverySec => {
+                if self.written.load(Ordering::Acquire) >= position {
+                    return Ok(());
+                }
+                // Leader-style: whoever waits first writes everyone's records in one go.
+                let mut segment = lock(&self.segment);
+                if self.written.load(Ordering::Acquire) >= position {
+                    return Ok(());
+                }
+                self.write_pending(&mut segment).map(drop)
+            }
+            FsyncPolicy::Always => {
+                if self.synced.load(Ordering::Acquire) >= position {
+                    return Ok(());
+                }
+                let mut rx = self.durable_tx.subscribe();
+                self.kick();
+                let state = rx.wait_for(|(synced, failed)| *failed || *synced >= position).await;
+                match state {
+                    Ok(s) if !s.1 => Ok(()),
+                    _ => Err(self.unavailable()),
+                }
+            }
+        }
+    }
+
+    fn kick(&self) {
+        let mut woken = lock(&self.wake_lock);
+        *woken = true;
+        self.wake.notify_one();
+    }
+
+    /// `always`: write and fsync whatever has been appended, for as long as the log is open.
+    fn sync_loop(self: Arc<Self>) {
+        loop {
+            {
+                let mut woken = lock(&self.wake_lock);
+                while !*woken && !self.closing.load(Ordering::Acquire) {
+                    let (g, _) = self
+                        .wake
+                        .wait_timeout(woken, Duration::from_millis(100))
+                        .unwrap_or_else(|p| p.into_inner());
+                    woken = g;
+                    if lock(&self.pending).end > self.synced.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+                *woken = false;
+            }
+            if self.failed.get().is_some() || self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            let mut segment = lock(&self.segment);
+            if self.sync(&mut segment).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// `everysec`: fsync once a second.
+    fn everysec_loop(self: Arc<Self>) {
+        while !self.closing.load(Ordering::Acquire) && self.failed.get().is_none() {
+            std::thread::sleep(Duration::from_secs(1));
+            let mut segment = lock(&self.segment);
+            if self.sync(&mut segment).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Ends the current segment (everything written and fsynced) and continues in a new segment
+    /// `seq`. Records appended after this returns go to the new segment.
+    pub fn rotate(&self, seq: u64) -> std::io::Result<()> {
+        let mut segment = lock(&self.segment);
+        self.sync(&mut segment).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let file = create_segment(&self.dir, seq)?;
+        // Position at the switch: nothing can append between the sync above and here without
+        // landing in `pending`, which the new segment will receive.
+        let at = lock(&self.pending).end;
+        *segment = Segment { file, seq };
+        self.rotated_at.store(at, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The sequence number of the segment being appended to.
+    pub fn segment_seq(&self) -> u64 {
+        lock(&self.segment).seq
+    }
+
+    /// Writes and fsyncs everything pending and stops the background threads (shutdown).
+    pub fn close(&self) -> Result<(), Error> {
+        self.closing.store(true, Ordering::Release);
+        self.kick();
+        let mut segment = lock(&self.segment);
+        let r = self.sync(&mut segment);
+        if r.is_ok() {
+            info!(position = self.synced.load(Ordering::Acquire), "append-only log flushed and fsynced");
+        }
+        r
+    }
+}
+
+impl EffectSink for AppendLog {
+    fn check_writable(&self) -> Result<(), Error> {
+        if self.failed.get().is_some() || self.closing.load(Ordering::Acquire) {
+            if self.failed.get().is_none() {
+                return Err(Error::ShuttingDown);
+            }
+            return Err(self.unavailable());
+        }
+        Ok(())
+    }
+
+    fn append(&self, effect: &Effect<'_>) -> u64 {
+        let mut p = lock(&self.pending);
+        let before = p.buf.len();
+        record::encode(&mut p.buf, effect, 0);
+        p.end += (p.buf.len() - before) as u64;
+        p.end
+    }
+}

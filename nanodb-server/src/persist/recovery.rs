@@ -1,0 +1,271 @@
+//! Recovery: rebuild the engine from the data directory before serving.
+//!
+//! The state is the newest snapshot `snapshot-K.snap` plus every log segment `log-N.aof` with
+//! `N >= K`, in order. Records are applied with [`Engine::restore`], which skips anything not newer
+//! than what a key holds, so the overlap between a fuzzy snapshot and the log is harmless and
+//! recovering twice gives the same state.
+//!
+//! The last segment may end in a torn write: a record cut short, or bytes after the last whole
+//! record that are not a record (zeros, garbage). That tail is cut off with a warning giving the
+//! offset. A bad record *followed by a valid one*, or any damage in an earlier segment or in the
+//! snapshot, is corruption: recovery refuses, naming the file and offset, unless `--repair` is given,
+//! which keeps a `.broken` copy and truncates the segment there.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::log::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
+use super::record::{self, FLAG_CONTINUATION, Read};
+use super::snapshot::{SNAPSHOT_MAGIC, TRAILER_MAGIC};
+use super::{PersistError, segment_path, snapshot_path};
+use crate::engine::Engine;
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    /// The snapshot loaded, if any.
+    pub snapshot: Option<u64>,
+    /// Log segments replayed.
+    pub segments: Vec<u64>,
+    /// Records read (snapshot and log).
+    pub records: u64,
+    /// Log bytes replayed (they count toward the next snapshot).
+    pub log_bytes: u64,
+    /// Keys in the engine afterwards.
+    pub keys: usize,
+    /// The next free segment number.
+    pub next_seq: u64,
+    /// Whether a torn tail was cut.
+    pub truncated_tail: bool,
+}
+
+fn parse_seq(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+/// Lists (snapshots, segments) by sequence number, removing leftover temp files.
+fn scan_dir(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), PersistError> {
+    let io = |e| PersistError::Io { path: dir.to_path_buf(), source: e };
+    let mut snapshots = Vec::new();
+    let mut segments = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            warn!(file = %entry.path().display(), "removing an unfinished snapshot");
+            let _ = std::fs::remove_file(entry.path());
+        } else if let Some(seq) = parse_seq(&name, "snapshot-", ".snap") {
+            snapshots.push(seq);
+        } else if let Some(seq) = parse_seq(&name, "log-", ".aof") {
+            segments.push(seq);
+        }
+    }
+    snapshots.sort_unstable();
+    segments.sort_unstable();
+    Ok((snapshots, segments))
+}
+
+fn read_file(path: &Path) -> Result<Bytes, PersistError> {
+    std::fs::read(path)
+        .map(Bytes::from)
+        .map_err(|source| PersistError::Io { path: path.to_path_buf(), source })
+}
+
+/// Logs progress at most once a second while loading a large file.
+struct Progress {
+    file: PathBuf,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(file: &Path) -> Self {
+        Self { file: file.to_path_buf(), started: Instant::now(), last: Instant::now() }
+    }
+
+    fn tick(&mut self, engine: &Engine, offset: usize, records: u64) {
+        if self.last.elapsed().as_secs() >= 1 {
+            self.last = Instant::now();
+            let secs = self.started.elapsed().as_secs_f64();
+            info!(
+                file = %self.file.display(),
+                records,
+                keys = engine.key_count(),
+                mb_per_s = format!("{:.1}", offset as f64 / 1e6 / secs),
+                "loading"
+            );
+        }
+    }
+}
+
+/// Rebuilds `engine` from `dir`. `max_record_len` bounds every record before allocation.
+pub fn recover(
+    engine: &Engine,
+    dir: &Path,
+    repair: bool,
+    max_record_len: usize,
+) -> Result<Recovered, PersistError> {
+    std::fs::create_dir_all(dir).map_err(|source| PersistError::Io { path: dir.to_path_buf(), source })?;
+    let (snapshots, segments) = scan_dir(dir)?;
+    let mut out = Recovered::default();
+    let started = Instant::now();
+
+    let base = snapshots.last().copied();
+    if let Some(seq) = base {
+        out.records += load_snapshot(engine, &snapshot_path(dir, seq), max_record_len)?;
+        out.snapshot = Some(seq);
+    }
+    let base = base.unwrap_or(0);
+    let replay: Vec<u64> = segments.iter().copied().filter(|s| *s >= base).collect();
+    for (i, seq) in replay.iter().enumerate() {
+        let last = i + 1 == replay.len();
+        let (records, bytes, cut) = replay_segment(engine, dir, *seq, last, repair, max_record_len)?;
+        out.records += records;
+        out.log_bytes += bytes;
+        out.truncated_tail |= cut;
+        out.segments.push(*seq);
+    }
+
+    // Files the newest snapshot made obsolete (a crash between its rename and the cleanup).
+    for seq in segments.iter().filter(|s| **s < base) {
+        let _ = std::fs::remove_file(segment_path(dir, *seq));
+    }
+    for seq in snapshots.iter().filter(|s| **s < base) {
+        let _ = std::fs::remove_file(snapshot_path(dir, *seq));
+    }
+
+    // Keys whose deadline passed while the server was down are gone before anyone can ask.
+    while engine.sweep_expired(100_000).more {}
+    out.keys = engine.key_count();
+    out.next_seq = segments.iter().chain(snapshots.iter()).max().map_or(1, |m| m + 1);
+    if out.snapshot.is_some() || !out.segments.is_empty() {
+        info!(
+            snapshot = ?out.snapshot,
+            segments = ?out.segments,
+            records = out.records,
+            keys = out.keys,
+            secs = format!("{:.2}", started.elapsed().as_secs_f64()),
+            "recovered"
+        );
+    }
+    Ok(out)
+}
+
+fn load_snapshot(engine: &Engine, path: &Path, max_record_len: usize) -> Result<u64, PersistError> {
+    let data = read_file(path)?;
+    let corrupt =
+        |offset: usize, reason: String| PersistError::Corrupt { path: path.to_path_buf(), offset, reason };
+    if data.len() < 32 || &data[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(0, "not a NanoDB snapshot (bad header)".into()));
+    }
+    let trailer = data.len() - 16;
+    if &data[trailer..trailer + 8] != TRAILER_MAGIC {
+        return Err(corrupt(trailer, "snapshot trailer missing: the file is incomplete".into()));
+    }
+    let expected = u64::from_le_bytes(data[trailer + 8..].try_into().unwrap_or([0; 8]));
+    let body = data.slice(..trailer);
+    let mut progress = Progress::new(path);
+    let (mut offset, mut records) = (16, 0u64);
+    loop {
+        match record::read_at(&body, offset, max_record_len) {
+            Read::Record(d, next) => {
+                engine.restore(d.effect, d.flags & FLAG_CONTINUATION != 0);
+                records += 1;
+                offset = next;
+                if records % 65_536 == 0 {
+                    progress.tick(engine, offset, records);
+                }
+            }
+            Read::End => break,
+            Read::Incomplete(reason) | Read::Invalid(reason) => return Err(corrupt(offset, reason)),
+        }
+    }
+    if records != expected {
+        return Err(corrupt(
+            offset,
+            format!("snapshot holds {records} records, its trailer says {expected}"),
+        ));
+    }
+    Ok(records)
+}
+
+/// Replays one segment; returns (records, bytes, whether a torn tail was cut).
+fn replay_segment(
+    engine: &Engine,
+    dir: &Path,
+    seq: u64,
+    last: bool,
+    repair: bool,
+    max_record_len: usize,
+) -> Result<(u64, u64, bool), PersistError> {
+    let path = segment_path(dir, seq);
+    let data = read_file(&path)?;
+    let corrupt =
+        |offset: usize, reason: String| PersistError::Corrupt { path: path.clone(), offset, reason };
+    if data.len() < SEGMENT_HEADER_LEN {
+        if last {
+            // Crashed while creating it: nothing in it was ever acknowledged.
+            warn!(file = %path.display(), "removing a log segment cut short in its header");
+            let _ = std::fs::remove_file(&path);
+            return Ok((0, 0, true));
+        }
+        return Err(corrupt(0, "segment header cut short".into()));
+    }
+    if &data[..8] != SEGMENT_MAGIC {
+        return Err(corrupt(0, "not a NanoDB log segment (bad header)".into()));
+    }
+    let mut progress = Progress::new(&path);
+    let (mut offset, mut records) = (SEGMENT_HEADER_LEN, 0u64);
+    loop {
+        let problem = match record::read_at(&data, offset, max_record_len) {
+            Read::Record(d, next) => {
+                engine.restore(d.effect, false);
+                records += 1;
+                offset = next;
+                if records % 65_536 == 0 {
+                    progress.tick(engine, offset, records);
+                }
+                continue;
+            }
+            Read::End => return Ok((records, (offset - SEGMENT_HEADER_LEN) as u64, false)),
+            Read::Incomplete(reason) => reason,
+            Read::Invalid(reason) if !record::valid_record_after(&data, offset, max_record_len) => {
+                format!("{reason}, and no valid record follows")
+            }
+            Read::Invalid(reason) => {
+                let reason = format!("{reason}; valid records follow, so this is not a torn tail");
+                if !repair {
+                    return Err(corrupt(offset, reason));
+                }
+                let broken = path.with_extension("aof.broken");
+                std::fs::copy(&path, &broken)
+                    .map_err(|source| PersistError::Io { path: broken.clone(), source })?;
+                warn!(file = %path.display(), offset, %reason, copy = %broken.display(), "--repair: truncating a corrupt log segment");
+                truncate(&path, offset)?;
+                return Ok((records, (offset - SEGMENT_HEADER_LEN) as u64, true));
+            }
+        };
+        if !last {
+            return Err(corrupt(offset, format!("{problem} in a segment that is not the last")));
+        }
+        warn!(
+            file = %path.display(),
+            offset,
+            dropped_bytes = data.len() - offset,
+            reason = %problem,
+            "torn tail in the log (a write cut short by a crash): truncating to the last whole record"
+        );
+        truncate(&path, offset)?;
+        return Ok((records, (offset - SEGMENT_HEADER_LEN) as u64, true));
+    }
+}
+
+fn truncate(path: &Path, len: usize) -> Result<(), PersistError> {
+    let io = |source| PersistError::Io { path: path.to_path_buf(), source };
+    let f = std::fs::OpenOptions::new().write(true).open(path).map_err(io)?;
+    f.set_len(len as u64).map_err(io)?;
+    f.sync_all().map_err(io)
+}
