@@ -68,6 +68,8 @@ pub struct AppendLog {
     /// (synced position, failed) for waiters under `always`.
     durable_tx: watch::Sender<(u64, bool)>,
     closing: AtomicBool,
+    /// Test hook (feature `failpoints`): the next write fails as if the disk were full.
+    inject_enospc: AtomicBool,
 }
 
 impl std::fmt::Debug for AppendLog {
@@ -114,6 +116,7 @@ impl AppendLog {
             wake_lock: Mutex::new(false),
             durable_tx,
             closing: AtomicBool::new(false),
+            inject_enospc: AtomicBool::new(false),
         });
         match policy {
             FsyncPolicy::Always => {
@@ -172,9 +175,14 @@ impl AppendLog {
             let mut p = lock(&self.pending);
             (p.buf.split(), p.end)
         };
-        if !data.is_empty()
-            && let Err(e) = segment.file.write_all(&data)
-        {
+        let written = if self.inject_enospc.swap(false, Ordering::AcqRel) {
+            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+        } else if data.is_empty() {
+            Ok(())
+        } else {
+            segment.file.write_all(&data)
+        };
+        if let Err(e) = written {
             self.fail("write to the log failed", &e);
             return Err(self.unavailable());
         }
@@ -286,9 +294,21 @@ impl AppendLog {
         Ok(())
     }
 
+    /// Test hook: makes the next write to the file fail with ENOSPC ("No space left on device").
+    #[cfg(feature = "failpoints")]
+    pub fn fail_next_write(&self) {
+        self.inject_enospc.store(true, Ordering::Release);
+    }
+
     /// The sequence number of the segment being appended to.
     pub fn segment_seq(&self) -> u64 {
         lock(&self.segment).seq
+    }
+
+    /// Writes everything appended so far to the file (no fsync); returns the position written.
+    pub fn flush(&self) -> Result<u64, Error> {
+        let mut segment = lock(&self.segment);
+        self.write_pending(&mut segment)
     }
 
     /// Writes and fsyncs everything pending and stops the background threads (shutdown).

@@ -12,6 +12,9 @@ pub mod record;
 pub mod recovery;
 pub mod snapshot;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
