@@ -57,6 +57,21 @@ impl TcpClient {
         self.recv(id).await
     }
 
+    /// Like [`TcpClient::call`], but `None` instead of a panic when the connection breaks (for
+    /// tests that kill the server).
+    pub async fn try_call(&mut self, cmd: Command) -> Option<Result<Reply, Error>> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.framed.send((id, cmd)).await.ok()?;
+        let (got, resp) = self.framed.next().await?.ok()?;
+        assert_eq!(got, id);
+        match resp {
+            Response::Reply(r) => Some(Ok(r)),
+            Response::Error(e) => Some(Err(e)),
+            Response::Hello { .. } => None,
+        }
+    }
+
     /// Sends without waiting; returns the request id.
     pub async fn send(&mut self, cmd: Command) -> u32 {
         let id = self.next_id;

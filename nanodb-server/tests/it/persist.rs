@@ -1,0 +1,296 @@
+//! Durability end to end: restarts keep data, a full disk refuses writes but serves reads, and
+//! `kill -9` at random moments (and at every step of a snapshot) loses no acknowledged write.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nanodb_protocol::{Command, ErrorCode, ListEnd, PutCondition, Reply};
+use nanodb_server::config::Config;
+use nanodb_server::persist::FsyncPolicy;
+
+use crate::harness::{TcpClient, any_port, config, start};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn persistent(dir: &Path, fsync: FsyncPolicy) -> Config {
+    Config { tcp_addr: any_port(), persistence: true, data_dir: dir.to_path_buf(), fsync, ..config() }
+}
+
+fn put(k: &str, v: &str) -> Command {
+    Command::Put { key: b(k), value: b(v), ttl_ms: 0, condition: PutCondition::Always }
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_type_and_drops_what_expired_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for fsync in [FsyncPolicy::No, FsyncPolicy::EverySec, FsyncPolicy::Always] {
+        let server = start(persistent(dir.path(), fsync)).await;
+        let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
+        c.call(put("s", "\x00text")).await.expect("put");
+        c.call(Command::Incr { key: b("n"), delta: 41 }).await.expect("incr");
+        c.call(Command::HashSet { key: b("h"), field: b("f"), value: b("v") }).await.expect("hset");
+        c.call(Command::ListPush { key: b("l"), end: ListEnd::Front, values: vec![b("a"), b("b")] })
+            .await
+            .expect("push");
+        c.call(Command::Put { key: b("gone"), value: b("v"), ttl_ms: 1, condition: PutCondition::Always })
+            .await
+            .expect("ttl");
+        c.call(Command::Put {
+            key: b("kept"),
+            value: b("v"),
+            ttl_ms: 3_600_000,
+            condition: PutCondition::Always,
+        })
+        .await
+        .expect("ttl");
+        drop(c);
+        server.shutdown().await;
+
+        let server = start(persistent(dir.path(), fsync)).await;
+        let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
+        let Ok(Reply::Value(Some(s))) = c.call(Command::Get { key: b("s") }).await else {
+            panic!("s lost ({fsync})")
+        };
+        assert_eq!(s.value, b("\x00text"));
+        assert_eq!(c.call(Command::Incr { key: b("n"), delta: 1 }).await, Ok(Reply::Int(42)), "{fsync}");
+        assert_eq!(
+            c.call(Command::HashGet { key: b("h"), field: b("f") }).await,
+            Ok(Reply::Bytes(Some(b("v"))))
+        );
+        assert_eq!(
+            c.call(Command::ListRange { key: b("l"), start: 0, stop: -1 }).await,
+            Ok(Reply::List(vec![b("b"), b("a")]))
+        );
+        assert_eq!(c.call(Command::Exists { key: b("gone") }).await, Ok(Reply::Bool(false)));
+        let Ok(Reply::Int(ttl)) = c.call(Command::Ttl { key: b("kept") }).await else { panic!() };
+        assert!(ttl > 3_500_000, "the deadline is absolute and survives restarts: {ttl}");
+        // Versions keep growing across restarts (no ABA for compare-and-set).
+        let Ok(Reply::Put { version, .. }) = c.call(put("s", "new")).await else { panic!() };
+        assert!(version > s.version);
+        // Start the next policy from a clean slate.
+        for k in ["s", "n", "h", "l", "kept"] {
+            c.call(Command::Delete { key: b(k) }).await.expect("delete");
+        }
+        drop(c);
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_on_every_request_and_keeps_serving_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(persistent(dir.path(), FsyncPolicy::EverySec)).await;
+    let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
+    c.call(put("before", "v")).await.expect("put");
+    server.persistence().expect("persistence on").log().fail_next_write();
+    let err = c.call(put("during", "v")).await.expect_err("not acknowledged");
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert!(err.to_string().contains("No space left"), "{err}");
+    let err = c.call(Command::Incr { key: b("n"), delta: 1 }).await.expect_err("refused");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "every later write is refused");
+    let Ok(Reply::Value(Some(v))) = c.call(Command::Get { key: b("before") }).await else { panic!() };
+    assert_eq!(v.value, b("v"), "reads keep working");
+    assert_eq!(
+        c.call(Command::Exists { key: b("n") }).await,
+        Ok(Reply::Bool(false)),
+        "the refused write changed nothing"
+    );
+    server.shutdown().await;
+}
+
+/// A server in a child process, so the test can `kill -9` it.
+struct ChildServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildServer {
+    fn start(dir: &Path, fsync: &str, extra: &[&str], failpoint: Option<&str>) -> Self {
+        let mut cmd = Process::new(env!("CARGO_BIN_EXE_nanodb-server"));
+        cmd.args([
+            "--tcp-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "off",
+            "--http-addr",
+            "off",
+            "--resp-addr",
+            "off",
+        ])
+        .args(["--fsync", fsync, "--log-level", "info", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        match failpoint {
+            Some(f) => cmd.env("NANODB_FAILPOINT", f),
+            None => cmd.env_remove("NANODB_FAILPOINT"),
+        };
+        let mut child = cmd.spawn().expect("spawn nanodb-server");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Read the bound port from the log, then keep draining so the pipe never fills.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) =
+                    line.split("listening addr=Some(").nth(1).and_then(|r| r.split(')').next())
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server reports its address")
+            .parse()
+            .expect("addr");
+        Self { child, addr }
+    }
+
+    fn kill9(mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+/// Per key: the highest sequence number acknowledged, and the highest ever sent.
+#[derive(Default)]
+struct Ledger {
+    acked: HashMap<String, u64>,
+    sent: HashMap<String, u64>,
+}
+
+/// Writes `c<client>:<k>` = `<seq>` with rising seq until the connection dies or `until`.
+async fn writer(addr: SocketAddr, client: usize, until: Instant) -> Ledger {
+    let mut ledger = Ledger::default();
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return ledger };
+    drop(stream);
+    let mut c = TcpClient::connect(addr).await;
+    let mut seq = 0u64;
+    while Instant::now() < until {
+        seq += 1;
+        let key = format!("c{client}:{}", seq % 16);
+        ledger.sent.insert(key.clone(), seq);
+        let send = c.try_call(put(&key, &seq.to_string()));
+        match tokio::time::timeout(Duration::from_secs(5), send).await {
+            Ok(Some(Ok(Reply::Put { applied: true, .. }))) => {
+                ledger.acked.insert(key, seq);
+            }
+            _ => break, // killed mid-request: not acknowledged
+        }
+    }
+    ledger
+}
+
+async fn verify(addr: SocketAddr, ledgers: &[Ledger], context: &str) {
+    let mut c = TcpClient::connect(addr).await;
+    for (client, ledger) in ledgers.iter().enumerate() {
+        for (key, acked) in &ledger.acked {
+            let got = match c.call(Command::Get { key: b(key) }).await {
+                Ok(Reply::Value(Some(e))) => String::from_utf8_lossy(&e.value).parse::<u64>().expect("a seq"),
+                other => panic!("{context}: acknowledged {key}={acked} lost: {other:?}"),
+            };
+            assert!(got >= *acked, "{context}: {key} went back from acknowledged {acked} to {got}");
+            assert!(got <= ledger.sent[key], "{context}: {key}={got} was never written");
+        }
+        assert!(client < ledgers.len());
+    }
+    // No key appears that nobody wrote.
+    let mut cursor = Bytes::new();
+    loop {
+        let Ok(Reply::Scan { entries, next_cursor }) =
+            c.call(Command::Scan { prefix: Bytes::new(), limit: 500, cursor: cursor.clone() }).await
+        else {
+            panic!("scan")
+        };
+        for e in entries {
+            let key = String::from_utf8_lossy(&e.key).into_owned();
+            let client: usize = key[1..key.find(':').expect("c<i>:")].parse().expect("client");
+            assert!(ledgers[client].sent.contains_key(&key), "{context}: unknown key {key}");
+        }
+        if next_cursor.is_empty() {
+            break;
+        }
+        cursor = next_cursor;
+    }
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_no_acknowledged_write() {
+    let mut rng = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_nanos()
+        as u64
+        | 1;
+    let seed = rng;
+    for fsync in ["always", "everysec"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut history: Vec<Ledger> = (0..4).map(|_| Ledger::default()).collect();
+        for cycle in 0..6 {
+            // Snapshot often in some cycles so kills also land during compaction.
+            let every = if cycle % 2 == 0 { "16KiB" } else { "64MiB" };
+            let server = ChildServer::start(dir.path(), fsync, &["--snapshot-every", every], None);
+            let context = format!("fsync={fsync} cycle={cycle} seed={seed}");
+            verify(server.addr, &history, &context).await;
+            let run_for = Duration::from_millis(100 + xorshift(&mut rng) % 400);
+            let until = Instant::now() + Duration::from_secs(10);
+            let writers: Vec<_> =
+                (0..4).map(|client| tokio::spawn(writer(server.addr, client, until))).collect();
+            tokio::time::sleep(run_for).await; // the random moment of the crash, not a readiness wait
+            server.kill9();
+            for (client, w) in writers.into_iter().enumerate() {
+                let ledger = w.await.expect("writer");
+                for (k, v) in ledger.acked {
+                    history[client].acked.insert(k, v);
+                }
+                for (k, v) in ledger.sent {
+                    let e = history[client].sent.entry(k).or_default();
+                    *e = (*e).max(v);
+                }
+            }
+        }
+        let server = ChildServer::start(dir.path(), fsync, &[], None);
+        verify(server.addr, &history, &format!("fsync={fsync} final seed={seed}")).await;
+        let acked: usize = history.iter().map(|l| l.acked.len()).sum();
+        assert!(acked > 0, "the test wrote something");
+        server.kill9();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_each_snapshot_step_recovers_everything_acknowledged() {
+    for failpoint in [
+        "snapshot-mid-write",
+        "snapshot-before-fsync",
+        "snapshot-before-rename",
+        "snapshot-before-dir-fsync",
+        "snapshot-after-rename",
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server =
+            ChildServer::start(dir.path(), "everysec", &["--snapshot-every", "8KiB"], Some(failpoint));
+        let until = Instant::now() + Duration::from_secs(20);
+        let ledger = writer(server.addr, 0, until).await;
+        // The writer stops when the server dies at the failpoint.
+        let status = server.child.wait().expect("wait");
+        assert_eq!(status.code(), Some(101), "{failpoint}: the server stopped at the failpoint");
+        assert!(ledger.acked.len() == 16, "{failpoint}: writes were acknowledged before the crash");
+        let restarted = ChildServer::start(dir.path(), "everysec", &[], None);
+        verify(restarted.addr, &[ledger], failpoint).await;
+        restarted.kill9();
+    }
+}
