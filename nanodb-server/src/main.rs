@@ -7,6 +7,11 @@ use nanodb_server::config::{self, ConfigError};
 use nanodb_server::server;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc: fast small allocations from many threads, and exact 16/64-byte size classes for the
+/// small keys and values a key-value store is made of.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match config::load(std::env::args_os()) {
         Ok(c) => c,

@@ -4,12 +4,13 @@ use bytes::Bytes;
 use nanodb_protocol::Error;
 
 use super::effect::Delta;
-use super::value::{FieldMap, Slot, Value};
+use super::value::{FieldMap, Slot, Value, owned};
 use super::{Change, Engine};
 
 impl Engine {
     /// Sets a field; whether the field is new.
     pub(crate) fn hash_set(&self, key: Bytes, field: Bytes, value: Bytes) -> Result<bool, Error> {
+        let (field, value) = (owned(&field), owned(&value));
         self.update(key, |slot, _| match slot {
             None => {
                 let mut map = FieldMap::default();

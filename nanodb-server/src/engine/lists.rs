@@ -6,12 +6,13 @@ use bytes::Bytes;
 use nanodb_protocol::{Error, ListEnd};
 
 use super::effect::Delta;
-use super::value::{Slot, Value};
+use super::value::{Slot, Value, owned};
 use super::{Change, Engine};
 
 impl Engine {
     /// Pushes values one after another at `end`; the list's new length.
     pub(crate) fn list_push(&self, key: Bytes, end: ListEnd, values: Vec<Bytes>) -> Result<i64, Error> {
+        let values: Vec<Bytes> = values.iter().map(owned).collect();
         fn push(list: &mut VecDeque<Bytes>, end: ListEnd, values: Vec<Bytes>) {
             match end {
                 ListEnd::Front => values.into_iter().for_each(|v| list.push_front(v)),

@@ -257,7 +257,7 @@ impl Engine {
         }
         let now = self.clock.now_ms();
         let part = self.partition(&key);
-        match part.map.entry(key) {
+        match part.map.entry(value::owned(&key)) {
             MapEntry::Occupied(mut o) => {
                 let old_deadline = o.get().deadline;
                 let expired = o.get().is_expired(now);

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use nanodb_protocol::{Entry, Error, PutCondition, Reply};
 
 use super::effect::Delta;
-use super::value::{Slot, Value, parse_i64};
+use super::value::{Slot, Value, owned, parse_i64};
 use super::{Change, Engine};
 
 impl Engine {
@@ -30,7 +30,7 @@ impl Engine {
             }
             let version = self.next_version();
             let deadline = if ttl_ms == 0 { 0 } else { now.saturating_add(ttl_ms) };
-            let new = Slot { value: Value::Str(value), version, deadline };
+            let new = Slot { value: Value::Str(owned(&value)), version, deadline };
             Ok((Reply::Put { applied: true, version }, Change::Put(new)))
         })
     }

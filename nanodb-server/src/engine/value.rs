@@ -66,6 +66,13 @@ impl Slot {
     }
 }
 
+/// An exact-size copy of `b` that the engine may keep. Network frontends hand the engine slices of
+/// their read buffers; storing such a slice would pin the whole buffer for as long as the key
+/// lives, so everything stored goes through here once.
+pub fn owned(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
+
 /// Parses a decimal i64 the way Redis does: optional '-', digits, no '+', no spaces, no leading
 /// zeros except "0" itself.
 pub fn parse_i64(b: &[u8]) -> Result<i64, Error> {
