@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use nanodb_protocol::Error;
 
-use super::value::{FieldMap, Slot, Value};
+use super::value::{FieldMap, Slot, Value, parse_i64};
 use super::{Change, Engine};
 
 impl Engine {
@@ -57,5 +57,57 @@ impl Engine {
             _ => Err(Error::WrongType),
         })
         .unwrap_or(Ok(Vec::new()))
+    }
+
+    /// Adds `delta` to an integer field (missing counts as 0); the new value.
+    pub(crate) fn hash_incr(&self, key: Bytes, field: Bytes, delta: i64) -> Result<i64, Error> {
+        self.update(key, |slot, _| match slot {
+            None => {
+                let mut map = FieldMap::default();
+                map.insert(field, Bytes::from(delta.to_string()));
+                let new =
+                    Slot { value: Value::Hash(Box::new(map)), version: self.next_version(), deadline: 0 };
+                Ok((delta, Change::Put(new)))
+            }
+            Some(slot) => {
+                let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
+                let current = map.get(&field).map_or(Ok(0), |v| parse_i64(v))?;
+                let next = current.checked_add(delta).ok_or(Error::Overflow)?;
+                map.insert(field, Bytes::from(next.to_string()));
+                slot.version = self.next_version();
+                Ok((next, Change::Modified))
+            }
+        })
+    }
+
+    /// Sets a field only if it is absent; whether it was set.
+    pub(crate) fn hash_set_if_absent(&self, key: Bytes, field: Bytes, value: Bytes) -> Result<bool, Error> {
+        self.update(key, |slot, _| match slot {
+            None => {
+                let mut map = FieldMap::default();
+                map.insert(field, value);
+                let new =
+                    Slot { value: Value::Hash(Box::new(map)), version: self.next_version(), deadline: 0 };
+                Ok((true, Change::Put(new)))
+            }
+            Some(slot) => {
+                let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
+                if map.contains_key(&field) {
+                    return Ok((false, Change::None));
+                }
+                map.insert(field, value);
+                slot.version = self.next_version();
+                Ok((true, Change::Modified))
+            }
+        })
+    }
+
+    /// Number of fields; 0 when missing.
+    pub(crate) fn hash_len(&self, key: &[u8]) -> Result<i64, Error> {
+        self.read(key, |slot| match &slot.value {
+            Value::Hash(map) => Ok(map.len() as i64),
+            _ => Err(Error::WrongType),
+        })
+        .unwrap_or(Ok(0))
     }
 }

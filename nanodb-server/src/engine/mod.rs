@@ -23,6 +23,7 @@
 mod clock;
 mod expiry;
 mod hashes;
+mod keys;
 mod lists;
 pub mod scan;
 mod strings;
@@ -36,6 +37,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use nanodb_protocol::{Command, Error, Limits, Reply};
+
+pub use keys::MULTI_KEY_ATOMICITY;
 
 pub use clock::Clock;
 pub use value::{Slot, Value};
@@ -85,6 +88,8 @@ pub struct Engine {
     /// Where the sweeper starts next, so every partition gets its turn under a budget.
     sweep_from: AtomicUsize,
     stats: EngineStats,
+    /// Serialises multi-key writes (MultiPut, Rename) against each other; see [`keys`].
+    multi: Mutex<()>,
 }
 
 impl Engine {
@@ -104,6 +109,7 @@ impl Engine {
             limits,
             sweep_from: AtomicUsize::new(0),
             stats: EngineStats::default(),
+            multi: Mutex::new(()),
         }
     }
 
@@ -152,12 +158,42 @@ impl Engine {
             Command::ListPush { key, end, values } => self.list_push(key, end, values).map(Reply::Int),
             Command::ListPop { key, end, count } => self.list_pop(key, end, count).map(Reply::List),
             Command::ListRange { key, start, stop } => self.list_range(&key, start, stop).map(Reply::List),
+            Command::Set { key, value, condition, expiry, get } => {
+                self.set(key, value, condition, expiry, get)
+            }
+            Command::GetDel { key } => self.get_del(key).map(Reply::Value),
+            Command::GetEx { key, expiry } => self.get_ex(key, expiry).map(Reply::Value),
+            Command::ExpireAt { key, at_ms } => Ok(Reply::Bool(self.expire_at(key, at_ms))),
+            Command::Append { key, value } => self.append(key, &value).map(Reply::Int),
+            Command::IncrFloat { key, delta } => self.incr_float(key, &delta).map(|b| Reply::Bytes(Some(b))),
+            Command::MultiPut { pairs, only_if_none_exist } => {
+                Ok(Reply::Bool(self.multi_put(pairs, only_if_none_exist)))
+            }
+            Command::Rename { from, to } => self.rename(from, to).map(Reply::Bool),
+            Command::Type { key } => {
+                Ok(Reply::Bytes(Some(Bytes::from_static(self.type_of(&key).as_bytes()))))
+            }
+            Command::Flush => Ok(Reply::Int(self.flush() as i64)),
+            Command::RandomKey => Ok(Reply::Bytes(self.random_key())),
+            Command::HashIncr { key, field, delta } => self.hash_incr(key, field, delta).map(Reply::Int),
+            Command::HashSetIfAbsent { key, field, value } => {
+                self.hash_set_if_absent(key, field, value).map(Reply::Bool)
+            }
+            Command::HashLen { key } => self.hash_len(&key).map(Reply::Int),
+            Command::ListLen { key } => self.list_len(&key).map(Reply::Int),
+            Command::ListSet { key, index, value } => self.list_set(key, index, value).map(Reply::Bool),
+            Command::ListTrim { key, start, stop } => self.list_trim(key, start, stop).map(Reply::Bool),
         }
     }
 
     /// Number of keys, counting expired keys the sweeper has not reached yet.
     pub fn key_count(&self) -> usize {
         self.partitions.iter().map(|p| p.map.len()).sum()
+    }
+
+    /// Number of keys with a deadline (INFO's `expires`).
+    pub fn expiring_count(&self) -> usize {
+        self.partitions.iter().map(|p| p.expiry.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
