@@ -96,9 +96,15 @@ impl Engine {
             }
             let skip = ((seed >> 16) as usize) % len;
             let live = |e: &dashmap::mapref::multiple::RefMulti<'_, Bytes, Slot>| !e.value().is_expired(now);
-            let found = part.map.iter().skip(skip).find(live).or_else(|| part.map.iter().find(live));
-            if let Some(e) = found {
-                return Some(e.key().clone());
+            // One iterator at a time: a second one over the same shards while the first still holds
+            // their read locks could deadlock behind a waiting writer.
+            let after_skip = part.map.iter().skip(skip).find(live).map(|e| e.key().clone());
+            if after_skip.is_some() {
+                return after_skip;
+            }
+            let any = part.map.iter().find(live).map(|e| e.key().clone());
+            if any.is_some() {
+                return any;
             }
         }
         None

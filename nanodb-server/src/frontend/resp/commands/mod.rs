@@ -213,19 +213,27 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
 
 /// Runs one command (`args[0]` is its name) and writes its reply.
 pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Flow {
+    let started = Instant::now();
     let Some(spec) = lookup(&args[0]) else {
         unknown_command(args, out);
+        ctx.stats.record(Protocol::Resp, "unknown_command", false, started.elapsed());
         return Flow::Continue;
     };
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         encode::error(out, &format!("ERR wrong number of arguments for '{}' command", spec.name));
+        ctx.stats.record(Protocol::Resp, spec.name, false, started.elapsed());
         return Flow::Continue;
     }
     match (spec.handler)(ctx, session, args, out) {
         Ok(flow) => flow,
         Err(reject) => {
-            write_reject(out, spec.name, reject);
+            // Engine errors were recorded by `run`; refusals before the engine are recorded here
+            // so INFO's error count and the metrics see them too.
+            if !matches!(reject, Reject::Engine(_)) {
+                ctx.stats.record(Protocol::Resp, spec.name, false, started.elapsed());
+            }
+            write_reject(out, reject);
             Flow::Continue
         }
     }
@@ -259,7 +267,7 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn write_reject(out: &mut BytesMut, _command: &str, reject: Reject) {
+fn write_reject(out: &mut BytesMut, reject: Reject) {
     match reject {
         Reject::Syntax => encode::error(out, "ERR syntax error"),
         Reject::NotInt => encode::error(out, "ERR value is not an integer or out of range"),
