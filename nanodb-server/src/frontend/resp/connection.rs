@@ -49,13 +49,18 @@ async fn serve(
     let mut rbuf = BytesMut::with_capacity(BUFFER);
     let mut wbuf = BytesMut::with_capacity(BUFFER);
     let mut session = Session::new(id, peer, clients);
+    // A child token, awaited through one pinned future for the connection's life: polling it per
+    // read touches only this connection's waiter, not the server-wide token's shared lock.
+    let token = ctx.shutdown.child_token();
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         if rbuf.capacity() - rbuf.len() < BUFFER / 4 {
             rbuf.reserve(BUFFER);
         }
         let n = tokio::select! {
             biased;
-            () = ctx.shutdown.cancelled() => return Ok(()),
+            () = &mut cancelled => return Ok(()),
             n = stream.read_buf(&mut rbuf) => n?,
         };
         if n == 0 {

@@ -298,4 +298,50 @@ mod tests {
         let mut buf = BytesMut::from(&b"*0\r\n*-1\r\n*1\r\n$0\r\n\r\n"[..]);
         assert_eq!(d.decode(&mut buf), Ok(Some(args(&[""]))));
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes, in arbitrary chunks, never panic the decoder.
+        #[test]
+        fn garbage_never_panics(chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..8)) {
+            let mut d = dec();
+            let mut buf = BytesMut::new();
+            'feed: for c in chunks {
+                buf.extend_from_slice(&c);
+                loop {
+                    match d.decode(&mut buf) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+            }
+        }
+
+        /// Any binary arguments, encoded as a client would and split anywhere, decode exactly.
+        #[test]
+        fn binary_arguments_round_trip(
+            args in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 1..8),
+            split in proptest::prelude::any::<usize>(),
+        ) {
+            let mut wire = format!("*{}\r\n", args.len()).into_bytes();
+            for a in &args {
+                wire.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                wire.extend_from_slice(a);
+                wire.extend_from_slice(b"\r\n");
+            }
+            let split = split % (wire.len() + 1);
+            let mut d = dec();
+            let mut buf = BytesMut::from(&wire[..split]);
+            let first = d.decode(&mut buf).expect("valid");
+            let got = match first {
+                Some(got) => got,
+                None => {
+                    buf.extend_from_slice(&wire[split..]);
+                    d.decode(&mut buf).expect("valid").expect("whole")
+                }
+            };
+            let want: Vec<Bytes> = args.into_iter().map(Bytes::from).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
