@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::codec::Decoder;
 use tracing::debug;
 
 use super::commands::{self, Flow, Session};
@@ -49,6 +48,7 @@ async fn serve(
     let mut rbuf = BytesMut::with_capacity(BUFFER);
     let mut wbuf = BytesMut::with_capacity(BUFFER);
     let mut session = Session::new(id, peer, clients);
+    let mut args = Vec::new();
     // A child token, awaited through one pinned future for the connection's life: polling it per
     // read touches only this connection's waiter, not the server-wide token's shared lock.
     let token = ctx.shutdown.child_token();
@@ -67,8 +67,8 @@ async fn serve(
             return Ok(());
         }
         loop {
-            match decoder.decode(&mut rbuf) {
-                Ok(Some(args)) => {
+            match decoder.decode_into(&mut rbuf, &mut args) {
+                Ok(true) => {
                     if commands::execute(ctx, &mut session, &args, &mut wbuf) == Flow::Close {
                         stream.write_all(&wbuf).await?;
                         return Ok(());
@@ -78,7 +78,7 @@ async fn serve(
                         wbuf.clear();
                     }
                 }
-                Ok(None) => break,
+                Ok(false) => break,
                 Err(e) => {
                     debug!(%peer, error = %e, "resp: protocol error; closing");
                     encode::error(&mut wbuf, &format!("ERR {e}"));

@@ -10,7 +10,7 @@
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-/// Longest inline command, and longest `*`/`$` header line, as in Redis (64 KiB).
+/// Longest inline command line, as in Redis (64 KiB).
 pub const MAX_INLINE_LEN: usize = 64 * 1024;
 
 /// A RESP protocol error: the stream cannot be resynchronised, so the connection is closed after
@@ -47,27 +47,38 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ProtocolError> {
     Err(ProtocolError(msg.into()))
 }
 
-/// Finds the `\r\n` ending the line starting at `from`; `Ok(None)` when not buffered yet.
-fn line_end(buf: &[u8], from: usize) -> Result<Option<usize>, ProtocolError> {
-    let window = &buf[from..buf.len().min(from + MAX_INLINE_LEN + 2)];
-    match window.windows(2).position(|w| w == b"\r\n") {
-        Some(i) => Ok(Some(from + i)),
-        None if window.len() > MAX_INLINE_LEN => err("too big inline request"),
-        None => Ok(None),
-    }
-}
+/// Longest length header accepted: 18 digits (anything longer is beyond every limit anyway).
+const MAX_LEN_DIGITS: usize = 18;
 
-/// Parses the decimal length of a `*` or `$` header (Redis accepts a leading '-' for -1).
-fn parse_len(digits: &[u8]) -> Option<i64> {
-    let (neg, d) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    if d.is_empty() || d.len() > 18 || !d.iter().all(u8::is_ascii_digit) {
-        return None;
+/// Reads a `[-]<digits>\r\n` length starting at `from`, as Redis does: `Ok(None)` when the
+/// buffer ends first, `Err(())` when it is not a well-formed length. Digits are bounded, so an
+/// incomplete header can never make the decoder buffer more than a few bytes.
+fn read_len(buf: &[u8], from: usize) -> Result<Option<(i64, usize)>, ()> {
+    let mut i = from;
+    let Some(&first) = buf.get(i) else { return Ok(None) };
+    let neg = first == b'-';
+    if neg {
+        i += 1;
     }
-    let n = d.iter().fold(0i64, |acc, c| acc * 10 + i64::from(c - b'0'));
-    Some(if neg { -n } else { n })
+    let start = i;
+    let mut n: i64 = 0;
+    while let Some(&c) = buf.get(i) {
+        match c {
+            b'0'..=b'9' if i - start < MAX_LEN_DIGITS => {
+                n = n * 10 + i64::from(c - b'0');
+                i += 1;
+            }
+            b'\r' if i > start => {
+                return match buf.get(i + 1) {
+                    None => Ok(None),
+                    Some(b'\n') => Ok(Some((if neg { -n } else { n }, i + 2))),
+                    Some(_) => Err(()),
+                };
+            }
+            _ => return Err(()),
+        }
+    }
+    Ok(None)
 }
 
 impl Decoder for RespDecoder {
@@ -75,20 +86,30 @@ impl Decoder for RespDecoder {
     type Error = ProtocolError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let mut args = Vec::new();
+        Ok(self.decode_into(src, &mut args)?.then_some(args))
+    }
+}
+
+impl RespDecoder {
+    /// [`Decoder::decode`] into a caller-owned vector (cleared first), so a connection reuses one
+    /// argument vector for every command; whether a command was decoded.
+    pub fn decode_into(&mut self, src: &mut BytesMut, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
+        args.clear();
         loop {
             if src.is_empty() {
-                return Ok(None);
+                return Ok(false);
             }
             self.spans.clear();
             let consumed = if src[0] == b'*' {
                 match self.check_multibulk(src)? {
                     Some(n) => n,
-                    None => return Ok(None),
+                    None => return Ok(false),
                 }
             } else {
                 match check_inline(src, &mut self.spans)? {
                     Some(n) => n,
-                    None => return Ok(None),
+                    None => return Ok(false),
                 }
             };
             let frame = src.split_to(consumed).freeze();
@@ -96,37 +117,32 @@ impl Decoder for RespDecoder {
                 // An empty line or `*0`/`*-1`: nothing to run, as in Redis.
                 continue;
             }
-            return Ok(Some(self.spans.iter().map(|&(a, b)| frame.slice(a..b)).collect()));
+            args.extend(self.spans.iter().map(|&(a, b)| frame.slice(a..b)));
+            return Ok(true);
         }
     }
-}
 
-impl RespDecoder {
     /// Checks `*<n>\r\n` followed by n bulk strings; returns the bytes the command spans.
     fn check_multibulk(&mut self, buf: &[u8]) -> Result<Option<usize>, ProtocolError> {
-        let Some(end) = line_end(buf, 1)? else { return Ok(None) };
-        let n = match parse_len(&buf[1..end]) {
-            Some(n) if n <= self.max_args as i64 => n,
+        let (n, mut pos) = match read_len(buf, 1) {
+            Ok(Some((n, next))) if n <= self.max_args as i64 => (n, next),
+            Ok(None) => return Ok(None),
             _ => return err("invalid multibulk length"),
         };
-        let mut pos = end + 2;
         if n <= 0 {
             return Ok(Some(pos));
         }
         self.spans.reserve(n.min(1024) as usize);
         for _ in 0..n {
-            if pos >= buf.len() {
-                return Ok(None);
+            let Some(&c) = buf.get(pos) else { return Ok(None) };
+            if c != b'$' {
+                return err(format!("expected '$', got '{}'", char::from(c).escape_default()));
             }
-            if buf[pos] != b'$' {
-                return err(format!("expected '$', got '{}'", char::from(buf[pos]).escape_default()));
-            }
-            let Some(end) = line_end(buf, pos + 1)? else { return Ok(None) };
-            let len = match parse_len(&buf[pos + 1..end]) {
-                Some(l) if l >= 0 && l as u64 <= self.max_bulk_len as u64 => l as usize,
+            let (len, start) = match read_len(buf, pos + 1) {
+                Ok(Some((l, next))) if l >= 0 && l as u64 <= self.max_bulk_len as u64 => (l as usize, next),
+                Ok(None) => return Ok(None),
                 _ => return err("invalid bulk length"),
             };
-            let start = end + 2;
             let stop = start + len;
             if buf.len() < stop + 2 {
                 return Ok(None);

@@ -9,9 +9,7 @@ mod lists;
 mod server;
 mod strings;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::LazyLock;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -120,84 +118,81 @@ macro_rules! spec {
     };
 }
 
-/// Every command this frontend answers.
+/// Every command this frontend answers, sorted by name (lookup is a binary search).
 pub static COMMANDS: &[Spec] = &[
-    spec!("ping", -1, F, (0, 0, 0), connection::ping),
-    spec!("echo", 2, F, (0, 0, 0), connection::echo),
-    spec!("quit", -1, F, (0, 0, 0), connection::quit),
-    spec!("select", 2, F, (0, 0, 0), connection::select),
-    spec!("hello", -1, F, (0, 0, 0), connection::hello),
+    spec!("append", 3, W, (1, 1, 1), strings::append),
     spec!("auth", -2, F, (0, 0, 0), connection::auth),
     spec!("client", -2, F, (0, 0, 0), connection::client),
-    spec!("reset", 1, F, (0, 0, 0), connection::reset),
+    spec!("command", -1, &["loading", "stale"], (0, 0, 0), server::command),
+    spec!("config", -2, &["admin"], (0, 0, 0), server::config),
+    spec!("dbsize", 1, R, (0, 0, 0), keys::dbsize),
+    spec!("decr", 2, W, (1, 1, 1), strings::decr),
+    spec!("decrby", 3, W, (1, 1, 1), strings::decrby),
+    spec!("del", -2, W, (1, -1, 1), keys::del),
+    spec!("echo", 2, F, (0, 0, 0), connection::echo),
+    spec!("exists", -2, R, (1, -1, 1), keys::exists),
+    spec!("expire", -3, W, (1, 1, 1), keys::expire),
+    spec!("expireat", -3, W, (1, 1, 1), keys::expireat),
+    spec!("flushall", -1, W, (0, 0, 0), keys::flush),
+    spec!("flushdb", -1, W, (0, 0, 0), keys::flush),
     spec!("get", 2, R, (1, 1, 1), strings::get),
-    spec!("set", -3, W, (1, 1, 1), strings::set),
     spec!("getdel", 2, W, (1, 1, 1), strings::getdel),
     spec!("getex", -2, W, (1, 1, 1), strings::getex),
     spec!("getset", 3, W, (1, 1, 1), strings::getset),
-    spec!("setnx", 3, W, (1, 1, 1), strings::setnx),
-    spec!("setex", 4, W, (1, 1, 1), strings::setex),
-    spec!("psetex", 4, W, (1, 1, 1), strings::psetex),
+    spec!("hdel", -3, W, (1, 1, 1), hashes::hdel),
+    spec!("hello", -1, F, (0, 0, 0), connection::hello),
+    spec!("hexists", 3, R, (1, 1, 1), hashes::hexists),
+    spec!("hget", 3, R, (1, 1, 1), hashes::hget),
+    spec!("hgetall", 2, &["readonly"], (1, 1, 1), hashes::hgetall),
+    spec!("hincrby", 4, W, (1, 1, 1), hashes::hincrby),
+    spec!("hkeys", 2, &["readonly"], (1, 1, 1), hashes::hkeys),
+    spec!("hlen", 2, R, (1, 1, 1), hashes::hlen),
+    spec!("hmget", -3, R, (1, 1, 1), hashes::hmget),
+    spec!("hmset", -4, W, (1, 1, 1), hashes::hmset),
+    spec!("hset", -4, W, (1, 1, 1), hashes::hset),
+    spec!("hsetnx", 4, W, (1, 1, 1), hashes::hsetnx),
+    spec!("hvals", 2, &["readonly"], (1, 1, 1), hashes::hvals),
+    spec!("incr", 2, W, (1, 1, 1), strings::incr),
+    spec!("incrby", 3, W, (1, 1, 1), strings::incrby),
+    spec!("incrbyfloat", 3, W, (1, 1, 1), strings::incrbyfloat),
+    spec!("info", -1, &["loading", "stale"], (0, 0, 0), server::info),
+    spec!("keys", 2, &["readonly"], (0, 0, 0), keys::keys),
+    spec!("lindex", 3, &["readonly"], (1, 1, 1), lists::lindex),
+    spec!("llen", 2, R, (1, 1, 1), lists::llen),
+    spec!("lpop", -2, W, (1, 1, 1), lists::lpop),
+    spec!("lpush", -3, W, (1, 1, 1), lists::lpush),
+    spec!("lrange", 4, &["readonly"], (1, 1, 1), lists::lrange),
+    spec!("lset", 4, W, (1, 1, 1), lists::lset),
+    spec!("ltrim", 4, W, (1, 1, 1), lists::ltrim),
     spec!("mget", -2, R, (1, -1, 1), strings::mget),
     spec!("mset", -3, W, (1, -1, 2), strings::mset),
     spec!("msetnx", -3, W, (1, -1, 2), strings::msetnx),
-    spec!("append", 3, W, (1, 1, 1), strings::append),
-    spec!("strlen", 2, R, (1, 1, 1), strings::strlen),
-    spec!("incr", 2, W, (1, 1, 1), strings::incr),
-    spec!("decr", 2, W, (1, 1, 1), strings::decr),
-    spec!("incrby", 3, W, (1, 1, 1), strings::incrby),
-    spec!("decrby", 3, W, (1, 1, 1), strings::decrby),
-    spec!("incrbyfloat", 3, W, (1, 1, 1), strings::incrbyfloat),
-    spec!("del", -2, W, (1, -1, 1), keys::del),
-    spec!("unlink", -2, W, (1, -1, 1), keys::del),
-    spec!("exists", -2, R, (1, -1, 1), keys::exists),
-    spec!("type", 2, R, (1, 1, 1), keys::type_),
-    spec!("expire", -3, W, (1, 1, 1), keys::expire),
-    spec!("pexpire", -3, W, (1, 1, 1), keys::pexpire),
-    spec!("expireat", -3, W, (1, 1, 1), keys::expireat),
-    spec!("pexpireat", -3, W, (1, 1, 1), keys::pexpireat),
-    spec!("ttl", 2, R, (1, 1, 1), keys::ttl),
-    spec!("pttl", 2, R, (1, 1, 1), keys::pttl),
     spec!("persist", 2, W, (1, 1, 1), keys::persist),
-    spec!("keys", 2, &["readonly"], (0, 0, 0), keys::keys),
-    spec!("scan", -2, &["readonly"], (0, 0, 0), keys::scan),
-    spec!("rename", 3, W, (1, 2, 1), keys::rename),
-    spec!("dbsize", 1, R, (0, 0, 0), keys::dbsize),
-    spec!("flushdb", -1, W, (0, 0, 0), keys::flush),
-    spec!("flushall", -1, W, (0, 0, 0), keys::flush),
+    spec!("pexpire", -3, W, (1, 1, 1), keys::pexpire),
+    spec!("pexpireat", -3, W, (1, 1, 1), keys::pexpireat),
+    spec!("ping", -1, F, (0, 0, 0), connection::ping),
+    spec!("psetex", 4, W, (1, 1, 1), strings::psetex),
+    spec!("pttl", 2, R, (1, 1, 1), keys::pttl),
+    spec!("quit", -1, F, (0, 0, 0), connection::quit),
     spec!("randomkey", 1, &["readonly"], (0, 0, 0), keys::randomkey),
-    spec!("hset", -4, W, (1, 1, 1), hashes::hset),
-    spec!("hmset", -4, W, (1, 1, 1), hashes::hmset),
-    spec!("hget", 3, R, (1, 1, 1), hashes::hget),
-    spec!("hmget", -3, R, (1, 1, 1), hashes::hmget),
-    spec!("hdel", -3, W, (1, 1, 1), hashes::hdel),
-    spec!("hgetall", 2, &["readonly"], (1, 1, 1), hashes::hgetall),
-    spec!("hexists", 3, R, (1, 1, 1), hashes::hexists),
-    spec!("hlen", 2, R, (1, 1, 1), hashes::hlen),
-    spec!("hincrby", 4, W, (1, 1, 1), hashes::hincrby),
-    spec!("hkeys", 2, &["readonly"], (1, 1, 1), hashes::hkeys),
-    spec!("hvals", 2, &["readonly"], (1, 1, 1), hashes::hvals),
-    spec!("hsetnx", 4, W, (1, 1, 1), hashes::hsetnx),
-    spec!("lpush", -3, W, (1, 1, 1), lists::lpush),
-    spec!("rpush", -3, W, (1, 1, 1), lists::rpush),
-    spec!("lpop", -2, W, (1, 1, 1), lists::lpop),
+    spec!("rename", 3, W, (1, 2, 1), keys::rename),
+    spec!("reset", 1, F, (0, 0, 0), connection::reset),
     spec!("rpop", -2, W, (1, 1, 1), lists::rpop),
-    spec!("lrange", 4, &["readonly"], (1, 1, 1), lists::lrange),
-    spec!("llen", 2, R, (1, 1, 1), lists::llen),
-    spec!("lindex", 3, &["readonly"], (1, 1, 1), lists::lindex),
-    spec!("lset", 4, W, (1, 1, 1), lists::lset),
-    spec!("ltrim", 4, W, (1, 1, 1), lists::ltrim),
-    spec!("info", -1, &["loading", "stale"], (0, 0, 0), server::info),
-    spec!("command", -1, &["loading", "stale"], (0, 0, 0), server::command),
-    spec!("config", -2, &["admin"], (0, 0, 0), server::config),
+    spec!("rpush", -3, W, (1, 1, 1), lists::rpush),
+    spec!("scan", -2, &["readonly"], (0, 0, 0), keys::scan),
+    spec!("select", 2, F, (0, 0, 0), connection::select),
+    spec!("set", -3, W, (1, 1, 1), strings::set),
+    spec!("setex", 4, W, (1, 1, 1), strings::setex),
+    spec!("setnx", 3, W, (1, 1, 1), strings::setnx),
+    spec!("strlen", 2, R, (1, 1, 1), strings::strlen),
     spec!("time", 1, F, (0, 0, 0), server::time),
+    spec!("ttl", 2, R, (1, 1, 1), keys::ttl),
+    spec!("type", 2, R, (1, 1, 1), keys::type_),
+    spec!("unlink", -2, W, (1, -1, 1), keys::del),
 ];
 
 /// Longest command name looked up (longer names are unknown without further work).
 const MAX_NAME: usize = 16;
-
-static TABLE: LazyLock<HashMap<&'static [u8], &'static Spec, ahash::RandomState>> =
-    LazyLock::new(|| COMMANDS.iter().map(|s| (s.name.as_bytes(), s)).collect());
 
 /// Finds a command by name, case-insensitively, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
@@ -208,7 +203,7 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     let lower = &mut buf[..name.len()];
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    TABLE.get(&*lower).copied()
+    COMMANDS.binary_search_by(|s| s.name.as_bytes().cmp(lower)).ok().map(|i| &COMMANDS[i])
 }
 
 /// Runs one command (`args[0]` is its name) and writes its reply.
@@ -445,6 +440,15 @@ mod tests {
         }
         assert_eq!(glob_prefix(b"user:*"), b"user:");
         assert_eq!(glob_prefix(b"*"), b"");
+    }
+
+    #[test]
+    fn the_table_is_sorted_and_every_name_resolves() {
+        assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name), "COMMANDS must stay sorted and unique");
+        for spec in COMMANDS {
+            assert!(spec.name.len() <= MAX_NAME, "{}", spec.name);
+            assert_eq!(lookup(spec.name.to_uppercase().as_bytes()).map(|s| s.name), Some(spec.name));
+        }
     }
 
     #[test]
