@@ -10,6 +10,7 @@ mod server;
 mod strings;
 
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -118,7 +119,7 @@ macro_rules! spec {
     };
 }
 
-/// Every command this frontend answers, sorted by name (lookup is a binary search).
+/// Every command this frontend answers, sorted by name (COMMAND lists them in this order).
 pub static COMMANDS: &[Spec] = &[
     spec!("append", 3, W, (1, 1, 1), strings::append),
     spec!("auth", -2, F, (0, 0, 0), connection::auth),
@@ -194,30 +195,57 @@ pub static COMMANDS: &[Spec] = &[
 /// Longest command name looked up (longer names are unknown without further work).
 const MAX_NAME: usize = 16;
 
+/// A name of at most [`MAX_NAME`] bytes, lowercased and packed into one integer, so lookup is a
+/// binary search over integers: no hashing, no allocation, no byte-wise compares.
+fn pack(name: &[u8]) -> u128 {
+    let mut buf = [0u8; MAX_NAME];
+    buf[..name.len()].copy_from_slice(name);
+    ascii_lowercase(u128::from_le_bytes(buf))
+}
+
+/// Lowercases the ASCII letters among 16 packed bytes at once (SWAR): a byte gets 0x20 added
+/// exactly when it is in `A..=Z`.
+fn ascii_lowercase(x: u128) -> u128 {
+    const ONES: u128 = u128::from_le_bytes([0x01; 16]);
+    const HIGH: u128 = ONES * 0x80;
+    let low7 = x & !HIGH;
+    let ge_a = low7 + ONES * (0x80 - u128::from(b'A')); // high bit set where byte >= 'A'
+    let gt_z = low7 + ONES * (0x80 - u128::from(b'Z') - 1); // high bit set where byte > 'Z'
+    let upper = ge_a & !gt_z & !x & HIGH; // and the byte itself was ASCII
+    x | (upper >> 2)
+}
+
+/// `(packed name, index in COMMANDS)`, sorted by packed name.
+static PACKED: LazyLock<Vec<(u128, usize)>> = LazyLock::new(|| {
+    let mut v: Vec<_> = COMMANDS.iter().enumerate().map(|(i, s)| (pack(s.name.as_bytes()), i)).collect();
+    v.sort_unstable();
+    v
+});
+
 /// Finds a command by name, case-insensitively, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     if name.len() > MAX_NAME {
         return None;
     }
-    let mut buf = [0u8; MAX_NAME];
-    let lower = &mut buf[..name.len()];
-    lower.copy_from_slice(name);
-    lower.make_ascii_lowercase();
-    COMMANDS.binary_search_by(|s| s.name.as_bytes().cmp(lower)).ok().map(|i| &COMMANDS[i])
+    let key = pack(name);
+    let table = &*PACKED;
+    table.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| &COMMANDS[table[i].1])
 }
 
 /// Runs one command (`args[0]` is its name) and writes its reply.
 pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Flow {
-    let started = Instant::now();
+    // Refusals are counted (INFO's error count, metrics) but not timed: no clock read on the
+    // hot path for them.
+    let refused = std::time::Duration::ZERO;
     let Some(spec) = lookup(&args[0]) else {
         unknown_command(args, out);
-        ctx.stats.record(Protocol::Resp, "unknown_command", false, started.elapsed());
+        ctx.stats.record(Protocol::Resp, "unknown_command", false, refused);
         return Flow::Continue;
     };
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         encode::error(out, &format!("ERR wrong number of arguments for '{}' command", spec.name));
-        ctx.stats.record(Protocol::Resp, spec.name, false, started.elapsed());
+        ctx.stats.record(Protocol::Resp, spec.name, false, refused);
         return Flow::Continue;
     }
     match (spec.handler)(ctx, session, args, out) {
@@ -226,7 +254,7 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
             // Engine errors were recorded by `run`; refusals before the engine are recorded here
             // so INFO's error count and the metrics see them too.
             if !matches!(reject, Reject::Engine(_)) {
-                ctx.stats.record(Protocol::Resp, spec.name, false, started.elapsed());
+                ctx.stats.record(Protocol::Resp, spec.name, false, refused);
             }
             write_reject(out, reject);
             Flow::Continue
@@ -440,6 +468,17 @@ mod tests {
         }
         assert_eq!(glob_prefix(b"user:*"), b"user:");
         assert_eq!(glob_prefix(b"*"), b"");
+    }
+
+    #[test]
+    fn packed_lowercasing_touches_only_ascii_capitals() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        for chunk in all.chunks(16) {
+            let mut want = [0u8; 16];
+            want[..chunk.len()].copy_from_slice(chunk);
+            want.make_ascii_lowercase();
+            assert_eq!(pack(chunk), u128::from_le_bytes(want), "{chunk:?}");
+        }
     }
 
     #[test]
