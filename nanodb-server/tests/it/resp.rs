@@ -595,3 +595,14 @@ async fn msetnx_is_all_or_nothing_under_concurrency() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn shutdown_drains_idle_connections() {
+    let server = resp_server().await;
+    let mut s = TcpStream::connect(server.addrs().resp.expect("resp")).await.expect("connect");
+    assert_eq!(raw(&mut s, b"PING\r\n", 7).await, b"+PONG\r\n");
+    assert!(server.shutdown().await, "an idle RESP connection does not hold shutdown up");
+    let mut rest = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "the connection is closed by shutdown");
+}
