@@ -45,6 +45,20 @@ pub enum ListEnd {
     Back,
 }
 
+/// What a write does to a key's time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expiry {
+    /// Remove any TTL (what a plain write does).
+    #[default]
+    Persist,
+    /// Keep the key's current TTL (none when the key is new).
+    Keep,
+    /// Expire this many milliseconds from now (> 0).
+    In(u64),
+    /// Expire at this absolute Unix time in milliseconds (> 0); a time already past removes the key.
+    At(u64),
+}
+
 /// One request, whatever protocol it arrived on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -166,6 +180,142 @@ pub enum Command {
     },
     /// The number of keys. Replies [`Reply::Int`].
     KeyCount,
+    /// A string write with every option Redis's SET has. Replies [`Reply::Value`] with the old
+    /// value when `get` (whether or not the write applied), else [`Reply::Put`]. With `get`, a key
+    /// of another type is WRONGTYPE and nothing is written.
+    Set {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+        /// When the write applies.
+        condition: PutCondition,
+        /// What happens to the TTL.
+        expiry: Expiry,
+        /// Return the previous value.
+        get: bool,
+    },
+    /// Read and remove a string key. Replies [`Reply::Value`] (the value before removal).
+    GetDel {
+        /// The key.
+        key: Bytes,
+    },
+    /// Read a string key and change its TTL (`Keep` changes nothing). Replies [`Reply::Value`].
+    GetEx {
+        /// The key.
+        key: Bytes,
+        /// The new TTL.
+        expiry: Expiry,
+    },
+    /// Set a key's deadline as absolute Unix ms; a time already past removes the key. Replies
+    /// [`Reply::Bool`] (whether the key existed).
+    ExpireAt {
+        /// The key.
+        key: Bytes,
+        /// Unix time in milliseconds.
+        at_ms: u64,
+    },
+    /// Append to a string (a missing key counts as empty). Replies [`Reply::Int`] (the new length).
+    Append {
+        /// The key.
+        key: Bytes,
+        /// The bytes to append.
+        value: Bytes,
+    },
+    /// Add a decimal floating-point amount to a number held as a string. Replies
+    /// [`Reply::Bytes`] with the new value's text.
+    IncrFloat {
+        /// The key.
+        key: Bytes,
+        /// The amount as decimal text (finite), as the client sent it.
+        delta: Bytes,
+    },
+    /// Write several string keys, clearing their TTLs; with `only_if_none_exist`, nothing is
+    /// written if any key exists. Replies [`Reply::Bool`] (whether the keys were written).
+    MultiPut {
+        /// Key/value pairs, applied in order (a repeated key ends with its last value).
+        pairs: Vec<(Bytes, Bytes)>,
+        /// MSETNX semantics.
+        only_if_none_exist: bool,
+    },
+    /// Move a key's value (and TTL) to another key, replacing it. Replies [`Reply::Bool`] (true);
+    /// `NotFound` when `from` does not exist.
+    Rename {
+        /// The source key.
+        from: Bytes,
+        /// The destination key.
+        to: Bytes,
+    },
+    /// A key's type: "string", "hash", "list" or "none". Replies [`Reply::Bytes`].
+    Type {
+        /// The key.
+        key: Bytes,
+    },
+    /// Remove every key. Replies [`Reply::Int`] (how many were removed).
+    Flush,
+    /// A random live key, or none when empty. Replies [`Reply::Bytes`].
+    RandomKey,
+    /// Add `delta` to an integer hash field (missing counts as 0). Replies [`Reply::Int`].
+    HashIncr {
+        /// The hash's key.
+        key: Bytes,
+        /// The field.
+        field: Bytes,
+        /// The signed amount.
+        delta: i64,
+    },
+    /// Set a hash field only when it does not exist. Replies [`Reply::Bool`] (whether it was set).
+    HashSetIfAbsent {
+        /// The hash's key.
+        key: Bytes,
+        /// The field.
+        field: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// Number of fields in a hash (0 when missing). Replies [`Reply::Int`].
+    HashLen {
+        /// The hash's key.
+        key: Bytes,
+    },
+    /// Length of a list (0 when missing). Replies [`Reply::Int`].
+    ListLen {
+        /// The list's key.
+        key: Bytes,
+    },
+    /// Replace the element at `index` (negative from the end). Replies [`Reply::Bool`] (true);
+    /// `NotFound` when the key is missing, `InvalidArgument` when the index is out of range.
+    ListSet {
+        /// The list's key.
+        key: Bytes,
+        /// The index.
+        index: i64,
+        /// The new value.
+        value: Bytes,
+    },
+    /// Keep only the elements from `start` to `stop` inclusive (Redis LTRIM); an empty range
+    /// removes the key. Replies [`Reply::Bool`] (true).
+    ListTrim {
+        /// The list's key.
+        key: Bytes,
+        /// First index kept.
+        start: i64,
+        /// Last index kept.
+        stop: i64,
+    },
+}
+
+/// Parses a client's floating-point text strictly (no spaces, finite), as Redis does.
+pub fn parse_f64(b: &[u8]) -> Result<f64, Error> {
+    let bad = || Error::InvalidArgument("value is not a valid float".into());
+    let s = std::str::from_utf8(b).map_err(|_| bad())?;
+    if s.is_empty() || s.trim() != s {
+        return Err(bad());
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() => Ok(f),
+        _ => Err(bad()),
+    }
 }
 
 /// A string value with its metadata.
@@ -311,7 +461,53 @@ impl Command {
     /// touches anything, so an invalid command changes nothing.
     pub fn validate(&self, limits: &Limits) -> Result<(), Error> {
         match self {
-            Self::Ping | Self::KeyCount => Ok(()),
+            Self::Ping | Self::KeyCount | Self::Flush | Self::RandomKey => Ok(()),
+            Self::GetDel { key }
+            | Self::ExpireAt { key, .. }
+            | Self::Type { key }
+            | Self::HashLen { key }
+            | Self::ListLen { key }
+            | Self::ListTrim { key, .. } => limits.key(key),
+            Self::Set { key, value, expiry, .. } => {
+                limits.key(key)?;
+                limits.value(value)?;
+                check_expiry(*expiry)
+            }
+            Self::GetEx { key, expiry } => {
+                limits.key(key)?;
+                check_expiry(*expiry)
+            }
+            Self::Append { key, value } | Self::ListSet { key, value, .. } => {
+                limits.key(key)?;
+                limits.value(value)
+            }
+            Self::IncrFloat { key, delta } => {
+                limits.key(key)?;
+                parse_f64(delta).map(drop)
+            }
+            Self::MultiPut { pairs, .. } => {
+                if pairs.is_empty() {
+                    return Err(Error::InvalidArgument("a multi-put needs at least one pair".into()));
+                }
+                limits.count("pairs in one multi-put", pairs.len())?;
+                pairs.iter().try_for_each(|(k, v)| {
+                    limits.key(k)?;
+                    limits.value(v)
+                })
+            }
+            Self::Rename { from, to } => {
+                limits.key(from)?;
+                limits.key(to)
+            }
+            Self::HashIncr { key, field, .. } => {
+                limits.key(key)?;
+                limits.name("field", field)
+            }
+            Self::HashSetIfAbsent { key, field, value } => {
+                limits.key(key)?;
+                limits.name("field", field)?;
+                limits.value(value)
+            }
             Self::Get { key }
             | Self::Delete { key }
             | Self::Exists { key }
@@ -386,7 +582,32 @@ impl Command {
             Self::ListPop { .. } => "list_pop",
             Self::ListRange { .. } => "list_range",
             Self::KeyCount => "key_count",
+            Self::Set { .. } => "set",
+            Self::GetDel { .. } => "get_del",
+            Self::GetEx { .. } => "get_ex",
+            Self::ExpireAt { .. } => "expire_at",
+            Self::Append { .. } => "append",
+            Self::IncrFloat { .. } => "incr_float",
+            Self::MultiPut { .. } => "multi_put",
+            Self::Rename { .. } => "rename",
+            Self::Type { .. } => "type",
+            Self::Flush => "flush",
+            Self::RandomKey => "random_key",
+            Self::HashIncr { .. } => "hash_incr",
+            Self::HashSetIfAbsent { .. } => "hash_set_if_absent",
+            Self::HashLen { .. } => "hash_len",
+            Self::ListLen { .. } => "list_len",
+            Self::ListSet { .. } => "list_set",
+            Self::ListTrim { .. } => "list_trim",
         }
+    }
+}
+
+/// A relative or absolute TTL must be positive.
+fn check_expiry(expiry: Expiry) -> Result<(), Error> {
+    match expiry {
+        Expiry::In(0) | Expiry::At(0) => Err(Error::InvalidArgument("invalid expire time".into())),
+        _ => Ok(()),
     }
 }
 
@@ -437,6 +658,33 @@ mod tests {
         assert_eq!(l.scan_page(0), Ok(3));
         assert_eq!(l.scan_page(10), Ok(10));
         assert!(matches!(l.scan_page(11), Err(Error::LimitExceeded { .. })));
+    }
+
+    #[test]
+    fn new_commands_validate() {
+        let l = small();
+        let k = || Bytes::from_static(b"k");
+        let set = |expiry| Command::Set {
+            key: k(),
+            value: Bytes::new(),
+            condition: PutCondition::Always,
+            expiry,
+            get: false,
+        };
+        assert!(set(Expiry::In(1)).validate(&l).is_ok());
+        assert!(matches!(set(Expiry::In(0)).validate(&l), Err(Error::InvalidArgument(_))));
+        assert!(matches!(set(Expiry::At(0)).validate(&l), Err(Error::InvalidArgument(_))));
+        let f = |d: &'static [u8]| Command::IncrFloat { key: k(), delta: Bytes::from_static(d) };
+        assert!(f(b"1.5e3").validate(&l).is_ok());
+        for bad in [&b""[..], b" 1", b"inf", b"nan", b"x"] {
+            assert!(f(bad).validate(&l).is_err(), "{bad:?}");
+        }
+        let mp = |n| Command::MultiPut { pairs: vec![(k(), Bytes::new()); n], only_if_none_exist: true };
+        assert!(mp(2).validate(&l).is_ok());
+        assert!(mp(0).validate(&l).is_err());
+        assert!(matches!(mp(3).validate(&l), Err(Error::LimitExceeded { .. })));
+        let rename = Command::Rename { from: k(), to: Bytes::new() };
+        assert_eq!(rename.validate(&l), Err(Error::Empty { what: "key" }));
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod error;
 pub mod frame;
 pub mod wire;
 
-pub use command::{Command, Entry, Limits, ListEnd, PutCondition, Reply, ScanEntry};
+pub use command::{Command, Entry, Expiry, Limits, ListEnd, PutCondition, Reply, ScanEntry};
 pub use error::{Error, ErrorCode};
 pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};
 pub use wire::{Request, Response};

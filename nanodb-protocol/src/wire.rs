@@ -10,7 +10,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::command::{Command, Entry, ListEnd, PutCondition, Reply, ScanEntry};
+use crate::command::{Command, Entry, Expiry, ListEnd, PutCondition, Reply, ScanEntry};
 use crate::error::{Error, ErrorCode};
 use crate::frame::FrameCodec;
 
@@ -59,6 +59,40 @@ pub mod kind {
     pub const LIST_POP: u8 = 0x31;
     /// `key | i64 start | i64 stop`.
     pub const LIST_RANGE: u8 = 0x32;
+    /// `key | value | u8 condition | u64 expected_version | u8 expiry | u64 expiry_ms | u8 get`.
+    pub const SET: u8 = 0x40;
+    /// `key`.
+    pub const GET_DEL: u8 = 0x41;
+    /// `key | u8 expiry | u64 expiry_ms`.
+    pub const GET_EX: u8 = 0x42;
+    /// `key | u64 at_ms`.
+    pub const EXPIRE_AT: u8 = 0x43;
+    /// `key | value`.
+    pub const APPEND: u8 = 0x44;
+    /// `key | delta` (decimal text).
+    pub const INCR_FLOAT: u8 = 0x45;
+    /// `u8 only_if_none_exist | count | count × (key | value)`.
+    pub const MULTI_PUT: u8 = 0x46;
+    /// `from | to`.
+    pub const RENAME: u8 = 0x47;
+    /// `key`.
+    pub const TYPE: u8 = 0x48;
+    /// Empty body.
+    pub const FLUSH: u8 = 0x49;
+    /// Empty body.
+    pub const RANDOM_KEY: u8 = 0x4A;
+    /// `key | field | i64 delta`.
+    pub const HASH_INCR: u8 = 0x4B;
+    /// `key | field | value`.
+    pub const HASH_SET_IF_ABSENT: u8 = 0x4C;
+    /// `key`.
+    pub const HASH_LEN: u8 = 0x4D;
+    /// `key`.
+    pub const LIST_LEN: u8 = 0x4E;
+    /// `key | i64 index | value`.
+    pub const LIST_SET: u8 = 0x4F;
+    /// `key | i64 start | i64 stop`.
+    pub const LIST_TRIM: u8 = 0x50;
 
     /// Empty body.
     pub const R_PONG: u8 = 0x81;
@@ -179,13 +213,107 @@ fn command_kind(cmd: &Command) -> u8 {
         Command::ListPush { .. } => kind::LIST_PUSH,
         Command::ListPop { .. } => kind::LIST_POP,
         Command::ListRange { .. } => kind::LIST_RANGE,
+        Command::Set { .. } => kind::SET,
+        Command::GetDel { .. } => kind::GET_DEL,
+        Command::GetEx { .. } => kind::GET_EX,
+        Command::ExpireAt { .. } => kind::EXPIRE_AT,
+        Command::Append { .. } => kind::APPEND,
+        Command::IncrFloat { .. } => kind::INCR_FLOAT,
+        Command::MultiPut { .. } => kind::MULTI_PUT,
+        Command::Rename { .. } => kind::RENAME,
+        Command::Type { .. } => kind::TYPE,
+        Command::Flush => kind::FLUSH,
+        Command::RandomKey => kind::RANDOM_KEY,
+        Command::HashIncr { .. } => kind::HASH_INCR,
+        Command::HashSetIfAbsent { .. } => kind::HASH_SET_IF_ABSENT,
+        Command::HashLen { .. } => kind::HASH_LEN,
+        Command::ListLen { .. } => kind::LIST_LEN,
+        Command::ListSet { .. } => kind::LIST_SET,
+        Command::ListTrim { .. } => kind::LIST_TRIM,
     }
+}
+
+fn put_condition(dst: &mut BytesMut, condition: PutCondition) {
+    let (c, v) = match condition {
+        PutCondition::Always => (0, 0),
+        PutCondition::IfAbsent => (1, 0),
+        PutCondition::IfPresent => (2, 0),
+        PutCondition::IfVersion(v) => (3, v),
+    };
+    dst.put_u8(c);
+    dst.put_u64(v);
+}
+
+fn put_expiry(dst: &mut BytesMut, expiry: Expiry) {
+    let (k, ms) = match expiry {
+        Expiry::Persist => (0, 0),
+        Expiry::Keep => (1, 0),
+        Expiry::In(ms) => (2, ms),
+        Expiry::At(ms) => (3, ms),
+    };
+    dst.put_u8(k);
+    dst.put_u64(ms);
 }
 
 fn encode_command_body(cmd: &Command, dst: &mut BytesMut) {
     match cmd {
-        Command::Ping | Command::KeyCount => {}
+        Command::Ping | Command::KeyCount | Command::Flush | Command::RandomKey => {}
+        Command::Set { key, value, condition, expiry, get } => {
+            put_bytes(dst, key);
+            put_bytes(dst, value);
+            put_condition(dst, *condition);
+            put_expiry(dst, *expiry);
+            dst.put_u8(u8::from(*get));
+        }
+        Command::GetEx { key, expiry } => {
+            put_bytes(dst, key);
+            put_expiry(dst, *expiry);
+        }
+        Command::ExpireAt { key, at_ms } => {
+            put_bytes(dst, key);
+            dst.put_u64(*at_ms);
+        }
+        Command::Append { key, value: other } | Command::IncrFloat { key, delta: other } => {
+            put_bytes(dst, key);
+            put_bytes(dst, other);
+        }
+        Command::MultiPut { pairs, only_if_none_exist } => {
+            dst.put_u8(u8::from(*only_if_none_exist));
+            dst.put_u32(pairs.len() as u32);
+            for (k, v) in pairs {
+                put_bytes(dst, k);
+                put_bytes(dst, v);
+            }
+        }
+        Command::Rename { from, to } => {
+            put_bytes(dst, from);
+            put_bytes(dst, to);
+        }
+        Command::HashIncr { key, field, delta } => {
+            put_bytes(dst, key);
+            put_bytes(dst, field);
+            dst.put_i64(*delta);
+        }
+        Command::HashSetIfAbsent { key, field, value } => {
+            put_bytes(dst, key);
+            put_bytes(dst, field);
+            put_bytes(dst, value);
+        }
+        Command::ListSet { key, index, value } => {
+            put_bytes(dst, key);
+            dst.put_i64(*index);
+            put_bytes(dst, value);
+        }
+        Command::ListTrim { key, start, stop } => {
+            put_bytes(dst, key);
+            dst.put_i64(*start);
+            dst.put_i64(*stop);
+        }
         Command::Get { key }
+        | Command::GetDel { key }
+        | Command::Type { key }
+        | Command::HashLen { key }
+        | Command::ListLen { key }
         | Command::Delete { key }
         | Command::Exists { key }
         | Command::Ttl { key }
@@ -194,14 +322,7 @@ fn encode_command_body(cmd: &Command, dst: &mut BytesMut) {
             put_bytes(dst, key);
             put_bytes(dst, value);
             dst.put_u64(*ttl_ms);
-            let (c, v) = match condition {
-                PutCondition::Always => (0, 0),
-                PutCondition::IfAbsent => (1, 0),
-                PutCondition::IfPresent => (2, 0),
-                PutCondition::IfVersion(v) => (3, *v),
-            };
-            dst.put_u8(c);
-            dst.put_u64(v);
+            put_condition(dst, *condition);
         }
         Command::Incr { key, delta } => {
             put_bytes(dst, key);
@@ -428,6 +549,30 @@ impl Reader {
         }
     }
 
+    fn condition(&mut self) -> Result<PutCondition, Error> {
+        let c = self.u8("condition")?;
+        let expected = self.u64("expected_version")?;
+        Ok(match c {
+            0 => PutCondition::Always,
+            1 => PutCondition::IfAbsent,
+            2 => PutCondition::IfPresent,
+            3 => PutCondition::IfVersion(expected),
+            n => return Err(malformed(format!("unknown put condition {n}"))),
+        })
+    }
+
+    fn expiry(&mut self) -> Result<Expiry, Error> {
+        let k = self.u8("expiry")?;
+        let ms = self.u64("expiry_ms")?;
+        Ok(match k {
+            0 => Expiry::Persist,
+            1 => Expiry::Keep,
+            2 => Expiry::In(ms),
+            3 => Expiry::At(ms),
+            n => return Err(malformed(format!("unknown expiry kind {n}"))),
+        })
+    }
+
     fn finish<T>(self, value: T) -> Result<T, Error> {
         if self.buf.has_remaining() {
             return Err(malformed(format!("{} unexpected trailing bytes", self.buf.remaining())));
@@ -465,15 +610,7 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
             let key = r.bytes("key")?;
             let value = r.bytes("value")?;
             let ttl_ms = r.u64("ttl_ms")?;
-            let c = r.u8("condition")?;
-            let expected = r.u64("expected_version")?;
-            let condition = match c {
-                0 => PutCondition::Always,
-                1 => PutCondition::IfAbsent,
-                2 => PutCondition::IfPresent,
-                3 => PutCondition::IfVersion(expected),
-                n => return Err(malformed(format!("unknown put condition {n}"))),
-            };
+            let condition = r.condition()?;
             Command::Put { key, value, ttl_ms, condition }
         }
         kind::INCR => Command::Incr { key: r.bytes("key")?, delta: r.i64("delta")? },
@@ -511,6 +648,47 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
         kind::LIST_POP => Command::ListPop { key: r.bytes("key")?, end: r.end()?, count: r.u32("count")? },
         kind::LIST_RANGE => {
             Command::ListRange { key: r.bytes("key")?, start: r.i64("start")?, stop: r.i64("stop")? }
+        }
+        kind::SET => Command::Set {
+            key: r.bytes("key")?,
+            value: r.bytes("value")?,
+            condition: r.condition()?,
+            expiry: r.expiry()?,
+            get: r.bool("get")?,
+        },
+        kind::GET_DEL => Command::GetDel { key: r.bytes("key")? },
+        kind::GET_EX => Command::GetEx { key: r.bytes("key")?, expiry: r.expiry()? },
+        kind::EXPIRE_AT => Command::ExpireAt { key: r.bytes("key")?, at_ms: r.u64("at_ms")? },
+        kind::APPEND => Command::Append { key: r.bytes("key")?, value: r.bytes("value")? },
+        kind::INCR_FLOAT => Command::IncrFloat { key: r.bytes("key")?, delta: r.bytes("delta")? },
+        kind::MULTI_PUT => {
+            let only_if_none_exist = r.bool("only_if_none_exist")?;
+            let n = r.count("pairs", 8)?;
+            let mut pairs = Vec::with_capacity(n);
+            for _ in 0..n {
+                pairs.push((r.bytes("key")?, r.bytes("value")?));
+            }
+            Command::MultiPut { pairs, only_if_none_exist }
+        }
+        kind::RENAME => Command::Rename { from: r.bytes("from")?, to: r.bytes("to")? },
+        kind::TYPE => Command::Type { key: r.bytes("key")? },
+        kind::FLUSH => Command::Flush,
+        kind::RANDOM_KEY => Command::RandomKey,
+        kind::HASH_INCR => {
+            Command::HashIncr { key: r.bytes("key")?, field: r.bytes("field")?, delta: r.i64("delta")? }
+        }
+        kind::HASH_SET_IF_ABSENT => Command::HashSetIfAbsent {
+            key: r.bytes("key")?,
+            field: r.bytes("field")?,
+            value: r.bytes("value")?,
+        },
+        kind::HASH_LEN => Command::HashLen { key: r.bytes("key")? },
+        kind::LIST_LEN => Command::ListLen { key: r.bytes("key")? },
+        kind::LIST_SET => {
+            Command::ListSet { key: r.bytes("key")?, index: r.i64("index")?, value: r.bytes("value")? }
+        }
+        kind::LIST_TRIM => {
+            Command::ListTrim { key: r.bytes("key")?, start: r.i64("start")?, stop: r.i64("stop")? }
         }
         other => return Err(malformed(format!("unknown request kind 0x{other:02x}"))),
     })
@@ -656,6 +834,40 @@ mod tests {
             Command::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("a"), b("b")] },
             Command::ListPop { key: b("l"), end: ListEnd::Front, count: 2 },
             Command::ListRange { key: b("l"), start: 0, stop: -1 },
+            Command::Set {
+                key: b("k"),
+                value: b("v"),
+                condition: PutCondition::IfPresent,
+                expiry: Expiry::At(1_700_000_000_000),
+                get: true,
+            },
+            Command::Set {
+                key: b("k"),
+                value: b("v"),
+                condition: PutCondition::IfVersion(4),
+                expiry: Expiry::Keep,
+                get: false,
+            },
+            Command::GetDel { key: b("k") },
+            Command::GetEx { key: b("k"), expiry: Expiry::In(5) },
+            Command::GetEx { key: b("k"), expiry: Expiry::Persist },
+            Command::ExpireAt { key: b("k"), at_ms: 42 },
+            Command::Append { key: b("k"), value: b("tail") },
+            Command::IncrFloat { key: b("k"), delta: b("-1.5e3") },
+            Command::MultiPut {
+                pairs: vec![(b("a"), b("1")), (b("b"), Bytes::new())],
+                only_if_none_exist: true,
+            },
+            Command::Rename { from: b("a"), to: b("b") },
+            Command::Type { key: b("k") },
+            Command::Flush,
+            Command::RandomKey,
+            Command::HashIncr { key: b("h"), field: b("f"), delta: -7 },
+            Command::HashSetIfAbsent { key: b("h"), field: b("f"), value: b("v") },
+            Command::HashLen { key: b("h") },
+            Command::ListLen { key: b("l") },
+            Command::ListSet { key: b("l"), index: -1, value: b("v") },
+            Command::ListTrim { key: b("l"), start: 1, stop: -2 },
         ];
         for c in cmds {
             round_trip_request(Request::Command(c));

@@ -163,6 +163,15 @@ pub struct Cli {
     #[arg(long, env = "NANODB_MAX_FRAME_LEN", default_value_t = nanodb_protocol::frame::DEFAULT_MAX_FRAME_LEN, value_name = "BYTES")]
     pub max_frame_len: usize,
 
+    /// Longest RESP bulk string (a key or value argument), in bytes; refused before it is read.
+    /// Defaults to --max-value-len.
+    #[arg(long, env = "NANODB_RESP_MAX_BULK_LEN", value_name = "BYTES")]
+    pub resp_max_bulk_len: Option<usize>,
+
+    /// Most arguments in one RESP command (array length); refused before anything is allocated.
+    #[arg(long, env = "NANODB_RESP_MAX_ARGS", default_value_t = 1_048_576, value_name = "N")]
+    pub resp_max_args: usize,
+
     /// Most client connections per protocol at once; further connections are refused with an error.
     #[arg(long, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
@@ -211,6 +220,10 @@ pub struct Config {
     pub limits: Limits,
     /// Largest TCP frame.
     pub max_frame_len: usize,
+    /// Longest RESP bulk string.
+    pub resp_max_bulk_len: usize,
+    /// Most arguments in one RESP command.
+    pub resp_max_args: usize,
     /// Connection limit per protocol.
     pub max_connections: usize,
     /// Request deadline.
@@ -266,6 +279,8 @@ impl From<Cli> for Config {
                 default_scan_page: c.default_scan_page,
             },
             max_frame_len: c.max_frame_len,
+            resp_max_bulk_len: c.resp_max_bulk_len.unwrap_or(c.max_value_len),
+            resp_max_args: c.resp_max_args.max(1),
             max_connections: c.max_connections.max(1),
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
@@ -403,6 +418,10 @@ mod tests {
         assert!(c.persistence);
         assert_eq!(c.fsync, FsyncPolicy::EverySec);
         assert_eq!(c.snapshot_every, 64 << 20);
+        assert_eq!(c.resp_max_bulk_len, c.limits.max_value_len);
+        assert_eq!(c.resp_max_args, 1_048_576);
+        let c = load(["nanodb-server", "--max-value-len", "10"]).expect("loads");
+        assert_eq!(c.resp_max_bulk_len, 10, "the bulk limit follows the value limit unless set");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum StartError {
 pub struct BoundAddrs {
     /// The binary TCP protocol.
     pub tcp: Option<SocketAddr>,
+    /// Redis RESP2.
+    pub resp: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -72,11 +74,9 @@ impl Server {
     /// starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
-        for (flag, addr, issue) in [
-            ("grpc-addr", &config.grpc_addr, 3),
-            ("http-addr", &config.http_addr, 4),
-            ("resp-addr", &config.resp_addr, 5),
-        ] {
+        let resp = bind("resp-addr", &config.resp_addr).await?;
+        for (flag, addr, issue) in [("grpc-addr", &config.grpc_addr, 3), ("http-addr", &config.http_addr, 4)]
+        {
             if let Some(a) = addr.as_option() {
                 warn!("--{flag} {a}: this frontend is not built yet (issue #{issue}); not listening");
             }
@@ -119,6 +119,12 @@ impl Server {
             addrs.tcp = local;
             info!(addr = ?local, "binary TCP protocol listening");
             tasks.spawn(frontend::tcp::serve(listener, ctx.clone()));
+        }
+        if let Some(listener) = resp {
+            let local = listener.local_addr().ok();
+            addrs.resp = local;
+            info!(addr = ?local, "Redis protocol (RESP2) listening");
+            tasks.spawn(frontend::resp::serve(listener, ctx.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
         if let Some(p) = &persistence {

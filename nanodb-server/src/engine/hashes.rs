@@ -4,7 +4,7 @@ use bytes::Bytes;
 use nanodb_protocol::Error;
 
 use super::effect::Delta;
-use super::value::{FieldMap, Slot, Value, owned};
+use super::value::{FieldMap, Slot, Value, owned, parse_i64};
 use super::{Change, Engine};
 
 impl Engine {
@@ -59,5 +59,59 @@ impl Engine {
             _ => Err(Error::WrongType),
         })
         .unwrap_or(Ok(Vec::new()))
+    }
+
+    /// Adds `delta` to an integer field (missing counts as 0); the new value.
+    pub(crate) fn hash_incr(&self, key: Bytes, field: Bytes, delta: i64) -> Result<i64, Error> {
+        let field = owned(&field);
+        self.update(key, |slot, _| match slot {
+            None => {
+                let mut map = FieldMap::default();
+                map.insert(field, Bytes::from(delta.to_string()));
+                let new =
+                    Slot { value: Value::Hash(Box::new(map)), version: self.next_version(), deadline: 0 };
+                Ok((delta, Change::Put(new)))
+            }
+            Some(slot) => {
+                let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
+                let current = map.get(&field).map_or(Ok(0), |v| parse_i64(v))?;
+                let next = current.checked_add(delta).ok_or(Error::Overflow)?;
+                map.insert(field.clone(), Bytes::from(next.to_string()));
+                slot.version = self.next_version();
+                Ok((next, Change::Modified(Delta::HashSet(field))))
+            }
+        })
+    }
+
+    /// Sets a field only if it is absent; whether it was set.
+    pub(crate) fn hash_set_if_absent(&self, key: Bytes, field: Bytes, value: Bytes) -> Result<bool, Error> {
+        let (field, value) = (owned(&field), owned(&value));
+        self.update(key, |slot, _| match slot {
+            None => {
+                let mut map = FieldMap::default();
+                map.insert(field, value);
+                let new =
+                    Slot { value: Value::Hash(Box::new(map)), version: self.next_version(), deadline: 0 };
+                Ok((true, Change::Put(new)))
+            }
+            Some(slot) => {
+                let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
+                if map.contains_key(&field) {
+                    return Ok((false, Change::None));
+                }
+                map.insert(field.clone(), value);
+                slot.version = self.next_version();
+                Ok((true, Change::Modified(Delta::HashSet(field))))
+            }
+        })
+    }
+
+    /// Number of fields; 0 when missing.
+    pub(crate) fn hash_len(&self, key: &[u8]) -> Result<i64, Error> {
+        self.read(key, |slot| match &slot.value {
+            Value::Hash(map) => Ok(map.len() as i64),
+            _ => Err(Error::WrongType),
+        })
+        .unwrap_or(Ok(0))
     }
 }

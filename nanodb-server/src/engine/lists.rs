@@ -68,6 +68,52 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Length; 0 when missing.
+    pub(crate) fn list_len(&self, key: &[u8]) -> Result<i64, Error> {
+        self.read(key, |slot| match &slot.value {
+            Value::List(list) => Ok(list.len() as i64),
+            _ => Err(Error::WrongType),
+        })
+        .unwrap_or(Ok(0))
+    }
+
+    /// Replaces the element at `index` (negative from the end).
+    pub(crate) fn list_set(&self, key: Bytes, index: i64, value: Bytes) -> Result<bool, Error> {
+        self.update(key, |slot, _| {
+            let Some(slot) = slot else { return Err(Error::NotFound) };
+            let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+            let len = list.len() as i64;
+            let i = if index < 0 { len + index } else { index };
+            if i < 0 || i >= len {
+                return Err(Error::InvalidArgument("index out of range".into()));
+            }
+            list[i as usize] = owned(&value);
+            slot.version = self.next_version();
+            // The log records the whole list: LSET is rare next to pushes and pops.
+            Ok((true, Change::Modified(Delta::Value)))
+        })
+    }
+
+    /// Keeps only `start..=stop`; an empty range removes the key.
+    pub(crate) fn list_trim(&self, key: Bytes, start: i64, stop: i64) -> Result<bool, Error> {
+        self.update(key, |slot, _| {
+            let Some(slot) = slot else { return Ok((true, Change::None)) };
+            let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+            let Some((from, to)) = resolve_range(list.len(), start, stop) else {
+                return Ok((true, Change::Remove));
+            };
+            if from == 0 && to + 1 == list.len() {
+                return Ok((true, Change::None));
+            }
+            list.truncate(to + 1);
+            list.drain(..from);
+            slot.version = self.next_version();
+            Ok((true, Change::Modified(Delta::Value)))
+        })
+    }
+}
+
 /// Resolves Redis-style inclusive indexes against a length; `None` when the range is empty.
 pub(crate) fn resolve_range(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
     let len = len as i64;

@@ -24,6 +24,7 @@ mod clock;
 pub mod effect;
 mod expiry;
 mod hashes;
+mod keys;
 mod lists;
 pub mod scan;
 mod strings;
@@ -38,6 +39,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 use nanodb_protocol::{Command, Error, Limits, Reply};
+
+pub use keys::MULTI_KEY_ATOMICITY;
 
 pub use clock::Clock;
 pub use effect::{Effect, EffectKind, EffectSink, OwnedEffect, OwnedEffectKind};
@@ -93,6 +96,8 @@ pub struct Engine {
     stats: EngineStats,
     /// Where effects go (the append-only log), once attached; none means no effect is built.
     sink: OnceLock<Arc<dyn EffectSink>>,
+    /// Serialises multi-key writes (MultiPut, Rename) against each other; see [`keys`].
+    multi: Mutex<()>,
 }
 
 thread_local! {
@@ -119,6 +124,7 @@ impl Engine {
             sweep_from: AtomicUsize::new(0),
             stats: EngineStats::default(),
             sink: OnceLock::new(),
+            multi: Mutex::new(()),
         }
     }
 
@@ -131,9 +137,17 @@ impl Engine {
     /// Like [`Engine::execute`], also returning the log position the reply must wait for before
     /// it is acknowledged (0 when the command wrote nothing that is logged).
     pub fn execute_tracked(&self, cmd: Command) -> (Result<Reply, Error>, u64) {
-        LAST_POSITION.with(|p| p.set(0));
-        let result = self.execute(cmd);
-        (result, LAST_POSITION.with(Cell::get))
+        self.track(|| self.execute(cmd))
+    }
+
+    /// Runs `f` (synchronous engine calls on this thread) and returns its result with the largest
+    /// log position any of its writes appended: what an acknowledgement of everything `f` did
+    /// must wait for. For adapters whose one request becomes several engine calls.
+    pub fn track<R>(&self, f: impl FnOnce() -> R) -> (R, u64) {
+        let outer = LAST_POSITION.with(|p| p.replace(0));
+        let result = f();
+        let position = LAST_POSITION.with(|p| p.replace(outer.max(p.get())));
+        (result, position)
     }
 
     /// The limits this engine enforces.
@@ -181,6 +195,31 @@ impl Engine {
             Command::ListPush { key, end, values } => self.list_push(key, end, values).map(Reply::Int),
             Command::ListPop { key, end, count } => self.list_pop(key, end, count).map(Reply::List),
             Command::ListRange { key, start, stop } => self.list_range(&key, start, stop).map(Reply::List),
+            Command::Set { key, value, condition, expiry, get } => {
+                self.set(key, value, condition, expiry, get)
+            }
+            Command::GetDel { key } => self.get_del(key).map(Reply::Value),
+            Command::GetEx { key, expiry } => self.get_ex(key, expiry).map(Reply::Value),
+            Command::ExpireAt { key, at_ms } => Ok(Reply::Bool(self.expire_at(key, at_ms))),
+            Command::Append { key, value } => self.append(key, &value).map(Reply::Int),
+            Command::IncrFloat { key, delta } => self.incr_float(key, &delta).map(|b| Reply::Bytes(Some(b))),
+            Command::MultiPut { pairs, only_if_none_exist } => {
+                Ok(Reply::Bool(self.multi_put(pairs, only_if_none_exist)))
+            }
+            Command::Rename { from, to } => self.rename(from, to).map(Reply::Bool),
+            Command::Type { key } => {
+                Ok(Reply::Bytes(Some(Bytes::from_static(self.type_of(&key).as_bytes()))))
+            }
+            Command::Flush => Ok(Reply::Int(self.flush() as i64)),
+            Command::RandomKey => Ok(Reply::Bytes(self.random_key())),
+            Command::HashIncr { key, field, delta } => self.hash_incr(key, field, delta).map(Reply::Int),
+            Command::HashSetIfAbsent { key, field, value } => {
+                self.hash_set_if_absent(key, field, value).map(Reply::Bool)
+            }
+            Command::HashLen { key } => self.hash_len(&key).map(Reply::Int),
+            Command::ListLen { key } => self.list_len(&key).map(Reply::Int),
+            Command::ListSet { key, index, value } => self.list_set(key, index, value).map(Reply::Bool),
+            Command::ListTrim { key, start, stop } => self.list_trim(key, start, stop).map(Reply::Bool),
         }
     }
 
@@ -195,6 +234,11 @@ impl Engine {
     /// Number of keys, counting expired keys the sweeper has not reached yet.
     pub fn key_count(&self) -> usize {
         self.partitions.iter().map(|p| p.map.len()).sum()
+    }
+
+    /// Number of keys with a deadline (INFO's `expires`).
+    pub fn expiring_count(&self) -> usize {
+        self.partitions.iter().map(|p| p.expiry.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 
     fn hash(&self, key: &[u8]) -> u64 {

@@ -1,7 +1,8 @@
 //! String operations and the key-level operations every type shares (delete, expire, ttl).
 
 use bytes::Bytes;
-use nanodb_protocol::{Entry, Error, PutCondition, Reply};
+use nanodb_protocol::command::parse_f64;
+use nanodb_protocol::{Entry, Error, Expiry, PutCondition, Reply};
 
 use super::effect::Delta;
 use super::value::{Slot, Value, owned, parse_i64};
@@ -32,6 +33,140 @@ impl Engine {
             let deadline = if ttl_ms == 0 { 0 } else { now.saturating_add(ttl_ms) };
             let new = Slot { value: Value::Str(owned(&value)), version, deadline };
             Ok((Reply::Put { applied: true, version }, Change::Put(new)))
+        })
+    }
+
+    /// Redis SET with every option: condition, TTL handling and returning the old value.
+    pub(crate) fn set(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        condition: PutCondition,
+        expiry: Expiry,
+        get: bool,
+    ) -> Result<Reply, Error> {
+        self.update(key, |slot, now| {
+            let old = match (&slot, get) {
+                (Some(s), true) => {
+                    Some(Entry { value: s.value.as_string()?, version: s.version, ttl_ms: s.ttl_ms(now) })
+                }
+                _ => None,
+            };
+            let current = slot.as_ref().map_or(0, |s| s.version);
+            let answer = |applied: bool, version: u64, old: Option<Entry>| {
+                if get { Reply::Value(old) } else { Reply::Put { applied, version } }
+            };
+            if !condition.holds(slot.is_some(), current) {
+                return Ok((answer(false, current, old), Change::None));
+            }
+            let deadline = deadline_for(expiry, slot.as_ref().map_or(0, |s| s.deadline), now);
+            let version = self.next_version();
+            if deadline != 0 && deadline <= now {
+                // An absolute time already past: the write happens and expires at once.
+                let change = if slot.is_some() { Change::Remove } else { Change::None };
+                return Ok((answer(true, version, old), change));
+            }
+            let new = Slot { value: Value::Str(owned(&value)), version, deadline };
+            Ok((answer(true, version, old), Change::Put(new)))
+        })
+    }
+
+    /// Reads a string key and removes it.
+    pub(crate) fn get_del(&self, key: Bytes) -> Result<Option<Entry>, Error> {
+        self.update(key, |slot, now| {
+            let Some(s) = slot else { return Ok((None, Change::None)) };
+            let entry = Entry { value: s.value.as_string()?, version: s.version, ttl_ms: s.ttl_ms(now) };
+            Ok((Some(entry), Change::Remove))
+        })
+    }
+
+    /// Reads a string key and changes its TTL.
+    pub(crate) fn get_ex(&self, key: Bytes, expiry: Expiry) -> Result<Option<Entry>, Error> {
+        self.update(key, |slot, now| {
+            let Some(s) = slot else { return Ok((None, Change::None)) };
+            let value = s.value.as_string()?;
+            let deadline = deadline_for(expiry, s.deadline, now);
+            if deadline == s.deadline {
+                return Ok((Some(Entry { value, version: s.version, ttl_ms: s.ttl_ms(now) }), Change::None));
+            }
+            if deadline != 0 && deadline <= now {
+                return Ok((Some(Entry { value, version: s.version, ttl_ms: 0 }), Change::Remove));
+            }
+            s.deadline = deadline;
+            s.version = self.next_version();
+            Ok((
+                Some(Entry { value, version: s.version, ttl_ms: s.ttl_ms(now) }),
+                Change::Modified(Delta::Ttl),
+            ))
+        })
+    }
+
+    /// Sets an absolute deadline; a time already past removes the key. Whether the key existed.
+    pub(crate) fn expire_at(&self, key: Bytes, at_ms: u64) -> bool {
+        self.update(key, |slot, now| {
+            let Some(s) = slot else { return Ok((false, Change::None)) };
+            if at_ms <= now {
+                return Ok((true, Change::Remove));
+            }
+            s.deadline = at_ms;
+            s.version = self.next_version();
+            Ok((true, Change::Modified(Delta::Ttl)))
+        })
+        .unwrap_or(false)
+    }
+
+    /// Appends to a string; the new length. The result is bounded by `max_value_len`.
+    pub(crate) fn append(&self, key: Bytes, tail: &[u8]) -> Result<i64, Error> {
+        let max = self.limits.max_value_len;
+        self.update(key, |slot, _| {
+            let Some(s) = slot else {
+                let new = Slot {
+                    value: Value::Str(Bytes::copy_from_slice(tail)),
+                    version: self.next_version(),
+                    deadline: 0,
+                };
+                return Ok((tail.len() as i64, Change::Put(new)));
+            };
+            let head = s.value.as_string()?;
+            let len = head.len() + tail.len();
+            if len > max {
+                return Err(Error::ValueTooLarge { len, max });
+            }
+            let mut joined = Vec::with_capacity(len);
+            joined.extend_from_slice(&head);
+            joined.extend_from_slice(tail);
+            s.value = Value::Str(Bytes::from(joined));
+            s.version = self.next_version();
+            Ok((len as i64, Change::Modified(Delta::Value)))
+        })
+    }
+
+    /// Adds a floating-point amount; the new value's text (kept as a string, TTL kept).
+    pub(crate) fn incr_float(&self, key: Bytes, delta: &[u8]) -> Result<Bytes, Error> {
+        let delta = parse_f64(delta)?;
+        self.update(key, |slot, _| {
+            let current = match slot.as_ref().map(|s| &s.value) {
+                None => 0.0,
+                Some(Value::Int(i)) => *i as f64,
+                Some(Value::Str(b)) => parse_f64(b)?,
+                Some(_) => return Err(Error::WrongType),
+            };
+            let next = current + delta;
+            if !next.is_finite() {
+                return Err(Error::InvalidArgument("increment would produce NaN or Infinity".into()));
+            }
+            let text = Bytes::from(format_float(next));
+            let version = self.next_version();
+            match slot {
+                Some(s) => {
+                    s.value = Value::Str(text.clone());
+                    s.version = version;
+                    Ok((text, Change::Modified(Delta::Value)))
+                }
+                None => {
+                    Ok((text.clone(), Change::Put(Slot { value: Value::Str(text), version, deadline: 0 })))
+                }
+            }
         })
     }
 
@@ -94,5 +229,26 @@ impl Engine {
     pub(crate) fn ttl(&self, key: &[u8]) -> i64 {
         self.read(key, |slot| if slot.deadline == 0 { -1 } else { slot.ttl_ms(self.clock.now_ms()) })
             .unwrap_or(-2)
+    }
+}
+
+/// The deadline a write with `expiry` leaves, given the key's `current` deadline (0 for none).
+pub(crate) fn deadline_for(expiry: Expiry, current: u64, now: u64) -> u64 {
+    match expiry {
+        Expiry::Persist => 0,
+        Expiry::Keep => current,
+        Expiry::In(ms) => now.saturating_add(ms),
+        Expiry::At(at) => at,
+    }
+}
+
+/// Formats a float the way Redis's INCRBYFLOAT does: plain decimal, no exponent, no trailing
+/// zeros ("10.5", "3", "5000").
+pub(crate) fn format_float(f: f64) -> String {
+    let s = format!("{f}");
+    if s.contains('e') || s.contains('E') {
+        format!("{f:.17}").trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
     }
 }

@@ -406,3 +406,122 @@ fn concurrent_incr_from_many_threads_is_exact() {
     }
     assert_eq!(get(&e, "ctr").map(|x| x.value), Some(b("40000")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn redis_string_operations() {
+    use nanodb_protocol::Expiry;
+    let e = engine();
+    let set = |k: &str, v: &str, condition, expiry, get| Command::Set {
+        key: b(k),
+        value: b(v),
+        condition,
+        expiry,
+        get,
+    };
+    put_with(&e, "k", "v1", 10_000, PutCondition::Always);
+    // KEEPTTL keeps the deadline; GET returns the old value even when the condition fails.
+    assert!(matches!(
+        ok(&e, set("k", "v2", PutCondition::Always, Expiry::Keep, false)),
+        Reply::Put { applied: true, .. }
+    ));
+    assert!(get(&e, "k").expect("present").ttl_ms > 9_000);
+    match ok(&e, set("k", "v3", PutCondition::IfAbsent, Expiry::Persist, true)) {
+        Reply::Value(Some(old)) => assert_eq!(old.value, b("v2")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(get(&e, "k").expect("present").value, b("v2"), "NX did not apply");
+    // An absolute deadline already past removes the key.
+    ok(&e, set("k", "v4", PutCondition::Always, Expiry::At(1), false));
+    assert_eq!(get(&e, "k"), None);
+    // GETEX changes the TTL; GETDEL removes.
+    put(&e, "g", "x");
+    assert!(matches!(
+        ok(&e, Command::GetEx { key: b("g"), expiry: Expiry::In(5_000) }),
+        Reply::Value(Some(_))
+    ));
+    assert_eq!(int(&e, Command::Ttl { key: b("g") }), 5_000);
+    assert!(matches!(ok(&e, Command::GetDel { key: b("g") }), Reply::Value(Some(_))));
+    assert_eq!(get(&e, "g"), None);
+    // EXPIREAT in the future, then in the past.
+    put(&e, "x", "1");
+    let now = e.clock().now_ms();
+    assert!(boolean(&e, Command::ExpireAt { key: b("x"), at_ms: now + 1_000 }));
+    tokio::time::advance(Duration::from_millis(1_001)).await;
+    assert_eq!(get(&e, "x"), None);
+    // APPEND onto an integer, INCRBYFLOAT.
+    int(&e, Command::Incr { key: b("n"), delta: 12 });
+    assert_eq!(int(&e, Command::Append { key: b("n"), value: b("3") }), 3);
+    assert_eq!(get(&e, "n").expect("present").value, b("123"));
+    assert_eq!(ok(&e, Command::IncrFloat { key: b("n"), delta: b("0.5") }), Reply::Bytes(Some(b("123.5"))));
+    ok(&e, Command::HashSet { key: b("h"), field: b("f"), value: b("v") });
+    assert_eq!(e.execute(Command::Append { key: b("h"), value: b("x") }), Err(Error::WrongType));
+    assert_eq!(
+        e.execute(Command::Set {
+            key: b("h"),
+            value: b("v"),
+            condition: PutCondition::Always,
+            expiry: Expiry::Persist,
+            get: true
+        }),
+        Err(Error::WrongType)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn multi_key_and_keyspace_operations() {
+    let e = engine();
+    let pairs = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (b(k), b(v))).collect::<Vec<_>>();
+    assert!(boolean(
+        &e,
+        Command::MultiPut { pairs: pairs(&[("a", "1"), ("b", "2")]), only_if_none_exist: true }
+    ));
+    assert!(!boolean(
+        &e,
+        Command::MultiPut { pairs: pairs(&[("c", "3"), ("a", "9")]), only_if_none_exist: true }
+    ));
+    assert_eq!(get(&e, "c"), None, "MSETNX wrote nothing");
+    put_with(&e, "t", "v", 5_000, PutCondition::Always);
+    assert!(boolean(&e, Command::Rename { from: b("t"), to: b("a") }));
+    let moved = get(&e, "a").expect("renamed");
+    assert_eq!(moved.value, b("v"));
+    assert!(moved.ttl_ms > 4_000, "the deadline moves with the value");
+    assert_eq!(get(&e, "t"), None);
+    assert_eq!(e.execute(Command::Rename { from: b("t"), to: b("z") }), Err(Error::NotFound));
+    assert_eq!(ok(&e, Command::Type { key: b("a") }), Reply::Bytes(Some(b("string"))));
+    assert_eq!(ok(&e, Command::Type { key: b("nope") }), Reply::Bytes(Some(b("none"))));
+    assert!(matches!(ok(&e, Command::RandomKey), Reply::Bytes(Some(_))));
+    assert_eq!(int(&e, Command::Flush), 2);
+    assert_eq!(ok(&e, Command::RandomKey), Reply::Bytes(None));
+    assert_eq!(e.expiring_count(), 0, "the expiry index is emptied with the keys");
+}
+
+#[test]
+fn hash_and_list_operations() {
+    let e = engine();
+    assert_eq!(int(&e, Command::HashIncr { key: b("h"), field: b("n"), delta: 5 }), 5);
+    assert_eq!(int(&e, Command::HashIncr { key: b("h"), field: b("n"), delta: -7 }), -2);
+    assert!(boolean(&e, Command::HashSetIfAbsent { key: b("h"), field: b("f"), value: b("v") }));
+    assert!(!boolean(&e, Command::HashSetIfAbsent { key: b("h"), field: b("f"), value: b("w") }));
+    assert_eq!(int(&e, Command::HashLen { key: b("h") }), 2);
+    assert_eq!(
+        e.execute(Command::HashIncr { key: b("h"), field: b("f"), delta: 1 }),
+        Err(Error::NotAnInteger)
+    );
+    let values = ["a", "b", "c", "d"].iter().map(|s| b(s)).collect();
+    int(&e, Command::ListPush { key: b("l"), end: ListEnd::Back, values });
+    assert_eq!(int(&e, Command::ListLen { key: b("l") }), 4);
+    assert!(boolean(&e, Command::ListSet { key: b("l"), index: -1, value: b("D") }));
+    assert!(matches!(
+        e.execute(Command::ListSet { key: b("l"), index: 4, value: b("x") }),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(e.execute(Command::ListSet { key: b("nope"), index: 0, value: b("x") }), Err(Error::NotFound));
+    assert!(boolean(&e, Command::ListTrim { key: b("l"), start: 1, stop: -1 }));
+    assert_eq!(
+        ok(&e, Command::ListRange { key: b("l"), start: 0, stop: -1 }),
+        Reply::List(vec![b("b"), b("c"), b("D")])
+    );
+    assert!(boolean(&e, Command::ListTrim { key: b("l"), start: 3, stop: 5 }));
+    assert_eq!(int(&e, Command::ListLen { key: b("l") }), 0);
+    assert!(!boolean(&e, Command::Exists { key: b("l") }), "an emptied list is removed");
+}

@@ -3,4 +3,5 @@
 
 mod harness;
 mod persist;
+mod resp;
 mod tcp;

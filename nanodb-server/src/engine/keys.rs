@@ -1,0 +1,113 @@
+//! Key-level and multi-key operations: TYPE, FLUSH, RANDOMKEY, and the two writes that touch
+//! several keys (MultiPut for MSET/MSETNX, Rename).
+//!
+//! Multi-key atomicity: see [`MULTI_KEY_ATOMICITY`].
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use nanodb_protocol::Error;
+
+use super::value::{Slot, Value, owned};
+use super::{Change, Engine, PARTITIONS};
+
+/// What is atomic about multi-key writes, stated once (README and PROTOCOL.md repeat it).
+///
+/// MultiPut and Rename hold the engine's multi-key mutex for their whole run, so they are
+/// serialised against each other: two MSETNX on overlapping keys never both apply, and a RENAME
+/// never interleaves with an MSET. Each key is still written through [`Engine::update`] under its
+/// own shard lock, and single-key commands do not take the mutex (it would serialise the whole
+/// server), so a single-key reader may observe a MultiPut half-applied, and a single-key write
+/// racing an MSETNX on the same key may land between its existence check and its writes (the
+/// MSETNX then overwrites it, as if it had run just after). RENAME removes the source before it
+/// writes the destination, so a concurrent reader can briefly see neither key.
+pub const MULTI_KEY_ATOMICITY: &str =
+    "serialised against other multi-key writes; not isolated from single-key commands";
+
+impl Engine {
+    fn multi_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.multi.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The type name of a live key, or "none".
+    pub(crate) fn type_of(&self, key: &[u8]) -> &'static str {
+        self.read(key, |slot| slot.value.type_name()).unwrap_or("none")
+    }
+
+    /// Writes every pair (clearing TTLs); with `only_if_none_exist`, nothing when any key exists.
+    pub(crate) fn multi_put(&self, pairs: Vec<(Bytes, Bytes)>, only_if_none_exist: bool) -> bool {
+        let _serial = self.multi_lock();
+        if only_if_none_exist && pairs.iter().any(|(k, _)| self.read(k, |_| ()).is_some()) {
+            return false;
+        }
+        for (key, value) in pairs {
+            let _ = self.update(key, |_, _| {
+                let new =
+                    Slot { value: Value::Str(owned(&value)), version: self.next_version(), deadline: 0 };
+                Ok(((), Change::Put(new)))
+            });
+        }
+        true
+    }
+
+    /// Moves `from`'s value and deadline to `to`, replacing whatever `to` held.
+    pub(crate) fn rename(&self, from: Bytes, to: Bytes) -> Result<bool, Error> {
+        let _serial = self.multi_lock();
+        if from == to {
+            return self.read(&from, |_| true).ok_or(Error::NotFound);
+        }
+        let (value, deadline) = self.update(from, |slot, _| {
+            let Some(slot) = slot else { return Err(Error::NotFound) };
+            let taken = std::mem::replace(&mut slot.value, Value::Int(0));
+            Ok(((taken, slot.deadline), Change::Remove))
+        })?;
+        self.update(to, |_, _| {
+            Ok(((), Change::Put(Slot { value, version: self.next_version(), deadline })))
+        })?;
+        Ok(true)
+    }
+
+    /// Removes every key; how many live keys were removed.
+    pub(crate) fn flush(&self) -> usize {
+        let mut removed = 0;
+        for part in self.partitions.iter() {
+            // Collect first: no map guard may be held while `update` takes write locks.
+            let keys: Vec<Bytes> = part.map.iter().map(|e| e.key().clone()).collect();
+            for key in keys {
+                let gone = self.update(key, |slot, _| {
+                    Ok(if slot.is_some() { (true, Change::Remove) } else { (false, Change::None) })
+                });
+                removed += usize::from(gone.unwrap_or(false));
+            }
+        }
+        removed
+    }
+
+    /// A live key chosen at random (uniform over partitions, then over a partition's entries).
+    pub(crate) fn random_key(&self) -> Option<Bytes> {
+        let now = self.clock.now_ms();
+        let seed =
+            self.hasher.hash_one((now, self.versions.load(Ordering::Relaxed), std::thread::current().id()));
+        let start = (seed as usize) % PARTITIONS;
+        for i in 0..PARTITIONS {
+            let part = &self.partitions[(start + i) % PARTITIONS];
+            let len = part.map.len();
+            if len == 0 {
+                continue;
+            }
+            let skip = ((seed >> 16) as usize) % len;
+            let live = |e: &dashmap::mapref::multiple::RefMulti<'_, Bytes, Slot>| !e.value().is_expired(now);
+            // One iterator at a time: a second one over the same shards while the first still holds
+            // their read locks could deadlock behind a waiting writer.
+            let after_skip = part.map.iter().skip(skip).find(live).map(|e| e.key().clone());
+            if after_skip.is_some() {
+                return after_skip;
+            }
+            let any = part.map.iter().find(live).map(|e| e.key().clone());
+            if any.is_some() {
+                return any;
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,517 @@
+//! The RESP command table and what every command family shares: lookup without allocating,
+//! arity checks, argument parsing, running a [`Command`] through the engine (with stats), and the
+//! one mapping from [`nanodb_protocol::Error`] to Redis's error replies.
+
+mod connection;
+mod hashes;
+mod keys;
+mod lists;
+mod server;
+mod strings;
+
+use std::net::SocketAddr;
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use nanodb_protocol::{Command, Error, Reply};
+
+use super::{Clients, encode};
+use crate::frontend::Context;
+use crate::stats::Protocol;
+
+/// Whether the connection goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next command.
+    Continue,
+    /// Write what is pending and close (QUIT).
+    Close,
+}
+
+/// Per-connection state commands may read or change.
+#[derive(Debug)]
+pub struct Session<'a> {
+    /// The connection's id (CLIENT ID).
+    pub id: u64,
+    /// The peer.
+    pub addr: SocketAddr,
+    /// CLIENT SETNAME's name.
+    pub name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-NAME / LIB-VER.
+    pub lib: (Option<Bytes>, Option<Bytes>),
+    /// Open SCAN cursors: the decimal cursor handed to the client and the engine's opaque cursor.
+    pub cursors: Vec<(u64, Bytes)>,
+    /// The log position the replies buffered so far must wait for before they are written.
+    pub log_position: u64,
+    next_cursor: u64,
+    clients: &'a Clients,
+}
+
+/// SCAN cursors remembered per connection; the oldest is forgotten beyond this.
+const MAX_CURSORS: usize = 16;
+
+impl<'a> Session<'a> {
+    /// A fresh session for connection `id`.
+    pub fn new(id: u64, addr: SocketAddr, clients: &'a Clients) -> Self {
+        Self {
+            id,
+            addr,
+            name: None,
+            lib: (None, None),
+            cursors: Vec::new(),
+            log_position: 0,
+            next_cursor: 0,
+            clients,
+        }
+    }
+
+    /// Remembers an engine cursor; the number to give the client.
+    fn save_cursor(&mut self, engine_cursor: Bytes) -> u64 {
+        self.next_cursor += 1;
+        if self.cursors.len() >= MAX_CURSORS {
+            self.cursors.remove(0);
+        }
+        self.cursors.push((self.next_cursor, engine_cursor));
+        self.next_cursor
+    }
+
+    /// The engine cursor for a client cursor; `None` when unknown (expired or never issued).
+    fn cursor(&self, n: u64) -> Option<Bytes> {
+        self.cursors.iter().find(|(id, _)| *id == n).map(|(_, c)| c.clone())
+    }
+}
+
+/// Why a command was refused before reaching the engine; rendered in Redis's words.
+#[derive(Debug)]
+pub enum Reject {
+    /// `ERR syntax error`.
+    Syntax,
+    /// `ERR value is not an integer or out of range`.
+    NotInt,
+    /// `ERR value is not a valid float`.
+    NotFloat,
+    /// Any other `-<text>` (with its prefix, e.g. "ERR ...").
+    Msg(String),
+    /// An engine error.
+    Engine(Error),
+}
+
+impl From<Error> for Reject {
+    fn from(e: Error) -> Self {
+        Self::Engine(e)
+    }
+}
+
+type Outcome = Result<Flow, Reject>;
+type Handler = fn(&Context, &mut Session<'_>, &[Bytes], &mut BytesMut) -> Outcome;
+
+/// One entry of the command table; also what COMMAND reports.
+#[derive(Debug)]
+pub struct Spec {
+    /// Lowercase name.
+    pub name: &'static str,
+    /// Redis arity: n exact, -n at least n (the name counts).
+    pub arity: i64,
+    /// COMMAND flags.
+    pub flags: &'static [&'static str],
+    /// First key argument, last (-1 = the last argument), step; 0,0,0 when keyless.
+    pub keys: (i64, i64, i64),
+    handler: Handler,
+}
+
+const W: &[&str] = &["write"];
+const R: &[&str] = &["readonly", "fast"];
+const F: &[&str] = &["fast"];
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $flags:expr, $keys:expr, $handler:path) => {
+        Spec { name: $name, arity: $arity, flags: $flags, keys: $keys, handler: $handler }
+    };
+}
+
+/// Every command this frontend answers, sorted by name (COMMAND lists them in this order).
+pub static COMMANDS: &[Spec] = &[
+    spec!("append", 3, W, (1, 1, 1), strings::append),
+    spec!("auth", -2, F, (0, 0, 0), connection::auth),
+    spec!("client", -2, F, (0, 0, 0), connection::client),
+    spec!("command", -1, &["loading", "stale"], (0, 0, 0), server::command),
+    spec!("config", -2, &["admin"], (0, 0, 0), server::config),
+    spec!("dbsize", 1, R, (0, 0, 0), keys::dbsize),
+    spec!("decr", 2, W, (1, 1, 1), strings::decr),
+    spec!("decrby", 3, W, (1, 1, 1), strings::decrby),
+    spec!("del", -2, W, (1, -1, 1), keys::del),
+    spec!("echo", 2, F, (0, 0, 0), connection::echo),
+    spec!("exists", -2, R, (1, -1, 1), keys::exists),
+    spec!("expire", -3, W, (1, 1, 1), keys::expire),
+    spec!("expireat", -3, W, (1, 1, 1), keys::expireat),
+    spec!("flushall", -1, W, (0, 0, 0), keys::flush),
+    spec!("flushdb", -1, W, (0, 0, 0), keys::flush),
+    spec!("get", 2, R, (1, 1, 1), strings::get),
+    spec!("getdel", 2, W, (1, 1, 1), strings::getdel),
+    spec!("getex", -2, W, (1, 1, 1), strings::getex),
+    spec!("getset", 3, W, (1, 1, 1), strings::getset),
+    spec!("hdel", -3, W, (1, 1, 1), hashes::hdel),
+    spec!("hello", -1, F, (0, 0, 0), connection::hello),
+    spec!("hexists", 3, R, (1, 1, 1), hashes::hexists),
+    spec!("hget", 3, R, (1, 1, 1), hashes::hget),
+    spec!("hgetall", 2, &["readonly"], (1, 1, 1), hashes::hgetall),
+    spec!("hincrby", 4, W, (1, 1, 1), hashes::hincrby),
+    spec!("hkeys", 2, &["readonly"], (1, 1, 1), hashes::hkeys),
+    spec!("hlen", 2, R, (1, 1, 1), hashes::hlen),
+    spec!("hmget", -3, R, (1, 1, 1), hashes::hmget),
+    spec!("hmset", -4, W, (1, 1, 1), hashes::hmset),
+    spec!("hset", -4, W, (1, 1, 1), hashes::hset),
+    spec!("hsetnx", 4, W, (1, 1, 1), hashes::hsetnx),
+    spec!("hvals", 2, &["readonly"], (1, 1, 1), hashes::hvals),
+    spec!("incr", 2, W, (1, 1, 1), strings::incr),
+    spec!("incrby", 3, W, (1, 1, 1), strings::incrby),
+    spec!("incrbyfloat", 3, W, (1, 1, 1), strings::incrbyfloat),
+    spec!("info", -1, &["loading", "stale"], (0, 0, 0), server::info),
+    spec!("keys", 2, &["readonly"], (0, 0, 0), keys::keys),
+    spec!("lindex", 3, &["readonly"], (1, 1, 1), lists::lindex),
+    spec!("llen", 2, R, (1, 1, 1), lists::llen),
+    spec!("lpop", -2, W, (1, 1, 1), lists::lpop),
+    spec!("lpush", -3, W, (1, 1, 1), lists::lpush),
+    spec!("lrange", 4, &["readonly"], (1, 1, 1), lists::lrange),
+    spec!("lset", 4, W, (1, 1, 1), lists::lset),
+    spec!("ltrim", 4, W, (1, 1, 1), lists::ltrim),
+    spec!("mget", -2, R, (1, -1, 1), strings::mget),
+    spec!("mset", -3, W, (1, -1, 2), strings::mset),
+    spec!("msetnx", -3, W, (1, -1, 2), strings::msetnx),
+    spec!("persist", 2, W, (1, 1, 1), keys::persist),
+    spec!("pexpire", -3, W, (1, 1, 1), keys::pexpire),
+    spec!("pexpireat", -3, W, (1, 1, 1), keys::pexpireat),
+    spec!("ping", -1, F, (0, 0, 0), connection::ping),
+    spec!("psetex", 4, W, (1, 1, 1), strings::psetex),
+    spec!("pttl", 2, R, (1, 1, 1), keys::pttl),
+    spec!("quit", -1, F, (0, 0, 0), connection::quit),
+    spec!("randomkey", 1, &["readonly"], (0, 0, 0), keys::randomkey),
+    spec!("rename", 3, W, (1, 2, 1), keys::rename),
+    spec!("reset", 1, F, (0, 0, 0), connection::reset),
+    spec!("rpop", -2, W, (1, 1, 1), lists::rpop),
+    spec!("rpush", -3, W, (1, 1, 1), lists::rpush),
+    spec!("scan", -2, &["readonly"], (0, 0, 0), keys::scan),
+    spec!("select", 2, F, (0, 0, 0), connection::select),
+    spec!("set", -3, W, (1, 1, 1), strings::set),
+    spec!("setex", 4, W, (1, 1, 1), strings::setex),
+    spec!("setnx", 3, W, (1, 1, 1), strings::setnx),
+    spec!("strlen", 2, R, (1, 1, 1), strings::strlen),
+    spec!("time", 1, F, (0, 0, 0), server::time),
+    spec!("ttl", 2, R, (1, 1, 1), keys::ttl),
+    spec!("type", 2, R, (1, 1, 1), keys::type_),
+    spec!("unlink", -2, W, (1, -1, 1), keys::del),
+];
+
+/// Longest command name looked up (longer names are unknown without further work).
+const MAX_NAME: usize = 16;
+
+/// A name of at most [`MAX_NAME`] bytes, lowercased and packed into one integer, so lookup is a
+/// binary search over integers: no hashing, no allocation, no byte-wise compares.
+fn pack(name: &[u8]) -> u128 {
+    let mut buf = [0u8; MAX_NAME];
+    buf[..name.len()].copy_from_slice(name);
+    ascii_lowercase(u128::from_le_bytes(buf))
+}
+
+/// Lowercases the ASCII letters among 16 packed bytes at once (SWAR): a byte gets 0x20 added
+/// exactly when it is in `A..=Z`.
+fn ascii_lowercase(x: u128) -> u128 {
+    const ONES: u128 = u128::from_le_bytes([0x01; 16]);
+    const HIGH: u128 = ONES * 0x80;
+    let low7 = x & !HIGH;
+    let ge_a = low7 + ONES * (0x80 - u128::from(b'A')); // high bit set where byte >= 'A'
+    let gt_z = low7 + ONES * (0x80 - u128::from(b'Z') - 1); // high bit set where byte > 'Z'
+    let upper = ge_a & !gt_z & !x & HIGH; // and the byte itself was ASCII
+    x | (upper >> 2)
+}
+
+/// `(packed name, index in COMMANDS)`, sorted by packed name.
+static PACKED: LazyLock<Vec<(u128, usize)>> = LazyLock::new(|| {
+    let mut v: Vec<_> = COMMANDS.iter().enumerate().map(|(i, s)| (pack(s.name.as_bytes()), i)).collect();
+    v.sort_unstable();
+    v
+});
+
+/// Finds a command by name, case-insensitively, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    let key = pack(name);
+    let table = &*PACKED;
+    table.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| &COMMANDS[table[i].1])
+}
+
+/// Runs one command (`args[0]` is its name) and writes its reply.
+pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Flow {
+    // Refusals are counted (INFO's error count, metrics) but not timed: no clock read on the
+    // hot path for them.
+    let refused = std::time::Duration::ZERO;
+    let Some(spec) = lookup(&args[0]) else {
+        unknown_command(args, out);
+        ctx.stats.record(Protocol::Resp, "unknown_command", false, refused);
+        return Flow::Continue;
+    };
+    let n = args.len() as i64;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        encode::error(out, &format!("ERR wrong number of arguments for '{}' command", spec.name));
+        ctx.stats.record(Protocol::Resp, spec.name, false, refused);
+        return Flow::Continue;
+    }
+    let (outcome, position) = ctx.engine.track(|| (spec.handler)(ctx, session, args, out));
+    session.log_position = session.log_position.max(position);
+    match outcome {
+        Ok(flow) => flow,
+        Err(reject) => {
+            // Engine errors were recorded by `run`; refusals before the engine are recorded here
+            // so INFO's error count and the metrics see them too.
+            if !matches!(reject, Reject::Engine(_)) {
+                ctx.stats.record(Protocol::Resp, spec.name, false, refused);
+            }
+            write_reject(out, reject);
+            Flow::Continue
+        }
+    }
+}
+
+fn unknown_command(args: &[Bytes], out: &mut BytesMut) {
+    let name = String::from_utf8_lossy(&args[0]);
+    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", truncate(&name, 128));
+    let mut listed = String::new();
+    for a in &args[1..] {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        listed.push('\'');
+        listed.push_str(truncate(&String::from_utf8_lossy(a), room));
+        listed.push_str("' ");
+    }
+    msg.push_str(&listed);
+    encode::error(out, &msg);
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn write_reject(out: &mut BytesMut, reject: Reject) {
+    match reject {
+        Reject::Syntax => encode::error(out, "ERR syntax error"),
+        Reject::NotInt => encode::error(out, "ERR value is not an integer or out of range"),
+        Reject::NotFloat => encode::error(out, "ERR value is not a valid float"),
+        Reject::Msg(m) => encode::error(out, &m),
+        Reject::Engine(e) => engine_error(out, &e),
+    }
+}
+
+/// The one mapping from engine errors to RESP error replies, in Redis's words where Redis has
+/// them. Messages are the error's client-safe Display; internals are never in it.
+pub fn engine_error(out: &mut BytesMut, e: &Error) {
+    match e {
+        Error::WrongType => {
+            encode::error(out, "WRONGTYPE Operation against a key holding the wrong kind of value")
+        }
+        Error::NotAnInteger => encode::error(out, "ERR value is not an integer or out of range"),
+        Error::Overflow => encode::error(out, "ERR increment or decrement would overflow"),
+        Error::NotFound => encode::error(out, "ERR no such key"),
+        Error::InvalidArgument(m) => encode::error(out, &format!("ERR {m}")),
+        Error::Internal => encode::error(out, "ERR internal error"),
+        other => encode::error(out, &format!("ERR {other}")),
+    }
+}
+
+/// Runs a command through the engine, recording it in the server's stats.
+pub fn run(ctx: &Context, cmd: Command) -> Result<Reply, Error> {
+    let started = Instant::now();
+    let op = cmd.name();
+    let result = ctx.engine.execute(cmd);
+    ctx.stats.record(Protocol::Resp, op, result.is_ok(), started.elapsed());
+    result
+}
+
+/// An engine reply of a shape the command did not expect: a server bug, logged, not leaked.
+pub fn unexpected(reply: &Reply) -> Reject {
+    tracing::error!(?reply, "resp: unexpected reply shape from the engine");
+    Reject::Engine(Error::Internal)
+}
+
+/// Parses an integer argument strictly, as Redis does.
+pub fn int_arg(b: &[u8]) -> Result<i64, Reject> {
+    crate::engine::value::parse_i64(b).map_err(|_| Reject::NotInt)
+}
+
+/// Whether `arg` equals `word` ignoring ASCII case.
+pub fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// Redis's glob match (`*`, `?`, `[abc]`, `[^a-z]`, `\x`), used by KEYS, SCAN MATCH and CONFIG GET.
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0, 0);
+    // Backtracking point for the last '*': (pattern index after it, string index it covers to).
+    let mut star: Option<(usize, usize)> = None;
+    loop {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p + 1, i));
+                    p += 1;
+                    continue;
+                }
+                b'?' if i < s.len() => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                b'[' if i < s.len() => {
+                    if let Some((matched, next)) = class_match(pattern, p, s[i]) {
+                        if matched {
+                            p = next;
+                            i += 1;
+                            continue;
+                        }
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && i < s.len() && pattern[p + 1] == s[i] => {
+                    p += 2;
+                    i += 1;
+                    continue;
+                }
+                c if c != b'*' && c != b'?' && c != b'[' && c != b'\\' && i < s.len() && c == s[i] => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                b'\\' if p + 1 == pattern.len() && i < s.len() && s[i] == b'\\' => {
+                    p += 1;
+                    i += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        } else if i == s.len() {
+            return true;
+        }
+        match star {
+            Some((sp, si)) if si < s.len() => {
+                star = Some((sp, si + 1));
+                p = sp;
+                i = si + 1;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Matches `c` against the class starting at `pattern[p] == '['`; (matched, index after `]`).
+fn class_match(pattern: &[u8], p: usize, c: u8) -> Option<(bool, usize)> {
+    let mut j = p + 1;
+    let negate = pattern.get(j) == Some(&b'^');
+    if negate {
+        j += 1;
+    }
+    let mut matched = false;
+    while j < pattern.len() && pattern[j] != b']' {
+        if pattern[j] == b'\\' && j + 1 < pattern.len() {
+            matched |= pattern[j + 1] == c;
+            j += 2;
+        } else if j + 2 < pattern.len() && pattern[j + 1] == b'-' && pattern[j + 2] != b']' {
+            let (a, b) = (pattern[j].min(pattern[j + 2]), pattern[j].max(pattern[j + 2]));
+            matched |= (a..=b).contains(&c);
+            j += 3;
+        } else {
+            matched |= pattern[j] == c;
+            j += 1;
+        }
+    }
+    if j >= pattern.len() {
+        return None; // unterminated class: '[' is then literal-less, as no match
+    }
+    Some((matched != negate, j + 1))
+}
+
+/// The literal prefix of a glob pattern: what every match must start with.
+pub fn glob_prefix(pattern: &[u8]) -> &[u8] {
+    let end = pattern.iter().position(|c| matches!(c, b'*' | b'?' | b'[' | b'\\')).unwrap_or(pattern.len());
+    &pattern[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_follow_redis() {
+        let yes: &[(&str, &str)] = &[
+            ("*", ""),
+            ("*", "abc"),
+            ("a*", "abc"),
+            ("*c", "abc"),
+            ("a?c", "abc"),
+            ("h[ae]llo", "hello"),
+            ("h[^e]llo", "hallo"),
+            ("h[a-b]llo", "hbllo"),
+            ("a\\*", "a*"),
+            ("user:*:name", "user:42:name"),
+            ("*a*b", "xxaxxb"),
+        ];
+        for (p, s) in yes {
+            assert!(glob_match(p.as_bytes(), s.as_bytes()), "{p} ~ {s}");
+        }
+        let no: &[(&str, &str)] = &[
+            ("a*", "bac"),
+            ("a?c", "ac"),
+            ("h[ae]llo", "hillo"),
+            ("h[^e]llo", "hello"),
+            ("a\\*", "ab"),
+            ("abc", "abcd"),
+            ("*a*b", "xxaxxbc"),
+        ];
+        for (p, s) in no {
+            assert!(!glob_match(p.as_bytes(), s.as_bytes()), "{p} !~ {s}");
+        }
+        assert_eq!(glob_prefix(b"user:*"), b"user:");
+        assert_eq!(glob_prefix(b"*"), b"");
+    }
+
+    #[test]
+    fn packed_lowercasing_touches_only_ascii_capitals() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        for chunk in all.chunks(16) {
+            let mut want = [0u8; 16];
+            want[..chunk.len()].copy_from_slice(chunk);
+            want.make_ascii_lowercase();
+            assert_eq!(pack(chunk), u128::from_le_bytes(want), "{chunk:?}");
+        }
+    }
+
+    #[test]
+    fn the_table_is_sorted_and_every_name_resolves() {
+        assert!(COMMANDS.windows(2).all(|w| w[0].name < w[1].name), "COMMANDS must stay sorted and unique");
+        for spec in COMMANDS {
+            assert!(spec.name.len() <= MAX_NAME, "{}", spec.name);
+            assert_eq!(lookup(spec.name.to_uppercase().as_bytes()).map(|s| s.name), Some(spec.name));
+        }
+    }
+
+    #[test]
+    fn lookup_ignores_case_and_unknown_names_list_their_args() {
+        assert_eq!(lookup(b"gEt").map(|s| s.name), Some("get"));
+        assert!(lookup(b"nosuchcommandatallreally").is_none());
+        let mut out = BytesMut::new();
+        unknown_command(
+            &[Bytes::from_static(b"foo"), Bytes::from_static(b"a"), Bytes::from_static(b"b")],
+            &mut out,
+        );
+        assert_eq!(&out[..], b"-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n");
+    }
+}

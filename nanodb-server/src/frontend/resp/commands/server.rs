@@ -1,0 +1,185 @@
+//! Server commands: INFO, COMMAND, CONFIG, TIME.
+
+use std::fmt::Write as _;
+
+use bytes::{Bytes, BytesMut};
+
+use super::connection::REDIS_COMPAT_VERSION;
+use super::{COMMANDS, Flow, Outcome, Reject, Session, Spec, glob_match, is, lookup};
+use crate::frontend::Context;
+use crate::frontend::resp::encode;
+use crate::stats::{Protocol, resident_memory_bytes};
+
+const DONE: Outcome = Ok(Flow::Continue);
+
+/// INFO [section ...]: server, clients, memory, stats and keyspace, in Redis's `key:value` format
+/// (GUIs and exporters parse it). Unknown sections are empty, as in Redis.
+pub fn info(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let wants = |s: &str| {
+        args.len() == 1
+            || args[1..].iter().any(|a| is(a, s) || is(a, "all") || is(a, "everything") || is(a, "default"))
+    };
+    let stats = &ctx.stats;
+    let mut text = String::new();
+    if wants("server") {
+        let up = stats.uptime().as_secs();
+        let port = session_port(ctx);
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nnanodb_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{port}\r\nuptime_in_seconds:{up}\r\nuptime_in_days:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            up / 86_400,
+        );
+    }
+    if wants("clients") {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\r\n",
+            stats.connections(Protocol::Resp).max(0),
+            ctx.config.max_connections,
+        );
+    }
+    if wants("memory") {
+        let rss = resident_memory_bytes().unwrap_or(0);
+        let _ = write!(
+            text,
+            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
+            rss as f64 / (1024.0 * 1024.0),
+        );
+    }
+    if wants("stats") {
+        let total: u64 = Protocol::ALL.iter().map(|p| stats.connections_total(*p)).sum();
+        let ops: u64 = Protocol::ALL.iter().map(|p| stats.ops(*p)).sum();
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{total}\r\ntotal_commands_processed:{ops}\r\nexpired_keys:{}\r\nevicted_keys:0\r\ntotal_error_replies:{}\r\n\r\n",
+            ctx.engine.stats().expired_keys.load(std::sync::atomic::Ordering::Relaxed),
+            stats.errors(Protocol::Resp),
+        );
+    }
+    if wants("keyspace") {
+        text.push_str("# Keyspace\r\n");
+        let keys = ctx.engine.key_count();
+        if keys > 0 {
+            let _ = write!(text, "db0:keys={keys},expires={},avg_ttl=0\r\n", ctx.engine.expiring_count());
+        }
+        text.push_str("\r\n");
+    }
+    let text = text.trim_end_matches("\r\n").to_string() + "\r\n";
+    encode::bulk(out, text.as_bytes());
+    DONE
+}
+
+fn session_port(ctx: &Context) -> String {
+    ctx.config.resp_addr.as_option().and_then(|a| a.rsplit_once(':')).map_or("0", |(_, p)| p).to_string()
+}
+
+/// One COMMAND INFO entry in Redis 7's 10-element shape.
+fn command_entry(out: &mut BytesMut, s: &Spec) {
+    encode::array(out, 10);
+    encode::bulk(out, s.name.as_bytes());
+    encode::int(out, s.arity);
+    encode::array(out, s.flags.len());
+    s.flags.iter().for_each(|f| encode::simple(out, f));
+    encode::int(out, s.keys.0);
+    encode::int(out, s.keys.1);
+    encode::int(out, s.keys.2);
+    encode::array(out, 0); // ACL categories
+    encode::array(out, 0); // tips
+    encode::array(out, 0); // key specs
+    encode::array(out, 0); // subcommands
+}
+
+/// COMMAND, COMMAND COUNT, COMMAND INFO name..., COMMAND DOCS [name...] (docs are empty maps, which
+/// redis-cli accepts and then uses its built-in hints), COMMAND LIST.
+pub fn command(_: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let Some(sub) = args.get(1) else {
+        encode::array(out, COMMANDS.len());
+        COMMANDS.iter().for_each(|s| command_entry(out, s));
+        return DONE;
+    };
+    let names = &args[2..];
+    if is(sub, "COUNT") && names.is_empty() {
+        encode::int(out, COMMANDS.len() as i64);
+    } else if is(sub, "INFO") {
+        if names.is_empty() {
+            encode::array(out, COMMANDS.len());
+            COMMANDS.iter().for_each(|s| command_entry(out, s));
+        } else {
+            encode::array(out, names.len());
+            for n in names {
+                match lookup(n) {
+                    Some(s) => command_entry(out, s),
+                    None => encode::null_array(out),
+                }
+            }
+        }
+    } else if is(sub, "DOCS") {
+        encode::array(out, 0);
+    } else if is(sub, "LIST") {
+        encode::array(out, COMMANDS.len());
+        COMMANDS.iter().for_each(|s| encode::bulk(out, s.name.as_bytes()));
+    } else {
+        return Err(unknown_sub(sub, "COMMAND"));
+    }
+    DONE
+}
+
+fn unknown_sub(sub: &[u8], cmd: &str) -> Reject {
+    Reject::Msg(format!("ERR unknown subcommand '{}'. Try {cmd} HELP.", String::from_utf8_lossy(sub)))
+}
+
+/// CONFIG GET pattern...: the settings clients and redis-benchmark ask about, with NanoDB's
+/// answers; CONFIG SET is refused (settings are flags); CONFIG RESETSTAT is accepted.
+pub fn config(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let sub = &args[1];
+    if is(sub, "GET") && args.len() >= 3 {
+        let max_clients = ctx.config.max_connections.to_string();
+        let bulk = ctx.config.resp_max_bulk_len.to_string();
+        let port = session_port(ctx);
+        let settings: [(&str, &str); 11] = [
+            ("save", ""),
+            ("appendonly", "no"),
+            ("databases", "1"),
+            ("maxmemory", "0"),
+            ("maxmemory-policy", "noeviction"),
+            ("maxclients", &max_clients),
+            ("timeout", "0"),
+            ("port", &port),
+            ("proto-max-bulk-len", &bulk),
+            ("bind", "127.0.0.1"),
+            ("cluster-enabled", "no"),
+        ];
+        let found: Vec<_> = settings
+            .iter()
+            .filter(|(k, _)| args[2..].iter().any(|p| glob_match(&p.to_ascii_lowercase(), k.as_bytes())))
+            .collect();
+        encode::array(out, found.len() * 2);
+        for (k, v) in found {
+            encode::bulk(out, k.as_bytes());
+            encode::bulk(out, v.as_bytes());
+        }
+    } else if is(sub, "SET") {
+        return Err(Reject::Msg("ERR CONFIG SET is not supported; NanoDB is configured by flags".into()));
+    } else if is(sub, "RESETSTAT") {
+        encode::ok(out);
+    } else {
+        return Err(unknown_sub(sub, "CONFIG"));
+    }
+    DONE
+}
+
+/// TIME: the engine clock (the one TTLs use) as seconds and microseconds.
+pub fn time(ctx: &Context, _: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let ms = ctx.engine.clock().now_ms();
+    let mut secs = BytesMut::new();
+    encode::decimal(&mut secs, (ms / 1000) as i64);
+    let mut micros = BytesMut::new();
+    encode::decimal(&mut micros, ((ms % 1000) * 1000) as i64);
+    encode::array(out, 2);
+    encode::bulk(out, &secs);
+    encode::bulk(out, &micros);
+    DONE
+}

@@ -1,0 +1,125 @@
+//! The Redis protocol (RESP2) frontend: a drop-in for Redis clients, GUIs and tools over the same
+//! engine as every other protocol.
+//!
+//! - [`parse`]: the request decoder (arrays of bulk strings and inline commands), bounded by
+//!   `--resp-max-bulk-len` and `--resp-max-args` before anything is allocated.
+//! - [`encode`]: reply encoding into one buffer per read batch.
+//! - [`commands`]: the command table and one module per family; each command translates into
+//!   [`nanodb_protocol::Command`]s and encodes the replies in Redis's shapes.
+//! - [`connection`]: the per-connection loop (read a batch, run everything decodable, one write).
+//!
+//! Connections over `max_connections` get `-ERR max number of clients reached` and are closed.
+
+pub mod commands;
+pub mod connection;
+pub mod encode;
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use super::Context;
+
+/// What `CLIENT LIST` shows about a connection.
+#[derive(Debug, Clone)]
+pub struct ClientEntry {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The name set by `CLIENT SETNAME`.
+    pub name: Option<Bytes>,
+    /// When the connection was accepted.
+    pub since: Instant,
+}
+
+/// The open RESP connections, for `CLIENT LIST` and `INFO clients`; touched on connect,
+/// disconnect and `CLIENT SETNAME` only, never per command.
+#[derive(Debug, Default)]
+pub struct Clients {
+    next_id: AtomicU64,
+    open: Mutex<BTreeMap<u64, ClientEntry>>,
+}
+
+impl Clients {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ClientEntry>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection; its id.
+    pub fn add(&self, addr: SocketAddr) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().insert(id, ClientEntry { addr, name: None, since: Instant::now() });
+        id
+    }
+
+    /// Forgets a connection.
+    pub fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Records a connection's name.
+    pub fn set_name(&self, id: u64, name: Option<Bytes>) {
+        if let Some(e) = self.lock().get_mut(&id) {
+            e.name = name;
+        }
+    }
+
+    /// Every open connection, by id.
+    pub fn snapshot(&self) -> Vec<(u64, ClientEntry)> {
+        self.lock().iter().map(|(id, e)| (*id, e.clone())).collect()
+    }
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(listener: TcpListener, ctx: Context) {
+    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let clients = Arc::new(Clients::default());
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(error = %e, "resp: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let ctx2 = ctx.clone();
+                let clients = clients.clone();
+                ctx.tasks.spawn(async move {
+                    match connection::run(stream, peer, &ctx2, &clients).await {
+                        Ok(()) => debug!(%peer, "resp: connection closed"),
+                        Err(e) => info!(%peer, error = %e, "resp: connection closed on error"),
+                    }
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                warn!(%peer, max = ctx.config.max_connections, "resp: connection refused, at max_connections");
+                ctx.tasks.spawn(refuse(stream));
+            }
+        }
+    }
+    debug!("resp: listener stopped");
+}
+
+/// Tells a client over the connection limit why it is closed, as Redis does.
+async fn refuse(mut stream: TcpStream) {
+    let write = stream.write_all(b"-ERR max number of clients reached\r\n");
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
