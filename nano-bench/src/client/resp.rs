@@ -75,10 +75,17 @@ pub enum Parsed {
     Error(String),
 }
 
-fn line(buf: &[u8], from: usize) -> Option<usize> {
-    // index of the '\r' of the first "\r\n" at or after `from`
-    let rest = buf.get(from..)?;
-    rest.windows(2).position(|w| w == b"\r\n").map(|p| from + p)
+/// The index of the `\r` ending the line that starts at `from`: `Ok(None)` while incomplete, an
+/// error for a `\r` not followed by `\n` (RESP2 header lines never contain one).
+fn line(buf: &[u8], from: usize) -> Result<Option<usize>, String> {
+    let Some(rest) = buf.get(from..) else { return Ok(None) };
+    // header lines are short: a plain scan beats anything clever
+    let Some(p) = rest.iter().position(|&b| b == b'\r') else { return Ok(None) };
+    match rest.get(p + 1) {
+        None => Ok(None),
+        Some(b'\n') => Ok(Some(from + p)),
+        Some(_) => Err("CR without LF in a reply header".into()),
+    }
 }
 
 fn int(bytes: &[u8]) -> Result<i64, String> {
@@ -107,7 +114,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Parsed, usize)>, String> {
 
 fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Parsed, usize)>, String> {
     let Some(&tag) = buf.get(at) else { return Ok(None) };
-    let Some(cr) = line(buf, at + 1) else { return Ok(None) };
+    let Some(cr) = line(buf, at + 1)? else { return Ok(None) };
     let head = &buf[at + 1..cr];
     let after = cr + 2;
     match tag {
@@ -260,5 +267,6 @@ mod tests {
         assert!(parse(b"?\r\n").is_err());
         assert!(parse(b"$3\r\nabcXY").is_err());
         assert!(parse(b":12a\r\n").is_err());
+        assert!(parse(b"+O\rK\r\n").is_err());
     }
 }
