@@ -88,7 +88,7 @@ lines = [
     "Client and servers share the machine, so absolute figures say little; compare rows of one run.",
     "",
     f"Machine: {sh('nproc')} CPUs ({cpu}), {mem} RAM, Linux {platform.release()}; "
-    f"{sh('redis-server --version')}.",
+    f"Redis {sh('redis-server --version').split('v=')[-1].split()[0]} (Debian package) as the reference.",
     "",
     f"Load: nano-bench, {conc} connections (one virtual user each), pipeline {pipe}, {dur} measured after a "
     f"{warm} warm-up, {keys} keys (uniform), {vsize}-byte values; GET runs write the keyspace first (`--populate`). "

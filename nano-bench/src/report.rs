@@ -142,10 +142,10 @@ fn thousands(n: f64) -> String {
 }
 
 fn us(v: u64) -> String {
-    if v >= 10_000_000 {
-        format!("{:.1}s", v as f64 / 1e6)
-    } else if v >= 10_000 {
-        format!("{:.1}ms", v as f64 / 1e3)
+    if v >= 1_000_000 {
+        format!("{:.2}s", v as f64 / 1e6)
+    } else if v >= 1_000 {
+        format!("{:.2}ms", v as f64 / 1e3)
     } else {
         format!("{v}µs")
     }
