@@ -257,7 +257,16 @@ pub fn plot(runs: &[Summary], path: &Path, title: &str) -> anyhow::Result<()> {
         .x_desc("percentile")
         .y_desc("latency (ms)")
         .x_label_formatter(&|x| percentile_label(f64::from(*x) / 1000.0))
-        .y_label_formatter(&|y| format!("{y:.3}"))
+        .y_label_formatter(&|y| {
+            let decimals = if ymax >= 10.0 {
+                0
+            } else if ymax >= 1.0 {
+                1
+            } else {
+                3
+            };
+            format!("{y:.decimals$}")
+        })
         .draw()
         .map_err(|e| err(&e))?;
     for (i, (label, pts)) in curves.into_iter().enumerate() {
