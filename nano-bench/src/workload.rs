@@ -48,7 +48,7 @@ impl Workload {
     /// The workload the command line describes.
     pub fn from_args(a: &BenchArgs) -> Self {
         Self::new(
-            a.kind(),
+            a.workload,
             a.read_ratio,
             a.keyspace,
             a.key_dist,
@@ -96,12 +96,6 @@ impl Workload {
             dst[i] = b'0' + (n % 10) as u8;
             n /= 10;
         }
-    }
-}
-
-impl BenchArgs {
-    fn kind(&self) -> WorkloadKind {
-        self.workload
     }
 }
 
