@@ -1,8 +1,15 @@
-//! nano-bench: NanoDB's load generator. Its real implementation is issue #6; until then this binary
-//! says so plainly instead of pretending to measure anything.
+//! nano-bench: NanoDB's load generator. Parses the command line and hands over to [`nano_bench::run`].
 use std::process::ExitCode;
 
+use clap::Parser;
+
 fn main() -> ExitCode {
-    eprintln!("nano-bench is not built yet (issue #6); measure with redis-benchmark, wrk or h2load for now");
-    ExitCode::from(2)
+    let cli = nano_bench::cli::Cli::parse();
+    match nano_bench::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nano-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,342 @@
+//! The command line. Flag names are part of the product (issue #6): scripts and READMEs depend on
+//! them, so they change only with a deprecation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// nano-bench: load generator for NanoDB (binary TCP, gRPC, REST) and anything speaking RESP.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "nano-bench", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// A subcommand; without one, nano-bench runs a benchmark.
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+    /// The benchmark to run.
+    #[command(flatten)]
+    pub bench: BenchArgs,
+}
+
+/// Subcommands besides running a benchmark.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Cmd {
+    /// Draw one SVG comparing the latency spectra of earlier runs (their --json files).
+    Plot(PlotArgs),
+}
+
+/// `nano-bench plot`.
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// A result written by --json; repeat to compare runs (one curve each).
+    #[arg(long = "json", value_name = "FILE", required = true)]
+    pub json: Vec<PathBuf>,
+    /// The SVG file to write.
+    #[arg(long, value_name = "FILE.svg")]
+    pub out: PathBuf,
+    /// The chart's title.
+    #[arg(long, default_value = "Latency by percentile")]
+    pub title: String,
+}
+
+/// Which wire protocol to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// NanoDB's binary TCP protocol (`nanodb-protocol`), pipelined by request id.
+    Tcp,
+    /// gRPC `nanodb.v1.KV` over shared HTTP/2 connections.
+    Grpc,
+    /// REST over HTTP/1.1 keep-alive: `GET/PUT /v1/kv/{key}`, `POST /v1/kv/{key}/incr?by=1`.
+    Http,
+    /// Redis RESP2 (`GET`, `SET`, `INCR`): NanoDB's RESP port or Redis itself.
+    Resp,
+}
+
+impl Protocol {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Grpc => "grpc",
+            Self::Http => "http",
+            Self::Resp => "resp",
+        }
+    }
+}
+
+/// What each request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkloadKind {
+    /// Reads only.
+    Get,
+    /// Writes only (`--value-size` bytes).
+    Set,
+    /// Increments only.
+    Incr,
+    /// Reads and writes, `--read-ratio` of them reads.
+    Mixed,
+}
+
+impl WorkloadKind {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Set => "set",
+            Self::Incr => "incr",
+            Self::Mixed => "mixed",
+        }
+    }
+}
+
+/// How keys are picked from the keyspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyDist {
+    /// Every key equally likely.
+    Uniform,
+    /// Key of rank k with probability proportional to 1/k^s (`--zipf-exponent` s).
+    Zipf,
+}
+
+/// Running a benchmark.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The server, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7070")]
+    pub target: String,
+    /// The protocol to speak.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub protocol: Protocol,
+    /// Virtual users: independent request streams, each recording its own histogram.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub concurrency: usize,
+    /// Connections. tcp/resp/http: one per virtual user by default (tcp/resp may share: a
+    /// connection then carries its users' pipelines); grpc: shared HTTP/2 connections, default 1.
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Requests in flight per virtual user (tcp, resp, grpc; http allows 1).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub pipeline: usize,
+    /// Requests per virtual user (after warm-up); conflicts with --duration.
+    #[arg(long, value_name = "N", conflicts_with = "duration")]
+    pub requests: Option<u64>,
+    /// How long to measure (e.g. 10s, 500ms, 1m); default 10s unless --requests is given.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Load applied before measuring, not counted (e.g. 2s).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+    /// Open loop at this total rate (ops/s), latency measured from each request's intended send
+    /// time (coordinated omission corrected). Without it: closed loop, as fast as replies come.
+    #[arg(long, value_name = "OPS")]
+    pub rate: Option<f64>,
+    /// What the requests do.
+    #[arg(long, value_enum, default_value = "get")]
+    pub workload: WorkloadKind,
+    /// Share of reads in the mixed workload.
+    #[arg(long, default_value_t = 0.9, value_name = "RATIO")]
+    pub read_ratio: f64,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub keyspace: u64,
+    /// How keys are picked.
+    #[arg(long, value_enum, default_value = "uniform")]
+    pub key_dist: KeyDist,
+    /// The zipf exponent s (larger is more skewed; 0.99 is YCSB's).
+    #[arg(long, default_value_t = 0.99, value_name = "S")]
+    pub zipf_exponent: f64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    pub value_size: usize,
+    /// Every key starts with this.
+    #[arg(long, default_value = "key:", value_name = "PREFIX")]
+    pub key_prefix: String,
+    /// Write every key of the keyspace first (pipelined, not measured) so reads hit.
+    #[arg(long)]
+    pub populate: bool,
+    /// Write the result as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the full percentile spectrum in HdrHistogram's text format (values in ms).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_out: Option<PathBuf>,
+    /// Draw the latency percentile spectrum as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// No progress bar (it is also hidden when stdout is not a terminal).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seed for key and operation choice, for reproducible request streams.
+    #[arg(long, default_value_t = 0x6e61_6e6f, value_name = "N")]
+    pub seed: u64,
+    /// A label for this run in reports and plots (default: protocol and target).
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+}
+
+impl BenchArgs {
+    /// Connections actually opened.
+    pub fn effective_connections(&self) -> usize {
+        match (self.connections, self.protocol) {
+            (Some(c), _) => c,
+            (None, Protocol::Grpc) => 1,
+            (None, _) => self.concurrency,
+        }
+    }
+
+    /// The label of this run.
+    pub fn run_label(&self) -> String {
+        self.label.clone().unwrap_or_else(|| format!("{} {}", self.protocol.name(), self.target))
+    }
+
+    /// Checks combinations clap cannot express; the message is the whole error line.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if self.pipeline == 0 {
+            return Err("--pipeline must be at least 1".into());
+        }
+        if self.keyspace == 0 {
+            return Err("--keyspace must be at least 1".into());
+        }
+        let conns = self.effective_connections();
+        if conns == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            return Err(format!("--read-ratio must be within 0..=1, got {}", self.read_ratio));
+        }
+        if self.key_dist == KeyDist::Zipf && !(self.zipf_exponent > 0.0 && self.zipf_exponent.is_finite()) {
+            return Err(format!("--zipf-exponent must be > 0, got {}", self.zipf_exponent));
+        }
+        if let Some(r) = self.rate
+            && !(r > 0.0 && r.is_finite())
+        {
+            return Err(format!("--rate must be > 0, got {r}"));
+        }
+        if self.requests == Some(0) {
+            return Err("--requests must be at least 1".into());
+        }
+        match self.protocol {
+            Protocol::Http if self.pipeline > 1 => {
+                return Err("--pipeline > 1 needs tcp, resp or grpc (HTTP/1.1 carries one request at a \
+                            time per connection); raise --concurrency instead"
+                    .into());
+            }
+            Protocol::Http if conns != self.concurrency => {
+                return Err("--connections must equal --concurrency for http (one HTTP/1.1 connection per \
+                            virtual user)"
+                    .into());
+            }
+            Protocol::Tcp | Protocol::Resp if conns > self.concurrency => {
+                return Err(format!(
+                    "--connections ({conns}) cannot exceed --concurrency ({}) for {}",
+                    self.concurrency,
+                    self.protocol.name()
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1.5s`, `100us` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration like 10s, 500ms or 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit '{u}' in '{s}' (use us, ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("'{s}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn issue_flag_names_parse() {
+        let cli = Cli::try_parse_from([
+            "nano-bench",
+            "--target",
+            "127.0.0.1:1",
+            "--protocol",
+            "resp",
+            "--concurrency",
+            "4",
+            "--connections",
+            "2",
+            "--pipeline",
+            "8",
+            "--duration",
+            "1s",
+            "--warmup",
+            "2s",
+            "--rate",
+            "1000",
+            "--workload",
+            "mixed",
+            "--read-ratio",
+            "0.5",
+            "--keyspace",
+            "10",
+            "--key-dist",
+            "zipf",
+            "--zipf-exponent",
+            "1.1",
+            "--value-size",
+            "3",
+            "--key-prefix",
+            "p:",
+            "--populate",
+            "--json",
+            "a.json",
+            "--hdr-out",
+            "a.hgrm",
+            "--plot",
+            "a.svg",
+            "--no-progress",
+        ])
+        .expect("parses");
+        let b = cli.bench;
+        assert_eq!(
+            (b.protocol, b.concurrency, b.effective_connections(), b.pipeline),
+            (Protocol::Resp, 4, 2, 8)
+        );
+        assert_eq!((b.workload, b.key_dist, b.keyspace), (WorkloadKind::Mixed, KeyDist::Zipf, 10));
+        assert!(b.validate().is_ok());
+        let plot =
+            Cli::try_parse_from(["nano-bench", "plot", "--json", "a", "--json", "b", "--out", "x.svg"])
+                .expect("parses");
+        assert!(matches!(plot.command, Some(Cmd::Plot(p)) if p.json.len() == 2));
+    }
+
+    #[test]
+    fn http_refuses_pipelining() {
+        let cli =
+            Cli::try_parse_from(["nano-bench", "--protocol", "http", "--pipeline", "4"]).expect("parses");
+        assert!(cli.bench.validate().is_err_and(|e| e.contains("--pipeline")));
+    }
+}

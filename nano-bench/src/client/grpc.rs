@@ -1,0 +1,103 @@
+//! gRPC (`nanodb.v1.KV`) with the generated tonic client. Users share `--connections` HTTP/2
+//! channels; each user keeps up to `--pipeline` calls in flight as concurrent streams, collected
+//! in request order.
+
+use std::pin::Pin;
+
+use bytes::Bytes;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use nanodb_protocol::pb::kv_client::KvClient;
+use nanodb_protocol::pb::{GetRequest, IncrRequest, PutRequest};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{ClientError, Conn, Outcome, connect_error};
+use crate::workload::Op;
+
+type Call = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Opens one HTTP/2 channel, eagerly, so a refused target fails before the run.
+pub async fn channel(target: &str) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{target}"))
+        .map_err(|e| connect_error("grpc", target, e))?
+        .tcp_nodelay(true);
+    endpoint.connect().await.map_err(|e| {
+        let mut msg = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg = format!("{msg}: {s}");
+            src = s.source();
+        }
+        connect_error("grpc", target, msg)
+    })
+}
+
+/// One user's handle on a shared channel.
+pub struct GrpcConn {
+    client: KvClient<Channel>,
+    calls: FuturesOrdered<Call>,
+}
+
+impl std::fmt::Debug for GrpcConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcConn").field("in_flight", &self.calls.len()).finish()
+    }
+}
+
+fn status_kind(s: &tonic::Status) -> Outcome {
+    Outcome::Error(format!("grpc {:?}", s.code()))
+}
+
+impl GrpcConn {
+    /// A handle on `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Self { client: KvClient::new(channel), calls: FuturesOrdered::new() }
+    }
+}
+
+impl Conn for GrpcConn {
+    fn push(&mut self, op: Op, key: &[u8], value: &Bytes) {
+        let mut client = self.client.clone();
+        let key = Bytes::copy_from_slice(key);
+        let call: Call = match op {
+            Op::Get => Box::pin(async move {
+                match client.get(GetRequest { key }).await {
+                    Ok(r) if r.get_ref().found => Outcome::Ok,
+                    Ok(_) => Outcome::Miss,
+                    Err(s) => status_kind(&s),
+                }
+            }),
+            Op::Set => {
+                let req = PutRequest { key, value: value.clone(), ..Default::default() };
+                Box::pin(async move {
+                    match client.put(req).await {
+                        Ok(_) => Outcome::Ok,
+                        Err(s) => status_kind(&s),
+                    }
+                })
+            }
+            Op::Incr => Box::pin(async move {
+                match client.incr(IncrRequest { key, delta: 1 }).await {
+                    Ok(_) => Outcome::Ok,
+                    Err(s) => status_kind(&s),
+                }
+            }),
+        };
+        self.calls.push_back(call);
+    }
+
+    async fn flush(&mut self) -> Result<(), ClientError> {
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Outcome, ClientError> {
+        self.calls.next().await.ok_or_else(|| ClientError::Protocol("no call in flight".into()))
+    }
+
+    fn try_recv(&mut self) -> Option<Result<Outcome, ClientError>> {
+        if self.calls.is_empty() {
+            return None;
+        }
+        self.calls.next().now_or_never().flatten().map(Ok)
+    }
+}

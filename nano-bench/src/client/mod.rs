@@ -1,0 +1,130 @@
+//! The protocol clients behind one interface, [`Conn`]: queue requests, flush them in one write,
+//! and take the outcomes back in request order. Pipelining is native to tcp and resp (one write
+//! carries a whole batch), multiplexing to grpc (HTTP/2 streams); http carries one at a time.
+//!
+//! Outcomes are classified here, once per protocol: a GET of a missing key is a [`Outcome::Miss`],
+//! never an error; every failure gets an error *kind* so the report can count them.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::cli::Protocol;
+use crate::workload::Op;
+
+pub mod grpc;
+pub mod http;
+pub mod resp;
+pub mod tcp;
+
+/// The outcome of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// A read of a key that does not exist (not an error).
+    Miss,
+    /// The server answered with an error; the string is its kind (e.g. `resp WRONGTYPE`).
+    Error(String),
+}
+
+/// A connection-level failure: the connection is unusable and every request in flight is lost.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket failed or was closed.
+    #[error("connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer said something that is not the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The error kind under which lost requests are counted.
+    pub fn kind(&self) -> String {
+        match self {
+            Self::Io(e) => format!("connection lost ({})", e.kind()),
+            Self::Protocol(_) => "protocol error".to_string(),
+        }
+    }
+}
+
+/// One connection (or, for grpc, one user's handle on a shared connection).
+pub trait Conn: Send + 'static {
+    /// Queues a request; nothing is sent before [`Conn::flush`].
+    fn push(&mut self, op: Op, key: &[u8], value: &Bytes);
+
+    /// Sends everything queued.
+    fn flush(&mut self) -> impl Future<Output = Result<(), ClientError>> + Send;
+
+    /// The outcome of the oldest request in flight, waiting for it. Cancel-safe.
+    fn recv(&mut self) -> impl Future<Output = Result<Outcome, ClientError>> + Send;
+
+    /// The outcome of the oldest request in flight if it is already here, without waiting.
+    fn try_recv(&mut self) -> Option<Result<Outcome, ClientError>>;
+}
+
+/// Opening connections of one protocol to one target.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// HOST:PORT.
+    pub target: String,
+}
+
+/// A connected client of any protocol; the runner is generic over [`Conn`] and this enum picks
+/// the instantiation once per worker, not per request.
+#[derive(Debug)]
+pub enum AnyConn {
+    /// Binary TCP.
+    Tcp(tcp::TcpConn),
+    /// gRPC.
+    Grpc(grpc::GrpcConn),
+    /// REST.
+    Http(http::HttpConn),
+    /// RESP2.
+    Resp(resp::RespConn),
+}
+
+/// Shared state for opening connections: gRPC channels are shared between users.
+#[derive(Debug)]
+pub struct Pool {
+    connector: Connector,
+    grpc: Vec<tonic::transport::Channel>,
+}
+
+impl Pool {
+    /// Opens the shared connections (grpc: `connections` HTTP/2 channels); fails with one clear
+    /// message when the target refuses.
+    pub async fn open(connector: Connector, connections: usize) -> anyhow::Result<Self> {
+        let mut grpc = Vec::new();
+        if connector.protocol == Protocol::Grpc {
+            for _ in 0..connections {
+                grpc.push(grpc::channel(&connector.target).await?);
+            }
+        }
+        Ok(Self { connector, grpc })
+    }
+
+    /// A connection for worker `i`: its own socket (tcp, resp, http) or a handle on shared
+    /// channel `i % connections` (grpc).
+    pub async fn connect(&self, i: usize) -> anyhow::Result<AnyConn> {
+        let t = &self.connector.target;
+        Ok(match self.connector.protocol {
+            Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect(t).await?),
+            Protocol::Resp => AnyConn::Resp(resp::RespConn::connect(t).await?),
+            Protocol::Http => AnyConn::Http(http::HttpConn::connect(t).await?),
+            Protocol::Grpc => {
+                let ch = self.grpc.get(i % self.grpc.len().max(1)).cloned();
+                let ch = ch.ok_or_else(|| anyhow::anyhow!("no gRPC channel open"))?;
+                AnyConn::Grpc(grpc::GrpcConn::new(ch))
+            }
+        })
+    }
+}
+
+/// Turns a connect failure into the one line a user reads.
+pub(crate) fn connect_error(protocol: &str, target: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("cannot connect to {target} ({protocol}): {e}")
+}

@@ -1,0 +1,212 @@
+//! nano-bench: NanoDB's load generator (issue #6).
+//!
+//! - [`cli`]: the command line (flag names are part of the product).
+//! - [`workload`]: operations, key distributions (uniform, zipf) and values.
+//! - [`client`]: one [`client::Conn`] interface, one implementation per protocol.
+//! - [`runner`]: workers, closed and open loop, coordinated-omission correction.
+//! - [`report`]: summary table, `--json`, `--hdr-out`, `--plot`.
+//! - [`progress`]: the live progress bar.
+//!
+//! [`run`] is what the binary calls; [`bench`] runs one benchmark and returns its [`report::Summary`].
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub mod cli;
+pub mod client;
+pub mod progress;
+pub mod report;
+pub mod runner;
+pub mod workload;
+
+use cli::{BenchArgs, Cli, Cmd, Protocol};
+use client::{Connector, Pool};
+use report::Summary;
+use runner::{Clock, Live, Plan, WorkerResult};
+use workload::{Generator, Workload};
+
+/// Exit code when the run completed but some requests failed.
+pub const EXIT_REQUEST_ERRORS: u8 = 2;
+
+/// Default measured time when neither `--duration` nor `--requests` is given.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// Runs the command line: a benchmark (exit 0, or [`EXIT_REQUEST_ERRORS`] when requests failed)
+/// or a subcommand. Setup failures (bad flags, a refused connection) are errors.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Cmd::Plot(p)) = &cli.command {
+        let runs = p.json.iter().map(|f| report::read_json(f)).collect::<anyhow::Result<Vec<_>>>()?;
+        report::plot(&runs, &p.out, &p.title)?;
+        println!("wrote {}", p.out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let args = cli.bench;
+    args.validate().map_err(anyhow::Error::msg)?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.enable_all().build().context("starting the runtime")?;
+    let show = progress::wanted(args.no_progress);
+    let (summary, hist) = rt.block_on(bench_with_histogram(&args, show))?;
+    print!("{}", report::table(&summary));
+    if let Some(path) = &args.json {
+        report::write_json(&summary, path)?;
+    }
+    if let Some(path) = &args.hdr_out {
+        std::fs::write(path, report::hgrm(&hist)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        report::plot(std::slice::from_ref(&summary), path, "Latency by percentile")?;
+    }
+    Ok(if summary.errors > 0 { ExitCode::from(EXIT_REQUEST_ERRORS) } else { ExitCode::SUCCESS })
+}
+
+/// How many virtual users worker `i` of `workers` carries, `users` in all.
+fn users_of(i: usize, workers: usize, users: usize) -> usize {
+    users / workers + usize::from(i < users % workers)
+}
+
+/// Runs one benchmark and returns its summary (and the merged histogram, for `--hdr-out`).
+pub async fn bench_with_histogram(
+    args: &BenchArgs,
+    show_progress: bool,
+) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    let connections = args.effective_connections();
+    let pool =
+        Pool::open(Connector { protocol: args.protocol, target: args.target.clone() }, connections).await?;
+    let workers = match args.protocol {
+        Protocol::Tcp | Protocol::Resp => connections,
+        Protocol::Grpc | Protocol::Http => args.concurrency,
+    };
+    let conns = futures::future::try_join_all((0..workers).map(|i| pool.connect(i))).await?;
+    let workload = Arc::new(Workload::from_args(args));
+
+    // --populate: every key once, split over the connections, before the clock starts
+    let conns = if args.populate {
+        let per = args.keyspace.div_ceil(workers as u64);
+        let tasks = conns.into_iter().enumerate().map(|(i, mut c)| {
+            let w = workload.clone();
+            let range = (i as u64 * per).min(w.keyspace)..((i as u64 + 1) * per).min(w.keyspace);
+            tokio::spawn(async move { runner::populate_any(&mut c, &w, range, 64).await.map(|()| c) })
+        });
+        let mut out = Vec::with_capacity(workers);
+        for t in tasks {
+            out.push(t.await.context("populate task")??);
+        }
+        out
+    } else {
+        conns
+    };
+
+    let duration = match (args.duration, args.requests) {
+        (Some(d), _) => Some(d),
+        (None, Some(_)) => None,
+        (None, None) => Some(DEFAULT_DURATION),
+    };
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let clock = Arc::new(Clock {
+        start,
+        measure_from,
+        end: duration.map(|d| measure_from + d),
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+    });
+    if let Some(end) = clock.end {
+        let abort = clock.abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(end + runner::DRAIN).await;
+            abort.cancel();
+        });
+    }
+    {
+        // Ctrl-C: stop issuing, report what was measured; replies still missing after DRAIN are lost
+        let (stop, abort) = (clock.stop.clone(), clock.abort.clone());
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+                tokio::time::sleep(runner::DRAIN).await;
+                abort.cancel();
+            }
+        });
+    }
+    let live: Arc<Vec<Live>> = Arc::new((0..workers).map(|_| Live::default()).collect());
+    let bar_done = CancellationToken::new();
+    let bar = show_progress.then(|| {
+        let goal = match (duration, args.requests) {
+            (Some(d), _) => progress::Goal::Time(d + args.warmup),
+            (None, Some(n)) => progress::Goal::Requests(n * args.concurrency as u64),
+            (None, None) => progress::Goal::Time(DEFAULT_DURATION),
+        };
+        tokio::spawn(progress::run(live.clone(), goal, bar_done.clone()))
+    });
+
+    let handles: Vec<_> = conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, conn)| {
+            let users = if workers == args.concurrency { 1 } else { users_of(i, workers, args.concurrency) };
+            let rate = args.rate.map(|r| r * users as f64 / args.concurrency as f64);
+            let phase =
+                rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / workers as f64 / r));
+            let plan = Plan {
+                slots: users * args.pipeline,
+                rate,
+                phase,
+                requests: args.requests.map(|n| n * users as u64),
+            };
+            let generator = Generator::new(workload.clone(), args.seed, i as u64);
+            let (clock, live) = (clock.clone(), live.clone());
+            tokio::spawn(async move { runner::drive_any(conn, generator, plan, &clock, &live[i]).await })
+        })
+        .collect();
+    let mut total: Option<WorkerResult> = None;
+    for h in handles {
+        let r = h.await.context("worker task")?;
+        match &mut total {
+            None => total = Some(r),
+            Some(t) => t.merge(&r),
+        }
+    }
+    bar_done.cancel();
+    if let Some(b) = bar {
+        let _ = b.await;
+    }
+    let total = total.ok_or_else(|| anyhow::anyhow!("no workers ran"))?;
+    let duration_s = total.last.map_or(0.0, |l| l.saturating_duration_since(measure_from).as_secs_f64());
+    let errors = total.error_count();
+    let summary = Summary {
+        label: args.run_label(),
+        protocol: args.protocol.name().to_string(),
+        target: args.target.clone(),
+        workload: args.workload.name().to_string(),
+        requests: total.requests,
+        errors,
+        errors_by_kind: total.errors.clone(),
+        misses: total.misses,
+        duration_s,
+        ops_per_sec: if duration_s > 0.0 { total.requests as f64 / duration_s } else { 0.0 },
+        latency_us: report::latency(&total.hist),
+        concurrency: args.concurrency,
+        connections,
+        pipeline: args.pipeline,
+        rate: args.rate,
+        keyspace: args.keyspace,
+        value_size: args.value_size,
+        key_dist: format!("{:?}", args.key_dist).to_lowercase(),
+        spectrum: report::spectrum(&total.hist),
+    };
+    Ok((summary, total.hist))
+}
+
+/// Runs one benchmark and returns its summary.
+pub async fn bench(args: &BenchArgs, show_progress: bool) -> anyhow::Result<Summary> {
+    Ok(bench_with_histogram(args, show_progress).await?.0)
+}
