@@ -38,6 +38,8 @@ pub enum StartError {
 pub struct BoundAddrs {
     /// The binary TCP protocol.
     pub tcp: Option<SocketAddr>,
+    /// The REST API.
+    pub http: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -65,11 +67,9 @@ impl Server {
     /// starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
-        for (flag, addr, issue) in [
-            ("grpc-addr", &config.grpc_addr, 3),
-            ("http-addr", &config.http_addr, 4),
-            ("resp-addr", &config.resp_addr, 5),
-        ] {
+        let http = bind("http-addr", &config.http_addr).await?;
+        for (flag, addr, issue) in [("grpc-addr", &config.grpc_addr, 3), ("resp-addr", &config.resp_addr, 5)]
+        {
             if let Some(a) = addr.as_option() {
                 warn!("--{flag} {a}: this frontend is not built yet (issue #{issue}); not listening");
             }
@@ -94,6 +94,12 @@ impl Server {
             addrs.tcp = local;
             info!(addr = ?local, "binary TCP protocol listening");
             tasks.spawn(frontend::tcp::serve(listener, ctx.clone()));
+        }
+        if let Some(listener) = http {
+            let local = listener.local_addr().ok();
+            addrs.http = local;
+            info!(addr = ?local, "REST API listening");
+            tasks.spawn(frontend::http::serve(listener, ctx.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
         Ok(Self { engine, addrs, shutdown, tasks, config, stats })
