@@ -2,4 +2,5 @@
 //! server in-process on `127.0.0.1:0` ports and talks to it with a real client over loopback.
 
 mod harness;
+mod http;
 mod tcp;
