@@ -116,6 +116,7 @@ pub struct BinaryBody(pub Vec<u8>);
         error::ErrorBody,
         error::ErrorDetail,
         extract::Encoding,
+        hash_list::End,
         kv::BatchOp,
         kv::BatchResult
     ))

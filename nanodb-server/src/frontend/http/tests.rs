@@ -458,10 +458,30 @@ async fn health_readiness_stats_metrics_openapi() {
         assert!(j["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     assert!(j["paths"]["/v1/kv/{key}"].get("put").is_some());
+    let mut refs = Vec::new();
+    collect_refs(&j, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or(&r);
+        assert!(j["components"]["schemas"].get(name).is_some(), "unresolvable {r} in the OpenAPI document");
+    }
 
     ctx.shutdown.cancel();
     get(&app, "/readyz").await.error(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN");
     assert_eq!(get(&app, "/healthz").await.status, StatusCode::OK, "still alive while draining");
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                out.push(r.clone());
+            }
+            m.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
 }
 
 #[tokio::test]
