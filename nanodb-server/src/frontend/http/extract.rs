@@ -5,17 +5,16 @@
 //! (`/` as `%2F`, spaces, non-UTF-8) is reachable. The router matches on the raw path, so a
 //! `%2F` never splits a segment.
 
-use axum::body::Bytes as BodyBytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, header};
+use axum::http::{HeaderName, StatusCode, header};
 use base64::Engine as _;
 use bytes::Bytes;
-use nanodb_protocol::PutCondition;
+use nanodb_protocol::{ErrorCode, PutCondition};
 use percent_encoding::percent_decode_str;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::AppError;
 
 /// The `I`th segment of the raw path, percent-decoded to bytes (`/v1/kv/{key}` is segment 3,
@@ -25,7 +24,12 @@ pub struct Seg<const I: usize>(pub Bytes);
 
 /// Percent-decodes one raw path segment to bytes (malformed escapes are kept literally).
 pub fn decode_segment(raw: &str) -> Bytes {
-    let decoded: Vec<u8> = percent_decode_str(raw).collect();
+    if !raw.contains('%') {
+        return Bytes::copy_from_slice(raw.as_bytes());
+    }
+    // Decoding only shrinks, so one allocation of the raw length suffices.
+    let mut decoded = Vec::with_capacity(raw.len());
+    decoded.extend(percent_decode_str(raw));
     Bytes::from(decoded)
 }
 
@@ -73,29 +77,43 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Q<T> {
     }
 }
 
-/// The request body as bytes, bounded by the router's body limit; over it is a 413.
+/// The request body as a value to store: read up to the body limit (413 beyond it, or at once when
+/// `Content-Length` says so), then copied into an allocation of its own size, so a stored value
+/// never pins the connection's read buffer it arrived in.
 #[derive(Debug)]
 pub struct Body(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+impl FromRequest<AppState> for Body {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        BodyBytes::from_request(req, state).await.map(Self).map_err(body_error)
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+        let raw = read_body(req, state.body_limit).await?;
+        Ok(Self(Bytes::copy_from_slice(&raw)))
     }
 }
 
-fn body_error(r: BytesRejection) -> AppError {
-    let status = r.status();
-    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+/// Reads a whole body of at most `limit` bytes.
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, AppError> {
+    let too_large = || {
         AppError::with_status(
-            status,
-            nanodb_protocol::ErrorCode::ValueTooLarge,
-            "request body exceeds the body limit (derived from max_value_len)",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::ValueTooLarge,
+            format!("request body exceeds {limit} bytes (twice max_value_len, plus 1 MiB for JSON)"),
         )
-    } else {
-        AppError::with_status(status, nanodb_protocol::ErrorCode::Malformed, r.body_text())
+    };
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
     }
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            AppError::malformed(format!("cannot read the request body: {inner}"))
+        }
+    })
 }
 
 /// A JSON body, parsed whatever its `Content-Type` (curl users forget it); bad JSON is a 400
@@ -103,11 +121,11 @@ fn body_error(r: BytesRejection) -> AppError {
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
-        let Body(bytes) = Body::from_request(req, state).await?;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+        let bytes = read_body(req, state.body_limit).await?;
         serde_json::from_slice(&bytes)
             .map(Self)
             .map_err(|e| AppError::malformed(format!("request body is not valid JSON for this route: {e}")))

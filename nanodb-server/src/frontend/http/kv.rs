@@ -65,8 +65,10 @@ pub struct IntJson {
 }
 
 fn etag(version: u64) -> HeaderValue {
-    // Digits and quotes are always a valid header value.
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+    // Digits and quotes are always a valid header value; `from_maybe_shared` takes the buffer
+    // without copying it again.
+    HeaderValue::from_maybe_shared(Bytes::from(format!("\"{version}\"")))
+        .unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
 fn unexpected(reply: &Reply) -> AppError {

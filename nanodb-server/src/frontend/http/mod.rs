@@ -2,14 +2,16 @@
 //! decoded into [`Command`]s and applied by the shared engine.
 //!
 //! [`router`] builds the whole application (tests drive it with `oneshot`); [`serve`] runs it on a
-//! listener until the shutdown token is cancelled. Tower layers, outermost first: CORS (only with
-//! `--cors-origins`), JSON response compression, tracing, then per route: load shedding (503
-//! `BUSY`) over a global concurrency limit, the request timeout (503 `TIMEOUT`) and the body limit.
+//! listener until the shutdown token is cancelled. Tower layers, outermost first: tracing, CORS (only
+//! with `--cors-origins`), JSON response compression, then [`guard`]: load shedding (503
+//! `BUSY`) at the concurrency limit and the request timeout (503 `TIMEOUT`). Bodies are read up to
+//! a limit derived from `max_value_len` (413).
 //! Every error, including unknown routes (404) and wrong methods (405), is the JSON error body.
 
 mod admin;
 mod error;
 mod extract;
+mod guard;
 mod hash_list;
 mod kv;
 
@@ -21,15 +23,12 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::routing::{get, post};
 use nanodb_protocol::{Command, Error, ErrorCode, Reply};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -39,6 +38,7 @@ use utoipa::{OpenApi, ToSchema};
 
 pub use error::{AppError, status_of};
 
+use self::guard::GuardLayer;
 use super::Context;
 use crate::stats::{ConnectionGuard, Protocol, Stats};
 
@@ -54,6 +54,8 @@ const JSON_BODY_SLACK: usize = 1 << 20;
 #[derive(Debug)]
 pub struct Shared {
     ctx: Context,
+    /// Largest request body read, in bytes.
+    body_limit: usize,
 }
 
 /// The router's state.
@@ -124,12 +126,20 @@ pub struct BinaryBody(pub Vec<u8>);
 pub struct ApiDoc;
 
 /// The whole REST application over `ctx`'s engine, with its tower layers.
+///
+/// The layers are applied in one `Router::layer` call: axum boxes every route once per call, and
+/// each box costs an allocation per request.
 pub fn router(ctx: Context) -> Router {
     let config = ctx.config.clone();
     let body_limit = config.limits.max_value_len.saturating_mul(2).saturating_add(JSON_BODY_SLACK);
-    let state: AppState = Arc::new(Shared { ctx });
+    let state: AppState = Arc::new(Shared { ctx, body_limit });
+    let layers = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .option_layer(cors(&config.cors_origins))
+        .layer(CompressionLayer::new().compress_when(SizeAbove::new(256).and(is_json)))
+        .layer(GuardLayer::new(config.max_connections, config.request_timeout));
 
-    let routes = Router::new()
+    Router::new()
         .route("/v1/kv", get(kv::scan))
         .route("/v1/kv/{key}", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/kv/{key}/incr", post(kv::incr))
@@ -148,21 +158,8 @@ pub fn router(ctx: Context) -> Router {
         .route("/openapi.json", get(admin::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(config.max_connections))
-                .timeout(config.request_timeout),
-        )
-        .layer(TraceLayer::new_for_http())
-        .layer(CompressionLayer::new().compress_when(SizeAbove::new(256).and(is_json)))
-        .with_state(state);
-    match cors(&config.cors_origins) {
-        Some(layer) => routes.layer(layer),
-        None => routes,
-    }
+        .layer(layers)
+        .with_state(state)
 }
 
 /// Compress JSON only: raw values are the client's bytes, often already compressed.
@@ -187,17 +184,6 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([header::CONTENT_TYPE, header::IF_MATCH, header::IF_NONE_MATCH, header::ACCEPT])
             .expose_headers([header::ETAG, TTL_HEADER]),
     )
-}
-
-/// Shed (503 `BUSY`) and timed-out (503 `TIMEOUT`) requests, as JSON.
-async fn overloaded(err: tower::BoxError) -> AppError {
-    if err.is::<tower::load_shed::error::Overloaded>() {
-        Error::Busy.into()
-    } else if err.is::<tower::timeout::error::Elapsed>() {
-        Error::Timeout.into()
-    } else {
-        AppError::internal(err)
-    }
 }
 
 async fn not_found(method: Method, uri: Uri) -> AppError {

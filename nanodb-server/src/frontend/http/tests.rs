@@ -497,11 +497,55 @@ async fn unknown_routes_and_methods_are_json() {
 }
 
 #[tokio::test]
-async fn shed_and_timeout_map_to_503_json() {
-    let busy = overloaded(Box::new(tower::load_shed::error::Overloaded::new())).await;
-    assert_eq!((busy.status(), busy.body().error.code), (StatusCode::SERVICE_UNAVAILABLE, "BUSY"));
-    let late = overloaded(Box::new(tower::timeout::error::Elapsed::new())).await;
-    assert_eq!((late.status(), late.body().error.code), (StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT"));
+async fn requests_over_the_concurrency_limit_are_shed_with_503() {
+    // A limit of 0 sheds everything: the answer must be an immediate JSON 503 BUSY.
+    let app = router(context(Config { max_connections: 0, ..Config::all_off() }));
+    get(&app, "/healthz").await.error(StatusCode::SERVICE_UNAVAILABLE, "BUSY");
+    // With room for one, a request stuck reading its body holds the only slot.
+    let ctx = context(Config { max_connections: 1, ..Config::all_off() });
+    let app = router(ctx);
+    let stuck = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+    let req = Request::put("/v1/kv/k").body(stuck).expect("request");
+    let held = tokio::spawn(app.clone().oneshot(req));
+    tokio::task::yield_now().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = get(&app, "/healthz").await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.error(StatusCode::SERVICE_UNAVAILABLE, "BUSY");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stuck request never took the slot");
+        tokio::task::yield_now().await;
+    }
+    held.abort();
+    let _ = held.await;
+    assert_eq!(
+        get(&app, "/healthz").await.status,
+        StatusCode::OK,
+        "the slot is given back when the request ends"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_past_the_deadline_get_503_timeout() {
+    let config = Config { request_timeout: std::time::Duration::from_millis(50), ..Config::all_off() };
+    let app = router(context(config));
+    let stuck = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+    let resp = app
+        .clone()
+        .oneshot(Request::put("/v1/kv/k").body(stuck).expect("request"))
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let j: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(j["error"]["code"], "TIMEOUT");
+    assert_eq!(
+        get(&app, "/v1/kv/k").await.status,
+        StatusCode::NOT_FOUND,
+        "the timed-out write changed nothing"
+    );
 }
 
 #[tokio::test]
