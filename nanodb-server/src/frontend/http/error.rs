@@ -112,8 +112,10 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        // Internal faults were logged with their detail by `AppError::internal`; busy, timeout and
+        // shutting-down answers are expected under load and stay at debug.
         if self.status.is_server_error() {
-            tracing::warn!(status = %self.status, code = %self.code, message = %self.message, "http: request failed");
+            tracing::debug!(status = %self.status, code = %self.code, message = %self.message, "http: request failed");
         }
         json_response(self.status, &self.body())
     }

@@ -32,7 +32,7 @@ use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{debug, info, warn};
 use utoipa::{OpenApi, ToSchema};
 
@@ -134,7 +134,9 @@ pub fn router(ctx: Context) -> Router {
     let body_limit = config.limits.max_value_len.saturating_mul(2).saturating_add(JSON_BODY_SLACK);
     let state: AppState = Arc::new(Shared { ctx, body_limit });
     let layers = ServiceBuilder::new()
-        .layer(TraceLayer::new_for_http())
+        // 5xx are logged where they arise (internal faults at error level); at the default level a
+        // shed or timed-out request under overload must not add a log line each.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         .option_layer(cors(&config.cors_origins))
         .layer(CompressionLayer::new().compress_when(SizeAbove::new(256).and(is_json)))
         .layer(GuardLayer::new(config.max_connections, config.request_timeout));
