@@ -85,6 +85,15 @@ pub enum Command {
         /// The key.
         key: Bytes,
     },
+    /// Remove a key of any type only if it exists with exactly `version`, atomically (HTTP
+    /// `DELETE` with `If-Match`). Replies [`Reply::Bool`]: false when the key is missing or its
+    /// version differs, and then nothing changed.
+    DeleteIf {
+        /// The key.
+        key: Bytes,
+        /// The version the key must have.
+        version: u64,
+    },
     /// Whether a key exists. Replies [`Reply::Bool`].
     Exists {
         /// The key.
@@ -510,6 +519,7 @@ impl Command {
             }
             Self::Get { key }
             | Self::Delete { key }
+            | Self::DeleteIf { key, .. }
             | Self::Exists { key }
             | Self::Incr { key, .. }
             | Self::Expire { key, .. }
@@ -568,6 +578,7 @@ impl Command {
             Self::Get { .. } => "get",
             Self::Put { .. } => "put",
             Self::Delete { .. } => "delete",
+            Self::DeleteIf { .. } => "delete_if",
             Self::Exists { .. } => "exists",
             Self::Incr { .. } => "incr",
             Self::Expire { .. } => "expire",

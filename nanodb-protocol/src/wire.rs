@@ -93,6 +93,8 @@ pub mod kind {
     pub const LIST_SET: u8 = 0x4F;
     /// `key | i64 start | i64 stop`.
     pub const LIST_TRIM: u8 = 0x50;
+    /// `key | u64 version`: delete only if the key has exactly this version (replies `R_BOOL`).
+    pub const DELETE_IF: u8 = 0x60;
 
     /// Empty body.
     pub const R_PONG: u8 = 0x81;
@@ -199,6 +201,7 @@ fn command_kind(cmd: &Command) -> u8 {
         Command::Get { .. } => kind::GET,
         Command::Put { .. } => kind::PUT,
         Command::Delete { .. } => kind::DELETE,
+        Command::DeleteIf { .. } => kind::DELETE_IF,
         Command::Exists { .. } => kind::EXISTS,
         Command::Incr { .. } => kind::INCR,
         Command::Expire { .. } => kind::EXPIRE,
@@ -327,6 +330,10 @@ fn encode_command_body(cmd: &Command, dst: &mut BytesMut) {
         Command::Incr { key, delta } => {
             put_bytes(dst, key);
             dst.put_i64(*delta);
+        }
+        Command::DeleteIf { key, version } => {
+            put_bytes(dst, key);
+            dst.put_u64(*version);
         }
         Command::Expire { key, ttl_ms } => {
             put_bytes(dst, key);
@@ -614,6 +621,7 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
             Command::Put { key, value, ttl_ms, condition }
         }
         kind::INCR => Command::Incr { key: r.bytes("key")?, delta: r.i64("delta")? },
+        kind::DELETE_IF => Command::DeleteIf { key: r.bytes("key")?, version: r.u64("version")? },
         kind::EXPIRE => Command::Expire { key: r.bytes("key")?, ttl_ms: r.i64("ttl_ms")? },
         kind::SCAN => {
             Command::Scan { prefix: r.bytes("prefix")?, limit: r.u32("limit")?, cursor: r.bytes("cursor")? }
@@ -819,6 +827,7 @@ mod tests {
             Command::Put { key: b("k"), value: b("v"), ttl_ms: 5, condition: PutCondition::IfVersion(7) },
             Command::Put { key: b("k"), value: Bytes::new(), ttl_ms: 0, condition: PutCondition::IfAbsent },
             Command::Delete { key: b("k") },
+            Command::DeleteIf { key: b("k"), version: 42 },
             Command::Exists { key: b("k") },
             Command::Incr { key: b("k"), delta: -3 },
             Command::Expire { key: b("k"), ttl_ms: -1 },

@@ -191,6 +191,11 @@ pub struct Cli {
     /// How often the expiry sweeper runs, in milliseconds.
     #[arg(long, env = "NANODB_SWEEP_INTERVAL_MS", default_value_t = 100, value_name = "MS")]
     pub sweep_interval_ms: u64,
+
+    /// Origins allowed to call the REST API from a browser (CORS), comma-separated, or `*` for
+    /// any; empty (the default) turns CORS off.
+    #[arg(long, env = "NANODB_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
+    pub cors_origins: Vec<String>,
 }
 
 /// The resolved configuration the server runs with.
@@ -234,6 +239,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Expiry sweeper period.
     pub sweep_interval: Duration,
+    /// Origins allowed by CORS on the REST API; empty for CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -286,6 +293,7 @@ impl From<Cli> for Config {
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
             sweep_interval: Duration::from_millis(c.sweep_interval_ms.max(1)),
+            cors_origins: c.cors_origins.into_iter().filter(|o| !o.is_empty()).collect(),
         }
     }
 }
@@ -422,6 +430,10 @@ mod tests {
         assert_eq!(c.resp_max_args, 1_048_576);
         let c = load(["nanodb-server", "--max-value-len", "10"]).expect("loads");
         assert_eq!(c.resp_max_bulk_len, 10, "the bulk limit follows the value limit unless set");
+        assert!(c.cors_origins.is_empty(), "CORS is off by default");
+        let c =
+            load(["nanodb-server", "--cors-origins", "https://a.example,https://b.example"]).expect("loads");
+        assert_eq!(c.cors_origins, ["https://a.example", "https://b.example"]);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct BoundAddrs {
     pub tcp: Option<SocketAddr>,
     /// Redis RESP2.
     pub resp: Option<SocketAddr>,
+    /// The REST API.
+    pub http: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -75,7 +77,8 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
         let resp = bind("resp-addr", &config.resp_addr).await?;
-        for (flag, addr, issue) in [("grpc-addr", &config.grpc_addr, 3), ("http-addr", &config.http_addr, 4)]
+        let http = bind("http-addr", &config.http_addr).await?;
+        for (flag, addr, issue) in [("grpc-addr", &config.grpc_addr, 3)]
         {
             if let Some(a) = addr.as_option() {
                 warn!("--{flag} {a}: this frontend is not built yet (issue #{issue}); not listening");
@@ -125,6 +128,12 @@ impl Server {
             addrs.resp = local;
             info!(addr = ?local, "Redis protocol (RESP2) listening");
             tasks.spawn(frontend::resp::serve(listener, ctx.clone()));
+        }
+        if let Some(listener) = http {
+            let local = listener.local_addr().ok();
+            addrs.http = local;
+            info!(addr = ?local, "REST API listening");
+            tasks.spawn(frontend::http::serve(listener, ctx.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
         if let Some(p) = &persistence {

@@ -117,11 +117,13 @@ impl Stats {
         if !ok {
             c.errors.fetch_add(1, Ordering::Relaxed);
         }
-        // Clone the Arc out so no map guard outlives this statement.
-        let hist = match self.latency.get(&(protocol, op)) {
-            Some(h) => h.clone(),
-            None => self.latency.entry((protocol, op)).or_default().clone(),
-        };
+        // Record under the shard's read guard (a few atomic adds, no await): cloning the Arc out
+        // would add two contended atomic operations to every request.
+        if let Some(h) = self.latency.get(&(protocol, op)) {
+            h.record(elapsed);
+            return;
+        }
+        let hist = self.latency.entry((protocol, op)).or_default().clone();
         hist.record(elapsed);
     }
 

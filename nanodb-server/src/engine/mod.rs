@@ -179,6 +179,7 @@ impl Engine {
             Command::Get { key } => self.get(&key),
             Command::Put { key, value, ttl_ms, condition } => self.put(key, value, ttl_ms, condition),
             Command::Delete { key } => Ok(Reply::Bool(self.delete(key))),
+            Command::DeleteIf { key, version } => Ok(Reply::Bool(self.delete_if(key, version))),
             Command::Exists { key } => Ok(Reply::Bool(self.read(&key, |_| ()).is_some())),
             Command::Incr { key, delta } => self.incr(key, delta).map(Reply::Int),
             Command::Expire { key, ttl_ms } => Ok(Reply::Bool(self.expire(key, ttl_ms))),

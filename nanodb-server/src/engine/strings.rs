@@ -181,6 +181,18 @@ impl Engine {
         .unwrap_or(false)
     }
 
+    /// Removes a key only if it is live with exactly `version`, in one step under the shard lock
+    /// (a check then a delete from outside could remove a newer write).
+    pub(crate) fn delete_if(&self, key: Bytes, version: u64) -> bool {
+        self.update(key, |slot, _| {
+            Ok(match slot {
+                Some(s) if s.version == version => (true, Change::Remove),
+                _ => (false, Change::None),
+            })
+        })
+        .unwrap_or(false)
+    }
+
     pub(crate) fn incr(&self, key: Bytes, delta: i64) -> Result<i64, Error> {
         self.update(key, |slot, _| {
             let Some(slot) = slot else {

@@ -70,6 +70,21 @@ fn put_get_delete_exists() {
     assert!(v3 > v2, "a re-created key never repeats a version");
 }
 
+#[tokio::test(start_paused = true)]
+async fn delete_if_removes_only_the_named_version() {
+    let e = engine();
+    assert!(!boolean(&e, Command::DeleteIf { key: b("k"), version: 1 }), "missing: nothing to delete");
+    let v1 = put(&e, "k", "v1");
+    let v2 = put(&e, "k", "v2");
+    assert!(!boolean(&e, Command::DeleteIf { key: b("k"), version: v1 }), "stale version");
+    assert_eq!(get(&e, "k").map(|x| x.version), Some(v2), "a failed delete_if changes nothing");
+    assert!(boolean(&e, Command::DeleteIf { key: b("k"), version: v2 }));
+    assert_eq!(get(&e, "k"), None);
+    let expired = put_with(&e, "t", "v", 1, PutCondition::Always).1;
+    tokio::time::advance(Duration::from_millis(5)).await;
+    assert!(!boolean(&e, Command::DeleteIf { key: b("t"), version: expired }), "expired keys are missing");
+}
+
 #[test]
 fn binary_keys_and_values_are_exact() {
     let e = engine();

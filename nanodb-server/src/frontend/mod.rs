@@ -4,6 +4,7 @@
 //! command model.
 
 pub mod resp;
+pub mod http;
 pub mod tcp;
 
 use std::sync::Arc;

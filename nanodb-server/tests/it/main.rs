@@ -4,4 +4,5 @@
 mod harness;
 mod persist;
 mod resp;
+mod http;
 mod tcp;

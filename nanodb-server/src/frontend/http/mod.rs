@@ -1,0 +1,292 @@
+//! The REST frontend (axum): routes under `/v1`, health, stats, metrics and the OpenAPI document,
+//! decoded into [`Command`]s and applied by the shared engine.
+//!
+//! [`router`] builds the whole application (tests drive it with `oneshot`); [`serve`] runs it on a
+//! listener until the shutdown token is cancelled. Tower layers, outermost first: tracing, CORS (only
+//! with `--cors-origins`), JSON response compression, then [`guard`]: load shedding (503
+//! `BUSY`) at the concurrency limit and the request timeout (503 `TIMEOUT`). Bodies are read up to
+//! a limit derived from `max_value_len` (413).
+//! Every error, including unknown routes (404) and wrong methods (405), is the JSON error body.
+
+mod admin;
+mod error;
+mod extract;
+mod guard;
+mod hash_list;
+mod kv;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Instant;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+use axum::routing::{get, post};
+use nanodb_protocol::{Command, Error, ErrorCode, Reply};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{Predicate, SizeAbove};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::{debug, info, warn};
+use utoipa::{OpenApi, ToSchema};
+
+pub use error::{AppError, status_of};
+
+use self::guard::GuardLayer;
+use super::Context;
+use crate::stats::{ConnectionGuard, Protocol, Stats};
+
+/// The response header carrying a key's remaining time to live, in milliseconds (only present
+/// when the key expires).
+pub const TTL_HEADER: HeaderName = HeaderName::from_static("x-ttl-ms");
+
+/// JSON bodies (batches) may be this much larger than `max_value_len`: base64 grows a value by a
+/// third, and a batch carries keys and framing too.
+const JSON_BODY_SLACK: usize = 1 << 20;
+
+/// What every handler shares: one `Arc` clone per request.
+#[derive(Debug)]
+pub struct Shared {
+    ctx: Context,
+    /// Largest request body read, in bytes.
+    body_limit: usize,
+}
+
+/// The router's state.
+pub type AppState = Arc<Shared>;
+
+impl Shared {
+    /// Applies one command, records it in the stats under [`Protocol::Http`], and returns once
+    /// its effect may be acknowledged under the fsync policy.
+    pub async fn exec(&self, cmd: Command) -> Result<Reply, Error> {
+        self.ctx.execute(Protocol::Http, cmd).await
+    }
+
+    /// Runs `f` (which may apply several engine commands for one HTTP operation), records it once
+    /// as `op`, and returns once everything it wrote may be acknowledged.
+    pub async fn record<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let started = Instant::now();
+        let (result, position) = self.ctx.engine.track(f);
+        self.ctx.stats.record(Protocol::Http, op, result.is_ok(), started.elapsed());
+        self.ctx.durable(position).await?;
+        result
+    }
+}
+
+/// Documents a raw binary body in the OpenAPI document (`Vec<u8>` would read as an array of
+/// integers).
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BinaryBody(pub Vec<u8>);
+
+/// The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "NanoDB REST API",
+        description = "Keys and values are bytes: keys are percent-encoded path segments, values raw bodies. Errors are {\"error\": {\"code\", \"message\"}} with the codes shared by every NanoDB protocol."
+    ),
+    paths(
+        kv::get,
+        kv::put,
+        kv::delete,
+        kv::incr,
+        kv::scan,
+        kv::batch,
+        hash_list::hash_get_all,
+        hash_list::hash_get,
+        hash_list::hash_set,
+        hash_list::hash_delete,
+        hash_list::list_range,
+        hash_list::list_push,
+        hash_list::list_pop,
+        admin::healthz,
+        admin::readyz,
+        admin::stats,
+        admin::metrics,
+        admin::openapi,
+    ),
+    components(schemas(
+        error::ErrorBody,
+        error::ErrorDetail,
+        extract::Encoding,
+        hash_list::End,
+        kv::BatchOp,
+        kv::BatchResult
+    ))
+)]
+pub struct ApiDoc;
+
+/// The whole REST application over `ctx`'s engine, with its tower layers.
+///
+/// The layers are applied in one `Router::layer` call: axum boxes every route once per call, and
+/// each box costs an allocation per request.
+pub fn router(ctx: Context) -> Router {
+    let config = ctx.config.clone();
+    let body_limit = config.limits.max_value_len.saturating_mul(2).saturating_add(JSON_BODY_SLACK);
+    let state: AppState = Arc::new(Shared { ctx, body_limit });
+    let layers = ServiceBuilder::new()
+        // 5xx are logged where they arise (internal faults at error level); at the default level a
+        // shed or timed-out request under overload must not add a log line each.
+        .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
+        .option_layer(cors(&config.cors_origins))
+        .layer(CompressionLayer::new().compress_when(SizeAbove::new(256).and(is_json)))
+        .layer(GuardLayer::new(config.max_connections, config.request_timeout));
+
+    Router::new()
+        .route("/v1/kv", get(kv::scan))
+        .route("/v1/kv/{key}", get(kv::get).put(kv::put).delete(kv::delete))
+        .route("/v1/kv/{key}/incr", post(kv::incr))
+        .route("/v1/batch", post(kv::batch))
+        .route("/v1/hash/{key}", get(hash_list::hash_get_all))
+        .route(
+            "/v1/hash/{key}/{field}",
+            get(hash_list::hash_get).put(hash_list::hash_set).delete(hash_list::hash_delete),
+        )
+        .route("/v1/list/{key}", get(hash_list::list_range).post(hash_list::list_push))
+        .route("/v1/list/{key}/pop", post(hash_list::list_pop))
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/v1/stats", get(admin::stats))
+        .route("/metrics", get(admin::metrics))
+        .route("/openapi.json", get(admin::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(layers)
+        .with_state(state)
+}
+
+/// Compress JSON only: raw values are the client's bytes, often already compressed.
+fn is_json(_: StatusCode, _: Version, headers: &HeaderMap, _: &axum::http::Extensions) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+/// CORS from `--cors-origins`: off when empty, any origin for `*`, else exactly those origins.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::DELETE])
+            .allow_headers([header::CONTENT_TYPE, header::IF_MATCH, header::IF_NONE_MATCH, header::ACCEPT])
+            .expose_headers([header::ETAG, TTL_HEADER]),
+    )
+}
+
+async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::with_status(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::with_status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::InvalidArgument,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Serves the REST API on `listener` until shutdown; in-flight requests finish, idle keep-alive
+/// connections close.
+pub async fn serve(listener: TcpListener, ctx: Context) {
+    let app = router(ctx.clone());
+    let listener = CountedListener { inner: listener, stats: ctx.stats.clone() };
+    let shutdown = ctx.shutdown.clone().cancelled_owned();
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        warn!(error = %e, "http: server stopped on error");
+    }
+    debug!("http: listener stopped");
+}
+
+/// A TCP listener whose connections count themselves in the stats while open.
+struct CountedListener {
+    inner: TcpListener,
+    stats: Arc<Stats>,
+}
+
+impl axum::serve::Listener for CountedListener {
+    type Io = CountedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    let _ = stream.set_nodelay(true);
+                    let guard = self.stats.connection(Protocol::Http);
+                    return (CountedStream { inner: stream, _open: guard }, addr);
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    info!(error = %e, "http: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection that holds its stats guard.
+struct CountedStream {
+    inner: TcpStream,
+    _open: ConnectionGuard,
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,577 @@
+//! Router tests: every route and every error, through the full layer stack, with `oneshot`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use bytes::Bytes;
+use nanodb_protocol::Limits;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::Config;
+use crate::engine::Engine;
+
+fn context(config: Config) -> Context {
+    Context {
+        engine: Arc::new(Engine::new(config.limits.clone())),
+        config: Arc::new(config),
+        shutdown: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+        stats: Arc::new(Stats::default()),
+        log: None,
+    }
+}
+
+fn app() -> (Router, Context) {
+    let ctx = context(Config::all_off());
+    (router(ctx.clone()), ctx)
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts a JSON error with this status and code.
+    fn error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "{:?}", self.body);
+        assert_eq!(self.headers[header::CONTENT_TYPE], "application/json");
+        let j = self.json();
+        assert_eq!(j["error"]["code"], code, "{j}");
+        assert!(j["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Body>,
+) -> Resp {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(req.body(body.into()).expect("request")).await.expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    Resp { status, headers, body }
+}
+
+async fn get(app: &Router, uri: &str) -> Resp {
+    call(app, Method::GET, uri, &[], Body::empty()).await
+}
+
+async fn put(app: &Router, uri: &str, body: &'static [u8]) -> Resp {
+    call(app, Method::PUT, uri, &[], Bytes::from_static(body)).await
+}
+
+#[tokio::test]
+async fn put_get_head_delete_round_trip_raw_bytes() {
+    let (app, ctx) = app();
+    let value: &'static [u8] = b"\x00\xffbinary\r\n\x00";
+    let r = put(&app, "/v1/kv/k", value).await;
+    assert_eq!(r.status, StatusCode::CREATED, "first write creates");
+    let v1 = r.json()["version"].as_u64().expect("version");
+    assert_eq!(r.headers[header::ETAG], format!("\"{v1}\"").as_str());
+
+    let r = get(&app, "/v1/kv/k").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(&r.body[..], value, "byte for byte");
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/octet-stream");
+    assert_eq!(r.headers[header::ETAG], format!("\"{v1}\"").as_str());
+    assert!(r.headers.get(TTL_HEADER).is_none(), "no TTL header without a TTL");
+
+    let r = call(&app, Method::HEAD, "/v1/kv/k", &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.is_empty(), "HEAD has no body");
+    assert_eq!(r.headers[header::ETAG], format!("\"{v1}\"").as_str());
+
+    let r = put(&app, "/v1/kv/k", b"v2").await;
+    assert_eq!(r.status, StatusCode::OK, "second write replaces");
+    assert!(r.json()["version"].as_u64().expect("version") > v1);
+
+    let r = call(&app, Method::DELETE, "/v1/kv/k", &[], Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    call(&app, Method::DELETE, "/v1/kv/k", &[], Body::empty())
+        .await
+        .error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    get(&app, "/v1/kv/k").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_eq!(ctx.stats.ops(Protocol::Http), 7, "every engine operation is recorded once");
+    assert_eq!(ctx.stats.errors(Protocol::Http), 0, "a missing key is an answer, not an error");
+}
+
+#[tokio::test]
+async fn get_as_json_encodes_text_and_binary() {
+    let (app, _) = app();
+    put(&app, "/v1/kv/t?ttl_ms=60000", b"hello").await;
+    put(&app, "/v1/kv/%FFb", b"\x00\xff").await;
+    let accept = [("accept", "application/json")];
+    let j = call(&app, Method::GET, "/v1/kv/t", &accept, Body::empty()).await.json();
+    assert_eq!(
+        (j["key"].as_str(), j["value"].as_str(), j["encoding"].as_str()),
+        (Some("t"), Some("hello"), Some("utf8"))
+    );
+    let ttl = j["ttl_ms"].as_i64().expect("ttl");
+    assert!(ttl > 0 && ttl <= 60_000, "{j}");
+    assert!(j["version"].as_u64().is_some());
+    let j = call(&app, Method::GET, "/v1/kv/%FFb", &accept, Body::empty()).await.json();
+    assert_eq!((j["value"].as_str(), j["encoding"].as_str()), (Some("AP8="), Some("base64")));
+    assert_eq!((j["key"].as_str(), j["key_encoding"].as_str()), (Some("/2I="), Some("base64")));
+    assert!(j["ttl_ms"].is_null());
+    call(&app, Method::GET, "/v1/kv/nope", &accept, Body::empty())
+        .await
+        .error(StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn ttl_header_and_bad_query_parameters() {
+    let (app, _) = app();
+    assert_eq!(put(&app, "/v1/kv/t?ttl_ms=60000", b"v").await.status, StatusCode::CREATED);
+    let r = get(&app, "/v1/kv/t").await;
+    let ttl: i64 = r.headers[TTL_HEADER].to_str().expect("ascii").parse().expect("number");
+    assert!(ttl > 0 && ttl <= 60_000);
+    put(&app, "/v1/kv/t?ttl_ms=soon", b"v").await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    put(&app, "/v1/kv/t?ttl_ms=-5", b"v").await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert_eq!(put(&app, "/v1/kv/t", b"v").await.status, StatusCode::OK);
+    assert!(
+        get(&app, "/v1/kv/t").await.headers.get(TTL_HEADER).is_none(),
+        "a PUT without ttl_ms clears the TTL"
+    );
+}
+
+#[tokio::test]
+async fn keys_are_bytes_from_one_percent_decoded_segment() {
+    let (app, ctx) = app();
+    for (path, key) in [
+        ("/v1/kv/a%2Fb%2Fc", &b"a/b/c"[..]),
+        ("/v1/kv/with%20space", b"with space"),
+        ("/v1/kv/caf%C3%A9", "café".as_bytes()),
+        ("/v1/kv/%FF%00%01", b"\xff\x00\x01"),
+        ("/v1/kv/incr", b"incr"),
+    ] {
+        assert_eq!(put(&app, path, b"v").await.status, StatusCode::CREATED, "{path}");
+        let got = ctx.engine.execute(Command::Get { key: Bytes::copy_from_slice(key) }).expect("get");
+        assert!(matches!(got, Reply::Value(Some(_))), "{path} stored under the decoded key");
+        assert_eq!(&get(&app, path).await.body[..], b"v");
+    }
+    get(&app, "/v1/kv/a/b/c").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn conditional_put_and_delete() {
+    let (app, _) = app();
+    let inm = [("if-none-match", "*")];
+    let r = call(&app, Method::PUT, "/v1/kv/c", &inm, "a").await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let v = r.json()["version"].as_u64().expect("version");
+    call(&app, Method::PUT, "/v1/kv/c", &inm, "b")
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+
+    let stale = [("if-match", "\"999999\"")];
+    call(&app, Method::PUT, "/v1/kv/c", &stale, "b")
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    let tag = format!("\"{v}\"");
+    let r = call(&app, Method::PUT, "/v1/kv/c", &[("if-match", &tag)], "b").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v2 = r.json()["version"].as_u64().expect("version");
+    call(&app, Method::PUT, "/v1/kv/c", &[("if-match", &tag)], "x")
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    assert_eq!(&get(&app, "/v1/kv/c").await.body[..], b"b", "failed conditions change nothing");
+
+    let any = [("if-match", "*")];
+    assert_eq!(call(&app, Method::PUT, "/v1/kv/c", &any, "c").await.status, StatusCode::OK);
+    call(&app, Method::PUT, "/v1/kv/missing", &any, "c")
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    assert_eq!(get(&app, "/v1/kv/missing").await.status, StatusCode::NOT_FOUND);
+
+    call(&app, Method::PUT, "/v1/kv/c", &[("if-match", "W/\"1\"")], "c")
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    call(&app, Method::PUT, "/v1/kv/c", &[("if-none-match", "\"1\"")], "c")
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    call(&app, Method::PUT, "/v1/kv/c", &[("if-match", "*"), ("if-none-match", "*")], "c")
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+
+    // DELETE honours If-Match atomically (Command::DeleteIf).
+    let v3 = get(&app, "/v1/kv/c").await.headers[header::ETAG].to_str().expect("etag").to_string();
+    assert_ne!(v3, format!("\"{v2}\""));
+    call(&app, Method::DELETE, "/v1/kv/c", &[("if-match", &format!("\"{v2}\""))], Body::empty())
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    assert_eq!(
+        call(&app, Method::DELETE, "/v1/kv/c", &[("if-match", &v3)], Body::empty()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    call(&app, Method::DELETE, "/v1/kv/c", &any, Body::empty())
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    call(&app, Method::DELETE, "/v1/kv/c", &inm, Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn limits_are_413_json() {
+    let limits = Limits { max_key_len: 8, max_value_len: 16, ..Limits::default() };
+    let ctx = context(Config { limits, ..Config::all_off() });
+    let app = router(ctx);
+    put(&app, "/v1/kv/k", &[b'x'; 17]).await.error(StatusCode::PAYLOAD_TOO_LARGE, "VALUE_TOO_LARGE");
+    let huge = Bytes::from(vec![b'x'; 4 << 20]);
+    call(&app, Method::PUT, "/v1/kv/k", &[], huge)
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE, "VALUE_TOO_LARGE");
+    put(&app, "/v1/kv/ninechars", b"v").await.error(StatusCode::PAYLOAD_TOO_LARGE, "KEY_TOO_LARGE");
+    assert_eq!(put(&app, "/v1/kv/k", &[b'x'; 16]).await.status, StatusCode::CREATED, "at the limit is fine");
+}
+
+#[tokio::test]
+async fn incr_and_type_errors() {
+    let (app, _) = app();
+    let r = call(&app, Method::POST, "/v1/kv/n/incr?by=5", &[], Body::empty()).await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!({"value": 5})));
+    let r = call(&app, Method::POST, "/v1/kv/n/incr", &[], Body::empty()).await;
+    assert_eq!(r.json(), json!({"value": 6}), "by defaults to 1");
+    call(&app, Method::POST, "/v1/kv/n/incr?by=x", &[], Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    let max = format!("/v1/kv/n/incr?by={}", i64::MAX);
+    call(&app, Method::POST, &max, &[], Body::empty()).await.error(StatusCode::CONFLICT, "OVERFLOW");
+    put(&app, "/v1/kv/s", b"text").await;
+    call(&app, Method::POST, "/v1/kv/s/incr", &[], Body::empty())
+        .await
+        .error(StatusCode::CONFLICT, "NOT_AN_INTEGER");
+    put(&app, "/v1/hash/h/f", b"v").await;
+    call(&app, Method::POST, "/v1/kv/h/incr", &[], Body::empty())
+        .await
+        .error(StatusCode::CONFLICT, "WRONGTYPE");
+    get(&app, "/v1/kv/h").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+}
+
+#[tokio::test]
+async fn scan_pages_visit_every_key_once() {
+    let (app, _) = app();
+    for i in 0..25 {
+        put(&app, &format!("/v1/kv/p:{i:02}"), b"v").await;
+    }
+    put(&app, "/v1/kv/other", b"v").await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let j = get(&app, &format!("/v1/kv?prefix=p:&limit=10&cursor={cursor}")).await.json();
+        pages += 1;
+        for item in j["items"].as_array().expect("items") {
+            assert_eq!(item["value"], "v");
+            assert!(seen.insert(item["key"].as_str().expect("key").to_string()), "visited twice: {item}");
+        }
+        match j["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+        assert!(pages < 20, "scan does not end");
+    }
+    assert_eq!(seen.len(), 25);
+    assert!(seen.iter().all(|k| k.starts_with("p:")));
+    let j = get(&app, "/v1/kv?keys_only=true&limit=100").await.json();
+    let items = j["items"].as_array().expect("items");
+    assert_eq!(items.len(), 26);
+    assert!(items.iter().all(|i| i.get("value").is_none() && i["version"].is_u64()));
+    assert!(j["next_cursor"].is_null());
+    get(&app, "/v1/kv?cursor=%21%21").await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    get(&app, "/v1/kv?limit=99999999").await.error(StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED");
+    get(&app, "/v1/kv?limit=-1").await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn batch_applies_in_order_with_one_result_each() {
+    let (app, _) = app();
+    let ops = json!([
+        {"op": "put", "key": "a", "value": "1"},
+        {"op": "get", "key": "a"},
+        {"op": "incr", "key": "a", "by": 2},
+        {"op": "put", "key": "/w==", "value": "AP8=", "encoding": "base64"},
+        {"op": "get", "key": "/w==", "encoding": "base64"},
+        {"op": "put", "key": "a", "value": "x", "if_absent": true},
+        {"op": "exists", "key": "a"},
+        {"op": "get", "key": "missing"},
+        {"op": "incr", "key": "b64"},
+        {"op": "put", "key": "b64", "value": "text"},
+        {"op": "incr", "key": "b64"},
+        {"op": "delete", "key": "a"},
+    ]);
+    let r = call(&app, Method::POST, "/v1/batch", &[], ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let res = r.json();
+    let res = res.as_array().expect("array");
+    assert_eq!(res.len(), 12);
+    assert_eq!(res[0]["ok"]["applied"], true);
+    assert_eq!(res[1]["ok"]["value"], "1");
+    assert_eq!(res[2]["ok"], 3);
+    assert_eq!((&res[4]["ok"]["value"], &res[4]["ok"]["encoding"]), (&json!("AP8="), &json!("base64")));
+    assert_eq!(res[5]["ok"]["applied"], false);
+    assert_eq!(res[6]["ok"], true);
+    assert!(res[7]["ok"].is_null());
+    assert_eq!(res[10]["error"]["code"], "NOT_AN_INTEGER", "one failure does not stop the batch");
+    assert_eq!(res[11]["ok"], true);
+
+    call(&app, Method::POST, "/v1/batch", &[], "[{").await.error(StatusCode::BAD_REQUEST, "MALFORMED");
+    call(&app, Method::POST, "/v1/batch", &[], r#"[{"op":"fly","key":"a"}]"#)
+        .await
+        .error(StatusCode::BAD_REQUEST, "MALFORMED");
+    call(&app, Method::POST, "/v1/batch", &[], r#"[{"op":"get","key":"!","encoding":"base64"}]"#)
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    call(&app, Method::POST, "/v1/batch", &[], r#"[{"op":"get","key":""}]"#)
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    let long = serde_json::to_string(&vec![json!({"op": "get", "key": "a"}); 1025]).expect("json");
+    call(&app, Method::POST, "/v1/batch", &[], long).await.error(StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED");
+}
+
+#[tokio::test]
+async fn hash_routes() {
+    let (app, _) = app();
+    let r = put(&app, "/v1/hash/h/f%2F1", b"\x00v").await;
+    assert_eq!((r.status, r.json()), (StatusCode::CREATED, json!({"created": true})));
+    let r = put(&app, "/v1/hash/h/f%2F1", b"\x00w").await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!({"created": false})));
+    put(&app, "/v1/hash/h/g", b"text").await;
+    let r = get(&app, "/v1/hash/h/f%2F1").await;
+    assert_eq!(&r.body[..], b"\x00w");
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/octet-stream");
+    let j = get(&app, "/v1/hash/h").await.json();
+    let mut fields: Vec<_> = j["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .map(|f| f["field"].as_str().unwrap_or("").to_string())
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["f/1", "g"]);
+    get(&app, "/v1/hash/h/nope").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    get(&app, "/v1/hash/nope").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_eq!(
+        call(&app, Method::DELETE, "/v1/hash/h/g", &[], Body::empty()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    call(&app, Method::DELETE, "/v1/hash/h/g", &[], Body::empty())
+        .await
+        .error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    put(&app, "/v1/kv/s", b"v").await;
+    put(&app, "/v1/hash/s/f", b"v").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+    get(&app, "/v1/hash/s").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+}
+
+#[tokio::test]
+async fn list_routes() {
+    let (app, _) = app();
+    for (q, v) in [("", "b"), ("?end=back", "c"), ("?end=front", "a")] {
+        let r = call(&app, Method::POST, &format!("/v1/list/l{q}"), &[], v).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let j = get(&app, "/v1/list/l").await.json();
+    let values: Vec<_> = j["values"].as_array().expect("values").iter().map(|v| v["value"].clone()).collect();
+    assert_eq!(values, [json!("a"), json!("b"), json!("c")]);
+    let j = get(&app, "/v1/list/l?start=1&stop=1").await.json();
+    assert_eq!(j["values"][0]["value"], "b");
+    let j = call(&app, Method::POST, "/v1/list/l/pop?end=front&count=2", &[], Body::empty()).await.json();
+    assert_eq!(j["values"].as_array().map(Vec::len), Some(2));
+    assert_eq!(j["values"][0]["value"], "a");
+    let j = call(&app, Method::POST, "/v1/list/l/pop", &[], Body::empty()).await.json();
+    assert_eq!(j["values"][0]["value"], "c");
+    let j = get(&app, "/v1/list/l").await.json();
+    assert_eq!(j["values"], json!([]), "a missing list reads as empty");
+    call(&app, Method::POST, "/v1/list/l?end=middle", &[], "x")
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    put(&app, "/v1/kv/s", b"v").await;
+    call(&app, Method::POST, "/v1/list/s", &[], "x").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+}
+
+#[tokio::test]
+async fn health_readiness_stats_metrics_openapi() {
+    let (app, ctx) = app();
+    assert_eq!(get(&app, "/healthz").await.json(), json!({"status": "ok"}));
+    assert_eq!(get(&app, "/readyz").await.status, StatusCode::OK);
+    put(&app, "/v1/kv/a", b"v").await;
+    get(&app, "/v1/kv/a").await;
+
+    let j = get(&app, "/v1/stats").await.json();
+    assert_eq!(j["keys"], 1);
+    assert!(j["memory_bytes"].as_u64().is_some_and(|m| m > 0));
+    assert!(j["uptime_s"].is_u64());
+    assert_eq!(j["version"], env!("CARGO_PKG_VERSION"));
+    let http =
+        j["protocols"].as_array().expect("protocols").iter().find(|p| p["protocol"] == "http").cloned();
+    assert_eq!(http.map(|p| p["ops"].clone()), Some(json!(2)));
+
+    let r = get(&app, "/metrics").await;
+    assert!(
+        r.headers[header::CONTENT_TYPE].to_str().expect("ascii").starts_with("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(r.body.to_vec()).expect("utf8");
+    for line in [
+        "# TYPE nanodb_request_duration_seconds histogram",
+        "nanodb_request_duration_seconds_bucket{protocol=\"http\",op=\"get\",le=\"+Inf\"} 1",
+        "nanodb_request_duration_seconds_count{protocol=\"http\",op=\"put\"} 1",
+        "nanodb_requests_total{protocol=\"http\"} 2",
+        "nanodb_errors_total{protocol=\"http\"} 0",
+        "nanodb_keys 1",
+        "nanodb_connections{protocol=\"http\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.contains("nanodb_request_duration_seconds_sum{protocol=\"http\",op=\"get\"} "));
+    assert!(text.contains("nanodb_resident_memory_bytes "));
+    assert!(text.contains("le=\"0.00001\""), "buckets are in seconds");
+
+    let j = get(&app, "/openapi.json").await.json();
+    assert!(j["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    for path in [
+        "/v1/kv/{key}",
+        "/v1/kv/{key}/incr",
+        "/v1/kv",
+        "/v1/batch",
+        "/v1/hash/{key}/{field}",
+        "/v1/list/{key}/pop",
+        "/metrics",
+    ] {
+        assert!(j["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    assert!(j["paths"]["/v1/kv/{key}"].get("put").is_some());
+    let mut refs = Vec::new();
+    collect_refs(&j, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or(&r);
+        assert!(j["components"]["schemas"].get(name).is_some(), "unresolvable {r} in the OpenAPI document");
+    }
+
+    ctx.shutdown.cancel();
+    get(&app, "/readyz").await.error(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN");
+    assert_eq!(get(&app, "/healthz").await.status, StatusCode::OK, "still alive while draining");
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(r)) = m.get("$ref") {
+                out.push(r.clone());
+            }
+            m.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_json() {
+    let (app, _) = app();
+    get(&app, "/nope").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    get(&app, "/v1/kv/").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let r = call(&app, Method::POST, "/v1/kv/k", &[], Body::empty()).await;
+    r.error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT");
+    call(&app, Method::DELETE, "/v1/batch", &[], Body::empty())
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_shed_with_503() {
+    // A limit of 0 sheds everything: the answer must be an immediate JSON 503 BUSY.
+    let app = router(context(Config { max_connections: 0, ..Config::all_off() }));
+    get(&app, "/healthz").await.error(StatusCode::SERVICE_UNAVAILABLE, "BUSY");
+    // With room for one, a request stuck reading its body holds the only slot.
+    let ctx = context(Config { max_connections: 1, ..Config::all_off() });
+    let app = router(ctx);
+    let stuck = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+    let req = Request::put("/v1/kv/k").body(stuck).expect("request");
+    let held = tokio::spawn(app.clone().oneshot(req));
+    tokio::task::yield_now().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let r = get(&app, "/healthz").await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.error(StatusCode::SERVICE_UNAVAILABLE, "BUSY");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the stuck request never took the slot");
+        tokio::task::yield_now().await;
+    }
+    held.abort();
+    let _ = held.await;
+    assert_eq!(
+        get(&app, "/healthz").await.status,
+        StatusCode::OK,
+        "the slot is given back when the request ends"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_past_the_deadline_get_503_timeout() {
+    let config = Config { request_timeout: std::time::Duration::from_millis(50), ..Config::all_off() };
+    let app = router(context(config));
+    let stuck = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+    let resp = app
+        .clone()
+        .oneshot(Request::put("/v1/kv/k").body(stuck).expect("request"))
+        .await
+        .expect("infallible");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+    let j: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(j["error"]["code"], "TIMEOUT");
+    assert_eq!(
+        get(&app, "/v1/kv/k").await.status,
+        StatusCode::NOT_FOUND,
+        "the timed-out write changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn json_is_compressed_when_asked_and_values_never_are() {
+    let (app, _) = app();
+    let big: &'static [u8] = &[b'a'; 4096];
+    put(&app, "/v1/kv/big", big).await;
+    let gz = [("accept-encoding", "gzip"), ("accept", "application/json")];
+    let r = call(&app, Method::GET, "/v1/kv/big", &gz, Body::empty()).await;
+    assert_eq!(r.headers[header::CONTENT_ENCODING], "gzip");
+    let r = call(&app, Method::GET, "/v1/kv/big", &[("accept-encoding", "gzip")], Body::empty()).await;
+    assert!(r.headers.get(header::CONTENT_ENCODING).is_none());
+    assert_eq!(&r.body[..], big);
+}
+
+#[tokio::test]
+async fn cors_is_off_by_default_and_configurable() {
+    let (app, _) = app();
+    let pre = [("origin", "https://app.example"), ("access-control-request-method", "PUT")];
+    let r = call(&app, Method::OPTIONS, "/v1/kv/k", &pre, Body::empty()).await;
+    assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    let ctx = context(Config { cors_origins: vec!["https://app.example".into()], ..Config::all_off() });
+    let app = router(ctx);
+    let r = call(&app, Method::OPTIONS, "/v1/kv/k", &pre, Body::empty()).await;
+    assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
+    let r = call(&app, Method::GET, "/healthz", &[("origin", "https://evil.example")], Body::empty()).await;
+    assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+}

@@ -1,0 +1,174 @@
+//! The REST API over a real socket with a real HTTP client: binary values, byte keys, conditions,
+//! TTL, pagination, cross-protocol reads, connection stats and graceful shutdown.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nanodb_protocol::{Command, Reply};
+use nanodb_server::server::Server;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::harness::{TcpClient, any_port, config, start};
+
+async fn http_server() -> (Server, String) {
+    let server =
+        start(nanodb_server::config::Config { http_addr: any_port(), tcp_addr: any_port(), ..config() })
+            .await;
+    let base = format!("http://{}", server.addrs().http.expect("http on"));
+    (server, base)
+}
+
+async fn json(r: reqwest::Response) -> Value {
+    r.json().await.expect("JSON body")
+}
+
+#[tokio::test]
+async fn binary_values_round_trip_exactly() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    let value: Vec<u8> = (0..=255u8).chain([0, 0xff, b'\r', b'\n', 0]).collect();
+    let r = c.put(format!("{base}/v1/kv/bin")).body(value.clone()).send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c.get(format!("{base}/v1/kv/bin")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(r.bytes().await.expect("body").to_vec(), value);
+    let r = c.put(format!("{base}/v1/kv/empty")).body(Vec::<u8>::new()).send().await.expect("put empty");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(
+        c.get(format!("{base}/v1/kv/empty"))
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body")
+            .is_empty()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_with_slashes_spaces_and_non_ascii_bytes() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    for (segment, key) in [
+        ("a%2Fb%2F%2Fc", &b"a/b//c"[..]),
+        ("two%20words", b"two words"),
+        ("%E2%9C%93ok", "✓ok".as_bytes()),
+        ("%FF%FE%00raw", b"\xff\xfe\x00raw"),
+        ("%2F", b"/"),
+    ] {
+        let r = c.put(format!("{base}/v1/kv/{segment}")).body(segment.to_string()).send().await.expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED, "{segment}");
+        // Written over REST, read back over the binary TCP protocol under the decoded key.
+        let Ok(Reply::Value(Some(e))) = tcp.call(Command::Get { key: Bytes::copy_from_slice(key) }).await
+        else {
+            panic!("{segment}: not found over TCP under {key:?}");
+        };
+        assert_eq!(e.value, segment.as_bytes());
+        let r = c.get(format!("{base}/v1/kv/{segment}")).send().await.expect("get");
+        assert_eq!(r.text().await.expect("body"), segment);
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn conditions_over_the_wire() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    let url = format!("{base}/v1/kv/cas");
+    let r = c.put(&url).header("if-none-match", "*").body("1").send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let etag = r.headers()["etag"].to_str().expect("etag").to_string();
+    let r = c.put(&url).header("if-none-match", "*").body("2").send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    assert_eq!(json(r).await["error"]["code"], "CONDITION_FAILED");
+    let r = c.put(&url).header("if-match", &etag).body("2").send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    let etag2 = r.headers()["etag"].to_str().expect("etag").to_string();
+    let r = c.delete(&url).header("if-match", &etag).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED, "a stale ETag does not delete");
+    let r = c.delete(&url).header("if-match", &etag2).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(c.get(&url).send().await.expect("get").status(), StatusCode::NOT_FOUND);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ttl_is_reported_and_keys_expire() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    let url = format!("{base}/v1/kv/short");
+    assert_eq!(
+        c.put(format!("{url}?ttl_ms=300")).body("v").send().await.expect("put").status(),
+        StatusCode::CREATED
+    );
+    let r = c.get(&url).send().await.expect("get");
+    let ttl: i64 = r.headers()["x-ttl-ms"].to_str().expect("ascii").parse().expect("number");
+    assert!((0..=300).contains(&ttl), "{ttl}");
+    // Poll until the key is gone; a deadline, not a fixed sleep.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = c.get(&url).send().await.expect("get").status();
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(Instant::now() < deadline, "the key did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn pagination_visits_every_key_once() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    let mut ops = Vec::new();
+    for i in 0..300 {
+        ops.push(serde_json::json!({"op": "put", "key": format!("page:{i}"), "value": i.to_string()}));
+    }
+    ops.push(serde_json::json!({"op": "put", "key": "elsewhere", "value": "x"}));
+    let r = c.post(format!("{base}/v1/batch")).json(&ops).send().await.expect("batch");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut seen = HashSet::new();
+    let mut cursor = String::new();
+    for _ in 0..1000 {
+        let r = c
+            .get(format!("{base}/v1/kv"))
+            .query(&[("prefix", "page:"), ("limit", "7"), ("cursor", &cursor)])
+            .send()
+            .await
+            .expect("scan");
+        assert_eq!(r.status(), StatusCode::OK);
+        let page = json(r).await;
+        for item in page["items"].as_array().expect("items") {
+            let key = item["key"].as_str().expect("key").to_string();
+            assert_eq!(item["value"].as_str(), key.strip_prefix("page:"));
+            assert!(seen.insert(key), "a key came twice");
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 300);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_are_counted_and_shutdown_is_graceful() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    assert_eq!(c.get(format!("{base}/readyz")).send().await.expect("readyz").status(), StatusCode::OK);
+    let stats = server.stats().clone();
+    assert!(stats.connections_total(nanodb_server::stats::Protocol::Http) >= 1);
+    let metrics = c.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("nanodb_connections{protocol=\"http\"} 1"), "{metrics}");
+    assert!(server.shutdown().await, "drained within the grace period, keep-alive connection included");
+    assert!(c.get(format!("{base}/healthz")).send().await.is_err(), "nothing listens after shutdown");
+}
