@@ -38,6 +38,8 @@ pub enum StartError {
 pub struct BoundAddrs {
     /// The binary TCP protocol.
     pub tcp: Option<SocketAddr>,
+    /// gRPC.
+    pub grpc: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -65,8 +67,8 @@ impl Server {
     /// starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
+        let grpc = bind("grpc-addr", &config.grpc_addr).await?;
         for (flag, addr, issue) in [
-            ("grpc-addr", &config.grpc_addr, 3),
             ("http-addr", &config.http_addr, 4),
             ("resp-addr", &config.resp_addr, 5),
         ] {
@@ -94,6 +96,12 @@ impl Server {
             addrs.tcp = local;
             info!(addr = ?local, "binary TCP protocol listening");
             tasks.spawn(frontend::tcp::serve(listener, ctx.clone()));
+        }
+        if let Some(listener) = grpc {
+            let local = listener.local_addr().ok();
+            addrs.grpc = local;
+            info!(addr = ?local, "gRPC listening");
+            tasks.spawn(frontend::grpc::serve(listener, ctx.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
         Ok(Self { engine, addrs, shutdown, tasks, config, stats })

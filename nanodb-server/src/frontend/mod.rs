@@ -3,6 +3,7 @@
 //! [`nanodb_protocol::Reply`]. Nothing else: rules, limits and types live in the engine and the
 //! command model.
 
+pub mod grpc;
 pub mod tcp;
 
 use std::sync::Arc;
