@@ -26,7 +26,9 @@ fn list_end(end: i32) -> Result<ListEnd, Error> {
     match pb::ListEnd::try_from(end) {
         Ok(pb::ListEnd::Front) => Ok(ListEnd::Front),
         Ok(pb::ListEnd::Back) => Ok(ListEnd::Back),
-        Err(_) => Err(Error::InvalidArgument(format!("unknown list end {end}; expected 0 (front) or 1 (back)"))),
+        Err(_) => {
+            Err(Error::InvalidArgument(format!("unknown list end {end}; expected 0 (front) or 1 (back)")))
+        }
     }
 }
 
@@ -76,7 +78,9 @@ impl TryFrom<pb::Operation> for Command {
             Some(Op::Delete(m)) => m.try_into(),
             Some(Op::Incr(m)) => m.try_into(),
             Some(Op::Expire(m)) => m.try_into(),
-            None => Err(Error::InvalidArgument("a batch operation has none of get, put, delete, incr, expire set".into())),
+            None => Err(Error::InvalidArgument(
+                "a batch operation has none of get, put, delete, incr, expire set".into(),
+            )),
         }
     }
 }
@@ -127,7 +131,9 @@ mod tests {
         let pop = pb::ListPopRequest { key: Bytes::from_static(b"l"), end: -1, count: 1 };
         assert!(matches!(Command::try_from(pop), Err(Error::InvalidArgument(_))));
 
-        let get = pb::Operation { op: Some(pb::operation::Op::Get(pb::GetRequest { key: Bytes::from_static(b"k") })) };
+        let get = pb::Operation {
+            op: Some(pb::operation::Op::Get(pb::GetRequest { key: Bytes::from_static(b"k") })),
+        };
         let batch = pb::BatchRequest { ops: vec![get.clone(), get] };
         assert!(matches!(Command::try_from(batch), Ok(Command::Batch { ops }) if ops.len() == 2));
         let empty = pb::BatchRequest { ops: vec![pb::Operation { op: None }] };

@@ -68,10 +68,8 @@ impl Server {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
         let grpc = bind("grpc-addr", &config.grpc_addr).await?;
-        for (flag, addr, issue) in [
-            ("http-addr", &config.http_addr, 4),
-            ("resp-addr", &config.resp_addr, 5),
-        ] {
+        for (flag, addr, issue) in [("http-addr", &config.http_addr, 4), ("resp-addr", &config.resp_addr, 5)]
+        {
             if let Some(a) = addr.as_option() {
                 warn!("--{flag} {a}: this frontend is not built yet (issue #{issue}); not listening");
             }

@@ -145,7 +145,10 @@ mod tests {
         let s = status(&Error::ValueTooLarge { len: 10, max: 4 });
         assert_eq!(s.code(), Code::InvalidArgument);
         assert!(s.message().contains("max_value_len") && s.message().contains('4'), "{}", s.message());
-        assert_eq!(s.metadata().get(ERROR_CODE_METADATA).map(|v| v.to_str().ok()), Some(Some("VALUE_TOO_LARGE")));
+        assert_eq!(
+            s.metadata().get(ERROR_CODE_METADATA).map(|v| v.to_str().ok()),
+            Some(Some("VALUE_TOO_LARGE"))
+        );
         assert_eq!(status(&Error::WrongType).code(), Code::FailedPrecondition);
         assert_eq!(status(&Error::NotAnInteger).code(), Code::InvalidArgument);
         assert_eq!(status(&Error::Overflow).code(), Code::OutOfRange);
@@ -158,7 +161,10 @@ mod tests {
     #[test]
     fn batch_results_follow_the_operation_kind() {
         let r = operation_result(OpKind::Expire, Ok(Reply::Bool(true)));
-        assert_eq!(r.result, Some(pb::operation_result::Result::Expire(pb::ExpireResponse { applied: true })));
+        assert_eq!(
+            r.result,
+            Some(pb::operation_result::Result::Expire(pb::ExpireResponse { applied: true }))
+        );
         let r = operation_result(OpKind::Incr, Err(Error::NotAnInteger));
         let Some(pb::operation_result::Result::Error(e)) = r.result else { panic!("{r:?}") };
         assert_eq!(e.code, "NOT_AN_INTEGER");

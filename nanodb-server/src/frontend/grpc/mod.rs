@@ -53,11 +53,7 @@ const RESPONSE_FACTOR: usize = 4;
 
 /// The largest request message: a maximal key, a maximal field and a maximal value, plus headroom.
 pub fn message_limit(limits: &Limits) -> usize {
-    limits
-        .max_key_len
-        .saturating_mul(2)
-        .saturating_add(limits.max_value_len)
-        .saturating_add(MESSAGE_HEADROOM)
+    limits.max_key_len.saturating_mul(2).saturating_add(limits.max_value_len).saturating_add(MESSAGE_HEADROOM)
 }
 
 /// The services names health reports on, besides the whole server ("").
@@ -85,7 +81,8 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1().map_err(|e| error!(error = %e, "grpc: no reflection v1")).ok();
+    let reflection_v1 =
+        reflection().build_v1().map_err(|e| error!(error = %e, "grpc: no reflection v1")).ok();
     let reflection_v1alpha =
         reflection().build_v1alpha().map_err(|e| error!(error = %e, "grpc: no reflection v1alpha")).ok();
 
@@ -176,7 +173,11 @@ impl Connected for Conn {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }

@@ -202,7 +202,10 @@ impl Admin for AdminService {
         }
     }
 
-    async fn stats(&self, _request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         let started = Instant::now();
         let (ctx, stats) = (&self.ctx, &self.ctx.stats);
         let response = pb::StatsResponse {
