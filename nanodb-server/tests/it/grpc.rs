@@ -462,9 +462,10 @@ async fn health_serves_then_reports_not_serving_at_shutdown() {
     assert_eq!(next.expect("a status").expect("ok").status, ServingStatus::NotServing as i32);
     drop((watch, h));
     assert!(shutdown.await.expect("shutdown task"), "drained within the grace period");
-    // After shutdown nothing listens: a new client is told UNAVAILABLE.
-    let e = KvClient::connect(format!("http://{addr}")).await;
-    assert!(e.is_err(), "the listener is closed");
+    // After shutdown nothing listens: a new call is told UNAVAILABLE.
+    let lazy = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+    let e = KvClient::new(lazy).get(get("k")).await.expect_err("the listener is closed");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
 }
 
 #[tokio::test]
