@@ -4,6 +4,7 @@
 //!   plus the encoded descriptor set served through gRPC reflection.
 //! - [`command`]: the protocol-neutral [`Command`]/[`Reply`] model every frontend decodes into, and
 //!   the [`Limits`] that validate it.
+//! - [`convert`]: `TryFrom` conversions from the [`pb`] request messages into [`Command`].
 //! - [`error`]: the one [`Error`] enum with stable [`ErrorCode`]s, mapped once per protocol.
 //! - [`frame`] and [`wire`]: the binary TCP protocol (`PROTOCOL.md`): frames, the tokio-util codecs
 //!   for both ends, and the body layouts.
@@ -11,6 +12,7 @@
 //! No sockets, no runtime, no server policy: a Rust client depends on this crate alone.
 
 pub mod command;
+pub mod convert;
 pub mod error;
 pub mod frame;
 pub mod wire;

@@ -48,6 +48,8 @@ pub struct BoundAddrs {
     pub resp: Option<SocketAddr>,
     /// The REST API.
     pub http: Option<SocketAddr>,
+    /// gRPC.
+    pub grpc: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -78,12 +80,7 @@ impl Server {
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
         let resp = bind("resp-addr", &config.resp_addr).await?;
         let http = bind("http-addr", &config.http_addr).await?;
-        for (flag, addr, issue) in [("grpc-addr", &config.grpc_addr, 3)]
-        {
-            if let Some(a) = addr.as_option() {
-                warn!("--{flag} {a}: this frontend is not built yet (issue #{issue}); not listening");
-            }
-        }
+        let grpc = bind("grpc-addr", &config.grpc_addr).await?;
 
         let config = Arc::new(config);
         let engine = Arc::new(Engine::new(config.limits.clone()));
@@ -134,6 +131,12 @@ impl Server {
             addrs.http = local;
             info!(addr = ?local, "REST API listening");
             tasks.spawn(frontend::http::serve(listener, ctx.clone()));
+        }
+        if let Some(listener) = grpc {
+            let local = listener.local_addr().ok();
+            addrs.grpc = local;
+            info!(addr = ?local, "gRPC listening");
+            tasks.spawn(frontend::grpc::serve(listener, ctx.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
         if let Some(p) = &persistence {

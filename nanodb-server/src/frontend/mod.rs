@@ -3,8 +3,9 @@
 //! [`nanodb_protocol::Reply`]. Nothing else: rules, limits and types live in the engine and the
 //! command model.
 
-pub mod resp;
+pub mod grpc;
 pub mod http;
+pub mod resp;
 pub mod tcp;
 
 use std::sync::Arc;

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# The gRPC frontend from another language: a Python client generated from proto/ with grpcio-tools
+# (nothing from NanoDB's Rust code) calls every RPC with asserts, checks gzip, a deadline, the
+# standard health service and server reflection, then SIGTERM must exit 0.
+. "$(dirname "$0")/../lib.sh"
+
+need_pip grpcio grpcio-tools grpcio-health-checking grpcio-reflection
+
+gen=$(mktemp -d /tmp/nanodb-ci-grpc.XXXXXX); _cleanup_dirs+=("$gen")
+"$VENV/bin/python" -m grpc_tools.protoc -I proto --python_out="$gen" --grpc_python_out="$gen" \
+  proto/nanodb/v1/kv.proto proto/nanodb/v1/admin.proto || fail "protoc (grpcio-tools) failed"
+
+port=$(free_port)
+start_nanodb --grpc-addr "127.0.0.1:$port" --max-value-len 1024
+wait_port "$port" || fail "server did not start"
+
+# A second server on the same gRPC port must fail fast, name the flag, and exit 1.
+set +e
+out=$("$NANODB_BIN" --http-addr off --tcp-addr off --resp-addr off --grpc-addr "127.0.0.1:$port" \
+  --data-dir "$gen/data2" 2>&1 >/dev/null)
+code=$?
+set -e
+[ "$code" -eq 1 ] || fail "taken port: expected exit 1, got $code"
+echo "$out" | grep -q -- '--grpc-addr' || fail "taken port: error does not name the flag: $out"
+
+PYTHONPATH="$gen" timeout 120 "$VENV/bin/python" - "127.0.0.1:$port" <<'PY' || fail "python gRPC client"
+import sys
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from google.protobuf.descriptor_pool import DescriptorPool
+from nanodb.v1 import kv_pb2 as kv, kv_pb2_grpc, admin_pb2 as admin, admin_pb2_grpc
+
+addr = sys.argv[1]
+ch = grpc.insecure_channel(addr)
+grpc.channel_ready_future(ch).result(timeout=20)
+s = kv_pb2_grpc.KVStub(ch)
+a = admin_pb2_grpc.AdminStub(ch)
+
+def code_of(call, *args, **kw):
+    try:
+        call(*args, **kw)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    raise AssertionError("expected an error")
+
+# Strings
+r = s.Get(kv.GetRequest(key=b"k"))
+assert (r.found, r.value, r.version) == (False, b"", 0), r
+p = s.Put(kv.PutRequest(key=b"k", value=b"\x00\xffbin"))
+assert p.applied and p.version > 0, p
+r = s.Get(kv.GetRequest(key=b"k"))
+assert (r.found, r.value, r.version, r.ttl_ms) == (True, b"\x00\xffbin", p.version, -1), r
+q = s.Put(kv.PutRequest(key=b"k", value=b"x", condition=kv.PUT_CONDITION_IF_ABSENT))
+assert (q.applied, q.version) == (False, p.version), q
+q = s.Put(kv.PutRequest(key=b"k", value=b"y", condition=kv.PUT_CONDITION_IF_VERSION, expected_version=p.version))
+assert q.applied and q.version > p.version, q
+assert s.Put(kv.PutRequest(key=b"k", value=b"z", condition=kv.PUT_CONDITION_IF_PRESENT)).applied
+assert s.Put(kv.PutRequest(key=b"t", value=b"v", ttl_ms=60000)).applied
+assert 0 < s.Get(kv.GetRequest(key=b"t")).ttl_ms <= 60000
+assert s.Expire(kv.ExpireRequest(key=b"t", ttl_ms=-1)).applied
+assert s.Get(kv.GetRequest(key=b"t")).ttl_ms == -1
+assert s.Incr(kv.IncrRequest(key=b"n", delta=40)).value == 40
+assert s.Incr(kv.IncrRequest(key=b"n", delta=2)).value == 42
+assert s.Get(kv.GetRequest(key=b"n")).value == b"42"
+assert s.Delete(kv.DeleteRequest(key=b"t")).deleted
+assert not s.Delete(kv.DeleteRequest(key=b"t")).deleted
+
+# Scan, following cursors to the end
+for i in range(12):
+    s.Put(kv.PutRequest(key=b"scan:%02d" % i, value=b"%d" % i))
+seen, cursor = [], b""
+while True:
+    page = s.Scan(kv.ScanRequest(prefix=b"scan:", limit=5, cursor=cursor))
+    assert len(page.entries) <= 5
+    seen += [e.key for e in page.entries]
+    if not page.next_cursor:
+        break
+    cursor = page.next_cursor
+assert sorted(seen) == [b"scan:%02d" % i for i in range(12)], seen
+
+# Batch
+ops = [kv.Operation(put=kv.PutRequest(key=b"b", value=b"1")),
+       kv.Operation(incr=kv.IncrRequest(key=b"b", delta=1)),
+       kv.Operation(get=kv.GetRequest(key=b"b")),
+       kv.Operation(expire=kv.ExpireRequest(key=b"b", ttl_ms=60000)),
+       kv.Operation(incr=kv.IncrRequest(key=b"k", delta=1)),
+       kv.Operation(delete=kv.DeleteRequest(key=b"b"))]
+res = s.Batch(kv.BatchRequest(ops=ops)).results
+assert [r.WhichOneof("result") for r in res] == ["put", "incr", "get", "expire", "error", "delete"], res
+assert res[1].incr.value == 2 and res[2].get.value == b"2" and res[3].expire.applied and res[5].delete.deleted
+assert res[4].error.code == "NOT_AN_INTEGER", res[4]
+
+# Hashes and lists
+assert s.HashSet(kv.HashSetRequest(key=b"h", field=b"f", value=b"1")).created
+assert not s.HashSet(kv.HashSetRequest(key=b"h", field=b"f", value=b"2")).created
+hg = s.HashGet(kv.HashGetRequest(key=b"h", field=b"f"))
+assert (hg.found, hg.value) == (True, b"2")
+assert [(f.field, f.value) for f in s.HashGetAll(kv.HashGetAllRequest(key=b"h")).fields] == [(b"f", b"2")]
+assert s.HashDelete(kv.HashDeleteRequest(key=b"h", field=b"f")).deleted
+assert s.ListPush(kv.ListPushRequest(key=b"l", end=kv.LIST_END_BACK, values=[b"a", b"b", b"c"])).length == 3
+assert list(s.ListRange(kv.ListRangeRequest(key=b"l", start=0, stop=-1)).values) == [b"a", b"b", b"c"]
+assert list(s.ListPop(kv.ListPopRequest(key=b"l", end=kv.LIST_END_FRONT, count=2)).values) == [b"a", b"b"]
+
+# Errors: the gRPC code and a message naming the limit
+c, d = code_of(s.Get, kv.GetRequest(key=b""))
+assert c == grpc.StatusCode.INVALID_ARGUMENT, (c, d)
+c, d = code_of(s.Put, kv.PutRequest(key=b"big", value=b"v" * 2000))
+assert c == grpc.StatusCode.INVALID_ARGUMENT and "max_value_len" in d and "1024" in d, (c, d)
+s.HashSet(kv.HashSetRequest(key=b"h2", field=b"f", value=b"v"))
+c, d = code_of(s.Get, kv.GetRequest(key=b"h2"))
+assert c == grpc.StatusCode.FAILED_PRECONDITION, (c, d)
+c, d = code_of(s.Incr, kv.IncrRequest(key=b"k", delta=1))
+assert c == grpc.StatusCode.INVALID_ARGUMENT, (c, d)
+s.Put(kv.PutRequest(key=b"max", value=b"9223372036854775807"))
+c, d = code_of(s.Incr, kv.IncrRequest(key=b"max", delta=1))
+assert c == grpc.StatusCode.OUT_OF_RANGE, (c, d)
+
+# gzip both ways, and a deadline
+gz = kv_pb2_grpc.KVStub(grpc.insecure_channel(addr, compression=grpc.Compression.Gzip))
+assert gz.Put(kv.PutRequest(key=b"gz", value=b"z" * 1000)).applied
+assert gz.Get(kv.GetRequest(key=b"gz"), timeout=5).value == b"z" * 1000
+
+# Admin
+a.Ping(admin.PingRequest())
+st = a.Stats(admin.StatsRequest())
+assert st.keys > 0 and st.memory_bytes > 0 and st.version, st
+ops_by = {p.protocol: p.ops for p in st.protocols}
+assert ops_by["grpc"] > 30 and set(ops_by) == {"grpc", "http", "tcp", "resp"}, ops_by
+
+# Health
+h = health_pb2_grpc.HealthStub(ch)
+for svc in ["", "nanodb.v1.KV", "nanodb.v1.Admin"]:
+    assert h.Check(health_pb2.HealthCheckRequest(service=svc)).status == health_pb2.HealthCheckResponse.SERVING, svc
+
+# Reflection: list the services, then describe KV from the server's descriptors alone
+r = reflection_pb2_grpc.ServerReflectionStub(ch)
+resp = next(r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+names = {svc.name for svc in resp.list_services_response.service}
+assert {"nanodb.v1.KV", "nanodb.v1.Admin", "grpc.health.v1.Health"} <= names, names
+pool = DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
+methods = {m.name for m in pool.FindServiceByName("nanodb.v1.KV").methods}
+assert {"Get", "Put", "Delete", "Incr", "Expire", "Scan", "Batch", "HashSet", "HashGet", "HashDelete",
+        "HashGetAll", "ListPush", "ListPop", "ListRange"} == methods, methods
+print("python gRPC client: ok (%d services, %d KV methods)" % (len(names), len(methods)))
+PY
+
+kill -TERM "$NANODB_PID"
+deadline=$(( $(date +%s) + 10 ))
+while kill -0 "$NANODB_PID" 2>/dev/null; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no exit within 10 s of SIGTERM"
+  sleep 0.05
+done
+wait "$NANODB_PID" && code=0 || code=$?
+[ "$code" -eq 0 ] || fail "SIGTERM: expected exit 0, got $code"
+echo "grpc: ok"

@@ -1,0 +1,142 @@
+//! Conversions from the generated gRPC request messages ([`crate::pb`]) into the protocol-neutral
+//! [`Command`].
+//!
+//! They live here, beside both types, because Rust's orphan rule forbids `impl TryFrom<pb::X> for
+//! Command` anywhere else, and because a Rust client builds the same messages. They validate only
+//! what the protobuf encoding cannot express (unknown enum numbers, a missing `oneof`); sizes,
+//! emptiness and counts are [`Command::validate`]'s job, done once by the engine.
+
+use crate::command::{Command, ListEnd, PutCondition};
+use crate::error::Error;
+use crate::pb;
+
+fn put_condition(condition: i32, expected_version: u64) -> Result<PutCondition, Error> {
+    match pb::PutCondition::try_from(condition) {
+        Ok(pb::PutCondition::Unspecified) => Ok(PutCondition::Always),
+        Ok(pb::PutCondition::IfAbsent) => Ok(PutCondition::IfAbsent),
+        Ok(pb::PutCondition::IfPresent) => Ok(PutCondition::IfPresent),
+        Ok(pb::PutCondition::IfVersion) => Ok(PutCondition::IfVersion(expected_version)),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "unknown put condition {condition}; expected 0 (unspecified) to 3 (if-version)"
+        ))),
+    }
+}
+
+fn list_end(end: i32) -> Result<ListEnd, Error> {
+    match pb::ListEnd::try_from(end) {
+        Ok(pb::ListEnd::Front) => Ok(ListEnd::Front),
+        Ok(pb::ListEnd::Back) => Ok(ListEnd::Back),
+        Err(_) => {
+            Err(Error::InvalidArgument(format!("unknown list end {end}; expected 0 (front) or 1 (back)")))
+        }
+    }
+}
+
+/// Implements `TryFrom<$msg> for Command` with `|$m| body`.
+macro_rules! command_from {
+    ($($msg:ident => |$m:ident| $body:expr;)*) => {$(
+        impl TryFrom<pb::$msg> for Command {
+            type Error = Error;
+
+            fn try_from($m: pb::$msg) -> Result<Self, Error> {
+                Ok($body)
+            }
+        }
+    )*};
+}
+
+command_from! {
+    GetRequest => |m| Command::Get { key: m.key };
+    PutRequest => |m| Command::Put {
+        condition: put_condition(m.condition, m.expected_version)?,
+        key: m.key,
+        value: m.value,
+        ttl_ms: m.ttl_ms,
+    };
+    DeleteRequest => |m| Command::Delete { key: m.key };
+    IncrRequest => |m| Command::Incr { key: m.key, delta: m.delta };
+    ExpireRequest => |m| Command::Expire { key: m.key, ttl_ms: m.ttl_ms };
+    ScanRequest => |m| Command::Scan { prefix: m.prefix, limit: m.limit, cursor: m.cursor };
+    HashSetRequest => |m| Command::HashSet { key: m.key, field: m.field, value: m.value };
+    HashGetRequest => |m| Command::HashGet { key: m.key, field: m.field };
+    HashDeleteRequest => |m| Command::HashDelete { key: m.key, field: m.field };
+    HashGetAllRequest => |m| Command::HashGetAll { key: m.key };
+    ListPushRequest => |m| Command::ListPush { end: list_end(m.end)?, key: m.key, values: m.values };
+    ListPopRequest => |m| Command::ListPop { end: list_end(m.end)?, key: m.key, count: m.count };
+    ListRangeRequest => |m| Command::ListRange { key: m.key, start: m.start, stop: m.stop };
+    PingRequest => |_m| Command::Ping;
+}
+
+impl TryFrom<pb::Operation> for Command {
+    type Error = Error;
+
+    fn try_from(op: pb::Operation) -> Result<Self, Error> {
+        use pb::operation::Op;
+        match op.op {
+            Some(Op::Get(m)) => m.try_into(),
+            Some(Op::Put(m)) => m.try_into(),
+            Some(Op::Delete(m)) => m.try_into(),
+            Some(Op::Incr(m)) => m.try_into(),
+            Some(Op::Expire(m)) => m.try_into(),
+            None => Err(Error::InvalidArgument(
+                "a batch operation has none of get, put, delete, incr, expire set".into(),
+            )),
+        }
+    }
+}
+
+impl TryFrom<pb::BatchRequest> for Command {
+    type Error = Error;
+
+    /// The count is checked by [`Command::validate`]; converting first is bounded by the message
+    /// size limit the transport already enforced.
+    fn try_from(m: pb::BatchRequest) -> Result<Self, Error> {
+        let ops = m.ops.into_iter().map(Command::try_from).collect::<Result<_, _>>()?;
+        Ok(Command::Batch { ops })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn put_conditions_map_and_unknown_values_are_invalid() {
+        let put = |condition, expected_version| pb::PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ttl_ms: 7,
+            condition,
+            expected_version,
+        };
+        let cond = |m| match Command::try_from(m) {
+            Ok(Command::Put { condition, ttl_ms: 7, .. }) => Ok(condition),
+            Ok(other) => panic!("not a put: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(cond(put(0, 9)), Ok(PutCondition::Always));
+        assert_eq!(cond(put(1, 0)), Ok(PutCondition::IfAbsent));
+        assert_eq!(cond(put(2, 0)), Ok(PutCondition::IfPresent));
+        assert_eq!(cond(put(3, 9)), Ok(PutCondition::IfVersion(9)));
+        let err = cond(put(4, 0)).expect_err("unknown condition");
+        assert!(matches!(&err, Error::InvalidArgument(m) if m.contains('4')), "{err}");
+    }
+
+    #[test]
+    fn list_ends_and_batches() {
+        let push = pb::ListPushRequest { key: Bytes::from_static(b"l"), end: 1, values: vec![Bytes::new()] };
+        assert!(matches!(Command::try_from(push), Ok(Command::ListPush { end: ListEnd::Back, .. })));
+        let pop = pb::ListPopRequest { key: Bytes::from_static(b"l"), end: -1, count: 1 };
+        assert!(matches!(Command::try_from(pop), Err(Error::InvalidArgument(_))));
+
+        let get = pb::Operation {
+            op: Some(pb::operation::Op::Get(pb::GetRequest { key: Bytes::from_static(b"k") })),
+        };
+        let batch = pb::BatchRequest { ops: vec![get.clone(), get] };
+        assert!(matches!(Command::try_from(batch), Ok(Command::Batch { ops }) if ops.len() == 2));
+        let empty = pb::BatchRequest { ops: vec![pb::Operation { op: None }] };
+        assert!(matches!(Command::try_from(empty), Err(Error::InvalidArgument(_))));
+    }
+}

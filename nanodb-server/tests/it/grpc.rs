@@ -1,0 +1,565 @@
+//! The gRPC frontend end to end with the generated tonic clients: every RPC, every error code,
+//! limits, deadlines, load shedding, gzip, concurrent clients, health, reflection, grpc-web, and
+//! keys shared with the binary TCP protocol.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use nanodb_protocol::pb::{self, admin_client::AdminClient, kv_client::KvClient};
+use nanodb_protocol::{Command, Entry, PutCondition, Reply};
+use nanodb_server::config::Config;
+use nanodb_server::server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::harness::{TcpClient, any_port, config, start};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+async fn grpc_server(config: Config) -> (Server, SocketAddr) {
+    let server = start(Config { grpc_addr: any_port(), ..config }).await;
+    let addr = server.addrs().grpc.expect("grpc on");
+    (server, addr)
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
+}
+
+async fn kv(addr: SocketAddr) -> KvClient<Channel> {
+    KvClient::new(channel(addr).await)
+}
+
+fn put(key: &str, value: &str) -> pb::PutRequest {
+    pb::PutRequest { key: b(key), value: b(value), ..Default::default() }
+}
+
+fn get(key: &str) -> pb::GetRequest {
+    pb::GetRequest { key: b(key) }
+}
+
+/// The stable NanoDB code name a status carries in its metadata.
+fn nanodb_code(s: &Status) -> &str {
+    s.metadata().get("nanodb-error-code").and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+#[tokio::test]
+async fn strings_put_get_delete_incr_expire() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+
+    let missing = c.get(get("k")).await.expect("get").into_inner();
+    assert_eq!(missing, pb::GetResponse { found: false, value: Bytes::new(), version: 0, ttl_ms: 0 });
+
+    let value = Bytes::from_static(b"\x00\xffbinary\r\n");
+    let req = pb::PutRequest { key: b("k"), value: value.clone(), ..Default::default() };
+    let p = c.put(req).await.expect("put").into_inner();
+    assert!(p.applied && p.version > 0);
+    let g = c.get(get("k")).await.expect("get").into_inner();
+    assert_eq!(g, pb::GetResponse { found: true, value, version: p.version, ttl_ms: -1 });
+
+    // Conditions: if-absent on a present key does not apply and reports the current version.
+    let cond = |condition: pb::PutCondition, expected_version| pb::PutRequest {
+        condition: condition as i32,
+        expected_version,
+        ..put("k", "new")
+    };
+    let r = c.put(cond(pb::PutCondition::IfAbsent, 0)).await.expect("put").into_inner();
+    assert_eq!(r, pb::PutResponse { applied: false, version: p.version });
+    let r = c.put(cond(pb::PutCondition::IfVersion, p.version + 100)).await.expect("put").into_inner();
+    assert!(!r.applied);
+    let r = c.put(cond(pb::PutCondition::IfVersion, p.version)).await.expect("put").into_inner();
+    assert!(r.applied && r.version > p.version);
+    let r = c.put(cond(pb::PutCondition::IfPresent, 0)).await.expect("put").into_inner();
+    assert!(r.applied);
+    let r = c.put(pb::PutRequest { key: b("fresh"), ..cond(pb::PutCondition::IfPresent, 0) }).await;
+    assert!(!r.expect("put").into_inner().applied);
+
+    // TTLs: put with one, read it back, persist it, expire at once.
+    let r = c.put(pb::PutRequest { ttl_ms: 60_000, ..put("t", "v") }).await.expect("put").into_inner();
+    assert!(r.applied);
+    let ttl = c.get(get("t")).await.expect("get").into_inner().ttl_ms;
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+    let e = c.expire(pb::ExpireRequest { key: b("t"), ttl_ms: -1 }).await.expect("expire").into_inner();
+    assert!(e.applied);
+    assert_eq!(c.get(get("t")).await.expect("get").into_inner().ttl_ms, -1);
+    let e = c.expire(pb::ExpireRequest { key: b("t"), ttl_ms: 0 }).await.expect("expire").into_inner();
+    assert!(e.applied);
+    assert!(!c.get(get("t")).await.expect("get").into_inner().found);
+    let e = c.expire(pb::ExpireRequest { key: b("nope"), ttl_ms: 10 }).await.expect("expire").into_inner();
+    assert!(!e.applied);
+
+    // Incr creates at 0, adds, and reads back as decimal text.
+    let i = c.incr(pb::IncrRequest { key: b("n"), delta: 5 }).await.expect("incr").into_inner();
+    assert_eq!(i.value, 5);
+    let i = c.incr(pb::IncrRequest { key: b("n"), delta: -7 }).await.expect("incr").into_inner();
+    assert_eq!(i.value, -2);
+    assert_eq!(c.get(get("n")).await.expect("get").into_inner().value, b("-2"));
+
+    let d = c.delete(pb::DeleteRequest { key: b("k") }).await.expect("delete").into_inner();
+    assert!(d.deleted);
+    let d = c.delete(pb::DeleteRequest { key: b("k") }).await.expect("delete").into_inner();
+    assert!(!d.deleted);
+    assert!(!c.get(get("k")).await.expect("get").into_inner().found);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn scan_pages_visit_every_key_once() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    for i in 0..25 {
+        c.put(put(&format!("scan:{i:02}"), &i.to_string())).await.expect("put");
+    }
+    c.put(put("other", "x")).await.expect("put");
+    let mut seen = Vec::new();
+    let mut cursor = Bytes::new();
+    loop {
+        let page = c
+            .scan(pb::ScanRequest { prefix: b("scan:"), limit: 7, cursor })
+            .await
+            .expect("scan")
+            .into_inner();
+        assert!(page.entries.len() <= 7);
+        for e in page.entries {
+            assert!(e.version > 0 && e.ttl_ms == -1);
+            let i: u32 = std::str::from_utf8(&e.key[5..]).expect("utf8").parse().expect("number");
+            assert_eq!(e.value, b(&i.to_string()));
+            seen.push(e.key);
+        }
+        if page.next_cursor.is_empty() {
+            break;
+        }
+        cursor = page.next_cursor;
+    }
+    seen.sort();
+    let expected: Vec<Bytes> = (0..25).map(|i| b(&format!("scan:{i:02}"))).collect();
+    assert_eq!(seen, expected);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn batch_applies_in_order_with_one_result_each() {
+    use pb::operation::Op;
+    use pb::operation_result::Result as R;
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    let op = |op| pb::Operation { op: Some(op) };
+    let ops = vec![
+        op(Op::Put(put("b", "1"))),
+        op(Op::Incr(pb::IncrRequest { key: b("b"), delta: 2 })),
+        op(Op::Get(get("b"))),
+        op(Op::Expire(pb::ExpireRequest { key: b("b"), ttl_ms: 60_000 })),
+        op(Op::Put(put("s", "text"))),
+        op(Op::Incr(pb::IncrRequest { key: b("s"), delta: 1 })),
+        op(Op::Delete(pb::DeleteRequest { key: b("b") })),
+        op(Op::Get(get("b"))),
+    ];
+    let results: Vec<_> = c
+        .batch(pb::BatchRequest { ops })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.result.expect("a result"))
+        .collect();
+    assert_eq!(results.len(), 8);
+    assert!(matches!(&results[0], R::Put(p) if p.applied));
+    assert_eq!(results[1], R::Incr(pb::IncrResponse { value: 3 }));
+    assert!(matches!(&results[2], R::Get(g) if g.found && g.value == b("3")));
+    assert_eq!(results[3], R::Expire(pb::ExpireResponse { applied: true }));
+    assert!(matches!(&results[5], R::Error(e) if e.code == "NOT_AN_INTEGER"), "{:?}", results[5]);
+    assert_eq!(results[6], R::Delete(pb::DeleteResponse { deleted: true }));
+    assert!(matches!(&results[7], R::Get(g) if !g.found));
+
+    // A batch with an empty operation is refused whole, before anything runs.
+    let ops = vec![op(Op::Put(put("never", "x"))), pb::Operation { op: None }];
+    let err = c.batch(pb::BatchRequest { ops }).await.expect_err("empty op");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(!c.get(get("never")).await.expect("get").into_inner().found);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn hashes_and_lists() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    let hset = |f: &str, v: &str| pb::HashSetRequest { key: b("h"), field: b(f), value: b(v) };
+    assert!(c.hash_set(hset("a", "1")).await.expect("hset").into_inner().created);
+    assert!(!c.hash_set(hset("a", "2")).await.expect("hset").into_inner().created);
+    assert!(c.hash_set(hset("b", "3")).await.expect("hset").into_inner().created);
+    let g = c.hash_get(pb::HashGetRequest { key: b("h"), field: b("a") }).await.expect("hget").into_inner();
+    assert_eq!(g, pb::HashGetResponse { found: true, value: b("2") });
+    let g = c.hash_get(pb::HashGetRequest { key: b("h"), field: b("z") }).await.expect("hget").into_inner();
+    assert!(!g.found);
+    let mut all =
+        c.hash_get_all(pb::HashGetAllRequest { key: b("h") }).await.expect("hgetall").into_inner().fields;
+    all.sort_by(|x, y| x.field.cmp(&y.field));
+    assert_eq!(
+        all,
+        vec![pb::HashField { field: b("a"), value: b("2") }, pb::HashField { field: b("b"), value: b("3") }]
+    );
+    let d = c.hash_delete(pb::HashDeleteRequest { key: b("h"), field: b("a") }).await.expect("hdel");
+    assert!(d.into_inner().deleted);
+    let d = c.hash_delete(pb::HashDeleteRequest { key: b("h"), field: b("a") }).await.expect("hdel");
+    assert!(!d.into_inner().deleted);
+
+    let push = |end: pb::ListEnd, vs: &[&str]| pb::ListPushRequest {
+        key: b("l"),
+        end: end as i32,
+        values: vs.iter().map(|v| b(v)).collect(),
+    };
+    let n = c.list_push(push(pb::ListEnd::Back, &["b", "c"])).await.expect("push").into_inner();
+    assert_eq!(n.length, 2);
+    let n = c.list_push(push(pb::ListEnd::Front, &["a"])).await.expect("push").into_inner();
+    assert_eq!(n.length, 3);
+    let r = c.list_range(pb::ListRangeRequest { key: b("l"), start: 0, stop: -1 }).await.expect("range");
+    assert_eq!(r.into_inner().values, vec![b("a"), b("b"), b("c")]);
+    let pop = |end: pb::ListEnd, count| pb::ListPopRequest { key: b("l"), end: end as i32, count };
+    assert_eq!(c.list_pop(pop(pb::ListEnd::Back, 0)).await.expect("pop").into_inner().values, vec![b("c")]);
+    assert_eq!(
+        c.list_pop(pop(pb::ListEnd::Front, 5)).await.expect("pop").into_inner().values,
+        vec![b("a"), b("b")]
+    );
+    assert!(c.list_pop(pop(pb::ListEnd::Front, 1)).await.expect("pop").into_inner().values.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn admin_ping_and_stats() {
+    let (server, addr) = grpc_server(Config { tcp_addr: any_port(), ..config() }).await;
+    let mut admin = AdminClient::new(channel(addr).await);
+    admin.ping(pb::PingRequest {}).await.expect("ping");
+    let mut c = kv(addr).await;
+    c.put(put("a", "1")).await.expect("put");
+    c.put(put("b", "2")).await.expect("put");
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    tcp.call(Command::Get { key: b("a") }).await.expect("tcp get");
+
+    let s = admin.stats(pb::StatsRequest {}).await.expect("stats").into_inner();
+    assert_eq!(s.keys, 2);
+    assert!(s.memory_bytes > 0);
+    assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+    let ops = |name: &str| s.protocols.iter().find(|p| p.protocol == name).map(|p| p.ops);
+    assert_eq!(ops("grpc"), Some(3), "ping and two puts: {:?}", s.protocols);
+    assert_eq!(ops("tcp"), Some(1));
+    assert_eq!(ops("http"), Some(0));
+    assert_eq!(ops("resp"), Some(0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_map_to_grpc_codes_with_clear_messages() {
+    let mut cfg = config();
+    cfg.limits.max_key_len = 8;
+    cfg.limits.max_value_len = 32;
+    cfg.limits.max_batch_len = 2;
+    let (server, addr) = grpc_server(cfg).await;
+    let mut c = kv(addr).await;
+
+    let e = c.get(get("")).await.expect_err("empty key");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "INVALID_ARGUMENT"));
+    assert!(e.message().contains("key must not be empty"), "{}", e.message());
+
+    let e = c.get(get("123456789")).await.expect_err("long key");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "KEY_TOO_LARGE"));
+    assert!(e.message().contains("9 bytes") && e.message().contains("max_key_len"), "{}", e.message());
+
+    let e = c.put(put("k", &"v".repeat(33))).await.expect_err("long value");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "VALUE_TOO_LARGE"));
+    assert!(e.message().contains("32") && e.message().contains("max_value_len"), "{}", e.message());
+    assert!(!c.get(get("k")).await.expect("get").into_inner().found, "a refused put changes nothing");
+
+    let e = c.scan(pb::ScanRequest { limit: 1_000_000, ..Default::default() }).await.expect_err("page");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "LIMIT_EXCEEDED"));
+    assert!(e.message().contains("max_scan_page"), "{}", e.message());
+
+    let op = pb::Operation { op: Some(pb::operation::Op::Get(get("k"))) };
+    let e = c.batch(pb::BatchRequest { ops: vec![op; 3] }).await.expect_err("long batch");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "LIMIT_EXCEEDED"));
+    assert!(e.message().contains("max_batch_len"), "{}", e.message());
+
+    let bad = pb::PutRequest { condition: 42, ..put("k", "v") };
+    let e = c.put(bad).await.expect_err("unknown condition");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("42"), "{}", e.message());
+    let bad = pb::ListPushRequest { key: b("l"), end: 7, values: vec![b("x")] };
+    assert_eq!(c.list_push(bad).await.expect_err("unknown end").code(), Code::InvalidArgument);
+
+    c.hash_set(pb::HashSetRequest { key: b("h"), field: b("f"), value: b("v") }).await.expect("hset");
+    let e = c.get(get("h")).await.expect_err("get of a hash");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::FailedPrecondition, "WRONGTYPE"));
+    let e = c.incr(pb::IncrRequest { key: b("h"), delta: 1 }).await.expect_err("incr of a hash");
+    assert_eq!(e.code(), Code::FailedPrecondition);
+
+    c.put(put("s", "text")).await.expect("put");
+    let e = c.incr(pb::IncrRequest { key: b("s"), delta: 1 }).await.expect_err("not an integer");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "NOT_AN_INTEGER"));
+
+    c.put(put("max", &i64::MAX.to_string())).await.expect("put");
+    let e = c.incr(pb::IncrRequest { key: b("max"), delta: 1 }).await.expect_err("overflow");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::OutOfRange, "OVERFLOW"));
+
+    // Above the gRPC message limit (derived from the key and value limits), tonic refuses the
+    // message itself before decoding it.
+    let e = c.put(put("k", &"v".repeat(256 * 1024))).await.expect_err("huge message");
+    assert_eq!(e.code(), Code::OutOfRange, "{e:?}");
+
+    let stats = server.stats();
+    assert!(stats.errors(nanodb_server::stats::Protocol::Grpc) >= 10, "failed requests are counted");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn gzip_requests_and_responses() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr)
+        .await
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let value = Bytes::from("compressible ".repeat(10_000));
+    let p = c.put(pb::PutRequest { key: b("z"), value: value.clone(), ..Default::default() }).await;
+    assert!(p.expect("gzip put").into_inner().applied);
+    let g = c.get(get("z")).await.expect("gzip get");
+    assert_eq!(g.metadata().get("grpc-encoding").and_then(|v| v.to_str().ok()), Some("gzip"));
+    assert_eq!(g.into_inner().value, value);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_clients_see_one_keyspace() {
+    let (server, addr) = grpc_server(config()).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            tokio::spawn(async move {
+                let mut c = kv(addr).await;
+                for i in 0..50 {
+                    c.incr(pb::IncrRequest { key: b("counter"), delta: 1 }).await.expect("incr");
+                    c.put(put(&format!("t{t}:{i}"), "v")).await.expect("put");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let mut c = kv(addr).await;
+    assert_eq!(c.get(get("counter")).await.expect("get").into_inner().value, b("400"));
+    assert_eq!(server.engine().key_count(), 401);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_are_shared_with_the_tcp_protocol() {
+    let (server, addr) = grpc_server(Config { tcp_addr: any_port(), ..config() }).await;
+    let mut c = kv(addr).await;
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    assert_eq!(tcp.max_frame_len as usize, server_config_frame_len(), "HELLO advertises the frame limit");
+
+    let p = c.put(put("from-grpc", "g")).await.expect("put").into_inner();
+    let got = tcp.call(Command::Get { key: b("from-grpc") }).await;
+    assert_eq!(got, Ok(Reply::Value(Some(Entry { value: b("g"), version: p.version, ttl_ms: -1 }))));
+
+    let put_tcp =
+        Command::Put { key: b("from-tcp"), value: b("t"), ttl_ms: 0, condition: PutCondition::Always };
+    let Ok(Reply::Put { applied: true, version }) = tcp.call(put_tcp).await else { panic!("tcp put") };
+    let g = c.get(get("from-tcp")).await.expect("get").into_inner();
+    assert_eq!(g, pb::GetResponse { found: true, value: b("t"), version, ttl_ms: -1 });
+    server.shutdown().await;
+}
+
+fn server_config_frame_len() -> usize {
+    config().max_frame_len
+}
+
+/// Starts a unary call whose request message never arrives: the call holds its place (and its
+/// concurrency permit) until the deadline or the connection ends.
+async fn stalled_get(
+    channel: Channel,
+    timeout: Option<Duration>,
+) -> Result<tonic::Response<pb::GetResponse>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(futures::stream::pending::<pb::GetRequest>());
+    if let Some(t) = timeout {
+        request.set_timeout(t);
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/nanodb.v1.KV/Get");
+    grpc.client_streaming(request, path, tonic_prost::ProstCodec::default()).await
+}
+
+#[tokio::test]
+async fn client_deadlines_are_honoured() {
+    let cfg = Config { request_timeout: Duration::from_secs(60), ..config() };
+    let (server, addr) = grpc_server(cfg).await;
+    let started = Instant::now();
+    let e = stalled_get(channel(addr).await, Some(Duration::from_millis(200))).await.expect_err("deadline");
+    // tonic reports an expired server-side deadline as CANCELLED; a client enforcing its own sees
+    // DEADLINE_EXCEEDED. Either way it is the client's 200 ms, not the server's 60 s cap.
+    assert!(matches!(e.code(), Code::Cancelled | Code::DeadlineExceeded), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(30), "the grpc-timeout header was ignored");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_timeout_caps_requests_without_a_deadline() {
+    let cfg = Config { request_timeout: Duration::from_millis(200), ..config() };
+    let (server, addr) = grpc_server(cfg).await;
+    let e = stalled_get(channel(addr).await, None).await.expect_err("server-side cap");
+    assert!(matches!(e.code(), Code::Cancelled | Code::DeadlineExceeded), "{e:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn overload_is_shed_at_once_not_queued() {
+    // max_connections bounds connections and requests in flight: one of each here.
+    let cfg = Config { max_connections: 1, request_timeout: Duration::from_secs(60), ..config() };
+    let (server, addr) = grpc_server(cfg).await;
+    let ch = channel(addr).await;
+    let stalled = tokio::spawn(stalled_get(ch.clone(), None));
+    let mut c = KvClient::new(ch);
+    // The stalled call takes the only permit as soon as it reaches the server; poll until the
+    // next call is refused, which shows it was shed rather than queued behind the stalled one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shed = loop {
+        match c.get(get("k")).await {
+            Err(e) if e.code() == Code::ResourceExhausted => break e,
+            Ok(_) if Instant::now() < deadline => tokio::task::yield_now().await,
+            other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+        }
+    };
+    assert_eq!(nanodb_code(&shed), "BUSY");
+    stalled.abort();
+    drop(c);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_serves_then_reports_not_serving_at_shutdown() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let (server, addr) = grpc_server(config()).await;
+    let mut h = HealthClient::new(channel(addr).await);
+    for service in ["", "nanodb.v1.KV", "nanodb.v1.Admin"] {
+        let r = h.check(HealthCheckRequest { service: service.into() }).await.expect("check").into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let mut watch =
+        h.watch(HealthCheckRequest { service: "nanodb.v1.KV".into() }).await.expect("watch").into_inner();
+    let first = watch.next().await.expect("a status").expect("ok");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let token = server.shutdown_token();
+    let shutdown = tokio::spawn(server.shutdown());
+    token.cancelled().await;
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.next()).await.expect("in time");
+    assert_eq!(next.expect("a status").expect("ok").status, ServingStatus::NotServing as i32);
+    drop((watch, h));
+    assert!(shutdown.await.expect("shutdown task"), "drained within the grace period");
+    // After shutdown nothing listens: a new call is told UNAVAILABLE.
+    let lazy = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+    let e = KvClient::new(lazy).get(get("k")).await.expect_err("the listener is closed");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+}
+
+#[tokio::test]
+async fn reflection_lists_services_v1_and_v1alpha() {
+    let (server, addr) = grpc_server(config()).await;
+    let ch = channel(addr).await;
+
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut client = ServerReflectionClient::new(ch.clone());
+    let mut responses =
+        client.server_reflection_info(tokio_stream::iter([req])).await.expect("reflection v1").into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.next().await.expect("a response").expect("ok").message_response
+    else {
+        panic!("expected a service list")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for want in ["nanodb.v1.KV", "nanodb.v1.Admin", "grpc.health.v1.Health"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+    // `describe`: the file defining the KV service, with its documentation.
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("nanodb.v1.KV".into())),
+    };
+    let mut responses =
+        client.server_reflection_info(tokio_stream::iter([req])).await.expect("reflection v1").into_inner();
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        responses.next().await.expect("a response").expect("ok").message_response
+    else {
+        panic!("expected a file descriptor")
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+
+    use tonic_reflection::pb::v1alpha as alpha;
+    let req = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut client = alpha::server_reflection_client::ServerReflectionClient::new(ch);
+    let mut responses =
+        client.server_reflection_info(tokio_stream::iter([req])).await.expect("v1alpha").into_inner();
+    let msg = responses.next().await.expect("a response").expect("ok").message_response;
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = msg else {
+        panic!("expected a service list")
+    };
+    assert!(list.service.iter().any(|s| s.name == "nanodb.v1.KV"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_web_over_http1_on_the_same_port() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Admin/Ping with an empty message: a 5-byte gRPC frame (no compression, length 0).
+    let body = [0u8, 0, 0, 0, 0];
+    let head = format!(
+        "POST /nanodb.v1.Admin/Ping HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/grpc-web+proto\r\n\
+         x-grpc-web: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(&body).await.expect("write body");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("application/grpc-web"), "{text}");
+    assert!(text.contains("grpc-status:0"), "the trailers frame carries OK: {text}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused() {
+    let cfg = Config { max_connections: 1, ..config() };
+    let (server, addr) = grpc_server(cfg).await;
+    let mut first = kv(addr).await;
+    first.put(put("k", "v")).await.expect("first connection works");
+    let second = Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await;
+    let refused = match second {
+        Err(_) => true,
+        Ok(ch) => KvClient::new(ch).get(get("k")).await.is_err(),
+    };
+    assert!(refused, "a second connection over max_connections must not be served");
+    assert!(first.get(get("k")).await.expect("first still works").into_inner().found);
+    server.shutdown().await;
+}
