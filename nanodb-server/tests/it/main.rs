@@ -1,9 +1,10 @@
 //! NanoDB's integration suite: one test binary, one module per protocol. Every test starts its own
 //! server in-process on `127.0.0.1:0` ports and talks to it with a real client over loopback.
 
+mod cross;
 mod grpc;
 mod harness;
+mod http;
 mod persist;
 mod resp;
-mod http;
 mod tcp;

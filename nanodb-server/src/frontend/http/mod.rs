@@ -70,7 +70,11 @@ impl Shared {
 
     /// Runs `f` (which may apply several engine commands for one HTTP operation), records it once
     /// as `op`, and returns once everything it wrote may be acknowledged.
-    pub async fn record<T>(&self, op: &'static str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    pub async fn record<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
         let started = Instant::now();
         let (result, position) = self.ctx.engine.track(f);
         self.ctx.stats.record(Protocol::Http, op, result.is_ok(), started.elapsed());
