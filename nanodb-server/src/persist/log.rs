@@ -214,7 +214,13 @@ impl AppendLog {
                 if self.written.load(Ordering::Acquire) >= position {
                     return Ok(());
                 }
-                // Leader-style: whoever waits first writes everyone's records in one go.
+                // Let the other tasks on this worker apply and append first, so one write(2)
+                // covers them all (Redis writes its AOF buffer once per event-loop turn for the
+                // same reason); whoever then finds its record unwritten writes everyone's.
+                tokio::task::yield_now().await;
+                if self.written.load(Ordering::Acquire) >= position {
+                    return Ok(());
+                }
                 let mut segment = lock(&self.segment);
                 if self.written.load(Ordering::Acquire) >= position {
                     return Ok(());
