@@ -19,6 +19,15 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev
 
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 ms() { date +%s%3N; }
+# quiesce_redis PORT: waits until Redis has no AOF rewrite running or scheduled. After loading, Redis
+# rewrites its AOF in a forked child; stopping the parent does not stop the child, which would
+# then compete with the next measurement.
+quiesce_redis() {
+  until redis-cli -p "$1" info persistence 2>/dev/null | tr -d '\r' \
+      | awk -F: '$1=="aof_rewrite_in_progress"||$1=="aof_rewrite_scheduled"{s+=$2} END{exit s!=0}'; do
+    sleep 0.05
+  done
+}
 # wait_pong PORT: returns once PING answers PONG (polls; no fixed sleep).
 wait_pong() { until [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ]; do sleep 0.01; done; }
 start_redis() { redis-server --port "$1" --dir "$work/redis" --appendonly yes --appendfsync everysec --save '' >"$work/redis.log" 2>&1 & RPID=$!; pids+=("$RPID"); }
@@ -36,6 +45,7 @@ rp=$(port); np=$(port)
 start_redis "$rp"; start_nanodb "$np"; wait_pong "$rp"; wait_pong "$np"
 redis-cli -p "$rp" --pipe <"$work/load.resp" >/dev/null
 redis-cli -p "$np" --pipe <"$work/load.resp" >/dev/null
+quiesce_redis "$rp"
 echo "loaded: redis dbsize=$(redis-cli -p "$rp" dbsize) nanodb dbsize=$(redis-cli -p "$np" dbsize)"
 kill -TERM "$RPID" "$NPID"; wait "$RPID" "$NPID" 2>/dev/null || true
 echo "on disk: redis $(du -sh "$work/redis" | cut -f1), nanodb $(du -sh "$work/nanodb" | cut -f1)"
@@ -44,6 +54,7 @@ r=(); n=()
 for _ in $(seq "$ROUNDS"); do
   t=$(ms); start_redis "$rp"; wait_pong "$rp"; r+=($(( $(ms) - t )))
   [ "$(redis-cli -p "$rp" dbsize)" = "$KEYS" ] || { echo "redis lost keys" >&2; exit 1; }
+  quiesce_redis "$rp"
   kill -TERM "$RPID"; wait "$RPID" 2>/dev/null || true
   t=$(ms); start_nanodb "$np"; wait_pong "$np"; n+=($(( $(ms) - t )))
   [ "$(redis-cli -p "$np" dbsize)" = "$KEYS" ] || { echo "nanodb lost keys" >&2; exit 1; }

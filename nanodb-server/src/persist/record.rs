@@ -199,10 +199,14 @@ impl Payload {
         self.need(8)?;
         Ok(self.0.get_u64_le())
     }
+    /// An owned copy: decoded values outlive the file buffer they were read from (a slice would
+    /// keep the whole file in memory for as long as one key lived).
     fn bytes(&mut self) -> Result<Bytes, String> {
         let n = self.u32()? as usize;
         self.need(n)?;
-        Ok(self.0.split_to(n))
+        let b = Bytes::copy_from_slice(&self.0[..n]);
+        self.0.advance(n);
+        Ok(b)
     }
     fn count(&mut self, min_item: usize) -> Result<usize, String> {
         let n = self.u32()? as usize;

@@ -74,6 +74,58 @@ fn read_file(path: &Path) -> Result<Bytes, PersistError> {
         .map_err(|source| PersistError::Io { path: path.to_path_buf(), source })
 }
 
+/// Applies decoded records on several threads. Records are sharded by a hash of their key, so each
+/// key's records stay in file order on one thread; records of different keys commute (each is
+/// gated by its own key's version). A batch is applied completely before the next is read, which
+/// bounds memory and keeps order across batches.
+struct Applier<'a> {
+    engine: &'a Engine,
+    shards: Vec<Vec<(crate::engine::OwnedEffect, bool)>>,
+    pending: usize,
+}
+
+/// Records decoded before a parallel apply.
+const APPLY_BATCH: usize = 1 << 16;
+
+impl<'a> Applier<'a> {
+    fn new(engine: &'a Engine) -> Self {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        Self { engine, shards: (0..n).map(|_| Vec::new()).collect(), pending: 0 }
+    }
+
+    fn push(&mut self, effect: crate::engine::OwnedEffect, continuation: bool) {
+        let shard = crc32c::crc32c(&effect.key) as usize % self.shards.len();
+        self.shards[shard].push((effect, continuation));
+        self.pending += 1;
+        if self.pending >= APPLY_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.pending == 0 {
+            return;
+        }
+        let engine = self.engine;
+        if self.shards.len() == 1 {
+            for (e, c) in self.shards[0].drain(..) {
+                engine.restore(e, c);
+            }
+        } else {
+            std::thread::scope(|scope| {
+                for shard in self.shards.iter_mut() {
+                    scope.spawn(move || {
+                        for (e, c) in shard.drain(..) {
+                            engine.restore(e, c);
+                        }
+                    });
+                }
+            });
+        }
+        self.pending = 0;
+    }
+}
+
 /// Logs progress at most once a second while loading a large file.
 struct Progress {
     file: PathBuf,
@@ -168,11 +220,12 @@ fn load_snapshot(engine: &Engine, path: &Path, max_record_len: usize) -> Result<
     let expected = u64::from_le_bytes(data[trailer + 8..].try_into().unwrap_or([0; 8]));
     let body = data.slice(..trailer);
     let mut progress = Progress::new(path);
+    let mut applier = Applier::new(engine);
     let (mut offset, mut records) = (16, 0u64);
     loop {
         match record::read_at(&body, offset, max_record_len) {
             Read::Record(d, next) => {
-                engine.restore(d.effect, d.flags & FLAG_CONTINUATION != 0);
+                applier.push(d.effect, d.flags & FLAG_CONTINUATION != 0);
                 records += 1;
                 offset = next;
                 if records % 65_536 == 0 {
@@ -183,6 +236,7 @@ fn load_snapshot(engine: &Engine, path: &Path, max_record_len: usize) -> Result<
             Read::Incomplete(reason) | Read::Invalid(reason) => return Err(corrupt(offset, reason)),
         }
     }
+    applier.flush();
     if records != expected {
         return Err(corrupt(
             offset,
@@ -218,11 +272,12 @@ fn replay_segment(
         return Err(corrupt(0, "not a NanoDB log segment (bad header)".into()));
     }
     let mut progress = Progress::new(&path);
+    let mut applier = Applier::new(engine);
     let (mut offset, mut records) = (SEGMENT_HEADER_LEN, 0u64);
     loop {
         let problem = match record::read_at(&data, offset, max_record_len) {
             Read::Record(d, next) => {
-                engine.restore(d.effect, false);
+                applier.push(d.effect, false);
                 records += 1;
                 offset = next;
                 if records % 65_536 == 0 {
@@ -230,12 +285,20 @@ fn replay_segment(
                 }
                 continue;
             }
-            Read::End => return Ok((records, (offset - SEGMENT_HEADER_LEN) as u64, false)),
-            Read::Incomplete(reason) => reason,
+            Read::End => {
+                applier.flush();
+                return Ok((records, (offset - SEGMENT_HEADER_LEN) as u64, false));
+            }
+            Read::Incomplete(reason) => {
+                applier.flush();
+                reason
+            }
             Read::Invalid(reason) if !record::valid_record_after(&data, offset, max_record_len) => {
+                applier.flush();
                 format!("{reason}, and no valid record follows")
             }
             Read::Invalid(reason) => {
+                applier.flush();
                 let reason = format!("{reason}; valid records follow, so this is not a torn tail");
                 if !repair {
                     return Err(corrupt(offset, reason));
