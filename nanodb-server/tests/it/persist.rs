@@ -294,3 +294,61 @@ async fn a_crash_at_each_snapshot_step_recovers_everything_acknowledged() {
         restarted.kill9();
     }
 }
+
+#[tokio::test]
+async fn after_a_log_failure_no_protocol_acknowledges_a_write_and_all_still_read() {
+    use nanodb_protocol::pb::{self, kv_client::KvClient};
+    use redis::AsyncCommands;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Config {
+        grpc_addr: any_port(),
+        http_addr: any_port(),
+        resp_addr: any_port(),
+        ..persistent(dir.path(), FsyncPolicy::Always)
+    })
+    .await;
+    let a = server.addrs();
+    let mut tcp = TcpClient::connect(a.tcp.expect("tcp")).await;
+    tcp.call(put("seen", "v")).await.expect("put before the failure");
+    server.persistence().expect("on").log().fail_next_write();
+    let err = tcp.call(put("lost", "v")).await.expect_err("the failing write is not acknowledged");
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+
+    let mut grpc = KvClient::connect(format!("http://{}", a.grpc.expect("grpc"))).await.expect("grpc");
+    let status = grpc
+        .put(pb::PutRequest { key: b("g"), value: b("v"), ..Default::default() })
+        .await
+        .expect_err("gRPC write refused");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let got = grpc.get(pb::GetRequest { key: b("seen") }).await.expect("gRPC read").into_inner();
+    assert!(got.found);
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/v1/kv", a.http.expect("http"));
+    let r = http.put(format!("{base}/h")).body("v").send().await.expect("http");
+    assert_eq!(r.status(), 503, "REST write refused");
+    let r = http.get(format!("{base}/seen")).send().await.expect("http");
+    assert_eq!(r.status(), 200, "REST read works");
+
+    let redis = redis::Client::open(format!("redis://{}/", a.resp.expect("resp"))).expect("redis");
+    let mut resp = redis.get_multiplexed_async_connection().await.expect("resp");
+    let refused: redis::RedisResult<()> = resp.set("r", "v").await;
+    let e = refused.expect_err("RESP write refused");
+    assert!(e.to_string().contains("unavailable"), "{e}");
+    let v: String = resp.get("seen").await.expect("RESP read works");
+    assert_eq!(v, "v");
+
+    // Writes refused after the failure were never applied. (The one write whose log write failed
+    // was applied in memory before the failure was known; it was not acknowledged and is not
+    // durable: it is gone after a restart.)
+    for k in ["g", "h", "r"] {
+        assert_eq!(
+            tcp.call(Command::Exists { key: b(k) }).await,
+            Ok(Reply::Bool(false)),
+            "{k} was never written"
+        );
+    }
+    drop(tcp);
+    server.shutdown().await;
+}
