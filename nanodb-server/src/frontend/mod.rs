@@ -8,10 +8,14 @@ pub mod http;
 pub mod resp;
 pub mod tcp;
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nanodb_protocol::{Command, Error, Reply};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,4 +70,54 @@ impl Context {
             _ => Ok(()),
         }
     }
+}
+
+/// Accepts connections on `listener` until shutdown, for the frontends that own their sockets (the
+/// binary TCP protocol and RESP): each connection runs `serve` in its own tracked task while it
+/// holds one of `max_connections` slots; a connection beyond the limit runs `refuse` (which tells
+/// the client why, in its protocol) instead. A failing accept (out of file descriptors) backs off
+/// briefly instead of spinning.
+pub async fn accept_loop<S, SF, R, RF>(
+    listener: TcpListener,
+    ctx: Context,
+    name: &'static str,
+    serve: S,
+    refuse: R,
+) where
+    S: Fn(TcpStream, SocketAddr) -> SF,
+    SF: Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream) -> RF,
+    RF: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "{name}: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let connection = serve(stream, peer);
+                ctx.tasks.spawn(async move {
+                    connection.await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tracing::warn!(%peer, max = ctx.config.max_connections, "{name}: connection refused, at max_connections");
+                ctx.tasks.spawn(refuse(stream));
+            }
+        }
+    }
+    tracing::debug!("{name}: listener stopped");
 }

@@ -9,16 +9,14 @@
 //! and is closed.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use nanodb_protocol::wire::PROTOCOL_VERSION;
 use nanodb_protocol::{Error, FrameError, Request, Response, ServerCodec};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::Context;
 use crate::stats::Protocol;
@@ -34,42 +32,18 @@ const WRITE_BOUNDARY: usize = 64 * 1024;
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Context) {
-    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = ctx.shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                warn!(error = %e, "tcp: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let ctx2 = ctx.clone();
-                ctx.tasks.spawn(async move {
-                    match connection(stream, peer, &ctx2).await {
-                        Ok(()) => debug!(%peer, "tcp: connection closed"),
-                        Err(e) => info!(%peer, error = %e, "tcp: connection closed on error"),
-                    }
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                let max = ctx.config.max_connections;
-                warn!(%peer, max, "tcp: connection refused, at max_connections");
-                ctx.tasks.spawn(refuse(stream, max));
+    let max = ctx.config.max_connections;
+    let conn_ctx = ctx.clone();
+    let serve_one = move |stream, peer| {
+        let ctx = conn_ctx.clone();
+        async move {
+            match connection(stream, peer, &ctx).await {
+                Ok(()) => debug!(%peer, "tcp: connection closed"),
+                Err(e) => info!(%peer, error = %e, "tcp: connection closed on error"),
             }
         }
-    }
-    debug!("tcp: listener stopped");
+    };
+    super::accept_loop(listener, ctx, "tcp", serve_one, move |stream| refuse(stream, max)).await;
 }
 
 /// Tells a client over the connection limit why it is being closed.

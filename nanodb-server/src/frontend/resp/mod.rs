@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::Context;
 
@@ -80,42 +79,18 @@ impl Clients {
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Context) {
-    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
     let clients = Arc::new(Clients::default());
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = ctx.shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                warn!(error = %e, "resp: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let ctx2 = ctx.clone();
-                let clients = clients.clone();
-                ctx.tasks.spawn(async move {
-                    match connection::run(stream, peer, &ctx2, &clients).await {
-                        Ok(()) => debug!(%peer, "resp: connection closed"),
-                        Err(e) => info!(%peer, error = %e, "resp: connection closed on error"),
-                    }
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                warn!(%peer, max = ctx.config.max_connections, "resp: connection refused, at max_connections");
-                ctx.tasks.spawn(refuse(stream));
+    let conn_ctx = ctx.clone();
+    let serve_one = move |stream, peer| {
+        let (ctx, clients) = (conn_ctx.clone(), clients.clone());
+        async move {
+            match connection::run(stream, peer, &ctx, &clients).await {
+                Ok(()) => debug!(%peer, "resp: connection closed"),
+                Err(e) => info!(%peer, error = %e, "resp: connection closed on error"),
             }
         }
-    }
-    debug!("resp: listener stopped");
+    };
+    super::accept_loop(listener, ctx, "resp", serve_one, refuse).await;
 }
 
 /// Tells a client over the connection limit why it is closed, as Redis does.
