@@ -19,8 +19,9 @@ use super::{Change, Engine, PARTITIONS};
 /// own shard lock, and single-key commands do not take the mutex (it would serialise the whole
 /// server), so a single-key reader may observe a MultiPut half-applied, and a single-key write
 /// racing an MSETNX on the same key may land between its existence check and its writes (the
-/// MSETNX then overwrites it, as if it had run just after). RENAME removes the source before it
-/// writes the destination, so a concurrent reader can briefly see neither key.
+/// MSETNX then overwrites it, as if it had run just after). RENAME writes the destination before
+/// it removes the source, so a concurrent reader can briefly see both keys (never neither), and a
+/// crash between its two log records leaves both rather than losing the value.
 pub const MULTI_KEY_ATOMICITY: &str =
     "serialised against other multi-key writes; not isolated from single-key commands";
 
@@ -51,18 +52,27 @@ impl Engine {
     }
 
     /// Moves `from`'s value and deadline to `to`, replacing whatever `to` held.
+    ///
+    /// The destination is written before the source is removed, so the two log records can only
+    /// be cut between in the safe order: a crash in between leaves both keys (the rename was not
+    /// acknowledged), never neither. The source is removed only if nobody wrote it meanwhile (a
+    /// concurrent write then counts as landing just after the rename).
     pub(crate) fn rename(&self, from: Bytes, to: Bytes) -> Result<bool, Error> {
         let _serial = self.multi_lock();
         if from == to {
             return self.read(&from, |_| true).ok_or(Error::NotFound);
         }
-        let (value, deadline) = self.update(from, |slot, _| {
-            let Some(slot) = slot else { return Err(Error::NotFound) };
-            let taken = std::mem::replace(&mut slot.value, Value::Int(0));
-            Ok(((taken, slot.deadline), Change::Remove))
-        })?;
+        let (value, deadline, version) = self
+            .read(&from, |slot| (slot.value.clone(), slot.deadline, slot.version))
+            .ok_or(Error::NotFound)?;
         self.update(to, |_, _| {
             Ok(((), Change::Put(Slot { value, version: self.next_version(), deadline })))
+        })?;
+        self.update(from, |slot, _| {
+            Ok(match slot {
+                Some(s) if s.version == version => ((), Change::Remove),
+                _ => ((), Change::None),
+            })
         })?;
         Ok(true)
     }

@@ -540,3 +540,41 @@ fn hash_and_list_operations() {
     assert_eq!(int(&e, Command::ListLen { key: b("l") }), 0);
     assert!(!boolean(&e, Command::Exists { key: b("l") }), "an emptied list is removed");
 }
+
+/// Records the effects an engine emits, in order.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<(Vec<u8>, &'static str)>>);
+
+impl super::EffectSink for Recorder {
+    fn check_writable(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn append(&self, effect: &super::Effect<'_>) -> u64 {
+        let kind = match effect.kind {
+            super::EffectKind::Set { .. } => "set",
+            super::EffectKind::Delete => "delete",
+            _ => "other",
+        };
+        let mut log = self.0.lock().expect("recorder");
+        log.push((effect.key.to_vec(), kind));
+        log.len() as u64
+    }
+}
+
+#[test]
+fn rename_logs_the_destination_before_removing_the_source() {
+    let e = engine();
+    put(&e, "src", "value");
+    let recorder = std::sync::Arc::new(Recorder::default());
+    e.attach_sink(recorder.clone()).expect("attach");
+    assert!(boolean(&e, Command::Rename { from: b("src"), to: b("dst") }));
+    let log = recorder.0.lock().expect("recorder").clone();
+    assert_eq!(
+        log,
+        vec![(b"dst".to_vec(), "set"), (b"src".to_vec(), "delete")],
+        "a crash between the two records must leave both keys, never neither"
+    );
+    assert_eq!(get(&e, "dst").map(|x| x.value), Some(b("value")));
+    assert_eq!(get(&e, "src"), None);
+}
