@@ -108,6 +108,10 @@ impl RespDecoder {
                 }
             } else {
                 match check_inline(src, &mut self.spans)? {
+                    // The argument limit holds for inline commands too (found by fuzz/resp_parse).
+                    Some(_) if self.spans.len() > self.max_args => {
+                        return err("too many arguments in inline request");
+                    }
                     Some(n) => n,
                     None => return Ok(false),
                 }
@@ -271,6 +275,14 @@ mod tests {
             assert_eq!(d.decode(&mut buf), Ok(Some(args(&["SET", "k\0y", "v\r\nal"]))), "split at {split}");
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn inline_commands_obey_the_argument_limit() {
+        let mut d = RespDecoder::new(64, 3);
+        let mut buf = BytesMut::from(&b"SET a b\r\nSET a b c\r\n"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(Some(args(&["SET", "a", "b"]))));
+        assert_eq!(d.decode(&mut buf), err("too many arguments in inline request"));
     }
 
     #[test]
