@@ -332,11 +332,11 @@ impl AppendLog {
 
 impl EffectSink for AppendLog {
     fn check_writable(&self) -> Result<(), Error> {
-        if self.failed.get().is_some() || self.closing.load(Ordering::Acquire) {
-            if self.failed.get().is_none() {
-                return Err(Error::ShuttingDown);
-            }
+        if self.failed.get().is_some() {
             return Err(self.unavailable());
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
         }
         Ok(())
     }

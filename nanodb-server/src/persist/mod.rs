@@ -99,6 +99,20 @@ pub fn snapshot_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("snapshot-{seq:020}.snap"))
 }
 
+fn parse_seq(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+/// The sequence number of a log segment's file name (the inverse of [`segment_path`]).
+pub fn segment_seq(name: &str) -> Option<u64> {
+    parse_seq(name, "log-", ".aof")
+}
+
+/// The sequence number of a snapshot's file name (the inverse of [`snapshot_path`]).
+pub fn snapshot_seq(name: &str) -> Option<u64> {
+    parse_seq(name, "snapshot-", ".snap")
+}
+
 /// Fsyncs a directory, making renames and new files in it durable.
 pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -163,7 +177,7 @@ impl Persistence {
         // The snapshot is durable: older segments and snapshots are now redundant.
         for entry in std::fs::read_dir(&self.config.dir)? {
             let name = entry?.file_name().to_string_lossy().into_owned();
-            let old = recovery_seq(&name).is_some_and(|s| s < seq);
+            let old = segment_seq(&name).or_else(|| snapshot_seq(&name)).is_some_and(|s| s < seq);
             if old {
                 let _ = std::fs::remove_file(self.config.dir.join(&name));
             }
@@ -199,9 +213,4 @@ impl Persistence {
             error!(error = %e, "could not flush the log at shutdown");
         }
     }
-}
-
-fn recovery_seq(name: &str) -> Option<u64> {
-    let strip = |p: &str, s: &str| name.strip_prefix(p)?.strip_suffix(s)?.parse().ok();
-    strip("log-", ".aof").or_else(|| strip("snapshot-", ".snap"))
 }

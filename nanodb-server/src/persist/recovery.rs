@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::log::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
 use super::record::{self, FLAG_CONTINUATION, Read};
 use super::snapshot::{SNAPSHOT_MAGIC, TRAILER_MAGIC};
-use super::{PersistError, segment_path, snapshot_path};
+use super::{PersistError, segment_path, segment_seq, snapshot_path, snapshot_seq};
 use crate::engine::Engine;
 
 /// What recovery found and did.
@@ -42,10 +42,6 @@ pub struct Recovered {
     pub truncated_tail: bool,
 }
 
-fn parse_seq(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
-    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
-}
-
 /// Lists (snapshots, segments) by sequence number, removing leftover temp files.
 fn scan_dir(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), PersistError> {
     let io = |e| PersistError::Io { path: dir.to_path_buf(), source: e };
@@ -57,9 +53,9 @@ fn scan_dir(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), PersistError> {
         if name.ends_with(".tmp") {
             warn!(file = %entry.path().display(), "removing an unfinished snapshot");
             let _ = std::fs::remove_file(entry.path());
-        } else if let Some(seq) = parse_seq(&name, "snapshot-", ".snap") {
+        } else if let Some(seq) = snapshot_seq(&name) {
             snapshots.push(seq);
-        } else if let Some(seq) = parse_seq(&name, "log-", ".aof") {
+        } else if let Some(seq) = segment_seq(&name) {
             segments.push(seq);
         }
     }

@@ -322,3 +322,15 @@ fn snapshot_compacts_the_log_and_restores_large_values_in_chunks() {
     assert_eq!(names.iter().filter(|n| n.ends_with(".aof")).count(), 1, "older segments deleted: {names:?}");
     assert_eq!(recovered(dir.path()).expect("recovers"), state(&engine));
 }
+
+#[test]
+fn file_names_round_trip_through_the_naming_scheme() {
+    let dir = Path::new("/data");
+    let name = |p: std::path::PathBuf| {
+        p.file_name().and_then(|n| n.to_str()).map(str::to_string).unwrap_or_default()
+    };
+    assert_eq!(super::segment_seq(&name(super::segment_path(dir, 7))), Some(7));
+    assert_eq!(super::snapshot_seq(&name(super::snapshot_path(dir, u64::MAX))), Some(u64::MAX));
+    assert_eq!(super::segment_seq(&name(super::snapshot_path(dir, 7))), None, "kinds never mix");
+    assert_eq!(super::snapshot_seq("snapshot-7.snap.tmp"), None, "temp files are not snapshots");
+}

@@ -172,8 +172,6 @@ struct Ledger {
 /// Writes `c<client>:<k>` = `<seq>` with rising seq until the connection dies or `until`.
 async fn writer(addr: SocketAddr, client: usize, until: Instant) -> Ledger {
     let mut ledger = Ledger::default();
-    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return ledger };
-    drop(stream);
     let mut c = TcpClient::connect(addr).await;
     let mut seq = 0u64;
     while Instant::now() < until {
