@@ -125,6 +125,57 @@ impl Pool {
 }
 
 /// Turns a connect failure into the one line a user reads.
+/// The byte plumbing of a pipelined TCP connection, shared by the tcp and resp clients: requests
+/// are encoded into one reusable write buffer and sent with one write per flush; replies gather in
+/// a read buffer grown in fixed steps. Each client adds only its codec.
+#[derive(Debug)]
+pub(crate) struct Wire {
+    stream: tokio::net::TcpStream,
+    /// Bytes received and not yet decoded.
+    pub rbuf: bytes::BytesMut,
+    /// Requests encoded and not yet sent.
+    pub wbuf: bytes::BytesMut,
+}
+
+/// Read buffer growth step, and the initial size of both buffers.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Wire {
+    /// Connects to `target` with TCP_NODELAY; errors name the protocol and target.
+    pub async fn connect(protocol: &str, target: &str) -> anyhow::Result<Self> {
+        let stream =
+            tokio::net::TcpStream::connect(target).await.map_err(|e| connect_error(protocol, target, e))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            rbuf: bytes::BytesMut::with_capacity(READ_CHUNK),
+            wbuf: bytes::BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
+    /// Sends everything encoded so far, in one write.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        use tokio::io::AsyncWriteExt;
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Reads whatever the peer sent next into `rbuf` (cancel-safe); the peer closing is an error.
+    pub async fn fill(&mut self) -> Result<(), ClientError> {
+        use tokio::io::AsyncReadExt;
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn connect_error(protocol: &str, target: &str, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("cannot connect to {target} ({protocol}): {e}")
 }

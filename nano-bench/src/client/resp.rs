@@ -3,22 +3,17 @@
 //! server answers with an error). Works against NanoDB's RESP port and against Redis itself.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use super::{ClientError, Conn, Outcome, connect_error};
+use super::{ClientError, Conn, Outcome, Wire};
 use crate::workload::Op;
 
-const READ_CHUNK: usize = 64 * 1024;
 /// Deepest array nesting accepted in a reply.
 const MAX_DEPTH: usize = 8;
 
 /// A RESP2 connection.
 #[derive(Debug)]
 pub struct RespConn {
-    stream: TcpStream,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
+    wire: Wire,
     in_flight: usize,
 }
 
@@ -162,15 +157,8 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Parsed, usize
 impl RespConn {
     /// Connects (RESP2 needs no handshake) and checks the peer answers PING.
     pub async fn connect(target: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(target).await.map_err(|e| connect_error("resp", target, e))?;
-        stream.set_nodelay(true)?;
-        let mut conn = Self {
-            stream,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
-            in_flight: 0,
-        };
-        conn.wbuf.put_slice(b"*1\r\n$4\r\nPING\r\n");
+        let mut conn = Self { wire: Wire::connect("resp", target).await?, in_flight: 0 };
+        conn.wire.wbuf.put_slice(b"*1\r\n$4\r\nPING\r\n");
         conn.in_flight = 1;
         conn.flush().await?;
         match conn.recv().await? {
@@ -182,16 +170,12 @@ impl RespConn {
 
 impl Conn for RespConn {
     fn push(&mut self, op: Op, key: &[u8], value: &Bytes) {
-        encode(&mut self.wbuf, op, key, value);
+        encode(&mut self.wire.wbuf, op, key, value);
         self.in_flight += 1;
     }
 
     async fn flush(&mut self) -> Result<(), ClientError> {
-        if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
-        }
-        Ok(())
+        self.wire.flush().await
     }
 
     async fn recv(&mut self) -> Result<Outcome, ClientError> {
@@ -199,20 +183,15 @@ impl Conn for RespConn {
             if let Some(r) = self.try_recv() {
                 return r;
             }
-            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
-            }
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
-                return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
+            self.wire.fill().await?;
         }
     }
 
     fn try_recv(&mut self) -> Option<Result<Outcome, ClientError>> {
-        match parse(&self.rbuf) {
+        match parse(&self.wire.rbuf) {
             Ok(None) => None,
             Ok(Some((parsed, used))) => {
-                self.rbuf.advance(used);
+                self.wire.rbuf.advance(used);
                 if self.in_flight == 0 {
                     return Some(Err(ClientError::Protocol("reply with no request in flight".into())));
                 }

@@ -8,23 +8,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 use nanodb_protocol::frame::FrameCodec;
 use nanodb_protocol::wire::{self, PROTOCOL_VERSION, kind};
 use nanodb_protocol::{ClientCodec, Reply, Request, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
-use super::{ClientError, Conn, Outcome, connect_error};
+use super::{ClientError, Conn, Outcome, Wire, connect_error};
 use crate::workload::Op;
-
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// A binary-protocol connection that has done its HELLO.
 #[derive(Debug)]
 pub struct TcpConn {
-    stream: TcpStream,
+    wire: Wire,
     codec: ClientCodec,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
     next_id: u32,
     in_flight: VecDeque<u32>,
 }
@@ -64,26 +57,22 @@ pub fn encode(dst: &mut BytesMut, id: u32, op: Op, key: &[u8], value: &[u8]) {
 impl TcpConn {
     /// Connects and does the HELLO handshake.
     pub async fn connect(target: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(target).await.map_err(|e| connect_error("tcp", target, e))?;
-        stream.set_nodelay(true)?;
         let mut conn = Self {
-            stream,
+            wire: Wire::connect("tcp", target).await?,
             codec: ClientCodec::default(),
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
             next_id: 1,
             in_flight: VecDeque::with_capacity(1024),
         };
-        wire::encode_request(0, &Request::Hello { version: PROTOCOL_VERSION }, &mut conn.wbuf);
+        wire::encode_request(0, &Request::Hello { version: PROTOCOL_VERSION }, &mut conn.wire.wbuf);
         conn.flush().await?;
         loop {
-            if let Some((id, resp)) = conn.codec.decode(&mut conn.rbuf)? {
+            if let Some((id, resp)) = conn.codec.decode(&mut conn.wire.rbuf)? {
                 return match resp {
                     Response::Hello { .. } if id == 0 => Ok(conn),
                     other => Err(connect_error("tcp", target, format!("unexpected HELLO reply {other:?}"))),
                 };
             }
-            if conn.stream.read_buf(&mut conn.rbuf).await? == 0 {
+            if conn.wire.fill().await.is_err() {
                 anyhow::bail!("{target} (tcp) closed the connection during HELLO: is it a NanoDB TCP port?");
             }
         }
@@ -107,16 +96,12 @@ impl Conn for TcpConn {
     fn push(&mut self, op: Op, key: &[u8], value: &Bytes) {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
-        encode(&mut self.wbuf, id, op, key, value);
+        encode(&mut self.wire.wbuf, id, op, key, value);
         self.in_flight.push_back(id);
     }
 
     async fn flush(&mut self) -> Result<(), ClientError> {
-        if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
-        }
-        Ok(())
+        self.wire.flush().await
     }
 
     async fn recv(&mut self) -> Result<Outcome, ClientError> {
@@ -124,17 +109,12 @@ impl Conn for TcpConn {
             if let Some(r) = self.try_recv() {
                 return r;
             }
-            if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-                self.rbuf.reserve(READ_CHUNK);
-            }
-            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
-                return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
+            self.wire.fill().await?;
         }
     }
 
     fn try_recv(&mut self) -> Option<Result<Outcome, ClientError>> {
-        match self.codec.decode(&mut self.rbuf) {
+        match self.codec.decode(&mut self.wire.rbuf) {
             Ok(Some((id, resp))) => Some(self.classify(id, resp)),
             Ok(None) => None,
             Err(e) => Some(Err(ClientError::Protocol(e.to_string()))),
