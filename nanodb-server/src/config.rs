@@ -16,6 +16,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use nanodb_protocol::Limits;
 
+use crate::feed::{FeedLimits, NotifyFlags};
 use crate::persist::FsyncPolicy;
 
 fn on_off(s: &str) -> Result<bool, String> {
@@ -202,6 +203,25 @@ pub struct Cli {
     /// any; empty (the default) turns CORS off.
     #[arg(long, env = "NANODB_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
     pub cors_origins: Vec<String>,
+
+    /// Most events one watcher or subscriber may have waiting; one more and it is told it lagged
+    /// (events dropped) and closed. Writers never wait for subscribers.
+    #[arg(long, env = "NANODB_WATCH_QUEUE_LEN", default_value_t = 4096, value_name = "N")]
+    pub watch_queue_len: usize,
+
+    /// Most bytes (keys, values, messages) one watcher or subscriber may have waiting, e.g. 16MiB.
+    #[arg(long, env = "NANODB_WATCH_QUEUE_BYTES", default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub watch_queue_bytes: u64,
+
+    /// Most keys, prefixes, channels and patterns one connection (or one watch stream) may
+    /// subscribe to.
+    #[arg(long, env = "NANODB_WATCH_MAX_TOPICS", default_value_t = 10_000, value_name = "N")]
+    pub watch_max_topics: usize,
+
+    /// Keyspace notifications published to Redis pub/sub channels, in Redis's letters (e.g. `KEA`;
+    /// empty = off). Also settable at run time with CONFIG SET notify-keyspace-events.
+    #[arg(long, env = "NANODB_NOTIFY_KEYSPACE_EVENTS", default_value = "", value_parser = NotifyFlags::parse, value_name = "FLAGS")]
+    pub notify_keyspace_events: NotifyFlags,
 }
 
 /// The resolved configuration the server runs with.
@@ -249,6 +269,10 @@ pub struct Config {
     pub worker_threads: usize,
     /// Origins allowed by CORS on the REST API; empty for CORS off.
     pub cors_origins: Vec<String>,
+    /// Bounds of the change feed (watchers and pub/sub).
+    pub feed: FeedLimits,
+    /// Keyspace notifications at start.
+    pub notify_keyspace_events: NotifyFlags,
 }
 
 impl Default for Config {
@@ -303,6 +327,13 @@ impl From<Cli> for Config {
             sweep_interval: Duration::from_millis(c.sweep_interval_ms.max(1)),
             worker_threads: c.worker_threads,
             cors_origins: c.cors_origins.into_iter().filter(|o| !o.is_empty()).collect(),
+            feed: FeedLimits {
+                queue_len: c.watch_queue_len.max(1),
+                queue_bytes: usize::try_from(c.watch_queue_bytes).unwrap_or(usize::MAX).max(1024),
+                max_topics: c.watch_max_topics.max(1),
+                max_topic_len: c.max_key_len,
+            },
+            notify_keyspace_events: c.notify_keyspace_events,
         }
     }
 }

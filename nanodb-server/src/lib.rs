@@ -3,7 +3,9 @@
 
 pub mod config;
 pub mod engine;
+pub mod feed;
 pub mod frontend;
+pub mod glob;
 pub mod persist;
 pub mod server;
 pub mod stats;

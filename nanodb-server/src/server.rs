@@ -83,7 +83,8 @@ impl Server {
         let grpc = bind("grpc-addr", &config.grpc_addr).await?;
 
         let config = Arc::new(config);
-        let engine = Arc::new(Engine::new(config.limits.clone()));
+        let engine = Arc::new(Engine::with_feed(config.limits.clone(), config.feed));
+        engine.feed().set_notify_flags(config.notify_keyspace_events);
         // Recovery happens before anything serves: a client never sees a half-loaded state.
         let persistence = if config.persistence {
             Some(Persistence::open(

@@ -41,9 +41,18 @@ impl Engine {
                 }
             }
             // The index lock is released before the map is touched: writers take map then index.
+            let watched = self.feed.is_active();
             for (deadline, key) in due.drain(..) {
                 report.examined += 1;
-                if part.map.remove_if(&key, |_, s| s.deadline == deadline && s.is_expired(now)).is_some() {
+                let removed = part.map.remove_if(&key, |k, s| {
+                    let due = s.deadline == deadline && s.is_expired(now);
+                    // Reported under the shard lock, in order with the key's writes.
+                    if due && watched {
+                        self.feed.on_expired(k, self.next_version());
+                    }
+                    due
+                });
+                if removed.is_some() {
                     report.removed += 1;
                 }
             }

@@ -49,6 +49,8 @@ pub use value::{Slot, Value};
 
 use effect::Delta;
 
+use crate::feed::{FeedLimits, Hub};
+
 /// How many partitions the keyspace is split into (a power of two).
 pub const PARTITIONS: usize = 128;
 /// DashMap shards per partition: 512 RwLocks in all, plenty for 2-64 cores.
@@ -72,6 +74,9 @@ pub(crate) enum Change {
     Modified(Delta),
     /// A new slot replaces whatever was there.
     Put(Slot),
+    /// A new slot replaces whatever was there, made by an operation `Delta` describes in full
+    /// (a push that creates a list): logged and reported as that delta, not as a whole value.
+    Create(Slot, Delta),
     /// The key is removed.
     Remove,
 }
@@ -94,8 +99,11 @@ pub struct Engine {
     /// Where the sweeper starts next, so every partition gets its turn under a budget.
     sweep_from: AtomicUsize,
     stats: EngineStats,
-    /// Where effects go (the append-only log), once attached; none means no effect is built.
+    /// Where effects go (the append-only log), once attached; none means no effect is built
+    /// for it.
     sink: OnceLock<Arc<dyn EffectSink>>,
+    /// The change feed: watchers and pub/sub. Effects are built for it only while it is active.
+    feed: Arc<Hub>,
     /// Serialises multi-key writes (MultiPut, Rename) against each other; see [`keys`].
     multi: Mutex<()>,
 }
@@ -107,8 +115,14 @@ thread_local! {
 }
 
 impl Engine {
-    /// An empty engine enforcing `limits`.
+    /// An empty engine enforcing `limits`, with the change feed's default limits.
     pub fn new(limits: Limits) -> Self {
+        let feed = FeedLimits { max_topic_len: limits.max_key_len, ..FeedLimits::default() };
+        Self::with_feed(limits, feed)
+    }
+
+    /// An empty engine enforcing `limits`, its change feed bounded by `feed`.
+    pub fn with_feed(limits: Limits, feed: FeedLimits) -> Self {
         let partitions = (0..PARTITIONS)
             .map(|_| Partition {
                 map: Map::with_hasher_and_shard_amount(ahash::RandomState::new(), SHARDS_PER_PARTITION),
@@ -124,6 +138,7 @@ impl Engine {
             sweep_from: AtomicUsize::new(0),
             stats: EngineStats::default(),
             sink: OnceLock::new(),
+            feed: Arc::new(Hub::new(feed)),
             multi: Mutex::new(()),
         }
     }
@@ -158,6 +173,11 @@ impl Engine {
     /// The engine's clock (Unix ms).
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The change feed: subscribe to key changes and channels here.
+    pub fn feed(&self) -> &Arc<Hub> {
+        &self.feed
     }
 
     /// The engine's counters.
@@ -208,6 +228,9 @@ impl Engine {
                 Ok(Reply::Bool(self.multi_put(pairs, only_if_none_exist)))
             }
             Command::Rename { from, to } => self.rename(from, to).map(Reply::Bool),
+            Command::Publish { channel, message } => {
+                Ok(Reply::Int(self.feed.publish(&value::owned(&channel), &value::owned(&message)) as i64))
+            }
             Command::Type { key } => {
                 Ok(Reply::Bytes(Some(Bytes::from_static(self.type_of(&key).as_bytes()))))
             }
@@ -282,7 +305,16 @@ impl Engine {
 
     /// Removes `key` if it is still expired at `now`.
     fn reclaim(&self, part: &Partition, key: &[u8], now: u64) {
-        if let Some((k, slot)) = part.map.remove_if(key, |_, s| s.is_expired(now)) {
+        // The event is sent while the shard lock is held, so it is ordered with the key's writes.
+        let watched = self.feed.is_active();
+        let removed = part.map.remove_if(key, |k, s| {
+            let expired = s.is_expired(now);
+            if expired && watched {
+                self.feed.on_expired(k, self.next_version());
+            }
+            expired
+        });
+        if let Some((k, slot)) = removed {
             self.unindex(part, slot.deadline, &k);
             self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
         }
@@ -300,6 +332,7 @@ impl Engine {
         if let Some(sink) = sink {
             sink.check_writable()?;
         }
+        let watched = self.feed.is_active();
         let now = self.clock.now_ms();
         let part = self.partition(&key);
         match part.map.entry(value::owned(&key)) {
@@ -307,6 +340,9 @@ impl Engine {
                 let old_deadline = o.get().deadline;
                 let expired = o.get().is_expired(now);
                 let (r, change) = if expired { f(None, now)? } else { f(Some(o.get_mut()), now)? };
+                if expired && watched {
+                    self.feed.on_expired(o.key(), self.next_version());
+                }
                 match change {
                     Change::None | Change::Modified(_) if expired => {
                         let (k, _) = o.remove_entry();
@@ -317,25 +353,21 @@ impl Engine {
                     Change::Modified(delta) => {
                         let new_deadline = o.get().deadline;
                         self.reindex(part, o.key(), old_deadline, new_deadline);
-                        if let Some(sink) = sink {
-                            emit(sink, o.key(), o.get(), &delta);
-                        }
+                        self.emit(sink, watched, o.key(), o.get(), &delta);
                     }
                     Change::Put(slot) => {
-                        let new_deadline = slot.deadline;
-                        *o.get_mut() = slot;
-                        self.reindex(part, o.key(), old_deadline, new_deadline);
-                        if let Some(sink) = sink {
-                            emit(sink, o.key(), o.get(), &Delta::Value);
-                        }
+                        self.replace(part, &mut o, old_deadline, slot, Delta::Value, sink, watched)
+                    }
+                    Change::Create(slot, delta) => {
+                        self.replace(part, &mut o, old_deadline, slot, delta, sink, watched)
                     }
                     Change::Remove => {
                         let (k, _) = o.remove_entry();
                         self.unindex(part, old_deadline, &k);
-                        if let Some(sink) = sink {
+                        if sink.is_some() || watched {
                             let effect =
                                 Effect { key: &k, version: self.next_version(), kind: EffectKind::Delete };
-                            record_position(sink.append(&effect));
+                            self.send(sink, watched, &k, &effect);
                         }
                     }
                 }
@@ -343,18 +375,37 @@ impl Engine {
             }
             MapEntry::Vacant(v) => {
                 let (r, change) = f(None, now)?;
-                if let Change::Put(slot) = change {
-                    if slot.deadline != 0 {
-                        self.index(part, slot.deadline, v.key().clone());
-                    }
-                    let o = v.insert_entry(slot);
-                    if let Some(sink) = sink {
-                        emit(sink, o.key(), o.get(), &Delta::Value);
-                    }
+                let (slot, delta) = match change {
+                    Change::Put(slot) => (slot, Delta::Value),
+                    Change::Create(slot, delta) => (slot, delta),
+                    Change::None | Change::Modified(_) | Change::Remove => return Ok(r),
+                };
+                if slot.deadline != 0 {
+                    self.index(part, slot.deadline, v.key().clone());
                 }
+                let o = v.insert_entry(slot);
+                self.emit(sink, watched, o.key(), o.get(), &delta);
                 Ok(r)
             }
         }
+    }
+
+    /// Replaces an occupied slot with a new one, keeping the expiry index in step, and emits `delta`.
+    #[allow(clippy::too_many_arguments)]
+    fn replace(
+        &self,
+        part: &Partition,
+        o: &mut dashmap::mapref::entry::OccupiedEntry<'_, Bytes, Slot>,
+        old_deadline: u64,
+        slot: Slot,
+        delta: Delta,
+        sink: Option<&Arc<dyn EffectSink>>,
+        watched: bool,
+    ) {
+        let new_deadline = slot.deadline;
+        *o.get_mut() = slot;
+        self.reindex(part, o.key(), old_deadline, new_deadline);
+        self.emit(sink, watched, o.key(), o.get(), &delta);
     }
 
     fn index(&self, part: &Partition, deadline: u64, key: Bytes) {
@@ -376,11 +427,39 @@ impl Engine {
             }
         }
     }
+
+    /// Builds the effect of `delta` on `slot` (already changed) and sends it to the log and the
+    /// feed, if either wants it; with neither, nothing is built.
+    fn emit(
+        &self,
+        sink: Option<&Arc<dyn EffectSink>>,
+        watched: bool,
+        key: &Bytes,
+        slot: &Slot,
+        delta: &Delta,
+    ) {
+        if sink.is_none() && !watched {
+            return;
+        }
+        let effect = Effect { key, version: slot.version, kind: effect_kind(slot, delta) };
+        self.send(sink, watched, key, &effect);
+    }
+
+    /// Appends `effect` to the log (recording the position to acknowledge after) and reports it to
+    /// the feed.
+    fn send(&self, sink: Option<&Arc<dyn EffectSink>>, watched: bool, key: &Bytes, effect: &Effect<'_>) {
+        if let Some(sink) = sink {
+            record_position(sink.append(effect));
+        }
+        if watched {
+            self.feed.on_effect(key, effect);
+        }
+    }
 }
 
-/// Builds the effect of `delta` on `slot` (already changed) and appends it to `sink`.
-fn emit(sink: &Arc<dyn EffectSink>, key: &[u8], slot: &Slot, delta: &Delta) {
-    let kind = match delta {
+/// What `delta` did to `slot` (already changed), as an effect kind borrowing from the slot.
+fn effect_kind<'a>(slot: &'a Slot, delta: &'a Delta) -> EffectKind<'a> {
+    match delta {
         Delta::Value => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
         Delta::Ttl => EffectKind::Expire { deadline: slot.deadline },
         Delta::HashSet(field) => match &slot.value {
@@ -396,8 +475,7 @@ fn emit(sink: &Arc<dyn EffectSink>, key: &[u8], slot: &Slot, delta: &Delta) {
             _ => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
         },
         Delta::ListPop(end, count) => EffectKind::ListPop { end: *end, count: *count },
-    };
-    record_position(sink.append(&Effect { key, version: slot.version, kind }));
+    }
 }
 
 fn record_position(position: u64) {

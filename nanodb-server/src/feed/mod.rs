@@ -1,0 +1,514 @@
+//! The change feed: one hub that fans the engine's effects out to key watchers, and pub/sub
+//! messages out to channel subscribers, for every protocol.
+//!
+//! # How it fits
+//! The engine calls [`Hub::on_effect`] for every write it applies (the same [`Effect`] the log
+//! records) and [`Hub::on_expired`] for every key whose deadline passed, with the key's shard
+//! write lock held: so per key, every subscriber sees events in the order they were applied.
+//! Frontends take a [`Subscriber`] from [`Hub::subscriber`], add [`Topic`]s to it, and read
+//! [`Delivery`]s from it; dropping it unsubscribes everything.
+//!
+//! # Costs
+//! - Nobody watching: writers load one atomic and skip the feed ([`Hub::is_active`]).
+//! - Watchers on other keys: one registry read lock, one hash lookup for the exact key, one per
+//!   distinct watched-prefix length.
+//! - Each delivery: one short lock of the subscriber's queue. A full queue drops, never waits; the
+//!   subscriber is told how much it lost ([`Delivery::Lagged`]) and is expected to go away or
+//!   resync. Memory is bounded by the queue bounds times the subscribers.
+
+mod event;
+mod notify;
+mod queue;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use nanodb_protocol::Error;
+
+pub use event::{Delivery, EventKind, KeyEvent, Op};
+pub use notify::NotifyFlags;
+
+use crate::engine::Effect;
+use crate::glob::glob_match;
+use queue::{Bounds, Pushed, Queue};
+
+/// The hub's limits; see the `--watch-*` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedLimits {
+    /// Most deliveries a subscriber's queue holds before it is lagged.
+    pub queue_len: usize,
+    /// Most bytes (keys, values, payloads) a subscriber's queue holds before it is lagged.
+    pub queue_bytes: usize,
+    /// Most topics (keys, prefixes, channels, patterns) one subscriber may hold.
+    pub max_topics: usize,
+    /// Longest key, prefix, channel or pattern in a topic.
+    pub max_topic_len: usize,
+}
+
+impl Default for FeedLimits {
+    fn default() -> Self {
+        Self { queue_len: 4096, queue_bytes: 16 << 20, max_topics: 10_000, max_topic_len: 1024 }
+    }
+}
+
+/// What a subscriber listens to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// Changes to one key.
+    Key(Bytes),
+    /// Changes to every key starting with these bytes (empty: every key).
+    Prefix(Bytes),
+    /// Messages published to one channel.
+    Channel(Bytes),
+    /// Messages published to every channel matching a Redis glob pattern.
+    Pattern(Bytes),
+}
+
+impl Topic {
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Self::Key(b) | Self::Prefix(b) | Self::Channel(b) | Self::Pattern(b) => b,
+        }
+    }
+
+    fn is_key(&self) -> bool {
+        matches!(self, Self::Key(_) | Self::Prefix(_))
+    }
+
+    /// The same topic holding an exact-size copy of its bytes (a slice of a network buffer would
+    /// pin the whole buffer for as long as the subscription lives).
+    fn owned(&self) -> Self {
+        let b = Bytes::copy_from_slice(self.bytes());
+        match self {
+            Self::Key(_) => Self::Key(b),
+            Self::Prefix(_) => Self::Prefix(b),
+            Self::Channel(_) => Self::Channel(b),
+            Self::Pattern(_) => Self::Pattern(b),
+        }
+    }
+}
+
+/// Counters the hub keeps (for INFO, `/v1/stats` and `/metrics`).
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Subscribers alive now.
+    pub subscribers: AtomicUsize,
+    /// Deliveries queued (key events and messages).
+    pub delivered: AtomicU64,
+    /// Deliveries dropped because a queue was full.
+    pub dropped: AtomicU64,
+    /// Subscribers that overflowed and were signalled lagged.
+    pub lagged: AtomicU64,
+    /// PUBLISH calls (client messages and keyspace notifications).
+    pub published: AtomicU64,
+}
+
+/// One registration: which subscriber, and whether it wants values.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: u64,
+    queue: Arc<Queue>,
+    with_value: bool,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    keys: HashMap<Bytes, Vec<Entry>, ahash::RandomState>,
+    prefixes: HashMap<Bytes, Vec<Entry>, ahash::RandomState>,
+    /// Distinct watched-prefix lengths, with how many prefixes have each: a key is matched by
+    /// probing `prefixes` with its first `len` bytes for each.
+    prefix_lens: BTreeMap<usize, usize>,
+    channels: HashMap<Bytes, Vec<Entry>, ahash::RandomState>,
+    patterns: HashMap<Bytes, Vec<Entry>, ahash::RandomState>,
+}
+
+impl Registry {
+    fn map(&mut self, topic: &Topic) -> &mut HashMap<Bytes, Vec<Entry>, ahash::RandomState> {
+        match topic {
+            Topic::Key(_) => &mut self.keys,
+            Topic::Prefix(_) => &mut self.prefixes,
+            Topic::Channel(_) => &mut self.channels,
+            Topic::Pattern(_) => &mut self.patterns,
+        }
+    }
+
+    /// Adds or updates `entry` under `topic`; returns whether it was new.
+    fn insert(&mut self, topic: &Topic, entry: Entry) -> bool {
+        let list = self.map(topic).entry(topic.bytes().clone()).or_default();
+        if let Some(e) = list.iter_mut().find(|e| e.id == entry.id) {
+            e.with_value = entry.with_value;
+            return false;
+        }
+        let first = list.is_empty();
+        list.push(entry);
+        if first && let Topic::Prefix(p) = topic {
+            *self.prefix_lens.entry(p.len()).or_default() += 1;
+        }
+        true
+    }
+
+    /// Removes subscriber `id` from `topic`; returns whether it was there.
+    fn remove(&mut self, topic: &Topic, id: u64) -> bool {
+        let map = self.map(topic);
+        let Some(list) = map.get_mut(topic.bytes().as_ref()) else { return false };
+        let Some(i) = list.iter().position(|e| e.id == id) else { return false };
+        list.swap_remove(i);
+        if list.is_empty() {
+            map.remove(topic.bytes().as_ref());
+            if let Topic::Prefix(p) = topic
+                && let Some(n) = self.prefix_lens.get_mut(&p.len())
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.prefix_lens.remove(&p.len());
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The hub. Owned by the engine ([`crate::engine::Engine::feed`]); share it as `Arc<Hub>`.
+#[derive(Debug)]
+pub struct Hub {
+    registry: RwLock<Registry>,
+    /// Key and prefix registrations; zero means writers skip key dispatch.
+    key_topics: AtomicUsize,
+    /// Channel and pattern registrations; zero means publishing (and keyspace notifications)
+    /// reaches nobody and is skipped.
+    channel_topics: AtomicUsize,
+    /// Keyspace-notification bits that can publish (0 when the setting publishes nothing).
+    notify: AtomicU32,
+    /// The setting as given, for CONFIG GET.
+    notify_shown: AtomicU32,
+    limits: FeedLimits,
+    next_id: AtomicU64,
+    stats: FeedStats,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(limits: FeedLimits) -> Self {
+        Self {
+            registry: RwLock::default(),
+            key_topics: AtomicUsize::new(0),
+            channel_topics: AtomicUsize::new(0),
+            notify: AtomicU32::new(0),
+            notify_shown: AtomicU32::new(0),
+            limits,
+            next_id: AtomicU64::new(1),
+            stats: FeedStats::default(),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The hub's limits.
+    pub fn limits(&self) -> &FeedLimits {
+        &self.limits
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> &FeedStats {
+        &self.stats
+    }
+
+    /// A new subscriber with no topics.
+    pub fn subscriber(self: &Arc<Self>) -> Subscriber {
+        self.stats.subscribers.fetch_add(1, Ordering::Relaxed);
+        Subscriber {
+            hub: self.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            queue: Arc::new(Queue::new(Bounds {
+                len: self.limits.queue_len,
+                bytes: self.limits.queue_bytes,
+            })),
+            topics: HashMap::default(),
+        }
+    }
+
+    /// Whether a write must report to the hub: someone watches keys, or keyspace notifications
+    /// are on and someone subscribes to channels. One or two atomic loads.
+    pub fn is_active(&self) -> bool {
+        self.key_topics.load(Ordering::Acquire) > 0
+            || (self.channel_topics.load(Ordering::Acquire) > 0 && self.notify.load(Ordering::Relaxed) != 0)
+    }
+
+    /// The keyspace-notification setting.
+    pub fn notify_flags(&self) -> NotifyFlags {
+        NotifyFlags::from_bits(self.notify_shown.load(Ordering::Relaxed))
+    }
+
+    /// Changes the keyspace-notification setting (CONFIG SET notify-keyspace-events).
+    pub fn set_notify_flags(&self, flags: NotifyFlags) {
+        // The letters are kept for CONFIG GET even when they publish nothing.
+        let bits = if flags.any() { flags.bits() } else { 0 };
+        self.notify.store(bits, Ordering::Relaxed);
+        self.notify_shown.store(flags.bits(), Ordering::Relaxed);
+    }
+
+    /// Publishes `payload` to `channel`; returns how many subscriptions it was delivered to
+    /// (exact subscribers plus matching patterns, as Redis counts).
+    pub fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        if self.channel_topics.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        self.publish_locked(&self.read(), channel, payload)
+    }
+
+    fn publish_locked(&self, reg: &Registry, channel: &Bytes, payload: &Bytes) -> usize {
+        let mut n = 0;
+        if let Some(list) = reg.channels.get(channel.as_ref()) {
+            for e in list {
+                let d =
+                    Delivery::Message { channel: channel.clone(), payload: payload.clone(), pattern: None };
+                self.deliver(e, d);
+                n += 1;
+            }
+        }
+        for (pattern, list) in &reg.patterns {
+            if glob_match(pattern, channel) {
+                for e in list {
+                    let d = Delivery::Message {
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                        pattern: Some(pattern.clone()),
+                    };
+                    self.deliver(e, d);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn deliver(&self, e: &Entry, d: Delivery) {
+        match e.queue.push(d) {
+            Pushed::Queued => self.stats.delivered.fetch_add(1, Ordering::Relaxed),
+            Pushed::Overflowed => {
+                self.stats.lagged.fetch_add(1, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed)
+            }
+            Pushed::Dropped => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Channels with at least one subscriber, optionally only those matching a glob pattern
+    /// (PUBSUB CHANNELS).
+    pub fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        let reg = self.read();
+        reg.channels.keys().filter(|c| pattern.is_none_or(|p| glob_match(p, c))).cloned().collect()
+    }
+
+    /// Subscribers of `channel`, not counting patterns (PUBSUB NUMSUB).
+    pub fn subscriber_count(&self, channel: &[u8]) -> usize {
+        self.read().channels.get(channel).map_or(0, Vec::len)
+    }
+
+    /// Distinct patterns subscribed to (PUBSUB NUMPAT).
+    pub fn pattern_count(&self) -> usize {
+        self.read().patterns.len()
+    }
+
+    /// Reports one applied write; called by the engine with the key's shard lock held.
+    pub(crate) fn on_effect(&self, key: &Bytes, effect: &Effect<'_>) {
+        let (kind, op) = event::classify(effect);
+        self.dispatch(key, kind, op, effect.version, || event::string_value(effect));
+    }
+
+    /// Reports that `key` expired; called by the engine with the key's shard lock held.
+    pub(crate) fn on_expired(&self, key: &Bytes, version: u64) {
+        self.dispatch(key, EventKind::Expire, Op::Expired, version, || None);
+    }
+
+    fn dispatch(
+        &self,
+        key: &Bytes,
+        kind: EventKind,
+        op: Op,
+        version: u64,
+        value: impl FnOnce() -> Option<Bytes>,
+    ) {
+        let reg = self.read();
+        if self.key_topics.load(Ordering::Acquire) > 0 {
+            let mut matched: Vec<(u64, &Entry)> = Vec::new();
+            if let Some(list) = reg.keys.get(key.as_ref()) {
+                matched.extend(list.iter().map(|e| (e.id, e)));
+            }
+            for &len in reg.prefix_lens.keys() {
+                if len > key.len() {
+                    break;
+                }
+                if let Some(list) = reg.prefixes.get(&key[..len]) {
+                    matched.extend(list.iter().map(|e| (e.id, e)));
+                }
+            }
+            if !matched.is_empty() {
+                // One delivery per subscriber however many of its topics matched.
+                matched.sort_unstable_by_key(|(id, _)| *id);
+                let wants = |id: u64| matched.iter().any(|(i, e)| *i == id && e.with_value);
+                let value = if matched.iter().any(|(_, e)| e.with_value) { value() } else { None };
+                let event = Arc::new(KeyEvent { key: key.clone(), kind, op, version, value });
+                let mut last = 0;
+                for &(id, e) in &matched {
+                    if id != last {
+                        last = id;
+                        self.deliver(e, Delivery::Key { event: event.clone(), with_value: wants(id) });
+                    }
+                }
+            }
+        }
+        let flags = NotifyFlags::from_bits(self.notify.load(Ordering::Relaxed));
+        if flags.any() && self.channel_topics.load(Ordering::Acquire) > 0 {
+            let (keyspace, keyevent) = flags.publishes(op.class());
+            let name = op.redis_name().as_bytes();
+            if keyspace {
+                let channel = [b"__keyspace@0__:".as_slice(), key].concat();
+                self.publish_locked(
+                    &reg,
+                    &Bytes::from(channel),
+                    &Bytes::from_static(op.redis_name().as_bytes()),
+                );
+            }
+            if keyevent {
+                let channel = [b"__keyevent@0__:".as_slice(), name].concat();
+                self.publish_locked(&reg, &Bytes::from(channel), key);
+            }
+        }
+    }
+}
+
+/// One subscriber: a bounded queue and the topics feeding it. Dropping it removes every topic.
+#[derive(Debug)]
+pub struct Subscriber {
+    hub: Arc<Hub>,
+    id: u64,
+    queue: Arc<Queue>,
+    topics: HashMap<Topic, bool, ahash::RandomState>,
+}
+
+impl Subscriber {
+    /// Adds `topic` (or changes whether it delivers values); returns whether it is new. Refused
+    /// when its bytes are longer than the topic limit, when a key is empty, or when the subscriber
+    /// already holds the most topics allowed.
+    pub fn add(&mut self, topic: Topic, with_value: bool) -> Result<bool, Error> {
+        let limits = self.hub.limits;
+        let len = topic.bytes().len();
+        if len > limits.max_topic_len {
+            return Err(Error::KeyTooLarge {
+                what: "watched key or channel",
+                len,
+                max: limits.max_topic_len,
+            });
+        }
+        if matches!(&topic, Topic::Key(k) if k.is_empty()) {
+            return Err(Error::Empty { what: "key" });
+        }
+        if !self.topics.contains_key(&topic) && self.topics.len() >= limits.max_topics {
+            return Err(Error::LimitExceeded {
+                what: "subscriptions",
+                len: self.topics.len() + 1,
+                max: limits.max_topics,
+                setting: "watch_max_topics",
+            });
+        }
+        let topic = topic.owned();
+        let entry = Entry { id: self.id, queue: self.queue.clone(), with_value };
+        let new = self.hub.write().insert(&topic, entry);
+        if new {
+            self.counter(&topic).fetch_add(1, Ordering::Release);
+        }
+        self.topics.insert(topic, with_value);
+        Ok(new)
+    }
+
+    /// Removes `topic`; returns whether it was held.
+    pub fn remove(&mut self, topic: &Topic) -> bool {
+        if self.topics.remove(topic).is_none() {
+            return false;
+        }
+        if self.hub.write().remove(topic, self.id) {
+            self.counter(topic).fetch_sub(1, Ordering::Release);
+        }
+        true
+    }
+
+    /// Removes every topic and empties the queue, clearing a lagged state: for a client that
+    /// resyncs after [`Delivery::Lagged`] and subscribes again.
+    pub fn clear(&mut self) {
+        self.unregister_all();
+        self.queue.reset();
+    }
+
+    fn unregister_all(&mut self) {
+        if self.topics.is_empty() {
+            return;
+        }
+        let mut reg = self.hub.write();
+        for (topic, _) in self.topics.drain() {
+            if reg.remove(&topic, self.id) {
+                let counter = if topic.is_key() { &self.hub.key_topics } else { &self.hub.channel_topics };
+                counter.fetch_sub(1, Ordering::Release);
+            }
+        }
+    }
+
+    fn counter(&self, topic: &Topic) -> &AtomicUsize {
+        if topic.is_key() { &self.hub.key_topics } else { &self.hub.channel_topics }
+    }
+
+    /// Whether `topic` is held.
+    pub fn has(&self, topic: &Topic) -> bool {
+        self.topics.contains_key(topic)
+    }
+
+    /// The topics held.
+    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.keys()
+    }
+
+    /// Channels and patterns held (the count RESP replies with).
+    pub fn channel_count(&self) -> usize {
+        self.topics.keys().filter(|t| !t.is_key()).count()
+    }
+
+    /// Whether no topic is held.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// The next delivery, waiting for one. After [`Delivery::Lagged`] nothing more arrives (until
+    /// [`Subscriber::clear`]): stop reading there.
+    pub async fn recv(&self) -> Delivery {
+        self.queue.pop().await
+    }
+
+    /// Deliveries waiting to be read.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The next delivery if one is waiting (to drain a batch before one write).
+    pub fn try_recv(&self) -> Option<Delivery> {
+        self.queue.try_pop()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.unregister_all();
+        self.hub.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;
