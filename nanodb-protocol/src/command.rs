@@ -255,6 +255,15 @@ pub enum Command {
         /// The destination key.
         to: Bytes,
     },
+    /// Send a message to a pub/sub channel (channels are separate from keys). Replies
+    /// [`Reply::Int`]: how many subscriptions received it (channel subscribers plus matching
+    /// patterns, as Redis counts).
+    Publish {
+        /// The channel (at most `max_key_len` bytes).
+        channel: Bytes,
+        /// The message (at most `max_value_len` bytes).
+        message: Bytes,
+    },
     /// A key's type: "string", "hash", "list" or "none". Replies [`Reply::Bytes`].
     Type {
         /// The key.
@@ -508,6 +517,16 @@ impl Command {
                 limits.key(from)?;
                 limits.key(to)
             }
+            Self::Publish { channel, message } => {
+                if channel.len() > limits.max_key_len {
+                    return Err(Error::KeyTooLarge {
+                        what: "channel",
+                        len: channel.len(),
+                        max: limits.max_key_len,
+                    });
+                }
+                limits.value(message)
+            }
             Self::HashIncr { key, field, .. } => {
                 limits.key(key)?;
                 limits.name("field", field)
@@ -601,6 +620,7 @@ impl Command {
             Self::IncrFloat { .. } => "incr_float",
             Self::MultiPut { .. } => "multi_put",
             Self::Rename { .. } => "rename",
+            Self::Publish { .. } => "publish",
             Self::Type { .. } => "type",
             Self::Flush => "flush",
             Self::RandomKey => "random_key",

@@ -65,6 +65,7 @@ command_from! {
     ListPopRequest => |m| Command::ListPop { end: list_end(m.end)?, key: m.key, count: m.count };
     ListRangeRequest => |m| Command::ListRange { key: m.key, start: m.start, stop: m.stop };
     PingRequest => |_m| Command::Ping;
+    PublishRequest => |m| Command::Publish { channel: m.channel, message: m.message };
 }
 
 impl TryFrom<pb::Operation> for Command {

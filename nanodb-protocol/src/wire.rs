@@ -95,6 +95,8 @@ pub mod kind {
     pub const LIST_TRIM: u8 = 0x50;
     /// `key | u64 version`: delete only if the key has exactly this version (replies `R_BOOL`).
     pub const DELETE_IF: u8 = 0x60;
+    /// `channel | message`: publish to a pub/sub channel (replies `R_INT`, the receivers).
+    pub const PUBLISH: u8 = 0x70;
 
     /// Empty body.
     pub const R_PONG: u8 = 0x81;
@@ -224,6 +226,7 @@ fn command_kind(cmd: &Command) -> u8 {
         Command::IncrFloat { .. } => kind::INCR_FLOAT,
         Command::MultiPut { .. } => kind::MULTI_PUT,
         Command::Rename { .. } => kind::RENAME,
+        Command::Publish { .. } => kind::PUBLISH,
         Command::Type { .. } => kind::TYPE,
         Command::Flush => kind::FLUSH,
         Command::RandomKey => kind::RANDOM_KEY,
@@ -291,6 +294,10 @@ fn encode_command_body(cmd: &Command, dst: &mut BytesMut) {
         Command::Rename { from, to } => {
             put_bytes(dst, from);
             put_bytes(dst, to);
+        }
+        Command::Publish { channel, message } => {
+            put_bytes(dst, channel);
+            put_bytes(dst, message);
         }
         Command::HashIncr { key, field, delta } => {
             put_bytes(dst, key);
@@ -679,6 +686,7 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
             Command::MultiPut { pairs, only_if_none_exist }
         }
         kind::RENAME => Command::Rename { from: r.bytes("from")?, to: r.bytes("to")? },
+        kind::PUBLISH => Command::Publish { channel: r.bytes("channel")?, message: r.bytes("message")? },
         kind::TYPE => Command::Type { key: r.bytes("key")? },
         kind::FLUSH => Command::Flush,
         kind::RANDOM_KEY => Command::RandomKey,
@@ -868,6 +876,7 @@ mod tests {
                 only_if_none_exist: true,
             },
             Command::Rename { from: b("a"), to: b("b") },
+            Command::Publish { channel: b("news"), message: b("hello") },
             Command::Type { key: b("k") },
             Command::Flush,
             Command::RandomKey,

@@ -233,6 +233,17 @@ pub async fn grpc() -> (SocketAddr, Arc<Store>) {
         async fn list_range(&self, _: Request<ListRangeRequest>) -> R<ListRangeResponse> {
             no()
         }
+        type WatchStream = futures::stream::Empty<Result<WatchEvent, Status>>;
+        async fn watch(&self, _: Request<WatchRequest>) -> R<Self::WatchStream> {
+            no()
+        }
+        async fn publish(&self, _: Request<PublishRequest>) -> R<PublishResponse> {
+            no()
+        }
+        type SubscribeStream = futures::stream::Empty<Result<SubscribeMessage, Status>>;
+        async fn subscribe(&self, _: Request<SubscribeRequest>) -> R<Self::SubscribeStream> {
+            no()
+        }
     }
     let store = Arc::new(Store::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

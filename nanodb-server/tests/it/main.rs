@@ -8,3 +8,4 @@ mod http;
 mod persist;
 mod resp;
 mod tcp;
+mod watch_grpc;

@@ -14,6 +14,7 @@
 
 mod convert;
 mod service;
+mod watch;
 
 use std::io;
 use std::pin::Pin;

@@ -8,6 +8,7 @@ use nanodb_protocol::{Command, Error, Reply};
 use tonic::{Request, Response, Status};
 
 use super::convert::{OpKind, get_response, key_value, length, operation_result, status, unexpected};
+use super::watch::{self, EventStream};
 use crate::frontend::Context;
 use crate::stats::{Protocol, resident_memory_bytes};
 
@@ -183,6 +184,37 @@ impl Kv for KvService {
             Reply::List(values) => Ok(Response::new(pb::ListRangeResponse { values })),
             other => Err(unexpected("list_range", &other)),
         }
+    }
+
+    type WatchStream = EventStream<pb::WatchEvent>;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let started = Instant::now();
+        let result = watch::watch(&self.ctx, request.into_inner());
+        self.ctx.stats.record(Protocol::Grpc, "watch", result.is_ok(), started.elapsed());
+        Ok(Response::new(result?))
+    }
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        match run(&self.ctx, "publish", request.into_inner()).await? {
+            Reply::Int(n) => Ok(Response::new(pb::PublishResponse { receivers: n.max(0) as u64 })),
+            other => Err(unexpected("publish", &other)),
+        }
+    }
+
+    type SubscribeStream = EventStream<pb::SubscribeMessage>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let started = Instant::now();
+        let result = watch::subscribe(&self.ctx, request.into_inner());
+        self.ctx.stats.record(Protocol::Grpc, "subscribe", result.is_ok(), started.elapsed());
+        Ok(Response::new(result?))
     }
 }
 
