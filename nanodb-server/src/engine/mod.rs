@@ -448,11 +448,10 @@ impl Engine {
     /// Appends `effect` to the log (recording the position to acknowledge after) and reports it to
     /// the feed.
     fn send(&self, sink: Option<&Arc<dyn EffectSink>>, watched: bool, key: &Bytes, effect: &Effect<'_>) {
-        if let Some(sink) = sink {
-            record_position(sink.append(effect));
-        }
+        let position = sink.map_or(0, |sink| sink.append(effect));
+        record_position(position);
         if watched {
-            self.feed.on_effect(key, effect);
+            self.feed.on_effect(key, effect, position);
         }
     }
 }

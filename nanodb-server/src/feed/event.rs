@@ -106,6 +106,9 @@ pub struct KeyEvent {
     pub version: u64,
     /// The new value, for string writes, when some watcher asked for values.
     pub value: Option<Bytes>,
+    /// The log position the write must reach before the event is delivered (0 when nothing was
+    /// logged): a watcher never sees a write that a crash could still take back.
+    pub position: u64,
 }
 
 /// One item in a subscriber's queue.
@@ -138,6 +141,14 @@ pub enum Delivery {
 }
 
 impl Delivery {
+    /// The log position this delivery waits for (0 for none).
+    pub(super) fn position(&self) -> u64 {
+        match self {
+            Self::Key { event, .. } => event.position,
+            _ => 0,
+        }
+    }
+
     /// The value to show this subscriber, when it asked for values and the event has one.
     pub fn value(&self) -> Option<&Bytes> {
         match self {

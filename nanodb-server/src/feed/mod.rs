@@ -21,8 +21,11 @@ mod notify;
 mod queue;
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use nanodb_protocol::Error;
@@ -33,6 +36,17 @@ pub use notify::NotifyFlags;
 use crate::engine::Effect;
 use crate::glob::glob_match;
 use queue::{Bounds, Pushed, Queue};
+
+/// What holds events back until their writes may be acknowledged: the append-only log. Without
+/// one (persistence off) events are delivered at once.
+pub trait DurabilityGate: Send + Sync + Debug {
+    /// Whether the record at `position` may be acknowledged now (a cheap check).
+    fn is_durable(&self, position: u64) -> bool;
+    /// Waits until it may be; an error means it never will be (the log failed).
+    fn wait_durable(&self, position: u64) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '_>>;
+}
+
+type Gate = Arc<dyn DurabilityGate>;
 
 /// The hub's limits; see the `--watch-*` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +200,8 @@ pub struct Hub {
     limits: FeedLimits,
     next_id: AtomicU64,
     stats: FeedStats,
+    /// The log, when persistence is on: key events wait for their record before delivery.
+    gate: OnceLock<Gate>,
 }
 
 impl Hub {
@@ -200,7 +216,14 @@ impl Hub {
             limits,
             next_id: AtomicU64::new(1),
             stats: FeedStats::default(),
+            gate: OnceLock::new(),
         }
+    }
+
+    /// Holds key events back until `gate` says their writes may be acknowledged. Set once, when
+    /// persistence opens the log.
+    pub fn set_gate(&self, gate: Arc<dyn DurabilityGate>) {
+        let _ = self.gate.set(gate);
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Registry> {
@@ -319,15 +342,16 @@ impl Hub {
         self.read().patterns.len()
     }
 
-    /// Reports one applied write; called by the engine with the key's shard lock held.
-    pub(crate) fn on_effect(&self, key: &Bytes, effect: &Effect<'_>) {
+    /// Reports one applied write whose log record ends at `position` (0 when not logged); called
+    /// by the engine with the key's shard lock held.
+    pub(crate) fn on_effect(&self, key: &Bytes, effect: &Effect<'_>, position: u64) {
         let (kind, op) = event::classify(effect);
-        self.dispatch(key, kind, op, effect.version, || event::string_value(effect));
+        self.dispatch(key, kind, op, (effect.version, position), || event::string_value(effect));
     }
 
     /// Reports that `key` expired; called by the engine with the key's shard lock held.
     pub(crate) fn on_expired(&self, key: &Bytes, version: u64) {
-        self.dispatch(key, EventKind::Expire, Op::Expired, version, || None);
+        self.dispatch(key, EventKind::Expire, Op::Expired, (version, 0), || None);
     }
 
     fn dispatch(
@@ -335,7 +359,7 @@ impl Hub {
         key: &Bytes,
         kind: EventKind,
         op: Op,
-        version: u64,
+        (version, position): (u64, u64),
         value: impl FnOnce() -> Option<Bytes>,
     ) {
         let reg = self.read();
@@ -357,7 +381,7 @@ impl Hub {
                 matched.sort_unstable_by_key(|(id, _)| *id);
                 let wants = |id: u64| matched.iter().any(|(i, e)| *i == id && e.with_value);
                 let value = if matched.iter().any(|(_, e)| e.with_value) { value() } else { None };
-                let event = Arc::new(KeyEvent { key: key.clone(), kind, op, version, value });
+                let event = Arc::new(KeyEvent { key: key.clone(), kind, op, version, value, position });
                 let mut last = 0;
                 for &(id, e) in &matched {
                     if id != last {
@@ -488,8 +512,11 @@ impl Subscriber {
 
     /// The next delivery, waiting for one. After [`Delivery::Lagged`] nothing more arrives (until
     /// [`Subscriber::clear`]): stop reading there.
+    ///
+    /// With persistence on, a key event is held until its write may be acknowledged under the
+    /// fsync policy, so a watcher never sees a write a crash could take back.
     pub async fn recv(&self) -> Delivery {
-        self.queue.pop().await
+        self.queue.pop(self.hub.gate.get()).await
     }
 
     /// Deliveries waiting to be read.
@@ -498,8 +525,9 @@ impl Subscriber {
     }
 
     /// The next delivery if one is waiting (to drain a batch before one write).
+    /// Like [`Subscriber::recv`], a key event whose write is not yet durable is not returned.
     pub fn try_recv(&self) -> Option<Delivery> {
-        self.queue.try_pop()
+        self.queue.try_pop(self.hub.gate.get())
     }
 }
 

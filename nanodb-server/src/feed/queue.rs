@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
+use super::Gate;
 use super::event::Delivery;
 
 /// How large a queue may grow.
@@ -80,28 +81,54 @@ impl Queue {
         pushed
     }
 
-    /// The next delivery, or the lagged signal once the queue has drained after an overflow.
-    pub(super) fn try_pop(&self) -> Option<Delivery> {
+    /// The next delivery if `gate` says its write is durable (or it has no log position), or the
+    /// lagged signal once the queue has drained after an overflow.
+    pub(super) fn try_pop(&self, gate: Option<&Gate>) -> Option<Delivery> {
+        self.pop_or_block(gate).ok().flatten()
+    }
+
+    /// Like [`Queue::try_pop`], but says which log position blocks the head when one does.
+    fn pop_or_block(&self, gate: Option<&Gate>) -> Result<Option<Delivery>, u64> {
         let mut s = self.lock();
+        if let Some((d, _)) = s.items.front() {
+            let position = d.position();
+            if position > 0 && gate.is_some_and(|g| !g.is_durable(position)) {
+                return Err(position);
+            }
+        }
         if let Some((d, size)) = s.items.pop_front() {
             s.bytes -= size;
-            return Some(d);
+            return Ok(Some(d));
         }
         if s.lagged && !s.signalled {
             s.signalled = true;
-            return Some(Delivery::Lagged { dropped: s.dropped });
+            return Ok(Some(Delivery::Lagged { dropped: s.dropped }));
         }
-        None
+        Ok(None)
     }
 
     /// Waits for the next delivery. After the lagged signal nothing more comes: this waits forever,
     /// so readers stop at [`Delivery::Lagged`].
-    pub(super) async fn pop(&self) -> Delivery {
+    /// A delivery whose write is not durable yet waits for it first.
+    pub(super) async fn pop(&self, gate: Option<&Gate>) -> Delivery {
         loop {
-            if let Some(d) = self.try_pop() {
-                return d;
+            match self.pop_or_block(gate) {
+                Ok(Some(d)) => return d,
+                Ok(None) => self.ready.notified().await,
+                Err(position) => {
+                    if let Some(gate) = gate
+                        && gate.wait_durable(position).await.is_err()
+                    {
+                        // The log failed: the write stays in memory and readable until a restart
+                        // (reads return it too), so the event is shown rather than held forever.
+                        let mut s = self.lock();
+                        if let Some((d, size)) = s.items.pop_front() {
+                            s.bytes -= size;
+                            return d;
+                        }
+                    }
+                }
             }
-            self.ready.notified().await;
         }
     }
 
@@ -136,14 +163,14 @@ mod tests {
         assert_eq!(q.push(msg(3)), Pushed::Overflowed);
         assert_eq!(q.push(msg(4)), Pushed::Dropped);
         // Space freed by reading does not resume delivery: the gap must be signalled first.
-        assert_eq!(q.try_pop(), Some(msg(1)));
+        assert_eq!(q.try_pop(None), Some(msg(1)));
         assert_eq!(q.push(msg(5)), Pushed::Dropped);
-        assert_eq!(q.try_pop(), Some(msg(2)));
-        assert_eq!(q.try_pop(), Some(Delivery::Lagged { dropped: 3 }));
-        assert_eq!(q.try_pop(), None);
+        assert_eq!(q.try_pop(None), Some(msg(2)));
+        assert_eq!(q.try_pop(None), Some(Delivery::Lagged { dropped: 3 }));
+        assert_eq!(q.try_pop(None), None);
         q.reset();
         assert_eq!(q.push(msg(6)), Pushed::Queued);
-        assert_eq!(q.try_pop(), Some(msg(6)));
+        assert_eq!(q.try_pop(None), Some(msg(6)));
     }
 
     #[test]
@@ -164,7 +191,7 @@ mod tests {
         let q = Arc::new(Queue::new(Bounds { len: 8, bytes: usize::MAX }));
         let reader = tokio::spawn({
             let q = q.clone();
-            async move { q.pop().await }
+            async move { q.pop(None).await }
         });
         tokio::task::yield_now().await;
         q.push(msg(7));

@@ -1,6 +1,8 @@
 //! Hub tests through a real engine: what each write reports, matching, ordering, backpressure,
 //! pub/sub, keyspace notifications and cleanup.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -272,4 +274,59 @@ fn topics_are_bounded() {
     assert!(matches!(s.add(Topic::Key(b("toolong")), false), Err(Error::KeyTooLarge { .. })));
     assert!(matches!(s.add(Topic::Key(b("")), false), Err(Error::Empty { .. })));
     assert_eq!(s.channel_count(), 1);
+}
+
+/// A log stand-in: durable up to whatever the test says.
+#[derive(Debug, Default)]
+struct FakeLog {
+    durable: std::sync::atomic::AtomicU64,
+    changed: tokio::sync::Notify,
+}
+
+impl DurabilityGate for FakeLog {
+    fn is_durable(&self, position: u64) -> bool {
+        self.durable.load(Ordering::Acquire) >= position
+    }
+
+    fn wait_durable(&self, position: u64) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '_>> {
+        Box::pin(async move {
+            while !self.is_durable(position) {
+                self.changed.notified().await;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn key_events_wait_until_their_write_is_durable() {
+    let hub = Arc::new(Hub::new(FeedLimits::default()));
+    let log = Arc::new(FakeLog::default());
+    hub.set_gate(log.clone());
+    let mut s = hub.subscriber();
+    s.add(Topic::Prefix(b("")), false).expect("succeeds");
+    s.add(Topic::Channel(b("c")), false).expect("succeeds");
+    let effect_value = crate::engine::Value::Str(b("v"));
+    let effect = Effect {
+        key: b"k",
+        version: 1,
+        kind: crate::engine::EffectKind::Set { value: &effect_value, deadline: 0 },
+    };
+    hub.on_effect(&b("k"), &effect, 100);
+    assert_eq!(s.try_recv(), None, "position 100 is not durable yet");
+    // Messages behind it keep their order: they wait too.
+    hub.publish(&b("c"), &b("m"));
+    assert_eq!(s.try_recv(), None);
+    let reader = tokio::spawn(async move {
+        let first = s.recv().await;
+        let second = s.recv().await;
+        (first, second)
+    });
+    tokio::task::yield_now().await;
+    assert!(!reader.is_finished());
+    log.durable.store(100, Ordering::Release);
+    log.changed.notify_waiters();
+    let (first, second) = reader.await.expect("reader finishes");
+    assert!(matches!(first, Delivery::Key { ref event, .. } if event.position == 100), "{first:?}");
+    assert!(matches!(second, Delivery::Message { .. }), "{second:?}");
 }

@@ -16,8 +16,10 @@
 //! pages; a retry that "succeeds" would lie). Reads keep working.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -30,6 +32,7 @@ use tracing::{error, info};
 use super::record;
 use super::{FsyncPolicy, fsync_dir, segment_path};
 use crate::engine::{Effect, EffectSink};
+use crate::feed::DurabilityGate;
 
 /// The first bytes of every log segment, followed by the segment's sequence number (u64 LE).
 pub const SEGMENT_MAGIC: &[u8; 8] = b"NANOAOF1";
@@ -327,6 +330,20 @@ impl AppendLog {
             info!(position = self.synced.load(Ordering::Acquire), "append-only log flushed and fsynced");
         }
         r
+    }
+}
+
+impl DurabilityGate for AppendLog {
+    fn is_durable(&self, position: u64) -> bool {
+        let reached = match self.policy {
+            FsyncPolicy::No | FsyncPolicy::EverySec => &self.written,
+            FsyncPolicy::Always => &self.synced,
+        };
+        reached.load(Ordering::Acquire) >= position
+    }
+
+    fn wait_durable(&self, position: u64) -> Pin<Box<dyn Future<Output = Result<(), Error>> + Send + '_>> {
+        Box::pin(AppendLog::wait_durable(self, position))
     }
 }
 

@@ -153,6 +153,8 @@ impl Persistence {
         if engine.attach_sink(log.clone()).is_err() {
             warn!("the engine already had an effect sink; persistence not attached");
         }
+        // Watchers see a write only once it may be acknowledged.
+        engine.feed().set_gate(log.clone());
         info!(dir = %config.dir.display(), fsync = %config.fsync, keys = recovered.keys, "persistence on");
         Ok(Arc::new(Self {
             log,

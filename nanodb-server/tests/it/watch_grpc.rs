@@ -179,3 +179,29 @@ async fn a_stream_outlives_the_request_timeout_and_ends_at_shutdown() {
     assert!(!matches!(end, Some(Ok(_))), "no event after shutdown: {end:?}");
     assert!(stopped.await.expect("succeeds"), "shutdown drained in time");
 }
+
+#[tokio::test]
+async fn with_persistence_every_fsync_policy_delivers_events_once_durable() {
+    use nanodb_server::persist::FsyncPolicy;
+    for fsync in [FsyncPolicy::No, FsyncPolicy::EverySec, FsyncPolicy::Always] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (server, mut kv, mut tcp) =
+            server(Config { persistence: true, data_dir: dir.path().to_path_buf(), fsync, ..config() }).await;
+        let mut events = kv.watch(watch_req("k", true, true)).await.expect("watch").into_inner();
+        for i in 0..50 {
+            tcp.call(Command::Put {
+                key: b(&format!("k{i}")),
+                value: b(&i.to_string()),
+                ttl_ms: 0,
+                condition: PutCondition::Always,
+            })
+            .await
+            .expect("put");
+        }
+        for i in 0..50 {
+            let e = next(&mut events).await;
+            assert_eq!((e.key, e.value), (b(&format!("k{i}")), b(&i.to_string())), "{fsync}");
+        }
+        assert!(server.shutdown().await);
+    }
+}
