@@ -160,7 +160,12 @@ async fn a_watcher_that_falls_behind_gets_lagged_and_the_stream_ends() {
     assert!(dropped > 0 && puts + dropped as usize == 2_000, "{puts} + {dropped}");
     let end = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("ends");
     assert!(end.is_none(), "the stream ends after LAGGED");
-    assert_eq!(server.engine().feed().stats().subscribers.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let addr = server.addrs().grpc.expect("grpc on");
+    let mut admin = nanodb_protocol::pb::admin_client::AdminClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let stats = admin.stats(pb::StatsRequest {}).await.expect("stats").into_inner().feed.expect("feed stats");
+    assert_eq!((stats.subscribers, stats.lagged, stats.dropped), (0, 1, dropped));
     assert!(server.shutdown().await);
 }
 

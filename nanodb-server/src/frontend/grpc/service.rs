@@ -218,6 +218,17 @@ impl Kv for KvService {
     }
 }
 
+fn feed_stats(s: &crate::feed::FeedStats) -> pb::FeedStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    pb::FeedStats {
+        subscribers: s.subscribers.load(Relaxed) as u64,
+        delivered: s.delivered.load(Relaxed),
+        dropped: s.dropped.load(Relaxed),
+        lagged: s.lagged.load(Relaxed),
+        published: s.published.load(Relaxed),
+    }
+}
+
 /// Serves `nanodb.v1.Admin`.
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -255,6 +266,7 @@ impl Admin for AdminService {
                 .collect(),
             uptime_s: stats.uptime().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
+            feed: Some(feed_stats(ctx.engine.feed().stats())),
         };
         stats.record(Protocol::Grpc, "stats", true, started.elapsed());
         Ok(Response::new(response))
