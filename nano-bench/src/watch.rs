@@ -11,6 +11,7 @@
 //!   event: a missing or duplicated event is an error.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -58,8 +59,8 @@ impl IdleWatchers {
             channels.push(grpc::channel(target).await?);
         }
         let mut streams: SelectAll<TaggedStream> = SelectAll::new();
-        for (i, ch) in (0..n).zip(channels.iter().flat_map(|c| std::iter::repeat_n(c, WATCHERS_PER_CHANNEL)))
-        {
+        for i in 0..n {
+            let ch = channels.get(i / WATCHERS_PER_CHANNEL).context("a channel per 50 watchers")?;
             let req = WatchRequest {
                 key: Bytes::from(format!("{IDLE_KEY_PREFIX}{i}")),
                 prefix: false,
@@ -223,8 +224,7 @@ async fn write_loop<C: Conn>(
             k += 1;
             next_due += plan.interval;
             key.clear();
-            key.push_str(&plan.prefix);
-            key.push_str(&format!("{:012}", seq % plan.keyspace));
+            let _ = write!(key, "{}{:012}", plan.prefix, seq % plan.keyspace);
             // the send time is taken as late as possible: the write goes out in the flush below
             stamp(seq, since(base, Instant::now()), plan.value_size, &mut value);
             conn.push(Op::Set, key.as_bytes(), &Bytes::copy_from_slice(&value));
