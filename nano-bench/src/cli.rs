@@ -23,6 +23,89 @@ pub struct Cli {
 pub enum Cmd {
     /// Draw one SVG comparing the latency spectra of earlier runs (their --json files).
     Plot(PlotArgs),
+    /// Measure change-feed delivery latency: writes carry their send time, one gRPC Watch on
+    /// their prefix records write-to-receipt latency; a missing event is an error.
+    WatchLatency(WatchLatencyArgs),
+}
+
+/// `nano-bench watch-latency`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchLatencyArgs {
+    /// The gRPC address of the watcher (NanoDB's --grpc-addr), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50051")]
+    pub target: String,
+    /// The protocol the writes go over.
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub write_protocol: Protocol,
+    /// Where the writes go, HOST:PORT; default: --target (only when --write-protocol is grpc).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub write_target: Option<String>,
+    /// Writer connections; together they write at --rate.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub concurrency: usize,
+    /// Writes per second, in total (open loop).
+    #[arg(long, default_value_t = 1000.0, value_name = "OPS")]
+    pub rate: f64,
+    /// How long to write (e.g. 10s).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "5s")]
+    pub duration: Duration,
+    /// Writes before this are sent and checked for delivery but not recorded (e.g. 1s).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "0s")]
+    pub warmup: Duration,
+    /// After the last write, how long events still missing may take before they count as lost.
+    #[arg(long, value_name = "TIME", value_parser = parse_duration, default_value = "5s")]
+    pub drain: Duration,
+    /// Distinct keys written, round robin; they all start with --key-prefix, which is watched.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub keyspace: u64,
+    /// The watched prefix; nothing else should write keys starting with it during the run.
+    #[arg(long, default_value = "__watch_latency:", value_name = "PREFIX")]
+    pub key_prefix: String,
+    /// Bytes per written value (at least the 41 that carry the sequence number and send time).
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    pub value_size: usize,
+    /// Write the result as JSON (the benchmark's format, with an `events` record).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the full percentile spectrum in HdrHistogram's text format (values in ms).
+    #[arg(long, value_name = "FILE")]
+    pub hdr_out: Option<PathBuf>,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// A label for this run in reports.
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
+}
+
+impl WatchLatencyArgs {
+    /// Where the writes go.
+    pub fn write_target(&self) -> &str {
+        self.write_target.as_deref().unwrap_or(&self.target)
+    }
+
+    /// Checks combinations clap cannot express; the message is the whole error line.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.write_target.is_none() && self.write_protocol != Protocol::Grpc {
+            return Err(format!(
+                "--write-target is needed with --write-protocol {} (--target is the gRPC watcher)",
+                self.write_protocol.name()
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err("--concurrency must be at least 1".into());
+        }
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            return Err(format!("--rate must be > 0, got {}", self.rate));
+        }
+        if self.keyspace == 0 {
+            return Err("--keyspace must be at least 1".into());
+        }
+        if self.duration.is_zero() {
+            return Err("--duration must be more than 0".into());
+        }
+        Ok(())
+    }
 }
 
 /// `nano-bench plot`.
@@ -175,6 +258,13 @@ pub struct BenchArgs {
     /// A label for this run in reports and plots (default: protocol and target).
     #[arg(long, value_name = "TEXT")]
     pub label: Option<String>,
+    /// Open this many idle gRPC Watch streams (on keys `__watch_idle:<i>`, which the workload
+    /// never writes) before the run and keep them for all of it; any stream failing fails the run.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub watchers: usize,
+    /// The gRPC address for --watchers; default: --target (only when --protocol is grpc).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub watch_addr: Option<String>,
 }
 
 impl BenchArgs {
@@ -184,6 +274,15 @@ impl BenchArgs {
             (Some(c), _) => c,
             (None, Protocol::Grpc) => 1,
             (None, _) => self.concurrency,
+        }
+    }
+
+    /// Where the --watchers streams go, if any are asked for.
+    pub fn watch_target(&self) -> Option<&str> {
+        match (&self.watch_addr, self.protocol) {
+            (Some(a), _) => Some(a),
+            (None, Protocol::Grpc) => Some(&self.target),
+            (None, _) => None,
         }
     }
 
@@ -220,6 +319,12 @@ impl BenchArgs {
         }
         if self.requests == Some(0) {
             return Err("--requests must be at least 1".into());
+        }
+        if self.watchers > 0 && self.watch_target().is_none() {
+            return Err(format!(
+                "--watchers needs --watch-addr (the gRPC address) with --protocol {}",
+                self.protocol.name()
+            ));
         }
         match self.protocol {
             Protocol::Http if self.pipeline > 1 => {
@@ -331,6 +436,45 @@ mod tests {
             Cli::try_parse_from(["nano-bench", "plot", "--json", "a", "--json", "b", "--out", "x.svg"])
                 .expect("parses");
         assert!(matches!(plot.command, Some(Cmd::Plot(p)) if p.json.len() == 2));
+    }
+
+    #[test]
+    fn watchers_need_a_grpc_address() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).expect("parses").bench;
+        let a = parse(&["nano-bench", "--protocol", "resp", "--watchers", "100"]);
+        assert!(a.validate().is_err_and(|e| e.contains("--watch-addr")));
+        let a = parse(&["nano-bench", "--protocol", "resp", "--watchers", "1", "--watch-addr", "h:1"]);
+        assert_eq!((a.validate(), a.watch_target()), (Ok(()), Some("h:1")));
+        let a = parse(&["nano-bench", "--protocol", "grpc", "--target", "g:2", "--watchers", "3"]);
+        assert_eq!((a.validate(), a.watch_target(), a.watchers), (Ok(()), Some("g:2"), 3));
+        assert_eq!(parse(&["nano-bench"]).watchers, 0);
+    }
+
+    #[test]
+    fn watch_latency_needs_a_write_target_unless_writing_over_grpc() {
+        let parse = |argv: &[&str]| match Cli::try_parse_from(argv).expect("parses").command {
+            Some(Cmd::WatchLatency(w)) => w,
+            other => panic!("not watch-latency: {other:?}"),
+        };
+        let w = parse(&["nano-bench", "watch-latency", "--target", "g:1", "--write-protocol", "tcp"]);
+        assert!(w.validate().is_err_and(|e| e.contains("--write-target")));
+        let w = parse(&[
+            "nano-bench",
+            "watch-latency",
+            "--target",
+            "g:1",
+            "--write-protocol",
+            "resp",
+            "--write-target",
+            "r:2",
+            "--rate",
+            "500",
+            "--duration",
+            "2s",
+        ]);
+        assert_eq!((w.validate(), w.write_target(), w.rate), (Ok(()), "r:2", 500.0));
+        let w = parse(&["nano-bench", "watch-latency", "--target", "g:1"]);
+        assert_eq!((w.validate(), w.write_target()), (Ok(()), "g:1"));
     }
 
     #[test]

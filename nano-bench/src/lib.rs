@@ -6,6 +6,7 @@
 //! - [`runner`]: workers, closed and open loop, coordinated-omission correction.
 //! - [`report`]: summary table, `--json`, `--hdr-out`, `--plot`.
 //! - [`progress`]: the live progress bar.
+//! - [`watch`]: the change feed under load: `--watchers` and `watch-latency`.
 //!
 //! [`run`] is what the binary calls; [`bench`] runs one benchmark and returns its [`report::Summary`].
 
@@ -22,9 +23,10 @@ pub mod client;
 pub mod progress;
 pub mod report;
 pub mod runner;
+pub mod watch;
 pub mod workload;
 
-use cli::{BenchArgs, Cli, Cmd, Protocol};
+use cli::{BenchArgs, Cli, Cmd, Protocol, WatchLatencyArgs};
 use client::{Connector, Pool};
 use report::Summary;
 use runner::{Clock, Live, Plan, WorkerResult};
@@ -45,13 +47,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         println!("wrote {}", p.out.display());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(Cmd::WatchLatency(w)) = &cli.command {
+        return run_watch_latency(w);
+    }
     let args = cli.bench;
     args.validate().map_err(anyhow::Error::msg)?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt.enable_all().build().context("starting the runtime")?;
+    let rt = runtime(args.threads)?;
     let show = progress::wanted(args.no_progress);
     let (summary, hist) = rt.block_on(bench_with_histogram(&args, show))?;
     print!("{}", report::table(&summary));
@@ -67,6 +68,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(if summary.errors > 0 { ExitCode::from(EXIT_REQUEST_ERRORS) } else { ExitCode::SUCCESS })
 }
 
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        rt.worker_threads(n.max(1));
+    }
+    rt.enable_all().build().context("starting the runtime")
+}
+
+/// `nano-bench watch-latency`: exit 0, or [`EXIT_REQUEST_ERRORS`] when an event was missing or
+/// anything else went wrong in the run.
+fn run_watch_latency(args: &WatchLatencyArgs) -> anyhow::Result<ExitCode> {
+    args.validate().map_err(anyhow::Error::msg)?;
+    let (summary, hist) = runtime(args.threads)?.block_on(watch::latency(args))?;
+    print!("{}", report::table(&summary));
+    if let Some(path) = &args.json {
+        report::write_json(&summary, path)?;
+    }
+    if let Some(path) = &args.hdr_out {
+        std::fs::write(path, report::hgrm(&hist)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if summary.errors > 0 { ExitCode::from(EXIT_REQUEST_ERRORS) } else { ExitCode::SUCCESS })
+}
+
 /// How many virtual users worker `i` of `workers` carries, `users` in all.
 fn users_of(i: usize, workers: usize, users: usize) -> usize {
     users / workers + usize::from(i < users % workers)
@@ -78,6 +102,11 @@ pub async fn bench_with_histogram(
     show_progress: bool,
 ) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
     args.validate().map_err(anyhow::Error::msg)?;
+    // the watchers are registered before the first request and outlive the last one
+    let watchers = match args.watch_target() {
+        Some(addr) if args.watchers > 0 => Some(watch::IdleWatchers::open(addr, args.watchers).await?),
+        _ => None,
+    };
     let connections = args.effective_connections();
     let pool =
         Pool::open(Connector { protocol: args.protocol, target: args.target.clone() }, connections).await?;
@@ -180,6 +209,10 @@ pub async fn bench_with_histogram(
         let _ = b.await;
     }
     let total = total.ok_or_else(|| anyhow::anyhow!("no workers ran"))?;
+    let watchers = match watchers {
+        Some(w) => w.finish().await?,
+        None => 0,
+    };
     let duration_s = total.last.map_or(0.0, |l| l.saturating_duration_since(measure_from).as_secs_f64());
     let errors = total.error_count();
     let summary = Summary {
@@ -202,6 +235,8 @@ pub async fn bench_with_histogram(
         value_size: args.value_size,
         key_dist: format!("{:?}", args.key_dist).to_lowercase(),
         spectrum: report::spectrum(&total.hist),
+        watchers,
+        events: None,
     };
     Ok((summary, total.hist))
 }

@@ -71,6 +71,12 @@ pub struct Summary {
     pub key_dist: String,
     /// The percentile spectrum: `[quantile, latency µs]` pairs, for `nano-bench plot`.
     pub spectrum: Vec<(f64, u64)>,
+    /// Idle gRPC Watch streams held open during the run (`--watchers`; `watch-latency`: 1).
+    #[serde(default)]
+    pub watchers: usize,
+    /// `watch-latency` only: writes and the events they produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::watch::EventCounts>,
 }
 
 /// The latency summary of `h`.
@@ -155,9 +161,10 @@ fn us(v: u64) -> String {
 pub fn table(s: &Summary) -> String {
     let mut o = String::new();
     let mode = s.rate.map_or("closed loop".to_string(), |r| format!("open loop at {} ops/s", thousands(r)));
+    let watchers = if s.watchers > 0 { format!("  watchers {}", s.watchers) } else { String::new() };
     let _ = writeln!(
         o,
-        "{} {} {}  workload {}  concurrency {}  connections {}  pipeline {}  {}",
+        "{} {} {}  workload {}  concurrency {}  connections {}  pipeline {}  {}{}",
         style("nano-bench").bold(),
         style(&s.protocol).cyan().bold(),
         s.target,
@@ -165,8 +172,21 @@ pub fn table(s: &Summary) -> String {
         s.concurrency,
         s.connections,
         s.pipeline,
-        mode
+        mode,
+        watchers
     );
+    if let Some(e) = &s.events {
+        let _ = writeln!(
+            o,
+            "  events: {} written, {} acknowledged, {} received, {} recorded, {} missing, {} duplicated",
+            thousands(e.written as f64),
+            thousands(e.acknowledged as f64),
+            thousands(e.received as f64),
+            thousands(e.recorded as f64),
+            thousands(e.missing as f64),
+            thousands(e.duplicates as f64),
+        );
+    }
     let errors = if s.errors == 0 {
         style(format!("{}", s.errors)).green()
     } else {

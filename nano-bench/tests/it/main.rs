@@ -9,6 +9,7 @@ mod resp;
 mod scheduler;
 mod stubs;
 mod tcp;
+mod watch;
 
 use clap::Parser;
 use nano_bench::cli::{BenchArgs, Cli};

@@ -168,14 +168,20 @@ pub async fn http() -> (SocketAddr, Arc<Store>) {
     (addr, store)
 }
 
-/// A gRPC `nanodb.v1.KV` server implementing Get, Put and Incr.
+/// A gRPC `nanodb.v1.KV` server implementing Get, Put, Incr and Watch.
 pub async fn grpc() -> (SocketAddr, Arc<Store>) {
+    grpc_dropping(None).await
+}
+
+/// [`grpc`] whose Watch streams silently skip the `drop_nth` Put event (0-based), if given: a
+/// change feed that loses an event without saying so.
+pub async fn grpc_dropping(drop_nth: Option<u64>) -> (SocketAddr, Arc<Store>) {
     use nanodb_protocol::pb::kv_server::{Kv, KvServer};
     use nanodb_protocol::pb::*;
     use tonic::{Request, Response, Status};
 
     #[derive(Debug)]
-    struct Stub(Arc<Store>);
+    struct Stub(Arc<Store>, tokio::sync::broadcast::Sender<(Bytes, Bytes)>, Option<u64>);
     type R<T> = Result<Response<T>, Status>;
     fn no<T>() -> R<T> {
         Err(Status::unimplemented("stub"))
@@ -192,6 +198,8 @@ pub async fn grpc() -> (SocketAddr, Arc<Store>) {
         }
         async fn put(&self, r: Request<PutRequest>) -> R<PutResponse> {
             self.0.set(&r.get_ref().key, &r.get_ref().value);
+            // no receiver is fine: nobody watches
+            let _ = self.1.send((r.get_ref().key.clone(), r.get_ref().value.clone()));
             Ok(Response::new(PutResponse { applied: true, version: 1 }))
         }
         async fn incr(&self, r: Request<IncrRequest>) -> R<IncrResponse> {
@@ -233,9 +241,37 @@ pub async fn grpc() -> (SocketAddr, Arc<Store>) {
         async fn list_range(&self, _: Request<ListRangeRequest>) -> R<ListRangeResponse> {
             no()
         }
-        type WatchStream = futures::stream::Empty<Result<WatchEvent, Status>>;
-        async fn watch(&self, _: Request<WatchRequest>) -> R<Self::WatchStream> {
-            no()
+        type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchEvent, Status>> + Send>>;
+        async fn watch(&self, r: Request<WatchRequest>) -> R<Self::WatchStream> {
+            let WatchRequest { key, prefix, include_values } = r.into_inner();
+            let (rx, drop_nth) = (self.1.subscribe(), self.2);
+            let events = futures::stream::unfold((rx, 0u64), move |(mut rx, mut n)| {
+                let key = key.clone();
+                async move {
+                    loop {
+                        // a lagged stub receiver ends the stream: the client sees it end early
+                        let (k, v) = rx.recv().await.ok()?;
+                        if !(k == key || (prefix && k.starts_with(&key))) {
+                            continue;
+                        }
+                        n += 1;
+                        if drop_nth == Some(n - 1) {
+                            continue;
+                        }
+                        let e = WatchEvent {
+                            r#type: WatchEventType::Put as i32,
+                            key: k,
+                            has_value: include_values,
+                            value: if include_values { v } else { Bytes::new() },
+                            version: n,
+                            op: "set".into(),
+                            dropped: 0,
+                        };
+                        return Some((Ok(e), (rx, n)));
+                    }
+                }
+            });
+            Ok(Response::new(Box::pin(events)))
         }
         async fn publish(&self, _: Request<PublishRequest>) -> R<PublishResponse> {
             no()
@@ -248,7 +284,8 @@ pub async fn grpc() -> (SocketAddr, Arc<Store>) {
     let store = Arc::new(Store::default());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let svc = KvServer::new(Stub(store.clone()));
+    let (events, _) = tokio::sync::broadcast::channel(1 << 16);
+    let svc = KvServer::new(Stub(store.clone(), events, drop_nth));
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(svc)
