@@ -18,7 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::Stream;
-use nanodb_protocol::{Command, Error, Reply};
+use nanodb_protocol::{Command, ErrorCode, Reply};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
@@ -98,13 +98,13 @@ impl super::Shared {
         &self,
         topics: impl IntoIterator<Item = (Topic, bool)>,
     ) -> Result<(Subscriber, Slot), AppError> {
-        let slot = Slot::try_take(&self.streams, self.ctx.config.max_connections).ok_or_else(|| {
-            AppError::from(Error::LimitExceeded {
-                what: "open event streams",
-                len: self.ctx.config.max_connections + 1,
-                max: self.ctx.config.max_connections,
-                setting: "max_connections",
-            })
+        let max = self.ctx.config.max_connections;
+        let slot = Slot::try_take(&self.streams, max).ok_or_else(|| {
+            AppError::with_status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::Busy,
+                format!("too many open event streams; the limit is {max} (max_connections)"),
+            )
         })?;
         let mut sub = self.ctx.engine.feed().subscriber();
         for (topic, values) in topics {
@@ -126,6 +126,7 @@ impl super::Shared {
             content_type = "text/event-stream", body = EventJson),
         (status = 400, description = "Not exactly one of key= and prefix=, or an unknown parameter", body = ErrorBody),
         (status = 413, description = "Key or prefix over the topic limit (max_key_len)", body = ErrorBody),
+        (status = 503, description = "Too many open event streams (max_connections)", body = ErrorBody),
     ))]
 pub async fn watch(State(s): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, AppError> {
     let topic = watch_topic(query.as_deref())?;
@@ -143,6 +144,7 @@ pub async fn watch(State(s): State<AppState>, RawQuery(query): RawQuery) -> Resu
             content_type = "text/event-stream", body = EventJson),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 413, description = "Channel over the topic limit (max_key_len)", body = ErrorBody),
+        (status = 503, description = "Too many open event streams (max_connections)", body = ErrorBody),
     ))]
 pub async fn subscribe(
     State(s): State<AppState>,
