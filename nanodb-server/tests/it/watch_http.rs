@@ -162,6 +162,41 @@ async fn sse_prefix_watch_matches_byte_prefixes_without_values_unless_asked() {
 }
 
 #[tokio::test]
+async fn sse_events_for_one_key_arrive_in_write_order_from_concurrent_writers() {
+    let (server, base, mut tcp) = server(config()).await;
+    let mut events = Sse::open(&format!("{base}/v1/watch?key=k&values=true")).await;
+    const EACH: usize = 200;
+    let rest = async {
+        let c = reqwest::Client::new();
+        for i in 0..EACH {
+            let r = c.put(format!("{base}/v1/kv/k")).body(format!("rest-{i}")).send().await.expect("put");
+            assert!(r.status().is_success());
+        }
+    };
+    let binary = async {
+        for i in 0..EACH {
+            put(&mut tcp, b"k", format!("tcp-{i}").as_bytes(), 0).await;
+        }
+    };
+    tokio::join!(rest, binary);
+    let (mut last_version, mut next) = (0, [0usize; 2]);
+    for _ in 0..2 * EACH {
+        let e = events.event().await.data;
+        let version = e["version"].as_u64().expect("a version");
+        assert!(version > last_version, "versions only grow: {version} after {last_version}");
+        last_version = version;
+        // Each writer's values arrive in the order it wrote them.
+        let value = e["value"].as_str().expect("a value");
+        let (writer, n) = value.split_once('-').expect("writer-n");
+        let slot = &mut next[usize::from(writer == "tcp")];
+        assert_eq!(n.parse::<usize>().ok(), Some(*slot), "{value}");
+        *slot += 1;
+    }
+    assert_eq!(next, [EACH, EACH]);
+    assert!(server.shutdown().await);
+}
+
+#[tokio::test]
 async fn sse_publish_reaches_channel_and_pattern_subscribers() {
     let (server, base, _tcp) = server(config()).await;
     let c = reqwest::Client::new();
@@ -256,6 +291,7 @@ async fn an_sse_stream_outlives_the_request_timeout_is_not_compressed_and_ends_a
     let req = reqwest::Client::new().get(format!("{base}/v1/watch?key=k")).header("accept-encoding", "gzip");
     let mut events = Sse::open_with(req).await;
     assert!(events.headers.get("content-encoding").is_none(), "an event stream is never compressed");
+    assert_eq!(events.headers["x-accel-buffering"], "no", "nor buffered by a proxy");
     tokio::time::sleep(Duration::from_millis(300)).await;
     put(&mut tcp, b"k", b"v", 0).await;
     assert_eq!(events.event().await.data["type"], "put", "delivered unbuffered, past the request timeout");

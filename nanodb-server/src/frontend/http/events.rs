@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::extract::{Encoding, encode_bytes};
-use crate::feed::Delivery;
+use crate::feed::{Delivery, EventKind};
 
 /// One delivery as JSON.
 #[derive(Debug, Serialize, ToSchema)]
@@ -84,9 +84,9 @@ impl EventJson {
                     op: event.op.redis_name(),
                 };
                 match event.kind {
-                    crate::feed::EventKind::Put => Self::Put(e),
-                    crate::feed::EventKind::Delete => Self::Delete(e),
-                    crate::feed::EventKind::Expire => Self::Expire(e),
+                    EventKind::Put => Self::Put(e),
+                    EventKind::Delete => Self::Delete(e),
+                    EventKind::Expire => Self::Expire(e),
                 }
             }
             Delivery::Message { channel, payload, pattern } => {
@@ -109,7 +109,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::feed::{EventKind, KeyEvent, Op};
+    use crate::feed::{KeyEvent, Op};
 
     fn key_event(kind: EventKind, op: Op, value: Option<&'static [u8]>, with_value: bool) -> Delivery {
         let event = KeyEvent {

@@ -13,7 +13,7 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -184,7 +184,12 @@ pub async fn publish(
 
 /// The SSE response over `sub`'s deliveries.
 fn sse(sub: Subscriber, slot: Slot, shutdown: CancellationToken) -> Response {
-    Sse::new(events(sub, slot, shutdown)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
+    let mut r = Sse::new(events(sub, slot, shutdown))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response();
+    // nginx buffers proxied responses unless told otherwise; events must pass at once.
+    r.headers_mut().insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    r
 }
 
 /// Deliveries as SSE events, ending at shutdown or after the lagged event. The slot is held

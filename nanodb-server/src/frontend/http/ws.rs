@@ -145,8 +145,9 @@ pub async fn ws(
 async fn run(s: &AppState, mut socket: WebSocket, mut sub: Subscriber) {
     let shutdown = s.ctx.shutdown.clone();
     let close = loop {
+        // Unbiased: a client flooding commands must not starve its events, nor a flood of events
+        // its commands (an unwatch must get through).
         tokio::select! {
-            biased;
             () = shutdown.cancelled() => break Some((close_code::AWAY, "server shutting down")),
             incoming = socket.recv() => {
                 let text = match incoming {
