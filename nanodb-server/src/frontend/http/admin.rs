@@ -3,6 +3,7 @@
 //! from the handlers' annotations, never written by hand).
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -85,7 +86,7 @@ pub async fn stats(State(s): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics: requests, errors and latency histograms per protocol and operation,
-/// connections, keys, memory.
+/// connections, keys, change-feed counters, memory.
 #[utoipa::path(get, path = "/metrics", tag = "admin",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(s): State<AppState>) -> Response {
@@ -129,6 +130,42 @@ pub fn render_metrics(s: &AppState) -> String {
     family(&mut out, "nanodb_expired_keys_total", "counter", "Keys removed because their TTL passed.");
     let expired = s.ctx.engine.stats().expired_keys.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(out, "nanodb_expired_keys_total {expired}");
+    let feed = s.ctx.engine.feed().stats();
+    for (name, kind, help, n) in [
+        (
+            "nanodb_feed_subscribers",
+            "gauge",
+            "Change-feed subscribers (watchers and pub/sub clients) now.",
+            feed.subscribers.load(Relaxed) as u64,
+        ),
+        (
+            "nanodb_feed_delivered_total",
+            "counter",
+            "Key events and messages queued to subscribers.",
+            feed.delivered.load(Relaxed),
+        ),
+        (
+            "nanodb_feed_dropped_total",
+            "counter",
+            "Deliveries dropped because a subscriber's queue was full.",
+            feed.dropped.load(Relaxed),
+        ),
+        (
+            "nanodb_feed_lagged_total",
+            "counter",
+            "Subscribers that fell behind and were signalled lagged.",
+            feed.lagged.load(Relaxed),
+        ),
+        (
+            "nanodb_feed_published_total",
+            "counter",
+            "Pub/sub publishes, including keyspace notifications.",
+            feed.published.load(Relaxed),
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {n}");
+    }
     family(&mut out, "nanodb_resident_memory_bytes", "gauge", "Resident memory of the server process.");
     let _ = writeln!(out, "nanodb_resident_memory_bytes {}", resident_memory_bytes().unwrap_or(0));
     family(&mut out, "nanodb_uptime_seconds", "gauge", "Seconds since the server started.");

@@ -60,6 +60,18 @@ pub struct Guard<S> {
 #[derive(Debug)]
 pub struct Slot(Arc<AtomicUsize>);
 
+impl Slot {
+    /// Takes one of `max` places counted by `counter`, or `None` when all are taken (for what
+    /// is bounded apart from requests: the open event streams, which outlive their request).
+    pub fn try_take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        if counter.fetch_add(1, Ordering::Relaxed) >= max {
+            counter.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(counter.clone()))
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
@@ -79,11 +91,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return GuardFuture::Shed;
-        }
-        let slot = Slot(self.in_flight.clone());
+        let Some(slot) = Slot::try_take(&self.in_flight, self.max) else { return GuardFuture::Shed };
         GuardFuture::Run { fut: tokio::time::timeout(self.timeout, self.inner.call(req)), slot }
     }
 }

@@ -7,18 +7,24 @@
 //! `BUSY`) at the concurrency limit and the request timeout (503 `TIMEOUT`). Bodies are read up to
 //! a limit derived from `max_value_len` (413).
 //! Every error, including unknown routes (404) and wrong methods (405), is the JSON error body.
+//! Watching and pub/sub ([`watch`]: SSE, [`ws`]: WebSocket) are long-lived responses that pass
+//! the same layers: the guard only bounds producing their headers, and compression skips them.
 
 mod admin;
 mod error;
+mod events;
 mod extract;
 mod guard;
 mod hash_list;
 mod kv;
+mod watch;
+mod ws;
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -54,8 +60,10 @@ const JSON_BODY_SLACK: usize = 1 << 20;
 #[derive(Debug)]
 pub struct Shared {
     ctx: Context,
-    /// Largest request body read, in bytes.
+    /// Largest request body read, in bytes (also the largest WebSocket message).
     body_limit: usize,
+    /// Open event streams (SSE and WebSocket), at most `max_connections`.
+    streams: Arc<AtomicUsize>,
 }
 
 /// The router's state.
@@ -115,6 +123,10 @@ pub struct BinaryBody(pub Vec<u8>);
         admin::stats,
         admin::metrics,
         admin::openapi,
+        watch::watch,
+        watch::subscribe,
+        watch::publish,
+        ws::ws,
     ),
     components(schemas(
         error::ErrorBody,
@@ -122,7 +134,12 @@ pub struct BinaryBody(pub Vec<u8>);
         extract::Encoding,
         hash_list::End,
         kv::BatchOp,
-        kv::BatchResult
+        kv::BatchResult,
+        events::EventJson,
+        events::KeyEventJson,
+        events::MessageJson,
+        events::LaggedJson,
+        watch::ReceiversJson
     ))
 )]
 pub struct ApiDoc;
@@ -134,7 +151,7 @@ pub struct ApiDoc;
 pub fn router(ctx: Context) -> Router {
     let config = ctx.config.clone();
     let body_limit = config.limits.max_value_len.saturating_mul(2).saturating_add(JSON_BODY_SLACK);
-    let state: AppState = Arc::new(Shared { ctx, body_limit });
+    let state: AppState = Arc::new(Shared { ctx, body_limit, streams: Arc::default() });
     let layers = ServiceBuilder::new()
         // 5xx are logged where they arise (internal faults at error level); at the default level a
         // shed or timed-out request under overload must not add a log line each.
@@ -155,6 +172,10 @@ pub fn router(ctx: Context) -> Router {
         )
         .route("/v1/list/{key}", get(hash_list::list_range).post(hash_list::list_push))
         .route("/v1/list/{key}/pop", post(hash_list::list_pop))
+        .route("/v1/watch", get(watch::watch))
+        .route("/v1/subscribe/{channel}", get(watch::subscribe))
+        .route("/v1/publish/{channel}", post(watch::publish))
+        .route("/v1/ws", get(ws::ws))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/stats", get(admin::stats))

@@ -438,6 +438,8 @@ async fn health_readiness_stats_metrics_openapi() {
         "nanodb_errors_total{protocol=\"http\"} 0",
         "nanodb_keys 1",
         "nanodb_connections{protocol=\"http\"} 0",
+        "nanodb_feed_subscribers 0",
+        "nanodb_feed_lagged_total 0",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
@@ -455,10 +457,21 @@ async fn health_readiness_stats_metrics_openapi() {
         "/v1/hash/{key}/{field}",
         "/v1/list/{key}/pop",
         "/metrics",
+        "/v1/watch",
+        "/v1/subscribe/{channel}",
+        "/v1/publish/{channel}",
+        "/v1/ws",
     ] {
         assert!(j["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     assert!(j["paths"]["/v1/kv/{key}"].get("put").is_some());
+    for sse in ["/v1/watch", "/v1/subscribe/{channel}"] {
+        let content = &j["paths"][sse]["get"]["responses"]["200"]["content"];
+        assert!(
+            content.get("text/event-stream").is_some(),
+            "{sse} is documented as an event stream: {content}"
+        );
+    }
     let mut refs = Vec::new();
     collect_refs(&j, &mut refs);
     assert!(!refs.is_empty());
