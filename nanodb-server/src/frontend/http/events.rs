@@ -118,6 +118,7 @@ mod tests {
             op,
             version: 7,
             value: value.map(Bytes::from_static),
+            position: 0,
         };
         Delivery::Key { event: Arc::new(event), with_value }
     }
