@@ -7,5 +7,6 @@ mod harness;
 mod http;
 mod persist;
 mod resp;
+mod resp_pubsub;
 mod tcp;
 mod watch_grpc;

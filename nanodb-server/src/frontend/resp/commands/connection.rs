@@ -1,4 +1,5 @@
-//! Connection commands: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT, RESET.
+//! Connection commands: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT, RESET (which also leaves
+//! subscribed mode).
 
 use bytes::{Bytes, BytesMut};
 use nanodb_protocol::Command;
@@ -12,7 +13,11 @@ const DONE: Outcome = Ok(Flow::Continue);
 /// The Redis version this frontend answers as (its commands and reply shapes follow Redis 7.2).
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
-pub fn ping(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn ping(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    if session.subscribed() && args.len() <= 2 {
+        super::pubsub::subscribed_ping(args, out);
+        return DONE;
+    }
     match &args[1..] {
         [] => {
             run(ctx, Command::Ping)?;
@@ -159,6 +164,8 @@ pub fn reset(_: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byte
     session.name = None;
     session.clients.set_name(session.id, None);
     session.cursors.clear();
+    // Leaves subscribed mode without confirmations, as Redis's RESET does.
+    session.unsubscribe_all();
     encode::simple(out, "RESET");
     DONE
 }
