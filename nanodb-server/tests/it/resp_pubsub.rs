@@ -507,3 +507,33 @@ async fn shutdown_ends_subscribed_connections() {
     assert_eq!(read_to_close(&mut sub, 5).await, 0);
     assert!(stopped.await.expect("joins"), "shutdown drained in time");
 }
+
+#[tokio::test]
+async fn writes_over_http_and_publishes_over_grpc_reach_resp_subscribers() {
+    use nanodb_protocol::pb::{self, kv_client::KvClient};
+    let server = server(Config { http_addr: any_port(), grpc_addr: any_port(), ..config() }).await;
+    let mut con = connect(&server).await;
+    assert_eq!(q(&mut con, &["CONFIG", "SET", "notify-keyspace-events", "E$"]).await, Value::Okay);
+    let mut sub = raw_connect(&server).await;
+    let want = confirm("subscribe", "ch", 1) + &confirm("psubscribe", "__keyevent@0__:*", 2);
+    exchange(&mut sub, b"SUBSCRIBE ch\r\nPSUBSCRIBE __keyevent@0__:*\r\n", want.as_bytes()).await;
+
+    let base = format!("http://{}", server.addrs().http.expect("http on"));
+    let r = reqwest::Client::new().put(format!("{base}/v1/kv/web")).body("v").send().await.expect("put");
+    assert!(r.status().is_success(), "{}", r.status());
+    expect(&mut sub, pmessage("__keyevent@0__:*", "__keyevent@0__:set", "web").as_bytes()).await;
+
+    let grpc = format!("http://{}", server.addrs().grpc.expect("grpc on"));
+    let mut kv = KvClient::connect(grpc).await.expect("connect");
+    let reply = kv
+        .publish(pb::PublishRequest {
+            channel: Bytes::from_static(b"ch"),
+            message: Bytes::from_static(b"rpc"),
+        })
+        .await
+        .expect("publish")
+        .into_inner();
+    assert_eq!(reply.receivers, 1);
+    expect(&mut sub, message("ch", "rpc").as_bytes()).await;
+    assert!(server.shutdown().await);
+}

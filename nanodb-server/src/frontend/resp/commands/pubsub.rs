@@ -52,10 +52,19 @@ impl Kind {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The subscribe command's name, for stats.
+    fn subscribe_name(self) -> &'static str {
         match self {
             Self::Channel => "subscribe",
             Self::Pattern => "psubscribe",
+        }
+    }
+
+    /// The unsubscribe command's name, for stats.
+    fn unsubscribe_name(self) -> &'static str {
+        match self {
+            Self::Channel => "unsubscribe",
+            Self::Pattern => "punsubscribe",
         }
     }
 
@@ -114,7 +123,7 @@ fn add(ctx: &Context, session: &mut Session<'_>, names: &[Bytes], out: &mut Byte
     if session.subscriptions == 0 {
         session.sub = None;
     }
-    ctx.stats.record(Protocol::Resp, kind.name(), result.is_ok(), started.elapsed());
+    ctx.stats.record(Protocol::Resp, kind.subscribe_name(), result.is_ok(), started.elapsed());
     result
 }
 
@@ -155,12 +164,8 @@ fn remove(
         // here needs no close: the subscriber is going away and the client asked for that.
         let _ = drain(&sub, out, usize::MAX);
     }
-    ctx.stats.record(Protocol::Resp, word_name(word), true, started.elapsed());
+    ctx.stats.record(Protocol::Resp, kind.unsubscribe_name(), true, started.elapsed());
     DONE
-}
-
-fn word_name(word: &[u8]) -> &'static str {
-    if word == b"unsubscribe" { "unsubscribe" } else { "punsubscribe" }
 }
 
 /// PUBLISH channel message: through the engine like any command, so its limits are checked once.
