@@ -215,7 +215,17 @@ async fn serve(
             n = rd.read_buf(&mut rbuf), if reading => Wake::Read(n?),
         };
         match wake {
-            Wake::Wrote(0) | Wake::Read(0) => return Ok(()),
+            Wake::Wrote(0) => return Ok(()),
+            Wake::Read(0) => {
+                // The client is done sending; what it is owed still goes out (unless it stopped
+                // reading too, which shutdown or its closing ends).
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => {}
+                    r = stream.write_all(&wbuf[written..]) => r?,
+                }
+                return Ok(());
+            }
             Wake::Wrote(n) => {
                 written += n;
                 if written == wbuf.len() {
