@@ -237,6 +237,10 @@ async fn the_redis_crate_subscribes_and_pubsub_introspects() {
     };
     let info = String::from_utf8(info).expect("utf-8");
     assert!(info.contains("\r\npubsub_channels:2\r\npubsub_patterns:1\r\n"), "{info}");
+    let Value::BulkString(list) = q(&mut con, &["CLIENT", "LIST"]).await else { panic!("a bulk string") };
+    let list = String::from_utf8(list).expect("utf-8");
+    assert!(list.lines().any(|l| l.contains(" flags=P db=0 sub=2 psub=1 ")), "{list}");
+    assert!(list.lines().any(|l| l.contains(" flags=N db=0 sub=0 psub=0 ")), "{list}");
     let err = redis::cmd("PUBSUB").arg("NOPE").query_async::<Value>(&mut con).await.expect_err("fails");
     assert_eq!(err.detail(), Some("unknown subcommand 'NOPE'. Try PUBSUB HELP."));
 

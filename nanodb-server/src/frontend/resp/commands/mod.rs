@@ -51,6 +51,8 @@ pub struct Session<'a> {
     pub sub: Option<Subscriber>,
     /// Channels plus patterns held: the running count Redis's confirmations carry.
     pub subscriptions: usize,
+    /// Patterns held (the rest of `subscriptions` are channels).
+    pub patterns: usize,
     next_cursor: u64,
     clients: &'a Clients,
 }
@@ -70,6 +72,7 @@ impl<'a> Session<'a> {
             log_position: 0,
             sub: None,
             subscriptions: 0,
+            patterns: 0,
             next_cursor: 0,
             clients,
         }
@@ -84,6 +87,8 @@ impl<'a> Session<'a> {
     pub fn unsubscribe_all(&mut self) {
         self.sub = None;
         self.subscriptions = 0;
+        self.patterns = 0;
+        self.clients.set_subscriptions(self.id, 0, 0);
     }
 
     /// Remembers an engine cursor; the number to give the client.

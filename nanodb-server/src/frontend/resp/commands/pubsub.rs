@@ -112,6 +112,9 @@ fn add(ctx: &Context, session: &mut Session<'_>, names: &[Bytes], out: &mut Byte
         match sub.add(kind.topic(name), false) {
             Ok(new) => {
                 session.subscriptions += usize::from(new);
+                if matches!(kind, Kind::Pattern) {
+                    session.patterns += usize::from(new);
+                }
                 confirm(out, kind.subscribe_word(), Some(name), session.subscriptions);
             }
             Err(e) => {
@@ -123,6 +126,7 @@ fn add(ctx: &Context, session: &mut Session<'_>, names: &[Bytes], out: &mut Byte
     if session.subscriptions == 0 {
         session.sub = None;
     }
+    show(session);
     ctx.stats.record(Protocol::Resp, kind.subscribe_name(), result.is_ok(), started.elapsed());
     result
 }
@@ -154,6 +158,9 @@ fn remove(
     for topic in &topics {
         let held = session.sub.as_mut().is_some_and(|s| s.remove(topic));
         session.subscriptions -= usize::from(held);
+        if matches!(kind, Kind::Pattern) {
+            session.patterns -= usize::from(held);
+        }
         let (Topic::Channel(name) | Topic::Pattern(name) | Topic::Key(name) | Topic::Prefix(name)) = topic;
         confirm(out, word, Some(name), session.subscriptions);
     }
@@ -164,8 +171,14 @@ fn remove(
         // here needs no close: the subscriber is going away and the client asked for that.
         let _ = drain(&sub, out, usize::MAX);
     }
+    show(session);
     ctx.stats.record(Protocol::Resp, kind.unsubscribe_name(), true, started.elapsed());
     DONE
+}
+
+/// Shows the connection's counts in CLIENT LIST.
+fn show(session: &Session<'_>) {
+    session.clients.set_subscriptions(session.id, session.subscriptions - session.patterns, session.patterns);
 }
 
 /// PUBLISH channel message: through the engine like any command, so its limits are checked once.
