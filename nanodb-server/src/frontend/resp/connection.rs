@@ -230,6 +230,8 @@ async fn serve(
                 written += n;
                 if written == wbuf.len() {
                     reset(&mut wbuf, &mut written);
+                } else {
+                    compact(&mut wbuf, &mut written);
                 }
             }
             Wake::Delivery(d) => {
@@ -245,11 +247,45 @@ async fn serve(
     }
 }
 
+/// Drops the written front of a buffer that keeps filling (a subscriber never quite caught up)
+/// once it is most of the buffer, so the buffer is bounded by what is pending, not by everything
+/// ever pushed. Each byte is moved at most about once.
+fn compact(wbuf: &mut BytesMut, written: &mut usize) {
+    if *written >= BUFFER && *written * 2 >= wbuf.len() {
+        let pending = wbuf.len() - *written;
+        wbuf.copy_within(*written.., 0);
+        wbuf.truncate(pending);
+        *written = 0;
+    }
+}
+
 /// Empties the write buffer after everything in it was written, giving back a grown one.
 fn reset(wbuf: &mut BytesMut, written: &mut usize) {
     wbuf.clear();
     *written = 0;
     if wbuf.capacity() > KEEP_WRITE_CAPACITY {
         *wbuf = BytesMut::with_capacity(BUFFER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacting_keeps_the_pending_bytes_and_bounds_the_buffer() {
+        let mut wbuf = BytesMut::new();
+        for round in 0..1000u32 {
+            wbuf.extend_from_slice(&[(round % 251) as u8; 1000]);
+            // The socket takes all but the last 10 bytes each time.
+            let mut written = wbuf.len() - 10;
+            compact(&mut wbuf, &mut written);
+            assert_eq!(&wbuf[written..], &[(round % 251) as u8; 10][..]);
+        }
+        assert!(wbuf.len() <= 2 * BUFFER, "{} bytes kept", wbuf.len());
+        // Below the threshold nothing moves.
+        let (mut small, mut w) = (BytesMut::from(&b"abcdef"[..]), 3);
+        compact(&mut small, &mut w);
+        assert_eq!((&small[..], w), (&b"abcdef"[..], 3));
     }
 }
