@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The RESP2 frontend with Redis's own tools: a redis-cli session with asserts on its output, a
-# redis-py scenario, and redis-benchmark over the commands the issue lists (no errors, every test
-# reports a rate).
+# redis-py scenario, pub/sub with redis-cli and redis-py (including keyspace notifications), and
+# redis-benchmark over the commands the issue lists (no errors, every test reports a rate).
 . "$(dirname "$0")/../lib.sh"
 
 need_apt redis-tools
@@ -76,6 +76,74 @@ assert "redis_version" in info and "db0" in info, info.keys()
 assert r.client_setname("py") and r.client_getname() == "py"
 assert r.flushdb() and r.dbsize() == 0
 print("redis-py: ok")
+PY
+
+# Pub/sub with redis-cli: SUBSCRIBE in the background receives a PUBLISH from another redis-cli.
+# Readiness is PUBSUB NUMSUB seeing the subscriber, then the message appearing in its output.
+wait_for() { # wait_for WHAT CMD...: polls CMD until it succeeds, for at most 10 s
+  local what=$1; shift
+  local deadline=$(( $(date +%s) + 10 ))
+  until "$@"; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "timed out waiting for $what"
+    sleep 0.05
+  done
+}
+sub_out=$(mktemp /tmp/nanodb-ci-sub.XXXXXX); _cleanup_dirs+=("$sub_out")
+timeout 20 redis-cli -p "$port" subscribe ch >"$sub_out" 2>&1 &
+sub_pid=$!; _cleanup_pids+=("$sub_pid")
+numsub_is() { [ "$(cli pubsub numsub "$1" | tail -1)" = "$2" ]; }
+wait_for "redis-cli SUBSCRIBE to register" numsub_is ch 1
+expect "1" publish ch "hello from cli"
+wait_for "the published message" grep -q "hello from cli" "$sub_out"
+kill "$sub_pid" 2>/dev/null || true
+wait "$sub_pid" 2>/dev/null || true
+got=$(cat "$sub_out")
+[ "$got" = $'subscribe\nch\n1\nmessage\nch\nhello from cli' ] || fail "redis-cli SUBSCRIBE output: $got"
+wait_for "the subscriber to go away" numsub_is ch 0
+echo "redis-cli pub/sub: ok"
+
+# Pub/sub with redis-py: confirmations, PUBLISH receiver counts, PUBSUB, subscribed-mode PING,
+# and a keyspace notification after CONFIG SET notify-keyspace-events.
+"$VENV/bin/python" - "$port" <<'PY' || fail "redis-py pub/sub scenario"
+import sys, redis
+r = redis.Redis(port=int(sys.argv[1]), protocol=2)
+p = r.pubsub()
+p.subscribe("news")
+p.psubscribe("n*")
+m = p.get_message(timeout=5)
+assert m == {"type": "subscribe", "pattern": None, "channel": b"news", "data": 1}, m
+m = p.get_message(timeout=5)
+assert m == {"type": "psubscribe", "pattern": None, "channel": b"n*", "data": 2}, m
+assert r.publish("news", "hi") == 2 and r.publish("nope", "x") == 1 and r.publish("other", "x") == 0
+got = [p.get_message(timeout=5) for _ in range(3)]
+assert {"type": "message", "pattern": None, "channel": b"news", "data": b"hi"} in got, got
+assert {"type": "pmessage", "pattern": b"n*", "channel": b"news", "data": b"hi"} in got, got
+assert got[2] == {"type": "pmessage", "pattern": b"n*", "channel": b"nope", "data": b"x"}, got
+assert r.pubsub_channels() == [b"news"] and r.pubsub_numsub("news", "zz") == [(b"news", 1), (b"zz", 0)]
+assert r.pubsub_numpat() == 1
+p.ping()
+m = p.get_message(timeout=5)
+assert m == {"type": "pong", "pattern": None, "channel": None, "data": b""}, m
+p.unsubscribe(); p.punsubscribe()
+assert p.get_message(timeout=5)["type"] == "unsubscribe" and p.get_message(timeout=5)["type"] == "punsubscribe"
+p.close()
+
+assert r.config_set("notify-keyspace-events", "KEA")
+conf = {k if isinstance(k, str) else k.decode(): v if isinstance(v, str) else v.decode()
+        for k, v in r.config_get("notify-keyspace-events").items()}
+assert conf == {"notify-keyspace-events": "AKE"}, conf
+k = r.pubsub(ignore_subscribe_messages=True)
+k.psubscribe("__keyspace@0__:py:*")
+assert k.get_message(timeout=5) is None  # the confirmation, skipped
+r.set("py:ks", "1")
+m = k.get_message(timeout=5)
+assert m == {"type": "pmessage", "pattern": b"__keyspace@0__:py:*", "channel": b"__keyspace@0__:py:ks", "data": b"set"}, m
+r.delete("py:ks")
+m = k.get_message(timeout=5)
+assert m["channel"] == b"__keyspace@0__:py:ks" and m["data"] == b"del", m
+k.close()
+assert r.config_set("notify-keyspace-events", "")
+print("redis-py pub/sub: ok")
 PY
 
 # redis-benchmark: every test must print a rate and nothing may say ERR.

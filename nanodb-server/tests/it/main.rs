@@ -7,6 +7,7 @@ mod harness;
 mod http;
 mod persist;
 mod resp;
+mod resp_pubsub;
 mod tcp;
 mod watch_grpc;
 mod watch_http;

@@ -1,14 +1,23 @@
 //! One RESP connection: read what the socket has, run every command it completes, answer them
 //! all with one write. A protocol error is answered with `-ERR Protocol error: ...` and closes the
 //! connection (the stream cannot be resynchronised), as in Redis; command errors do not.
+//!
+//! In subscribed mode (the session holds a change-feed subscriber) the loop also pushes what the
+//! feed delivers: it waits on socket reads, socket writes and the subscriber's queue at once,
+//! encodes a batch of waiting deliveries per wake-up, and writes replies and pushes from one
+//! buffer in the order they were produced (deliveries waiting when a command runs are encoded
+//! before its reply). A subscriber that falls behind (its queue lagged, or more than
+//! `--watch-queue-bytes` of output waiting for a client that does not read) is disconnected, as
+//! Redis disconnects a pub/sub client over its output buffer limit.
 
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use super::commands::pubsub::{Lagged, drain, push};
 use super::commands::{self, Flow, Session};
 use super::parse::RespDecoder;
 use super::{Clients, encode};
@@ -22,6 +31,8 @@ const BUFFER: usize = 16 * 1024;
 const WRITE_BOUNDARY: usize = 64 * 1024;
 /// A reply buffer grown past this (a large KEYS or LRANGE) is given back after the write.
 const KEEP_WRITE_CAPACITY: usize = 1024 * 1024;
+/// Most deliveries encoded per wake-up in subscribed mode, so reads and writes get their turn.
+const PUSH_BATCH: usize = 1024;
 
 /// Serves one connection until the client leaves, QUITs, breaks the protocol, or shutdown.
 pub async fn run(
@@ -51,6 +62,67 @@ async fn durable(ctx: &Context, session: &mut Session<'_>, peer: SocketAddr) -> 
     }
 }
 
+/// How running the buffered commands ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    /// Every whole command ran; the rest of the buffer (if any) is incomplete.
+    Ran,
+    /// The reply buffer passed its boundary: write, then run the rest.
+    Full,
+    /// Write what is pending and close (QUIT or a protocol error).
+    Close,
+    /// The subscriber lagged: close.
+    Lagged(u64),
+}
+
+/// Runs every whole command in `rbuf`, stopping once `wbuf` is longer than `limit`. In subscribed
+/// mode, deliveries already waiting are encoded before each reply, so a message published before
+/// a command ran reaches the client before that command's reply.
+fn run_batch(
+    ctx: &Context,
+    decoder: &mut RespDecoder,
+    rbuf: &mut BytesMut,
+    args: &mut Vec<Bytes>,
+    session: &mut Session<'_>,
+    wbuf: &mut BytesMut,
+    limit: usize,
+) -> Batch {
+    loop {
+        match decoder.decode_into(rbuf, args) {
+            Ok(true) => {
+                if let Some(sub) = &session.sub
+                    && let Err(Lagged(dropped)) = drain(sub, wbuf, usize::MAX)
+                {
+                    return Batch::Lagged(dropped);
+                }
+                if commands::execute(ctx, session, args, wbuf) == Flow::Close {
+                    return Batch::Close;
+                }
+                if wbuf.len() > limit {
+                    return Batch::Full;
+                }
+            }
+            Ok(false) => return Batch::Ran,
+            Err(e) => {
+                debug!(peer = %session.addr, error = %e, "resp: protocol error; closing");
+                encode::error(wbuf, &format!("ERR {e}"));
+                return Batch::Close;
+            }
+        }
+    }
+}
+
+/// What woke a subscribed connection.
+enum Wake {
+    Wrote(usize),
+    Delivery(crate::feed::Delivery),
+    Read(usize),
+}
+
+fn lagged(peer: SocketAddr, dropped: u64) {
+    warn!(%peer, dropped, "resp: closing a subscriber that fell behind; deliveries were dropped");
+}
+
 async fn serve(
     stream: &mut TcpStream,
     peer: SocketAddr,
@@ -61,62 +133,159 @@ async fn serve(
     let mut decoder = RespDecoder::new(ctx.config.resp_max_bulk_len, ctx.config.resp_max_args);
     let mut rbuf = BytesMut::with_capacity(BUFFER);
     let mut wbuf = BytesMut::with_capacity(BUFFER);
+    // How much of `wbuf` is written: subscribed mode writes it piecewise while it keeps filling.
+    let mut written = 0;
     let mut session = Session::new(id, peer, clients);
     let mut args = Vec::new();
+    // Output a subscriber may leave unread before it is disconnected.
+    let out_limit = ctx.config.feed.queue_bytes.max(WRITE_BOUNDARY);
+    // Whether `rbuf` may hold whole commands that have not run.
+    let mut fresh = false;
     // A child token, awaited through one pinned future for the connection's life: polling it per
     // read touches only this connection's waiter, not the server-wide token's shared lock.
     let token = ctx.shutdown.child_token();
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
     loop {
-        if rbuf.capacity() - rbuf.len() < BUFFER / 4 {
-            rbuf.reserve(BUFFER);
-        }
-        let n = tokio::select! {
-            biased;
-            () = &mut cancelled => return Ok(()),
-            n = stream.read_buf(&mut rbuf) => n?,
-        };
-        if n == 0 {
-            return Ok(());
-        }
-        loop {
-            match decoder.decode_into(&mut rbuf, &mut args) {
-                Ok(true) => {
-                    if commands::execute(ctx, &mut session, &args, &mut wbuf) == Flow::Close {
-                        if durable(ctx, &mut session, peer).await {
-                            stream.write_all(&wbuf).await?;
-                        }
-                        return Ok(());
-                    }
-                    if wbuf.len() > WRITE_BOUNDARY {
-                        if !durable(ctx, &mut session, peer).await {
-                            return Ok(());
-                        }
-                        stream.write_all(&wbuf).await?;
-                        wbuf.clear();
-                    }
-                }
-                Ok(false) => break,
-                Err(e) => {
-                    debug!(%peer, error = %e, "resp: protocol error; closing");
-                    encode::error(&mut wbuf, &format!("ERR {e}"));
-                    if durable(ctx, &mut session, peer).await {
-                        stream.write_all(&wbuf).await?;
-                    }
-                    return Ok(());
-                }
+        if fresh && wbuf.len() - written <= WRITE_BOUNDARY {
+            let batch = run_batch(
+                ctx,
+                &mut decoder,
+                &mut rbuf,
+                &mut args,
+                &mut session,
+                &mut wbuf,
+                written + WRITE_BOUNDARY,
+            );
+            fresh = batch == Batch::Full;
+            if let Batch::Lagged(dropped) = batch {
+                lagged(peer, dropped);
+                return Ok(());
             }
-        }
-        if !wbuf.is_empty() {
             if !durable(ctx, &mut session, peer).await {
                 return Ok(());
             }
-            stream.write_all(&wbuf).await?;
-            wbuf.clear();
-            if wbuf.capacity() > KEEP_WRITE_CAPACITY {
-                wbuf = BytesMut::with_capacity(BUFFER);
+            if batch == Batch::Close {
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => {}
+                    r = stream.write_all(&wbuf[written..]) => r?,
+                }
+                return Ok(());
             }
         }
+        let Some(sub) = session.sub.as_ref() else {
+            // Not subscribed: one write per batch, then wait for the client.
+            if written < wbuf.len() {
+                stream.write_all(&wbuf[written..]).await?;
+            }
+            reset(&mut wbuf, &mut written);
+            if fresh {
+                continue;
+            }
+            if rbuf.capacity() - rbuf.len() < BUFFER / 4 {
+                rbuf.reserve(BUFFER);
+            }
+            let n = tokio::select! {
+                biased;
+                () = &mut cancelled => return Ok(()),
+                n = stream.read_buf(&mut rbuf) => n?,
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            fresh = true;
+            continue;
+        };
+        let pending = wbuf.len() - written;
+        if pending > out_limit {
+            warn!(%peer, pending, limit = out_limit, "resp: closing a subscriber that does not read its messages");
+            return Ok(());
+        }
+        let reading = !fresh && pending <= WRITE_BOUNDARY;
+        if reading && rbuf.capacity() - rbuf.len() < BUFFER / 4 {
+            rbuf.reserve(BUFFER);
+        }
+        let (mut rd, mut wr) = stream.split();
+        let wake = tokio::select! {
+            biased;
+            () = &mut cancelled => return Ok(()),
+            n = wr.write(&wbuf[written..]), if pending > 0 => Wake::Wrote(n?),
+            d = sub.recv() => Wake::Delivery(d),
+            n = rd.read_buf(&mut rbuf), if reading => Wake::Read(n?),
+        };
+        match wake {
+            Wake::Wrote(0) => return Ok(()),
+            Wake::Read(0) => {
+                // The client is done sending; what it is owed still goes out (unless it stopped
+                // reading too, which shutdown or its closing ends).
+                tokio::select! {
+                    biased;
+                    () = &mut cancelled => {}
+                    r = stream.write_all(&wbuf[written..]) => r?,
+                }
+                return Ok(());
+            }
+            Wake::Wrote(n) => {
+                written += n;
+                if written == wbuf.len() {
+                    reset(&mut wbuf, &mut written);
+                } else {
+                    compact(&mut wbuf, &mut written);
+                }
+            }
+            Wake::Delivery(d) => {
+                if let Err(Lagged(dropped)) =
+                    push(&mut wbuf, &d).and_then(|()| drain(sub, &mut wbuf, PUSH_BATCH))
+                {
+                    lagged(peer, dropped);
+                    return Ok(());
+                }
+            }
+            Wake::Read(_) => fresh = true,
+        }
+    }
+}
+
+/// Drops the written front of a buffer that keeps filling (a subscriber never quite caught up)
+/// once it is most of the buffer, so the buffer is bounded by what is pending, not by everything
+/// ever pushed. Each byte is moved at most about once.
+fn compact(wbuf: &mut BytesMut, written: &mut usize) {
+    if *written >= BUFFER && *written * 2 >= wbuf.len() {
+        let pending = wbuf.len() - *written;
+        wbuf.copy_within(*written.., 0);
+        wbuf.truncate(pending);
+        *written = 0;
+    }
+}
+
+/// Empties the write buffer after everything in it was written, giving back a grown one.
+fn reset(wbuf: &mut BytesMut, written: &mut usize) {
+    wbuf.clear();
+    *written = 0;
+    if wbuf.capacity() > KEEP_WRITE_CAPACITY {
+        *wbuf = BytesMut::with_capacity(BUFFER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compacting_keeps_the_pending_bytes_and_bounds_the_buffer() {
+        let mut wbuf = BytesMut::new();
+        for round in 0..1000u32 {
+            wbuf.extend_from_slice(&[(round % 251) as u8; 1000]);
+            // The socket takes all but the last 10 bytes each time.
+            let mut written = wbuf.len() - 10;
+            compact(&mut wbuf, &mut written);
+            assert_eq!(&wbuf[written..], &[(round % 251) as u8; 10][..]);
+        }
+        assert!(wbuf.len() <= 2 * BUFFER, "{} bytes kept", wbuf.len());
+        // Below the threshold nothing moves.
+        let (mut small, mut w) = (BytesMut::from(&b"abcdef"[..]), 3);
+        compact(&mut small, &mut w);
+        assert_eq!((&small[..], w), (&b"abcdef"[..], 3));
     }
 }

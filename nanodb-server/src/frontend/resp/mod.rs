@@ -37,10 +37,14 @@ pub struct ClientEntry {
     pub name: Option<Bytes>,
     /// When the connection was accepted.
     pub since: Instant,
+    /// Channels subscribed to.
+    pub sub: usize,
+    /// Patterns subscribed to.
+    pub psub: usize,
 }
 
 /// The open RESP connections, for `CLIENT LIST` and `INFO clients`; touched on connect,
-/// disconnect and `CLIENT SETNAME` only, never per command.
+/// disconnect, `CLIENT SETNAME` and (un)subscribing only, never per data command.
 #[derive(Debug, Default)]
 pub struct Clients {
     next_id: AtomicU64,
@@ -55,7 +59,7 @@ impl Clients {
     /// Registers a connection; its id.
     pub fn add(&self, addr: SocketAddr) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().insert(id, ClientEntry { addr, name: None, since: Instant::now() });
+        self.lock().insert(id, ClientEntry { addr, name: None, since: Instant::now(), sub: 0, psub: 0 });
         id
     }
 
@@ -68,6 +72,13 @@ impl Clients {
     pub fn set_name(&self, id: u64, name: Option<Bytes>) {
         if let Some(e) = self.lock().get_mut(&id) {
             e.name = name;
+        }
+    }
+
+    /// Records how many channels and patterns a connection holds.
+    pub fn set_subscriptions(&self, id: u64, sub: usize, psub: usize) {
+        if let Some(e) = self.lock().get_mut(&id) {
+            (e.sub, e.psub) = (sub, psub);
         }
     }
 

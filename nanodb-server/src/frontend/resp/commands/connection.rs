@@ -1,4 +1,5 @@
-//! Connection commands: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT, RESET.
+//! Connection commands: PING, ECHO, QUIT, SELECT, HELLO, AUTH, CLIENT, RESET (which also leaves
+//! subscribed mode).
 
 use bytes::{Bytes, BytesMut};
 use nanodb_protocol::Command;
@@ -12,7 +13,11 @@ const DONE: Outcome = Ok(Flow::Continue);
 /// The Redis version this frontend answers as (its commands and reply shapes follow Redis 7.2).
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
-pub fn ping(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn ping(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    if session.subscribed() && args.len() <= 2 {
+        super::pubsub::subscribed_ping(args, out);
+        return DONE;
+    }
     match &args[1..] {
         [] => {
             run(ctx, Command::Ping)?;
@@ -101,9 +106,22 @@ fn set_name(session: &mut Session<'_>, name: &Bytes) -> Result<(), Reject> {
     Ok(())
 }
 
-fn info_line(id: u64, addr: std::net::SocketAddr, name: Option<&[u8]>, age_s: u64) -> String {
+/// What CLIENT LIST and CLIENT INFO show about one connection.
+struct Line<'a> {
+    id: u64,
+    addr: std::net::SocketAddr,
+    name: Option<&'a [u8]>,
+    age_s: u64,
+    sub: usize,
+    psub: usize,
+}
+
+fn info_line(l: &Line<'_>) -> String {
+    let Line { id, addr, name, age_s, sub, psub } = l;
+    // Flag P marks a connection in subscribed mode, as in Redis.
+    let flags = if sub + psub > 0 { "P" } else { "N" };
     format!(
-        "id={id} addr={addr} laddr= fd=0 name={} age={age_s} idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp=2",
+        "id={id} addr={addr} laddr= fd=0 name={} age={age_s} idle=0 flags={flags} db=0 sub={sub} psub={psub} ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd=client|list user=default redir=-1 resp=2",
         String::from_utf8_lossy(name.unwrap_or_default())
     )
 }
@@ -137,12 +155,26 @@ pub fn client(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
             .into_iter()
             .find(|(id, _)| *id == session.id)
             .map_or(0, |(_, e)| e.since.elapsed().as_secs());
-        let line = info_line(session.id, session.addr, session.name.as_deref(), since) + "\n";
+        let line = info_line(&Line {
+            id: session.id,
+            addr: session.addr,
+            name: session.name.as_deref(),
+            age_s: since,
+            sub: session.subscriptions - session.patterns,
+            psub: session.patterns,
+        }) + "\n";
         encode::bulk(out, line.as_bytes());
     } else if is(sub, "LIST") {
         let mut text = String::new();
         for (id, e) in session.clients.snapshot() {
-            text.push_str(&info_line(id, e.addr, e.name.as_deref(), e.since.elapsed().as_secs()));
+            text.push_str(&info_line(&Line {
+                id,
+                addr: e.addr,
+                name: e.name.as_deref(),
+                age_s: e.since.elapsed().as_secs(),
+                sub: e.sub,
+                psub: e.psub,
+            }));
             text.push('\n');
         }
         encode::bulk(out, text.as_bytes());
@@ -159,6 +191,8 @@ pub fn reset(_: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byte
     session.name = None;
     session.clients.set_name(session.id, None);
     session.cursors.clear();
+    // Leaves subscribed mode without confirmations, as Redis's RESET does.
+    session.unsubscribe_all();
     encode::simple(out, "RESET");
     DONE
 }

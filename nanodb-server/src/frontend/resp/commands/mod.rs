@@ -6,6 +6,7 @@ mod connection;
 mod hashes;
 mod keys;
 mod lists;
+pub mod pubsub;
 mod server;
 mod strings;
 
@@ -17,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use nanodb_protocol::{Command, Error, Reply};
 
 use super::{Clients, encode};
+use crate::feed::Subscriber;
 use crate::frontend::Context;
 use crate::stats::Protocol;
 
@@ -44,6 +46,13 @@ pub struct Session<'a> {
     pub cursors: Vec<(u64, Bytes)>,
     /// The log position the replies buffered so far must wait for before they are written.
     pub log_position: u64,
+    /// The change-feed subscriber while the connection holds channels or patterns (Redis's
+    /// subscribed mode); `None` otherwise, so an unsubscribed connection costs the hub nothing.
+    pub sub: Option<Subscriber>,
+    /// Channels plus patterns held: the running count Redis's confirmations carry.
+    pub subscriptions: usize,
+    /// Patterns held (the rest of `subscriptions` are channels).
+    pub patterns: usize,
     next_cursor: u64,
     clients: &'a Clients,
 }
@@ -61,9 +70,25 @@ impl<'a> Session<'a> {
             lib: (None, None),
             cursors: Vec::new(),
             log_position: 0,
+            sub: None,
+            subscriptions: 0,
+            patterns: 0,
             next_cursor: 0,
             clients,
         }
+    }
+
+    /// Whether the connection is in subscribed mode (holds a channel or pattern).
+    pub fn subscribed(&self) -> bool {
+        self.sub.is_some()
+    }
+
+    /// Leaves subscribed mode without confirmations (RESET).
+    pub fn unsubscribe_all(&mut self) {
+        self.sub = None;
+        self.subscriptions = 0;
+        self.patterns = 0;
+        self.clients.set_subscriptions(self.id, 0, 0);
     }
 
     /// Remembers an engine cursor; the number to give the client.
@@ -123,6 +148,7 @@ pub struct Spec {
 const W: &[&str] = &["write"];
 const R: &[&str] = &["readonly", "fast"];
 const F: &[&str] = &["fast"];
+const PS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
 
 macro_rules! spec {
     ($name:literal, $arity:expr, $flags:expr, $keys:expr, $handler:path) => {
@@ -184,7 +210,11 @@ pub static COMMANDS: &[Spec] = &[
     spec!("pexpireat", -3, W, (1, 1, 1), keys::pexpireat),
     spec!("ping", -1, F, (0, 0, 0), connection::ping),
     spec!("psetex", 4, W, (1, 1, 1), strings::psetex),
+    spec!("psubscribe", -2, PS, (0, 0, 0), pubsub::psubscribe),
     spec!("pttl", 2, R, (1, 1, 1), keys::pttl),
+    spec!("publish", 3, &["pubsub", "loading", "stale", "fast"], (0, 0, 0), pubsub::publish),
+    spec!("pubsub", -2, &["pubsub", "loading", "stale"], (0, 0, 0), pubsub::pubsub),
+    spec!("punsubscribe", -1, PS, (0, 0, 0), pubsub::punsubscribe),
     spec!("quit", -1, F, (0, 0, 0), connection::quit),
     spec!("randomkey", 1, &["readonly"], (0, 0, 0), keys::randomkey),
     spec!("rename", 3, W, (1, 2, 1), keys::rename),
@@ -197,10 +227,12 @@ pub static COMMANDS: &[Spec] = &[
     spec!("setex", 4, W, (1, 1, 1), strings::setex),
     spec!("setnx", 3, W, (1, 1, 1), strings::setnx),
     spec!("strlen", 2, R, (1, 1, 1), strings::strlen),
+    spec!("subscribe", -2, PS, (0, 0, 0), pubsub::subscribe),
     spec!("time", 1, F, (0, 0, 0), server::time),
     spec!("ttl", 2, R, (1, 1, 1), keys::ttl),
     spec!("type", 2, R, (1, 1, 1), keys::type_),
     spec!("unlink", -2, W, (1, -1, 1), keys::del),
+    spec!("unsubscribe", -1, PS, (0, 0, 0), pubsub::unsubscribe),
 ];
 
 /// Longest command name looked up (longer names are unknown without further work).
@@ -259,6 +291,17 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
         ctx.stats.record(Protocol::Resp, spec.name, false, refused);
         return Flow::Continue;
     }
+    if session.subscribed() && !pubsub::ALLOWED_WHEN_SUBSCRIBED.contains(&spec.name) {
+        encode::error(
+            out,
+            &format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                full_name(spec, args)
+            ),
+        );
+        ctx.stats.record(Protocol::Resp, spec.name, false, refused);
+        return Flow::Continue;
+    }
     let (outcome, position) = ctx.engine.track(|| (spec.handler)(ctx, session, args, out));
     session.log_position = session.log_position.max(position);
     match outcome {
@@ -272,6 +315,16 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
             write_reject(out, reject);
             Flow::Continue
         }
+    }
+}
+
+/// Redis's full command name: `container|subcommand` for commands with subcommands.
+fn full_name(spec: &Spec, args: &[Bytes]) -> String {
+    match args.get(1) {
+        Some(sub) if ["client", "command", "config", "pubsub"].contains(&spec.name) => {
+            format!("{}|{}", spec.name, String::from_utf8_lossy(sub).to_ascii_lowercase())
+        }
+        _ => spec.name.to_string(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Server commands: INFO, COMMAND, CONFIG, TIME.
+//! Server commands: INFO, COMMAND, CONFIG (including run-time keyspace notifications), TIME.
 
 use std::fmt::Write as _;
 
@@ -54,8 +54,10 @@ pub fn info(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesM
         let ops: u64 = Protocol::ALL.iter().map(|p| stats.ops(*p)).sum();
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{total}\r\ntotal_commands_processed:{ops}\r\nexpired_keys:{}\r\nevicted_keys:0\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{total}\r\ntotal_commands_processed:{ops}\r\nexpired_keys:{}\r\nevicted_keys:0\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\n\r\n",
             ctx.engine.stats().expired_keys.load(std::sync::atomic::Ordering::Relaxed),
+            ctx.engine.feed().channels(None).len(),
+            ctx.engine.feed().pattern_count(),
             stats.errors(Protocol::Resp),
         );
     }
@@ -132,14 +134,17 @@ fn unknown_sub(sub: &[u8], cmd: &str) -> Reject {
 }
 
 /// CONFIG GET pattern...: the settings clients and redis-benchmark ask about, with NanoDB's
-/// answers; CONFIG SET is refused (settings are flags); CONFIG RESETSTAT is accepted.
+/// answers; CONFIG SET changes `notify-keyspace-events` (the one setting that can change at run
+/// time) and refuses the rest as Redis refuses immutable or unknown ones; CONFIG RESETSTAT is
+/// accepted.
 pub fn config(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let sub = &args[1];
     if is(sub, "GET") && args.len() >= 3 {
         let max_clients = ctx.config.max_connections.to_string();
         let bulk = ctx.config.resp_max_bulk_len.to_string();
         let port = session_port(ctx);
-        let settings: [(&str, &str); 11] = [
+        let notify = ctx.engine.feed().notify_flags().to_string();
+        let settings: [(&str, &str); 12] = [
             ("save", ""),
             ("appendonly", "no"),
             ("databases", "1"),
@@ -151,6 +156,7 @@ pub fn config(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Byte
             ("proto-max-bulk-len", &bulk),
             ("bind", "127.0.0.1"),
             ("cluster-enabled", "no"),
+            (NOTIFY, &notify),
         ];
         let found: Vec<_> = settings
             .iter()
@@ -162,13 +168,65 @@ pub fn config(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Byte
             encode::bulk(out, v.as_bytes());
         }
     } else if is(sub, "SET") {
-        return Err(Reject::Msg("ERR CONFIG SET is not supported; NanoDB is configured by flags".into()));
+        config_set(ctx, &args[2..])?;
+        encode::ok(out);
     } else if is(sub, "RESETSTAT") {
         encode::ok(out);
     } else {
         return Err(unknown_sub(sub, "CONFIG"));
     }
     DONE
+}
+
+/// The keyspace-notification setting's name.
+const NOTIFY: &str = "notify-keyspace-events";
+
+/// Settings CONFIG GET shows that are fixed while running (they are flags).
+const IMMUTABLE: &[&str] = &[
+    "save",
+    "appendonly",
+    "databases",
+    "maxmemory",
+    "maxmemory-policy",
+    "maxclients",
+    "timeout",
+    "port",
+    "proto-max-bulk-len",
+    "bind",
+    "cluster-enabled",
+];
+
+/// CONFIG SET name value [name value ...]: every pair is checked before any is applied, as Redis
+/// does, so a bad pair changes nothing.
+fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
+    if pairs.is_empty() || pairs.len() % 2 != 0 {
+        return Err(Reject::Msg("ERR wrong number of arguments for 'config|set' command".into()));
+    }
+    let failed = |name: &str, why: &str| {
+        Reject::Msg(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"))
+    };
+    let mut notify = None;
+    for pair in pairs.chunks_exact(2) {
+        let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
+        if name == NOTIFY {
+            let flags = std::str::from_utf8(&pair[1])
+                .ok()
+                .and_then(|v| crate::feed::NotifyFlags::parse(v).ok())
+                .ok_or_else(|| failed(NOTIFY, "Invalid event class character. Use 'Ag$lshzxeKEtmdn'."))?;
+            notify = Some(flags);
+        } else if IMMUTABLE.contains(&name.as_str()) {
+            return Err(failed(&name, "can't set immutable config"));
+        } else {
+            return Err(Reject::Msg(format!(
+                "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                String::from_utf8_lossy(&pair[0])
+            )));
+        }
+    }
+    if let Some(flags) = notify {
+        ctx.engine.feed().set_notify_flags(flags);
+    }
+    Ok(())
 }
 
 /// TIME: the engine clock (the one TTLs use) as seconds and microseconds.
