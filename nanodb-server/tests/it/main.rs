@@ -9,3 +9,4 @@ mod persist;
 mod resp;
 mod tcp;
 mod watch_grpc;
+mod watch_tcp;
