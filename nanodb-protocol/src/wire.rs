@@ -1013,12 +1013,19 @@ mod tests {
         assert!(matches!(decode_request(kind::LIST_POP, body.freeze()), Err(Error::Malformed(_))));
     }
 
-    /// The worked example in PROTOCOL.md is decoded by this implementation and re-encoded to the
-    /// same bytes, so the document cannot drift from the code.
+    /// The worked examples in PROTOCOL.md are decoded by this implementation and re-encoded to
+    /// the same bytes, so the document cannot drift from the code.
     #[test]
-    fn protocol_md_example_matches_the_implementation() {
+    fn protocol_md_examples_match_the_implementation() {
+        assert_eq!(check_doc_example("## 7. Example"), 6);
+        assert_eq!(check_doc_example("### 9.4 Example"), 9);
+    }
+
+    /// Checks every `->`/`<-` line of the section under `heading`; returns how many.
+    fn check_doc_example(heading: &str) -> usize {
         let doc = include_str!("../PROTOCOL.md");
-        let example = doc.split("## 7. Example").nth(1).expect("example section");
+        let section = doc.split(heading).nth(1).expect("example section");
+        let example = section.split("\n## ").next().expect("section text");
         let mut checked = 0;
         for line in example.lines().filter(|l| l.starts_with("-> ") || l.starts_with("<- ")) {
             let hex: String = line[3..].split("  ").next().expect("hex").split_whitespace().collect();
@@ -1036,12 +1043,13 @@ mod tests {
                 encode_request(id, &req, &mut again);
             } else {
                 let resp = decode_response(kind, Bytes::copy_from_slice(body)).expect("response decodes");
+                assert_eq!(crate::watch::is_push(kind), matches!(resp, Response::Push(_)), "{line}");
                 encode_response(id, &resp, &mut again);
             }
             assert_eq!(&again[..], &bytes[..], "{line}");
             checked += 1;
         }
-        assert_eq!(checked, 6);
+        checked
     }
 
     proptest! {
