@@ -7,7 +7,8 @@
 //! - [`convert`]: `TryFrom` conversions from the [`pb`] request messages into [`Command`].
 //! - [`error`]: the one [`Error`] enum with stable [`ErrorCode`]s, mapped once per protocol.
 //! - [`frame`] and [`wire`]: the binary TCP protocol (`PROTOCOL.md`): frames, the tokio-util codecs
-//!   for both ends, and the body layouts.
+//!   for both ends, and the body layouts; [`watch`]: its change-feed frames (subscriptions and
+//!   pushes).
 //!
 //! No sockets, no runtime, no server policy: a Rust client depends on this crate alone.
 
@@ -15,11 +16,13 @@ pub mod command;
 pub mod convert;
 pub mod error;
 pub mod frame;
+pub mod watch;
 pub mod wire;
 
 pub use command::{Command, Entry, Expiry, Limits, ListEnd, PutCondition, Reply, ScanEntry};
 pub use error::{Error, ErrorCode};
 pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};
+pub use watch::{EventType, Push, Subscription};
 pub use wire::{Request, Response};
 
 /// Types generated from `proto/nanodb/v1/*.proto` by prost and tonic.

@@ -13,13 +13,15 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::command::{Command, Entry, Expiry, ListEnd, PutCondition, Reply, ScanEntry};
 use crate::error::{Error, ErrorCode};
 use crate::frame::FrameCodec;
+use crate::watch::{Push, Subscription};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// The magic bytes that open a HELLO body.
 pub const MAGIC: [u8; 4] = *b"NANO";
 
-/// Frame kinds. Requests are below 0x80; responses are 0x80 and above.
+/// Frame kinds. Requests are below 0x80; responses are 0x80 and above, pushes (frames the server
+/// sends unasked) are 0x90..=0x9F.
 pub mod kind {
     /// Handshake: `magic[4] "NANO" | u16 version`.
     pub const HELLO: u8 = 0x01;
@@ -97,6 +99,18 @@ pub mod kind {
     pub const DELETE_IF: u8 = 0x60;
     /// `channel | message`: publish to a pub/sub channel (replies `R_INT`, the receivers).
     pub const PUBLISH: u8 = 0x70;
+    /// `key | bool prefix | bool values`: watch a key or prefix (replies `R_INT`, topics held).
+    pub const WATCH: u8 = 0x71;
+    /// `key | bool prefix`: stop watching (replies `R_INT`, topics held).
+    pub const UNWATCH: u8 = 0x72;
+    /// `channel`: subscribe to a channel (replies `R_INT`, topics held).
+    pub const SUBSCRIBE: u8 = 0x73;
+    /// `channel`: unsubscribe from a channel (replies `R_INT`, topics held).
+    pub const UNSUBSCRIBE: u8 = 0x74;
+    /// `pattern`: subscribe to channels matching a glob (replies `R_INT`, topics held).
+    pub const PSUBSCRIBE: u8 = 0x75;
+    /// `pattern`: unsubscribe from a pattern (replies `R_INT`, topics held).
+    pub const PUNSUBSCRIBE: u8 = 0x76;
 
     /// Empty body.
     pub const R_PONG: u8 = 0x81;
@@ -122,6 +136,17 @@ pub mod kind {
     pub const R_HELLO: u8 = 0x8F;
     /// `u16 code | message` (UTF-8).
     pub const R_ERROR: u8 = 0xFF;
+
+    /// The first push kind; every kind in `P_FIRST..=P_LAST` is a push, with request id 0.
+    pub const P_FIRST: u8 = 0x90;
+    /// Push: `u8 type | op | key | u64 version | bool has_value | value` (value only if has_value).
+    pub const P_EVENT: u8 = 0x90;
+    /// Push: `channel | payload | bool has_pattern | pattern` (pattern only if has_pattern).
+    pub const P_MESSAGE: u8 = 0x91;
+    /// Push: `u64 dropped`; every subscription of the connection is cancelled.
+    pub const P_LAGGED: u8 = 0x92;
+    /// The last kind reserved for pushes.
+    pub const P_LAST: u8 = 0x9F;
 }
 
 /// What a client sends.
@@ -134,6 +159,8 @@ pub enum Request {
     },
     /// Any data command.
     Command(Command),
+    /// A change to what the connection is pushed (connection state, not an engine command).
+    Subscription(Subscription),
 }
 
 /// What a server answers.
@@ -150,6 +177,8 @@ pub enum Response {
     Reply(Reply),
     /// A failure; decoded errors are [`Error::Remote`].
     Error(Error),
+    /// A frame the server sent unasked (id 0): a key event, a message, or the lagged signal.
+    Push(Push),
 }
 
 impl Response {
@@ -168,7 +197,7 @@ impl From<Result<Reply, Error>> for Response {
     }
 }
 
-fn put_bytes(dst: &mut BytesMut, b: &[u8]) {
+pub(crate) fn put_bytes(dst: &mut BytesMut, b: &[u8]) {
     dst.put_u32(b.len() as u32);
     dst.put_slice(b);
 }
@@ -192,6 +221,11 @@ pub fn encode_request(id: u32, request: &Request, dst: &mut BytesMut) {
         Request::Command(cmd) => {
             let start = FrameCodec::begin(dst, command_kind(cmd), id);
             encode_command_body(cmd, dst);
+            FrameCodec::finish(dst, start);
+        }
+        Request::Subscription(sub) => {
+            let start = FrameCodec::begin(dst, sub.kind(), id);
+            sub.encode_body(dst);
             FrameCodec::finish(dst, start);
         }
     }
@@ -400,6 +434,7 @@ fn response_kind(response: &Response) -> u8 {
     match response {
         Response::Hello { .. } => kind::R_HELLO,
         Response::Error(_) => kind::R_ERROR,
+        Response::Push(p) => p.kind(),
         Response::Reply(r) => match r {
             Reply::Pong => kind::R_PONG,
             Reply::Value(_) => kind::R_VALUE,
@@ -425,6 +460,10 @@ fn encode_response_body(response: &Response, dst: &mut BytesMut) {
         Response::Error(e) => {
             dst.put_u16(e.code().as_u16());
             put_bytes(dst, e.to_string().as_bytes());
+            return;
+        }
+        Response::Push(p) => {
+            p.encode_body(dst);
             return;
         }
         Response::Reply(r) => r,
@@ -483,11 +522,11 @@ fn encode_response_body(response: &Response, dst: &mut BytesMut) {
 }
 
 /// A cursor over a frame body; every read checks the bytes left first.
-struct Reader {
+pub(crate) struct Reader {
     buf: Bytes,
 }
 
-fn malformed(msg: impl Into<String>) -> Error {
+pub(crate) fn malformed(msg: impl Into<String>) -> Error {
     Error::Malformed(msg.into())
 }
 
@@ -502,32 +541,32 @@ impl Reader {
         Ok(())
     }
 
-    fn u8(&mut self, what: &str) -> Result<u8, Error> {
+    pub(crate) fn u8(&mut self, what: &str) -> Result<u8, Error> {
         self.need(1, what)?;
         Ok(self.buf.get_u8())
     }
 
-    fn u16(&mut self, what: &str) -> Result<u16, Error> {
+    pub(crate) fn u16(&mut self, what: &str) -> Result<u16, Error> {
         self.need(2, what)?;
         Ok(self.buf.get_u16())
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, Error> {
+    pub(crate) fn u32(&mut self, what: &str) -> Result<u32, Error> {
         self.need(4, what)?;
         Ok(self.buf.get_u32())
     }
 
-    fn u64(&mut self, what: &str) -> Result<u64, Error> {
+    pub(crate) fn u64(&mut self, what: &str) -> Result<u64, Error> {
         self.need(8, what)?;
         Ok(self.buf.get_u64())
     }
 
-    fn i64(&mut self, what: &str) -> Result<i64, Error> {
+    pub(crate) fn i64(&mut self, what: &str) -> Result<i64, Error> {
         self.need(8, what)?;
         Ok(self.buf.get_i64())
     }
 
-    fn bool(&mut self, what: &str) -> Result<bool, Error> {
+    pub(crate) fn bool(&mut self, what: &str) -> Result<bool, Error> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
@@ -536,7 +575,7 @@ impl Reader {
     }
 
     /// A length-prefixed byte string, sliced out of the frame without copying.
-    fn bytes(&mut self, what: &str) -> Result<Bytes, Error> {
+    pub(crate) fn bytes(&mut self, what: &str) -> Result<Bytes, Error> {
         let len = self.u32(what)? as usize;
         self.need(len, what)?;
         Ok(self.buf.split_to(len))
@@ -605,6 +644,8 @@ pub fn decode_request(kind: u8, body: Bytes) -> Result<Request, Error> {
             return Err(malformed("HELLO must start with the magic bytes \"NANO\""));
         }
         Request::Hello { version: r.u16("version")? }
+    } else if let Some(sub) = Subscription::decode_body(kind, &mut r)? {
+        Request::Subscription(sub)
     } else {
         Request::Command(decode_command(kind, &mut r)?)
     };
@@ -718,6 +759,9 @@ pub fn decode_response(kind: u8, body: Bytes) -> Result<Response, Error> {
 }
 
 fn decode_response_body(k: u8, r: &mut Reader) -> Result<Response, Error> {
+    if let Some(push) = Push::decode_body(k, r)? {
+        return Ok(Response::Push(push));
+    }
     let reply = match k {
         kind::R_HELLO => {
             return Ok(Response::Hello {
@@ -787,13 +831,15 @@ fn decode_response_body(k: u8, r: &mut Reader) -> Result<Response, Error> {
             let mut results = Vec::with_capacity(n);
             for _ in 0..n {
                 let k = r.u8("result kind")?;
-                if k == kind::R_BATCH || k == kind::R_HELLO {
-                    return Err(malformed("a batch result cannot be a batch or a HELLO"));
+                if k == kind::R_BATCH || k == kind::R_HELLO || crate::watch::is_push(k) {
+                    return Err(malformed("a batch result cannot be a batch, a HELLO or a push"));
                 }
                 results.push(match decode_response_body(k, r)? {
                     Response::Reply(reply) => Ok(reply),
                     Response::Error(e) => Err(e),
-                    Response::Hello { .. } => return Err(malformed("HELLO inside a batch")),
+                    Response::Hello { .. } | Response::Push(_) => {
+                        return Err(malformed("HELLO or push inside a batch"));
+                    }
                 });
             }
             Reply::Batch(results)
@@ -967,12 +1013,19 @@ mod tests {
         assert!(matches!(decode_request(kind::LIST_POP, body.freeze()), Err(Error::Malformed(_))));
     }
 
-    /// The worked example in PROTOCOL.md is decoded by this implementation and re-encoded to the
-    /// same bytes, so the document cannot drift from the code.
+    /// The worked examples in PROTOCOL.md are decoded by this implementation and re-encoded to
+    /// the same bytes, so the document cannot drift from the code.
     #[test]
-    fn protocol_md_example_matches_the_implementation() {
+    fn protocol_md_examples_match_the_implementation() {
+        assert_eq!(check_doc_example("## 7. Example"), 6);
+        assert_eq!(check_doc_example("### 9.4 Example"), 9);
+    }
+
+    /// Checks every `->`/`<-` line of the section under `heading`; returns how many.
+    fn check_doc_example(heading: &str) -> usize {
         let doc = include_str!("../PROTOCOL.md");
-        let example = doc.split("## 7. Example").nth(1).expect("example section");
+        let section = doc.split(heading).nth(1).expect("example section");
+        let example = section.split("\n## ").next().expect("section text");
         let mut checked = 0;
         for line in example.lines().filter(|l| l.starts_with("-> ") || l.starts_with("<- ")) {
             let hex: String = line[3..].split("  ").next().expect("hex").split_whitespace().collect();
@@ -990,12 +1043,13 @@ mod tests {
                 encode_request(id, &req, &mut again);
             } else {
                 let resp = decode_response(kind, Bytes::copy_from_slice(body)).expect("response decodes");
+                assert_eq!(crate::watch::is_push(kind), matches!(resp, Response::Push(_)), "{line}");
                 encode_response(id, &resp, &mut again);
             }
             assert_eq!(&again[..], &bytes[..], "{line}");
             checked += 1;
         }
-        assert_eq!(checked, 6);
+        checked
     }
 
     proptest! {

@@ -88,6 +88,10 @@ impl TcpConn {
             Response::Reply(_) => Outcome::Ok,
             Response::Error(e) => Outcome::Error(format!("tcp {:?}", e.code())),
             Response::Hello { .. } => return Err(ClientError::Protocol("HELLO reply to a command".into())),
+            // The bench never subscribes, so a pushed frame is a server fault.
+            Response::Push(_) => {
+                return Err(ClientError::Protocol("push on an unsubscribed connection".into()));
+            }
         })
     }
 }

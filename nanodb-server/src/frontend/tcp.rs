@@ -7,6 +7,11 @@
 //! broken stream (oversized or impossible length) gets an error frame and is closed, since it cannot
 //! be resynchronised. A connection over `max_connections` gets a TOO_MANY_CONNECTIONS error frame
 //! and is closed.
+//!
+//! A connection that WATCHes or SUBSCRIBEs ([`watch`]) also waits on its change-feed queue: the
+//! loop selects between frames and deliveries, and writes pushes in the same batches as replies.
+
+mod watch;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tracing::{debug, info};
 
+use self::watch::{Batch, Feed};
 use super::Context;
 use crate::stats::Protocol;
 
@@ -29,6 +35,9 @@ const MAX_BATCH: usize = 1024;
 /// Buffered replies above which the codec writes before decoding more (bounds memory per
 /// connection when a client pipelines without reading).
 const WRITE_BOUNDARY: usize = 64 * 1024;
+/// Most queued deliveries written per batch: replies to the next requests do not wait behind a
+/// long backlog of pushes (the rest go out in the next turns of the loop).
+const MAX_PUSHES: usize = 1024;
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Context) {
@@ -78,7 +87,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
             framed.send((id, Response::Error(e))).await?;
             return Ok(());
         }
-        Ok(Some(Ok((id, Ok(Request::Command(_)))))) => {
+        Ok(Some(Ok((id, Ok(Request::Command(_) | Request::Subscription(_)))))) => {
             framed.send((id, Response::Error(Error::HandshakeRequired))).await?;
             return Ok(());
         }
@@ -91,22 +100,33 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
     let max_frame_len = u32::try_from(ctx.config.max_frame_len).unwrap_or(u32::MAX);
     framed.send((id, Response::Hello { version: PROTOCOL_VERSION, max_frame_len })).await?;
 
-    let mut batch: Vec<(u32, Response, u64)> = Vec::with_capacity(64);
+    let mut batch: Batch = Vec::with_capacity(64);
+    let mut feed = Feed::new(ctx.engine.feed().clone());
     loop {
         let next = tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => break,
             next = framed.next() => next,
+            delivery = feed.recv() => {
+                // Pushes only: write what is waiting (bounded) with one flush.
+                batch.push(feed.push(&delivery));
+                feed.drain(&mut batch, MAX_PUSHES);
+                // A subscriber that stops reading must not hold up shutdown: its socket is
+                // simply closed. (Meanwhile its queue fills and it is lagged, writers unaffected.)
+                tokio::select! {
+                    biased;
+                    () = ctx.shutdown.cancelled() => return Ok(()),
+                    sent = send_batch(ctx, &mut framed, &mut batch) => sent?,
+                }
+                continue;
+            }
         };
         let Some(mut item) = next else { break };
         let mut eof = false;
         // Apply everything already received (up to a bound), wait once for the log, reply at once.
         loop {
             match item {
-                Ok((id, request)) => {
-                    let (response, position) = respond(ctx, request);
-                    batch.push((id, response, position));
-                }
+                Ok((id, request)) => respond(ctx, &mut feed, id, request, &mut batch),
                 Err(e) => {
                     send_batch(ctx, &mut framed, &mut batch).await?;
                     return fail_stream(&mut framed, e).await;
@@ -124,6 +144,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
                 None => break,
             }
         }
+        // Deliveries queued meanwhile (e.g. for this batch's own writes) follow its replies.
+        feed.drain(&mut batch, MAX_PUSHES);
         send_batch(ctx, &mut framed, &mut batch).await?;
         if eof {
             break;
@@ -152,17 +174,18 @@ async fn send_batch(
     framed.flush().await
 }
 
-/// Applies one request; returns its response and the log position it must wait for.
-fn respond(ctx: &Context, request: Result<Request, Error>) -> (Response, u64) {
+/// Applies one request and appends its response, with the log position it must wait for.
+fn respond(ctx: &Context, feed: &mut Feed, id: u32, request: Result<Request, Error>, out: &mut Batch) {
     match request {
         Ok(Request::Command(cmd)) => {
             let (result, position) = ctx.apply(Protocol::Tcp, cmd);
-            (Response::from(result), position)
+            out.push((id, Response::from(result), position));
         }
+        Ok(Request::Subscription(op)) => feed.apply(ctx, id, op, out),
         Ok(Request::Hello { .. }) => {
-            (Response::Error(Error::Malformed("HELLO may only be sent once".into())), 0)
+            out.push((id, Response::Error(Error::Malformed("HELLO may only be sent once".into())), 0));
         }
-        Err(e) => (Response::Error(e), 0),
+        Err(e) => out.push((id, Response::Error(e), 0)),
     }
 }
 

@@ -69,7 +69,7 @@ impl TcpClient {
         match resp {
             Response::Reply(r) => Some(Ok(r)),
             Response::Error(e) => Some(Err(e)),
-            Response::Hello { .. } => None,
+            Response::Hello { .. } | Response::Push(_) => None,
         }
     }
 
@@ -94,6 +94,27 @@ impl TcpClient {
             Response::Reply(r) => Ok(r),
             Response::Error(e) => Err(e),
             Response::Hello { .. } => panic!("unexpected HELLO"),
+            Response::Push(p) => panic!("unexpected push {p:?}"),
         }
+    }
+
+    /// Sends any request (a subscription, say) without waiting; returns the request id.
+    #[allow(dead_code)] // used by the watch tests only
+    pub async fn send_request(&mut self, request: Request) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.framed.feed((id, request)).await.expect("send");
+        id
+    }
+
+    /// Flushes, then receives the next frame whatever it is (a reply or a push), within 5 s;
+    /// `None` when the server closed the connection.
+    #[allow(dead_code)] // used by the watch tests only
+    pub async fn next_frame(&mut self) -> Option<(u32, Response)> {
+        self.flush().await;
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), self.framed.next())
+            .await
+            .expect("a frame within 5 s");
+        next.map(|r| r.expect("decodes"))
     }
 }

@@ -11,3 +11,4 @@ mod resp_pubsub;
 mod tcp;
 mod watch_grpc;
 mod watch_http;
+mod watch_tcp;

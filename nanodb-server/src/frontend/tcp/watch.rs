@@ -1,0 +1,129 @@
+//! One binary-protocol connection's change-feed state: the [`Subscriber`] its WATCH and SUBSCRIBE
+//! frames fill, and the translation of its deliveries into pushed frames (`PROTOCOL.md` section 9).
+//!
+//! A connection holds a subscriber only while it holds topics: the last UNWATCH/UNSUBSCRIBE, a
+//! LAGGED signal or the connection's end drops it, which unregisters everything and frees its
+//! queue. Order on the wire: the reply to a WATCH/SUBSCRIBE goes out before any push it causes; the
+//! pushes already queued when an UNWATCH/UNSUBSCRIBE is applied go out before its reply, so none
+//! for that topic follows the acknowledgement; and deliveries are written in queue order, which
+//! the hub keeps per key.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use nanodb_protocol::{Error, EventType, Push, Reply, Response, Subscription};
+
+use crate::feed::{Delivery, EventKind, Hub, Subscriber, Topic};
+use crate::frontend::Context;
+use crate::stats::Protocol;
+
+/// Replies and pushes waiting to be written: `(request id, response, log position to wait for)`.
+pub(super) type Batch = Vec<(u32, Response, u64)>;
+
+/// The subscriptions of one connection.
+#[derive(Debug)]
+pub(super) struct Feed {
+    hub: Arc<Hub>,
+    sub: Option<Subscriber>,
+}
+
+impl Feed {
+    pub(super) fn new(hub: Arc<Hub>) -> Self {
+        Self { hub, sub: None }
+    }
+
+    /// The next delivery; never resolves while the connection subscribes to nothing, so the
+    /// connection loop can always select on it.
+    pub(super) async fn recv(&self) -> Delivery {
+        match &self.sub {
+            Some(sub) => sub.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Applies one subscription request, records it, and appends its reply (and, for the
+    /// undoings, the pushes queued before it) to `out`.
+    pub(super) fn apply(&mut self, ctx: &Context, id: u32, op: Subscription, out: &mut Batch) {
+        let started = Instant::now();
+        let name = op.name();
+        let result = self.change(op, out);
+        ctx.stats.record(Protocol::Tcp, name, result.is_ok(), started.elapsed());
+        out.push((id, Response::from(result), 0));
+    }
+
+    fn change(&mut self, op: Subscription, out: &mut Batch) -> Result<Reply, Error> {
+        let (topic, with_values, add) = match op {
+            Subscription::Watch { key, prefix, with_values } => (watch_topic(key, prefix), with_values, true),
+            Subscription::Subscribe { channel } => (Topic::Channel(channel), false, true),
+            Subscription::PSubscribe { pattern } => (Topic::Pattern(pattern), false, true),
+            Subscription::Unwatch { key, prefix } => (watch_topic(key, prefix), false, false),
+            Subscription::Unsubscribe { channel } => (Topic::Channel(channel), false, false),
+            Subscription::PUnsubscribe { pattern } => (Topic::Pattern(pattern), false, false),
+        };
+        let result = if add {
+            let hub = &self.hub;
+            self.sub.get_or_insert_with(|| hub.subscriber()).add(topic, with_values).map(drop)
+        } else {
+            if let Some(sub) = &mut self.sub {
+                // After `remove` returns, the hub delivers nothing more for the topic: what it
+                // delivered before is in the queue (bounded by its limits), and goes out ahead
+                // of the acknowledgement (+1: the lagged signal, if the queue overflowed).
+                sub.remove(&topic);
+                let queued = sub.pending() + 1;
+                self.drain(out, queued);
+            }
+            Ok(())
+        };
+        if self.sub.as_ref().is_some_and(Subscriber::is_empty) {
+            self.sub = None;
+        }
+        result.map(|()| Reply::Int(self.topics() as i64))
+    }
+
+    /// Topics held (the count every subscription reply carries).
+    fn topics(&self) -> usize {
+        self.sub.as_ref().map_or(0, |s| s.topics().count())
+    }
+
+    /// Appends up to `max` waiting deliveries to `out` as pushes.
+    pub(super) fn drain(&mut self, out: &mut Batch, max: usize) {
+        for _ in 0..max {
+            let Some(d) = self.sub.as_ref().and_then(Subscriber::try_recv) else { break };
+            out.push(self.push(&d));
+        }
+    }
+
+    /// The push for one delivery. The lagged signal also drops the subscriber: every
+    /// subscription is cancelled and its queue freed, and the client subscribes again.
+    pub(super) fn push(&mut self, d: &Delivery) -> (u32, Response, u64) {
+        if matches!(d, Delivery::Lagged { .. }) {
+            self.sub = None;
+        }
+        (0, Response::Push(to_push(d)), 0)
+    }
+}
+
+fn watch_topic(key: bytes::Bytes, prefix: bool) -> Topic {
+    if prefix { Topic::Prefix(key) } else { Topic::Key(key) }
+}
+
+fn to_push(d: &Delivery) -> Push {
+    match d {
+        Delivery::Key { event, .. } => Push::Event {
+            kind: match event.kind {
+                EventKind::Put => EventType::Put,
+                EventKind::Delete => EventType::Delete,
+                EventKind::Expire => EventType::Expire,
+            },
+            op: Cow::Borrowed(event.op.redis_name()),
+            key: event.key.clone(),
+            version: event.version,
+            value: d.value().cloned(),
+        },
+        Delivery::Message { channel, payload, pattern } => {
+            Push::Message { channel: channel.clone(), payload: payload.clone(), pattern: pattern.clone() }
+        }
+        Delivery::Lagged { dropped } => Push::Lagged { dropped: *dropped },
+    }
+}
