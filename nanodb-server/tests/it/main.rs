@@ -9,6 +9,7 @@ mod persist;
 mod resp;
 mod resp_pubsub;
 mod tcp;
+mod watch_cross;
 mod watch_grpc;
 mod watch_http;
 mod watch_tcp;

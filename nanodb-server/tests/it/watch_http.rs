@@ -57,20 +57,20 @@ async fn put(tcp: &mut TcpClient, key: &[u8], value: &[u8], ttl_ms: u64) {
 
 /// One SSE event: its `event:` name (none for plain data events) and its JSON data.
 #[derive(Debug)]
-struct SseEvent {
-    name: Option<String>,
-    data: Value,
+pub(crate) struct SseEvent {
+    pub(crate) name: Option<String>,
+    pub(crate) data: Value,
 }
 
-/// An SSE client over a streaming response body.
-struct Sse {
+/// An SSE client over a streaming response body (also used by the cross-protocol tests).
+pub(crate) struct Sse {
     body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     buf: Vec<u8>,
     headers: reqwest::header::HeaderMap,
 }
 
 impl Sse {
-    async fn open(url: &str) -> Self {
+    pub(crate) async fn open(url: &str) -> Self {
         Self::open_with(reqwest::Client::new().get(url)).await
     }
 
@@ -109,7 +109,7 @@ impl Sse {
     }
 
     /// The next event, which must come.
-    async fn event(&mut self) -> SseEvent {
+    pub(crate) async fn event(&mut self) -> SseEvent {
         self.next().await.expect("an event, not the end of the stream")
     }
 }

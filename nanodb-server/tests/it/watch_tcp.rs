@@ -43,7 +43,7 @@ async fn connect(server: &Server) -> TcpClient {
 }
 
 /// Sends one subscription request and returns its reply, which must be the next frame.
-async fn subscribe(c: &mut TcpClient, s: Subscription) -> Result<Reply, nanodb_protocol::Error> {
+pub(crate) async fn subscribe(c: &mut TcpClient, s: Subscription) -> Result<Reply, nanodb_protocol::Error> {
     let id = c.send_request(Request::Subscription(s)).await;
     match c.next_frame().await.expect("connection open") {
         (got, Response::Reply(r)) if got == id => Ok(r),
@@ -53,7 +53,7 @@ async fn subscribe(c: &mut TcpClient, s: Subscription) -> Result<Reply, nanodb_p
 }
 
 /// The next frame, which must be a push.
-async fn next_push(c: &mut TcpClient) -> Push {
+pub(crate) async fn next_push(c: &mut TcpClient) -> Push {
     match c.next_frame().await.expect("connection open") {
         (0, Response::Push(p)) => p,
         other => panic!("expected a push, got {other:?}"),
