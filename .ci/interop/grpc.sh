@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The gRPC frontend from another language: a Python client generated from proto/ with grpcio-tools
 # (nothing from NanoDB's Rust code) calls every RPC with asserts, checks gzip, a deadline, the
-# standard health service and server reflection, then SIGTERM must exit 0.
+# standard health service and server reflection, watches and pub/sub, then SIGTERM must exit 0.
 . "$(dirname "$0")/../lib.sh"
 
 need_pip grpcio grpcio-tools grpcio-health-checking grpcio-reflection
 
 gen=$(mktemp -d /tmp/nanodb-ci-grpc.XXXXXX); _cleanup_dirs+=("$gen")
 "$VENV/bin/python" -m grpc_tools.protoc -I proto --python_out="$gen" --grpc_python_out="$gen" \
-  proto/nanodb/v1/kv.proto proto/nanodb/v1/admin.proto || fail "protoc (grpcio-tools) failed"
+  proto/nanodb/v1/*.proto || fail "protoc (grpcio-tools) failed"
 
 port=$(free_port)
 start_nanodb --grpc-addr "127.0.0.1:$port" --max-value-len 1024
@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from google.protobuf.descriptor_pool import DescriptorPool
-from nanodb.v1 import kv_pb2 as kv, kv_pb2_grpc, admin_pb2 as admin, admin_pb2_grpc
+from nanodb.v1 import kv_pb2 as kv, kv_pb2_grpc, admin_pb2 as admin, admin_pb2_grpc, watch_pb2 as w
 
 addr = sys.argv[1]
 ch = grpc.insecure_channel(addr)
@@ -122,6 +122,24 @@ gz = kv_pb2_grpc.KVStub(grpc.insecure_channel(addr, compression=grpc.Compression
 assert gz.Put(kv.PutRequest(key=b"gz", value=b"z" * 1000)).applied
 assert gz.Get(kv.GetRequest(key=b"gz"), timeout=5).value == b"z" * 1000
 
+# Watch: the stream is registered once its headers arrive; a later Put is its first event.
+events = s.Watch(w.WatchRequest(key=b"wk:", prefix=True, include_values=True), timeout=30)
+events.initial_metadata()
+p = s.Put(kv.PutRequest(key=b"wk:1", value=b"seen"))
+e = next(events)
+assert (e.type, e.key, e.value, e.has_value, e.version, e.op) == (w.WATCH_EVENT_TYPE_PUT, b"wk:1", b"seen", True, p.version, "set"), e
+s.Delete(kv.DeleteRequest(key=b"wk:1"))
+assert next(events).type == w.WATCH_EVENT_TYPE_DELETE
+events.cancel()
+# Publish / Subscribe
+msgs = s.Subscribe(w.SubscribeRequest(channels=[b"news"], patterns=[b"n*"]), timeout=30)
+msgs.initial_metadata()
+assert s.Publish(w.PublishRequest(channel=b"news", message=b"hi")).receivers == 2
+got = sorted((m.channel, m.message, m.pattern) for m in (next(msgs), next(msgs)))
+assert got == [(b"news", b"hi", b""), (b"news", b"hi", b"n*")], got
+msgs.cancel()
+assert code_of(s.Watch(w.WatchRequest(key=b"")).__next__)[0] == grpc.StatusCode.INVALID_ARGUMENT
+
 # Admin
 a.Ping(admin.PingRequest())
 st = a.Stats(admin.StatsRequest())
@@ -142,7 +160,7 @@ assert {"nanodb.v1.KV", "nanodb.v1.Admin", "grpc.health.v1.Health"} <= names, na
 pool = DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
 methods = {m.name for m in pool.FindServiceByName("nanodb.v1.KV").methods}
 assert {"Get", "Put", "Delete", "Incr", "Expire", "Scan", "Batch", "HashSet", "HashGet", "HashDelete",
-        "HashGetAll", "ListPush", "ListPop", "ListRange"} == methods, methods
+        "HashGetAll", "ListPush", "ListPop", "ListRange", "Watch", "Publish", "Subscribe"} == methods, methods
 print("python gRPC client: ok (%d services, %d KV methods)" % (len(names), len(methods)))
 PY
 
