@@ -258,6 +258,8 @@ fn subscribe_and_unsubscribe_cycles_leave_nothing_behind() {
     }
     assert!(!hub.is_active());
     assert_eq!(hub.stats().subscribers.load(Ordering::Relaxed), 0);
+    assert!(hub.key_filter.iter().all(|slot| slot.load(Ordering::Relaxed) == 0));
+    assert_eq!(hub.prefix_topics.load(Ordering::Relaxed), 0);
     let reg = hub.read();
     assert!(reg.keys.is_empty() && reg.prefixes.is_empty() && reg.prefix_lens.is_empty());
     assert!(reg.channels.is_empty() && reg.patterns.is_empty());
