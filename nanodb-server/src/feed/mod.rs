@@ -432,16 +432,16 @@ impl Hub {
                 }
             }
             if !matched.is_empty() {
-                // One delivery per subscriber however many of its topics matched.
+                // One delivery per subscriber however many of its topics matched. Grouped by id
+                // in one pass: this runs under the key's shard lock, and a search per subscriber
+                // would be quadratic in the watchers of a hot key.
                 matched.sort_unstable_by_key(|(id, _)| *id);
-                let wants = |id: u64| matched.iter().any(|(i, e)| *i == id && e.with_value);
                 let value = if matched.iter().any(|(_, e)| e.with_value) { value() } else { None };
                 let event = Arc::new(KeyEvent { key: key.clone(), kind, op, version, value, position });
-                let mut last = 0;
-                for &(id, e) in &matched {
-                    if id != last {
-                        last = id;
-                        self.deliver(e, Delivery::Key { event: event.clone(), with_value: wants(id) });
+                for group in matched.chunk_by(|a, b| a.0 == b.0) {
+                    let wants = group.iter().any(|(_, e)| e.with_value);
+                    if let Some((_, e)) = group.first() {
+                        self.deliver(e, Delivery::Key { event: event.clone(), with_value: wants });
                     }
                 }
             }

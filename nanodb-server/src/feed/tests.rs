@@ -332,3 +332,27 @@ async fn key_events_wait_until_their_write_is_durable() {
     assert!(matches!(first, Delivery::Key { ref event, .. } if event.position == 100), "{first:?}");
     assert!(matches!(second, Delivery::Message { .. }), "{second:?}");
 }
+
+/// Many watchers of one hot key: each gets exactly one delivery per write (with a value when any
+/// of its matching topics asked), and dispatch stays linear in the watchers, since it runs under
+/// the key's shard lock (a per-subscriber search made it quadratic: seconds per write here).
+#[test]
+fn a_hot_key_with_many_watchers_is_dispatched_once_each_in_linear_time() {
+    let e = engine_with(FeedLimits::default());
+    let subs: Vec<Subscriber> = (0..20_000)
+        .map(|i| {
+            let mut s = e.feed().subscriber();
+            s.add(Topic::Key(b("hot")), false).expect("succeeds");
+            s.add(Topic::Prefix(b("ho")), i % 2 == 0).expect("succeeds");
+            s
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    put(&e, "hot", "v");
+    let took = started.elapsed();
+    for (i, s) in subs.iter().enumerate() {
+        let want = if i % 2 == 0 { Some("v".to_string()) } else { None };
+        assert_eq!(drain(s), vec![("hot".to_string(), EventKind::Put, Op::Set, want)]);
+    }
+    assert!(took < std::time::Duration::from_millis(500), "one write took {took:?}");
+}

@@ -126,7 +126,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
         // Apply everything already received (up to a bound), wait once for the log, reply at once.
         loop {
             match item {
-                Ok((id, request)) => respond(ctx, &mut feed, id, request, &mut batch),
+                Ok((id, request)) => respond(ctx, &mut feed, id, request, &mut batch).await,
                 Err(e) => {
                     send_batch(ctx, &mut framed, &mut batch).await?;
                     return fail_stream(&mut framed, e).await;
@@ -175,13 +175,13 @@ async fn send_batch(
 }
 
 /// Applies one request and appends its response, with the log position it must wait for.
-fn respond(ctx: &Context, feed: &mut Feed, id: u32, request: Result<Request, Error>, out: &mut Batch) {
+async fn respond(ctx: &Context, feed: &mut Feed, id: u32, request: Result<Request, Error>, out: &mut Batch) {
     match request {
         Ok(Request::Command(cmd)) => {
             let (result, position) = ctx.apply(Protocol::Tcp, cmd);
             out.push((id, Response::from(result), position));
         }
-        Ok(Request::Subscription(op)) => feed.apply(ctx, id, op, out),
+        Ok(Request::Subscription(op)) => feed.apply(ctx, id, op, out).await,
         Ok(Request::Hello { .. }) => {
             out.push((id, Response::Error(Error::Malformed("HELLO may only be sent once".into())), 0));
         }

@@ -210,3 +210,31 @@ async fn with_persistence_every_fsync_policy_delivers_events_once_durable() {
         assert!(server.shutdown().await);
     }
 }
+
+/// Open streams outlive their request, so the in-flight limit does not count them: like SSE and
+/// WebSocket streams, they are bounded by `max_connections` (each holds a subscriber and a queue
+/// of up to `--watch-queue-bytes`), and a freed place can be taken again.
+#[tokio::test]
+async fn open_streams_are_bounded_by_max_connections() {
+    let (server, mut kv, _tcp) = server(Config { max_connections: 2, ..config() }).await;
+    let first = kv.watch(watch_req("a", false, false)).await.expect("first stream").into_inner();
+    let _second = kv
+        .subscribe(pb::SubscribeRequest { channels: vec![b("c")], patterns: vec![] })
+        .await
+        .expect("second stream")
+        .into_inner();
+    let refused = kv.watch(watch_req("b", false, false)).await.expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match kv.watch(watch_req("b", false, false)).await {
+            Ok(_) => break,
+            Err(e) if e.code() == Code::ResourceExhausted && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("a freed place is not taken again: {e}"),
+        }
+    }
+    assert!(server.shutdown().await);
+}

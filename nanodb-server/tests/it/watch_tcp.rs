@@ -508,3 +508,54 @@ async fn shutdown_closes_subscribed_connections_cleanly() {
     assert!(stopped.await.expect("joins"), "shutdown drained in time");
     drop(stuck);
 }
+
+/// With persistence on, an event is held until its write is durable; an UNWATCH must still send
+/// the events of writes applied before it ahead of its reply, rather than skip the ones the log
+/// has not reached yet (which then followed the acknowledgement, or were lost with the last
+/// topic). A write in the same pipelined batch is the sure case: its record cannot be durable yet.
+#[tokio::test]
+async fn with_persistence_events_queued_before_an_unwatch_precede_its_reply() {
+    use nanodb_server::persist::FsyncPolicy;
+    for fsync in [FsyncPolicy::Always, FsyncPolicy::No] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server =
+            tcp_only(Config { persistence: true, data_dir: dir.path().to_path_buf(), fsync, ..config() })
+                .await;
+        let mut c = connect(&server).await;
+        for round in 0..20 {
+            // Odd rounds hold another topic, so the subscriber outlives the UNWATCH.
+            let other = round % 2 == 1;
+            if other {
+                assert_eq!(subscribe(&mut c, watch("other", false, false)).await, Ok(Reply::Int(1)));
+            }
+            let held = 1 + i64::from(other);
+            assert_eq!(subscribe(&mut c, watch("k", false, false)).await, Ok(Reply::Int(held)));
+            let put_id = c.send(put("k", "v")).await;
+            let unwatch_id = c
+                .send_request(Request::Subscription(Subscription::Unwatch { key: b("k"), prefix: false }))
+                .await;
+            let mut events = 0;
+            loop {
+                match c.next_frame().await.expect("open") {
+                    (0, Response::Push(Push::Event { key, .. })) => {
+                        assert_eq!(key, b("k"));
+                        events += 1;
+                    }
+                    (id, Response::Reply(_)) if id == put_id => {}
+                    (id, Response::Reply(r)) if id == unwatch_id => {
+                        assert_eq!(r, Reply::Int(held - 1));
+                        break;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            assert_eq!(events, 1, "{fsync}, round {round}: the PUT's event must precede the UNWATCH reply");
+            if other {
+                let unwatch = Subscription::Unwatch { key: b("other"), prefix: false };
+                assert_eq!(subscribe(&mut c, unwatch).await, Ok(Reply::Int(0)));
+            }
+        }
+        assert_no_push(&mut c).await;
+        assert!(server.shutdown().await);
+    }
+}

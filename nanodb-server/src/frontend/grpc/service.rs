@@ -16,12 +16,14 @@ use crate::stats::{Protocol, resident_memory_bytes};
 #[derive(Debug, Clone)]
 pub struct KvService {
     ctx: Context,
+    /// Open `Watch` and `Subscribe` streams, at most `max_connections`.
+    streams: watch::Streams,
 }
 
 impl KvService {
     /// A KV service over the context's engine.
     pub fn new(ctx: Context) -> Self {
-        Self { ctx }
+        Self { ctx, streams: watch::Streams::default() }
     }
 }
 
@@ -190,7 +192,7 @@ impl Kv for KvService {
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let started = Instant::now();
-        let result = watch::watch(&self.ctx, request.into_inner());
+        let result = watch::watch(&self.ctx, &self.streams, request.into_inner());
         self.ctx.stats.record(Protocol::Grpc, "watch", result.is_ok(), started.elapsed());
         Ok(Response::new(result?))
     }
@@ -212,7 +214,7 @@ impl Kv for KvService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let started = Instant::now();
-        let result = watch::subscribe(&self.ctx, request.into_inner());
+        let result = watch::subscribe(&self.ctx, &self.streams, request.into_inner());
         self.ctx.stats.record(Protocol::Grpc, "subscribe", result.is_ok(), started.elapsed());
         Ok(Response::new(result?))
     }

@@ -1,9 +1,13 @@
 //! The streaming RPCs: `Watch` and `Subscribe` turn a change-feed [`Subscriber`] into a response
 //! stream. A stream ends when the client goes away (the subscriber is dropped with it, which
 //! unsubscribes), when the server shuts down (so draining is not held up by open streams), or
-//! after a final lagged event when the client fell behind.
+//! after a final lagged event when the client fell behind. Open streams outlive their request
+//! (the in-flight limit counts only until the response headers), so they are bounded apart, by
+//! `max_connections`, as the REST event streams are.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::Stream;
 use nanodb_protocol::pb;
@@ -17,18 +21,48 @@ use crate::frontend::Context;
 /// A server-streaming response.
 pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// The count of open streams, shared by every clone of the service.
+#[derive(Debug, Clone, Default)]
+pub struct Streams(Arc<AtomicUsize>);
+
+/// One open stream's place among the `max_connections` allowed; given back on drop.
+#[derive(Debug)]
+struct Slot(Arc<AtomicUsize>);
+
+impl Streams {
+    fn take(&self, max: usize) -> Result<Slot, Status> {
+        if self.0.fetch_add(1, Ordering::Relaxed) >= max {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+            return Err(status(&nanodb_protocol::Error::Busy));
+        }
+        Ok(Slot(self.0.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Starts a `Watch` stream: registration happens before the RPC returns, so every change applied
 /// after the client receives the response headers is delivered.
-pub fn watch(ctx: &Context, req: pb::WatchRequest) -> Result<EventStream<pb::WatchEvent>, Status> {
+pub fn watch(
+    ctx: &Context,
+    streams: &Streams,
+    req: pb::WatchRequest,
+) -> Result<EventStream<pb::WatchEvent>, Status> {
+    let slot = streams.take(ctx.config.max_connections)?;
     let topic = if req.prefix { Topic::Prefix(req.key) } else { Topic::Key(req.key) };
     let mut sub = ctx.engine.feed().subscriber();
     sub.add(topic, req.include_values).map_err(|e| status(&e))?;
-    Ok(stream(sub, ctx.shutdown.clone(), watch_event))
+    Ok(stream(sub, slot, ctx.shutdown.clone(), watch_event))
 }
 
 /// Starts a `Subscribe` stream over channels and channel patterns.
 pub fn subscribe(
     ctx: &Context,
+    streams: &Streams,
     req: pb::SubscribeRequest,
 ) -> Result<EventStream<pb::SubscribeMessage>, Status> {
     if req.channels.is_empty() && req.patterns.is_empty() {
@@ -36,23 +70,26 @@ pub fn subscribe(
             "subscribe needs at least one channel or pattern".into(),
         )));
     }
+    let slot = streams.take(ctx.config.max_connections)?;
     let mut sub = ctx.engine.feed().subscriber();
     let topics =
         req.channels.into_iter().map(Topic::Channel).chain(req.patterns.into_iter().map(Topic::Pattern));
     for topic in topics {
         sub.add(topic, false).map_err(|e| status(&e))?;
     }
-    Ok(stream(sub, ctx.shutdown.clone(), subscribe_message))
+    Ok(stream(sub, slot, ctx.shutdown.clone(), subscribe_message))
 }
 
-/// Deliveries as a stream of `T`, ending at shutdown or after the lagged signal.
+/// Deliveries as a stream of `T`, ending at shutdown or after the lagged signal. The slot is
+/// held (and released) with the stream.
 fn stream<T: Send + 'static>(
     sub: Subscriber,
+    slot: Slot,
     shutdown: CancellationToken,
     encode: fn(&Delivery) -> Option<T>,
 ) -> EventStream<T> {
-    Box::pin(futures::stream::unfold(Some((sub, shutdown)), move |state| async move {
-        let (sub, shutdown) = state?;
+    Box::pin(futures::stream::unfold(Some((sub, slot, shutdown)), move |state| async move {
+        let (sub, slot, shutdown) = state?;
         loop {
             let delivery = tokio::select! {
                 biased;
@@ -61,7 +98,7 @@ fn stream<T: Send + 'static>(
             };
             let last = matches!(delivery, Delivery::Lagged { .. });
             if let Some(item) = encode(&delivery) {
-                let next = if last { None } else { Some((sub, shutdown)) };
+                let next = if last { None } else { Some((sub, slot, shutdown)) };
                 return Some((Ok(item), next));
             }
             if last {

@@ -44,15 +44,15 @@ impl Feed {
 
     /// Applies one subscription request, records it, and appends its reply (and, for the
     /// undoings, the pushes queued before it) to `out`.
-    pub(super) fn apply(&mut self, ctx: &Context, id: u32, op: Subscription, out: &mut Batch) {
+    pub(super) async fn apply(&mut self, ctx: &Context, id: u32, op: Subscription, out: &mut Batch) {
         let started = Instant::now();
         let name = op.name();
-        let result = self.change(op, out);
+        let result = self.change(op, out).await;
         ctx.stats.record(Protocol::Tcp, name, result.is_ok(), started.elapsed());
         out.push((id, Response::from(result), 0));
     }
 
-    fn change(&mut self, op: Subscription, out: &mut Batch) -> Result<Reply, Error> {
+    async fn change(&mut self, op: Subscription, out: &mut Batch) -> Result<Reply, Error> {
         let (topic, with_values, add) = match op {
             Subscription::Watch { key, prefix, with_values } => (watch_topic(key, prefix), with_values, true),
             Subscription::Subscribe { channel } => (Topic::Channel(channel), false, true),
@@ -68,10 +68,9 @@ impl Feed {
             if let Some(sub) = &mut self.sub {
                 // After `remove` returns, the hub delivers nothing more for the topic: what it
                 // delivered before is in the queue (bounded by its limits), and goes out ahead
-                // of the acknowledgement (+1: the lagged signal, if the queue overflowed).
+                // of the acknowledgement.
                 sub.remove(&topic);
-                let queued = sub.pending() + 1;
-                self.drain(out, queued);
+                self.drain_owed(out).await;
             }
             Ok(())
         };
@@ -84,6 +83,21 @@ impl Feed {
     /// Topics held (the count every subscription reply carries).
     fn topics(&self) -> usize {
         self.sub.as_ref().map_or(0, |s| s.topics().count())
+    }
+
+    /// Appends every delivery queued now to `out` as pushes, then the lagged signal if the queue
+    /// overflowed. With persistence on, a key event whose write is not durable yet is waited for
+    /// (this batch's replies wait for the log anyway) rather than skipped: skipping it would let
+    /// it follow the acknowledgement, or lose it with the subscriber.
+    async fn drain_owed(&mut self, out: &mut Batch) {
+        let queued = self.sub.as_ref().map_or(0, Subscriber::pending);
+        for _ in 0..queued {
+            let Some(sub) = &self.sub else { break };
+            // Resolves: at least `queued - done` deliveries are waiting and nothing else reads them.
+            let d = sub.recv().await;
+            out.push(self.push(&d));
+        }
+        self.drain(out, 1);
     }
 
     /// Appends up to `max` waiting deliveries to `out` as pushes.

@@ -155,24 +155,35 @@ fn remove(
     if topics.is_empty() {
         confirm(out, word, None, session.subscriptions);
     }
+    let mut lagged = false;
     for topic in &topics {
         let held = session.sub.as_mut().is_some_and(|s| s.remove(topic));
         session.subscriptions -= usize::from(held);
         if matches!(kind, Kind::Pattern) {
             session.patterns -= usize::from(held);
         }
+        // Messages delivered before the topic was removed are still owed to the client, and go
+        // out before its confirmation: none for the topic may follow it, and after a count of 0
+        // the client reads everything as replies again.
+        if let Some(sub) = &session.sub {
+            lagged |= drain(sub, out, usize::MAX).is_err();
+        }
         let (Topic::Channel(name) | Topic::Pattern(name) | Topic::Key(name) | Topic::Prefix(name)) = topic;
         confirm(out, word, Some(name), session.subscriptions);
     }
-    if session.subscriptions == 0
-        && let Some(sub) = session.sub.take()
-    {
-        // Messages published before the last unsubscribe are still owed to the client. A lag
-        // here needs no close: the subscriber is going away and the client asked for that.
-        let _ = drain(&sub, out, usize::MAX);
+    if session.subscriptions == 0 {
+        // A lag here needs no close: the subscriber is going away and the client asked for that.
+        session.sub = None;
+        lagged = false;
     }
     show(session);
     ctx.stats.record(Protocol::Resp, kind.unsubscribe_name(), true, started.elapsed());
+    if lagged {
+        // The lagged signal was consumed here, so the connection loop would never see it: the
+        // subscriber would stay registered and silently receive nothing more. Close, as any lag does.
+        tracing::warn!(peer = %session.addr, "resp: closing a subscriber that fell behind; deliveries were dropped");
+        return Ok(Flow::Close);
+    }
     DONE
 }
 
@@ -312,6 +323,66 @@ mod tests {
             &b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n*4\r\n$8\r\npmessage\r\n$2\r\nc*\r\n$2\r\nch\r\n$2\r\nhi\r\n"[..]
         );
         assert_eq!(push(&mut out, &Delivery::Lagged { dropped: 3 }), Err(Lagged(3)));
+    }
+
+    /// A message delivered after the connection's last drain but before the unsubscribe (the
+    /// connection loop drains before each command, so this is a publish racing the command) is
+    /// owed to the client, and must precede the confirmation: after `unsubscribe b` nothing for
+    /// `b` may follow, and after a count of 0 the client has left subscribed mode.
+    #[test]
+    fn messages_queued_before_an_unsubscribe_precede_its_confirmation() {
+        use std::sync::Arc;
+
+        use crate::config::Config;
+        use crate::engine::Engine;
+        use crate::frontend::resp::Clients;
+
+        let config = Config::default();
+        let ctx = Context {
+            engine: Arc::new(Engine::new(config.limits.clone())),
+            config: Arc::new(config),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+            stats: Arc::default(),
+            log: None,
+        };
+        let clients = Clients::default();
+        let mut session = Session::new(1, "127.0.0.1:1".parse().expect("addr"), &clients);
+        let args =
+            |w: &[&'static str]| w.iter().map(|s| Bytes::from_static(s.as_bytes())).collect::<Vec<_>>();
+        let mut out = BytesMut::new();
+        subscribe(&ctx, &mut session, &args(&["subscribe", "a", "b"]), &mut out).expect("subscribes");
+        out.clear();
+        let hub = ctx.engine.feed();
+        assert_eq!(hub.publish(&Bytes::from_static(b"b"), &Bytes::from_static(b"m1")), 1);
+        unsubscribe(&ctx, &mut session, &args(&["unsubscribe", "b"]), &mut out).expect("unsubscribes");
+        let mut want = BytesMut::new();
+        encode_delivery(
+            &mut want,
+            &Delivery::Message {
+                channel: Bytes::from_static(b"b"),
+                payload: Bytes::from_static(b"m1"),
+                pattern: None,
+            },
+        );
+        confirm(&mut want, b"unsubscribe", Some(b"b"), 1);
+        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+
+        out.clear();
+        want.clear();
+        assert_eq!(hub.publish(&Bytes::from_static(b"a"), &Bytes::from_static(b"m2")), 1);
+        unsubscribe(&ctx, &mut session, &args(&["unsubscribe"]), &mut out).expect("unsubscribes");
+        encode_delivery(
+            &mut want,
+            &Delivery::Message {
+                channel: Bytes::from_static(b"a"),
+                payload: Bytes::from_static(b"m2"),
+                pattern: None,
+            },
+        );
+        confirm(&mut want, b"unsubscribe", Some(b"a"), 0);
+        assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want));
+        assert!(!session.subscribed());
     }
 
     #[test]
