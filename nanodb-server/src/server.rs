@@ -85,6 +85,14 @@ impl Server {
         let config = Arc::new(config);
         let engine = Arc::new(Engine::with_feed(config.limits.clone(), config.feed));
         engine.feed().set_notify_flags(config.notify_keyspace_events);
+        let largest_event = config.limits.max_key_len + config.limits.max_value_len;
+        if config.feed.queue_bytes < largest_event {
+            warn!(
+                watch_queue_bytes = config.feed.queue_bytes,
+                largest_event,
+                "--watch-queue-bytes is below one maximal key and value: a watcher sent such a value lags at once"
+            );
+        }
         // Recovery happens before anything serves: a client never sees a half-loaded state.
         let persistence = if config.persistence {
             Some(Persistence::open(
