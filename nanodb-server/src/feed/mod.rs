@@ -87,10 +87,6 @@ impl Topic {
         }
     }
 
-    fn is_key(&self) -> bool {
-        matches!(self, Self::Key(_) | Self::Prefix(_))
-    }
-
     /// The same topic holding an exact-size copy of its bytes (a slice of a network buffer would
     /// pin the whole buffer for as long as the subscription lives).
     fn owned(&self) -> Self {
@@ -271,6 +267,8 @@ impl Hub {
                 bytes: self.limits.queue_bytes,
             })),
             topics: HashMap::default(),
+            channels: 0,
+            patterns: 0,
         }
     }
 
@@ -472,6 +470,10 @@ pub struct Subscriber {
     id: u64,
     queue: Arc<Queue>,
     topics: HashMap<Topic, bool, ahash::RandomState>,
+    /// Channel and pattern topics held: Redis confirmations carry these counts, once per name,
+    /// so they are kept rather than counted.
+    channels: usize,
+    patterns: usize,
 }
 
 impl Subscriber {
@@ -505,7 +507,9 @@ impl Subscriber {
         if new {
             self.hub.count(&topic, true);
         }
-        self.topics.insert(topic, with_value);
+        if self.topics.insert(topic.clone(), with_value).is_none() {
+            self.tally(&topic, true);
+        }
         Ok(new)
     }
 
@@ -514,6 +518,7 @@ impl Subscriber {
         if self.topics.remove(topic).is_none() {
             return false;
         }
+        self.tally(topic, false);
         if self.hub.write().remove(topic, self.id) {
             self.hub.count(topic, false);
         }
@@ -537,11 +542,7 @@ impl Subscriber {
                 self.hub.count(&topic, false);
             }
         }
-    }
-
-    /// Whether `topic` is held.
-    pub fn has(&self, topic: &Topic) -> bool {
-        self.topics.contains_key(topic)
+        (self.channels, self.patterns) = (0, 0);
     }
 
     /// The topics held.
@@ -549,9 +550,29 @@ impl Subscriber {
         self.topics.keys()
     }
 
+    /// Topics of every kind held.
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
     /// Channels and patterns held (the count RESP replies with).
     pub fn channel_count(&self) -> usize {
-        self.topics.keys().filter(|t| !t.is_key()).count()
+        self.channels + self.patterns
+    }
+
+    /// Patterns held.
+    pub fn pattern_count(&self) -> usize {
+        self.patterns
+    }
+
+    /// Keeps the channel and pattern counts in step with `topics`.
+    fn tally(&mut self, topic: &Topic, up: bool) {
+        let n = match topic {
+            Topic::Channel(_) => &mut self.channels,
+            Topic::Pattern(_) => &mut self.patterns,
+            Topic::Key(_) | Topic::Prefix(_) => return,
+        };
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
     }
 
     /// Whether no topic is held.

@@ -310,7 +310,7 @@ async fn apply(s: &AppState, sub: &mut Subscriber, req: Request) -> Result<Ack, 
             return Ok(Ack { receivers: Some(receivers), ..ack(op) });
         }
     };
-    Ok(Ack { changed: Some(changed), topics: Some(sub.topics().count()), ..ack(op) })
+    Ok(Ack { changed: Some(changed), topics: Some(sub.len()), ..ack(op) })
 }
 
 /// Removes `topic`, or with none every topic `of_kind`; returns whether anything was held.

@@ -82,7 +82,7 @@ impl Feed {
 
     /// Topics held (the count every subscription reply carries).
     fn topics(&self) -> usize {
-        self.sub.as_ref().map_or(0, |s| s.topics().count())
+        self.sub.as_ref().map_or(0, Subscriber::len)
     }
 
     /// Appends every delivery queued now to `out` as pushes, then the lagged signal if the queue

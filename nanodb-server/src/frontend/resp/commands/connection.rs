@@ -160,8 +160,8 @@ pub fn client(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
             addr: session.addr,
             name: session.name.as_deref(),
             age_s: since,
-            sub: session.subscriptions - session.patterns,
-            psub: session.patterns,
+            sub: session.subscriptions() - session.patterns(),
+            psub: session.patterns(),
         }) + "\n";
         encode::bulk(out, line.as_bytes());
     } else if is(sub, "LIST") {

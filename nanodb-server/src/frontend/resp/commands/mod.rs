@@ -49,10 +49,6 @@ pub struct Session<'a> {
     /// The change-feed subscriber while the connection holds channels or patterns (Redis's
     /// subscribed mode); `None` otherwise, so an unsubscribed connection costs the hub nothing.
     pub sub: Option<Subscriber>,
-    /// Channels plus patterns held: the running count Redis's confirmations carry.
-    pub subscriptions: usize,
-    /// Patterns held (the rest of `subscriptions` are channels).
-    pub patterns: usize,
     next_cursor: u64,
     clients: &'a Clients,
 }
@@ -71,8 +67,6 @@ impl<'a> Session<'a> {
             cursors: Vec::new(),
             log_position: 0,
             sub: None,
-            subscriptions: 0,
-            patterns: 0,
             next_cursor: 0,
             clients,
         }
@@ -83,11 +77,19 @@ impl<'a> Session<'a> {
         self.sub.is_some()
     }
 
+    /// Channels plus patterns held: the running count Redis's confirmations carry.
+    pub fn subscriptions(&self) -> usize {
+        self.sub.as_ref().map_or(0, Subscriber::channel_count)
+    }
+
+    /// Patterns held (the rest of [`Session::subscriptions`] are channels).
+    pub fn patterns(&self) -> usize {
+        self.sub.as_ref().map_or(0, Subscriber::pattern_count)
+    }
+
     /// Leaves subscribed mode without confirmations (RESET).
     pub fn unsubscribe_all(&mut self) {
         self.sub = None;
-        self.subscriptions = 0;
-        self.patterns = 0;
         self.clients.set_subscriptions(self.id, 0, 0);
     }
 

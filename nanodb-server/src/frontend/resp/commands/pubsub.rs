@@ -110,20 +110,14 @@ fn add(ctx: &Context, session: &mut Session<'_>, names: &[Bytes], out: &mut Byte
     for name in names {
         let sub = session.sub.get_or_insert_with(|| ctx.engine.feed().subscriber());
         match sub.add(kind.topic(name), false) {
-            Ok(new) => {
-                session.subscriptions += usize::from(new);
-                if matches!(kind, Kind::Pattern) {
-                    session.patterns += usize::from(new);
-                }
-                confirm(out, kind.subscribe_word(), Some(name), session.subscriptions);
-            }
+            Ok(_) => confirm(out, kind.subscribe_word(), Some(name), session.subscriptions()),
             Err(e) => {
                 result = Err(Reject::Engine(e));
                 break;
             }
         }
     }
-    if session.subscriptions == 0 {
+    if session.subscriptions() == 0 {
         session.sub = None;
     }
     show(session);
@@ -153,14 +147,12 @@ fn remove(
         names.iter().map(|n| kind.topic(n)).collect()
     };
     if topics.is_empty() {
-        confirm(out, word, None, session.subscriptions);
+        confirm(out, word, None, session.subscriptions());
     }
     let mut lagged = false;
     for topic in &topics {
-        let held = session.sub.as_mut().is_some_and(|s| s.remove(topic));
-        session.subscriptions -= usize::from(held);
-        if matches!(kind, Kind::Pattern) {
-            session.patterns -= usize::from(held);
+        if let Some(sub) = &mut session.sub {
+            sub.remove(topic);
         }
         // Messages delivered before the topic was removed are still owed to the client, and go
         // out before its confirmation: none for the topic may follow it, and after a count of 0
@@ -169,9 +161,9 @@ fn remove(
             lagged |= drain(sub, out, usize::MAX).is_err();
         }
         let (Topic::Channel(name) | Topic::Pattern(name) | Topic::Key(name) | Topic::Prefix(name)) = topic;
-        confirm(out, word, Some(name), session.subscriptions);
+        confirm(out, word, Some(name), session.subscriptions());
     }
-    if session.subscriptions == 0 {
+    if session.subscriptions() == 0 {
         // A lag here needs no close: the subscriber is going away and the client asked for that.
         session.sub = None;
         lagged = false;
@@ -189,7 +181,11 @@ fn remove(
 
 /// Shows the connection's counts in CLIENT LIST.
 fn show(session: &Session<'_>) {
-    session.clients.set_subscriptions(session.id, session.subscriptions - session.patterns, session.patterns);
+    session.clients.set_subscriptions(
+        session.id,
+        session.subscriptions() - session.patterns(),
+        session.patterns(),
+    );
 }
 
 /// PUBLISH channel message: through the engine like any command, so its limits are checked once.
