@@ -198,7 +198,7 @@ impl Engine {
 /// The change that applying `kind` at `version` makes to `slot` (`None` when the key is missing).
 fn restore_change(slot: Option<&mut Slot>, version: u64, kind: OwnedEffectKind) -> Change {
     match (slot, kind) {
-        (_, OwnedEffectKind::Set { value, deadline }) => Change::Put(Slot { value, version, deadline }),
+        (_, OwnedEffectKind::Set { value, deadline }) => Change::put(Slot { value, version, deadline }),
         (Some(_), OwnedEffectKind::Delete) => Change::Remove,
         (None, OwnedEffectKind::Delete) => Change::None,
         (Some(slot), OwnedEffectKind::Expire { deadline }) => {
@@ -216,7 +216,7 @@ fn restore_change(slot: Option<&mut Slot>, version: u64, kind: OwnedEffectKind) 
         }
         (_, OwnedEffectKind::HashSet { fields }) => {
             let map = fields.into_iter().collect();
-            Change::Put(Slot { value: Value::Hash(Box::new(map)), version, deadline: 0 })
+            Change::put(Slot { value: Value::Hash(Box::new(map)), version, deadline: 0 })
         }
         (Some(slot), OwnedEffectKind::HashDelete { field }) => match &mut slot.value {
             Value::Hash(map) => {
@@ -241,7 +241,7 @@ fn restore_change(slot: Option<&mut Slot>, version: u64, kind: OwnedEffectKind) 
         (_, OwnedEffectKind::ListPush { end, values }) => {
             let mut list = VecDeque::with_capacity(values.len());
             push_all(&mut list, end, values);
-            Change::Put(Slot { value: Value::List(Box::new(list)), version, deadline: 0 })
+            Change::put(Slot { value: Value::List(Box::new(list)), version, deadline: 0 })
         }
         (Some(slot), OwnedEffectKind::ListPop { end, count }) => match &mut slot.value {
             Value::List(list) => {

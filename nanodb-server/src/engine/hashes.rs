@@ -8,17 +8,18 @@ use super::value::{FieldMap, Slot, Value, owned, parse_i64};
 use super::{Change, Engine};
 
 impl Engine {
+    /// A new hash holding one field, for the writes that create a hash.
+    fn new_hash(&self, field: Bytes, value: Bytes) -> Slot {
+        let mut map = FieldMap::default();
+        map.insert(field, value);
+        Slot { value: Value::Hash(Box::new(map)), version: self.next_version(), deadline: 0 }
+    }
+
     /// Sets a field; whether the field is new.
     pub(crate) fn hash_set(&self, key: Bytes, field: Bytes, value: Bytes) -> Result<bool, Error> {
         let (field, value) = (owned(&field), owned(&value));
         self.update(key, |slot, _| match slot {
-            None => {
-                let mut map = FieldMap::default();
-                map.insert(field, value);
-                let new =
-                    Slot { value: Value::Hash(Box::new(map)), version: self.next_version(), deadline: 0 };
-                Ok((true, Change::Put(new)))
-            }
+            None => Ok((true, Change::put(self.new_hash(field, value)))),
             Some(slot) => {
                 let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
                 let created = map.insert(field.clone(), value).is_none();
@@ -65,13 +66,7 @@ impl Engine {
     pub(crate) fn hash_incr(&self, key: Bytes, field: Bytes, delta: i64) -> Result<i64, Error> {
         let field = owned(&field);
         self.update(key, |slot, _| match slot {
-            None => {
-                let mut map = FieldMap::default();
-                map.insert(field, Bytes::from(delta.to_string()));
-                let new =
-                    Slot { value: Value::Hash(Box::new(map)), version: self.next_version(), deadline: 0 };
-                Ok((delta, Change::Put(new)))
-            }
+            None => Ok((delta, Change::put(self.new_hash(field, Bytes::from(delta.to_string()))))),
             Some(slot) => {
                 let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
                 let current = map.get(&field).map_or(Ok(0), |v| parse_i64(v))?;
@@ -87,13 +82,7 @@ impl Engine {
     pub(crate) fn hash_set_if_absent(&self, key: Bytes, field: Bytes, value: Bytes) -> Result<bool, Error> {
         let (field, value) = (owned(&field), owned(&value));
         self.update(key, |slot, _| match slot {
-            None => {
-                let mut map = FieldMap::default();
-                map.insert(field, value);
-                let new =
-                    Slot { value: Value::Hash(Box::new(map)), version: self.next_version(), deadline: 0 };
-                Ok((true, Change::Put(new)))
-            }
+            None => Ok((true, Change::put(self.new_hash(field, value)))),
             Some(slot) => {
                 let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
                 if map.contains_key(&field) {

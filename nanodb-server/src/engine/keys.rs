@@ -45,7 +45,7 @@ impl Engine {
             let _ = self.update(key, |_, _| {
                 let new =
                     Slot { value: Value::Str(owned(&value)), version: self.next_version(), deadline: 0 };
-                Ok(((), Change::Put(new)))
+                Ok(((), Change::put(new)))
             });
         }
         true
@@ -66,7 +66,7 @@ impl Engine {
             .read(&from, |slot| (slot.value.clone(), slot.deadline, slot.version))
             .ok_or(Error::NotFound)?;
         self.update(to, |_, _| {
-            Ok(((), Change::Put(Slot { value, version: self.next_version(), deadline })))
+            Ok(((), Change::put(Slot { value, version: self.next_version(), deadline })))
         })?;
         self.update(from, |slot, _| {
             Ok(match slot {

@@ -27,7 +27,7 @@ impl Engine {
                 let new =
                     Slot { value: Value::List(Box::new(list)), version: self.next_version(), deadline: 0 };
                 // Logged and reported as the push it was (replay creates the list).
-                Ok((len, Change::Create(new, Delta::ListPush(end, len as usize))))
+                Ok((len, Change::Put(new, Delta::ListPush(end, len as usize))))
             }
             Some(slot) => {
                 let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };

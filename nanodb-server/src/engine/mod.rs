@@ -72,13 +72,18 @@ pub(crate) enum Change {
     None,
     /// The slot given was modified in place (its version must already be bumped), as `Delta` says.
     Modified(Delta),
-    /// A new slot replaces whatever was there.
-    Put(Slot),
-    /// A new slot replaces whatever was there, made by an operation `Delta` describes in full
-    /// (a push that creates a list): logged and reported as that delta, not as a whole value.
-    Create(Slot, Delta),
+    /// A new slot replaces whatever was there; logged and reported as `Delta` (a whole value with
+    /// [`Change::put`], or the push that created a list).
+    Put(Slot, Delta),
     /// The key is removed.
     Remove,
+}
+
+impl Change {
+    /// A new slot, logged and reported as its whole value.
+    pub(crate) fn put(slot: Slot) -> Self {
+        Self::Put(slot, Delta::Value)
+    }
 }
 
 /// Counters the engine keeps about itself.
@@ -355,11 +360,11 @@ impl Engine {
                         self.reindex(part, o.key(), old_deadline, new_deadline);
                         self.emit(sink, watched, o.key(), o.get(), &delta);
                     }
-                    Change::Put(slot) => {
-                        self.replace(part, &mut o, old_deadline, slot, Delta::Value, sink, watched)
-                    }
-                    Change::Create(slot, delta) => {
-                        self.replace(part, &mut o, old_deadline, slot, delta, sink, watched)
+                    Change::Put(slot, delta) => {
+                        let new_deadline = slot.deadline;
+                        *o.get_mut() = slot;
+                        self.reindex(part, o.key(), old_deadline, new_deadline);
+                        self.emit(sink, watched, o.key(), o.get(), &delta);
                     }
                     Change::Remove => {
                         let (k, _) = o.remove_entry();
@@ -375,11 +380,7 @@ impl Engine {
             }
             MapEntry::Vacant(v) => {
                 let (r, change) = f(None, now)?;
-                let (slot, delta) = match change {
-                    Change::Put(slot) => (slot, Delta::Value),
-                    Change::Create(slot, delta) => (slot, delta),
-                    Change::None | Change::Modified(_) | Change::Remove => return Ok(r),
-                };
+                let Change::Put(slot, delta) = change else { return Ok(r) };
                 if slot.deadline != 0 {
                     self.index(part, slot.deadline, v.key().clone());
                 }
@@ -388,24 +389,6 @@ impl Engine {
                 Ok(r)
             }
         }
-    }
-
-    /// Replaces an occupied slot with a new one, keeping the expiry index in step, and emits `delta`.
-    #[allow(clippy::too_many_arguments)]
-    fn replace(
-        &self,
-        part: &Partition,
-        o: &mut dashmap::mapref::entry::OccupiedEntry<'_, Bytes, Slot>,
-        old_deadline: u64,
-        slot: Slot,
-        delta: Delta,
-        sink: Option<&Arc<dyn EffectSink>>,
-        watched: bool,
-    ) {
-        let new_deadline = slot.deadline;
-        *o.get_mut() = slot;
-        self.reindex(part, o.key(), old_deadline, new_deadline);
-        self.emit(sink, watched, o.key(), o.get(), &delta);
     }
 
     fn index(&self, part: &Partition, deadline: u64, key: Bytes) {

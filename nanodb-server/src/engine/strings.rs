@@ -32,7 +32,7 @@ impl Engine {
             let version = self.next_version();
             let deadline = if ttl_ms == 0 { 0 } else { now.saturating_add(ttl_ms) };
             let new = Slot { value: Value::Str(owned(&value)), version, deadline };
-            Ok((Reply::Put { applied: true, version }, Change::Put(new)))
+            Ok((Reply::Put { applied: true, version }, Change::put(new)))
         })
     }
 
@@ -67,7 +67,7 @@ impl Engine {
                 return Ok((answer(true, version, old), change));
             }
             let new = Slot { value: Value::Str(owned(&value)), version, deadline };
-            Ok((answer(true, version, old), Change::Put(new)))
+            Ok((answer(true, version, old), Change::put(new)))
         })
     }
 
@@ -125,7 +125,7 @@ impl Engine {
                     version: self.next_version(),
                     deadline: 0,
                 };
-                return Ok((tail.len() as i64, Change::Put(new)));
+                return Ok((tail.len() as i64, Change::put(new)));
             };
             let head = s.value.as_string()?;
             let len = head.len() + tail.len();
@@ -164,7 +164,7 @@ impl Engine {
                     Ok((text, Change::Modified(Delta::Value)))
                 }
                 None => {
-                    Ok((text.clone(), Change::Put(Slot { value: Value::Str(text), version, deadline: 0 })))
+                    Ok((text.clone(), Change::put(Slot { value: Value::Str(text), version, deadline: 0 })))
                 }
             }
         })
@@ -197,7 +197,7 @@ impl Engine {
         self.update(key, |slot, _| {
             let Some(slot) = slot else {
                 let new = Slot { value: Value::Int(delta), version: self.next_version(), deadline: 0 };
-                return Ok((delta, Change::Put(new)));
+                return Ok((delta, Change::put(new)));
             };
             let current = match &slot.value {
                 Value::Int(i) => *i,
