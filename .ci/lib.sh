@@ -54,6 +54,21 @@ start_nanodb() {
   _cleanup_pids+=("$NANODB_PID")
 }
 
+# expect_taken_port FLAG PORT: a second server asked to listen on a port already taken must fail
+# fast with one error line naming FLAG, and exit 1.
+expect_taken_port() {
+  local flag=$1 port=$2 dir out code
+  dir=$(mktemp -d /tmp/nanodb-ci.XXXXXX); _cleanup_dirs+=("$dir")
+  local flags=(--grpc-addr off --http-addr off --tcp-addr off --resp-addr off)
+  set +e
+  out=$(timeout 10 "$NANODB_BIN" "${flags[@]}" "--$flag" "127.0.0.1:$port" --data-dir "$dir/data" 2>&1 >/dev/null)
+  code=$?
+  set -e
+  [ "$code" -eq 1 ] || fail "taken port: expected exit 1, got $code"
+  echo "$out" | grep -q -- "--$flag" || fail "taken port: error does not name the flag: $out"
+  [ "$(echo "$out" | grep -c 'nanodb-server:')" -eq 1 ] || fail "taken port: expected one error line: $out"
+}
+
 # fail MESSAGE: prints the server log and fails the check.
 fail() {
   echo "FAIL: $*" >&2

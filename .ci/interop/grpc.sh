@@ -15,13 +15,7 @@ start_nanodb --grpc-addr "127.0.0.1:$port" --max-value-len 1024
 wait_port "$port" || fail "server did not start"
 
 # A second server on the same gRPC port must fail fast, name the flag, and exit 1.
-set +e
-out=$("$NANODB_BIN" --http-addr off --tcp-addr off --resp-addr off --grpc-addr "127.0.0.1:$port" \
-  --data-dir "$gen/data2" 2>&1 >/dev/null)
-code=$?
-set -e
-[ "$code" -eq 1 ] || fail "taken port: expected exit 1, got $code"
-echo "$out" | grep -q -- '--grpc-addr' || fail "taken port: error does not name the flag: $out"
+expect_taken_port grpc-addr "$port"
 
 PYTHONPATH="$gen" timeout 120 "$VENV/bin/python" - "127.0.0.1:$port" <<'PY' || fail "python gRPC client"
 import sys

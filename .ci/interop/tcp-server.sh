@@ -8,14 +8,7 @@ start_nanodb --tcp-addr "127.0.0.1:$port"
 wait_port "$port" || fail "server did not start"
 
 # A second server on the same port must fail fast, name the flag, and exit 1.
-set +e
-out=$("$NANODB_BIN" --grpc-addr off --http-addr off --resp-addr off --tcp-addr "127.0.0.1:$port" \
-  --data-dir "$(mktemp -d)" 2>&1 >/dev/null)
-code=$?
-set -e
-[ "$code" -eq 1 ] || fail "taken port: expected exit 1, got $code"
-echo "$out" | grep -q -- '--tcp-addr' || fail "taken port: error does not name the flag: $out"
-[ "$(echo "$out" | grep -c 'nanodb-server:')" -eq 1 ] || fail "taken port: expected one error line: $out"
+expect_taken_port tcp-addr "$port"
 
 # A HELLO, a PUT and a GET from a client written from PROTOCOL.md alone (python, no NanoDB code).
 python3 - "$port" <<'PY' || fail "python client"
