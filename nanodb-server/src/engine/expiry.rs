@@ -32,7 +32,7 @@ impl Engine {
             let idx = (start + i) % PARTITIONS;
             let part = &self.partitions[idx];
             {
-                let mut index = part.expiry.lock().unwrap_or_else(|p| p.into_inner());
+                let mut index = part.expiry();
                 while report.examined + due.len() < budget {
                     match index.first() {
                         Some((deadline, _)) if *deadline <= now => due.extend(index.pop_first()),
@@ -40,15 +40,16 @@ impl Engine {
                     }
                 }
             }
-            // The index lock is released before the map is touched: writers take map then index.
+            // The index lock is released before the table is touched: writers take table then
+            // index.
             let watched = self.feed.is_active();
             for (deadline, key) in due.drain(..) {
                 report.examined += 1;
-                let removed = part.map.remove_if(&key, |k, s| {
-                    let due = s.deadline == deadline && s.is_expired(now);
-                    // Reported under the shard lock, in order with the key's writes.
+                let removed = part.write().remove_if(self.hash(&key), &key, |e| {
+                    let due = e.slot.deadline == deadline && e.slot.is_expired(now);
+                    // Reported under the partition lock, in order with the key's writes.
                     if due && watched {
-                        self.feed.on_expired(k, self.next_version());
+                        self.feed.on_expired(&e.key, self.next_version());
                     }
                     due
                 });

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use nanodb_protocol::Error;
 
-use super::value::{Slot, Value, owned};
+use super::value::{Slot, Value};
 use super::{Change, Engine, PARTITIONS};
 
 /// What is atomic about multi-key writes, stated once (README and PROTOCOL.md repeat it).
@@ -43,8 +43,7 @@ impl Engine {
         }
         for (key, value) in pairs {
             let _ = self.update(key, |_, _| {
-                let new =
-                    Slot { value: Value::Str(owned(&value)), version: self.next_version(), deadline: 0 };
+                let new = Slot { value: Value::str(&value), version: self.next_version(), deadline: 0 };
                 Ok(((), Change::put(new)))
             });
         }
@@ -81,14 +80,17 @@ impl Engine {
     pub(crate) fn flush(&self) -> usize {
         let mut removed = 0;
         for part in self.partitions.iter() {
-            // Collect first: no map guard may be held while `update` takes write locks.
-            let keys: Vec<Bytes> = part.map.iter().map(|e| e.key().clone()).collect();
+            // Collect first: no guard may be held while `update` takes the write lock. Each key
+            // goes through `update` so that the log and the watchers see every removal.
+            let keys: Vec<Bytes> = part.read().iter().map(|e| Bytes::copy_from_slice(&e.key)).collect();
             for key in keys {
                 let gone = self.update(key, |slot, _| {
                     Ok(if slot.is_some() { (true, Change::Remove) } else { (false, Change::None) })
                 });
                 removed += usize::from(gone.unwrap_or(false));
             }
+            // An emptied table keeps its buckets until told: give the memory back.
+            part.write().shrink_to_fit(|k| self.hash(k));
         }
         removed
     }
@@ -100,22 +102,16 @@ impl Engine {
             self.hasher.hash_one((now, self.versions.load(Ordering::Relaxed), std::thread::current().id()));
         let start = (seed as usize) % PARTITIONS;
         for i in 0..PARTITIONS {
-            let part = &self.partitions[(start + i) % PARTITIONS];
-            let len = part.map.len();
+            let table = self.partitions[(start + i) % PARTITIONS].read();
+            let len = table.len();
             if len == 0 {
                 continue;
             }
             let skip = ((seed >> 16) as usize) % len;
-            let live = |e: &dashmap::mapref::multiple::RefMulti<'_, Bytes, Slot>| !e.value().is_expired(now);
-            // One iterator at a time: a second one over the same shards while the first still holds
-            // their read locks could deadlock behind a waiting writer.
-            let after_skip = part.map.iter().skip(skip).find(live).map(|e| e.key().clone());
-            if after_skip.is_some() {
-                return after_skip;
-            }
-            let any = part.map.iter().find(live).map(|e| e.key().clone());
-            if any.is_some() {
-                return any;
+            let live = |e: &&super::Entry| !e.slot.is_expired(now);
+            let found = table.iter().skip(skip).find(live).or_else(|| table.iter().find(live));
+            if let Some(entry) = found {
+                return Some(Bytes::copy_from_slice(&entry.key));
             }
         }
         None

@@ -6,14 +6,15 @@
 //!
 //! # Layout
 //! The keyspace is split into [`PARTITIONS`] partitions by a hash of the key; each partition is a
-//! DashMap (itself sharded into RwLocks) plus that partition's expiry index. Partitioning is what
-//! makes scans resumable without `unsafe`: a scan page walks one partition in (hash, key) order,
-//! holding one DashMap shard lock at a time for a few thousand entries at most, and the cursor
-//! `(partition, hash, key)` stays valid however the maps grow (see [`scan`]).
+//! hash table of boxed entries behind one `RwLock` (DashMap's design, one pointer per bucket: see
+//! [`table`] for why) plus that partition's expiry index. Partitioning is what makes scans
+//! resumable without `unsafe`: a scan page walks one partition in (hash, key) order, holding that
+//! partition's read lock for a few thousand entries at most, and the cursor `(partition, hash,
+//! key)` stays valid however the tables grow (see [`scan`]).
 //!
 //! # Invariants
-//! - No DashMap guard is held across an `.await` (the engine has no `.await`; clippy.toml enforces
-//!   it for callers too).
+//! - No partition guard is held across an `.await` (the engine has no `.await`, and its guards
+//!   never leave it).
 //! - A key's slot is created, modified and removed only inside [`Engine::update`], which also keeps
 //!   the expiry index in step with the slot's deadline.
 //! - Versions come from one engine-wide counter: every applied write gets a fresh one.
@@ -28,16 +29,16 @@ mod keys;
 mod lists;
 pub mod scan;
 mod strings;
+mod table;
 pub mod value;
 
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry as MapEntry;
+use hashbrown::hash_table::Entry as Place;
 use nanodb_protocol::{Command, Error, Limits, Reply};
 
 pub use keys::MULTI_KEY_ATOMICITY;
@@ -48,22 +49,38 @@ pub use expiry::SweepReport;
 pub use value::{Slot, Value};
 
 use effect::Delta;
+use table::{Entry, Table};
 
 use crate::feed::{FeedLimits, Hub};
 
-/// How many partitions the keyspace is split into (a power of two).
-pub const PARTITIONS: usize = 128;
-/// DashMap shards per partition: 512 RwLocks in all, plenty for 2-64 cores.
-const SHARDS_PER_PARTITION: usize = 4;
+/// How many partitions the keyspace is split into (a power of two): 512 locks, plenty for 2-64
+/// cores, and a few thousand keys per partition per million keys.
+pub const PARTITIONS: usize = 512;
 
-type Map = DashMap<Bytes, Slot, ahash::RandomState>;
-
-/// One partition: its slots and the deadlines of those that expire.
-#[derive(Debug)]
+/// One partition: its keys and the deadlines of those that expire. Aligned to two cache lines so
+/// that writers of neighbouring partitions do not contend on one line for their locks.
+#[derive(Debug, Default)]
+#[repr(align(128))]
 struct Partition {
-    map: Map,
+    table: RwLock<Table>,
     /// `(deadline, key)` for every slot with a deadline; exact (maintained on every TTL change).
-    expiry: Mutex<BTreeSet<(u64, Bytes)>>,
+    expiry: Mutex<BTreeSet<(u64, Box<[u8]>)>>,
+}
+
+impl Partition {
+    /// Shared access to the table. A panic while a guard was held cannot leave a slot half
+    /// written (every change is a single assignment), so a poisoned lock is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn expiry(&self) -> MutexGuard<'_, BTreeSet<(u64, Box<[u8]>)>> {
+        self.expiry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// What an update closure did to the slot it was given.
@@ -128,12 +145,7 @@ impl Engine {
 
     /// An empty engine enforcing `limits`, its change feed bounded by `feed`.
     pub fn with_feed(limits: Limits, feed: FeedLimits) -> Self {
-        let partitions = (0..PARTITIONS)
-            .map(|_| Partition {
-                map: Map::with_hasher_and_shard_amount(ahash::RandomState::new(), SHARDS_PER_PARTITION),
-                expiry: Mutex::new(BTreeSet::new()),
-            })
-            .collect();
+        let partitions = (0..PARTITIONS).map(|_| Partition::default()).collect();
         Self {
             partitions,
             hasher: ahash::RandomState::new(),
@@ -252,22 +264,22 @@ impl Engine {
         }
     }
 
-    /// Calls `f` for every slot of one partition (0..[`PARTITIONS`]), under each DashMap shard's
-    /// read lock in turn: `f` must be quick (no I/O).
-    pub fn visit_partition(&self, partition: usize, mut f: impl FnMut(&Bytes, &Slot)) {
-        for item in self.partitions[partition].map.iter() {
-            f(item.key(), item.value());
+    /// Calls `f` for every slot of one partition (0..[`PARTITIONS`]), under that partition's
+    /// read lock: `f` must be quick (no I/O).
+    pub fn visit_partition(&self, partition: usize, mut f: impl FnMut(&[u8], &Slot)) {
+        for entry in self.partitions[partition].read().iter() {
+            f(&entry.key, &entry.slot);
         }
     }
 
     /// Number of keys, counting expired keys the sweeper has not reached yet.
     pub fn key_count(&self) -> usize {
-        self.partitions.iter().map(|p| p.map.len()).sum()
+        self.partitions.iter().map(|p| p.read().len()).sum()
     }
 
     /// Number of keys with a deadline (INFO's `expires`).
     pub fn expiring_count(&self) -> usize {
-        self.partitions.iter().map(|p| p.expiry.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
+        self.partitions.iter().map(|p| p.expiry().len()).sum()
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -275,12 +287,14 @@ impl Engine {
     }
 
     fn partition_index(hash: u64) -> usize {
-        // The top bits pick the partition; DashMap's own hasher spreads keys over shards within it.
+        // The top bits pick the partition; the table takes its bits elsewhere (see `table`).
         (hash >> (64 - PARTITIONS.trailing_zeros())) as usize
     }
 
-    fn partition(&self, key: &[u8]) -> &Partition {
-        &self.partitions[Self::partition_index(self.hash(key))]
+    /// The key's hash and its partition.
+    fn locate(&self, key: &[u8]) -> (u64, &Partition) {
+        let hash = self.hash(key);
+        (hash, &self.partitions[Self::partition_index(hash)])
     }
 
     /// A fresh version for a write.
@@ -291,38 +305,40 @@ impl Engine {
     /// Runs `f` on the key's live slot under a read lock; `None` when missing or expired (an
     /// expired slot found here is reclaimed).
     pub(crate) fn read<R>(&self, key: &[u8], f: impl FnOnce(&Slot) -> R) -> Option<R> {
-        let part = self.partition(key);
+        let (hash, part) = self.locate(key);
         let expired_at = {
-            let slot = part.map.get(key)?;
+            let table = part.read();
+            let slot = &table.get(hash, key)?.slot;
             if slot.deadline == 0 {
-                return Some(f(&slot));
+                return Some(f(slot));
             }
             let now = self.clock.now_ms();
             if !slot.is_expired(now) {
-                return Some(f(&slot));
+                return Some(f(slot));
             }
             now
         };
         // The guard is dropped: reclaim the expired slot under the write lock.
-        self.reclaim(part, key, expired_at);
+        self.reclaim(part, hash, key, expired_at);
         None
     }
 
-    /// Removes `key` if it is still expired at `now`.
-    fn reclaim(&self, part: &Partition, key: &[u8], now: u64) {
-        // The event is sent while the shard lock is held, so it is ordered with the key's writes.
+    /// Removes `key` (of engine hash `hash`) if it is still expired at `now`; whether it did.
+    fn reclaim(&self, part: &Partition, hash: u64, key: &[u8], now: u64) -> bool {
+        // The event is sent while the partition lock is held, so it is ordered with the key's
+        // writes.
         let watched = self.feed.is_active();
-        let removed = part.map.remove_if(key, |k, s| {
-            let expired = s.is_expired(now);
+        let removed = part.write().remove_if(hash, key, |e| {
+            let expired = e.slot.is_expired(now);
             if expired && watched {
-                self.feed.on_expired(k, self.next_version());
+                self.feed.on_expired(&e.key, self.next_version());
             }
             expired
         });
-        if let Some((k, slot)) = removed {
-            self.unindex(part, slot.deadline, &k);
-            self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
-        }
+        let Some(entry) = removed else { return false };
+        self.unindex(part, entry.slot.deadline, &entry.key);
+        self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The one write path. Runs `f` on the key's live slot (`None` when missing or expired) under
@@ -339,74 +355,77 @@ impl Engine {
         }
         let watched = self.feed.is_active();
         let now = self.clock.now_ms();
-        let part = self.partition(&key);
-        match part.map.entry(value::owned(&key)) {
-            MapEntry::Occupied(mut o) => {
-                let old_deadline = o.get().deadline;
-                let expired = o.get().is_expired(now);
-                let (r, change) = if expired { f(None, now)? } else { f(Some(o.get_mut()), now)? };
+        let (hash, part) = self.locate(&key);
+        let mut table = part.write();
+        match table.place(hash, &key, |k| self.hash(k)) {
+            Place::Occupied(mut o) => {
+                let entry: &mut Entry = o.get_mut();
+                let old_deadline = entry.slot.deadline;
+                let expired = entry.slot.is_expired(now);
+                let (r, change) = if expired { f(None, now)? } else { f(Some(&mut entry.slot), now)? };
                 if expired && watched {
-                    self.feed.on_expired(o.key(), self.next_version());
+                    self.feed.on_expired(&entry.key, self.next_version());
                 }
                 match change {
                     Change::None | Change::Modified(_) if expired => {
-                        let (k, _) = o.remove_entry();
-                        self.unindex(part, old_deadline, &k);
+                        let (gone, _) = o.remove();
+                        self.unindex(part, old_deadline, &gone.key);
                         self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
                     }
                     Change::None => {}
                     Change::Modified(delta) => {
-                        let new_deadline = o.get().deadline;
-                        self.reindex(part, o.key(), old_deadline, new_deadline);
-                        self.emit(sink, watched, o.key(), o.get(), &delta);
+                        self.reindex(part, &entry.key, old_deadline, entry.slot.deadline);
+                        self.emit(sink, watched, &entry.key, &entry.slot, &delta);
                     }
                     Change::Put(slot, delta) => {
-                        let new_deadline = slot.deadline;
-                        *o.get_mut() = slot;
-                        self.reindex(part, o.key(), old_deadline, new_deadline);
-                        self.emit(sink, watched, o.key(), o.get(), &delta);
+                        entry.slot = slot;
+                        self.reindex(part, &entry.key, old_deadline, entry.slot.deadline);
+                        self.emit(sink, watched, &entry.key, &entry.slot, &delta);
                     }
                     Change::Remove => {
-                        let (k, _) = o.remove_entry();
-                        self.unindex(part, old_deadline, &k);
+                        let (gone, _) = o.remove();
+                        self.unindex(part, old_deadline, &gone.key);
                         if sink.is_some() || watched {
-                            let effect =
-                                Effect { key: &k, version: self.next_version(), kind: EffectKind::Delete };
-                            self.send(sink, watched, &k, &effect);
+                            let effect = Effect {
+                                key: &gone.key,
+                                version: self.next_version(),
+                                kind: EffectKind::Delete,
+                            };
+                            self.send(sink, watched, &gone.key, &effect);
                         }
                     }
                 }
                 Ok(r)
             }
-            MapEntry::Vacant(v) => {
+            Place::Vacant(v) => {
                 let (r, change) = f(None, now)?;
                 let Change::Put(slot, delta) = change else { return Ok(r) };
-                if slot.deadline != 0 {
-                    self.index(part, slot.deadline, v.key().clone());
+                let entry = v.insert(Box::new(Entry { key: Box::from(&key[..]), slot })).into_mut();
+                if entry.slot.deadline != 0 {
+                    self.index(part, entry.slot.deadline, &entry.key);
                 }
-                let o = v.insert_entry(slot);
-                self.emit(sink, watched, o.key(), o.get(), &delta);
+                self.emit(sink, watched, &entry.key, &entry.slot, &delta);
                 Ok(r)
             }
         }
     }
 
-    fn index(&self, part: &Partition, deadline: u64, key: Bytes) {
-        part.expiry.lock().unwrap_or_else(|p| p.into_inner()).insert((deadline, key));
+    fn index(&self, part: &Partition, deadline: u64, key: &[u8]) {
+        part.expiry().insert((deadline, Box::from(key)));
     }
 
-    fn unindex(&self, part: &Partition, deadline: u64, key: &Bytes) {
+    fn unindex(&self, part: &Partition, deadline: u64, key: &[u8]) {
         if deadline != 0 {
-            // BTreeSet<(u64, Bytes)> cannot be probed by (u64, &[u8]); the clone is a refcount bump.
-            part.expiry.lock().unwrap_or_else(|p| p.into_inner()).remove(&(deadline, key.clone()));
+            // BTreeSet<(u64, Box<[u8]>)> cannot be probed by (u64, &[u8]): the probe is a copy.
+            part.expiry().remove(&(deadline, Box::from(key)));
         }
     }
 
-    fn reindex(&self, part: &Partition, key: &Bytes, old: u64, new: u64) {
+    fn reindex(&self, part: &Partition, key: &[u8], old: u64, new: u64) {
         if old != new {
             self.unindex(part, old, key);
             if new != 0 {
-                self.index(part, new, key.clone());
+                self.index(part, new, key);
             }
         }
     }
@@ -417,7 +436,7 @@ impl Engine {
         &self,
         sink: Option<&Arc<dyn EffectSink>>,
         watched: bool,
-        key: &Bytes,
+        key: &[u8],
         slot: &Slot,
         delta: &Delta,
     ) {
@@ -430,7 +449,7 @@ impl Engine {
 
     /// Appends `effect` to the log (recording the position to acknowledge after) and reports it to
     /// the feed.
-    fn send(&self, sink: Option<&Arc<dyn EffectSink>>, watched: bool, key: &Bytes, effect: &Effect<'_>) {
+    fn send(&self, sink: Option<&Arc<dyn EffectSink>>, watched: bool, key: &[u8], effect: &Effect<'_>) {
         let position = sink.map_or(0, |sink| sink.append(effect));
         record_position(position);
         if watched {

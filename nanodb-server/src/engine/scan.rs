@@ -4,7 +4,7 @@
 //! depend on where a key sits inside a hash table, so it survives inserts, deletes and resizes
 //! between pages: following cursors visits every key that exists for the whole scan exactly once
 //! (keys added or removed meanwhile may or may not appear). A page walks one partition at a time,
-//! holding each DashMap shard's read lock only while it walks that shard.
+//! holding that partition's read lock only while it walks it.
 //!
 //! The cursor is opaque to clients: `0x01 | u16 partition | u64 hash | key`. Hashes are seeded per
 //! process, so a cursor is valid for the life of the server process that issued it.
@@ -95,8 +95,9 @@ impl Engine {
         while partition < PARTITIONS {
             let need = limit - entries.len();
             let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(need.min(1024) + 1);
-            for item in self.partitions[partition].map.iter() {
-                let (key, slot) = (item.key(), item.value());
+            let table = self.partitions[partition].read();
+            for item in table.iter() {
+                let (key, slot) = (&item.key, &item.slot);
                 if !key.starts_with(prefix) || slot.is_expired(now) {
                     continue;
                 }
@@ -110,7 +111,7 @@ impl Engine {
                     continue;
                 }
                 let entry = ScanEntry {
-                    key: key.clone(),
+                    key: Bytes::copy_from_slice(key),
                     value: slot.value.as_string().unwrap_or_default(),
                     version: slot.version,
                     ttl_ms: slot.ttl_ms(now),
@@ -120,6 +121,7 @@ impl Engine {
                     best.pop();
                 }
             }
+            drop(table);
             let full = best.len() == need;
             let page = best.into_sorted_vec();
             if full {

@@ -5,7 +5,7 @@ use nanodb_protocol::command::parse_f64;
 use nanodb_protocol::{Entry, Error, Expiry, PutCondition, Reply};
 
 use super::effect::Delta;
-use super::value::{Slot, Value, owned, parse_i64};
+use super::value::{Slot, Value, parse_i64};
 use super::{Change, Engine};
 
 impl Engine {
@@ -31,7 +31,7 @@ impl Engine {
             }
             let version = self.next_version();
             let deadline = if ttl_ms == 0 { 0 } else { now.saturating_add(ttl_ms) };
-            let new = Slot { value: Value::Str(owned(&value)), version, deadline };
+            let new = Slot { value: Value::str(&value), version, deadline };
             Ok((Reply::Put { applied: true, version }, Change::put(new)))
         })
     }
@@ -66,7 +66,7 @@ impl Engine {
                 let change = if slot.is_some() { Change::Remove } else { Change::None };
                 return Ok((answer(true, version, old), change));
             }
-            let new = Slot { value: Value::Str(owned(&value)), version, deadline };
+            let new = Slot { value: Value::str(&value), version, deadline };
             Ok((answer(true, version, old), Change::put(new)))
         })
     }
@@ -120,11 +120,7 @@ impl Engine {
         let max = self.limits.max_value_len;
         self.update(key, |slot, _| {
             let Some(s) = slot else {
-                let new = Slot {
-                    value: Value::Str(Bytes::copy_from_slice(tail)),
-                    version: self.next_version(),
-                    deadline: 0,
-                };
+                let new = Slot { value: Value::str(tail), version: self.next_version(), deadline: 0 };
                 return Ok((tail.len() as i64, Change::put(new)));
             };
             let head = s.value.as_string()?;
@@ -135,7 +131,7 @@ impl Engine {
             let mut joined = Vec::with_capacity(len);
             joined.extend_from_slice(&head);
             joined.extend_from_slice(tail);
-            s.value = Value::Str(Bytes::from(joined));
+            s.value = Value::Str(joined.into_boxed_slice());
             s.version = self.next_version();
             Ok((len as i64, Change::Modified(Delta::Value)))
         })
@@ -159,12 +155,12 @@ impl Engine {
             let version = self.next_version();
             match slot {
                 Some(s) => {
-                    s.value = Value::Str(text.clone());
+                    s.value = Value::str(&text);
                     s.version = version;
                     Ok((text, Change::Modified(Delta::Value)))
                 }
                 None => {
-                    Ok((text.clone(), Change::put(Slot { value: Value::Str(text), version, deadline: 0 })))
+                    Ok((text.clone(), Change::put(Slot { value: Value::str(&text), version, deadline: 0 })))
                 }
             }
         })

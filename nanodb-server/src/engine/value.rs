@@ -10,10 +10,14 @@ pub type FieldMap = HashMap<Bytes, Bytes, ahash::RandomState>;
 
 /// A key's value. Strings that were incremented are kept as integers (compact, and INCR needs no
 /// parsing); they read back as their decimal text.
+///
+/// Strings are exactly sized boxes, not `Bytes`: a stored string is one allocation of its length
+/// and 16 bytes in the slot (a `Bytes` is 32), which is most of a small key's memory. Reading one
+/// copies it out ([`Value::as_string`]), as Redis copies a value into its reply buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     /// Bytes.
-    Str(Bytes),
+    Str(Box<[u8]>),
     /// A string holding a decimal integer.
     Int(i64),
     /// A hash of fields to values; never empty (an emptied hash is removed).
@@ -35,7 +39,7 @@ impl Value {
     /// The value as string bytes, or WRONGTYPE for hashes and lists.
     pub fn as_string(&self) -> Result<Bytes, Error> {
         match self {
-            Self::Str(b) => Ok(b.clone()),
+            Self::Str(b) => Ok(Bytes::copy_from_slice(b)),
             Self::Int(i) => Ok(Bytes::from(i.to_string())),
             _ => Err(Error::WrongType),
         }
@@ -68,9 +72,16 @@ impl Slot {
 
 /// An exact-size copy of `b` that the engine may keep. Network frontends hand the engine slices of
 /// their read buffers; storing such a slice would pin the whole buffer for as long as the key
-/// lives, so everything stored goes through here once.
+/// lives, so everything stored goes through here (or [`Value::str`]) once.
 pub fn owned(b: &Bytes) -> Bytes {
     Bytes::copy_from_slice(b)
+}
+
+impl Value {
+    /// A string value holding an exact-size copy of `b`.
+    pub fn str(b: &[u8]) -> Self {
+        Self::Str(Box::from(b))
+    }
 }
 
 /// Parses a decimal i64 the way Redis does: optional '-', digits, no '+', no spaces, no leading

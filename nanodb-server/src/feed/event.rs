@@ -194,7 +194,7 @@ pub(super) fn classify(effect: &Effect<'_>) -> (EventKind, Op) {
 /// The string value an effect wrote, if it wrote one.
 pub(super) fn string_value(effect: &Effect<'_>) -> Option<Bytes> {
     match effect.kind {
-        EffectKind::Set { value: Value::Str(b), .. } => Some(b.clone()),
+        EffectKind::Set { value: Value::Str(b), .. } => Some(Bytes::copy_from_slice(b)),
         EffectKind::Set { value: Value::Int(i), .. } => Some(Bytes::from(i.to_string())),
         _ => None,
     }

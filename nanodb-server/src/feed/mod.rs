@@ -389,19 +389,19 @@ impl Hub {
 
     /// Reports one applied write whose log record ends at `position` (0 when not logged); called
     /// by the engine with the key's shard lock held.
-    pub(crate) fn on_effect(&self, key: &Bytes, effect: &Effect<'_>, position: u64) {
+    pub(crate) fn on_effect(&self, key: &[u8], effect: &Effect<'_>, position: u64) {
         let (kind, op) = event::classify(effect);
         self.dispatch(key, kind, op, (effect.version, position), || event::string_value(effect));
     }
 
     /// Reports that `key` expired; called by the engine with the key's shard lock held.
-    pub(crate) fn on_expired(&self, key: &Bytes, version: u64) {
+    pub(crate) fn on_expired(&self, key: &[u8], version: u64) {
         self.dispatch(key, EventKind::Expire, Op::Expired, (version, 0), || None);
     }
 
     fn dispatch(
         &self,
-        key: &Bytes,
+        key: &[u8],
         kind: EventKind,
         op: Op,
         (version, position): (u64, u64),
@@ -418,7 +418,7 @@ impl Hub {
         let reg = self.read();
         if keys {
             let mut matched: Vec<(u64, &Entry)> = Vec::new();
-            if let Some(list) = reg.keys.get(key.as_ref()) {
+            if let Some(list) = reg.keys.get(key) {
                 matched.extend(list.iter().map(|e| (e.id, e)));
             }
             for &len in reg.prefix_lens.keys() {
@@ -435,7 +435,14 @@ impl Hub {
                 // would be quadratic in the watchers of a hot key.
                 matched.sort_unstable_by_key(|(id, _)| *id);
                 let value = if matched.iter().any(|(_, e)| e.with_value) { value() } else { None };
-                let event = Arc::new(KeyEvent { key: key.clone(), kind, op, version, value, position });
+                let event = Arc::new(KeyEvent {
+                    key: Bytes::copy_from_slice(key),
+                    kind,
+                    op,
+                    version,
+                    value,
+                    position,
+                });
                 for group in matched.chunk_by(|a, b| a.0 == b.0) {
                     let wants = group.iter().any(|(_, e)| e.with_value);
                     if let Some((_, e)) = group.first() {
@@ -457,7 +464,7 @@ impl Hub {
             }
             if keyevent {
                 let channel = [b"__keyevent@0__:".as_slice(), name].concat();
-                self.publish_locked(&reg, &Bytes::from(channel), key);
+                self.publish_locked(&reg, &Bytes::from(channel), &Bytes::copy_from_slice(key));
             }
         }
     }

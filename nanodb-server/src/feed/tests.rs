@@ -318,7 +318,7 @@ async fn key_events_wait_until_their_write_is_durable() {
     let mut s = hub.subscriber();
     s.add(Topic::Prefix(b("")), false).expect("succeeds");
     s.add(Topic::Channel(b("c")), false).expect("succeeds");
-    let effect_value = crate::engine::Value::Str(b("v"));
+    let effect_value = crate::engine::Value::str(b"v");
     let effect = Effect {
         key: b"k",
         version: 1,

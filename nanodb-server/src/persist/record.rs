@@ -235,7 +235,7 @@ pub fn decode_payload(payload: Bytes) -> Result<Decoded, String> {
         K_SET => {
             let deadline = p.u64()?;
             let value = match p.u8()? {
-                V_STR => Value::Str(p.bytes()?),
+                V_STR => Value::str(&p.bytes()?),
                 V_INT => Value::Int(p.u64()? as i64),
                 V_HASH => {
                     let n = p.count(8)?;
@@ -351,7 +351,7 @@ mod tests {
         let mut hash = FieldMap::default();
         hash.insert(Bytes::from_static(b"f"), Bytes::from_static(b"v"));
         let values = [
-            Value::Str(Bytes::from_static(b"\x00\xff")),
+            Value::str(b"\x00\xff"),
             Value::Int(-7),
             Value::Hash(Box::new(hash)),
             Value::List(Box::new(list.clone())),
@@ -418,7 +418,7 @@ mod tests {
     }
 
     fn two_records() -> Bytes {
-        let v = Value::Str(Bytes::from_static(b"value"));
+        let v = Value::str(b"value");
         let mut buf = BytesMut::new();
         for version in [1, 2] {
             encode(

@@ -96,7 +96,7 @@ pub fn write(engine: &Engine, dir: &Path, seq: u64) -> std::io::Result<SnapshotS
 
 /// Encodes one key: a first record with as much of the value as fits a chunk, then continuation
 /// records. Returns the number of records.
-fn encode_slot(buf: &mut BytesMut, key: &Bytes, slot: &Slot) -> u64 {
+fn encode_slot(buf: &mut BytesMut, key: &[u8], slot: &Slot) -> u64 {
     let set = |buf: &mut BytesMut, value: &Value| {
         let effect =
             Effect { key, version: slot.version, kind: EffectKind::Set { value, deadline: slot.deadline } };
