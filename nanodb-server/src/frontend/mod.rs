@@ -70,6 +70,16 @@ impl Context {
             _ => Ok(()),
         }
     }
+
+    /// [`Context::durable`] for a connection that applied `commands` commands since it last
+    /// answered: a pipelined batch shares its log write with other connections, a single request
+    /// writes its record at once (see [`AppendLog::wait_durable_batched`]).
+    pub async fn durable_batch(&self, position: u64, commands: usize) -> Result<(), Error> {
+        match &self.log {
+            Some(log) if position > 0 => log.wait_durable_batched(position, commands > 1).await,
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Accepts connections on `listener` until shutdown, for the frontends that own their sockets (the

@@ -334,3 +334,38 @@ fn file_names_round_trip_through_the_naming_scheme() {
     assert_eq!(super::segment_seq(&name(super::snapshot_path(dir, 7))), None, "kinds never mix");
     assert_eq!(super::snapshot_seq("snapshot-7.snap.tmp"), None, "temp files are not snapshots");
 }
+
+/// Under `everysec` and `no`, a waiter may acknowledge only once its record is in the file
+/// (`write(2)` done): whether it writes at once (a single request) or first lets other tasks share
+/// the write (a pipelined batch), the file holds every byte up to its position when the wait ends.
+#[tokio::test]
+async fn everysec_waits_end_with_the_record_written_whether_or_not_they_share() {
+    for policy in [FsyncPolicy::EverySec, FsyncPolicy::No] {
+        for share in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let engine = Arc::new(fresh_engine());
+            let log = AppendLog::open(dir.path(), 1, policy, 0).expect("log opens");
+            engine.attach_sink(log.clone()).expect("attach");
+            let segment = super::segment_path(dir.path(), 1);
+            for i in 0..50u32 {
+                let cmd = Command::Put {
+                    key: Bytes::from(format!("k{i}")),
+                    value: Bytes::from(vec![b'v'; 64]),
+                    ttl_ms: 0,
+                    condition: PutCondition::Always,
+                };
+                let (result, position) = engine.execute_tracked(cmd);
+                result.expect("put");
+                assert!(position > 0, "a put is logged");
+                log.wait_durable_batched(position, share).await.expect("durable");
+                let on_disk = std::fs::metadata(&segment).expect("segment").len();
+                assert_eq!(
+                    on_disk,
+                    super::log::SEGMENT_HEADER_LEN as u64 + position,
+                    "{policy} share={share}: record {i} acknowledged before it was written"
+                );
+            }
+            log.close().expect("close");
+        }
+    }
+}

@@ -48,12 +48,13 @@ pub async fn run(
     result
 }
 
-/// Waits until every write behind the buffered replies may be acknowledged. `false` when the log
-/// failed: the replies must not be sent (they would acknowledge writes that are not durable), so
-/// the connection is closed and the client sees its requests as not acknowledged.
-async fn durable(ctx: &Context, session: &mut Session<'_>, peer: SocketAddr) -> bool {
+/// Waits until every write behind the buffered replies (from `commands` commands) may be
+/// acknowledged. `false` when the log failed: the replies must not be sent (they would acknowledge
+/// writes that are not durable), so the connection is closed and the client sees its requests as
+/// not acknowledged.
+async fn durable(ctx: &Context, session: &mut Session<'_>, peer: SocketAddr, commands: usize) -> bool {
     let position = std::mem::take(&mut session.log_position);
-    match ctx.durable(position).await {
+    match ctx.durable_batch(position, commands).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "resp: closing: buffered replies include writes the log could not make durable");
@@ -75,9 +76,10 @@ enum Batch {
     Lagged(u64),
 }
 
-/// Runs every whole command in `rbuf`, stopping once `wbuf` is longer than `limit`. In subscribed
-/// mode, deliveries already waiting are encoded before each reply, so a message published before
-/// a command ran reaches the client before that command's reply.
+/// Runs every whole command in `rbuf`, stopping once `wbuf` is longer than `limit`, and counts
+/// them in `ran`. In subscribed mode, deliveries already waiting are encoded before each reply, so
+/// a message published before a command ran reaches the client before that command's reply.
+#[allow(clippy::too_many_arguments)]
 fn run_batch(
     ctx: &Context,
     decoder: &mut RespDecoder,
@@ -86,10 +88,12 @@ fn run_batch(
     session: &mut Session<'_>,
     wbuf: &mut BytesMut,
     limit: usize,
+    ran: &mut usize,
 ) -> Batch {
     loop {
         match decoder.decode_into(rbuf, args) {
             Ok(true) => {
+                *ran += 1;
                 if let Some(sub) = &session.sub
                     && let Err(Lagged(dropped)) = drain(sub, wbuf, usize::MAX)
                 {
@@ -148,6 +152,7 @@ async fn serve(
     tokio::pin!(cancelled);
     loop {
         if fresh && wbuf.len() - written <= WRITE_BOUNDARY {
+            let mut ran = 0;
             let batch = run_batch(
                 ctx,
                 &mut decoder,
@@ -156,13 +161,14 @@ async fn serve(
                 &mut session,
                 &mut wbuf,
                 written + WRITE_BOUNDARY,
+                &mut ran,
             );
             fresh = batch == Batch::Full;
             if let Batch::Lagged(dropped) = batch {
                 lagged(peer, dropped);
                 return Ok(());
             }
-            if !durable(ctx, &mut session, peer).await {
+            if !durable(ctx, &mut session, peer, ran).await {
                 return Ok(());
             }
             if batch == Batch::Close {
