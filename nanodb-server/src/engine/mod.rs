@@ -49,7 +49,7 @@ pub use expiry::SweepReport;
 pub use value::{Slot, Value};
 
 use effect::Delta;
-use table::{Entry, Table};
+use table::{Entry, Key, Table};
 
 use crate::feed::{FeedLimits, Hub};
 
@@ -400,7 +400,7 @@ impl Engine {
             Place::Vacant(v) => {
                 let (r, change) = f(None, now)?;
                 let Change::Put(slot, delta) = change else { return Ok(r) };
-                let entry = v.insert(Box::new(Entry { key: Box::from(&key[..]), slot })).into_mut();
+                let entry = v.insert(Box::new(Entry { key: Key::new(&key), slot })).into_mut();
                 if entry.slot.deadline != 0 {
                     self.index(part, entry.slot.deadline, &entry.key);
                 }

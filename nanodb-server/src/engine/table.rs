@@ -22,13 +22,58 @@ use hashbrown::hash_table::Entry as TableEntry;
 
 use super::value::Slot;
 
-/// One key and its state: what a bucket points to.
+/// One key and its state: what a bucket points to. 64 bytes, one cache line: a lookup that
+/// reaches the entry compares a short key without touching another line.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    /// The key, exactly sized.
-    pub key: Box<[u8]>,
+    /// The key.
+    pub key: Key,
     /// Its value, version and deadline.
     pub slot: Slot,
+}
+
+/// Keys up to this long are stored inside the entry.
+const INLINE: usize = 22;
+
+/// A key: inside the entry when short (as most keys are: `user:1234`, `session:ab12cd34`), in an
+/// exactly sized box otherwise. Inline, a key costs no allocation of its own, and a lookup reads
+/// it from the entry's cache line instead of following one more pointer (a profile of SET with
+/// 100k random keys put a third of the engine's time in that dependent load).
+#[derive(Clone)]
+pub(crate) enum Key {
+    /// `bytes[..len]` is the key.
+    Inline { len: u8, bytes: [u8; INLINE] },
+    /// A key longer than [`INLINE`].
+    Boxed(Box<[u8]>),
+}
+
+impl Key {
+    pub fn new(key: &[u8]) -> Self {
+        if key.len() <= INLINE {
+            let mut bytes = [0; INLINE];
+            bytes[..key.len()].copy_from_slice(key);
+            Self::Inline { len: key.len() as u8, bytes }
+        } else {
+            Self::Boxed(Box::from(key))
+        }
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Boxed(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", bytes::Bytes::copy_from_slice(self))
+    }
 }
 
 /// The hash hashbrown sees for an engine hash: see the module docs.
@@ -93,7 +138,7 @@ mod tests {
 
     fn entry(key: &[u8], version: u64) -> Box<Entry> {
         Box::new(Entry {
-            key: Box::from(key),
+            key: Key::new(key),
             slot: Slot { value: Value::Int(version as i64), version, deadline: 0 },
         })
     }
@@ -126,6 +171,19 @@ mod tests {
         assert!(table.remove_if(hash(b"key:7"), b"key:7", |e| e.slot.version == 7).is_some());
         assert!(table.get(hash(b"key:7"), b"key:7").is_none());
         assert_eq!(table.iter().count(), 9_999);
+    }
+
+    #[test]
+    fn keys_are_inline_up_to_the_limit_and_boxed_beyond() {
+        // The layout the module docs promise: an entry is one 64-byte cache line.
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
+            let raw: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let key = Key::new(&raw);
+            assert_eq!(&*key, &raw[..], "len {len}");
+            assert_eq!(matches!(key, Key::Inline { .. }), len <= INLINE, "len {len}");
+        }
     }
 
     #[test]
