@@ -173,6 +173,13 @@ pub struct Cli {
     #[arg(long, env = "NANODB_RESP_MAX_ARGS", default_value_t = 1_048_576, value_name = "N")]
     pub resp_max_args: usize,
 
+    /// RESP event loops: threads of their own serving RESP connections (round robin), apart from
+    /// the runtime serving the other protocols. One loop is Redis's model and the fastest for
+    /// requests that are not pipelined; more spread pipelined load over more cores; 0 serves RESP
+    /// on the shared runtime.
+    #[arg(long, env = "NANODB_RESP_THREADS", default_value_t = 1, value_name = "N")]
+    pub resp_threads: usize,
+
     /// Most client connections per protocol at once; further connections are refused with an error.
     #[arg(long, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
@@ -255,6 +262,8 @@ pub struct Config {
     pub resp_max_bulk_len: usize,
     /// Most arguments in one RESP command.
     pub resp_max_args: usize,
+    /// RESP event loops; 0 for none (RESP on the shared runtime).
+    pub resp_threads: usize,
     /// Connection limit per protocol.
     pub max_connections: usize,
     /// Request deadline.
@@ -320,6 +329,7 @@ impl From<Cli> for Config {
             max_frame_len: c.max_frame_len,
             resp_max_bulk_len: c.resp_max_bulk_len.unwrap_or(c.max_value_len),
             resp_max_args: c.resp_max_args.max(1),
+            resp_threads: c.resp_threads,
             max_connections: c.max_connections.max(1),
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
@@ -468,6 +478,7 @@ mod tests {
         assert_eq!(c.snapshot_every, 64 << 20);
         assert_eq!(c.resp_max_bulk_len, c.limits.max_value_len);
         assert_eq!(c.resp_max_args, 1_048_576);
+        assert_eq!(c.resp_threads, 1);
         let c = load(["nanodb-server", "--max-value-len", "10"]).expect("loads");
         assert_eq!(c.resp_max_bulk_len, 10, "the bulk limit follows the value limit unless set");
         assert!(c.cors_origins.is_empty(), "CORS is off by default");

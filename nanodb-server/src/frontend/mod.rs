@@ -86,13 +86,16 @@ impl Context {
 /// binary TCP protocol and RESP): each connection runs `serve` in its own tracked task while it
 /// holds one of `max_connections` slots; a connection beyond the limit runs `refuse` (which tells
 /// the client why, in its protocol) instead. A failing accept (out of file descriptors) backs off
-/// briefly instead of spinning.
+/// briefly instead of spinning. With `on`, connections run on the runtime it picks for each
+/// (RESP's event loops) instead of the server's, tracked by its tracker, which the caller waits
+/// for.
 pub async fn accept_loop<S, SF, R, RF>(
     listener: TcpListener,
     ctx: Context,
     name: &'static str,
     serve: S,
     refuse: R,
+    on: Option<(&TaskTracker, &(dyn Fn() -> tokio::runtime::Handle + Sync))>,
 ) where
     S: Fn(TcpStream, SocketAddr) -> SF,
     SF: Future<Output = ()> + Send + 'static,
@@ -118,10 +121,14 @@ pub async fn accept_loop<S, SF, R, RF>(
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let connection = serve(stream, peer);
-                ctx.tasks.spawn(async move {
+                let task = async move {
                     connection.await;
                     drop(permit);
-                });
+                };
+                match on {
+                    Some((tracker, runtime)) => tracker.spawn_on(task, &runtime()),
+                    None => ctx.tasks.spawn(task),
+                };
             }
             Err(_) => {
                 tracing::warn!(%peer, max = ctx.config.max_connections, "{name}: connection refused, at max_connections");

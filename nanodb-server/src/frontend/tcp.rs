@@ -52,7 +52,7 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
             }
         }
     };
-    super::accept_loop(listener, ctx, "tcp", serve_one, move |stream| refuse(stream, max)).await;
+    super::accept_loop(listener, ctx, "tcp", serve_one, move |stream| refuse(stream, max), None).await;
 }
 
 /// Tells a client over the connection limit why it is being closed.

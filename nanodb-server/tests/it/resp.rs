@@ -446,7 +446,9 @@ async fn binary_values_round_trip_exactly() {
 
 #[tokio::test(start_paused = true)]
 async fn ttls_expire_on_the_engine_clock() {
-    let server = resp_server().await;
+    // The engine clock follows the runtime a command runs on, and only this test's runtime is
+    // paused: RESP is served on it (`--resp-threads 0`) instead of on event loops of its own.
+    let server = start(Config { resp_addr: any_port(), resp_threads: 0, ..config() }).await;
     let mut c = connect(&server).await;
     q(&mut c, &["SET", "t", "v", "PX", "1500"]).await;
     q(&mut c, &["SET", "u", "v"]).await;
@@ -458,6 +460,25 @@ async fn ttls_expire_on_the_engine_clock() {
     assert_eq!(q(&mut c, &["GET", "u"]).await, bulk("v"));
     tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(q(&mut c, &["EXISTS", "u"]).await, int(0));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn three_event_loops_serve_and_drain_at_shutdown() {
+    let server = start(Config { resp_addr: any_port(), resp_threads: 3, ..config() }).await;
+    let mut conns = Vec::new();
+    for i in 0..6 {
+        let mut c = connect(&server).await;
+        q(&mut c, &["SET", &format!("loop:{i}"), &i.to_string()]).await;
+        conns.push(c);
+    }
+    // Every connection sees every other's writes, whichever loop serves it.
+    for (i, c) in conns.iter_mut().enumerate() {
+        let other = (i + 1) % 6;
+        assert_eq!(q(c, &["GET", &format!("loop:{other}")]).await, bulk(&other.to_string()));
+    }
+    // Shutdown waits for the loops' connections and returns (a hang here fails the test's
+    // timeout in CI).
     server.shutdown().await;
 }
 

@@ -168,7 +168,14 @@ async fn serve(
                 lagged(peer, dropped);
                 return Ok(());
             }
-            if !durable(ctx, &mut session, peer, ran).await {
+            if ran > 0 {
+                // Let every other connection that is ready run its batch before any of them
+                // writes: then the first to need the log writes every record of the round in one
+                // `write(2)`, and replies leave together (Redis's event loop does the same).
+                tokio::task::yield_now().await;
+            }
+            // After the yield the round's records are all in the log's buffer: write at once.
+            if !durable(ctx, &mut session, peer, 1).await {
                 return Ok(());
             }
             if batch == Batch::Close {

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
 use super::Context;
@@ -90,18 +91,93 @@ impl Clients {
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Context) {
-    let clients = Arc::new(Clients::default());
-    let conn_ctx = ctx.clone();
-    let serve_one = move |stream, peer| {
-        let (ctx, clients) = (conn_ctx.clone(), clients.clone());
-        async move {
-            match connection::run(stream, peer, &ctx, &clients).await {
-                Ok(()) => debug!(%peer, "resp: connection closed"),
-                Err(e) => info!(%peer, error = %e, "resp: connection closed on error"),
-            }
+    if ctx.config.resp_threads == 0 {
+        let clients = Arc::new(Clients::default());
+        let conn_ctx = ctx.clone();
+        let serve_one = move |stream, peer| {
+            let (ctx, clients) = (conn_ctx.clone(), clients.clone());
+            async move { closed(peer, connection::run(stream, peer, &ctx, &clients).await) }
+        };
+        return super::accept_loop(listener, ctx, "resp", serve_one, refuse, None).await;
+    }
+    let loops = match EventLoops::start(ctx.config.resp_threads) {
+        Ok(loops) => loops,
+        Err(e) => {
+            tracing::error!(error = %e, "resp: cannot start the event loop; RESP is off");
+            return;
         }
     };
-    super::accept_loop(listener, ctx, "resp", serve_one, refuse).await;
+    let clients = Arc::new(Clients::default());
+    let conn_ctx = ctx.clone();
+    let serve_one = move |stream: TcpStream, peer| {
+        let (ctx, clients) = (conn_ctx.clone(), clients.clone());
+        // Registered with the server runtime's reactor by accept; moved to the event loop's
+        // reactor when the connection first runs there.
+        let stream = stream.into_std();
+        async move {
+            let result = match stream.and_then(TcpStream::from_std) {
+                Ok(stream) => connection::run(stream, peer, &ctx, &clients).await,
+                Err(e) => Err(e),
+            };
+            closed(peer, result);
+        }
+    };
+    let connections = TaskTracker::new();
+    let next = || loops.next();
+    super::accept_loop(listener, ctx, "resp", serve_one, refuse, Some((&connections, &next))).await;
+    // The loops must outlive their connections, which drain after the listener stops.
+    connections.close();
+    connections.wait().await;
+    loops.stop();
+}
+
+fn closed(peer: SocketAddr, result: std::io::Result<()>) {
+    match result {
+        Ok(()) => debug!(%peer, "resp: connection closed"),
+        Err(e) => info!(%peer, error = %e, "resp: connection closed on error"),
+    }
+}
+
+/// RESP's event loops: single-threaded runtimes of their own, each serving its share of the
+/// connections, as Redis serves every client from one event loop.
+///
+/// Why not the server's multi-threaded runtime: with one request in flight per connection
+/// (redis-benchmark `-P 1`), its workers wake each other to steal every few requests, and
+/// replies leave a few at a time, so the client wakes up for every few replies. One loop runs
+/// every connection that is ready, lets each finish its batch (yielding once before it writes:
+/// see `connection.rs`), so that log records are written once per round and replies leave
+/// together, as Redis does in its `beforeSleep`.
+struct EventLoops {
+    runtimes: Vec<tokio::runtime::Runtime>,
+    next: AtomicU64,
+}
+
+impl EventLoops {
+    fn start(n: usize) -> std::io::Result<Self> {
+        let runtimes = (0..n)
+            .map(|i| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name(format!("nanodb-resp-{i}"))
+                    .enable_all()
+                    .build()
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self { runtimes, next: AtomicU64::new(0) })
+    }
+
+    /// The loop the next connection goes to (round robin).
+    fn next(&self) -> tokio::runtime::Handle {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.runtimes.len();
+        self.runtimes[i].handle().clone()
+    }
+
+    /// Ends the loops once their connections are done (dropping a runtime may block).
+    fn stop(self) {
+        for rt in self.runtimes {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Tells a client over the connection limit why it is closed, as Redis does.
