@@ -176,9 +176,10 @@ pub struct Cli {
     /// RESP event loops: threads of their own serving RESP connections (round robin), apart from
     /// the runtime serving the other protocols. One loop is Redis's model and the fastest for
     /// requests that are not pipelined; more spread pipelined load over more cores; 0 serves RESP
-    /// on the shared runtime.
-    #[arg(long, env = "NANODB_RESP_THREADS", default_value_t = 1, value_name = "N")]
-    pub resp_threads: usize,
+    /// on the shared runtime. At most 256.
+    #[arg(long, env = "NANODB_RESP_THREADS", default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub resp_threads: u64,
 
     /// Most client connections per protocol at once; further connections are refused with an error.
     #[arg(long, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
@@ -329,7 +330,7 @@ impl From<Cli> for Config {
             max_frame_len: c.max_frame_len,
             resp_max_bulk_len: c.resp_max_bulk_len.unwrap_or(c.max_value_len),
             resp_max_args: c.resp_max_args.max(1),
-            resp_threads: c.resp_threads,
+            resp_threads: c.resp_threads as usize,
             max_connections: c.max_connections.max(1),
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
@@ -525,5 +526,9 @@ mod tests {
         assert!(err.to_string().contains("neither HOST:PORT nor 'off'"), "{err}");
         let err = load(["nanodb-server", "--config", "/nonexistent/nanodb.toml"]).expect_err("missing file");
         assert!(matches!(err, ConfigError::Read { .. }));
+        let err = load(["nanodb-server", "--resp-threads", "100000"]).expect_err("too many loops");
+        assert!(err.to_string().contains("0..=256"), "{err}");
+        let c = load(["nanodb-server", "--resp-threads", "0"]).expect("0 is RESP on the shared runtime");
+        assert_eq!(c.resp_threads, 0);
     }
 }
