@@ -323,8 +323,8 @@ impl Engine {
         None
     }
 
-    /// Removes `key` (of engine hash `hash`) if it is still expired at `now`; whether it did.
-    fn reclaim(&self, part: &Partition, hash: u64, key: &[u8], now: u64) -> bool {
+    /// Removes `key` (of engine hash `hash`) if it is still expired at `now`.
+    fn reclaim(&self, part: &Partition, hash: u64, key: &[u8], now: u64) {
         // The event is sent while the partition lock is held, so it is ordered with the key's
         // writes.
         let watched = self.feed.is_active();
@@ -335,10 +335,10 @@ impl Engine {
             }
             expired
         });
-        let Some(entry) = removed else { return false };
-        self.unindex(part, entry.slot.deadline, &entry.key);
-        self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
-        true
+        if let Some(entry) = removed {
+            self.unindex(part, entry.slot.deadline, &entry.key);
+            self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The one write path. Runs `f` on the key's live slot (`None` when missing or expired) under

@@ -48,13 +48,15 @@ pub async fn run(
     result
 }
 
-/// Waits until every write behind the buffered replies (from `commands` commands) may be
-/// acknowledged. `false` when the log failed: the replies must not be sent (they would acknowledge
+/// Waits until every write behind the buffered replies may be acknowledged, writing the log at
+/// once: the connection has already yielded to let the round's other connections append their
+/// records, so one write covers them all. `false` when the log failed: the replies must not be sent (they would acknowledge
 /// writes that are not durable), so the connection is closed and the client sees its requests as
 /// not acknowledged.
-async fn durable(ctx: &Context, session: &mut Session<'_>, peer: SocketAddr, commands: usize) -> bool {
+async fn durable(ctx: &Context, session: &mut Session<'_>, peer: SocketAddr) -> bool {
     let position = std::mem::take(&mut session.log_position);
-    match ctx.durable_batch(position, commands).await {
+    // One command's worth: "do not yield again".
+    match ctx.durable_batch(position, 1).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "resp: closing: buffered replies include writes the log could not make durable");
@@ -174,8 +176,7 @@ async fn serve(
                 // `write(2)`, and replies leave together (Redis's event loop does the same).
                 tokio::task::yield_now().await;
             }
-            // After the yield the round's records are all in the log's buffer: write at once.
-            if !durable(ctx, &mut session, peer, 1).await {
+            if !durable(ctx, &mut session, peer).await {
                 return Ok(());
             }
             if batch == Batch::Close {

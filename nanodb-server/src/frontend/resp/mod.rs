@@ -91,15 +91,6 @@ impl Clients {
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Context) {
-    if ctx.config.resp_threads == 0 {
-        let clients = Arc::new(Clients::default());
-        let conn_ctx = ctx.clone();
-        let serve_one = move |stream, peer| {
-            let (ctx, clients) = (conn_ctx.clone(), clients.clone());
-            async move { closed(peer, connection::run(stream, peer, &ctx, &clients).await) }
-        };
-        return super::accept_loop(listener, ctx, "resp", serve_one, refuse, None).await;
-    }
     let loops = match EventLoops::start(ctx.config.resp_threads) {
         Ok(loops) => loops,
         Err(e) => {
@@ -112,30 +103,28 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
     let serve_one = move |stream: TcpStream, peer| {
         let (ctx, clients) = (conn_ctx.clone(), clients.clone());
         // Registered with the server runtime's reactor by accept; moved to the event loop's
-        // reactor when the connection first runs there.
+        // reactor when the connection first runs there (with no loops, back to the same one).
         let stream = stream.into_std();
         async move {
             let result = match stream.and_then(TcpStream::from_std) {
                 Ok(stream) => connection::run(stream, peer, &ctx, &clients).await,
                 Err(e) => Err(e),
             };
-            closed(peer, result);
+            match result {
+                Ok(()) => debug!(%peer, "resp: connection closed"),
+                Err(e) => info!(%peer, error = %e, "resp: connection closed on error"),
+            }
         }
     };
     let connections = TaskTracker::new();
     let next = || loops.next();
-    super::accept_loop(listener, ctx, "resp", serve_one, refuse, Some((&connections, &next))).await;
+    // `--resp-threads 0`: connections run on the server's runtime, tracked by `ctx.tasks`.
+    let on = (!loops.runtimes.is_empty()).then_some((&connections, &next as &(dyn Fn() -> _ + Sync)));
+    super::accept_loop(listener, ctx, "resp", serve_one, refuse, on).await;
     // The loops must outlive their connections, which drain after the listener stops.
     connections.close();
     connections.wait().await;
     loops.stop();
-}
-
-fn closed(peer: SocketAddr, result: std::io::Result<()>) {
-    match result {
-        Ok(()) => debug!(%peer, "resp: connection closed"),
-        Err(e) => info!(%peer, error = %e, "resp: connection closed on error"),
-    }
 }
 
 /// RESP's event loops: single-threaded runtimes of their own, each serving its share of the
