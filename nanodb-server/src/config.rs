@@ -181,6 +181,15 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(0..=256))]
     pub resp_threads: u64,
 
+    /// Longest time, in microseconds, an RESP event loop keeps polling its sockets after its
+    /// latest request before it sleeps. Polling spares a client with one request in flight the
+    /// cost of waking the loop for each request; the window adapts, so sparse traffic polls
+    /// little and an idle server not at all. A loaded loop keeps its core busy between requests.
+    /// 0 turns polling off. At most 1000.
+    #[arg(long, env = "NANODB_RESP_IDLE_POLL_US", default_value_t = 50, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub resp_idle_poll_us: u64,
+
     /// Most client connections per protocol at once; further connections are refused with an error.
     #[arg(long, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
@@ -265,6 +274,8 @@ pub struct Config {
     pub resp_max_args: usize,
     /// RESP event loops; 0 for none (RESP on the shared runtime).
     pub resp_threads: usize,
+    /// Longest busy-polling window of a RESP event loop; zero for none.
+    pub resp_idle_poll: Duration,
     /// Connection limit per protocol.
     pub max_connections: usize,
     /// Request deadline.
@@ -331,6 +342,7 @@ impl From<Cli> for Config {
             resp_max_bulk_len: c.resp_max_bulk_len.unwrap_or(c.max_value_len),
             resp_max_args: c.resp_max_args.max(1),
             resp_threads: c.resp_threads as usize,
+            resp_idle_poll: Duration::from_micros(c.resp_idle_poll_us),
             max_connections: c.max_connections.max(1),
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
@@ -480,6 +492,7 @@ mod tests {
         assert_eq!(c.resp_max_bulk_len, c.limits.max_value_len);
         assert_eq!(c.resp_max_args, 1_048_576);
         assert_eq!(c.resp_threads, 1);
+        assert_eq!(c.resp_idle_poll, Duration::from_micros(50));
         let c = load(["nanodb-server", "--max-value-len", "10"]).expect("loads");
         assert_eq!(c.resp_max_bulk_len, 10, "the bulk limit follows the value limit unless set");
         assert!(c.cors_origins.is_empty(), "CORS is off by default");
@@ -530,5 +543,9 @@ mod tests {
         assert!(err.to_string().contains("0..=256"), "{err}");
         let c = load(["nanodb-server", "--resp-threads", "0"]).expect("0 is RESP on the shared runtime");
         assert_eq!(c.resp_threads, 0);
+        let err = load(["nanodb-server", "--resp-idle-poll-us", "5000"]).expect_err("too long");
+        assert!(err.to_string().contains("0..=1000"), "{err}");
+        let c = load(["nanodb-server", "--resp-idle-poll-us", "0"]).expect("0 turns polling off");
+        assert_eq!(c.resp_idle_poll, Duration::ZERO);
     }
 }

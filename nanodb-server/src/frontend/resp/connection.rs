@@ -171,6 +171,7 @@ async fn serve(
                 return Ok(());
             }
             if ran > 0 {
+                super::idle_poll::note_work();
                 // Let every other connection that is ready run its batch before any of them
                 // writes: then the first to need the log writes every record of the round in one
                 // `write(2)`, and replies leave together (Redis's event loop does the same).

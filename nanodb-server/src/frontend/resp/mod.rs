@@ -7,12 +7,14 @@
 //! - [`commands`]: the command table and one module per family; each command translates into
 //!   [`nanodb_protocol::Command`]s and encodes the replies in Redis's shapes.
 //! - [`connection`]: the per-connection loop (read a batch, run everything decodable, one write).
+//! - [`idle_poll`]: adaptive busy polling of each event loop between requests.
 //!
 //! Connections over `max_connections` get `-ERR max number of clients reached` and are closed.
 
 pub mod commands;
 pub mod connection;
 pub mod encode;
+pub mod idle_poll;
 pub mod parse;
 
 use std::collections::BTreeMap;
@@ -91,7 +93,7 @@ impl Clients {
 
 /// Accepts connections until shutdown.
 pub async fn serve(listener: TcpListener, ctx: Context) {
-    let loops = match EventLoops::start(ctx.config.resp_threads) {
+    let loops = match EventLoops::start(ctx.config.resp_threads, ctx.config.resp_idle_poll) {
         Ok(loops) => loops,
         Err(e) => {
             tracing::error!(error = %e, "resp: cannot start the event loop; RESP is off");
@@ -135,23 +137,33 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
 /// replies leave a few at a time, so the client wakes up for every few replies. One loop runs
 /// every connection that is ready, lets each finish its batch (yielding once before it writes:
 /// see `connection.rs`), so that log records are written once per round and replies leave
-/// together, as Redis does in its `beforeSleep`.
+/// together, as Redis does in its `beforeSleep`. Each loop polls for a moment before it sleeps
+/// (see [`idle_poll`]).
 struct EventLoops {
     runtimes: Vec<tokio::runtime::Runtime>,
     next: AtomicU64,
 }
 
 impl EventLoops {
-    fn start(n: usize) -> std::io::Result<Self> {
+    /// `n` loops, each polling for at most `idle_poll` after its latest batch (0: never).
+    fn start(n: usize, idle_poll: Duration) -> std::io::Result<Self> {
         let runtimes = (0..n)
             .map(|i| {
+                // Sockets and timers only: no signal driver, whose orphan-process check would
+                // run on every turn of the loop.
                 tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
                     .thread_name(format!("nanodb-resp-{i}"))
-                    .enable_all()
+                    .enable_io()
+                    .enable_time()
                     .build()
             })
             .collect::<std::io::Result<Vec<_>>>()?;
+        if !idle_poll.is_zero() {
+            for rt in &runtimes {
+                rt.spawn(idle_poll::run(idle_poll));
+            }
+        }
         Ok(Self { runtimes, next: AtomicU64::new(0) })
     }
 
