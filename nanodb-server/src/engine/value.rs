@@ -36,6 +36,11 @@ impl Value {
         }
     }
 
+    /// A string value holding an exact-size copy of `b`.
+    pub fn str(b: &[u8]) -> Self {
+        Self::Str(Box::from(b))
+    }
+
     /// The value as string bytes, or WRONGTYPE for hashes and lists.
     pub fn as_string(&self) -> Result<Bytes, Error> {
         match self {
@@ -75,13 +80,6 @@ impl Slot {
 /// lives, so everything stored goes through here (or [`Value::str`]) once.
 pub fn owned(b: &Bytes) -> Bytes {
     Bytes::copy_from_slice(b)
-}
-
-impl Value {
-    /// A string value holding an exact-size copy of `b`.
-    pub fn str(b: &[u8]) -> Self {
-        Self::Str(Box::from(b))
-    }
 }
 
 /// Parses a decimal i64 the way Redis does: optional '-', digits, no '+', no spaces, no leading

@@ -64,19 +64,18 @@ impl Context {
     }
 
     /// Waits until everything up to `position` may be acknowledged (no-op without persistence).
+    /// Under `no` and `everysec`, a record not yet written first lets the other tasks on this
+    /// worker append theirs, so one `write(2)` covers them all.
     pub async fn durable(&self, position: u64) -> Result<(), Error> {
-        match &self.log {
-            Some(log) if position > 0 => log.wait_durable(position).await,
-            _ => Ok(()),
-        }
+        self.durable_sharing(position, true).await
     }
 
-    /// [`Context::durable`] for a connection that applied `commands` commands since it last
-    /// answered: a pipelined batch shares its log write with other connections, a single request
-    /// writes its record at once (see [`AppendLog::wait_durable_batched`]).
-    pub async fn durable_batch(&self, position: u64, commands: usize) -> Result<(), Error> {
+    /// [`Context::durable`], saying whether an unwritten record waits to share its `write(2)`
+    /// (`share`) or is written at once: see [`AppendLog::wait_durable_batched`] for when each
+    /// pays.
+    pub async fn durable_sharing(&self, position: u64, share: bool) -> Result<(), Error> {
         match &self.log {
-            Some(log) if position > 0 => log.wait_durable_batched(position, commands > 1).await,
+            Some(log) if position > 0 => log.wait_durable_batched(position, share).await,
             _ => Ok(()),
         }
     }

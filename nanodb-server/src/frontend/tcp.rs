@@ -163,7 +163,9 @@ async fn send_batch(
     batch: &mut Vec<(u32, Response, u64)>,
 ) -> Result<(), FrameError> {
     let position = batch.iter().map(|(_, _, p)| *p).max().unwrap_or(0);
-    let durable = ctx.durable_batch(position, batch.len()).await;
+    // A pipelined batch shares its log write with the worker's other connections; a single
+    // request writes its record at once.
+    let durable = ctx.durable_sharing(position, batch.len() > 1).await;
     for (id, response, position) in batch.drain(..) {
         let response = match &durable {
             Err(e) if position > 0 => Response::Error(e.clone()),

@@ -48,15 +48,15 @@ pub async fn run(
     result
 }
 
-/// Waits until every write behind the buffered replies may be acknowledged, writing the log at
-/// once: the connection has already yielded to let the round's other connections append their
-/// records, so one write covers them all. `false` when the log failed: the replies must not be sent (they would acknowledge
-/// writes that are not durable), so the connection is closed and the client sees its requests as
-/// not acknowledged.
+/// Waits until every write behind the buffered replies may be acknowledged. The connection has
+/// already let the round's other connections append their records (it yields before this), so
+/// the first to find its record unwritten writes them all at once; sharing again would only wait
+/// a second round. `false` when the log failed: the replies must not be sent (they would
+/// acknowledge writes that are not durable), so the connection is closed and the client sees its
+/// requests as not acknowledged.
 async fn durable(ctx: &Context, session: &mut Session<'_>, peer: SocketAddr) -> bool {
     let position = std::mem::take(&mut session.log_position);
-    // One command's worth: "do not yield again".
-    match ctx.durable_batch(position, 1).await {
+    match ctx.durable_sharing(position, false).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(%peer, error = %e, "resp: closing: buffered replies include writes the log could not make durable");
