@@ -7,12 +7,13 @@
 #   scripts/ab-pairs.sh redis target/release/nanodb-server
 #
 # Environment: ROUNDS (default 15), TESTS (default "SET:1 GET:1": test:pipeline pairs, run in
-# that order; put SET before GET so GETs hit), FSYNC (unset: no persistence on either side;
+# that order; put SET before GET so GETs hit), N1 / N16 (requests per run without / with
+# pipelining, default 200000 / 1000000), FSYNC (unset: no persistence on either side;
 # everysec|always|no: NanoDB --fsync and Redis appendfsync), A_ENV / B_ENV (extra environment for
 # a NanoDB side, e.g. "NANODB_RESP_IDLE_POLL_US=0").
 set -euo pipefail
 A=${1:?usage: ab-pairs.sh A B (each a nanodb binary or redis)} B=${2:?second side}
-ROUNDS=${ROUNDS:-15} TESTS=${TESTS:-"SET:1 GET:1"}
+ROUNDS=${ROUNDS:-15} TESTS=${TESTS:-"SET:1 GET:1"} N1=${N1:-200000} N16=${N16:-1000000}
 work=$(mktemp -d /tmp/nanodb-ab.XXXXXX); pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
@@ -30,20 +31,22 @@ start() { # SIDE PORT EXTRA_ENV
 }
 pa=$(port); pb=$(port); start "$A" "$pa" "${A_ENV:-}"; start "$B" "$pb" "${B_ENV:-}"
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-printf '%-4s %-3s %11s %11s %9s %9s %9s %9s %9s\n' test P A B "med B/A" "mean B/A" "B wins" "p99 A" "p99 B"
+printf '%-4s %-3s %11s %11s %9s %9s %9s %9s %9s %9s %9s\n' test P A B "med B/A" "mean B/A" "B wins" "p99 A" "p99 B" "max A" "max B"
 for tp in $TESTS; do
   t=${tp%:*} P=${tp#*:}
-  for f in a b al bl r; do : >"$work/$f"; done
+  for f in a b al bl am bm r; do : >"$work/$f"; done
   for _ in $(seq "$ROUNDS"); do
     for side in a b; do
       p=$([ $side = a ] && echo "$pa" || echo "$pb")
       # --csv columns: test, rps, avg, min, p50, p95, p99, max (ms)
-      redis-benchmark -p "$p" -t "${t,,}" -c 50 -n $((P == 1 ? 200000 : 1000000)) -P "$P" -r 100000 -d 64 --csv 2>/dev/null \
-        | tr -d '"' | awk -F, -v t="$t" -v l="$work/${side}l" '$1==t {print $2; print $7 >> l}' >>"$work/$side"
+      redis-benchmark -p "$p" -t "${t,,}" -c 50 -n $((P == 1 ? N1 : N16)) -P "$P" -r 100000 -d 64 --csv 2>/dev/null \
+        | tr -d '"' | awk -F, -v t="$t" -v l="$work/${side}l" -v m="$work/${side}m" \
+          '$1==t {print $2; print $7 >> l; print $8 >> m}' >>"$work/$side"
     done
     paste "$work/a" "$work/b" | tail -1 | awk '{print $2 / $1}' >>"$work/r"
   done
-  printf '%-4s %-3s %11.0f %11.0f %9.3f %9.3f %6s/%-2s %9s %9s\n' "$t" "$P" "$(median <"$work/a")" "$(median <"$work/b")" \
+  printf '%-4s %-3s %11.0f %11.0f %9.3f %9.3f %6s/%-2s %9s %9s %9s %9s\n' "$t" "$P" "$(median <"$work/a")" "$(median <"$work/b")" \
     "$(python3 -c "print($(median <"$work/b")/$(median <"$work/a"))")" "$(awk '{s+=$1} END {print s/NR}' "$work/r")" \
-    "$(awk '$1>1' "$work/r" | wc -l)" "$ROUNDS" "$(median <"$work/al")ms" "$(median <"$work/bl")ms"
+    "$(awk '$1>1' "$work/r" | wc -l)" "$ROUNDS" "$(median <"$work/al")ms" "$(median <"$work/bl")ms" \
+    "$(median <"$work/am")ms" "$(median <"$work/bm")ms"
 done
