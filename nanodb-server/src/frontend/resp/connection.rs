@@ -70,8 +70,8 @@ async fn durable(ctx: &Context, session: &mut Session<'_>, peer: SocketAddr) -> 
 /// runs at the back of the run queue. `tokio::task::yield_now` instead holds the task back until
 /// after the loop's next check of its sockets: connections that became ready meanwhile would run
 /// their batches first, and this connection's replies would wait for them. Measured with
-/// redis-benchmark `GET -P 16`, that extra wait was the difference between a p99 just above
-/// Redis's and one below it.
+/// `TESTS="SET:16 GET:16" ROUNDS=9 scripts/ab-pairs.sh redis target/release/nanodb-server`: GET
+/// `-P 16` p99 went from 1.335 ms (Redis 1.319) to 0.959 ms (Redis 1.271).
 async fn after_queued_tasks() {
     let mut queued = false;
     std::future::poll_fn(|cx| {
