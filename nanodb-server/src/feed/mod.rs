@@ -562,9 +562,9 @@ impl Subscriber {
         self.topics.len()
     }
 
-    /// Channels and patterns held (the count RESP replies with).
+    /// Channels held.
     pub fn channel_count(&self) -> usize {
-        self.channels + self.patterns
+        self.channels
     }
 
     /// Patterns held.

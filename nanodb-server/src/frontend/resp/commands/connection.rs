@@ -160,7 +160,7 @@ pub fn client(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
             addr: session.addr,
             name: session.name.as_deref(),
             age_s: since,
-            sub: session.subscriptions() - session.patterns(),
+            sub: session.channels(),
             psub: session.patterns(),
         }) + "\n";
         encode::bulk(out, line.as_bytes());

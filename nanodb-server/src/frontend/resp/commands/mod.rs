@@ -79,10 +79,15 @@ impl<'a> Session<'a> {
 
     /// Channels plus patterns held: the running count Redis's confirmations carry.
     pub fn subscriptions(&self) -> usize {
+        self.channels() + self.patterns()
+    }
+
+    /// Channels held.
+    pub fn channels(&self) -> usize {
         self.sub.as_ref().map_or(0, Subscriber::channel_count)
     }
 
-    /// Patterns held (the rest of [`Session::subscriptions`] are channels).
+    /// Patterns held.
     pub fn patterns(&self) -> usize {
         self.sub.as_ref().map_or(0, Subscriber::pattern_count)
     }

@@ -181,11 +181,7 @@ fn remove(
 
 /// Shows the connection's counts in CLIENT LIST.
 fn show(session: &Session<'_>) {
-    session.clients.set_subscriptions(
-        session.id,
-        session.subscriptions() - session.patterns(),
-        session.patterns(),
-    );
+    session.clients.set_subscriptions(session.id, session.channels(), session.patterns());
 }
 
 /// PUBLISH channel message: through the engine like any command, so its limits are checked once.
