@@ -590,6 +590,51 @@ impl Command {
         }
     }
 
+    /// Whether the command may change the keyspace (refused while the log cannot take writes, and
+    /// on read-only nodes later). A batch writes when any of its operations does; `Publish`
+    /// touches no key.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Self::Ping
+            | Self::Get { .. }
+            | Self::Exists { .. }
+            | Self::Ttl { .. }
+            | Self::Scan { .. }
+            | Self::HashGet { .. }
+            | Self::HashGetAll { .. }
+            | Self::ListRange { .. }
+            | Self::KeyCount
+            | Self::Type { .. }
+            | Self::RandomKey
+            | Self::HashLen { .. }
+            | Self::ListLen { .. }
+            | Self::Publish { .. } => false,
+            Self::Batch { ops } => ops.iter().any(Self::is_write),
+            Self::Put { .. }
+            | Self::Delete { .. }
+            | Self::DeleteIf { .. }
+            | Self::Incr { .. }
+            | Self::Expire { .. }
+            | Self::HashSet { .. }
+            | Self::HashDelete { .. }
+            | Self::ListPush { .. }
+            | Self::ListPop { .. }
+            | Self::Set { .. }
+            | Self::GetDel { .. }
+            | Self::GetEx { .. }
+            | Self::ExpireAt { .. }
+            | Self::Append { .. }
+            | Self::IncrFloat { .. }
+            | Self::MultiPut { .. }
+            | Self::Rename { .. }
+            | Self::Flush
+            | Self::HashIncr { .. }
+            | Self::HashSetIfAbsent { .. }
+            | Self::ListSet { .. }
+            | Self::ListTrim { .. } => true,
+        }
+    }
+
     /// The command's name, for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {

@@ -4,7 +4,7 @@
 //! engine. Run: `cargo run --release -p nanodb-server --example memory`.
 use bytes::{BufMut, BytesMut};
 use nanodb_protocol::{Command, Limits, PutCondition};
-use nanodb_server::engine::Engine;
+use nanodb_server::engine::{Engine, LogPosition};
 use nanodb_server::stats::resident_memory_bytes;
 
 #[global_allocator]
@@ -31,7 +31,7 @@ fn main() {
         let key = frame.slice(19..35);
         let value = frame.slice(42..106);
         let put = Command::Put { key, value, ttl_ms: 0, condition: PutCondition::Always };
-        engine.execute(put).expect("put");
+        engine.apply(put, &mut LogPosition::default()).expect("put");
     }
     let after = resident_memory_bytes().unwrap_or(0);
     println!(

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ListenAddr};
 use crate::engine::Engine;
+use crate::feed::Hub;
 use crate::frontend::{self, Context};
 use crate::persist::{PersistConfig, Persistence};
 use crate::stats::Stats;
@@ -56,6 +57,7 @@ pub struct BoundAddrs {
 #[derive(Debug)]
 pub struct Server {
     engine: Arc<Engine>,
+    feed: Arc<Hub>,
     addrs: BoundAddrs,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -83,8 +85,10 @@ impl Server {
         let grpc = bind("grpc-addr", &config.grpc_addr).await?;
 
         let config = Arc::new(config);
-        let engine = Arc::new(Engine::with_feed(config.limits.clone(), config.feed));
-        engine.feed().set_notify_flags(config.notify_keyspace_events);
+        // The change feed observes the engine's effects; the engine knows it only as an observer.
+        let feed = Arc::new(Hub::new(config.feed));
+        feed.set_notify_flags(config.notify_keyspace_events);
+        let engine = Arc::new(Engine::with_observers(config.limits.clone(), vec![feed.clone()]));
         let largest_event = config.limits.max_key_len + config.limits.max_value_len;
         if config.feed.queue_bytes < largest_event {
             warn!(
@@ -110,11 +114,16 @@ impl Server {
             info!("persistence off: a pure in-memory cache");
             None
         };
+        if let Some(p) = &persistence {
+            // Watchers see a write only once it may be acknowledged.
+            feed.set_gate(p.log().clone());
+        }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let stats = Arc::new(Stats::default());
         let ctx = Context {
             engine: engine.clone(),
+            feed: feed.clone(),
             config: config.clone(),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
@@ -151,7 +160,7 @@ impl Server {
         if let Some(p) = &persistence {
             tasks.spawn(p.clone().run_scheduler(shutdown.clone()));
         }
-        Ok(Self { engine, addrs, shutdown, tasks, config, stats, persistence })
+        Ok(Self { engine, feed, addrs, shutdown, tasks, config, stats, persistence })
     }
 
     /// Where the listeners are.
@@ -167,6 +176,11 @@ impl Server {
     /// The shared engine.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The change feed (watchers and pub/sub).
+    pub fn feed(&self) -> &Arc<Hub> {
+        &self.feed
     }
 
     /// The server's counters.

@@ -77,7 +77,10 @@ async fn shared_connections_carry_their_users_pipelines() {
     // every increment landed on the one key
     let reply = server
         .engine()
-        .execute(nanodb_protocol::Command::Get { key: bytes::Bytes::from_static(b"counter000000000000") })
+        .apply(
+            nanodb_protocol::Command::Get { key: bytes::Bytes::from_static(b"counter000000000000") },
+            &mut nanodb_server::engine::LogPosition::default(),
+        )
         .expect("get");
     match reply {
         nanodb_protocol::Reply::Value(Some(e)) => assert_eq!(&e.value[..], b"300"),

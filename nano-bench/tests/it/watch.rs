@@ -31,7 +31,7 @@ async fn server() -> Server {
 }
 
 fn subscribers(server: &Server) -> usize {
-    server.engine().feed().stats().subscribers.load(Ordering::Relaxed)
+    server.feed().stats().subscribers.load(Ordering::Relaxed)
 }
 
 fn latency_args(flags: &[&str]) -> WatchLatencyArgs {
@@ -49,7 +49,7 @@ async fn idle_watchers_stay_open_for_the_whole_run_and_close_after_it() {
     let (tcp, grpc) = (server.addrs().tcp.expect("tcp").to_string(), server.addrs().grpc.expect("grpc"));
     // the most subscribers the server had at once while the benchmark ran
     let (peak, done) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-    let hub = server.engine().feed().clone();
+    let hub = server.feed().clone();
     let poll = {
         let (peak, done) = (peak.clone(), done.clone());
         tokio::spawn(async move {

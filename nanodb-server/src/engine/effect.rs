@@ -8,8 +8,9 @@
 //!
 //! An [`Effect`] borrows from the slot it describes (a list push points at the pushed elements
 //! inside the list), so a sink that encodes it at once copies nothing else, and with no sink
-//! installed nothing is built at all. The append-only log is the first sink; the change feed and
-//! replication consume the same records.
+//! installed nothing is built at all. The engine knows its consumers only through the two traits
+//! defined here: one [`EffectLog`] (which may refuse a write and assigns positions) and any number
+//! of [`EffectObserver`]s (the change feed; replication can be another), all fed the same record.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -18,7 +19,7 @@ use bytes::Bytes;
 use nanodb_protocol::{Error, ListEnd};
 
 use super::value::{Slot, Value};
-use super::{Change, Engine};
+use super::{Change, Engine, LogPosition};
 
 /// How a slot modified in place changed; returned by update closures with [`Change::Modified`].
 #[derive(Debug, Clone)]
@@ -160,25 +161,41 @@ pub enum OwnedEffectKind {
     },
 }
 
-/// Where effects go. Called with the key's shard write lock held, so per-key order is the order
-/// of application; implementations must be quick (append to memory) and must not block on I/O.
-pub trait EffectSink: Send + Sync + Debug {
-    /// Whether writes may proceed; an error (e.g. the log failed) refuses the write before it is
-    /// applied.
+/// The log of effects (the append-only log in single-node mode; a replicated log later). Called
+/// with the key's shard write lock held, so per-key order is the order of application;
+/// implementations must be quick (append to memory) and must not block on I/O.
+pub trait EffectLog: Send + Sync + Debug {
+    /// Whether writes may proceed; an error (the log failed, the server is shutting down) refuses
+    /// the write before anything is applied.
     fn check_writable(&self) -> Result<(), Error>;
     /// Records one effect; returns the position a client acknowledgement must wait for.
     fn append(&self, effect: &Effect<'_>) -> u64;
+}
+
+/// Something told of every applied write and every expiry (the change feed; later others), after
+/// the log has given the write its position. Called with the key's shard write lock held, so each
+/// observer sees a key's changes in the order they were applied. An observer never refuses a
+/// write and must not block.
+pub trait EffectObserver: Send + Sync + Debug {
+    /// Whether this observer wants effects now. Checked before any effect is built, so an
+    /// observer nobody listens to costs a write this call (one atomic load for the feed).
+    fn is_active(&self) -> bool;
+    /// One applied write whose log record ends at `position` (0 when nothing is logged).
+    fn on_effect(&self, key: &[u8], effect: &Effect<'_>, position: u64);
+    /// `key` reached its deadline and was removed (at `version`).
+    fn on_expired(&self, key: &[u8], version: u64);
 }
 
 impl Engine {
     /// Applies a stored effect if it is newer than the key's state (`version` greater than the
     /// key's), or, with `continuation`, if it continues the key's current version (a large value
     /// split over several snapshot records). Idempotent: applying a log twice changes nothing the
-    /// second time. Returns whether it applied.
+    /// second time. Returns whether it applied. The effect is not logged again (it comes from the
+    /// log or a snapshot), so nothing can refuse it.
     pub fn restore(&self, effect: OwnedEffect, continuation: bool) -> bool {
         let OwnedEffect { key, version, kind } = effect;
         self.bump_versions_to(version);
-        let applied = self.update(key, |slot, _| {
+        let restored = self.update_logging_to(None, &mut LogPosition::default(), key, |slot, _| {
             let current = slot.as_ref().map_or(0, |s| s.version);
             let newer = version > current || (continuation && version == current && slot.is_some());
             if !newer {
@@ -186,7 +203,8 @@ impl Engine {
             }
             Ok((true, restore_change(slot, version, kind)))
         });
-        applied.unwrap_or(false)
+        // The closure never fails and no log is asked, so there is no error to lose here.
+        matches!(restored, Ok(true))
     }
 
     /// Keeps the version counter above every version restored.

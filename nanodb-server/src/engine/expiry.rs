@@ -42,14 +42,14 @@ impl Engine {
             }
             // The index lock is released before the table is touched: writers take table then
             // index.
-            let watched = self.feed.is_active();
+            let watched = self.watched();
             for (deadline, key) in due.drain(..) {
                 report.examined += 1;
                 let removed = part.write().remove_if(self.hash(&key), &key, |e| {
                     let due = e.slot.deadline == deadline && e.slot.is_expired(now);
                     // Reported under the partition lock, in order with the key's writes.
                     if due && watched {
-                        self.feed.on_expired(&e.key, self.next_version());
+                        self.tell_expired(&e.key);
                     }
                     due
                 });

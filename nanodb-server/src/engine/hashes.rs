@@ -5,7 +5,7 @@ use nanodb_protocol::Error;
 
 use super::effect::Delta;
 use super::value::{FieldMap, Slot, Value, owned, parse_i64};
-use super::{Change, Engine};
+use super::{Change, Engine, LogPosition};
 
 impl Engine {
     /// A new hash holding one field, for the writes that create a hash.
@@ -16,9 +16,15 @@ impl Engine {
     }
 
     /// Sets a field; whether the field is new.
-    pub(crate) fn hash_set(&self, key: Bytes, field: Bytes, value: Bytes) -> Result<bool, Error> {
+    pub(crate) fn hash_set(
+        &self,
+        at: &mut LogPosition,
+        key: Bytes,
+        field: Bytes,
+        value: Bytes,
+    ) -> Result<bool, Error> {
         let (field, value) = (owned(&field), owned(&value));
-        self.update(key, |slot, _| match slot {
+        self.update(at, key, |slot, _| match slot {
             None => Ok((true, Change::put(self.new_hash(field, value)))),
             Some(slot) => {
                 let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
@@ -39,8 +45,8 @@ impl Engine {
     }
 
     /// Removes a field (and the key, when it was the last); whether the field existed.
-    pub(crate) fn hash_delete(&self, key: Bytes, field: &[u8]) -> Result<bool, Error> {
-        self.update(key, |slot, _| {
+    pub(crate) fn hash_delete(&self, at: &mut LogPosition, key: Bytes, field: &[u8]) -> Result<bool, Error> {
+        self.update(at, key, |slot, _| {
             let Some(slot) = slot else { return Ok((false, Change::None)) };
             let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
             let Some((field, _)) = map.remove_entry(field) else {
@@ -63,9 +69,15 @@ impl Engine {
     }
 
     /// Adds `delta` to an integer field (missing counts as 0); the new value.
-    pub(crate) fn hash_incr(&self, key: Bytes, field: Bytes, delta: i64) -> Result<i64, Error> {
+    pub(crate) fn hash_incr(
+        &self,
+        at: &mut LogPosition,
+        key: Bytes,
+        field: Bytes,
+        delta: i64,
+    ) -> Result<i64, Error> {
         let field = owned(&field);
-        self.update(key, |slot, _| match slot {
+        self.update(at, key, |slot, _| match slot {
             None => Ok((delta, Change::put(self.new_hash(field, Bytes::from(delta.to_string()))))),
             Some(slot) => {
                 let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
@@ -79,9 +91,15 @@ impl Engine {
     }
 
     /// Sets a field only if it is absent; whether it was set.
-    pub(crate) fn hash_set_if_absent(&self, key: Bytes, field: Bytes, value: Bytes) -> Result<bool, Error> {
+    pub(crate) fn hash_set_if_absent(
+        &self,
+        at: &mut LogPosition,
+        key: Bytes,
+        field: Bytes,
+        value: Bytes,
+    ) -> Result<bool, Error> {
         let (field, value) = (owned(&field), owned(&value));
-        self.update(key, |slot, _| match slot {
+        self.update(at, key, |slot, _| match slot {
             None => Ok((true, Change::put(self.new_hash(field, value)))),
             Some(slot) => {
                 let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };

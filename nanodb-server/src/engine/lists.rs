@@ -7,11 +7,17 @@ use nanodb_protocol::{Error, ListEnd};
 
 use super::effect::Delta;
 use super::value::{Slot, Value, owned};
-use super::{Change, Engine};
+use super::{Change, Engine, LogPosition};
 
 impl Engine {
     /// Pushes values one after another at `end`; the list's new length.
-    pub(crate) fn list_push(&self, key: Bytes, end: ListEnd, values: Vec<Bytes>) -> Result<i64, Error> {
+    pub(crate) fn list_push(
+        &self,
+        at: &mut LogPosition,
+        key: Bytes,
+        end: ListEnd,
+        values: Vec<Bytes>,
+    ) -> Result<i64, Error> {
         let values: Vec<Bytes> = values.iter().map(owned).collect();
         fn push(list: &mut VecDeque<Bytes>, end: ListEnd, values: Vec<Bytes>) {
             match end {
@@ -19,7 +25,7 @@ impl Engine {
                 ListEnd::Back => list.extend(values),
             }
         }
-        self.update(key, |slot, _| match slot {
+        self.update(at, key, |slot, _| match slot {
             None => {
                 let mut list = VecDeque::with_capacity(values.len());
                 push(&mut list, end, values);
@@ -40,8 +46,14 @@ impl Engine {
     }
 
     /// Pops up to `count` values (0 counts as 1) from `end`, removing the key when emptied.
-    pub(crate) fn list_pop(&self, key: Bytes, end: ListEnd, count: u32) -> Result<Vec<Bytes>, Error> {
-        self.update(key, |slot, _| {
+    pub(crate) fn list_pop(
+        &self,
+        at: &mut LogPosition,
+        key: Bytes,
+        end: ListEnd,
+        count: u32,
+    ) -> Result<Vec<Bytes>, Error> {
+        self.update(at, key, |slot, _| {
             let Some(slot) = slot else { return Ok((Vec::new(), Change::None)) };
             let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
             let n = (count.max(1) as usize).min(list.len());
@@ -80,8 +92,14 @@ impl Engine {
     }
 
     /// Replaces the element at `index` (negative from the end).
-    pub(crate) fn list_set(&self, key: Bytes, index: i64, value: Bytes) -> Result<bool, Error> {
-        self.update(key, |slot, _| {
+    pub(crate) fn list_set(
+        &self,
+        at: &mut LogPosition,
+        key: Bytes,
+        index: i64,
+        value: Bytes,
+    ) -> Result<bool, Error> {
+        self.update(at, key, |slot, _| {
             let Some(slot) = slot else { return Err(Error::NotFound) };
             let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
             let len = list.len() as i64;
@@ -97,8 +115,14 @@ impl Engine {
     }
 
     /// Keeps only `start..=stop`; an empty range removes the key.
-    pub(crate) fn list_trim(&self, key: Bytes, start: i64, stop: i64) -> Result<bool, Error> {
-        self.update(key, |slot, _| {
+    pub(crate) fn list_trim(
+        &self,
+        at: &mut LogPosition,
+        key: Bytes,
+        start: i64,
+        stop: i64,
+    ) -> Result<bool, Error> {
+        self.update(at, key, |slot, _| {
             let Some(slot) = slot else { return Ok((true, Change::None)) };
             let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
             let Some((from, to)) = resolve_range(list.len(), start, stop) else {

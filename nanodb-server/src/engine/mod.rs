@@ -32,7 +32,6 @@ mod strings;
 mod table;
 pub mod value;
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -41,17 +40,13 @@ use bytes::Bytes;
 use hashbrown::hash_table::Entry as Place;
 use nanodb_protocol::{Command, Error, Limits, Reply};
 
-pub use keys::MULTI_KEY_ATOMICITY;
-
 pub use clock::Clock;
-pub use effect::{Effect, EffectKind, EffectSink, OwnedEffect, OwnedEffectKind};
+pub use effect::{Effect, EffectKind, EffectLog, EffectObserver, OwnedEffect, OwnedEffectKind};
 pub use expiry::SweepReport;
 pub use value::{Slot, Value};
 
 use effect::Delta;
 use table::{Entry, Key, Table};
-
-use crate::feed::{FeedLimits, Hub};
 
 /// How many partitions the keyspace is split into (a power of two): 512 locks, plenty for 2-64
 /// cores, and a few thousand keys per partition per million keys.
@@ -121,30 +116,36 @@ pub struct Engine {
     /// Where the sweeper starts next, so every partition gets its turn under a budget.
     sweep_from: AtomicUsize,
     stats: EngineStats,
-    /// Where effects go (the append-only log), once attached; none means no effect is built
-    /// for it.
-    sink: OnceLock<Arc<dyn EffectSink>>,
-    /// The change feed: watchers and pub/sub. Effects are built for it only while it is active.
-    feed: Arc<Hub>,
+    /// Where effects are logged, once attached; none means no effect is built for a log.
+    log: OnceLock<Arc<dyn EffectLog>>,
+    /// Who is told of every write and expiry (the change feed, ...); effects are built for them
+    /// only while one is active.
+    observers: Box<[Arc<dyn EffectObserver>]>,
     /// Serialises multi-key writes (MultiPut, Rename) against each other; see [`keys`].
     multi: Mutex<()>,
 }
 
-thread_local! {
-    /// The log position of the last effect this thread appended. `execute_tracked` reads it right
-    /// after a synchronous `execute`, so it is exactly that command's position.
-    static LAST_POSITION: Cell<u64> = const { Cell::new(0) };
+/// The log position that the acknowledgement of some writes must wait for: the largest position
+/// any of them was logged at (0 when nothing was logged). Write paths raise it; the caller waits
+/// for it once (`Context::run`), so it travels as data, never through thread-local state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition(pub u64);
+
+impl LogPosition {
+    /// Raises the mark to `position` if that is later.
+    pub fn raise(&mut self, position: u64) {
+        self.0 = self.0.max(position);
+    }
 }
 
 impl Engine {
-    /// An empty engine enforcing `limits`, with the change feed's default limits.
+    /// An empty engine enforcing `limits`, with no observers.
     pub fn new(limits: Limits) -> Self {
-        let feed = FeedLimits { max_topic_len: limits.max_key_len, ..FeedLimits::default() };
-        Self::with_feed(limits, feed)
+        Self::with_observers(limits, Vec::new())
     }
 
-    /// An empty engine enforcing `limits`, its change feed bounded by `feed`.
-    pub fn with_feed(limits: Limits, feed: FeedLimits) -> Self {
+    /// An empty engine enforcing `limits` that tells `observers` of every write and expiry.
+    pub fn with_observers(limits: Limits, observers: Vec<Arc<dyn EffectObserver>>) -> Self {
         let partitions = (0..PARTITIONS).map(|_| Partition::default()).collect();
         Self {
             partitions,
@@ -154,32 +155,23 @@ impl Engine {
             limits,
             sweep_from: AtomicUsize::new(0),
             stats: EngineStats::default(),
-            sink: OnceLock::new(),
-            feed: Arc::new(Hub::new(feed)),
+            log: OnceLock::new(),
+            observers: observers.into_boxed_slice(),
             multi: Mutex::new(()),
         }
     }
 
-    /// Sends every later write's effect to `sink`. Attached once, after recovery has restored the
+    /// Sends every later write's effect to `log`. Attached once, after recovery has restored the
     /// state (so restoring does not re-log what it reads).
-    pub fn attach_sink(&self, sink: Arc<dyn EffectSink>) -> Result<(), Arc<dyn EffectSink>> {
-        self.sink.set(sink)
+    pub fn attach_log(&self, log: Arc<dyn EffectLog>) -> Result<(), Arc<dyn EffectLog>> {
+        self.log.set(log)
     }
 
-    /// Like [`Engine::execute`], also returning the log position the reply must wait for before
-    /// it is acknowledged (0 when the command wrote nothing that is logged).
-    pub fn execute_tracked(&self, cmd: Command) -> (Result<Reply, Error>, u64) {
-        self.track(|| self.execute(cmd))
-    }
-
-    /// Runs `f` (synchronous engine calls on this thread) and returns its result with the largest
-    /// log position any of its writes appended: what an acknowledgement of everything `f` did
-    /// must wait for. For adapters whose one request becomes several engine calls.
-    pub fn track<R>(&self, f: impl FnOnce() -> R) -> (R, u64) {
-        let outer = LAST_POSITION.with(|p| p.replace(0));
-        let result = f();
-        let position = LAST_POSITION.with(|p| p.replace(outer.max(p.get())));
-        (result, position)
+    /// Refuses writes the log cannot take (it failed, or the server is shutting down); `Ok` when
+    /// there is no log. Checked before a write command is applied, so even a write that would
+    /// change nothing is refused once the log has failed.
+    pub fn check_writable(&self) -> Result<(), Error> {
+        self.log.get().map_or(Ok(()), |log| log.check_writable())
     }
 
     /// The limits this engine enforces.
@@ -192,75 +184,81 @@ impl Engine {
         &self.clock
     }
 
-    /// The change feed: subscribe to key changes and channels here.
-    pub fn feed(&self) -> &Arc<Hub> {
-        &self.feed
-    }
-
     /// The engine's counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
     }
 
-    /// Validates and applies one command.
+    /// Validates and applies one command for a caller that acknowledges nothing (tests); a frontend
+    /// runs commands through `Context::run`, which waits for their log position.
+    #[cfg(test)]
     pub fn execute(&self, cmd: Command) -> Result<Reply, Error> {
+        self.apply(cmd, &mut LogPosition::default())
+    }
+
+    /// Validates and applies one keyspace command, raising `at` to the log position its writes
+    /// reached (what its acknowledgement must wait for). Pub/sub and batches are not keyspace
+    /// commands: `Context::run` routes them.
+    pub fn apply(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
         cmd.validate(&self.limits)?;
-        self.apply(cmd)
+        self.apply_valid(cmd, at)
     }
 
     /// Applies a validated command.
-    fn apply(&self, cmd: Command) -> Result<Reply, Error> {
+    fn apply_valid(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
         match cmd {
             Command::Ping => Ok(Reply::Pong),
             Command::KeyCount => Ok(Reply::Int(self.key_count() as i64)),
             Command::Get { key } => self.get(&key),
-            Command::Put { key, value, ttl_ms, condition } => self.put(key, value, ttl_ms, condition),
-            Command::Delete { key } => Ok(Reply::Bool(self.delete(key))),
-            Command::DeleteIf { key, version } => Ok(Reply::Bool(self.delete_if(key, version))),
+            Command::Put { key, value, ttl_ms, condition } => self.put(at, key, value, ttl_ms, condition),
+            Command::Delete { key } => self.delete(at, key).map(Reply::Bool),
+            Command::DeleteIf { key, version } => self.delete_if(at, key, version).map(Reply::Bool),
             Command::Exists { key } => Ok(Reply::Bool(self.read(&key, |_| ()).is_some())),
-            Command::Incr { key, delta } => self.incr(key, delta).map(Reply::Int),
-            Command::Expire { key, ttl_ms } => Ok(Reply::Bool(self.expire(key, ttl_ms))),
+            Command::Incr { key, delta } => self.incr(at, key, delta).map(Reply::Int),
+            Command::Expire { key, ttl_ms } => self.expire(at, key, ttl_ms).map(Reply::Bool),
             Command::Ttl { key } => Ok(Reply::Int(self.ttl(&key))),
             Command::Scan { prefix, limit, cursor } => {
                 let limit = self.limits.scan_page(limit)?;
                 self.scan(&prefix, limit as usize, &cursor)
             }
-            Command::Batch { ops } => Ok(Reply::Batch(ops.into_iter().map(|op| self.apply(op)).collect())),
-            Command::HashSet { key, field, value } => self.hash_set(key, field, value).map(Reply::Bool),
+            Command::HashSet { key, field, value } => self.hash_set(at, key, field, value).map(Reply::Bool),
             Command::HashGet { key, field } => self.hash_get(&key, &field).map(Reply::Bytes),
-            Command::HashDelete { key, field } => self.hash_delete(key, &field).map(Reply::Bool),
+            Command::HashDelete { key, field } => self.hash_delete(at, key, &field).map(Reply::Bool),
             Command::HashGetAll { key } => self.hash_get_all(&key).map(Reply::Pairs),
-            Command::ListPush { key, end, values } => self.list_push(key, end, values).map(Reply::Int),
-            Command::ListPop { key, end, count } => self.list_pop(key, end, count).map(Reply::List),
+            Command::ListPush { key, end, values } => self.list_push(at, key, end, values).map(Reply::Int),
+            Command::ListPop { key, end, count } => self.list_pop(at, key, end, count).map(Reply::List),
             Command::ListRange { key, start, stop } => self.list_range(&key, start, stop).map(Reply::List),
             Command::Set { key, value, condition, expiry, get } => {
-                self.set(key, value, condition, expiry, get)
+                self.set(at, key, value, condition, expiry, get)
             }
-            Command::GetDel { key } => self.get_del(key).map(Reply::Value),
-            Command::GetEx { key, expiry } => self.get_ex(key, expiry).map(Reply::Value),
-            Command::ExpireAt { key, at_ms } => Ok(Reply::Bool(self.expire_at(key, at_ms))),
-            Command::Append { key, value } => self.append(key, &value).map(Reply::Int),
-            Command::IncrFloat { key, delta } => self.incr_float(key, &delta).map(|b| Reply::Bytes(Some(b))),
+            Command::GetDel { key } => self.get_del(at, key).map(Reply::Value),
+            Command::GetEx { key, expiry } => self.get_ex(at, key, expiry).map(Reply::Value),
+            Command::ExpireAt { key, at_ms } => self.expire_at(at, key, at_ms).map(Reply::Bool),
+            Command::Append { key, value } => self.append(at, key, &value).map(Reply::Int),
+            Command::IncrFloat { key, delta } => {
+                self.incr_float(at, key, &delta).map(|b| Reply::Bytes(Some(b)))
+            }
             Command::MultiPut { pairs, only_if_none_exist } => {
-                Ok(Reply::Bool(self.multi_put(pairs, only_if_none_exist)))
+                self.multi_put(at, pairs, only_if_none_exist).map(Reply::Bool)
             }
-            Command::Rename { from, to } => self.rename(from, to).map(Reply::Bool),
-            Command::Publish { channel, message } => {
-                Ok(Reply::Int(self.feed.publish(&value::owned(&channel), &value::owned(&message)) as i64))
-            }
+            Command::Rename { from, to } => self.rename(at, from, to).map(Reply::Bool),
             Command::Type { key } => {
                 Ok(Reply::Bytes(Some(Bytes::from_static(self.type_of(&key).as_bytes()))))
             }
-            Command::Flush => Ok(Reply::Int(self.flush() as i64)),
+            Command::Flush => self.flush(at).map(|n| Reply::Int(n as i64)),
             Command::RandomKey => Ok(Reply::Bytes(self.random_key())),
-            Command::HashIncr { key, field, delta } => self.hash_incr(key, field, delta).map(Reply::Int),
+            Command::HashIncr { key, field, delta } => self.hash_incr(at, key, field, delta).map(Reply::Int),
             Command::HashSetIfAbsent { key, field, value } => {
-                self.hash_set_if_absent(key, field, value).map(Reply::Bool)
+                self.hash_set_if_absent(at, key, field, value).map(Reply::Bool)
             }
             Command::HashLen { key } => self.hash_len(&key).map(Reply::Int),
             Command::ListLen { key } => self.list_len(&key).map(Reply::Int),
-            Command::ListSet { key, index, value } => self.list_set(key, index, value).map(Reply::Bool),
-            Command::ListTrim { key, start, stop } => self.list_trim(key, start, stop).map(Reply::Bool),
+            Command::ListSet { key, index, value } => self.list_set(at, key, index, value).map(Reply::Bool),
+            Command::ListTrim { key, start, stop } => self.list_trim(at, key, start, stop).map(Reply::Bool),
+            Command::Batch { .. } | Command::Publish { .. } => Err(Error::InvalidArgument(format!(
+                "{} is not a keyspace command: run it through the server's command path",
+                cmd.name()
+            ))),
         }
     }
 
@@ -327,11 +325,11 @@ impl Engine {
     fn reclaim(&self, part: &Partition, hash: u64, key: &[u8], now: u64) {
         // The event is sent while the partition lock is held, so it is ordered with the key's
         // writes.
-        let watched = self.feed.is_active();
+        let watched = self.watched();
         let removed = part.write().remove_if(hash, key, |e| {
             let expired = e.slot.is_expired(now);
             if expired && watched {
-                self.feed.on_expired(&e.key, self.next_version());
+                self.tell_expired(&e.key);
             }
             expired
         });
@@ -344,16 +342,30 @@ impl Engine {
     /// The one write path. Runs `f` on the key's live slot (`None` when missing or expired) under
     /// the shard's write lock, then applies the [`Change`] it asks for and keeps the expiry index
     /// in step. `f`'s error leaves everything as it was.
+    /// `at` is raised to the log position of the effect, if one was logged.
     pub(crate) fn update<R>(
         &self,
+        at: &mut LogPosition,
         key: Bytes,
         f: impl FnOnce(Option<&mut Slot>, u64) -> Result<(R, Change), Error>,
     ) -> Result<R, Error> {
-        let sink = self.sink.get();
-        if let Some(sink) = sink {
-            sink.check_writable()?;
+        let log = self.log.get();
+        if let Some(log) = log {
+            log.check_writable()?;
         }
-        let watched = self.feed.is_active();
+        self.update_logging_to(log, at, key, f)
+    }
+
+    /// [`Engine::update`] with the log to send the effect to (`None`: the effect is not logged,
+    /// as when recovery restores what the log already holds).
+    fn update_logging_to<R>(
+        &self,
+        log: Option<&Arc<dyn EffectLog>>,
+        at: &mut LogPosition,
+        key: Bytes,
+        f: impl FnOnce(Option<&mut Slot>, u64) -> Result<(R, Change), Error>,
+    ) -> Result<R, Error> {
+        let watched = self.watched();
         let now = self.clock.now_ms();
         let (hash, part) = self.locate(&key);
         let mut table = part.write();
@@ -364,7 +376,7 @@ impl Engine {
                 let expired = entry.slot.is_expired(now);
                 let (r, change) = if expired { f(None, now)? } else { f(Some(&mut entry.slot), now)? };
                 if expired && watched {
-                    self.feed.on_expired(&entry.key, self.next_version());
+                    self.tell_expired(&entry.key);
                 }
                 match change {
                     Change::None | Change::Modified(_) if expired => {
@@ -375,23 +387,23 @@ impl Engine {
                     Change::None => {}
                     Change::Modified(delta) => {
                         self.reindex(part, &entry.key, old_deadline, entry.slot.deadline);
-                        self.emit(sink, watched, &entry.key, &entry.slot, &delta);
+                        self.emit(at, log, watched, &entry.key, &entry.slot, &delta);
                     }
                     Change::Put(slot, delta) => {
                         entry.slot = slot;
                         self.reindex(part, &entry.key, old_deadline, entry.slot.deadline);
-                        self.emit(sink, watched, &entry.key, &entry.slot, &delta);
+                        self.emit(at, log, watched, &entry.key, &entry.slot, &delta);
                     }
                     Change::Remove => {
                         let (gone, _) = o.remove();
                         self.unindex(part, old_deadline, &gone.key);
-                        if sink.is_some() || watched {
+                        if log.is_some() || watched {
                             let effect = Effect {
                                 key: &gone.key,
                                 version: self.next_version(),
                                 kind: EffectKind::Delete,
                             };
-                            self.send(sink, watched, &gone.key, &effect);
+                            self.send(at, log, watched, &gone.key, &effect);
                         }
                     }
                 }
@@ -404,7 +416,7 @@ impl Engine {
                 if entry.slot.deadline != 0 {
                     self.index(part, entry.slot.deadline, &entry.key);
                 }
-                self.emit(sink, watched, &entry.key, &entry.slot, &delta);
+                self.emit(at, log, watched, &entry.key, &entry.slot, &delta);
                 Ok(r)
             }
         }
@@ -431,29 +443,53 @@ impl Engine {
     }
 
     /// Builds the effect of `delta` on `slot` (already changed) and sends it to the log and the
-    /// feed, if either wants it; with neither, nothing is built.
+    /// observers, if either wants it; with neither, nothing is built.
     fn emit(
         &self,
-        sink: Option<&Arc<dyn EffectSink>>,
+        at: &mut LogPosition,
+        log: Option<&Arc<dyn EffectLog>>,
         watched: bool,
         key: &[u8],
         slot: &Slot,
         delta: &Delta,
     ) {
-        if sink.is_none() && !watched {
+        if log.is_none() && !watched {
             return;
         }
         let effect = Effect { key, version: slot.version, kind: effect_kind(slot, delta) };
-        self.send(sink, watched, key, &effect);
+        self.send(at, log, watched, key, &effect);
     }
 
-    /// Appends `effect` to the log (recording the position to acknowledge after) and reports it to
-    /// the feed.
-    fn send(&self, sink: Option<&Arc<dyn EffectSink>>, watched: bool, key: &[u8], effect: &Effect<'_>) {
-        let position = sink.map_or(0, |sink| sink.append(effect));
-        record_position(position);
+    /// Appends `effect` to the log (raising `at` to its position) and tells the active observers.
+    fn send(
+        &self,
+        at: &mut LogPosition,
+        log: Option<&Arc<dyn EffectLog>>,
+        watched: bool,
+        key: &[u8],
+        effect: &Effect<'_>,
+    ) {
+        let position = log.map_or(0, |log| log.append(effect));
+        at.raise(position);
         if watched {
-            self.feed.on_effect(key, effect, position);
+            for observer in self.observers.iter().filter(|o| o.is_active()) {
+                observer.on_effect(key, effect, position);
+            }
+        }
+    }
+
+    /// Whether any observer wants effects now: with none attached, nothing to check; with the
+    /// feed alone, one atomic load while nobody watches.
+    fn watched(&self) -> bool {
+        self.observers.iter().any(|o| o.is_active())
+    }
+
+    /// Tells the active observers that `key` expired, at a fresh version. Called with the key's
+    /// shard lock held.
+    fn tell_expired(&self, key: &[u8]) {
+        let version = self.next_version();
+        for observer in self.observers.iter().filter(|o| o.is_active()) {
+            observer.on_expired(key, version);
         }
     }
 }
@@ -477,10 +513,6 @@ fn effect_kind<'a>(slot: &'a Slot, delta: &'a Delta) -> EffectKind<'a> {
         },
         Delta::ListPop(end, count) => EffectKind::ListPop { end: *end, count: *count },
     }
-}
-
-fn record_position(position: u64) {
-    LAST_POSITION.with(|p| p.set(p.get().max(position)));
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use nanodb_protocol::{Entry, Error, Expiry, PutCondition, Reply};
 
 use super::effect::Delta;
 use super::value::{Slot, Value, parse_i64};
-use super::{Change, Engine};
+use super::{Change, Engine, LogPosition};
 
 impl Engine {
     pub(crate) fn get(&self, key: &[u8]) -> Result<Reply, Error> {
@@ -19,12 +19,13 @@ impl Engine {
 
     pub(crate) fn put(
         &self,
+        at: &mut LogPosition,
         key: Bytes,
         value: Bytes,
         ttl_ms: u64,
         condition: PutCondition,
     ) -> Result<Reply, Error> {
-        self.update(key, |slot, now| {
+        self.update(at, key, |slot, now| {
             let current = slot.as_ref().map_or(0, |s| s.version);
             if !condition.holds(slot.is_some(), current) {
                 return Ok((Reply::Put { applied: false, version: current }, Change::None));
@@ -39,13 +40,14 @@ impl Engine {
     /// Redis SET with every option: condition, TTL handling and returning the old value.
     pub(crate) fn set(
         &self,
+        at: &mut LogPosition,
         key: Bytes,
         value: Bytes,
         condition: PutCondition,
         expiry: Expiry,
         get: bool,
     ) -> Result<Reply, Error> {
-        self.update(key, |slot, now| {
+        self.update(at, key, |slot, now| {
             let old = match (&slot, get) {
                 (Some(s), true) => {
                     Some(Entry { value: s.value.as_string()?, version: s.version, ttl_ms: s.ttl_ms(now) })
@@ -72,8 +74,8 @@ impl Engine {
     }
 
     /// Reads a string key and removes it.
-    pub(crate) fn get_del(&self, key: Bytes) -> Result<Option<Entry>, Error> {
-        self.update(key, |slot, now| {
+    pub(crate) fn get_del(&self, at: &mut LogPosition, key: Bytes) -> Result<Option<Entry>, Error> {
+        self.update(at, key, |slot, now| {
             let Some(s) = slot else { return Ok((None, Change::None)) };
             let entry = Entry { value: s.value.as_string()?, version: s.version, ttl_ms: s.ttl_ms(now) };
             Ok((Some(entry), Change::Remove))
@@ -81,8 +83,13 @@ impl Engine {
     }
 
     /// Reads a string key and changes its TTL.
-    pub(crate) fn get_ex(&self, key: Bytes, expiry: Expiry) -> Result<Option<Entry>, Error> {
-        self.update(key, |slot, now| {
+    pub(crate) fn get_ex(
+        &self,
+        at: &mut LogPosition,
+        key: Bytes,
+        expiry: Expiry,
+    ) -> Result<Option<Entry>, Error> {
+        self.update(at, key, |slot, now| {
             let Some(s) = slot else { return Ok((None, Change::None)) };
             let value = s.value.as_string()?;
             let deadline = deadline_for(expiry, s.deadline, now);
@@ -101,9 +108,10 @@ impl Engine {
         })
     }
 
-    /// Sets an absolute deadline; a time already past removes the key. Whether the key existed.
-    pub(crate) fn expire_at(&self, key: Bytes, at_ms: u64) -> bool {
-        self.update(key, |slot, now| {
+    /// Sets an absolute deadline; a time already past removes the key. Whether the key existed; an
+    /// error when the log refuses the write.
+    pub(crate) fn expire_at(&self, at: &mut LogPosition, key: Bytes, at_ms: u64) -> Result<bool, Error> {
+        self.update(at, key, |slot, now| {
             let Some(s) = slot else { return Ok((false, Change::None)) };
             if at_ms <= now {
                 return Ok((true, Change::Remove));
@@ -112,13 +120,12 @@ impl Engine {
             s.version = self.next_version();
             Ok((true, Change::Modified(Delta::Ttl)))
         })
-        .unwrap_or(false)
     }
 
     /// Appends to a string; the new length. The result is bounded by `max_value_len`.
-    pub(crate) fn append(&self, key: Bytes, tail: &[u8]) -> Result<i64, Error> {
+    pub(crate) fn append(&self, at: &mut LogPosition, key: Bytes, tail: &[u8]) -> Result<i64, Error> {
         let max = self.limits.max_value_len;
-        self.update(key, |slot, _| {
+        self.update(at, key, |slot, _| {
             let Some(s) = slot else {
                 let new = Slot { value: Value::str(tail), version: self.next_version(), deadline: 0 };
                 return Ok((tail.len() as i64, Change::put(new)));
@@ -138,9 +145,9 @@ impl Engine {
     }
 
     /// Adds a floating-point amount; the new value's text (kept as a string, TTL kept).
-    pub(crate) fn incr_float(&self, key: Bytes, delta: &[u8]) -> Result<Bytes, Error> {
+    pub(crate) fn incr_float(&self, at: &mut LogPosition, key: Bytes, delta: &[u8]) -> Result<Bytes, Error> {
         let delta = parse_f64(delta)?;
-        self.update(key, |slot, _| {
+        self.update(at, key, |slot, _| {
             let current = match slot.as_ref().map(|s| &s.value) {
                 None => 0.0,
                 Some(Value::Int(i)) => *i as f64,
@@ -167,30 +174,28 @@ impl Engine {
     }
 
     /// Removes a key of any type; whether it existed (and had not expired).
-    pub(crate) fn delete(&self, key: Bytes) -> bool {
-        self.update(key, |slot, _| {
+    pub(crate) fn delete(&self, at: &mut LogPosition, key: Bytes) -> Result<bool, Error> {
+        self.update(at, key, |slot, _| {
             Ok(match slot {
                 Some(_) => (true, Change::Remove),
                 None => (false, Change::None),
             })
         })
-        .unwrap_or(false)
     }
 
     /// Removes a key only if it is live with exactly `version`, in one step under the shard lock
     /// (a check then a delete from outside could remove a newer write).
-    pub(crate) fn delete_if(&self, key: Bytes, version: u64) -> bool {
-        self.update(key, |slot, _| {
+    pub(crate) fn delete_if(&self, at: &mut LogPosition, key: Bytes, version: u64) -> Result<bool, Error> {
+        self.update(at, key, |slot, _| {
             Ok(match slot {
                 Some(s) if s.version == version => (true, Change::Remove),
                 _ => (false, Change::None),
             })
         })
-        .unwrap_or(false)
     }
 
-    pub(crate) fn incr(&self, key: Bytes, delta: i64) -> Result<i64, Error> {
-        self.update(key, |slot, _| {
+    pub(crate) fn incr(&self, at: &mut LogPosition, key: Bytes, delta: i64) -> Result<i64, Error> {
+        self.update(at, key, |slot, _| {
             let Some(slot) = slot else {
                 let new = Slot { value: Value::Int(delta), version: self.next_version(), deadline: 0 };
                 return Ok((delta, Change::put(new)));
@@ -209,8 +214,8 @@ impl Engine {
     }
 
     /// Sets (`ttl_ms > 0`), fires (`0`) or clears (`< 0`) a TTL; whether anything applied.
-    pub(crate) fn expire(&self, key: Bytes, ttl_ms: i64) -> bool {
-        self.update(key, |slot, now| {
+    pub(crate) fn expire(&self, at: &mut LogPosition, key: Bytes, ttl_ms: i64) -> Result<bool, Error> {
+        self.update(at, key, |slot, now| {
             let Some(slot) = slot else { return Ok((false, Change::None)) };
             Ok(match ttl_ms {
                 0 => (true, Change::Remove),
@@ -230,7 +235,6 @@ impl Engine {
                 }
             })
         })
-        .unwrap_or(false)
     }
 
     /// Remaining TTL in ms; -2 when the key is missing, -1 when it has none.

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use nanodb_protocol::{Command, Entry, Error, Limits, ListEnd, PutCondition, Reply};
+use nanodb_protocol::{Command, Entry, Error, Expiry, Limits, ListEnd, PutCondition, Reply};
 
 use super::Engine;
 
@@ -234,31 +234,6 @@ fn limits_are_enforced_and_change_nothing() {
     assert_eq!(e.key_count(), 0, "no rejected command wrote anything");
     let scan = Command::Scan { prefix: Bytes::new(), limit: 6, cursor: Bytes::new() };
     assert!(matches!(e.execute(scan), Err(Error::LimitExceeded { .. })));
-}
-
-#[test]
-fn batch_applies_in_order_with_one_result_each() {
-    let e = engine();
-    put(&e, "s", "text");
-    let reply = ok(
-        &e,
-        Command::Batch {
-            ops: vec![
-                Command::Incr { key: b("n"), delta: 2 },
-                Command::Incr { key: b("s"), delta: 1 },
-                Command::Incr { key: b("n"), delta: 3 },
-                Command::Get { key: b("n") },
-                Command::Delete { key: b("n") },
-            ],
-        },
-    );
-    let Reply::Batch(results) = reply else { panic!("{reply:?}") };
-    assert_eq!(results.len(), 5);
-    assert_eq!(results[0], Ok(Reply::Int(2)));
-    assert_eq!(results[1], Err(Error::NotAnInteger), "one failure does not stop the batch");
-    assert_eq!(results[2], Ok(Reply::Int(5)));
-    assert!(matches!(&results[3], Ok(Reply::Value(Some(entry))) if entry.value == b("5")));
-    assert_eq!(results[4], Ok(Reply::Bool(true)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -545,7 +520,7 @@ fn hash_and_list_operations() {
 #[derive(Debug, Default)]
 struct Recorder(std::sync::Mutex<Vec<(Vec<u8>, &'static str)>>);
 
-impl super::EffectSink for Recorder {
+impl super::EffectLog for Recorder {
     fn check_writable(&self) -> Result<(), Error> {
         Ok(())
     }
@@ -567,7 +542,7 @@ fn rename_logs_the_destination_before_removing_the_source() {
     let e = engine();
     put(&e, "src", "value");
     let recorder = std::sync::Arc::new(Recorder::default());
-    e.attach_sink(recorder.clone()).expect("attach");
+    e.attach_log(recorder.clone()).expect("attach");
     assert!(boolean(&e, Command::Rename { from: b("src"), to: b("dst") }));
     let log = recorder.0.lock().expect("recorder").clone();
     assert_eq!(
@@ -577,4 +552,96 @@ fn rename_logs_the_destination_before_removing_the_source() {
     );
     assert_eq!(get(&e, "dst").map(|x| x.value), Some(b("value")));
     assert_eq!(get(&e, "src"), None);
+}
+
+/// A log that has failed: it refuses every write.
+#[derive(Debug)]
+struct FailedLog;
+
+impl super::EffectLog for FailedLog {
+    fn check_writable(&self) -> Result<(), Error> {
+        Err(Error::Unavailable("the log failed (test)".into()))
+    }
+
+    fn append(&self, _: &super::Effect<'_>) -> u64 {
+        panic!("a refused write reached the log")
+    }
+}
+
+/// One command of every keyspace write kind, each aimed at keys that exist (`s`, `n`, `h`, `l`)
+/// or that do not (`none`), so that a write which would change something and a write which would
+/// change nothing are both covered.
+fn every_write() -> Vec<Command> {
+    let k = b;
+    vec![
+        Command::Put { key: k("s"), value: k("x"), ttl_ms: 0, condition: PutCondition::Always },
+        Command::Set {
+            key: k("s"),
+            value: k("x"),
+            condition: PutCondition::Always,
+            expiry: Expiry::Keep,
+            get: true,
+        },
+        Command::Delete { key: k("s") },
+        Command::Delete { key: k("none") },
+        Command::DeleteIf { key: k("s"), version: 1 },
+        Command::Incr { key: k("n"), delta: 1 },
+        Command::Expire { key: k("s"), ttl_ms: 1000 },
+        Command::Expire { key: k("none"), ttl_ms: -1 },
+        Command::ExpireAt { key: k("s"), at_ms: 1 },
+        Command::GetDel { key: k("s") },
+        Command::GetEx { key: k("s"), expiry: Expiry::In(1000) },
+        Command::Append { key: k("s"), value: k("y") },
+        Command::IncrFloat { key: k("n"), delta: k("1.5") },
+        Command::MultiPut { pairs: vec![(k("a"), k("1")), (k("b"), k("2"))], only_if_none_exist: false },
+        Command::MultiPut { pairs: vec![(k("a"), k("1"))], only_if_none_exist: true },
+        Command::Rename { from: k("s"), to: k("t") },
+        Command::Flush,
+        Command::HashSet { key: k("h"), field: k("f"), value: k("v") },
+        Command::HashSetIfAbsent { key: k("h"), field: k("g"), value: k("v") },
+        Command::HashDelete { key: k("h"), field: k("f") },
+        Command::HashIncr { key: k("h"), field: k("c"), delta: 1 },
+        Command::ListPush { key: k("l"), end: ListEnd::Back, values: vec![k("z")] },
+        Command::ListPop { key: k("l"), end: ListEnd::Front, count: 1 },
+        Command::ListSet { key: k("l"), index: 0, value: k("w") },
+        Command::ListTrim { key: k("l"), start: 0, stop: 0 },
+    ]
+}
+
+#[test]
+fn every_write_is_refused_when_the_log_refuses_and_changes_nothing() {
+    let e = engine();
+    put(&e, "s", "v");
+    ok(&e, Command::Incr { key: b("n"), delta: 1 });
+    ok(&e, Command::HashSet { key: b("h"), field: b("f"), value: b("v") });
+    ok(&e, Command::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("a"), b("b")] });
+    let before = dump(&e);
+    e.attach_log(std::sync::Arc::new(FailedLog)).expect("attach");
+    let writes = every_write();
+    for cmd in &writes {
+        assert!(cmd.is_write(), "{cmd:?} is a write");
+        let got = e.execute(cmd.clone());
+        assert!(matches!(got, Err(Error::Unavailable(_))), "{cmd:?} answered {got:?}");
+        assert_eq!(dump(&e), before, "{cmd:?} changed the keyspace");
+    }
+    // The table covers every write kind the command model has.
+    let mut kinds: Vec<&str> = writes.iter().map(Command::name).collect();
+    kinds.dedup();
+    assert_eq!(kinds.len(), WRITE_KINDS, "every_write() must hold one command of each write kind");
+}
+
+/// How many keyspace write kinds the command model has; a new write command must be added to
+/// `every_write()` (and this count raised) so the failing-log test covers it.
+const WRITE_KINDS: usize = 22;
+
+/// Every live key with its type and version, in a stable order.
+fn dump(e: &Engine) -> Vec<(Bytes, String, u64)> {
+    let mut all = Vec::new();
+    for p in 0..super::PARTITIONS {
+        e.visit_partition(p, |k, slot| {
+            all.push((Bytes::copy_from_slice(k), format!("{:?}", slot.value), slot.version))
+        });
+    }
+    all.sort();
+    all
 }

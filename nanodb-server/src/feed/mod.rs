@@ -2,9 +2,11 @@
 //! messages out to channel subscribers, for every protocol.
 //!
 //! # How it fits
-//! The engine calls [`Hub::on_effect`] for every write it applies (the same [`Effect`] the log
-//! records) and [`Hub::on_expired`] for every key whose deadline passed, with the key's shard
-//! write lock held: so per key, every subscriber sees events in the order they were applied.
+//! The hub is one of the engine's [`EffectObserver`]s (the engine knows it only through that
+//! trait; `server.rs` builds the hub and hands it to the engine): it is told of every write the
+//! engine applies (the same [`Effect`] the log records) and of every key whose deadline passed,
+//! with the key's shard write lock held, so per key every subscriber sees events in the order
+//! they were applied. Publishing does not go through the engine at all: [`Hub::publish`].
 //! Frontends take a [`Subscriber`] from [`Hub::subscriber`], add [`Topic`]s to it, and read
 //! [`Delivery`]s from it; dropping it unsubscribes everything.
 //!
@@ -33,7 +35,7 @@ use nanodb_protocol::Error;
 pub use event::{Delivery, EventKind, KeyEvent, Op};
 pub use notify::NotifyFlags;
 
-use crate::engine::Effect;
+use crate::engine::{Effect, EffectObserver};
 use crate::glob::glob_match;
 use queue::{Bounds, Pushed, Queue};
 
@@ -113,6 +115,21 @@ pub struct FeedStats {
     pub lagged: AtomicU64,
     /// PUBLISH calls (client messages and keyspace notifications).
     pub published: AtomicU64,
+}
+
+/// The engine tells the hub of every write and expiry, with the key's shard lock held.
+impl EffectObserver for Hub {
+    fn is_active(&self) -> bool {
+        Hub::is_active(self)
+    }
+
+    fn on_effect(&self, key: &[u8], effect: &Effect<'_>, position: u64) {
+        self.report_effect(key, effect, position);
+    }
+
+    fn on_expired(&self, key: &[u8], version: u64) {
+        self.report_expired(key, version);
+    }
 }
 
 /// One registration: which subscriber, and whether it wants values.
@@ -389,13 +406,13 @@ impl Hub {
 
     /// Reports one applied write whose log record ends at `position` (0 when not logged); called
     /// by the engine with the key's shard lock held.
-    pub(crate) fn on_effect(&self, key: &[u8], effect: &Effect<'_>, position: u64) {
+    fn report_effect(&self, key: &[u8], effect: &Effect<'_>, position: u64) {
         let (kind, op) = event::classify(effect);
         self.dispatch(key, kind, op, (effect.version, position), || event::string_value(effect));
     }
 
     /// Reports that `key` expired; called by the engine with the key's shard lock held.
-    pub(crate) fn on_expired(&self, key: &[u8], version: u64) {
+    fn report_expired(&self, key: &[u8], version: u64) {
         self.dispatch(key, EventKind::Expire, Op::Expired, (version, 0), || None);
     }
 

@@ -16,8 +16,28 @@ fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-fn engine_with(limits: FeedLimits) -> Engine {
-    Engine::with_feed(Limits::default(), limits)
+/// An engine observed by a hub, as `server.rs` wires them.
+struct Observed {
+    engine: Engine,
+    hub: Arc<Hub>,
+}
+
+impl Observed {
+    fn feed(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl std::ops::Deref for Observed {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+fn engine_with(limits: FeedLimits) -> Observed {
+    let hub = Arc::new(Hub::new(limits));
+    Observed { engine: Engine::with_observers(Limits::default(), vec![hub.clone()]), hub }
 }
 
 fn put(e: &Engine, k: &str, v: &str) {

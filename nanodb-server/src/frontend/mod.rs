@@ -1,7 +1,8 @@
 //! Frontends: one adapter per wire protocol. Each decodes its format into a
-//! [`nanodb_protocol::Command`], calls [`crate::engine::Engine::execute`], and encodes the
-//! [`nanodb_protocol::Reply`]. Nothing else: rules, limits and types live in the engine and the
-//! command model.
+//! [`nanodb_protocol::Command`], runs it with [`Context::run`] (or [`Context::apply`] then
+//! [`Context::durable`] when pipelining), and encodes the [`nanodb_protocol::Reply`]. Nothing
+//! else: rules, limits and types live in the engine and the command model, and stats are
+//! recorded in one place, `Context::apply`.
 
 pub mod grpc;
 pub mod http;
@@ -20,16 +21,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::engine::Engine;
+use crate::engine::{Engine, LogPosition, value};
+use crate::feed::Hub;
 use crate::persist::AppendLog;
 use crate::stats::{Protocol, Stats};
 
-/// What every frontend gets: the engine, the configuration, the shutdown token and the tracker
-/// its connection tasks register with so shutdown can wait for them.
+/// What every frontend gets: the engine, the change feed, the configuration, the shutdown token
+/// and the tracker its connection tasks register with so shutdown can wait for them.
 #[derive(Debug, Clone)]
 pub struct Context {
     /// The shared engine.
     pub engine: Arc<Engine>,
+    /// The change feed: watchers, pub/sub, keyspace notifications.
+    pub feed: Arc<Hub>,
     /// The server's configuration.
     pub config: Arc<Config>,
     /// Cancelled when the server shuts down.
@@ -43,24 +47,70 @@ pub struct Context {
 }
 
 impl Context {
-    /// Runs one command for a request-at-a-time protocol: applies it, records it, and returns once
+    /// A context over a fresh engine observed by a fresh feed, without persistence, wired as
+    /// `server.rs` wires them: for unit tests of a frontend.
+    #[cfg(test)]
+    pub(crate) fn for_tests(config: Config) -> Self {
+        let feed = Arc::new(Hub::new(config.feed));
+        let engine = Arc::new(Engine::with_observers(config.limits.clone(), vec![feed.clone()]));
+        Self {
+            engine,
+            feed,
+            config: Arc::new(config),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            stats: Arc::default(),
+            log: None,
+        }
+    }
+
+    /// The one way a frontend runs a command: applies it ([`Context::apply`]) and returns once
     /// its effect may be acknowledged under the fsync policy. A write whose log record cannot be
     /// made durable is answered with the log's error, never with success.
-    pub async fn execute(&self, protocol: Protocol, cmd: Command) -> Result<Reply, Error> {
+    pub async fn run(&self, protocol: Protocol, cmd: Command) -> Result<Reply, Error> {
         let (result, position) = self.apply(protocol, cmd);
         self.durable(position).await?;
         result
     }
 
-    /// Applies and records one command without waiting for durability; returns the log position to
-    /// wait for (with [`Context::durable`]) before acknowledging it. Pipelining frontends apply a
-    /// whole batch, then wait once for the largest position.
+    /// The batch form of [`Context::run`] for pipelining frontends: applies one command and
+    /// records it, without waiting; returns the log position to wait for (with
+    /// [`Context::durable`]) before acknowledging it. A pipelining frontend applies a whole batch,
+    /// then waits once for the largest position.
     pub fn apply(&self, protocol: Protocol, cmd: Command) -> (Result<Reply, Error>, u64) {
         let started = Instant::now();
         let op = cmd.name();
-        let (result, position) = self.engine.execute_tracked(cmd);
+        let mut at = LogPosition::default();
+        let result = self.route(cmd, &mut at);
         self.stats.record(protocol, op, result.is_ok(), started.elapsed());
-        (result, position)
+        (result, at.0)
+    }
+
+    /// Sends a command where it belongs: keyspace commands to the engine (writes refused at once
+    /// while the log cannot take them, even those that would change nothing), `Publish` to the
+    /// feed, and a batch's operations one by one.
+    fn route(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
+        if matches!(cmd, Command::Publish { .. } | Command::Batch { .. }) {
+            // The engine validates what it applies; these two it never sees.
+            cmd.validate(self.engine.limits())?;
+        }
+        match cmd {
+            Command::Publish { channel, message } => {
+                // Exact-size copies: a slice of a network buffer would pin the whole buffer in
+                // every subscriber's queue.
+                let delivered = self.feed.publish(&value::owned(&channel), &value::owned(&message));
+                Ok(Reply::Int(delivered as i64))
+            }
+            Command::Batch { ops } => {
+                Ok(Reply::Batch(ops.into_iter().map(|op| self.route(op, at)).collect()))
+            }
+            cmd => {
+                if cmd.is_write() {
+                    self.engine.check_writable()?;
+                }
+                self.engine.apply(cmd, at)
+            }
+        }
     }
 
     /// Waits until everything up to `position` may be acknowledged (no-op without persistence).
@@ -136,4 +186,56 @@ pub async fn accept_loop<S, SF, R, RF>(
         }
     }
     tracing::debug!("{name}: listener stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use nanodb_protocol::{Command, Error, Reply};
+
+    use super::Context;
+    use crate::config::Config;
+    use crate::stats::Protocol;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn batch_applies_in_order_with_one_result_each() {
+        let ctx = Context::for_tests(Config::all_off());
+        let run = |cmd| ctx.apply(Protocol::Tcp, cmd).0;
+        run(Command::Append { key: b("s"), value: b("text") }).expect("append");
+        let ops = vec![
+            Command::Incr { key: b("n"), delta: 2 },
+            Command::Incr { key: b("s"), delta: 1 },
+            Command::Incr { key: b("n"), delta: 3 },
+            Command::Get { key: b("n") },
+            Command::Publish { channel: b("c"), message: b("m") },
+            Command::Delete { key: b("n") },
+        ];
+        let reply = run(Command::Batch { ops }).expect("batch");
+        let Reply::Batch(results) = reply else { panic!("{reply:?}") };
+        assert_eq!(results.len(), 6);
+        assert_eq!(results[0], Ok(Reply::Int(2)));
+        assert_eq!(results[1], Err(Error::NotAnInteger), "one failure does not stop the batch");
+        assert_eq!(results[2], Ok(Reply::Int(5)));
+        assert!(matches!(&results[3], Ok(Reply::Value(Some(entry))) if entry.value == b("5")));
+        assert_eq!(results[4], Ok(Reply::Int(0)), "publish runs in a batch, reaching nobody");
+        assert_eq!(results[5], Ok(Reply::Bool(true)));
+    }
+
+    #[test]
+    fn a_batch_or_publish_over_its_limits_is_refused_whole() {
+        let mut config = Config::all_off();
+        config.limits.max_batch_len = 2;
+        config.limits.max_value_len = 4;
+        let ctx = Context::for_tests(config);
+        let incr = Command::Incr { key: b("n"), delta: 1 };
+        let batch = Command::Batch { ops: vec![incr.clone(), incr.clone(), incr] };
+        assert!(matches!(ctx.apply(Protocol::Tcp, batch).0, Err(Error::LimitExceeded { .. })));
+        assert_eq!(ctx.engine.key_count(), 0, "nothing of a refused batch was applied");
+        let publish = Command::Publish { channel: b("c"), message: b("too long") };
+        assert!(matches!(ctx.apply(Protocol::Tcp, publish).0, Err(Error::ValueTooLarge { .. })));
+    }
 }

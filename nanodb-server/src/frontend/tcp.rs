@@ -101,7 +101,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
     framed.send((id, Response::Hello { version: PROTOCOL_VERSION, max_frame_len })).await?;
 
     let mut batch: Batch = Vec::with_capacity(64);
-    let mut feed = Feed::new(ctx.engine.feed().clone());
+    let mut feed = Feed::new(ctx.feed.clone());
     loop {
         let next = tokio::select! {
             biased;

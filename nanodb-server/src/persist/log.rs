@@ -31,7 +31,7 @@ use tracing::{error, info};
 
 use super::record;
 use super::{FsyncPolicy, fsync_dir, segment_path};
-use crate::engine::{Effect, EffectSink};
+use crate::engine::{Effect, EffectLog};
 use crate::feed::DurabilityGate;
 
 /// The first bytes of every log segment, followed by the segment's sequence number (u64 LE).
@@ -56,7 +56,7 @@ struct Segment {
     seq: u64,
 }
 
-/// The log. Share as `Arc<AppendLog>`; attach to the engine as its [`EffectSink`].
+/// The log. Share as `Arc<AppendLog>`; attach to the engine as its [`EffectLog`].
 pub struct AppendLog {
     dir: PathBuf,
     policy: FsyncPolicy,
@@ -380,7 +380,7 @@ impl DurabilityGate for AppendLog {
     }
 }
 
-impl EffectSink for AppendLog {
+impl EffectLog for AppendLog {
     fn check_writable(&self) -> Result<(), Error> {
         if self.failed.get().is_some() {
             return Err(self.unavailable());

@@ -144,17 +144,15 @@ pub struct Persistence {
 }
 
 impl Persistence {
-    /// Recovers `engine` from the data directory, then attaches a new log segment as its sink.
+    /// Recovers `engine` from the data directory, then attaches a new log segment as its log.
     pub fn open(engine: Arc<Engine>, config: PersistConfig) -> Result<Arc<Self>, PersistError> {
         let recovered = recovery::recover(&engine, &config.dir, config.repair, config.max_record_len)?;
         let seq = recovered.next_seq;
         let log = AppendLog::open(&config.dir, seq, config.fsync, recovered.log_bytes)
             .map_err(|source| PersistError::Io { path: segment_path(&config.dir, seq), source })?;
-        if engine.attach_sink(log.clone()).is_err() {
-            warn!("the engine already had an effect sink; persistence not attached");
+        if engine.attach_log(log.clone()).is_err() {
+            warn!("the engine already had an effect log; persistence not attached");
         }
-        // Watchers see a write only once it may be acknowledged.
-        engine.feed().set_gate(log.clone());
         info!(dir = %config.dir.display(), fsync = %config.fsync, keys = recovered.keys, "persistence on");
         Ok(Arc::new(Self {
             log,

@@ -101,7 +101,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
 fn run(dir: &Path, ops: Vec<Op>) -> BTreeMap<Bytes, Slot> {
     let engine = Arc::new(fresh_engine());
     let log = AppendLog::open(dir, 1, FsyncPolicy::No, 0).expect("log opens");
-    engine.attach_sink(log.clone()).expect("attach");
+    engine.attach_log(log.clone()).expect("attach");
     let mut seq = 2;
     let mut pending_snapshot: Option<(u64, usize)> = None;
     for op in ops {
@@ -153,7 +153,7 @@ proptest! {
 fn log_with_records(dir: &Path, n: usize) -> (std::path::PathBuf, Vec<usize>) {
     let engine = fresh_engine();
     let log = AppendLog::open(dir, 1, FsyncPolicy::No, 0).expect("log opens");
-    engine.attach_sink(log.clone()).expect("attach");
+    engine.attach_log(log.clone()).expect("attach");
     let path = super::segment_path(dir, 1);
     let mut offsets = vec![std::fs::metadata(&path).expect("segment").len() as usize];
     for i in 0..n {
@@ -345,7 +345,7 @@ async fn everysec_waits_end_with_the_record_written_whether_or_not_they_share() 
             let dir = tempfile::tempdir().expect("tempdir");
             let engine = Arc::new(fresh_engine());
             let log = AppendLog::open(dir.path(), 1, policy, 0).expect("log opens");
-            engine.attach_sink(log.clone()).expect("attach");
+            engine.attach_log(log.clone()).expect("attach");
             let segment = super::segment_path(dir.path(), 1);
             for i in 0..50u32 {
                 let cmd = Command::Put {
@@ -354,8 +354,9 @@ async fn everysec_waits_end_with_the_record_written_whether_or_not_they_share() 
                     ttl_ms: 0,
                     condition: PutCondition::Always,
                 };
-                let (result, position) = engine.execute_tracked(cmd);
-                result.expect("put");
+                let mut at = crate::engine::LogPosition::default();
+                engine.apply(cmd, &mut at).expect("put");
+                let position = at.0;
                 assert!(position > 0, "a put is logged");
                 log.wait_durable_batched(position, share).await.expect("durable");
                 let on_disk = std::fs::metadata(&segment).expect("segment").len();

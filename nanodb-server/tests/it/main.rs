@@ -5,6 +5,7 @@ mod cross;
 mod grpc;
 mod harness;
 mod http;
+mod log_failure;
 mod persist;
 mod resp;
 mod resp_pubsub;

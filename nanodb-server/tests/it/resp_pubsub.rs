@@ -94,13 +94,13 @@ fn pmessage(pattern: &str, channel: &str, payload: &str) -> String {
 }
 
 fn subscribers(server: &Server) -> usize {
-    server.engine().feed().stats().subscribers.load(Ordering::Relaxed)
+    server.feed().stats().subscribers.load(Ordering::Relaxed)
 }
 
 /// Polls until no subscriber, channel or pattern is left in the hub (connections close
 /// asynchronously), failing after 5 s.
 async fn hub_is_empty(server: &Server) {
-    let hub = server.engine().feed();
+    let hub = server.feed();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while subscribers(server) != 0 || !hub.channels(None).is_empty() || hub.pattern_count() != 0 {
         assert!(
@@ -358,7 +358,7 @@ async fn config_set_switches_keyspace_notifications_with_redis_errors() {
     assert_eq!(q(&mut con, &get()).await, shown(""));
     assert_eq!(q(&mut con, &["CONFIG", "SET", "notify-keyspace-events", "KEA"]).await, Value::Okay);
     assert_eq!(q(&mut con, &get()).await, shown("AKE"));
-    assert_eq!(server.engine().feed().notify_flags(), NotifyFlags::parse("AKE").expect("parses"));
+    assert_eq!(server.feed().notify_flags(), NotifyFlags::parse("AKE").expect("parses"));
     assert!(server.shutdown().await);
 }
 
@@ -441,7 +441,7 @@ async fn a_slow_subscriber_is_disconnected_while_the_writer_keeps_going() {
     assert_eq!(answered, 2048);
     // The slow subscriber was closed: its registration is gone, and its socket ends.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while server.engine().feed().subscriber_count(b"ch") != 0 {
+    while server.feed().subscriber_count(b"ch") != 0 {
         assert!(tokio::time::Instant::now() < deadline, "the slow subscriber is still registered");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -483,7 +483,7 @@ async fn ten_thousand_subscribe_cycles_leave_nothing_behind() {
         assert!(got == want, "replies differ from 10,000 confirmation pairs");
     }
     hub_is_empty(&server).await;
-    let stats = server.engine().feed().stats();
+    let stats = server.feed().stats();
     assert_eq!(stats.subscribers.load(Ordering::Relaxed), 0);
 
     // Disconnecting while subscribed frees everything too.
@@ -495,7 +495,7 @@ async fn ten_thousand_subscribe_cycles_leave_nothing_behind() {
         conns.push(c);
     }
     assert_eq!(subscribers(&server), 100);
-    assert_eq!(server.engine().feed().pattern_count(), 1);
+    assert_eq!(server.feed().pattern_count(), 1);
     drop(conns);
     drop(s);
     hub_is_empty(&server).await;

@@ -33,7 +33,7 @@ async fn server(config: Config) -> (Server, String, TcpClient) {
 }
 
 fn subscribers(server: &Server) -> usize {
-    server.engine().feed().stats().subscribers.load(Ordering::Relaxed)
+    server.feed().stats().subscribers.load(Ordering::Relaxed)
 }
 
 /// Polls `f` until it holds, for at most [`WAIT`].
@@ -311,7 +311,7 @@ async fn closing_sse_streams_frees_their_subscribers() {
     assert_eq!(subscribers(&server), 40);
     drop(open);
     eventually("every subscriber is freed", || subscribers(&server) == 0).await;
-    assert!(server.engine().feed().channels(None).is_empty());
+    assert!(server.feed().channels(None).is_empty());
     assert!(server.shutdown().await);
 }
 
@@ -394,8 +394,8 @@ async fn websocket_watch_subscribe_publish_and_unwatch() {
     assert_eq!(recv(&mut a).await["topics"], 2);
     send(&mut a, json!({"op": "unsubscribe"})).await;
     assert_eq!(recv(&mut a).await, json!({"type": "ack", "op": "unsubscribe", "changed": true, "topics": 0}));
-    assert!(server.engine().feed().channels(None).is_empty());
-    assert_eq!(server.engine().feed().pattern_count(), 0);
+    assert!(server.feed().channels(None).is_empty());
+    assert_eq!(server.feed().pattern_count(), 0);
     assert!(server.shutdown().await);
 }
 
@@ -513,7 +513,7 @@ async fn ten_thousand_websocket_subscribe_cycles_leave_nothing_behind() {
         assert_eq!((ack["type"].as_str(), ack["changed"].as_bool()), (Some("ack"), Some(true)), "{i}: {ack}");
         assert_eq!(ack["topics"].as_u64(), Some(if i % 2 == 0 { 1 } else { 0 }), "{i}: {ack}");
     }
-    let hub = server.engine().feed();
+    let hub = server.feed();
     assert!(hub.channels(None).is_empty());
     assert!(!hub.is_active(), "no key topic left registered");
     assert_eq!(subscribers(&server), 1, "one subscriber per socket, however many topics it cycled");

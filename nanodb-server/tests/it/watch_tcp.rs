@@ -76,14 +76,14 @@ async fn assert_no_push(c: &mut TcpClient) {
 }
 
 fn subscribers(server: &Server) -> usize {
-    server.engine().feed().stats().subscribers.load(Ordering::Relaxed)
+    server.feed().stats().subscribers.load(Ordering::Relaxed)
 }
 
 /// Polls until the hub has no subscriber and no watched key (a connection's task ends after its
 /// client disconnects, so this is eventual).
 async fn assert_feed_freed(server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while subscribers(server) > 0 || server.engine().feed().is_active() {
+    while subscribers(server) > 0 || server.feed().is_active() {
         assert!(Instant::now() < deadline, "{} subscribers left", subscribers(server));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -416,9 +416,9 @@ async fn ten_thousand_subscribe_cycles_and_disconnects_free_everything() {
         }
     }
     assert_eq!(subscribers(&server), 0);
-    assert!(!server.engine().feed().is_active(), "writers skip the feed again");
-    assert_eq!(server.engine().feed().pattern_count(), 0);
-    assert!(server.engine().feed().channels(None).is_empty());
+    assert!(!server.feed().is_active(), "writers skip the feed again");
+    assert_eq!(server.feed().pattern_count(), 0);
+    assert!(server.feed().channels(None).is_empty());
 
     // A connection that goes away while subscribed frees its subscriptions too.
     assert_eq!(subscribe(&mut c, watch("k", false, false)).await, Ok(Reply::Int(1)));

@@ -35,11 +35,7 @@ where
     Command: TryFrom<M, Error = Error>,
 {
     let result = match Command::try_from(msg) {
-        Ok(cmd) => {
-            let (result, position) = ctx.apply(Protocol::Grpc, cmd);
-            ctx.durable(position).await.map_err(|e| status(&e))?;
-            result
-        }
+        Ok(cmd) => ctx.run(Protocol::Grpc, cmd).await,
         Err(e) => {
             ctx.stats.record(Protocol::Grpc, op, false, std::time::Duration::ZERO);
             Err(e)
@@ -268,7 +264,7 @@ impl Admin for AdminService {
                 .collect(),
             uptime_s: stats.uptime().as_secs(),
             version: env!("CARGO_PKG_VERSION").into(),
-            feed: Some(feed_stats(ctx.engine.feed().stats())),
+            feed: Some(feed_stats(ctx.feed.stats())),
         };
         stats.record(Protocol::Grpc, "stats", true, started.elapsed());
         Ok(Response::new(response))

@@ -54,7 +54,7 @@ pub fn watch(
 ) -> Result<EventStream<pb::WatchEvent>, Status> {
     let slot = streams.take(ctx.config.max_connections)?;
     let topic = if req.prefix { Topic::Prefix(req.key) } else { Topic::Key(req.key) };
-    let mut sub = ctx.engine.feed().subscriber();
+    let mut sub = ctx.feed.subscriber();
     sub.add(topic, req.include_values).map_err(|e| status(&e))?;
     Ok(stream(sub, slot, ctx.shutdown.clone(), watch_event))
 }
@@ -71,7 +71,7 @@ pub fn subscribe(
         )));
     }
     let slot = streams.take(ctx.config.max_connections)?;
-    let mut sub = ctx.engine.feed().subscriber();
+    let mut sub = ctx.feed.subscriber();
     let topics =
         req.channels.into_iter().map(Topic::Channel).chain(req.patterns.into_iter().map(Topic::Pattern));
     for topic in topics {

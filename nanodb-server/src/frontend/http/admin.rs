@@ -130,7 +130,7 @@ pub fn render_metrics(s: &AppState) -> String {
     family(&mut out, "nanodb_expired_keys_total", "counter", "Keys removed because their TTL passed.");
     let expired = s.ctx.engine.stats().expired_keys.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(out, "nanodb_expired_keys_total {expired}");
-    let feed = s.ctx.engine.feed().stats();
+    let feed = s.ctx.feed.stats();
     for (name, kind, help, n) in [
         (
             "nanodb_feed_subscribers",

@@ -19,6 +19,7 @@ use super::extract::{
     encode_cursor,
 };
 use super::{AppState, BinaryBody, TTL_HEADER};
+use crate::engine::LogPosition;
 
 /// Writes a PUT may make while telling "created" from "replaced" before it gives up (each failed
 /// try means another writer's write landed in between, so the system as a whole progresses).
@@ -137,7 +138,7 @@ pub async fn put(
     Body(value): Body,
 ) -> Result<Response, AppError> {
     let (created, version) =
-        s.record("put", || put_tracking_creation(&s, key, value, params.ttl_ms, condition)).await?;
+        s.record("put", |at| put_tracking_creation(&s, at, key, value, params.ttl_ms, condition)).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let mut r = json_response(status, &VersionJson { version });
     r.headers_mut().insert(header::ETAG, etag(version));
@@ -151,14 +152,15 @@ pub async fn put(
 /// Each answer is true at the instant the engine applied the write.
 fn put_tracking_creation(
     s: &AppState,
+    at: &mut LogPosition,
     key: Bytes,
     value: Bytes,
     ttl_ms: u64,
     condition: PutCondition,
 ) -> Result<(bool, u64), Error> {
-    let put = |condition| {
+    let mut put = |condition| {
         let cmd = Command::Put { key: key.clone(), value: value.clone(), ttl_ms, condition };
-        match s.ctx.engine.execute(cmd)? {
+        match s.ctx.engine.apply(cmd, at)? {
             Reply::Put { applied, version } => Ok((applied, version)),
             other => {
                 tracing::error!(reply = ?other, "http: unexpected reply to put");

@@ -46,6 +46,7 @@ pub use error::{AppError, status_of};
 
 use self::guard::GuardLayer;
 use super::Context;
+use crate::engine::LogPosition;
 use crate::stats::{ConnectionGuard, Protocol, Stats};
 
 /// The response header carrying a key's remaining time to live, in milliseconds (only present
@@ -73,18 +74,21 @@ impl Shared {
     /// Applies one command, records it in the stats under [`Protocol::Http`], and returns once
     /// its effect may be acknowledged under the fsync policy.
     pub async fn exec(&self, cmd: Command) -> Result<Reply, Error> {
-        self.ctx.execute(Protocol::Http, cmd).await
+        self.ctx.run(Protocol::Http, cmd).await
     }
 
-    /// Runs `f` (which may apply several engine commands for one HTTP operation), records it once
-    /// as `op`, and returns once everything it wrote may be acknowledged.
+    /// Runs `f` (which may apply several engine commands for one HTTP operation, raising the log
+    /// position it is given), records it once as `op`, and returns once everything it wrote may
+    /// be acknowledged.
     pub async fn record<T>(
         &self,
         op: &'static str,
-        f: impl FnOnce() -> Result<T, Error>,
+        f: impl FnOnce(&mut LogPosition) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let started = Instant::now();
-        let (result, position) = self.ctx.engine.track(f);
+        let mut at = LogPosition::default();
+        let result = f(&mut at);
+        let position = at.0;
         self.ctx.stats.record(Protocol::Http, op, result.is_ok(), started.elapsed());
         self.ctx.durable(position).await?;
         result

@@ -1,30 +1,18 @@
 //! Router tests: every route and every error, through the full layer stack, with `oneshot`.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bytes::Bytes;
 use nanodb_protocol::Limits;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::*;
 use crate::config::Config;
-use crate::engine::Engine;
 
 fn context(config: Config) -> Context {
-    Context {
-        engine: Arc::new(Engine::new(config.limits.clone())),
-        config: Arc::new(config),
-        shutdown: CancellationToken::new(),
-        tasks: TaskTracker::new(),
-        stats: Arc::new(Stats::default()),
-        log: None,
-    }
+    Context::for_tests(config)
 }
 
 fn app() -> (Router, Context) {

@@ -106,7 +106,7 @@ impl super::Shared {
                 format!("too many open event streams; the limit is {max} (max_connections)"),
             )
         })?;
-        let mut sub = self.ctx.engine.feed().subscriber();
+        let mut sub = self.ctx.feed.subscriber();
         for (topic, values) in topics {
             sub.add(topic, values)?;
         }

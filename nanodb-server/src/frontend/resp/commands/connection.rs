@@ -20,7 +20,7 @@ pub fn ping(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
     }
     match &args[1..] {
         [] => {
-            run(ctx, Command::Ping)?;
+            run(ctx, session, Command::Ping)?;
             encode::simple(out, "PONG");
         }
         [msg] => encode::bulk(out, msg),

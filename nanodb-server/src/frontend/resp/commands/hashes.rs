@@ -12,7 +12,7 @@ const DONE: Outcome = Ok(Flow::Continue);
 
 /// HSET key field value [field value ...]; how many fields are new. Every field is validated
 /// before any is written.
-fn set_fields(ctx: &Context, args: &[Bytes], name: &str) -> Result<i64, Reject> {
+fn set_fields(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], name: &str) -> Result<i64, Reject> {
     if args.len() % 2 != 0 {
         return Err(Reject::Msg(format!("ERR wrong number of arguments for '{name}' command")));
     }
@@ -25,7 +25,7 @@ fn set_fields(ctx: &Context, args: &[Bytes], name: &str) -> Result<i64, Reject> 
     }
     let mut created = 0;
     for c in cmds {
-        match run(ctx, c)? {
+        match run(ctx, session, c)? {
             Reply::Bool(b) => created += i64::from(b),
             other => return Err(unexpected(&other)),
         }
@@ -33,31 +33,36 @@ fn set_fields(ctx: &Context, args: &[Bytes], name: &str) -> Result<i64, Reject> 
     Ok(created)
 }
 
-pub fn hset(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    encode::int(out, set_fields(ctx, args, "hset")?);
+pub fn hset(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    encode::int(out, set_fields(ctx, session, args, "hset")?);
     DONE
 }
 
-pub fn hmset(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    set_fields(ctx, args, "hmset")?;
+pub fn hmset(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    set_fields(ctx, session, args, "hmset")?;
     encode::ok(out);
     DONE
 }
 
-fn field(ctx: &Context, key: &Bytes, field: &Bytes) -> Result<Option<Bytes>, Reject> {
-    match run(ctx, Command::HashGet { key: key.clone(), field: field.clone() })? {
+fn field(
+    ctx: &Context,
+    session: &mut Session<'_>,
+    key: &Bytes,
+    field: &Bytes,
+) -> Result<Option<Bytes>, Reject> {
+    match run(ctx, session, Command::HashGet { key: key.clone(), field: field.clone() })? {
         Reply::Bytes(v) => Ok(v),
         other => Err(unexpected(&other)),
     }
 }
 
-pub fn hget(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    encode::opt_bulk(out, field(ctx, &args[1], &args[2])?.as_deref());
+pub fn hget(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    encode::opt_bulk(out, field(ctx, session, &args[1], &args[2])?.as_deref());
     DONE
 }
 
-pub fn hmget(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let values = args[2..].iter().map(|f| field(ctx, &args[1], f)).collect::<Result<Vec<_>, _>>()?;
+pub fn hmget(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let values = args[2..].iter().map(|f| field(ctx, session, &args[1], f)).collect::<Result<Vec<_>, _>>()?;
     encode::array(out, values.len());
     for v in &values {
         encode::opt_bulk(out, v.as_deref());
@@ -65,10 +70,10 @@ pub fn hmget(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Bytes
     DONE
 }
 
-pub fn hdel(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn hdel(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let mut n = 0;
     for f in &args[2..] {
-        match run(ctx, Command::HashDelete { key: args[1].clone(), field: f.clone() })? {
+        match run(ctx, session, Command::HashDelete { key: args[1].clone(), field: f.clone() })? {
             Reply::Bool(b) => n += i64::from(b),
             other => return Err(unexpected(&other)),
         }
@@ -77,15 +82,15 @@ pub fn hdel(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesM
     DONE
 }
 
-fn all(ctx: &Context, key: &Bytes) -> Result<Vec<(Bytes, Bytes)>, Reject> {
-    match run(ctx, Command::HashGetAll { key: key.clone() })? {
+fn all(ctx: &Context, session: &mut Session<'_>, key: &Bytes) -> Result<Vec<(Bytes, Bytes)>, Reject> {
+    match run(ctx, session, Command::HashGetAll { key: key.clone() })? {
         Reply::Pairs(p) => Ok(p),
         other => Err(unexpected(&other)),
     }
 }
 
-pub fn hgetall(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let pairs = all(ctx, &args[1])?;
+pub fn hgetall(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let pairs = all(ctx, session, &args[1])?;
     encode::array(out, pairs.len() * 2);
     for (f, v) in &pairs {
         encode::bulk(out, f);
@@ -94,46 +99,46 @@ pub fn hgetall(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Byt
     DONE
 }
 
-pub fn hkeys(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let pairs = all(ctx, &args[1])?;
+pub fn hkeys(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let pairs = all(ctx, session, &args[1])?;
     encode::array(out, pairs.len());
     pairs.iter().for_each(|(f, _)| encode::bulk(out, f));
     DONE
 }
 
-pub fn hvals(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let pairs = all(ctx, &args[1])?;
+pub fn hvals(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let pairs = all(ctx, session, &args[1])?;
     encode::array(out, pairs.len());
     pairs.iter().for_each(|(_, v)| encode::bulk(out, v));
     DONE
 }
 
-pub fn hexists(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    encode::int(out, i64::from(field(ctx, &args[1], &args[2])?.is_some()));
+pub fn hexists(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    encode::int(out, i64::from(field(ctx, session, &args[1], &args[2])?.is_some()));
     DONE
 }
 
-pub fn hlen(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::HashLen { key: args[1].clone() })? {
+pub fn hlen(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    match run(ctx, session, Command::HashLen { key: args[1].clone() })? {
         Reply::Int(n) => encode::int(out, n),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-pub fn hincrby(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn hincrby(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let delta = int_arg(&args[3])?;
-    match run(ctx, Command::HashIncr { key: args[1].clone(), field: args[2].clone(), delta })? {
+    match run(ctx, session, Command::HashIncr { key: args[1].clone(), field: args[2].clone(), delta })? {
         Reply::Int(n) => encode::int(out, n),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-pub fn hsetnx(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn hsetnx(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let cmd =
         Command::HashSetIfAbsent { key: args[1].clone(), field: args[2].clone(), value: args[3].clone() };
-    match run(ctx, cmd)? {
+    match run(ctx, session, cmd)? {
         Reply::Bool(b) => encode::int(out, i64::from(b)),
         other => return Err(unexpected(&other)),
     }

@@ -26,29 +26,35 @@ fn int_of(reply: Reply) -> Result<i64, Reject> {
 
 /// Counts the keys for which `make(key)` answers true; every command is validated before any
 /// runs, so a bad key in the middle changes nothing.
-fn count_true(ctx: &Context, keys: &[Bytes], make: fn(Bytes) -> Command, out: &mut BytesMut) -> Outcome {
+fn count_true(
+    ctx: &Context,
+    session: &mut Session<'_>,
+    keys: &[Bytes],
+    make: fn(Bytes) -> Command,
+    out: &mut BytesMut,
+) -> Outcome {
     let limits = ctx.engine.limits();
     for k in keys {
         make(k.clone()).validate(limits)?;
     }
     let mut n = 0;
     for k in keys {
-        n += i64::from(bool_of(run(ctx, make(k.clone()))?)?);
+        n += i64::from(bool_of(run(ctx, session, make(k.clone()))?)?);
     }
     encode::int(out, n);
     DONE
 }
 
-pub fn del(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    count_true(ctx, &args[1..], |key| Command::Delete { key }, out)
+pub fn del(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    count_true(ctx, session, &args[1..], |key| Command::Delete { key }, out)
 }
 
-pub fn exists(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    count_true(ctx, &args[1..], |key| Command::Exists { key }, out)
+pub fn exists(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    count_true(ctx, session, &args[1..], |key| Command::Exists { key }, out)
 }
 
-pub fn type_(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::Type { key: args[1].clone() })? {
+pub fn type_(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    match run(ctx, session, Command::Type { key: args[1].clone() })? {
         Reply::Bytes(Some(t)) => encode::simple(out, std::str::from_utf8(&t).unwrap_or("none")),
         other => return Err(unexpected(&other)),
     }
@@ -63,7 +69,14 @@ fn no_options(args: &[Bytes]) -> Result<(), Reject> {
     Ok(())
 }
 
-fn relative(ctx: &Context, args: &[Bytes], unit_ms: i64, name: &str, out: &mut BytesMut) -> Outcome {
+fn relative(
+    ctx: &Context,
+    session: &mut Session<'_>,
+    args: &[Bytes],
+    unit_ms: i64,
+    name: &str,
+    out: &mut BytesMut,
+) -> Outcome {
     no_options(args)?;
     let n = int_arg(&args[2])?;
     let ms = n
@@ -71,65 +84,73 @@ fn relative(ctx: &Context, args: &[Bytes], unit_ms: i64, name: &str, out: &mut B
         .ok_or_else(|| Reject::Msg(format!("ERR invalid expire time in '{name}' command")))?;
     // Redis: a TTL of zero or less deletes the key (the engine's 0 means "expire now").
     let cmd = Command::Expire { key: args[1].clone(), ttl_ms: ms.max(0) };
-    encode::int(out, i64::from(bool_of(run(ctx, cmd)?)?));
+    encode::int(out, i64::from(bool_of(run(ctx, session, cmd)?)?));
     DONE
 }
 
-fn absolute(ctx: &Context, args: &[Bytes], unit_ms: i64, name: &str, out: &mut BytesMut) -> Outcome {
+fn absolute(
+    ctx: &Context,
+    session: &mut Session<'_>,
+    args: &[Bytes],
+    unit_ms: i64,
+    name: &str,
+    out: &mut BytesMut,
+) -> Outcome {
     no_options(args)?;
     let n = int_arg(&args[2])?;
     let at = n
         .checked_mul(unit_ms)
         .ok_or_else(|| Reject::Msg(format!("ERR invalid expire time in '{name}' command")))?;
     let cmd = Command::ExpireAt { key: args[1].clone(), at_ms: at.max(0) as u64 };
-    encode::int(out, i64::from(bool_of(run(ctx, cmd)?)?));
+    encode::int(out, i64::from(bool_of(run(ctx, session, cmd)?)?));
     DONE
 }
 
-pub fn expire(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    relative(ctx, args, 1000, "expire", out)
+pub fn expire(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    relative(ctx, session, args, 1000, "expire", out)
 }
 
-pub fn pexpire(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    relative(ctx, args, 1, "pexpire", out)
+pub fn pexpire(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    relative(ctx, session, args, 1, "pexpire", out)
 }
 
-pub fn expireat(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    absolute(ctx, args, 1000, "expireat", out)
+pub fn expireat(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    absolute(ctx, session, args, 1000, "expireat", out)
 }
 
-pub fn pexpireat(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    absolute(ctx, args, 1, "pexpireat", out)
+pub fn pexpireat(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    absolute(ctx, session, args, 1, "pexpireat", out)
 }
 
-pub fn ttl(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let ms = int_of(run(ctx, Command::Ttl { key: args[1].clone() })?)?;
+pub fn ttl(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let ms = int_of(run(ctx, session, Command::Ttl { key: args[1].clone() })?)?;
     // Redis rounds the remaining milliseconds to the nearest second.
     encode::int(out, if ms < 0 { ms } else { (ms + 500) / 1000 });
     DONE
 }
 
-pub fn pttl(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    encode::int(out, int_of(run(ctx, Command::Ttl { key: args[1].clone() })?)?);
+pub fn pttl(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    encode::int(out, int_of(run(ctx, session, Command::Ttl { key: args[1].clone() })?)?);
     DONE
 }
 
-pub fn persist(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn persist(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let cmd = Command::Expire { key: args[1].clone(), ttl_ms: -1 };
-    encode::int(out, i64::from(bool_of(run(ctx, cmd)?)?));
+    encode::int(out, i64::from(bool_of(run(ctx, session, cmd)?)?));
     DONE
 }
 
 /// One engine scan page under the pattern's literal prefix: the matching keys and the next cursor.
 fn scan_page(
     ctx: &Context,
+    session: &mut Session<'_>,
     pattern: &[u8],
     count: u32,
     cursor: Bytes,
 ) -> Result<(Vec<Bytes>, Bytes), Reject> {
     let prefix = Bytes::copy_from_slice(glob_prefix(pattern));
     let match_all = pattern == b"*" || pattern.is_empty();
-    match run(ctx, Command::Scan { prefix, limit: count, cursor })? {
+    match run(ctx, session, Command::Scan { prefix, limit: count, cursor })? {
         Reply::Scan { entries, next_cursor } => {
             let keys =
                 entries.into_iter().map(|e| e.key).filter(|k| match_all || glob_match(pattern, k)).collect();
@@ -139,12 +160,12 @@ fn scan_page(
     }
 }
 
-pub fn keys(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn keys(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let page = ctx.engine.limits().max_scan_page;
     let mut all = Vec::new();
     let mut cursor = Bytes::new();
     loop {
-        let (keys, next) = scan_page(ctx, &args[1], page, cursor)?;
+        let (keys, next) = scan_page(ctx, session, &args[1], page, cursor)?;
         all.extend(keys);
         if next.is_empty() {
             break;
@@ -192,11 +213,11 @@ pub fn scan(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
         }
         i += 2;
     }
-    let (mut keys, next) = scan_page(ctx, pattern, count, cursor)?;
+    let (mut keys, next) = scan_page(ctx, session, pattern, count, cursor)?;
     if let Some(t) = type_filter {
         let mut kept = Vec::with_capacity(keys.len());
         for k in keys {
-            if let Reply::Bytes(Some(kt)) = run(ctx, Command::Type { key: k.clone() })?
+            if let Reply::Bytes(Some(kt)) = run(ctx, session, Command::Type { key: k.clone() })?
                 && kt.eq_ignore_ascii_case(t)
             {
                 kept.push(k);
@@ -216,30 +237,30 @@ pub fn scan(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
     DONE
 }
 
-pub fn rename(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    run(ctx, Command::Rename { from: args[1].clone(), to: args[2].clone() })?;
+pub fn rename(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    run(ctx, session, Command::Rename { from: args[1].clone(), to: args[2].clone() })?;
     encode::ok(out);
     DONE
 }
 
-pub fn dbsize(ctx: &Context, _: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
-    encode::int(out, int_of(run(ctx, Command::KeyCount)?)?);
+pub fn dbsize(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
+    encode::int(out, int_of(run(ctx, session, Command::KeyCount)?)?);
     DONE
 }
 
-pub fn flush(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn flush(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     match &args[1..] {
         [] => {}
         [mode] if is(mode, "ASYNC") || is(mode, "SYNC") => {}
         _ => return Err(Reject::Syntax),
     }
-    run(ctx, Command::Flush)?;
+    run(ctx, session, Command::Flush)?;
     encode::ok(out);
     DONE
 }
 
-pub fn randomkey(ctx: &Context, _: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::RandomKey)? {
+pub fn randomkey(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
+    match run(ctx, session, Command::RandomKey)? {
         Reply::Bytes(k) => encode::opt_bulk(out, k.as_deref()),
         other => return Err(unexpected(&other)),
     }

@@ -16,27 +16,39 @@ fn list_of(reply: Reply) -> Result<Vec<Bytes>, Reject> {
     }
 }
 
-fn push(ctx: &Context, args: &[Bytes], end: ListEnd, out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::ListPush { key: args[1].clone(), end, values: args[2..].to_vec() })? {
+fn push(
+    ctx: &Context,
+    session: &mut Session<'_>,
+    args: &[Bytes],
+    end: ListEnd,
+    out: &mut BytesMut,
+) -> Outcome {
+    match run(ctx, session, Command::ListPush { key: args[1].clone(), end, values: args[2..].to_vec() })? {
         Reply::Int(n) => encode::int(out, n),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-pub fn lpush(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    push(ctx, args, ListEnd::Front, out)
+pub fn lpush(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    push(ctx, session, args, ListEnd::Front, out)
 }
 
-pub fn rpush(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    push(ctx, args, ListEnd::Back, out)
+pub fn rpush(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    push(ctx, session, args, ListEnd::Back, out)
 }
 
-fn pop(ctx: &Context, args: &[Bytes], end: ListEnd, out: &mut BytesMut) -> Outcome {
+fn pop(
+    ctx: &Context,
+    session: &mut Session<'_>,
+    args: &[Bytes],
+    end: ListEnd,
+    out: &mut BytesMut,
+) -> Outcome {
     let key = args[1].clone();
     match args.get(2) {
         None => {
-            let v = list_of(run(ctx, Command::ListPop { key, end, count: 1 })?)?;
+            let v = list_of(run(ctx, session, Command::ListPop { key, end, count: 1 })?)?;
             encode::opt_bulk(out, v.first().map(|b| &b[..]));
         }
         Some(c) if args.len() == 3 => {
@@ -46,14 +58,14 @@ fn pop(ctx: &Context, args: &[Bytes], end: ListEnd, out: &mut BytesMut) -> Outco
             }
             let popped = if n == 0 {
                 // The engine's 0 means 1; Redis's means none: read the length instead of popping.
-                match run(ctx, Command::ListLen { key })? {
+                match run(ctx, session, Command::ListLen { key })? {
                     Reply::Int(0) => None,
                     Reply::Int(_) => Some(Vec::new()),
                     other => return Err(unexpected(&other)),
                 }
             } else {
                 let count = u32::try_from(n).unwrap_or(u32::MAX);
-                let v = list_of(run(ctx, Command::ListPop { key, end, count })?)?;
+                let v = list_of(run(ctx, session, Command::ListPop { key, end, count })?)?;
                 if v.is_empty() { None } else { Some(v) }
             };
             match popped {
@@ -69,47 +81,47 @@ fn pop(ctx: &Context, args: &[Bytes], end: ListEnd, out: &mut BytesMut) -> Outco
     DONE
 }
 
-pub fn lpop(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    pop(ctx, args, ListEnd::Front, out)
+pub fn lpop(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    pop(ctx, session, args, ListEnd::Front, out)
 }
 
-pub fn rpop(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    pop(ctx, args, ListEnd::Back, out)
+pub fn rpop(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    pop(ctx, session, args, ListEnd::Back, out)
 }
 
-pub fn lrange(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn lrange(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let (start, stop) = (int_arg(&args[2])?, int_arg(&args[3])?);
-    let v = list_of(run(ctx, Command::ListRange { key: args[1].clone(), start, stop })?)?;
+    let v = list_of(run(ctx, session, Command::ListRange { key: args[1].clone(), start, stop })?)?;
     encode::array(out, v.len());
     v.iter().for_each(|b| encode::bulk(out, b));
     DONE
 }
 
-pub fn llen(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::ListLen { key: args[1].clone() })? {
+pub fn llen(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    match run(ctx, session, Command::ListLen { key: args[1].clone() })? {
         Reply::Int(n) => encode::int(out, n),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-pub fn lindex(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn lindex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let i = int_arg(&args[2])?;
-    let v = list_of(run(ctx, Command::ListRange { key: args[1].clone(), start: i, stop: i })?)?;
+    let v = list_of(run(ctx, session, Command::ListRange { key: args[1].clone(), start: i, stop: i })?)?;
     encode::opt_bulk(out, v.first().map(|b| &b[..]));
     DONE
 }
 
-pub fn lset(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn lset(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let index = int_arg(&args[2])?;
-    run(ctx, Command::ListSet { key: args[1].clone(), index, value: args[3].clone() })?;
+    run(ctx, session, Command::ListSet { key: args[1].clone(), index, value: args[3].clone() })?;
     encode::ok(out);
     DONE
 }
 
-pub fn ltrim(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn ltrim(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let (start, stop) = (int_arg(&args[2])?, int_arg(&args[3])?);
-    run(ctx, Command::ListTrim { key: args[1].clone(), start, stop })?;
+    run(ctx, session, Command::ListTrim { key: args[1].clone(), start, stop })?;
     encode::ok(out);
     DONE
 }

@@ -12,7 +12,6 @@ mod strings;
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use nanodb_protocol::{Command, Error, Reply};
@@ -309,9 +308,7 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
         ctx.stats.record(Protocol::Resp, spec.name, false, refused);
         return Flow::Continue;
     }
-    let (outcome, position) = ctx.engine.track(|| (spec.handler)(ctx, session, args, out));
-    session.log_position = session.log_position.max(position);
-    match outcome {
+    match (spec.handler)(ctx, session, args, out) {
         Ok(flow) => flow,
         Err(reject) => {
             // Engine errors were recorded by `run`; refusals before the engine are recorded here
@@ -389,12 +386,12 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
     }
 }
 
-/// Runs a command through the engine, recording it in the server's stats.
-pub fn run(ctx: &Context, cmd: Command) -> Result<Reply, Error> {
-    let started = Instant::now();
-    let op = cmd.name();
-    let result = ctx.engine.execute(cmd);
-    ctx.stats.record(Protocol::Resp, op, result.is_ok(), started.elapsed());
+/// Runs a command through [`Context::apply`] (which records it in the stats) and raises the
+/// position the session's buffered replies wait for: the connection waits for it once per
+/// round, before writing them.
+pub fn run(ctx: &Context, session: &mut Session<'_>, cmd: Command) -> Result<Reply, Error> {
+    let (result, position) = ctx.apply(Protocol::Resp, cmd);
+    session.log_position = session.log_position.max(position);
     result
 }
 

@@ -108,7 +108,7 @@ fn add(ctx: &Context, session: &mut Session<'_>, names: &[Bytes], out: &mut Byte
     let started = Instant::now();
     let mut result = DONE;
     for name in names {
-        let sub = session.sub.get_or_insert_with(|| ctx.engine.feed().subscriber());
+        let sub = session.sub.get_or_insert_with(|| ctx.feed.subscriber());
         match sub.add(kind.topic(name), false) {
             Ok(_) => confirm(out, kind.subscribe_word(), Some(name), session.subscriptions()),
             Err(e) => {
@@ -185,8 +185,8 @@ fn show(session: &Session<'_>) {
 }
 
 /// PUBLISH channel message: through the engine like any command, so its limits are checked once.
-pub fn publish(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::Publish { channel: args[1].clone(), message: args[2].clone() })? {
+pub fn publish(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    match run(ctx, session, Command::Publish { channel: args[1].clone(), message: args[2].clone() })? {
         Reply::Int(n) => encode::int(out, n),
         other => return Err(unexpected(&other)),
     }
@@ -196,7 +196,7 @@ pub fn publish(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Byt
 /// PUBSUB CHANNELS [pattern] | NUMSUB [channel ...] | NUMPAT | HELP.
 pub fn pubsub(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let started = Instant::now();
-    let hub = ctx.engine.feed();
+    let hub = &ctx.feed;
     let (sub, rest) = (&args[1], &args[2..]);
     if is(sub, "CHANNELS") && rest.len() <= 1 {
         let channels = hub.channels(rest.first().map(|p| &p[..]));
@@ -323,21 +323,10 @@ mod tests {
     /// `b` may follow, and after a count of 0 the client has left subscribed mode.
     #[test]
     fn messages_queued_before_an_unsubscribe_precede_its_confirmation() {
-        use std::sync::Arc;
-
         use crate::config::Config;
-        use crate::engine::Engine;
         use crate::frontend::resp::Clients;
 
-        let config = Config::default();
-        let ctx = Context {
-            engine: Arc::new(Engine::new(config.limits.clone())),
-            config: Arc::new(config),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            tasks: tokio_util::task::TaskTracker::new(),
-            stats: Arc::default(),
-            log: None,
-        };
+        let ctx = Context::for_tests(Config::default());
         let clients = Clients::default();
         let mut session = Session::new(1, "127.0.0.1:1".parse().expect("addr"), &clients);
         let args =
@@ -345,7 +334,7 @@ mod tests {
         let mut out = BytesMut::new();
         subscribe(&ctx, &mut session, &args(&["subscribe", "a", "b"]), &mut out).expect("subscribes");
         out.clear();
-        let hub = ctx.engine.feed();
+        let hub = &ctx.feed;
         assert_eq!(hub.publish(&Bytes::from_static(b"b"), &Bytes::from_static(b"m1")), 1);
         unsubscribe(&ctx, &mut session, &args(&["unsubscribe", "b"]), &mut out).expect("unsubscribes");
         let mut want = BytesMut::new();

@@ -56,8 +56,8 @@ pub fn info(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesM
             text,
             "# Stats\r\ntotal_connections_received:{total}\r\ntotal_commands_processed:{ops}\r\nexpired_keys:{}\r\nevicted_keys:0\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\n\r\n",
             ctx.engine.stats().expired_keys.load(std::sync::atomic::Ordering::Relaxed),
-            ctx.engine.feed().channels(None).len(),
-            ctx.engine.feed().pattern_count(),
+            ctx.feed.channels(None).len(),
+            ctx.feed.pattern_count(),
             stats.errors(Protocol::Resp),
         );
     }
@@ -143,7 +143,7 @@ pub fn config(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Byte
         let max_clients = ctx.config.max_connections.to_string();
         let bulk = ctx.config.resp_max_bulk_len.to_string();
         let port = session_port(ctx);
-        let notify = ctx.engine.feed().notify_flags().to_string();
+        let notify = ctx.feed.notify_flags().to_string();
         let settings: [(&str, &str); 12] = [
             ("save", ""),
             ("appendonly", "no"),
@@ -224,7 +224,7 @@ fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
         }
     }
     if let Some(flags) = notify {
-        ctx.engine.feed().set_notify_flags(flags);
+        ctx.feed.set_notify_flags(flags);
     }
     Ok(())
 }

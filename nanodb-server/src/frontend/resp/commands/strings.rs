@@ -43,16 +43,16 @@ fn put_reply(out: &mut BytesMut, reply: Reply) -> Outcome {
     DONE
 }
 
-pub fn get(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    value(out, run(ctx, Command::Get { key: args[1].clone() })?)
+pub fn get(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    value(out, run(ctx, session, Command::Get { key: args[1].clone() })?)
 }
 
-pub fn set(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn set(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let (key, value) = (args[1].clone(), args[2].clone());
     if args.len() == 3 {
         // The hot path: a plain SET is a plain put.
         let cmd = Command::Put { key, value, ttl_ms: 0, condition: PutCondition::Always };
-        return put_reply(out, run(ctx, cmd)?);
+        return put_reply(out, run(ctx, session, cmd)?);
     }
     let mut condition = PutCondition::Always;
     let mut expiry = Expiry::Persist;
@@ -88,14 +88,14 @@ pub fn set(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMu
         }
         i += 1;
     }
-    put_reply(out, run(ctx, Command::Set { key, value, condition, expiry, get })?)
+    put_reply(out, run(ctx, session, Command::Set { key, value, condition, expiry, get })?)
 }
 
-pub fn getdel(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    value(out, run(ctx, Command::GetDel { key: args[1].clone() })?)
+pub fn getdel(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    value(out, run(ctx, session, Command::GetDel { key: args[1].clone() })?)
 }
 
-pub fn getex(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn getex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let expiry = match &args[2..] {
         [] => Expiry::Keep,
         [p] if is(p, "PERSIST") => Expiry::Persist,
@@ -105,10 +105,10 @@ pub fn getex(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Bytes
         [o, n] if is(o, "PXAT") => Expiry::At(ttl_arg(n, 1, "getex")?),
         _ => return Err(Reject::Syntax),
     };
-    value(out, run(ctx, Command::GetEx { key: args[1].clone(), expiry })?)
+    value(out, run(ctx, session, Command::GetEx { key: args[1].clone(), expiry })?)
 }
 
-pub fn getset(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn getset(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let cmd = Command::Set {
         key: args[1].clone(),
         value: args[2].clone(),
@@ -116,24 +116,31 @@ pub fn getset(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Byte
         expiry: Expiry::Persist,
         get: true,
     };
-    value(out, run(ctx, cmd)?)
+    value(out, run(ctx, session, cmd)?)
 }
 
-pub fn setnx(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn setnx(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let cmd = Command::Put {
         key: args[1].clone(),
         value: args[2].clone(),
         ttl_ms: 0,
         condition: PutCondition::IfAbsent,
     };
-    match run(ctx, cmd)? {
+    match run(ctx, session, cmd)? {
         Reply::Put { applied, .. } => encode::int(out, i64::from(applied)),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-fn setex_with(ctx: &Context, args: &[Bytes], out: &mut BytesMut, unit_ms: u64, name: &str) -> Outcome {
+fn setex_with(
+    ctx: &Context,
+    session: &mut Session<'_>,
+    args: &[Bytes],
+    out: &mut BytesMut,
+    unit_ms: u64,
+    name: &str,
+) -> Outcome {
     let ttl_ms = ttl_arg(&args[2], unit_ms, name)?;
     let cmd = Command::Put {
         key: args[1].clone(),
@@ -141,22 +148,22 @@ fn setex_with(ctx: &Context, args: &[Bytes], out: &mut BytesMut, unit_ms: u64, n
         ttl_ms,
         condition: PutCondition::Always,
     };
-    put_reply(out, run(ctx, cmd)?)
+    put_reply(out, run(ctx, session, cmd)?)
 }
 
-pub fn setex(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    setex_with(ctx, args, out, 1000, "setex")
+pub fn setex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    setex_with(ctx, session, args, out, 1000, "setex")
 }
 
-pub fn psetex(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    setex_with(ctx, args, out, 1, "psetex")
+pub fn psetex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    setex_with(ctx, session, args, out, 1, "psetex")
 }
 
-pub fn mget(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn mget(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     encode::array(out, args.len() - 1);
     for key in &args[1..] {
         // As in Redis, a key of another type reads as null rather than failing the whole MGET.
-        match run(ctx, Command::Get { key: key.clone() }) {
+        match run(ctx, session, Command::Get { key: key.clone() }) {
             Ok(Reply::Value(Some(e))) => encode::bulk(out, &e.value),
             Ok(_) | Err(Error::WrongType) => encode::null(out),
             Err(e) => {
@@ -175,69 +182,69 @@ fn pairs(args: &[Bytes], name: &str) -> Result<Vec<(Bytes, Bytes)>, Reject> {
     Ok(args[1..].chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect())
 }
 
-pub fn mset(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn mset(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let pairs = pairs(args, "mset")?;
-    run(ctx, Command::MultiPut { pairs, only_if_none_exist: false })?;
+    run(ctx, session, Command::MultiPut { pairs, only_if_none_exist: false })?;
     encode::ok(out);
     DONE
 }
 
-pub fn msetnx(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn msetnx(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let pairs = pairs(args, "msetnx")?;
-    match run(ctx, Command::MultiPut { pairs, only_if_none_exist: true })? {
+    match run(ctx, session, Command::MultiPut { pairs, only_if_none_exist: true })? {
         Reply::Bool(b) => encode::int(out, i64::from(b)),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-pub fn append(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::Append { key: args[1].clone(), value: args[2].clone() })? {
+pub fn append(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    match run(ctx, session, Command::Append { key: args[1].clone(), value: args[2].clone() })? {
         Reply::Int(n) => encode::int(out, n),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-pub fn strlen(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::Get { key: args[1].clone() })? {
+pub fn strlen(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    match run(ctx, session, Command::Get { key: args[1].clone() })? {
         Reply::Value(v) => encode::int(out, v.map_or(0, |e| e.value.len() as i64)),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-fn incr_by(ctx: &Context, key: &Bytes, delta: i64, out: &mut BytesMut) -> Outcome {
-    match run(ctx, Command::Incr { key: key.clone(), delta })? {
+fn incr_by(ctx: &Context, session: &mut Session<'_>, key: &Bytes, delta: i64, out: &mut BytesMut) -> Outcome {
+    match run(ctx, session, Command::Incr { key: key.clone(), delta })? {
         Reply::Int(n) => encode::int(out, n),
         other => return Err(unexpected(&other)),
     }
     DONE
 }
 
-pub fn incr(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    incr_by(ctx, &args[1], 1, out)
+pub fn incr(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    incr_by(ctx, session, &args[1], 1, out)
 }
 
-pub fn decr(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    incr_by(ctx, &args[1], -1, out)
+pub fn decr(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    incr_by(ctx, session, &args[1], -1, out)
 }
 
-pub fn incrby(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    incr_by(ctx, &args[1], int_arg(&args[2])?, out)
+pub fn incrby(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    incr_by(ctx, session, &args[1], int_arg(&args[2])?, out)
 }
 
-pub fn decrby(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn decrby(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let n = int_arg(&args[2])?;
     let delta = n.checked_neg().ok_or_else(|| Reject::Msg("ERR decrement would overflow".into()))?;
-    incr_by(ctx, &args[1], delta, out)
+    incr_by(ctx, session, &args[1], delta, out)
 }
 
-pub fn incrbyfloat(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn incrbyfloat(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     if nanodb_protocol::command::parse_f64(&args[2]).is_err() {
         return Err(Reject::NotFloat);
     }
-    match run(ctx, Command::IncrFloat { key: args[1].clone(), delta: args[2].clone() })? {
+    match run(ctx, session, Command::IncrFloat { key: args[1].clone(), delta: args[2].clone() })? {
         Reply::Bytes(Some(b)) => encode::bulk(out, &b),
         other => return Err(unexpected(&other)),
     }

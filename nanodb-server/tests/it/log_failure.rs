@@ -1,0 +1,290 @@
+//! A failed log refuses every write, on every protocol, for every write command, and the refused
+//! write changes nothing; reads go on. Each protocol's table of writes is checked against what
+//! that protocol actually offers (RESP's command table, the gRPC service descriptor, the REST
+//! OpenAPI document, the command model's write kinds), so a new write command cannot be left out.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use nanodb_protocol::pb::{self, kv_client::KvClient};
+use nanodb_protocol::{Command, ErrorCode, Expiry, ListEnd, PutCondition, Reply};
+use nanodb_server::config::Config;
+use nanodb_server::frontend::resp::commands::COMMANDS;
+use nanodb_server::persist::FsyncPolicy;
+use nanodb_server::server::Server;
+use prost::Message;
+use tonic::Code;
+
+use crate::harness::{TcpClient, any_port, config, start};
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// A server with every protocol on and persistence under `everysec`.
+async fn server(dir: &std::path::Path) -> Server {
+    start(Config {
+        tcp_addr: any_port(),
+        resp_addr: any_port(),
+        http_addr: any_port(),
+        grpc_addr: any_port(),
+        persistence: true,
+        data_dir: dir.to_path_buf(),
+        fsync: FsyncPolicy::EverySec,
+        ..config()
+    })
+    .await
+}
+
+/// Writes a string `s`, a counter `n`, a hash `h` and a list `l`, then makes the log fail under
+/// one more write, which must not be acknowledged.
+async fn seed_then_fail(server: &Server, c: &mut TcpClient) {
+    let put = |k: &str, v: &str| Command::Put {
+        key: b(k),
+        value: b(v),
+        ttl_ms: 0,
+        condition: PutCondition::Always,
+    };
+    c.call(put("s", "v")).await.expect("put");
+    c.call(Command::Incr { key: b("n"), delta: 1 }).await.expect("incr");
+    c.call(Command::HashSet { key: b("h"), field: b("f"), value: b("v") }).await.expect("hset");
+    c.call(Command::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("a"), b("b")] })
+        .await
+        .expect("push");
+    server.persistence().expect("persistence on").log().fail_next_write();
+    let err = c.call(put("during", "v")).await.expect_err("the failing write is not acknowledged");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+}
+
+/// Every key with its type and version: what a refused write must leave exactly as it was.
+fn dump(server: &Server) -> Vec<(Vec<u8>, String, u64)> {
+    let mut all = Vec::new();
+    for p in 0..nanodb_server::engine::PARTITIONS {
+        server
+            .engine()
+            .visit_partition(p, |k, slot| all.push((k.to_vec(), format!("{:?}", slot.value), slot.version)));
+    }
+    all.sort();
+    all
+}
+
+/// One command of every write kind of the command model, for the binary TCP protocol.
+fn tcp_writes() -> Vec<Command> {
+    vec![
+        Command::Put { key: b("s"), value: b("x"), ttl_ms: 0, condition: PutCondition::Always },
+        Command::Set {
+            key: b("s"),
+            value: b("x"),
+            condition: PutCondition::Always,
+            expiry: Expiry::Keep,
+            get: true,
+        },
+        Command::Delete { key: b("none") },
+        Command::DeleteIf { key: b("s"), version: 1 },
+        Command::Incr { key: b("n"), delta: 1 },
+        Command::Expire { key: b("s"), ttl_ms: 1000 },
+        Command::ExpireAt { key: b("s"), at_ms: 1 },
+        Command::GetDel { key: b("s") },
+        Command::GetEx { key: b("s"), expiry: Expiry::In(1000) },
+        Command::Append { key: b("s"), value: b("y") },
+        Command::IncrFloat { key: b("n"), delta: b("1.5") },
+        Command::MultiPut { pairs: vec![(b("a"), b("1")), (b("b"), b("2"))], only_if_none_exist: false },
+        Command::Rename { from: b("s"), to: b("t") },
+        Command::Flush,
+        Command::HashSet { key: b("h"), field: b("f"), value: b("w") },
+        Command::HashSetIfAbsent { key: b("h"), field: b("g"), value: b("v") },
+        Command::HashDelete { key: b("h"), field: b("f") },
+        Command::HashIncr { key: b("h"), field: b("c"), delta: 1 },
+        Command::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("z")] },
+        Command::ListPop { key: b("l"), end: ListEnd::Front, count: 1 },
+        Command::ListSet { key: b("l"), index: 0, value: b("w") },
+        Command::ListTrim { key: b("l"), start: 0, stop: 0 },
+        Command::Batch { ops: vec![Command::Get { key: b("s") }, Command::Delete { key: b("s") }] },
+    ]
+}
+
+/// How many write kinds the command model has (`Command::is_write`, batches aside).
+const WRITE_KINDS: usize = 22;
+
+/// RESP: every command the table flags `write`, with arguments.
+const RESP_WRITES: &[&[&str]] = &[
+    &["append", "s", "y"],
+    &["decr", "n"],
+    &["decrby", "n", "2"],
+    &["del", "s", "none"],
+    &["expire", "s", "100"],
+    &["expireat", "s", "1"],
+    &["flushall"],
+    &["flushdb"],
+    &["getdel", "s"],
+    &["getex", "s", "EX", "100"],
+    &["getset", "s", "x"],
+    &["hdel", "h", "f"],
+    &["hincrby", "h", "c", "1"],
+    &["hmset", "h", "f", "w"],
+    &["hset", "h", "f", "w"],
+    &["hsetnx", "h", "g", "v"],
+    &["incr", "n"],
+    &["incrby", "n", "2"],
+    &["incrbyfloat", "n", "1.5"],
+    &["lpop", "l"],
+    &["lpush", "l", "z"],
+    &["lset", "l", "0", "w"],
+    &["ltrim", "l", "0", "0"],
+    &["mset", "a", "1", "b", "2"],
+    &["msetnx", "a", "1"],
+    &["persist", "none"],
+    &["pexpire", "s", "100"],
+    &["pexpireat", "s", "1"],
+    &["psetex", "s", "100", "x"],
+    &["rename", "s", "t"],
+    &["rpop", "l"],
+    &["rpush", "l", "z"],
+    &["set", "s", "x"],
+    &["setex", "s", "100", "x"],
+    &["setnx", "fresh", "x"],
+    &["unlink", "none"],
+];
+
+#[tokio::test]
+async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path()).await;
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
+    seed_then_fail(&server, &mut tcp).await;
+    let before = dump(&server);
+
+    // Binary TCP: one command of every write kind.
+    let writes = tcp_writes();
+    let kinds: BTreeSet<&str> =
+        writes.iter().filter(|c| !matches!(c, Command::Batch { .. })).map(Command::name).collect();
+    assert_eq!(kinds.len(), WRITE_KINDS, "tcp_writes() must cover every write kind: {kinds:?}");
+    for cmd in writes {
+        assert!(cmd.is_write(), "{cmd:?}");
+        let got = tcp.call(cmd.clone()).await;
+        match got {
+            Err(e) if e.code() == ErrorCode::Unavailable => {}
+            // A batch answers per operation: its write must be refused, its read served.
+            Ok(Reply::Batch(results)) => {
+                assert!(results[0].is_ok(), "the batch's read is served: {results:?}");
+                assert!(
+                    matches!(&results[1], Err(e) if e.code() == ErrorCode::Unavailable),
+                    "the batch's write is refused: {results:?}"
+                );
+            }
+            other => panic!("tcp {cmd:?} answered {other:?}"),
+        }
+        assert_eq!(dump(&server), before, "tcp {cmd:?} changed the keyspace");
+    }
+
+    // RESP: every command its table flags as a write.
+    let flagged: BTreeSet<&str> =
+        COMMANDS.iter().filter(|s| s.flags.contains(&"write")).map(|s| s.name).collect();
+    let tested: BTreeSet<&str> = RESP_WRITES.iter().map(|w| w[0]).collect();
+    assert_eq!(tested, flagged, "RESP_WRITES must hold exactly the RESP commands flagged write");
+    let addr = server.addrs().resp.expect("resp");
+    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+    let mut con = client.get_multiplexed_async_connection().await.expect("connect");
+    for words in RESP_WRITES {
+        let mut cmd = redis::cmd(words[0]);
+        for w in &words[1..] {
+            cmd.arg(*w);
+        }
+        match cmd.query_async::<redis::Value>(&mut con).await {
+            Err(e) => assert!(e.to_string().contains("append-only log failed"), "resp {words:?}: {e}"),
+            Ok(v) => panic!("resp {words:?} answered {v:?}"),
+        }
+        assert_eq!(dump(&server), before, "resp {words:?} changed the keyspace");
+    }
+    let v: Option<String> = redis::cmd("GET").arg("s").query_async(&mut con).await.expect("reads go on");
+    assert_eq!(v.as_deref(), Some("v"));
+
+    // gRPC: every KV method that is not a read.
+    let grpc = server.addrs().grpc.expect("grpc");
+    let mut kv = KvClient::connect(format!("http://{grpc}")).await.expect("grpc connects");
+    let reads = ["Get", "Scan", "HashGet", "HashGetAll", "ListRange", "Watch", "Subscribe", "Publish"];
+    let mut tested = BTreeSet::new();
+    macro_rules! refused {
+        ($method:literal, $call:expr) => {{
+            tested.insert($method);
+            match $call.await {
+                Err(s) => assert_eq!(s.code(), Code::Unavailable, "grpc {}: {s:?}", $method),
+                Ok(r) => {
+                    // A batch answers per operation.
+                    let text = format!("{:?}", r.into_inner());
+                    assert!(text.contains("UNAVAILABLE"), "grpc {} answered {text}", $method);
+                }
+            }
+            assert_eq!(dump(&server), before, "grpc {} changed the keyspace", $method);
+        }};
+    }
+    let key = b;
+    refused!("Put", kv.put(pb::PutRequest { key: key("s"), value: key("x"), ..Default::default() }));
+    refused!("Delete", kv.delete(pb::DeleteRequest { key: key("none") }));
+    refused!("Incr", kv.incr(pb::IncrRequest { key: key("n"), delta: 1 }));
+    refused!("Expire", kv.expire(pb::ExpireRequest { key: key("s"), ttl_ms: 100 }));
+    let delete = pb::Operation { op: Some(pb::operation::Op::Delete(pb::DeleteRequest { key: key("s") })) };
+    refused!("Batch", kv.batch(pb::BatchRequest { ops: vec![delete] }));
+    refused!("HashSet", kv.hash_set(pb::HashSetRequest { key: key("h"), field: key("f"), value: key("w") }));
+    refused!("HashDelete", kv.hash_delete(pb::HashDeleteRequest { key: key("h"), field: key("f") }));
+    refused!(
+        "ListPush",
+        kv.list_push(pb::ListPushRequest { key: key("l"), values: vec![key("z")], ..Default::default() })
+    );
+    refused!("ListPop", kv.list_pop(pb::ListPopRequest { key: key("l"), ..Default::default() }));
+    let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).expect("descriptor decodes");
+    let methods: BTreeSet<String> = set
+        .file
+        .iter()
+        .flat_map(|f| &f.service)
+        .filter(|s| s.name() == "KV")
+        .flat_map(|s| &s.method)
+        .map(|m| m.name().to_string())
+        .filter(|m| !reads.contains(&m.as_str()))
+        .collect();
+    let tested: BTreeSet<String> = tested.into_iter().map(String::from).collect();
+    assert_eq!(tested, methods, "every KV write method is in this test");
+
+    // REST: every route that is not a GET, except publishing.
+    let http = server.addrs().http.expect("http");
+    let base = format!("http://{http}");
+    let web = reqwest::Client::new();
+    let writes: &[(&str, &str, &str)] = &[
+        ("PUT", "/v1/kv/{key}", "/v1/kv/s"),
+        ("DELETE", "/v1/kv/{key}", "/v1/kv/none"),
+        ("POST", "/v1/kv/{key}/incr", "/v1/kv/n/incr"),
+        ("PUT", "/v1/hash/{key}/{field}", "/v1/hash/h/f"),
+        ("DELETE", "/v1/hash/{key}/{field}", "/v1/hash/h/f"),
+        ("POST", "/v1/list/{key}", "/v1/list/l"),
+        ("POST", "/v1/list/{key}/pop", "/v1/list/l/pop"),
+    ];
+    for (method, _, path) in writes {
+        let req = web.request(method.parse().expect("method"), format!("{base}{path}")).body("x");
+        let r = req.send().await.expect("http answers");
+        assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE, "{method} {path}");
+        let body: serde_json::Value = r.json().await.expect("JSON error");
+        assert_eq!(body["error"]["code"], "UNAVAILABLE", "{method} {path}: {body}");
+        assert_eq!(dump(&server), before, "http {method} {path} changed the keyspace");
+    }
+    let batch = serde_json::json!([{"op": "get", "key": "s"}, {"op": "delete", "key": "s"}]);
+    let r = web.post(format!("{base}/v1/batch")).json(&batch).send().await.expect("batch answers");
+    let text = r.text().await.expect("body");
+    assert!(text.contains("UNAVAILABLE"), "the batch's delete is refused: {text}");
+    assert_eq!(dump(&server), before, "the REST batch changed the keyspace");
+    let doc: serde_json::Value =
+        web.get(format!("{base}/openapi.json")).send().await.expect("openapi").json().await.expect("json");
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("path item").keys() {
+            let m = method.to_uppercase();
+            if m != "GET" && !path.starts_with("/v1/publish/") {
+                routes.insert((m, path.clone()));
+            }
+        }
+    }
+    let mut tested: BTreeSet<(String, String)> =
+        writes.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    tested.insert(("POST".into(), "/v1/batch".into()));
+    assert_eq!(tested, routes, "every REST write route is in this test");
+    server.shutdown().await;
+}
