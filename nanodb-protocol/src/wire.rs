@@ -181,13 +181,6 @@ pub enum Response {
     Push(Push),
 }
 
-impl Response {
-    /// The response for an error.
-    pub fn error(e: &Error) -> Self {
-        Self::Error(e.clone())
-    }
-}
-
 impl From<Result<Reply, Error>> for Response {
     fn from(r: Result<Reply, Error>) -> Self {
         match r {
@@ -967,7 +960,7 @@ mod tests {
     #[test]
     fn errors_keep_code_and_message() {
         let e = Error::WrongType;
-        match round_trip_response(Response::error(&e)) {
+        match round_trip_response(Response::Error(e.clone())) {
             Response::Error(Error::Remote { code, message }) => {
                 assert_eq!(code, ErrorCode::WrongType);
                 assert_eq!(message, e.to_string());

@@ -549,13 +549,6 @@ impl Subscriber {
         true
     }
 
-    /// Removes every topic and empties the queue, clearing a lagged state: for a client that
-    /// resyncs after [`Delivery::Lagged`] and subscribes again.
-    pub fn clear(&mut self) {
-        self.unregister_all();
-        self.queue.reset();
-    }
-
     fn unregister_all(&mut self) {
         if self.topics.is_empty() {
             return;

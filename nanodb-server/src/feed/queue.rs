@@ -133,10 +133,6 @@ impl Queue {
     }
 
     /// Empties the queue and clears the lagged state (after the subscriber resynced).
-    pub(super) fn reset(&self) {
-        *self.lock() = State::default();
-    }
-
     /// Deliveries waiting.
     pub(super) fn len(&self) -> usize {
         self.lock().items.len()
@@ -168,9 +164,6 @@ mod tests {
         assert_eq!(q.try_pop(None), Some(msg(2)));
         assert_eq!(q.try_pop(None), Some(Delivery::Lagged { dropped: 3 }));
         assert_eq!(q.try_pop(None), None);
-        q.reset();
-        assert_eq!(q.push(msg(6)), Pushed::Queued);
-        assert_eq!(q.try_pop(None), Some(msg(6)));
     }
 
     #[test]

@@ -206,11 +206,12 @@ fn a_slow_subscriber_is_signalled_and_writers_never_wait() {
     }
     assert_eq!(slow.try_recv(), None);
     assert_eq!(e.feed().stats().lagged.load(Ordering::Relaxed), 1);
-    // Resync: clear and subscribe again, delivery resumes.
-    slow.clear();
-    slow.add(Topic::Key(b("again")), false).expect("succeeds");
+    // Resync: a lagged subscriber is dropped and a new one taken; delivery resumes.
+    drop(slow);
+    let mut fresh = e.feed().subscriber();
+    fresh.add(Topic::Key(b("again")), false).expect("succeeds");
     put(&e, "again", "v");
-    assert!(matches!(slow.try_recv(), Some(Delivery::Key { .. })));
+    assert!(matches!(fresh.try_recv(), Some(Delivery::Key { .. })));
 }
 
 #[test]
@@ -245,8 +246,6 @@ fn publish_reaches_channels_and_patterns_and_counts_receivers() {
     assert!(p.remove(&Topic::Pattern(b("n*"))));
     assert!(!p.remove(&Topic::Pattern(b("n*"))));
     assert_eq!((p.channel_count(), p.pattern_count(), p.len()), (1, 1, 3));
-    p.clear();
-    assert_eq!((p.channel_count(), p.pattern_count(), p.len()), (0, 0, 0));
 }
 
 #[test]

@@ -139,11 +139,6 @@ impl AppendLog {
         Ok(log)
     }
 
-    /// The fsync policy.
-    pub fn policy(&self) -> FsyncPolicy {
-        self.policy
-    }
-
     /// Why the log failed, if it did.
     pub fn failure(&self) -> Option<&str> {
         self.failed.get().map(String::as_str)
