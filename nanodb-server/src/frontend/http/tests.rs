@@ -588,3 +588,49 @@ async fn cors_is_off_by_default_and_configurable() {
     let r = call(&app, Method::GET, "/healthz", &[("origin", "https://evil.example")], Body::empty()).await;
     assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }
+
+#[tokio::test]
+async fn every_json_response_ends_with_a_newline() {
+    let limits = Limits { max_value_len: 16, ..Limits::default() };
+    let app = router(context(Config { limits, ..Config::all_off() }));
+    let empty = || Body::empty();
+    let batch = r#"[{"op":"incr","key":"n"}]"#;
+    let cases: Vec<(Method, &str, Body)> = vec![
+        (Method::PUT, "/v1/kv/k", Body::from("v")),
+        (Method::POST, "/v1/kv/n/incr", empty()),
+        (Method::GET, "/v1/kv?limit=5", empty()),
+        (Method::POST, "/v1/batch", Body::from(batch)),
+        (Method::PUT, "/v1/hash/h/f", Body::from("v")),
+        (Method::GET, "/v1/hash/h", empty()),
+        (Method::POST, "/v1/list/l", Body::from("v")),
+        (Method::GET, "/v1/list/l", empty()),
+        (Method::POST, "/v1/list/l/pop", empty()),
+        (Method::POST, "/v1/publish/c", Body::from("m")),
+        (Method::GET, "/healthz", empty()),
+        (Method::GET, "/readyz", empty()),
+        (Method::GET, "/v1/stats", empty()),
+        (Method::GET, "/openapi.json", empty()),
+        // Errors: engine, extractor, body limit, routing.
+        (Method::GET, "/v1/kv/missing", empty()),
+        (Method::PUT, "/v1/kv/k?ttl_ms=x", Body::from("v")),
+        (Method::PUT, "/v1/kv/k", Body::from("x".repeat(17))),
+        (Method::POST, "/v1/batch", Body::from("[{")),
+        (Method::GET, "/v1/watch", empty()),
+        (Method::GET, "/v1/ws", empty()),
+        (Method::GET, "/nope", empty()),
+        (Method::POST, "/v1/kv/k", empty()),
+    ];
+    for (method, uri, body) in cases {
+        let r = call(&app, method.clone(), uri, &[], body).await;
+        assert_eq!(r.headers[header::CONTENT_TYPE], "application/json", "{method} {uri}");
+        assert!(r.body.ends_with(b"\n"), "{method} {uri}: {:?}", r.body);
+        assert_eq!(r.body.iter().filter(|&&b| b == b'\n').count(), 1, "{method} {uri}: one line");
+        r.json();
+    }
+    // With Accept: application/json, a value is JSON too.
+    let r = call(&app, Method::GET, "/v1/kv/k", &[("accept", "application/json")], Body::empty()).await;
+    assert!(r.body.ends_with(b"}\n"), "{:?}", r.body);
+    // Shed and timed-out requests are answered by the guard layer.
+    let busy = router(context(Config { max_connections: 0, ..Config::all_off() }));
+    assert!(get(&busy, "/v1/stats").await.body.ends_with(b"}\n"));
+}
