@@ -172,3 +172,39 @@ async fn connections_are_counted_and_shutdown_is_graceful() {
     assert!(server.shutdown().await, "drained within the grace period, keep-alive connection included");
     assert!(c.get(format!("{base}/healthz")).send().await.is_err(), "nothing listens after shutdown");
 }
+
+#[tokio::test]
+async fn scans_tell_hashes_and_lists_from_empty_strings() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    let empty = Command::Put {
+        key: Bytes::from_static(b"ty:s"),
+        value: Bytes::new(),
+        ttl_ms: 0,
+        condition: nanodb_protocol::PutCondition::Always,
+    };
+    tcp.call(empty).await.expect("put");
+    let hset = Command::HashSet {
+        key: Bytes::from_static(b"ty:h"),
+        field: Bytes::from_static(b"f"),
+        value: Bytes::from_static(b"v"),
+    };
+    tcp.call(hset).await.expect("hset");
+    let r = c.post(format!("{base}/v1/list/ty:l")).body("x").send().await.expect("push");
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = json(c.get(format!("{base}/v1/kv?prefix=ty:")).send().await.expect("scan")).await;
+    let mut got: Vec<(String, String, String)> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            let s = |f: &str| i[f].as_str().unwrap_or("<missing>").to_owned();
+            (s("key"), s("type"), s("value"))
+        })
+        .collect();
+    got.sort();
+    let want = |k: &str, t: &str| (k.to_owned(), t.to_owned(), String::new());
+    assert_eq!(got, [want("ty:h", "hash"), want("ty:l", "list"), want("ty:s", "string")]);
+    server.shutdown().await;
+}

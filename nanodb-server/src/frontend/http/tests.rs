@@ -634,3 +634,39 @@ async fn every_json_response_ends_with_a_newline() {
     let busy = router(context(Config { max_connections: 0, ..Config::all_off() }));
     assert!(get(&busy, "/v1/stats").await.body.ends_with(b"}\n"));
 }
+
+#[tokio::test]
+async fn scan_items_say_their_type() {
+    let (app, _) = app();
+    put(&app, "/v1/kv/t:empty", b"").await;
+    put(&app, "/v1/hash/t:h/f", b"v").await;
+    call(&app, Method::POST, "/v1/list/t:l", &[], "x").await;
+    call(&app, Method::POST, "/v1/kv/t:n/incr", &[], Body::empty()).await;
+    let items = |j: Value| {
+        let mut items: Vec<Value> = j["items"].as_array().expect("items").clone();
+        items.sort_by_key(|i| i["key"].as_str().unwrap_or_default().to_owned());
+        items
+    };
+    let got: Vec<_> = items(get(&app, "/v1/kv?prefix=t:").await.json())
+        .iter()
+        .map(|i| (i["key"].clone(), i["type"].clone(), i["value"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!("t:empty"), json!("string"), json!("")),
+            (json!("t:h"), json!("hash"), json!("")),
+            (json!("t:l"), json!("list"), json!("")),
+            (json!("t:n"), json!("string"), json!("1")),
+        ],
+        "an empty string, a hash and a list are told apart by their type"
+    );
+    let types: Vec<_> = items(get(&app, "/v1/kv?prefix=t:&keys_only=true").await.json())
+        .iter()
+        .map(|i| i["type"].clone())
+        .collect();
+    assert_eq!(types, [json!("string"), json!("hash"), json!("list"), json!("string")], "keys_only too");
+    let doc = get(&app, "/openapi.json").await.json();
+    let schema = &doc["components"]["schemas"]["ScanItem"];
+    assert!(schema["required"].as_array().is_some_and(|r| r.contains(&json!("type"))), "{schema}");
+}
