@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The REST API as users meet it: the README's own curl examples, run as written against a fresh
-# server, an SSE client (curl -N) receiving a write and a publish, then a schemathesis fuzz run
-# against /openapi.json (bounded in time) that must find no 5xx.
+# The REST API as users meet it: the README's own curl and SSE examples, run as written against a
+# fresh server, an SSE client (curl -N) receiving a write and a publish, then a schemathesis fuzz
+# run against /openapi.json (bounded in time) that must find no 5xx.
 . "$(dirname "$0")/../lib.sh"
 need_apt curl
 
@@ -32,6 +32,25 @@ expect '204'
 expect '"protocol":"http"'
 expect 'nanodb_keys '
 echo "http: README curl examples ok"
+
+# 1b. The README's SSE examples (watch and subscribe with curl -N, waiting for `: ready` before
+# writing), run twice against the same server: neither a stale stream nor earlier data may matter.
+sse_examples=$(mktemp /tmp/nanodb-sse-examples.XXXXXX.sh); _cleanup_dirs+=("$sse_examples")
+awk '/<!-- sse-examples:start -->/{on=1; next} /<!-- sse-examples:end -->/{on=0} on && !/^```/' README.md >"$sse_examples"
+grep -q 'curl -sN' "$sse_examples" || fail "README SSE examples not found"
+for run in 1 2; do
+  out=$(NANODB_HTTP="127.0.0.1:$port" timeout 60 bash -euo pipefail "$sse_examples" 2>&1) \
+    || fail "README SSE examples failed (run $run): $out"
+  grep -qx ': ready' <<<"$out" || fail "README SSE examples (run $run): no ready line in:
+$out"
+  grep -qx 'data: {"type":"put","key":"user:1","key_encoding":"utf8","value":"Ada","encoding":"utf8","version":[0-9]*,"op":"set"}' <<<"$out" \
+    || fail "README SSE examples (run $run): no put event in:
+$out"
+  grep -qx 'data: {"type":"message","channel":"news","channel_encoding":"utf8","message":"hello","encoding":"utf8"}' <<<"$out" \
+    || fail "README SSE examples (run $run): no message in:
+$out"
+done
+echo "http: README SSE examples ok (twice)"
 
 # 2. Server-Sent Events with curl -N: a watcher sees a write made with curl, a subscriber a publish.
 # Readiness is the server's subscriber gauge, polled; each stream is bounded by --max-time.

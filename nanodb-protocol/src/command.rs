@@ -347,17 +347,42 @@ pub struct Entry {
     pub ttl_ms: i64,
 }
 
+/// The type of a key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    /// Bytes (integers written by INCR included).
+    String,
+    /// Fields and values.
+    Hash,
+    /// A sequence of values.
+    List,
+}
+
+impl KeyType {
+    /// The name Redis's TYPE answers (`string`, `hash`, `list`), also used by REST.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Hash => "hash",
+            Self::List => "list",
+        }
+    }
+}
+
 /// One entry of a scan page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanEntry {
     /// The key.
     pub key: Bytes,
-    /// The value of a string key; empty for hashes and lists.
+    /// The value of a string key; empty for hashes and lists (tell them apart by `key_type`).
     pub value: Bytes,
     /// The key's version.
     pub version: u64,
     /// Milliseconds to expiry, -1 for none.
     pub ttl_ms: i64,
+    /// The key's type: always set by the engine; `None` only when the entry was decoded from the
+    /// binary TCP protocol, whose scan reply layout does not carry it.
+    pub key_type: Option<KeyType>,
 }
 
 /// The answer to a [`Command`].

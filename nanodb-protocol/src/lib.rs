@@ -19,7 +19,7 @@ pub mod frame;
 pub mod watch;
 pub mod wire;
 
-pub use command::{Command, Entry, Expiry, Limits, ListEnd, PutCondition, Reply, ScanEntry};
+pub use command::{Command, Entry, Expiry, KeyType, Limits, ListEnd, PutCondition, Reply, ScanEntry};
 pub use error::{Error, ErrorCode};
 pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};
 pub use watch::{EventType, Push, Subscription};

@@ -799,6 +799,8 @@ fn decode_response_body(k: u8, r: &mut Reader) -> Result<Response, Error> {
                     value: r.bytes("value")?,
                     version: r.u64("version")?,
                     ttl_ms: r.i64("ttl_ms")?,
+                    // Not on this protocol's wire (PROTOCOL.md: the layout is fixed).
+                    key_type: None,
                 });
             }
             Reply::Scan { entries, next_cursor: r.bytes("next_cursor")? }
@@ -944,7 +946,13 @@ mod tests {
             Reply::Bytes(None),
             Reply::Bytes(Some(b("x"))),
             Reply::Scan {
-                entries: vec![ScanEntry { key: b("k"), value: b("v"), version: 1, ttl_ms: 10 }],
+                entries: vec![ScanEntry {
+                    key: b("k"),
+                    value: b("v"),
+                    version: 1,
+                    ttl_ms: 10,
+                    key_type: None,
+                }],
                 next_cursor: b("next"),
             },
             Reply::Pairs(vec![(b("f"), b("v"))]),
@@ -955,6 +963,41 @@ mod tests {
         }
         let hello = Response::Hello { version: 1, max_frame_len: 1 << 20 };
         assert_eq!(round_trip_response(hello.clone()), hello);
+    }
+
+    #[test]
+    fn scan_entries_keep_their_layout_without_the_type() {
+        // The type is not on this wire: PROTOCOL.md's layout stays as clients were written for.
+        let scan = |key_type| {
+            let entries =
+                vec![ScanEntry { key: b("h"), value: Bytes::new(), version: 2, ttl_ms: -1, key_type }];
+            let mut buf = BytesMut::new();
+            encode_response(
+                1,
+                &Response::Reply(Reply::Scan { entries, next_cursor: Bytes::new() }),
+                &mut buf,
+            );
+            buf
+        };
+        let typed = scan(Some(crate::KeyType::Hash));
+        assert_eq!(typed, scan(None));
+        // count, key, value, version, ttl_ms, next_cursor: 4 + (4 + 1) + 4 + 8 + 8 + 4 bytes.
+        assert_eq!(typed.len() - 9, 33);
+        let Response::Reply(Reply::Scan { entries, .. }) =
+            round_trip_response(Response::Reply(Reply::Scan {
+                entries: vec![ScanEntry {
+                    key: b("h"),
+                    value: Bytes::new(),
+                    version: 2,
+                    ttl_ms: -1,
+                    key_type: Some(crate::KeyType::List),
+                }],
+                next_cursor: Bytes::new(),
+            }))
+        else {
+            panic!("a scan reply");
+        };
+        assert_eq!(entries[0].key_type, None, "decoded from TCP, the type is unknown");
     }
 
     #[test]

@@ -115,6 +115,7 @@ impl Engine {
                     value: slot.value.as_string().unwrap_or_default(),
                     version: slot.version,
                     ttl_ms: slot.ttl_ms(now),
+                    key_type: Some(slot.value.key_type()),
                 };
                 best.push(Candidate { hash, entry });
                 if best.len() > need {
@@ -157,5 +158,34 @@ mod tests {
         ] {
             assert!(matches!(Cursor::decode(&Bytes::copy_from_slice(bad)), Err(Error::InvalidArgument(_))));
         }
+    }
+
+    #[test]
+    fn entries_carry_their_type() {
+        use nanodb_protocol::{Command, KeyType, Limits, ListEnd, PutCondition};
+        let e = Engine::new(Limits::default());
+        let b = Bytes::from_static;
+        let cmds = [
+            Command::Put { key: b(b"s"), value: Bytes::new(), ttl_ms: 0, condition: PutCondition::Always },
+            Command::Incr { key: b(b"n"), delta: 1 },
+            Command::HashSet { key: b(b"h"), field: b(b"f"), value: b(b"v") },
+            Command::ListPush { key: b(b"l"), end: ListEnd::Back, values: vec![b(b"x")] },
+        ];
+        for cmd in cmds {
+            e.execute(cmd).expect("applies");
+        }
+        let Ok(Reply::Scan { entries, .. }) = e.scan(b"", 10, &Bytes::new()) else { panic!("a page") };
+        let mut types: Vec<_> =
+            entries.iter().map(|e| (e.key.clone(), e.key_type, e.value.clone())).collect();
+        types.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            types,
+            [
+                (b(b"h"), Some(KeyType::Hash), Bytes::new()),
+                (b(b"l"), Some(KeyType::List), Bytes::new()),
+                (b(b"n"), Some(KeyType::String), b(b"1")),
+                (b(b"s"), Some(KeyType::String), Bytes::new()),
+            ]
+        );
     }
 }

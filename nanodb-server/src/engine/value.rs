@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
-use nanodb_protocol::Error;
+use nanodb_protocol::{Error, KeyType};
 
 /// The hash map used inside hash values.
 pub type FieldMap = HashMap<Bytes, Bytes, ahash::RandomState>;
@@ -27,13 +27,18 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value's type.
+    pub fn key_type(&self) -> KeyType {
+        match self {
+            Self::Str(_) | Self::Int(_) => KeyType::String,
+            Self::Hash(_) => KeyType::Hash,
+            Self::List(_) => KeyType::List,
+        }
+    }
+
     /// The Redis-style type name.
     pub fn type_name(&self) -> &'static str {
-        match self {
-            Self::Str(_) | Self::Int(_) => "string",
-            Self::Hash(_) => "hash",
-            Self::List(_) => "list",
-        }
+        self.key_type().as_str()
     }
 
     /// A string value holding an exact-size copy of `b`.

@@ -563,3 +563,29 @@ async fn connections_beyond_the_limit_are_refused() {
     assert!(first.get(get("k")).await.expect("first still works").into_inner().found);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn scan_entries_say_their_type() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    c.put(put("t:empty", "")).await.expect("put");
+    c.incr(pb::IncrRequest { key: b("t:n"), delta: 2 }).await.expect("incr");
+    c.hash_set(pb::HashSetRequest { key: b("t:h"), field: b("f"), value: b("v") }).await.expect("hset");
+    let push = pb::ListPushRequest { key: b("t:l"), end: pb::ListEnd::Back as i32, values: vec![b("x")] };
+    c.list_push(push).await.expect("push");
+    let page =
+        c.scan(pb::ScanRequest { prefix: b("t:"), ..Default::default() }).await.expect("scan").into_inner();
+    let mut got: Vec<_> = page.entries.iter().map(|e| (e.key.clone(), e.r#type(), e.value.clone())).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            (b("t:empty"), pb::KeyType::String, Bytes::new()),
+            (b("t:h"), pb::KeyType::Hash, Bytes::new()),
+            (b("t:l"), pb::KeyType::List, Bytes::new()),
+            (b("t:n"), pb::KeyType::String, b("2")),
+        ],
+        "an empty string, a hash and a list are told apart by their type"
+    );
+    server.shutdown().await;
+}

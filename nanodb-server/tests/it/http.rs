@@ -172,3 +172,106 @@ async fn connections_are_counted_and_shutdown_is_graceful() {
     assert!(server.shutdown().await, "drained within the grace period, keep-alive connection included");
     assert!(c.get(format!("{base}/healthz")).send().await.is_err(), "nothing listens after shutdown");
 }
+
+#[tokio::test]
+async fn scans_tell_hashes_and_lists_from_empty_strings() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    let empty = Command::Put {
+        key: Bytes::from_static(b"ty:s"),
+        value: Bytes::new(),
+        ttl_ms: 0,
+        condition: nanodb_protocol::PutCondition::Always,
+    };
+    tcp.call(empty).await.expect("put");
+    let hset = Command::HashSet {
+        key: Bytes::from_static(b"ty:h"),
+        field: Bytes::from_static(b"f"),
+        value: Bytes::from_static(b"v"),
+    };
+    tcp.call(hset).await.expect("hset");
+    let r = c.post(format!("{base}/v1/list/ty:l")).body("x").send().await.expect("push");
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = json(c.get(format!("{base}/v1/kv?prefix=ty:")).send().await.expect("scan")).await;
+    let mut got: Vec<(String, String, String)> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| {
+            let s = |f: &str| i[f].as_str().unwrap_or("<missing>").to_owned();
+            (s("key"), s("type"), s("value"))
+        })
+        .collect();
+    got.sort();
+    let want = |k: &str, t: &str| (k.to_owned(), t.to_owned(), String::new());
+    assert_eq!(got, [want("ty:h", "hash"), want("ty:l", "list"), want("ty:s", "string")]);
+    server.shutdown().await;
+}
+
+/// The longest request target hyper (and the `http` crate's `Uri`) accept: 65,534 bytes.
+const MAX_URI: usize = 65_534;
+
+/// One HTTP/1.1 request written by hand (reqwest refuses URLs this long before sending them):
+/// the status and the body of the answer.
+async fn raw_request(addr: std::net::SocketAddr, method: &str, target: &str, body: &str) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nhost: nanodb\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(body.as_bytes()).await.expect("write body");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("answered within 10 s")
+        .expect("read");
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let status = std::str::from_utf8(&answer[9..12]).ok().and_then(|s| s.parse().ok()).expect("a status");
+    (status, answer[end + 4..].to_vec())
+}
+
+#[tokio::test]
+async fn the_longest_key_in_a_url_and_the_longest_key_through_batch() {
+    let (server, base) = http_server().await;
+    let addr = server.addrs().http.expect("http on");
+    let c = reqwest::Client::new();
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    let max_key_len = config().limits.max_key_len;
+    assert_eq!(max_key_len, 65_536, "the documented default");
+
+    // The longest key a URL can carry: the request target is at most 65,534 bytes.
+    let longest = "k".repeat(MAX_URI - "/v1/kv/".len());
+    let (status, _) = raw_request(addr, "PUT", &format!("/v1/kv/{longest}"), "fits").await;
+    assert_eq!(status, 201);
+    let (status, body) = raw_request(addr, "GET", &format!("/v1/kv/{longest}"), "").await;
+    assert_eq!((status, &body[..]), (200, &b"fits"[..]));
+
+    // One byte more, or the longest key the server accepts, is refused by hyper's request-line
+    // parser before any handler runs: 414 with an empty body (hyper writes that answer itself).
+    for len in [longest.len() + 1, max_key_len] {
+        let (status, body) = raw_request(addr, "GET", &format!("/v1/kv/{}", "k".repeat(len)), "").await;
+        assert_eq!((status, body.len()), (414, 0), "{len}-byte key");
+    }
+    let r = c.get(format!("{base}/healthz")).send().await.expect("healthz");
+    assert_eq!(r.status(), StatusCode::OK, "the server is fine");
+
+    // The longest key works through a body-carrying route, /v1/batch, and over other protocols.
+    let key = "b".repeat(max_key_len);
+    let ops = serde_json::json!([{"op": "put", "key": key, "value": "long"}, {"op": "get", "key": key}]);
+    let res = json(c.post(format!("{base}/v1/batch")).json(&ops).send().await.expect("batch")).await;
+    assert_eq!(res[0]["ok"]["applied"], true, "{}", res[0]);
+    assert_eq!(res[1]["ok"]["value"], "long");
+    let Ok(Reply::Value(Some(e))) = tcp.call(Command::Get { key: Bytes::from(key.clone()) }).await else {
+        panic!("the batch-written key is readable over TCP");
+    };
+    assert_eq!(e.value, "long");
+    // One byte over the key limit refuses the whole batch: 413, the JSON KEY_TOO_LARGE error.
+    let ops = serde_json::json!([{"op": "put", "key": "b".repeat(max_key_len + 1), "value": "v"}]);
+    let r = c.post(format!("{base}/v1/batch")).json(&ops).send().await.expect("batch");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(r).await["error"]["code"], "KEY_TOO_LARGE");
+    server.shutdown().await;
+}

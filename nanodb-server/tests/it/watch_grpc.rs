@@ -238,3 +238,31 @@ async fn open_streams_are_bounded_by_max_connections() {
     }
     assert!(server.shutdown().await);
 }
+
+/// gRPC's ready signal is the response headers: the server registers the watch before it answers
+/// them, and the generated client's call returns once they arrive. So a write made the moment the
+/// call returns is delivered, and no READY message is needed on the stream.
+#[tokio::test]
+async fn a_write_made_right_after_the_call_returns_is_always_seen() {
+    let (server, mut kv, mut tcp) = server(config()).await;
+    for i in 0..50 {
+        let key = format!("r{i}");
+        let mut events = kv.watch(watch_req(&key, false, true)).await.expect("watch").into_inner();
+        tcp.call(Command::Put { key: b(&key), value: b("v"), ttl_ms: 0, condition: PutCondition::Always })
+            .await
+            .expect("put");
+        let e = next(&mut events).await;
+        assert_eq!((e.r#type(), e.key), (pb::WatchEventType::Put, b(&key)));
+
+        let channel = format!("c{i}");
+        let mut messages = kv
+            .subscribe(pb::SubscribeRequest { channels: vec![b(&channel)], patterns: vec![] })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        let r = kv.publish(pb::PublishRequest { channel: b(&channel), message: b("m") }).await;
+        assert_eq!(r.expect("publish").into_inner().receivers, 1);
+        assert_eq!(next(&mut messages).await.message, b("m"));
+    }
+    assert!(server.shutdown().await);
+}

@@ -112,6 +112,74 @@ impl Sse {
     pub(crate) async fn event(&mut self) -> SseEvent {
         self.next().await.expect("an event, not the end of the stream")
     }
+
+    /// The next raw block (event or comment, blank line included), which must come.
+    async fn block(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                return String::from_utf8(block).expect("SSE is UTF-8");
+            }
+            let chunk = tokio::time::timeout(WAIT, self.body.next()).await.expect("stream moves within 5 s");
+            self.buf.extend_from_slice(&chunk.expect("not the end of the stream").expect("body chunk"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sse_streams_say_ready_first_even_while_the_key_is_being_written() {
+    let (server, base, mut tcp) = server(config()).await;
+    // A writer hammers the key while streams open: whatever it writes before a watch is
+    // registered is not delivered, so nothing may come before the ready line.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let stop = stop.clone();
+        let addr = server.addrs().tcp.expect("tcp on");
+        tokio::spawn(async move {
+            let mut tcp = TcpClient::connect(addr).await;
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                put(&mut tcp, b"hot", n.to_string().as_bytes(), 0).await;
+                n += 1;
+            }
+        })
+    };
+    for _ in 0..10 {
+        let mut events = Sse::open(&format!("{base}/v1/watch?key=hot")).await;
+        assert_eq!(events.block().await, ": ready\n\n", "the first block is the ready comment");
+        assert!(events.block().await.starts_with("data: {\"type\":\"put\""), "then the changes");
+    }
+    stop.cancel();
+    writer.await.expect("writer joins");
+
+    let mut messages = Sse::open(&format!("{base}/v1/subscribe/news")).await;
+    assert_eq!(messages.block().await, ": ready\n\n");
+    let mut pattern = Sse::open(&format!("{base}/v1/subscribe/n*?pattern=true")).await;
+    assert_eq!(pattern.block().await, ": ready\n\n");
+    put(&mut tcp, b"news", b"a key, not a channel", 0).await;
+    let r = reqwest::Client::new().post(format!("{base}/v1/publish/news")).body("hi").send().await;
+    assert_eq!(r.expect("publish").json::<Value>().await.expect("JSON"), json!({"receivers": 2}));
+    assert_eq!(messages.event().await.data["message"], "hi");
+    assert_eq!(pattern.event().await.data["message"], "hi");
+    assert!(server.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_write_made_right_after_the_ready_line_is_always_seen() {
+    let (server, base, _tcp) = server(config()).await;
+    let c = reqwest::Client::new();
+    for i in 0..50 {
+        let mut events = Sse::open(&format!("{base}/v1/watch?prefix=r{i}:&values=true")).await;
+        assert_eq!(events.block().await, ": ready\n\n");
+        let r = c.put(format!("{base}/v1/kv/r{i}:k")).body(format!("v{i}")).send().await.expect("put");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let e = events.event().await;
+        assert_eq!(
+            (e.data["key"].as_str(), e.data["value"].as_str()),
+            (Some(&*format!("r{i}:k")), Some(&*format!("v{i}")))
+        );
+    }
+    assert!(server.shutdown().await);
 }
 
 #[tokio::test]
@@ -519,5 +587,24 @@ async fn ten_thousand_websocket_subscribe_cycles_leave_nothing_behind() {
     assert_eq!(subscribers(&server), 1, "one subscriber per socket, however many topics it cycled");
     drop(a);
     eventually("the socket's subscriber is freed", || subscribers(&server) == 0).await;
+    assert!(server.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_websocket_ack_is_the_ready_signal() {
+    let (server, base, mut tcp) = server(config()).await;
+    for i in 0..50 {
+        let mut a = ws(&base).await;
+        let key = format!("w{i}");
+        send(&mut a, json!({"op": "watch", "key": key, "values": true, "id": i})).await;
+        assert_eq!(
+            recv(&mut a).await,
+            json!({"type": "ack", "op": "watch", "id": i, "changed": true, "topics": 1})
+        );
+        // Written over another protocol the moment the ack is in.
+        put(&mut tcp, key.as_bytes(), b"v", 0).await;
+        let e = recv(&mut a).await;
+        assert_eq!((e["type"].as_str(), e["key"].as_str()), (Some("put"), Some(&*key)));
+    }
     assert!(server.shutdown().await);
 }

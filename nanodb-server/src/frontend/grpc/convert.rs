@@ -5,7 +5,7 @@
 //! `nanodb_protocol::convert` (they must live beside both types).
 
 use nanodb_protocol::pb;
-use nanodb_protocol::{Entry, Error, ErrorCode, Reply, ScanEntry};
+use nanodb_protocol::{Entry, Error, ErrorCode, KeyType, Reply, ScanEntry};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 use tracing::error;
@@ -70,7 +70,13 @@ pub fn get_response(entry: Option<Entry>) -> pb::GetResponse {
 
 /// One scan entry.
 pub fn key_value(e: ScanEntry) -> pb::KeyValue {
-    pb::KeyValue { key: e.key, value: e.value, version: e.version, ttl_ms: e.ttl_ms }
+    let key_type = match e.key_type {
+        Some(KeyType::String) => pb::KeyType::String,
+        Some(KeyType::Hash) => pb::KeyType::Hash,
+        Some(KeyType::List) => pb::KeyType::List,
+        None => pb::KeyType::Unspecified,
+    };
+    pb::KeyValue { key: e.key, value: e.value, version: e.version, ttl_ms: e.ttl_ms, r#type: key_type as i32 }
 }
 
 /// A list length as the proto's unsigned field (the engine never reports a negative one).

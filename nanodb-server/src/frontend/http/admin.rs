@@ -201,7 +201,8 @@ pub fn render_metrics(s: &AppState) -> String {
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> Response {
     match ApiDoc::openapi().to_json() {
-        Ok(json) => {
+        Ok(mut json) => {
+            json.push('\n');
             let mut r = json.into_response();
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r

@@ -121,21 +121,27 @@ impl IntoResponse for AppError {
     }
 }
 
-/// A JSON response; serialising our own plain structs cannot fail, but if it did the client gets
-/// a bare 500 rather than a panic.
+/// The body answered if a response cannot be serialised: still the JSON error form.
+const INTERNAL_BODY: &[u8] = b"{\"error\":{\"code\":\"INTERNAL\",\"message\":\"internal error\"}}\n";
+
+/// A JSON response, ending with a newline (so `curl` output ends its line, like every text
+/// tool's). Serialising our own plain structs cannot fail, but if it did the client gets the
+/// JSON `INTERNAL` error rather than a panic.
 pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => {
-            let mut r = Response::new(Body::from(bytes));
-            *r.status_mut() = status;
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
+    let (status, bytes) = match serde_json::to_vec(body) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            (status, Body::from(bytes))
         }
         Err(e) => {
             tracing::error!(error = %e, "http: cannot serialise a response");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, Body::from(INTERNAL_BODY))
         }
-    }
+    };
+    let mut r = Response::new(bytes);
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 #[cfg(test)]
@@ -153,6 +159,13 @@ mod tests {
         assert_eq!(status_of(ErrorCode::ConditionFailed), StatusCode::PRECONDITION_FAILED);
         assert_eq!(status_of(ErrorCode::ValueTooLarge), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(status_of(ErrorCode::Busy), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn the_fallback_body_is_the_json_error_form() {
+        let j: serde_json::Value = serde_json::from_slice(INTERNAL_BODY).expect("JSON");
+        assert_eq!(j["error"]["code"], "INTERNAL");
+        assert!(INTERNAL_BODY.ends_with(b"}\n"));
     }
 
     #[test]

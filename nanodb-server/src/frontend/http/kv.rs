@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use nanodb_protocol::{Command, Entry, Error, PutCondition, Reply};
+use nanodb_protocol::{Command, Entry, Error, KeyType, PutCondition, Reply};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -272,6 +272,28 @@ pub struct ScanParams {
     pub keys_only: bool,
 }
 
+/// A key's type, named as Redis's TYPE names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyTypeJson {
+    /// A string (integers written by incr included).
+    String,
+    /// A hash (read it with `GET /v1/hash/{key}`).
+    Hash,
+    /// A list (read it with `GET /v1/list/{key}`).
+    List,
+}
+
+impl From<KeyType> for KeyTypeJson {
+    fn from(t: KeyType) -> Self {
+        match t {
+            KeyType::String => Self::String,
+            KeyType::Hash => Self::Hash,
+            KeyType::List => Self::List,
+        }
+    }
+}
+
 /// One key of a scan page.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScanItem {
@@ -279,7 +301,10 @@ pub struct ScanItem {
     pub key: String,
     /// How `key` is written.
     pub key_encoding: Encoding,
-    /// The value of a string key (empty for hashes and lists); absent with `keys_only`.
+    /// The key's type, also with `keys_only`.
+    #[serde(rename = "type")]
+    pub key_type: KeyTypeJson,
+    /// The value of a string key (empty for hashes and lists: see `type`); absent with `keys_only`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     /// How `value` is written; absent with `keys_only`.
@@ -316,19 +341,22 @@ pub async fn scan(State(s): State<AppState>, Q(p): Q<ScanParams>) -> Result<Resp
     let items = entries
         .into_iter()
         .map(|e| {
+            // The engine types every entry; only a TCP-decoded entry lacks one.
+            let key_type = e.key_type.ok_or_else(|| AppError::internal("scan entry without a type"))?;
             let (key, key_encoding) = encode_bytes(&e.key);
             let (value, encoding) =
                 if p.keys_only { (None, None) } else { Some(encode_bytes(&e.value)).unzip() };
-            ScanItem {
+            Ok(ScanItem {
                 key,
                 key_encoding,
+                key_type: key_type.into(),
                 value,
                 encoding,
                 version: e.version,
                 ttl_ms: (e.ttl_ms >= 0).then_some(e.ttl_ms),
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, AppError>>()?;
     let next_cursor = (!next.is_empty()).then(|| encode_cursor(&next));
     Ok(json_response(StatusCode::OK, &ScanPage { items, next_cursor }))
 }

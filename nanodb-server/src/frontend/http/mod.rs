@@ -139,6 +139,7 @@ pub struct BinaryBody(pub Vec<u8>);
         hash_list::End,
         kv::BatchOp,
         kv::BatchResult,
+        kv::KeyTypeJson,
         events::EventJson,
         events::KeyEventJson,
         events::MessageJson,

@@ -576,3 +576,85 @@ async fn cors_is_off_by_default_and_configurable() {
     let r = call(&app, Method::GET, "/healthz", &[("origin", "https://evil.example")], Body::empty()).await;
     assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }
+
+#[tokio::test]
+async fn every_json_response_ends_with_a_newline() {
+    let limits = Limits { max_value_len: 16, ..Limits::default() };
+    let app = router(context(Config { limits, ..Config::all_off() }));
+    let empty = || Body::empty();
+    let batch = r#"[{"op":"incr","key":"n"}]"#;
+    let cases: Vec<(Method, &str, Body)> = vec![
+        (Method::PUT, "/v1/kv/k", Body::from("v")),
+        (Method::POST, "/v1/kv/n/incr", empty()),
+        (Method::GET, "/v1/kv?limit=5", empty()),
+        (Method::POST, "/v1/batch", Body::from(batch)),
+        (Method::PUT, "/v1/hash/h/f", Body::from("v")),
+        (Method::GET, "/v1/hash/h", empty()),
+        (Method::POST, "/v1/list/l", Body::from("v")),
+        (Method::GET, "/v1/list/l", empty()),
+        (Method::POST, "/v1/list/l/pop", empty()),
+        (Method::POST, "/v1/publish/c", Body::from("m")),
+        (Method::GET, "/healthz", empty()),
+        (Method::GET, "/readyz", empty()),
+        (Method::GET, "/v1/stats", empty()),
+        (Method::GET, "/openapi.json", empty()),
+        // Errors: engine, extractor, body limit, routing.
+        (Method::GET, "/v1/kv/missing", empty()),
+        (Method::PUT, "/v1/kv/k?ttl_ms=x", Body::from("v")),
+        (Method::PUT, "/v1/kv/k", Body::from("x".repeat(17))),
+        (Method::POST, "/v1/batch", Body::from("[{")),
+        (Method::GET, "/v1/watch", empty()),
+        (Method::GET, "/v1/ws", empty()),
+        (Method::GET, "/nope", empty()),
+        (Method::POST, "/v1/kv/k", empty()),
+    ];
+    for (method, uri, body) in cases {
+        let r = call(&app, method.clone(), uri, &[], body).await;
+        assert_eq!(r.headers[header::CONTENT_TYPE], "application/json", "{method} {uri}");
+        assert!(r.body.ends_with(b"\n"), "{method} {uri}: {:?}", r.body);
+        assert_eq!(r.body.iter().filter(|&&b| b == b'\n').count(), 1, "{method} {uri}: one line");
+        r.json();
+    }
+    // With Accept: application/json, a value is JSON too.
+    let r = call(&app, Method::GET, "/v1/kv/k", &[("accept", "application/json")], Body::empty()).await;
+    assert!(r.body.ends_with(b"}\n"), "{:?}", r.body);
+    // Shed and timed-out requests are answered by the guard layer.
+    let busy = router(context(Config { max_connections: 0, ..Config::all_off() }));
+    assert!(get(&busy, "/v1/stats").await.body.ends_with(b"}\n"));
+}
+
+#[tokio::test]
+async fn scan_items_say_their_type() {
+    let (app, _) = app();
+    put(&app, "/v1/kv/t:empty", b"").await;
+    put(&app, "/v1/hash/t:h/f", b"v").await;
+    call(&app, Method::POST, "/v1/list/t:l", &[], "x").await;
+    call(&app, Method::POST, "/v1/kv/t:n/incr", &[], Body::empty()).await;
+    let items = |j: Value| {
+        let mut items: Vec<Value> = j["items"].as_array().expect("items").clone();
+        items.sort_by_key(|i| i["key"].as_str().unwrap_or_default().to_owned());
+        items
+    };
+    let got: Vec<_> = items(get(&app, "/v1/kv?prefix=t:").await.json())
+        .iter()
+        .map(|i| (i["key"].clone(), i["type"].clone(), i["value"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!("t:empty"), json!("string"), json!("")),
+            (json!("t:h"), json!("hash"), json!("")),
+            (json!("t:l"), json!("list"), json!("")),
+            (json!("t:n"), json!("string"), json!("1")),
+        ],
+        "an empty string, a hash and a list are told apart by their type"
+    );
+    let types: Vec<_> = items(get(&app, "/v1/kv?prefix=t:&keys_only=true").await.json())
+        .iter()
+        .map(|i| i["type"].clone())
+        .collect();
+    assert_eq!(types, [json!("string"), json!("hash"), json!("list"), json!("string")], "keys_only too");
+    let doc = get(&app, "/openapi.json").await.json();
+    let schema = &doc["components"]["schemas"]["ScanItem"];
+    assert!(schema["required"].as_array().is_some_and(|r| r.contains(&json!("type"))), "{schema}");
+}

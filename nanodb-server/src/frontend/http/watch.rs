@@ -2,7 +2,8 @@
 //! as Server-Sent Events, and `POST /v1/publish/{channel}`.
 //!
 //! An event stream is registered with the change feed before its response headers are sent, so
-//! every change applied after the client sees the headers is delivered. It is a long-lived
+//! every change applied after the client sees the headers is delivered; its first line, the
+//! comment `: ready`, says so to clients that do not see headers (`curl -N`). It is a long-lived
 //! response, not a long request: the guard layer's request timeout and in-flight slot end when
 //! the headers are ready, and compression skips `text/event-stream`, so nothing buffers or cuts
 //! it. Open streams (SSE and WebSocket) are bounded separately, by `max_connections`. A stream
@@ -17,7 +18,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use nanodb_protocol::{Command, ErrorCode, Reply};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,14 @@ use crate::stats::Protocol;
 /// How often an idle event stream sends a comment line, so proxies and clients can tell a quiet
 /// stream from a dead connection.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// The first thing every event stream sends, as an SSE comment (`: ready`): the subscription is
+/// registered, so every change applied from now on is delivered. `curl -N` users wait for this
+/// line before writing. A comment rather than a named event: every SSE client skips comments, so
+/// clients that read the first event as a change (or parse every `data:` as a change) keep
+/// working; `EventSource` users have `onopen`, which fires on the response headers, and those too
+/// are sent only after the subscription is registered.
+const READY: &str = "ready";
 
 /// What a publish reached.
 #[derive(Debug, Serialize, ToSchema)]
@@ -122,7 +131,7 @@ impl super::Shared {
         ("values" = Option<bool>, Query, description = "Include the new value in events for string writes"),
     ),
     responses(
-        (status = 200, description = "An endless event stream: one `data:` JSON object per change (type put, delete or expire); `event: lagged` ends it when the client fell behind; `:` comment lines keep it alive",
+        (status = 200, description = "An endless event stream: first the comment `: ready` (the watch is registered: every later change is delivered), then one `data:` JSON object per change (type put, delete or expire); `event: lagged` ends it when the client fell behind; `:` comment lines keep it alive",
             content_type = "text/event-stream", body = EventJson),
         (status = 400, description = "Not exactly one of key= and prefix=, or an unknown parameter", body = ErrorBody),
         (status = 413, description = "Key or prefix over the topic limit (max_key_len)", body = ErrorBody),
@@ -140,7 +149,7 @@ pub async fn watch(State(s): State<AppState>, RawQuery(query): RawQuery) -> Resu
     params(("channel" = String, Path, description = "The channel (or glob pattern with ?pattern=true), percent-encoded; any bytes"),
         ("pattern" = Option<bool>, Query, description = "The path segment is a glob pattern (`*`, `?`, `[...]`, as Redis PSUBSCRIBE)")),
     responses(
-        (status = 200, description = "An endless event stream: one `data:` JSON object (type message) per message; `event: lagged` ends it when the client fell behind",
+        (status = 200, description = "An endless event stream: first the comment `: ready` (the subscription is registered), then one `data:` JSON object (type message) per message; `event: lagged` ends it when the client fell behind",
             content_type = "text/event-stream", body = EventJson),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 413, description = "Channel over the topic limit (max_key_len)", body = ErrorBody),
@@ -182,9 +191,10 @@ pub async fn publish(
     }
 }
 
-/// The SSE response over `sub`'s deliveries.
+/// The SSE response over `sub`'s deliveries, opened by the [`READY`] comment.
 fn sse(sub: Subscriber, slot: Slot, shutdown: CancellationToken) -> Response {
-    let mut r = Sse::new(events(sub, slot, shutdown))
+    let ready = futures::stream::iter([Ok(Event::default().comment(READY))]);
+    let mut r = Sse::new(ready.chain(events(sub, slot, shutdown)))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
     // nginx buffers proxied responses unless told otherwise; events must pass at once.

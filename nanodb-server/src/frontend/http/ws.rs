@@ -2,7 +2,10 @@
 //! messages, answered with JSON acks or errors, with the client's key events and messages pushed
 //! on the same socket (the JSON of [`EventJson`]).
 //!
-//! A socket holds one change-feed subscriber for all its topics. Incoming messages are bounded
+//! A socket holds one change-feed subscriber for all its topics. The ack to `watch`, `subscribe`
+//! and `psubscribe` is the ready signal: it is sent after the topic is registered, so every change
+//! applied once the client has it is delivered, and no event of the new topic precedes it (the
+//! socket's loop sends the ack before it polls the queue again). Incoming messages are bounded
 //! (tungstenite refuses a frame or message over the JSON body limit before reading it); bad JSON
 //! or a refused command is an error message, not a closed socket. The server closes with a close
 //! frame: 1013 after the `lagged` event, 1001 at shutdown, 1009 for an oversized message.
