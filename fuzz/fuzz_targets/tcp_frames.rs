@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = cmd.validate(&nanodb_protocol::Limits::default());
             }
             let mut again = BytesMut::new();
-            wire::encode_request(id, &request, &mut again);
+            wire::encode_request(id, &request, &mut again).expect("a decoded request has a wire form");
             let (id2, back) = ServerCodec::new(usize::MAX >> 1)
                 .decode(&mut again)
                 .expect("own encoding decodes")

@@ -8,6 +8,8 @@
 //! Run: `cargo bench -p nanodb-protocol --bench body_encoding`. Prints ns per encode+decode round
 //! trip for each; PROTOCOL.md quotes the result. A plain timing loop (not criterion) keeps the build
 //! light; it runs each case several times and reports the best, which is stable enough for a 2x call.
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -37,15 +39,15 @@ fn main() {
     let value = Bytes::from(vec![b'v'; 64]);
     let mut buf = BytesMut::with_capacity(256);
 
-    let put = Request::Command(Command::Put {
+    let put = Request::Command(Command::Put(cmd::Put {
         key: key.clone(),
         value: value.clone(),
-        ttl_ms: 0,
+        expiry: Expiry::Persist,
         condition: PutCondition::Always,
-    });
+    }));
     let packed_put = best_ns(|| {
         buf.clear();
-        wire::encode_request(1, black_box(&put), &mut buf);
+        wire::encode_request(1, black_box(&put), &mut buf).expect("encodes");
         let body = buf.split().freeze().slice(9..);
         black_box(wire::decode_request(wire::kind::PUT, body).ok());
     });
@@ -62,19 +64,21 @@ fn main() {
         black_box(&pb_put_msg).encode(&mut buf).ok();
         FrameCodec::finish(&mut buf, start);
         let body = buf.split().freeze().slice(9..);
-        let cmd = pb::PutRequest::decode(body).ok().map(|m| Command::Put {
-            key: m.key,
-            value: m.value,
-            ttl_ms: m.ttl_ms,
-            condition: PutCondition::Always,
+        let cmd = pb::PutRequest::decode(body).ok().map(|m| {
+            Command::Put(cmd::Put {
+                key: m.key,
+                value: m.value,
+                expiry: Expiry::from_put_ttl_ms(m.ttl_ms),
+                condition: PutCondition::Always,
+            })
         });
         black_box(cmd);
     });
 
-    let get = Request::Command(Command::Get { key: key.clone() });
+    let get = Request::Command(Command::Get(cmd::Get { key: key.clone() }));
     let packed_get = best_ns(|| {
         buf.clear();
-        wire::encode_request(1, black_box(&get), &mut buf);
+        wire::encode_request(1, black_box(&get), &mut buf).expect("encodes");
         let body = buf.split().freeze().slice(9..);
         black_box(wire::decode_request(wire::kind::GET, body).ok());
     });
@@ -85,7 +89,7 @@ fn main() {
         black_box(&pb_get_msg).encode(&mut buf).ok();
         FrameCodec::finish(&mut buf, start);
         let body = buf.split().freeze().slice(9..);
-        black_box(pb::GetRequest::decode(body).ok().map(|m| Command::Get { key: m.key }));
+        black_box(pb::GetRequest::decode(body).ok().map(|m| Command::Get(cmd::Get { key: m.key })));
     });
 
     let reply = Response::Reply(Reply::Value(Some(Entry { value: value.clone(), version: 42, ttl_ms: -1 })));

@@ -6,7 +6,8 @@
 //! what the protobuf encoding cannot express (unknown enum numbers, a missing `oneof`); sizes,
 //! emptiness and counts are [`Command::validate`]'s job, done once by the engine.
 
-use crate::command::{Command, ListEnd, PutCondition};
+use crate::cmd;
+use crate::command::{Command, Expiry, ListEnd, PutCondition};
 use crate::error::Error;
 use crate::pb;
 
@@ -32,40 +33,53 @@ fn list_end(end: i32) -> Result<ListEnd, Error> {
     }
 }
 
-/// Implements `TryFrom<$msg> for Command` with `|$m| body`.
+/// Implements `TryFrom<pb::$msg> for cmd::$cmd` with `|$m| body`, and the same into [`Command`].
 macro_rules! command_from {
-    ($($msg:ident => |$m:ident| $body:expr;)*) => {$(
-        impl TryFrom<pb::$msg> for Command {
+    ($($msg:ident => $cmd:ident |$m:ident| $body:expr;)*) => {$(
+        impl TryFrom<pb::$msg> for cmd::$cmd {
             type Error = Error;
 
             fn try_from($m: pb::$msg) -> Result<Self, Error> {
                 Ok($body)
             }
         }
+
+        impl TryFrom<pb::$msg> for Command {
+            type Error = Error;
+
+            fn try_from(m: pb::$msg) -> Result<Self, Error> {
+                cmd::$cmd::try_from(m).map(Command::from)
+            }
+        }
     )*};
 }
 
 command_from! {
-    GetRequest => |m| Command::Get { key: m.key };
-    PutRequest => |m| Command::Put {
+    GetRequest => Get |m| cmd::Get { key: m.key };
+    PutRequest => Put |m| cmd::Put {
         condition: put_condition(m.condition, m.expected_version)?,
         key: m.key,
         value: m.value,
-        ttl_ms: m.ttl_ms,
+        expiry: Expiry::from_put_ttl_ms(m.ttl_ms),
     };
-    DeleteRequest => |m| Command::Delete { key: m.key };
-    IncrRequest => |m| Command::Incr { key: m.key, delta: m.delta };
-    ExpireRequest => |m| Command::Expire { key: m.key, ttl_ms: m.ttl_ms };
-    ScanRequest => |m| Command::Scan { prefix: m.prefix, limit: m.limit, cursor: m.cursor };
-    HashSetRequest => |m| Command::HashSet { key: m.key, field: m.field, value: m.value };
-    HashGetRequest => |m| Command::HashGet { key: m.key, field: m.field };
-    HashDeleteRequest => |m| Command::HashDelete { key: m.key, field: m.field };
-    HashGetAllRequest => |m| Command::HashGetAll { key: m.key };
-    ListPushRequest => |m| Command::ListPush { end: list_end(m.end)?, key: m.key, values: m.values };
-    ListPopRequest => |m| Command::ListPop { end: list_end(m.end)?, key: m.key, count: m.count };
-    ListRangeRequest => |m| Command::ListRange { key: m.key, start: m.start, stop: m.stop };
-    PingRequest => |_m| Command::Ping;
-    PublishRequest => |m| Command::Publish { channel: m.channel, message: m.message };
+    DeleteRequest => Delete |m| cmd::Delete { key: m.key };
+    IncrRequest => Incr |m| cmd::Incr { key: m.key, delta: m.delta };
+    ExpireRequest => Expire |m| cmd::Expire { key: m.key, expiry: Expiry::from_expire_ttl_ms(m.ttl_ms) };
+    ScanRequest => Scan |m| cmd::Scan { prefix: m.prefix, limit: m.limit, cursor: m.cursor };
+    HashSetRequest => HashSet |m| cmd::HashSet { key: m.key, field: m.field, value: m.value };
+    HashGetRequest => HashGet |m| cmd::HashGet { key: m.key, field: m.field };
+    HashDeleteRequest => HashDelete |m| cmd::HashDelete { key: m.key, field: m.field };
+    HashGetAllRequest => HashGetAll |m| cmd::HashGetAll { key: m.key };
+    ListPushRequest => ListPush |m| cmd::ListPush { end: list_end(m.end)?, key: m.key, values: m.values };
+    ListPopRequest => ListPop |m| cmd::ListPop { end: list_end(m.end)?, key: m.key, count: m.count };
+    ListRangeRequest => ListRange |m| cmd::ListRange { key: m.key, start: m.start, stop: m.stop };
+    PingRequest => Ping |_m| cmd::Ping {};
+    PublishRequest => Publish |m| cmd::Publish { channel: m.channel, message: m.message };
+    BatchRequest => Batch |m| cmd::Batch {
+        // The count is checked by validation; converting first is bounded by the message size
+        // limit the transport already enforced.
+        ops: m.ops.into_iter().map(Command::try_from).collect::<Result<_, _>>()?,
+    };
 }
 
 impl TryFrom<pb::Operation> for Command {
@@ -86,17 +100,6 @@ impl TryFrom<pb::Operation> for Command {
     }
 }
 
-impl TryFrom<pb::BatchRequest> for Command {
-    type Error = Error;
-
-    /// The count is checked by [`Command::validate`]; converting first is bounded by the message
-    /// size limit the transport already enforced.
-    fn try_from(m: pb::BatchRequest) -> Result<Self, Error> {
-        let ops = m.ops.into_iter().map(Command::try_from).collect::<Result<_, _>>()?;
-        Ok(Command::Batch { ops })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -113,7 +116,7 @@ mod tests {
             expected_version,
         };
         let cond = |m| match Command::try_from(m) {
-            Ok(Command::Put { condition, ttl_ms: 7, .. }) => Ok(condition),
+            Ok(Command::Put(cmd::Put { condition, expiry: Expiry::In(7), .. })) => Ok(condition),
             Ok(other) => panic!("not a put: {other:?}"),
             Err(e) => Err(e),
         };
@@ -128,7 +131,10 @@ mod tests {
     #[test]
     fn list_ends_and_batches() {
         let push = pb::ListPushRequest { key: Bytes::from_static(b"l"), end: 1, values: vec![Bytes::new()] };
-        assert!(matches!(Command::try_from(push), Ok(Command::ListPush { end: ListEnd::Back, .. })));
+        assert!(matches!(
+            Command::try_from(push),
+            Ok(Command::ListPush(cmd::ListPush { end: ListEnd::Back, .. }))
+        ));
         let pop = pb::ListPopRequest { key: Bytes::from_static(b"l"), end: -1, count: 1 };
         assert!(matches!(Command::try_from(pop), Err(Error::InvalidArgument(_))));
 
@@ -136,7 +142,7 @@ mod tests {
             op: Some(pb::operation::Op::Get(pb::GetRequest { key: Bytes::from_static(b"k") })),
         };
         let batch = pb::BatchRequest { ops: vec![get.clone(), get] };
-        assert!(matches!(Command::try_from(batch), Ok(Command::Batch { ops }) if ops.len() == 2));
+        assert!(matches!(Command::try_from(batch), Ok(Command::Batch(cmd::Batch { ops })) if ops.len() == 2));
         let empty = pb::BatchRequest { ops: vec![pb::Operation { op: None }] };
         assert!(matches!(Command::try_from(empty), Err(Error::InvalidArgument(_))));
     }

@@ -52,6 +52,9 @@ pub enum FrameError {
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// A request has no wire form (an expire with `Keep`, say); nothing was written.
+    #[error("cannot send the request: {0}")]
+    Unencodable(Error),
 }
 
 impl FrameError {
@@ -62,7 +65,7 @@ impl FrameError {
             Self::TooShort { len } => {
                 Some(Error::Malformed(format!("frame length {len} is shorter than the 5-byte header")))
             }
-            Self::Io(_) => None,
+            Self::Io(_) | Self::Unencodable(_) => None,
         }
     }
 }
@@ -227,7 +230,7 @@ impl Encoder<(u32, Request)> for ClientCodec {
 
     fn encode(&mut self, (id, request): (u32, Request), dst: &mut BytesMut) -> Result<(), FrameError> {
         let start = dst.len();
-        wire::encode_request(id, &request, dst);
+        wire::encode_request(id, &request, dst).map_err(FrameError::Unencodable)?;
         let len = dst.len() - start - LEN_PREFIX;
         if len > self.frames.max_frame_len {
             dst.truncate(start);
@@ -248,15 +251,17 @@ impl Encoder<(u32, Command)> for ClientCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd;
+    use crate::command::Expiry;
     use crate::command::{PutCondition, Reply};
 
     fn put(k: &str, v: &[u8]) -> Command {
-        Command::Put {
+        Command::Put(cmd::Put {
             key: Bytes::copy_from_slice(k.as_bytes()),
             value: Bytes::copy_from_slice(v),
-            ttl_ms: 0,
+            expiry: Expiry::Persist,
             condition: PutCondition::Always,
-        }
+        })
     }
 
     #[test]

@@ -13,13 +13,21 @@
 //! No sockets, no runtime, no server policy: a Rust client depends on this crate alone.
 
 pub mod command;
+pub mod commands;
 pub mod convert;
 pub mod error;
 pub mod frame;
 pub mod watch;
 pub mod wire;
 
-pub use command::{Command, Entry, Expiry, KeyType, Limits, ListEnd, PutCondition, Reply, ScanEntry};
+/// The commands, declared once ([`commands`]), under a short name for call sites:
+/// `Command::Get(cmd::Get { key })`.
+pub use commands as cmd;
+
+pub use command::{
+    Class, Command, CommandName, Entry, Expiry, KeyType, Keys, Limits, ListEnd, Pong, PutCondition,
+    PutOutcome, Reply, ScanEntry, ScanPage, TypedCommand,
+};
 pub use error::{Error, ErrorCode};
 pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};
 pub use watch::{EventType, Push, Subscription};

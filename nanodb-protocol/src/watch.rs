@@ -391,7 +391,8 @@ mod tests {
         let mut buf = BytesMut::new();
         encode_response(1, &Response::Reply(crate::Reply::Int(1)), &mut buf);
         encode_response(0, &Response::Push(Push::Lagged { dropped: 3 }), &mut buf);
-        encode_request(2, &Request::Subscription(Subscription::Subscribe { channel: b("c") }), &mut buf);
+        encode_request(2, &Request::Subscription(Subscription::Subscribe { channel: b("c") }), &mut buf)
+            .expect("encodes");
         let mut client = ClientCodec::default();
         assert_eq!(client.decode(&mut buf).expect("ok"), Some((1, Response::Reply(crate::Reply::Int(1)))));
         assert_eq!(

@@ -8,6 +8,7 @@
 //! Why hand-packed rather than protobuf bodies: see `benches/body_encoding.rs` and PROTOCOL.md
 //! ("Body encoding"); it is cheaper to encode and decode and needs no protobuf library in a client.
 
+use crate::cmd;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::command::{Command, Entry, Expiry, ListEnd, PutCondition, Reply, ScanEntry};
@@ -202,8 +203,9 @@ fn put_end(dst: &mut BytesMut, end: ListEnd) {
     });
 }
 
-/// Writes a whole request frame (header and body) to `dst`.
-pub fn encode_request(id: u32, request: &Request, dst: &mut BytesMut) {
+/// Writes a whole request frame (header and body) to `dst`; a command with no wire form (see
+/// `command_kind`) writes nothing and is an error.
+pub fn encode_request(id: u32, request: &Request, dst: &mut BytesMut) -> Result<(), Error> {
     match request {
         Request::Hello { version } => {
             let start = FrameCodec::begin(dst, kind::HELLO, id);
@@ -212,8 +214,12 @@ pub fn encode_request(id: u32, request: &Request, dst: &mut BytesMut) {
             FrameCodec::finish(dst, start);
         }
         Request::Command(cmd) => {
-            let start = FrameCodec::begin(dst, command_kind(cmd), id);
-            encode_command_body(cmd, dst);
+            let kind = command_kind(cmd)?;
+            let start = FrameCodec::begin(dst, kind, id);
+            if let Err(e) = encode_command_body(cmd, kind, dst) {
+                dst.truncate(start);
+                return Err(e);
+            }
             FrameCodec::finish(dst, start);
         }
         Request::Subscription(sub) => {
@@ -222,48 +228,31 @@ pub fn encode_request(id: u32, request: &Request, dst: &mut BytesMut) {
             FrameCodec::finish(dst, start);
         }
     }
+    Ok(())
 }
 
-fn command_kind(cmd: &Command) -> u8 {
-    match cmd {
-        Command::Ping => kind::PING,
-        Command::Get { .. } => kind::GET,
-        Command::Put { .. } => kind::PUT,
-        Command::Delete { .. } => kind::DELETE,
-        Command::DeleteIf { .. } => kind::DELETE_IF,
-        Command::Exists { .. } => kind::EXISTS,
-        Command::Incr { .. } => kind::INCR,
-        Command::Expire { .. } => kind::EXPIRE,
-        Command::Ttl { .. } => kind::TTL,
-        Command::Scan { .. } => kind::SCAN,
-        Command::Batch { .. } => kind::BATCH,
-        Command::KeyCount => kind::KEY_COUNT,
-        Command::HashSet { .. } => kind::HASH_SET,
-        Command::HashGet { .. } => kind::HASH_GET,
-        Command::HashDelete { .. } => kind::HASH_DELETE,
-        Command::HashGetAll { .. } => kind::HASH_GET_ALL,
-        Command::ListPush { .. } => kind::LIST_PUSH,
-        Command::ListPop { .. } => kind::LIST_POP,
-        Command::ListRange { .. } => kind::LIST_RANGE,
-        Command::Set { .. } => kind::SET,
-        Command::GetDel { .. } => kind::GET_DEL,
-        Command::GetEx { .. } => kind::GET_EX,
-        Command::ExpireAt { .. } => kind::EXPIRE_AT,
-        Command::Append { .. } => kind::APPEND,
-        Command::IncrFloat { .. } => kind::INCR_FLOAT,
-        Command::MultiPut { .. } => kind::MULTI_PUT,
-        Command::Rename { .. } => kind::RENAME,
-        Command::Publish { .. } => kind::PUBLISH,
-        Command::Type { .. } => kind::TYPE,
-        Command::Flush => kind::FLUSH,
-        Command::RandomKey => kind::RANDOM_KEY,
-        Command::HashIncr { .. } => kind::HASH_INCR,
-        Command::HashSetIfAbsent { .. } => kind::HASH_SET_IF_ABSENT,
-        Command::HashLen { .. } => kind::HASH_LEN,
-        Command::ListLen { .. } => kind::LIST_LEN,
-        Command::ListSet { .. } => kind::LIST_SET,
-        Command::ListTrim { .. } => kind::LIST_TRIM,
-    }
+/// The request kind a command is sent as: its declared kind, except that a put whose TTL the PUT
+/// body cannot carry (kept, absolute or zero) goes as SET (`get` 0), and an expire to an absolute
+/// time as EXPIRE_AT. An expire with `Keep`, zero or a TTL beyond `i64::MAX` ms has no wire form
+/// (validation refuses it anyway).
+fn command_kind(cmd: &Command) -> Result<u8, Error> {
+    Ok(match cmd {
+        Command::Put(p) => match p.expiry {
+            Expiry::Persist | Expiry::In(1..) => kind::PUT,
+            _ => kind::SET,
+        },
+        Command::Expire(e) => match e.expiry {
+            Expiry::Persist => kind::EXPIRE,
+            Expiry::In(ms) if ms > 0 && i64::try_from(ms).is_ok() => kind::EXPIRE,
+            Expiry::At(_) => kind::EXPIRE_AT,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "an expire with {other:?} cannot be sent: it takes persist, a TTL or a deadline"
+                )));
+            }
+        },
+        other => other.command_name().kind(),
+    })
 }
 
 fn put_condition(dst: &mut BytesMut, condition: PutCondition) {
@@ -288,29 +277,40 @@ fn put_expiry(dst: &mut BytesMut, expiry: Expiry) {
     dst.put_u64(ms);
 }
 
-fn encode_command_body(cmd: &Command, dst: &mut BytesMut) {
+fn encode_command_body(cmd: &Command, kind: u8, dst: &mut BytesMut) -> Result<(), Error> {
     match cmd {
-        Command::Ping | Command::KeyCount | Command::Flush | Command::RandomKey => {}
-        Command::Set { key, value, condition, expiry, get } => {
+        Command::Ping(cmd::Ping {})
+        | Command::KeyCount(cmd::KeyCount {})
+        | Command::Flush(cmd::Flush {})
+        | Command::RandomKey(cmd::RandomKey {}) => {}
+        Command::GetSet(cmd::GetSet { key, value, condition, expiry }) => {
             put_bytes(dst, key);
             put_bytes(dst, value);
             put_condition(dst, *condition);
             put_expiry(dst, *expiry);
-            dst.put_u8(u8::from(*get));
+            dst.put_u8(1);
         }
-        Command::GetEx { key, expiry } => {
+        Command::Put(cmd::Put { key, value, expiry, condition }) if kind == kind::SET => {
+            put_bytes(dst, key);
+            put_bytes(dst, value);
+            put_condition(dst, *condition);
+            put_expiry(dst, *expiry);
+            dst.put_u8(0);
+        }
+        Command::GetEx(cmd::GetEx { key, expiry }) => {
             put_bytes(dst, key);
             put_expiry(dst, *expiry);
         }
-        Command::ExpireAt { key, at_ms } => {
+        Command::Expire(cmd::Expire { key, expiry: Expiry::At(at_ms) }) => {
             put_bytes(dst, key);
             dst.put_u64(*at_ms);
         }
-        Command::Append { key, value: other } | Command::IncrFloat { key, delta: other } => {
+        Command::Append(cmd::Append { key, value: other })
+        | Command::IncrFloat(cmd::IncrFloat { key, delta: other }) => {
             put_bytes(dst, key);
             put_bytes(dst, other);
         }
-        Command::MultiPut { pairs, only_if_none_exist } => {
+        Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist }) => {
             dst.put_u8(u8::from(*only_if_none_exist));
             dst.put_u32(pairs.len() as u32);
             for (k, v) in pairs {
@@ -318,83 +318,92 @@ fn encode_command_body(cmd: &Command, dst: &mut BytesMut) {
                 put_bytes(dst, v);
             }
         }
-        Command::Rename { from, to } => {
+        Command::Rename(cmd::Rename { from, to }) => {
             put_bytes(dst, from);
             put_bytes(dst, to);
         }
-        Command::Publish { channel, message } => {
+        Command::Publish(cmd::Publish { channel, message }) => {
             put_bytes(dst, channel);
             put_bytes(dst, message);
         }
-        Command::HashIncr { key, field, delta } => {
+        Command::HashIncr(cmd::HashIncr { key, field, delta }) => {
             put_bytes(dst, key);
             put_bytes(dst, field);
             dst.put_i64(*delta);
         }
-        Command::HashSetIfAbsent { key, field, value } => {
+        Command::HashSetIfAbsent(cmd::HashSetIfAbsent { key, field, value }) => {
             put_bytes(dst, key);
             put_bytes(dst, field);
             put_bytes(dst, value);
         }
-        Command::ListSet { key, index, value } => {
+        Command::ListSet(cmd::ListSet { key, index, value }) => {
             put_bytes(dst, key);
             dst.put_i64(*index);
             put_bytes(dst, value);
         }
-        Command::ListTrim { key, start, stop } => {
+        Command::ListTrim(cmd::ListTrim { key, start, stop }) => {
             put_bytes(dst, key);
             dst.put_i64(*start);
             dst.put_i64(*stop);
         }
-        Command::Get { key }
-        | Command::GetDel { key }
-        | Command::Type { key }
-        | Command::HashLen { key }
-        | Command::ListLen { key }
-        | Command::Delete { key }
-        | Command::Exists { key }
-        | Command::Ttl { key }
-        | Command::HashGetAll { key } => put_bytes(dst, key),
-        Command::Put { key, value, ttl_ms, condition } => {
+        Command::Get(cmd::Get { key })
+        | Command::GetDel(cmd::GetDel { key })
+        | Command::Type(cmd::Type { key })
+        | Command::HashLen(cmd::HashLen { key })
+        | Command::ListLen(cmd::ListLen { key })
+        | Command::Delete(cmd::Delete { key })
+        | Command::Exists(cmd::Exists { key })
+        | Command::Ttl(cmd::Ttl { key })
+        | Command::HashGetAll(cmd::HashGetAll { key }) => put_bytes(dst, key),
+        Command::Put(cmd::Put { key, value, expiry, condition }) => {
             put_bytes(dst, key);
             put_bytes(dst, value);
-            dst.put_u64(*ttl_ms);
+            dst.put_u64(match expiry {
+                Expiry::In(ms) => *ms,
+                _ => 0,
+            });
             put_condition(dst, *condition);
         }
-        Command::Incr { key, delta } => {
+        Command::Incr(cmd::Incr { key, delta }) => {
             put_bytes(dst, key);
             dst.put_i64(*delta);
         }
-        Command::DeleteIf { key, version } => {
+        Command::DeleteIf(cmd::DeleteIf { key, version }) => {
             put_bytes(dst, key);
             dst.put_u64(*version);
         }
-        Command::Expire { key, ttl_ms } => {
+        Command::Expire(cmd::Expire { key, expiry }) => {
             put_bytes(dst, key);
-            dst.put_i64(*ttl_ms);
+            dst.put_i64(match expiry {
+                // `command_kind` chose EXPIRE only for a TTL that fits.
+                Expiry::In(ms) => i64::try_from(*ms).unwrap_or(i64::MAX),
+                _ => -1,
+            });
         }
-        Command::Scan { prefix, limit, cursor } => {
+        Command::Scan(cmd::Scan { prefix, limit, cursor }) => {
             put_bytes(dst, prefix);
             dst.put_u32(*limit);
             put_bytes(dst, cursor);
         }
-        Command::Batch { ops } => {
+        Command::Batch(cmd::Batch { ops }) => {
             dst.put_u32(ops.len() as u32);
             for op in ops {
-                dst.put_u8(command_kind(op));
-                encode_command_body(op, dst);
+                let kind = command_kind(op)?;
+                dst.put_u8(kind);
+                encode_command_body(op, kind, dst)?;
             }
         }
-        Command::HashSet { key, field, value } => {
+        Command::HashSet(cmd::HashSet { key, field, value }) => {
             put_bytes(dst, key);
             put_bytes(dst, field);
             put_bytes(dst, value);
         }
-        Command::HashGet { key, field } | Command::HashDelete { key, field } => {
+        Command::HashGet(cmd::HashGet { key, field })
+        | Command::HashDelete(cmd::HashDelete { key, field }) => {
             put_bytes(dst, key);
             put_bytes(dst, field);
         }
-        Command::ListPush { key, end, values } => {
+        Command::ListPush(cmd::ListPush { key, end, values }) => {
             put_bytes(dst, key);
             put_end(dst, *end);
             dst.put_u32(values.len() as u32);
@@ -402,17 +411,18 @@ fn encode_command_body(cmd: &Command, dst: &mut BytesMut) {
                 put_bytes(dst, v);
             }
         }
-        Command::ListPop { key, end, count } => {
+        Command::ListPop(cmd::ListPop { key, end, count }) => {
             put_bytes(dst, key);
             put_end(dst, *end);
             dst.put_u32(*count);
         }
-        Command::ListRange { key, start, stop } => {
+        Command::ListRange(cmd::ListRange { key, start, stop }) => {
             put_bytes(dst, key);
             dst.put_i64(*start);
             dst.put_i64(*stop);
         }
     }
+    Ok(())
 }
 
 /// Writes a whole response frame (header and body) to `dst`.
@@ -647,26 +657,33 @@ pub fn decode_request(kind: u8, body: Bytes) -> Result<Request, Error> {
 
 fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
     Ok(match k {
-        kind::PING => Command::Ping,
-        kind::KEY_COUNT => Command::KeyCount,
-        kind::GET => Command::Get { key: r.bytes("key")? },
-        kind::DELETE => Command::Delete { key: r.bytes("key")? },
-        kind::EXISTS => Command::Exists { key: r.bytes("key")? },
-        kind::TTL => Command::Ttl { key: r.bytes("key")? },
-        kind::HASH_GET_ALL => Command::HashGetAll { key: r.bytes("key")? },
+        kind::PING => Command::Ping(cmd::Ping {}),
+        kind::KEY_COUNT => Command::KeyCount(cmd::KeyCount {}),
+        kind::GET => Command::Get(cmd::Get { key: r.bytes("key")? }),
+        kind::DELETE => Command::Delete(cmd::Delete { key: r.bytes("key")? }),
+        kind::EXISTS => Command::Exists(cmd::Exists { key: r.bytes("key")? }),
+        kind::TTL => Command::Ttl(cmd::Ttl { key: r.bytes("key")? }),
+        kind::HASH_GET_ALL => Command::HashGetAll(cmd::HashGetAll { key: r.bytes("key")? }),
         kind::PUT => {
             let key = r.bytes("key")?;
             let value = r.bytes("value")?;
-            let ttl_ms = r.u64("ttl_ms")?;
+            let expiry = Expiry::from_put_ttl_ms(r.u64("ttl_ms")?);
             let condition = r.condition()?;
-            Command::Put { key, value, ttl_ms, condition }
+            Command::Put(cmd::Put { key, value, expiry, condition })
         }
-        kind::INCR => Command::Incr { key: r.bytes("key")?, delta: r.i64("delta")? },
-        kind::DELETE_IF => Command::DeleteIf { key: r.bytes("key")?, version: r.u64("version")? },
-        kind::EXPIRE => Command::Expire { key: r.bytes("key")?, ttl_ms: r.i64("ttl_ms")? },
-        kind::SCAN => {
-            Command::Scan { prefix: r.bytes("prefix")?, limit: r.u32("limit")?, cursor: r.bytes("cursor")? }
+        kind::INCR => Command::Incr(cmd::Incr { key: r.bytes("key")?, delta: r.i64("delta")? }),
+        kind::DELETE_IF => {
+            Command::DeleteIf(cmd::DeleteIf { key: r.bytes("key")?, version: r.u64("version")? })
         }
+        kind::EXPIRE => {
+            let key = r.bytes("key")?;
+            Command::Expire(cmd::Expire { key, expiry: Expiry::from_expire_ttl_ms(r.i64("ttl_ms")?) })
+        }
+        kind::SCAN => Command::Scan(cmd::Scan {
+            prefix: r.bytes("prefix")?,
+            limit: r.u32("limit")?,
+            cursor: r.bytes("cursor")?,
+        }),
         kind::BATCH => {
             let n = r.count("batch", 1)?;
             let mut ops = Vec::with_capacity(n);
@@ -677,13 +694,17 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
                 }
                 ops.push(decode_command(k, r)?);
             }
-            Command::Batch { ops }
+            Command::Batch(cmd::Batch { ops })
         }
-        kind::HASH_SET => {
-            Command::HashSet { key: r.bytes("key")?, field: r.bytes("field")?, value: r.bytes("value")? }
+        kind::HASH_SET => Command::HashSet(cmd::HashSet {
+            key: r.bytes("key")?,
+            field: r.bytes("field")?,
+            value: r.bytes("value")?,
+        }),
+        kind::HASH_GET => Command::HashGet(cmd::HashGet { key: r.bytes("key")?, field: r.bytes("field")? }),
+        kind::HASH_DELETE => {
+            Command::HashDelete(cmd::HashDelete { key: r.bytes("key")?, field: r.bytes("field")? })
         }
-        kind::HASH_GET => Command::HashGet { key: r.bytes("key")?, field: r.bytes("field")? },
-        kind::HASH_DELETE => Command::HashDelete { key: r.bytes("key")?, field: r.bytes("field")? },
         kind::LIST_PUSH => {
             let key = r.bytes("key")?;
             let end = r.end()?;
@@ -692,24 +713,34 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
             for _ in 0..n {
                 values.push(r.bytes("value")?);
             }
-            Command::ListPush { key, end, values }
+            Command::ListPush(cmd::ListPush { key, end, values })
         }
-        kind::LIST_POP => Command::ListPop { key: r.bytes("key")?, end: r.end()?, count: r.u32("count")? },
-        kind::LIST_RANGE => {
-            Command::ListRange { key: r.bytes("key")?, start: r.i64("start")?, stop: r.i64("stop")? }
+        kind::LIST_POP => {
+            Command::ListPop(cmd::ListPop { key: r.bytes("key")?, end: r.end()?, count: r.u32("count")? })
         }
-        kind::SET => Command::Set {
+        kind::LIST_RANGE => Command::ListRange(cmd::ListRange {
             key: r.bytes("key")?,
-            value: r.bytes("value")?,
-            condition: r.condition()?,
-            expiry: r.expiry()?,
-            get: r.bool("get")?,
-        },
-        kind::GET_DEL => Command::GetDel { key: r.bytes("key")? },
-        kind::GET_EX => Command::GetEx { key: r.bytes("key")?, expiry: r.expiry()? },
-        kind::EXPIRE_AT => Command::ExpireAt { key: r.bytes("key")?, at_ms: r.u64("at_ms")? },
-        kind::APPEND => Command::Append { key: r.bytes("key")?, value: r.bytes("value")? },
-        kind::INCR_FLOAT => Command::IncrFloat { key: r.bytes("key")?, delta: r.bytes("delta")? },
+            start: r.i64("start")?,
+            stop: r.i64("stop")?,
+        }),
+        kind::SET => {
+            let (key, value) = (r.bytes("key")?, r.bytes("value")?);
+            let (condition, expiry) = (r.condition()?, r.expiry()?);
+            if r.bool("get")? {
+                Command::GetSet(cmd::GetSet { key, value, expiry, condition })
+            } else {
+                Command::Put(cmd::Put { key, value, expiry, condition })
+            }
+        }
+        kind::GET_DEL => Command::GetDel(cmd::GetDel { key: r.bytes("key")? }),
+        kind::GET_EX => Command::GetEx(cmd::GetEx { key: r.bytes("key")?, expiry: r.expiry()? }),
+        kind::EXPIRE_AT => {
+            Command::Expire(cmd::Expire { key: r.bytes("key")?, expiry: Expiry::At(r.u64("at_ms")?) })
+        }
+        kind::APPEND => Command::Append(cmd::Append { key: r.bytes("key")?, value: r.bytes("value")? }),
+        kind::INCR_FLOAT => {
+            Command::IncrFloat(cmd::IncrFloat { key: r.bytes("key")?, delta: r.bytes("delta")? })
+        }
         kind::MULTI_PUT => {
             let only_if_none_exist = r.bool("only_if_none_exist")?;
             let n = r.count("pairs", 8)?;
@@ -717,29 +748,37 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
             for _ in 0..n {
                 pairs.push((r.bytes("key")?, r.bytes("value")?));
             }
-            Command::MultiPut { pairs, only_if_none_exist }
+            Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist })
         }
-        kind::RENAME => Command::Rename { from: r.bytes("from")?, to: r.bytes("to")? },
-        kind::PUBLISH => Command::Publish { channel: r.bytes("channel")?, message: r.bytes("message")? },
-        kind::TYPE => Command::Type { key: r.bytes("key")? },
-        kind::FLUSH => Command::Flush,
-        kind::RANDOM_KEY => Command::RandomKey,
-        kind::HASH_INCR => {
-            Command::HashIncr { key: r.bytes("key")?, field: r.bytes("field")?, delta: r.i64("delta")? }
+        kind::RENAME => Command::Rename(cmd::Rename { from: r.bytes("from")?, to: r.bytes("to")? }),
+        kind::PUBLISH => {
+            Command::Publish(cmd::Publish { channel: r.bytes("channel")?, message: r.bytes("message")? })
         }
-        kind::HASH_SET_IF_ABSENT => Command::HashSetIfAbsent {
+        kind::TYPE => Command::Type(cmd::Type { key: r.bytes("key")? }),
+        kind::FLUSH => Command::Flush(cmd::Flush {}),
+        kind::RANDOM_KEY => Command::RandomKey(cmd::RandomKey {}),
+        kind::HASH_INCR => Command::HashIncr(cmd::HashIncr {
+            key: r.bytes("key")?,
+            field: r.bytes("field")?,
+            delta: r.i64("delta")?,
+        }),
+        kind::HASH_SET_IF_ABSENT => Command::HashSetIfAbsent(cmd::HashSetIfAbsent {
             key: r.bytes("key")?,
             field: r.bytes("field")?,
             value: r.bytes("value")?,
-        },
-        kind::HASH_LEN => Command::HashLen { key: r.bytes("key")? },
-        kind::LIST_LEN => Command::ListLen { key: r.bytes("key")? },
-        kind::LIST_SET => {
-            Command::ListSet { key: r.bytes("key")?, index: r.i64("index")?, value: r.bytes("value")? }
-        }
-        kind::LIST_TRIM => {
-            Command::ListTrim { key: r.bytes("key")?, start: r.i64("start")?, stop: r.i64("stop")? }
-        }
+        }),
+        kind::HASH_LEN => Command::HashLen(cmd::HashLen { key: r.bytes("key")? }),
+        kind::LIST_LEN => Command::ListLen(cmd::ListLen { key: r.bytes("key")? }),
+        kind::LIST_SET => Command::ListSet(cmd::ListSet {
+            key: r.bytes("key")?,
+            index: r.i64("index")?,
+            value: r.bytes("value")?,
+        }),
+        kind::LIST_TRIM => Command::ListTrim(cmd::ListTrim {
+            key: r.bytes("key")?,
+            start: r.i64("start")?,
+            stop: r.i64("stop")?,
+        }),
         other => return Err(malformed(format!("unknown request kind 0x{other:02x}"))),
     })
 }
@@ -855,7 +894,7 @@ mod tests {
 
     fn round_trip_request(req: Request) {
         let mut buf = BytesMut::new();
-        encode_request(9, &req, &mut buf);
+        encode_request(9, &req, &mut buf).expect("encodes");
         let body = Bytes::copy_from_slice(&buf[9..]);
         assert_eq!(decode_request(buf[4], body), Ok(req));
     }
@@ -870,63 +909,78 @@ mod tests {
     #[test]
     fn every_command_round_trips() {
         let cmds = vec![
-            Command::Ping,
-            Command::KeyCount,
-            Command::Get { key: b("k") },
-            Command::Put { key: b("k"), value: b("v"), ttl_ms: 5, condition: PutCondition::IfVersion(7) },
-            Command::Put { key: b("k"), value: Bytes::new(), ttl_ms: 0, condition: PutCondition::IfAbsent },
-            Command::Delete { key: b("k") },
-            Command::DeleteIf { key: b("k"), version: 42 },
-            Command::Exists { key: b("k") },
-            Command::Incr { key: b("k"), delta: -3 },
-            Command::Expire { key: b("k"), ttl_ms: -1 },
-            Command::Ttl { key: b("k") },
-            Command::Scan { prefix: b("p"), limit: 10, cursor: b("c") },
-            Command::Batch {
-                ops: vec![Command::Get { key: b("a") }, Command::Incr { key: b("n"), delta: 1 }],
-            },
-            Command::HashSet { key: b("h"), field: b("f"), value: b("v") },
-            Command::HashGet { key: b("h"), field: b("f") },
-            Command::HashDelete { key: b("h"), field: b("f") },
-            Command::HashGetAll { key: b("h") },
-            Command::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("a"), b("b")] },
-            Command::ListPop { key: b("l"), end: ListEnd::Front, count: 2 },
-            Command::ListRange { key: b("l"), start: 0, stop: -1 },
-            Command::Set {
+            Command::Ping(cmd::Ping {}),
+            Command::KeyCount(cmd::KeyCount {}),
+            Command::Get(cmd::Get { key: b("k") }),
+            Command::Put(cmd::Put {
+                key: b("k"),
+                value: b("v"),
+                expiry: Expiry::from_put_ttl_ms(5),
+                condition: PutCondition::IfVersion(7),
+            }),
+            Command::Put(cmd::Put {
+                key: b("k"),
+                value: Bytes::new(),
+                expiry: Expiry::Persist,
+                condition: PutCondition::IfAbsent,
+            }),
+            Command::Delete(cmd::Delete { key: b("k") }),
+            Command::DeleteIf(cmd::DeleteIf { key: b("k"), version: 42 }),
+            Command::Exists(cmd::Exists { key: b("k") }),
+            Command::Incr(cmd::Incr { key: b("k"), delta: -3 }),
+            Command::Expire(cmd::Expire { key: b("k"), expiry: Expiry::from_expire_ttl_ms(-1) }),
+            Command::Ttl(cmd::Ttl { key: b("k") }),
+            Command::Scan(cmd::Scan { prefix: b("p"), limit: 10, cursor: b("c") }),
+            Command::Batch(cmd::Batch {
+                ops: vec![
+                    Command::Get(cmd::Get { key: b("a") }),
+                    Command::Incr(cmd::Incr { key: b("n"), delta: 1 }),
+                ],
+            }),
+            Command::HashSet(cmd::HashSet { key: b("h"), field: b("f"), value: b("v") }),
+            Command::HashGet(cmd::HashGet { key: b("h"), field: b("f") }),
+            Command::HashDelete(cmd::HashDelete { key: b("h"), field: b("f") }),
+            Command::HashGetAll(cmd::HashGetAll { key: b("h") }),
+            Command::ListPush(cmd::ListPush {
+                key: b("l"),
+                end: ListEnd::Back,
+                values: vec![b("a"), b("b")],
+            }),
+            Command::ListPop(cmd::ListPop { key: b("l"), end: ListEnd::Front, count: 2 }),
+            Command::ListRange(cmd::ListRange { key: b("l"), start: 0, stop: -1 }),
+            Command::GetSet(cmd::GetSet {
                 key: b("k"),
                 value: b("v"),
                 condition: PutCondition::IfPresent,
                 expiry: Expiry::At(1_700_000_000_000),
-                get: true,
-            },
-            Command::Set {
+            }),
+            Command::Put(cmd::Put {
                 key: b("k"),
                 value: b("v"),
                 condition: PutCondition::IfVersion(4),
                 expiry: Expiry::Keep,
-                get: false,
-            },
-            Command::GetDel { key: b("k") },
-            Command::GetEx { key: b("k"), expiry: Expiry::In(5) },
-            Command::GetEx { key: b("k"), expiry: Expiry::Persist },
-            Command::ExpireAt { key: b("k"), at_ms: 42 },
-            Command::Append { key: b("k"), value: b("tail") },
-            Command::IncrFloat { key: b("k"), delta: b("-1.5e3") },
-            Command::MultiPut {
+            }),
+            Command::GetDel(cmd::GetDel { key: b("k") }),
+            Command::GetEx(cmd::GetEx { key: b("k"), expiry: Expiry::In(5) }),
+            Command::GetEx(cmd::GetEx { key: b("k"), expiry: Expiry::Persist }),
+            Command::Expire(cmd::Expire { key: b("k"), expiry: Expiry::At(42) }),
+            Command::Append(cmd::Append { key: b("k"), value: b("tail") }),
+            Command::IncrFloat(cmd::IncrFloat { key: b("k"), delta: b("-1.5e3") }),
+            Command::MultiPut(cmd::MultiPut {
                 pairs: vec![(b("a"), b("1")), (b("b"), Bytes::new())],
                 only_if_none_exist: true,
-            },
-            Command::Rename { from: b("a"), to: b("b") },
-            Command::Publish { channel: b("news"), message: b("hello") },
-            Command::Type { key: b("k") },
-            Command::Flush,
-            Command::RandomKey,
-            Command::HashIncr { key: b("h"), field: b("f"), delta: -7 },
-            Command::HashSetIfAbsent { key: b("h"), field: b("f"), value: b("v") },
-            Command::HashLen { key: b("h") },
-            Command::ListLen { key: b("l") },
-            Command::ListSet { key: b("l"), index: -1, value: b("v") },
-            Command::ListTrim { key: b("l"), start: 1, stop: -2 },
+            }),
+            Command::Rename(cmd::Rename { from: b("a"), to: b("b") }),
+            Command::Publish(cmd::Publish { channel: b("news"), message: b("hello") }),
+            Command::Type(cmd::Type { key: b("k") }),
+            Command::Flush(cmd::Flush {}),
+            Command::RandomKey(cmd::RandomKey {}),
+            Command::HashIncr(cmd::HashIncr { key: b("h"), field: b("f"), delta: -7 }),
+            Command::HashSetIfAbsent(cmd::HashSetIfAbsent { key: b("h"), field: b("f"), value: b("v") }),
+            Command::HashLen(cmd::HashLen { key: b("h") }),
+            Command::ListLen(cmd::ListLen { key: b("l") }),
+            Command::ListSet(cmd::ListSet { key: b("l"), index: -1, value: b("v") }),
+            Command::ListTrim(cmd::ListTrim { key: b("l"), start: 1, stop: -2 }),
         ];
         for c in cmds {
             round_trip_request(Request::Command(c));
@@ -1076,7 +1130,7 @@ mod tests {
             let mut again = BytesMut::new();
             if line.starts_with("->") {
                 let req = decode_request(kind, Bytes::copy_from_slice(body)).expect("request decodes");
-                encode_request(id, &req, &mut again);
+                encode_request(id, &req, &mut again).expect("encodes");
             } else {
                 let resp = decode_response(kind, Bytes::copy_from_slice(body)).expect("response decodes");
                 assert_eq!(crate::watch::is_push(kind), matches!(resp, Response::Push(_)), "{line}");
@@ -1101,9 +1155,9 @@ mod tests {
         fn binary_puts_round_trip(key in proptest::collection::vec(any::<u8>(), 1..32),
                                   value in proptest::collection::vec(any::<u8>(), 0..256),
                                   ttl in any::<u64>()) {
-            round_trip_request(Request::Command(Command::Put {
-                key: Bytes::from(key), value: Bytes::from(value), ttl_ms: ttl, condition: PutCondition::Always,
-            }));
+            round_trip_request(Request::Command(Command::Put(cmd::Put {
+                key: Bytes::from(key), value: Bytes::from(value), expiry: Expiry::from_put_ttl_ms(ttl), condition: PutCondition::Always,
+            })));
         }
     }
 }

@@ -3,7 +3,8 @@
 //! `compare.sh memory` measures the same through the RESP port next to Redis; this one isolates the
 //! engine. Run: `cargo run --release -p nanodb-server --example memory`.
 use bytes::{BufMut, BytesMut};
-use nanodb_protocol::{Command, Limits, PutCondition};
+use nanodb_protocol::cmd;
+use nanodb_protocol::{Command, Expiry, Limits, PutCondition};
 use nanodb_server::engine::{Engine, LogPosition};
 use nanodb_server::stats::resident_memory_bytes;
 
@@ -30,7 +31,8 @@ fn main() {
         let frame = buf.split().freeze();
         let key = frame.slice(19..35);
         let value = frame.slice(42..106);
-        let put = Command::Put { key, value, ttl_ms: 0, condition: PutCondition::Always };
+        let put =
+            Command::Put(cmd::Put { key, value, expiry: Expiry::Persist, condition: PutCondition::Always });
         engine.apply(put, &mut LogPosition::default()).expect("put");
     }
     let after = resident_memory_bytes().unwrap_or(0);

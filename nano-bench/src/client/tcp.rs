@@ -63,7 +63,8 @@ impl TcpConn {
             next_id: 1,
             in_flight: VecDeque::with_capacity(1024),
         };
-        wire::encode_request(0, &Request::Hello { version: PROTOCOL_VERSION }, &mut conn.wire.wbuf);
+        wire::encode_request(0, &Request::Hello { version: PROTOCOL_VERSION }, &mut conn.wire.wbuf)
+            .map_err(|e| connect_error("tcp", target, e.to_string()))?;
         conn.flush().await?;
         loop {
             if let Some((id, resp)) = conn.codec.decode(&mut conn.wire.rbuf)? {
@@ -128,6 +129,8 @@ impl Conn for TcpConn {
 
 #[cfg(test)]
 mod tests {
+    use nanodb_protocol::Expiry;
+    use nanodb_protocol::cmd;
     use nanodb_protocol::{Command, PutCondition, ServerCodec};
 
     use super::*;
@@ -142,17 +145,17 @@ mod tests {
         let mut server = ServerCodec::default();
         let key = |k: &'static [u8]| Bytes::from_static(k);
         let want = [
-            (1, Command::Get { key: key(b"k1") }),
+            (1, Command::Get(cmd::Get { key: key(b"k1") })),
             (
                 2,
-                Command::Put {
+                Command::Put(cmd::Put {
                     key: key(b"k2"),
                     value: key(b"val"),
-                    ttl_ms: 0,
+                    expiry: Expiry::Persist,
                     condition: PutCondition::Always,
-                },
+                }),
             ),
-            (3, Command::Incr { key: key(b"k3"), delta: 1 }),
+            (3, Command::Incr(cmd::Incr { key: key(b"k3"), delta: 1 })),
         ];
         for (id, cmd) in want {
             let got = server.decode(&mut buf).expect("stream ok").expect("a frame");

@@ -1,5 +1,6 @@
 //! Against NanoDB's binary TCP frontend, started in-process.
 
+use nanodb_protocol::cmd;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -78,7 +79,9 @@ async fn shared_connections_carry_their_users_pipelines() {
     let reply = server
         .engine()
         .apply(
-            nanodb_protocol::Command::Get { key: bytes::Bytes::from_static(b"counter000000000000") },
+            nanodb_protocol::Command::Get(cmd::Get {
+                key: bytes::Bytes::from_static(b"counter000000000000"),
+            }),
             &mut nanodb_server::engine::LogPosition::default(),
         )
         .expect("get");

@@ -16,7 +16,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use nanodb_protocol::Error;
+use nanodb_protocol::{Error, KeyType};
 
 use super::value::{Slot, Value};
 use super::{Change, Engine, LogPosition, PARTITIONS};
@@ -26,9 +26,9 @@ impl Engine {
         self.multi.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The type name of a live key, or "none".
-    pub(crate) fn type_of(&self, key: &[u8]) -> &'static str {
-        self.read(key, |slot| slot.value.type_name()).unwrap_or("none")
+    /// The type of a live key, `None` when it does not exist.
+    pub(crate) fn type_of(&self, key: &[u8]) -> Option<KeyType> {
+        self.read(key, |slot| slot.value.key_type())
     }
 
     /// Writes every pair (clearing TTLs); with `only_if_none_exist`, nothing when any key exists.

@@ -22,6 +22,7 @@
 //!   read that finds them or by [`Engine::sweep_expired`], which only visits due keys.
 
 mod clock;
+mod commands;
 pub mod effect;
 mod expiry;
 mod hashes;
@@ -41,6 +42,7 @@ use hashbrown::hash_table::Entry as Place;
 use nanodb_protocol::{Command, Error, Limits, Reply};
 
 pub use clock::Clock;
+pub use commands::Apply;
 pub use effect::{Effect, EffectKind, EffectLog, EffectObserver, OwnedEffect, OwnedEffectKind};
 pub use expiry::SweepReport;
 pub use value::{Slot, Value};
@@ -196,69 +198,59 @@ impl Engine {
         self.apply(cmd, &mut LogPosition::default())
     }
 
-    /// Validates and applies one keyspace command, raising `at` to the log position its writes
-    /// reached (what its acknowledgement must wait for). Pub/sub and batches are not keyspace
-    /// commands: `Context::run` routes them.
-    pub fn apply(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
+    /// Validates and applies one typed keyspace command, raising `at` to the log position its
+    /// writes reached (what its acknowledgement must wait for).
+    pub fn run<C: Apply>(&self, cmd: C, at: &mut LogPosition) -> Result<C::Output, Error> {
         cmd.validate(&self.limits)?;
-        self.apply_valid(cmd, at)
+        cmd.apply(self, at)
     }
 
-    /// Applies a validated command.
-    fn apply_valid(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
+    /// [`Engine::run`] for a command whose type is known only at run time (the TCP wire,
+    /// batches): the one place a dynamic command meets its typed implementation. Pub/sub and
+    /// batches are not keyspace commands: `Context::run` routes them.
+    pub fn apply(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
         match cmd {
-            Command::Ping => Ok(Reply::Pong),
-            Command::KeyCount => Ok(Reply::Int(self.key_count() as i64)),
-            Command::Get { key } => self.get(&key),
-            Command::Put { key, value, ttl_ms, condition } => self.put(at, key, value, ttl_ms, condition),
-            Command::Delete { key } => self.delete(at, key).map(Reply::Bool),
-            Command::DeleteIf { key, version } => self.delete_if(at, key, version).map(Reply::Bool),
-            Command::Exists { key } => Ok(Reply::Bool(self.read(&key, |_| ()).is_some())),
-            Command::Incr { key, delta } => self.incr(at, key, delta).map(Reply::Int),
-            Command::Expire { key, ttl_ms } => self.expire(at, key, ttl_ms).map(Reply::Bool),
-            Command::Ttl { key } => Ok(Reply::Int(self.ttl(&key))),
-            Command::Scan { prefix, limit, cursor } => {
-                let limit = self.limits.scan_page(limit)?;
-                self.scan(&prefix, limit as usize, &cursor)
+            Command::Ping(c) => self.run(c, at).map(Reply::from),
+            Command::Get(c) => self.run(c, at).map(Reply::from),
+            Command::Put(c) => self.run(c, at).map(Reply::from),
+            Command::GetSet(c) => self.run(c, at).map(Reply::from),
+            Command::Delete(c) => self.run(c, at).map(Reply::from),
+            Command::DeleteIf(c) => self.run(c, at).map(Reply::from),
+            Command::Exists(c) => self.run(c, at).map(Reply::from),
+            Command::Incr(c) => self.run(c, at).map(Reply::from),
+            Command::Expire(c) => self.run(c, at).map(Reply::from),
+            Command::Ttl(c) => self.run(c, at).map(Reply::from),
+            Command::Scan(c) => self.run(c, at).map(Reply::from),
+            Command::HashSet(c) => self.run(c, at).map(Reply::from),
+            Command::HashGet(c) => self.run(c, at).map(Reply::from),
+            Command::HashDelete(c) => self.run(c, at).map(Reply::from),
+            Command::HashGetAll(c) => self.run(c, at).map(Reply::from),
+            Command::ListPush(c) => self.run(c, at).map(Reply::from),
+            Command::ListPop(c) => self.run(c, at).map(Reply::from),
+            Command::ListRange(c) => self.run(c, at).map(Reply::from),
+            Command::KeyCount(c) => self.run(c, at).map(Reply::from),
+            Command::GetDel(c) => self.run(c, at).map(Reply::from),
+            Command::GetEx(c) => self.run(c, at).map(Reply::from),
+            Command::Append(c) => self.run(c, at).map(Reply::from),
+            Command::IncrFloat(c) => self.run(c, at).map(Reply::from),
+            Command::MultiPut(c) => self.run(c, at).map(Reply::from),
+            Command::Rename(c) => self.run(c, at).map(Reply::from),
+            Command::Type(c) => self.run(c, at).map(Reply::from),
+            Command::Flush(c) => self.run(c, at).map(Reply::from),
+            Command::RandomKey(c) => self.run(c, at).map(Reply::from),
+            Command::HashIncr(c) => self.run(c, at).map(Reply::from),
+            Command::HashSetIfAbsent(c) => self.run(c, at).map(Reply::from),
+            Command::HashLen(c) => self.run(c, at).map(Reply::from),
+            Command::ListLen(c) => self.run(c, at).map(Reply::from),
+            Command::ListSet(c) => self.run(c, at).map(Reply::from),
+            Command::ListTrim(c) => self.run(c, at).map(Reply::from),
+            Command::Batch(_) | Command::Publish(_) => {
+                cmd.validate(&self.limits)?;
+                Err(Error::InvalidArgument(format!(
+                    "{} is not a keyspace command: run it through the server's command path",
+                    cmd.name()
+                )))
             }
-            Command::HashSet { key, field, value } => self.hash_set(at, key, field, value).map(Reply::Bool),
-            Command::HashGet { key, field } => self.hash_get(&key, &field).map(Reply::Bytes),
-            Command::HashDelete { key, field } => self.hash_delete(at, key, &field).map(Reply::Bool),
-            Command::HashGetAll { key } => self.hash_get_all(&key).map(Reply::Pairs),
-            Command::ListPush { key, end, values } => self.list_push(at, key, end, values).map(Reply::Int),
-            Command::ListPop { key, end, count } => self.list_pop(at, key, end, count).map(Reply::List),
-            Command::ListRange { key, start, stop } => self.list_range(&key, start, stop).map(Reply::List),
-            Command::Set { key, value, condition, expiry, get } => {
-                self.set(at, key, value, condition, expiry, get)
-            }
-            Command::GetDel { key } => self.get_del(at, key).map(Reply::Value),
-            Command::GetEx { key, expiry } => self.get_ex(at, key, expiry).map(Reply::Value),
-            Command::ExpireAt { key, at_ms } => self.expire_at(at, key, at_ms).map(Reply::Bool),
-            Command::Append { key, value } => self.append(at, key, &value).map(Reply::Int),
-            Command::IncrFloat { key, delta } => {
-                self.incr_float(at, key, &delta).map(|b| Reply::Bytes(Some(b)))
-            }
-            Command::MultiPut { pairs, only_if_none_exist } => {
-                self.multi_put(at, pairs, only_if_none_exist).map(Reply::Bool)
-            }
-            Command::Rename { from, to } => self.rename(at, from, to).map(Reply::Bool),
-            Command::Type { key } => {
-                Ok(Reply::Bytes(Some(Bytes::from_static(self.type_of(&key).as_bytes()))))
-            }
-            Command::Flush => self.flush(at).map(|n| Reply::Int(n as i64)),
-            Command::RandomKey => Ok(Reply::Bytes(self.random_key())),
-            Command::HashIncr { key, field, delta } => self.hash_incr(at, key, field, delta).map(Reply::Int),
-            Command::HashSetIfAbsent { key, field, value } => {
-                self.hash_set_if_absent(at, key, field, value).map(Reply::Bool)
-            }
-            Command::HashLen { key } => self.hash_len(&key).map(Reply::Int),
-            Command::ListLen { key } => self.list_len(&key).map(Reply::Int),
-            Command::ListSet { key, index, value } => self.list_set(at, key, index, value).map(Reply::Bool),
-            Command::ListTrim { key, start, stop } => self.list_trim(at, key, start, stop).map(Reply::Bool),
-            Command::Batch { .. } | Command::Publish { .. } => Err(Error::InvalidArgument(format!(
-                "{} is not a keyspace command: run it through the server's command path",
-                cmd.name()
-            ))),
         }
     }
 

@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use nanodb_protocol::{Error, Reply, ScanEntry};
+use nanodb_protocol::{Error, ScanEntry, ScanPage};
 
 use super::{Engine, PARTITIONS};
 
@@ -88,7 +88,7 @@ impl Ord for Candidate {
 
 impl Engine {
     /// One page of at most `limit` (>= 1) keys starting with `prefix`, resuming at `cursor`.
-    pub(crate) fn scan(&self, prefix: &[u8], limit: usize, cursor: &Bytes) -> Result<Reply, Error> {
+    pub(crate) fn scan(&self, prefix: &[u8], limit: usize, cursor: &Bytes) -> Result<ScanPage, Error> {
         let Cursor { mut partition, mut after } = Cursor::decode(cursor)?;
         let now = self.clock.now_ms();
         let mut entries = Vec::with_capacity(limit.min(1024));
@@ -129,18 +129,20 @@ impl Engine {
                 // The page is full inside this partition: resume after its last key.
                 let next = page.last().map(|c| Cursor::encode(partition, c.hash, &c.entry.key));
                 entries.extend(page.into_iter().map(|c| c.entry));
-                return Ok(Reply::Scan { entries, next_cursor: next.unwrap_or_default() });
+                return Ok(ScanPage { entries, next_cursor: next.unwrap_or_default() });
             }
             entries.extend(page.into_iter().map(|c| c.entry));
             partition += 1;
             after = None;
         }
-        Ok(Reply::Scan { entries, next_cursor: Bytes::new() })
+        Ok(ScanPage { entries, next_cursor: Bytes::new() })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use nanodb_protocol::{Expiry, cmd};
+
     use super::*;
 
     #[test]
@@ -166,15 +168,20 @@ mod tests {
         let e = Engine::new(Limits::default());
         let b = Bytes::from_static;
         let cmds = [
-            Command::Put { key: b(b"s"), value: Bytes::new(), ttl_ms: 0, condition: PutCondition::Always },
-            Command::Incr { key: b(b"n"), delta: 1 },
-            Command::HashSet { key: b(b"h"), field: b(b"f"), value: b(b"v") },
-            Command::ListPush { key: b(b"l"), end: ListEnd::Back, values: vec![b(b"x")] },
+            Command::Put(cmd::Put {
+                key: b(b"s"),
+                value: Bytes::new(),
+                expiry: Expiry::Persist,
+                condition: PutCondition::Always,
+            }),
+            Command::Incr(cmd::Incr { key: b(b"n"), delta: 1 }),
+            Command::HashSet(cmd::HashSet { key: b(b"h"), field: b(b"f"), value: b(b"v") }),
+            Command::ListPush(cmd::ListPush { key: b(b"l"), end: ListEnd::Back, values: vec![b(b"x")] }),
         ];
         for cmd in cmds {
             e.execute(cmd).expect("applies");
         }
-        let Ok(Reply::Scan { entries, .. }) = e.scan(b"", 10, &Bytes::new()) else { panic!("a page") };
+        let Ok(ScanPage { entries, .. }) = e.scan(b"", 10, &Bytes::new()) else { panic!("a page") };
         let mut types: Vec<_> =
             entries.iter().map(|e| (e.key.clone(), e.key_type, e.value.clone())).collect();
         types.sort_by(|a, b| a.0.cmp(&b.0));

@@ -2,74 +2,77 @@
 
 use bytes::Bytes;
 use nanodb_protocol::command::parse_f64;
-use nanodb_protocol::{Entry, Error, Expiry, PutCondition, Reply};
+use nanodb_protocol::{Entry, Error, Expiry, PutCondition, PutOutcome};
 
 use super::effect::Delta;
 use super::value::{Slot, Value, parse_i64};
 use super::{Change, Engine, LogPosition};
 
 impl Engine {
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Reply, Error> {
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Entry>, Error> {
         let found = self.read(key, |slot| {
             let ttl_ms = if slot.deadline == 0 { -1 } else { slot.ttl_ms(self.clock.now_ms()) };
             slot.value.as_string().map(|value| Entry { value, version: slot.version, ttl_ms })
         });
-        Ok(Reply::Value(found.transpose()?))
+        found.transpose()
     }
 
+    /// Writes a string if `condition` holds, its TTL as `expiry` says; says whether it applied,
+    /// the version now, and whether it created the key.
     pub(crate) fn put(
         &self,
         at: &mut LogPosition,
         key: Bytes,
         value: Bytes,
-        ttl_ms: u64,
+        expiry: Expiry,
         condition: PutCondition,
-    ) -> Result<Reply, Error> {
+    ) -> Result<PutOutcome, Error> {
         self.update(at, key, |slot, now| {
             let current = slot.as_ref().map_or(0, |s| s.version);
-            if !condition.holds(slot.is_some(), current) {
-                return Ok((Reply::Put { applied: false, version: current }, Change::None));
+            let created = slot.is_none();
+            if !condition.holds(!created, current) {
+                return Ok((PutOutcome { applied: false, version: current, created: false }, Change::None));
             }
+            let deadline = deadline_for(expiry, slot.as_ref().map_or(0, |s| s.deadline), now);
             let version = self.next_version();
-            let deadline = if ttl_ms == 0 { 0 } else { now.saturating_add(ttl_ms) };
-            let new = Slot { value: Value::str(&value), version, deadline };
-            Ok((Reply::Put { applied: true, version }, Change::put(new)))
+            let outcome = PutOutcome { applied: true, version, created };
+            if deadline != 0 && deadline <= now {
+                // An absolute time already past: the write happens and expires at once.
+                let change = if created { Change::None } else { Change::Remove };
+                return Ok((outcome, change));
+            }
+            Ok((outcome, Change::put(Slot { value: Value::str(&value), version, deadline })))
         })
     }
 
-    /// Redis SET with every option: condition, TTL handling and returning the old value.
-    pub(crate) fn set(
+    /// Redis's SET ... GET: a put that answers the value the key held before (whether or not the
+    /// write applied). A key of another type is WRONGTYPE and nothing is written.
+    pub(crate) fn get_set(
         &self,
         at: &mut LogPosition,
         key: Bytes,
         value: Bytes,
-        condition: PutCondition,
         expiry: Expiry,
-        get: bool,
-    ) -> Result<Reply, Error> {
+        condition: PutCondition,
+    ) -> Result<Option<Entry>, Error> {
         self.update(at, key, |slot, now| {
-            let old = match (&slot, get) {
-                (Some(s), true) => {
+            let old = match &slot {
+                Some(s) => {
                     Some(Entry { value: s.value.as_string()?, version: s.version, ttl_ms: s.ttl_ms(now) })
                 }
-                _ => None,
+                None => None,
             };
             let current = slot.as_ref().map_or(0, |s| s.version);
-            let answer = |applied: bool, version: u64, old: Option<Entry>| {
-                if get { Reply::Value(old) } else { Reply::Put { applied, version } }
-            };
             if !condition.holds(slot.is_some(), current) {
-                return Ok((answer(false, current, old), Change::None));
+                return Ok((old, Change::None));
             }
             let deadline = deadline_for(expiry, slot.as_ref().map_or(0, |s| s.deadline), now);
             let version = self.next_version();
             if deadline != 0 && deadline <= now {
-                // An absolute time already past: the write happens and expires at once.
                 let change = if slot.is_some() { Change::Remove } else { Change::None };
-                return Ok((answer(true, version, old), change));
+                return Ok((old, change));
             }
-            let new = Slot { value: Value::str(&value), version, deadline };
-            Ok((answer(true, version, old), Change::put(new)))
+            Ok((old, Change::put(Slot { value: Value::str(&value), version, deadline })))
         })
     }
 
@@ -105,20 +108,6 @@ impl Engine {
                 Some(Entry { value, version: s.version, ttl_ms: s.ttl_ms(now) }),
                 Change::Modified(Delta::Ttl),
             ))
-        })
-    }
-
-    /// Sets an absolute deadline; a time already past removes the key. Whether the key existed; an
-    /// error when the log refuses the write.
-    pub(crate) fn expire_at(&self, at: &mut LogPosition, key: Bytes, at_ms: u64) -> Result<bool, Error> {
-        self.update(at, key, |slot, now| {
-            let Some(s) = slot else { return Ok((false, Change::None)) };
-            if at_ms <= now {
-                return Ok((true, Change::Remove));
-            }
-            s.deadline = at_ms;
-            s.version = self.next_version();
-            Ok((true, Change::Modified(Delta::Ttl)))
         })
     }
 
@@ -213,27 +202,22 @@ impl Engine {
         })
     }
 
-    /// Sets (`ttl_ms > 0`), fires (`0`) or clears (`< 0`) a TTL; whether anything applied.
-    pub(crate) fn expire(&self, at: &mut LogPosition, key: Bytes, ttl_ms: i64) -> Result<bool, Error> {
+    /// Clears (`Persist`) or sets (`In`, `At`) a key's TTL; a deadline already past removes the
+    /// key. Whether anything applied (false when missing, or persisting a key without TTL).
+    pub(crate) fn expire(&self, at: &mut LogPosition, key: Bytes, expiry: Expiry) -> Result<bool, Error> {
         self.update(at, key, |slot, now| {
             let Some(slot) = slot else { return Ok((false, Change::None)) };
-            Ok(match ttl_ms {
-                0 => (true, Change::Remove),
-                t if t < 0 => {
-                    if slot.deadline == 0 {
-                        (false, Change::None)
-                    } else {
-                        slot.deadline = 0;
-                        slot.version = self.next_version();
-                        (true, Change::Modified(Delta::Ttl))
-                    }
-                }
-                t => {
-                    slot.deadline = now.saturating_add(t as u64);
-                    slot.version = self.next_version();
-                    (true, Change::Modified(Delta::Ttl))
-                }
-            })
+            let deadline = deadline_for(expiry, slot.deadline, now);
+            if matches!(expiry, Expiry::At(_) | Expiry::In(_)) && deadline <= now {
+                // A deadline already past (EXPIRE 0, EXPIREAT in the past) removes the key.
+                return Ok((true, Change::Remove));
+            }
+            if expiry == Expiry::Persist && slot.deadline == 0 {
+                return Ok((false, Change::None));
+            }
+            slot.deadline = deadline;
+            slot.version = self.next_version();
+            Ok((true, Change::Modified(Delta::Ttl)))
         })
     }
 

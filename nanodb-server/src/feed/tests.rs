@@ -1,6 +1,8 @@
 //! Hub tests through a real engine: what each write reports, matching, ordering, backpressure,
 //! pub/sub, keyspace notifications and cleanup.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,8 +43,13 @@ fn engine_with(limits: FeedLimits) -> Observed {
 }
 
 fn put(e: &Engine, k: &str, v: &str) {
-    e.execute(Command::Put { key: b(k), value: b(v), ttl_ms: 0, condition: PutCondition::Always })
-        .expect("succeeds");
+    e.execute(Command::Put(cmd::Put {
+        key: b(k),
+        value: b(v),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    }))
+    .expect("succeeds");
 }
 
 fn run(e: &Engine, cmd: Command) {
@@ -70,17 +77,20 @@ fn every_kind_of_write_reports_its_event() {
     let mut s = e.feed().subscriber();
     s.add(Topic::Prefix(b("")), true).expect("succeeds");
     put(&e, "s", "v");
-    run(&e, Command::Incr { key: b("s2"), delta: 5 });
-    run(&e, Command::Expire { key: b("s"), ttl_ms: 60_000 });
-    run(&e, Command::GetEx { key: b("s"), expiry: nanodb_protocol::Expiry::Persist });
-    run(&e, Command::HashSet { key: b("h"), field: b("f"), value: b("1") });
-    run(&e, Command::HashSet { key: b("h"), field: b("g"), value: b("2") });
-    run(&e, Command::HashDelete { key: b("h"), field: b("f") });
-    run(&e, Command::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("a"), b("b")] });
-    run(&e, Command::ListPush { key: b("l"), end: ListEnd::Front, values: vec![b("z")] });
-    run(&e, Command::ListPop { key: b("l"), end: ListEnd::Back, count: 1 });
-    run(&e, Command::Delete { key: b("s") });
-    run(&e, Command::Delete { key: b("missing") });
+    run(&e, Command::Incr(cmd::Incr { key: b("s2"), delta: 5 }));
+    run(&e, Command::Expire(cmd::Expire { key: b("s"), expiry: Expiry::from_expire_ttl_ms(60_000) }));
+    run(&e, Command::GetEx(cmd::GetEx { key: b("s"), expiry: nanodb_protocol::Expiry::Persist }));
+    run(&e, Command::HashSet(cmd::HashSet { key: b("h"), field: b("f"), value: b("1") }));
+    run(&e, Command::HashSet(cmd::HashSet { key: b("h"), field: b("g"), value: b("2") }));
+    run(&e, Command::HashDelete(cmd::HashDelete { key: b("h"), field: b("f") }));
+    run(
+        &e,
+        Command::ListPush(cmd::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("a"), b("b")] }),
+    );
+    run(&e, Command::ListPush(cmd::ListPush { key: b("l"), end: ListEnd::Front, values: vec![b("z")] }));
+    run(&e, Command::ListPop(cmd::ListPop { key: b("l"), end: ListEnd::Back, count: 1 }));
+    run(&e, Command::Delete(cmd::Delete { key: b("s") }));
+    run(&e, Command::Delete(cmd::Delete { key: b("missing") }));
     use EventKind::*;
     let want = vec![
         ("s".into(), Put, Op::Set, Some("v".into())),
@@ -127,7 +137,8 @@ fn versions_in_events_are_the_versions_readers_see() {
     s.add(Topic::Key(b("k")), false).expect("succeeds");
     put(&e, "k", "1");
     let Some(Delivery::Key { event, .. }) = s.try_recv() else { panic!("no event") };
-    let Ok(nanodb_protocol::Reply::Value(Some(entry))) = e.execute(Command::Get { key: b("k") }) else {
+    let Ok(nanodb_protocol::Reply::Value(Some(entry))) = e.execute(Command::Get(cmd::Get { key: b("k") }))
+    else {
         panic!("no value")
     };
     assert_eq!(event.version, entry.version);
@@ -138,11 +149,27 @@ async fn expiry_is_reported_by_the_read_that_finds_it_and_by_the_sweeper() {
     let e = engine_with(FeedLimits::default());
     let mut s = e.feed().subscriber();
     s.add(Topic::Prefix(b("t")), false).expect("succeeds");
-    run(&e, Command::Put { key: b("t1"), value: b("v"), ttl_ms: 10, condition: PutCondition::Always });
-    run(&e, Command::Put { key: b("t2"), value: b("v"), ttl_ms: 10, condition: PutCondition::Always });
+    run(
+        &e,
+        Command::Put(cmd::Put {
+            key: b("t1"),
+            value: b("v"),
+            expiry: Expiry::from_put_ttl_ms(10),
+            condition: PutCondition::Always,
+        }),
+    );
+    run(
+        &e,
+        Command::Put(cmd::Put {
+            key: b("t2"),
+            value: b("v"),
+            expiry: Expiry::from_put_ttl_ms(10),
+            condition: PutCondition::Always,
+        }),
+    );
     drain(&s);
     tokio::time::advance(Duration::from_millis(20)).await;
-    run(&e, Command::Get { key: b("t1") });
+    run(&e, Command::Get(cmd::Get { key: b("t1") }));
     e.sweep_expired(100);
     let got = drain(&s);
     assert_eq!(
@@ -166,7 +193,7 @@ fn per_key_order_holds_across_threads() {
                 for i in 0..2_000 {
                     // Two threads per key: each key's values come from the engine's INCR order.
                     let key = format!("k{}", t % 2);
-                    e.execute(Command::Incr { key: b(&key), delta: 1 }).expect("succeeds");
+                    e.execute(Command::Incr(cmd::Incr { key: b(&key), delta: 1 })).expect("succeeds");
                     let _ = i;
                 }
             })

@@ -14,14 +14,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nanodb_protocol::{Command, Error, Reply};
+use nanodb_protocol::{Class, Command, Error, Reply, TypedCommand, cmd};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::engine::{Engine, LogPosition, value};
+use crate::engine::{Apply, Engine, LogPosition, value};
 use crate::feed::Hub;
 use crate::persist::AppendLog;
 use crate::stats::{Protocol, Stats};
@@ -64,10 +64,10 @@ impl Context {
         }
     }
 
-    /// The one way a frontend runs a command: applies it ([`Context::apply`]) and returns once
-    /// its effect may be acknowledged under the fsync policy. A write whose log record cannot be
-    /// made durable is answered with the log's error, never with success.
-    pub async fn run(&self, protocol: Protocol, cmd: Command) -> Result<Reply, Error> {
+    /// The one way a frontend runs a command: applies it ([`Context::apply`]) and returns its
+    /// typed output once its effect may be acknowledged under the fsync policy. A write whose log
+    /// record cannot be made durable is answered with the log's error, never with success.
+    pub async fn run<C: Run>(&self, protocol: Protocol, cmd: C) -> Result<C::Output, Error> {
         let (result, position) = self.apply(protocol, cmd);
         self.durable(position).await?;
         result
@@ -77,33 +77,22 @@ impl Context {
     /// records it, without waiting; returns the log position to wait for (with
     /// [`Context::durable`]) before acknowledging it. A pipelining frontend applies a whole batch,
     /// then waits once for the largest position.
-    pub fn apply(&self, protocol: Protocol, cmd: Command) -> (Result<Reply, Error>, u64) {
+    pub fn apply<C: Run>(&self, protocol: Protocol, cmd: C) -> (Result<C::Output, Error>, u64) {
         let started = Instant::now();
         let op = cmd.name();
         let mut at = LogPosition::default();
-        let result = self.route(cmd, &mut at);
+        let result = cmd.run_in(self, &mut at);
         self.stats.record(protocol, op, result.is_ok(), started.elapsed());
         (result, at.0)
     }
 
-    /// Sends a command where it belongs: keyspace commands to the engine (writes refused at once
-    /// while the log cannot take them, even those that would change nothing), `Publish` to the
-    /// feed, and a batch's operations one by one.
+    /// Sends a dynamic command where it belongs: keyspace commands to the engine (writes refused
+    /// at once while the log cannot take them, even those that would change nothing), `Publish`
+    /// to the feed, and a batch's operations one by one.
     fn route(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
-        if matches!(cmd, Command::Publish { .. } | Command::Batch { .. }) {
-            // The engine validates what it applies; these two it never sees.
-            cmd.validate(self.engine.limits())?;
-        }
         match cmd {
-            Command::Publish { channel, message } => {
-                // Exact-size copies: a slice of a network buffer would pin the whole buffer in
-                // every subscriber's queue.
-                let delivered = self.feed.publish(&value::owned(&channel), &value::owned(&message));
-                Ok(Reply::Int(delivered as i64))
-            }
-            Command::Batch { ops } => {
-                Ok(Reply::Batch(ops.into_iter().map(|op| self.route(op, at)).collect()))
-            }
+            Command::Publish(c) => c.run_in(self, at).map(Reply::from),
+            Command::Batch(c) => c.run_in(self, at).map(Reply::from),
             cmd => {
                 if cmd.is_write() {
                     self.engine.check_writable()?;
@@ -128,6 +117,76 @@ impl Context {
             Some(log) if position > 0 => log.wait_durable_batched(position, share).await,
             _ => Ok(()),
         }
+    }
+}
+
+/// How the server runs one command, typed or dynamic: what [`Context::run`] takes.
+pub trait Run: Sized {
+    /// What the command answers.
+    type Output;
+    /// Its name, for stats.
+    fn name(&self) -> &'static str;
+    /// Runs it, raising `at` to the log position its writes reached.
+    fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Self::Output, Error>;
+}
+
+/// Keyspace commands go to the engine; writes are refused at once while the log cannot take them.
+impl<C: Apply> Run for C {
+    type Output = C::Output;
+
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<C::Output, Error> {
+        if C::CLASS == Class::Write {
+            ctx.engine.check_writable()?;
+        }
+        ctx.engine.run(self, at)
+    }
+}
+
+/// Publishing touches no key: the feed delivers it.
+impl Run for cmd::Publish {
+    type Output = i64;
+
+    fn name(&self) -> &'static str {
+        <Self as TypedCommand>::NAME
+    }
+
+    fn run_in(self, ctx: &Context, _: &mut LogPosition) -> Result<i64, Error> {
+        self.validate(ctx.engine.limits())?;
+        // Exact-size copies: a slice of a network buffer would pin the whole buffer in every
+        // subscriber's queue.
+        let delivered = ctx.feed.publish(&value::owned(&self.channel), &value::owned(&self.message));
+        Ok(delivered as i64)
+    }
+}
+
+/// A batch runs its operations in order, one result each; validated whole first.
+impl Run for cmd::Batch {
+    type Output = Vec<Result<Reply, Error>>;
+
+    fn name(&self) -> &'static str {
+        <Self as TypedCommand>::NAME
+    }
+
+    fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Self::Output, Error> {
+        self.validate(ctx.engine.limits())?;
+        Ok(self.ops.into_iter().map(|op| ctx.route(op, at)).collect())
+    }
+}
+
+/// A command whose type is known only at run time (the TCP wire): its dynamic reply.
+impl Run for Command {
+    type Output = Reply;
+
+    fn name(&self) -> &'static str {
+        Command::name(self)
+    }
+
+    fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Reply, Error> {
+        ctx.route(self, at)
     }
 }
 
@@ -191,7 +250,7 @@ pub async fn accept_loop<S, SF, R, RF>(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use nanodb_protocol::{Command, Error, Reply};
+    use nanodb_protocol::{Command, Error, Reply, cmd};
 
     use super::Context;
     use crate::config::Config;
@@ -205,16 +264,16 @@ mod tests {
     fn batch_applies_in_order_with_one_result_each() {
         let ctx = Context::for_tests(Config::all_off());
         let run = |cmd| ctx.apply(Protocol::Tcp, cmd).0;
-        run(Command::Append { key: b("s"), value: b("text") }).expect("append");
+        run(Command::Append(cmd::Append { key: b("s"), value: b("text") })).expect("append");
         let ops = vec![
-            Command::Incr { key: b("n"), delta: 2 },
-            Command::Incr { key: b("s"), delta: 1 },
-            Command::Incr { key: b("n"), delta: 3 },
-            Command::Get { key: b("n") },
-            Command::Publish { channel: b("c"), message: b("m") },
-            Command::Delete { key: b("n") },
+            Command::Incr(cmd::Incr { key: b("n"), delta: 2 }),
+            Command::Incr(cmd::Incr { key: b("s"), delta: 1 }),
+            Command::Incr(cmd::Incr { key: b("n"), delta: 3 }),
+            Command::Get(cmd::Get { key: b("n") }),
+            Command::Publish(cmd::Publish { channel: b("c"), message: b("m") }),
+            Command::Delete(cmd::Delete { key: b("n") }),
         ];
-        let reply = run(Command::Batch { ops }).expect("batch");
+        let reply = run(Command::Batch(cmd::Batch { ops })).expect("batch");
         let Reply::Batch(results) = reply else { panic!("{reply:?}") };
         assert_eq!(results.len(), 6);
         assert_eq!(results[0], Ok(Reply::Int(2)));
@@ -231,11 +290,11 @@ mod tests {
         config.limits.max_batch_len = 2;
         config.limits.max_value_len = 4;
         let ctx = Context::for_tests(config);
-        let incr = Command::Incr { key: b("n"), delta: 1 };
-        let batch = Command::Batch { ops: vec![incr.clone(), incr.clone(), incr] };
+        let incr = Command::Incr(cmd::Incr { key: b("n"), delta: 1 });
+        let batch = Command::Batch(cmd::Batch { ops: vec![incr.clone(), incr.clone(), incr] });
         assert!(matches!(ctx.apply(Protocol::Tcp, batch).0, Err(Error::LimitExceeded { .. })));
         assert_eq!(ctx.engine.key_count(), 0, "nothing of a refused batch was applied");
-        let publish = Command::Publish { channel: b("c"), message: b("too long") };
+        let publish = Command::Publish(cmd::Publish { channel: b("c"), message: b("too long") });
         assert!(matches!(ctx.apply(Protocol::Tcp, publish).0, Err(Error::ValueTooLarge { .. })));
     }
 }

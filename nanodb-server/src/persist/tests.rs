@@ -1,6 +1,8 @@
 //! Persistence properties: snapshot + log replay equals the live state, recovery is idempotent,
 //! torn tails are cut at every offset, every bit flip is detected and never served.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,24 +71,34 @@ fn end() -> impl Strategy<Value = ListEnd> {
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (key(), small(), prop_oneof![Just(0u64), Just(3_600_000u64)]).prop_map(|(key, value, ttl_ms)| {
-            Command::Put { key, value, ttl_ms, condition: PutCondition::Always }
+            Command::Put(cmd::Put {
+                key,
+                value,
+                expiry: Expiry::from_put_ttl_ms(ttl_ms),
+                condition: PutCondition::Always,
+            })
         }),
-        key().prop_map(|key| Command::Delete { key }),
-        (key(), -5i64..5).prop_map(|(key, delta)| Command::Incr { key, delta }),
-        (key(), prop_oneof![Just(-1i64), Just(7_200_000i64)])
-            .prop_map(|(key, ttl_ms)| Command::Expire { key, ttl_ms }),
-        (key(), small(), small()).prop_map(|(key, f, value)| Command::HashSet {
+        key().prop_map(|key| Command::Delete(cmd::Delete { key })),
+        (key(), -5i64..5).prop_map(|(key, delta)| Command::Incr(cmd::Incr { key, delta })),
+        (key(), prop_oneof![Just(-1i64), Just(7_200_000i64)]).prop_map(|(key, ttl_ms)| Command::Expire(
+            cmd::Expire { key, expiry: Expiry::from_expire_ttl_ms(ttl_ms) }
+        )),
+        (key(), small(), small()).prop_map(|(key, f, value)| Command::HashSet(cmd::HashSet {
             key,
             field: Bytes::from([b"f".as_slice(), &f].concat()),
             value
-        }),
-        (key(), small()).prop_map(|(key, f)| Command::HashDelete {
+        })),
+        (key(), small()).prop_map(|(key, f)| Command::HashDelete(cmd::HashDelete {
             key,
             field: Bytes::from([b"f".as_slice(), &f].concat())
-        }),
+        })),
         (key(), end(), proptest::collection::vec(small(), 1..4))
-            .prop_map(|(key, end, values)| Command::ListPush { key, end, values }),
-        (key(), end(), 0u32..3).prop_map(|(key, end, count)| Command::ListPop { key, end, count }),
+            .prop_map(|(key, end, values)| Command::ListPush(cmd::ListPush { key, end, values })),
+        (key(), end(), 0u32..3).prop_map(|(key, end, count)| Command::ListPop(cmd::ListPop {
+            key,
+            end,
+            count
+        })),
     ]
 }
 
@@ -157,12 +169,12 @@ fn log_with_records(dir: &Path, n: usize) -> (std::path::PathBuf, Vec<usize>) {
     let path = super::segment_path(dir, 1);
     let mut offsets = vec![std::fs::metadata(&path).expect("segment").len() as usize];
     for i in 0..n {
-        let cmd = Command::Put {
+        let cmd = Command::Put(cmd::Put {
             key: Bytes::from(format!("k{i}")),
             value: Bytes::from(format!("value-{i}")),
-            ttl_ms: 0,
+            expiry: Expiry::Persist,
             condition: PutCondition::Always,
-        };
+        });
         engine.execute(cmd).expect("put");
         log.flush().expect("flush");
         offsets.push(std::fs::metadata(&path).expect("segment").len() as usize);
@@ -197,12 +209,12 @@ fn torn_tail_at_every_offset_recovers_the_whole_records() {
         // It accepts new writes, and restarts identically.
         let engine = Arc::new(fresh_engine());
         let p = Persistence::open(engine.clone(), config(dir.path())).expect("opens");
-        let put = Command::Put {
+        let put = Command::Put(cmd::Put {
             key: Bytes::from("new"),
             value: Bytes::from("v"),
-            ttl_ms: 0,
+            expiry: Expiry::Persist,
             condition: PutCondition::Always,
-        };
+        });
         engine.execute(put).expect("write after recovery");
         p.close();
         let again = recovered(dir.path()).expect("restart");
@@ -296,23 +308,23 @@ fn snapshot_compacts_the_log_and_restores_large_values_in_chunks() {
     for i in 0..3_000 {
         let big = Bytes::from(vec![i as u8; 1_000]);
         engine
-            .execute(Command::ListPush {
+            .execute(Command::ListPush(cmd::ListPush {
                 key: Bytes::from("list"),
                 end: ListEnd::Back,
                 values: vec![big.clone()],
-            })
+            }))
             .expect("push");
         engine
-            .execute(Command::HashSet {
+            .execute(Command::HashSet(cmd::HashSet {
                 key: Bytes::from("hash"),
                 field: Bytes::from(format!("f{i}")),
                 value: big,
-            })
+            }))
             .expect("hset");
     }
-    engine.execute(Command::Incr { key: Bytes::from("n"), delta: 42 }).expect("incr");
+    engine.execute(Command::Incr(cmd::Incr { key: Bytes::from("n"), delta: 42 })).expect("incr");
     p.snapshot().expect("snapshot");
-    engine.execute(Command::Incr { key: Bytes::from("n"), delta: 1 }).expect("incr after");
+    engine.execute(Command::Incr(cmd::Incr { key: Bytes::from("n"), delta: 1 })).expect("incr after");
     p.close();
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .expect("ls")
@@ -348,12 +360,12 @@ async fn everysec_waits_end_with_the_record_written_whether_or_not_they_share() 
             engine.attach_log(log.clone()).expect("attach");
             let segment = super::segment_path(dir.path(), 1);
             for i in 0..50u32 {
-                let cmd = Command::Put {
+                let cmd = Command::Put(cmd::Put {
                     key: Bytes::from(format!("k{i}")),
                     value: Bytes::from(vec![b'v'; 64]),
-                    ttl_ms: 0,
+                    expiry: Expiry::Persist,
                     condition: PutCondition::Always,
-                };
+                });
                 let mut at = crate::engine::LogPosition::default();
                 engine.apply(cmd, &mut at).expect("put");
                 let position = at.0;

@@ -2,6 +2,8 @@
 //! back byte for byte, with the same version, over every other one.
 
 use bytes::Bytes;
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use nanodb_protocol::pb::{self, kv_client::KvClient};
 use nanodb_protocol::{Command, PutCondition, Reply};
 use nanodb_server::config::Config;
@@ -45,12 +47,12 @@ async fn every_protocol_reads_what_every_other_wrote() {
         let value = Bytes::from([b"\x00\xff\r\n".as_slice(), writer.as_bytes()].concat());
         match writer {
             "tcp" => {
-                let put = Command::Put {
+                let put = Command::Put(cmd::Put {
                     key: key.clone(),
                     value: value.clone(),
-                    ttl_ms: 0,
+                    expiry: Expiry::Persist,
                     condition: PutCondition::Always,
-                };
+                });
                 tcp.call(put).await.expect("tcp put");
             }
             "grpc" => {
@@ -67,7 +69,8 @@ async fn every_protocol_reads_what_every_other_wrote() {
             }
         }
 
-        let Ok(Reply::Value(Some(entry))) = tcp.call(Command::Get { key: key.clone() }).await else {
+        let Ok(Reply::Value(Some(entry))) = tcp.call(Command::Get(cmd::Get { key: key.clone() })).await
+        else {
             panic!("{writer} -> tcp: missing")
         };
         assert_eq!(entry.value, value, "{writer} -> tcp");

@@ -2,6 +2,8 @@
 //! limits, deadlines, load shedding, gzip, concurrent clients, health, reflection, grpc-web, and
 //! keys shared with the binary TCP protocol.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -241,7 +243,7 @@ async fn admin_ping_and_stats() {
     c.put(put("a", "1")).await.expect("put");
     c.put(put("b", "2")).await.expect("put");
     let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
-    tcp.call(Command::Get { key: b("a") }).await.expect("tcp get");
+    tcp.call(Command::Get(cmd::Get { key: b("a") })).await.expect("tcp get");
 
     let s = admin.stats(pb::StatsRequest {}).await.expect("stats").into_inner();
     assert_eq!(s.keys, 2);
@@ -364,11 +366,15 @@ async fn keys_are_shared_with_the_tcp_protocol() {
     assert_eq!(tcp.max_frame_len as usize, server_config_frame_len(), "HELLO advertises the frame limit");
 
     let p = c.put(put("from-grpc", "g")).await.expect("put").into_inner();
-    let got = tcp.call(Command::Get { key: b("from-grpc") }).await;
+    let got = tcp.call(Command::Get(cmd::Get { key: b("from-grpc") })).await;
     assert_eq!(got, Ok(Reply::Value(Some(Entry { value: b("g"), version: p.version, ttl_ms: -1 }))));
 
-    let put_tcp =
-        Command::Put { key: b("from-tcp"), value: b("t"), ttl_ms: 0, condition: PutCondition::Always };
+    let put_tcp = Command::Put(cmd::Put {
+        key: b("from-tcp"),
+        value: b("t"),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    });
     let Ok(Reply::Put { applied: true, version }) = tcp.call(put_tcp).await else { panic!("tcp put") };
     let g = c.get(get("from-tcp")).await.expect("get").into_inner();
     assert_eq!(g, pb::GetResponse { found: true, value: b("t"), version, ttl_ms: -1 });

@@ -1,6 +1,8 @@
 //! The REST API over a real socket with a real HTTP client: binary values, byte keys, conditions,
 //! TTL, pagination, cross-protocol reads, connection stats and graceful shutdown.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -65,7 +67,8 @@ async fn keys_with_slashes_spaces_and_non_ascii_bytes() {
         let r = c.put(format!("{base}/v1/kv/{segment}")).body(segment.to_string()).send().await.expect("put");
         assert_eq!(r.status(), StatusCode::CREATED, "{segment}");
         // Written over REST, read back over the binary TCP protocol under the decoded key.
-        let Ok(Reply::Value(Some(e))) = tcp.call(Command::Get { key: Bytes::copy_from_slice(key) }).await
+        let Ok(Reply::Value(Some(e))) =
+            tcp.call(Command::Get(cmd::Get { key: Bytes::copy_from_slice(key) })).await
         else {
             panic!("{segment}: not found over TCP under {key:?}");
         };
@@ -178,18 +181,18 @@ async fn scans_tell_hashes_and_lists_from_empty_strings() {
     let (server, base) = http_server().await;
     let c = reqwest::Client::new();
     let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
-    let empty = Command::Put {
+    let empty = Command::Put(cmd::Put {
         key: Bytes::from_static(b"ty:s"),
         value: Bytes::new(),
-        ttl_ms: 0,
+        expiry: Expiry::Persist,
         condition: nanodb_protocol::PutCondition::Always,
-    };
+    });
     tcp.call(empty).await.expect("put");
-    let hset = Command::HashSet {
+    let hset = Command::HashSet(cmd::HashSet {
         key: Bytes::from_static(b"ty:h"),
         field: Bytes::from_static(b"f"),
         value: Bytes::from_static(b"v"),
-    };
+    });
     tcp.call(hset).await.expect("hset");
     let r = c.post(format!("{base}/v1/list/ty:l")).body("x").send().await.expect("push");
     assert_eq!(r.status(), StatusCode::OK);
@@ -264,7 +267,8 @@ async fn the_longest_key_in_a_url_and_the_longest_key_through_batch() {
     let res = json(c.post(format!("{base}/v1/batch")).json(&ops).send().await.expect("batch")).await;
     assert_eq!(res[0]["ok"]["applied"], true, "{}", res[0]);
     assert_eq!(res[1]["ok"]["value"], "long");
-    let Ok(Reply::Value(Some(e))) = tcp.call(Command::Get { key: Bytes::from(key.clone()) }).await else {
+    let Ok(Reply::Value(Some(e))) = tcp.call(Command::Get(cmd::Get { key: Bytes::from(key.clone()) })).await
+    else {
         panic!("the batch-written key is readable over TCP");
     };
     assert_eq!(e.value, "long");

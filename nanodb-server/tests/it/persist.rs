@@ -1,6 +1,8 @@
 //! Durability end to end: restarts keep data, a full disk refuses writes but serves reads, and
 //! `kill -9` at random moments (and at every step of a snapshot) loses no acknowledged write.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -24,7 +26,12 @@ fn persistent(dir: &Path, fsync: FsyncPolicy) -> Config {
 }
 
 fn put(k: &str, v: &str) -> Command {
-    Command::Put { key: b(k), value: b(v), ttl_ms: 0, condition: PutCondition::Always }
+    Command::Put(cmd::Put {
+        key: b(k),
+        value: b(v),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    })
 }
 
 #[tokio::test]
@@ -34,20 +41,31 @@ async fn a_restart_keeps_every_type_and_drops_what_expired_meanwhile() {
         let server = start(persistent(dir.path(), fsync)).await;
         let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
         c.call(put("s", "\x00text")).await.expect("put");
-        c.call(Command::Incr { key: b("n"), delta: 41 }).await.expect("incr");
-        c.call(Command::HashSet { key: b("h"), field: b("f"), value: b("v") }).await.expect("hset");
-        c.call(Command::ListPush { key: b("l"), end: ListEnd::Front, values: vec![b("a"), b("b")] })
+        c.call(Command::Incr(cmd::Incr { key: b("n"), delta: 41 })).await.expect("incr");
+        c.call(Command::HashSet(cmd::HashSet { key: b("h"), field: b("f"), value: b("v") }))
             .await
-            .expect("push");
-        c.call(Command::Put { key: b("gone"), value: b("v"), ttl_ms: 1, condition: PutCondition::Always })
-            .await
-            .expect("ttl");
-        c.call(Command::Put {
+            .expect("hset");
+        c.call(Command::ListPush(cmd::ListPush {
+            key: b("l"),
+            end: ListEnd::Front,
+            values: vec![b("a"), b("b")],
+        }))
+        .await
+        .expect("push");
+        c.call(Command::Put(cmd::Put {
+            key: b("gone"),
+            value: b("v"),
+            expiry: Expiry::from_put_ttl_ms(1),
+            condition: PutCondition::Always,
+        }))
+        .await
+        .expect("ttl");
+        c.call(Command::Put(cmd::Put {
             key: b("kept"),
             value: b("v"),
-            ttl_ms: 3_600_000,
+            expiry: Expiry::from_put_ttl_ms(3_600_000),
             condition: PutCondition::Always,
-        })
+        }))
         .await
         .expect("ttl");
         drop(c);
@@ -55,28 +73,32 @@ async fn a_restart_keeps_every_type_and_drops_what_expired_meanwhile() {
 
         let server = start(persistent(dir.path(), fsync)).await;
         let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
-        let Ok(Reply::Value(Some(s))) = c.call(Command::Get { key: b("s") }).await else {
+        let Ok(Reply::Value(Some(s))) = c.call(Command::Get(cmd::Get { key: b("s") })).await else {
             panic!("s lost ({fsync})")
         };
         assert_eq!(s.value, b("\x00text"));
-        assert_eq!(c.call(Command::Incr { key: b("n"), delta: 1 }).await, Ok(Reply::Int(42)), "{fsync}");
         assert_eq!(
-            c.call(Command::HashGet { key: b("h"), field: b("f") }).await,
+            c.call(Command::Incr(cmd::Incr { key: b("n"), delta: 1 })).await,
+            Ok(Reply::Int(42)),
+            "{fsync}"
+        );
+        assert_eq!(
+            c.call(Command::HashGet(cmd::HashGet { key: b("h"), field: b("f") })).await,
             Ok(Reply::Bytes(Some(b("v"))))
         );
         assert_eq!(
-            c.call(Command::ListRange { key: b("l"), start: 0, stop: -1 }).await,
+            c.call(Command::ListRange(cmd::ListRange { key: b("l"), start: 0, stop: -1 })).await,
             Ok(Reply::List(vec![b("b"), b("a")]))
         );
-        assert_eq!(c.call(Command::Exists { key: b("gone") }).await, Ok(Reply::Bool(false)));
-        let Ok(Reply::Int(ttl)) = c.call(Command::Ttl { key: b("kept") }).await else { panic!() };
+        assert_eq!(c.call(Command::Exists(cmd::Exists { key: b("gone") })).await, Ok(Reply::Bool(false)));
+        let Ok(Reply::Int(ttl)) = c.call(Command::Ttl(cmd::Ttl { key: b("kept") })).await else { panic!() };
         assert!(ttl > 3_500_000, "the deadline is absolute and survives restarts: {ttl}");
         // Versions keep growing across restarts (no ABA for compare-and-set).
         let Ok(Reply::Put { version, .. }) = c.call(put("s", "new")).await else { panic!() };
         assert!(version > s.version);
         // Start the next policy from a clean slate.
         for k in ["s", "n", "h", "l", "kept"] {
-            c.call(Command::Delete { key: b(k) }).await.expect("delete");
+            c.call(Command::Delete(cmd::Delete { key: b(k) })).await.expect("delete");
         }
         drop(c);
         server.shutdown().await;
@@ -93,12 +115,14 @@ async fn a_full_disk_refuses_writes_on_every_request_and_keeps_serving_reads() {
     let err = c.call(put("during", "v")).await.expect_err("not acknowledged");
     assert_eq!(err.code(), ErrorCode::Unavailable);
     assert!(err.to_string().contains("No space left"), "{err}");
-    let err = c.call(Command::Incr { key: b("n"), delta: 1 }).await.expect_err("refused");
+    let err = c.call(Command::Incr(cmd::Incr { key: b("n"), delta: 1 })).await.expect_err("refused");
     assert_eq!(err.code(), ErrorCode::Unavailable, "every later write is refused");
-    let Ok(Reply::Value(Some(v))) = c.call(Command::Get { key: b("before") }).await else { panic!() };
+    let Ok(Reply::Value(Some(v))) = c.call(Command::Get(cmd::Get { key: b("before") })).await else {
+        panic!()
+    };
     assert_eq!(v.value, b("v"), "reads keep working");
     assert_eq!(
-        c.call(Command::Exists { key: b("n") }).await,
+        c.call(Command::Exists(cmd::Exists { key: b("n") })).await,
         Ok(Reply::Bool(false)),
         "the refused write changed nothing"
     );
@@ -193,7 +217,7 @@ async fn verify(addr: SocketAddr, ledgers: &[Ledger], context: &str) {
     let mut c = TcpClient::connect(addr).await;
     for (client, ledger) in ledgers.iter().enumerate() {
         for (key, acked) in &ledger.acked {
-            let got = match c.call(Command::Get { key: b(key) }).await {
+            let got = match c.call(Command::Get(cmd::Get { key: b(key) })).await {
                 Ok(Reply::Value(Some(e))) => String::from_utf8_lossy(&e.value).parse::<u64>().expect("a seq"),
                 other => panic!("{context}: acknowledged {key}={acked} lost: {other:?}"),
             };
@@ -205,8 +229,9 @@ async fn verify(addr: SocketAddr, ledgers: &[Ledger], context: &str) {
     // No key appears that nobody wrote.
     let mut cursor = Bytes::new();
     loop {
-        let Ok(Reply::Scan { entries, next_cursor }) =
-            c.call(Command::Scan { prefix: Bytes::new(), limit: 500, cursor: cursor.clone() }).await
+        let Ok(Reply::Scan { entries, next_cursor }) = c
+            .call(Command::Scan(cmd::Scan { prefix: Bytes::new(), limit: 500, cursor: cursor.clone() }))
+            .await
         else {
             panic!("scan")
         };
@@ -342,7 +367,7 @@ async fn after_a_log_failure_no_protocol_acknowledges_a_write_and_all_still_read
     // durable: it is gone after a restart.)
     for k in ["g", "h", "r"] {
         assert_eq!(
-            tcp.call(Command::Exists { key: b(k) }).await,
+            tcp.call(Command::Exists(cmd::Exists { key: b(k) })).await,
             Ok(Reply::Bool(false)),
             "{k} was never written"
         );

@@ -2,6 +2,7 @@
 //! types, errors, a 10,000-command pipeline, binary values, TTLs, WRONGTYPE, and visibility across
 //! protocols; raw sockets for exact bytes (error texts, inline commands, protocol errors, limits).
 
+use nanodb_protocol::cmd;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -491,31 +492,30 @@ async fn visible_across_protocols() {
     assert!(tcp.max_frame_len > 0);
     q(&mut c, &["SET", "shared", "from-resp"]).await;
     let Ok(Reply::Value(Some(Entry { value, .. }))) =
-        tcp.call(Command::Get { key: Bytes::from_static(b"shared") }).await
+        tcp.call(Command::Get(cmd::Get { key: Bytes::from_static(b"shared") })).await
     else {
         panic!("tcp sees the RESP write")
     };
     assert_eq!(&value[..], b"from-resp");
-    let put = Command::Set {
+    let put = Command::Put(cmd::Put {
         key: Bytes::from_static(b"t2"),
         value: Bytes::from_static(b"from-tcp"),
         condition: nanodb_protocol::PutCondition::Always,
         expiry: nanodb_protocol::Expiry::In(60_000),
-        get: false,
-    };
+    });
     tcp.call(put).await.expect("tcp set");
     assert_eq!(q(&mut c, &["GET", "t2"]).await, bulk("from-tcp"));
     assert_eq!(q(&mut c, &["TTL", "t2"]).await, int(60));
-    tcp.call(Command::ListPush {
+    tcp.call(Command::ListPush(cmd::ListPush {
         key: Bytes::from_static(b"tl"),
         end: nanodb_protocol::ListEnd::Back,
         values: vec![Bytes::from_static(b"x")],
-    })
+    }))
     .await
     .expect("push");
     assert_eq!(q(&mut c, &["LLEN", "tl"]).await, int(1));
     assert_eq!(
-        tcp.call(Command::Type { key: Bytes::from_static(b"tl") }).await,
+        tcp.call(Command::Type(cmd::Type { key: Bytes::from_static(b"tl") })).await,
         Ok(Reply::Bytes(Some(Bytes::from_static(b"list"))))
     );
     server.shutdown().await;

@@ -4,6 +4,8 @@
 //! TCP protocol, a slow subscriber being disconnected while the writer carries on, shutdown
 //! ending subscribed connections, and subscriptions freeing everything they took.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -391,14 +393,14 @@ async fn keyspace_notifications_follow_writes_over_resp_and_tcp() {
 
     // A write over the binary TCP protocol notifies RESP subscribers alike.
     let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
-    let put = Command::Put {
+    let put = Command::Put(cmd::Put {
         key: Bytes::from_static(b"t"),
         value: Bytes::from_static(b"1"),
-        ttl_ms: 0,
+        expiry: Expiry::Persist,
         condition: PutCondition::Always,
-    };
+    });
     tcp.call(put).await.expect("put");
-    let del = Command::Delete { key: Bytes::from_static(b"t") };
+    let del = Command::Delete(cmd::Delete { key: Bytes::from_static(b"t") });
     assert_eq!(tcp.call(del).await, Ok(Reply::Bool(true)));
     expect(&mut sub, (note("t", "set") + &note("t", "del")).as_bytes()).await;
 

@@ -2,6 +2,8 @@
 //! frames, limits and graceful shutdown.
 
 use bytes::Bytes;
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use nanodb_protocol::{Command, Entry, ErrorCode, PutCondition, Reply};
 
 use crate::harness::{TcpClient, tcp_server};
@@ -15,14 +17,19 @@ async fn put_then_get_round_trips_binary_values() {
     let server = tcp_server().await;
     let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
     let value = Bytes::from_static(b"\x00\xff\x00bin\r\n");
-    let put = Command::Put { key: b("k"), value: value.clone(), ttl_ms: 0, condition: PutCondition::Always };
+    let put = Command::Put(cmd::Put {
+        key: b("k"),
+        value: value.clone(),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    });
     let Ok(Reply::Put { applied: true, version }) = c.call(put).await else { panic!("put failed") };
     assert_eq!(
-        c.call(Command::Get { key: b("k") }).await,
+        c.call(Command::Get(cmd::Get { key: b("k") })).await,
         Ok(Reply::Value(Some(Entry { value, version, ttl_ms: -1 })))
     );
-    assert_eq!(c.call(Command::Get { key: b("missing") }).await, Ok(Reply::Value(None)));
-    let err = c.call(Command::Get { key: Bytes::new() }).await.expect_err("empty key");
+    assert_eq!(c.call(Command::Get(cmd::Get { key: b("missing") })).await, Ok(Reply::Value(None)));
+    let err = c.call(Command::Get(cmd::Get { key: Bytes::new() })).await.expect_err("empty key");
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
     server.shutdown().await;
 }
@@ -33,9 +40,9 @@ async fn pipelining_1000_requests_on_one_connection_answers_in_order() {
     let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
     let mut ids = Vec::new();
     for i in 0..1_000 {
-        ids.push(c.send(Command::Incr { key: b("ctr"), delta: 1 }).await);
+        ids.push(c.send(Command::Incr(cmd::Incr { key: b("ctr"), delta: 1 })).await);
         if i % 3 == 0 {
-            ids.push(c.send(Command::Get { key: b("ctr") }).await);
+            ids.push(c.send(Command::Get(cmd::Get { key: b("ctr") })).await);
         }
     }
     c.flush().await;
@@ -64,9 +71,14 @@ async fn many_connections_at_once_see_one_keyspace() {
                 let mut c = TcpClient::connect(addr).await;
                 for i in 0..50 {
                     let key = b(&format!("conn{n}:{i}"));
-                    let put = Command::Put { key, value: b("v"), ttl_ms: 0, condition: PutCondition::Always };
+                    let put = Command::Put(cmd::Put {
+                        key,
+                        value: b("v"),
+                        expiry: Expiry::Persist,
+                        condition: PutCondition::Always,
+                    });
                     assert!(matches!(c.call(put).await, Ok(Reply::Put { applied: true, .. })));
-                    c.call(Command::Incr { key: b("shared"), delta: 1 }).await.expect("incr");
+                    c.call(Command::Incr(cmd::Incr { key: b("shared"), delta: 1 })).await.expect("incr");
                 }
             })
         })
@@ -75,8 +87,11 @@ async fn many_connections_at_once_see_one_keyspace() {
         c.await.expect("client task");
     }
     let mut c = TcpClient::connect(addr).await;
-    assert_eq!(c.call(Command::KeyCount).await, Ok(Reply::Int(64 * 50 + 1)));
-    assert_eq!(c.call(Command::Incr { key: b("shared"), delta: 0 }).await, Ok(Reply::Int(64 * 50)));
+    assert_eq!(c.call(Command::KeyCount(cmd::KeyCount {})).await, Ok(Reply::Int(64 * 50 + 1)));
+    assert_eq!(
+        c.call(Command::Incr(cmd::Incr { key: b("shared"), delta: 0 })).await,
+        Ok(Reply::Int(64 * 50))
+    );
     server.shutdown().await;
 }
 
@@ -84,40 +99,64 @@ async fn many_connections_at_once_see_one_keyspace() {
 async fn every_command_over_the_wire() {
     let server = tcp_server().await;
     let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
-    assert_eq!(c.call(Command::Ping).await, Ok(Reply::Pong));
-    let put = |k: &str, ttl_ms, condition| Command::Put { key: b(k), value: b("v"), ttl_ms, condition };
+    assert_eq!(c.call(Command::Ping(cmd::Ping {})).await, Ok(Reply::Pong));
+    let put = |k: &str, ttl_ms, condition| {
+        Command::Put(cmd::Put {
+            key: b(k),
+            value: b("v"),
+            expiry: Expiry::from_put_ttl_ms(ttl_ms),
+            condition,
+        })
+    };
     let Ok(Reply::Put { version, .. }) = c.call(put("k", 0, PutCondition::IfAbsent)).await else { panic!() };
     assert_eq!(
         c.call(put("k", 0, PutCondition::IfVersion(version + 1))).await,
         Ok(Reply::Put { applied: false, version })
     );
-    assert_eq!(c.call(Command::Exists { key: b("k") }).await, Ok(Reply::Bool(true)));
-    assert_eq!(c.call(Command::Ttl { key: b("k") }).await, Ok(Reply::Int(-1)));
-    assert_eq!(c.call(Command::Expire { key: b("k"), ttl_ms: 60_000 }).await, Ok(Reply::Bool(true)));
-    let Ok(Reply::Int(ttl)) = c.call(Command::Ttl { key: b("k") }).await else { panic!() };
-    assert!((59_000..=60_000).contains(&ttl), "{ttl}");
-    assert_eq!(c.call(Command::Delete { key: b("k") }).await, Ok(Reply::Bool(true)));
-    assert_eq!(c.call(Command::Incr { key: b("n"), delta: -5 }).await, Ok(Reply::Int(-5)));
+    assert_eq!(c.call(Command::Exists(cmd::Exists { key: b("k") })).await, Ok(Reply::Bool(true)));
+    assert_eq!(c.call(Command::Ttl(cmd::Ttl { key: b("k") })).await, Ok(Reply::Int(-1)));
     assert_eq!(
-        c.call(Command::HashSet { key: b("h"), field: b("f"), value: b("1") }).await,
+        c.call(Command::Expire(cmd::Expire { key: b("k"), expiry: Expiry::from_expire_ttl_ms(60_000) }))
+            .await,
         Ok(Reply::Bool(true))
     );
-    assert_eq!(c.call(Command::HashGet { key: b("h"), field: b("f") }).await, Ok(Reply::Bytes(Some(b("1")))));
-    assert_eq!(c.call(Command::HashGetAll { key: b("h") }).await, Ok(Reply::Pairs(vec![(b("f"), b("1"))])));
-    assert_eq!(c.call(Command::HashDelete { key: b("h"), field: b("f") }).await, Ok(Reply::Bool(true)));
-    let push =
-        Command::ListPush { key: b("l"), end: nanodb_protocol::ListEnd::Back, values: vec![b("a"), b("b")] };
+    let Ok(Reply::Int(ttl)) = c.call(Command::Ttl(cmd::Ttl { key: b("k") })).await else { panic!() };
+    assert!((59_000..=60_000).contains(&ttl), "{ttl}");
+    assert_eq!(c.call(Command::Delete(cmd::Delete { key: b("k") })).await, Ok(Reply::Bool(true)));
+    assert_eq!(c.call(Command::Incr(cmd::Incr { key: b("n"), delta: -5 })).await, Ok(Reply::Int(-5)));
+    assert_eq!(
+        c.call(Command::HashSet(cmd::HashSet { key: b("h"), field: b("f"), value: b("1") })).await,
+        Ok(Reply::Bool(true))
+    );
+    assert_eq!(
+        c.call(Command::HashGet(cmd::HashGet { key: b("h"), field: b("f") })).await,
+        Ok(Reply::Bytes(Some(b("1"))))
+    );
+    assert_eq!(
+        c.call(Command::HashGetAll(cmd::HashGetAll { key: b("h") })).await,
+        Ok(Reply::Pairs(vec![(b("f"), b("1"))]))
+    );
+    assert_eq!(
+        c.call(Command::HashDelete(cmd::HashDelete { key: b("h"), field: b("f") })).await,
+        Ok(Reply::Bool(true))
+    );
+    let push = Command::ListPush(cmd::ListPush {
+        key: b("l"),
+        end: nanodb_protocol::ListEnd::Back,
+        values: vec![b("a"), b("b")],
+    });
     assert_eq!(c.call(push).await, Ok(Reply::Int(2)));
     assert_eq!(
-        c.call(Command::ListRange { key: b("l"), start: 0, stop: -1 }).await,
+        c.call(Command::ListRange(cmd::ListRange { key: b("l"), start: 0, stop: -1 })).await,
         Ok(Reply::List(vec![b("a"), b("b")]))
     );
-    let pop = Command::ListPop { key: b("l"), end: nanodb_protocol::ListEnd::Front, count: 1 };
+    let pop = Command::ListPop(cmd::ListPop { key: b("l"), end: nanodb_protocol::ListEnd::Front, count: 1 });
     assert_eq!(c.call(pop).await, Ok(Reply::List(vec![b("a")])));
-    let err = c.call(Command::Get { key: b("l") }).await.expect_err("wrong type");
+    let err = c.call(Command::Get(cmd::Get { key: b("l") })).await.expect_err("wrong type");
     assert_eq!(err.code(), ErrorCode::WrongType);
-    let batch =
-        Command::Batch { ops: vec![Command::Incr { key: b("n"), delta: 1 }, Command::Get { key: b("l") }] };
+    let batch = Command::Batch(cmd::Batch {
+        ops: vec![Command::Incr(cmd::Incr { key: b("n"), delta: 1 }), Command::Get(cmd::Get { key: b("l") })],
+    });
     let Ok(Reply::Batch(results)) = c.call(batch).await else { panic!() };
     assert_eq!(results[0], Ok(Reply::Int(-4)));
     assert_eq!(results[1].as_ref().map_err(|e| e.code()), Err(ErrorCode::WrongType));
@@ -128,7 +167,7 @@ async fn every_command_over_the_wire() {
     let mut cursor = Bytes::new();
     let mut seen = std::collections::HashSet::new();
     loop {
-        let scan = Command::Scan { prefix: b("scan:"), limit: 40, cursor: cursor.clone() };
+        let scan = Command::Scan(cmd::Scan { prefix: b("scan:"), limit: 40, cursor: cursor.clone() });
         let Ok(Reply::Scan { entries, next_cursor }) = c.call(scan).await else { panic!() };
         for e in entries {
             assert!(seen.insert(e.key), "a key came back twice");
@@ -219,16 +258,21 @@ async fn oversized_frame_is_refused_before_buffering_and_closes_only_that_connec
     let (kind, _, body) = raw::read(&mut s).await.expect("error frame");
     assert_eq!((kind, raw::error_code(&body)), (0xFF, ErrorCode::FrameTooLarge.as_u16()));
     assert!(raw::read(&mut s).await.is_none(), "then the connection is closed");
-    assert_eq!(bystander.call(Command::Ping).await, Ok(Reply::Pong), "other connections are unaffected");
+    assert_eq!(
+        bystander.call(Command::Ping(cmd::Ping {})).await,
+        Ok(Reply::Pong),
+        "other connections are unaffected"
+    );
     // A real request one byte over the frame limit is refused the same way, on its own connection.
-    let big = Command::Put {
+    let big = Command::Put(cmd::Put {
         key: b("k"),
         value: Bytes::from(vec![0; 2048]),
-        ttl_ms: 0,
+        expiry: Expiry::Persist,
         condition: PutCondition::Always,
-    };
+    });
     let mut encoded = bytes::BytesMut::new();
-    nanodb_protocol::wire::encode_request(5, &nanodb_protocol::Request::Command(big), &mut encoded);
+    nanodb_protocol::wire::encode_request(5, &nanodb_protocol::Request::Command(big), &mut encoded)
+        .expect("encodes");
     let mut s2 = raw::connect(addr, true).await;
     s2.write_all(&encoded).await.expect("write");
     let (kind, _, body) = raw::read(&mut s2).await.expect("error frame");
@@ -286,7 +330,7 @@ async fn connections_over_the_limit_are_refused_with_a_reason() {
     let (kind, _, body) = raw::read(&mut s).await.expect("refusal frame");
     assert_eq!((kind, raw::error_code(&body)), (0xFF, ErrorCode::TooManyConnections.as_u16()));
     assert!(raw::read(&mut s).await.is_none());
-    assert_eq!(a.call(Command::Ping).await, Ok(Reply::Pong));
+    assert_eq!(a.call(Command::Ping(cmd::Ping {})).await, Ok(Reply::Pong));
     drop(a);
     // The slot frees when a connection closes (poll: the close is observed asynchronously).
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -311,7 +355,7 @@ async fn graceful_shutdown_answers_what_was_sent_and_stops_accepting() {
     let ids = {
         let mut ids = Vec::new();
         for _ in 0..100 {
-            ids.push(c.send(Command::Incr { key: b("n"), delta: 1 }).await);
+            ids.push(c.send(Command::Incr(cmd::Incr { key: b("n"), delta: 1 })).await);
         }
         ids
     };

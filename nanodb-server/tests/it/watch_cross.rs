@@ -2,6 +2,8 @@
 //! protocol (gRPC Watch, REST SSE, Redis keyspace notifications, binary-protocol WATCH), and a
 //! message published over each protocol reaches a subscriber on every protocol.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -59,8 +61,12 @@ async fn write(c: &mut Clients, protocol: &str) {
     let (key, value) = (format!("x:{protocol}"), format!("v-{protocol}"));
     match protocol {
         "tcp" => {
-            let cmd =
-                Command::Put { key: b(&key), value: b(&value), ttl_ms: 0, condition: PutCondition::Always };
+            let cmd = Command::Put(cmd::Put {
+                key: b(&key),
+                value: b(&value),
+                expiry: Expiry::Persist,
+                condition: PutCondition::Always,
+            });
             c.tcp.call(cmd).await.expect("tcp put");
         }
         "resp" => {
@@ -82,7 +88,11 @@ async fn write(c: &mut Clients, protocol: &str) {
 async fn publish(c: &mut Clients, protocol: &str) -> i64 {
     let message = format!("from-{protocol}");
     match protocol {
-        "tcp" => match c.tcp.call(Command::Publish { channel: b("news"), message: b(&message) }).await {
+        "tcp" => match c
+            .tcp
+            .call(Command::Publish(cmd::Publish { channel: b("news"), message: b(&message) }))
+            .await
+        {
             Ok(Reply::Int(n)) => n,
             other => panic!("tcp publish: {other:?}"),
         },

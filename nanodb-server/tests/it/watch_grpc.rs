@@ -2,6 +2,8 @@
 //! matching, expiry, pub/sub with patterns, the lagged signal, streams outliving the request
 //! timeout, and streams ending at shutdown.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -57,18 +59,28 @@ async fn a_key_watch_sees_puts_deletes_and_expiry_with_versions() {
     assert_eq!(e.op, "set");
 
     // An empty value is still a value.
-    tcp.call(Command::Put { key: b("k"), value: Bytes::new(), ttl_ms: 0, condition: PutCondition::Always })
-        .await
-        .expect("succeeds");
+    tcp.call(Command::Put(cmd::Put {
+        key: b("k"),
+        value: Bytes::new(),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    }))
+    .await
+    .expect("succeeds");
     let e = next(&mut events).await;
     assert!(e.has_value && e.value.is_empty());
 
-    tcp.call(Command::Delete { key: b("k") }).await.expect("succeeds");
+    tcp.call(Command::Delete(cmd::Delete { key: b("k") })).await.expect("succeeds");
     assert_eq!(next(&mut events).await.r#type(), pb::WatchEventType::Delete);
 
-    tcp.call(Command::Put { key: b("k"), value: b("t"), ttl_ms: 30, condition: PutCondition::Always })
-        .await
-        .expect("succeeds");
+    tcp.call(Command::Put(cmd::Put {
+        key: b("k"),
+        value: b("t"),
+        expiry: Expiry::from_put_ttl_ms(30),
+        condition: PutCondition::Always,
+    }))
+    .await
+    .expect("succeeds");
     assert_eq!(next(&mut events).await.r#type(), pb::WatchEventType::Put);
     // Nobody reads the key: the sweeper reports the expiry.
     let e = next(&mut events).await;
@@ -81,9 +93,14 @@ async fn a_prefix_watch_sees_only_its_keys_and_no_values_unless_asked() {
     let (server, mut kv, mut tcp) = server(config()).await;
     let mut events = kv.watch(watch_req("user:", true, false)).await.expect("succeeds").into_inner();
     for key in ["other", "user:1", "use", "user:2"] {
-        tcp.call(Command::Put { key: b(key), value: b("v"), ttl_ms: 0, condition: PutCondition::Always })
-            .await
-            .expect("succeeds");
+        tcp.call(Command::Put(cmd::Put {
+            key: b(key),
+            value: b("v"),
+            expiry: Expiry::Persist,
+            condition: PutCondition::Always,
+        }))
+        .await
+        .expect("succeeds");
     }
     let first = next(&mut events).await;
     let second = next(&mut events).await;
@@ -139,12 +156,12 @@ async fn a_watcher_that_falls_behind_gets_lagged_and_the_stream_ends() {
     // Far more than the queue and the transport's buffers hold, written while nobody reads.
     let value = Bytes::from(vec![b'v'; 4096]);
     for i in 0..2_000 {
-        tcp.call(Command::Put {
+        tcp.call(Command::Put(cmd::Put {
             key: b(&format!("k{i}")),
             value: value.clone(),
-            ttl_ms: 0,
+            expiry: Expiry::Persist,
             condition: PutCondition::Always,
-        })
+        }))
         .await
         .expect("succeeds");
     }
@@ -175,9 +192,14 @@ async fn a_stream_outlives_the_request_timeout_and_ends_at_shutdown() {
         server(Config { request_timeout: Duration::from_millis(100), ..config() }).await;
     let mut events = kv.watch(watch_req("k", false, false)).await.expect("succeeds").into_inner();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    tcp.call(Command::Put { key: b("k"), value: b("v"), ttl_ms: 0, condition: PutCondition::Always })
-        .await
-        .expect("succeeds");
+    tcp.call(Command::Put(cmd::Put {
+        key: b("k"),
+        value: b("v"),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    }))
+    .await
+    .expect("succeeds");
     assert_eq!(next(&mut events).await.r#type(), pb::WatchEventType::Put);
     let stopped = tokio::spawn(server.shutdown());
     let end = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("ends at shutdown");
@@ -194,12 +216,12 @@ async fn with_persistence_every_fsync_policy_delivers_events_once_durable() {
             server(Config { persistence: true, data_dir: dir.path().to_path_buf(), fsync, ..config() }).await;
         let mut events = kv.watch(watch_req("k", true, true)).await.expect("watch").into_inner();
         for i in 0..50 {
-            tcp.call(Command::Put {
+            tcp.call(Command::Put(cmd::Put {
                 key: b(&format!("k{i}")),
                 value: b(&i.to_string()),
-                ttl_ms: 0,
+                expiry: Expiry::Persist,
                 condition: PutCondition::Always,
-            })
+            }))
             .await
             .expect("put");
         }
@@ -248,9 +270,14 @@ async fn a_write_made_right_after_the_call_returns_is_always_seen() {
     for i in 0..50 {
         let key = format!("r{i}");
         let mut events = kv.watch(watch_req(&key, false, true)).await.expect("watch").into_inner();
-        tcp.call(Command::Put { key: b(&key), value: b("v"), ttl_ms: 0, condition: PutCondition::Always })
-            .await
-            .expect("put");
+        tcp.call(Command::Put(cmd::Put {
+            key: b(&key),
+            value: b("v"),
+            expiry: Expiry::Persist,
+            condition: PutCondition::Always,
+        }))
+        .await
+        .expect("put");
         let e = next(&mut events).await;
         assert_eq!((e.r#type(), e.key), (pb::WatchEventType::Put, b(&key)));
 

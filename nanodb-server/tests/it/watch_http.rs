@@ -4,6 +4,8 @@
 //! the request timeout and compression, shutdown, limits and errors, and subscribers freed on
 //! disconnect.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -46,12 +48,12 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 async fn put(tcp: &mut TcpClient, key: &[u8], value: &[u8], ttl_ms: u64) {
-    let cmd = Command::Put {
+    let cmd = Command::Put(cmd::Put {
         key: Bytes::copy_from_slice(key),
         value: Bytes::copy_from_slice(value),
-        ttl_ms,
+        expiry: Expiry::from_put_ttl_ms(ttl_ms),
         condition: PutCondition::Always,
-    };
+    });
     tcp.call(cmd).await.expect("put succeeds");
 }
 

@@ -3,6 +3,8 @@
 //! interleaved with pushes; pub/sub with patterns; the lagged signal and resubscribing; leaks
 //! after many cycles and disconnects; bad requests; shutdown.
 
+use nanodb_protocol::Expiry;
+use nanodb_protocol::cmd;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,7 +29,12 @@ fn b(s: &str) -> Bytes {
 }
 
 fn put(key: &str, value: &str) -> Command {
-    Command::Put { key: b(key), value: b(value), ttl_ms: 0, condition: PutCondition::Always }
+    Command::Put(cmd::Put {
+        key: b(key),
+        value: b(value),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    })
 }
 
 fn watch(key: &str, prefix: bool, with_values: bool) -> Subscription {
@@ -70,7 +77,7 @@ async fn next_event(c: &mut TcpClient) -> (EventType, String, Bytes, u64, Option
 
 /// Proves nothing else was pushed: a PING's PONG is the very next frame.
 async fn assert_no_push(c: &mut TcpClient) {
-    let id = c.send(Command::Ping).await;
+    let id = c.send(Command::Ping(cmd::Ping {})).await;
     let frame = c.next_frame().await.expect("connection open");
     assert_eq!(frame, (id, Response::Reply(Reply::Pong)), "no push before the PONG");
 }
@@ -131,10 +138,15 @@ async fn a_key_watch_sees_writes_over_tcp_grpc_and_resp_with_values_and_versions
     assert_eq!((kind, op.as_str(), key, value), (EventType::Put, "set", b("k"), Some(b("v3"))));
 
     // Deletion and expiry carry no value.
-    writer.call(Command::Delete { key: b("k") }).await.expect("delete");
+    writer.call(Command::Delete(cmd::Delete { key: b("k") })).await.expect("delete");
     let (kind, op, _, _, value) = next_event(&mut watcher).await;
     assert_eq!((kind, op.as_str(), value), (EventType::Delete, "del", None));
-    let ttl = Command::Put { key: b("k"), value: b("t"), ttl_ms: 30, condition: PutCondition::Always };
+    let ttl = Command::Put(cmd::Put {
+        key: b("k"),
+        value: b("t"),
+        expiry: Expiry::from_put_ttl_ms(30),
+        condition: PutCondition::Always,
+    });
     writer.call(ttl).await.expect("put");
     assert_eq!(next_event(&mut watcher).await.0, EventType::Put);
     let (kind, op, _, _, value) = next_event(&mut watcher).await;
@@ -186,9 +198,9 @@ async fn pipelined_requests_interleave_with_pushes_in_a_defined_order() {
     let mut writes = Vec::new();
     for i in 0..100 {
         writes.push(c.send(put("k", &i.to_string())).await);
-        c.send(Command::Get { key: b("k") }).await;
+        c.send(Command::Get(cmd::Get { key: b("k") })).await;
     }
-    let last = c.send(Command::Ping).await;
+    let last = c.send(Command::Ping(cmd::Ping {})).await;
     let mut replies = Vec::new();
     let mut events = Vec::new();
     while replies.last() != Some(&last) || events.len() < 100 {
@@ -220,7 +232,7 @@ async fn pushes_from_concurrent_writers_do_not_disturb_pipelined_replies() {
     let mut writer = connect(&server).await;
     let writes = tokio::spawn(async move {
         for i in 1..=500 {
-            writer.call(Command::Incr { key: b("n"), delta: 1 }).await.expect("incr");
+            writer.call(Command::Incr(cmd::Incr { key: b("n"), delta: 1 })).await.expect("incr");
             if i % 50 == 0 {
                 tokio::task::yield_now().await;
             }
@@ -231,7 +243,7 @@ async fn pushes_from_concurrent_writers_do_not_disturb_pipelined_replies() {
     let mut sent = 0;
     while next_value <= 500 || expected_reply < sent {
         if sent < 2_000 && sent - expected_reply < 200 {
-            c.send(Command::Exists { key: b("n") }).await;
+            c.send(Command::Exists(cmd::Exists { key: b("n") })).await;
             sent += 1;
             if sent % 20 != 0 {
                 continue;
@@ -260,7 +272,7 @@ async fn publish_reaches_channel_and_pattern_subscribers_from_tcp_and_grpc() {
     let mut publisher = connect(&server).await;
     assert_eq!(subscribe(&mut sub, Subscription::Subscribe { channel: b("news") }).await, Ok(Reply::Int(1)));
     assert_eq!(subscribe(&mut sub, Subscription::PSubscribe { pattern: b("n*") }).await, Ok(Reply::Int(2)));
-    let publish = Command::Publish { channel: b("news"), message: b("hello") };
+    let publish = Command::Publish(cmd::Publish { channel: b("news"), message: b("hello") });
     assert_eq!(publisher.call(publish).await, Ok(Reply::Int(2)), "exact and pattern both count");
     let mut got = vec![next_push(&mut sub).await, next_push(&mut sub).await];
     got.sort_by_key(|p| matches!(p, Push::Message { pattern: Some(_), .. }));
@@ -290,7 +302,7 @@ async fn publish_reaches_channel_and_pattern_subscribers_from_tcp_and_grpc() {
     assert_eq!(subscribe(&mut sub, unsub).await, Ok(Reply::Int(1)));
     let unsub = Subscription::PUnsubscribe { pattern: b("n*") };
     assert_eq!(subscribe(&mut sub, unsub).await, Ok(Reply::Int(0)));
-    let publish = Command::Publish { channel: b("news"), message: b("again") };
+    let publish = Command::Publish(cmd::Publish { channel: b("news"), message: b("again") });
     assert_eq!(publisher.call(publish).await, Ok(Reply::Int(0)));
     assert_no_push(&mut sub).await;
     assert!(server.shutdown().await);
@@ -312,7 +324,9 @@ async fn messages_queued_before_an_unsubscribe_precede_its_reply() {
     assert_eq!(subscribe(&mut sub, Subscription::Subscribe { channel: b("c") }).await, Ok(Reply::Int(1)));
     let mut publishes = Vec::new();
     for i in 0..50 {
-        publishes.push(sub.send(Command::Publish { channel: b("c"), message: b(&i.to_string()) }).await);
+        publishes.push(
+            sub.send(Command::Publish(cmd::Publish { channel: b("c"), message: b(&i.to_string()) })).await,
+        );
     }
     let id = sub.send_request(Request::Subscription(Subscription::Unsubscribe { channel: b("c") })).await;
     let (mut messages, mut replies) = (0, 0);
@@ -351,12 +365,12 @@ async fn a_watcher_that_falls_behind_is_lagged_unsubscribed_and_can_resubscribe(
     for chunk in 0..n / 100 {
         let mut ids = Vec::new();
         for i in chunk * 100..(chunk + 1) * 100 {
-            let cmd = Command::Put {
+            let cmd = Command::Put(cmd::Put {
                 key: b(&format!("k{i}")),
                 value: value.clone(),
-                ttl_ms: 0,
+                expiry: Expiry::Persist,
                 condition: PutCondition::Always,
-            };
+            });
             ids.push(writer.send(cmd).await);
         }
         for id in ids {
@@ -376,7 +390,7 @@ async fn a_watcher_that_falls_behind_is_lagged_unsubscribed_and_can_resubscribe(
     assert!(dropped > 0 && events + dropped <= n, "{events} + {dropped} > {n}");
     // Every subscription was cancelled: nothing is pushed and the hub holds nothing.
     writer.call(put("k0", "after")).await.expect("put");
-    writer.call(Command::Publish { channel: b("c"), message: b("m") }).await.expect("publish");
+    writer.call(Command::Publish(cmd::Publish { channel: b("c"), message: b("m") })).await.expect("publish");
     assert_no_push(&mut watcher).await;
     assert_eq!(subscribers(&server), 0, "the lagged connection's subscriber was dropped");
     // Resubscribing starts afresh.
@@ -497,7 +511,11 @@ async fn shutdown_closes_subscribed_connections_cleanly() {
     for _ in 0..20 {
         let mut ids = Vec::new();
         for _ in 0..20 {
-            ids.push(writer.send(Command::Publish { channel: b("c"), message: payload.clone() }).await);
+            ids.push(
+                writer
+                    .send(Command::Publish(cmd::Publish { channel: b("c"), message: payload.clone() }))
+                    .await,
+            );
         }
         for id in ids {
             writer.recv(id).await.expect("publish");

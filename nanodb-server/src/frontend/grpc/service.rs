@@ -1,15 +1,15 @@
 //! The `nanodb.v1.KV` and `nanodb.v1.Admin` service implementations: each RPC converts its request
-//! into a [`Command`], runs it on the engine, records it, and encodes the [`Reply`].
+//! into its typed command, runs it with `Context::run`, and encodes the typed output.
 
 use std::time::Instant;
 
 use nanodb_protocol::pb::{self, admin_server::Admin, kv_server::Kv};
-use nanodb_protocol::{Command, Error, Reply};
+use nanodb_protocol::{Error, TypedCommand, cmd};
 use tonic::{Request, Response, Status};
 
-use super::convert::{OpKind, get_response, key_value, length, operation_result, status, unexpected};
+use super::convert::{OpKind, get_response, key_value, length, operation_result, status};
 use super::watch::{self, EventStream};
-use crate::frontend::Context;
+use crate::frontend::{Context, Run};
 use crate::stats::{Protocol, resident_memory_bytes};
 
 /// Serves `nanodb.v1.KV` from the shared engine.
@@ -27,17 +27,18 @@ impl KvService {
     }
 }
 
-/// Converts `msg`, executes it, records it under its command name (`op` when the message does
-/// not convert), and returns once its effect may be acknowledged under the fsync policy. The hot
-/// path: one engine call, two clock reads, a few relaxed atomics (and no await without a write).
-async fn run<M>(ctx: &Context, op: &'static str, msg: M) -> Result<Reply, Status>
+/// Converts `msg` into the typed command `C`, runs it, and returns its typed output once its effect
+/// may be acknowledged under the fsync policy (a message that does not convert is recorded as a
+/// failed `C`). The hot path: one engine call, two clock reads, a few relaxed atomics (and no
+/// await without a write).
+async fn run<C, M>(ctx: &Context, msg: M) -> Result<<C as Run>::Output, Status>
 where
-    Command: TryFrom<M, Error = Error>,
+    C: TypedCommand + Run + TryFrom<M, Error = Error>,
 {
-    let result = match Command::try_from(msg) {
+    let result = match C::try_from(msg) {
         Ok(cmd) => ctx.run(Protocol::Grpc, cmd).await,
         Err(e) => {
-            ctx.stats.record(Protocol::Grpc, op, false, std::time::Duration::ZERO);
+            ctx.stats.record(Protocol::Grpc, C::NAME, false, std::time::Duration::ZERO);
             Err(e)
         }
     };
@@ -47,141 +48,113 @@ where
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        match run(&self.ctx, "get", request.into_inner()).await? {
-            Reply::Value(entry) => Ok(Response::new(get_response(entry))),
-            other => Err(unexpected("get", &other)),
-        }
+        let entry = run::<cmd::Get, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(get_response(entry)))
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        match run(&self.ctx, "put", request.into_inner()).await? {
-            Reply::Put { applied, version } => Ok(Response::new(pb::PutResponse { applied, version })),
-            other => Err(unexpected("put", &other)),
-        }
+        let out = run::<cmd::Put, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::PutResponse { applied: out.applied, version: out.version }))
     }
 
     async fn delete(
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        match run(&self.ctx, "delete", request.into_inner()).await? {
-            Reply::Bool(deleted) => Ok(Response::new(pb::DeleteResponse { deleted })),
-            other => Err(unexpected("delete", &other)),
-        }
+        let deleted = run::<cmd::Delete, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
     async fn incr(&self, request: Request<pb::IncrRequest>) -> Result<Response<pb::IncrResponse>, Status> {
-        match run(&self.ctx, "incr", request.into_inner()).await? {
-            Reply::Int(value) => Ok(Response::new(pb::IncrResponse { value })),
-            other => Err(unexpected("incr", &other)),
-        }
+        let value = run::<cmd::Incr, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::IncrResponse { value }))
     }
 
     async fn expire(
         &self,
         request: Request<pb::ExpireRequest>,
     ) -> Result<Response<pb::ExpireResponse>, Status> {
-        match run(&self.ctx, "expire", request.into_inner()).await? {
-            Reply::Bool(applied) => Ok(Response::new(pb::ExpireResponse { applied })),
-            other => Err(unexpected("expire", &other)),
-        }
+        let applied = run::<cmd::Expire, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::ExpireResponse { applied }))
     }
 
     async fn scan(&self, request: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        match run(&self.ctx, "scan", request.into_inner()).await? {
-            Reply::Scan { entries, next_cursor } => Ok(Response::new(pb::ScanResponse {
-                entries: entries.into_iter().map(key_value).collect(),
-                next_cursor,
-            })),
-            other => Err(unexpected("scan", &other)),
-        }
+        let page = run::<cmd::Scan, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::ScanResponse {
+            entries: page.entries.into_iter().map(key_value).collect(),
+            next_cursor: page.next_cursor,
+        }))
     }
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
         let msg = request.into_inner();
         // An operation without a kind fails the conversion below, before anything runs.
         let kinds: Vec<OpKind> = msg.ops.iter().filter_map(OpKind::of).collect();
-        match run(&self.ctx, "batch", msg).await? {
-            Reply::Batch(results) if results.len() == kinds.len() => Ok(Response::new(pb::BatchResponse {
-                results: kinds.into_iter().zip(results).map(|(k, r)| operation_result(k, r)).collect(),
-            })),
-            other => Err(unexpected("batch", &other)),
+        let results = run::<cmd::Batch, _>(&self.ctx, msg).await?;
+        if results.len() != kinds.len() {
+            return Err(status(&Error::Internal));
         }
+        Ok(Response::new(pb::BatchResponse {
+            results: kinds.into_iter().zip(results).map(|(k, r)| operation_result(k, r)).collect(),
+        }))
     }
 
     async fn hash_set(
         &self,
         request: Request<pb::HashSetRequest>,
     ) -> Result<Response<pb::HashSetResponse>, Status> {
-        match run(&self.ctx, "hash_set", request.into_inner()).await? {
-            Reply::Bool(created) => Ok(Response::new(pb::HashSetResponse { created })),
-            other => Err(unexpected("hash_set", &other)),
-        }
+        let created = run::<cmd::HashSet, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::HashSetResponse { created }))
     }
 
     async fn hash_get(
         &self,
         request: Request<pb::HashGetRequest>,
     ) -> Result<Response<pb::HashGetResponse>, Status> {
-        match run(&self.ctx, "hash_get", request.into_inner()).await? {
-            Reply::Bytes(value) => Ok(Response::new(pb::HashGetResponse {
-                found: value.is_some(),
-                value: value.unwrap_or_default(),
-            })),
-            other => Err(unexpected("hash_get", &other)),
-        }
+        let value = run::<cmd::HashGet, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::HashGetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
     }
 
     async fn hash_delete(
         &self,
         request: Request<pb::HashDeleteRequest>,
     ) -> Result<Response<pb::HashDeleteResponse>, Status> {
-        match run(&self.ctx, "hash_delete", request.into_inner()).await? {
-            Reply::Bool(deleted) => Ok(Response::new(pb::HashDeleteResponse { deleted })),
-            other => Err(unexpected("hash_delete", &other)),
-        }
+        let deleted = run::<cmd::HashDelete, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::HashDeleteResponse { deleted }))
     }
 
     async fn hash_get_all(
         &self,
         request: Request<pb::HashGetAllRequest>,
     ) -> Result<Response<pb::HashGetAllResponse>, Status> {
-        match run(&self.ctx, "hash_get_all", request.into_inner()).await? {
-            Reply::Pairs(pairs) => Ok(Response::new(pb::HashGetAllResponse {
-                fields: pairs.into_iter().map(|(field, value)| pb::HashField { field, value }).collect(),
-            })),
-            other => Err(unexpected("hash_get_all", &other)),
-        }
+        let pairs = run::<cmd::HashGetAll, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::HashGetAllResponse {
+            fields: pairs.into_iter().map(|(field, value)| pb::HashField { field, value }).collect(),
+        }))
     }
 
     async fn list_push(
         &self,
         request: Request<pb::ListPushRequest>,
     ) -> Result<Response<pb::ListPushResponse>, Status> {
-        match run(&self.ctx, "list_push", request.into_inner()).await? {
-            Reply::Int(n) => Ok(Response::new(pb::ListPushResponse { length: length(n) })),
-            other => Err(unexpected("list_push", &other)),
-        }
+        let n = run::<cmd::ListPush, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::ListPushResponse { length: length(n) }))
     }
 
     async fn list_pop(
         &self,
         request: Request<pb::ListPopRequest>,
     ) -> Result<Response<pb::ListPopResponse>, Status> {
-        match run(&self.ctx, "list_pop", request.into_inner()).await? {
-            Reply::List(values) => Ok(Response::new(pb::ListPopResponse { values })),
-            other => Err(unexpected("list_pop", &other)),
-        }
+        let values = run::<cmd::ListPop, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::ListPopResponse { values }))
     }
 
     async fn list_range(
         &self,
         request: Request<pb::ListRangeRequest>,
     ) -> Result<Response<pb::ListRangeResponse>, Status> {
-        match run(&self.ctx, "list_range", request.into_inner()).await? {
-            Reply::List(values) => Ok(Response::new(pb::ListRangeResponse { values })),
-            other => Err(unexpected("list_range", &other)),
-        }
+        let values = run::<cmd::ListRange, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::ListRangeResponse { values }))
     }
 
     type WatchStream = EventStream<pb::WatchEvent>;
@@ -197,10 +170,8 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishResponse>, Status> {
-        match run(&self.ctx, "publish", request.into_inner()).await? {
-            Reply::Int(n) => Ok(Response::new(pb::PublishResponse { receivers: n.max(0) as u64 })),
-            other => Err(unexpected("publish", &other)),
-        }
+        let n = run::<cmd::Publish, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::PublishResponse { receivers: n.max(0).unsigned_abs() }))
     }
 
     type SubscribeStream = EventStream<pb::SubscribeMessage>;
@@ -243,10 +214,8 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn ping(&self, request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
-        match run(&self.ctx, "ping", request.into_inner()).await? {
-            Reply::Pong => Ok(Response::new(pb::PingResponse {})),
-            other => Err(unexpected("ping", &other)),
-        }
+        run::<cmd::Ping, _>(&self.ctx, request.into_inner()).await?;
+        Ok(Response::new(pb::PingResponse {}))
     }
 
     async fn stats(

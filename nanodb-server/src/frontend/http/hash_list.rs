@@ -9,17 +9,15 @@ use axum::body::Body as AxBody;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use nanodb_protocol::{Command, ListEnd, Reply};
+use bytes::Bytes;
+use nanodb_protocol::ListEnd;
+use nanodb_protocol::cmd;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{AppError, ErrorBody, json_response};
 use super::extract::{Body, Encoding, Q, Seg, encode_bytes};
 use super::{AppState, BinaryBody};
-
-fn unexpected(reply: &Reply) -> AppError {
-    AppError::internal(format!("unexpected engine reply {reply:?}"))
-}
 
 /// One value in JSON.
 #[derive(Debug, Serialize, ToSchema)]
@@ -87,10 +85,7 @@ pub struct LengthJson {
         (status = 409, description = "The key is not a hash", body = ErrorBody),
     ))]
 pub async fn hash_get_all(State(s): State<AppState>, Seg(key): Seg<3>) -> Result<Response, AppError> {
-    let pairs = match s.exec(Command::HashGetAll { key }).await? {
-        Reply::Pairs(p) => p,
-        other => return Err(unexpected(&other)),
-    };
+    let pairs = s.exec(cmd::HashGetAll { key }).await?;
     if pairs.is_empty() {
         // The engine removes emptied hashes, so no fields means no hash.
         return Err(AppError::not_found());
@@ -120,15 +115,14 @@ pub async fn hash_get(
     Seg(key): Seg<3>,
     Seg(field): Seg<4>,
 ) -> Result<Response, AppError> {
-    match s.exec(Command::HashGet { key, field }).await? {
-        Reply::Bytes(Some(v)) => {
+    match s.exec(cmd::HashGet { key, field }).await? {
+        Some(v) => {
             let mut r = Response::new(AxBody::from(v));
             r.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             Ok(r)
         }
-        Reply::Bytes(None) => Err(AppError::not_found()),
-        other => Err(unexpected(&other)),
+        None => Err(AppError::not_found()),
     }
 }
 
@@ -149,13 +143,9 @@ pub async fn hash_set(
     Seg(field): Seg<4>,
     Body(value): Body,
 ) -> Result<Response, AppError> {
-    match s.exec(Command::HashSet { key, field, value }).await? {
-        Reply::Bool(created) => {
-            let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(json_response(status, &CreatedJson { created }))
-        }
-        other => Err(unexpected(&other)),
-    }
+    let created = s.exec(cmd::HashSet { key, field, value }).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(json_response(status, &CreatedJson { created }))
 }
 
 /// Removes one hash field.
@@ -172,10 +162,10 @@ pub async fn hash_delete(
     Seg(key): Seg<3>,
     Seg(field): Seg<4>,
 ) -> Result<StatusCode, AppError> {
-    match s.exec(Command::HashDelete { key, field }).await? {
-        Reply::Bool(true) => Ok(StatusCode::NO_CONTENT),
-        Reply::Bool(false) => Err(AppError::not_found()),
-        other => Err(unexpected(&other)),
+    if s.exec(cmd::HashDelete { key, field }).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::not_found())
     }
 }
 
@@ -223,10 +213,8 @@ pub async fn list_push(
     Q(p): Q<PushParams>,
     Body(value): Body,
 ) -> Result<Response, AppError> {
-    match s.exec(Command::ListPush { key, end: p.end.into(), values: vec![value] }).await? {
-        Reply::Int(length) => Ok(json_response(StatusCode::OK, &LengthJson { length })),
-        other => Err(unexpected(&other)),
-    }
+    let length = s.exec(cmd::ListPush { key, end: p.end.into(), values: vec![value] }).await?;
+    Ok(json_response(StatusCode::OK, &LengthJson { length }))
 }
 
 /// Which values to read.
@@ -257,7 +245,7 @@ pub async fn list_range(
     Seg(key): Seg<3>,
     Q(p): Q<RangeParams>,
 ) -> Result<Response, AppError> {
-    list_reply(s.exec(Command::ListRange { key, start: p.start, stop: p.stop }).await?)
+    list_reply(s.exec(cmd::ListRange { key, start: p.start, stop: p.stop }).await?)
 }
 
 /// What to pop.
@@ -284,15 +272,10 @@ pub async fn list_pop(
     Seg(key): Seg<3>,
     Q(p): Q<PopParams>,
 ) -> Result<Response, AppError> {
-    list_reply(s.exec(Command::ListPop { key, end: p.end.into(), count: p.count }).await?)
+    list_reply(s.exec(cmd::ListPop { key, end: p.end.into(), count: p.count }).await?)
 }
 
-fn list_reply(reply: Reply) -> Result<Response, AppError> {
-    match reply {
-        Reply::List(values) => {
-            let values = values.iter().map(|v| ValueJson::new(v)).collect();
-            Ok(json_response(StatusCode::OK, &ListJson { values }))
-        }
-        other => Err(unexpected(&other)),
-    }
+fn list_reply(values: Vec<Bytes>) -> Result<Response, AppError> {
+    let values = values.iter().map(|v| ValueJson::new(v)).collect();
+    Ok(json_response(StatusCode::OK, &ListJson { values }))
 }

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use nanodb_protocol::{Command, Entry, Error, KeyType, PutCondition, Reply};
+use nanodb_protocol::{Command, Entry, Error, Expiry, KeyType, PutCondition, Reply, cmd};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -19,11 +19,6 @@ use super::extract::{
     encode_cursor,
 };
 use super::{AppState, BinaryBody, TTL_HEADER};
-use crate::engine::LogPosition;
-
-/// Writes a PUT may make while telling "created" from "replaced" before it gives up (each failed
-/// try means another writer's write landed in between, so the system as a whole progresses).
-const PUT_TRIES: usize = 64;
 
 /// A string value as JSON (`Accept: application/json`).
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,10 +67,6 @@ fn etag(version: u64) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-fn unexpected(reply: &Reply) -> AppError {
-    AppError::internal(format!("unexpected engine reply {reply:?}"))
-}
-
 /// Reads a string key: the raw value, or JSON with `Accept: application/json`.
 #[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv",
     params(("key" = String, Path, description = "The whole key, percent-encoded (`/` as %2F); any bytes")),
@@ -88,10 +79,9 @@ fn unexpected(reply: &Reply) -> AppError {
 pub async fn get(State(s): State<AppState>, Seg(key): Seg<3>, WantsJson(json): WantsJson) -> Response {
     // The key is kept (a refcount, not a copy) only when the JSON body repeats it.
     let (key, json_key) = if json { (key.clone(), Some(key)) } else { (key, None) };
-    let entry = match s.exec(Command::Get { key }).await {
-        Ok(Reply::Value(Some(e))) => e,
-        Ok(Reply::Value(None)) => return AppError::not_found().into_response(),
-        Ok(other) => return unexpected(&other).into_response(),
+    let entry = match s.exec(cmd::Get { key }).await {
+        Ok(Some(e)) => e,
+        Ok(None) => return AppError::not_found().into_response(),
         Err(e) => return AppError::from(e).into_response(),
     };
     let mut r = if let Some(key) = json_key {
@@ -137,62 +127,20 @@ pub async fn put(
     Q(params): Q<PutParams>,
     Body(value): Body,
 ) -> Result<Response, AppError> {
-    let (created, version) =
-        s.record("put", |at| put_tracking_creation(&s, at, key, value, params.ttl_ms, condition)).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    let mut r = json_response(status, &VersionJson { version });
-    r.headers_mut().insert(header::ETAG, etag(version));
-    Ok(r)
-}
-
-/// Applies a PUT and says whether it created the key, without a race: the engine's put reply does
-/// not say, so an unconditional PUT is run as a compare-and-set loop. `IfAbsent` either creates
-/// (created) or reports the current version `v`; then `IfVersion(v)` either replaces exactly the
-/// value that existed (replaced) or fails because another write landed in between, and we retry.
-/// Each answer is true at the instant the engine applied the write.
-fn put_tracking_creation(
-    s: &AppState,
-    at: &mut LogPosition,
-    key: Bytes,
-    value: Bytes,
-    ttl_ms: u64,
-    condition: PutCondition,
-) -> Result<(bool, u64), Error> {
-    let mut put = |condition| {
-        let cmd = Command::Put { key: key.clone(), value: value.clone(), ttl_ms, condition };
-        match s.ctx.engine.apply(cmd, at)? {
-            Reply::Put { applied, version } => Ok((applied, version)),
-            other => {
-                tracing::error!(reply = ?other, "http: unexpected reply to put");
-                Err(Error::Internal)
-            }
-        }
-    };
-    match condition {
-        PutCondition::IfAbsent => match put(condition)? {
-            (true, v) => Ok((true, v)),
-            (false, _) => Err(Error::ConditionFailed("the key exists (If-None-Match: *)".into())),
-        },
-        PutCondition::IfPresent | PutCondition::IfVersion(_) => match put(condition)? {
-            (true, v) => Ok((false, v)),
-            (false, 0) => Err(Error::ConditionFailed("the key does not exist (If-Match)".into())),
-            (false, current) => {
-                Err(Error::ConditionFailed(format!("the key's version is {current} (If-Match)")))
-            }
-        },
-        PutCondition::Always => {
-            for _ in 0..PUT_TRIES {
-                let (applied, current) = put(PutCondition::IfAbsent)?;
-                if applied {
-                    return Ok((true, current));
-                }
-                if let (true, v) = put(PutCondition::IfVersion(current))? {
-                    return Ok((false, v));
-                }
-            }
-            Err(Error::Busy)
-        }
+    let put = cmd::Put { key, value, expiry: Expiry::from_put_ttl_ms(params.ttl_ms), condition };
+    let outcome = s.exec(put).await?;
+    if !outcome.applied {
+        return Err(AppError::from(match condition {
+            PutCondition::IfAbsent => Error::ConditionFailed("the key exists (If-None-Match: *)".into()),
+            _ if outcome.version == 0 => Error::ConditionFailed("the key does not exist (If-Match)".into()),
+            _ => Error::ConditionFailed(format!("the key's version is {} (If-Match)", outcome.version)),
+        }));
     }
+    // The engine says whether this write created the key, at the instant it applied it.
+    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut r = json_response(status, &VersionJson { version: outcome.version });
+    r.headers_mut().insert(header::ETAG, etag(outcome.version));
+    Ok(r)
 }
 
 /// Removes a key of any type; `If-Match` makes it conditional.
@@ -210,16 +158,15 @@ pub async fn delete(
     Precondition(condition): Precondition,
 ) -> Result<StatusCode, AppError> {
     let (cmd, conditional) = match condition {
-        PutCondition::Always => (Command::Delete { key }, false),
-        PutCondition::IfPresent => (Command::Delete { key }, true),
-        PutCondition::IfVersion(version) => (Command::DeleteIf { key, version }, true),
+        PutCondition::Always => (Command::Delete(cmd::Delete { key }), false),
+        PutCondition::IfPresent => (Command::Delete(cmd::Delete { key }), true),
+        PutCondition::IfVersion(version) => (Command::DeleteIf(cmd::DeleteIf { key, version }), true),
         PutCondition::IfAbsent => return Err(AppError::invalid("If-None-Match is not supported on DELETE")),
     };
     match s.exec(cmd).await? {
         Reply::Bool(true) => Ok(StatusCode::NO_CONTENT),
         Reply::Bool(false) if conditional => Err(AppError::condition_failed("If-Match did not hold")),
-        Reply::Bool(false) => Err(AppError::not_found()),
-        other => Err(unexpected(&other)),
+        _ => Err(AppError::not_found()),
     }
 }
 
@@ -248,10 +195,8 @@ pub async fn incr(
     Seg(key): Seg<3>,
     Q(p): Q<IncrParams>,
 ) -> Result<Response, AppError> {
-    match s.exec(Command::Incr { key, delta: p.by }).await? {
-        Reply::Int(value) => Ok(json_response(StatusCode::OK, &IntJson { value })),
-        other => Err(unexpected(&other)),
-    }
+    let value = s.exec(cmd::Incr { key, delta: p.by }).await?;
+    Ok(json_response(StatusCode::OK, &IntJson { value }))
 }
 
 /// Scan parameters.
@@ -333,11 +278,8 @@ pub struct ScanPage {
     ))]
 pub async fn scan(State(s): State<AppState>, Q(p): Q<ScanParams>) -> Result<Response, AppError> {
     let cursor = decode_cursor(&p.cursor)?;
-    let cmd = Command::Scan { prefix: Bytes::from(p.prefix.into_bytes()), limit: p.limit, cursor };
-    let (entries, next) = match s.exec(cmd).await? {
-        Reply::Scan { entries, next_cursor } => (entries, next_cursor),
-        other => return Err(unexpected(&other)),
-    };
+    let scan = cmd::Scan { prefix: Bytes::from(p.prefix.into_bytes()), limit: p.limit, cursor };
+    let nanodb_protocol::ScanPage { entries, next_cursor: next } = s.exec(scan).await?;
     let items = entries
         .into_iter()
         .map(|e| {
@@ -425,7 +367,7 @@ impl BatchOp {
     fn into_command(self) -> Result<Command, AppError> {
         let key = |k: &str, e| decode_bytes(k, e, "key");
         Ok(match self {
-            Self::Get { key: k, encoding } => Command::Get { key: key(&k, encoding)? },
+            Self::Get { key: k, encoding } => Command::Get(cmd::Get { key: key(&k, encoding)? }),
             Self::Put { key: k, value, encoding, ttl_ms, if_absent, if_version } => {
                 let condition = match (if_absent, if_version) {
                     (false, None) => PutCondition::Always,
@@ -435,16 +377,18 @@ impl BatchOp {
                         return Err(AppError::invalid("if_absent and if_version exclude each other"));
                     }
                 };
-                Command::Put {
+                Command::Put(cmd::Put {
                     key: key(&k, encoding)?,
                     value: decode_bytes(&value, encoding, "value")?,
-                    ttl_ms,
+                    expiry: Expiry::from_put_ttl_ms(ttl_ms),
                     condition,
-                }
+                })
             }
-            Self::Delete { key: k, encoding } => Command::Delete { key: key(&k, encoding)? },
-            Self::Incr { key: k, encoding, by } => Command::Incr { key: key(&k, encoding)?, delta: by },
-            Self::Exists { key: k, encoding } => Command::Exists { key: key(&k, encoding)? },
+            Self::Delete { key: k, encoding } => Command::Delete(cmd::Delete { key: key(&k, encoding)? }),
+            Self::Incr { key: k, encoding, by } => {
+                Command::Incr(cmd::Incr { key: key(&k, encoding)?, delta: by })
+            }
+            Self::Exists { key: k, encoding } => Command::Exists(cmd::Exists { key: key(&k, encoding)? }),
         })
     }
 }
@@ -474,7 +418,10 @@ fn batch_result(key: Option<Bytes>, r: Result<Reply, Error>) -> BatchResult {
         }
         Ok(Reply::Bool(b)) => BatchResult::Ok(Value::Bool(b)),
         Ok(Reply::Int(i)) => BatchResult::Ok(Value::from(i)),
-        Ok(other) => BatchResult::Error(unexpected(&other).body().error),
+        // A REST batch holds only the operations above, which answer only these shapes.
+        Ok(other) => {
+            BatchResult::Error(AppError::internal(format!("no JSON form for {other:?}")).body().error)
+        }
         Err(e) => BatchResult::Error(AppError::from(e).body().error),
     }
 }
@@ -501,12 +448,11 @@ pub async fn batch(
         .into());
     }
     let cmds = ops.into_iter().map(BatchOp::into_command).collect::<Result<Vec<_>, _>>()?;
-    let keys: Vec<Option<Bytes>> =
-        cmds.iter().map(|c| if let Command::Get { key } = c { Some(key.clone()) } else { None }).collect();
-    let results = match s.exec(Command::Batch { ops: cmds }).await? {
-        Reply::Batch(results) => results,
-        other => return Err(unexpected(&other)),
-    };
+    let keys: Vec<Option<Bytes>> = cmds
+        .iter()
+        .map(|c| if let Command::Get(cmd::Get { key }) = c { Some(key.clone()) } else { None })
+        .collect();
+    let results = s.exec(cmd::Batch { ops: cmds }).await?;
     let out: Vec<BatchResult> = keys.into_iter().zip(results).map(|(k, r)| batch_result(k, r)).collect();
     Ok(json_response(StatusCode::OK, &out))
 }

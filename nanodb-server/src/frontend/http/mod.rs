@@ -26,12 +26,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::routing::{get, post};
-use nanodb_protocol::{Command, Error, ErrorCode, Reply};
+use nanodb_protocol::{Error, ErrorCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
@@ -45,8 +44,7 @@ use utoipa::{OpenApi, ToSchema};
 pub use error::{AppError, status_of};
 
 use self::guard::GuardLayer;
-use super::Context;
-use crate::engine::LogPosition;
+use super::{Context, Run};
 use crate::stats::{ConnectionGuard, Protocol, Stats};
 
 /// The response header carrying a key's remaining time to live, in milliseconds (only present
@@ -73,25 +71,8 @@ pub type AppState = Arc<Shared>;
 impl Shared {
     /// Applies one command, records it in the stats under [`Protocol::Http`], and returns once
     /// its effect may be acknowledged under the fsync policy.
-    pub async fn exec(&self, cmd: Command) -> Result<Reply, Error> {
+    pub async fn exec<C: Run>(&self, cmd: C) -> Result<C::Output, Error> {
         self.ctx.run(Protocol::Http, cmd).await
-    }
-
-    /// Runs `f` (which may apply several engine commands for one HTTP operation, raising the log
-    /// position it is given), records it once as `op`, and returns once everything it wrote may
-    /// be acknowledged.
-    pub async fn record<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&mut LogPosition) -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let started = Instant::now();
-        let mut at = LogPosition::default();
-        let result = f(&mut at);
-        let position = at.0;
-        self.ctx.stats.record(Protocol::Http, op, result.is_ok(), started.elapsed());
-        self.ctx.durable(position).await?;
-        result
     }
 }
 

@@ -4,7 +4,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use bytes::Bytes;
-use nanodb_protocol::Limits;
+use nanodb_protocol::cmd;
+use nanodb_protocol::{Command, Limits, Reply};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -152,7 +153,8 @@ async fn keys_are_bytes_from_one_percent_decoded_segment() {
         ("/v1/kv/incr", b"incr"),
     ] {
         assert_eq!(put(&app, path, b"v").await.status, StatusCode::CREATED, "{path}");
-        let got = ctx.engine.execute(Command::Get { key: Bytes::copy_from_slice(key) }).expect("get");
+        let got =
+            ctx.engine.execute(Command::Get(cmd::Get { key: Bytes::copy_from_slice(key) })).expect("get");
         assert!(matches!(got, Reply::Value(Some(_))), "{path} stored under the decoded key");
         assert_eq!(&get(&app, path).await.body[..], b"v");
     }

@@ -10,6 +10,7 @@
 //! ends when the client goes away (dropping the subscriber unsubscribes), at shutdown, or after a
 //! final `lagged` event when the client fell behind.
 
+use nanodb_protocol::cmd;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use nanodb_protocol::{Command, ErrorCode, Reply};
+use nanodb_protocol::ErrorCode;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
@@ -185,10 +186,8 @@ pub async fn publish(
     Seg(channel): Seg<3>,
     Body(message): Body,
 ) -> Result<Response, AppError> {
-    match s.exec(Command::Publish { channel, message }).await? {
-        Reply::Int(n) => Ok(json_response(StatusCode::OK, &ReceiversJson { receivers: n.max(0) as u64 })),
-        other => Err(AppError::internal(format!("unexpected engine reply to publish {other:?}"))),
-    }
+    let n = s.exec(cmd::Publish { channel, message }).await?;
+    Ok(json_response(StatusCode::OK, &ReceiversJson { receivers: n.max(0).unsigned_abs() }))
 }
 
 /// The SSE response over `sub`'s deliveries, opened by the [`READY`] comment.

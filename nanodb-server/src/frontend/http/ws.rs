@@ -10,6 +10,7 @@
 //! or a refused command is an error message, not a closed socket. The server closes with a close
 //! frame: 1013 after the `lagged` event, 1001 at shutdown, 1009 for an oversized message.
 
+use nanodb_protocol::cmd;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -18,7 +19,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::SinkExt;
-use nanodb_protocol::{Command, ErrorCode, Reply};
+use nanodb_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -304,12 +305,7 @@ async fn apply(s: &AppState, sub: &mut Subscriber, req: Request) -> Result<Ack, 
         Op::Publish => {
             let channel = need(&req.channel, "channel")?;
             let message = bytes(&req.message, "message")?.unwrap_or_default();
-            let receivers = match s.exec(Command::Publish { channel, message }).await? {
-                Reply::Int(n) => n.max(0) as u64,
-                other => {
-                    return Err(AppError::internal(format!("unexpected engine reply to publish {other:?}")));
-                }
-            };
+            let receivers = s.exec(cmd::Publish { channel, message }).await?.max(0).unsigned_abs();
             return Ok(Ack { receivers: Some(receivers), ..ack(op) });
         }
     };

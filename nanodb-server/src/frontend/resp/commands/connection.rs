@@ -2,7 +2,7 @@
 //! subscribed mode).
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::Command;
+use nanodb_protocol::cmd;
 
 use super::{Flow, Outcome, Reject, Session, int_arg, is, run};
 use crate::frontend::Context;
@@ -20,7 +20,7 @@ pub fn ping(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
     }
     match &args[1..] {
         [] => {
-            run(ctx, session, Command::Ping)?;
+            run(ctx, session, cmd::Ping {})?;
             encode::simple(out, "PONG");
         }
         [msg] => encode::bulk(out, msg),

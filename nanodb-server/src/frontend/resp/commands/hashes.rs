@@ -2,9 +2,9 @@
 //! HSETNX.
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::{Command, Reply};
+use nanodb_protocol::{TypedCommand, cmd};
 
-use super::{Flow, Outcome, Reject, Session, int_arg, run, unexpected};
+use super::{Flow, Outcome, Reject, Session, int_arg, run};
 use crate::frontend::Context;
 use crate::frontend::resp::encode;
 
@@ -16,19 +16,16 @@ fn set_fields(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], name: &s
     if args.len() % 2 != 0 {
         return Err(Reject::Msg(format!("ERR wrong number of arguments for '{name}' command")));
     }
-    let cmds: Vec<Command> = args[2..]
+    let sets: Vec<cmd::HashSet> = args[2..]
         .chunks_exact(2)
-        .map(|p| Command::HashSet { key: args[1].clone(), field: p[0].clone(), value: p[1].clone() })
+        .map(|p| cmd::HashSet { key: args[1].clone(), field: p[0].clone(), value: p[1].clone() })
         .collect();
-    for c in &cmds {
+    for c in &sets {
         c.validate(ctx.engine.limits())?;
     }
     let mut created = 0;
-    for c in cmds {
-        match run(ctx, session, c)? {
-            Reply::Bool(b) => created += i64::from(b),
-            other => return Err(unexpected(&other)),
-        }
+    for c in sets {
+        created += i64::from(run(ctx, session, c)?);
     }
     Ok(created)
 }
@@ -50,10 +47,7 @@ fn field(
     key: &Bytes,
     field: &Bytes,
 ) -> Result<Option<Bytes>, Reject> {
-    match run(ctx, session, Command::HashGet { key: key.clone(), field: field.clone() })? {
-        Reply::Bytes(v) => Ok(v),
-        other => Err(unexpected(&other)),
-    }
+    Ok(run(ctx, session, cmd::HashGet { key: key.clone(), field: field.clone() })?)
 }
 
 pub fn hget(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
@@ -73,20 +67,14 @@ pub fn hmget(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut
 pub fn hdel(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let mut n = 0;
     for f in &args[2..] {
-        match run(ctx, session, Command::HashDelete { key: args[1].clone(), field: f.clone() })? {
-            Reply::Bool(b) => n += i64::from(b),
-            other => return Err(unexpected(&other)),
-        }
+        n += i64::from(run(ctx, session, cmd::HashDelete { key: args[1].clone(), field: f.clone() })?);
     }
     encode::int(out, n);
     DONE
 }
 
 fn all(ctx: &Context, session: &mut Session<'_>, key: &Bytes) -> Result<Vec<(Bytes, Bytes)>, Reject> {
-    match run(ctx, session, Command::HashGetAll { key: key.clone() })? {
-        Reply::Pairs(p) => Ok(p),
-        other => Err(unexpected(&other)),
-    }
+    Ok(run(ctx, session, cmd::HashGetAll { key: key.clone() })?)
 }
 
 pub fn hgetall(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
@@ -119,28 +107,21 @@ pub fn hexists(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
 }
 
 pub fn hlen(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, session, Command::HashLen { key: args[1].clone() })? {
-        Reply::Int(n) => encode::int(out, n),
-        other => return Err(unexpected(&other)),
-    }
+    encode::int(out, run(ctx, session, cmd::HashLen { key: args[1].clone() })?);
     DONE
 }
 
 pub fn hincrby(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let delta = int_arg(&args[3])?;
-    match run(ctx, session, Command::HashIncr { key: args[1].clone(), field: args[2].clone(), delta })? {
-        Reply::Int(n) => encode::int(out, n),
-        other => return Err(unexpected(&other)),
-    }
+    encode::int(
+        out,
+        run(ctx, session, cmd::HashIncr { key: args[1].clone(), field: args[2].clone(), delta })?,
+    );
     DONE
 }
 
 pub fn hsetnx(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let cmd =
-        Command::HashSetIfAbsent { key: args[1].clone(), field: args[2].clone(), value: args[3].clone() };
-    match run(ctx, session, cmd)? {
-        Reply::Bool(b) => encode::int(out, i64::from(b)),
-        other => return Err(unexpected(&other)),
-    }
+    let set = cmd::HashSetIfAbsent { key: args[1].clone(), field: args[2].clone(), value: args[3].clone() };
+    encode::int(out, i64::from(run(ctx, session, set)?));
     DONE
 }

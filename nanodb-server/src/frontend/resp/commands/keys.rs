@@ -2,35 +2,21 @@
 //! RENAME, DBSIZE, FLUSHDB/FLUSHALL, RANDOMKEY.
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::{Command, Reply};
+use nanodb_protocol::{Expiry, KeyType, TypedCommand, cmd};
 
-use super::{Flow, Outcome, Reject, Session, glob_match, glob_prefix, int_arg, is, run, unexpected};
-use crate::frontend::Context;
+use super::{Flow, Outcome, Reject, Session, glob_match, glob_prefix, int_arg, is, run};
 use crate::frontend::resp::encode;
+use crate::frontend::{Context, Run};
 
 const DONE: Outcome = Ok(Flow::Continue);
 
-fn bool_of(reply: Reply) -> Result<bool, Reject> {
-    match reply {
-        Reply::Bool(b) => Ok(b),
-        other => Err(unexpected(&other)),
-    }
-}
-
-fn int_of(reply: Reply) -> Result<i64, Reject> {
-    match reply {
-        Reply::Int(n) => Ok(n),
-        other => Err(unexpected(&other)),
-    }
-}
-
 /// Counts the keys for which `make(key)` answers true; every command is validated before any
 /// runs, so a bad key in the middle changes nothing.
-fn count_true(
+fn count_true<C: TypedCommand + Run<Output = bool>>(
     ctx: &Context,
     session: &mut Session<'_>,
     keys: &[Bytes],
-    make: fn(Bytes) -> Command,
+    make: fn(Bytes) -> C,
     out: &mut BytesMut,
 ) -> Outcome {
     let limits = ctx.engine.limits();
@@ -39,25 +25,23 @@ fn count_true(
     }
     let mut n = 0;
     for k in keys {
-        n += i64::from(bool_of(run(ctx, session, make(k.clone()))?)?);
+        n += i64::from(run(ctx, session, make(k.clone()))?);
     }
     encode::int(out, n);
     DONE
 }
 
 pub fn del(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    count_true(ctx, session, &args[1..], |key| Command::Delete { key }, out)
+    count_true(ctx, session, &args[1..], |key| cmd::Delete { key }, out)
 }
 
 pub fn exists(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    count_true(ctx, session, &args[1..], |key| Command::Exists { key }, out)
+    count_true(ctx, session, &args[1..], |key| cmd::Exists { key }, out)
 }
 
 pub fn type_(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, session, Command::Type { key: args[1].clone() })? {
-        Reply::Bytes(Some(t)) => encode::simple(out, std::str::from_utf8(&t).unwrap_or("none")),
-        other => return Err(unexpected(&other)),
-    }
+    let t = run(ctx, session, cmd::Type { key: args[1].clone() })?;
+    encode::simple(out, t.map_or("none", KeyType::as_str));
     DONE
 }
 
@@ -82,9 +66,9 @@ fn relative(
     let ms = n
         .checked_mul(unit_ms)
         .ok_or_else(|| Reject::Msg(format!("ERR invalid expire time in '{name}' command")))?;
-    // Redis: a TTL of zero or less deletes the key (the engine's 0 means "expire now").
-    let cmd = Command::Expire { key: args[1].clone(), ttl_ms: ms.max(0) };
-    encode::int(out, i64::from(bool_of(run(ctx, session, cmd)?)?));
+    // Redis: a TTL of zero or less deletes the key (a deadline already past).
+    let expiry = if ms <= 0 { Expiry::At(0) } else { Expiry::In(ms.unsigned_abs()) };
+    encode::int(out, i64::from(run(ctx, session, cmd::Expire { key: args[1].clone(), expiry })?));
     DONE
 }
 
@@ -101,8 +85,8 @@ fn absolute(
     let at = n
         .checked_mul(unit_ms)
         .ok_or_else(|| Reject::Msg(format!("ERR invalid expire time in '{name}' command")))?;
-    let cmd = Command::ExpireAt { key: args[1].clone(), at_ms: at.max(0) as u64 };
-    encode::int(out, i64::from(bool_of(run(ctx, session, cmd)?)?));
+    let expire = cmd::Expire { key: args[1].clone(), expiry: Expiry::At(at.max(0).unsigned_abs()) };
+    encode::int(out, i64::from(run(ctx, session, expire)?));
     DONE
 }
 
@@ -123,20 +107,20 @@ pub fn pexpireat(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: 
 }
 
 pub fn ttl(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let ms = int_of(run(ctx, session, Command::Ttl { key: args[1].clone() })?)?;
+    let ms = run(ctx, session, cmd::Ttl { key: args[1].clone() })?;
     // Redis rounds the remaining milliseconds to the nearest second.
     encode::int(out, if ms < 0 { ms } else { (ms + 500) / 1000 });
     DONE
 }
 
 pub fn pttl(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    encode::int(out, int_of(run(ctx, session, Command::Ttl { key: args[1].clone() })?)?);
+    encode::int(out, run(ctx, session, cmd::Ttl { key: args[1].clone() })?);
     DONE
 }
 
 pub fn persist(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let cmd = Command::Expire { key: args[1].clone(), ttl_ms: -1 };
-    encode::int(out, i64::from(bool_of(run(ctx, session, cmd)?)?));
+    let persist = cmd::Expire { key: args[1].clone(), expiry: Expiry::Persist };
+    encode::int(out, i64::from(run(ctx, session, persist)?));
     DONE
 }
 
@@ -150,14 +134,10 @@ fn scan_page(
 ) -> Result<(Vec<Bytes>, Bytes), Reject> {
     let prefix = Bytes::copy_from_slice(glob_prefix(pattern));
     let match_all = pattern == b"*" || pattern.is_empty();
-    match run(ctx, session, Command::Scan { prefix, limit: count, cursor })? {
-        Reply::Scan { entries, next_cursor } => {
-            let keys =
-                entries.into_iter().map(|e| e.key).filter(|k| match_all || glob_match(pattern, k)).collect();
-            Ok((keys, next_cursor))
-        }
-        other => Err(unexpected(&other)),
-    }
+    let page = run(ctx, session, cmd::Scan { prefix, limit: count, cursor })?;
+    let keys =
+        page.entries.into_iter().map(|e| e.key).filter(|k| match_all || glob_match(pattern, k)).collect();
+    Ok((keys, page.next_cursor))
 }
 
 pub fn keys(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
@@ -217,8 +197,8 @@ pub fn scan(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
     if let Some(t) = type_filter {
         let mut kept = Vec::with_capacity(keys.len());
         for k in keys {
-            if let Reply::Bytes(Some(kt)) = run(ctx, session, Command::Type { key: k.clone() })?
-                && kt.eq_ignore_ascii_case(t)
+            if let Some(kt) = run(ctx, session, cmd::Type { key: k.clone() })?
+                && kt.as_str().as_bytes().eq_ignore_ascii_case(t)
             {
                 kept.push(k);
             }
@@ -238,13 +218,13 @@ pub fn scan(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
 }
 
 pub fn rename(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    run(ctx, session, Command::Rename { from: args[1].clone(), to: args[2].clone() })?;
+    run(ctx, session, cmd::Rename { from: args[1].clone(), to: args[2].clone() })?;
     encode::ok(out);
     DONE
 }
 
 pub fn dbsize(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
-    encode::int(out, int_of(run(ctx, session, Command::KeyCount)?)?);
+    encode::int(out, run(ctx, session, cmd::KeyCount {})?);
     DONE
 }
 
@@ -254,15 +234,13 @@ pub fn flush(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut
         [mode] if is(mode, "ASYNC") || is(mode, "SYNC") => {}
         _ => return Err(Reject::Syntax),
     }
-    run(ctx, session, Command::Flush)?;
+    run(ctx, session, cmd::Flush {})?;
     encode::ok(out);
     DONE
 }
 
 pub fn randomkey(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, session, Command::RandomKey)? {
-        Reply::Bytes(k) => encode::opt_bulk(out, k.as_deref()),
-        other => return Err(unexpected(&other)),
-    }
+    let key = run(ctx, session, cmd::RandomKey {})?;
+    encode::opt_bulk(out, key.as_deref());
     DONE
 }

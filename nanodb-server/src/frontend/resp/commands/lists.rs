@@ -1,20 +1,13 @@
 //! List commands: LPUSH, RPUSH, LPOP, RPOP (with count), LRANGE, LLEN, LINDEX, LSET, LTRIM.
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::{Command, ListEnd, Reply};
+use nanodb_protocol::{ListEnd, cmd};
 
-use super::{Flow, Outcome, Reject, Session, int_arg, run, unexpected};
+use super::{Flow, Outcome, Reject, Session, int_arg, run};
 use crate::frontend::Context;
 use crate::frontend::resp::encode;
 
 const DONE: Outcome = Ok(Flow::Continue);
-
-fn list_of(reply: Reply) -> Result<Vec<Bytes>, Reject> {
-    match reply {
-        Reply::List(v) => Ok(v),
-        other => Err(unexpected(&other)),
-    }
-}
 
 fn push(
     ctx: &Context,
@@ -23,10 +16,10 @@ fn push(
     end: ListEnd,
     out: &mut BytesMut,
 ) -> Outcome {
-    match run(ctx, session, Command::ListPush { key: args[1].clone(), end, values: args[2..].to_vec() })? {
-        Reply::Int(n) => encode::int(out, n),
-        other => return Err(unexpected(&other)),
-    }
+    encode::int(
+        out,
+        run(ctx, session, cmd::ListPush { key: args[1].clone(), end, values: args[2..].to_vec() })?,
+    );
     DONE
 }
 
@@ -48,7 +41,7 @@ fn pop(
     let key = args[1].clone();
     match args.get(2) {
         None => {
-            let v = list_of(run(ctx, session, Command::ListPop { key, end, count: 1 })?)?;
+            let v = run(ctx, session, cmd::ListPop { key, end, count: 1 })?;
             encode::opt_bulk(out, v.first().map(|b| &b[..]));
         }
         Some(c) if args.len() == 3 => {
@@ -58,14 +51,13 @@ fn pop(
             }
             let popped = if n == 0 {
                 // The engine's 0 means 1; Redis's means none: read the length instead of popping.
-                match run(ctx, session, Command::ListLen { key })? {
-                    Reply::Int(0) => None,
-                    Reply::Int(_) => Some(Vec::new()),
-                    other => return Err(unexpected(&other)),
+                match run(ctx, session, cmd::ListLen { key })? {
+                    0 => None,
+                    _ => Some(Vec::new()),
                 }
             } else {
                 let count = u32::try_from(n).unwrap_or(u32::MAX);
-                let v = list_of(run(ctx, session, Command::ListPop { key, end, count })?)?;
+                let v = run(ctx, session, cmd::ListPop { key, end, count })?;
                 if v.is_empty() { None } else { Some(v) }
             };
             match popped {
@@ -91,37 +83,34 @@ pub fn rpop(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
 
 pub fn lrange(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let (start, stop) = (int_arg(&args[2])?, int_arg(&args[3])?);
-    let v = list_of(run(ctx, session, Command::ListRange { key: args[1].clone(), start, stop })?)?;
+    let v = run(ctx, session, cmd::ListRange { key: args[1].clone(), start, stop })?;
     encode::array(out, v.len());
     v.iter().for_each(|b| encode::bulk(out, b));
     DONE
 }
 
 pub fn llen(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, session, Command::ListLen { key: args[1].clone() })? {
-        Reply::Int(n) => encode::int(out, n),
-        other => return Err(unexpected(&other)),
-    }
+    encode::int(out, run(ctx, session, cmd::ListLen { key: args[1].clone() })?);
     DONE
 }
 
 pub fn lindex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let i = int_arg(&args[2])?;
-    let v = list_of(run(ctx, session, Command::ListRange { key: args[1].clone(), start: i, stop: i })?)?;
+    let v = run(ctx, session, cmd::ListRange { key: args[1].clone(), start: i, stop: i })?;
     encode::opt_bulk(out, v.first().map(|b| &b[..]));
     DONE
 }
 
 pub fn lset(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let index = int_arg(&args[2])?;
-    run(ctx, session, Command::ListSet { key: args[1].clone(), index, value: args[3].clone() })?;
+    run(ctx, session, cmd::ListSet { key: args[1].clone(), index, value: args[3].clone() })?;
     encode::ok(out);
     DONE
 }
 
 pub fn ltrim(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let (start, stop) = (int_arg(&args[2])?, int_arg(&args[3])?);
-    run(ctx, session, Command::ListTrim { key: args[1].clone(), start, stop })?;
+    run(ctx, session, cmd::ListTrim { key: args[1].clone(), start, stop })?;
     encode::ok(out);
     DONE
 }

@@ -14,11 +14,11 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::{Command, Error, Reply};
+use nanodb_protocol::Error;
 
 use super::{Clients, encode};
 use crate::feed::Subscriber;
-use crate::frontend::Context;
+use crate::frontend::{Context, Run};
 use crate::stats::Protocol;
 
 /// Whether the connection goes on after a command.
@@ -389,16 +389,10 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
 /// Runs a command through [`Context::apply`] (which records it in the stats) and raises the
 /// position the session's buffered replies wait for: the connection waits for it once per
 /// round, before writing them.
-pub fn run(ctx: &Context, session: &mut Session<'_>, cmd: Command) -> Result<Reply, Error> {
+pub fn run<C: Run>(ctx: &Context, session: &mut Session<'_>, cmd: C) -> Result<C::Output, Error> {
     let (result, position) = ctx.apply(Protocol::Resp, cmd);
     session.log_position = session.log_position.max(position);
     result
-}
-
-/// An engine reply of a shape the command did not expect: a server bug, logged, not leaked.
-pub fn unexpected(reply: &Reply) -> Reject {
-    tracing::error!(?reply, "resp: unexpected reply shape from the engine");
-    Reject::Engine(Error::Internal)
 }
 
 /// Parses an integer argument strictly, as Redis does.

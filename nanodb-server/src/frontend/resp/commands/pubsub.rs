@@ -5,12 +5,12 @@
 //! is Redis's "subscribed mode"); the last unsubscribe drops it, which frees its registrations.
 //! The connection loop reads the subscriber's queue; these handlers only change the topics.
 
+use nanodb_protocol::cmd;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::{Command, Reply};
 
-use super::{Flow, Outcome, Reject, Session, is, run, unexpected};
+use super::{Flow, Outcome, Reject, Session, is, run};
 use crate::feed::{Delivery, Subscriber, Topic};
 use crate::frontend::Context;
 use crate::frontend::resp::encode;
@@ -186,10 +186,7 @@ fn show(session: &Session<'_>) {
 
 /// PUBLISH channel message: through the engine like any command, so its limits are checked once.
 pub fn publish(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, session, Command::Publish { channel: args[1].clone(), message: args[2].clone() })? {
-        Reply::Int(n) => encode::int(out, n),
-        other => return Err(unexpected(&other)),
-    }
+    encode::int(out, run(ctx, session, cmd::Publish { channel: args[1].clone(), message: args[2].clone() })?);
     DONE
 }
 

@@ -2,9 +2,9 @@
 //! INCR family.
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::{Command, Error, Expiry, PutCondition, Reply};
+use nanodb_protocol::{Entry, Error, Expiry, PutCondition, PutOutcome, cmd};
 
-use super::{Flow, Outcome, Reject, Session, int_arg, is, run, unexpected};
+use super::{Flow, Outcome, Reject, Session, int_arg, is, run};
 use crate::frontend::Context;
 use crate::frontend::resp::encode;
 
@@ -23,36 +23,32 @@ fn ttl_arg(b: &[u8], unit_ms: u64, cmd: &str) -> Result<u64, Reject> {
     (n as u64).checked_mul(unit_ms).ok_or_else(|| invalid_expire(cmd))
 }
 
-/// Writes a string reply (`Reply::Value`) as a bulk string or null.
-fn value(out: &mut BytesMut, reply: Reply) -> Outcome {
-    match reply {
-        Reply::Value(v) => encode::opt_bulk(out, v.as_ref().map(|e| &e.value[..])),
-        other => return Err(unexpected(&other)),
-    }
+/// Writes a string value as a bulk string, or null when missing.
+fn entry_reply(out: &mut BytesMut, entry: Option<Entry>) -> Outcome {
+    encode::opt_bulk(out, entry.as_ref().map(|e| &e.value[..]));
     DONE
 }
 
 /// Writes `+OK` for an applied put, null for one whose condition failed.
-fn put_reply(out: &mut BytesMut, reply: Reply) -> Outcome {
-    match reply {
-        Reply::Put { applied: true, .. } => encode::ok(out),
-        Reply::Put { applied: false, .. } => encode::null(out),
-        Reply::Value(_) => return value(out, reply),
-        other => return Err(unexpected(&other)),
+fn put_reply(out: &mut BytesMut, put: PutOutcome) -> Outcome {
+    if put.applied {
+        encode::ok(out)
+    } else {
+        encode::null(out)
     }
     DONE
 }
 
 pub fn get(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    value(out, run(ctx, session, Command::Get { key: args[1].clone() })?)
+    entry_reply(out, run(ctx, session, cmd::Get { key: args[1].clone() })?)
 }
 
 pub fn set(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let (key, value) = (args[1].clone(), args[2].clone());
     if args.len() == 3 {
         // The hot path: a plain SET is a plain put.
-        let cmd = Command::Put { key, value, ttl_ms: 0, condition: PutCondition::Always };
-        return put_reply(out, run(ctx, session, cmd)?);
+        let put = cmd::Put { key, value, expiry: Expiry::Persist, condition: PutCondition::Always };
+        return put_reply(out, run(ctx, session, put)?);
     }
     let mut condition = PutCondition::Always;
     let mut expiry = Expiry::Persist;
@@ -88,11 +84,15 @@ pub fn set(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut B
         }
         i += 1;
     }
-    put_reply(out, run(ctx, session, Command::Set { key, value, condition, expiry, get })?)
+    if get {
+        entry_reply(out, run(ctx, session, cmd::GetSet { key, value, expiry, condition })?)
+    } else {
+        put_reply(out, run(ctx, session, cmd::Put { key, value, expiry, condition })?)
+    }
 }
 
 pub fn getdel(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    value(out, run(ctx, session, Command::GetDel { key: args[1].clone() })?)
+    entry_reply(out, run(ctx, session, cmd::GetDel { key: args[1].clone() })?)
 }
 
 pub fn getex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
@@ -105,31 +105,27 @@ pub fn getex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut
         [o, n] if is(o, "PXAT") => Expiry::At(ttl_arg(n, 1, "getex")?),
         _ => return Err(Reject::Syntax),
     };
-    value(out, run(ctx, session, Command::GetEx { key: args[1].clone(), expiry })?)
+    entry_reply(out, run(ctx, session, cmd::GetEx { key: args[1].clone(), expiry })?)
 }
 
 pub fn getset(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let cmd = Command::Set {
+    let getset = cmd::GetSet {
         key: args[1].clone(),
         value: args[2].clone(),
         condition: PutCondition::Always,
         expiry: Expiry::Persist,
-        get: true,
     };
-    value(out, run(ctx, session, cmd)?)
+    entry_reply(out, run(ctx, session, getset)?)
 }
 
 pub fn setnx(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    let cmd = Command::Put {
+    let put = cmd::Put {
         key: args[1].clone(),
         value: args[2].clone(),
-        ttl_ms: 0,
+        expiry: Expiry::Persist,
         condition: PutCondition::IfAbsent,
     };
-    match run(ctx, session, cmd)? {
-        Reply::Put { applied, .. } => encode::int(out, i64::from(applied)),
-        other => return Err(unexpected(&other)),
-    }
+    encode::int(out, i64::from(run(ctx, session, put)?.applied));
     DONE
 }
 
@@ -142,13 +138,13 @@ fn setex_with(
     name: &str,
 ) -> Outcome {
     let ttl_ms = ttl_arg(&args[2], unit_ms, name)?;
-    let cmd = Command::Put {
+    let put = cmd::Put {
         key: args[1].clone(),
         value: args[3].clone(),
-        ttl_ms,
+        expiry: Expiry::In(ttl_ms),
         condition: PutCondition::Always,
     };
-    put_reply(out, run(ctx, session, cmd)?)
+    put_reply(out, run(ctx, session, put)?)
 }
 
 pub fn setex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
@@ -163,9 +159,9 @@ pub fn mget(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
     encode::array(out, args.len() - 1);
     for key in &args[1..] {
         // As in Redis, a key of another type reads as null rather than failing the whole MGET.
-        match run(ctx, session, Command::Get { key: key.clone() }) {
-            Ok(Reply::Value(Some(e))) => encode::bulk(out, &e.value),
-            Ok(_) | Err(Error::WrongType) => encode::null(out),
+        match run(ctx, session, cmd::Get { key: key.clone() }) {
+            Ok(Some(e)) => encode::bulk(out, &e.value),
+            Ok(None) | Err(Error::WrongType) => encode::null(out),
             Err(e) => {
                 // Limits (an empty or oversized key) answer the element with the error.
                 super::engine_error(out, &e);
@@ -184,41 +180,31 @@ fn pairs(args: &[Bytes], name: &str) -> Result<Vec<(Bytes, Bytes)>, Reject> {
 
 pub fn mset(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let pairs = pairs(args, "mset")?;
-    run(ctx, session, Command::MultiPut { pairs, only_if_none_exist: false })?;
+    run(ctx, session, cmd::MultiPut { pairs, only_if_none_exist: false })?;
     encode::ok(out);
     DONE
 }
 
 pub fn msetnx(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let pairs = pairs(args, "msetnx")?;
-    match run(ctx, session, Command::MultiPut { pairs, only_if_none_exist: true })? {
-        Reply::Bool(b) => encode::int(out, i64::from(b)),
-        other => return Err(unexpected(&other)),
-    }
+    let written = run(ctx, session, cmd::MultiPut { pairs, only_if_none_exist: true })?;
+    encode::int(out, i64::from(written));
     DONE
 }
 
 pub fn append(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, session, Command::Append { key: args[1].clone(), value: args[2].clone() })? {
-        Reply::Int(n) => encode::int(out, n),
-        other => return Err(unexpected(&other)),
-    }
+    encode::int(out, run(ctx, session, cmd::Append { key: args[1].clone(), value: args[2].clone() })?);
     DONE
 }
 
 pub fn strlen(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    match run(ctx, session, Command::Get { key: args[1].clone() })? {
-        Reply::Value(v) => encode::int(out, v.map_or(0, |e| e.value.len() as i64)),
-        other => return Err(unexpected(&other)),
-    }
+    let entry = run(ctx, session, cmd::Get { key: args[1].clone() })?;
+    encode::int(out, entry.map_or(0, |e| e.value.len() as i64));
     DONE
 }
 
 fn incr_by(ctx: &Context, session: &mut Session<'_>, key: &Bytes, delta: i64, out: &mut BytesMut) -> Outcome {
-    match run(ctx, session, Command::Incr { key: key.clone(), delta })? {
-        Reply::Int(n) => encode::int(out, n),
-        other => return Err(unexpected(&other)),
-    }
+    encode::int(out, run(ctx, session, cmd::Incr { key: key.clone(), delta })?);
     DONE
 }
 
@@ -244,9 +230,7 @@ pub fn incrbyfloat(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out
     if nanodb_protocol::command::parse_f64(&args[2]).is_err() {
         return Err(Reject::NotFloat);
     }
-    match run(ctx, session, Command::IncrFloat { key: args[1].clone(), delta: args[2].clone() })? {
-        Reply::Bytes(Some(b)) => encode::bulk(out, &b),
-        other => return Err(unexpected(&other)),
-    }
+    let text = run(ctx, session, cmd::IncrFloat { key: args[1].clone(), delta: args[2].clone() })?;
+    encode::bulk(out, &text);
     DONE
 }
