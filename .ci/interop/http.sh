@@ -10,47 +10,54 @@ start_nanodb --http-addr "127.0.0.1:$port"
 wait_port "$port" || fail "server did not start"
 base="http://127.0.0.1:$port"
 
-# 1. The README's examples, extracted from the marked block, run unmodified with NANODB_HTTP set.
+# 1. The README's examples, extracted from their marked blocks and run unmodified with NANODB_HTTP
+# set: the curl block, then the SSE block (curl -N streams that wait for `: ready` before writing).
+# Both run twice against the same server, so their comments must hold on a rerun too, not only on
+# an empty data dir.
 examples=$(mktemp /tmp/nanodb-http-examples.XXXXXX.sh); _cleanup_dirs+=("$examples")
 awk '/<!-- http-examples:start -->/{on=1; next} /<!-- http-examples:end -->/{on=0} on && !/^```/' README.md >"$examples"
 [ "$(grep -c curl "$examples")" -ge 10 ] || fail "README http examples not found"
-out=$(NANODB_HTTP="127.0.0.1:$port" bash -euo pipefail "$examples" 2>&1) || fail "README examples failed: $out"
-expect() { grep -qF -- "$1" <<<"$out" || fail "README examples: expected '$1' in output:
-$out"; }
-expect 'hello world'
-expect '"encoding":"utf8"'
-expect '\0 377'          # od -c of the binary value under a key with '/' and ' '
-expect ' 412'
-expect ' 200'
-expect 'x-ttl-ms:'
-expect '{"value":5}'
-expect '"next_cursor"'
-expect '{"ok":3}'
-expect '"field":"name"'
-expect '"value":"job-1"'
-expect '204'
-expect '"protocol":"http"'
-expect 'nanodb_keys '
-echo "http: README curl examples ok"
-
-# 1b. The README's SSE examples (watch and subscribe with curl -N, waiting for `: ready` before
-# writing), run twice against the same server: neither a stale stream nor earlier data may matter.
 sse_examples=$(mktemp /tmp/nanodb-sse-examples.XXXXXX.sh); _cleanup_dirs+=("$sse_examples")
 awk '/<!-- sse-examples:start -->/{on=1; next} /<!-- sse-examples:end -->/{on=0} on && !/^```/' README.md >"$sse_examples"
 grep -q 'curl -sN' "$sse_examples" || fail "README SSE examples not found"
 for run in 1 2; do
+  out=$(NANODB_HTTP="127.0.0.1:$port" timeout 60 bash -euo pipefail "$examples" 2>&1) \
+    || fail "README examples failed (run $run): $out"
+  expect() { grep -qF -- "$1" <<<"$out" || fail "README examples (run $run): expected '$1' in output:
+$out"; }
+  expect 'hello world'
+  expect '"encoding":"utf8"'
+  expect '\0 377'          # od -c of the binary value under a key with '/' and ' '
+  expect ' 412'
+  expect ' 200'
+  expect 'x-ttl-ms:'
+  expect '{"value":5}'
+  expect '"next_cursor"'
+  expect '{"ok":3}'
+  expect '"field":"name"'
+  expect '"value":"job-1"'
+  expect '204'
+  expect '"protocol":"http"'
+  expect 'nanodb_keys '
+  # The conditional writes, in order: If-None-Match on an existing key, If-Match with the ETag
+  # just read, the same ETag again (stale).
+  [ "$(grep -Eo ' (200|412)$' <<<"$out" | tr -d ' ' | paste -sd,)" = "412,200,412" ] \
+    || fail "README examples (run $run): conditional writes did not answer 412, 200, 412:
+$out"
+  echo "http: README curl examples ok (run $run)"
+
   out=$(NANODB_HTTP="127.0.0.1:$port" timeout 60 bash -euo pipefail "$sse_examples" 2>&1) \
     || fail "README SSE examples failed (run $run): $out"
   grep -qx ': ready' <<<"$out" || fail "README SSE examples (run $run): no ready line in:
 $out"
-  grep -qx 'data: {"type":"put","key":"user:1","key_encoding":"utf8","value":"Ada","encoding":"utf8","version":[0-9]*,"op":"set"}' <<<"$out" \
+  grep -qx 'data: {"type":"put","key":"user:2","key_encoding":"utf8","value":"Ada","encoding":"utf8","version":[0-9]*,"op":"set"}' <<<"$out" \
     || fail "README SSE examples (run $run): no put event in:
 $out"
   grep -qx 'data: {"type":"message","channel":"news","channel_encoding":"utf8","message":"hello","encoding":"utf8"}' <<<"$out" \
     || fail "README SSE examples (run $run): no message in:
 $out"
+  echo "http: README SSE examples ok (run $run)"
 done
-echo "http: README SSE examples ok (twice)"
 
 # 2. Server-Sent Events with curl -N: a watcher sees a write made with curl, a subscriber a publish.
 # Readiness is the server's subscriber gauge, polled; each stream is bounded by --max-time.

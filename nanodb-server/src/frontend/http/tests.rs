@@ -660,3 +660,56 @@ async fn scan_items_say_their_type() {
     let schema = &doc["components"]["schemas"]["ScanItem"];
     assert!(schema["required"].as_array().is_some_and(|r| r.contains(&json!("type"))), "{schema}");
 }
+
+/// The README's statuses for limits: 413 for a key, value or body over its size, 400
+/// `LIMIT_EXCEEDED` for a count over its limit, and a batch refused whole.
+#[tokio::test]
+async fn documented_limits_answer_their_documented_status() {
+    let limits =
+        Limits { max_key_len: 8, max_value_len: 16, max_batch_len: 2, max_scan_page: 5, ..Limits::default() };
+    let app = router(context(Config { limits, ..Config::all_off() }));
+    let v17 = "x".repeat(17);
+    let over_body = Bytes::from(vec![b'x'; 2 * 16 + JSON_BODY_SLACK + 1]);
+    let too_large = StatusCode::PAYLOAD_TOO_LARGE;
+    for (method, uri, body, status, code) in [
+        (Method::PUT, "/v1/kv/k", Body::from(v17.clone()), too_large, "VALUE_TOO_LARGE"),
+        (Method::PUT, "/v1/kv/ninechars", Body::from("v"), too_large, "KEY_TOO_LARGE"),
+        (Method::PUT, "/v1/kv/k", Body::from(over_body.clone()), too_large, "VALUE_TOO_LARGE"),
+        (Method::POST, "/v1/batch", Body::from(over_body), too_large, "VALUE_TOO_LARGE"),
+        (Method::PUT, "/v1/hash/h/f", Body::from(v17.clone()), too_large, "VALUE_TOO_LARGE"),
+        (Method::POST, "/v1/list/l", Body::from(v17.clone()), too_large, "VALUE_TOO_LARGE"),
+        (Method::POST, "/v1/publish/c", Body::from(v17.clone()), too_large, "VALUE_TOO_LARGE"),
+        (
+            Method::POST,
+            "/v1/batch",
+            Body::from(
+                json!([{"op": "put", "key": "a", "value": "1"}, {"op": "put", "key": "b", "value": v17}])
+                    .to_string(),
+            ),
+            too_large,
+            "VALUE_TOO_LARGE",
+        ),
+        (
+            Method::POST,
+            "/v1/batch",
+            Body::from(
+                json!([{"op": "put", "key": "a", "value": "1"}, {"op": "get", "key": "ninechars"}])
+                    .to_string(),
+            ),
+            too_large,
+            "KEY_TOO_LARGE",
+        ),
+        (
+            Method::POST,
+            "/v1/batch",
+            Body::from(serde_json::to_string(&vec![json!({"op": "get", "key": "a"}); 3]).expect("json")),
+            StatusCode::BAD_REQUEST,
+            "LIMIT_EXCEEDED",
+        ),
+        (Method::GET, "/v1/kv?limit=6", Body::empty(), StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED"),
+    ] {
+        let r = call(&app, method.clone(), uri, &[], body).await;
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (status, Some(code)), "{method} {uri}");
+    }
+    get(&app, "/v1/kv/a").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+}
