@@ -199,7 +199,7 @@ const IMMUTABLE: &[&str] = &[
 /// CONFIG SET name value [name value ...]: every pair is checked before any is applied, as Redis
 /// does, so a bad pair changes nothing.
 fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         return Err(Reject::Msg("ERR wrong number of arguments for 'config|set' command".into()));
     }
     let failed = |name: &str, why: &str| {
