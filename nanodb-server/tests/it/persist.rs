@@ -141,7 +141,7 @@ impl ChildServer {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) =
-                    line.split("listening addr=Some(").nth(1).and_then(|r| r.split(')').next())
+                    line.split("listening addr=").nth(1).and_then(|r| r.split_whitespace().next())
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(addr.to_string());
