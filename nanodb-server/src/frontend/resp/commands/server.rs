@@ -144,9 +144,14 @@ pub fn config(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Byte
         let bulk = ctx.config.resp_max_bulk_len.to_string();
         let port = session_port(ctx);
         let notify = ctx.engine.feed().notify_flags().to_string();
-        let settings: [(&str, &str); 12] = [
+        // Redis's names fit: `appendonly` is whether writes go to the log, `appendfsync` its fsync
+        // policy (always, everysec, no: the same three words).
+        let appendonly = if ctx.config.persistence { "yes" } else { "no" };
+        let fsync = ctx.config.fsync.to_string();
+        let settings: [(&str, &str); 13] = [
             ("save", ""),
-            ("appendonly", "no"),
+            ("appendonly", appendonly),
+            ("appendfsync", &fsync),
             ("databases", "1"),
             ("maxmemory", "0"),
             ("maxmemory-policy", "noeviction"),
@@ -185,6 +190,7 @@ const NOTIFY: &str = "notify-keyspace-events";
 const IMMUTABLE: &[&str] = &[
     "save",
     "appendonly",
+    "appendfsync",
     "databases",
     "maxmemory",
     "maxmemory-policy",
