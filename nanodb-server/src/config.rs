@@ -3,7 +3,8 @@
 //!
 //! Every setting is a clap flag with its default shown in `--help`. The file uses the flags' long
 //! names as keys (`tcp_addr = "127.0.0.1:7070"` or `tcp-addr = ...`); unknown keys are an error, so
-//! a typo never passes silently. Merging is generic: file entries whose flag was neither given nor
+//! a typo never passes silently, and the nearest known key is suggested. `--help` groups the flags
+//! under headings by concern. Merging is generic: file entries whose flag was neither given nor
 //! set in the environment are injected as flags and the command line is parsed again.
 
 use std::ffi::OsString;
@@ -90,6 +91,13 @@ impl ListenAddr {
     }
 }
 
+// `--help` headings, by concern. Flags without one (the config file, logging) are under Options.
+const NETWORK: &str = "Network";
+const DURABILITY: &str = "Durability";
+const LIMITS: &str = "Limits";
+const WATCH: &str = "Watch/Pub-sub";
+const RUNTIME: &str = "Performance/Runtime";
+
 /// NanoDB: one in-memory key-value engine served over gRPC, REST, a binary TCP protocol and RESP.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "nanodb-server", version, args_override_self = true)]
@@ -100,40 +108,40 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// gRPC listen address (HOST:PORT or off).
-    #[arg(long, env = "NANODB_GRPC_ADDR", default_value = "127.0.0.1:50051", value_name = "ADDR")]
+    #[arg(long, help_heading = NETWORK, env = "NANODB_GRPC_ADDR", default_value = "127.0.0.1:50051", value_name = "ADDR")]
     pub grpc_addr: ListenAddr,
 
     /// REST (HTTP) listen address (HOST:PORT or off).
-    #[arg(long, env = "NANODB_HTTP_ADDR", default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    #[arg(long, help_heading = NETWORK, env = "NANODB_HTTP_ADDR", default_value = "127.0.0.1:8080", value_name = "ADDR")]
     pub http_addr: ListenAddr,
 
     /// Binary TCP protocol listen address (HOST:PORT or off).
-    #[arg(long, env = "NANODB_TCP_ADDR", default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    #[arg(long, help_heading = NETWORK, env = "NANODB_TCP_ADDR", default_value = "127.0.0.1:7070", value_name = "ADDR")]
     pub tcp_addr: ListenAddr,
 
     /// Redis protocol (RESP2) listen address (HOST:PORT or off).
-    #[arg(long, env = "NANODB_RESP_ADDR", default_value = "127.0.0.1:6379", value_name = "ADDR")]
+    #[arg(long, help_heading = NETWORK, env = "NANODB_RESP_ADDR", default_value = "127.0.0.1:6379", value_name = "ADDR")]
     pub resp_addr: ListenAddr,
 
     /// Directory for the append-only log and snapshots.
-    #[arg(long, env = "NANODB_DATA_DIR", default_value = "./nanodb-data", value_name = "DIR")]
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_DATA_DIR", default_value = "./nanodb-data", value_name = "DIR")]
     pub data_dir: PathBuf,
 
     /// Keep data on disk (append-only log + snapshots) or be a pure in-memory cache.
-    #[arg(long, env = "NANODB_PERSISTENCE", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set, value_name = "on|off")]
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_PERSISTENCE", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set, value_name = "on|off")]
     pub persistence: bool,
 
     /// When a write is acknowledged: after its log record is fsynced (always, with group commit),
     /// written and fsynced within a second (everysec), or written (no).
-    #[arg(long, env = "NANODB_FSYNC", default_value = "everysec", value_name = "always|everysec|no")]
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_FSYNC", default_value = "everysec", value_name = "always|everysec|no")]
     pub fsync: FsyncPolicy,
 
     /// Log growth that triggers a snapshot and log compaction: bytes, or with a KiB/MiB/GiB suffix.
-    #[arg(long, env = "NANODB_SNAPSHOT_EVERY", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_SNAPSHOT_EVERY", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
     pub snapshot_every: u64,
 
     /// Start even if a log segment is corrupt: truncate it at the damage (keeping a .broken copy).
-    #[arg(long, env = "NANODB_REPAIR")]
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_REPAIR")]
     pub repair: bool,
 
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
@@ -141,43 +149,43 @@ pub struct Cli {
     pub log_level: String,
 
     /// Longest key or hash field, in bytes.
-    #[arg(long, env = "NANODB_MAX_KEY_LEN", default_value_t = Limits::default().max_key_len, value_name = "BYTES")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_KEY_LEN", default_value_t = Limits::default().max_key_len, value_name = "BYTES")]
     pub max_key_len: usize,
 
     /// Longest value, in bytes.
-    #[arg(long, env = "NANODB_MAX_VALUE_LEN", default_value_t = Limits::default().max_value_len, value_name = "BYTES")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_VALUE_LEN", default_value_t = Limits::default().max_value_len, value_name = "BYTES")]
     pub max_value_len: usize,
 
     /// Most operations in one batch (and values in one list push).
-    #[arg(long, env = "NANODB_MAX_BATCH_LEN", default_value_t = Limits::default().max_batch_len, value_name = "N")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_BATCH_LEN", default_value_t = Limits::default().max_batch_len, value_name = "N")]
     pub max_batch_len: usize,
 
     /// Largest scan page a client may ask for.
-    #[arg(long, env = "NANODB_MAX_SCAN_PAGE", default_value_t = Limits::default().max_scan_page, value_name = "N")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_SCAN_PAGE", default_value_t = Limits::default().max_scan_page, value_name = "N")]
     pub max_scan_page: u32,
 
     /// Scan page size when a client asks for 0.
-    #[arg(long, env = "NANODB_DEFAULT_SCAN_PAGE", default_value_t = Limits::default().default_scan_page, value_name = "N")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_DEFAULT_SCAN_PAGE", default_value_t = Limits::default().default_scan_page, value_name = "N")]
     pub default_scan_page: u32,
 
     /// Largest binary TCP frame, in bytes (length prefix excluded).
-    #[arg(long, env = "NANODB_MAX_FRAME_LEN", default_value_t = nanodb_protocol::frame::DEFAULT_MAX_FRAME_LEN, value_name = "BYTES")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_FRAME_LEN", default_value_t = nanodb_protocol::frame::DEFAULT_MAX_FRAME_LEN, value_name = "BYTES")]
     pub max_frame_len: usize,
 
     /// Longest RESP bulk string (a key or value argument), in bytes; refused before it is read.
     /// Defaults to --max-value-len.
-    #[arg(long, env = "NANODB_RESP_MAX_BULK_LEN", value_name = "BYTES")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_RESP_MAX_BULK_LEN", value_name = "BYTES")]
     pub resp_max_bulk_len: Option<usize>,
 
     /// Most arguments in one RESP command (array length); refused before anything is allocated.
-    #[arg(long, env = "NANODB_RESP_MAX_ARGS", default_value_t = 1_048_576, value_name = "N")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_RESP_MAX_ARGS", default_value_t = 1_048_576, value_name = "N")]
     pub resp_max_args: usize,
 
     /// RESP event loops: threads of their own serving RESP connections (round robin), apart from
     /// the runtime serving the other protocols. One loop is Redis's model and the fastest for
     /// requests that are not pipelined; more spread pipelined load over more cores; 0 serves RESP
     /// on the shared runtime. At most 256.
-    #[arg(long, env = "NANODB_RESP_THREADS", default_value_t = 1, value_name = "N",
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_RESP_THREADS", default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u64).range(0..=256))]
     pub resp_threads: u64,
 
@@ -186,58 +194,58 @@ pub struct Cli {
     /// cost of waking the loop for each request; the window adapts, so sparse traffic polls
     /// little and an idle server not at all. A loaded loop keeps its core busy between requests.
     /// 0 turns polling off. At most 1000.
-    #[arg(long, env = "NANODB_RESP_IDLE_POLL_US", default_value_t = 50, value_name = "US",
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_RESP_IDLE_POLL_US", default_value_t = 50, value_name = "US",
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub resp_idle_poll_us: u64,
 
     /// Most client connections per protocol at once; further connections are refused with an error.
-    #[arg(long, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
 
     /// Deadline for one request, in milliseconds.
-    #[arg(long, env = "NANODB_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS")]
     pub request_timeout_ms: u64,
 
     /// Time a new TCP connection has to send its HELLO, in milliseconds.
-    #[arg(long, env = "NANODB_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_name = "MS")]
+    #[arg(long, help_heading = LIMITS, env = "NANODB_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_name = "MS")]
     pub handshake_timeout_ms: u64,
 
     /// On shutdown, how long connections get to finish before the server exits anyway.
-    #[arg(long, env = "NANODB_SHUTDOWN_GRACE_MS", default_value_t = 5_000, value_name = "MS")]
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_SHUTDOWN_GRACE_MS", default_value_t = 5_000, value_name = "MS")]
     pub shutdown_grace_ms: u64,
 
     /// Runtime worker threads; 0 means one per CPU. On a machine shared with its clients (a
     /// benchmark on the same cores), fewer workers than cores trades peak throughput for a shorter
     /// latency tail.
-    #[arg(long, env = "NANODB_WORKER_THREADS", default_value_t = 0, value_name = "N")]
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_WORKER_THREADS", default_value_t = 0, value_name = "N")]
     pub worker_threads: usize,
 
     /// How often the expiry sweeper runs, in milliseconds.
-    #[arg(long, env = "NANODB_SWEEP_INTERVAL_MS", default_value_t = 100, value_name = "MS")]
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_SWEEP_INTERVAL_MS", default_value_t = 100, value_name = "MS")]
     pub sweep_interval_ms: u64,
 
     /// Origins allowed to call the REST API from a browser (CORS), comma-separated, or `*` for
     /// any; empty (the default) turns CORS off.
-    #[arg(long, env = "NANODB_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
+    #[arg(long, help_heading = NETWORK, env = "NANODB_CORS_ORIGINS", value_delimiter = ',', value_name = "ORIGINS")]
     pub cors_origins: Vec<String>,
 
     /// Most events one watcher or subscriber may have waiting; one more and it is told it lagged
     /// (events dropped) and closed. Writers never wait for subscribers.
-    #[arg(long, env = "NANODB_WATCH_QUEUE_LEN", default_value_t = 4096, value_name = "N")]
+    #[arg(long, help_heading = WATCH, env = "NANODB_WATCH_QUEUE_LEN", default_value_t = 4096, value_name = "N")]
     pub watch_queue_len: usize,
 
     /// Most bytes (keys, values, messages) one watcher or subscriber may have waiting, e.g. 16MiB.
-    #[arg(long, env = "NANODB_WATCH_QUEUE_BYTES", default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
+    #[arg(long, help_heading = WATCH, env = "NANODB_WATCH_QUEUE_BYTES", default_value = "16MiB", value_parser = parse_size, value_name = "SIZE")]
     pub watch_queue_bytes: u64,
 
     /// Most keys, prefixes, channels and patterns one connection (or one watch stream) may
     /// subscribe to.
-    #[arg(long, env = "NANODB_WATCH_MAX_TOPICS", default_value_t = 10_000, value_name = "N")]
+    #[arg(long, help_heading = WATCH, env = "NANODB_WATCH_MAX_TOPICS", default_value_t = 10_000, value_name = "N")]
     pub watch_max_topics: usize,
 
     /// Keyspace notifications published to Redis pub/sub channels, in Redis's letters (e.g. `KEA`;
     /// empty = off). Also settable at run time with CONFIG SET notify-keyspace-events.
-    #[arg(long, env = "NANODB_NOTIFY_KEYSPACE_EVENTS", default_value = "", value_parser = NotifyFlags::parse, value_name = "FLAGS")]
+    #[arg(long, help_heading = WATCH, env = "NANODB_NOTIFY_KEYSPACE_EVENTS", default_value = "", value_parser = NotifyFlags::parse, value_name = "FLAGS")]
     pub notify_keyspace_events: NotifyFlags,
 }
 
@@ -410,7 +418,7 @@ where
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_id() == id.as_str() && id != "config")
-            .ok_or_else(|| file_error(format!("unknown setting '{key}'")))?;
+            .ok_or_else(|| file_error(unknown_setting(&cmd, &key)))?;
         let value = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
@@ -434,6 +442,38 @@ where
         .try_get_matches_from(&merged)
         .map_err(|e| file_error(e.kind().to_string() + ": " + &first_line(&e)))?;
     Ok(Cli::from_arg_matches(&matches)?.into())
+}
+
+/// "unknown setting 'tcp_adr'; did you mean 'tcp_addr'?", spelt as the user spells keys (with
+/// dashes or underscores), or a pointer to the list when nothing is close.
+fn unknown_setting(cmd: &clap::Command, key: &str) -> String {
+    let typed = key.replace('-', "_");
+    let known = cmd.get_arguments().map(|a| a.get_id().as_str()).filter(|id| *id != "config");
+    let nearest = known.map(|id| (edit_distance(&typed, id), id)).min();
+    match nearest {
+        // Close: a typo, a letter or two, or a third of a long name.
+        Some((d, id)) if d <= 2 || d * 3 <= typed.len() => {
+            let suggestion = if key.contains('-') { id.replace('_', "-") } else { id.to_string() };
+            format!("unknown setting '{key}'; did you mean '{suggestion}'?")
+        }
+        _ => format!("unknown setting '{key}' (the keys are the flag names; see nanodb-server --help)"),
+    }
+}
+
+/// Levenshtein distance (insertions, deletions and substitutions), over bytes: keys are ASCII.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1).min(row[j] + 1).min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn first_line(e: &clap::Error) -> String {
@@ -502,6 +542,68 @@ mod tests {
     }
 
     #[test]
+    fn a_typo_in_a_file_key_suggests_the_nearest_setting_in_the_same_spelling() {
+        for (typed, suggested) in [
+            ("snapshot-evry", "snapshot-every"),
+            ("fsnyc", "fsync"),
+            ("max_value_length", "max_value_len"),
+            ("resp_max_arg", "resp_max_args"),
+            ("watch-queue-byte", "watch-queue-bytes"),
+        ] {
+            let f = write(&format!("{typed} = \"1\"\n"));
+            let err =
+                load(["nanodb-server", "--config", f.path().to_str().expect("utf8")]).expect_err("typo");
+            let expected = format!("unknown setting '{typed}'; did you mean '{suggested}'?");
+            assert!(err.to_string().ends_with(&expected), "{err}");
+        }
+        let f = write("colour = \"blue\"\n");
+        let err = load(["nanodb-server", "--config", f.path().to_str().expect("utf8")]).expect_err("unknown");
+        assert!(err.to_string().contains("unknown setting 'colour' (the keys are the flag names"), "{err}");
+        assert!(!err.to_string().contains("did you mean"), "{err}");
+        let f = write("config = \"other.toml\"\n");
+        let err =
+            load(["nanodb-server", "--config", f.path().to_str().expect("utf8")]).expect_err("no nesting");
+        assert!(!err.to_string().contains("did you mean 'config'"), "{err}");
+        assert_eq!(edit_distance("tcp_adr", "tcp_addr"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn help_groups_the_flags_by_concern_and_every_flag_keeps_its_env_variable() {
+        let help = Cli::command().render_help().to_string();
+        let headings =
+            ["Options:", "Network:", "Durability:", "Limits:", "Performance/Runtime:", "Watch/Pub-sub:"];
+        let mut at = 0;
+        for h in headings {
+            let found = help.lines().position(|l| l == h).unwrap_or_else(|| panic!("no {h} in\n{help}"));
+            assert!(found >= at, "{h} out of order in\n{help}");
+            at = found;
+        }
+        // Each flag under the heading it belongs to: the lines after a heading, up to the next.
+        let section = |h: &str| -> String {
+            help.split(&format!("\n{h}\n"))
+                .nth(1)
+                .map(|r| r.split("\n\n").next().unwrap_or("").to_string())
+                .unwrap_or_default()
+        };
+        assert!(section("Network:").contains("--tcp-addr <ADDR>"));
+        assert!(section("Durability:").contains("--fsync <always|everysec|no>"));
+        assert!(section("Limits:").contains("--max-value-len <BYTES>"));
+        assert!(section("Performance/Runtime:").contains("--worker-threads <N>"));
+        assert!(section("Watch/Pub-sub:").contains("--notify-keyspace-events <FLAGS>"));
+        // Scripts set flags through NANODB_<FLAG>: every flag has exactly that variable.
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            assert_eq!(env, Some(format!("NANODB_{}", long.to_uppercase().replace('-', "_"))), "--{long}");
+            if !["config", "log-level"].contains(&long) {
+                assert!(arg.get_help_heading().is_some(), "--{long} has no heading");
+            }
+        }
+    }
+
+    #[test]
     fn sizes_and_switches_parse() {
         assert_eq!(parse_size("1024"), Ok(1024));
         assert_eq!(parse_size("2KiB"), Ok(2048));
@@ -530,7 +632,7 @@ mod tests {
     fn bad_files_and_values_are_clear_errors() {
         let f = write("tcp_adr = \"127.0.0.1:9000\"\n");
         let err = load(["nanodb-server", "--config", f.path().to_str().expect("utf8")]).expect_err("typo");
-        assert!(err.to_string().contains("unknown setting 'tcp_adr'"), "{err}");
+        assert!(err.to_string().ends_with("unknown setting 'tcp_adr'; did you mean 'tcp_addr'?"), "{err}");
         let f = write("max_key_len = \"lots\"\n");
         let err =
             load(["nanodb-server", "--config", f.path().to_str().expect("utf8")]).expect_err("bad value");

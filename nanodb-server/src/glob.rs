@@ -20,12 +20,12 @@ pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
                     continue;
                 }
                 b'[' if i < s.len() => {
-                    if let Some((matched, next)) = class_match(pattern, p, s[i]) {
-                        if matched {
-                            p = next;
-                            i += 1;
-                            continue;
-                        }
+                    if let Some((matched, next)) = class_match(pattern, p, s[i])
+                        && matched
+                    {
+                        p = next;
+                        i += 1;
+                        continue;
                     }
                 }
                 b'\\' if p + 1 < pattern.len() && i < s.len() && pattern[p + 1] == s[i] => {

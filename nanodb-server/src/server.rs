@@ -66,13 +66,16 @@ pub struct Server {
     persistence: Option<Arc<Persistence>>,
 }
 
-async fn bind(flag: &'static str, addr: &ListenAddr) -> Result<Option<TcpListener>, StartError> {
+/// Binds `addr` unless it is off; returns the listener and the address it got (port 0 resolved).
+async fn bind(
+    flag: &'static str,
+    addr: &ListenAddr,
+) -> Result<Option<(TcpListener, SocketAddr)>, StartError> {
     let Some(a) = addr.as_option() else { return Ok(None) };
-    TcpListener::bind(a).await.map(Some).map_err(|source| StartError::Bind {
-        flag,
-        addr: a.to_string(),
-        source,
-    })
+    let error = |source| StartError::Bind { flag, addr: a.to_string(), source };
+    let listener = TcpListener::bind(a).await.map_err(error)?;
+    let local = listener.local_addr().map_err(error)?;
+    Ok(Some((listener, local)))
 }
 
 impl Server {
@@ -132,28 +135,24 @@ impl Server {
         };
 
         let mut addrs = BoundAddrs::default();
-        if let Some(listener) = tcp {
-            let local = listener.local_addr().ok();
-            addrs.tcp = local;
-            info!(addr = ?local, "binary TCP protocol listening");
+        if let Some((listener, local)) = tcp {
+            addrs.tcp = Some(local);
+            info!(addr = %local, "binary TCP protocol listening");
             tasks.spawn(frontend::tcp::serve(listener, ctx.clone()));
         }
-        if let Some(listener) = resp {
-            let local = listener.local_addr().ok();
-            addrs.resp = local;
-            info!(addr = ?local, "Redis protocol (RESP2) listening");
+        if let Some((listener, local)) = resp {
+            addrs.resp = Some(local);
+            info!(addr = %local, "Redis protocol (RESP2) listening");
             tasks.spawn(frontend::resp::serve(listener, ctx.clone()));
         }
-        if let Some(listener) = http {
-            let local = listener.local_addr().ok();
-            addrs.http = local;
-            info!(addr = ?local, "REST API listening");
+        if let Some((listener, local)) = http {
+            addrs.http = Some(local);
+            info!(addr = %local, "REST API listening");
             tasks.spawn(frontend::http::serve(listener, ctx.clone()));
         }
-        if let Some(listener) = grpc {
-            let local = listener.local_addr().ok();
-            addrs.grpc = local;
-            info!(addr = ?local, "gRPC listening");
+        if let Some((listener, local)) = grpc {
+            addrs.grpc = Some(local);
+            info!(addr = %local, "gRPC listening");
             tasks.spawn(frontend::grpc::serve(listener, ctx.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));

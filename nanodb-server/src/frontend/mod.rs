@@ -7,6 +7,7 @@
 pub mod grpc;
 pub mod http;
 pub mod resp;
+mod sniff;
 pub mod tcp;
 
 use std::future::Future;

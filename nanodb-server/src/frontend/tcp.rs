@@ -6,7 +6,10 @@
 //! and flushes once. A frame whose body is bad gets an error frame and the connection goes on; a
 //! broken stream (oversized or impossible length) gets an error frame and is closed, since it cannot
 //! be resynchronised. A connection over `max_connections` gets a TOO_MANY_CONNECTIONS error frame
-//! and is closed.
+//! and is closed. A first frame that does not decode because the client speaks another protocol
+//! (HTTP, HTTP/2, RESP, TLS; see [`super::sniff`]) is answered in that protocol where possible and
+//! logged once at debug level; a framing error after the handshake, which a NanoDB client should
+//! never make, is a warning.
 //!
 //! A connection that WATCHes or SUBSCRIBEs ([`watch`]) also waits on its change-feed queue: the
 //! loop selects between frames and deliveries, and writes pushes in the same batches as replies.
@@ -21,10 +24,11 @@ use nanodb_protocol::wire::PROTOCOL_VERSION;
 use nanodb_protocol::{Error, FrameError, Request, Response, ServerCodec};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
-use tracing::{debug, info};
+use tracing::{debug, warn};
 
 use self::watch::{Batch, Feed};
 use super::Context;
+use super::sniff::{self, Foreign};
 use crate::stats::Protocol;
 
 /// Read buffer capacity per connection; grows up to the frame limit only when a large frame comes.
@@ -46,9 +50,18 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
     let serve_one = move |stream, peer| {
         let ctx = conn_ctx.clone();
         async move {
+            // One line per connection, and at debug level unless it is rare and worth attention:
+            // a client pointed at the wrong port may open thousands of connections.
             match connection(stream, peer, &ctx).await {
-                Ok(()) => debug!(%peer, "tcp: connection closed"),
-                Err(e) => info!(%peer, error = %e, "tcp: connection closed on error"),
+                Ok(End::Done) => debug!(%peer, "tcp: connection closed"),
+                Ok(End::Foreign(protocol)) => {
+                    debug!(%peer, %protocol, "tcp: not the binary protocol; told the client where to go and closed")
+                }
+                Ok(End::Handshake(why)) => debug!(%peer, %why, "tcp: handshake failed; closed"),
+                Err(FrameError::Io(e)) => {
+                    debug!(%peer, error = %e, "tcp: connection closed on a socket error")
+                }
+                Err(e) => warn!(%peer, error = %e, "tcp: broken framing after the handshake; closed"),
             }
         }
     };
@@ -62,7 +75,17 @@ async fn refuse(stream: TcpStream, max: usize) {
     let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Result<(), FrameError> {
+/// How a connection ended, for its log line.
+enum End {
+    /// The client left, or the server shut down.
+    Done,
+    /// Another protocol's client, answered in its protocol where possible.
+    Foreign(Foreign),
+    /// No valid HELLO (refused with an error frame).
+    Handshake(String),
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Result<End, FrameError> {
     let codec = ServerCodec::new(ctx.config.max_frame_len);
     let mut framed = Framed::with_capacity(stream, codec, READ_BUFFER);
     framed.set_backpressure_boundary(WRITE_BOUNDARY);
@@ -71,31 +94,43 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
 
     // Handshake: the first frame must be a HELLO with a version this server speaks.
     let first = tokio::select! {
-        () = ctx.shutdown.cancelled() => return Ok(()),
+        () = ctx.shutdown.cancelled() => return Ok(End::Done),
         first = tokio::time::timeout(ctx.config.handshake_timeout, framed.next()) => first,
     };
     let (id, version) = match first {
         Err(_elapsed) => {
-            info!(%peer, "tcp: no HELLO within handshake_timeout; closing");
             framed.send((0, Response::Error(Error::Timeout))).await?;
-            return Ok(());
+            return Ok(End::Handshake("no HELLO within handshake_timeout".into()));
         }
-        Ok(None) => return Ok(()),
-        Ok(Some(Err(e))) => return fail_stream(&mut framed, e).await,
+        Ok(None) => return Ok(End::Done),
+        Ok(Some(Err(e))) => {
+            // The bytes that failed to decode are still buffered: whose are they?
+            let foreign = sniff::identify(framed.read_buffer()).filter(|f| *f != Foreign::NanoTcp);
+            if let Some(foreign) = foreign {
+                let first = framed.read_buffer().to_vec();
+                answer_foreign(framed.get_mut(), ctx, foreign, &first).await;
+                return Ok(End::Foreign(foreign));
+            }
+            let why = e.to_string();
+            let _ = fail_stream(&mut framed, e).await;
+            return Ok(End::Handshake(why));
+        }
         Ok(Some(Ok((id, Ok(Request::Hello { version }))))) => (id, version),
         Ok(Some(Ok((id, Err(e))))) => {
+            let why = e.to_string();
             framed.send((id, Response::Error(e))).await?;
-            return Ok(());
+            return Ok(End::Handshake(why));
         }
         Ok(Some(Ok((id, Ok(Request::Command(_) | Request::Subscription(_)))))) => {
             framed.send((id, Response::Error(Error::HandshakeRequired))).await?;
-            return Ok(());
+            return Ok(End::Handshake(Error::HandshakeRequired.to_string()));
         }
     };
     if version != PROTOCOL_VERSION {
         let e = Error::UnsupportedVersion { got: version, supported: PROTOCOL_VERSION };
+        let why = e.to_string();
         framed.send((id, Response::Error(e))).await?;
-        return Ok(());
+        return Ok(End::Handshake(why));
     }
     let max_frame_len = u32::try_from(ctx.config.max_frame_len).unwrap_or(u32::MAX);
     framed.send((id, Response::Hello { version: PROTOCOL_VERSION, max_frame_len })).await?;
@@ -115,7 +150,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
                 // simply closed. (Meanwhile its queue fills and it is lagged, writers unaffected.)
                 tokio::select! {
                     biased;
-                    () = ctx.shutdown.cancelled() => return Ok(()),
+                    () = ctx.shutdown.cancelled() => return Ok(End::Done),
                     sent = send_batch(ctx, &mut framed, &mut batch) => sent?,
                 }
                 continue;
@@ -129,7 +164,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
                 Ok((id, request)) => respond(ctx, &mut feed, id, request, &mut batch).await,
                 Err(e) => {
                     send_batch(ctx, &mut framed, &mut batch).await?;
-                    return fail_stream(&mut framed, e).await;
+                    return fail_stream(&mut framed, e).await.map(|()| End::Done);
                 }
             }
             if batch.len() >= MAX_BATCH {
@@ -152,7 +187,22 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
         }
     }
     framed.flush().await?;
-    Ok(())
+    Ok(End::Done)
+}
+
+/// Tells another protocol's client (whose bytes so far are `first`), in its protocol, that this
+/// is the binary TCP port and where its protocol is served: an HTTP 400, an HTTP/2 GOAWAY, a RESP
+/// error to each command. A TLS client could only be sent an alert it would report as a
+/// handshake failure, so it is just closed.
+async fn answer_foreign(stream: &mut TcpStream, ctx: &Context, foreign: Foreign, first: &[u8]) {
+    let text = sniff::redirect(&ctx.config, "binary TCP port", foreign);
+    let answer = match foreign {
+        Foreign::Http1 => sniff::http1_response(&text),
+        Foreign::Http2 => sniff::http2_goaway(&text),
+        Foreign::Resp => return sniff::answer_resp_commands(stream, first, &text, &ctx.shutdown).await,
+        Foreign::Tls | Foreign::NanoTcp => Vec::new(), // NanoTcp: ours, never passed here
+    };
+    sniff::answer_and_close(stream, &answer).await;
 }
 
 /// Waits until every write in `batch` may be acknowledged, then writes all replies and flushes

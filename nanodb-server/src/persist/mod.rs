@@ -5,8 +5,10 @@
 //! `snapshot-<K>.snap` is the state as of some moment during segment K; `log-<N>.aof` are log
 //! segments. The state is the newest snapshot plus every segment numbered K or later. A snapshot
 //! rotates the log to a new segment K, writes `snapshot-K.snap.tmp`, fsyncs, renames, fsyncs the
-//! directory, and only then deletes older segments and snapshots.
+//! directory, and only then deletes older segments and snapshots. `LOCK` ([`lock`]) keeps a second
+//! server off a directory in use.
 
+pub mod lock;
 pub mod log;
 pub mod record;
 pub mod recovery;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub use lock::{DirLock, LockError};
 pub use log::AppendLog;
 pub use recovery::Recovered;
 
@@ -87,6 +90,9 @@ pub enum PersistError {
         /// What was found.
         reason: String,
     },
+    /// Another server holds the data directory, or its lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 /// `log-<seq>.aof` in `dir`.
@@ -141,11 +147,17 @@ pub struct Persistence {
     config: PersistConfig,
     next_seq: AtomicU64,
     snapshotting: std::sync::Mutex<()>,
+    /// Held for as long as anything may write to the directory: released when the last handle on
+    /// the persistence layer (the server's, the snapshot scheduler's) is gone.
+    _lock: DirLock,
 }
 
 impl Persistence {
-    /// Recovers `engine` from the data directory, then attaches a new log segment as its log.
+    /// Locks the data directory (refusing it if another server holds it), recovers `engine` from
+    /// it, then attaches a new log segment as its log.
     pub fn open(engine: Arc<Engine>, config: PersistConfig) -> Result<Arc<Self>, PersistError> {
+        // Before anything is read: a directory another server writes is never recovered from.
+        let lock = DirLock::acquire(&config.dir)?;
         let recovered = recovery::recover(&engine, &config.dir, config.repair, config.max_record_len)?;
         let seq = recovered.next_seq;
         let log = AppendLog::open(&config.dir, seq, config.fsync, recovered.log_bytes)
@@ -160,6 +172,7 @@ impl Persistence {
             config,
             next_seq: AtomicU64::new(seq + 1),
             snapshotting: Default::default(),
+            _lock: lock,
         }))
     }
 

@@ -14,3 +14,4 @@ mod watch_cross;
 mod watch_grpc;
 mod watch_http;
 mod watch_tcp;
+mod wrong_port;

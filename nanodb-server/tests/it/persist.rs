@@ -165,7 +165,7 @@ impl ChildServer {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) =
-                    line.split("listening addr=Some(").nth(1).and_then(|r| r.split(')').next())
+                    line.split("listening addr=").nth(1).and_then(|r| r.split_whitespace().next())
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(addr.to_string());
@@ -183,6 +183,16 @@ impl ChildServer {
     fn kill9(mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildServer {
+    /// A failing test does not leave its server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -374,4 +384,130 @@ async fn after_a_log_failure_no_protocol_acknowledges_a_write_and_all_still_read
     }
     drop(tcp);
     server.shutdown().await;
+}
+
+/// The names of the files in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_second_server_on_a_data_dir_in_use_is_refused_and_the_first_keeps_its_data() {
+    use nanodb_server::persist::{LockError, PersistError};
+    use nanodb_server::server::{Server, StartError};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = start(persistent(dir.path(), FsyncPolicy::Always)).await;
+    let addr = first.addrs().tcp.expect("tcp");
+    let mut c = TcpClient::connect(addr).await;
+    c.call(put("k", "before")).await.expect("put");
+    let files = listing(dir.path());
+    assert!(files.iter().any(|f| f == "LOCK"), "{files:?}");
+
+    let Err(err) = Server::start(persistent(dir.path(), FsyncPolicy::Always)).await else {
+        panic!("a second server started on a data dir in use")
+    };
+    let StartError::Persist(PersistError::Lock(LockError::Held { pid, .. })) = &err else {
+        panic!("expected the lock error, got {err:?}")
+    };
+    assert_eq!(*pid, Some(std::process::id()), "the holder's PID, read from the lock file");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().display().to_string()), "names the dir: {msg}");
+    assert!(msg.contains(&format!("PID {}", std::process::id())), "names the holder: {msg}");
+    assert!(!msg.contains('\n'), "one line: {msg}");
+
+    // The refused server read, wrote and deleted nothing: the first goes on as before.
+    assert_eq!(listing(dir.path()), files, "the refused server touched the directory");
+    assert_eq!(c.call(Command::Get(cmd::Get { key: b("k") })).await.map(value_of), Ok(Some("before".into())));
+    c.call(put("k", "after")).await.expect("the first server still writes");
+    first.shutdown().await;
+
+    // Released at shutdown: a new server starts on the directory, with everything.
+    let next = start(persistent(dir.path(), FsyncPolicy::Always)).await;
+    let mut c = TcpClient::connect(next.addrs().tcp.expect("tcp")).await;
+    assert_eq!(c.call(Command::Get(cmd::Get { key: b("k") })).await.map(value_of), Ok(Some("after".into())));
+    next.shutdown().await;
+}
+
+fn value_of(r: Reply) -> Option<String> {
+    match r {
+        Reply::Value(v) => v.map(|e| String::from_utf8_lossy(&e.value).into_owned()),
+        other => panic!("expected a value, got {other:?}"),
+    }
+}
+
+/// Runs the server binary on `dir` expecting it to exit on its own within `within`; returns its
+/// exit code and stderr. Killed (and the test failed) if it is still running then.
+fn run_to_exit(dir: &Path, within: Duration) -> (Option<i32>, String) {
+    let mut child = Process::new(env!("CARGO_BIN_EXE_nanodb-server"))
+        .args(["--tcp-addr", "127.0.0.1:0", "--grpc-addr", "off", "--http-addr", "off", "--resp-addr", "off"])
+        .args(["--log-level", "info", "--data-dir"])
+        .arg(dir)
+        .env_remove("NANODB_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nanodb-server");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the second server on a locked data dir was still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20)); // polling the child's exit, not the server
+    };
+    (status.code(), reader.join().expect("stderr reader"))
+}
+
+/// Connects within a deadline (the readiness probe).
+async fn connect_within(addr: SocketAddr, within: Duration) -> TcpClient {
+    let deadline = Instant::now() + within;
+    loop {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => return TcpClient::connect(addr).await,
+            Err(e) if Instant::now() > deadline => panic!("{addr} not ready within {within:?}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_binary_refuses_a_locked_dir_in_one_line_and_restarts_after_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = ChildServer::start(dir.path(), "always", &[], None);
+    let mut c = connect_within(first.addr, Duration::from_secs(30)).await;
+    c.call(put("k", "v")).await.expect("put");
+
+    let (code, stderr) = run_to_exit(dir.path(), Duration::from_secs(30));
+    assert_eq!(code, Some(1), "exit code; stderr:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line:\n{stderr}");
+    assert!(lines[0].contains(&dir.path().display().to_string()), "names the dir: {}", lines[0]);
+    assert!(lines[0].contains(&format!("PID {}", first.child.id())), "names the holder: {}", lines[0]);
+    // The first server is untouched.
+    assert_eq!(c.call(Command::Get(cmd::Get { key: b("k") })).await.map(value_of), Ok(Some("v".into())));
+
+    // A lock is never left behind by a dead process: the kernel drops it with the process.
+    drop(c);
+    first.kill9();
+    assert!(dir.path().join("LOCK").exists(), "the dead server's lock file is still there");
+    let second = ChildServer::start(dir.path(), "always", &[], None);
+    let mut c = connect_within(second.addr, Duration::from_secs(30)).await;
+    assert_eq!(c.call(Command::Get(cmd::Get { key: b("k") })).await.map(value_of), Ok(Some("v".into())));
+    second.kill9();
 }

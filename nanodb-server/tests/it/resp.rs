@@ -364,6 +364,39 @@ async fn server_commands() {
 }
 
 #[tokio::test]
+async fn config_get_appendonly_says_whether_writes_are_persisted() {
+    let server = resp_server().await;
+    let mut c = connect(&server).await;
+    assert_eq!(q(&mut c, &["CONFIG", "GET", "appendonly"]).await, arr(&["appendonly", "no"]));
+    server.shutdown().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Config {
+        resp_addr: any_port(),
+        persistence: true,
+        data_dir: dir.path().to_path_buf(),
+        fsync: nanodb_server::persist::FsyncPolicy::Always,
+        ..config()
+    })
+    .await;
+    let mut c = connect(&server).await;
+    assert_eq!(q(&mut c, &["CONFIG", "GET", "appendonly"]).await, arr(&["appendonly", "yes"]));
+    assert_eq!(
+        q(&mut c, &["CONFIG", "GET", "append*"]).await,
+        arr(&["appendonly", "yes", "appendfsync", "always"])
+    );
+    let refused = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("no")
+        .query_async::<Value>(&mut c)
+        .await
+        .expect_err("fixed while running");
+    assert!(refused.to_string().contains("can't set immutable config"), "{refused}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn wrongtype_across_types() {
     let server = resp_server().await;
     let mut c = connect(&server).await;

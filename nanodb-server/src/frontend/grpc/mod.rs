@@ -140,7 +140,8 @@ fn connections(listener: TcpListener, ctx: Context) -> impl Stream<Item = io::Re
         async move {
             match accepted {
                 Ok(stream) if stats.connections(Protocol::Grpc) >= max => {
-                    warn!(peer = ?stream.peer_addr().ok(), max, "grpc: connection refused, at max_connections");
+                    let peer = stream.peer_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+                    warn!(%peer, max, "grpc: connection refused, at max_connections");
                     None
                 }
                 Ok(stream) => {

@@ -1,5 +1,5 @@
-//! The REST frontend (axum): routes under `/v1`, health, stats, metrics and the OpenAPI document,
-//! decoded into [`Command`]s and applied by the shared engine.
+//! The REST frontend (axum): routes under `/v1`, health, stats, metrics, the OpenAPI document and
+//! an index of them at `/`, decoded into [`Command`]s and applied by the shared engine.
 //!
 //! [`router`] builds the whole application (tests drive it with `oneshot`); [`serve`] runs it on a
 //! listener until the shutdown token is cancelled. Tower layers, outermost first: tracing, CORS (only
@@ -103,6 +103,7 @@ pub struct BinaryBody(pub Vec<u8>);
         hash_list::list_range,
         hash_list::list_push,
         hash_list::list_pop,
+        admin::index,
         admin::healthz,
         admin::readyz,
         admin::stats,
@@ -162,6 +163,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/subscribe/{channel}", get(watch::subscribe))
         .route("/v1/publish/{channel}", post(watch::publish))
         .route("/v1/ws", get(ws::ws))
+        .route("/", get(admin::index))
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/stats", get(admin::stats))

@@ -489,6 +489,38 @@ fn collect_refs(v: &Value, out: &mut Vec<String>) {
 }
 
 #[tokio::test]
+async fn the_root_is_an_index_of_routes_the_openapi_document_has() {
+    let (app, _) = app();
+    let r = get(&app, "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "application/json");
+    let index = r.json();
+    assert_eq!(index["name"], "NanoDB");
+    assert_eq!(index["version"], env!("CARGO_PKG_VERSION"));
+    let links = index["links"].as_object().expect("links");
+    for name in ["openapi", "metrics", "healthz", "readyz", "kv"] {
+        assert!(links.contains_key(name), "{name} missing from {index}");
+    }
+    let openapi = get(&app, "/openapi.json").await.json();
+    assert!(openapi["paths"].get("/").is_some(), "the index is documented");
+    for (name, path) in links {
+        let path = path.as_str().expect("a path");
+        assert!(openapi["paths"].get(path).is_some(), "{name}: {path} is not a route");
+        // Plain GETs answer at once (event streams and the WebSocket need more than a GET).
+        let plain_get =
+            openapi["paths"][path].get("get").is_some() && !["/v1/watch", "/v1/ws"].contains(&path);
+        if !path.contains('{') && plain_get {
+            assert_eq!(get(&app, path).await.status, StatusCode::OK, "GET {path}");
+        }
+    }
+    // Only GET: other methods on / and unknown routes keep the JSON errors.
+    call(&app, Method::POST, "/", &[], Body::empty())
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT");
+    get(&app, "/index.html").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_are_json() {
     let (app, _) = app();
     get(&app, "/nope").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");

@@ -13,8 +13,10 @@
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
+use nanodb_protocol::{Response, ServerCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::codec::Encoder;
 use tracing::{debug, warn};
 
 use super::commands::pubsub::{Lagged, drain, push};
@@ -22,6 +24,7 @@ use super::commands::{self, Flow, Session};
 use super::parse::RespDecoder;
 use super::{Clients, encode};
 use crate::frontend::Context;
+use crate::frontend::sniff::{self, Foreign};
 use crate::stats::Protocol;
 
 /// Initial read and write buffer capacity.
@@ -34,13 +37,22 @@ const KEEP_WRITE_CAPACITY: usize = 1024 * 1024;
 /// Most deliveries encoded per wake-up in subscribed mode, so reads and writes get their turn.
 const PUSH_BATCH: usize = 1024;
 
+/// How a connection ended, for its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client left or QUIT, broke the protocol, or the server shut down.
+    Done,
+    /// Another protocol's client, answered in its protocol where possible.
+    Foreign(Foreign),
+}
+
 /// Serves one connection until the client leaves, QUITs, breaks the protocol, or shutdown.
 pub async fn run(
     mut stream: TcpStream,
     peer: SocketAddr,
     ctx: &Context,
     clients: &Clients,
-) -> std::io::Result<()> {
+) -> std::io::Result<End> {
     let _open = ctx.stats.connection(Protocol::Resp);
     let id = clients.add(peer);
     let result = serve(&mut stream, peer, ctx, clients, id).await;
@@ -155,7 +167,7 @@ async fn serve(
     ctx: &Context,
     clients: &Clients,
     id: u64,
-) -> std::io::Result<()> {
+) -> std::io::Result<End> {
     let mut decoder = RespDecoder::new(ctx.config.resp_max_bulk_len, ctx.config.resp_max_args);
     let mut rbuf = BytesMut::with_capacity(BUFFER);
     let mut wbuf = BytesMut::with_capacity(BUFFER);
@@ -167,6 +179,9 @@ async fn serve(
     let out_limit = ctx.config.feed.queue_bytes.max(WRITE_BOUNDARY);
     // Whether `rbuf` may hold whole commands that have not run.
     let mut fresh = false;
+    // Whether the next read is the connection's first (whose bytes are checked for another
+    // protocol's client). Subscribed mode comes only after a command, so it never needs to check.
+    let mut sniffing = true;
     // A child token, awaited through one pinned future for the connection's life: polling it per
     // read touches only this connection's waiter, not the server-wide token's shared lock.
     let token = ctx.shutdown.child_token();
@@ -188,7 +203,7 @@ async fn serve(
             fresh = batch == Batch::Full;
             if let Batch::Lagged(dropped) = batch {
                 lagged(peer, dropped);
-                return Ok(());
+                return Ok(End::Done);
             }
             if ran > 0 {
                 super::idle_poll::note_work();
@@ -198,7 +213,7 @@ async fn serve(
                 after_queued_tasks().await;
             }
             if !durable(ctx, &mut session, peer).await {
-                return Ok(());
+                return Ok(End::Done);
             }
             if batch == Batch::Close {
                 tokio::select! {
@@ -206,7 +221,7 @@ async fn serve(
                     () = &mut cancelled => {}
                     r = stream.write_all(&wbuf[written..]) => r?,
                 }
-                return Ok(());
+                return Ok(End::Done);
             }
         }
         let Some(sub) = session.sub.as_ref() else {
@@ -223,11 +238,19 @@ async fn serve(
             }
             let n = tokio::select! {
                 biased;
-                () = &mut cancelled => return Ok(()),
+                () = &mut cancelled => return Ok(End::Done),
                 n = stream.read_buf(&mut rbuf) => n?,
             };
             if n == 0 {
-                return Ok(());
+                return Ok(End::Done);
+            }
+            if sniffing {
+                // A connection's first bytes: another protocol's client is told where to go.
+                sniffing = false;
+                if let Some(foreign) = sniff::identify(&rbuf).filter(|f| *f != Foreign::Resp) {
+                    answer_foreign(stream, ctx, foreign).await;
+                    return Ok(End::Foreign(foreign));
+                }
             }
             fresh = true;
             continue;
@@ -235,7 +258,7 @@ async fn serve(
         let pending = wbuf.len() - written;
         if pending > out_limit {
             warn!(%peer, pending, limit = out_limit, "resp: closing a subscriber that does not read its messages");
-            return Ok(());
+            return Ok(End::Done);
         }
         let reading = !fresh && pending <= WRITE_BOUNDARY;
         if reading && rbuf.capacity() - rbuf.len() < BUFFER / 4 {
@@ -244,13 +267,13 @@ async fn serve(
         let (mut rd, mut wr) = stream.split();
         let wake = tokio::select! {
             biased;
-            () = &mut cancelled => return Ok(()),
+            () = &mut cancelled => return Ok(End::Done),
             n = wr.write(&wbuf[written..]), if pending > 0 => Wake::Wrote(n?),
             d = sub.recv() => Wake::Delivery(d),
             n = rd.read_buf(&mut rbuf), if reading => Wake::Read(n?),
         };
         match wake {
-            Wake::Wrote(0) => return Ok(()),
+            Wake::Wrote(0) => return Ok(End::Done),
             Wake::Read(0) => {
                 // The client is done sending; what it is owed still goes out (unless it stopped
                 // reading too, which shutdown or its closing ends).
@@ -259,7 +282,7 @@ async fn serve(
                     () = &mut cancelled => {}
                     r = stream.write_all(&wbuf[written..]) => r?,
                 }
-                return Ok(());
+                return Ok(End::Done);
             }
             Wake::Wrote(n) => {
                 written += n;
@@ -274,12 +297,33 @@ async fn serve(
                     push(&mut wbuf, &d).and_then(|()| drain(sub, &mut wbuf, PUSH_BATCH))
                 {
                     lagged(peer, dropped);
-                    return Ok(());
+                    return Ok(End::Done);
                 }
             }
             Wake::Read(_) => fresh = true,
         }
     }
+}
+
+/// Tells another protocol's client, in its protocol, that this is the RESP port and where its
+/// protocol is served: an HTTP 400 or an HTTP/2 GOAWAY saying so, an error frame for a NanoDB
+/// binary-protocol client. A TLS client is just closed (it could only be sent an alert).
+async fn answer_foreign(stream: &mut TcpStream, ctx: &Context, foreign: Foreign) {
+    let text = sniff::redirect(&ctx.config, "Redis (RESP) port", foreign);
+    let answer = match foreign {
+        Foreign::Http1 => sniff::http1_response(&text),
+        Foreign::Http2 => sniff::http2_goaway(&text),
+        Foreign::NanoTcp => {
+            let mut out = BytesMut::new();
+            let error = Response::Error(nanodb_protocol::Error::Malformed(text));
+            match ServerCodec::default().encode((0, error), &mut out) {
+                Ok(()) => out.to_vec(),
+                Err(_) => Vec::new(),
+            }
+        }
+        Foreign::Tls | Foreign::Resp => Vec::new(), // Resp: ours, never passed here
+    };
+    sniff::answer_and_close(stream, &answer).await;
 }
 
 /// Drops the written front of a buffer that keeps filling (a subscriber never quite caught up)

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::Context;
 
@@ -112,9 +112,14 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
                 Ok(stream) => connection::run(stream, peer, &ctx, &clients).await,
                 Err(e) => Err(e),
             };
+            // One line per connection, at debug level: a client pointed at the wrong port may
+            // open thousands of connections, and a reset by the peer is no news.
             match result {
-                Ok(()) => debug!(%peer, "resp: connection closed"),
-                Err(e) => info!(%peer, error = %e, "resp: connection closed on error"),
+                Ok(connection::End::Done) => debug!(%peer, "resp: connection closed"),
+                Ok(connection::End::Foreign(protocol)) => {
+                    debug!(%peer, %protocol, "resp: not RESP; told the client where to go and closed")
+                }
+                Err(e) => debug!(%peer, error = %e, "resp: connection closed on a socket error"),
             }
         }
     };

@@ -13,7 +13,7 @@ const DONE: Outcome = Ok(Flow::Continue);
 /// HSET key field value [field value ...]; how many fields are new. Every field is validated
 /// before any is written.
 fn set_fields(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], name: &str) -> Result<i64, Reject> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return Err(Reject::Msg(format!("ERR wrong number of arguments for '{name}' command")));
     }
     let sets: Vec<cmd::HashSet> = args[2..]

@@ -144,9 +144,14 @@ pub fn config(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut Byte
         let bulk = ctx.config.resp_max_bulk_len.to_string();
         let port = session_port(ctx);
         let notify = ctx.feed.notify_flags().to_string();
-        let settings: [(&str, &str); 12] = [
+        // Redis's names fit: `appendonly` is whether writes go to the log, `appendfsync` its fsync
+        // policy (always, everysec, no: the same three words).
+        let appendonly = if ctx.config.persistence { "yes" } else { "no" };
+        let fsync = ctx.config.fsync.to_string();
+        let settings: [(&str, &str); 13] = [
             ("save", ""),
-            ("appendonly", "no"),
+            ("appendonly", appendonly),
+            ("appendfsync", &fsync),
             ("databases", "1"),
             ("maxmemory", "0"),
             ("maxmemory-policy", "noeviction"),
@@ -185,6 +190,7 @@ const NOTIFY: &str = "notify-keyspace-events";
 const IMMUTABLE: &[&str] = &[
     "save",
     "appendonly",
+    "appendfsync",
     "databases",
     "maxmemory",
     "maxmemory-policy",
@@ -199,7 +205,7 @@ const IMMUTABLE: &[&str] = &[
 /// CONFIG SET name value [name value ...]: every pair is checked before any is applied, as Redis
 /// does, so a bad pair changes nothing.
 fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         return Err(Reject::Msg("ERR wrong number of arguments for 'config|set' command".into()));
     }
     let failed = |name: &str, why: &str| {

@@ -172,7 +172,7 @@ pub fn mget(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
 }
 
 fn pairs(args: &[Bytes], name: &str) -> Result<Vec<(Bytes, Bytes)>, Reject> {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(Reject::Msg(format!("ERR wrong number of arguments for '{name}' command")));
     }
     Ok(args[1..].chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect())
