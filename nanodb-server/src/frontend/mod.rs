@@ -4,6 +4,7 @@
 //! else: rules, limits and types live in the engine and the command model, and stats are
 //! recorded in one place, `Context::apply`.
 
+pub mod coverage;
 pub mod grpc;
 pub mod http;
 pub mod resp;

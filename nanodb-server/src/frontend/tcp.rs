@@ -16,6 +16,12 @@
 
 mod watch;
 
+/// How the binary protocol reaches `c`: its declared request kind (every command has one; the
+/// wire round-trip test covers each).
+pub fn reach(c: nanodb_protocol::CommandName) -> super::coverage::Reach {
+    super::coverage::Reach::Kind(c.kind())
+}
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -13,8 +13,11 @@
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
 mod convert;
+mod reach;
 mod service;
 mod watch;
+
+pub use reach::reach;
 
 use std::io;
 use std::pin::Pin;

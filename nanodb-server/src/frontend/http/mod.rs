@@ -17,8 +17,11 @@ mod extract;
 mod guard;
 mod hash_list;
 mod kv;
+mod reach;
 mod watch;
 mod ws;
+
+pub use reach::reach;
 
 use std::io;
 use std::net::SocketAddr;

@@ -16,6 +16,9 @@ pub mod connection;
 pub mod encode;
 pub mod idle_poll;
 pub mod parse;
+mod reach;
+
+pub use reach::reach;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
