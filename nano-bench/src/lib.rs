@@ -103,13 +103,16 @@ pub async fn bench_with_histogram(
 ) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
     args.validate().map_err(anyhow::Error::msg)?;
     // the watchers are registered before the first request and outlive the last one
-    let watchers = match args.watch_target() {
-        Some(addr) if args.watchers > 0 => Some(watch::IdleWatchers::open(addr, args.watchers).await?),
-        _ => None,
+    let watchers = match args.watchers {
+        0 => None,
+        n => Some(watch::IdleWatchers::open(&args.watch_target(), n).await?),
     };
     let connections = args.effective_connections();
-    let pool =
-        Pool::open(Connector { protocol: args.protocol, target: args.target.clone() }, connections).await?;
+    let pool = Pool::open(
+        Connector { protocol: args.protocol, target: args.target_addr().to_string() },
+        connections,
+    )
+    .await?;
     let workers = match args.protocol {
         Protocol::Tcp | Protocol::Resp => connections,
         Protocol::Grpc | Protocol::Http => args.concurrency,
@@ -218,7 +221,7 @@ pub async fn bench_with_histogram(
     let summary = Summary {
         label: args.run_label(),
         protocol: args.protocol.name().to_string(),
-        target: args.target.clone(),
+        target: args.target_addr().to_string(),
         workload: args.workload.name().to_string(),
         requests: total.requests,
         errors,

@@ -1,10 +1,12 @@
 //! nano-bench's integration suite: it runs the real benchmark loop briefly against servers started
 //! in-process on 127.0.0.1:0 — NanoDB itself where the frontend exists on this branch (tcp), and
 //! small stub servers answering the documented routes elsewhere (resp, grpc, http), plus a RESP
-//! stub that stalls, to check the open-loop schedule.
+//! stub that stalls, to check the open-loop schedule. `mismatch` points every protocol at every
+//! other frontend of one NanoDB: the run must stop before it starts, with one line.
 
 mod grpc;
 mod http;
+mod mismatch;
 mod resp;
 mod scheduler;
 mod stubs;
