@@ -6,9 +6,28 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Three runs a new user can copy, shown at the top of `--help` (issue #22); the tests parse each
+/// `nano-bench` line, so they stay valid.
+pub const EXAMPLES: &str = "\
+Examples:
+  # GETs over NanoDB's binary protocol (127.0.0.1:7070), 50 connections, 16 in flight each
+  nano-bench --protocol tcp --workload get --populate --concurrency 50 --pipeline 16 --duration 10s
+
+  # a SET/GET mix against Redis (or NanoDB's RESP port), pipelined
+  nano-bench --protocol resp --target 127.0.0.1:6379 --workload mixed --read-ratio 0.5 --pipeline 16 --populate
+
+  # open loop at 20k ops/s over REST, latency chart and result kept
+  nano-bench --protocol http --rate 20000 --duration 30s --warmup 2s --plot latency.svg --json run.json";
+
 /// nano-bench: load generator for NanoDB (binary TCP, gRPC, REST) and anything speaking RESP.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "nano-bench", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "nano-bench",
+    version,
+    args_conflicts_with_subcommands = true,
+    before_help = EXAMPLES,
+    help_template = "{about-with-newline}\n{before-help}{usage-heading} {usage}\n\n{all-args}{after-help}"
+)]
 pub struct Cli {
     /// A subcommand; without one, nano-bench runs a benchmark.
     #[command(subcommand)]
@@ -554,6 +573,25 @@ mod tests {
         assert_eq!((w.validate(), w.write_target(), w.rate), (Ok(()), "r:2".to_string(), 500.0));
         let w = parse(&["nano-bench", "watch-latency", "--target", "g:1"]);
         assert_eq!((w.validate(), w.write_target()), (Ok(()), "g:1".to_string()));
+    }
+
+    #[test]
+    fn help_opens_with_examples_that_parse() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let short = Cli::command().render_help().to_string();
+        for text in [&help, &short] {
+            let examples = text.find("Examples:").expect("an Examples block");
+            assert!(examples < text.find("Usage:").expect("usage"), "examples come first:\n{text}");
+        }
+        let runs: Vec<&str> =
+            EXAMPLES.lines().map(str::trim).filter(|l| l.starts_with("nano-bench ")).collect();
+        assert_eq!(runs.len(), 3, "{EXAMPLES}");
+        for run in runs {
+            assert!(help.contains(run), "--help shows {run}");
+            let cli = Cli::try_parse_from(run.split_whitespace()).unwrap_or_else(|e| panic!("{run}: {e}"));
+            assert_eq!(cli.bench.validate(), Ok(()), "{run}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! other frontend of one NanoDB: the run must stop before it starts, with one line.
 
 mod grpc;
+mod help;
 mod http;
 mod mismatch;
 mod resp;
@@ -21,4 +22,14 @@ pub fn args(flags: &[&str]) -> BenchArgs {
     let mut argv = vec!["nano-bench", "--no-progress"];
     argv.extend_from_slice(flags);
     Cli::try_parse_from(argv).expect("flags parse").bench
+}
+
+/// Runs the nano-bench binary as a user would: exit code, stdout, stderr.
+pub fn run_binary(flags: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nano-bench"))
+        .args(flags)
+        .output()
+        .expect("nano-bench runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }

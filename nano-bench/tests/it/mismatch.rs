@@ -10,7 +10,7 @@ use nano_bench::client::probe::{Mismatch, PROBE_TIMEOUT};
 use nanodb_server::config::{Config, ListenAddr};
 use nanodb_server::server::Server;
 
-use crate::args;
+use crate::{args, run_binary};
 
 /// NanoDB with every frontend on a free port, and the address of each protocol.
 async fn server() -> (Server, HashMap<Protocol, String>) {
@@ -74,16 +74,6 @@ async fn every_wrong_protocol_fails_before_the_run_with_one_line() {
         }
     }
     assert!(server.shutdown().await);
-}
-
-/// What a user sees from the binary: one line on stderr and a failed exit.
-fn run_binary(flags: &[&str]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nano-bench"))
-        .args(flags)
-        .output()
-        .expect("nano-bench runs");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code(), text(&out.stdout), text(&out.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
