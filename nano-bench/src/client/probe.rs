@@ -129,6 +129,16 @@ fn guesses(answer: &[u8], hints: &[Protocol], tried: Protocol, target: &str) -> 
     out
 }
 
+/// An answer as a person reads it: what it is when nano-bench knows the protocol's binary form,
+/// else a [`quote`].
+fn describe(bytes: &[u8]) -> String {
+    match recognise(bytes) {
+        Some(Protocol::Tcp) => "a NanoDB binary-protocol frame".into(),
+        Some(Protocol::Grpc) => "an HTTP/2 SETTINGS frame".into(),
+        _ => quote(bytes),
+    }
+}
+
 /// `bytes` as a short quote: its first line when it is text, else hex.
 fn quote(bytes: &[u8]) -> String {
     let line = bytes.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
@@ -190,18 +200,18 @@ pub async fn check_within(protocol: Protocol, target: &str, timeout: Duration) -
                 // any frame will do: the connection's own HELLO reports a refused version
                 Ok(Some(_)) => Verdict::Fits,
                 Ok(None) => Verdict::More,
-                Err(_) => Verdict::Foreign(format!("it answered {what} with {}", quote(buf)), Vec::new()),
+                Err(_) => Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new()),
             },
             Protocol::Resp => match resp::parse(buf) {
                 Ok(Some(_)) => Verdict::Fits,
                 Ok(None) => Verdict::More,
-                Err(_) => Verdict::Foreign(format!("it answered {what} with {}", quote(buf)), Vec::new()),
+                Err(_) => Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new()),
             },
             Protocol::Http => http_verdict(buf, what),
             Protocol::Grpc => match *buf {
                 [_, _, _, 4, _, 0, 0, 0, 0, ..] => Verdict::Fits,
                 [_, _, _, _, _, _, _, _, _, ..] => {
-                    Verdict::Foreign(format!("it answered {what} with {}", quote(buf)), Vec::new())
+                    Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new())
                 }
                 _ => Verdict::More,
             },
@@ -233,14 +243,18 @@ pub async fn check_within(protocol: Protocol, target: &str, timeout: Duration) -
                 format!("no answer to {what} within {} s", timeout.as_secs_f64())
             }
             Err(_elapsed) => {
-                format!("an incomplete answer to {what} after {} s: {}", timeout.as_secs_f64(), quote(&buf))
+                format!(
+                    "an incomplete answer to {what} after {} s: {}",
+                    timeout.as_secs_f64(),
+                    describe(&buf)
+                )
             }
             // a write refused (reset) or a read that ends or fails: the peer hung up on the greeting
             Ok(_) if buf.is_empty() => match &sent {
                 Err(e) => format!("it dropped the connection on {what}: {e}"),
                 Ok(()) => format!("it closed the connection without answering {what}"),
             },
-            Ok(_) => format!("it answered {what} with {} and closed the connection", quote(&buf)),
+            Ok(_) => format!("it answered {what} with {} and closed the connection", describe(&buf)),
         };
         return Err(mismatch((evidence, Vec::new()), &buf));
     }
@@ -257,7 +271,7 @@ pub async fn check_within(protocol: Protocol, target: &str, timeout: Duration) -
 fn http_verdict(buf: &[u8], what: &str) -> Verdict {
     let head = &buf[..buf.len().min(5)];
     if !b"HTTP/".starts_with(head) {
-        return Verdict::Foreign(format!("it answered {what} with {}", quote(buf)), Vec::new());
+        return Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new());
     }
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { return Verdict::More };
     let headers = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();

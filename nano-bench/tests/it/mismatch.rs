@@ -81,7 +81,7 @@ async fn resp_on_the_tcp_port_and_http_on_the_resp_port_exit_with_one_line() {
     let (server, addrs) = server().await;
     let (tcp, resp) = (addrs[&Protocol::Tcp].clone(), addrs[&Protocol::Resp].clone());
     let cases = [
-        (tcp.clone(), "resp", "it answered PING with bytes 00 00 00", "try --protocol tcp"),
+        (tcp.clone(), "resp", "it answered PING with a NanoDB binary-protocol frame", "try --protocol tcp"),
         (resp.clone(), "http", "it answered a GET with \"-ERR", "try --protocol resp"),
     ];
     for (target, proto, evidence, hint) in cases {
