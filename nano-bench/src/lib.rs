@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Cmd::Plot(p)) = &cli.command {
         let runs = p.json.iter().map(|f| report::read_json(f)).collect::<anyhow::Result<Vec<_>>>()?;
         report::plot(&runs, &p.out, &p.title)?;
-        println!("wrote {}", p.out.display());
+        println!("latency plot written to {}", p.out.display());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(Cmd::WatchLatency(w)) = &cli.command {
@@ -56,16 +56,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let show = progress::wanted(args.no_progress);
     let (summary, hist) = rt.block_on(bench_with_histogram(&args, show))?;
     print!("{}", report::table(&summary));
-    if let Some(path) = &args.json {
-        report::write_json(&summary, path)?;
-    }
-    if let Some(path) = &args.hdr_out {
-        std::fs::write(path, report::hgrm(&hist)).with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_outputs(&summary, &hist, args.json.as_deref(), args.hdr_out.as_deref())?;
     if let Some(path) = &args.plot {
         report::plot(std::slice::from_ref(&summary), path, "Latency by percentile")?;
+        println!("latency plot written to {}", path.display());
     }
     Ok(if summary.errors > 0 { ExitCode::from(EXIT_REQUEST_ERRORS) } else { ExitCode::SUCCESS })
+}
+
+/// Writes `--json` and `--hdr-out` if asked, saying where each went.
+fn write_outputs(
+    summary: &Summary,
+    hist: &hdrhistogram::Histogram<u64>,
+    json: Option<&std::path::Path>,
+    hdr_out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        report::write_json(summary, path)?;
+        println!("result written to {}", path.display());
+    }
+    if let Some(path) = hdr_out {
+        std::fs::write(path, report::hgrm(hist)).with_context(|| format!("writing {}", path.display()))?;
+        println!("percentile spectrum written to {}", path.display());
+    }
+    Ok(())
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -82,12 +96,7 @@ fn run_watch_latency(args: &WatchLatencyArgs) -> anyhow::Result<ExitCode> {
     args.validate().map_err(anyhow::Error::msg)?;
     let (summary, hist) = runtime(args.threads)?.block_on(watch::latency(args))?;
     print!("{}", report::table(&summary));
-    if let Some(path) = &args.json {
-        report::write_json(&summary, path)?;
-    }
-    if let Some(path) = &args.hdr_out {
-        std::fs::write(path, report::hgrm(&hist)).with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_outputs(&summary, &hist, args.json.as_deref(), args.hdr_out.as_deref())?;
     Ok(if summary.errors > 0 { ExitCode::from(EXIT_REQUEST_ERRORS) } else { ExitCode::SUCCESS })
 }
 
