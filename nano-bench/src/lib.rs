@@ -12,6 +12,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -132,16 +133,31 @@ pub async fn bench_with_histogram(
     // --populate: every key once, split over the connections, before the clock starts
     let conns = if args.populate {
         let per = args.keyspace.div_ceil(workers as u64);
+        let written = Arc::new(AtomicU64::new(0));
+        let bar_done = CancellationToken::new();
+        let bar = show_progress
+            .then(|| tokio::spawn(progress::populate(written.clone(), args.keyspace, bar_done.clone())));
         let tasks = conns.into_iter().enumerate().map(|(i, mut c)| {
-            let w = workload.clone();
+            let (w, written) = (workload.clone(), written.clone());
             let range = (i as u64 * per).min(w.keyspace)..((i as u64 + 1) * per).min(w.keyspace);
-            tokio::spawn(async move { runner::populate_any(&mut c, &w, range, 64).await.map(|()| c) })
+            tokio::spawn(
+                async move { runner::populate_any(&mut c, &w, range, 64, &written).await.map(|()| c) },
+            )
         });
-        let mut out = Vec::with_capacity(workers);
+        let mut out = Ok(Vec::with_capacity(workers));
         for t in tasks {
-            out.push(t.await.context("populate task")??);
+            match (t.await.context("populate task").and_then(|r| r), &mut out) {
+                (Ok(c), Ok(conns)) => conns.push(c),
+                // the first failure is the error; the bar is cleared before it is printed
+                (Err(e), Ok(_)) => out = Err(e),
+                (_, Err(_)) => {}
+            }
         }
-        out
+        bar_done.cancel();
+        if let Some(b) = bar {
+            let _ = b.await;
+        }
+        out?
     } else {
         conns
     };
@@ -186,7 +202,7 @@ pub async fn bench_with_histogram(
             (None, Some(n)) => progress::Goal::Requests(n * args.concurrency as u64),
             (None, None) => progress::Goal::Time(DEFAULT_DURATION),
         };
-        tokio::spawn(progress::run(live.clone(), goal, bar_done.clone()))
+        tokio::spawn(progress::run(live.clone(), goal, args.warmup, bar_done.clone()))
     });
 
     let handles: Vec<_> = conns

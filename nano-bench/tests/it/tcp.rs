@@ -169,6 +169,24 @@ async fn a_refused_connection_is_one_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn populate_counts_the_keys_it_writes_for_the_progress_bar() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use nano_bench::cli::Protocol;
+    use nano_bench::client::{Connector, Pool};
+    use nano_bench::workload::Workload;
+
+    let (server, addr) = tcp_server().await;
+    let pool = Pool::open(Connector { protocol: Protocol::Tcp, target: addr }, 1).await.expect("pool");
+    let mut conn = pool.connect(0).await.expect("connects");
+    let workload = Workload::from_args(&args(&["--keyspace", "1000"]));
+    let written = AtomicU64::new(0);
+    nano_bench::runner::populate_any(&mut conn, &workload, 100..1000, 64, &written).await.expect("populates");
+    assert_eq!(written.load(Ordering::Relaxed), 900);
+    assert_eq!(server.engine().key_count(), 900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_run_says_where_its_files_were_written() {
     let (_server, addr) = tcp_server().await;
     let dir = std::env::temp_dir().join(format!("nano-bench-it-written-{}", std::process::id()));
