@@ -6,9 +6,28 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Three runs a new user can copy, shown at the top of `--help` (issue #22); the tests parse each
+/// `nano-bench` line, so they stay valid.
+pub const EXAMPLES: &str = "\
+Examples:
+  # GETs over NanoDB's binary protocol (127.0.0.1:7070), 50 connections, 16 in flight each
+  nano-bench --protocol tcp --workload get --populate --concurrency 50 --pipeline 16 --duration 10s
+
+  # a SET/GET mix against Redis (or NanoDB's RESP port), pipelined
+  nano-bench --protocol resp --target 127.0.0.1:6379 --workload mixed --read-ratio 0.5 --pipeline 16 --populate
+
+  # open loop at 20k ops/s over REST, latency chart and result kept
+  nano-bench --protocol http --rate 20000 --duration 30s --warmup 2s --plot latency.svg --json run.json";
+
 /// nano-bench: load generator for NanoDB (binary TCP, gRPC, REST) and anything speaking RESP.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "nano-bench", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "nano-bench",
+    version,
+    args_conflicts_with_subcommands = true,
+    before_help = EXAMPLES,
+    help_template = "{about-with-newline}\n{before-help}{usage-heading} {usage}\n\n{all-args}{after-help}"
+)]
 pub struct Cli {
     /// A subcommand; without one, nano-bench runs a benchmark.
     #[command(subcommand)]
@@ -32,12 +51,13 @@ pub enum Cmd {
 #[derive(Debug, Clone, Args)]
 pub struct WatchLatencyArgs {
     /// The gRPC address of the watcher (NanoDB's --grpc-addr), HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:50051")]
+    #[arg(long, value_name = "HOST:PORT", default_value = Protocol::Grpc.default_target())]
     pub target: String,
     /// The protocol the writes go over.
     #[arg(long, value_enum, default_value = "grpc")]
     pub write_protocol: Protocol,
-    /// Where the writes go, HOST:PORT; default: --target (only when --write-protocol is grpc).
+    /// Where the writes go, HOST:PORT. Default: --target when writing over grpc, else --target's
+    /// host at the write protocol's default port (tcp 7070, http 8080, resp 6379).
     #[arg(long, value_name = "HOST:PORT")]
     pub write_target: Option<String>,
     /// Writer connections; together they write at --rate.
@@ -79,19 +99,18 @@ pub struct WatchLatencyArgs {
 }
 
 impl WatchLatencyArgs {
-    /// Where the writes go.
-    pub fn write_target(&self) -> &str {
-        self.write_target.as_deref().unwrap_or(&self.target)
+    /// Where the writes go: --write-target, else --target for grpc, else --target's host at the
+    /// write protocol's default port.
+    pub fn write_target(&self) -> String {
+        match (&self.write_target, self.write_protocol) {
+            (Some(t), _) => t.clone(),
+            (None, Protocol::Grpc) => self.target.clone(),
+            (None, p) => with_port(&self.target, p.default_port()),
+        }
     }
 
     /// Checks combinations clap cannot express; the message is the whole error line.
     pub fn validate(&self) -> Result<(), String> {
-        if self.write_target.is_none() && self.write_protocol != Protocol::Grpc {
-            return Err(format!(
-                "--write-target is needed with --write-protocol {} (--target is the gRPC watcher)",
-                self.write_protocol.name()
-            ));
-        }
         if self.concurrency == 0 {
             return Err("--concurrency must be at least 1".into());
         }
@@ -123,7 +142,7 @@ pub struct PlotArgs {
 }
 
 /// Which wire protocol to drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum Protocol {
     /// NanoDB's binary TCP protocol (`nanodb-protocol`), pipelined by request id.
     Tcp,
@@ -136,6 +155,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol, in the order help texts list them.
+    pub const ALL: [Protocol; 4] = [Self::Tcp, Self::Grpc, Self::Http, Self::Resp];
+
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -145,6 +167,47 @@ impl Protocol {
             Self::Resp => "resp",
         }
     }
+
+    /// Where NanoDB listens for this protocol by default (`--tcp-addr`, `--grpc-addr`,
+    /// `--http-addr`, `--resp-addr`; 6379 is also Redis's port).
+    pub const fn default_target(self) -> &'static str {
+        match self {
+            Self::Tcp => "127.0.0.1:7070",
+            Self::Grpc => "127.0.0.1:50051",
+            Self::Http => "127.0.0.1:8080",
+            Self::Resp => "127.0.0.1:6379",
+        }
+    }
+
+    /// The port of [`Protocol::default_target`].
+    pub const fn default_port(self) -> u16 {
+        match self {
+            Self::Tcp => 7070,
+            Self::Grpc => 50051,
+            Self::Http => 8080,
+            Self::Resp => 6379,
+        }
+    }
+
+    /// How a person calls it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Tcp => "NanoDB binary TCP",
+            Self::Grpc => "gRPC",
+            Self::Http => "HTTP",
+            Self::Resp => "RESP",
+        }
+    }
+}
+
+/// `target`'s host with `port` (`host:1` becomes `host:port`, `[::1]:1` becomes `[::1]:port`).
+pub fn with_port(target: &str, port: u16) -> String {
+    let host = match target.rsplit_once(':') {
+        // `::1` has colons but no port: only `[::1]:p` splits
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && (h.ends_with(']') || !h.contains(':')) => h,
+        _ => target,
+    };
+    format!("{host}:{port}")
 }
 
 /// What each request does.
@@ -184,9 +247,10 @@ pub enum KeyDist {
 /// Running a benchmark.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The server, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7070")]
-    pub target: String,
+    /// The server, HOST:PORT [default: NanoDB's port for --protocol: tcp 127.0.0.1:7070, grpc
+    /// 127.0.0.1:50051, http 127.0.0.1:8080, resp 127.0.0.1:6379]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub target: Option<String>,
     /// The protocol to speak.
     #[arg(long, value_enum, default_value = "tcp")]
     pub protocol: Protocol,
@@ -262,7 +326,8 @@ pub struct BenchArgs {
     /// never writes) before the run and keep them for all of it; any stream failing fails the run.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub watchers: usize,
-    /// The gRPC address for --watchers; default: --target (only when --protocol is grpc).
+    /// The gRPC address for --watchers. Default: the target with --protocol grpc, else the
+    /// target's host at port 50051.
     #[arg(long, value_name = "HOST:PORT")]
     pub watch_addr: Option<String>,
 }
@@ -277,18 +342,24 @@ impl BenchArgs {
         }
     }
 
-    /// Where the --watchers streams go, if any are asked for.
-    pub fn watch_target(&self) -> Option<&str> {
+    /// The server: --target, else NanoDB's default address for --protocol.
+    pub fn target_addr(&self) -> &str {
+        self.target.as_deref().unwrap_or(self.protocol.default_target())
+    }
+
+    /// Where the --watchers streams go: --watch-addr, else the target with --protocol grpc, else
+    /// the target's host at gRPC's default port.
+    pub fn watch_target(&self) -> String {
         match (&self.watch_addr, self.protocol) {
-            (Some(a), _) => Some(a),
-            (None, Protocol::Grpc) => Some(&self.target),
-            (None, _) => None,
+            (Some(a), _) => a.clone(),
+            (None, Protocol::Grpc) => self.target_addr().to_string(),
+            (None, _) => with_port(self.target_addr(), Protocol::Grpc.default_port()),
         }
     }
 
     /// The label of this run.
     pub fn run_label(&self) -> String {
-        self.label.clone().unwrap_or_else(|| format!("{} {}", self.protocol.name(), self.target))
+        self.label.clone().unwrap_or_else(|| format!("{} {}", self.protocol.name(), self.target_addr()))
     }
 
     /// Checks combinations clap cannot express; the message is the whole error line.
@@ -319,12 +390,6 @@ impl BenchArgs {
         }
         if self.requests == Some(0) {
             return Err("--requests must be at least 1".into());
-        }
-        if self.watchers > 0 && self.watch_target().is_none() {
-            return Err(format!(
-                "--watchers needs --watch-addr (the gRPC address) with --protocol {}",
-                self.protocol.name()
-            ));
         }
         match self.protocol {
             Protocol::Http if self.pipeline > 1 => {
@@ -439,25 +504,58 @@ mod tests {
     }
 
     #[test]
-    fn watchers_need_a_grpc_address() {
+    fn target_defaults_to_the_protocols_port() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).expect("parses").bench;
+        let want = [("tcp", 7070), ("grpc", 50051), ("http", 8080), ("resp", 6379)];
+        for (proto, port) in want {
+            let a = parse(&["nano-bench", "--protocol", proto]);
+            assert_eq!(a.target_addr(), format!("127.0.0.1:{port}"), "--protocol {proto}");
+            assert_eq!(a.run_label(), format!("{proto} 127.0.0.1:{port}"));
+            // an explicit --target always wins
+            let a = parse(&["nano-bench", "--protocol", proto, "--target", "db:1"]);
+            assert_eq!(a.target_addr(), "db:1");
+        }
+        assert_eq!(parse(&["nano-bench"]).target_addr(), "127.0.0.1:7070", "tcp is the default protocol");
+        assert_eq!(Protocol::ALL.map(|p| p.default_port().to_string()), ["7070", "50051", "8080", "6379"]);
+        assert!(Protocol::ALL.iter().all(|p| p.default_target().ends_with(&p.default_port().to_string())));
+    }
+
+    #[test]
+    fn ports_replace_on_any_host() {
+        assert_eq!(with_port("10.0.0.5:50051", 7070), "10.0.0.5:7070");
+        assert_eq!(with_port("db.local", 6379), "db.local:6379");
+        assert_eq!(with_port("[::1]:50051", 8080), "[::1]:8080");
+    }
+
+    #[test]
+    fn watchers_default_to_the_grpc_port_of_the_target_host() {
         let parse = |argv: &[&str]| Cli::try_parse_from(argv).expect("parses").bench;
         let a = parse(&["nano-bench", "--protocol", "resp", "--watchers", "100"]);
-        assert!(a.validate().is_err_and(|e| e.contains("--watch-addr")));
+        assert_eq!((a.validate(), a.watch_target()), (Ok(()), "127.0.0.1:50051".to_string()));
+        let a = parse(&["nano-bench", "--protocol", "resp", "--target", "db:6380", "--watchers", "1"]);
+        assert_eq!(a.watch_target(), "db:50051");
         let a = parse(&["nano-bench", "--protocol", "resp", "--watchers", "1", "--watch-addr", "h:1"]);
-        assert_eq!((a.validate(), a.watch_target()), (Ok(()), Some("h:1")));
+        assert_eq!((a.validate(), a.watch_target()), (Ok(()), "h:1".to_string()));
         let a = parse(&["nano-bench", "--protocol", "grpc", "--target", "g:2", "--watchers", "3"]);
-        assert_eq!((a.validate(), a.watch_target(), a.watchers), (Ok(()), Some("g:2"), 3));
+        assert_eq!((a.validate(), a.watch_target(), a.watchers), (Ok(()), "g:2".to_string(), 3));
         assert_eq!(parse(&["nano-bench"]).watchers, 0);
     }
 
     #[test]
-    fn watch_latency_needs_a_write_target_unless_writing_over_grpc() {
+    fn watch_latency_writes_to_the_write_protocols_port() {
         let parse = |argv: &[&str]| match Cli::try_parse_from(argv).expect("parses").command {
             Some(Cmd::WatchLatency(w)) => w,
             other => panic!("not watch-latency: {other:?}"),
         };
+        let w = parse(&["nano-bench", "watch-latency"]);
+        assert_eq!(
+            (w.validate(), w.target.as_str(), w.write_target()),
+            (Ok(()), "127.0.0.1:50051", w.target.clone())
+        );
         let w = parse(&["nano-bench", "watch-latency", "--target", "g:1", "--write-protocol", "tcp"]);
-        assert!(w.validate().is_err_and(|e| e.contains("--write-target")));
+        assert_eq!((w.validate(), w.write_target()), (Ok(()), "g:7070".to_string()));
+        let w = parse(&["nano-bench", "watch-latency", "--write-protocol", "http"]);
+        assert_eq!(w.write_target(), "127.0.0.1:8080");
         let w = parse(&[
             "nano-bench",
             "watch-latency",
@@ -472,9 +570,28 @@ mod tests {
             "--duration",
             "2s",
         ]);
-        assert_eq!((w.validate(), w.write_target(), w.rate), (Ok(()), "r:2", 500.0));
+        assert_eq!((w.validate(), w.write_target(), w.rate), (Ok(()), "r:2".to_string(), 500.0));
         let w = parse(&["nano-bench", "watch-latency", "--target", "g:1"]);
-        assert_eq!((w.validate(), w.write_target()), (Ok(()), "g:1"));
+        assert_eq!((w.validate(), w.write_target()), (Ok(()), "g:1".to_string()));
+    }
+
+    #[test]
+    fn help_opens_with_examples_that_parse() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let short = Cli::command().render_help().to_string();
+        for text in [&help, &short] {
+            let examples = text.find("Examples:").expect("an Examples block");
+            assert!(examples < text.find("Usage:").expect("usage"), "examples come first:\n{text}");
+        }
+        let runs: Vec<&str> =
+            EXAMPLES.lines().map(str::trim).filter(|l| l.starts_with("nano-bench ")).collect();
+        assert_eq!(runs.len(), 3, "{EXAMPLES}");
+        for run in runs {
+            assert!(help.contains(run), "--help shows {run}");
+            let cli = Cli::try_parse_from(run.split_whitespace()).unwrap_or_else(|e| panic!("{run}: {e}"));
+            assert_eq!(cli.bench.validate(), Ok(()), "{run}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -44,7 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(Cmd::Plot(p)) = &cli.command {
         let runs = p.json.iter().map(|f| report::read_json(f)).collect::<anyhow::Result<Vec<_>>>()?;
         report::plot(&runs, &p.out, &p.title)?;
-        println!("wrote {}", p.out.display());
+        println!("latency plot written to {}", p.out.display());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(Cmd::WatchLatency(w)) = &cli.command {
@@ -56,16 +57,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let show = progress::wanted(args.no_progress);
     let (summary, hist) = rt.block_on(bench_with_histogram(&args, show))?;
     print!("{}", report::table(&summary));
-    if let Some(path) = &args.json {
-        report::write_json(&summary, path)?;
-    }
-    if let Some(path) = &args.hdr_out {
-        std::fs::write(path, report::hgrm(&hist)).with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_outputs(&summary, &hist, args.json.as_deref(), args.hdr_out.as_deref())?;
     if let Some(path) = &args.plot {
         report::plot(std::slice::from_ref(&summary), path, "Latency by percentile")?;
+        println!("latency plot written to {}", path.display());
     }
     Ok(if summary.errors > 0 { ExitCode::from(EXIT_REQUEST_ERRORS) } else { ExitCode::SUCCESS })
+}
+
+/// Writes `--json` and `--hdr-out` if asked, saying where each went.
+fn write_outputs(
+    summary: &Summary,
+    hist: &hdrhistogram::Histogram<u64>,
+    json: Option<&std::path::Path>,
+    hdr_out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        report::write_json(summary, path)?;
+        println!("result written to {}", path.display());
+    }
+    if let Some(path) = hdr_out {
+        std::fs::write(path, report::hgrm(hist)).with_context(|| format!("writing {}", path.display()))?;
+        println!("percentile spectrum written to {}", path.display());
+    }
+    Ok(())
 }
 
 fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -82,12 +97,7 @@ fn run_watch_latency(args: &WatchLatencyArgs) -> anyhow::Result<ExitCode> {
     args.validate().map_err(anyhow::Error::msg)?;
     let (summary, hist) = runtime(args.threads)?.block_on(watch::latency(args))?;
     print!("{}", report::table(&summary));
-    if let Some(path) = &args.json {
-        report::write_json(&summary, path)?;
-    }
-    if let Some(path) = &args.hdr_out {
-        std::fs::write(path, report::hgrm(&hist)).with_context(|| format!("writing {}", path.display()))?;
-    }
+    write_outputs(&summary, &hist, args.json.as_deref(), args.hdr_out.as_deref())?;
     Ok(if summary.errors > 0 { ExitCode::from(EXIT_REQUEST_ERRORS) } else { ExitCode::SUCCESS })
 }
 
@@ -103,13 +113,16 @@ pub async fn bench_with_histogram(
 ) -> anyhow::Result<(Summary, hdrhistogram::Histogram<u64>)> {
     args.validate().map_err(anyhow::Error::msg)?;
     // the watchers are registered before the first request and outlive the last one
-    let watchers = match args.watch_target() {
-        Some(addr) if args.watchers > 0 => Some(watch::IdleWatchers::open(addr, args.watchers).await?),
-        _ => None,
+    let watchers = match args.watchers {
+        0 => None,
+        n => Some(watch::IdleWatchers::open(&args.watch_target(), n).await?),
     };
     let connections = args.effective_connections();
-    let pool =
-        Pool::open(Connector { protocol: args.protocol, target: args.target.clone() }, connections).await?;
+    let pool = Pool::open(
+        Connector { protocol: args.protocol, target: args.target_addr().to_string() },
+        connections,
+    )
+    .await?;
     let workers = match args.protocol {
         Protocol::Tcp | Protocol::Resp => connections,
         Protocol::Grpc | Protocol::Http => args.concurrency,
@@ -120,16 +133,31 @@ pub async fn bench_with_histogram(
     // --populate: every key once, split over the connections, before the clock starts
     let conns = if args.populate {
         let per = args.keyspace.div_ceil(workers as u64);
+        let written = Arc::new(AtomicU64::new(0));
+        let bar_done = CancellationToken::new();
+        let bar = show_progress
+            .then(|| tokio::spawn(progress::populate(written.clone(), args.keyspace, bar_done.clone())));
         let tasks = conns.into_iter().enumerate().map(|(i, mut c)| {
-            let w = workload.clone();
+            let (w, written) = (workload.clone(), written.clone());
             let range = (i as u64 * per).min(w.keyspace)..((i as u64 + 1) * per).min(w.keyspace);
-            tokio::spawn(async move { runner::populate_any(&mut c, &w, range, 64).await.map(|()| c) })
+            tokio::spawn(
+                async move { runner::populate_any(&mut c, &w, range, 64, &written).await.map(|()| c) },
+            )
         });
-        let mut out = Vec::with_capacity(workers);
+        let mut out = Ok(Vec::with_capacity(workers));
         for t in tasks {
-            out.push(t.await.context("populate task")??);
+            match (t.await.context("populate task").and_then(|r| r), &mut out) {
+                (Ok(c), Ok(conns)) => conns.push(c),
+                // the first failure is the error; the bar is cleared before it is printed
+                (Err(e), Ok(_)) => out = Err(e),
+                (_, Err(_)) => {}
+            }
         }
-        out
+        bar_done.cancel();
+        if let Some(b) = bar {
+            let _ = b.await;
+        }
+        out?
     } else {
         conns
     };
@@ -174,7 +202,7 @@ pub async fn bench_with_histogram(
             (None, Some(n)) => progress::Goal::Requests(n * args.concurrency as u64),
             (None, None) => progress::Goal::Time(DEFAULT_DURATION),
         };
-        tokio::spawn(progress::run(live.clone(), goal, bar_done.clone()))
+        tokio::spawn(progress::run(live.clone(), goal, args.warmup, bar_done.clone()))
     });
 
     let handles: Vec<_> = conns
@@ -218,7 +246,7 @@ pub async fn bench_with_histogram(
     let summary = Summary {
         label: args.run_label(),
         protocol: args.protocol.name().to_string(),
-        target: args.target.clone(),
+        target: args.target_addr().to_string(),
         workload: args.workload.name().to_string(),
         requests: total.requests,
         errors,

@@ -243,10 +243,74 @@ fn percentile_label(x: f64) -> String {
     format!("{p:.decimals$}%")
 }
 
-/// Draws latency by percentile (x: log scale of 1/(1-p), as HdrHistogram's plotter), one curve
-/// per run.
+/// Curve colours, in order: the Okabe–Ito palette (told apart with any colour vision), darkest
+/// first and without its yellow, which vanishes on white.
+const COLOURS: [RGBColor; 7] = [
+    RGBColor(0x00, 0x72, 0xB2), // blue
+    RGBColor(0xD5, 0x5E, 0x00), // vermillion
+    RGBColor(0x00, 0x9E, 0x73), // bluish green
+    RGBColor(0xCC, 0x79, 0xA7), // reddish purple
+    RGBColor(0x00, 0x00, 0x00), // black
+    RGBColor(0xE6, 0x9F, 0x00), // orange
+    RGBColor(0x56, 0xB4, 0xE9), // sky blue
+];
+
+/// The legend entry of a run: its label, then the protocol and workload unless the label already
+/// says them, then the throughput. E.g. `resp 127.0.0.1:6379 (get, 218,838 ops/s)`.
+pub fn legend(r: &Summary) -> String {
+    let words: Vec<&str> = r.label.split_whitespace().collect();
+    let mut parts: Vec<String> =
+        [&r.protocol, &r.workload].into_iter().filter(|w| !words.contains(&w.as_str())).cloned().collect();
+    parts.push(format!("{} ops/s", thousands(r.ops_per_sec)));
+    let what = match parts.split_last() {
+        Some((ops, [])) => ops.clone(),
+        Some((ops, rest)) => format!("{}, {ops}", rest.join(" ")),
+        None => String::new(),
+    };
+    format!("{} ({what})", r.label)
+}
+
+/// Latency axis ticks: 1, 2 and 5 times powers of ten (ms) from `lo` to `hi`.
+fn latency_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut decade = 10f64.powi(lo.log10().floor() as i32);
+    while decade <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let v = decade * m;
+            if (lo..=hi).contains(&v) {
+                out.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    out
+}
+
+/// A latency tick in ms, in the unit that reads best: `50µs`, `2ms`, `1s`.
+fn latency_label(ms: f64) -> String {
+    let trim = |v: f64| {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    };
+    if ms < 1.0 {
+        format!("{}µs", trim(ms * 1000.0))
+    } else if ms < 1000.0 {
+        format!("{}ms", trim(ms))
+    } else {
+        format!("{}s", trim(ms / 1000.0))
+    }
+}
+
+/// Draws latency by percentile (x: log scale of 1/(1-p), as HdrHistogram's plotter; y: latency on
+/// a log scale, so p50 and p99.99 both read), one curve per run, and writes the SVG to `path`.
 pub fn plot(runs: &[Summary], path: &Path, title: &str) -> anyhow::Result<()> {
-    let err = |e: &dyn std::fmt::Debug| anyhow::anyhow!("drawing {}: {e:?}", path.display());
+    let svg = plot_svg(runs, title).with_context(|| format!("drawing {}", path.display()))?;
+    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))
+}
+
+/// [`plot`] into a string.
+pub fn plot_svg(runs: &[Summary], title: &str) -> anyhow::Result<String> {
+    let err = |e: &dyn std::fmt::Debug| anyhow::anyhow!("{e:?}");
     // x in thousandths of a decade of 1/(1-p): integer coordinates take custom key points
     let curves: Vec<(String, Vec<(i32, f64)>)> = runs
         .iter()
@@ -255,57 +319,68 @@ pub fn plot(runs: &[Summary], path: &Path, title: &str) -> anyhow::Result<()> {
                 .spectrum
                 .iter()
                 .filter(|(q, _)| *q < 1.0)
-                .map(|&(q, v)| (((1.0 / (1.0 - q)).log10() * 1000.0).round() as i32, v as f64 / 1000.0))
+                .map(|&(q, v)| {
+                    let x = ((1.0 / (1.0 - q)).log10() * 1000.0).round() as i32;
+                    // a log axis has no zero: a 0 µs reading is drawn at 1 µs
+                    (x, v.max(1) as f64 / 1000.0)
+                })
                 .collect();
-            (r.label.clone(), pts)
+            (legend(r), pts)
         })
         .collect();
     let xmax = curves.iter().flat_map(|(_, p)| p.iter().map(|(x, _)| *x)).fold(4000, i32::max).min(7000);
-    let ymax = runs.iter().map(|r| r.latency_us.max as f64 / 1000.0).fold(0.001f64, f64::max) * 1.1;
-    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let keys: Vec<i32> = std::iter::once(301).chain((1..=xmax / 1000).map(|d| d * 1000)).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(20)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d((0..xmax).with_key_points(keys), 0f64..ymax)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("latency (ms)")
-        .x_label_formatter(&|x| percentile_label(f64::from(*x) / 1000.0))
-        .y_label_formatter(&|y| {
-            let decimals = if ymax >= 10.0 {
-                0
-            } else if ymax >= 1.0 {
-                1
-            } else {
-                3
-            };
-            format!("{y:.decimals$}")
-        })
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (i, (label, pts)) in curves.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    let values = || curves.iter().flat_map(|(_, p)| p.iter().map(|(_, y)| *y));
+    let ymin = values().fold(f64::INFINITY, f64::min);
+    let ymin = if ymin.is_finite() { ymin / 1.5 } else { 0.01 };
+    let ymax = runs.iter().map(|r| r.latency_us.max.max(1) as f64 / 1000.0).fold(ymin * 10.0, f64::max) * 1.5;
+    let ticks = latency_ticks(ymin, ymax);
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 560)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let keys: Vec<i32> = std::iter::once(301).chain((1..=xmax / 1000).map(|d| d * 1000)).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(
+                (0..xmax).with_key_points(keys),
+                (ymin..ymax).log_scale().with_key_points(ticks),
+            )
+            .map_err(|e| err(&e))?;
         chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (log scale)")
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
+            .light_line_style(WHITE)
+            .bold_line_style(RGBColor(0xDD, 0xDD, 0xDD))
+            .x_label_formatter(&|x| percentile_label(f64::from(*x) / 1000.0))
+            .y_label_formatter(&|y| latency_label(*y))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (i, (label, pts)) in curves.into_iter().enumerate() {
+            let style = COLOURS[i % COLOURS.len()].stroke_width(3);
+            chart
+                .draw_series(LineSeries::new(pts, style))
+                .map_err(|e| err(&e))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 15))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    Ok(svg)
 }
 
 #[cfg(test)]
@@ -339,6 +414,82 @@ mod tests {
         let last = rows.last().expect("rows");
         assert_eq!((last[0], last[1], last[2]), ("1.000", "1.000000000000", "1000"));
         assert!(text.contains("#[Max     =        1.000, Total count    =         1000]"), "{text}");
+    }
+
+    fn run(label: &str, protocol: &str, workload: &str, ops: f64, values_us: &[u64]) -> Summary {
+        let mut h = new_histogram();
+        for &v in values_us {
+            h.record(v).expect("in range");
+        }
+        Summary {
+            label: label.into(),
+            protocol: protocol.into(),
+            target: "127.0.0.1:7070".into(),
+            workload: workload.into(),
+            requests: h.len(),
+            errors: 0,
+            errors_by_kind: BTreeMap::new(),
+            misses: 0,
+            duration_s: 1.0,
+            ops_per_sec: ops,
+            latency_us: latency(&h),
+            concurrency: 1,
+            connections: 1,
+            pipeline: 1,
+            rate: None,
+            keyspace: 1,
+            value_size: 1,
+            key_dist: "uniform".into(),
+            spectrum: spectrum(&h),
+            watchers: 0,
+            events: None,
+        }
+    }
+
+    #[test]
+    fn legends_say_protocol_workload_and_throughput_once() {
+        assert_eq!(
+            legend(&run("tcp 127.0.0.1:7070", "tcp", "get", 194833.2, &[1])),
+            "tcp 127.0.0.1:7070 (get, 194,833 ops/s)"
+        );
+        assert_eq!(
+            legend(&run("Redis 7.0.15 set", "resp", "set", 1e3, &[1])),
+            "Redis 7.0.15 set (resp, 1,000 ops/s)"
+        );
+        assert_eq!(legend(&run("NanoDB tcp get", "tcp", "get", 5.0, &[1])), "NanoDB tcp get (5 ops/s)");
+        assert_eq!(legend(&run("before", "http", "mixed", 5.0, &[1])), "before (http mixed, 5 ops/s)");
+    }
+
+    #[test]
+    fn latency_axis_is_logarithmic_with_readable_ticks() {
+        assert_eq!(latency_ticks(0.03, 12.0), [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]);
+        assert_eq!(latency_label(0.05), "50µs");
+        assert_eq!(latency_label(0.2), "200µs");
+        assert_eq!(latency_label(2.0), "2ms");
+        assert_eq!(latency_label(1500.0), "1.5s");
+    }
+
+    #[test]
+    fn the_plot_reads_at_a_glance() {
+        // p50 at 100 µs and a tail at 20 ms: on a linear axis the median would sit on the floor
+        let mut values: Vec<u64> = vec![100; 9_990];
+        values.extend([20_000; 10]);
+        let a = run("tcp 127.0.0.1:7070", "tcp", "get", 120_000.0, &values);
+        let b = run("Redis 7.0.15 get", "resp", "get", 98_765.0, &values);
+        let svg = plot_svg(&[a, b], "Latency by percentile").expect("draws");
+        // the legend: protocol, workload, ops/s
+        assert!(svg.contains("tcp 127.0.0.1:7070 (get, 120,000 ops/s)"), "legend a");
+        assert!(svg.contains("Redis 7.0.15 get (resp, 98,765 ops/s)"), "legend b");
+        // the latency axis is logarithmic: ticks at 1-2-5 steps across three decades
+        for tick in ["100µs", "1ms", "10ms", "20ms"] {
+            assert!(svg.contains(&format!(">\n{tick}\n<")), "y tick {tick}");
+        }
+        assert!(svg.contains("latency (log scale)"));
+        for x in ["50%", "99%", "99.9%", "99.99%"] {
+            assert!(svg.contains(&format!(">\n{x}\n<")), "x tick {x}");
+        }
+        // two curves in colours that hold on white (Okabe-Ito blue, then vermillion)
+        assert!(svg.contains("#0072B2") && svg.contains("#D55E00"), "curve colours");
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct Live {
     pub done: AtomicU64,
     /// Counted requests failed.
     pub errors: AtomicU64,
+    /// Warm-up requests completed (not counted).
+    pub warm: AtomicU64,
 }
 
 /// What one worker measured.
@@ -127,6 +129,8 @@ struct Worker<'a, C> {
     clock: &'a Clock,
     live: &'a Live,
     result: WorkerResult,
+    /// Warm-up requests completed.
+    warm: u64,
     pending: VecDeque<Pending>,
     /// This worker's own handles on the run's tokens: waiting on a child token touches only its
     /// own waiter list, never one shared by every worker.
@@ -138,6 +142,7 @@ impl<C: Conn> Worker<'_, C> {
     fn complete(&mut self, outcome: Outcome, now: Instant) {
         let Some(p) = self.pending.pop_front() else { return };
         if !p.counted {
+            self.warm += 1;
             return;
         }
         let us = now.saturating_duration_since(p.origin).as_micros();
@@ -164,6 +169,7 @@ impl<C: Conn> Worker<'_, C> {
     fn publish(&self) {
         self.live.done.store(self.result.requests, Ordering::Relaxed);
         self.live.errors.store(self.result.error_count(), Ordering::Relaxed);
+        self.live.warm.store(self.warm, Ordering::Relaxed);
     }
 
     async fn run(mut self) -> (C, WorkerResult) {
@@ -289,6 +295,7 @@ pub async fn drive<C: Conn>(
         clock,
         live,
         result: WorkerResult::new(),
+        warm: 0,
         pending: VecDeque::with_capacity(slots),
         stop: clock.stop.child_token(),
         abort: clock.abort.child_token(),
@@ -312,12 +319,14 @@ pub async fn drive_any(
     }
 }
 
-/// Writes keys `range` with `depth` writes in flight; the first failure is returned.
+/// Writes keys `range` with `depth` writes in flight, adding each batch of acknowledged writes to
+/// `written` (for the progress bar); the first failure is returned.
 pub async fn populate<C: Conn>(
     conn: &mut C,
     workload: &Workload,
     range: std::ops::Range<u64>,
     depth: usize,
+    written: &AtomicU64,
 ) -> anyhow::Result<()> {
     let mut key = Vec::new();
     let mut next = range.start;
@@ -335,6 +344,7 @@ pub async fn populate<C: Conn>(
         if let Outcome::Error(kind) = outcome {
             anyhow::bail!("--populate: a write failed ({kind})");
         }
+        let mut acked = 1;
         while in_flight > 0 {
             match conn.try_recv() {
                 Some(r) => {
@@ -342,10 +352,12 @@ pub async fn populate<C: Conn>(
                     if let Outcome::Error(kind) = r? {
                         anyhow::bail!("--populate: a write failed ({kind})");
                     }
+                    acked += 1;
                 }
                 None => break,
             }
         }
+        written.fetch_add(acked, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -356,12 +368,13 @@ pub async fn populate_any(
     workload: &Workload,
     range: std::ops::Range<u64>,
     depth: usize,
+    written: &AtomicU64,
 ) -> anyhow::Result<()> {
     match conn {
-        AnyConn::Tcp(c) => populate(c, workload, range, depth).await,
-        AnyConn::Resp(c) => populate(c, workload, range, depth).await,
-        AnyConn::Grpc(c) => populate(c, workload, range, depth).await,
-        AnyConn::Http(c) => populate(c, workload, range, depth.min(1)).await,
+        AnyConn::Tcp(c) => populate(c, workload, range, depth, written).await,
+        AnyConn::Resp(c) => populate(c, workload, range, depth, written).await,
+        AnyConn::Grpc(c) => populate(c, workload, range, depth, written).await,
+        AnyConn::Http(c) => populate(c, workload, range, depth.min(1), written).await,
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Protocol, WatchLatencyArgs};
-use crate::client::{AnyConn, Conn, Connector, Outcome, Pool, grpc};
+use crate::client::{AnyConn, Conn, Connector, Outcome, Pool, grpc, probe};
 use crate::report::{self, Summary};
 use crate::runner::{self, new_histogram};
 use crate::workload::Op;
@@ -54,6 +54,7 @@ pub struct IdleWatchers {
 impl IdleWatchers {
     /// Opens `n` watch streams on `target`; each is registered on the server when this returns.
     pub async fn open(target: &str, n: usize) -> anyhow::Result<Self> {
+        probe::check(Protocol::Grpc, target).await?;
         let mut channels = Vec::new();
         for _ in 0..n.div_ceil(WATCHERS_PER_CHANNEL) {
             channels.push(grpc::channel(target).await?);
@@ -314,6 +315,7 @@ impl Receipts {
 /// duplicated and unexpected events, failed writes, and the watch stream failing.
 pub async fn latency(args: &WatchLatencyArgs) -> anyhow::Result<(Summary, Histogram<u64>)> {
     args.validate().map_err(anyhow::Error::msg)?;
+    probe::check(Protocol::Grpc, &args.target).await?;
     let watch_channel = grpc::channel(&args.target).await?;
     let req = WatchRequest { key: Bytes::from(args.key_prefix.clone()), prefix: true, include_values: true };
     // registered on the server once the response headers are here: every later write is seen
@@ -325,7 +327,7 @@ pub async fn latency(args: &WatchLatencyArgs) -> anyhow::Result<(Summary, Histog
 
     let writers = args.concurrency;
     let connections = if args.write_protocol == Protocol::Grpc { 1 } else { writers };
-    let connector = Connector { protocol: args.write_protocol, target: args.write_target().to_string() };
+    let connector = Connector { protocol: args.write_protocol, target: args.write_target() };
     let pool = Pool::open(connector, connections).await?;
     let conns = futures::future::try_join_all((0..writers).map(|i| pool.connect(i))).await?;
 
@@ -425,7 +427,7 @@ pub async fn latency(args: &WatchLatencyArgs) -> anyhow::Result<(Summary, Histog
             .clone()
             .unwrap_or_else(|| format!("watch-latency {} write -> grpc watch", args.write_protocol.name())),
         protocol: args.write_protocol.name().to_string(),
-        target: args.write_target().to_string(),
+        target: args.write_target(),
         workload: "watch-latency".to_string(),
         requests: counts.recorded,
         errors: errors.values().sum(),

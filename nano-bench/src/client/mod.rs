@@ -14,6 +14,7 @@ use crate::workload::Op;
 
 pub mod grpc;
 pub mod http;
+pub mod probe;
 pub mod resp;
 pub mod tcp;
 
@@ -31,12 +32,19 @@ pub enum Outcome {
 /// A connection-level failure: the connection is unusable and every request in flight is lost.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The socket failed or was closed.
+    /// The socket failed or was closed. (Not `#[from]`: that would make the I/O error the source
+    /// too, and `{:#}` would print it twice.)
     #[error("connection lost: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The peer said something that is not the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 impl ClientError {
@@ -95,9 +103,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Opens the shared connections (grpc: `connections` HTTP/2 channels); fails with one clear
-    /// message when the target refuses.
+    /// Checks that the target speaks the protocol ([`probe::check`]), then opens the shared
+    /// connections (grpc: `connections` HTTP/2 channels); fails with one clear message when the
+    /// target refuses or speaks another protocol.
     pub async fn open(connector: Connector, connections: usize) -> anyhow::Result<Self> {
+        probe::check(connector.protocol, &connector.target).await?;
         let mut grpc = Vec::new();
         if connector.protocol == Protocol::Grpc {
             for _ in 0..connections {
@@ -124,7 +134,6 @@ impl Pool {
     }
 }
 
-/// Turns a connect failure into the one line a user reads.
 /// The byte plumbing of a pipelined TCP connection, shared by the tcp and resp clients: requests
 /// are encoded into one reusable write buffer and sent with one write per flush; replies gather in
 /// a read buffer grown in fixed steps. Each client adds only its codec.
@@ -176,6 +185,7 @@ impl Wire {
     }
 }
 
+/// Turns a connect failure into the one line a user reads.
 pub(crate) fn connect_error(protocol: &str, target: &str, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("cannot connect to {target} ({protocol}): {e}")
 }

@@ -173,3 +173,62 @@ async fn a_refused_connection_is_one_clear_error() {
         assert!(!msg.contains('\n'), "one line: {msg}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn populate_counts_the_keys_it_writes_for_the_progress_bar() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use nano_bench::cli::Protocol;
+    use nano_bench::client::{Connector, Pool};
+    use nano_bench::workload::Workload;
+
+    let (server, addr) = tcp_server().await;
+    let pool = Pool::open(Connector { protocol: Protocol::Tcp, target: addr }, 1).await.expect("pool");
+    let mut conn = pool.connect(0).await.expect("connects");
+    let workload = Workload::from_args(&args(&["--keyspace", "1000"]));
+    let written = AtomicU64::new(0);
+    nano_bench::runner::populate_any(&mut conn, &workload, 100..1000, 64, &written).await.expect("populates");
+    assert_eq!(written.load(Ordering::Relaxed), 900);
+    assert_eq!(server.engine().key_count(), 900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_says_where_its_files_were_written() {
+    let (_server, addr) = tcp_server().await;
+    let dir = std::env::temp_dir().join(format!("nano-bench-it-written-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let (json, hgrm, svg) = (dir.join("r.json"), dir.join("r.hgrm"), dir.join("r.svg"));
+    let flags: Vec<String> = [
+        "--no-progress",
+        "--target",
+        &addr,
+        "--requests",
+        "50",
+        "--json",
+        json.to_str().expect("utf8"),
+        "--hdr-out",
+        hgrm.to_str().expect("utf8"),
+        "--plot",
+        svg.to_str().expect("utf8"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        crate::run_binary(&flags.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("joins");
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    for want in [
+        format!("result written to {}", json.display()),
+        format!("percentile spectrum written to {}", hgrm.display()),
+        format!("latency plot written to {}", svg.display()),
+    ] {
+        assert!(lines.contains(&want.as_str()), "no line {want:?} in:\n{stdout}");
+    }
+    let plot = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(plot.contains("(get, ") && plot.contains(" ops/s)"), "legend with workload and ops/s");
+    let _ = std::fs::remove_dir_all(&dir);
+}
