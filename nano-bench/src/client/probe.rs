@@ -85,7 +85,7 @@ pub fn recognise(bytes: &[u8]) -> Option<Protocol> {
     }
     // an HTTP/2 server opens with a SETTINGS frame (type 4) on stream 0, its length a multiple of 6
     if let [l0, l1, l2, 4, _, 0, 0, 0, 0, ..] = *bytes
-        && u32::from_be_bytes([0, l0, l1, l2]) % 6 == 0
+        && u32::from_be_bytes([0, l0, l1, l2]).is_multiple_of(6)
     {
         return Some(Protocol::Grpc);
     }
@@ -176,7 +176,7 @@ pub async fn check_within(protocol: Protocol, target: &str, timeout: Duration) -
     let mut greeting = BytesMut::new();
     let what = match protocol {
         Protocol::Tcp => {
-            wire::encode_request(0, &Request::Hello { version: PROTOCOL_VERSION }, &mut greeting);
+            wire::encode_request(0, &Request::Hello { version: PROTOCOL_VERSION }, &mut greeting)?;
             "HELLO"
         }
         Protocol::Resp => {
