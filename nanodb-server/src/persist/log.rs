@@ -73,8 +73,6 @@ pub struct AppendLog {
     /// (synced position, failed) for waiters under `always`.
     durable_tx: watch::Sender<(u64, bool)>,
     closing: AtomicBool,
-    /// Test hook (feature `failpoints`): the next write fails as if the disk were full.
-    inject_enospc: AtomicBool,
 }
 
 impl std::fmt::Debug for AppendLog {
@@ -121,7 +119,6 @@ impl AppendLog {
             wake_lock: Mutex::new(false),
             durable_tx,
             closing: AtomicBool::new(false),
-            inject_enospc: AtomicBool::new(false),
         });
         match policy {
             FsyncPolicy::Always => {
@@ -175,9 +172,7 @@ impl AppendLog {
             let mut p = lock(&self.pending);
             (p.buf.split(), p.end)
         };
-        let written = if self.inject_enospc.swap(false, Ordering::AcqRel) {
-            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
-        } else if data.is_empty() {
+        let written = if data.is_empty() {
             Ok(())
         } else {
             (&*segment.file).write_all(&data)
@@ -331,10 +326,15 @@ impl AppendLog {
         Ok(())
     }
 
-    /// Test hook: makes the next write to the file fail with ENOSPC ("No space left on device").
+    /// Test hook: the log's next write goes to `/dev/full`, so the kernel fails it with ENOSPC
+    /// ("No space left on device") as a full disk would. It swaps the file once; the write path
+    /// itself has no test branch.
     #[cfg(feature = "failpoints")]
     pub fn fail_next_write(&self) {
-        self.inject_enospc.store(true, Ordering::Release);
+        match std::fs::OpenOptions::new().write(true).open("/dev/full") {
+            Ok(full) => lock(&self.segment).file = Arc::new(full),
+            Err(e) => self.fail("the failpoint could not open /dev/full", &e),
+        }
     }
 
     /// The sequence number of the segment being appended to.
