@@ -198,9 +198,20 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub resp_idle_poll_us: u64,
 
-    /// Most client connections per protocol at once; further connections are refused with an error.
+    /// Most client connections per protocol at once (binary TCP, RESP, gRPC and REST alike); further
+    /// connections are refused with an error in their protocol.
     #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
     pub max_connections: usize,
+
+    /// Most gRPC and REST requests being served at once, per protocol; beyond it a request is shed
+    /// at once (gRPC RESOURCE_EXHAUSTED, HTTP 503 BUSY) rather than queued.
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_IN_FLIGHT", default_value_t = 10_000, value_name = "N")]
+    pub max_in_flight: usize,
+
+    /// Most open watch and subscribe streams per protocol (gRPC Watch/Subscribe, REST SSE and
+    /// WebSocket); they outlive requests, so they are bounded apart.
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_STREAMS", default_value_t = 10_000, value_name = "N")]
+    pub max_streams: usize,
 
     /// Deadline for one request, in milliseconds.
     #[arg(long, help_heading = LIMITS, env = "NANODB_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS")]
@@ -286,6 +297,10 @@ pub struct Config {
     pub resp_idle_poll: Duration,
     /// Connection limit per protocol.
     pub max_connections: usize,
+    /// Requests served at once per protocol (gRPC, REST).
+    pub max_in_flight: usize,
+    /// Open watch/subscribe streams per protocol (gRPC, REST).
+    pub max_streams: usize,
     /// Request deadline.
     pub request_timeout: Duration,
     /// HELLO deadline for TCP connections.
@@ -352,6 +367,8 @@ impl From<Cli> for Config {
             resp_threads: c.resp_threads as usize,
             resp_idle_poll: Duration::from_micros(c.resp_idle_poll_us),
             max_connections: c.max_connections.max(1),
+            max_in_flight: c.max_in_flight.max(1),
+            max_streams: c.max_streams,
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),

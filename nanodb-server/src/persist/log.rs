@@ -172,11 +172,7 @@ impl AppendLog {
             let mut p = lock(&self.pending);
             (p.buf.split(), p.end)
         };
-        let written = if data.is_empty() {
-            Ok(())
-        } else {
-            (&*segment.file).write_all(&data)
-        };
+        let written = if data.is_empty() { Ok(()) } else { (&*segment.file).write_all(&data) };
         if let Err(e) = written {
             self.fail("write to the log failed", &e);
             return Err(self.unavailable());

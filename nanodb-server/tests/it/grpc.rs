@@ -425,8 +425,9 @@ async fn request_timeout_caps_requests_without_a_deadline() {
 
 #[tokio::test]
 async fn overload_is_shed_at_once_not_queued() {
-    // max_connections bounds connections and requests in flight: one of each here.
-    let cfg = Config { max_connections: 1, request_timeout: Duration::from_secs(60), ..config() };
+    // max_connections bounds connections, max_in_flight requests in flight: one of each here.
+    let cfg =
+        Config { max_connections: 1, max_in_flight: 1, request_timeout: Duration::from_secs(60), ..config() };
     let (server, addr) = grpc_server(cfg).await;
     let ch = channel(addr).await;
     let stalled = tokio::spawn(stalled_get(ch.clone(), None));

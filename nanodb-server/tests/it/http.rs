@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nanodb_protocol::{Command, Reply};
+use nanodb_server::config::Config;
 use nanodb_server::server::Server;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -277,5 +278,40 @@ async fn the_longest_key_in_a_url_and_the_longest_key_through_batch() {
     let r = c.post(format!("{base}/v1/batch")).json(&ops).send().await.expect("batch");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(r).await["error"]["code"], "KEY_TOO_LARGE");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_over_max_connections_get_a_json_503_and_the_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(Config { http_addr: any_port(), max_connections: 1, ..config() }).await;
+    let addr = server.addrs().http.expect("http on");
+    // The first connection holds the only place while it stays open.
+    let mut first = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    first.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+    let mut buf = [0u8; 256];
+    let n = first.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    // A second one is refused in HTTP, with the JSON error body, and closed.
+    let mut second = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut answer))
+        .await
+        .expect("the refusal is quick")
+        .expect("reads");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("\"code\":\"TOO_MANY_CONNECTIONS\"") && text.ends_with("}\n"), "{text}");
+    // Once the first closes, its place is free again.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = reqwest::get(format!("http://{addr}/healthz")).await;
+        if matches!(&r, Ok(r) if r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed place was never reused: {r:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     server.shutdown().await;
 }

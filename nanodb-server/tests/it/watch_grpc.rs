@@ -234,11 +234,11 @@ async fn with_persistence_every_fsync_policy_delivers_events_once_durable() {
 }
 
 /// Open streams outlive their request, so the in-flight limit does not count them: like SSE and
-/// WebSocket streams, they are bounded by `max_connections` (each holds a subscriber and a queue
+/// WebSocket streams, they are bounded by `max_streams` (each holds a subscriber and a queue
 /// of up to `--watch-queue-bytes`), and a freed place can be taken again.
 #[tokio::test]
-async fn open_streams_are_bounded_by_max_connections() {
-    let (server, mut kv, _tcp) = server(Config { max_connections: 2, ..config() }).await;
+async fn open_streams_are_bounded_by_max_streams() {
+    let (server, mut kv, _tcp) = server(Config { max_streams: 2, ..config() }).await;
     let first = kv.watch(watch_req("a", false, false)).await.expect("first stream").into_inner();
     let _second = kv
         .subscribe(pb::SubscribeRequest { channels: vec![b("c")], patterns: vec![] })

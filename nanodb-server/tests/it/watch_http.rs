@@ -296,7 +296,7 @@ async fn bad_watch_subscribe_and_publish_requests_get_json_errors() {
     let mut limits = config().limits;
     (limits.max_key_len, limits.max_value_len) = (8, 8);
     let feed = FeedLimits { max_topic_len: 8, ..FeedLimits::default() };
-    let (server, base, _tcp) = server(Config { max_connections: 2, limits, feed, ..config() }).await;
+    let (server, base, _tcp) = server(Config { max_streams: 2, limits, feed, ..config() }).await;
     let c = reqwest::Client::new();
     let code = |v: Value| v["error"]["code"].as_str().map(str::to_owned);
     for (query, status, expected) in [
@@ -317,7 +317,7 @@ async fn bad_watch_subscribe_and_publish_requests_get_json_errors() {
         c.post(format!("{base}/v1/publish/{}", "c".repeat(4096))).body("m").send().await.expect("publish");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
-    // Open streams are bounded by max_connections apart from requests, which still get through.
+    // Open streams are bounded by max_streams apart from requests, which still get through.
     let _a = Sse::open(&format!("{base}/v1/watch?key=a")).await;
     let _b = Sse::open(&format!("{base}/v1/subscribe/b")).await;
     let r = c.get(format!("{base}/v1/watch?key=c")).send().await.expect("watch");

@@ -6,7 +6,7 @@
 //!   plus headroom); a larger message is refused by tonic with `OUT_OF_RANGE`.
 //! - Deadlines: a client's `grpc-timeout` is honoured, capped by `request_timeout` (tonic reports an
 //!   expired server-side deadline as `CANCELLED`, "Timeout expired").
-//! - Load: at most `max_connections` connections and `max_connections` requests in flight; a request
+//! - Load: at most `max_connections` connections and `max_in_flight` requests in flight; a request
 //!   over the limit is shed at once with `RESOURCE_EXHAUSTED` instead of queuing.
 //! - gzip: requests may be gzip-compressed; responses are when the client accepts it.
 //! - Shutdown: when `ctx.shutdown` fires, health turns `NOT_SERVING`, the listener stops and
@@ -102,7 +102,7 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
         }
     };
 
-    let in_flight = ctx.config.max_connections;
+    let in_flight = ctx.config.max_in_flight;
     let result = tonic::transport::Server::builder()
         .accept_http1(true) // grpc-web from browsers arrives over HTTP/1.1
         .timeout(ctx.config.request_timeout)

@@ -16,7 +16,7 @@ use crate::stats::{Protocol, resident_memory_bytes};
 #[derive(Debug, Clone)]
 pub struct KvService {
     ctx: Context,
-    /// Open `Watch` and `Subscribe` streams, at most `max_connections`.
+    /// Open `Watch` and `Subscribe` streams, at most `max_streams`.
     streams: watch::Streams,
 }
 

@@ -3,7 +3,7 @@
 //! unsubscribes), when the server shuts down (so draining is not held up by open streams), or
 //! after a final lagged event when the client fell behind. Open streams outlive their request
 //! (the in-flight limit counts only until the response headers), so they are bounded apart, by
-//! `max_connections`, as the REST event streams are.
+//! `max_streams`, as the REST event streams are.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,21 +25,21 @@ pub type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Debug, Clone, Default)]
 pub struct Streams(Arc<AtomicUsize>);
 
-/// One open stream's place among the `max_connections` allowed; given back on drop.
+/// One open stream's place among the `max_streams` allowed; given back on drop.
 #[derive(Debug)]
-struct Slot(Arc<AtomicUsize>);
+struct StreamPlace(Arc<AtomicUsize>);
 
 impl Streams {
-    fn take(&self, max: usize) -> Result<Slot, Status> {
+    fn take(&self, max: usize) -> Result<StreamPlace, Status> {
         if self.0.fetch_add(1, Ordering::Relaxed) >= max {
             self.0.fetch_sub(1, Ordering::Relaxed);
             return Err(status(&nanodb_protocol::Error::Busy));
         }
-        Ok(Slot(self.0.clone()))
+        Ok(StreamPlace(self.0.clone()))
     }
 }
 
-impl Drop for Slot {
+impl Drop for StreamPlace {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -52,11 +52,11 @@ pub fn watch(
     streams: &Streams,
     req: pb::WatchRequest,
 ) -> Result<EventStream<pb::WatchEvent>, Status> {
-    let slot = streams.take(ctx.config.max_connections)?;
+    let place = streams.take(ctx.config.max_streams)?;
     let topic = if req.prefix { Topic::Prefix(req.key) } else { Topic::Key(req.key) };
     let mut sub = ctx.feed.subscriber();
     sub.add(topic, req.include_values).map_err(|e| status(&e))?;
-    Ok(stream(sub, slot, ctx.shutdown.clone(), watch_event))
+    Ok(stream(sub, place, ctx.shutdown.clone(), watch_event))
 }
 
 /// Starts a `Subscribe` stream over channels and channel patterns.
@@ -70,26 +70,26 @@ pub fn subscribe(
             "subscribe needs at least one channel or pattern".into(),
         )));
     }
-    let slot = streams.take(ctx.config.max_connections)?;
+    let place = streams.take(ctx.config.max_streams)?;
     let mut sub = ctx.feed.subscriber();
     let topics =
         req.channels.into_iter().map(Topic::Channel).chain(req.patterns.into_iter().map(Topic::Pattern));
     for topic in topics {
         sub.add(topic, false).map_err(|e| status(&e))?;
     }
-    Ok(stream(sub, slot, ctx.shutdown.clone(), subscribe_message))
+    Ok(stream(sub, place, ctx.shutdown.clone(), subscribe_message))
 }
 
-/// Deliveries as a stream of `T`, ending at shutdown or after the lagged signal. The slot is
+/// Deliveries as a stream of `T`, ending at shutdown or after the lagged signal. The stream place is
 /// held (and released) with the stream.
 fn stream<T: Send + 'static>(
     sub: Subscriber,
-    slot: Slot,
+    place: StreamPlace,
     shutdown: CancellationToken,
     encode: fn(&Delivery) -> Option<T>,
 ) -> EventStream<T> {
-    Box::pin(futures::stream::unfold(Some((sub, slot, shutdown)), move |state| async move {
-        let (sub, slot, shutdown) = state?;
+    Box::pin(futures::stream::unfold(Some((sub, place, shutdown)), move |state| async move {
+        let (sub, place, shutdown) = state?;
         loop {
             let delivery = tokio::select! {
                 biased;
@@ -98,7 +98,7 @@ fn stream<T: Send + 'static>(
             };
             let last = matches!(delivery, Delivery::Lagged { .. });
             if let Some(item) = encode(&delivery) {
-                let next = if last { None } else { Some((sub, slot, shutdown)) };
+                let next = if last { None } else { Some((sub, place, shutdown)) };
                 return Some((Ok(item), next));
             }
             if last {

@@ -64,7 +64,7 @@ pub struct Shared {
     ctx: Context,
     /// Largest request body read, in bytes (also the largest WebSocket message).
     body_limit: usize,
-    /// Open event streams (SSE and WebSocket), at most `max_connections`.
+    /// Open event streams (SSE and WebSocket), at most `max_streams`.
     streams: Arc<AtomicUsize>,
 }
 
@@ -148,7 +148,7 @@ pub fn router(ctx: Context) -> Router {
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         .option_layer(cors(&config.cors_origins))
         .layer(CompressionLayer::new().compress_when(SizeAbove::new(256).and(is_json)))
-        .layer(GuardLayer::new(config.max_connections, config.request_timeout));
+        .layer(GuardLayer::new(config.max_in_flight, config.request_timeout));
 
     Router::new()
         .route("/v1/kv", get(kv::scan))
@@ -222,7 +222,12 @@ async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
 /// connections close.
 pub async fn serve(listener: TcpListener, ctx: Context) {
     let app = router(ctx.clone());
-    let listener = CountedListener { inner: listener, stats: ctx.stats.clone() };
+    let listener = CountedListener {
+        inner: listener,
+        stats: ctx.stats.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(ctx.config.max_connections)),
+        max: ctx.config.max_connections,
+    };
     let shutdown = ctx.shutdown.clone().cancelled_owned();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         warn!(error = %e, "http: server stopped on error");
@@ -230,10 +235,14 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
     debug!("http: listener stopped");
 }
 
-/// A TCP listener whose connections count themselves in the stats while open.
+/// A TCP listener whose connections count themselves in the stats while open, at most
+/// `--max-connections` at once like every protocol's: one over the limit is answered 503 with the
+/// JSON error body and closed, never handed to the router.
 struct CountedListener {
     inner: TcpListener,
     stats: Arc<Stats>,
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
 }
 
 impl axum::serve::Listener for CountedListener {
@@ -245,8 +254,13 @@ impl axum::serve::Listener for CountedListener {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
+                    let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                        debug!(peer = %addr, max = self.max, "http: connection refused, at max_connections");
+                        tokio::spawn(refuse(stream, self.max));
+                        continue;
+                    };
                     let guard = self.stats.connection(Protocol::Http);
-                    return (CountedStream { inner: stream, _open: guard }, addr);
+                    return (CountedStream { inner: stream, _open: guard, _slot: slot }, addr);
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
@@ -262,10 +276,30 @@ impl axum::serve::Listener for CountedListener {
     }
 }
 
-/// A connection that holds its stats guard.
+/// Answers a connection over `--max-connections` with one 503 and closes it.
+async fn refuse(mut stream: TcpStream, max: usize) {
+    use tokio::io::AsyncWriteExt;
+    let body = format!(
+        "{{\"error\":{{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"too many connections; the limit is {max} (--max-connections)\"}}}}\n"
+    );
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    // A client that does not read is not waited for.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+}
+
+/// A connection that holds its stats guard and its place among `--max-connections`.
 struct CountedStream {
     inner: TcpStream,
     _open: ConnectionGuard,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl AsyncRead for CountedStream {

@@ -535,10 +535,10 @@ async fn unknown_routes_and_methods_are_json() {
 #[tokio::test]
 async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     // A limit of 0 sheds everything: the answer must be an immediate JSON 503 BUSY.
-    let app = router(context(Config { max_connections: 0, ..Config::all_off() }));
+    let app = router(context(Config { max_in_flight: 0, ..Config::all_off() }));
     get(&app, "/healthz").await.error(StatusCode::SERVICE_UNAVAILABLE, "BUSY");
     // With room for one, a request stuck reading its body holds the only slot.
-    let ctx = context(Config { max_connections: 1, ..Config::all_off() });
+    let ctx = context(Config { max_in_flight: 1, ..Config::all_off() });
     let app = router(ctx);
     let stuck = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
     let req = Request::put("/v1/kv/k").body(stuck).expect("request");
@@ -653,7 +653,7 @@ async fn every_json_response_ends_with_a_newline() {
     let r = call(&app, Method::GET, "/v1/kv/k", &[("accept", "application/json")], Body::empty()).await;
     assert!(r.body.ends_with(b"}\n"), "{:?}", r.body);
     // Shed and timed-out requests are answered by the guard layer.
-    let busy = router(context(Config { max_connections: 0, ..Config::all_off() }));
+    let busy = router(context(Config { max_in_flight: 0, ..Config::all_off() }));
     assert!(get(&busy, "/v1/stats").await.body.ends_with(b"}\n"));
 }
 

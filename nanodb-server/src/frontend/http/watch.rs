@@ -6,7 +6,7 @@
 //! comment `: ready`, says so to clients that do not see headers (`curl -N`). It is a long-lived
 //! response, not a long request: the guard layer's request timeout and in-flight slot end when
 //! the headers are ready, and compression skips `text/event-stream`, so nothing buffers or cuts
-//! it. Open streams (SSE and WebSocket) are bounded separately, by `max_connections`. A stream
+//! it. Open streams (SSE and WebSocket) are bounded separately, by `max_streams`. A stream
 //! ends when the client goes away (dropping the subscriber unsubscribes), at shutdown, or after a
 //! final `lagged` event when the client fell behind.
 
@@ -108,12 +108,12 @@ impl super::Shared {
         &self,
         topics: impl IntoIterator<Item = (Topic, bool)>,
     ) -> Result<(Subscriber, Slot), AppError> {
-        let max = self.ctx.config.max_connections;
+        let max = self.ctx.config.max_streams;
         let slot = Slot::try_take(&self.streams, max).ok_or_else(|| {
             AppError::with_status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Busy,
-                format!("too many open event streams; the limit is {max} (max_connections)"),
+                format!("too many open event streams; the limit is {max} (--max-streams)"),
             )
         })?;
         let mut sub = self.ctx.feed.subscriber();
@@ -136,7 +136,7 @@ impl super::Shared {
             content_type = "text/event-stream", body = EventJson),
         (status = 400, description = "Not exactly one of key= and prefix=, or an unknown parameter", body = ErrorBody),
         (status = 413, description = "Key or prefix over the topic limit (max_key_len)", body = ErrorBody),
-        (status = 503, description = "Too many open event streams (max_connections)", body = ErrorBody),
+        (status = 503, description = "Too many open event streams (max_streams)", body = ErrorBody),
     ))]
 pub async fn watch(State(s): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, AppError> {
     let topic = watch_topic(query.as_deref())?;
@@ -154,7 +154,7 @@ pub async fn watch(State(s): State<AppState>, RawQuery(query): RawQuery) -> Resu
             content_type = "text/event-stream", body = EventJson),
         (status = 400, description = "Bad parameter", body = ErrorBody),
         (status = 413, description = "Channel over the topic limit (max_key_len)", body = ErrorBody),
-        (status = 503, description = "Too many open event streams (max_connections)", body = ErrorBody),
+        (status = 503, description = "Too many open event streams (max_streams)", body = ErrorBody),
     ))]
 pub async fn subscribe(
     State(s): State<AppState>,

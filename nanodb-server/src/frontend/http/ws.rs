@@ -118,7 +118,7 @@ struct Refusal {
         (status = 101, description = "Switched to a WebSocket: send JSON text messages {\"op\": \"watch\"|\"unwatch\"|\"subscribe\"|\"psubscribe\"|\"unsubscribe\"|\"publish\", ...}; receive acks, errors and events as JSON"),
         (status = 400, description = "Not a WebSocket upgrade request", body = ErrorBody),
         (status = 426, description = "The connection cannot be upgraded", body = ErrorBody),
-        (status = 503, description = "Too many open event streams (max_connections)", body = ErrorBody),
+        (status = 503, description = "Too many open event streams (max_streams)", body = ErrorBody),
     ))]
 pub async fn ws(
     State(s): State<AppState>,
