@@ -33,7 +33,7 @@ fn main() {
         let value = frame.slice(42..106);
         let put =
             Command::Put(cmd::Put { key, value, expiry: Expiry::Persist, condition: PutCondition::Always });
-        engine.apply(put, &mut LogPosition::default()).expect("put");
+        engine.apply_command(put, &mut LogPosition::default()).expect("put");
     }
     let after = resident_memory_bytes().unwrap_or(0);
     println!(

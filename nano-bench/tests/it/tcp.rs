@@ -78,7 +78,7 @@ async fn shared_connections_carry_their_users_pipelines() {
     // every increment landed on the one key
     let reply = server
         .engine()
-        .apply(
+        .apply_command(
             nanodb_protocol::Command::Get(cmd::Get {
                 key: bytes::Bytes::from_static(b"counter000000000000"),
             }),

@@ -112,7 +112,7 @@ impl Engine {
                 continue;
             }
             let skip = ((seed >> 16) as usize) % len;
-            let live = |e: &&super::Entry| !e.slot.is_expired(now);
+            let live = |e: &&super::Stored| !e.slot.is_expired(now);
             let found = table.iter().skip(skip).find(live).or_else(|| table.iter().find(live));
             if let Some(entry) = found {
                 return Some(Bytes::copy_from_slice(&entry.key));

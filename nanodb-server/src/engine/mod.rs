@@ -48,7 +48,7 @@ pub use expiry::SweepReport;
 pub use value::{Slot, Value};
 
 use effect::Delta;
-use table::{Entry, Key, Table};
+use table::{Key, Stored, Table};
 
 /// How many partitions the keyspace is split into (a power of two): 512 locks, plenty for 2-64
 /// cores, and a few thousand keys per partition per million keys.
@@ -195,55 +195,55 @@ impl Engine {
     /// runs commands through `Context::run`, which waits for their log position.
     #[cfg(test)]
     pub fn execute(&self, cmd: Command) -> Result<Reply, Error> {
-        self.apply(cmd, &mut LogPosition::default())
+        self.apply_command(cmd, &mut LogPosition::default())
     }
 
     /// Validates and applies one typed keyspace command, raising `at` to the log position its
     /// writes reached (what its acknowledgement must wait for).
-    pub fn run<C: Apply>(&self, cmd: C, at: &mut LogPosition) -> Result<C::Output, Error> {
+    pub fn apply<C: Apply>(&self, cmd: C, at: &mut LogPosition) -> Result<C::Output, Error> {
         cmd.validate(&self.limits)?;
         cmd.apply(self, at)
     }
 
-    /// [`Engine::run`] for a command whose type is known only at run time (the TCP wire,
+    /// [`Engine::apply`] for a command whose type is known only at run time (the TCP wire,
     /// batches): the one place a dynamic command meets its typed implementation. Pub/sub and
     /// batches are not keyspace commands: `Context::run` routes them.
-    pub fn apply(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
+    pub fn apply_command(&self, cmd: Command, at: &mut LogPosition) -> Result<Reply, Error> {
         match cmd {
-            Command::Ping(c) => self.run(c, at).map(Reply::from),
-            Command::Get(c) => self.run(c, at).map(Reply::from),
-            Command::Put(c) => self.run(c, at).map(Reply::from),
-            Command::GetSet(c) => self.run(c, at).map(Reply::from),
-            Command::Delete(c) => self.run(c, at).map(Reply::from),
-            Command::DeleteIf(c) => self.run(c, at).map(Reply::from),
-            Command::Exists(c) => self.run(c, at).map(Reply::from),
-            Command::Incr(c) => self.run(c, at).map(Reply::from),
-            Command::Expire(c) => self.run(c, at).map(Reply::from),
-            Command::Ttl(c) => self.run(c, at).map(Reply::from),
-            Command::Scan(c) => self.run(c, at).map(Reply::from),
-            Command::HashSet(c) => self.run(c, at).map(Reply::from),
-            Command::HashGet(c) => self.run(c, at).map(Reply::from),
-            Command::HashDelete(c) => self.run(c, at).map(Reply::from),
-            Command::HashGetAll(c) => self.run(c, at).map(Reply::from),
-            Command::ListPush(c) => self.run(c, at).map(Reply::from),
-            Command::ListPop(c) => self.run(c, at).map(Reply::from),
-            Command::ListRange(c) => self.run(c, at).map(Reply::from),
-            Command::KeyCount(c) => self.run(c, at).map(Reply::from),
-            Command::GetDel(c) => self.run(c, at).map(Reply::from),
-            Command::GetEx(c) => self.run(c, at).map(Reply::from),
-            Command::Append(c) => self.run(c, at).map(Reply::from),
-            Command::IncrFloat(c) => self.run(c, at).map(Reply::from),
-            Command::MultiPut(c) => self.run(c, at).map(Reply::from),
-            Command::Rename(c) => self.run(c, at).map(Reply::from),
-            Command::Type(c) => self.run(c, at).map(Reply::from),
-            Command::Flush(c) => self.run(c, at).map(Reply::from),
-            Command::RandomKey(c) => self.run(c, at).map(Reply::from),
-            Command::HashIncr(c) => self.run(c, at).map(Reply::from),
-            Command::HashSetIfAbsent(c) => self.run(c, at).map(Reply::from),
-            Command::HashLen(c) => self.run(c, at).map(Reply::from),
-            Command::ListLen(c) => self.run(c, at).map(Reply::from),
-            Command::ListSet(c) => self.run(c, at).map(Reply::from),
-            Command::ListTrim(c) => self.run(c, at).map(Reply::from),
+            Command::Ping(c) => self.apply(c, at).map(Reply::from),
+            Command::Get(c) => self.apply(c, at).map(Reply::from),
+            Command::Put(c) => self.apply(c, at).map(Reply::from),
+            Command::GetSet(c) => self.apply(c, at).map(Reply::from),
+            Command::Delete(c) => self.apply(c, at).map(Reply::from),
+            Command::DeleteIf(c) => self.apply(c, at).map(Reply::from),
+            Command::Exists(c) => self.apply(c, at).map(Reply::from),
+            Command::Incr(c) => self.apply(c, at).map(Reply::from),
+            Command::Expire(c) => self.apply(c, at).map(Reply::from),
+            Command::Ttl(c) => self.apply(c, at).map(Reply::from),
+            Command::Scan(c) => self.apply(c, at).map(Reply::from),
+            Command::HashSet(c) => self.apply(c, at).map(Reply::from),
+            Command::HashGet(c) => self.apply(c, at).map(Reply::from),
+            Command::HashDelete(c) => self.apply(c, at).map(Reply::from),
+            Command::HashGetAll(c) => self.apply(c, at).map(Reply::from),
+            Command::ListPush(c) => self.apply(c, at).map(Reply::from),
+            Command::ListPop(c) => self.apply(c, at).map(Reply::from),
+            Command::ListRange(c) => self.apply(c, at).map(Reply::from),
+            Command::KeyCount(c) => self.apply(c, at).map(Reply::from),
+            Command::GetDel(c) => self.apply(c, at).map(Reply::from),
+            Command::GetEx(c) => self.apply(c, at).map(Reply::from),
+            Command::Append(c) => self.apply(c, at).map(Reply::from),
+            Command::IncrFloat(c) => self.apply(c, at).map(Reply::from),
+            Command::MultiPut(c) => self.apply(c, at).map(Reply::from),
+            Command::Rename(c) => self.apply(c, at).map(Reply::from),
+            Command::Type(c) => self.apply(c, at).map(Reply::from),
+            Command::Flush(c) => self.apply(c, at).map(Reply::from),
+            Command::RandomKey(c) => self.apply(c, at).map(Reply::from),
+            Command::HashIncr(c) => self.apply(c, at).map(Reply::from),
+            Command::HashSetIfAbsent(c) => self.apply(c, at).map(Reply::from),
+            Command::HashLen(c) => self.apply(c, at).map(Reply::from),
+            Command::ListLen(c) => self.apply(c, at).map(Reply::from),
+            Command::ListSet(c) => self.apply(c, at).map(Reply::from),
+            Command::ListTrim(c) => self.apply(c, at).map(Reply::from),
             Command::Batch(_) | Command::Publish(_) => {
                 cmd.validate(&self.limits)?;
                 Err(Error::InvalidArgument(format!(
@@ -363,7 +363,7 @@ impl Engine {
         let mut table = part.write();
         match table.place(hash, &key, |k| self.hash(k)) {
             Place::Occupied(mut o) => {
-                let entry: &mut Entry = o.get_mut();
+                let entry: &mut Stored = o.get_mut();
                 let old_deadline = entry.slot.deadline;
                 let expired = entry.slot.is_expired(now);
                 let (r, change) = if expired { f(None, now)? } else { f(Some(&mut entry.slot), now)? };
@@ -404,7 +404,7 @@ impl Engine {
             Place::Vacant(v) => {
                 let (r, change) = f(None, now)?;
                 let Change::Put(slot, delta) = change else { return Ok(r) };
-                let entry = v.insert(Box::new(Entry { key: Key::new(&key), slot })).into_mut();
+                let entry = v.insert(Box::new(Stored { key: Key::new(&key), slot })).into_mut();
                 if entry.slot.deadline != 0 {
                     self.index(part, entry.slot.deadline, &entry.key);
                 }

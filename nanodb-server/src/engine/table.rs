@@ -4,7 +4,7 @@
 //! table is between 44% and 87% full (it doubles when it reaches 7/8), so every key pays for one to
 //! two buckets: with an 88-byte `(Bytes, Slot)` pair that was ~180 bytes of table per key at 1M
 //! keys, before the key and value themselves, and about twice Redis's memory per key. Here a
-//! bucket holds one pointer to a boxed [`Entry`] (key and slot), so the table costs ~9-18 bytes per
+//! bucket holds one pointer to a boxed [`Stored`] (key and slot), so the table costs ~9-18 bytes per
 //! key and the rest is exactly what the key holds.
 //!
 //! The concurrency design is DashMap's: each partition's table sits behind its own `RwLock`,
@@ -25,7 +25,7 @@ use super::value::Slot;
 /// One key and its state: what a bucket points to. 64 bytes, one cache line: a lookup that
 /// reaches the entry compares a short key without touching another line.
 #[derive(Debug)]
-pub(crate) struct Entry {
+pub(crate) struct Stored {
     /// The key.
     pub key: Key,
     /// Its value, version and deadline.
@@ -85,11 +85,11 @@ pub(crate) fn table_hash(hash: u64) -> u64 {
 /// command) and a function that recomputes it from a key, which the table calls when it grows.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    entries: HashTable<Box<Entry>>,
+    entries: HashTable<Box<Stored>>,
 }
 
 /// A key's place in a [`Table`], found for writing.
-pub(crate) type Place<'a> = TableEntry<'a, Box<Entry>>;
+pub(crate) type Place<'a> = TableEntry<'a, Box<Stored>>;
 
 impl Table {
     /// Number of keys (expired ones the sweeper has not reached included).
@@ -98,7 +98,7 @@ impl Table {
     }
 
     /// The entry for `key`, if present.
-    pub fn get(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+    pub fn get(&self, hash: u64, key: &[u8]) -> Option<&Stored> {
         self.entries.find(table_hash(hash), |e| *e.key == *key).map(|e| &**e)
     }
 
@@ -112,8 +112,8 @@ impl Table {
         &mut self,
         hash: u64,
         key: &[u8],
-        pred: impl FnOnce(&Entry) -> bool,
-    ) -> Option<Box<Entry>> {
+        pred: impl FnOnce(&Stored) -> bool,
+    ) -> Option<Box<Stored>> {
         match self.entries.find_entry(table_hash(hash), |e| *e.key == *key) {
             Ok(found) if pred(found.get()) => Some(found.remove().0),
             _ => None,
@@ -121,7 +121,7 @@ impl Table {
     }
 
     /// Every entry, in table order.
-    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+    pub fn iter(&self) -> impl Iterator<Item = &Stored> {
         self.entries.iter().map(|e| &**e)
     }
 
@@ -136,8 +136,8 @@ mod tests {
     use super::*;
     use crate::engine::value::Value;
 
-    fn entry(key: &[u8], version: u64) -> Box<Entry> {
-        Box::new(Entry {
+    fn entry(key: &[u8], version: u64) -> Box<Stored> {
+        Box::new(Stored {
             key: Key::new(key),
             slot: Slot { value: Value::Int(version as i64), version, deadline: 0 },
         })
@@ -177,7 +177,7 @@ mod tests {
     fn keys_are_inline_up_to_the_limit_and_boxed_beyond() {
         // The layout the module docs promise: an entry is one 64-byte cache line.
         assert_eq!(std::mem::size_of::<Key>(), 24);
-        assert_eq!(std::mem::size_of::<Entry>(), 64);
+        assert_eq!(std::mem::size_of::<Stored>(), 64);
         for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
             let raw: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let key = Key::new(&raw);

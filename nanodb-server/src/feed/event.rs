@@ -34,7 +34,7 @@ impl EventKind {
 /// notification class each belongs to. Derived from the effect (results, not commands), so an
 /// INCR is reported as `set` and LSET/LTRIM, which replace the whole list, as `lset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Op {
+pub enum RedisEvent {
     /// A string value was written.
     Set,
     /// A hash field was set (or a whole hash restored).
@@ -61,7 +61,7 @@ pub enum Op {
     Expired,
 }
 
-impl Op {
+impl RedisEvent {
     /// Redis's event name (the payload of `__keyspace@0__:<key>`, the suffix of
     /// `__keyevent@0__:<event>`).
     pub fn redis_name(self) -> &'static str {
@@ -101,7 +101,7 @@ pub struct KeyEvent {
     /// Put, delete or expire.
     pub kind: EventKind,
     /// The finer-grained operation.
-    pub op: Op,
+    pub op: RedisEvent,
     /// The key's version after the change (deletions and expiries get a fresh one too).
     pub version: u64,
     /// The new value, for string writes, when some watcher asked for values.
@@ -172,22 +172,22 @@ impl Delivery {
 }
 
 /// The kind and operation of an effect.
-pub(super) fn classify(effect: &Effect<'_>) -> (EventKind, Op) {
+pub(super) fn classify(effect: &Effect<'_>) -> (EventKind, RedisEvent) {
     match effect.kind {
         EffectKind::Set { value, .. } => match value {
-            Value::Str(_) | Value::Int(_) => (EventKind::Put, Op::Set),
-            Value::Hash(_) => (EventKind::Put, Op::HSet),
-            Value::List(_) => (EventKind::Put, Op::LSet),
+            Value::Str(_) | Value::Int(_) => (EventKind::Put, RedisEvent::Set),
+            Value::Hash(_) => (EventKind::Put, RedisEvent::HSet),
+            Value::List(_) => (EventKind::Put, RedisEvent::LSet),
         },
-        EffectKind::Delete => (EventKind::Delete, Op::Del),
-        EffectKind::Expire { deadline: 0 } => (EventKind::Put, Op::Persist),
-        EffectKind::Expire { .. } => (EventKind::Put, Op::Expire),
-        EffectKind::HashSet { .. } => (EventKind::Put, Op::HSet),
-        EffectKind::HashDelete { .. } => (EventKind::Put, Op::HDel),
-        EffectKind::ListPush { end: ListEnd::Front, .. } => (EventKind::Put, Op::LPush),
-        EffectKind::ListPush { end: ListEnd::Back, .. } => (EventKind::Put, Op::RPush),
-        EffectKind::ListPop { end: ListEnd::Front, .. } => (EventKind::Put, Op::LPop),
-        EffectKind::ListPop { end: ListEnd::Back, .. } => (EventKind::Put, Op::RPop),
+        EffectKind::Delete => (EventKind::Delete, RedisEvent::Del),
+        EffectKind::Expire { deadline: 0 } => (EventKind::Put, RedisEvent::Persist),
+        EffectKind::Expire { .. } => (EventKind::Put, RedisEvent::Expire),
+        EffectKind::HashSet { .. } => (EventKind::Put, RedisEvent::HSet),
+        EffectKind::HashDelete { .. } => (EventKind::Put, RedisEvent::HDel),
+        EffectKind::ListPush { end: ListEnd::Front, .. } => (EventKind::Put, RedisEvent::LPush),
+        EffectKind::ListPush { end: ListEnd::Back, .. } => (EventKind::Put, RedisEvent::RPush),
+        EffectKind::ListPop { end: ListEnd::Front, .. } => (EventKind::Put, RedisEvent::LPop),
+        EffectKind::ListPop { end: ListEnd::Back, .. } => (EventKind::Put, RedisEvent::RPop),
     }
 }
 

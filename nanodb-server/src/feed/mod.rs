@@ -32,7 +32,7 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use nanodb_protocol::Error;
 
-pub use event::{Delivery, EventKind, KeyEvent, Op};
+pub use event::{Delivery, EventKind, KeyEvent, RedisEvent};
 pub use notify::NotifyFlags;
 
 use crate::engine::{Effect, EffectObserver};
@@ -134,7 +134,7 @@ impl EffectObserver for Hub {
 
 /// One registration: which subscriber, and whether it wants values.
 #[derive(Debug, Clone)]
-struct Entry {
+struct Registration {
     id: u64,
     queue: Arc<Queue>,
     with_value: bool,
@@ -142,17 +142,17 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Registry {
-    keys: HashMap<Bytes, Vec<Entry>, ahash::RandomState>,
-    prefixes: HashMap<Bytes, Vec<Entry>, ahash::RandomState>,
+    keys: HashMap<Bytes, Vec<Registration>, ahash::RandomState>,
+    prefixes: HashMap<Bytes, Vec<Registration>, ahash::RandomState>,
     /// Distinct watched-prefix lengths, with how many prefixes have each: a key is matched by
     /// probing `prefixes` with its first `len` bytes for each.
     prefix_lens: BTreeMap<usize, usize>,
-    channels: HashMap<Bytes, Vec<Entry>, ahash::RandomState>,
-    patterns: HashMap<Bytes, Vec<Entry>, ahash::RandomState>,
+    channels: HashMap<Bytes, Vec<Registration>, ahash::RandomState>,
+    patterns: HashMap<Bytes, Vec<Registration>, ahash::RandomState>,
 }
 
 impl Registry {
-    fn map(&mut self, topic: &Topic) -> &mut HashMap<Bytes, Vec<Entry>, ahash::RandomState> {
+    fn map(&mut self, topic: &Topic) -> &mut HashMap<Bytes, Vec<Registration>, ahash::RandomState> {
         match topic {
             Topic::Key(_) => &mut self.keys,
             Topic::Prefix(_) => &mut self.prefixes,
@@ -162,7 +162,7 @@ impl Registry {
     }
 
     /// Adds or updates `entry` under `topic`; returns whether it was new.
-    fn insert(&mut self, topic: &Topic, entry: Entry) -> bool {
+    fn insert(&mut self, topic: &Topic, entry: Registration) -> bool {
         let list = self.map(topic).entry(topic.bytes().clone()).or_default();
         if let Some(e) = list.iter_mut().find(|e| e.id == entry.id) {
             e.with_value = entry.with_value;
@@ -376,7 +376,7 @@ impl Hub {
         }
     }
 
-    fn deliver(&self, e: &Entry, d: Delivery) {
+    fn deliver(&self, e: &Registration, d: Delivery) {
         match e.queue.push(d) {
             Pushed::Queued => self.stats.delivered.fetch_add(1, Ordering::Relaxed),
             Pushed::Overflowed => {
@@ -413,14 +413,14 @@ impl Hub {
 
     /// Reports that `key` expired; called by the engine with the key's shard lock held.
     fn report_expired(&self, key: &[u8], version: u64) {
-        self.dispatch(key, EventKind::Expire, Op::Expired, (version, 0), || None);
+        self.dispatch(key, EventKind::Expire, RedisEvent::Expired, (version, 0), || None);
     }
 
     fn dispatch(
         &self,
         key: &[u8],
         kind: EventKind,
-        op: Op,
+        op: RedisEvent,
         (version, position): (u64, u64),
         value: impl FnOnce() -> Option<Bytes>,
     ) {
@@ -434,7 +434,7 @@ impl Hub {
         }
         let reg = self.read();
         if keys {
-            let mut matched: Vec<(u64, &Entry)> = Vec::new();
+            let mut matched: Vec<(u64, &Registration)> = Vec::new();
             if let Some(list) = reg.keys.get(key) {
                 matched.extend(list.iter().map(|e| (e.id, e)));
             }
@@ -526,7 +526,7 @@ impl Subscriber {
             });
         }
         let topic = topic.owned();
-        let entry = Entry { id: self.id, queue: self.queue.clone(), with_value };
+        let entry = Registration { id: self.id, queue: self.queue.clone(), with_value };
         let new = self.hub.write().insert(&topic, entry);
         if new {
             self.hub.count(&topic, true);

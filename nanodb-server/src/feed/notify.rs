@@ -45,7 +45,7 @@ impl NotifyFlags {
         Ok(Self(bits))
     }
 
-    /// Whether an event of `class` (a letter from [`super::Op::class`]) is published, and on
+    /// Whether an event of `class` (a letter from [`super::RedisEvent::class`]) is published, and on
     /// which of the two channel families: `(keyspace, keyevent)`.
     pub fn publishes(self, class: char) -> (bool, bool) {
         let on = class_bit(class).is_some_and(|b| self.0 & b != 0);

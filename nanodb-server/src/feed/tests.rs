@@ -57,7 +57,7 @@ fn run(e: &Engine, cmd: Command) {
 }
 
 /// Every delivery waiting, as (key, kind, op, value shown).
-fn drain(s: &Subscriber) -> Vec<(String, EventKind, Op, Option<String>)> {
+fn drain(s: &Subscriber) -> Vec<(String, EventKind, RedisEvent, Option<String>)> {
     std::iter::from_fn(|| s.try_recv())
         .map(|d| {
             let shown = d.value().map(|v| String::from_utf8_lossy(v).into_owned());
@@ -93,17 +93,17 @@ fn every_kind_of_write_reports_its_event() {
     run(&e, Command::Delete(cmd::Delete { key: b("missing") }));
     use EventKind::*;
     let want = vec![
-        ("s".into(), Put, Op::Set, Some("v".into())),
-        ("s2".into(), Put, Op::Set, Some("5".into())),
-        ("s".into(), Put, Op::Expire, None),
-        ("s".into(), Put, Op::Persist, None),
-        ("h".into(), Put, Op::HSet, None),
-        ("h".into(), Put, Op::HSet, None),
-        ("h".into(), Put, Op::HDel, None),
-        ("l".into(), Put, Op::RPush, None),
-        ("l".into(), Put, Op::LPush, None),
-        ("l".into(), Put, Op::RPop, None),
-        ("s".into(), Delete, Op::Del, None),
+        ("s".into(), Put, RedisEvent::Set, Some("v".into())),
+        ("s2".into(), Put, RedisEvent::Set, Some("5".into())),
+        ("s".into(), Put, RedisEvent::Expire, None),
+        ("s".into(), Put, RedisEvent::Persist, None),
+        ("h".into(), Put, RedisEvent::HSet, None),
+        ("h".into(), Put, RedisEvent::HSet, None),
+        ("h".into(), Put, RedisEvent::HDel, None),
+        ("l".into(), Put, RedisEvent::RPush, None),
+        ("l".into(), Put, RedisEvent::LPush, None),
+        ("l".into(), Put, RedisEvent::RPop, None),
+        ("s".into(), Delete, RedisEvent::Del, None),
     ];
     assert_eq!(drain(&s), want);
 }
@@ -175,8 +175,8 @@ async fn expiry_is_reported_by_the_read_that_finds_it_and_by_the_sweeper() {
     assert_eq!(
         got,
         vec![
-            ("t1".to_string(), EventKind::Expire, Op::Expired, None),
-            ("t2".to_string(), EventKind::Expire, Op::Expired, None)
+            ("t1".to_string(), EventKind::Expire, RedisEvent::Expired, None),
+            ("t2".to_string(), EventKind::Expire, RedisEvent::Expired, None)
         ]
     );
 }
@@ -409,6 +409,6 @@ fn a_hot_key_with_many_watchers_gets_one_event_each_with_values_as_asked() {
     put(&e, "hot", "v");
     for (i, s) in subs.iter().enumerate() {
         let want = if i % 2 == 0 { Some("v".to_string()) } else { None };
-        assert_eq!(drain(s), vec![("hot".to_string(), EventKind::Put, Op::Set, want)]);
+        assert_eq!(drain(s), vec![("hot".to_string(), EventKind::Put, RedisEvent::Set, want)]);
     }
 }

@@ -1,8 +1,8 @@
 //! Frontends: one adapter per wire protocol. Each decodes its format into a
-//! [`nanodb_protocol::Command`], runs it with [`Context::run`] (or [`Context::apply`] then
+//! [`nanodb_protocol::Command`], runs it with [`Context::run`] (or [`Context::run_pipelined`] then
 //! [`Context::durable`] when pipelining), and encodes the [`nanodb_protocol::Reply`]. Nothing
 //! else: rules, limits and types live in the engine and the command model, and stats are
-//! recorded in one place, `Context::apply`.
+//! recorded in one place, `Context::run_pipelined`.
 
 pub mod coverage;
 pub mod grpc;
@@ -66,11 +66,11 @@ impl Context {
         }
     }
 
-    /// The one way a frontend runs a command: applies it ([`Context::apply`]) and returns its
+    /// The one way a frontend runs a command: applies it ([`Context::run_pipelined`]) and returns its
     /// typed output once its effect may be acknowledged under the fsync policy. A write whose log
     /// record cannot be made durable is answered with the log's error, never with success.
     pub async fn run<C: Run>(&self, protocol: Protocol, cmd: C) -> Result<C::Output, Error> {
-        let (result, position) = self.apply(protocol, cmd);
+        let (result, position) = self.run_pipelined(protocol, cmd);
         self.durable(position).await?;
         result
     }
@@ -79,7 +79,7 @@ impl Context {
     /// records it, without waiting; returns the log position to wait for (with
     /// [`Context::durable`]) before acknowledging it. A pipelining frontend applies a whole batch,
     /// then waits once for the largest position.
-    pub fn apply<C: Run>(&self, protocol: Protocol, cmd: C) -> (Result<C::Output, Error>, u64) {
+    pub fn run_pipelined<C: Run>(&self, protocol: Protocol, cmd: C) -> (Result<C::Output, Error>, u64) {
         let started = Instant::now();
         let op = cmd.name();
         let mut at = LogPosition::default();
@@ -99,7 +99,7 @@ impl Context {
                 if cmd.is_write() {
                     self.engine.check_writable()?;
                 }
-                self.engine.apply(cmd, at)
+                self.engine.apply_command(cmd, at)
             }
         }
     }
@@ -144,7 +144,7 @@ impl<C: Apply> Run for C {
         if C::CLASS == Class::Write {
             ctx.engine.check_writable()?;
         }
-        ctx.engine.run(self, at)
+        ctx.engine.apply(self, at)
     }
 }
 
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn batch_applies_in_order_with_one_result_each() {
         let ctx = Context::for_tests(Config::all_off());
-        let run = |cmd| ctx.apply(Protocol::Tcp, cmd).0;
+        let run = |cmd| ctx.run_pipelined(Protocol::Tcp, cmd).0;
         run(Command::Append(cmd::Append { key: b("s"), value: b("text") })).expect("append");
         let ops = vec![
             Command::Incr(cmd::Incr { key: b("n"), delta: 2 }),
@@ -294,9 +294,9 @@ mod tests {
         let ctx = Context::for_tests(config);
         let incr = Command::Incr(cmd::Incr { key: b("n"), delta: 1 });
         let batch = Command::Batch(cmd::Batch { ops: vec![incr.clone(), incr.clone(), incr] });
-        assert!(matches!(ctx.apply(Protocol::Tcp, batch).0, Err(Error::LimitExceeded { .. })));
+        assert!(matches!(ctx.run_pipelined(Protocol::Tcp, batch).0, Err(Error::LimitExceeded { .. })));
         assert_eq!(ctx.engine.key_count(), 0, "nothing of a refused batch was applied");
         let publish = Command::Publish(cmd::Publish { channel: b("c"), message: b("too long") });
-        assert!(matches!(ctx.apply(Protocol::Tcp, publish).0, Err(Error::ValueTooLarge { .. })));
+        assert!(matches!(ctx.run_pipelined(Protocol::Tcp, publish).0, Err(Error::ValueTooLarge { .. })));
     }
 }

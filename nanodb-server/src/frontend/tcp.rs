@@ -236,10 +236,10 @@ async fn send_batch(
 async fn respond(ctx: &Context, feed: &mut Feed, id: u32, request: Result<Request, Error>, out: &mut Batch) {
     match request {
         Ok(Request::Command(cmd)) => {
-            let (result, position) = ctx.apply(Protocol::Tcp, cmd);
+            let (result, position) = ctx.run_pipelined(Protocol::Tcp, cmd);
             out.push((id, Response::from(result), position));
         }
-        Ok(Request::Subscription(op)) => feed.apply(ctx, id, op, out).await,
+        Ok(Request::Subscription(op)) => feed.handle(ctx, id, op, out).await,
         Ok(Request::Hello { .. }) => {
             out.push((id, Response::Error(Error::Malformed("HELLO may only be sent once".into())), 0));
         }

@@ -367,7 +367,7 @@ async fn everysec_waits_end_with_the_record_written_whether_or_not_they_share() 
                     condition: PutCondition::Always,
                 });
                 let mut at = crate::engine::LogPosition::default();
-                engine.apply(cmd, &mut at).expect("put");
+                engine.apply_command(cmd, &mut at).expect("put");
                 let position = at.0;
                 assert!(position > 0, "a put is logged");
                 log.wait_durable_batched(position, share).await.expect("durable");

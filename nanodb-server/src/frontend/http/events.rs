@@ -109,9 +109,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::feed::{KeyEvent, Op};
+    use crate::feed::{KeyEvent, RedisEvent};
 
-    fn key_event(kind: EventKind, op: Op, value: Option<&'static [u8]>, with_value: bool) -> Delivery {
+    fn key_event(
+        kind: EventKind,
+        op: RedisEvent,
+        value: Option<&'static [u8]>,
+        with_value: bool,
+    ) -> Delivery {
         let event = KeyEvent {
             key: Bytes::from_static(b"k\xff"),
             kind,
@@ -129,17 +134,17 @@ mod tests {
 
     #[test]
     fn key_events_encode_bytes_and_show_values_only_when_asked() {
-        let d = key_event(EventKind::Put, Op::Set, Some(b"v"), true);
+        let d = key_event(EventKind::Put, RedisEvent::Set, Some(b"v"), true);
         assert_eq!(
             to_json(&d),
             json!({"type": "put", "key": "a/8=", "key_encoding": "base64", "value": "v",
                    "encoding": "utf8", "version": 7, "op": "set"})
         );
         // Another subscriber asked for the value; this one did not.
-        let d = key_event(EventKind::Put, Op::Set, Some(b"v"), false);
+        let d = key_event(EventKind::Put, RedisEvent::Set, Some(b"v"), false);
         assert_eq!(to_json(&d)["value"], serde_json::Value::Null);
         assert!(to_json(&d).get("encoding").is_none());
-        let d = key_event(EventKind::Expire, Op::Expired, None, true);
+        let d = key_event(EventKind::Expire, RedisEvent::Expired, None, true);
         assert_eq!(
             (to_json(&d)["type"].clone(), to_json(&d)["op"].clone()),
             (json!("expire"), json!("expired"))

@@ -56,11 +56,11 @@ pub struct Guard<S> {
     timeout: Duration,
 }
 
-/// A request's place among those in flight; given back when its response is ready (or dropped).
+/// A place among a bounded number (requests in flight, open streams); given back on drop.
 #[derive(Debug)]
-pub struct Slot(Arc<AtomicUsize>);
+pub struct CountedPlace(Arc<AtomicUsize>);
 
-impl Slot {
+impl CountedPlace {
     /// Takes one of `max` places counted by `counter`, or `None` when all are taken (for what
     /// is bounded apart from requests: the open event streams, which outlive their request).
     pub fn try_take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
@@ -72,7 +72,7 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
+impl Drop for CountedPlace {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -91,7 +91,7 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let Some(slot) = Slot::try_take(&self.in_flight, self.max) else { return GuardFuture::Shed };
+        let Some(slot) = CountedPlace::try_take(&self.in_flight, self.max) else { return GuardFuture::Shed };
         GuardFuture::Run { fut: tokio::time::timeout(self.timeout, self.inner.call(req)), slot }
     }
 }
@@ -104,7 +104,7 @@ pin_project! {
         /// Over the limit: 503 `BUSY` at once.
         Shed,
         /// Running within its deadline.
-        Run { #[pin] fut: tokio::time::Timeout<F>, slot: Slot },
+        Run { #[pin] fut: tokio::time::Timeout<F>, slot: CountedPlace },
     }
 }
 

@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 use super::error::{AppError, ErrorBody, json_response};
 use super::events::EventJson;
 use super::extract::{Body, Seg, decode_segment};
-use super::guard::Slot;
+use super::guard::CountedPlace;
 use super::{AppState, BinaryBody};
 use crate::feed::{Delivery, Subscriber, Topic};
 use crate::stats::Protocol;
@@ -97,7 +97,7 @@ impl super::Shared {
         &self,
         op: &'static str,
         topics: impl IntoIterator<Item = (Topic, bool)>,
-    ) -> Result<(Subscriber, Slot), AppError> {
+    ) -> Result<(Subscriber, CountedPlace), AppError> {
         let started = Instant::now();
         let result = self.subscribe_all(topics);
         self.ctx.stats.record(Protocol::Http, op, result.is_ok(), started.elapsed());
@@ -107,9 +107,9 @@ impl super::Shared {
     fn subscribe_all(
         &self,
         topics: impl IntoIterator<Item = (Topic, bool)>,
-    ) -> Result<(Subscriber, Slot), AppError> {
+    ) -> Result<(Subscriber, CountedPlace), AppError> {
         let max = self.ctx.config.max_streams;
-        let slot = Slot::try_take(&self.streams, max).ok_or_else(|| {
+        let slot = CountedPlace::try_take(&self.streams, max).ok_or_else(|| {
             AppError::with_status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Busy,
@@ -191,7 +191,7 @@ pub async fn publish(
 }
 
 /// The SSE response over `sub`'s deliveries, opened by the [`READY`] comment.
-fn sse(sub: Subscriber, slot: Slot, shutdown: CancellationToken) -> Response {
+fn sse(sub: Subscriber, slot: CountedPlace, shutdown: CancellationToken) -> Response {
     let ready = futures::stream::iter([Ok(Event::default().comment(READY))]);
     let mut r = Sse::new(ready.chain(events(sub, slot, shutdown)))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -205,7 +205,7 @@ fn sse(sub: Subscriber, slot: Slot, shutdown: CancellationToken) -> Response {
 /// (and released) with the stream.
 fn events(
     sub: Subscriber,
-    slot: Slot,
+    slot: CountedPlace,
     shutdown: CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send {
     futures::stream::unfold(Some((sub, slot, shutdown)), |state| async move {

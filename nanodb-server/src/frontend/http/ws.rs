@@ -39,7 +39,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// What a client may ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum Op {
+enum WsOp {
     /// Watch a key or a prefix (`key` or `prefix`; `values` to include values).
     Watch,
     /// Stop watching a key or a prefix; neither: every key and prefix.
@@ -54,7 +54,7 @@ enum Op {
     Publish,
 }
 
-impl Op {
+impl WsOp {
     fn name(self) -> &'static str {
         match self {
             Self::Watch => "watch",
@@ -70,7 +70,7 @@ impl Op {
 /// One command, e.g. `{"op":"watch","prefix":"user:","values":true,"id":1}`.
 #[derive(Debug, Deserialize)]
 struct Request {
-    op: Op,
+    op: WsOp,
     key: Option<String>,
     prefix: Option<String>,
     channel: Option<String>,
@@ -238,9 +238,9 @@ async fn handle(s: &AppState, sub: &mut Subscriber, text: &[u8]) -> String {
                 }
                 Ok(req) => {
                     let op = req.op;
-                    let result = apply(s, sub, req).await;
+                    let result = run_request(s, sub, req).await;
                     // Publish is recorded by the engine path; the subscription ops here.
-                    if op != Op::Publish {
+                    if op != WsOp::Publish {
                         s.ctx.stats.record(Protocol::Http, op.name(), result.is_ok(), started.elapsed());
                     }
                     (Some(op), id, result)
@@ -254,7 +254,7 @@ async fn handle(s: &AppState, sub: &mut Subscriber, text: &[u8]) -> String {
             serde_json::to_string(&ack)
         }
         Err(e) => {
-            serde_json::to_string(&Refusal { r#type: "error", op: op.map(Op::name), id, body: e.body() })
+            serde_json::to_string(&Refusal { r#type: "error", op: op.map(WsOp::name), id, body: e.body() })
         }
     };
     json.unwrap_or_else(|e| {
@@ -263,11 +263,11 @@ async fn handle(s: &AppState, sub: &mut Subscriber, text: &[u8]) -> String {
     })
 }
 
-fn ack(op: Op) -> Ack {
+fn ack(op: WsOp) -> Ack {
     Ack { r#type: "ack", op: op.name(), id: None, changed: None, topics: None, receivers: None }
 }
 
-async fn apply(s: &AppState, sub: &mut Subscriber, req: Request) -> Result<Ack, AppError> {
+async fn run_request(s: &AppState, sub: &mut Subscriber, req: Request) -> Result<Ack, AppError> {
     let op = req.op;
     let bytes = |field: &Option<String>, what: &str| -> Result<Option<Bytes>, AppError> {
         field.as_deref().map(|f| decode_bytes(f, req.encoding, what)).transpose()
@@ -286,14 +286,14 @@ async fn apply(s: &AppState, sub: &mut Subscriber, req: Request) -> Result<Ack, 
     let key_topic =
         || one_of(bytes(&req.key, "key")?, bytes(&req.prefix, "prefix")?, Topic::Key, Topic::Prefix);
     let changed = match op {
-        Op::Watch => {
+        WsOp::Watch => {
             let topic = key_topic()?.ok_or_else(|| AppError::invalid("watch needs key or prefix"))?;
             sub.add(topic, req.values)?
         }
-        Op::Subscribe => sub.add(Topic::Channel(need(&req.channel, "channel")?), false)?,
-        Op::Psubscribe => sub.add(Topic::Pattern(need(&req.pattern, "pattern")?), false)?,
-        Op::Unwatch => remove(sub, key_topic()?, |t| matches!(t, Topic::Key(_) | Topic::Prefix(_))),
-        Op::Unsubscribe => {
+        WsOp::Subscribe => sub.add(Topic::Channel(need(&req.channel, "channel")?), false)?,
+        WsOp::Psubscribe => sub.add(Topic::Pattern(need(&req.pattern, "pattern")?), false)?,
+        WsOp::Unwatch => remove(sub, key_topic()?, |t| matches!(t, Topic::Key(_) | Topic::Prefix(_))),
+        WsOp::Unsubscribe => {
             let topic = one_of(
                 bytes(&req.channel, "channel")?,
                 bytes(&req.pattern, "pattern")?,
@@ -302,7 +302,7 @@ async fn apply(s: &AppState, sub: &mut Subscriber, req: Request) -> Result<Ack, 
             )?;
             remove(sub, topic, |t| matches!(t, Topic::Channel(_) | Topic::Pattern(_)))
         }
-        Op::Publish => {
+        WsOp::Publish => {
             let channel = need(&req.channel, "channel")?;
             let message = bytes(&req.message, "message")?.unwrap_or_default();
             let receivers = s.exec(cmd::Publish { channel, message }).await?.max(0).unsigned_abs();

@@ -44,7 +44,7 @@ impl Feed {
 
     /// Applies one subscription request, records it, and appends its reply (and, for the
     /// undoings, the pushes queued before it) to `out`.
-    pub(super) async fn apply(&mut self, ctx: &Context, id: u32, op: Subscription, out: &mut Batch) {
+    pub(super) async fn handle(&mut self, ctx: &Context, id: u32, op: Subscription, out: &mut Batch) {
         let started = Instant::now();
         let name = op.name();
         let result = self.change(op, out).await;

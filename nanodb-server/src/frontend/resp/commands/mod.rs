@@ -386,11 +386,11 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
     }
 }
 
-/// Runs a command through [`Context::apply`] (which records it in the stats) and raises the
+/// Runs a command through [`Context::run_pipelined`] (which records it in the stats) and raises the
 /// position the session's buffered replies wait for: the connection waits for it once per
 /// round, before writing them.
 pub fn run<C: Run>(ctx: &Context, session: &mut Session<'_>, cmd: C) -> Result<C::Output, Error> {
-    let (result, position) = ctx.apply(Protocol::Resp, cmd);
+    let (result, position) = ctx.run_pipelined(Protocol::Resp, cmd);
     session.log_position = session.log_position.max(position);
     result
 }
