@@ -161,7 +161,7 @@ pub enum OwnedEffectKind {
     },
 }
 
-/// The log of effects (the append-only log in single-node mode; a replicated log later). Called
+/// The log of effects (today the append-only log, `persist::AppendLog`). Called
 /// with the key's shard write lock held, so per-key order is the order of application;
 /// implementations must be quick (append to memory) and must not block on I/O.
 pub trait EffectLog: Send + Sync + Debug {

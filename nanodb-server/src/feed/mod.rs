@@ -12,8 +12,9 @@
 //!
 //! # Costs
 //! - Nobody watching: writers load one atomic and skip the feed ([`Hub::is_active`]).
-//! - Watchers on other keys: one registry read lock, one hash lookup for the exact key, one per
-//!   distinct watched-prefix length.
+//! - Watchers on other exact keys only: a lookup in a counting filter of watched key hashes
+//!   (`key_filter`); the registry is read only when the filter says the key may be watched.
+//! - Prefix watchers: one registry read lock, one hash lookup per distinct watched-prefix length.
 //! - Each delivery: one short lock of the subscriber's queue. A full queue drops, never waits; the
 //!   subscriber is told how much it lost ([`Delivery::Lagged`]) and is expected to go away or
 //!   resync. Memory is bounded by the queue bounds times the subscribers.
