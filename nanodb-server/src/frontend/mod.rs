@@ -194,7 +194,7 @@ impl Run for Command {
 
 /// Accepts connections on `listener` until shutdown, for the frontends that own their sockets (the
 /// binary TCP protocol and RESP): each connection runs `serve` in its own tracked task while it
-/// holds one of `max_connections` slots; a connection beyond the limit runs `refuse` (which tells
+/// holds one of `max_connections` places; a connection beyond the limit runs `refuse` (which tells
 /// the client why, in its protocol) instead. A failing accept (out of file descriptors) backs off
 /// briefly instead of spinning. With `on`, connections run on the runtime it picks for each
 /// (RESP's event loops) instead of the server's, tracked by its tracker, which the caller waits
@@ -212,7 +212,8 @@ pub async fn accept_loop<S, SF, R, RF>(
     R: Fn(TcpStream) -> RF,
     RF: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let places = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let (mut refused, mut last_warning) = (0u64, None);
     loop {
         let accepted = tokio::select! {
             biased;
@@ -228,7 +229,7 @@ pub async fn accept_loop<S, SF, R, RF>(
             }
         };
         let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
+        match places.clone().try_acquire_owned() {
             Ok(permit) => {
                 let connection = serve(stream, peer);
                 let task = async move {
@@ -241,7 +242,15 @@ pub async fn accept_loop<S, SF, R, RF>(
                 };
             }
             Err(_) => {
-                tracing::warn!(%peer, max = ctx.config.max_connections, "{name}: connection refused, at max_connections");
+                // A flood of refusals is one warning a second, the rest at debug.
+                refused += 1;
+                if last_warning.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(%peer, max = ctx.config.max_connections, refused, "{name}: connections refused, at max_connections");
+                    last_warning = Some(Instant::now());
+                    refused = 0;
+                } else {
+                    tracing::debug!(%peer, "{name}: connection refused, at max_connections");
+                }
                 ctx.tasks.spawn(refuse(stream));
             }
         }
