@@ -11,25 +11,36 @@ use nanodb_protocol::pb::kv_client::KvClient;
 use nanodb_protocol::pb::{GetRequest, IncrRequest, PutRequest};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{ClientError, Conn, Outcome, connect_error};
+use super::{ClientError, Conn, Outcome, connect_error, probe};
+use crate::cli::Protocol;
 use crate::workload::Op;
 
 type Call = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
-/// Opens one HTTP/2 channel, eagerly, so a refused target fails before the run.
+/// Opens one HTTP/2 channel, eagerly, so a refused target fails before the run; and one `Get`
+/// on it, so that a NanoDB port of another protocol, which accepts the connection and then sends
+/// GOAWAY saying which port it is, fails here too with its explanation ([`probe::wrong_port`]).
+/// Any other answer to that `Get` (even none within [`probe::PROBE_TIMEOUT`]) is left to the
+/// run, as before.
 pub async fn channel(target: &str) -> anyhow::Result<Channel> {
     let endpoint = Endpoint::from_shared(format!("http://{target}"))
         .map_err(|e| connect_error("grpc", target, e))?
         .tcp_nodelay(true);
-    endpoint.connect().await.map_err(|e| {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg = format!("{msg}: {s}");
-            src = s.source();
+    let channel = endpoint.connect().await.map_err(|e| {
+        let msg = probe::chain(&e);
+        match probe::wrong_port(Protocol::Grpc, target, "the HTTP/2 preface", &msg) {
+            Some(m) => m.into(),
+            None => connect_error("grpc", target, msg),
         }
-        connect_error("grpc", target, msg)
-    })
+    })?;
+    let mut client = KvClient::new(channel.clone());
+    let get = client.get(GetRequest { key: Bytes::from_static(probe::PROBE_KEY.as_bytes()) });
+    if let Ok(Err(status)) = tokio::time::timeout(probe::PROBE_TIMEOUT, get).await
+        && let Some(m) = probe::wrong_port(Protocol::Grpc, target, "a gRPC call", &probe::chain(&status))
+    {
+        return Err(m.into());
+    }
+    Ok(channel)
 }
 
 /// One user's handle on a shared channel.

@@ -4,6 +4,11 @@
 //! connection or stays silent fails the run at once with one line ([`Mismatch`]) naming the
 //! target, the protocol tried and, when the answer (or the port) tells, the flag that fits,
 //! instead of thousands of failed requests.
+//!
+//! NanoDB's binary TCP and RESP ports answer another protocol's client in that client's protocol
+//! (`-ERR this is NanoDB's binary TCP port, …`, an error frame, an HTTP 400, an HTTP/2 GOAWAY):
+//! well-formed answers, so each probe also looks for that explanation ([`explanation`]) and, when
+//! it is there, quotes it. The clients' own handshakes do the same ([`wrong_port`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -11,7 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::Full;
 use nanodb_protocol::wire::{self, PROTOCOL_VERSION};
-use nanodb_protocol::{ClientCodec, Request};
+use nanodb_protocol::{ClientCodec, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -24,11 +29,22 @@ use crate::cli::Protocol;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The key the http and grpc probes read (a miss is as good an answer as a hit).
-const PROBE_KEY: &str = "__nano_bench_probe";
+pub(crate) const PROBE_KEY: &str = "__nano_bench_probe";
 
 /// Characters of a text answer quoted in an error, and bytes of a binary one.
 const QUOTED_TEXT: usize = 60;
 const QUOTED_BYTES: usize = 16;
+
+/// How a NanoDB port's answer to another protocol's client begins (the server's
+/// `frontend::sniff::redirect`): "this is NanoDB's binary TCP port, which does not speak RESP; the
+/// Redis protocol is on port 6379 (--resp-addr)".
+const WRONG_PORT: &str = "this is NanoDB's ";
+
+/// Most characters of a target's own explanation quoted.
+const QUOTED_EXPLANATION: usize = 300;
+
+/// Most body bytes of an HTTP error awaited for an explanation.
+const HTTP_BODY_LIMIT: usize = 16 * 1024;
 
 /// The target answered, but not in the protocol tried.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,30 +57,60 @@ pub struct Mismatch {
     pub evidence: String,
     /// The protocols the answer (or the port) suggests, likeliest first; never `tried`.
     pub guess: Vec<Protocol>,
+    /// The target's own explanation, when it said it is another protocol's port (one line, as
+    /// [`explanation`] cut it): quoted instead of the evidence.
+    pub said: Option<String>,
+}
+
+impl Mismatch {
+    /// The target said (`said`, `speaks` as [`explanation`] found them) in answer to `what` that
+    /// it is the port of another protocol.
+    pub fn explained(
+        target: &str,
+        tried: Protocol,
+        what: &str,
+        said: String,
+        speaks: Option<Protocol>,
+    ) -> Self {
+        let guess = match speaks.filter(|p| *p != tried) {
+            Some(p) => vec![p],
+            None => by_port(target, tried).into_iter().collect(),
+        };
+        Self {
+            target: target.to_string(),
+            tried,
+            evidence: format!("it answered {what} saying it does not speak {}", tried.title()),
+            guess,
+            said: Some(said),
+        }
+    }
 }
 
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tried = self.tried;
-        write!(
-            f,
-            "{} probably speaks another protocol than {} ({}): ",
-            self.target,
-            tried.name(),
-            self.evidence
-        )?;
+        match &self.said {
+            Some(said) => write!(f, "{} says: {said}; ", self.target)?,
+            None => write!(
+                f,
+                "{} probably speaks another protocol than {} ({}): ",
+                self.target,
+                tried.name(),
+                self.evidence
+            )?,
+        }
         match self.guess.split_first() {
             Some((g, rest)) => {
                 write!(f, "try --protocol {}", g.name())?;
                 for other in rest {
                     write!(f, " (or {})", other.name())?;
                 }
-                write!(
-                    f,
-                    ", or a --target that speaks {} (NanoDB's default is {})",
-                    tried.title(),
-                    tried.default_target()
-                )
+                write!(f, ", or a --target that speaks {}", tried.title())?;
+                match self.said {
+                    // it said where that is on this server, if anywhere: no default to contradict it
+                    Some(_) => Ok(()),
+                    None => write!(f, " (NanoDB's default is {})", tried.default_target()),
+                }
             }
             None => write!(
                 f,
@@ -96,6 +142,42 @@ pub fn recognise(bytes: &[u8]) -> Option<Protocol> {
         return Some(Protocol::Resp);
     }
     None
+}
+
+/// A NanoDB port's own explanation that it speaks another protocol ("this is NanoDB's binary TCP
+/// port, which does not speak RESP; …"), found anywhere in `text` (an error message, a response
+/// body, GOAWAY debug data, an error chain that quotes one), cut to one printable line; and the
+/// protocol that port speaks, when its name says.
+pub fn explanation(text: &str) -> Option<(String, Option<Protocol>)> {
+    let start = text.find(WRONG_PORT)?;
+    // the sentence holds no quote, backslash or line break: where one is, a quoting around it begins
+    let mut line = text[start..].chars().take_while(|c| !matches!(c, '"' | '\\' | '\r' | '\n'));
+    let mut said: String = line.by_ref().filter(|c| !c.is_control()).take(QUOTED_EXPLANATION).collect();
+    if line.next().is_some() {
+        said.push('…');
+    }
+    let said = said.trim_end().to_string();
+    // (trimmed, `said` may be shorter than the marker)
+    let port = said.get(WRONG_PORT.len()..).unwrap_or_default().split([',', ';']).next().unwrap_or_default();
+    let speaks = if port.contains("TCP") {
+        Some(Protocol::Tcp)
+    } else if port.contains("RESP") || port.contains("Redis") {
+        Some(Protocol::Resp)
+    } else if port.contains("gRPC") {
+        Some(Protocol::Grpc)
+    } else if port.contains("REST") || port.contains("HTTP") {
+        Some(Protocol::Http)
+    } else {
+        None
+    };
+    Some((said, speaks))
+}
+
+/// The [`Mismatch`] a client reports when the answer to its handshake (`what`), or an error
+/// about it, is `text` and `text` holds a NanoDB port's own [`explanation`].
+pub fn wrong_port(tried: Protocol, target: &str, what: &str, text: &str) -> Option<Mismatch> {
+    let (said, speaks) = explanation(text)?;
+    Some(Mismatch::explained(target, tried, what, said, speaks))
 }
 
 /// The protocol NanoDB serves by default on `target`'s port, if that is not `tried`'s.
@@ -161,6 +243,8 @@ enum Verdict {
     Fits,
     /// It does not: why, and which protocols that suggests (besides what the answer looks like).
     Foreign(String, Vec<Protocol>),
+    /// It does not, and says so itself: its [`explanation`].
+    Explained(String, Option<Protocol>),
     /// Too short to tell.
     More,
 }
@@ -197,29 +281,39 @@ pub async fn check_within(protocol: Protocol, target: &str, timeout: Duration) -
     let judge = |buf: &[u8]| -> Verdict {
         match protocol {
             Protocol::Tcp => match ClientCodec::default().decode(&mut BytesMut::from(buf)) {
-                // any frame will do: the connection's own HELLO reports a refused version
+                // a NanoDB port of another protocol answers a HELLO with an error frame saying so
+                Ok(Some((_, Response::Error(e)))) => explained(&e.to_string()),
+                // any other frame will do: the connection's own HELLO reports a refused version
                 Ok(Some(_)) => Verdict::Fits,
                 Ok(None) => Verdict::More,
                 Err(_) => Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new()),
             },
             Protocol::Resp => match resp::parse(buf) {
+                // an error reply (NOAUTH, …) is RESP, unless it says this is another protocol's port
+                Ok(Some((resp::Parsed::Error(_), used))) => explained(&String::from_utf8_lossy(&buf[..used])),
                 Ok(Some(_)) => Verdict::Fits,
                 Ok(None) => Verdict::More,
                 Err(_) => Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new()),
             },
             Protocol::Http => http_verdict(buf, what),
-            Protocol::Grpc => match *buf {
-                [_, _, _, 4, _, 0, 0, 0, 0, ..] => Verdict::Fits,
-                [_, _, _, _, _, _, _, _, _, ..] => {
-                    Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new())
-                }
-                _ => Verdict::More,
-            },
+            Protocol::Grpc => h2_verdict(buf, what),
         }
     };
     let mismatch = |(evidence, hints): (String, Vec<Protocol>), answer: &[u8]| {
+        // whatever came of the exchange, a target that explained itself is quoted
+        if let Some(m) = wrong_port(protocol, target, what, &String::from_utf8_lossy(answer))
+            .or_else(|| wrong_port(protocol, target, what, &evidence))
+        {
+            return anyhow::Error::new(m);
+        }
         let guess = guesses(answer, &hints, protocol, target);
-        anyhow::Error::new(Mismatch { target: target.to_string(), tried: protocol, evidence, guess })
+        anyhow::Error::new(Mismatch {
+            target: target.to_string(),
+            tried: protocol,
+            evidence,
+            guess,
+            said: None,
+        })
     };
 
     let mut stream =
@@ -231,6 +325,9 @@ pub async fn check_within(protocol: Protocol, target: &str, timeout: Duration) -
         match judge(&buf) {
             Verdict::Fits => break,
             Verdict::Foreign(evidence, hints) => return Err(mismatch((evidence, hints), &buf)),
+            Verdict::Explained(said, speaks) => {
+                return Err(anyhow::Error::new(Mismatch::explained(target, protocol, what, said, speaks)));
+            }
             Verdict::More => {}
         }
         let mut chunk = [0u8; 1024];
@@ -280,12 +377,70 @@ fn http_verdict(buf: &[u8], what: &str) -> Verdict {
     }
     let status = headers.split(' ').nth(1).unwrap_or_default();
     if ["400", "415", "505"].contains(&status) {
+        // NanoDB's TCP and RESP ports say in the body of their 400 which port this is
+        let body = &buf[end + 4..];
+        let length: Option<usize> =
+            headers.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok());
+        if length.is_some_and(|n| n <= HTTP_BODY_LIMIT && body.len() < n) {
+            return Verdict::More;
+        }
+        if let Verdict::Explained(said, speaks) = explained(&String::from_utf8_lossy(body)) {
+            return Verdict::Explained(said, speaks);
+        }
         return Verdict::Foreign(
             format!("it answered GET /v1/kv/{PROBE_KEY} with {}", quote(buf)),
             vec![Protocol::Grpc],
         );
     }
     Verdict::Fits
+}
+
+/// An HTTP/2 server's answer to the preface and an empty SETTINGS frame fits once it has sent its
+/// own SETTINGS and then acknowledged ours. A GOAWAY instead (what NanoDB's TCP and RESP ports
+/// send, with their explanation as debug data) does not.
+fn h2_verdict(buf: &[u8], what: &str) -> Verdict {
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const ACK: u8 = 0x1;
+    match *buf {
+        [_, _, _, SETTINGS, _, 0, 0, 0, 0, ..] => {}
+        [_, _, _, _, _, _, _, _, _, ..] => {
+            return Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new());
+        }
+        _ => return Verdict::More,
+    }
+    let mut at = 0;
+    loop {
+        let Some(&[l0, l1, l2, kind, flags, ..]) = buf.get(at..at + 9) else { return Verdict::More };
+        let end = at + 9 + u32::from_be_bytes([0, l0, l1, l2]) as usize;
+        let Some(payload) = buf.get(at + 9..end) else { return Verdict::More };
+        match kind {
+            SETTINGS if at > 0 && flags & ACK != 0 => return Verdict::Fits,
+            GOAWAY => {
+                // last stream id (4 bytes), error code (4), then debug data
+                let debug = payload.get(8..).unwrap_or_default();
+                return match explained(&String::from_utf8_lossy(debug)) {
+                    Verdict::Explained(said, speaks) => Verdict::Explained(said, speaks),
+                    _ if debug.is_empty() => {
+                        Verdict::Foreign(format!("it answered {what} with GOAWAY"), Vec::new())
+                    }
+                    _ => Verdict::Foreign(
+                        format!("it answered {what} with GOAWAY {}", quote(debug)),
+                        Vec::new(),
+                    ),
+                };
+            }
+            _ => at = end,
+        }
+    }
+}
+
+/// [`Verdict::Explained`] when `text` holds a NanoDB port's [`explanation`], else it fits.
+fn explained(text: &str) -> Verdict {
+    match explanation(text) {
+        Some((said, speaks)) => Verdict::Explained(said, speaks),
+        None => Verdict::Fits,
+    }
 }
 
 /// One `nanodb.v1.KV/Get` over a tonic channel: the answer must be gRPC (`content-type:
@@ -334,7 +489,7 @@ async fn grpc_call(target: &str, timeout: Duration) -> Result<(), (String, Vec<P
 }
 
 /// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
@@ -396,6 +551,7 @@ mod tests {
             tried: Protocol::Resp,
             evidence: "it closed the connection without answering PING".into(),
             guess: vec![Protocol::Tcp],
+            said: None,
         };
         let text = m.to_string();
         assert_eq!(
@@ -411,5 +567,121 @@ mod tests {
         assert_eq!(quote(b"HTTP/1.1 400 Bad Request\r\nx: y"), "\"HTTP/1.1 400 Bad Request\"");
         assert_eq!(quote(b"\0\x01"), "bytes 00 01");
         assert_eq!(quote(&[b'a'; 70]), format!("\"{}\"…", "a".repeat(60)));
+    }
+
+    /// What NanoDB's TCP and RESP ports answer another protocol's client (`frontend::sniff`).
+    const TCP_PORT_SAYS: &str = "this is NanoDB's binary TCP port, which does not speak RESP; the Redis \
+                                 protocol is on port 6379 (--resp-addr)";
+    const RESP_PORT_SAYS: &str = "this is NanoDB's Redis (RESP) port, which does not speak HTTP/2; the \
+                                  REST API is on port 8080 (--http-addr) and gRPC on port 50051 (--grpc-addr)";
+
+    #[test]
+    fn a_ports_own_explanation_is_found_and_names_the_ports_protocol() {
+        let found = explanation;
+        assert_eq!(found(TCP_PORT_SAYS), Some((TCP_PORT_SAYS.to_string(), Some(Protocol::Tcp))));
+        // as an error frame's message, a RESP error line, an HTTP body, h2's quoted debug data
+        let framed = format!("malformed request: {RESP_PORT_SAYS}");
+        assert_eq!(found(&framed), Some((RESP_PORT_SAYS.to_string(), Some(Protocol::Resp))));
+        assert_eq!(
+            found(&format!("-ERR {TCP_PORT_SAYS}\r\n+PONG\r\n")).map(|f| f.0).as_deref(),
+            Some(TCP_PORT_SAYS)
+        );
+        assert_eq!(found(&format!("{TCP_PORT_SAYS}\n")).map(|f| f.0).as_deref(), Some(TCP_PORT_SAYS));
+        let h2 =
+            format!("transport error: connection error received: protocol error (b\"{RESP_PORT_SAYS}\")");
+        assert_eq!(found(&h2).map(|f| f.0).as_deref(), Some(RESP_PORT_SAYS));
+        // one printable line of bounded length, whatever the peer sent
+        let long = format!("this is NanoDB's \x07{}", "x".repeat(1000));
+        let (said, p) = explanation(&long).expect("found");
+        assert!(
+            said.chars().count() <= QUOTED_EXPLANATION + 1 && said.ends_with('…') && !said.contains('\x07')
+        );
+        assert_eq!(p, None);
+        assert_eq!(found("this is NanoDB's \""), Some(("this is NanoDB's".to_string(), None)));
+        assert_eq!(found("-ERR unknown command 'PING'"), None);
+        assert_eq!(found("malformed request: unsupported protocol version 9"), None);
+    }
+
+    #[test]
+    fn an_explained_mismatch_quotes_the_target_and_suggests_its_protocol() {
+        let m = wrong_port(Protocol::Resp, "127.0.0.1:7070", "PING", &format!("ERR {TCP_PORT_SAYS}"))
+            .expect("explained");
+        assert_eq!((m.guess.as_slice(), m.said.as_deref()), (&[Protocol::Tcp][..], Some(TCP_PORT_SAYS)));
+        assert_eq!(
+            m.to_string(),
+            format!(
+                "127.0.0.1:7070 says: {TCP_PORT_SAYS}; try --protocol tcp, or a --target that speaks RESP"
+            )
+        );
+        // a port that names no protocol: the port number may still tell, else nothing is guessed
+        let m = Mismatch::explained("h:6379", Protocol::Tcp, "HELLO", "this is NanoDB's port".into(), None);
+        assert_eq!(m.guess, [Protocol::Resp]);
+        let m = Mismatch::explained("h:1", Protocol::Tcp, "HELLO", "this is NanoDB's port".into(), None);
+        assert!(
+            m.guess.is_empty()
+                && m.to_string().starts_with("h:1 says: this is NanoDB's port; check --protocol")
+        );
+        // the port's protocol is never the one tried
+        let m = Mismatch::explained("h:1", Protocol::Tcp, "HELLO", TCP_PORT_SAYS.into(), Some(Protocol::Tcp));
+        assert!(!m.guess.contains(&Protocol::Tcp));
+    }
+
+    #[test]
+    fn http_refusals_are_read_to_the_end_of_their_body() {
+        let body = format!("{RESP_PORT_SAYS}\n");
+        let answer = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let cut = answer.len() - 10;
+        assert!(matches!(http_verdict(&answer.as_bytes()[..cut], "a GET"), Verdict::More));
+        match http_verdict(answer.as_bytes(), "a GET") {
+            Verdict::Explained(said, p) => {
+                assert_eq!((said.as_str(), p), (RESP_PORT_SAYS, Some(Protocol::Resp)))
+            }
+            _ => panic!("not explained"),
+        }
+        // a plain 400 is still a refusal, a 404 still fits
+        let plain = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 3\r\n\r\nbad";
+        assert!(matches!(http_verdict(plain, "a GET"), Verdict::Foreign(..)));
+        assert!(matches!(http_verdict(b"HTTP/1.1 404 Not Found\r\n\r\n", "a GET"), Verdict::Fits));
+    }
+
+    /// An HTTP/2 frame on stream 0.
+    fn h2_frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        out.extend_from_slice(&[kind, flags, 0, 0, 0, 0]);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn http2_fits_once_our_settings_are_acknowledged_and_not_on_goaway() {
+        let settings = h2_frame(4, 0, &[0, 3, 0, 0, 0, 100]);
+        let mut fits = settings.clone();
+        assert!(matches!(h2_verdict(&fits, "p"), Verdict::More), "SETTINGS alone: wait for the ACK");
+        fits.extend(h2_frame(8, 0, &[0, 0, 0xff, 0])); // WINDOW_UPDATE
+        let ack = h2_frame(4, 1, &[]);
+        fits.extend_from_slice(&ack[..5]);
+        assert!(matches!(h2_verdict(&fits, "p"), Verdict::More));
+        fits.extend_from_slice(&ack[5..]);
+        assert!(matches!(h2_verdict(&fits, "p"), Verdict::Fits));
+        // NanoDB's answer on its TCP or RESP port (the server's `sniff::http2_goaway`): an empty
+        // SETTINGS, then GOAWAY (last stream 0, PROTOCOL_ERROR) with the explanation as debug data
+        let goaway_payload = |debug: &[u8]| [&[0, 0, 0, 0, 0, 0, 0, 1][..], debug].concat();
+        let mut goaway = h2_frame(4, 0, &[]);
+        goaway.extend(h2_frame(7, 0, &goaway_payload(TCP_PORT_SAYS.as_bytes())));
+        assert!(matches!(h2_verdict(&goaway[..goaway.len() - 1], "p"), Verdict::More));
+        match h2_verdict(&goaway, "p") {
+            Verdict::Explained(said, p) => {
+                assert_eq!((said.as_str(), p), (TCP_PORT_SAYS, Some(Protocol::Tcp)))
+            }
+            _ => panic!("not explained"),
+        }
+        let bare = [h2_frame(4, 0, &[]), h2_frame(7, 0, &goaway_payload(b""))].concat();
+        assert!(matches!(h2_verdict(&bare, "p"), Verdict::Foreign(e, _) if e.ends_with("with GOAWAY")));
+        let other = [h2_frame(4, 0, &[]), h2_frame(7, 0, &goaway_payload(b"bye"))].concat();
+        assert!(matches!(h2_verdict(&other, "p"), Verdict::Foreign(e, _) if e.ends_with("GOAWAY \"bye\"")));
+        assert!(matches!(h2_verdict(b"HTTP/1.1 400 Bad Request\r\n", "p"), Verdict::Foreign(..)));
     }
 }

@@ -4,7 +4,8 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::{ClientError, Conn, Outcome, Wire};
+use super::{ClientError, Conn, Outcome, Wire, probe};
+use crate::cli::Protocol;
 use crate::workload::Op;
 
 /// Deepest array nesting accepted in a reply.
@@ -159,11 +160,26 @@ impl RespConn {
     pub async fn connect(target: &str) -> anyhow::Result<Self> {
         let mut conn = Self { wire: Wire::connect("resp", target).await?, in_flight: 0 };
         conn.wire.wbuf.put_slice(b"*1\r\n$4\r\nPING\r\n");
-        conn.in_flight = 1;
         conn.flush().await?;
-        match conn.recv().await? {
-            Outcome::Ok => Ok(conn),
-            other => anyhow::bail!("{target} (resp) answered PING with {other:?}"),
+        let (parsed, used) = loop {
+            match parse(&conn.wire.rbuf) {
+                Ok(Some(reply)) => break reply,
+                Ok(None) => conn.wire.fill().await?,
+                Err(e) => anyhow::bail!("{target} (resp) answered PING with something else than RESP: {e}"),
+            }
+        };
+        let reply = conn.wire.rbuf.split_to(used);
+        match parsed {
+            Parsed::Value => Ok(conn),
+            Parsed::Nil => anyhow::bail!("{target} (resp) answered PING with nil"),
+            Parsed::Error(_) => {
+                // the whole `-KIND message` line: another protocol's NanoDB port says so there
+                let line = String::from_utf8_lossy(&reply[1..reply.len() - 2]);
+                match probe::wrong_port(Protocol::Resp, target, "PING", &line) {
+                    Some(m) => Err(m.into()),
+                    None => anyhow::bail!("{target} (resp) answered PING with the error {line:?}"),
+                }
+            }
         }
     }
 }

@@ -10,7 +10,8 @@ use nanodb_protocol::wire::{self, PROTOCOL_VERSION, kind};
 use nanodb_protocol::{ClientCodec, Reply, Request, Response};
 use tokio_util::codec::Decoder;
 
-use super::{ClientError, Conn, Outcome, Wire, connect_error};
+use super::{ClientError, Conn, Outcome, Wire, connect_error, probe};
+use crate::cli::Protocol;
 use crate::workload::Op;
 
 /// A binary-protocol connection that has done its HELLO.
@@ -68,6 +69,12 @@ impl TcpConn {
         conn.flush().await?;
         loop {
             if let Some((id, resp)) = conn.codec.decode(&mut conn.wire.rbuf)? {
+                if let Response::Error(e) = &resp
+                    && let Some(m) = probe::wrong_port(Protocol::Tcp, target, "HELLO", &e.to_string())
+                {
+                    // another protocol's NanoDB port says so in an error frame
+                    return Err(m.into());
+                }
                 return match resp {
                     Response::Hello { .. } if id == 0 => Ok(conn),
                     other => Err(connect_error("tcp", target, format!("unexpected HELLO reply {other:?}"))),

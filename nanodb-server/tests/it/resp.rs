@@ -660,3 +660,33 @@ async fn shutdown_drains_idle_connections() {
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest)).await.expect("closed in time");
     assert!(matches!(n, Ok(0) | Err(_)), "the connection is closed by shutdown");
 }
+
+/// A runtime that ends without [`Server::shutdown`] (an embedder's, a test's that panicked, or the
+/// binary's after a shutdown whose grace ran out) drops the RESP event loops inside it, where
+/// dropping a runtime panics ("Cannot drop a runtime in a context where blocking is not allowed").
+/// They must end quietly instead.
+#[test]
+fn a_runtime_ending_without_shutdown_drops_the_event_loops_quietly() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static RUNTIME_DROP_PANICS: AtomicUsize = AtomicUsize::new(0);
+    // The panic happens on one of the runtime's own threads, so only a hook sees it; it counts that
+    // panic alone and passes every panic on, so other tests running meanwhile are unaffected.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload_as_str().is_some_and(|m| m.contains("Cannot drop a runtime")) {
+            RUNTIME_DROP_PANICS.fetch_add(1, Ordering::SeqCst);
+        }
+        previous(info);
+    }));
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let server = rt.block_on(async {
+        let server = start(Config { resp_addr: any_port(), resp_threads: 2, ..config() }).await;
+        let mut c = connect(&server).await;
+        assert_eq!(q(&mut c, &["PING"]).await, Value::SimpleString("PONG".into()));
+        server
+    });
+    drop(rt);
+    drop(server);
+    assert_eq!(RUNTIME_DROP_PANICS.load(Ordering::SeqCst), 0, "dropping the event loops panicked");
+}

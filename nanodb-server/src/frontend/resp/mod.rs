@@ -181,9 +181,20 @@ impl EventLoops {
         self.runtimes[i].handle().clone()
     }
 
-    /// Ends the loops once their connections are done (dropping a runtime may block).
+    /// Ends the loops once their connections are done.
     fn stop(self) {
-        for rt in self.runtimes {
+        drop(self);
+    }
+}
+
+/// Dropping a runtime blocks until its blocking pool is done, which panics when the drop happens
+/// inside a runtime: so do not. Besides [`EventLoops::stop`], the loops are dropped here when the
+/// server's runtime shuts down while `serve` still runs (no [`crate::server::Server::shutdown`],
+/// as in a test that panicked, or one whose grace period ran out): the runtime drops `serve` on
+/// one of its own threads.
+impl Drop for EventLoops {
+    fn drop(&mut self) {
+        for rt in self.runtimes.drain(..) {
             rt.shutdown_background();
         }
     }
