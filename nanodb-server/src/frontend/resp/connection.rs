@@ -97,9 +97,11 @@ async fn after_queued_tasks() {
     .await;
 }
 
-/// How running the buffered commands ended.
+/// How this connection's part of a round (running the commands its read completed) ended. Not
+/// `Batch`: that is a command of the model (`nanodb_protocol::cmd::Batch`), which RESP does not
+/// serve (it batches by pipelining).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Batch {
+enum RoundEnd {
     /// Every whole command ran; the rest of the buffer (if any) is incomplete.
     Ran,
     /// The reply buffer passed its boundary: write, then run the rest.
@@ -114,7 +116,7 @@ enum Batch {
 /// them in `ran`. In subscribed mode, deliveries already waiting are encoded before each reply, so
 /// a message published before a command ran reaches the client before that command's reply.
 #[allow(clippy::too_many_arguments)]
-fn run_batch(
+fn run_commands(
     ctx: &Context,
     decoder: &mut RespDecoder,
     rbuf: &mut BytesMut,
@@ -123,7 +125,7 @@ fn run_batch(
     wbuf: &mut BytesMut,
     limit: usize,
     ran: &mut usize,
-) -> Batch {
+) -> RoundEnd {
     loop {
         match decoder.decode_into(rbuf, args) {
             Ok(true) => {
@@ -131,20 +133,20 @@ fn run_batch(
                 if let Some(sub) = &session.sub
                     && let Err(Lagged(dropped)) = drain(sub, wbuf, usize::MAX)
                 {
-                    return Batch::Lagged(dropped);
+                    return RoundEnd::Lagged(dropped);
                 }
                 if commands::execute(ctx, session, args, wbuf) == Flow::Close {
-                    return Batch::Close;
+                    return RoundEnd::Close;
                 }
                 if wbuf.len() > limit {
-                    return Batch::Full;
+                    return RoundEnd::Full;
                 }
             }
-            Ok(false) => return Batch::Ran,
+            Ok(false) => return RoundEnd::Ran,
             Err(e) => {
                 debug!(peer = %session.addr, error = %e, "resp: protocol error; closing");
                 encode::error(wbuf, &format!("ERR {e}"));
-                return Batch::Close;
+                return RoundEnd::Close;
             }
         }
     }
@@ -190,7 +192,7 @@ async fn serve(
     loop {
         if fresh && wbuf.len() - written <= WRITE_BOUNDARY {
             let mut ran = 0;
-            let batch = run_batch(
+            let end = run_commands(
                 ctx,
                 &mut decoder,
                 &mut rbuf,
@@ -200,8 +202,8 @@ async fn serve(
                 written + WRITE_BOUNDARY,
                 &mut ran,
             );
-            fresh = batch == Batch::Full;
-            if let Batch::Lagged(dropped) = batch {
+            fresh = end == RoundEnd::Full;
+            if let RoundEnd::Lagged(dropped) = end {
                 lagged(peer, dropped);
                 return Ok(End::Done);
             }
@@ -215,7 +217,7 @@ async fn serve(
             if !durable(ctx, &mut session, peer).await {
                 return Ok(End::Done);
             }
-            if batch == Batch::Close {
+            if end == RoundEnd::Close {
                 tokio::select! {
                     biased;
                     () = &mut cancelled => {}
