@@ -2,21 +2,32 @@
 //! all with one write. A protocol error is answered with `-ERR Protocol error: ...` and closes the
 //! connection (the stream cannot be resynchronised), as in Redis; command errors do not.
 //!
-//! In subscribed mode (the session holds a change-feed subscriber) the loop also pushes what the
-//! feed delivers: it waits on socket reads, socket writes and the subscriber's queue at once,
-//! encodes a batch of waiting deliveries per wake-up, and writes replies and pushes from one
-//! buffer in the order they were produced (deliveries waiting when a command runs are encoded
-//! before its reply). A subscriber that falls behind (its queue lagged, or more than
-//! `--watch-queue-bytes` of output waiting for a client that does not read) is disconnected, as
-//! Redis disconnects a pub/sub client over its output buffer limit.
+//! A `Connection` runs in one of two modes, and changes mode when a command enters or leaves
+//! Redis's subscribed mode (the session holds a change-feed subscriber):
+//!
+//! - `run_plain`, request and reply: read, run every command the read completed, yield in turn so
+//!   the loop's other ready connections run theirs, wait for durability once, write every reply
+//!   with one `write`.
+//! - `run_subscribed` also pushes what the feed delivers: it waits on socket reads, socket writes
+//!   and the subscriber's queue at once, encodes a batch of waiting deliveries per wake-up, and
+//!   writes replies and pushes from one buffer in the order they were produced (deliveries
+//!   waiting when a command runs are encoded before its reply). A subscriber that falls behind
+//!   (its queue lagged, or more than `--watch-queue-bytes` of output waiting for a client that
+//!   does not read) is disconnected, as Redis disconnects a pub/sub client over its output buffer
+//!   limit.
+//!
+//! Both run commands through `round`, so replies wait for durability the same way in either mode.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
 use nanodb_protocol::{Response, ServerCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Encoder;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{debug, warn};
 
 use super::commands::pubsub::{Lagged, drain, push};
@@ -52,29 +63,14 @@ pub async fn run(
     peer: SocketAddr,
     ctx: &Context,
     clients: &Clients,
-) -> std::io::Result<End> {
+) -> io::Result<End> {
     let _open = ctx.stats.connection(Protocol::Resp);
     let id = clients.add(peer);
-    let result = serve(&mut stream, peer, ctx, clients, id).await;
+    // The connection's state (its subscriber included) goes first, then its CLIENT LIST entry,
+    // then the socket: a client that saw the socket close no longer finds it listed.
+    let result = Connection::new(&mut stream, peer, ctx, Session::new(id, peer, clients)).serve().await;
     clients.remove(id);
     result
-}
-
-/// Waits until every write behind the buffered replies may be acknowledged. The connection has
-/// already let the round's other connections append their records (it yields before this), so
-/// the first to find its record unwritten writes them all at once; sharing again would only wait
-/// a second round. `false` when the log failed: the replies must not be sent (they would
-/// acknowledge writes that are not durable), so the connection is closed and the client sees its
-/// requests as not acknowledged.
-async fn durable(ctx: &Context, session: &mut Session<'_>, peer: SocketAddr) -> bool {
-    let position = std::mem::take(&mut session.log_position);
-    match ctx.durable_sharing(position, false).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(%peer, error = %e, "resp: closing: buffered replies include writes the log could not make durable");
-            false
-        }
-    }
 }
 
 /// Lets every task already queued on this loop run before this one goes on, without letting the
@@ -97,9 +93,11 @@ async fn after_queued_tasks() {
     .await;
 }
 
-/// How running the buffered commands ended.
+/// How this connection's part of a round (running the commands its read completed) ended. Not
+/// `Batch`: that is a command of the model (`nanodb_protocol::cmd::Batch`), which RESP does not
+/// serve (it batches by pipelining).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Batch {
+enum RoundEnd {
     /// Every whole command ran; the rest of the buffer (if any) is incomplete.
     Ran,
     /// The reply buffer passed its boundary: write, then run the rest.
@@ -108,46 +106,6 @@ enum Batch {
     Close,
     /// The subscriber lagged: close.
     Lagged(u64),
-}
-
-/// Runs every whole command in `rbuf`, stopping once `wbuf` is longer than `limit`, and counts
-/// them in `ran`. In subscribed mode, deliveries already waiting are encoded before each reply, so
-/// a message published before a command ran reaches the client before that command's reply.
-#[allow(clippy::too_many_arguments)]
-fn run_batch(
-    ctx: &Context,
-    decoder: &mut RespDecoder,
-    rbuf: &mut BytesMut,
-    args: &mut Vec<Bytes>,
-    session: &mut Session<'_>,
-    wbuf: &mut BytesMut,
-    limit: usize,
-    ran: &mut usize,
-) -> Batch {
-    loop {
-        match decoder.decode_into(rbuf, args) {
-            Ok(true) => {
-                *ran += 1;
-                if let Some(sub) = &session.sub
-                    && let Err(Lagged(dropped)) = drain(sub, wbuf, usize::MAX)
-                {
-                    return Batch::Lagged(dropped);
-                }
-                if commands::execute(ctx, session, args, wbuf) == Flow::Close {
-                    return Batch::Close;
-                }
-                if wbuf.len() > limit {
-                    return Batch::Full;
-                }
-            }
-            Ok(false) => return Batch::Ran,
-            Err(e) => {
-                debug!(peer = %session.addr, error = %e, "resp: protocol error; closing");
-                encode::error(wbuf, &format!("ERR {e}"));
-                return Batch::Close;
-            }
-        }
-    }
 }
 
 /// What woke a subscribed connection.
@@ -161,147 +119,257 @@ fn lagged(peer: SocketAddr, dropped: u64) {
     warn!(%peer, dropped, "resp: closing a subscriber that fell behind; deliveries were dropped");
 }
 
-async fn serve(
-    stream: &mut TcpStream,
+/// One connection's state, shared by its two modes. A mode's loop returns `Ok(None)` when a
+/// command moved the connection to the other mode, `Ok(Some(end))` when the connection is over.
+struct Connection<'a> {
+    stream: &'a mut TcpStream,
     peer: SocketAddr,
-    ctx: &Context,
-    clients: &Clients,
-    id: u64,
-) -> std::io::Result<End> {
-    let mut decoder = RespDecoder::new(ctx.config.resp_max_bulk_len, ctx.config.resp_max_args);
-    let mut rbuf = BytesMut::with_capacity(BUFFER);
-    let mut wbuf = BytesMut::with_capacity(BUFFER);
-    // How much of `wbuf` is written: subscribed mode writes it piecewise while it keeps filling.
-    let mut written = 0;
-    let mut session = Session::new(id, peer, clients);
-    let mut args = Vec::new();
-    // Output a subscriber may leave unread before it is disconnected.
-    let out_limit = ctx.config.feed.queue_bytes.max(WRITE_BOUNDARY);
-    // Whether `rbuf` may hold whole commands that have not run.
-    let mut fresh = false;
-    // Whether the next read is the connection's first (whose bytes are checked for another
-    // protocol's client). Subscribed mode comes only after a command, so it never needs to check.
-    let mut sniffing = true;
-    // A child token, awaited through one pinned future for the connection's life: polling it per
-    // read touches only this connection's waiter, not the server-wide token's shared lock.
-    let token = ctx.shutdown.child_token();
-    let cancelled = token.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        if fresh && wbuf.len() - written <= WRITE_BOUNDARY {
-            let mut ran = 0;
-            let batch = run_batch(
-                ctx,
-                &mut decoder,
-                &mut rbuf,
-                &mut args,
-                &mut session,
-                &mut wbuf,
-                written + WRITE_BOUNDARY,
-                &mut ran,
-            );
-            fresh = batch == Batch::Full;
-            if let Batch::Lagged(dropped) = batch {
-                lagged(peer, dropped);
-                return Ok(End::Done);
+    ctx: &'a Context,
+    session: Session<'a>,
+    decoder: RespDecoder,
+    /// Bytes read whose commands have not run.
+    rbuf: BytesMut,
+    /// Replies (and, subscribed, pushes) not yet written.
+    wbuf: BytesMut,
+    /// How much of `wbuf` is written: subscribed mode writes it piecewise while it keeps filling.
+    written: usize,
+    /// Whether `rbuf` may hold whole commands that have not run.
+    fresh: bool,
+    /// The command being run, reused from one command to the next.
+    args: Vec<Bytes>,
+    /// Shutdown, as a child token awaited through one pinned future for the connection's life:
+    /// polling it per read touches only this connection's waiter, not the server-wide token's
+    /// shared lock.
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<'a> Connection<'a> {
+    fn new(stream: &'a mut TcpStream, peer: SocketAddr, ctx: &'a Context, session: Session<'a>) -> Self {
+        Self {
+            stream,
+            peer,
+            ctx,
+            session,
+            decoder: RespDecoder::new(ctx.config.resp_max_bulk_len, ctx.config.resp_max_args),
+            rbuf: BytesMut::with_capacity(BUFFER),
+            wbuf: BytesMut::with_capacity(BUFFER),
+            written: 0,
+            fresh: false,
+            args: Vec::new(),
+            cancelled: Box::pin(ctx.shutdown.child_token().cancelled_owned()),
+        }
+    }
+
+    /// Serves the connection in whichever mode its commands put it in.
+    async fn serve(&mut self) -> io::Result<End> {
+        if let Some(end) = self.first_read().await? {
+            return Ok(end);
+        }
+        loop {
+            if let Some(end) = self.run_plain().await? {
+                return Ok(end);
             }
-            if ran > 0 {
-                super::idle_poll::note_work();
-                // Let every other connection that is ready run its batch before any of them
-                // writes: then the first to need the log writes every record of the round in one
-                // `write(2)`, and replies leave together (Redis's event loop does the same).
-                after_queued_tasks().await;
-            }
-            if !durable(ctx, &mut session, peer).await {
-                return Ok(End::Done);
-            }
-            if batch == Batch::Close {
-                tokio::select! {
-                    biased;
-                    () = &mut cancelled => {}
-                    r = stream.write_all(&wbuf[written..]) => r?,
-                }
-                return Ok(End::Done);
+            if let Some(end) = self.run_subscribed().await? {
+                return Ok(end);
             }
         }
-        let Some(sub) = session.sub.as_ref() else {
-            // Not subscribed: one write per batch, then wait for the client.
-            if written < wbuf.len() {
-                stream.write_all(&wbuf[written..]).await?;
+    }
+
+    /// Reads the connection's first bytes and tells another protocol's client where to go. Only
+    /// the first read is checked: subscribed mode comes only after a command.
+    async fn first_read(&mut self) -> io::Result<Option<End>> {
+        if !self.read().await? {
+            return Ok(Some(End::Done));
+        }
+        if let Some(foreign) = sniff::identify(&self.rbuf).filter(|f| *f != Foreign::Resp) {
+            answer_foreign(self.stream, self.ctx, foreign).await;
+            return Ok(Some(End::Foreign(foreign)));
+        }
+        Ok(None)
+    }
+
+    /// Request and reply. Each turn writes what the last round left with one `write`, reads
+    /// unless whole commands are still waiting (a round that stopped at the write boundary), and
+    /// runs a round.
+    async fn run_plain(&mut self) -> io::Result<Option<End>> {
+        loop {
+            if self.written < self.wbuf.len() {
+                self.stream.write_all(&self.wbuf[self.written..]).await?;
             }
-            reset(&mut wbuf, &mut written);
-            if fresh {
-                continue;
+            reset(&mut self.wbuf, &mut self.written);
+            if !self.fresh && !self.read().await? {
+                return Ok(Some(End::Done));
             }
-            if rbuf.capacity() - rbuf.len() < BUFFER / 4 {
-                rbuf.reserve(BUFFER);
+            if let Some(end) = self.round().await? {
+                return Ok(Some(end));
             }
-            let n = tokio::select! {
-                biased;
-                () = &mut cancelled => return Ok(End::Done),
-                n = stream.read_buf(&mut rbuf) => n?,
+            if self.session.sub.is_some() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Subscribed mode: waits on reads, partial writes and the subscriber's queue together, and
+    /// runs a round once a read brought commands and the pending output is under the boundary.
+    async fn run_subscribed(&mut self) -> io::Result<Option<End>> {
+        // Output a subscriber may leave unread before it is disconnected.
+        let out_limit = self.ctx.config.feed.queue_bytes.max(WRITE_BOUNDARY);
+        loop {
+            let Some(sub) = self.session.sub.as_ref() else {
+                return Ok(None);
             };
-            if n == 0 {
-                return Ok(End::Done);
+            let pending = self.wbuf.len() - self.written;
+            if pending > out_limit {
+                warn!(peer = %self.peer, pending, limit = out_limit, "resp: closing a subscriber that does not read its messages");
+                return Ok(Some(End::Done));
             }
-            if sniffing {
-                // A connection's first bytes: another protocol's client is told where to go.
-                sniffing = false;
-                if let Some(foreign) = sniff::identify(&rbuf).filter(|f| *f != Foreign::Resp) {
-                    answer_foreign(stream, ctx, foreign).await;
-                    return Ok(End::Foreign(foreign));
+            let reading = !self.fresh && pending <= WRITE_BOUNDARY;
+            if reading {
+                reserve_read(&mut self.rbuf);
+            }
+            let (mut rd, mut wr) = self.stream.split();
+            let wake = tokio::select! {
+                biased;
+                () = &mut self.cancelled => return Ok(Some(End::Done)),
+                n = wr.write(&self.wbuf[self.written..]), if pending > 0 => Wake::Wrote(n?),
+                d = sub.recv() => Wake::Delivery(d),
+                n = rd.read_buf(&mut self.rbuf), if reading => Wake::Read(n?),
+            };
+            match wake {
+                Wake::Wrote(0) => return Ok(Some(End::Done)),
+                Wake::Read(0) => {
+                    // The client is done sending; what it is owed still goes out (unless it
+                    // stopped reading too, which shutdown or its closing ends).
+                    self.write_rest().await?;
+                    return Ok(Some(End::Done));
                 }
+                Wake::Wrote(n) => {
+                    self.written += n;
+                    if self.written == self.wbuf.len() {
+                        reset(&mut self.wbuf, &mut self.written);
+                    } else {
+                        compact(&mut self.wbuf, &mut self.written);
+                    }
+                }
+                Wake::Delivery(d) => {
+                    if let Err(Lagged(dropped)) =
+                        push(&mut self.wbuf, &d).and_then(|()| drain(sub, &mut self.wbuf, PUSH_BATCH))
+                    {
+                        lagged(self.peer, dropped);
+                        return Ok(Some(End::Done));
+                    }
+                }
+                Wake::Read(_) => self.fresh = true,
             }
-            fresh = true;
-            continue;
-        };
-        let pending = wbuf.len() - written;
-        if pending > out_limit {
-            warn!(%peer, pending, limit = out_limit, "resp: closing a subscriber that does not read its messages");
-            return Ok(End::Done);
+            if self.fresh
+                && self.wbuf.len() - self.written <= WRITE_BOUNDARY
+                && let Some(end) = self.round().await?
+            {
+                return Ok(Some(end));
+            }
         }
-        let reading = !fresh && pending <= WRITE_BOUNDARY;
-        if reading && rbuf.capacity() - rbuf.len() < BUFFER / 4 {
-            rbuf.reserve(BUFFER);
-        }
-        let (mut rd, mut wr) = stream.split();
-        let wake = tokio::select! {
+    }
+
+    /// Waits for the client's next bytes; `false` when it left or the server is shutting down.
+    async fn read(&mut self) -> io::Result<bool> {
+        reserve_read(&mut self.rbuf);
+        let n = tokio::select! {
             biased;
-            () = &mut cancelled => return Ok(End::Done),
-            n = wr.write(&wbuf[written..]), if pending > 0 => Wake::Wrote(n?),
-            d = sub.recv() => Wake::Delivery(d),
-            n = rd.read_buf(&mut rbuf), if reading => Wake::Read(n?),
+            () = &mut self.cancelled => return Ok(false),
+            n = self.stream.read_buf(&mut self.rbuf) => n?,
         };
-        match wake {
-            Wake::Wrote(0) => return Ok(End::Done),
-            Wake::Read(0) => {
-                // The client is done sending; what it is owed still goes out (unless it stopped
-                // reading too, which shutdown or its closing ends).
-                tokio::select! {
-                    biased;
-                    () = &mut cancelled => {}
-                    r = stream.write_all(&wbuf[written..]) => r?,
-                }
-                return Ok(End::Done);
-            }
-            Wake::Wrote(n) => {
-                written += n;
-                if written == wbuf.len() {
-                    reset(&mut wbuf, &mut written);
-                } else {
-                    compact(&mut wbuf, &mut written);
-                }
-            }
-            Wake::Delivery(d) => {
-                if let Err(Lagged(dropped)) =
-                    push(&mut wbuf, &d).and_then(|()| drain(sub, &mut wbuf, PUSH_BATCH))
-                {
-                    lagged(peer, dropped);
-                    return Ok(End::Done);
-                }
-            }
-            Wake::Read(_) => fresh = true,
+        self.fresh = n > 0;
+        Ok(n > 0)
+    }
+
+    /// This connection's part of the loop's round: runs the commands `rbuf` completes (until the
+    /// output passes the boundary), lets every other ready connection run theirs, and waits until
+    /// the replies may be acknowledged; the caller writes them. `Some` when the connection ends
+    /// here (QUIT and a protocol error after writing what is owed).
+    async fn round(&mut self) -> io::Result<Option<End>> {
+        let (end, ran) = self.run_commands(self.written + WRITE_BOUNDARY);
+        self.fresh = end == RoundEnd::Full;
+        if let RoundEnd::Lagged(dropped) = end {
+            lagged(self.peer, dropped);
+            return Ok(Some(End::Done));
         }
+        if ran > 0 {
+            super::idle_poll::note_work();
+            // Let every other connection that is ready run its commands before any of them
+            // writes: then the first to need the log writes every record of the round in one
+            // `write(2)`, and replies leave together (Redis's event loop does the same).
+            after_queued_tasks().await;
+        }
+        if !self.durable().await {
+            return Ok(Some(End::Done));
+        }
+        if end == RoundEnd::Close {
+            self.write_rest().await?;
+            return Ok(Some(End::Done));
+        }
+        Ok(None)
+    }
+
+    /// Runs every whole command in `rbuf`, stopping once `wbuf` is longer than `limit`; how that
+    /// ended and how many ran. In subscribed mode, deliveries already waiting are encoded before
+    /// each reply, so a message published before a command ran reaches the client before that
+    /// command's reply.
+    fn run_commands(&mut self, limit: usize) -> (RoundEnd, usize) {
+        let mut ran = 0;
+        loop {
+            match self.decoder.decode_into(&mut self.rbuf, &mut self.args) {
+                Ok(true) => {
+                    ran += 1;
+                    if let Some(sub) = &self.session.sub
+                        && let Err(Lagged(dropped)) = drain(sub, &mut self.wbuf, usize::MAX)
+                    {
+                        return (RoundEnd::Lagged(dropped), ran);
+                    }
+                    if commands::execute(self.ctx, &mut self.session, &self.args, &mut self.wbuf)
+                        == Flow::Close
+                    {
+                        return (RoundEnd::Close, ran);
+                    }
+                    if self.wbuf.len() > limit {
+                        return (RoundEnd::Full, ran);
+                    }
+                }
+                Ok(false) => return (RoundEnd::Ran, ran),
+                Err(e) => {
+                    debug!(peer = %self.peer, error = %e, "resp: protocol error; closing");
+                    encode::error(&mut self.wbuf, &format!("ERR {e}"));
+                    return (RoundEnd::Close, ran);
+                }
+            }
+        }
+    }
+
+    /// Waits until every write behind the buffered replies may be acknowledged. The connection
+    /// has already let the round's other connections append their records (it yields before
+    /// this), so the first to find its record unwritten writes them all at once; sharing again
+    /// would only wait a second round. `false` when the log failed: the replies must not be sent
+    /// (they would acknowledge writes that are not durable), so the connection is closed and the
+    /// client sees its requests as not acknowledged.
+    async fn durable(&mut self) -> bool {
+        let position = std::mem::take(&mut self.session.log_position);
+        match self.ctx.durable_sharing(position, false).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, error = %e, "resp: closing: buffered replies include writes the log could not make durable");
+                false
+            }
+        }
+    }
+
+    /// Writes what the client is still owed before the connection closes, unless shutdown comes
+    /// first (a client that stopped reading must not hold the drain up).
+    async fn write_rest(&mut self) -> io::Result<()> {
+        tokio::select! {
+            biased;
+            () = &mut self.cancelled => {}
+            r = self.stream.write_all(&self.wbuf[self.written..]) => r?,
+        }
+        Ok(())
     }
 }
 
@@ -324,6 +392,13 @@ async fn answer_foreign(stream: &mut TcpStream, ctx: &Context, foreign: Foreign)
         Foreign::Tls | Foreign::Resp => Vec::new(), // Resp: ours, never passed here
     };
     sniff::answer_and_close(stream, &answer).await;
+}
+
+/// Keeps room in the read buffer for a read.
+fn reserve_read(rbuf: &mut BytesMut) {
+    if rbuf.capacity() - rbuf.len() < BUFFER / 4 {
+        rbuf.reserve(BUFFER);
+    }
 }
 
 /// Drops the written front of a buffer that keeps filling (a subscriber never quite caught up)

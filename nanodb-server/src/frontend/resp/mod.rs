@@ -6,7 +6,8 @@
 //! - [`encode`]: reply encoding into one buffer per read batch.
 //! - [`commands`]: the command table and one module per family; each command translates into
 //!   [`nanodb_protocol::Command`]s and encodes the replies in Redis's shapes.
-//! - [`connection`]: the per-connection loop (read a batch, run everything decodable, one write).
+//! - [`connection`]: one connection in its two modes: plain (read, run everything decodable, one
+//!   write) and subscribed (replies and feed pushes in one ordered buffer).
 //! - [`idle_poll`]: adaptive busy polling of each event loop between requests.
 //!
 //! Connections over `max_connections` get `-ERR max number of clients reached` and are closed.
