@@ -33,6 +33,33 @@ fn list_end(end: i32) -> Result<ListEnd, Error> {
     }
 }
 
+/// The optional `Expiry` of a request: its choice when set, else `unset` (the older field's TTL,
+/// or the command's default).
+fn expiry_or(e: Option<pb::Expiry>, unset: Expiry) -> Result<Expiry, Error> {
+    e.map_or(Ok(unset), Expiry::try_from)
+}
+
+impl TryFrom<pb::Expiry> for Expiry {
+    type Error = Error;
+
+    /// Exactly one choice, and `persist` or `keep` only as `true` (a `false` would say nothing).
+    fn try_from(e: pb::Expiry) -> Result<Self, Error> {
+        use pb::expiry::Kind;
+        match e.kind {
+            Some(Kind::Persist(true)) => Ok(Expiry::Persist),
+            Some(Kind::Keep(true)) => Ok(Expiry::Keep),
+            Some(Kind::InMs(ms)) => Ok(Expiry::In(ms)),
+            Some(Kind::AtMs(ms)) => Ok(Expiry::At(ms)),
+            Some(Kind::Persist(false) | Kind::Keep(false)) => {
+                Err(Error::InvalidArgument("expiry.persist and expiry.keep must be true when set".into()))
+            }
+            None => {
+                Err(Error::InvalidArgument("an expiry must set one of persist, keep, in_ms, at_ms".into()))
+            }
+        }
+    }
+}
+
 /// Implements `TryFrom<pb::$msg> for cmd::$cmd` with `|$m| body`, and the same into [`Command`].
 macro_rules! command_from {
     ($($msg:ident => $cmd:ident |$m:ident| $body:expr;)*) => {$(
@@ -60,11 +87,14 @@ command_from! {
         condition: put_condition(m.condition, m.expected_version)?,
         key: m.key,
         value: m.value,
-        expiry: Expiry::from_put_ttl_ms(m.ttl_ms),
+        expiry: expiry_or(m.expiry, Expiry::from_put_ttl_ms(m.ttl_ms))?,
     };
     DeleteRequest => Delete |m| cmd::Delete { key: m.key };
     IncrRequest => Incr |m| cmd::Incr { key: m.key, delta: m.delta };
-    ExpireRequest => Expire |m| cmd::Expire { key: m.key, expiry: Expiry::from_expire_ttl_ms(m.ttl_ms) };
+    ExpireRequest => Expire |m| cmd::Expire {
+        expiry: expiry_or(m.expiry, Expiry::from_expire_ttl_ms(m.ttl_ms))?,
+        key: m.key,
+    };
     ScanRequest => Scan |m| cmd::Scan { prefix: m.prefix, limit: m.limit, cursor: m.cursor };
     HashSetRequest => HashSet |m| cmd::HashSet { key: m.key, field: m.field, value: m.value };
     HashGetRequest => HashGet |m| cmd::HashGet { key: m.key, field: m.field };
@@ -114,6 +144,7 @@ mod tests {
             ttl_ms: 7,
             condition,
             expected_version,
+            expiry: None,
         };
         let cond = |m| match Command::try_from(m) {
             Ok(Command::Put(cmd::Put { condition, expiry: Expiry::In(7), .. })) => Ok(condition),
@@ -126,6 +157,37 @@ mod tests {
         assert_eq!(cond(put(3, 9)), Ok(PutCondition::IfVersion(9)));
         let err = cond(put(4, 0)).expect_err("unknown condition");
         assert!(matches!(&err, Error::InvalidArgument(m) if m.contains('4')), "{err}");
+    }
+
+    #[test]
+    fn an_expiry_overrides_the_older_ttl_fields_and_must_choose() {
+        use pb::expiry::Kind;
+        let e = |kind| Some(pb::Expiry { kind: Some(kind) });
+        let put = |ttl_ms, expiry| pb::PutRequest {
+            key: Bytes::from_static(b"k"),
+            ttl_ms,
+            expiry,
+            ..Default::default()
+        };
+        let put_expiry = |m| cmd::Put::try_from(m).map(|c| c.expiry);
+        // Without one, ttl_ms works as it always did.
+        assert_eq!(put_expiry(put(0, None)), Ok(Expiry::Persist));
+        assert_eq!(put_expiry(put(5, None)), Ok(Expiry::In(5)));
+        // With one, it wins over ttl_ms.
+        assert_eq!(put_expiry(put(5, e(Kind::Keep(true)))), Ok(Expiry::Keep));
+        assert_eq!(put_expiry(put(5, e(Kind::Persist(true)))), Ok(Expiry::Persist));
+        assert_eq!(put_expiry(put(0, e(Kind::InMs(9)))), Ok(Expiry::In(9)));
+        assert_eq!(put_expiry(put(0, e(Kind::AtMs(1_700_000_000_000)))), Ok(Expiry::At(1_700_000_000_000)));
+        // A choice that says nothing, or none at all, is refused.
+        for bad in [e(Kind::Keep(false)), e(Kind::Persist(false)), Some(pb::Expiry { kind: None })] {
+            assert!(matches!(put_expiry(put(0, bad)), Err(Error::InvalidArgument(_))), "{bad:?}");
+        }
+
+        let expire = |ttl_ms, expiry| pb::ExpireRequest { key: Bytes::from_static(b"k"), ttl_ms, expiry };
+        let expire_expiry = |m| cmd::Expire::try_from(m).map(|c| c.expiry);
+        assert_eq!(expire_expiry(expire(-1, None)), Ok(Expiry::Persist));
+        assert_eq!(expire_expiry(expire(0, None)), Ok(Expiry::At(0)));
+        assert_eq!(expire_expiry(expire(-1, e(Kind::InMs(7)))), Ok(Expiry::In(7)));
     }
 
     #[test]

@@ -88,13 +88,25 @@ async fn strings_put_get_delete_incr_expire() {
     assert!(r.applied);
     let ttl = c.get(get("t")).await.expect("get").into_inner().ttl_ms;
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
-    let e = c.expire(pb::ExpireRequest { key: b("t"), ttl_ms: -1 }).await.expect("expire").into_inner();
+    let e = c
+        .expire(pb::ExpireRequest { key: b("t"), ttl_ms: -1, ..Default::default() })
+        .await
+        .expect("expire")
+        .into_inner();
     assert!(e.applied);
     assert_eq!(c.get(get("t")).await.expect("get").into_inner().ttl_ms, -1);
-    let e = c.expire(pb::ExpireRequest { key: b("t"), ttl_ms: 0 }).await.expect("expire").into_inner();
+    let e = c
+        .expire(pb::ExpireRequest { key: b("t"), ttl_ms: 0, ..Default::default() })
+        .await
+        .expect("expire")
+        .into_inner();
     assert!(e.applied);
     assert!(!c.get(get("t")).await.expect("get").into_inner().found);
-    let e = c.expire(pb::ExpireRequest { key: b("nope"), ttl_ms: 10 }).await.expect("expire").into_inner();
+    let e = c
+        .expire(pb::ExpireRequest { key: b("nope"), ttl_ms: 10, ..Default::default() })
+        .await
+        .expect("expire")
+        .into_inner();
     assert!(!e.applied);
 
     // Incr creates at 0, adds, and reads back as decimal text.
@@ -109,6 +121,79 @@ async fn strings_put_get_delete_incr_expire() {
     let d = c.delete(pb::DeleteRequest { key: b("k") }).await.expect("delete").into_inner();
     assert!(!d.deleted);
     assert!(!c.get(get("k")).await.expect("get").into_inner().found);
+    server.shutdown().await;
+}
+
+fn expiry(kind: pb::expiry::Kind) -> Option<pb::Expiry> {
+    Some(pb::Expiry { kind: Some(kind) })
+}
+
+/// A key's `ttl_ms` as Get reports it.
+async fn ttl(c: &mut KvClient<Channel>, key: &str) -> i64 {
+    c.get(get(key)).await.expect("get").into_inner().ttl_ms
+}
+
+/// Milliseconds since the Unix epoch now.
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    u64::try_from(since.as_millis()).expect("fits")
+}
+
+#[tokio::test]
+async fn put_and_expire_take_an_expiry_that_overrides_ttl_ms() {
+    use pb::expiry::Kind;
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    // in_ms wins over ttl_ms; keep keeps it through the next write (ttl_ms alone would clear it).
+    let r = c.put(pb::PutRequest { ttl_ms: 5, expiry: expiry(Kind::InMs(60_000)), ..put("k", "v") }).await;
+    assert!(r.expect("put").into_inner().applied);
+    let t = ttl(&mut c, "k").await;
+    assert!(t > 5_000 && t <= 60_000, "{t}");
+    c.put(pb::PutRequest { expiry: expiry(Kind::Keep(true)), ..put("k", "w") }).await.expect("put");
+    let t = ttl(&mut c, "k").await;
+    assert!(t > 5_000 && t <= 60_000, "keep kept the TTL: {t}");
+    // persist wins over a ttl_ms.
+    c.put(pb::PutRequest { ttl_ms: 60_000, expiry: expiry(Kind::Persist(true)), ..put("k", "x") })
+        .await
+        .expect("put");
+    assert_eq!(ttl(&mut c, "k").await, -1);
+    // at_ms: an absolute deadline.
+    let at = unix_ms() + 120_000;
+    c.put(pb::PutRequest { expiry: expiry(Kind::AtMs(at)), ..put("a", "v") }).await.expect("put");
+    let t = ttl(&mut c, "a").await;
+    assert!(t > 60_000 && t <= 120_000, "{t}");
+
+    // Expire: the expiry wins over ttl_ms (-1 would persist); an at_ms in the past removes the key.
+    let e = c.expire(pb::ExpireRequest { key: b("k"), ttl_ms: -1, expiry: expiry(Kind::InMs(30_000)) }).await;
+    assert!(e.expect("expire").into_inner().applied);
+    let t = ttl(&mut c, "k").await;
+    assert!(t > 0 && t <= 30_000, "{t}");
+    let e = c.expire(pb::ExpireRequest { key: b("k"), ttl_ms: 0, expiry: expiry(Kind::Persist(true)) }).await;
+    assert!(e.expect("expire").into_inner().applied, "persist instead of expiring at once");
+    assert_eq!(ttl(&mut c, "k").await, -1);
+    let e = c.expire(pb::ExpireRequest { key: b("a"), ttl_ms: 60_000, expiry: expiry(Kind::AtMs(1)) }).await;
+    assert!(e.expect("expire").into_inner().applied);
+    assert!(!c.get(get("a")).await.expect("get").into_inner().found, "a deadline in the past removes");
+
+    // Invalid expiries are INVALID_ARGUMENT and change nothing.
+    let bad: [(Option<pb::Expiry>, &str); 4] = [
+        (Some(pb::Expiry { kind: None }), "one of persist"),
+        (expiry(Kind::Keep(false)), "must be true"),
+        (expiry(Kind::InMs(0)), "invalid expire time"),
+        (expiry(Kind::AtMs(0)), "invalid expire time"),
+    ];
+    for (e, why) in bad {
+        let err = c.put(pb::PutRequest { expiry: e, ..put("k", "bad") }).await.expect_err("invalid");
+        assert_eq!((err.code(), nanodb_code(&err)), (Code::InvalidArgument, "INVALID_ARGUMENT"), "{e:?}");
+        assert!(err.message().contains(why), "{e:?}: {}", err.message());
+    }
+    let err = c
+        .expire(pb::ExpireRequest { key: b("k"), ttl_ms: 10, expiry: expiry(Kind::Keep(true)) })
+        .await
+        .expect_err("an expire cannot keep");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let g = c.get(get("k")).await.expect("get").into_inner();
+    assert_eq!((g.value, g.ttl_ms), (b("x"), -1), "refused writes changed nothing");
     server.shutdown().await;
 }
 
@@ -157,7 +242,7 @@ async fn batch_applies_in_order_with_one_result_each() {
         op(Op::Put(put("b", "1"))),
         op(Op::Incr(pb::IncrRequest { key: b("b"), delta: 2 })),
         op(Op::Get(get("b"))),
-        op(Op::Expire(pb::ExpireRequest { key: b("b"), ttl_ms: 60_000 })),
+        op(Op::Expire(pb::ExpireRequest { key: b("b"), ttl_ms: 60_000, ..Default::default() })),
         op(Op::Put(put("s", "text"))),
         op(Op::Incr(pb::IncrRequest { key: b("s"), delta: 1 })),
         op(Op::Delete(pb::DeleteRequest { key: b("b") })),

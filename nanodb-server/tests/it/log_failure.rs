@@ -239,7 +239,7 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
     refused!("Put", kv.put(pb::PutRequest { key: key("s"), value: key("x"), ..Default::default() }));
     refused!("Delete", kv.delete(pb::DeleteRequest { key: key("none") }));
     refused!("Incr", kv.incr(pb::IncrRequest { key: key("n"), delta: 1 }));
-    refused!("Expire", kv.expire(pb::ExpireRequest { key: key("s"), ttl_ms: 100 }));
+    refused!("Expire", kv.expire(pb::ExpireRequest { key: key("s"), ttl_ms: 100, ..Default::default() }));
     let delete = pb::Operation { op: Some(pb::operation::Op::Delete(pb::DeleteRequest { key: key("s") })) };
     refused!("Batch", kv.batch(pb::BatchRequest { ops: vec![delete] }));
     refused!("HashSet", kv.hash_set(pb::HashSetRequest { key: key("h"), field: key("f"), value: key("w") }));
