@@ -103,6 +103,38 @@ command_from! {
     ListPushRequest => ListPush |m| cmd::ListPush { end: list_end(m.end)?, key: m.key, values: m.values };
     ListPopRequest => ListPop |m| cmd::ListPop { end: list_end(m.end)?, key: m.key, count: m.count };
     ListRangeRequest => ListRange |m| cmd::ListRange { key: m.key, start: m.start, stop: m.stop };
+    GetSetRequest => GetSet |m| cmd::GetSet {
+        condition: put_condition(m.condition, m.expected_version)?,
+        expiry: expiry_or(m.expiry, Expiry::Persist)?,
+        key: m.key,
+        value: m.value,
+    };
+    DeleteIfRequest => DeleteIf |m| cmd::DeleteIf { key: m.key, version: m.version };
+    ExistsRequest => Exists |m| cmd::Exists { key: m.key };
+    TtlRequest => Ttl |m| cmd::Ttl { key: m.key };
+    KeyCountRequest => KeyCount |_m| cmd::KeyCount {};
+    GetDelRequest => GetDel |m| cmd::GetDel { key: m.key };
+    GetExRequest => GetEx |m| cmd::GetEx { expiry: expiry_or(m.expiry, Expiry::Keep)?, key: m.key };
+    AppendRequest => Append |m| cmd::Append { key: m.key, value: m.value };
+    // The delta as the shortest text that reads back as the same double (no exponent); a NaN or
+    // an infinity becomes text that validation refuses.
+    IncrFloatRequest => IncrFloat |m| cmd::IncrFloat { key: m.key, delta: m.delta.to_string().into() };
+    MultiPutRequest => MultiPut |m| cmd::MultiPut {
+        pairs: m.pairs.into_iter().map(|p| (p.key, p.value)).collect(),
+        only_if_none_exist: m.if_none_exist,
+    };
+    RenameRequest => Rename |m| cmd::Rename { from: m.from, to: m.to };
+    TypeRequest => Type |m| cmd::Type { key: m.key };
+    FlushRequest => Flush |_m| cmd::Flush {};
+    RandomKeyRequest => RandomKey |_m| cmd::RandomKey {};
+    HashIncrRequest => HashIncr |m| cmd::HashIncr { key: m.key, field: m.field, delta: m.delta };
+    HashSetIfAbsentRequest => HashSetIfAbsent |m| {
+        cmd::HashSetIfAbsent { key: m.key, field: m.field, value: m.value }
+    };
+    HashLenRequest => HashLen |m| cmd::HashLen { key: m.key };
+    ListLenRequest => ListLen |m| cmd::ListLen { key: m.key };
+    ListSetRequest => ListSet |m| cmd::ListSet { key: m.key, index: m.index, value: m.value };
+    ListTrimRequest => ListTrim |m| cmd::ListTrim { key: m.key, start: m.start, stop: m.stop };
     PingRequest => Ping |_m| cmd::Ping {};
     PublishRequest => Publish |m| cmd::Publish { channel: m.channel, message: m.message };
     BatchRequest => Batch |m| cmd::Batch {
@@ -112,22 +144,26 @@ command_from! {
     };
 }
 
-impl TryFrom<pb::Operation> for Command {
-    type Error = Error;
+/// `TryFrom<pb::Operation> for Command`: each kind of operation (the oneof's variants, named as
+/// the commands they carry) converts as its RPC's request does.
+macro_rules! operation_from {
+    ($($kind:ident),* $(,)?) => {
+        impl TryFrom<pb::Operation> for Command {
+            type Error = Error;
 
-    fn try_from(op: pb::Operation) -> Result<Self, Error> {
-        use pb::operation::Op;
-        match op.op {
-            Some(Op::Get(m)) => m.try_into(),
-            Some(Op::Put(m)) => m.try_into(),
-            Some(Op::Delete(m)) => m.try_into(),
-            Some(Op::Incr(m)) => m.try_into(),
-            Some(Op::Expire(m)) => m.try_into(),
-            None => Err(Error::InvalidArgument(
-                "a batch operation has none of get, put, delete, incr, expire set".into(),
-            )),
+            fn try_from(op: pb::Operation) -> Result<Self, Error> {
+                use pb::operation::Op;
+                match op.op {
+                    $( Some(Op::$kind(m)) => m.try_into(), )*
+                    None => Err(Error::InvalidArgument("a batch operation has no operation set".into())),
+                }
+            }
         }
-    }
+    };
+}
+
+operation_from! {
+    Get, Put, Delete, Incr, Expire,
 }
 
 #[cfg(test)]

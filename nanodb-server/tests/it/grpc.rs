@@ -133,6 +133,12 @@ async fn ttl(c: &mut KvClient<Channel>, key: &str) -> i64 {
     c.get(get(key)).await.expect("get").into_inner().ttl_ms
 }
 
+/// Every value of a list.
+async fn whole_list(c: &mut KvClient<Channel>, key: &str) -> Vec<Bytes> {
+    let r = pb::ListRangeRequest { key: b(key), start: 0, stop: -1 };
+    c.list_range(r).await.expect("range").into_inner().values
+}
+
 /// Milliseconds since the Unix epoch now.
 fn unix_ms() -> u64 {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
@@ -316,6 +322,241 @@ async fn hashes_and_lists() {
         vec![b("a"), b("b")]
     );
     assert!(c.list_pop(pop(pb::ListEnd::Front, 1)).await.expect("pop").into_inner().values.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn strings_get_set_get_del_get_ex_append_incr_float() {
+    use pb::expiry::Kind;
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    let get_set = |k: &str, v: &str| pb::GetSetRequest { key: b(k), value: b(v), ..Default::default() };
+
+    // GetSet answers what was there before: nothing, then the first value with its version.
+    let r = c.get_set(get_set("k", "one")).await.expect("getset").into_inner();
+    assert_eq!(r, pb::GetSetResponse { found: false, value: Bytes::new(), version: 0, ttl_ms: 0 });
+    let v1 = c.get(get("k")).await.expect("get").into_inner().version;
+    let r = c
+        .get_set(pb::GetSetRequest { expiry: expiry(Kind::InMs(60_000)), ..get_set("k", "two") })
+        .await
+        .expect("getset")
+        .into_inner();
+    assert_eq!(r, pb::GetSetResponse { found: true, value: b("one"), version: v1, ttl_ms: -1 });
+    let t = ttl(&mut c, "k").await;
+    assert!(t > 0 && t <= 60_000, "the expiry applied: {t}");
+    // A condition that does not hold writes nothing but still answers the value.
+    let r = c
+        .get_set(pb::GetSetRequest { condition: pb::PutCondition::IfAbsent as i32, ..get_set("k", "three") })
+        .await
+        .expect("getset")
+        .into_inner();
+    assert!(r.found && r.value == b("two") && r.ttl_ms > 0, "{r:?}");
+    assert_eq!(c.get(get("k")).await.expect("get").into_inner().value, b("two"));
+    // Without an expiry GetSet clears the TTL, as a plain Put does.
+    c.get_set(get_set("k", "four")).await.expect("getset");
+    assert_eq!(ttl(&mut c, "k").await, -1);
+
+    // GetEx: no expiry is a plain read; one changes the TTL (and the version); persist clears it.
+    let before = c.get(get("k")).await.expect("get").into_inner();
+    let r = c.get_ex(pb::GetExRequest { key: b("k"), expiry: None }).await.expect("getex").into_inner();
+    assert_eq!(r, pb::GetExResponse { found: true, value: b("four"), version: before.version, ttl_ms: -1 });
+    let r = c
+        .get_ex(pb::GetExRequest { key: b("k"), expiry: expiry(Kind::InMs(30_000)) })
+        .await
+        .expect("getex")
+        .into_inner();
+    assert!(r.found && r.value == b("four") && r.version > before.version, "{r:?}");
+    assert!(r.ttl_ms > 0 && r.ttl_ms <= 30_000, "{r:?}");
+    let r = c.get_ex(pb::GetExRequest { key: b("k"), expiry: expiry(Kind::Persist(true)) }).await;
+    assert_eq!(r.expect("getex").into_inner().ttl_ms, -1);
+    let r = c.get_ex(pb::GetExRequest { key: b("none"), expiry: None }).await.expect("getex").into_inner();
+    assert!(!r.found);
+    // A deadline already past answers the value and removes the key.
+    let r = c.get_ex(pb::GetExRequest { key: b("k"), expiry: expiry(Kind::AtMs(1)) }).await;
+    assert!(r.expect("getex").into_inner().found);
+    assert!(!c.get(get("k")).await.expect("get").into_inner().found);
+    let e = c.get_ex(pb::GetExRequest { key: b("k"), expiry: expiry(Kind::InMs(0)) }).await;
+    assert_eq!(e.expect_err("in_ms 0").code(), Code::InvalidArgument);
+
+    // GetDel answers the value and removes the key.
+    let p = c.put(put("d", "gone")).await.expect("put").into_inner();
+    let r = c.get_del(pb::GetDelRequest { key: b("d") }).await.expect("getdel").into_inner();
+    assert_eq!(r, pb::GetDelResponse { found: true, value: b("gone"), version: p.version, ttl_ms: -1 });
+    assert!(!c.get_del(pb::GetDelRequest { key: b("d") }).await.expect("getdel").into_inner().found);
+    assert!(!c.get(get("d")).await.expect("get").into_inner().found);
+
+    // Append creates, then extends.
+    let append = |v: &str| pb::AppendRequest { key: b("a"), value: b(v) };
+    assert_eq!(c.append(append("abc")).await.expect("append").into_inner().length, 3);
+    assert_eq!(c.append(append("\x00de")).await.expect("append").into_inner().length, 6);
+    assert_eq!(c.get(get("a")).await.expect("get").into_inner().value, b("abc\x00de"));
+
+    // IncrFloat: a missing key counts as 0; the answer is the stored text.
+    let incr = |k: &str, delta| pb::IncrFloatRequest { key: b(k), delta };
+    assert_eq!(c.incr_float(incr("f", 10.5)).await.expect("incrfloat").into_inner().value, b("10.5"));
+    assert_eq!(c.incr_float(incr("f", 0.1)).await.expect("incrfloat").into_inner().value, b("10.6"));
+    assert_eq!(c.incr_float(incr("f", -0.6)).await.expect("incrfloat").into_inner().value, b("10"));
+    assert_eq!(c.get(get("f")).await.expect("get").into_inner().value, b("10"));
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let e = c.incr_float(incr("f", bad)).await.expect_err("not finite");
+        assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "INVALID_ARGUMENT"), "{bad}");
+    }
+    let e = c.incr_float(incr("a", 1.0)).await.expect_err("not a number");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    c.incr_float(incr("f", f64::MAX)).await.expect("a finite sum");
+    let e = c.incr_float(incr("f", f64::MAX)).await.expect_err("the sum overflows to infinity");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_exists_ttl_type_count_random_multi_put_rename_delete_if_flush() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+
+    // An empty keyspace.
+    assert_eq!(c.key_count(pb::KeyCountRequest {}).await.expect("count").into_inner().count, 0);
+    let r = c.random_key(pb::RandomKeyRequest {}).await.expect("randomkey").into_inner();
+    assert_eq!(r, pb::RandomKeyResponse { found: false, key: Bytes::new() });
+    assert!(!c.exists(pb::ExistsRequest { key: b("s") }).await.expect("exists").into_inner().exists);
+    let t = c.ttl(pb::TtlRequest { key: b("s") }).await.expect("ttl").into_inner();
+    assert_eq!(t, pb::TtlResponse { found: false, ttl_ms: 0 });
+    let t = c.r#type(pb::TypeRequest { key: b("s") }).await.expect("type").into_inner();
+    assert_eq!((t.found, t.r#type()), (false, pb::KeyType::Unspecified));
+
+    // MultiPut writes every pair; with if_none_exist, nothing when one exists.
+    let pair = |k: &str, v: &str| pb::MultiPutPair { key: b(k), value: b(v) };
+    let mp = pb::MultiPutRequest {
+        pairs: vec![pair("s", "1"), pair("t", "2"), pair("s", "3")],
+        if_none_exist: false,
+    };
+    assert!(c.multi_put(mp).await.expect("mset").into_inner().applied);
+    assert_eq!(c.get(get("s")).await.expect("get").into_inner().value, b("3"), "the last pair wins");
+    let mp = pb::MultiPutRequest { pairs: vec![pair("new", "x"), pair("t", "y")], if_none_exist: true };
+    assert!(!c.multi_put(mp).await.expect("msetnx").into_inner().applied);
+    assert!(!c.exists(pb::ExistsRequest { key: b("new") }).await.expect("exists").into_inner().exists);
+    assert_eq!(c.get(get("t")).await.expect("get").into_inner().value, b("2"));
+    let e = c.multi_put(pb::MultiPutRequest::default()).await.expect_err("no pairs");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    c.hash_set(pb::HashSetRequest { key: b("h"), field: b("f"), value: b("v") }).await.expect("hset");
+    let push = pb::ListPushRequest { key: b("l"), end: pb::ListEnd::Back as i32, values: vec![b("x")] };
+    c.list_push(push).await.expect("push");
+    for (k, want) in [("s", pb::KeyType::String), ("h", pb::KeyType::Hash), ("l", pb::KeyType::List)] {
+        let t = c.r#type(pb::TypeRequest { key: b(k) }).await.expect("type").into_inner();
+        assert_eq!((t.found, t.r#type()), (true, want), "{k}");
+        assert!(c.exists(pb::ExistsRequest { key: b(k) }).await.expect("exists").into_inner().exists, "{k}");
+    }
+    assert_eq!(c.key_count(pb::KeyCountRequest {}).await.expect("count").into_inner().count, 4);
+    let r = c.random_key(pb::RandomKeyRequest {}).await.expect("randomkey").into_inner();
+    assert!(r.found && [b("s"), b("t"), b("h"), b("l")].contains(&r.key), "{r:?}");
+
+    // Ttl: -1 without expiry, the remaining time with one.
+    assert_eq!(c.ttl(pb::TtlRequest { key: b("h") }).await.expect("ttl").into_inner().ttl_ms, -1);
+    c.expire(pb::ExpireRequest { key: b("t"), ttl_ms: 60_000, ..Default::default() }).await.expect("expire");
+    let t = c.ttl(pb::TtlRequest { key: b("t") }).await.expect("ttl").into_inner();
+    assert!(t.found && t.ttl_ms > 0 && t.ttl_ms <= 60_000, "{t:?}");
+
+    // Rename moves the value and the TTL, replacing the destination; a missing source is NOT_FOUND.
+    c.rename(pb::RenameRequest { from: b("t"), to: b("s") }).await.expect("rename");
+    assert!(!c.exists(pb::ExistsRequest { key: b("t") }).await.expect("exists").into_inner().exists);
+    let g = c.get(get("s")).await.expect("get").into_inner();
+    assert!(g.value == b("2") && g.ttl_ms > 0, "{g:?}");
+    let e = c.rename(pb::RenameRequest { from: b("t"), to: b("u") }).await.expect_err("missing source");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::NotFound, "NOT_FOUND"));
+    assert!(!c.exists(pb::ExistsRequest { key: b("u") }).await.expect("exists").into_inner().exists);
+    let e = c.rename(pb::RenameRequest { from: b("s"), to: Bytes::new() }).await.expect_err("empty key");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // DeleteIf removes only at the expected version.
+    let v = c.get(get("s")).await.expect("get").into_inner().version;
+    let d = c.delete_if(pb::DeleteIfRequest { key: b("s"), version: v + 1 }).await.expect("delete_if");
+    assert!(!d.into_inner().deleted);
+    assert!(c.exists(pb::ExistsRequest { key: b("s") }).await.expect("exists").into_inner().exists);
+    let d = c.delete_if(pb::DeleteIfRequest { key: b("s"), version: v }).await.expect("delete_if");
+    assert!(d.into_inner().deleted);
+    let d = c.delete_if(pb::DeleteIfRequest { key: b("s"), version: v }).await.expect("delete_if");
+    assert!(!d.into_inner().deleted, "already gone");
+
+    // Flush removes every key and says how many.
+    assert_eq!(c.flush(pb::FlushRequest {}).await.expect("flush").into_inner().removed, 2);
+    assert_eq!(c.key_count(pb::KeyCountRequest {}).await.expect("count").into_inner().count, 0);
+    assert_eq!(server.engine().key_count(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn hash_incr_set_if_absent_len_and_list_len_set_trim() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    let hincr = |f: &str, delta| pb::HashIncrRequest { key: b("h"), field: b(f), delta };
+    assert_eq!(c.hash_incr(hincr("n", 5)).await.expect("hincr").into_inner().value, 5);
+    assert_eq!(c.hash_incr(hincr("n", -7)).await.expect("hincr").into_inner().value, -2);
+    let hsetnx = |f: &str, v: &str| pb::HashSetIfAbsentRequest { key: b("h"), field: b(f), value: b(v) };
+    assert!(c.hash_set_if_absent(hsetnx("s", "one")).await.expect("hsetnx").into_inner().created);
+    assert!(!c.hash_set_if_absent(hsetnx("s", "two")).await.expect("hsetnx").into_inner().created);
+    let g = c.hash_get(pb::HashGetRequest { key: b("h"), field: b("s") }).await.expect("hget").into_inner();
+    assert_eq!(g.value, b("one"), "an existing field is left alone");
+    let e = c.hash_incr(hincr("s", 1)).await.expect_err("not an integer");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "NOT_AN_INTEGER"));
+    let e = c.hash_incr(hincr("n", i64::MIN)).await.expect_err("-2 + i64::MIN overflows");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::OutOfRange, "OVERFLOW"));
+    let len = |k: &str| pb::HashLenRequest { key: b(k) };
+    assert_eq!(c.hash_len(len("h")).await.expect("hlen").into_inner().length, 2);
+    assert_eq!(c.hash_len(len("none")).await.expect("hlen").into_inner().length, 0);
+
+    let push = pb::ListPushRequest {
+        key: b("l"),
+        end: pb::ListEnd::Back as i32,
+        values: ["a", "b", "c", "d"].iter().map(|v| b(v)).collect(),
+    };
+    c.list_push(push).await.expect("push");
+    let llen = |k: &str| pb::ListLenRequest { key: b(k) };
+    assert_eq!(c.list_len(llen("l")).await.expect("llen").into_inner().length, 4);
+    assert_eq!(c.list_len(llen("none")).await.expect("llen").into_inner().length, 0);
+    let lset = |k: &str, index, v: &str| pb::ListSetRequest { key: b(k), index, value: b(v) };
+    c.list_set(lset("l", -1, "D")).await.expect("lset");
+    c.list_set(lset("l", 0, "A")).await.expect("lset");
+    assert_eq!(whole_list(&mut c, "l").await, [b("A"), b("b"), b("c"), b("D")]);
+    let e = c.list_set(lset("l", 4, "x")).await.expect_err("out of range");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "INVALID_ARGUMENT"));
+    let e = c.list_set(lset("none", 0, "x")).await.expect_err("missing list");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::NotFound, "NOT_FOUND"));
+    let trim = |start, stop| pb::ListTrimRequest { key: b("l"), start, stop };
+    c.list_trim(trim(1, -2)).await.expect("ltrim");
+    assert_eq!(whole_list(&mut c, "l").await, [b("b"), b("c")]);
+    // An empty range removes the list.
+    c.list_trim(trim(5, 10)).await.expect("ltrim");
+    assert_eq!(c.list_len(llen("l")).await.expect("llen").into_inner().length, 0);
+    assert!(!c.exists(pb::ExistsRequest { key: b("l") }).await.expect("exists").into_inner().exists);
+
+    // Every command of the wrong type is FAILED_PRECONDITION / WRONGTYPE, and changes nothing.
+    c.put(put("s", "text")).await.expect("put");
+    let push = pb::ListPushRequest { key: b("l"), end: 0, values: vec![b("x")] };
+    c.list_push(push).await.expect("push");
+    let wrong: Vec<Status> = vec![
+        c.hash_len(len("s")).await.expect_err("hlen of a string"),
+        c.hash_incr(pb::HashIncrRequest { key: b("l"), field: b("f"), delta: 1 }).await.expect_err("hincr"),
+        c.hash_set_if_absent(pb::HashSetIfAbsentRequest { key: b("s"), field: b("f"), value: b("v") })
+            .await
+            .expect_err("hsetnx of a string"),
+        c.list_len(llen("h")).await.expect_err("llen of a hash"),
+        c.list_set(lset("h", 0, "x")).await.expect_err("lset of a hash"),
+        c.list_trim(pb::ListTrimRequest { key: b("s"), start: 0, stop: 0 }).await.expect_err("ltrim"),
+        c.get_del(pb::GetDelRequest { key: b("h") }).await.expect_err("getdel of a hash"),
+        c.get_ex(pb::GetExRequest { key: b("l"), expiry: None }).await.expect_err("getex of a list"),
+        c.get_set(pb::GetSetRequest { key: b("h"), value: b("v"), ..Default::default() })
+            .await
+            .expect_err("getset of a hash"),
+        c.append(pb::AppendRequest { key: b("l"), value: b("v") }).await.expect_err("append to a list"),
+        c.incr_float(pb::IncrFloatRequest { key: b("h"), delta: 1.0 }).await.expect_err("incrfloat"),
+    ];
+    for e in wrong {
+        assert_eq!((e.code(), nanodb_code(&e)), (Code::FailedPrecondition, "WRONGTYPE"), "{e:?}");
+    }
+    assert_eq!(c.hash_len(len("h")).await.expect("hlen").into_inner().length, 2);
+    assert_eq!(c.list_len(llen("l")).await.expect("llen").into_inner().length, 1);
+    assert_eq!(c.get(get("s")).await.expect("get").into_inner().value, b("text"));
     server.shutdown().await;
 }
 
