@@ -163,7 +163,9 @@ macro_rules! operation_from {
 }
 
 operation_from! {
-    Get, Put, Delete, Incr, Expire,
+    Get, Put, GetSet, Delete, DeleteIf, Exists, Incr, Expire, Ttl, Scan, HashSet, HashGet, HashDelete,
+    HashGetAll, ListPush, ListPop, ListRange, KeyCount, GetDel, GetEx, Append, IncrFloat, MultiPut,
+    Rename, Type, Flush, RandomKey, HashIncr, HashSetIfAbsent, HashLen, ListLen, ListSet, ListTrim,
 }
 
 #[cfg(test)]
@@ -241,6 +243,20 @@ mod tests {
         };
         let batch = pb::BatchRequest { ops: vec![get.clone(), get] };
         assert!(matches!(Command::try_from(batch), Ok(Command::Batch(cmd::Batch { ops })) if ops.len() == 2));
+        let ops = vec![
+            pb::Operation { op: Some(pb::operation::Op::Flush(pb::FlushRequest {})) },
+            pb::Operation {
+                op: Some(pb::operation::Op::GetSet(pb::GetSetRequest {
+                    key: Bytes::from_static(b"k"),
+                    ..Default::default()
+                })),
+            },
+        ];
+        assert!(matches!(
+            Command::try_from(pb::BatchRequest { ops }),
+            Ok(Command::Batch(cmd::Batch { ops }))
+                if matches!(&ops[..], [Command::Flush(_), Command::GetSet(cmd::GetSet { expiry: Expiry::Persist, .. })])
+        ));
         let empty = pb::BatchRequest { ops: vec![pb::Operation { op: None }] };
         assert!(matches!(Command::try_from(empty), Err(Error::InvalidArgument(_))));
     }

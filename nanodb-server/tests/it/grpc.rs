@@ -281,6 +281,118 @@ async fn batch_applies_in_order_with_one_result_each() {
 }
 
 #[tokio::test]
+async fn a_batch_carries_every_kind_of_data_command() {
+    use pb::expiry::Kind;
+    use pb::operation::Op;
+    use pb::operation_result::Result as R;
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    let op = |op| pb::Operation { op: Some(op) };
+    let pair = |k: &str, v: &str| pb::MultiPutPair { key: b(k), value: b(v) };
+    let ops = vec![
+        op(Op::MultiPut(pb::MultiPutRequest {
+            pairs: vec![pair("a", "1"), pair("b", "2")],
+            if_none_exist: false,
+        })),
+        op(Op::GetSet(pb::GetSetRequest { key: b("a"), value: b("one"), ..Default::default() })),
+        op(Op::Append(pb::AppendRequest { key: b("a"), value: b("!") })),
+        op(Op::Exists(pb::ExistsRequest { key: b("a") })),
+        op(Op::GetEx(pb::GetExRequest { key: b("a"), expiry: expiry(Kind::InMs(60_000)) })),
+        op(Op::Ttl(pb::TtlRequest { key: b("a") })),
+        op(Op::Rename(pb::RenameRequest { from: b("a"), to: b("c") })),
+        op(Op::Rename(pb::RenameRequest { from: b("a"), to: b("d") })),
+        op(Op::Type(pb::TypeRequest { key: b("c") })),
+        op(Op::IncrFloat(pb::IncrFloatRequest { key: b("b"), delta: 0.5 })),
+        op(Op::HashIncr(pb::HashIncrRequest { key: b("h"), field: b("n"), delta: 3 })),
+        op(Op::HashSetIfAbsent(pb::HashSetIfAbsentRequest { key: b("h"), field: b("n"), value: b("x") })),
+        op(Op::HashLen(pb::HashLenRequest { key: b("h") })),
+        op(Op::ListPush(pb::ListPushRequest { key: b("l"), end: 1, values: vec![b("x"), b("y"), b("z")] })),
+        op(Op::ListSet(pb::ListSetRequest { key: b("l"), index: 1, value: b("Y") })),
+        op(Op::ListTrim(pb::ListTrimRequest { key: b("l"), start: 1, stop: -1 })),
+        op(Op::ListLen(pb::ListLenRequest { key: b("l") })),
+        op(Op::KeyCount(pb::KeyCountRequest {})),
+        op(Op::GetDel(pb::GetDelRequest { key: b("b") })),
+        op(Op::DeleteIf(pb::DeleteIfRequest { key: b("c"), version: 1 })),
+        op(Op::RandomKey(pb::RandomKeyRequest {})),
+        op(Op::Get(get("c"))),
+        op(Op::Flush(pb::FlushRequest {})),
+        op(Op::KeyCount(pb::KeyCountRequest {})),
+    ];
+    let n = ops.len();
+    let results: Vec<R> = c
+        .batch(pb::BatchRequest { ops })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.result.expect("a result"))
+        .collect();
+    assert_eq!(results.len(), n);
+    assert_eq!(results[0], R::MultiPut(pb::MultiPutResponse { applied: true }));
+    assert!(matches!(&results[1], R::GetSet(g) if g.found && g.value == b("1")), "{:?}", results[1]);
+    assert_eq!(results[2], R::Append(pb::AppendResponse { length: 4 }));
+    assert_eq!(results[3], R::Exists(pb::ExistsResponse { exists: true }));
+    assert!(matches!(&results[4], R::GetEx(g) if g.value == b("one!") && g.ttl_ms > 0), "{:?}", results[4]);
+    assert!(matches!(&results[5], R::Ttl(t) if t.found && t.ttl_ms > 0), "{:?}", results[5]);
+    assert_eq!(results[6], R::Rename(pb::RenameResponse {}));
+    assert!(matches!(&results[7], R::Error(e) if e.code == "NOT_FOUND"), "{:?}", results[7]);
+    assert_eq!(results[8], R::Type(pb::TypeResponse { found: true, r#type: pb::KeyType::String as i32 }));
+    assert_eq!(results[9], R::IncrFloat(pb::IncrFloatResponse { value: b("2.5") }));
+    assert_eq!(results[10], R::HashIncr(pb::HashIncrResponse { value: 3 }));
+    assert_eq!(results[11], R::HashSetIfAbsent(pb::HashSetIfAbsentResponse { created: false }));
+    assert_eq!(results[12], R::HashLen(pb::HashLenResponse { length: 1 }));
+    assert_eq!(results[13], R::ListPush(pb::ListPushResponse { length: 3 }));
+    assert_eq!(results[14], R::ListSet(pb::ListSetResponse {}));
+    assert_eq!(results[15], R::ListTrim(pb::ListTrimResponse {}));
+    assert_eq!(results[16], R::ListLen(pb::ListLenResponse { length: 2 }));
+    assert_eq!(results[17], R::KeyCount(pb::KeyCountResponse { count: 4 }), "b, c, h and l");
+    assert!(matches!(&results[18], R::GetDel(g) if g.found && g.value == b("2.5")), "{:?}", results[18]);
+    assert_eq!(results[19], R::DeleteIf(pb::DeleteIfResponse { deleted: false }), "a stale version");
+    assert!(
+        matches!(&results[20], R::RandomKey(r) if r.found && [b("c"), b("h"), b("l")].contains(&r.key)),
+        "{:?}",
+        results[20]
+    );
+    assert!(matches!(&results[21], R::Get(g) if g.found && g.value == b("one!")), "{:?}", results[21]);
+    assert_eq!(results[22], R::Flush(pb::FlushResponse { removed: 3 }));
+    assert_eq!(results[23], R::KeyCount(pb::KeyCountResponse { count: 0 }));
+
+    // Errors stay per operation, in the stable form, and the batch goes on.
+    let ops = vec![
+        op(Op::HashSet(pb::HashSetRequest { key: b("h"), field: b("f"), value: b("v") })),
+        op(Op::ListLen(pb::ListLenRequest { key: b("h") })),
+        op(Op::ListSet(pb::ListSetRequest { key: b("none"), index: 0, value: b("v") })),
+        op(Op::Scan(pb::ScanRequest::default())),
+    ];
+    let results: Vec<R> = c
+        .batch(pb::BatchRequest { ops })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results
+        .into_iter()
+        .flat_map(|r| r.result)
+        .collect();
+    assert!(matches!(&results[1], R::Error(e) if e.code == "WRONGTYPE"), "{:?}", results[1]);
+    assert!(matches!(&results[2], R::Error(e) if e.code == "NOT_FOUND"), "{:?}", results[2]);
+    assert!(
+        matches!(&results[3], R::Scan(s) if s.entries.len() == 1 && s.entries[0].key == b("h")),
+        "{:?}",
+        results[3]
+    );
+    // An invalid expiry in one operation refuses the batch whole, before anything runs.
+    let ops = vec![
+        op(Op::Put(put("never", "x"))),
+        op(Op::GetEx(pb::GetExRequest { key: b("h"), expiry: Some(pb::Expiry { kind: None }) })),
+    ];
+    let e = c.batch(pb::BatchRequest { ops }).await.expect_err("invalid expiry");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(!c.exists(pb::ExistsRequest { key: b("never") }).await.expect("exists").into_inner().exists);
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn hashes_and_lists() {
     let (server, addr) = grpc_server(config()).await;
     let mut c = kv(addr).await;

@@ -9,7 +9,8 @@
 use bytes::Bytes;
 use nanodb_protocol::pb;
 use nanodb_protocol::{
-    Entry, Error, ErrorCode, KeyType, Pong, PutOutcome, Reply, ScanEntry, ScanPage, TypedCommand, cmd,
+    CommandName, Entry, Error, ErrorCode, KeyType, Pong, PutOutcome, Reply, ScanEntry, ScanPage,
+    TypedCommand, cmd,
 };
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -235,6 +236,17 @@ macro_rules! op_kinds {
         }
 
         impl OpKind {
+            /// Every kind, in declaration order.
+            #[cfg(test)]
+            const ALL: &[OpKind] = &[$(Self::$kind),*];
+
+            /// The command an operation of this kind runs.
+            fn command(self) -> CommandName {
+                match self {
+                    $( Self::$kind => CommandName::$kind, )*
+                }
+            }
+
             /// The kind of an operation; `None` when no operation is set (the conversion rejects
             /// those).
             pub fn of(op: &pb::Operation) -> Option<Self> {
@@ -242,13 +254,6 @@ macro_rules! op_kinds {
                 Some(match op.op.as_ref()? {
                     $( Op::$kind(_) => Self::$kind, )*
                 })
-            }
-
-            /// The command's name (as in logs).
-            fn name(self) -> &'static str {
-                match self {
-                    $( Self::$kind => <cmd::$kind as TypedCommand>::NAME, )*
-                }
             }
 
             /// A successful operation's result: its reply as the kind's typed output, encoded
@@ -264,7 +269,9 @@ macro_rules! op_kinds {
 }
 
 op_kinds! {
-    Get, Put, Delete, Incr, Expire,
+    Get, Put, GetSet, Delete, DeleteIf, Exists, Incr, Expire, Ttl, Scan, HashSet, HashGet, HashDelete,
+    HashGetAll, ListPush, ListPop, ListRange, KeyCount, GetDel, GetEx, Append, IncrFloat, MultiPut,
+    Rename, Type, Flush, RandomKey, HashIncr, HashSetIfAbsent, HashLen, ListLen, ListSet, ListTrim,
 }
 
 /// One batch result: the outcome matching the operation's kind, or its error in the stable form.
@@ -275,7 +282,11 @@ pub fn operation_result(kind: OpKind, result: Result<Reply, Error>) -> pb::Opera
     let r = match result.map(|reply| kind.outcome(reply)) {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(reply)) => {
-            error!(op = kind.name(), ?reply, "grpc: the engine answered with a reply of the wrong kind");
+            error!(
+                op = kind.command().as_str(),
+                ?reply,
+                "grpc: the engine answered with a reply of the wrong kind"
+            );
             R::Error(error_message(&Error::Internal))
         }
         Err(e) => R::Error(error_message(&e)),
@@ -327,5 +338,55 @@ mod tests {
         assert_eq!(e.code, "NOT_AN_INTEGER");
         let r = operation_result(OpKind::Get, Ok(Reply::Bool(true)));
         assert!(matches!(r.result, Some(pb::operation_result::Result::Error(e)) if e.code == "INTERNAL"));
+        // Kinds that answer alike are told apart by the operation, not the reply.
+        let r = operation_result(OpKind::ListTrim, Ok(Reply::Bool(true)));
+        assert_eq!(r.result, Some(pb::operation_result::Result::ListTrim(pb::ListTrimResponse {})));
+        let r = operation_result(OpKind::Type, Ok(Some(KeyType::Hash).into()));
+        let want = pb::TypeResponse { found: true, r#type: pb::KeyType::Hash as i32 };
+        assert_eq!(r.result, Some(pb::operation_result::Result::Type(want)));
+        let r = operation_result(OpKind::Ttl, Ok(Reply::Int(-2)));
+        let want = pb::TtlResponse { found: false, ttl_ms: 0 };
+        assert_eq!(r.result, Some(pb::operation_result::Result::Ttl(want)));
+    }
+
+    /// A batch can carry every data command: every command but those that are not about keys.
+    #[test]
+    fn every_data_command_is_a_batch_kind() {
+        use std::collections::BTreeSet;
+        let kinds: BTreeSet<CommandName> = OpKind::ALL.iter().map(|k| k.command()).collect();
+        let data: BTreeSet<CommandName> = CommandName::ALL
+            .iter()
+            .copied()
+            .filter(|c| !matches!(c, CommandName::Ping | CommandName::Publish | CommandName::Batch))
+            .collect();
+        assert_eq!(kinds, data);
+    }
+
+    fn round_trips<T: Into<Reply> + FromReply + Clone + PartialEq + std::fmt::Debug>(outputs: &[T]) {
+        for out in outputs {
+            assert_eq!(T::from_reply(out.clone().into()), Ok(out.clone()));
+        }
+    }
+
+    /// What a batch turns into a `Reply` comes back as the same typed output.
+    #[test]
+    fn typed_outputs_come_back_from_their_replies() {
+        let b = Bytes::from_static;
+        let entry = Entry { value: b(b"v"), version: 7, ttl_ms: -1 };
+        round_trips(&[None, Some(entry)]);
+        round_trips(&[true, false]);
+        round_trips(&[-2, 0, i64::MAX]);
+        round_trips(&[None, Some(b(b"")), Some(b(b"x"))]);
+        round_trips(&[b(b"10.5")]);
+        round_trips(&[vec![], vec![b(b"a"), b(b"b")]]);
+        round_trips(&[vec![(b(b"f"), b(b"v"))]]);
+        round_trips(&[ScanPage { entries: vec![], next_cursor: b(b"c") }]);
+        round_trips(&[None, Some(KeyType::String), Some(KeyType::Hash), Some(KeyType::List)]);
+        // `created` is not carried by the reply (no gRPC response shows it).
+        round_trips(&[PutOutcome { applied: true, version: 3, created: false }]);
+        // A shape of another output is given back, not misread.
+        assert_eq!(bool::from_reply(Reply::Int(1)), Err(Reply::Int(1)));
+        let other = Reply::Bytes(Some(b(b"set")));
+        assert_eq!(<Option<KeyType>>::from_reply(other.clone()), Err(other));
     }
 }
