@@ -57,6 +57,7 @@ fn main() {
         ttl_ms: 0,
         condition: 0,
         expected_version: 0,
+        expiry: None,
     };
     let proto_put = best_ns(|| {
         buf.clear();

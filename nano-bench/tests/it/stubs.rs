@@ -241,6 +241,66 @@ pub async fn grpc_dropping(drop_nth: Option<u64>) -> (SocketAddr, Arc<Store>) {
         async fn list_range(&self, _: Request<ListRangeRequest>) -> R<ListRangeResponse> {
             no()
         }
+        async fn get_set(&self, _: Request<GetSetRequest>) -> R<GetSetResponse> {
+            no()
+        }
+        async fn delete_if(&self, _: Request<DeleteIfRequest>) -> R<DeleteIfResponse> {
+            no()
+        }
+        async fn exists(&self, _: Request<ExistsRequest>) -> R<ExistsResponse> {
+            no()
+        }
+        async fn ttl(&self, _: Request<TtlRequest>) -> R<TtlResponse> {
+            no()
+        }
+        async fn key_count(&self, _: Request<KeyCountRequest>) -> R<KeyCountResponse> {
+            no()
+        }
+        async fn get_del(&self, _: Request<GetDelRequest>) -> R<GetDelResponse> {
+            no()
+        }
+        async fn get_ex(&self, _: Request<GetExRequest>) -> R<GetExResponse> {
+            no()
+        }
+        async fn append(&self, _: Request<AppendRequest>) -> R<AppendResponse> {
+            no()
+        }
+        async fn incr_float(&self, _: Request<IncrFloatRequest>) -> R<IncrFloatResponse> {
+            no()
+        }
+        async fn multi_put(&self, _: Request<MultiPutRequest>) -> R<MultiPutResponse> {
+            no()
+        }
+        async fn rename(&self, _: Request<RenameRequest>) -> R<RenameResponse> {
+            no()
+        }
+        async fn r#type(&self, _: Request<TypeRequest>) -> R<TypeResponse> {
+            no()
+        }
+        async fn flush(&self, _: Request<FlushRequest>) -> R<FlushResponse> {
+            no()
+        }
+        async fn random_key(&self, _: Request<RandomKeyRequest>) -> R<RandomKeyResponse> {
+            no()
+        }
+        async fn hash_incr(&self, _: Request<HashIncrRequest>) -> R<HashIncrResponse> {
+            no()
+        }
+        async fn hash_set_if_absent(&self, _: Request<HashSetIfAbsentRequest>) -> R<HashSetIfAbsentResponse> {
+            no()
+        }
+        async fn hash_len(&self, _: Request<HashLenRequest>) -> R<HashLenResponse> {
+            no()
+        }
+        async fn list_len(&self, _: Request<ListLenRequest>) -> R<ListLenResponse> {
+            no()
+        }
+        async fn list_set(&self, _: Request<ListSetRequest>) -> R<ListSetResponse> {
+            no()
+        }
+        async fn list_trim(&self, _: Request<ListTrimRequest>) -> R<ListTrimResponse> {
+            no()
+        }
         type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchEvent, Status>> + Send>>;
         async fn watch(&self, r: Request<WatchRequest>) -> R<Self::WatchStream> {
             let WatchRequest { key, prefix, include_values } = r.into_inner();

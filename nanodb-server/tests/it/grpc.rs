@@ -88,13 +88,25 @@ async fn strings_put_get_delete_incr_expire() {
     assert!(r.applied);
     let ttl = c.get(get("t")).await.expect("get").into_inner().ttl_ms;
     assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
-    let e = c.expire(pb::ExpireRequest { key: b("t"), ttl_ms: -1 }).await.expect("expire").into_inner();
+    let e = c
+        .expire(pb::ExpireRequest { key: b("t"), ttl_ms: -1, ..Default::default() })
+        .await
+        .expect("expire")
+        .into_inner();
     assert!(e.applied);
     assert_eq!(c.get(get("t")).await.expect("get").into_inner().ttl_ms, -1);
-    let e = c.expire(pb::ExpireRequest { key: b("t"), ttl_ms: 0 }).await.expect("expire").into_inner();
+    let e = c
+        .expire(pb::ExpireRequest { key: b("t"), ttl_ms: 0, ..Default::default() })
+        .await
+        .expect("expire")
+        .into_inner();
     assert!(e.applied);
     assert!(!c.get(get("t")).await.expect("get").into_inner().found);
-    let e = c.expire(pb::ExpireRequest { key: b("nope"), ttl_ms: 10 }).await.expect("expire").into_inner();
+    let e = c
+        .expire(pb::ExpireRequest { key: b("nope"), ttl_ms: 10, ..Default::default() })
+        .await
+        .expect("expire")
+        .into_inner();
     assert!(!e.applied);
 
     // Incr creates at 0, adds, and reads back as decimal text.
@@ -109,6 +121,85 @@ async fn strings_put_get_delete_incr_expire() {
     let d = c.delete(pb::DeleteRequest { key: b("k") }).await.expect("delete").into_inner();
     assert!(!d.deleted);
     assert!(!c.get(get("k")).await.expect("get").into_inner().found);
+    server.shutdown().await;
+}
+
+fn expiry(kind: pb::expiry::Kind) -> Option<pb::Expiry> {
+    Some(pb::Expiry { kind: Some(kind) })
+}
+
+/// A key's `ttl_ms` as Get reports it.
+async fn ttl(c: &mut KvClient<Channel>, key: &str) -> i64 {
+    c.get(get(key)).await.expect("get").into_inner().ttl_ms
+}
+
+/// Every value of a list.
+async fn whole_list(c: &mut KvClient<Channel>, key: &str) -> Vec<Bytes> {
+    let r = pb::ListRangeRequest { key: b(key), start: 0, stop: -1 };
+    c.list_range(r).await.expect("range").into_inner().values
+}
+
+/// Milliseconds since the Unix epoch now.
+fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+    u64::try_from(since.as_millis()).expect("fits")
+}
+
+#[tokio::test]
+async fn put_and_expire_take_an_expiry_that_overrides_ttl_ms() {
+    use pb::expiry::Kind;
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    // in_ms wins over ttl_ms; keep keeps it through the next write (ttl_ms alone would clear it).
+    let r = c.put(pb::PutRequest { ttl_ms: 5, expiry: expiry(Kind::InMs(60_000)), ..put("k", "v") }).await;
+    assert!(r.expect("put").into_inner().applied);
+    let t = ttl(&mut c, "k").await;
+    assert!(t > 5_000 && t <= 60_000, "{t}");
+    c.put(pb::PutRequest { expiry: expiry(Kind::Keep(true)), ..put("k", "w") }).await.expect("put");
+    let t = ttl(&mut c, "k").await;
+    assert!(t > 5_000 && t <= 60_000, "keep kept the TTL: {t}");
+    // persist wins over a ttl_ms.
+    c.put(pb::PutRequest { ttl_ms: 60_000, expiry: expiry(Kind::Persist(true)), ..put("k", "x") })
+        .await
+        .expect("put");
+    assert_eq!(ttl(&mut c, "k").await, -1);
+    // at_ms: an absolute deadline.
+    let at = unix_ms() + 120_000;
+    c.put(pb::PutRequest { expiry: expiry(Kind::AtMs(at)), ..put("a", "v") }).await.expect("put");
+    let t = ttl(&mut c, "a").await;
+    assert!(t > 60_000 && t <= 120_000, "{t}");
+
+    // Expire: the expiry wins over ttl_ms (-1 would persist); an at_ms in the past removes the key.
+    let e = c.expire(pb::ExpireRequest { key: b("k"), ttl_ms: -1, expiry: expiry(Kind::InMs(30_000)) }).await;
+    assert!(e.expect("expire").into_inner().applied);
+    let t = ttl(&mut c, "k").await;
+    assert!(t > 0 && t <= 30_000, "{t}");
+    let e = c.expire(pb::ExpireRequest { key: b("k"), ttl_ms: 0, expiry: expiry(Kind::Persist(true)) }).await;
+    assert!(e.expect("expire").into_inner().applied, "persist instead of expiring at once");
+    assert_eq!(ttl(&mut c, "k").await, -1);
+    let e = c.expire(pb::ExpireRequest { key: b("a"), ttl_ms: 60_000, expiry: expiry(Kind::AtMs(1)) }).await;
+    assert!(e.expect("expire").into_inner().applied);
+    assert!(!c.get(get("a")).await.expect("get").into_inner().found, "a deadline in the past removes");
+
+    // Invalid expiries are INVALID_ARGUMENT and change nothing.
+    let bad: [(Option<pb::Expiry>, &str); 4] = [
+        (Some(pb::Expiry { kind: None }), "one of persist"),
+        (expiry(Kind::Keep(false)), "must be true"),
+        (expiry(Kind::InMs(0)), "invalid expire time"),
+        (expiry(Kind::AtMs(0)), "invalid expire time"),
+    ];
+    for (e, why) in bad {
+        let err = c.put(pb::PutRequest { expiry: e, ..put("k", "bad") }).await.expect_err("invalid");
+        assert_eq!((err.code(), nanodb_code(&err)), (Code::InvalidArgument, "INVALID_ARGUMENT"), "{e:?}");
+        assert!(err.message().contains(why), "{e:?}: {}", err.message());
+    }
+    let err = c
+        .expire(pb::ExpireRequest { key: b("k"), ttl_ms: 10, expiry: expiry(Kind::Keep(true)) })
+        .await
+        .expect_err("an expire cannot keep");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let g = c.get(get("k")).await.expect("get").into_inner();
+    assert_eq!((g.value, g.ttl_ms), (b("x"), -1), "refused writes changed nothing");
     server.shutdown().await;
 }
 
@@ -157,7 +248,7 @@ async fn batch_applies_in_order_with_one_result_each() {
         op(Op::Put(put("b", "1"))),
         op(Op::Incr(pb::IncrRequest { key: b("b"), delta: 2 })),
         op(Op::Get(get("b"))),
-        op(Op::Expire(pb::ExpireRequest { key: b("b"), ttl_ms: 60_000 })),
+        op(Op::Expire(pb::ExpireRequest { key: b("b"), ttl_ms: 60_000, ..Default::default() })),
         op(Op::Put(put("s", "text"))),
         op(Op::Incr(pb::IncrRequest { key: b("s"), delta: 1 })),
         op(Op::Delete(pb::DeleteRequest { key: b("b") })),
@@ -186,6 +277,118 @@ async fn batch_applies_in_order_with_one_result_each() {
     let err = c.batch(pb::BatchRequest { ops }).await.expect_err("empty op");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(!c.get(get("never")).await.expect("get").into_inner().found);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_carries_every_kind_of_data_command() {
+    use pb::expiry::Kind;
+    use pb::operation::Op;
+    use pb::operation_result::Result as R;
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    let op = |op| pb::Operation { op: Some(op) };
+    let pair = |k: &str, v: &str| pb::MultiPutPair { key: b(k), value: b(v) };
+    let ops = vec![
+        op(Op::MultiPut(pb::MultiPutRequest {
+            pairs: vec![pair("a", "1"), pair("b", "2")],
+            if_none_exist: false,
+        })),
+        op(Op::GetSet(pb::GetSetRequest { key: b("a"), value: b("one"), ..Default::default() })),
+        op(Op::Append(pb::AppendRequest { key: b("a"), value: b("!") })),
+        op(Op::Exists(pb::ExistsRequest { key: b("a") })),
+        op(Op::GetEx(pb::GetExRequest { key: b("a"), expiry: expiry(Kind::InMs(60_000)) })),
+        op(Op::Ttl(pb::TtlRequest { key: b("a") })),
+        op(Op::Rename(pb::RenameRequest { from: b("a"), to: b("c") })),
+        op(Op::Rename(pb::RenameRequest { from: b("a"), to: b("d") })),
+        op(Op::Type(pb::TypeRequest { key: b("c") })),
+        op(Op::IncrFloat(pb::IncrFloatRequest { key: b("b"), delta: 0.5 })),
+        op(Op::HashIncr(pb::HashIncrRequest { key: b("h"), field: b("n"), delta: 3 })),
+        op(Op::HashSetIfAbsent(pb::HashSetIfAbsentRequest { key: b("h"), field: b("n"), value: b("x") })),
+        op(Op::HashLen(pb::HashLenRequest { key: b("h") })),
+        op(Op::ListPush(pb::ListPushRequest { key: b("l"), end: 1, values: vec![b("x"), b("y"), b("z")] })),
+        op(Op::ListSet(pb::ListSetRequest { key: b("l"), index: 1, value: b("Y") })),
+        op(Op::ListTrim(pb::ListTrimRequest { key: b("l"), start: 1, stop: -1 })),
+        op(Op::ListLen(pb::ListLenRequest { key: b("l") })),
+        op(Op::KeyCount(pb::KeyCountRequest {})),
+        op(Op::GetDel(pb::GetDelRequest { key: b("b") })),
+        op(Op::DeleteIf(pb::DeleteIfRequest { key: b("c"), version: 1 })),
+        op(Op::RandomKey(pb::RandomKeyRequest {})),
+        op(Op::Get(get("c"))),
+        op(Op::Flush(pb::FlushRequest {})),
+        op(Op::KeyCount(pb::KeyCountRequest {})),
+    ];
+    let n = ops.len();
+    let results: Vec<R> = c
+        .batch(pb::BatchRequest { ops })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.result.expect("a result"))
+        .collect();
+    assert_eq!(results.len(), n);
+    assert_eq!(results[0], R::MultiPut(pb::MultiPutResponse { applied: true }));
+    assert!(matches!(&results[1], R::GetSet(g) if g.found && g.value == b("1")), "{:?}", results[1]);
+    assert_eq!(results[2], R::Append(pb::AppendResponse { length: 4 }));
+    assert_eq!(results[3], R::Exists(pb::ExistsResponse { exists: true }));
+    assert!(matches!(&results[4], R::GetEx(g) if g.value == b("one!") && g.ttl_ms > 0), "{:?}", results[4]);
+    assert!(matches!(&results[5], R::Ttl(t) if t.found && t.ttl_ms > 0), "{:?}", results[5]);
+    assert_eq!(results[6], R::Rename(pb::RenameResponse {}));
+    assert!(matches!(&results[7], R::Error(e) if e.code == "NOT_FOUND"), "{:?}", results[7]);
+    assert_eq!(results[8], R::Type(pb::TypeResponse { found: true, r#type: pb::KeyType::String as i32 }));
+    assert_eq!(results[9], R::IncrFloat(pb::IncrFloatResponse { value: b("2.5") }));
+    assert_eq!(results[10], R::HashIncr(pb::HashIncrResponse { value: 3 }));
+    assert_eq!(results[11], R::HashSetIfAbsent(pb::HashSetIfAbsentResponse { created: false }));
+    assert_eq!(results[12], R::HashLen(pb::HashLenResponse { length: 1 }));
+    assert_eq!(results[13], R::ListPush(pb::ListPushResponse { length: 3 }));
+    assert_eq!(results[14], R::ListSet(pb::ListSetResponse {}));
+    assert_eq!(results[15], R::ListTrim(pb::ListTrimResponse {}));
+    assert_eq!(results[16], R::ListLen(pb::ListLenResponse { length: 2 }));
+    assert_eq!(results[17], R::KeyCount(pb::KeyCountResponse { count: 4 }), "b, c, h and l");
+    assert!(matches!(&results[18], R::GetDel(g) if g.found && g.value == b("2.5")), "{:?}", results[18]);
+    assert_eq!(results[19], R::DeleteIf(pb::DeleteIfResponse { deleted: false }), "a stale version");
+    assert!(
+        matches!(&results[20], R::RandomKey(r) if r.found && [b("c"), b("h"), b("l")].contains(&r.key)),
+        "{:?}",
+        results[20]
+    );
+    assert!(matches!(&results[21], R::Get(g) if g.found && g.value == b("one!")), "{:?}", results[21]);
+    assert_eq!(results[22], R::Flush(pb::FlushResponse { removed: 3 }));
+    assert_eq!(results[23], R::KeyCount(pb::KeyCountResponse { count: 0 }));
+
+    // Errors stay per operation, in the stable form, and the batch goes on.
+    let ops = vec![
+        op(Op::HashSet(pb::HashSetRequest { key: b("h"), field: b("f"), value: b("v") })),
+        op(Op::ListLen(pb::ListLenRequest { key: b("h") })),
+        op(Op::ListSet(pb::ListSetRequest { key: b("none"), index: 0, value: b("v") })),
+        op(Op::Scan(pb::ScanRequest::default())),
+    ];
+    let results: Vec<R> = c
+        .batch(pb::BatchRequest { ops })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results
+        .into_iter()
+        .flat_map(|r| r.result)
+        .collect();
+    assert!(matches!(&results[1], R::Error(e) if e.code == "WRONGTYPE"), "{:?}", results[1]);
+    assert!(matches!(&results[2], R::Error(e) if e.code == "NOT_FOUND"), "{:?}", results[2]);
+    assert!(
+        matches!(&results[3], R::Scan(s) if s.entries.len() == 1 && s.entries[0].key == b("h")),
+        "{:?}",
+        results[3]
+    );
+    // An invalid expiry in one operation refuses the batch whole, before anything runs.
+    let ops = vec![
+        op(Op::Put(put("never", "x"))),
+        op(Op::GetEx(pb::GetExRequest { key: b("h"), expiry: Some(pb::Expiry { kind: None }) })),
+    ];
+    let e = c.batch(pb::BatchRequest { ops }).await.expect_err("invalid expiry");
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(!c.exists(pb::ExistsRequest { key: b("never") }).await.expect("exists").into_inner().exists);
     server.shutdown().await;
 }
 
@@ -231,6 +434,241 @@ async fn hashes_and_lists() {
         vec![b("a"), b("b")]
     );
     assert!(c.list_pop(pop(pb::ListEnd::Front, 1)).await.expect("pop").into_inner().values.is_empty());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn strings_get_set_get_del_get_ex_append_incr_float() {
+    use pb::expiry::Kind;
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    let get_set = |k: &str, v: &str| pb::GetSetRequest { key: b(k), value: b(v), ..Default::default() };
+
+    // GetSet answers what was there before: nothing, then the first value with its version.
+    let r = c.get_set(get_set("k", "one")).await.expect("getset").into_inner();
+    assert_eq!(r, pb::GetSetResponse { found: false, value: Bytes::new(), version: 0, ttl_ms: 0 });
+    let v1 = c.get(get("k")).await.expect("get").into_inner().version;
+    let r = c
+        .get_set(pb::GetSetRequest { expiry: expiry(Kind::InMs(60_000)), ..get_set("k", "two") })
+        .await
+        .expect("getset")
+        .into_inner();
+    assert_eq!(r, pb::GetSetResponse { found: true, value: b("one"), version: v1, ttl_ms: -1 });
+    let t = ttl(&mut c, "k").await;
+    assert!(t > 0 && t <= 60_000, "the expiry applied: {t}");
+    // A condition that does not hold writes nothing but still answers the value.
+    let r = c
+        .get_set(pb::GetSetRequest { condition: pb::PutCondition::IfAbsent as i32, ..get_set("k", "three") })
+        .await
+        .expect("getset")
+        .into_inner();
+    assert!(r.found && r.value == b("two") && r.ttl_ms > 0, "{r:?}");
+    assert_eq!(c.get(get("k")).await.expect("get").into_inner().value, b("two"));
+    // Without an expiry GetSet clears the TTL, as a plain Put does.
+    c.get_set(get_set("k", "four")).await.expect("getset");
+    assert_eq!(ttl(&mut c, "k").await, -1);
+
+    // GetEx: no expiry is a plain read; one changes the TTL (and the version); persist clears it.
+    let before = c.get(get("k")).await.expect("get").into_inner();
+    let r = c.get_ex(pb::GetExRequest { key: b("k"), expiry: None }).await.expect("getex").into_inner();
+    assert_eq!(r, pb::GetExResponse { found: true, value: b("four"), version: before.version, ttl_ms: -1 });
+    let r = c
+        .get_ex(pb::GetExRequest { key: b("k"), expiry: expiry(Kind::InMs(30_000)) })
+        .await
+        .expect("getex")
+        .into_inner();
+    assert!(r.found && r.value == b("four") && r.version > before.version, "{r:?}");
+    assert!(r.ttl_ms > 0 && r.ttl_ms <= 30_000, "{r:?}");
+    let r = c.get_ex(pb::GetExRequest { key: b("k"), expiry: expiry(Kind::Persist(true)) }).await;
+    assert_eq!(r.expect("getex").into_inner().ttl_ms, -1);
+    let r = c.get_ex(pb::GetExRequest { key: b("none"), expiry: None }).await.expect("getex").into_inner();
+    assert!(!r.found);
+    // A deadline already past answers the value and removes the key.
+    let r = c.get_ex(pb::GetExRequest { key: b("k"), expiry: expiry(Kind::AtMs(1)) }).await;
+    assert!(r.expect("getex").into_inner().found);
+    assert!(!c.get(get("k")).await.expect("get").into_inner().found);
+    let e = c.get_ex(pb::GetExRequest { key: b("k"), expiry: expiry(Kind::InMs(0)) }).await;
+    assert_eq!(e.expect_err("in_ms 0").code(), Code::InvalidArgument);
+
+    // GetDel answers the value and removes the key.
+    let p = c.put(put("d", "gone")).await.expect("put").into_inner();
+    let r = c.get_del(pb::GetDelRequest { key: b("d") }).await.expect("getdel").into_inner();
+    assert_eq!(r, pb::GetDelResponse { found: true, value: b("gone"), version: p.version, ttl_ms: -1 });
+    assert!(!c.get_del(pb::GetDelRequest { key: b("d") }).await.expect("getdel").into_inner().found);
+    assert!(!c.get(get("d")).await.expect("get").into_inner().found);
+
+    // Append creates, then extends.
+    let append = |v: &str| pb::AppendRequest { key: b("a"), value: b(v) };
+    assert_eq!(c.append(append("abc")).await.expect("append").into_inner().length, 3);
+    assert_eq!(c.append(append("\x00de")).await.expect("append").into_inner().length, 6);
+    assert_eq!(c.get(get("a")).await.expect("get").into_inner().value, b("abc\x00de"));
+
+    // IncrFloat: a missing key counts as 0; the answer is the stored text.
+    let incr = |k: &str, delta| pb::IncrFloatRequest { key: b(k), delta };
+    assert_eq!(c.incr_float(incr("f", 10.5)).await.expect("incrfloat").into_inner().value, b("10.5"));
+    assert_eq!(c.incr_float(incr("f", 0.1)).await.expect("incrfloat").into_inner().value, b("10.6"));
+    assert_eq!(c.incr_float(incr("f", -0.6)).await.expect("incrfloat").into_inner().value, b("10"));
+    assert_eq!(c.get(get("f")).await.expect("get").into_inner().value, b("10"));
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let e = c.incr_float(incr("f", bad)).await.expect_err("not finite");
+        assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "INVALID_ARGUMENT"), "{bad}");
+    }
+    let e = c.incr_float(incr("a", 1.0)).await.expect_err("not a number");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    c.incr_float(incr("f", f64::MAX)).await.expect("a finite sum");
+    let e = c.incr_float(incr("f", f64::MAX)).await.expect_err("the sum overflows to infinity");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_exists_ttl_type_count_random_multi_put_rename_delete_if_flush() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+
+    // An empty keyspace.
+    assert_eq!(c.key_count(pb::KeyCountRequest {}).await.expect("count").into_inner().count, 0);
+    let r = c.random_key(pb::RandomKeyRequest {}).await.expect("randomkey").into_inner();
+    assert_eq!(r, pb::RandomKeyResponse { found: false, key: Bytes::new() });
+    assert!(!c.exists(pb::ExistsRequest { key: b("s") }).await.expect("exists").into_inner().exists);
+    let t = c.ttl(pb::TtlRequest { key: b("s") }).await.expect("ttl").into_inner();
+    assert_eq!(t, pb::TtlResponse { found: false, ttl_ms: 0 });
+    let t = c.r#type(pb::TypeRequest { key: b("s") }).await.expect("type").into_inner();
+    assert_eq!((t.found, t.r#type()), (false, pb::KeyType::Unspecified));
+
+    // MultiPut writes every pair; with if_none_exist, nothing when one exists.
+    let pair = |k: &str, v: &str| pb::MultiPutPair { key: b(k), value: b(v) };
+    let mp = pb::MultiPutRequest {
+        pairs: vec![pair("s", "1"), pair("t", "2"), pair("s", "3")],
+        if_none_exist: false,
+    };
+    assert!(c.multi_put(mp).await.expect("mset").into_inner().applied);
+    assert_eq!(c.get(get("s")).await.expect("get").into_inner().value, b("3"), "the last pair wins");
+    let mp = pb::MultiPutRequest { pairs: vec![pair("new", "x"), pair("t", "y")], if_none_exist: true };
+    assert!(!c.multi_put(mp).await.expect("msetnx").into_inner().applied);
+    assert!(!c.exists(pb::ExistsRequest { key: b("new") }).await.expect("exists").into_inner().exists);
+    assert_eq!(c.get(get("t")).await.expect("get").into_inner().value, b("2"));
+    let e = c.multi_put(pb::MultiPutRequest::default()).await.expect_err("no pairs");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    c.hash_set(pb::HashSetRequest { key: b("h"), field: b("f"), value: b("v") }).await.expect("hset");
+    let push = pb::ListPushRequest { key: b("l"), end: pb::ListEnd::Back as i32, values: vec![b("x")] };
+    c.list_push(push).await.expect("push");
+    for (k, want) in [("s", pb::KeyType::String), ("h", pb::KeyType::Hash), ("l", pb::KeyType::List)] {
+        let t = c.r#type(pb::TypeRequest { key: b(k) }).await.expect("type").into_inner();
+        assert_eq!((t.found, t.r#type()), (true, want), "{k}");
+        assert!(c.exists(pb::ExistsRequest { key: b(k) }).await.expect("exists").into_inner().exists, "{k}");
+    }
+    assert_eq!(c.key_count(pb::KeyCountRequest {}).await.expect("count").into_inner().count, 4);
+    let r = c.random_key(pb::RandomKeyRequest {}).await.expect("randomkey").into_inner();
+    assert!(r.found && [b("s"), b("t"), b("h"), b("l")].contains(&r.key), "{r:?}");
+
+    // Ttl: -1 without expiry, the remaining time with one.
+    assert_eq!(c.ttl(pb::TtlRequest { key: b("h") }).await.expect("ttl").into_inner().ttl_ms, -1);
+    c.expire(pb::ExpireRequest { key: b("t"), ttl_ms: 60_000, ..Default::default() }).await.expect("expire");
+    let t = c.ttl(pb::TtlRequest { key: b("t") }).await.expect("ttl").into_inner();
+    assert!(t.found && t.ttl_ms > 0 && t.ttl_ms <= 60_000, "{t:?}");
+
+    // Rename moves the value and the TTL, replacing the destination; a missing source is NOT_FOUND.
+    c.rename(pb::RenameRequest { from: b("t"), to: b("s") }).await.expect("rename");
+    assert!(!c.exists(pb::ExistsRequest { key: b("t") }).await.expect("exists").into_inner().exists);
+    let g = c.get(get("s")).await.expect("get").into_inner();
+    assert!(g.value == b("2") && g.ttl_ms > 0, "{g:?}");
+    let e = c.rename(pb::RenameRequest { from: b("t"), to: b("u") }).await.expect_err("missing source");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::NotFound, "NOT_FOUND"));
+    assert!(!c.exists(pb::ExistsRequest { key: b("u") }).await.expect("exists").into_inner().exists);
+    let e = c.rename(pb::RenameRequest { from: b("s"), to: Bytes::new() }).await.expect_err("empty key");
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // DeleteIf removes only at the expected version.
+    let v = c.get(get("s")).await.expect("get").into_inner().version;
+    let d = c.delete_if(pb::DeleteIfRequest { key: b("s"), version: v + 1 }).await.expect("delete_if");
+    assert!(!d.into_inner().deleted);
+    assert!(c.exists(pb::ExistsRequest { key: b("s") }).await.expect("exists").into_inner().exists);
+    let d = c.delete_if(pb::DeleteIfRequest { key: b("s"), version: v }).await.expect("delete_if");
+    assert!(d.into_inner().deleted);
+    let d = c.delete_if(pb::DeleteIfRequest { key: b("s"), version: v }).await.expect("delete_if");
+    assert!(!d.into_inner().deleted, "already gone");
+
+    // Flush removes every key and says how many.
+    assert_eq!(c.flush(pb::FlushRequest {}).await.expect("flush").into_inner().removed, 2);
+    assert_eq!(c.key_count(pb::KeyCountRequest {}).await.expect("count").into_inner().count, 0);
+    assert_eq!(server.engine().key_count(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn hash_incr_set_if_absent_len_and_list_len_set_trim() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut c = kv(addr).await;
+    let hincr = |f: &str, delta| pb::HashIncrRequest { key: b("h"), field: b(f), delta };
+    assert_eq!(c.hash_incr(hincr("n", 5)).await.expect("hincr").into_inner().value, 5);
+    assert_eq!(c.hash_incr(hincr("n", -7)).await.expect("hincr").into_inner().value, -2);
+    let hsetnx = |f: &str, v: &str| pb::HashSetIfAbsentRequest { key: b("h"), field: b(f), value: b(v) };
+    assert!(c.hash_set_if_absent(hsetnx("s", "one")).await.expect("hsetnx").into_inner().created);
+    assert!(!c.hash_set_if_absent(hsetnx("s", "two")).await.expect("hsetnx").into_inner().created);
+    let g = c.hash_get(pb::HashGetRequest { key: b("h"), field: b("s") }).await.expect("hget").into_inner();
+    assert_eq!(g.value, b("one"), "an existing field is left alone");
+    let e = c.hash_incr(hincr("s", 1)).await.expect_err("not an integer");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "NOT_AN_INTEGER"));
+    let e = c.hash_incr(hincr("n", i64::MIN)).await.expect_err("-2 + i64::MIN overflows");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::OutOfRange, "OVERFLOW"));
+    let len = |k: &str| pb::HashLenRequest { key: b(k) };
+    assert_eq!(c.hash_len(len("h")).await.expect("hlen").into_inner().length, 2);
+    assert_eq!(c.hash_len(len("none")).await.expect("hlen").into_inner().length, 0);
+
+    let push = pb::ListPushRequest {
+        key: b("l"),
+        end: pb::ListEnd::Back as i32,
+        values: ["a", "b", "c", "d"].iter().map(|v| b(v)).collect(),
+    };
+    c.list_push(push).await.expect("push");
+    let llen = |k: &str| pb::ListLenRequest { key: b(k) };
+    assert_eq!(c.list_len(llen("l")).await.expect("llen").into_inner().length, 4);
+    assert_eq!(c.list_len(llen("none")).await.expect("llen").into_inner().length, 0);
+    let lset = |k: &str, index, v: &str| pb::ListSetRequest { key: b(k), index, value: b(v) };
+    c.list_set(lset("l", -1, "D")).await.expect("lset");
+    c.list_set(lset("l", 0, "A")).await.expect("lset");
+    assert_eq!(whole_list(&mut c, "l").await, [b("A"), b("b"), b("c"), b("D")]);
+    let e = c.list_set(lset("l", 4, "x")).await.expect_err("out of range");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::InvalidArgument, "INVALID_ARGUMENT"));
+    let e = c.list_set(lset("none", 0, "x")).await.expect_err("missing list");
+    assert_eq!((e.code(), nanodb_code(&e)), (Code::NotFound, "NOT_FOUND"));
+    let trim = |start, stop| pb::ListTrimRequest { key: b("l"), start, stop };
+    c.list_trim(trim(1, -2)).await.expect("ltrim");
+    assert_eq!(whole_list(&mut c, "l").await, [b("b"), b("c")]);
+    // An empty range removes the list.
+    c.list_trim(trim(5, 10)).await.expect("ltrim");
+    assert_eq!(c.list_len(llen("l")).await.expect("llen").into_inner().length, 0);
+    assert!(!c.exists(pb::ExistsRequest { key: b("l") }).await.expect("exists").into_inner().exists);
+
+    // Every command of the wrong type is FAILED_PRECONDITION / WRONGTYPE, and changes nothing.
+    c.put(put("s", "text")).await.expect("put");
+    let push = pb::ListPushRequest { key: b("l"), end: 0, values: vec![b("x")] };
+    c.list_push(push).await.expect("push");
+    let wrong: Vec<Status> = vec![
+        c.hash_len(len("s")).await.expect_err("hlen of a string"),
+        c.hash_incr(pb::HashIncrRequest { key: b("l"), field: b("f"), delta: 1 }).await.expect_err("hincr"),
+        c.hash_set_if_absent(pb::HashSetIfAbsentRequest { key: b("s"), field: b("f"), value: b("v") })
+            .await
+            .expect_err("hsetnx of a string"),
+        c.list_len(llen("h")).await.expect_err("llen of a hash"),
+        c.list_set(lset("h", 0, "x")).await.expect_err("lset of a hash"),
+        c.list_trim(pb::ListTrimRequest { key: b("s"), start: 0, stop: 0 }).await.expect_err("ltrim"),
+        c.get_del(pb::GetDelRequest { key: b("h") }).await.expect_err("getdel of a hash"),
+        c.get_ex(pb::GetExRequest { key: b("l"), expiry: None }).await.expect_err("getex of a list"),
+        c.get_set(pb::GetSetRequest { key: b("h"), value: b("v"), ..Default::default() })
+            .await
+            .expect_err("getset of a hash"),
+        c.append(pb::AppendRequest { key: b("l"), value: b("v") }).await.expect_err("append to a list"),
+        c.incr_float(pb::IncrFloatRequest { key: b("h"), delta: 1.0 }).await.expect_err("incrfloat"),
+    ];
+    for e in wrong {
+        assert_eq!((e.code(), nanodb_code(&e)), (Code::FailedPrecondition, "WRONGTYPE"), "{e:?}");
+    }
+    assert_eq!(c.hash_len(len("h")).await.expect("hlen").into_inner().length, 2);
+    assert_eq!(c.list_len(llen("l")).await.expect("llen").into_inner().length, 1);
+    assert_eq!(c.get(get("s")).await.expect("get").into_inner().value, b("text"));
     server.shutdown().await;
 }
 

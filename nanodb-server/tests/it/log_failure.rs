@@ -219,7 +219,23 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
     // gRPC: every KV method that is not a read.
     let grpc = server.addrs().grpc.expect("grpc");
     let mut kv = KvClient::connect(format!("http://{grpc}")).await.expect("grpc connects");
-    let reads = ["Get", "Scan", "HashGet", "HashGetAll", "ListRange", "Watch", "Subscribe", "Publish"];
+    let reads = [
+        "Get",
+        "Exists",
+        "Ttl",
+        "KeyCount",
+        "Type",
+        "RandomKey",
+        "Scan",
+        "HashGet",
+        "HashGetAll",
+        "HashLen",
+        "ListRange",
+        "ListLen",
+        "Watch",
+        "Subscribe",
+        "Publish",
+    ];
     let mut tested = BTreeSet::new();
     macro_rules! refused {
         ($method:literal, $call:expr) => {{
@@ -239,7 +255,7 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
     refused!("Put", kv.put(pb::PutRequest { key: key("s"), value: key("x"), ..Default::default() }));
     refused!("Delete", kv.delete(pb::DeleteRequest { key: key("none") }));
     refused!("Incr", kv.incr(pb::IncrRequest { key: key("n"), delta: 1 }));
-    refused!("Expire", kv.expire(pb::ExpireRequest { key: key("s"), ttl_ms: 100 }));
+    refused!("Expire", kv.expire(pb::ExpireRequest { key: key("s"), ttl_ms: 100, ..Default::default() }));
     let delete = pb::Operation { op: Some(pb::operation::Op::Delete(pb::DeleteRequest { key: key("s") })) };
     refused!("Batch", kv.batch(pb::BatchRequest { ops: vec![delete] }));
     refused!("HashSet", kv.hash_set(pb::HashSetRequest { key: key("h"), field: key("f"), value: key("w") }));
@@ -249,6 +265,32 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
         kv.list_push(pb::ListPushRequest { key: key("l"), values: vec![key("z")], ..Default::default() })
     );
     refused!("ListPop", kv.list_pop(pb::ListPopRequest { key: key("l"), ..Default::default() }));
+    refused!(
+        "GetSet",
+        kv.get_set(pb::GetSetRequest { key: key("s"), value: key("x"), ..Default::default() })
+    );
+    refused!("DeleteIf", kv.delete_if(pb::DeleteIfRequest { key: key("s"), version: 1 }));
+    refused!("GetDel", kv.get_del(pb::GetDelRequest { key: key("s") }));
+    // Even a GetEx that keeps the TTL, which would change nothing, is a write.
+    refused!("GetEx", kv.get_ex(pb::GetExRequest { key: key("s"), expiry: None }));
+    refused!("Append", kv.append(pb::AppendRequest { key: key("s"), value: key("y") }));
+    refused!("IncrFloat", kv.incr_float(pb::IncrFloatRequest { key: key("n"), delta: 1.5 }));
+    let pairs = vec![pb::MultiPutPair { key: key("a"), value: key("1") }];
+    refused!("MultiPut", kv.multi_put(pb::MultiPutRequest { pairs, if_none_exist: false }));
+    refused!("Rename", kv.rename(pb::RenameRequest { from: key("s"), to: key("t") }));
+    refused!("Flush", kv.flush(pb::FlushRequest {}));
+    refused!("HashIncr", kv.hash_incr(pb::HashIncrRequest { key: key("h"), field: key("c"), delta: 1 }));
+    refused!(
+        "HashSetIfAbsent",
+        kv.hash_set_if_absent(pb::HashSetIfAbsentRequest { key: key("h"), field: key("g"), value: key("v") })
+    );
+    refused!("ListSet", kv.list_set(pb::ListSetRequest { key: key("l"), index: 0, value: key("w") }));
+    refused!("ListTrim", kv.list_trim(pb::ListTrimRequest { key: key("l"), start: 0, stop: 0 }));
+    // Reads go on.
+    assert!(kv.exists(pb::ExistsRequest { key: key("s") }).await.expect("exists").into_inner().exists);
+    let count = kv.key_count(pb::KeyCountRequest {}).await.expect("count").into_inner().count;
+    assert_eq!(count, before.len() as u64);
+    assert_eq!(kv.list_len(pb::ListLenRequest { key: key("l") }).await.expect("llen").into_inner().length, 2);
     let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).expect("descriptor decodes");
     let methods: BTreeSet<String> = set
         .file

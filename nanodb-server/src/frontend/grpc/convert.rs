@@ -1,11 +1,17 @@
-//! The gRPC side of the command model: [`Reply`] -> response messages, and the one mapping of
+//! The gRPC side of the command model: each command's typed output -> its response message
+//! ([`Respond`], one impl per command, used by its RPC and by a batch operation of its kind), a
+//! batch's dynamic [`Reply`]s back to typed outputs ([`FromReply`]), and the one mapping of
 //! [`Error`] to a [`tonic::Status`].
 //!
-//! Requests become [`nanodb_protocol::Command`]s through the `TryFrom` impls in
-//! `nanodb_protocol::convert` (they must live beside both types).
+//! Requests become typed commands through the `TryFrom` impls in `nanodb_protocol::convert` (they
+//! must live beside both types).
 
+use bytes::Bytes;
 use nanodb_protocol::pb;
-use nanodb_protocol::{Entry, Error, ErrorCode, KeyType, Reply, ScanEntry};
+use nanodb_protocol::{
+    CommandName, Entry, Error, ErrorCode, KeyType, Pong, PutOutcome, Reply, ScanEntry, ScanPage,
+    TypedCommand, cmd,
+};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 use tracing::error;
@@ -54,80 +60,236 @@ pub fn status(e: &Error) -> Status {
     Status::with_metadata(code(c), message, md)
 }
 
-/// A reply of the wrong kind for the command: an engine bug. Logged; the client sees INTERNAL.
-pub fn unexpected(op: &'static str, reply: &Reply) -> Status {
-    error!(op, ?reply, "grpc: the engine answered with a reply of the wrong kind");
-    status(&Error::Internal)
+/// How a command's typed output becomes its gRPC response message: one impl per command gRPC
+/// serves, used by its RPC and by a batch operation of its kind alike (so the two cannot differ).
+pub trait Respond: TypedCommand {
+    /// The response message.
+    type Response;
+    /// The response carrying `out`.
+    fn respond(out: Self::Output) -> Self::Response;
+}
+
+/// `Cmd => Response |out| body;` implements [`Respond`] for `cmd::Cmd`.
+macro_rules! respond {
+    ($($cmd:ident => $resp:ident |$o:pat_param| $body:expr;)*) => {$(
+        impl Respond for cmd::$cmd {
+            type Response = pb::$resp;
+
+            fn respond($o: Self::Output) -> pb::$resp {
+                $body
+            }
+        }
+    )*};
+}
+
+/// A string entry's fields as the `found`, `value`, `version`, `ttl_ms` every string read answers
+/// (zero values when the key is missing).
+macro_rules! entry_response {
+    ($resp:ident, $entry:expr) => {
+        match $entry {
+            Some(Entry { value, version, ttl_ms }) => pb::$resp { found: true, value, version, ttl_ms },
+            None => pb::$resp { found: false, ..Default::default() },
+        }
+    };
+}
+
+respond! {
+    Ping => PingResponse |Pong| pb::PingResponse {};
+    Get => GetResponse |e| get_response(e);
+    Put => PutResponse |o| pb::PutResponse { applied: o.applied, version: o.version };
+    GetSet => GetSetResponse |e| entry_response!(GetSetResponse, e);
+    Delete => DeleteResponse |deleted| pb::DeleteResponse { deleted };
+    DeleteIf => DeleteIfResponse |deleted| pb::DeleteIfResponse { deleted };
+    Exists => ExistsResponse |exists| pb::ExistsResponse { exists };
+    Incr => IncrResponse |value| pb::IncrResponse { value };
+    Expire => ExpireResponse |applied| pb::ExpireResponse { applied };
+    // The engine's -2 (missing) becomes `found = false`; -1 (no expiry) stays.
+    Ttl => TtlResponse |ms| match ms {
+        -2 => pb::TtlResponse { found: false, ttl_ms: 0 },
+        ttl_ms => pb::TtlResponse { found: true, ttl_ms },
+    };
+    Scan => ScanResponse |page| pb::ScanResponse {
+        entries: page.entries.into_iter().map(key_value).collect(),
+        next_cursor: page.next_cursor,
+    };
+    HashSet => HashSetResponse |created| pb::HashSetResponse { created };
+    HashGet => HashGetResponse |v| pb::HashGetResponse { found: v.is_some(), value: v.unwrap_or_default() };
+    HashDelete => HashDeleteResponse |deleted| pb::HashDeleteResponse { deleted };
+    HashGetAll => HashGetAllResponse |pairs| pb::HashGetAllResponse {
+        fields: pairs.into_iter().map(|(field, value)| pb::HashField { field, value }).collect(),
+    };
+    ListPush => ListPushResponse |n| pb::ListPushResponse { length: length(n) };
+    ListPop => ListPopResponse |values| pb::ListPopResponse { values };
+    ListRange => ListRangeResponse |values| pb::ListRangeResponse { values };
+    KeyCount => KeyCountResponse |n| pb::KeyCountResponse { count: length(n) };
+    GetDel => GetDelResponse |e| entry_response!(GetDelResponse, e);
+    GetEx => GetExResponse |e| entry_response!(GetExResponse, e);
+    Append => AppendResponse |n| pb::AppendResponse { length: length(n) };
+    IncrFloat => IncrFloatResponse |value| pb::IncrFloatResponse { value };
+    MultiPut => MultiPutResponse |applied| pb::MultiPutResponse { applied };
+    // Always true: a missing source is NOT_FOUND.
+    Rename => RenameResponse |_| pb::RenameResponse {};
+    Publish => PublishResponse |n| pb::PublishResponse { receivers: length(n) };
+    Type => TypeResponse |t| pb::TypeResponse { found: t.is_some(), r#type: key_type(t) as i32 };
+    Flush => FlushResponse |n| pb::FlushResponse { removed: length(n) };
+    RandomKey => RandomKeyResponse |k| pb::RandomKeyResponse { found: k.is_some(), key: k.unwrap_or_default() };
+    HashIncr => HashIncrResponse |value| pb::HashIncrResponse { value };
+    HashSetIfAbsent => HashSetIfAbsentResponse |created| pb::HashSetIfAbsentResponse { created };
+    HashLen => HashLenResponse |n| pb::HashLenResponse { length: length(n) };
+    ListLen => ListLenResponse |n| pb::ListLenResponse { length: length(n) };
+    // Always true: a missing list is NOT_FOUND, an index out of range INVALID_ARGUMENT.
+    ListSet => ListSetResponse |_| pb::ListSetResponse {};
+    ListTrim => ListTrimResponse |_| pb::ListTrimResponse {};
 }
 
 /// `GetResponse` for a present or missing key.
 pub fn get_response(entry: Option<Entry>) -> pb::GetResponse {
-    match entry {
-        Some(Entry { value, version, ttl_ms }) => pb::GetResponse { found: true, value, version, ttl_ms },
-        None => pb::GetResponse { found: false, ..Default::default() },
+    entry_response!(GetResponse, entry)
+}
+
+/// A key type as the proto enum; `UNSPECIFIED` for none.
+fn key_type(t: Option<KeyType>) -> pb::KeyType {
+    match t {
+        Some(KeyType::String) => pb::KeyType::String,
+        Some(KeyType::Hash) => pb::KeyType::Hash,
+        Some(KeyType::List) => pb::KeyType::List,
+        None => pb::KeyType::Unspecified,
     }
 }
 
 /// One scan entry.
 pub fn key_value(e: ScanEntry) -> pb::KeyValue {
-    let key_type = match e.key_type {
-        Some(KeyType::String) => pb::KeyType::String,
-        Some(KeyType::Hash) => pb::KeyType::Hash,
-        Some(KeyType::List) => pb::KeyType::List,
-        None => pb::KeyType::Unspecified,
-    };
-    pb::KeyValue { key: e.key, value: e.value, version: e.version, ttl_ms: e.ttl_ms, r#type: key_type as i32 }
+    let t = key_type(e.key_type);
+    pb::KeyValue { key: e.key, value: e.value, version: e.version, ttl_ms: e.ttl_ms, r#type: t as i32 }
 }
 
-/// A list length as the proto's unsigned field (the engine never reports a negative one).
+/// A count or length as the proto's unsigned field (the engine never reports a negative one).
 pub fn length(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// The kind of a batch operation, kept beside it so its reply can be encoded as the matching
-/// `OperationResult` (a delete and an expire both reply with a bool).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpKind {
-    /// `Operation.get`.
-    Get,
-    /// `Operation.put`.
-    Put,
-    /// `Operation.delete`.
-    Delete,
-    /// `Operation.incr`.
-    Incr,
-    /// `Operation.expire`.
-    Expire,
+/// A typed output back from the dynamic [`Reply`] it was turned into (`From<Output> for Reply`),
+/// for a batch's results; the reply itself when its shape is not this output's.
+pub trait FromReply: Sized {
+    /// The output `reply` carries, or `reply` back.
+    fn from_reply(reply: Reply) -> Result<Self, Reply>;
 }
 
-impl OpKind {
-    /// The kind of an operation; `None` when no operation is set (the conversion rejects those).
-    pub fn of(op: &pb::Operation) -> Option<Self> {
-        use pb::operation::Op;
-        Some(match op.op.as_ref()? {
-            Op::Get(_) => Self::Get,
-            Op::Put(_) => Self::Put,
-            Op::Delete(_) => Self::Delete,
-            Op::Incr(_) => Self::Incr,
-            Op::Expire(_) => Self::Expire,
-        })
+/// `Type = pattern => value;` implements [`FromReply`] for `Type`.
+macro_rules! from_reply {
+    ($($t:ty = $pat:pat => $v:expr;)*) => {$(
+        impl FromReply for $t {
+            fn from_reply(reply: Reply) -> Result<Self, Reply> {
+                match reply {
+                    $pat => Ok($v),
+                    other => Err(other),
+                }
+            }
+        }
+    )*};
+}
+
+from_reply! {
+    Option<Entry> = Reply::Value(entry) => entry;
+    bool = Reply::Bool(b) => b;
+    i64 = Reply::Int(n) => n;
+    Option<Bytes> = Reply::Bytes(b) => b;
+    Bytes = Reply::Bytes(Some(b)) => b;
+    Vec<Bytes> = Reply::List(values) => values;
+    Vec<(Bytes, Bytes)> = Reply::Pairs(pairs) => pairs;
+    ScanPage = Reply::Scan { entries, next_cursor } => ScanPage { entries, next_cursor };
+    // `Reply::Put` does not carry `created`, and no gRPC response shows it.
+    PutOutcome = Reply::Put { applied, version } => PutOutcome { applied, version, created: false };
+}
+
+impl FromReply for Option<KeyType> {
+    /// The type's name as `From<Option<KeyType>> for Reply` writes it (`none` when missing).
+    fn from_reply(reply: Reply) -> Result<Self, Reply> {
+        let Reply::Bytes(Some(name)) = &reply else { return Err(reply) };
+        match &name[..] {
+            b"none" => Ok(None),
+            b"string" => Ok(Some(KeyType::String)),
+            b"hash" => Ok(Some(KeyType::Hash)),
+            b"list" => Ok(Some(KeyType::List)),
+            _ => Err(reply),
+        }
     }
 }
 
+/// The response of command `C` to the dynamic reply a batch gave one of its operations.
+fn respond_to<C: Respond>(reply: Reply) -> Result<C::Response, Reply>
+where
+    C::Output: FromReply,
+{
+    C::Output::from_reply(reply).map(C::respond)
+}
+
+/// Declares the kinds of batch operation: each is a variant of `Operation.op` and of
+/// `OperationResult.result` and the command it carries, all three named alike.
+macro_rules! op_kinds {
+    ($($kind:ident),* $(,)?) => {
+        /// The kind of a batch operation, kept beside it so its reply can be encoded as the
+        /// matching `OperationResult` (several kinds reply with a bool).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum OpKind {
+            $( #[doc = concat!("`Operation.", stringify!($kind), "`.")] $kind, )*
+        }
+
+        impl OpKind {
+            /// Every kind, in declaration order.
+            #[cfg(test)]
+            const ALL: &[OpKind] = &[$(Self::$kind),*];
+
+            /// The command an operation of this kind runs.
+            fn command(self) -> CommandName {
+                match self {
+                    $( Self::$kind => CommandName::$kind, )*
+                }
+            }
+
+            /// The kind of an operation; `None` when no operation is set (the conversion rejects
+            /// those).
+            pub fn of(op: &pb::Operation) -> Option<Self> {
+                use pb::operation::Op;
+                Some(match op.op.as_ref()? {
+                    $( Op::$kind(_) => Self::$kind, )*
+                })
+            }
+
+            /// A successful operation's result: its reply as the kind's typed output, encoded
+            /// as the kind's RPC encodes it; the reply back if its shape is not the kind's.
+            fn outcome(self, reply: Reply) -> Result<pb::operation_result::Result, Reply> {
+                use pb::operation_result::Result as R;
+                Ok(match self {
+                    $( Self::$kind => R::$kind(respond_to::<cmd::$kind>(reply)?), )*
+                })
+            }
+        }
+    };
+}
+
+op_kinds! {
+    Get, Put, GetSet, Delete, DeleteIf, Exists, Incr, Expire, Ttl, Scan, HashSet, HashGet, HashDelete,
+    HashGetAll, ListPush, ListPop, ListRange, KeyCount, GetDel, GetEx, Append, IncrFloat, MultiPut,
+    Rename, Type, Flush, RandomKey, HashIncr, HashSetIfAbsent, HashLen, ListLen, ListSet, ListTrim,
+}
+
 /// One batch result: the outcome matching the operation's kind, or its error in the stable form.
+/// A reply whose shape is not its kind's would be an engine bug: the one place it is caught, it
+/// is logged and the operation reported as INTERNAL.
 pub fn operation_result(kind: OpKind, result: Result<Reply, Error>) -> pb::OperationResult {
     use pb::operation_result::Result as R;
-    let r = match (kind, result) {
-        (_, Err(e)) => R::Error(error_message(&e)),
-        (OpKind::Get, Ok(Reply::Value(entry))) => R::Get(get_response(entry)),
-        (OpKind::Put, Ok(Reply::Put { applied, version })) => R::Put(pb::PutResponse { applied, version }),
-        (OpKind::Delete, Ok(Reply::Bool(deleted))) => R::Delete(pb::DeleteResponse { deleted }),
-        (OpKind::Incr, Ok(Reply::Int(value))) => R::Incr(pb::IncrResponse { value }),
-        (OpKind::Expire, Ok(Reply::Bool(applied))) => R::Expire(pb::ExpireResponse { applied }),
-        (_, Ok(other)) => {
-            let s = unexpected("batch", &other);
-            R::Error(pb::Error { code: ErrorCode::Internal.as_str().into(), message: s.message().into() })
+    let r = match result.map(|reply| kind.outcome(reply)) {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(reply)) => {
+            error!(
+                op = kind.command().as_str(),
+                ?reply,
+                "grpc: the engine answered with a reply of the wrong kind"
+            );
+            R::Error(error_message(&Error::Internal))
         }
+        Err(e) => R::Error(error_message(&e)),
     };
     pb::OperationResult { result: Some(r) }
 }
@@ -176,5 +338,55 @@ mod tests {
         assert_eq!(e.code, "NOT_AN_INTEGER");
         let r = operation_result(OpKind::Get, Ok(Reply::Bool(true)));
         assert!(matches!(r.result, Some(pb::operation_result::Result::Error(e)) if e.code == "INTERNAL"));
+        // Kinds that answer alike are told apart by the operation, not the reply.
+        let r = operation_result(OpKind::ListTrim, Ok(Reply::Bool(true)));
+        assert_eq!(r.result, Some(pb::operation_result::Result::ListTrim(pb::ListTrimResponse {})));
+        let r = operation_result(OpKind::Type, Ok(Some(KeyType::Hash).into()));
+        let want = pb::TypeResponse { found: true, r#type: pb::KeyType::Hash as i32 };
+        assert_eq!(r.result, Some(pb::operation_result::Result::Type(want)));
+        let r = operation_result(OpKind::Ttl, Ok(Reply::Int(-2)));
+        let want = pb::TtlResponse { found: false, ttl_ms: 0 };
+        assert_eq!(r.result, Some(pb::operation_result::Result::Ttl(want)));
+    }
+
+    /// A batch can carry every data command: every command but those that are not about keys.
+    #[test]
+    fn every_data_command_is_a_batch_kind() {
+        use std::collections::BTreeSet;
+        let kinds: BTreeSet<CommandName> = OpKind::ALL.iter().map(|k| k.command()).collect();
+        let data: BTreeSet<CommandName> = CommandName::ALL
+            .iter()
+            .copied()
+            .filter(|c| !matches!(c, CommandName::Ping | CommandName::Publish | CommandName::Batch))
+            .collect();
+        assert_eq!(kinds, data);
+    }
+
+    fn round_trips<T: Into<Reply> + FromReply + Clone + PartialEq + std::fmt::Debug>(outputs: &[T]) {
+        for out in outputs {
+            assert_eq!(T::from_reply(out.clone().into()), Ok(out.clone()));
+        }
+    }
+
+    /// What a batch turns into a `Reply` comes back as the same typed output.
+    #[test]
+    fn typed_outputs_come_back_from_their_replies() {
+        let b = Bytes::from_static;
+        let entry = Entry { value: b(b"v"), version: 7, ttl_ms: -1 };
+        round_trips(&[None, Some(entry)]);
+        round_trips(&[true, false]);
+        round_trips(&[-2, 0, i64::MAX]);
+        round_trips(&[None, Some(b(b"")), Some(b(b"x"))]);
+        round_trips(&[b(b"10.5")]);
+        round_trips(&[vec![], vec![b(b"a"), b(b"b")]]);
+        round_trips(&[vec![(b(b"f"), b(b"v"))]]);
+        round_trips(&[ScanPage { entries: vec![], next_cursor: b(b"c") }]);
+        round_trips(&[None, Some(KeyType::String), Some(KeyType::Hash), Some(KeyType::List)]);
+        // `created` is not carried by the reply (no gRPC response shows it).
+        round_trips(&[PutOutcome { applied: true, version: 3, created: false }]);
+        // A shape of another output is given back, not misread.
+        assert_eq!(bool::from_reply(Reply::Int(1)), Err(Reply::Int(1)));
+        let other = Reply::Bytes(Some(b(b"set")));
+        assert_eq!(<Option<KeyType>>::from_reply(other.clone()), Err(other));
     }
 }

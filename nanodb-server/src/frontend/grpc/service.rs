@@ -1,5 +1,6 @@
 //! The `nanodb.v1.KV` and `nanodb.v1.Admin` service implementations: each RPC converts its request
-//! into its typed command, runs it with `Context::run`, and encodes the typed output.
+//! into its typed command, runs it with `Context::run`, and encodes the typed output as the
+//! command's [`Respond`] impl says (a batch encodes each operation's result the same way).
 
 use std::time::Instant;
 
@@ -7,7 +8,7 @@ use nanodb_protocol::pb::{self, admin_server::Admin, kv_server::Kv};
 use nanodb_protocol::{Error, TypedCommand, cmd};
 use tonic::{Request, Response, Status};
 
-use super::convert::{OpKind, get_response, key_value, length, operation_result, status};
+use super::convert::{OpKind, Respond, operation_result, status};
 use super::watch::{self, EventStream};
 use crate::frontend::{Context, Run};
 use crate::stats::{Protocol, resident_memory_bytes};
@@ -45,45 +46,68 @@ where
     result.map_err(|e| status(&e))
 }
 
-#[tonic::async_trait]
-impl Kv for KvService {
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let entry = run::<cmd::Get, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(get_response(entry)))
-    }
+/// A unary RPC of command `C`: [`run`], then its response as [`Respond`] encodes it.
+async fn call<C, M>(ctx: &Context, request: Request<M>) -> Result<Response<C::Response>, Status>
+where
+    C: Respond + Run<Output = <C as TypedCommand>::Output> + TryFrom<M, Error = Error>,
+{
+    let out = run::<C, M>(ctx, request.into_inner()).await?;
+    Ok(Response::new(C::respond(out)))
+}
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let out = run::<cmd::Put, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::PutResponse { applied: out.applied, version: out.version }))
-    }
+/// `impl Kv for KvService`: the methods that are one command each, `method => Cmd(Request) ->
+/// Response` (each runs `cmd::Cmd` through [`call`]), then the others as written. The impl is
+/// generated whole so that `async_trait` sees the generated methods.
+macro_rules! kv_service {
+    (unary { $($method:ident => $cmd:ident ($req:ident) -> $resp:ident;)* } $($rest:tt)*) => {
+        #[tonic::async_trait]
+        impl Kv for KvService {
+            $(
+                async fn $method(&self, request: Request<pb::$req>) -> Result<Response<pb::$resp>, Status> {
+                    call::<cmd::$cmd, _>(&self.ctx, request).await
+                }
+            )*
+            $($rest)*
+        }
+    };
+}
 
-    async fn delete(
-        &self,
-        request: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let deleted = run::<cmd::Delete, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::DeleteResponse { deleted }))
-    }
-
-    async fn incr(&self, request: Request<pb::IncrRequest>) -> Result<Response<pb::IncrResponse>, Status> {
-        let value = run::<cmd::Incr, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::IncrResponse { value }))
-    }
-
-    async fn expire(
-        &self,
-        request: Request<pb::ExpireRequest>,
-    ) -> Result<Response<pb::ExpireResponse>, Status> {
-        let applied = run::<cmd::Expire, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::ExpireResponse { applied }))
-    }
-
-    async fn scan(&self, request: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
-        let page = run::<cmd::Scan, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::ScanResponse {
-            entries: page.entries.into_iter().map(key_value).collect(),
-            next_cursor: page.next_cursor,
-        }))
+kv_service! {
+    unary {
+        get => Get(GetRequest) -> GetResponse;
+        put => Put(PutRequest) -> PutResponse;
+        get_set => GetSet(GetSetRequest) -> GetSetResponse;
+        delete => Delete(DeleteRequest) -> DeleteResponse;
+        delete_if => DeleteIf(DeleteIfRequest) -> DeleteIfResponse;
+        exists => Exists(ExistsRequest) -> ExistsResponse;
+        incr => Incr(IncrRequest) -> IncrResponse;
+        expire => Expire(ExpireRequest) -> ExpireResponse;
+        ttl => Ttl(TtlRequest) -> TtlResponse;
+        scan => Scan(ScanRequest) -> ScanResponse;
+        hash_set => HashSet(HashSetRequest) -> HashSetResponse;
+        hash_get => HashGet(HashGetRequest) -> HashGetResponse;
+        hash_delete => HashDelete(HashDeleteRequest) -> HashDeleteResponse;
+        hash_get_all => HashGetAll(HashGetAllRequest) -> HashGetAllResponse;
+        list_push => ListPush(ListPushRequest) -> ListPushResponse;
+        list_pop => ListPop(ListPopRequest) -> ListPopResponse;
+        list_range => ListRange(ListRangeRequest) -> ListRangeResponse;
+        key_count => KeyCount(KeyCountRequest) -> KeyCountResponse;
+        get_del => GetDel(GetDelRequest) -> GetDelResponse;
+        get_ex => GetEx(GetExRequest) -> GetExResponse;
+        append => Append(AppendRequest) -> AppendResponse;
+        incr_float => IncrFloat(IncrFloatRequest) -> IncrFloatResponse;
+        multi_put => MultiPut(MultiPutRequest) -> MultiPutResponse;
+        rename => Rename(RenameRequest) -> RenameResponse;
+        r#type => Type(TypeRequest) -> TypeResponse;
+        flush => Flush(FlushRequest) -> FlushResponse;
+        random_key => RandomKey(RandomKeyRequest) -> RandomKeyResponse;
+        hash_incr => HashIncr(HashIncrRequest) -> HashIncrResponse;
+        hash_set_if_absent => HashSetIfAbsent(HashSetIfAbsentRequest) -> HashSetIfAbsentResponse;
+        hash_len => HashLen(HashLenRequest) -> HashLenResponse;
+        list_len => ListLen(ListLenRequest) -> ListLenResponse;
+        list_set => ListSet(ListSetRequest) -> ListSetResponse;
+        list_trim => ListTrim(ListTrimRequest) -> ListTrimResponse;
+        publish => Publish(PublishRequest) -> PublishResponse;
     }
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
@@ -99,64 +123,6 @@ impl Kv for KvService {
         }))
     }
 
-    async fn hash_set(
-        &self,
-        request: Request<pb::HashSetRequest>,
-    ) -> Result<Response<pb::HashSetResponse>, Status> {
-        let created = run::<cmd::HashSet, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::HashSetResponse { created }))
-    }
-
-    async fn hash_get(
-        &self,
-        request: Request<pb::HashGetRequest>,
-    ) -> Result<Response<pb::HashGetResponse>, Status> {
-        let value = run::<cmd::HashGet, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::HashGetResponse { found: value.is_some(), value: value.unwrap_or_default() }))
-    }
-
-    async fn hash_delete(
-        &self,
-        request: Request<pb::HashDeleteRequest>,
-    ) -> Result<Response<pb::HashDeleteResponse>, Status> {
-        let deleted = run::<cmd::HashDelete, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::HashDeleteResponse { deleted }))
-    }
-
-    async fn hash_get_all(
-        &self,
-        request: Request<pb::HashGetAllRequest>,
-    ) -> Result<Response<pb::HashGetAllResponse>, Status> {
-        let pairs = run::<cmd::HashGetAll, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::HashGetAllResponse {
-            fields: pairs.into_iter().map(|(field, value)| pb::HashField { field, value }).collect(),
-        }))
-    }
-
-    async fn list_push(
-        &self,
-        request: Request<pb::ListPushRequest>,
-    ) -> Result<Response<pb::ListPushResponse>, Status> {
-        let n = run::<cmd::ListPush, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::ListPushResponse { length: length(n) }))
-    }
-
-    async fn list_pop(
-        &self,
-        request: Request<pb::ListPopRequest>,
-    ) -> Result<Response<pb::ListPopResponse>, Status> {
-        let values = run::<cmd::ListPop, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::ListPopResponse { values }))
-    }
-
-    async fn list_range(
-        &self,
-        request: Request<pb::ListRangeRequest>,
-    ) -> Result<Response<pb::ListRangeResponse>, Status> {
-        let values = run::<cmd::ListRange, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::ListRangeResponse { values }))
-    }
-
     type WatchStream = EventStream<pb::WatchEvent>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
@@ -164,14 +130,6 @@ impl Kv for KvService {
         let result = watch::watch(&self.ctx, &self.streams, request.into_inner());
         self.ctx.stats.record(Protocol::Grpc, "watch", result.is_ok(), started.elapsed());
         Ok(Response::new(result?))
-    }
-
-    async fn publish(
-        &self,
-        request: Request<pb::PublishRequest>,
-    ) -> Result<Response<pb::PublishResponse>, Status> {
-        let n = run::<cmd::Publish, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::PublishResponse { receivers: n.max(0).unsigned_abs() }))
     }
 
     type SubscribeStream = EventStream<pb::SubscribeMessage>;
@@ -214,8 +172,7 @@ impl AdminService {
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn ping(&self, request: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
-        run::<cmd::Ping, _>(&self.ctx, request.into_inner()).await?;
-        Ok(Response::new(pb::PingResponse {}))
+        call::<cmd::Ping, _>(&self.ctx, request).await
     }
 
     async fn stats(
