@@ -315,3 +315,119 @@ async fn connections_over_max_connections_get_a_json_503_and_the_others_are_serv
     }
     server.shutdown().await;
 }
+
+/// The commands REST gained, over a real socket with a real client, checked from the binary
+/// protocol: a rename whose target reqwest form-encodes, an expire that really expires, HSETNX,
+/// list set and trim, multi-put, and the keyspace routes.
+#[tokio::test]
+async fn every_data_command_over_the_wire_agrees_with_tcp() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    let mut tcp_get = async |key: &'static [u8]| match tcp
+        .call(Command::Get(cmd::Get { key: Bytes::from_static(key) }))
+        .await
+    {
+        Ok(Reply::Value(v)) => v.map(|e| e.value),
+        other => panic!("tcp get answered {other:?}"),
+    };
+
+    // POST /v1/kv, then a rename to a key with a space, a plus and a slash: reqwest's query
+    // encoder writes the space as `+` and the plus as `%2B`, which the server reads back.
+    let pairs = serde_json::json!({"pairs": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]});
+    let r = c.post(format!("{base}/v1/kv")).json(&pairs).send().await.expect("multi-put");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r =
+        c.post(format!("{base}/v1/kv/a/rename")).query(&[("to", "x y+z/1")]).send().await.expect("rename");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(tcp_get(b"x y+z/1").await.as_deref(), Some(&b"1"[..]));
+    assert_eq!(tcp_get(b"a").await, None);
+    let r = c.post(format!("{base}/v1/kv/a/rename?to=c")).send().await.expect("rename");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json(r).await["error"]["code"], "NOT_FOUND");
+
+    // getset, append, incr-float: what TCP then reads.
+    let r = c.post(format!("{base}/v1/kv/b/getset")).body("two").send().await.expect("getset");
+    assert_eq!((r.status(), r.bytes().await.expect("body")), (StatusCode::OK, Bytes::from_static(b"2")));
+    let r = c.post(format!("{base}/v1/kv/b/append")).body("!").send().await.expect("append");
+    assert_eq!(json(r).await, serde_json::json!({"length": 4}));
+    assert_eq!(tcp_get(b"b").await.as_deref(), Some(&b"two!"[..]));
+    let r = c.post(format!("{base}/v1/kv/f/incr-float?by=2.25")).send().await.expect("incr-float");
+    assert_eq!(json(r).await, serde_json::json!({"value": "2.25"}));
+    assert_eq!(tcp_get(b"f").await.as_deref(), Some(&b"2.25"[..]));
+
+    // expire with a real clock: the TTL is reported, then the key is gone (polled to a deadline).
+    let r = c.post(format!("{base}/v1/kv/b/expire")).body(r#"{"ttl_ms": 300}"#).send().await.expect("expire");
+    assert_eq!(json(r).await, serde_json::json!({"applied": true}));
+    let ttl = json(c.get(format!("{base}/v1/kv/b/ttl")).send().await.expect("ttl")).await["ttl_ms"].as_i64();
+    assert!(ttl.is_some_and(|t| (0..=300).contains(&t)), "{ttl:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c
+        .get(format!("{base}/v1/kv/b/exists"))
+        .send()
+        .await
+        .expect("exists")
+        .json::<Value>()
+        .await
+        .expect("json")
+        != serde_json::json!({"exists": false})
+    {
+        assert!(Instant::now() < deadline, "the key did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = c.get(format!("{base}/v1/kv/b/ttl")).send().await.expect("ttl");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .post(format!("{base}/v1/kv/f/expire"))
+        .body(r#"{"ttl_ms": 1, "persist": true}"#)
+        .send()
+        .await
+        .expect("expire");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(r).await["error"]["code"], "INVALID_ARGUMENT");
+
+    // Hash: HSETNX with If-None-Match, an increment, the length.
+    let field = |f: &str| format!("{base}/v1/hash/h/{f}");
+    let r = c.put(field("f")).header("if-none-match", "*").body("v").send().await.expect("hsetnx");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c.put(field("f")).header("if-none-match", "*").body("w").send().await.expect("hsetnx");
+    assert_eq!(r.status(), StatusCode::PRECONDITION_FAILED);
+    let r = c.post(format!("{}/incr", field("n"))).query(&[("by", "-4")]).send().await.expect("hincr");
+    assert_eq!(json(r).await, serde_json::json!({"value": -4}));
+    let r = c.get(format!("{base}/v1/hash/h?len=true")).send().await.expect("hlen");
+    assert_eq!(json(r).await, serde_json::json!({"length": 2}));
+    let got = tcp.call(Command::HashGet(cmd::HashGet {
+        key: Bytes::from_static(b"h"),
+        field: Bytes::from_static(b"f"),
+    }));
+    assert_eq!(got.await.ok(), Some(Reply::Bytes(Some(Bytes::from_static(b"v")))), "the 412 wrote nothing");
+    let r = c.post(format!("{base}/v1/kv/h/getdel")).send().await.expect("getdel");
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(json(r).await["error"]["code"], "WRONGTYPE");
+
+    // List: set, trim, length.
+    for v in ["a", "b", "c"] {
+        c.post(format!("{base}/v1/list/l")).body(v).send().await.expect("push");
+    }
+    let r = c.put(format!("{base}/v1/list/l/-1")).body("C").send().await.expect("lset");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = c.post(format!("{base}/v1/list/l/trim?start=1&stop=2")).send().await.expect("ltrim");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let got =
+        tcp.call(Command::ListRange(cmd::ListRange { key: Bytes::from_static(b"l"), start: 0, stop: -1 }));
+    assert_eq!(got.await.ok(), Some(Reply::List(vec![Bytes::from_static(b"b"), Bytes::from_static(b"C")])));
+    let r = c.get(format!("{base}/v1/list/l?len=true")).send().await.expect("llen");
+    assert_eq!(json(r).await, serde_json::json!({"length": 2}));
+
+    // Keyspace: count, type of a random key, flush.
+    let count = json(c.get(format!("{base}/v1/keyspace/count")).send().await.expect("count")).await;
+    assert_eq!(count, serde_json::json!({"value": 4}), "x y+z/1, f, h, l");
+    let random = json(c.get(format!("{base}/v1/keyspace/random")).send().await.expect("random")).await;
+    assert!(["x y+z/1", "f", "h", "l"].contains(&random["key"].as_str().unwrap_or_default()), "{random}");
+    let r = c.delete(format!("{base}/v1/keyspace")).send().await.expect("flush");
+    assert_eq!(json(r).await, serde_json::json!({"value": 4}));
+    let Ok(Reply::Int(0)) = tcp.call(Command::KeyCount(cmd::KeyCount {})).await else {
+        panic!("the flush emptied the keyspace");
+    };
+    server.shutdown().await;
+}

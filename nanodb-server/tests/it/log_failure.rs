@@ -304,31 +304,83 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
     let tested: BTreeSet<String> = tested.into_iter().map(String::from).collect();
     assert_eq!(tested, methods, "every KV write method is in this test");
 
-    // REST: every route that is not a GET, except publishing.
+    // REST: every route that is not a GET, except publishing: (method, route, request target,
+    // body, headers). Each would write if the log took it; a route may appear more than once when
+    // a header picks another command (DeleteIf, HashSetIfAbsent).
     let http = server.addrs().http.expect("http");
     let base = format!("http://{http}");
     let web = reqwest::Client::new();
-    let writes: &[(&str, &str, &str)] = &[
-        ("PUT", "/v1/kv/{key}", "/v1/kv/s"),
-        ("DELETE", "/v1/kv/{key}", "/v1/kv/none"),
-        ("POST", "/v1/kv/{key}/incr", "/v1/kv/n/incr"),
-        ("PUT", "/v1/hash/{key}/{field}", "/v1/hash/h/f"),
-        ("DELETE", "/v1/hash/{key}/{field}", "/v1/hash/h/f"),
-        ("POST", "/v1/list/{key}", "/v1/list/l"),
-        ("POST", "/v1/list/{key}/pop", "/v1/list/l/pop"),
+    type Row =
+        (&'static str, &'static str, &'static str, &'static str, &'static [(&'static str, &'static str)]);
+    let writes: &[Row] = &[
+        ("PUT", "/v1/kv/{key}", "/v1/kv/s", "x", &[]),
+        ("DELETE", "/v1/kv/{key}", "/v1/kv/none", "", &[]),
+        ("DELETE", "/v1/kv/{key}", "/v1/kv/s", "", &[("if-match", "*")]),
+        ("DELETE", "/v1/kv/{key}", "/v1/kv/s", "", &[("if-match", "\"1\"")]),
+        ("POST", "/v1/kv", "/v1/kv", r#"{"pairs":[{"key":"a","value":"1"}]}"#, &[]),
+        ("POST", "/v1/kv", "/v1/kv", r#"{"pairs":[{"key":"a","value":"1"}]}"#, &[("if-none-match", "*")]),
+        ("POST", "/v1/kv/{key}/incr", "/v1/kv/n/incr", "", &[]),
+        ("POST", "/v1/kv/{key}/incr-float", "/v1/kv/n/incr-float?by=1.5", "", &[]),
+        ("POST", "/v1/kv/{key}/append", "/v1/kv/s/append", "y", &[]),
+        ("POST", "/v1/kv/{key}/getset", "/v1/kv/s/getset", "x", &[]),
+        ("POST", "/v1/kv/{key}/getdel", "/v1/kv/s/getdel", "", &[]),
+        ("POST", "/v1/kv/{key}/getex", "/v1/kv/s/getex", r#"{"ttl_ms":1000}"#, &[]),
+        ("POST", "/v1/kv/{key}/expire", "/v1/kv/s/expire", r#"{"ttl_ms":1000}"#, &[]),
+        ("POST", "/v1/kv/{key}/expire", "/v1/kv/s/expire", r#"{"at_ms":1}"#, &[]),
+        ("POST", "/v1/kv/{key}/rename", "/v1/kv/s/rename?to=t", "", &[]),
+        ("DELETE", "/v1/keyspace", "/v1/keyspace", "", &[]),
+        ("PUT", "/v1/hash/{key}/{field}", "/v1/hash/h/f", "x", &[]),
+        ("PUT", "/v1/hash/{key}/{field}", "/v1/hash/h/g", "x", &[("if-none-match", "*")]),
+        ("DELETE", "/v1/hash/{key}/{field}", "/v1/hash/h/f", "", &[]),
+        ("POST", "/v1/hash/{key}/{field}/incr", "/v1/hash/h/c/incr", "", &[]),
+        ("POST", "/v1/list/{key}", "/v1/list/l", "x", &[]),
+        ("POST", "/v1/list/{key}/pop", "/v1/list/l/pop", "", &[]),
+        ("PUT", "/v1/list/{key}/{index}", "/v1/list/l/0", "x", &[]),
+        ("POST", "/v1/list/{key}/trim", "/v1/list/l/trim?start=0&stop=0", "", &[]),
     ];
-    for (method, _, path) in writes {
-        let req = web.request(method.parse().expect("method"), format!("{base}{path}")).body("x");
+    for (method, _, path, body, headers) in writes {
+        let mut req = web.request(method.parse().expect("method"), format!("{base}{path}")).body(*body);
+        for (name, value) in *headers {
+            req = req.header(*name, *value);
+        }
         let r = req.send().await.expect("http answers");
-        assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE, "{method} {path}");
+        assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE, "{method} {path} {headers:?}");
         let body: serde_json::Value = r.json().await.expect("JSON error");
         assert_eq!(body["error"]["code"], "UNAVAILABLE", "{method} {path}: {body}");
         assert_eq!(dump(&server), before, "http {method} {path} changed the keyspace");
     }
-    let batch = serde_json::json!([{"op": "get", "key": "s"}, {"op": "delete", "key": "s"}]);
+    // A batch: its read is served, each of its writes (one of every write kind) refused.
+    let batch = serde_json::json!([
+        {"op": "get", "key": "s"},
+        {"op": "put", "key": "s", "value": "x"},
+        {"op": "get_set", "key": "s", "value": "x"},
+        {"op": "delete", "key": "s"},
+        {"op": "delete_if", "key": "s", "version": 1},
+        {"op": "incr", "key": "n"},
+        {"op": "incr_float", "key": "n", "by": 1.5},
+        {"op": "append", "key": "s", "value": "y"},
+        {"op": "expire", "key": "s", "ttl_ms": 1000},
+        {"op": "get_del", "key": "s"},
+        {"op": "get_ex", "key": "s", "persist": true},
+        {"op": "multi_put", "pairs": [{"key": "a", "value": "1"}]},
+        {"op": "rename", "key": "s", "to": "t"},
+        {"op": "flush"},
+        {"op": "hash_set", "key": "h", "field": "f", "value": "w"},
+        {"op": "hash_set_if_absent", "key": "h", "field": "g", "value": "w"},
+        {"op": "hash_delete", "key": "h", "field": "f"},
+        {"op": "hash_incr", "key": "h", "field": "c"},
+        {"op": "list_push", "key": "l", "values": ["z"]},
+        {"op": "list_pop", "key": "l"},
+        {"op": "list_set", "key": "l", "index": 0, "value": "w"},
+        {"op": "list_trim", "key": "l", "start": 0, "stop": 0},
+    ]);
     let r = web.post(format!("{base}/v1/batch")).json(&batch).send().await.expect("batch answers");
-    let text = r.text().await.expect("body");
-    assert!(text.contains("UNAVAILABLE"), "the batch's delete is refused: {text}");
+    let results: Vec<serde_json::Value> = r.json().await.expect("batch results");
+    assert_eq!(results[0]["ok"]["value"], "v", "the batch's read is served: {results:?}");
+    for (op, result) in batch.as_array().expect("ops").iter().zip(&results).skip(1) {
+        assert_eq!(result["error"]["code"], "UNAVAILABLE", "the batch's {op} is refused: {result}");
+    }
+    assert_eq!(results.len(), 22);
     assert_eq!(dump(&server), before, "the REST batch changed the keyspace");
     let doc: serde_json::Value =
         web.get(format!("{base}/openapi.json")).send().await.expect("openapi").json().await.expect("json");
@@ -342,7 +394,7 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
         }
     }
     let mut tested: BTreeSet<(String, String)> =
-        writes.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+        writes.iter().map(|(m, p, ..)| (m.to_string(), p.to_string())).collect();
     tested.insert(("POST".into(), "/v1/batch".into()));
     assert_eq!(tested, routes, "every REST write route is in this test");
     server.shutdown().await;

@@ -45,6 +45,18 @@ impl<S: Send + Sync, const I: usize> FromRequestParts<S> for Seg<I> {
     }
 }
 
+/// The value of query parameter `name` percent-decoded to bytes, `None` when absent (the first
+/// one counts when repeated). For parameters that carry a key (`?to=` on a rename): serde's query
+/// parsing decodes to text and would lose non-UTF-8 bytes. As in any query string, `+` is a space
+/// (a plus is `%2B`), so form encoders (`reqwest`'s `.query()`, `curl --data-urlencode -G`) work.
+pub fn query_bytes(query: Option<&str>, name: &str) -> Option<Bytes> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name)
+            .then(|| if v.contains('+') { decode_segment(&v.replace('+', " ")) } else { decode_segment(v) })
+    })
+}
+
 /// Whether the client asked for JSON (`Accept: application/json`) rather than the raw value.
 #[derive(Debug, Clone, Copy)]
 pub struct WantsJson(pub bool);
@@ -243,6 +255,13 @@ mod tests {
         assert_eq!(decode_bytes(&s, e, "value").ok(), Some(Bytes::from_static(b"\xff\x00")));
         assert!(decode_bytes("!!", Encoding::Base64, "value").is_err());
         let c = encode_cursor(b"\x00\x01/+");
+        assert_eq!(
+            query_bytes(Some("a=1&to=x%2Fy+z%2B%FF&to=2"), "to"),
+            Some(Bytes::from_static(b"x/y z+\xff"))
+        );
+        assert_eq!(query_bytes(Some("to"), "to"), Some(Bytes::new()), "present without a value");
+        assert_eq!(query_bytes(Some("tox=1"), "to"), None);
+        assert_eq!(query_bytes(None, "to"), None);
         assert_eq!(decode_cursor(&c).ok(), Some(Bytes::from_static(b"\x00\x01/+")));
     }
 }

@@ -1,15 +1,18 @@
-//! String keys over REST: `GET/HEAD/PUT/DELETE /v1/kv/{key}`, `POST /v1/kv/{key}/incr`,
-//! `GET /v1/kv` (scan pages) and `POST /v1/batch`.
+//! String keys over REST: `GET/HEAD/PUT/DELETE /v1/kv/{key}`, the string commands as suffixes of
+//! the key (`POST /v1/kv/{key}/incr`, `/incr-float`, `/append`, `/getset`, `/getdel`, `/getex`),
+//! `GET /v1/kv` (scan pages) and `POST /v1/kv` (several keys at once).
 //!
-//! The raw path (`GET` without `Accept: application/json`) is kept lean: the value's `Bytes` become
-//! the body without a copy, and only the ETag (and TTL when set) are added.
+//! A key is one whole path segment (`/` travels as `%2F`), so a suffix after it never shadows a
+//! key. Routes that answer a string value answer it like `GET`: the raw value with its ETag and
+//! TTL, or JSON with `Accept: application/json`; the raw path is kept lean: the value's `Bytes`
+//! become the body without a copy.
 
 use axum::body::Body as AxBody;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use nanodb_protocol::{Command, Entry, Error, Expiry, KeyType, PutCondition, Reply, cmd};
+use nanodb_protocol::{Entry, Error, Expiry, KeyType, PutCondition, ScanEntry, cmd};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -18,6 +21,7 @@ use super::extract::{
     Body, Encoding, JsonBody, Precondition, Q, Seg, WantsJson, decode_bytes, decode_cursor, encode_bytes,
     encode_cursor,
 };
+use super::hash_list::LengthJson;
 use super::{AppState, BinaryBody, TTL_HEADER};
 
 /// A string value as JSON (`Accept: application/json`).
@@ -38,7 +42,7 @@ pub struct EntryJson {
 }
 
 impl EntryJson {
-    fn new(key: &[u8], e: &Entry) -> Self {
+    pub(super) fn new(key: &[u8], e: &Entry) -> Self {
         let (key, key_encoding) = encode_bytes(key);
         let (value, encoding) = encode_bytes(&e.value);
         let ttl_ms = (e.ttl_ms >= 0).then_some(e.ttl_ms);
@@ -60,7 +64,7 @@ pub struct IntJson {
     pub value: i64,
 }
 
-fn etag(version: u64) -> HeaderValue {
+pub(super) fn etag(version: u64) -> HeaderValue {
     // Digits and quotes are always a valid header value; `from_maybe_shared` takes the buffer
     // without copying it again.
     HeaderValue::from_maybe_shared(Bytes::from(format!("\"{version}\"")))
@@ -79,11 +83,17 @@ fn etag(version: u64) -> HeaderValue {
 pub async fn get(State(s): State<AppState>, Seg(key): Seg<3>, WantsJson(json): WantsJson) -> Response {
     // The key is kept (a refcount, not a copy) only when the JSON body repeats it.
     let (key, json_key) = if json { (key.clone(), Some(key)) } else { (key, None) };
-    let entry = match s.exec(cmd::Get { key }).await {
-        Ok(Some(e)) => e,
-        Ok(None) => return AppError::not_found().into_response(),
-        Err(e) => return AppError::from(e).into_response(),
-    };
+    match s.exec(cmd::Get { key }).await {
+        Ok(Some(e)) => entry_response(json_key, e),
+        Ok(None) => AppError::not_found().into_response(),
+        Err(e) => AppError::from(e).into_response(),
+    }
+}
+
+/// A string value as `GET` answers it: the raw value with its ETag (and `X-TTL-Ms` when it
+/// expires), or [`EntryJson`] when `json_key` holds the key (the client sent `Accept:
+/// application/json`).
+fn entry_response(json_key: Option<Bytes>, entry: Entry) -> Response {
     let mut r = if let Some(key) = json_key {
         json_response(StatusCode::OK, &EntryJson::new(&key, &entry))
     } else {
@@ -130,17 +140,22 @@ pub async fn put(
     let put = cmd::Put { key, value, expiry: Expiry::from_put_ttl_ms(params.ttl_ms), condition };
     let outcome = s.exec(put).await?;
     if !outcome.applied {
-        return Err(AppError::from(match condition {
-            PutCondition::IfAbsent => Error::ConditionFailed("the key exists (If-None-Match: *)".into()),
-            _ if outcome.version == 0 => Error::ConditionFailed("the key does not exist (If-Match)".into()),
-            _ => Error::ConditionFailed(format!("the key's version is {} (If-Match)", outcome.version)),
-        }));
+        return Err(condition_failed(condition, outcome.version));
     }
     // The engine says whether this write created the key, at the instant it applied it.
     let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut r = json_response(status, &VersionJson { version: outcome.version });
     r.headers_mut().insert(header::ETAG, etag(outcome.version));
     Ok(r)
+}
+
+/// Why a write under `condition` did not apply to a key whose version is `version` (0: missing).
+fn condition_failed(condition: PutCondition, version: u64) -> AppError {
+    AppError::from(match condition {
+        PutCondition::IfAbsent => Error::ConditionFailed("the key exists (If-None-Match: *)".into()),
+        _ if version == 0 => Error::ConditionFailed("the key does not exist (If-Match)".into()),
+        _ => Error::ConditionFailed(format!("the key's version is {version} (If-Match)")),
+    })
 }
 
 /// Removes a key of any type; `If-Match` makes it conditional.
@@ -157,16 +172,16 @@ pub async fn delete(
     Seg(key): Seg<3>,
     Precondition(condition): Precondition,
 ) -> Result<StatusCode, AppError> {
-    let (cmd, conditional) = match condition {
-        PutCondition::Always => (Command::Delete(cmd::Delete { key }), false),
-        PutCondition::IfPresent => (Command::Delete(cmd::Delete { key }), true),
-        PutCondition::IfVersion(version) => (Command::DeleteIf(cmd::DeleteIf { key, version }), true),
+    let (deleted, conditional) = match condition {
+        PutCondition::Always => (s.exec(cmd::Delete { key }).await?, false),
+        PutCondition::IfPresent => (s.exec(cmd::Delete { key }).await?, true),
+        PutCondition::IfVersion(version) => (s.exec(cmd::DeleteIf { key, version }).await?, true),
         PutCondition::IfAbsent => return Err(AppError::invalid("If-None-Match is not supported on DELETE")),
     };
-    match s.exec(cmd).await? {
-        Reply::Bool(true) => Ok(StatusCode::NO_CONTENT),
-        Reply::Bool(false) if conditional => Err(AppError::condition_failed("If-Match did not hold")),
-        _ => Err(AppError::not_found()),
+    match (deleted, conditional) {
+        (true, _) => Ok(StatusCode::NO_CONTENT),
+        (false, true) => Err(AppError::condition_failed("If-Match did not hold")),
+        (false, false) => Err(AppError::not_found()),
     }
 }
 
@@ -179,7 +194,7 @@ pub struct IncrParams {
     pub by: i64,
 }
 
-fn one() -> i64 {
+pub(super) fn one() -> i64 {
     1
 }
 
@@ -279,180 +294,290 @@ pub struct ScanPage {
 pub async fn scan(State(s): State<AppState>, Q(p): Q<ScanParams>) -> Result<Response, AppError> {
     let cursor = decode_cursor(&p.cursor)?;
     let scan = cmd::Scan { prefix: Bytes::from(p.prefix.into_bytes()), limit: p.limit, cursor };
-    let nanodb_protocol::ScanPage { entries, next_cursor: next } = s.exec(scan).await?;
-    let items = entries
-        .into_iter()
-        .map(|e| {
-            // The engine types every entry; only a TCP-decoded entry lacks one.
-            let key_type = e.key_type.ok_or_else(|| AppError::internal("scan entry without a type"))?;
-            let (key, key_encoding) = encode_bytes(&e.key);
-            let (value, encoding) =
-                if p.keys_only { (None, None) } else { Some(encode_bytes(&e.value)).unzip() };
-            Ok(ScanItem {
-                key,
-                key_encoding,
-                key_type: key_type.into(),
-                value,
-                encoding,
-                version: e.version,
-                ttl_ms: (e.ttl_ms >= 0).then_some(e.ttl_ms),
-            })
-        })
-        .collect::<Result<_, AppError>>()?;
-    let next_cursor = (!next.is_empty()).then(|| encode_cursor(&next));
-    Ok(json_response(StatusCode::OK, &ScanPage { items, next_cursor }))
+    let page = s.exec(scan).await?;
+    Ok(json_response(StatusCode::OK, &ScanPage::new(page, p.keys_only)?))
 }
 
-/// One operation of a batch; `encoding` applies to its key and value.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum BatchOp {
-    /// Read a string key.
-    Get {
-        /// The key.
-        key: String,
-        /// How `key` is written.
-        #[serde(default)]
-        encoding: Encoding,
-    },
-    /// Write a string key.
-    Put {
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-        /// How `key` and `value` are written.
-        #[serde(default)]
-        encoding: Encoding,
-        /// Time to live in ms; 0 for none.
-        #[serde(default)]
-        ttl_ms: u64,
-        /// Create only.
-        #[serde(default)]
-        if_absent: bool,
-        /// Replace only this version.
-        #[serde(default)]
-        if_version: Option<u64>,
-    },
-    /// Remove a key.
-    Delete {
-        /// The key.
-        key: String,
-        /// How `key` is written.
-        #[serde(default)]
-        encoding: Encoding,
-    },
-    /// Add to an integer.
-    Incr {
-        /// The key.
-        key: String,
-        /// How `key` is written.
-        #[serde(default)]
-        encoding: Encoding,
-        /// The amount; 1 when absent.
-        #[serde(default = "one")]
-        by: i64,
-    },
-    /// Whether a key exists.
-    Exists {
-        /// The key.
-        key: String,
-        /// How `key` is written.
-        #[serde(default)]
-        encoding: Encoding,
-    },
+impl ScanPage {
+    /// The JSON form of an engine page (also a batch's `scan` result).
+    pub(super) fn new(page: nanodb_protocol::ScanPage, keys_only: bool) -> Result<Self, AppError> {
+        let items = page.entries.iter().map(|e| ScanItem::new(e, keys_only)).collect::<Result<_, _>>()?;
+        let next_cursor = (!page.next_cursor.is_empty()).then(|| encode_cursor(&page.next_cursor));
+        Ok(Self { items, next_cursor })
+    }
 }
 
-impl BatchOp {
-    fn into_command(self) -> Result<Command, AppError> {
-        let key = |k: &str, e| decode_bytes(k, e, "key");
-        Ok(match self {
-            Self::Get { key: k, encoding } => Command::Get(cmd::Get { key: key(&k, encoding)? }),
-            Self::Put { key: k, value, encoding, ttl_ms, if_absent, if_version } => {
-                let condition = match (if_absent, if_version) {
-                    (false, None) => PutCondition::Always,
-                    (true, None) => PutCondition::IfAbsent,
-                    (false, Some(v)) => PutCondition::IfVersion(v),
-                    (true, Some(_)) => {
-                        return Err(AppError::invalid("if_absent and if_version exclude each other"));
-                    }
-                };
-                Command::Put(cmd::Put {
-                    key: key(&k, encoding)?,
-                    value: decode_bytes(&value, encoding, "value")?,
-                    expiry: Expiry::from_put_ttl_ms(ttl_ms),
-                    condition,
-                })
-            }
-            Self::Delete { key: k, encoding } => Command::Delete(cmd::Delete { key: key(&k, encoding)? }),
-            Self::Incr { key: k, encoding, by } => {
-                Command::Incr(cmd::Incr { key: key(&k, encoding)?, delta: by })
-            }
-            Self::Exists { key: k, encoding } => Command::Exists(cmd::Exists { key: key(&k, encoding)? }),
+impl ScanItem {
+    fn new(e: &ScanEntry, keys_only: bool) -> Result<Self, AppError> {
+        // The engine types every entry; only a TCP-decoded entry lacks one.
+        let key_type = e.key_type.ok_or_else(|| AppError::internal("scan entry without a type"))?;
+        let (key, key_encoding) = encode_bytes(&e.key);
+        let (value, encoding) = if keys_only { (None, None) } else { Some(encode_bytes(&e.value)).unzip() };
+        Ok(Self {
+            key,
+            key_encoding,
+            key_type: key_type.into(),
+            value,
+            encoding,
+            version: e.version,
+            ttl_ms: (e.ttl_ms >= 0).then_some(e.ttl_ms),
         })
     }
 }
 
-/// The result of one batch operation: `{"ok": ...}` or `{"error": {"code", "message"}}`.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BatchResult {
-    /// The operation's answer: an entry or null (get), `{"applied","version"}` (put), a boolean
-    /// (delete, exists) or an integer (incr).
-    #[schema(value_type = Object)]
-    Ok(serde_json::Value),
-    /// Why the operation failed; the others still ran.
-    Error(super::error::ErrorDetail),
+/// `?ttl_ms=N` or `?keep_ttl=true` on a getset.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetSetParams {
+    /// Time to live in milliseconds of the new value; absent or 0 for none (as on PUT).
+    #[serde(default)]
+    pub ttl_ms: u64,
+    /// Keep the key's current TTL instead (not with `ttl_ms`).
+    #[serde(default)]
+    pub keep_ttl: bool,
 }
 
-fn batch_result(key: Option<Bytes>, r: Result<Reply, Error>) -> BatchResult {
-    use serde_json::{Value, json};
-    match r {
-        Ok(Reply::Value(Some(e))) => {
-            let entry = EntryJson::new(key.as_deref().unwrap_or_default(), &e);
-            BatchResult::Ok(serde_json::to_value(entry).unwrap_or(Value::Null))
-        }
-        Ok(Reply::Value(None)) => BatchResult::Ok(Value::Null),
-        Ok(Reply::Put { applied, version }) => {
-            BatchResult::Ok(json!({"applied": applied, "version": version}))
-        }
-        Ok(Reply::Bool(b)) => BatchResult::Ok(Value::Bool(b)),
-        Ok(Reply::Int(i)) => BatchResult::Ok(Value::from(i)),
-        // A REST batch holds only the operations above, which answer only these shapes.
-        Ok(other) => {
-            BatchResult::Error(AppError::internal(format!("no JSON form for {other:?}")).body().error)
-        }
-        Err(e) => BatchResult::Error(AppError::from(e).body().error),
-    }
-}
-
-/// Applies operations in order; one result each, in the same order.
-#[utoipa::path(post, path = "/v1/batch", tag = "kv",
-    request_body(content = Vec<BatchOp>, description = "Operations, applied in order"),
+/// Writes a string key like PUT and answers the value it replaced.
+#[utoipa::path(post, path = "/v1/kv/{key}/getset", tag = "kv",
+    params(("key" = String, Path, description = "The whole key, percent-encoded; any bytes"), GetSetParams,
+        ("If-Match" = Option<String>, Header, description = "`*`: replace only; `\"<version>\"`: replace only that version"),
+        ("If-None-Match" = Option<String>, Header, description = "`*`: create only")),
+    request_body(content = BinaryBody, content_type = "application/octet-stream", description = "The new value, byte for byte"),
     responses(
-        (status = 200, description = "One result per operation", body = Vec<BatchResult>),
-        (status = 400, description = "Bad JSON or an invalid operation", body = ErrorBody),
+        (status = 200, description = "Written; the previous value as GET answers it (raw, its ETag and X-TTL-Ms; JSON with Accept: application/json)",
+            content((BinaryBody = "application/octet-stream"), (EntryJson = "application/json"))),
+        (status = 204, description = "Written; the key did not exist"),
+        (status = 400, description = "Bad parameter or header", body = ErrorBody),
+        (status = 409, description = "The key holds a hash or a list (nothing written)", body = ErrorBody),
+        (status = 412, description = "If-Match / If-None-Match did not hold (nothing written)", body = ErrorBody),
+        (status = 413, description = "Key or value over its limit", body = ErrorBody),
     ))]
-pub async fn batch(
+pub async fn get_set(
     State(s): State<AppState>,
-    JsonBody(ops): JsonBody<Vec<BatchOp>>,
+    Seg(key): Seg<3>,
+    Precondition(condition): Precondition,
+    Q(p): Q<GetSetParams>,
+    WantsJson(json): WantsJson,
+    Body(value): Body,
 ) -> Result<Response, AppError> {
-    if ops.len() > s.ctx.engine.limits().max_batch_len {
-        // Refuse before decoding every operation; the engine would refuse it anyway.
-        return Err(Error::LimitExceeded {
-            what: "batch length",
-            len: ops.len(),
-            max: s.ctx.engine.limits().max_batch_len,
-            setting: "max_batch_len",
-        }
-        .into());
+    let expiry = match (p.ttl_ms, p.keep_ttl) {
+        (ms, false) => Expiry::from_put_ttl_ms(ms),
+        (0, true) => Expiry::Keep,
+        (_, true) => return Err(AppError::invalid("send ttl_ms or keep_ttl, not both")),
+    };
+    let json_key = json.then(|| key.clone());
+    let previous = s.exec(cmd::GetSet { key, value, expiry, condition }).await?;
+    // The engine applied the write exactly when the condition held for the value it answers.
+    let version = previous.as_ref().map_or(0, |e| e.version);
+    if !condition.holds(previous.is_some(), version) {
+        return Err(condition_failed(condition, version));
     }
-    let cmds = ops.into_iter().map(BatchOp::into_command).collect::<Result<Vec<_>, _>>()?;
-    let keys: Vec<Option<Bytes>> = cmds
-        .iter()
-        .map(|c| if let Command::Get(cmd::Get { key }) = c { Some(key.clone()) } else { None })
-        .collect();
-    let results = s.exec(cmd::Batch { ops: cmds }).await?;
-    let out: Vec<BatchResult> = keys.into_iter().zip(results).map(|(k, r)| batch_result(k, r)).collect();
-    Ok(json_response(StatusCode::OK, &out))
+    Ok(match previous {
+        Some(e) => entry_response(json_key, e),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// Reads a string key and removes it.
+#[utoipa::path(post, path = "/v1/kv/{key}/getdel", tag = "kv",
+    params(("key" = String, Path, description = "The whole key, percent-encoded; any bytes")),
+    responses(
+        (status = 200, description = "Removed; the value as GET answers it",
+            content((BinaryBody = "application/octet-stream"), (EntryJson = "application/json"))),
+        (status = 404, description = "No such key", body = ErrorBody),
+        (status = 409, description = "The key holds a hash or a list (nothing removed)", body = ErrorBody),
+    ))]
+pub async fn get_del(
+    State(s): State<AppState>,
+    Seg(key): Seg<3>,
+    WantsJson(json): WantsJson,
+) -> Result<Response, AppError> {
+    let json_key = json.then(|| key.clone());
+    let entry = s.exec(cmd::GetDel { key }).await?.ok_or_else(AppError::not_found)?;
+    Ok(entry_response(json_key, entry))
+}
+
+/// A new time to live: exactly one of `ttl_ms`, `at_ms` or `persist: true`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiryJson {
+    /// Expire this many milliseconds from now (> 0).
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// Expire at this Unix time in milliseconds (> 0; a time already past removes the key).
+    #[serde(default)]
+    pub at_ms: Option<u64>,
+    /// `true`: remove the TTL.
+    #[serde(default)]
+    pub persist: bool,
+}
+
+impl ExpiryJson {
+    /// The one [`Expiry`] this body names; the command model then checks its value.
+    pub(super) fn expiry(&self) -> Result<Expiry, AppError> {
+        expiry_of(self.ttl_ms, self.at_ms, self.persist)
+    }
+}
+
+/// Exactly one of a relative TTL, an absolute deadline or persist (the expire body, and the
+/// batch's `expire` and `get_ex` operations).
+pub(super) fn expiry_of(ttl_ms: Option<u64>, at_ms: Option<u64>, persist: bool) -> Result<Expiry, AppError> {
+    match (ttl_ms, at_ms, persist) {
+        (Some(ms), None, false) => Ok(Expiry::In(ms)),
+        (None, Some(ms), false) => Ok(Expiry::At(ms)),
+        (None, None, true) => Ok(Expiry::Persist),
+        _ => Err(AppError::invalid("give exactly one of ttl_ms, at_ms or \"persist\": true")),
+    }
+}
+
+/// Reads a string key and changes its TTL.
+#[utoipa::path(post, path = "/v1/kv/{key}/getex", tag = "kv",
+    params(("key" = String, Path, description = "The whole key, percent-encoded; any bytes")),
+    request_body(content = ExpiryJson, description = "The new TTL: exactly one of ttl_ms, at_ms, persist"),
+    responses(
+        (status = 200, description = "The value as GET answers it, with its new TTL",
+            content((BinaryBody = "application/octet-stream"), (EntryJson = "application/json"))),
+        (status = 400, description = "Not exactly one of ttl_ms, at_ms, persist; or a zero time", body = ErrorBody),
+        (status = 404, description = "No such key", body = ErrorBody),
+        (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
+    ))]
+pub async fn get_ex(
+    State(s): State<AppState>,
+    Seg(key): Seg<3>,
+    WantsJson(json): WantsJson,
+    JsonBody(body): JsonBody<ExpiryJson>,
+) -> Result<Response, AppError> {
+    let expiry = body.expiry()?;
+    let json_key = json.then(|| key.clone());
+    let entry = s.exec(cmd::GetEx { key, expiry }).await?.ok_or_else(AppError::not_found)?;
+    Ok(entry_response(json_key, entry))
+}
+
+/// Appends the body to a string (a missing key counts as empty).
+#[utoipa::path(post, path = "/v1/kv/{key}/append", tag = "kv",
+    params(("key" = String, Path, description = "The whole key, percent-encoded; any bytes")),
+    request_body(content = BinaryBody, content_type = "application/octet-stream", description = "The bytes to append"),
+    responses(
+        (status = 200, description = "The value's new length in bytes", body = LengthJson),
+        (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
+        (status = 413, description = "Key, body or resulting value over its limit", body = ErrorBody),
+    ))]
+pub async fn append(
+    State(s): State<AppState>,
+    Seg(key): Seg<3>,
+    Body(value): Body,
+) -> Result<Response, AppError> {
+    let length = s.exec(cmd::Append { key, value }).await?;
+    Ok(json_response(StatusCode::OK, &LengthJson { length }))
+}
+
+/// `?by=X` on a floating-point increment.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct IncrFloatParams {
+    /// The amount, as decimal text (`1.5`, `-2`, `3e2`; finite).
+    pub by: String,
+}
+
+/// A floating-point result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FloatJson {
+    /// The value after the operation, as the text now stored (what `GET` returns): exact, where
+    /// a JSON number could be re-rounded by a client's parser.
+    pub value: String,
+}
+
+/// Adds a decimal amount to a number held as a string (a missing key counts as 0).
+#[utoipa::path(post, path = "/v1/kv/{key}/incr-float", tag = "kv",
+    params(("key" = String, Path, description = "The whole key, percent-encoded; any bytes"), IncrFloatParams),
+    responses(
+        (status = 200, description = "The new value, as stored", body = FloatJson),
+        (status = 400, description = "`by` or the stored value is not a finite number", body = ErrorBody),
+        (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
+    ))]
+pub async fn incr_float(
+    State(s): State<AppState>,
+    Seg(key): Seg<3>,
+    Q(p): Q<IncrFloatParams>,
+) -> Result<Response, AppError> {
+    let text = s.exec(cmd::IncrFloat { key, delta: Bytes::from(p.by.into_bytes()) }).await?;
+    // The engine formats a finite f64: ASCII digits, sign, point and exponent.
+    let value = String::from_utf8_lossy(&text).into_owned();
+    Ok(json_response(StatusCode::OK, &FloatJson { value }))
+}
+
+/// A key and a value (`encoding` applies to both).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PairJson {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+    /// How `key` and `value` are written.
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+impl PairJson {
+    fn decode(self) -> Result<(Bytes, Bytes), AppError> {
+        Ok((
+            decode_bytes(&self.key, self.encoding, "key")?,
+            decode_bytes(&self.value, self.encoding, "value")?,
+        ))
+    }
+}
+
+/// Several string keys to write at once.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MultiPutJson {
+    /// The keys and values, written in order (a repeated key ends with its last value).
+    pub pairs: Vec<PairJson>,
+}
+
+/// Decodes the pairs of a multi-put, refusing too many before decoding any (the command model
+/// would refuse them too, after the decoding).
+pub(super) fn decode_pairs(pairs: Vec<PairJson>, max: usize) -> Result<Vec<(Bytes, Bytes)>, AppError> {
+    if pairs.len() > max {
+        let e = Error::LimitExceeded {
+            what: "pairs in one multi-put",
+            len: pairs.len(),
+            max,
+            setting: "max_batch_len",
+        };
+        return Err(e.into());
+    }
+    pairs.into_iter().map(PairJson::decode).collect()
+}
+
+/// Writes several string keys at once (replacing keys of any type), clearing their TTLs;
+/// `If-None-Match: *` writes them only if none of them exists.
+#[utoipa::path(post, path = "/v1/kv", tag = "kv",
+    params(("If-None-Match" = Option<String>, Header, description = "`*`: write nothing if any of the keys exists")),
+    request_body(content = MultiPutJson, description = "The pairs"),
+    responses(
+        (status = 204, description = "Every key written"),
+        (status = 400, description = "Bad JSON, no pairs, more than max_batch_len pairs, or If-Match", body = ErrorBody),
+        (status = 412, description = "If-None-Match: * and a key exists (nothing written)", body = ErrorBody),
+        (status = 413, description = "A key or value over its limit (nothing written)", body = ErrorBody),
+    ))]
+pub async fn multi_put(
+    State(s): State<AppState>,
+    Precondition(condition): Precondition,
+    JsonBody(body): JsonBody<MultiPutJson>,
+) -> Result<StatusCode, AppError> {
+    let only_if_none_exist = match condition {
+        PutCondition::Always => false,
+        PutCondition::IfAbsent => true,
+        PutCondition::IfPresent | PutCondition::IfVersion(_) => {
+            return Err(AppError::invalid("If-Match is not supported on POST /v1/kv"));
+        }
+    };
+    let pairs = decode_pairs(body.pairs, s.ctx.engine.limits().max_batch_len)?;
+    if s.exec(cmd::MultiPut { pairs, only_if_none_exist }).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::condition_failed("a key exists (If-None-Match: *)"))
+    }
 }

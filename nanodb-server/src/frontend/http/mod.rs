@@ -11,11 +11,13 @@
 //! the same layers: the guard only bounds producing their headers, and compression skips them.
 
 mod admin;
+mod batch;
 mod error;
 mod events;
 mod extract;
 mod guard;
 mod hash_list;
+mod keys;
 mod kv;
 mod reach;
 mod watch;
@@ -32,7 +34,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use nanodb_protocol::{Error, ErrorCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -97,15 +99,32 @@ pub struct BinaryBody(pub Vec<u8>);
         kv::put,
         kv::delete,
         kv::incr,
+        kv::incr_float,
+        kv::append,
+        kv::get_set,
+        kv::get_del,
+        kv::get_ex,
         kv::scan,
-        kv::batch,
+        kv::multi_put,
+        keys::exists,
+        keys::ttl,
+        keys::key_type,
+        keys::expire,
+        keys::rename,
+        keys::key_count,
+        keys::random_key,
+        keys::flush,
+        batch::batch,
         hash_list::hash_get_all,
         hash_list::hash_get,
         hash_list::hash_set,
         hash_list::hash_delete,
+        hash_list::hash_incr,
         hash_list::list_range,
         hash_list::list_push,
         hash_list::list_pop,
+        hash_list::list_set,
+        hash_list::list_trim,
         admin::index,
         admin::healthz,
         admin::readyz,
@@ -122,9 +141,13 @@ pub struct BinaryBody(pub Vec<u8>);
         error::ErrorDetail,
         extract::Encoding,
         hash_list::End,
-        kv::BatchOp,
-        kv::BatchResult,
+        batch::BatchOp,
+        batch::BatchResult,
+        batch::FloatArg,
         kv::KeyTypeJson,
+        kv::ExpiryJson,
+        kv::PairJson,
+        kv::MultiPutJson,
         events::EventJson,
         events::KeyEventJson,
         events::MessageJson,
@@ -151,17 +174,35 @@ pub fn router(ctx: Context) -> Router {
         .layer(GuardLayer::new(config.max_in_flight, config.request_timeout));
 
     Router::new()
-        .route("/v1/kv", get(kv::scan))
+        // A key is one whole segment, so the words after it never shadow a key; see hash_list.rs
+        // for why hashes and lists take their lengths as `?len=true`.
+        .route("/v1/kv", get(kv::scan).post(kv::multi_put))
         .route("/v1/kv/{key}", get(kv::get).put(kv::put).delete(kv::delete))
         .route("/v1/kv/{key}/incr", post(kv::incr))
-        .route("/v1/batch", post(kv::batch))
+        .route("/v1/kv/{key}/incr-float", post(kv::incr_float))
+        .route("/v1/kv/{key}/append", post(kv::append))
+        .route("/v1/kv/{key}/getset", post(kv::get_set))
+        .route("/v1/kv/{key}/getdel", post(kv::get_del))
+        .route("/v1/kv/{key}/getex", post(kv::get_ex))
+        .route("/v1/kv/{key}/exists", get(keys::exists))
+        .route("/v1/kv/{key}/ttl", get(keys::ttl))
+        .route("/v1/kv/{key}/type", get(keys::key_type))
+        .route("/v1/kv/{key}/expire", post(keys::expire))
+        .route("/v1/kv/{key}/rename", post(keys::rename))
+        .route("/v1/keyspace", delete(keys::flush))
+        .route("/v1/keyspace/count", get(keys::key_count))
+        .route("/v1/keyspace/random", get(keys::random_key))
+        .route("/v1/batch", post(batch::batch))
         .route("/v1/hash/{key}", get(hash_list::hash_get_all))
         .route(
             "/v1/hash/{key}/{field}",
             get(hash_list::hash_get).put(hash_list::hash_set).delete(hash_list::hash_delete),
         )
+        .route("/v1/hash/{key}/{field}/incr", post(hash_list::hash_incr))
         .route("/v1/list/{key}", get(hash_list::list_range).post(hash_list::list_push))
         .route("/v1/list/{key}/pop", post(hash_list::list_pop))
+        .route("/v1/list/{key}/trim", post(hash_list::list_trim))
+        .route("/v1/list/{key}/{index}", put(hash_list::list_set))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/subscribe/{channel}", get(watch::subscribe))
         .route("/v1/publish/{channel}", post(watch::publish))

@@ -628,6 +628,17 @@ async fn every_json_response_ends_with_a_newline() {
         (Method::GET, "/v1/list/l", empty()),
         (Method::POST, "/v1/list/l/pop", empty()),
         (Method::POST, "/v1/publish/c", Body::from("m")),
+        (Method::GET, "/v1/kv/k/exists", empty()),
+        (Method::GET, "/v1/kv/k/ttl", empty()),
+        (Method::GET, "/v1/kv/k/type", empty()),
+        (Method::POST, "/v1/kv/k/expire", Body::from(r#"{"persist":true}"#)),
+        (Method::POST, "/v1/kv/k/append", Body::from("v")),
+        (Method::POST, "/v1/kv/f/incr-float?by=1", empty()),
+        (Method::GET, "/v1/keyspace/count", empty()),
+        (Method::GET, "/v1/keyspace/random", empty()),
+        (Method::POST, "/v1/hash/h/f2/incr", empty()),
+        (Method::GET, "/v1/hash/h?len=true", empty()),
+        (Method::GET, "/v1/list/l?len=true", empty()),
         (Method::GET, "/healthz", empty()),
         (Method::GET, "/readyz", empty()),
         (Method::GET, "/v1/stats", empty()),
@@ -641,6 +652,13 @@ async fn every_json_response_ends_with_a_newline() {
         (Method::GET, "/v1/ws", empty()),
         (Method::GET, "/nope", empty()),
         (Method::POST, "/v1/kv/k", empty()),
+        (Method::GET, "/v1/kv/missing/ttl", empty()),
+        (Method::POST, "/v1/kv/k/expire", Body::from("{}")),
+        (Method::POST, "/v1/kv/k/rename", empty()),
+        (Method::PUT, "/v1/list/l/x", Body::from("v")),
+        (Method::POST, "/v1/kv", Body::from("[]")),
+        (Method::DELETE, "/v1/keyspace", empty()),
+        (Method::GET, "/v1/keyspace/random", empty()),
     ];
     for (method, uri, body) in cases {
         let r = call(&app, method.clone(), uri, &[], body).await;
@@ -744,4 +762,533 @@ async fn documented_limits_answer_their_documented_status() {
         assert_eq!((r.status, r.json()["error"]["code"].as_str()), (status, Some(code)), "{method} {uri}");
     }
     get(&app, "/v1/kv/a").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+}
+
+async fn post(app: &Router, uri: &str, body: impl Into<Body>) -> Resp {
+    call(app, Method::POST, uri, &[], body).await
+}
+
+#[tokio::test]
+async fn exists_ttl_type_expire_and_rename_take_a_key_of_any_type() {
+    let (app, ctx) = app();
+    put(&app, "/v1/kv/s", b"v").await;
+    put(&app, "/v1/hash/h/f", b"v").await;
+    assert_eq!(get(&app, "/v1/kv/s/exists").await.json(), json!({"exists": true}));
+    assert_eq!(get(&app, "/v1/kv/h/exists").await.json(), json!({"exists": true}), "any type");
+    let r = get(&app, "/v1/kv/nope/exists").await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!({"exists": false})), "an answer, not a 404");
+
+    assert_eq!(get(&app, "/v1/kv/s/type").await.json(), json!({"type": "string"}));
+    assert_eq!(get(&app, "/v1/kv/h/type").await.json(), json!({"type": "hash"}));
+    get(&app, "/v1/kv/nope/type").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    assert_eq!(get(&app, "/v1/kv/s/ttl").await.json(), json!({"ttl_ms": null}), "no TTL is null");
+    get(&app, "/v1/kv/nope/ttl").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let r = post(&app, "/v1/kv/h/expire", r#"{"ttl_ms": 60000}"#).await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!({"applied": true})));
+    let ttl = get(&app, "/v1/kv/h/ttl").await.json()["ttl_ms"].as_i64().expect("a TTL");
+    assert!(ttl > 0 && ttl <= 60_000, "{ttl}");
+    assert_eq!(post(&app, "/v1/kv/h/expire", r#"{"persist": true}"#).await.json(), json!({"applied": true}));
+    assert_eq!(get(&app, "/v1/kv/h/ttl").await.json(), json!({"ttl_ms": null}));
+    let r = post(&app, "/v1/kv/h/expire", r#"{"persist": true}"#).await;
+    assert_eq!(r.json(), json!({"applied": false}), "persisting a key without TTL changes nothing");
+    assert_eq!(post(&app, "/v1/kv/nope/expire", r#"{"ttl_ms": 5}"#).await.json(), json!({"applied": false}));
+    // Not exactly one TTL, a zero TTL, and bodies that are not the expire body: 400.
+    for (body, code) in [
+        (r#"{"ttl_ms": 5, "at_ms": 5}"#, "INVALID_ARGUMENT"),
+        (r#"{"ttl_ms": 5, "persist": true}"#, "INVALID_ARGUMENT"),
+        ("{}", "INVALID_ARGUMENT"),
+        (r#"{"persist": false}"#, "INVALID_ARGUMENT"),
+        (r#"{"ttl_ms": 0}"#, "INVALID_ARGUMENT"),
+        (r#"{"ttl_ms": -5}"#, "MALFORMED"),
+        (r#"{"ttl": 5}"#, "MALFORMED"),
+        ("", "MALFORMED"),
+        ("soon", "MALFORMED"),
+    ] {
+        let r = post(&app, "/v1/kv/s/expire", body).await;
+        r.error(StatusCode::BAD_REQUEST, code);
+    }
+    assert_eq!(get(&app, "/v1/kv/s/ttl").await.json(), json!({"ttl_ms": null}), "bad bodies change nothing");
+    // A deadline already past removes the key.
+    assert_eq!(post(&app, "/v1/kv/s/expire", r#"{"at_ms": 1}"#).await.json(), json!({"applied": true}));
+    get(&app, "/v1/kv/s").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    // Rename: any type, TTL kept, `to` any bytes (`+` a space, `%XX` a byte).
+    post(&app, "/v1/kv/h/expire", r#"{"ttl_ms": 60000}"#).await;
+    let r = post(&app, "/v1/kv/h/rename?to=new+h%2F%FF", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert!(r.body.is_empty());
+    let moved = ctx.engine.execute(Command::HashGet(cmd::HashGet {
+        key: Bytes::from_static(b"new h/\xff"),
+        field: Bytes::from_static(b"f"),
+    }));
+    assert_eq!(moved.ok(), Some(Reply::Bytes(Some(Bytes::from_static(b"v")))));
+    assert!(get(&app, "/v1/kv/new%20h%2F%FF/ttl").await.json()["ttl_ms"].as_i64().is_some(), "TTL moves");
+    assert_eq!(get(&app, "/v1/kv/h/exists").await.json(), json!({"exists": false}));
+    post(&app, "/v1/kv/h/rename?to=x", Body::empty()).await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    post(&app, "/v1/kv/new%20h%2F%FF/rename", Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    post(&app, "/v1/kv/new%20h%2F%FF/rename?to=", Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    // GET-only and POST-only suffixes answer other methods with the JSON 405.
+    post(&app, "/v1/kv/x/ttl", Body::empty()).await.error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT");
+    get(&app, "/v1/kv/x/expire").await.error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn getset_getdel_getex_answer_the_value_like_get() {
+    let (app, _) = app();
+    // getset on a missing key writes it and has nothing to answer: 204.
+    let r = post(&app, "/v1/kv/k/getset?ttl_ms=60000", "one").await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::NO_CONTENT, 0));
+    let v1 = get(&app, "/v1/kv/k").await.headers[header::ETAG].clone();
+    // On an existing key: the previous value, raw, with its ETag and TTL.
+    let r = post(&app, "/v1/kv/k/getset?keep_ttl=true", "two").await;
+    assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"one"[..]));
+    assert_eq!(r.headers[header::ETAG], v1);
+    assert!(r.headers.get(TTL_HEADER).is_some());
+    assert_eq!(&get(&app, "/v1/kv/k").await.body[..], b"two");
+    assert!(get(&app, "/v1/kv/k").await.headers.get(TTL_HEADER).is_some(), "keep_ttl kept it");
+    let accept = [("accept", "application/json")];
+    let r = call(&app, Method::POST, "/v1/kv/k/getset", &accept, "three").await;
+    assert_eq!((r.json()["key"].clone(), r.json()["value"].clone()), (json!("k"), json!("two")));
+    assert!(get(&app, "/v1/kv/k").await.headers.get(TTL_HEADER).is_none(), "no ttl_ms clears the TTL");
+    // Conditions as on PUT; a failed one writes nothing.
+    call(&app, Method::POST, "/v1/kv/k/getset", &[("if-none-match", "*")], "x")
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    call(&app, Method::POST, "/v1/kv/k/getset", &[("if-match", "\"1\"")], "x")
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    call(&app, Method::POST, "/v1/kv/missing/getset", &[("if-match", "*")], "x")
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    assert_eq!(&get(&app, "/v1/kv/k").await.body[..], b"three");
+    get(&app, "/v1/kv/missing").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let tag = get(&app, "/v1/kv/k").await.headers[header::ETAG].to_str().expect("ascii").to_string();
+    let r = call(&app, Method::POST, "/v1/kv/k/getset", &[("if-match", &tag)], "four").await;
+    assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"three"[..]));
+    post(&app, "/v1/kv/k/getset?ttl_ms=5&keep_ttl=true", "x")
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    put(&app, "/v1/hash/h/f", b"v").await;
+    post(&app, "/v1/kv/h/getset", "x").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+    assert_eq!(get(&app, "/v1/kv/h/type").await.json(), json!({"type": "hash"}), "nothing written");
+
+    // getex: the value, with the TTL it now has.
+    let r = call(&app, Method::POST, "/v1/kv/k/getex", &accept, r#"{"ttl_ms": 60000}"#).await;
+    let j = r.json();
+    assert_eq!(j["value"], "four");
+    assert!(j["ttl_ms"].as_i64().is_some_and(|t| t > 0 && t <= 60_000), "{j}");
+    let r = post(&app, "/v1/kv/k/getex", r#"{"persist": true}"#).await;
+    assert_eq!(&r.body[..], b"four");
+    assert!(r.headers.get(TTL_HEADER).is_none());
+    post(&app, "/v1/kv/k/getex", "{}").await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    post(&app, "/v1/kv/k/getex", r#"{"at_ms": 0}"#).await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    post(&app, "/v1/kv/nope/getex", r#"{"persist": true}"#).await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    post(&app, "/v1/kv/h/getex", r#"{"persist": true}"#).await.error(StatusCode::CONFLICT, "WRONGTYPE");
+
+    // getdel: the value, then nothing.
+    let r = call(&app, Method::POST, "/v1/kv/k/getdel", &accept, Body::empty()).await;
+    assert_eq!(r.json()["value"], "four");
+    post(&app, "/v1/kv/k/getdel", Body::empty()).await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    get(&app, "/v1/kv/k").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    post(&app, "/v1/kv/h/getdel", Body::empty()).await.error(StatusCode::CONFLICT, "WRONGTYPE");
+}
+
+#[tokio::test]
+async fn append_and_incr_float() {
+    let limits = Limits { max_value_len: 8, ..Limits::default() };
+    let app = router(context(Config { limits, ..Config::all_off() }));
+    let r = post(&app, "/v1/kv/a/append", "abc").await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!({"length": 3})), "a missing key counts as empty");
+    assert_eq!(post(&app, "/v1/kv/a/append", "\x00\u{ff}").await.json(), json!({"length": 6}));
+    post(&app, "/v1/kv/a/append", "xyz").await.error(StatusCode::PAYLOAD_TOO_LARGE, "VALUE_TOO_LARGE");
+    assert_eq!(get(&app, "/v1/kv/a").await.body.len(), 6, "the refused append changed nothing");
+
+    let r = post(&app, "/v1/kv/f/incr-float?by=1.5", Body::empty()).await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!({"value": "1.5"})));
+    assert_eq!(
+        post(&app, "/v1/kv/f/incr-float?by=-3e0", Body::empty()).await.json(),
+        json!({"value": "-1.5"})
+    );
+    assert_eq!(&get(&app, "/v1/kv/f").await.body[..], b"-1.5", "the answer is the stored text");
+    for bad in ["?by=abc", "?by=inf", "?by=", ""] {
+        post(&app, &format!("/v1/kv/f/incr-float{bad}"), Body::empty())
+            .await
+            .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    }
+    post(&app, "/v1/kv/a/incr-float?by=1", Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    put(&app, "/v1/hash/h/f", b"v").await;
+    post(&app, "/v1/kv/h/incr-float?by=1", Body::empty()).await.error(StatusCode::CONFLICT, "WRONGTYPE");
+    post(&app, "/v1/kv/h/append", "x").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+}
+
+#[tokio::test]
+async fn multi_put_and_the_keyspace_routes() {
+    let limits = Limits { max_key_len: 8, max_batch_len: 3, ..Limits::default() };
+    let app = router(context(Config { limits, ..Config::all_off() }));
+    get(&app, "/v1/keyspace/random").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    assert_eq!(get(&app, "/v1/keyspace/count").await.json(), json!({"value": 0}));
+    let pairs = json!({"pairs": [
+        {"key": "a", "value": "1"},
+        {"key": "/w==", "value": "AP8=", "encoding": "base64"},
+        {"key": "a", "value": "2"},
+    ]});
+    let r = post(&app, "/v1/kv", pairs.to_string()).await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::NO_CONTENT, 0), "{:?}", r.body);
+    assert_eq!(&get(&app, "/v1/kv/a").await.body[..], b"2", "a repeated key ends with its last value");
+    assert_eq!(&get(&app, "/v1/kv/%FF").await.body[..], b"\x00\xff");
+    // MSETNX: If-None-Match: * writes nothing when any key exists.
+    let one_new = json!({"pairs": [{"key": "fresh", "value": "1"}, {"key": "a", "value": "3"}]}).to_string();
+    call(&app, Method::POST, "/v1/kv", &[("if-none-match", "*")], one_new)
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    get(&app, "/v1/kv/fresh").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    let all_new = json!({"pairs": [{"key": "fresh", "value": "1"}]}).to_string();
+    let r = call(&app, Method::POST, "/v1/kv", &[("if-none-match", "*")], all_new.clone()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    call(&app, Method::POST, "/v1/kv", &[("if-match", "*")], all_new)
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    for (body, status, code) in [
+        (json!({"pairs": []}), StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
+        (
+            json!({"pairs": vec![json!({"key": "a", "value": "1"}); 4]}),
+            StatusCode::BAD_REQUEST,
+            "LIMIT_EXCEEDED",
+        ),
+        (
+            json!({"pairs": [{"key": "a", "value": "9"}, {"key": "ninechars", "value": "1"}]}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "KEY_TOO_LARGE",
+        ),
+        (
+            json!({"pairs": [{"key": "a", "value": "!", "encoding": "base64"}]}),
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+        ),
+        (json!([{"key": "a", "value": "1"}]), StatusCode::BAD_REQUEST, "MALFORMED"),
+    ] {
+        post(&app, "/v1/kv", body.to_string()).await.error(status, code);
+    }
+    assert_eq!(&get(&app, "/v1/kv/a").await.body[..], b"2", "refused multi-puts write nothing");
+
+    assert_eq!(get(&app, "/v1/keyspace/count").await.json(), json!({"value": 3}));
+    let r = get(&app, "/v1/keyspace/random").await.json();
+    let key = (r["key"].as_str(), r["key_encoding"].as_str());
+    assert!(
+        matches!(key, (Some("a" | "fresh"), Some("utf8")) | (Some("/w=="), Some("base64"))),
+        "one of the keys, its bytes encoded: {r}"
+    );
+    let r = call(&app, Method::DELETE, "/v1/keyspace", &[], Body::empty()).await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!({"value": 3})));
+    assert_eq!(get(&app, "/v1/keyspace/count").await.json(), json!({"value": 0}));
+    get(&app, "/v1/keyspace/random").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    get(&app, "/v1/keyspace").await.error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT");
+}
+
+#[tokio::test]
+async fn hash_increments_only_new_fields_and_lengths_never_shadow_a_field() {
+    let (app, _) = app();
+    // Fields named like the words routes use are fields.
+    for field in ["len", "incr"] {
+        let r = put(&app, &format!("/v1/hash/h/{field}"), b"7").await;
+        assert_eq!(r.status, StatusCode::CREATED, "{field}");
+        assert_eq!(&get(&app, &format!("/v1/hash/h/{field}")).await.body[..], b"7");
+    }
+    let r = post(&app, "/v1/hash/h/len/incr?by=3", Body::empty()).await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!({"value": 10})));
+    assert_eq!(post(&app, "/v1/hash/h/new/incr", Body::empty()).await.json(), json!({"value": 1}));
+    assert_eq!(get(&app, "/v1/hash/h?len=true").await.json(), json!({"length": 3}));
+    assert_eq!(get(&app, "/v1/hash/nope?len=true").await.json(), json!({"length": 0}), "missing: 0");
+    assert!(get(&app, "/v1/hash/h?len=false").await.json()["fields"].is_array());
+    get(&app, "/v1/hash/h?len=maybe").await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    put(&app, "/v1/hash/h/s", b"text").await;
+    post(&app, "/v1/hash/h/s/incr", Body::empty()).await.error(StatusCode::CONFLICT, "NOT_AN_INTEGER");
+    post(&app, "/v1/hash/h/s/incr?by=x", Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+
+    // HSETNX: If-None-Match: * sets only a new field; If-Match has no meaning on a field.
+    let inm = [("if-none-match", "*")];
+    let r = call(&app, Method::PUT, "/v1/hash/h/once", &inm, "a").await;
+    assert_eq!((r.status, r.json()), (StatusCode::CREATED, json!({"created": true})));
+    call(&app, Method::PUT, "/v1/hash/h/once", &inm, "b")
+        .await
+        .error(StatusCode::PRECONDITION_FAILED, "CONDITION_FAILED");
+    assert_eq!(&get(&app, "/v1/hash/h/once").await.body[..], b"a");
+    call(&app, Method::PUT, "/v1/hash/h/once", &[("if-match", "*")], "b")
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+
+    put(&app, "/v1/kv/s", b"v").await;
+    call(&app, Method::PUT, "/v1/hash/s/f", &inm, "a").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+    post(&app, "/v1/hash/s/f/incr", Body::empty()).await.error(StatusCode::CONFLICT, "WRONGTYPE");
+    get(&app, "/v1/hash/s?len=true").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+}
+
+#[tokio::test]
+async fn list_set_trim_and_len() {
+    let (app, _) = app();
+    for v in ["a", "b", "c", "d"] {
+        post(&app, "/v1/list/l", v).await;
+    }
+    assert_eq!(get(&app, "/v1/list/l?len=true").await.json(), json!({"length": 4}));
+    assert_eq!(get(&app, "/v1/list/nope?len=true").await.json(), json!({"length": 0}));
+    let r = put(&app, "/v1/list/l/1", b"B").await;
+    assert_eq!((r.status, r.body.len()), (StatusCode::NO_CONTENT, 0));
+    assert_eq!(
+        put(&app, "/v1/list/l/-1", b"D").await.status,
+        StatusCode::NO_CONTENT,
+        "negative from the end"
+    );
+    let values = |j: Value| {
+        j["values"].as_array().expect("values").iter().map(|v| v["value"].clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        values(get(&app, "/v1/list/l").await.json()),
+        [json!("a"), json!("B"), json!("c"), json!("D")]
+    );
+    put(&app, "/v1/list/l/4", b"x").await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    put(&app, "/v1/list/l/one", b"x").await.error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    put(&app, "/v1/list/nope/0", b"x").await.error(StatusCode::NOT_FOUND, "NOT_FOUND");
+    // The words after a list's key are not indexes: other methods there are 405, not a set.
+    put(&app, "/v1/list/l/pop", b"x").await.error(StatusCode::METHOD_NOT_ALLOWED, "INVALID_ARGUMENT");
+
+    let r = post(&app, "/v1/list/l/trim?start=1&stop=-2", Body::empty()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(values(get(&app, "/v1/list/l").await.json()), [json!("B"), json!("c")]);
+    post(&app, "/v1/list/l/trim?start=1", Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    post(&app, "/v1/list/l/trim?start=a&stop=1", Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT");
+    assert_eq!(
+        post(&app, "/v1/list/l/trim?start=5&stop=9", Body::empty()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        get(&app, "/v1/kv/l/exists").await.json(),
+        json!({"exists": false}),
+        "an empty range removes it"
+    );
+
+    put(&app, "/v1/kv/s", b"v").await;
+    put(&app, "/v1/list/s/0", b"x").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+    post(&app, "/v1/list/s/trim?start=0&stop=0", Body::empty())
+        .await
+        .error(StatusCode::CONFLICT, "WRONGTYPE");
+    get(&app, "/v1/list/s?len=true").await.error(StatusCode::CONFLICT, "WRONGTYPE");
+}
+
+/// One operation of every data command, by its command-model name.
+#[tokio::test]
+async fn a_batch_takes_every_data_command_and_encodes_every_result() {
+    let (app, _) = app();
+    let ops = json!([
+        {"op": "put", "key": "s", "value": "1"},                         // 0
+        {"op": "get_set", "key": "s", "value": "2", "keep_ttl": true},  // 1
+        {"op": "get_set", "key": "g", "value": "x", "if_absent": true}, // 2
+        {"op": "exists", "key": "g"},                                   // 3
+        {"op": "incr", "key": "s", "by": 2},                            // 4
+        {"op": "incr_float", "key": "s", "by": 0.5},                    // 5
+        {"op": "incr_float", "key": "s", "by": "1e1"},                  // 6
+        {"op": "append", "key": "g", "value": "y"},                     // 7
+        {"op": "ttl", "key": "g"},                                      // 8
+        {"op": "expire", "key": "g", "ttl_ms": 60000},                  // 9
+        {"op": "ttl", "key": "nope"},                                   // 10
+        {"op": "type", "key": "g"},                                     // 11
+        {"op": "type", "key": "nope"},                                  // 12
+        {"op": "get_ex", "key": "g", "persist": true},                  // 13
+        {"op": "get_del", "key": "g"},                                  // 14
+        {"op": "get", "key": "g"},                                      // 15
+        {"op": "multi_put", "pairs": [{"key": "m1", "value": "1"}, {"key": "/w==", "value": "AP8=", "encoding": "base64"}]}, // 16
+        {"op": "multi_put", "pairs": [{"key": "m1", "value": "9"}], "if_absent": true}, // 17
+        {"op": "rename", "key": "m1", "to": "m2"},                      // 18
+        {"op": "rename", "key": "m1", "to": "m2"},                      // 19
+        {"op": "scan", "prefix": "m"},                                  // 20
+        {"op": "key_count"},                                            // 21
+        {"op": "random_key"},                                           // 22
+        {"op": "hash_set", "key": "h", "field": "f", "value": "v"},     // 23
+        {"op": "hash_set_if_absent", "key": "h", "field": "f", "value": "w"}, // 24
+        {"op": "hash_get", "key": "h", "field": "f"},                   // 25
+        {"op": "hash_get", "key": "h", "field": "nope"},                // 26
+        {"op": "hash_incr", "key": "h", "field": "n", "by": 5},         // 27
+        {"op": "hash_len", "key": "h"},                                 // 28
+        {"op": "hash_get_all", "key": "h"},                             // 29
+        {"op": "hash_get_all", "key": "nope"},                          // 30
+        {"op": "hash_delete", "key": "h", "field": "n"},                // 31
+        {"op": "list_push", "key": "l", "values": ["a", "b", "c"]},     // 32
+        {"op": "list_set", "key": "l", "index": 0, "value": "A"},       // 33
+        {"op": "list_trim", "key": "l", "start": 0, "stop": 1},         // 34
+        {"op": "list_len", "key": "l"},                                 // 35
+        {"op": "list_range", "key": "l"},                               // 36
+        {"op": "list_pop", "key": "l", "end": "front"},                 // 37
+        {"op": "delete_if", "key": "m2", "version": 1},                 // 38
+        {"op": "delete", "key": "m2"},                                  // 39
+        {"op": "list_set", "key": "h", "index": 0, "value": "x"},       // 40
+        {"op": "flush"},                                                // 41
+        {"op": "key_count"},                                            // 42
+        {"op": "random_key"},                                           // 43
+    ]);
+    // Every data command is in this batch (Ping is liveness, Publish a channel, Batch the batch).
+    let names: std::collections::BTreeSet<&str> =
+        ops.as_array().expect("ops").iter().filter_map(|o| o["op"].as_str()).collect();
+    let data: std::collections::BTreeSet<&str> = nanodb_protocol::CommandName::ALL
+        .iter()
+        .filter(|c| matches!(c.class(), nanodb_protocol::Class::Read | nanodb_protocol::Class::Write))
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(names, data, "one op per data command, named as the command");
+
+    let r = post(&app, "/v1/batch", ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let res = r.json();
+    let ok = |i: usize| res[i]["ok"].clone();
+    assert_eq!(res.as_array().map(Vec::len), Some(44));
+    assert_eq!(ok(0)["applied"], true);
+    assert_eq!(
+        (ok(1)["key"].clone(), ok(1)["value"].clone()),
+        (json!("s"), json!("1")),
+        "getset: the previous entry"
+    );
+    assert_eq!(ok(2), Value::Null, "nothing before");
+    assert_eq!(ok(3), json!(true));
+    assert_eq!(ok(4), json!(4));
+    assert_eq!(ok(5), json!("4.5"));
+    assert_eq!(ok(6), json!("14.5"), "decimal text or a JSON number");
+    assert_eq!(ok(7), json!(2));
+    assert_eq!(ok(8), json!({"ttl_ms": null}), "no TTL");
+    assert_eq!(ok(9), json!(true));
+    assert_eq!(ok(10), Value::Null, "a missing key");
+    assert_eq!(ok(11), json!("string"));
+    assert_eq!(ok(12), Value::Null);
+    assert_eq!((ok(13)["value"].clone(), ok(13)["ttl_ms"].clone()), (json!("xy"), Value::Null));
+    assert_eq!(ok(14)["value"], "xy");
+    assert_eq!(ok(15), Value::Null);
+    assert_eq!((ok(16), ok(17)), (json!(true), json!(false)));
+    assert_eq!(ok(18), json!(true));
+    assert_eq!(res[19]["error"]["code"], "NOT_FOUND");
+    let scanned: Vec<_> =
+        ok(20)["items"].as_array().expect("items").iter().map(|i| i["key"].clone()).collect();
+    assert_eq!(scanned, [json!("m2")]);
+    assert!(ok(20)["next_cursor"].is_null());
+    assert_eq!(ok(21), json!(3));
+    assert!(ok(22)["key"].is_string() && ok(22)["key_encoding"].is_string(), "{}", ok(22));
+    assert_eq!((ok(23), ok(24)), (json!(true), json!(false)));
+    assert_eq!(ok(25), json!({"value": "v", "encoding": "utf8"}));
+    assert_eq!(ok(26), Value::Null);
+    assert_eq!((ok(27), ok(28)), (json!(5), json!(2)));
+    assert_eq!(ok(29)["fields"].as_array().map(Vec::len), Some(2));
+    assert_eq!(ok(30), Value::Null, "a missing hash, as the route's 404");
+    assert_eq!(ok(31), json!(true));
+    assert_eq!((ok(32), ok(33), ok(34), ok(35)), (json!(3), json!(true), json!(true), json!(2)));
+    assert_eq!(
+        ok(36),
+        json!({"values": [{"value": "A", "encoding": "utf8"}, {"value": "b", "encoding": "utf8"}]})
+    );
+    assert_eq!(ok(37), json!({"values": [{"value": "A", "encoding": "utf8"}]}));
+    assert_eq!((ok(38), ok(39)), (json!(false), json!(true)), "delete_if needs the version");
+    assert_eq!(res[40]["error"]["code"], "WRONGTYPE");
+    assert_eq!((ok(41), ok(42), ok(43)), (json!(4), json!(0), Value::Null));
+
+    // Bad operations refuse the whole batch before anything runs.
+    for bad in [
+        json!([{"op": "expire", "key": "a"}]),
+        json!([{"op": "expire", "key": "a", "ttl_ms": 1, "persist": true}]),
+        json!([{"op": "get_set", "key": "a", "value": "v", "ttl_ms": 1, "keep_ttl": true}]),
+        json!([{"op": "incr_float", "key": "a", "by": "x"}]),
+        json!([{"op": "list_push", "key": "l", "values": []}]),
+        json!([{"op": "scan", "cursor": "!!"}]),
+        json!([{"op": "rename", "key": "a", "to": ""}]),
+    ] {
+        let r = post(&app, "/v1/batch", bad.to_string()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+    }
+    for bad in [
+        json!([{"op": "ping"}]),
+        json!([{"op": "publish", "channel": "c", "message": "m"}]),
+        json!([{"op": "key_count", "key": "a"}]),
+    ] {
+        post(&app, "/v1/batch", bad.to_string()).await.error(StatusCode::BAD_REQUEST, "MALFORMED");
+    }
+    assert_eq!(
+        get(&app, "/v1/keyspace/count").await.json(),
+        json!({"value": 0}),
+        "refused batches ran nothing"
+    );
+}
+
+/// Over-limit keys, values and counts on the new routes: 413 for sizes, 400 for counts, checked
+/// before anything is written.
+#[tokio::test]
+async fn new_routes_answer_limits_with_their_documented_status() {
+    let limits = Limits { max_key_len: 8, max_value_len: 16, max_batch_len: 2, ..Limits::default() };
+    let app = router(context(Config { limits, ..Config::all_off() }));
+    post(&app, "/v1/list/l", "v").await;
+    let v17 = || Body::from("x".repeat(17));
+    let huge = || Body::from(vec![b'x'; 2 * 16 + JSON_BODY_SLACK + 1]);
+    let too_large = StatusCode::PAYLOAD_TOO_LARGE;
+    for (method, uri, body, status, code) in [
+        (Method::POST, "/v1/kv/k/append", v17(), too_large, "VALUE_TOO_LARGE"),
+        (Method::POST, "/v1/kv/k/append", huge(), too_large, "VALUE_TOO_LARGE"),
+        (Method::POST, "/v1/kv/k/getset", v17(), too_large, "VALUE_TOO_LARGE"),
+        (Method::POST, "/v1/kv/ninechars/getset", Body::from("v"), too_large, "KEY_TOO_LARGE"),
+        (Method::POST, "/v1/kv/ninechars/getdel", Body::empty(), too_large, "KEY_TOO_LARGE"),
+        (Method::GET, "/v1/kv/ninechars/ttl", Body::empty(), too_large, "KEY_TOO_LARGE"),
+        (Method::POST, "/v1/kv/k/rename?to=ninechars", Body::empty(), too_large, "KEY_TOO_LARGE"),
+        (Method::POST, "/v1/kv/k/expire", huge(), too_large, "VALUE_TOO_LARGE"),
+        (Method::POST, "/v1/hash/h/ninechars/incr", Body::empty(), too_large, "KEY_TOO_LARGE"),
+        (Method::PUT, "/v1/list/l/0", v17(), too_large, "VALUE_TOO_LARGE"),
+        (Method::POST, "/v1/kv", huge(), too_large, "VALUE_TOO_LARGE"),
+        (
+            Method::POST,
+            "/v1/kv",
+            Body::from(json!({"pairs": [{"key": "a", "value": "x".repeat(17)}]}).to_string()),
+            too_large,
+            "VALUE_TOO_LARGE",
+        ),
+        (
+            Method::POST,
+            "/v1/kv",
+            Body::from(json!({"pairs": vec![json!({"key": "a", "value": "1"}); 3]}).to_string()),
+            StatusCode::BAD_REQUEST,
+            "LIMIT_EXCEEDED",
+        ),
+        (
+            Method::POST,
+            "/v1/batch",
+            Body::from(json!([{"op": "list_push", "key": "l", "values": ["a", "b", "c"]}]).to_string()),
+            StatusCode::BAD_REQUEST,
+            "LIMIT_EXCEEDED",
+        ),
+        (
+            Method::POST,
+            "/v1/batch",
+            Body::from(
+                json!([{"op": "multi_put", "pairs": vec![json!({"key": "a", "value": "1"}); 3]}]).to_string(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "LIMIT_EXCEEDED",
+        ),
+        (
+            Method::POST,
+            "/v1/batch",
+            Body::from(
+                json!([{"op": "hash_set", "key": "h", "field": "ninechars", "value": "v"}]).to_string(),
+            ),
+            too_large,
+            "KEY_TOO_LARGE",
+        ),
+    ] {
+        let r = call(&app, method.clone(), uri, &[], body).await;
+        assert_eq!((r.status, r.json()["error"]["code"].as_str()), (status, Some(code)), "{method} {uri}");
+    }
+    assert_eq!(get(&app, "/v1/keyspace/count").await.json(), json!({"value": 1}), "only the list");
 }

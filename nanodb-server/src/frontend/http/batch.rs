@@ -1,0 +1,671 @@
+//! `POST /v1/batch`: every data command as a JSON operation, applied in order, one result each.
+//!
+//! An operation's `op` is its command's name (the coverage table's, `get_set`, `hash_len`, ...);
+//! `encoding` applies to its key and every other byte string it carries. Results are encoded in
+//! one place, [`result_json`], from the dynamic reply and the operation's [`CommandName`]: the
+//! reply's variant says its shape, the name says what it means where one shape carries several
+//! meanings (bytes are a field's value, a type's name, a random key or a number's text). Every
+//! reply has a form, so no operation can answer "no JSON form".
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use nanodb_protocol::{Command, CommandName, Error, Expiry, Keys, PutCondition, Reply, cmd};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::{AppError, ErrorBody, ErrorDetail, json_response};
+use super::extract::{Encoding, JsonBody, decode_bytes, decode_cursor};
+use super::hash_list::{End, HashJson, ListJson, ValueJson};
+use super::keys::KeyJson;
+use super::kv::{EntryJson, PairJson, ScanPage, decode_pairs, expiry_of, one};
+
+/// A floating-point amount: decimal text (`"1.5"`, kept exactly as sent) or a JSON number.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum FloatArg {
+    /// Decimal text.
+    Text(String),
+    /// A number.
+    #[schema(value_type = f64)]
+    Number(serde_json::Number),
+}
+
+impl FloatArg {
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Self::Text(t) => Bytes::from(t.into_bytes()),
+            Self::Number(n) => Bytes::from(n.to_string().into_bytes()),
+        }
+    }
+}
+
+/// One operation of a batch: `op` is the command's name; `encoding` applies to its key, field,
+/// value(s) and prefix.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum BatchOp {
+    /// Read a string key.
+    Get {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Write a string key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// How `key` and `value` are written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// Time to live in ms; 0 for none.
+        #[serde(default)]
+        ttl_ms: u64,
+        /// Create only.
+        #[serde(default)]
+        if_absent: bool,
+        /// Replace only this version.
+        #[serde(default)]
+        if_version: Option<u64>,
+    },
+    /// Write a string key like `put` and answer the value it held before (whether or not the
+    /// write applied).
+    GetSet {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// How `key` and `value` are written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// Time to live in ms; 0 for none.
+        #[serde(default)]
+        ttl_ms: u64,
+        /// Keep the key's TTL (not with `ttl_ms`).
+        #[serde(default)]
+        keep_ttl: bool,
+        /// Write only if the key does not exist.
+        #[serde(default)]
+        if_absent: bool,
+        /// Write only over this version.
+        #[serde(default)]
+        if_version: Option<u64>,
+    },
+    /// Remove a key of any type.
+    Delete {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Remove a key only if it has exactly this version.
+    DeleteIf {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// The version the key must have.
+        version: u64,
+    },
+    /// Whether a key exists.
+    Exists {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Add to an integer.
+    Incr {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// The amount; 1 when absent.
+        #[serde(default = "one")]
+        by: i64,
+    },
+    /// Add a decimal amount to a number held as a string.
+    IncrFloat {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// The amount.
+        by: FloatArg,
+    },
+    /// Append to a string.
+    Append {
+        /// The key.
+        key: String,
+        /// The bytes to append.
+        value: String,
+        /// How `key` and `value` are written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Set or clear a key's TTL: exactly one of `ttl_ms`, `at_ms`, `persist: true`.
+    Expire {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// Expire this many ms from now.
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+        /// Expire at this Unix time in ms.
+        #[serde(default)]
+        at_ms: Option<u64>,
+        /// Remove the TTL.
+        #[serde(default)]
+        persist: bool,
+    },
+    /// A key's remaining TTL.
+    Ttl {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// A key's type.
+    Type {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Read and remove a string key.
+    GetDel {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Read a string key and change its TTL: exactly one of `ttl_ms`, `at_ms`, `persist: true`.
+    GetEx {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// Expire this many ms from now.
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+        /// Expire at this Unix time in ms.
+        #[serde(default)]
+        at_ms: Option<u64>,
+        /// Remove the TTL.
+        #[serde(default)]
+        persist: bool,
+    },
+    /// Write several string keys (each pair has its own `encoding`).
+    MultiPut {
+        /// The pairs, written in order.
+        pairs: Vec<PairJson>,
+        /// Write nothing if any of the keys exists.
+        #[serde(default)]
+        if_absent: bool,
+    },
+    /// Move a key to `to`.
+    Rename {
+        /// The key.
+        key: String,
+        /// The new key.
+        to: String,
+        /// How `key` and `to` are written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// One page of keys.
+    Scan {
+        /// Only keys starting with this; empty for all.
+        #[serde(default)]
+        prefix: String,
+        /// How `prefix` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// Page size; 0 for the server's default.
+        #[serde(default)]
+        limit: u32,
+        /// The previous page's `next_cursor`; empty for the first page.
+        #[serde(default)]
+        cursor: String,
+    },
+    /// The number of keys.
+    KeyCount {},
+    /// A random key.
+    RandomKey {},
+    /// Remove every key.
+    Flush {},
+    /// Set a hash field.
+    HashSet {
+        /// The hash's key.
+        key: String,
+        /// The field.
+        field: String,
+        /// The value.
+        value: String,
+        /// How `key`, `field` and `value` are written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Set a hash field only if it does not exist.
+    HashSetIfAbsent {
+        /// The hash's key.
+        key: String,
+        /// The field.
+        field: String,
+        /// The value.
+        value: String,
+        /// How `key`, `field` and `value` are written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Read a hash field.
+    HashGet {
+        /// The hash's key.
+        key: String,
+        /// The field.
+        field: String,
+        /// How `key` and `field` are written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Remove a hash field.
+    HashDelete {
+        /// The hash's key.
+        key: String,
+        /// The field.
+        field: String,
+        /// How `key` and `field` are written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Read every field of a hash.
+    HashGetAll {
+        /// The hash's key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Add to an integer hash field.
+    HashIncr {
+        /// The hash's key.
+        key: String,
+        /// The field.
+        field: String,
+        /// How `key` and `field` are written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// The amount; 1 when absent.
+        #[serde(default = "one")]
+        by: i64,
+    },
+    /// The number of fields of a hash.
+    HashLen {
+        /// The hash's key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Push values at one end of a list.
+    ListPush {
+        /// The list's key.
+        key: String,
+        /// The values, pushed one after another.
+        values: Vec<String>,
+        /// How `key` and `values` are written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// `back` (default) or `front`.
+        #[serde(default)]
+        end: End,
+    },
+    /// Pop values from one end of a list.
+    ListPop {
+        /// The list's key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// `back` (default) or `front`.
+        #[serde(default)]
+        end: End,
+        /// How many at most; 1 when absent.
+        #[serde(default)]
+        count: u32,
+    },
+    /// Read a range of a list.
+    ListRange {
+        /// The list's key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// First index; 0 when absent.
+        #[serde(default)]
+        start: i64,
+        /// Last index, inclusive; -1 when absent.
+        #[serde(default = "minus_one")]
+        stop: i64,
+    },
+    /// The length of a list.
+    ListLen {
+        /// The list's key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Replace the value at an index.
+    ListSet {
+        /// The list's key.
+        key: String,
+        /// The index; negative counts from the end.
+        index: i64,
+        /// The new value.
+        value: String,
+        /// How `key` and `value` are written.
+        #[serde(default)]
+        encoding: Encoding,
+    },
+    /// Keep only a range of a list.
+    ListTrim {
+        /// The list's key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// First index kept.
+        start: i64,
+        /// Last index kept, inclusive.
+        stop: i64,
+    },
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+
+/// A put's or getset's condition from its `if_absent` / `if_version` fields.
+fn condition(if_absent: bool, if_version: Option<u64>) -> Result<PutCondition, AppError> {
+    match (if_absent, if_version) {
+        (false, None) => Ok(PutCondition::Always),
+        (true, None) => Ok(PutCondition::IfAbsent),
+        (false, Some(v)) => Ok(PutCondition::IfVersion(v)),
+        (true, Some(_)) => Err(AppError::invalid("if_absent and if_version exclude each other")),
+    }
+}
+
+impl BatchOp {
+    /// The command, its byte strings decoded; `max_count` bounds a multi-put's pairs before they
+    /// are decoded.
+    fn into_command(self, max_count: usize) -> Result<Command, AppError> {
+        let b = |s: &str, e, what| decode_bytes(s, e, what);
+        Ok(match self {
+            Self::Get { key, encoding: e } => cmd::Get { key: b(&key, e, "key")? }.into(),
+            Self::Put { key, value, encoding: e, ttl_ms, if_absent, if_version } => cmd::Put {
+                key: b(&key, e, "key")?,
+                value: b(&value, e, "value")?,
+                expiry: Expiry::from_put_ttl_ms(ttl_ms),
+                condition: condition(if_absent, if_version)?,
+            }
+            .into(),
+            Self::GetSet { key, value, encoding: e, ttl_ms, keep_ttl, if_absent, if_version } => {
+                let expiry = match (ttl_ms, keep_ttl) {
+                    (ms, false) => Expiry::from_put_ttl_ms(ms),
+                    (0, true) => Expiry::Keep,
+                    (_, true) => return Err(AppError::invalid("ttl_ms and keep_ttl exclude each other")),
+                };
+                cmd::GetSet {
+                    key: b(&key, e, "key")?,
+                    value: b(&value, e, "value")?,
+                    expiry,
+                    condition: condition(if_absent, if_version)?,
+                }
+                .into()
+            }
+            Self::Delete { key, encoding: e } => cmd::Delete { key: b(&key, e, "key")? }.into(),
+            Self::DeleteIf { key, encoding: e, version } => {
+                cmd::DeleteIf { key: b(&key, e, "key")?, version }.into()
+            }
+            Self::Exists { key, encoding: e } => cmd::Exists { key: b(&key, e, "key")? }.into(),
+            Self::Incr { key, encoding: e, by } => cmd::Incr { key: b(&key, e, "key")?, delta: by }.into(),
+            Self::IncrFloat { key, encoding: e, by } => {
+                cmd::IncrFloat { key: b(&key, e, "key")?, delta: by.into_bytes() }.into()
+            }
+            Self::Append { key, value, encoding: e } => {
+                cmd::Append { key: b(&key, e, "key")?, value: b(&value, e, "value")? }.into()
+            }
+            Self::Expire { key, encoding: e, ttl_ms, at_ms, persist } => {
+                cmd::Expire { key: b(&key, e, "key")?, expiry: expiry_of(ttl_ms, at_ms, persist)? }.into()
+            }
+            Self::Ttl { key, encoding: e } => cmd::Ttl { key: b(&key, e, "key")? }.into(),
+            Self::Type { key, encoding: e } => cmd::Type { key: b(&key, e, "key")? }.into(),
+            Self::GetDel { key, encoding: e } => cmd::GetDel { key: b(&key, e, "key")? }.into(),
+            Self::GetEx { key, encoding: e, ttl_ms, at_ms, persist } => {
+                cmd::GetEx { key: b(&key, e, "key")?, expiry: expiry_of(ttl_ms, at_ms, persist)? }.into()
+            }
+            Self::MultiPut { pairs, if_absent } => {
+                cmd::MultiPut { pairs: decode_pairs(pairs, max_count)?, only_if_none_exist: if_absent }.into()
+            }
+            Self::Rename { key, to, encoding: e } => {
+                cmd::Rename { from: b(&key, e, "key")?, to: b(&to, e, "to")? }.into()
+            }
+            Self::Scan { prefix, encoding: e, limit, cursor } => {
+                cmd::Scan { prefix: b(&prefix, e, "prefix")?, limit, cursor: decode_cursor(&cursor)? }.into()
+            }
+            Self::KeyCount {} => cmd::KeyCount {}.into(),
+            Self::RandomKey {} => cmd::RandomKey {}.into(),
+            Self::Flush {} => cmd::Flush {}.into(),
+            Self::HashSet { key, field, value, encoding: e } => cmd::HashSet {
+                key: b(&key, e, "key")?,
+                field: b(&field, e, "field")?,
+                value: b(&value, e, "value")?,
+            }
+            .into(),
+            Self::HashSetIfAbsent { key, field, value, encoding: e } => cmd::HashSetIfAbsent {
+                key: b(&key, e, "key")?,
+                field: b(&field, e, "field")?,
+                value: b(&value, e, "value")?,
+            }
+            .into(),
+            Self::HashGet { key, field, encoding: e } => {
+                cmd::HashGet { key: b(&key, e, "key")?, field: b(&field, e, "field")? }.into()
+            }
+            Self::HashDelete { key, field, encoding: e } => {
+                cmd::HashDelete { key: b(&key, e, "key")?, field: b(&field, e, "field")? }.into()
+            }
+            Self::HashGetAll { key, encoding: e } => cmd::HashGetAll { key: b(&key, e, "key")? }.into(),
+            Self::HashIncr { key, field, encoding: e, by } => {
+                cmd::HashIncr { key: b(&key, e, "key")?, field: b(&field, e, "field")?, delta: by }.into()
+            }
+            Self::HashLen { key, encoding: e } => cmd::HashLen { key: b(&key, e, "key")? }.into(),
+            Self::ListPush { key, values, encoding: e, end } => {
+                if values.len() > max_count {
+                    let e = Error::LimitExceeded {
+                        what: "values in one push",
+                        len: values.len(),
+                        max: max_count,
+                        setting: "max_batch_len",
+                    };
+                    return Err(e.into());
+                }
+                let values = values.iter().map(|v| b(v, e, "value")).collect::<Result<_, _>>()?;
+                cmd::ListPush { key: b(&key, e, "key")?, end: end.into(), values }.into()
+            }
+            Self::ListPop { key, encoding: e, end, count } => {
+                cmd::ListPop { key: b(&key, e, "key")?, end: end.into(), count }.into()
+            }
+            Self::ListRange { key, encoding: e, start, stop } => {
+                cmd::ListRange { key: b(&key, e, "key")?, start, stop }.into()
+            }
+            Self::ListLen { key, encoding: e } => cmd::ListLen { key: b(&key, e, "key")? }.into(),
+            Self::ListSet { key, index, value, encoding: e } => {
+                cmd::ListSet { key: b(&key, e, "key")?, index, value: b(&value, e, "value")? }.into()
+            }
+            Self::ListTrim { key, encoding: e, start, stop } => {
+                cmd::ListTrim { key: b(&key, e, "key")?, start, stop }.into()
+            }
+        })
+    }
+}
+
+/// The result of one batch operation: `{"ok": ...}` or `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchResult {
+    /// The operation's answer (see the README's batch table): an entry or null (get, get_set,
+    /// get_del, get_ex), `{"applied","version"}` (put), a boolean, an integer, `{"ttl_ms"}` or
+    /// null (ttl), a type name or null, `{"key","key_encoding"}` or null (random_key), a number's
+    /// text (incr_float), `{"value","encoding"}` or null (hash_get), `{"fields"}` or null
+    /// (hash_get_all), `{"values"}` (list_range, list_pop), a scan page.
+    #[schema(value_type = serde_json::Value)]
+    Ok(OkJson),
+    /// Why the operation failed; the others still ran.
+    Error(ErrorDetail),
+}
+
+/// Every answer a batch operation can give, as JSON (untagged: each variant is its own shape).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum OkJson {
+    /// Nothing there (a missing key, field or hash).
+    Null,
+    /// A yes/no answer.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// Text: a type's name, a number's text, `PONG`.
+    Text(String),
+    /// A string key's value and metadata.
+    Entry(EntryJson),
+    /// A put's outcome.
+    Put {
+        /// False when the condition did not hold.
+        applied: bool,
+        /// The version now.
+        version: u64,
+    },
+    /// A key's TTL (null: none).
+    Ttl {
+        /// Milliseconds left, or null.
+        ttl_ms: Option<i64>,
+    },
+    /// A key.
+    Key(KeyJson),
+    /// One value.
+    Value(ValueJson),
+    /// A hash's fields.
+    Hash(HashJson),
+    /// A list's values.
+    List(ListJson),
+    /// A page of keys.
+    Scan(ScanPage),
+    /// A nested batch's results (the command model refuses nested batches; encoded all the same).
+    Batch(Vec<BatchResult>),
+}
+
+/// Encodes one result of a batch: what operation `name` on `key` answered.
+fn batch_result(name: CommandName, key: Option<&[u8]>, r: Result<Reply, Error>) -> BatchResult {
+    match r.map_err(AppError::from).and_then(|reply| result_json(name, key, reply)) {
+        Ok(ok) => BatchResult::Ok(ok),
+        Err(e) => BatchResult::Error(e.body().error),
+    }
+}
+
+/// The JSON form of every reply: the one place a batch's dynamic replies become JSON. It fails
+/// only for a scan entry without a type, which the engine never produces.
+fn result_json(name: CommandName, key: Option<&[u8]>, reply: Reply) -> Result<OkJson, AppError> {
+    Ok(match reply {
+        Reply::Pong => OkJson::Text("PONG".into()),
+        Reply::Value(None) => OkJson::Null,
+        Reply::Value(Some(e)) => OkJson::Entry(EntryJson::new(key.unwrap_or_default(), &e)),
+        Reply::Put { applied, version } => OkJson::Put { applied, version },
+        Reply::Bool(b) => OkJson::Bool(b),
+        Reply::Int(n) => match name {
+            // TTL's integers: -2 missing, -1 no TTL (REST's null), else milliseconds left.
+            CommandName::Ttl if n == -2 => OkJson::Null,
+            CommandName::Ttl => OkJson::Ttl { ttl_ms: (n >= 0).then_some(n) },
+            _ => OkJson::Int(n),
+        },
+        Reply::Bytes(None) => OkJson::Null,
+        Reply::Bytes(Some(b)) => match name {
+            // A type travels as its name, `none` when the key is missing.
+            CommandName::Type if b == "none" => OkJson::Null,
+            // A type's name and a number's text are ASCII.
+            CommandName::Type | CommandName::IncrFloat => {
+                OkJson::Text(String::from_utf8_lossy(&b).into_owned())
+            }
+            CommandName::RandomKey => OkJson::Key(KeyJson::new(&b)),
+            _ => OkJson::Value(ValueJson::new(&b)),
+        },
+        Reply::Scan { entries, next_cursor } => {
+            OkJson::Scan(ScanPage::new(nanodb_protocol::ScanPage { entries, next_cursor }, false)?)
+        }
+        // The engine removes emptied hashes: no fields is no hash, as GET /v1/hash/{key} says.
+        Reply::Pairs(pairs) if pairs.is_empty() => OkJson::Null,
+        Reply::Pairs(pairs) => OkJson::Hash(HashJson::new(&pairs)),
+        Reply::List(values) => OkJson::List(ListJson::new(&values)),
+        Reply::Batch(results) => {
+            OkJson::Batch(results.into_iter().map(|r| batch_result(CommandName::Batch, None, r)).collect())
+        }
+    })
+}
+
+/// Applies operations in order; one result each, in the same order.
+#[utoipa::path(post, path = "/v1/batch", tag = "kv",
+    request_body(content = Vec<BatchOp>, description = "Operations, applied in order"),
+    responses(
+        (status = 200, description = "One result per operation", body = Vec<BatchResult>),
+        (status = 400, description = "Bad JSON, an invalid operation, or more than max_batch_len operations", body = ErrorBody),
+        (status = 413, description = "A key or value over its limit (nothing applied)", body = ErrorBody),
+    ))]
+pub async fn batch(
+    State(s): State<AppState>,
+    JsonBody(ops): JsonBody<Vec<BatchOp>>,
+) -> Result<Response, AppError> {
+    let max = s.ctx.engine.limits().max_batch_len;
+    if ops.len() > max {
+        // Refuse before decoding every operation; the engine would refuse it anyway.
+        return Err(Error::LimitExceeded {
+            what: "batch length",
+            len: ops.len(),
+            max,
+            setting: "max_batch_len",
+        }
+        .into());
+    }
+    let cmds = ops.into_iter().map(|op| op.into_command(max)).collect::<Result<Vec<_>, _>>()?;
+    // What each result's encoding needs: the command's name, and the key an entry repeats.
+    let meta: Vec<(CommandName, Option<Bytes>)> = cmds
+        .iter()
+        .map(|c| {
+            let key = match c.keys() {
+                Keys::One(k) => Some(k.clone()),
+                _ => None,
+            };
+            (c.command_name(), key)
+        })
+        .collect();
+    let results = s.exec(cmd::Batch { ops: cmds }).await?;
+    let out: Vec<BatchResult> =
+        meta.into_iter().zip(results).map(|((name, key), r)| batch_result(name, key.as_deref(), r)).collect();
+    Ok(json_response(StatusCode::OK, &out))
+}
