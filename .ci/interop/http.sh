@@ -33,7 +33,7 @@ $out"; }
   expect 'x-ttl-ms:'
   expect '{"value":5}'
   expect '"next_cursor"'
-  expect '{"ok":3}'
+  expect '{"ok":{"value":3}}'
   expect '"field":"name"'
   expect '{"ttl_ms":'
   expect '{"applied":true}'

@@ -531,11 +531,14 @@ impl BatchOp {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BatchResult {
-    /// The operation's answer (see the README's batch table): an entry or null (get, get_set,
-    /// get_del, get_ex), `{"applied","version"}` (put), a boolean, an integer, `{"ttl_ms"}` or
-    /// null (ttl), a type name or null, `{"key","key_encoding"}` or null (random_key), a number's
-    /// text (incr_float), `{"value","encoding"}` or null (hash_get), `{"fields"}` or null
-    /// (hash_get_all), `{"values"}` (list_range, list_pop), a scan page.
+    /// The operation's answer, in the shape its route answers (see the README's batch table):
+    /// an entry or null (get, get_set, get_del, get_ex), `{"applied","version"}` (put),
+    /// `{"value"}` (incr, hash_incr, incr_float, key_count, flush), `{"length"}` (list_push,
+    /// append, hash_len, list_len), `{"exists"}`, `{"type"}` or null, `{"applied"}` (expire),
+    /// `{"created"}` (hash_set, hash_set_if_absent), `{"ttl_ms"}` or null (ttl),
+    /// `{"key","key_encoding"}` or null (random_key), `{"value","encoding"}` or null (hash_get),
+    /// `{"fields"}` or null (hash_get_all), `{"values"}` (list_range, list_pop), a scan page, and
+    /// a bare boolean where the route answers only with a status (delete, rename, list_set...).
     #[schema(value_type = serde_json::Value)]
     Ok(OkJson),
     /// Why the operation failed; the others still ran.
@@ -550,8 +553,6 @@ pub enum OkJson {
     Null,
     /// A yes/no answer.
     Bool(bool),
-    /// An integer.
-    Int(i64),
     /// Text: a type's name, a number's text, `PONG`.
     Text(String),
     /// A string key's value and metadata.
@@ -562,6 +563,41 @@ pub enum OkJson {
         applied: bool,
         /// The version now.
         version: u64,
+    },
+    /// A number as its route answers it (`{"value": N}`: incr, counts, a float's text).
+    Number {
+        /// The number (an integer, or a float's decimal text).
+        value: serde_json::Value,
+    },
+    /// A length as its route answers it (`{"length": N}`: push, append, hash and list lengths).
+    Length {
+        /// The length.
+        length: i64,
+    },
+    /// Whether a key exists, as `GET /v1/kv/{key}/exists` answers it.
+    Exists {
+        /// Whether it exists.
+        exists: bool,
+    },
+    /// A key's type, as `GET /v1/kv/{key}/type` answers it.
+    Type {
+        /// `string`, `hash` or `list`.
+        r#type: String,
+    },
+    /// Whether an expire applied, as `POST /v1/kv/{key}/expire` answers it.
+    Applied {
+        /// Whether it applied.
+        applied: bool,
+    },
+    /// Whether a hash field is new, as `PUT /v1/hash/{key}/{field}` answers it.
+    Created {
+        /// Whether the field is new.
+        created: bool,
+    },
+    /// How many subscriptions a message reached, as `POST /v1/publish/{channel}` answers it.
+    Receivers {
+        /// How many.
+        receivers: i64,
     },
     /// A key's TTL (null: none).
     Ttl {
@@ -598,20 +634,32 @@ fn result_json(name: CommandName, key: Option<&[u8]>, reply: Reply) -> Result<Ok
         Reply::Value(None) => OkJson::Null,
         Reply::Value(Some(e)) => OkJson::Entry(EntryJson::new(key.unwrap_or_default(), &e)),
         Reply::Put { applied, version } => OkJson::Put { applied, version },
-        Reply::Bool(b) => OkJson::Bool(b),
+        // Each answer has its route's shape (what the route wraps a scalar in, the batch does too);
+        // only answers a route gives as a status (204, 404) are a bare true or false.
+        Reply::Bool(b) => match name {
+            CommandName::Exists => OkJson::Exists { exists: b },
+            CommandName::Expire => OkJson::Applied { applied: b },
+            CommandName::HashSet | CommandName::HashSetIfAbsent => OkJson::Created { created: b },
+            _ => OkJson::Bool(b),
+        },
         Reply::Int(n) => match name {
             // TTL's integers: -2 missing, -1 no TTL (REST's null), else milliseconds left.
             CommandName::Ttl if n == -2 => OkJson::Null,
             CommandName::Ttl => OkJson::Ttl { ttl_ms: (n >= 0).then_some(n) },
-            _ => OkJson::Int(n),
+            CommandName::ListPush | CommandName::Append | CommandName::HashLen | CommandName::ListLen => {
+                OkJson::Length { length: n }
+            }
+            CommandName::Publish => OkJson::Receivers { receivers: n },
+            _ => OkJson::Number { value: n.into() },
         },
         Reply::Bytes(None) => OkJson::Null,
         Reply::Bytes(Some(b)) => match name {
             // A type travels as its name, `none` when the key is missing.
             CommandName::Type if b == "none" => OkJson::Null,
             // A type's name and a number's text are ASCII.
-            CommandName::Type | CommandName::IncrFloat => {
-                OkJson::Text(String::from_utf8_lossy(&b).into_owned())
+            CommandName::Type => OkJson::Type { r#type: String::from_utf8_lossy(&b).into_owned() },
+            CommandName::IncrFloat => {
+                OkJson::Number { value: String::from_utf8_lossy(&b).into_owned().into() }
             }
             CommandName::RandomKey => OkJson::Key(KeyJson::new(&b)),
             _ => OkJson::Value(ValueJson::new(&b)),

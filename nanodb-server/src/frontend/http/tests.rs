@@ -316,10 +316,10 @@ async fn batch_applies_in_order_with_one_result_each() {
     assert_eq!(res.len(), 12);
     assert_eq!(res[0]["ok"]["applied"], true);
     assert_eq!(res[1]["ok"]["value"], "1");
-    assert_eq!(res[2]["ok"], 3);
+    assert_eq!(res[2]["ok"], json!({"value": 3}), "incr answers as its route does");
     assert_eq!((&res[4]["ok"]["value"], &res[4]["ok"]["encoding"]), (&json!("AP8="), &json!("base64")));
     assert_eq!(res[5]["ok"]["applied"], false);
-    assert_eq!(res[6]["ok"], true);
+    assert_eq!(res[6]["ok"], json!({"exists": true}));
     assert!(res[7]["ok"].is_null());
     assert_eq!(res[10]["error"]["code"], "NOT_AN_INTEGER", "one failure does not stop the batch");
     assert_eq!(res[11]["ok"], true);
@@ -1159,15 +1159,15 @@ async fn a_batch_takes_every_data_command_and_encodes_every_result() {
         "getset: the previous entry"
     );
     assert_eq!(ok(2), Value::Null, "nothing before");
-    assert_eq!(ok(3), json!(true));
-    assert_eq!(ok(4), json!(4));
-    assert_eq!(ok(5), json!("4.5"));
-    assert_eq!(ok(6), json!("14.5"), "decimal text or a JSON number");
-    assert_eq!(ok(7), json!(2));
+    assert_eq!(ok(3), json!({"exists": true}));
+    assert_eq!(ok(4), json!({"value": 4}));
+    assert_eq!(ok(5), json!({"value": "4.5"}));
+    assert_eq!(ok(6), json!({"value": "14.5"}), "decimal text or a JSON number");
+    assert_eq!(ok(7), json!({"length": 2}));
     assert_eq!(ok(8), json!({"ttl_ms": null}), "no TTL");
-    assert_eq!(ok(9), json!(true));
+    assert_eq!(ok(9), json!({"applied": true}));
     assert_eq!(ok(10), Value::Null, "a missing key");
-    assert_eq!(ok(11), json!("string"));
+    assert_eq!(ok(11), json!({"type": "string"}));
     assert_eq!(ok(12), Value::Null);
     assert_eq!((ok(13)["value"].clone(), ok(13)["ttl_ms"].clone()), (json!("xy"), Value::Null));
     assert_eq!(ok(14)["value"], "xy");
@@ -1179,16 +1179,19 @@ async fn a_batch_takes_every_data_command_and_encodes_every_result() {
         ok(20)["items"].as_array().expect("items").iter().map(|i| i["key"].clone()).collect();
     assert_eq!(scanned, [json!("m2")]);
     assert!(ok(20)["next_cursor"].is_null());
-    assert_eq!(ok(21), json!(3));
+    assert_eq!(ok(21), json!({"value": 3}));
     assert!(ok(22)["key"].is_string() && ok(22)["key_encoding"].is_string(), "{}", ok(22));
-    assert_eq!((ok(23), ok(24)), (json!(true), json!(false)));
+    assert_eq!((ok(23), ok(24)), (json!({"created": true}), json!({"created": false})));
     assert_eq!(ok(25), json!({"value": "v", "encoding": "utf8"}));
     assert_eq!(ok(26), Value::Null);
-    assert_eq!((ok(27), ok(28)), (json!(5), json!(2)));
+    assert_eq!((ok(27), ok(28)), (json!({"value": 5}), json!({"length": 2})));
     assert_eq!(ok(29)["fields"].as_array().map(Vec::len), Some(2));
     assert_eq!(ok(30), Value::Null, "a missing hash, as the route's 404");
     assert_eq!(ok(31), json!(true));
-    assert_eq!((ok(32), ok(33), ok(34), ok(35)), (json!(3), json!(true), json!(true), json!(2)));
+    assert_eq!(
+        (ok(32), ok(33), ok(34), ok(35)),
+        (json!({"length": 3}), json!(true), json!(true), json!({"length": 2}))
+    );
     assert_eq!(
         ok(36),
         json!({"values": [{"value": "A", "encoding": "utf8"}, {"value": "b", "encoding": "utf8"}]})
@@ -1196,7 +1199,7 @@ async fn a_batch_takes_every_data_command_and_encodes_every_result() {
     assert_eq!(ok(37), json!({"values": [{"value": "A", "encoding": "utf8"}]}));
     assert_eq!((ok(38), ok(39)), (json!(false), json!(true)), "delete_if needs the version");
     assert_eq!(res[40]["error"]["code"], "WRONGTYPE");
-    assert_eq!((ok(41), ok(42), ok(43)), (json!(4), json!(0), Value::Null));
+    assert_eq!((ok(41), ok(42), ok(43)), (json!({"value": 4}), json!({"value": 0}), Value::Null));
 
     // Bad operations refuse the whole batch before anything runs.
     for bad in [
