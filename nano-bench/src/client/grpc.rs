@@ -35,10 +35,31 @@ pub async fn channel(target: &str) -> anyhow::Result<Channel> {
     })?;
     let mut client = KvClient::new(channel.clone());
     let get = client.get(GetRequest { key: Bytes::from_static(probe::PROBE_KEY.as_bytes()) });
-    if let Ok(Err(status)) = tokio::time::timeout(probe::PROBE_TIMEOUT, get).await
-        && let Some(m) = probe::wrong_port(Protocol::Grpc, target, "a gRPC call", &probe::chain(&status))
-    {
-        return Err(m.into());
+    match tokio::time::timeout(probe::PROBE_TIMEOUT, get).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(status)) => {
+            if let Some(m) = probe::wrong_port(Protocol::Grpc, target, "a gRPC call", &probe::chain(&status))
+            {
+                return Err(m.into());
+            }
+            // A transport failure (the connection closed under the call, racing the server's
+            // GOAWAY text) says nothing either way: ask the raw probe, which reads that text. If
+            // it is inconclusive too (hyper can lose a GOAWAY's text when the connection closes
+            // first), a channel whose first call failed in transport serves no run anyway.
+            match status.code() {
+                tonic::Code::Unavailable | tonic::Code::Cancelled => {
+                    probe::check_greeting(Protocol::Grpc, target).await?;
+                    let why = format!("the first call failed: {}", probe::chain(&status));
+                    return Err(connect_error("grpc", target, why));
+                }
+                // An answer that is not gRPC (an HTTP server's 404, say): the caller judges it.
+                tonic::Code::Unknown | tonic::Code::Internal => {
+                    probe::check_greeting(Protocol::Grpc, target).await?;
+                }
+                _ => {}
+            }
+        }
+        Err(_) => probe::check_greeting(Protocol::Grpc, target).await?,
     }
     Ok(channel)
 }

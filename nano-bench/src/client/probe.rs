@@ -257,6 +257,22 @@ pub async fn check(protocol: Protocol, target: &str) -> anyhow::Result<()> {
 
 /// [`check`] with another deadline.
 pub async fn check_within(protocol: Protocol, target: &str, timeout: Duration) -> anyhow::Result<()> {
+    exchange(protocol, target, timeout, true).await
+}
+
+/// The greeting alone, without the gRPC call that follows it for gRPC: what `grpc::channel` asks
+/// when its own call failed in transport, so it learns what the port is without asking itself.
+pub async fn check_greeting(protocol: Protocol, target: &str) -> anyhow::Result<()> {
+    exchange(protocol, target, PROBE_TIMEOUT, false).await
+}
+
+/// Sends `protocol`'s greeting and judges the answer; for gRPC with `then_call`, also one call.
+async fn exchange(
+    protocol: Protocol,
+    target: &str,
+    timeout: Duration,
+    then_call: bool,
+) -> anyhow::Result<()> {
     let mut greeting = BytesMut::new();
     let what = match protocol {
         Protocol::Tcp => {
@@ -355,9 +371,10 @@ pub async fn check_within(protocol: Protocol, target: &str, timeout: Duration) -
         };
         return Err(mismatch((evidence, Vec::new()), &buf));
     }
-    if protocol == Protocol::Grpc {
+    if protocol == Protocol::Grpc && then_call {
         drop(stream);
-        grpc_call(target, timeout).await.map_err(|e| mismatch(e, b""))?;
+        // Boxed: `grpc::channel` may ask for the greeting alone, so the future types would nest.
+        Box::pin(grpc_call(target, timeout)).await.map_err(|e| mismatch(e, b""))?;
     }
     Ok(())
 }

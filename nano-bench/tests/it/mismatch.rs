@@ -143,7 +143,14 @@ async fn the_clients_own_handshakes_recognise_the_wrong_port() {
     check(err, Protocol::Resp, tcp_port, Protocol::Tcp);
     for (target, real) in [(tcp_port, Protocol::Tcp), (resp_port, Protocol::Resp)] {
         let err = grpc::channel(target).await.expect_err("grpc on the TCP or RESP port");
-        check(err, Protocol::Grpc, target, real);
+        // The server's GOAWAY explains itself, but hyper may see the connection close before it
+        // reads that frame; then the channel still refuses, saying its first call failed.
+        if err.downcast_ref::<Mismatch>().is_some() {
+            check(err, Protocol::Grpc, target, real);
+        } else {
+            let msg = format!("{err:#}");
+            assert!(msg.contains("the first call failed") && !msg.contains('\n'), "{msg}");
+        }
     }
     // the right ports still connect
     tcp::TcpConn::connect(tcp_port).await.expect("tcp on the TCP port");
