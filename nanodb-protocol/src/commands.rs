@@ -552,6 +552,19 @@ commands! {
         l.value(&c.value)
     };
 
+    /// The bytes of a string from `start` to `end` inclusive, negatives counting from the end, as
+    /// Redis's GETRANGE clamps them; empty when the key is missing or the range is.
+    GetRange = "get_range", GET_RANGE, Read -> Bytes {
+        /// The key.
+        key: Bytes,
+        /// First byte offset.
+        start: i64,
+        /// Last byte offset (inclusive).
+        end: i64,
+    }
+    keys |c| Keys::One(&c.key),
+    validate |c, l| l.key(&c.key);
+
     /// Keep only the elements from `start` to `stop` inclusive (Redis LTRIM); an empty range
     /// removes the key. Always true.
     ListTrim = "list_trim", LIST_TRIM, Write -> bool {

@@ -135,6 +135,7 @@ command_from! {
     ListLenRequest => ListLen |m| cmd::ListLen { key: m.key };
     ListSetRequest => ListSet |m| cmd::ListSet { key: m.key, index: m.index, value: m.value };
     ListTrimRequest => ListTrim |m| cmd::ListTrim { key: m.key, start: m.start, stop: m.stop };
+    GetRangeRequest => GetRange |m| cmd::GetRange { key: m.key, start: m.start, end: m.end };
     PingRequest => Ping |_m| cmd::Ping {};
     PublishRequest => Publish |m| cmd::Publish { channel: m.channel, message: m.message };
     BatchRequest => Batch |m| cmd::Batch {
@@ -166,6 +167,7 @@ operation_from! {
     Get, Put, GetSet, Delete, DeleteIf, Exists, Incr, Expire, Ttl, Scan, HashSet, HashGet, HashDelete,
     HashGetAll, ListPush, ListPop, ListRange, KeyCount, GetDel, GetEx, Append, IncrFloat, MultiPut,
     Rename, Type, Flush, RandomKey, HashIncr, HashSetIfAbsent, HashLen, ListLen, ListSet, ListTrim,
+    GetRange,
 }
 
 #[cfg(test)]

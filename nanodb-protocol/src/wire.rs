@@ -96,6 +96,8 @@ pub mod kind {
     pub const LIST_SET: u8 = 0x4F;
     /// `key | i64 start | i64 stop`.
     pub const LIST_TRIM: u8 = 0x50;
+    /// `key | i64 start | i64 end`: bytes `start..=end` of a string (replies `R_BYTES`).
+    pub const GET_RANGE: u8 = 0x51;
     /// `key | u64 version`: delete only if the key has exactly this version (replies `R_BOOL`).
     pub const DELETE_IF: u8 = 0x60;
     /// `channel | message`: publish to a pub/sub channel (replies `R_INT`, the receivers).
@@ -340,6 +342,11 @@ fn encode_command_body(cmd: &Command, kind: u8, dst: &mut BytesMut) -> Result<()
             put_bytes(dst, key);
             dst.put_i64(*index);
             put_bytes(dst, value);
+        }
+        Command::GetRange(cmd::GetRange { key, start, end }) => {
+            put_bytes(dst, key);
+            dst.put_i64(*start);
+            dst.put_i64(*end);
         }
         Command::ListTrim(cmd::ListTrim { key, start, stop }) => {
             put_bytes(dst, key);
@@ -774,6 +781,11 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
             index: r.i64("index")?,
             value: r.bytes("value")?,
         }),
+        kind::GET_RANGE => Command::GetRange(cmd::GetRange {
+            key: r.bytes("key")?,
+            start: r.i64("start")?,
+            end: r.i64("end")?,
+        }),
         kind::LIST_TRIM => Command::ListTrim(cmd::ListTrim {
             key: r.bytes("key")?,
             start: r.i64("start")?,
@@ -981,6 +993,7 @@ mod tests {
             Command::ListLen(cmd::ListLen { key: b("l") }),
             Command::ListSet(cmd::ListSet { key: b("l"), index: -1, value: b("v") }),
             Command::ListTrim(cmd::ListTrim { key: b("l"), start: 1, stop: -2 }),
+            Command::GetRange(cmd::GetRange { key: b("k"), start: -3, end: 100 }),
         ];
         for c in cmds {
             round_trip_request(Request::Command(c));

@@ -301,6 +301,9 @@ pub async fn grpc_dropping(drop_nth: Option<u64>) -> (SocketAddr, Arc<Store>) {
         async fn list_trim(&self, _: Request<ListTrimRequest>) -> R<ListTrimResponse> {
             no()
         }
+        async fn get_range(&self, _: Request<GetRangeRequest>) -> R<GetRangeResponse> {
+            no()
+        }
         type WatchStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<WatchEvent, Status>> + Send>>;
         async fn watch(&self, r: Request<WatchRequest>) -> R<Self::WatchStream> {
             let WatchRequest { key, prefix, include_values } = r.into_inner();

@@ -66,4 +66,5 @@ apply! {
     ListLen |c, e, _| e.list_len(&c.key);
     ListSet |c, e, at| e.list_set(at, c.key, c.index, c.value);
     ListTrim |c, e, at| e.list_trim(at, c.key, c.start, c.stop);
+    GetRange |c, e, _| e.get_range(&c.key, c.start, c.end);
 }

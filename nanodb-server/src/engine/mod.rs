@@ -244,6 +244,7 @@ impl Engine {
             Command::ListLen(c) => self.apply(c, at).map(Reply::from),
             Command::ListSet(c) => self.apply(c, at).map(Reply::from),
             Command::ListTrim(c) => self.apply(c, at).map(Reply::from),
+            Command::GetRange(c) => self.apply(c, at).map(Reply::from),
             Command::Batch(_) | Command::Publish(_) => {
                 cmd.validate(&self.limits)?;
                 Err(Error::InvalidArgument(format!(

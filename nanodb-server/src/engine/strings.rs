@@ -221,6 +221,24 @@ impl Engine {
         })
     }
 
+    /// Bytes `start..=end` of a string, clamped as Redis's GETRANGE does (negatives count from the
+    /// end; an end past the string stops at its last byte); empty when missing or out of range.
+    pub(crate) fn get_range(&self, key: &[u8], start: i64, end: i64) -> Result<Bytes, Error> {
+        let Some(value) = self.read(key, |slot| slot.value.as_string()).transpose()? else {
+            return Ok(Bytes::new());
+        };
+        let len = value.len() as i64;
+        if (start < 0 && end < 0 && start > end) || len == 0 {
+            return Ok(Bytes::new());
+        }
+        let start = if start < 0 { (len + start).max(0) } else { start };
+        let end = if end < 0 { (len + end).max(0) } else { end.min(len - 1) };
+        if start > end {
+            return Ok(Bytes::new());
+        }
+        Ok(value.slice(start as usize..=end as usize))
+    }
+
     /// Remaining TTL in ms; -2 when the key is missing, -1 when it has none.
     pub(crate) fn ttl(&self, key: &[u8]) -> i64 {
         self.read(key, |slot| if slot.deadline == 0 { -1 } else { slot.ttl_ms(self.clock.now_ms()) })

@@ -713,3 +713,28 @@ fn dump(e: &Engine) -> Vec<(Bytes, String, u64)> {
     all.sort();
     all
 }
+
+#[test]
+fn get_range_clamps_offsets_as_redis_getrange_does() {
+    let e = engine();
+    put(&e, "s", "This is a string");
+    let range = |start, end| match ok(&e, Command::GetRange(cmd::GetRange { key: b("s"), start, end })) {
+        Reply::Bytes(Some(v)) => String::from_utf8(v.to_vec()).expect("utf8"),
+        other => panic!("{other:?}"),
+    };
+    // Redis's documented examples, then its clamping edges.
+    assert_eq!(range(0, 3), "This");
+    assert_eq!(range(-3, -1), "ing");
+    assert_eq!(range(0, -1), "This is a string");
+    assert_eq!(range(10, 100), "string");
+    assert_eq!(range(0, -100), "T", "an end before the start of the string clamps to 0");
+    assert_eq!(range(-100, 3), "This", "a start before the string clamps to 0");
+    assert_eq!(range(5, 3), "", "start after end");
+    assert_eq!(range(-1, -2), "", "both negative and reversed");
+    assert_eq!(range(100, 200), "", "past the end");
+    let missing = ok(&e, Command::GetRange(cmd::GetRange { key: b("nope"), start: 0, end: -1 }));
+    assert_eq!(missing, Reply::Bytes(Some(Bytes::new())), "a missing key reads as empty");
+    ok(&e, Command::ListPush(cmd::ListPush { key: b("l"), end: ListEnd::Back, values: vec![b("x")] }));
+    let wrong = e.execute(Command::GetRange(cmd::GetRange { key: b("l"), start: 0, end: 1 }));
+    assert_eq!(wrong, Err(Error::WrongType));
+}

@@ -1034,3 +1034,22 @@ async fn scan_entries_say_their_type() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn get_range_reads_a_range_of_a_string() {
+    let (server, addr) = grpc_server(config()).await;
+    let mut kv = kv(addr).await;
+    kv.put(pb::PutRequest { key: b("s"), value: b("This is a string"), ..Default::default() })
+        .await
+        .expect("put");
+    let range = |start, end| pb::GetRangeRequest { key: b("s"), start, end };
+    assert_eq!(kv.get_range(range(-6, -1)).await.expect("range").into_inner().value, b("string"));
+    assert_eq!(kv.get_range(range(0, 3)).await.expect("range").into_inner().value, b("This"));
+    let missing = pb::GetRangeRequest { key: b("nope"), start: 0, end: -1 };
+    assert_eq!(kv.get_range(missing).await.expect("range").into_inner().value, Bytes::new());
+    kv.hash_set(pb::HashSetRequest { key: b("h"), field: b("f"), value: b("v") }).await.expect("hset");
+    let err =
+        kv.get_range(pb::GetRangeRequest { key: b("h"), start: 0, end: 1 }).await.expect_err("wrong type");
+    assert_eq!(nanodb_code(&err), "WRONGTYPE");
+    server.shutdown().await;
+}

@@ -431,3 +431,19 @@ async fn every_data_command_over_the_wire_agrees_with_tcp() {
     };
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn get_range_answers_the_raw_bytes_of_a_range() {
+    let (server, base) = http_server().await;
+    let c = reqwest::Client::new();
+    c.put(format!("{base}/v1/kv/s")).body("This is a string").send().await.expect("put");
+    let r = c.get(format!("{base}/v1/kv/s/range?start=-6&end=-1")).send().await.expect("range");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.expect("body"), "string");
+    let r = c.get(format!("{base}/v1/kv/nope/range?start=0&end=-1")).send().await.expect("range");
+    assert_eq!((r.status(), r.bytes().await.expect("body").len()), (StatusCode::OK, 0));
+    let r = c.get(format!("{base}/v1/kv/s/range?start=x&end=1")).send().await.expect("range");
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(json(r).await["error"]["code"].is_string());
+    server.shutdown().await;
+}

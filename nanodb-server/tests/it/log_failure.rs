@@ -221,6 +221,7 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
     let mut kv = KvClient::connect(format!("http://{grpc}")).await.expect("grpc connects");
     let reads = [
         "Get",
+        "GetRange",
         "Exists",
         "Ttl",
         "KeyCount",

@@ -690,3 +690,19 @@ fn a_runtime_ending_without_shutdown_drops_the_event_loops_quietly() {
     drop(server);
     assert_eq!(RUNTIME_DROP_PANICS.load(Ordering::SeqCst), 0, "dropping the event loops panicked");
 }
+
+#[tokio::test]
+async fn getrange_answers_as_redis_does() {
+    let server = resp_server().await;
+    let mut con = connect(&server).await;
+    q(&mut con, &["SET", "s", "This is a string"]).await;
+    assert_eq!(q(&mut con, &["GETRANGE", "s", "0", "3"]).await, bulk("This"));
+    assert_eq!(q(&mut con, &["GETRANGE", "s", "-3", "-1"]).await, bulk("ing"));
+    assert_eq!(q(&mut con, &["GETRANGE", "s", "10", "100"]).await, bulk("string"));
+    assert_eq!(q(&mut con, &["GETRANGE", "missing", "0", "-1"]).await, bulk(""));
+    q(&mut con, &["RPUSH", "l", "x"]).await;
+    assert!(e(&mut con, &["GETRANGE", "l", "0", "1"]).await.starts_with("WRONGTYPE"));
+    assert!(e(&mut con, &["GETRANGE", "s", "x", "1"]).await.contains("not an integer"));
+    assert!(e(&mut con, &["GETRANGE", "s", "0"]).await.contains("wrong number of arguments"));
+    server.shutdown().await;
+}

@@ -140,6 +140,7 @@ respond! {
     // Always true: a missing list is NOT_FOUND, an index out of range INVALID_ARGUMENT.
     ListSet => ListSetResponse |_| pb::ListSetResponse {};
     ListTrim => ListTrimResponse |_| pb::ListTrimResponse {};
+    GetRange => GetRangeResponse |value| pb::GetRangeResponse { value };
 }
 
 /// `GetResponse` for a present or missing key.
@@ -272,6 +273,7 @@ op_kinds! {
     Get, Put, GetSet, Delete, DeleteIf, Exists, Incr, Expire, Ttl, Scan, HashSet, HashGet, HashDelete,
     HashGetAll, ListPush, ListPop, ListRange, KeyCount, GetDel, GetEx, Append, IncrFloat, MultiPut,
     Rename, Type, Flush, RandomKey, HashIncr, HashSetIfAbsent, HashLen, ListLen, ListSet, ListTrim,
+    GetRange,
 }
 
 /// One batch result: the outcome matching the operation's kind, or its error in the stable form.

@@ -43,5 +43,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListLen => Yes("KV.ListLen"),
         ListSet => Yes("KV.ListSet"),
         ListTrim => Yes("KV.ListTrim"),
+        GetRange => Yes("KV.GetRange"),
     }
 }

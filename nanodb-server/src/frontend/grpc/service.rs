@@ -107,6 +107,7 @@ kv_service! {
         list_len => ListLen(ListLenRequest) -> ListLenResponse;
         list_set => ListSet(ListSetRequest) -> ListSetResponse;
         list_trim => ListTrim(ListTrimRequest) -> ListTrimResponse;
+        get_range => GetRange(GetRangeRequest) -> GetRangeResponse;
         publish => Publish(PublishRequest) -> PublishResponse;
     }
 

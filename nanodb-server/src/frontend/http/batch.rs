@@ -397,6 +397,18 @@ pub enum BatchOp {
         /// Last index kept, inclusive.
         stop: i64,
     },
+    /// Bytes `start..=end` of a string.
+    GetRange {
+        /// The key.
+        key: String,
+        /// How `key` is written.
+        #[serde(default)]
+        encoding: Encoding,
+        /// First byte offset; negative counts from the end.
+        start: i64,
+        /// Last byte offset, inclusive.
+        end: i64,
+    },
 }
 
 fn minus_one() -> i64 {
@@ -522,6 +534,9 @@ impl BatchOp {
             }
             Self::ListTrim { key, encoding: e, start, stop } => {
                 cmd::ListTrim { key: b(&key, e, "key")?, start, stop }.into()
+            }
+            Self::GetRange { key, encoding: e, start, end } => {
+                cmd::GetRange { key: b(&key, e, "key")?, start, end }.into()
             }
         })
     }

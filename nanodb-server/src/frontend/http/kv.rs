@@ -471,6 +471,36 @@ pub async fn append(
     Ok(json_response(StatusCode::OK, &LengthJson { length }))
 }
 
+/// `?start=N&end=M` on a range read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RangeParams {
+    /// First byte offset; negative counts from the end (-1 is the last byte).
+    pub start: i64,
+    /// Last byte offset, inclusive; negative counts from the end; past the end stops at the last.
+    pub end: i64,
+}
+
+/// Reads bytes `start..=end` of a string (Redis GETRANGE): the raw bytes, empty when the key is
+/// missing or the range holds none.
+#[utoipa::path(get, path = "/v1/kv/{key}/range", tag = "kv",
+    params(("key" = String, Path, description = "The whole key, percent-encoded; any bytes"), RangeParams),
+    responses(
+        (status = 200, description = "The bytes of the range, raw", content_type = "application/octet-stream", body = BinaryBody),
+        (status = 400, description = "A missing or non-integer offset", body = ErrorBody),
+        (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
+    ))]
+pub async fn get_range(
+    State(s): State<AppState>,
+    Seg(key): Seg<3>,
+    Q(p): Q<RangeParams>,
+) -> Result<Response, AppError> {
+    let bytes = s.exec(cmd::GetRange { key, start: p.start, end: p.end }).await?;
+    let mut r = Response::new(AxBody::from(bytes));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(r)
+}
+
 /// `?by=X` on a floating-point increment.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

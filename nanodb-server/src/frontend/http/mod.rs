@@ -101,6 +101,7 @@ pub struct BinaryBody(pub Vec<u8>);
         kv::incr,
         kv::incr_float,
         kv::append,
+        kv::get_range,
         kv::get_set,
         kv::get_del,
         kv::get_ex,
@@ -181,6 +182,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/kv/{key}/incr", post(kv::incr))
         .route("/v1/kv/{key}/incr-float", post(kv::incr_float))
         .route("/v1/kv/{key}/append", post(kv::append))
+        .route("/v1/kv/{key}/range", get(kv::get_range))
         .route("/v1/kv/{key}/getset", post(kv::get_set))
         .route("/v1/kv/{key}/getdel", post(kv::get_del))
         .route("/v1/kv/{key}/getex", post(kv::get_ex))

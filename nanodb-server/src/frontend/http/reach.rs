@@ -42,6 +42,7 @@ pub fn reach(c: CommandName) -> Reach {
         HashLen => Yes("GET /v1/hash/{key} ?len=true"),
         ListLen => Yes("GET /v1/list/{key} ?len=true"),
         ListSet => Yes("PUT /v1/list/{key}/{index}"),
+        GetRange => Yes("GET /v1/kv/{key}/range"),
         ListTrim => Yes("POST /v1/list/{key}/trim"),
     }
 }

@@ -1136,6 +1136,9 @@ async fn a_batch_takes_every_data_command_and_encodes_every_result() {
         {"op": "flush"},                                                // 41
         {"op": "key_count"},                                            // 42
         {"op": "random_key"},                                           // 43
+        {"op": "put", "key": "r", "value": "This is a string"},         // 44
+        {"op": "get_range", "key": "r", "start": -6, "end": -1},        // 45
+        {"op": "delete", "key": "r"},                                   // 46
     ]);
     // Every data command is in this batch (Ping is liveness, Publish a channel, Batch the batch).
     let names: std::collections::BTreeSet<&str> =
@@ -1151,7 +1154,7 @@ async fn a_batch_takes_every_data_command_and_encodes_every_result() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let res = r.json();
     let ok = |i: usize| res[i]["ok"].clone();
-    assert_eq!(res.as_array().map(Vec::len), Some(44));
+    assert_eq!(res.as_array().map(Vec::len), Some(47));
     assert_eq!(ok(0)["applied"], true);
     assert_eq!(
         (ok(1)["key"].clone(), ok(1)["value"].clone()),
@@ -1200,6 +1203,7 @@ async fn a_batch_takes_every_data_command_and_encodes_every_result() {
     assert_eq!((ok(38), ok(39)), (json!(false), json!(true)), "delete_if needs the version");
     assert_eq!(res[40]["error"]["code"], "WRONGTYPE");
     assert_eq!((ok(41), ok(42), ok(43)), (json!({"value": 4}), json!({"value": 0}), Value::Null));
+    assert_eq!(ok(45), json!({"value": "string", "encoding": "utf8"}));
 
     // Bad operations refuse the whole batch before anything runs.
     for bad in [

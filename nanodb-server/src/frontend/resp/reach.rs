@@ -43,5 +43,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListLen => Yes("LLEN"),
         ListSet => Yes("LSET"),
         ListTrim => Yes("LTRIM"),
+        GetRange => Yes("GETRANGE"),
     }
 }

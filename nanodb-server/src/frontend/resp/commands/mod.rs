@@ -182,6 +182,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("get", 2, R, (1, 1, 1), strings::get),
     spec!("getdel", 2, W, (1, 1, 1), strings::getdel),
     spec!("getex", -2, W, (1, 1, 1), strings::getex),
+    spec!("getrange", 4, R, (1, 1, 1), strings::getrange),
     spec!("getset", 3, W, (1, 1, 1), strings::getset),
     spec!("hdel", -3, W, (1, 1, 1), hashes::hdel),
     spec!("hello", -1, F, (0, 0, 0), connection::hello),

@@ -197,6 +197,12 @@ pub fn append(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mu
     DONE
 }
 
+pub fn getrange(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let (start, end) = (int_arg(&args[2])?, int_arg(&args[3])?);
+    encode::bulk(out, &run(ctx, session, cmd::GetRange { key: args[1].clone(), start, end })?);
+    DONE
+}
+
 pub fn strlen(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let entry = run(ctx, session, cmd::Get { key: args[1].clone() })?;
     encode::int(out, entry.map_or(0, |e| e.value.len() as i64));
