@@ -97,6 +97,41 @@ assert s.ListPush(kv.ListPushRequest(key=b"l", end=kv.LIST_END_BACK, values=[b"a
 assert list(s.ListRange(kv.ListRangeRequest(key=b"l", start=0, stop=-1)).values) == [b"a", b"b", b"c"]
 assert list(s.ListPop(kv.ListPopRequest(key=b"l", end=kv.LIST_END_FRONT, count=2)).values) == [b"a", b"b"]
 
+# Every other data command, one call each (the RPCs #14 added; GetRange the one added as its proof)
+old = s.GetSet(kv.GetSetRequest(key=b"gs", value=b"one"))
+assert not old.found, old
+old = s.GetSet(kv.GetSetRequest(key=b"gs", value=b"two", expiry=kv.Expiry(in_ms=60000)))
+assert (old.found, old.value) == (True, b"one"), old
+assert 0 < s.Ttl(kv.TtlRequest(key=b"gs")).ttl_ms <= 60000
+ex = s.GetEx(kv.GetExRequest(key=b"gs", expiry=kv.Expiry(persist=True)))
+assert (ex.found, ex.value, ex.ttl_ms) == (True, b"two", -1), ex
+assert s.Exists(kv.ExistsRequest(key=b"gs")).exists and not s.Exists(kv.ExistsRequest(key=b"nope")).exists
+assert s.Append(kv.AppendRequest(key=b"gs", value=b"!")).length == 4
+assert s.GetRange(kv.GetRangeRequest(key=b"gs", start=-2, end=-1)).value == b"o!"
+assert s.IncrFloat(kv.IncrFloatRequest(key=b"f", delta=1.5)).value == b"1.5"
+assert s.MultiPut(kv.MultiPutRequest(pairs=[kv.MultiPutPair(key=b"m1", value=b"1"), kv.MultiPutPair(key=b"m2", value=b"2")])).applied
+assert not s.MultiPut(kv.MultiPutRequest(pairs=[kv.MultiPutPair(key=b"m1", value=b"9")], if_none_exist=True)).applied
+s.Rename(kv.RenameRequest(**{"from": b"m1", "to": b"m3"}))
+assert s.Get(kv.GetRequest(key=b"m3")).value == b"1" and not s.Get(kv.GetRequest(key=b"m1")).found
+t = s.Type(kv.TypeRequest(key=b"l"))
+assert (t.found, t.type) == (True, kv.KEY_TYPE_LIST), t
+gd = s.GetDel(kv.GetDelRequest(key=b"m3"))
+assert (gd.found, gd.value) == (True, b"1") and not s.Exists(kv.ExistsRequest(key=b"m3")).exists
+v = s.Put(kv.PutRequest(key=b"di", value=b"v")).version
+assert not s.DeleteIf(kv.DeleteIfRequest(key=b"di", version=v + 1000)).deleted
+assert s.DeleteIf(kv.DeleteIfRequest(key=b"di", version=v)).deleted
+assert s.HashIncr(kv.HashIncrRequest(key=b"hc", field=b"n", delta=5)).value == 5
+assert s.HashSetIfAbsent(kv.HashSetIfAbsentRequest(key=b"hc", field=b"g", value=b"x")).created
+assert not s.HashSetIfAbsent(kv.HashSetIfAbsentRequest(key=b"hc", field=b"g", value=b"y")).created
+assert s.HashLen(kv.HashLenRequest(key=b"hc")).length == 2
+s.ListPush(kv.ListPushRequest(key=b"l2", end=kv.LIST_END_BACK, values=[b"a", b"b", b"c"]))
+s.ListSet(kv.ListSetRequest(key=b"l2", index=0, value=b"A"))
+s.ListTrim(kv.ListTrimRequest(key=b"l2", start=0, stop=1))
+assert s.ListLen(kv.ListLenRequest(key=b"l2")).length == 2
+assert list(s.ListRange(kv.ListRangeRequest(key=b"l2", start=0, stop=-1)).values) == [b"A", b"b"]
+assert s.KeyCount(kv.KeyCountRequest()).count > 5
+assert s.RandomKey(kv.RandomKeyRequest()).found
+
 # Errors: the gRPC code and a message naming the limit
 c, d = code_of(s.Get, kv.GetRequest(key=b""))
 assert c == grpc.StatusCode.INVALID_ARGUMENT, (c, d)
@@ -154,7 +189,13 @@ assert {"nanodb.v1.KV", "nanodb.v1.Admin", "grpc.health.v1.Health"} <= names, na
 pool = DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
 methods = {m.name for m in pool.FindServiceByName("nanodb.v1.KV").methods}
 assert {"Get", "Put", "Delete", "Incr", "Expire", "Scan", "Batch", "HashSet", "HashGet", "HashDelete",
-        "HashGetAll", "ListPush", "ListPop", "ListRange", "Watch", "Publish", "Subscribe"} == methods, methods
+        "HashGetAll", "ListPush", "ListPop", "ListRange", "Watch", "Publish", "Subscribe", "GetSet",
+        "DeleteIf", "Exists", "Ttl", "KeyCount", "GetDel", "GetEx", "Append", "IncrFloat", "MultiPut",
+        "Rename", "Type", "Flush", "RandomKey", "HashIncr", "HashSetIfAbsent", "HashLen", "ListLen",
+        "ListSet", "ListTrim", "GetRange"} == methods, methods
+# Flush last: it empties what the checks above read
+assert s.Flush(kv.FlushRequest()).removed > 0
+assert s.KeyCount(kv.KeyCountRequest()).count == 0
 print("python gRPC client: ok (%d services, %d KV methods)" % (len(names), len(methods)))
 PY
 
