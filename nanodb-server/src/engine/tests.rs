@@ -738,3 +738,17 @@ fn get_range_clamps_offsets_as_redis_getrange_does() {
     let wrong = e.execute(Command::GetRange(cmd::GetRange { key: b("l"), start: 0, end: 1 }));
     assert_eq!(wrong, Err(Error::WrongType));
 }
+
+#[test]
+fn a_deadline_beyond_i64_ms_reads_as_the_largest_ttl_not_as_none() {
+    let e = engine();
+    let far = Command::Put(cmd::Put {
+        key: b("far"),
+        value: b("v"),
+        expiry: Expiry::At(u64::MAX),
+        condition: PutCondition::Always,
+    });
+    ok(&e, far);
+    assert_eq!(int(&e, Command::Ttl(cmd::Ttl { key: b("far") })), i64::MAX);
+    assert_eq!(get(&e, "far").map(|x| x.ttl_ms), Some(i64::MAX));
+}

@@ -74,9 +74,14 @@ impl Slot {
         self.deadline != 0 && self.deadline <= now
     }
 
-    /// Remaining ms to the deadline at `now`, -1 when there is none.
+    /// Remaining ms to the deadline at `now`, -1 when there is none. A deadline further away than
+    /// `i64::MAX` ms (a client may ask for one) reads as `i64::MAX`, never as a negative TTL.
     pub fn ttl_ms(&self, now: u64) -> i64 {
-        if self.deadline == 0 { -1 } else { self.deadline.saturating_sub(now) as i64 }
+        if self.deadline == 0 {
+            -1
+        } else {
+            i64::try_from(self.deadline.saturating_sub(now)).unwrap_or(i64::MAX)
+        }
     }
 }
 
