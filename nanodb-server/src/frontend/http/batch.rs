@@ -20,7 +20,7 @@ use super::error::{AppError, ErrorBody, ErrorDetail, json_response};
 use super::extract::{Encoding, JsonBody, decode_bytes, decode_cursor};
 use super::hash_list::{End, HashJson, ListJson, ValueJson};
 use super::keys::KeyJson;
-use super::kv::{EntryJson, PairJson, ScanPage, decode_pairs, expiry_of, one};
+use super::kv::{EntryJson, PairJson, ScanPage, decode_pairs, expiry_of, one, write_expiry_of};
 
 /// A floating-point amount: decimal text (`"1.5"`, kept exactly as sent) or a JSON number.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -440,15 +440,10 @@ impl BatchOp {
             }
             .into(),
             Self::GetSet { key, value, encoding: e, ttl_ms, keep_ttl, if_absent, if_version } => {
-                let expiry = match (ttl_ms, keep_ttl) {
-                    (ms, false) => Expiry::from_put_ttl_ms(ms),
-                    (0, true) => Expiry::Keep,
-                    (_, true) => return Err(AppError::invalid("ttl_ms and keep_ttl exclude each other")),
-                };
                 cmd::GetSet {
                     key: b(&key, e, "key")?,
                     value: b(&value, e, "value")?,
-                    expiry,
+                    expiry: write_expiry_of(ttl_ms, keep_ttl)?,
                     condition: condition(if_absent, if_version)?,
                 }
                 .into()

@@ -360,11 +360,7 @@ pub async fn get_set(
     WantsJson(json): WantsJson,
     Body(value): Body,
 ) -> Result<Response, AppError> {
-    let expiry = match (p.ttl_ms, p.keep_ttl) {
-        (ms, false) => Expiry::from_put_ttl_ms(ms),
-        (0, true) => Expiry::Keep,
-        (_, true) => return Err(AppError::invalid("send ttl_ms or keep_ttl, not both")),
-    };
+    let expiry = write_expiry_of(p.ttl_ms, p.keep_ttl)?;
     let json_key = json.then(|| key.clone());
     let previous = s.exec(cmd::GetSet { key, value, expiry, condition }).await?;
     // The engine applied the write exactly when the condition held for the value it answers.
@@ -416,6 +412,16 @@ impl ExpiryJson {
     /// The one [`Expiry`] this body names; the command model then checks its value.
     pub(super) fn expiry(&self) -> Result<Expiry, AppError> {
         expiry_of(self.ttl_ms, self.at_ms, self.persist)
+    }
+}
+
+/// The TTL of a write that can keep the current one (GETSET's query and the batch's `get_set`):
+/// `ttl_ms` as on PUT (0 for none), or `keep_ttl`, not both.
+pub(super) fn write_expiry_of(ttl_ms: u64, keep_ttl: bool) -> Result<Expiry, AppError> {
+    match (ttl_ms, keep_ttl) {
+        (ms, false) => Ok(Expiry::from_put_ttl_ms(ms)),
+        (0, true) => Ok(Expiry::Keep),
+        (_, true) => Err(AppError::invalid("send ttl_ms or keep_ttl, not both")),
     }
 }
 
