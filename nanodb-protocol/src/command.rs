@@ -195,6 +195,11 @@ pub enum KeyType {
 }
 
 impl KeyType {
+    /// The type named `name` as [`KeyType::as_str`] spells it.
+    pub fn from_name(name: &[u8]) -> Option<Self> {
+        [Self::String, Self::Hash, Self::List].into_iter().find(|t| t.as_str().as_bytes() == name)
+    }
+
     /// The name Redis's TYPE answers (`string`, `hash`, `list`), also used by REST.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -326,6 +331,54 @@ impl From<Option<KeyType>> for Reply {
     /// The type's name, `none` when the key does not exist (Redis's TYPE).
     fn from(t: Option<KeyType>) -> Self {
         Self::Bytes(Some(Bytes::from_static(t.map_or("none", KeyType::as_str).as_bytes())))
+    }
+}
+
+/// A typed output back from the dynamic [`Reply`] it was turned into (`From<Output> for Reply`),
+/// for a batch's results or a Rust client; the reply itself when its shape is not this output's.
+pub trait FromReply: Sized {
+    /// The output `reply` carries, or `reply` back.
+    fn from_reply(reply: Reply) -> Result<Self, Reply>;
+}
+
+/// `Type = pattern => value;` implements [`FromReply`] for `Type`.
+macro_rules! from_reply {
+    ($($t:ty = $pat:pat => $v:expr;)*) => {$(
+        impl FromReply for $t {
+            fn from_reply(reply: Reply) -> Result<Self, Reply> {
+                match reply {
+                    $pat => Ok($v),
+                    other => Err(other),
+                }
+            }
+        }
+    )*};
+}
+
+from_reply! {
+    Option<Entry> = Reply::Value(entry) => entry;
+    bool = Reply::Bool(b) => b;
+    i64 = Reply::Int(n) => n;
+    Option<Bytes> = Reply::Bytes(b) => b;
+    Bytes = Reply::Bytes(Some(b)) => b;
+    Vec<Bytes> = Reply::List(values) => values;
+    Vec<(Bytes, Bytes)> = Reply::Pairs(pairs) => pairs;
+    ScanPage = Reply::Scan { entries, next_cursor } => ScanPage { entries, next_cursor };
+    // `Reply::Put` does not carry `created` (the TCP reply layout has no room for it).
+    PutOutcome = Reply::Put { applied, version } => PutOutcome { applied, version, created: false };
+}
+
+impl FromReply for Option<KeyType> {
+    /// The type's name as `From<Option<KeyType>> for Reply` writes it (`none` when missing).
+    fn from_reply(reply: Reply) -> Result<Self, Reply> {
+        let Reply::Bytes(Some(name)) = &reply else { return Err(reply) };
+        if &name[..] == b"none" {
+            return Ok(None);
+        }
+        match KeyType::from_name(name) {
+            Some(t) => Ok(Some(t)),
+            None => Err(reply),
+        }
     }
 }
 
@@ -523,5 +576,33 @@ mod tests {
         assert!(PutCondition::IfVersion(3).holds(true, 3));
         assert!(!PutCondition::IfVersion(3).holds(true, 4));
         assert!(!PutCondition::IfVersion(0).holds(false, 0), "absent never matches a version");
+    }
+
+    fn round_trips<T: Into<Reply> + FromReply + Clone + PartialEq + std::fmt::Debug>(outputs: &[T]) {
+        for out in outputs {
+            assert_eq!(T::from_reply(out.clone().into()), Ok(out.clone()));
+        }
+    }
+
+    /// What a batch turns into a `Reply` comes back as the same typed output.
+    #[test]
+    fn typed_outputs_come_back_from_their_replies() {
+        let b = Bytes::from_static;
+        let entry = Entry { value: b(b"v"), version: 7, ttl_ms: -1 };
+        round_trips(&[None, Some(entry)]);
+        round_trips(&[true, false]);
+        round_trips(&[-2, 0, i64::MAX]);
+        round_trips(&[None, Some(b(b"")), Some(b(b"x"))]);
+        round_trips(&[b(b"10.5")]);
+        round_trips(&[vec![], vec![b(b"a"), b(b"b")]]);
+        round_trips(&[vec![(b(b"f"), b(b"v"))]]);
+        round_trips(&[ScanPage { entries: vec![], next_cursor: b(b"c") }]);
+        round_trips(&[None, Some(KeyType::String), Some(KeyType::Hash), Some(KeyType::List)]);
+        // `created` is not carried by the reply (no gRPC response shows it).
+        round_trips(&[PutOutcome { applied: true, version: 3, created: false }]);
+        // A shape of another output is given back, not misread.
+        assert_eq!(bool::from_reply(Reply::Int(1)), Err(Reply::Int(1)));
+        let other = Reply::Bytes(Some(b(b"set")));
+        assert_eq!(<Option<KeyType>>::from_reply(other.clone()), Err(other));
     }
 }

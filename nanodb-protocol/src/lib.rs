@@ -25,8 +25,8 @@ pub mod wire;
 pub use commands as cmd;
 
 pub use command::{
-    Class, Command, CommandName, Entry, Expiry, KeyType, Keys, Limits, ListEnd, Pong, PutCondition,
-    PutOutcome, Reply, ScanEntry, ScanPage, TypedCommand,
+    Class, Command, CommandName, Entry, Expiry, FromReply, KeyType, Keys, Limits, ListEnd, Pong,
+    PutCondition, PutOutcome, Reply, ScanEntry, ScanPage, TypedCommand,
 };
 pub use error::{Error, ErrorCode};
 pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};

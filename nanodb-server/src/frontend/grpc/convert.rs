@@ -1,16 +1,14 @@
 //! The gRPC side of the command model: each command's typed output -> its response message
 //! ([`Respond`], one impl per command, used by its RPC and by a batch operation of its kind), a
-//! batch's dynamic [`Reply`]s back to typed outputs ([`FromReply`]), and the one mapping of
+//! batch's dynamic [`Reply`]s back to typed outputs (`nanodb_protocol::FromReply`), and the one mapping of
 //! [`Error`] to a [`tonic::Status`].
 //!
 //! Requests become typed commands through the `TryFrom` impls in `nanodb_protocol::convert` (they
 //! must live beside both types).
 
-use bytes::Bytes;
 use nanodb_protocol::pb;
 use nanodb_protocol::{
-    CommandName, Entry, Error, ErrorCode, KeyType, Pong, PutOutcome, Reply, ScanEntry, ScanPage,
-    TypedCommand, cmd,
+    CommandName, Entry, Error, ErrorCode, FromReply, KeyType, Pong, Reply, ScanEntry, TypedCommand, cmd,
 };
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -169,54 +167,6 @@ pub fn length(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// A typed output back from the dynamic [`Reply`] it was turned into (`From<Output> for Reply`),
-/// for a batch's results; the reply itself when its shape is not this output's.
-pub trait FromReply: Sized {
-    /// The output `reply` carries, or `reply` back.
-    fn from_reply(reply: Reply) -> Result<Self, Reply>;
-}
-
-/// `Type = pattern => value;` implements [`FromReply`] for `Type`.
-macro_rules! from_reply {
-    ($($t:ty = $pat:pat => $v:expr;)*) => {$(
-        impl FromReply for $t {
-            fn from_reply(reply: Reply) -> Result<Self, Reply> {
-                match reply {
-                    $pat => Ok($v),
-                    other => Err(other),
-                }
-            }
-        }
-    )*};
-}
-
-from_reply! {
-    Option<Entry> = Reply::Value(entry) => entry;
-    bool = Reply::Bool(b) => b;
-    i64 = Reply::Int(n) => n;
-    Option<Bytes> = Reply::Bytes(b) => b;
-    Bytes = Reply::Bytes(Some(b)) => b;
-    Vec<Bytes> = Reply::List(values) => values;
-    Vec<(Bytes, Bytes)> = Reply::Pairs(pairs) => pairs;
-    ScanPage = Reply::Scan { entries, next_cursor } => ScanPage { entries, next_cursor };
-    // `Reply::Put` does not carry `created`, and no gRPC response shows it.
-    PutOutcome = Reply::Put { applied, version } => PutOutcome { applied, version, created: false };
-}
-
-impl FromReply for Option<KeyType> {
-    /// The type's name as `From<Option<KeyType>> for Reply` writes it (`none` when missing).
-    fn from_reply(reply: Reply) -> Result<Self, Reply> {
-        let Reply::Bytes(Some(name)) = &reply else { return Err(reply) };
-        match &name[..] {
-            b"none" => Ok(None),
-            b"string" => Ok(Some(KeyType::String)),
-            b"hash" => Ok(Some(KeyType::Hash)),
-            b"list" => Ok(Some(KeyType::List)),
-            _ => Err(reply),
-        }
-    }
-}
-
 /// The response of command `C` to the dynamic reply a batch gave one of its operations.
 fn respond_to<C: Respond>(reply: Reply) -> Result<C::Response, Reply>
 where
@@ -362,33 +312,5 @@ mod tests {
             .filter(|c| !matches!(c, CommandName::Ping | CommandName::Publish | CommandName::Batch))
             .collect();
         assert_eq!(kinds, data);
-    }
-
-    fn round_trips<T: Into<Reply> + FromReply + Clone + PartialEq + std::fmt::Debug>(outputs: &[T]) {
-        for out in outputs {
-            assert_eq!(T::from_reply(out.clone().into()), Ok(out.clone()));
-        }
-    }
-
-    /// What a batch turns into a `Reply` comes back as the same typed output.
-    #[test]
-    fn typed_outputs_come_back_from_their_replies() {
-        let b = Bytes::from_static;
-        let entry = Entry { value: b(b"v"), version: 7, ttl_ms: -1 };
-        round_trips(&[None, Some(entry)]);
-        round_trips(&[true, false]);
-        round_trips(&[-2, 0, i64::MAX]);
-        round_trips(&[None, Some(b(b"")), Some(b(b"x"))]);
-        round_trips(&[b(b"10.5")]);
-        round_trips(&[vec![], vec![b(b"a"), b(b"b")]]);
-        round_trips(&[vec![(b(b"f"), b(b"v"))]]);
-        round_trips(&[ScanPage { entries: vec![], next_cursor: b(b"c") }]);
-        round_trips(&[None, Some(KeyType::String), Some(KeyType::Hash), Some(KeyType::List)]);
-        // `created` is not carried by the reply (no gRPC response shows it).
-        round_trips(&[PutOutcome { applied: true, version: 3, created: false }]);
-        // A shape of another output is given back, not misread.
-        assert_eq!(bool::from_reply(Reply::Int(1)), Err(Reply::Int(1)));
-        let other = Reply::Bytes(Some(b(b"set")));
-        assert_eq!(<Option<KeyType>>::from_reply(other.clone()), Err(other));
     }
 }
