@@ -12,6 +12,7 @@
 //! - Shutdown: when `ctx.shutdown` fires, health turns `NOT_SERVING`, the listener stops and
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
+mod auth;
 mod convert;
 mod reach;
 mod service;
@@ -110,6 +111,8 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
         .layer(MapResultLayer::new(shed_to_status))
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::new(in_flight))
+        // Credentials before the message is decoded; a pass-through with auth off.
+        .layer(auth::AuthLayer::new(ctx.auth.enabled().then(|| ctx.auth.clone())))
         .add_service(kv)
         .add_service(admin)
         .add_service(health_service)
