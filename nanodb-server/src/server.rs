@@ -264,7 +264,7 @@ fn auth_from(config: &Config) -> Result<Arc<Auth>, StartError> {
 }
 
 /// Protected mode: without authentication, only loopback addresses may be listened on.
-fn protected_mode<'a>(
+fn protected_mode(
     config: &Config,
     auth: &Auth,
     bound: impl Iterator<Item = (&'static str, SocketAddr)>,

@@ -99,8 +99,11 @@ pub struct Auth {
     requirepass: Option<String>,
     failures: [AtomicU64; 4],
     warned: Mutex<(Option<Instant>, u64)>,
-    basic: RwLock<HashMap<Box<[u8]>, (Principal, u64)>>,
+    basic: RwLock<BasicCache>,
 }
+
+/// `Authorization: Basic` values that succeeded: the principal and its epoch then.
+type BasicCache = HashMap<Box<[u8]>, (Principal, u64)>;
 
 impl Auth {
     /// Auth off: every caller is the all-permitted `default`.

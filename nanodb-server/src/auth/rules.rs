@@ -121,10 +121,6 @@ impl Pattern {
             Shape::Exact | Shape::Glob => false,
         }
     }
-
-    fn is_any(&self) -> bool {
-        self.shape == Shape::Any
-    }
 }
 
 /// A password's SHA-256 digest: what is stored and compared, never the password.
@@ -360,11 +356,9 @@ impl User {
             s.push_str(" resetkeys");
         }
         for (a, p) in &self.keys {
+            // `allkeys` is written `~*`, as Redis does: `allkeys` would also drop the patterns
+            // before it when read back.
             let prefix = match a {
-                KeyAccess::ReadWrite if p.is_any() => {
-                    s.push_str(" allkeys");
-                    continue;
-                }
                 KeyAccess::ReadWrite => "~",
                 KeyAccess::Read => "%R~",
                 KeyAccess::Write => "%W~",
@@ -517,7 +511,9 @@ mod tests {
         }
         assert_eq!(
             user("on nopass allkeys allchannels +@all").describe(),
-            "user u on nopass allkeys allchannels +@all"
+            "user u on nopass ~* allchannels +@all"
         );
+        let mixed = user("~a ~* %R~b");
+        assert_eq!(user(mixed.describe().strip_prefix("user u ").unwrap_or_default()), mixed);
     }
 }
