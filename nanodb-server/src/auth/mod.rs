@@ -103,7 +103,7 @@ pub struct Auth {
 }
 
 /// `Authorization: Basic` values that succeeded: the principal and its epoch then.
-type BasicCache = HashMap<Box<[u8]>, (Principal, u64)>;
+type BasicCache = HashMap<Box<[u8]>, (Principal, u64), ahash::RandomState>;
 
 impl Auth {
     /// Auth off: every caller is the all-permitted `default`.
@@ -285,15 +285,15 @@ impl Auth {
     /// `ACL SETUSER name rules...`: applies every rule to the user (created off and empty if new),
     /// all or nothing, and gives it a new epoch.
     pub fn set_user(&self, name: &str, rules: &[&str]) -> Result<(), RuleError> {
-        let existing = self.principal(name);
-        let mut user = match &existing {
+        // Under the registry's write lock, so two SETUSERs of one user cannot lose either.
+        let mut map = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        let mut user = match map.get(name) {
             Some(p) => p.with_user(User::clone),
             None => User::new(name),
         };
         for rule in rules {
             user.apply(rule)?;
         }
-        let mut map = self.users.write().unwrap_or_else(PoisonError::into_inner);
         let epoch = self.next_epoch();
         match map.get(name) {
             Some(p) => p.replace(user, epoch),
