@@ -319,6 +319,22 @@ mod tests {
     }
 
     #[test]
+    fn unauthenticated_connections_get_the_narrow_limits_until_they_authenticate() {
+        let mut d = RespDecoder::new(1 << 20, 1000);
+        d.unauthenticated(true);
+        let eleven = format!("*11\r\n{}", "$1\r\nx\r\n".repeat(11));
+        let mut buf = BytesMut::from(eleven.as_bytes());
+        assert_eq!(d.decode(&mut buf), err("unauthenticated multibulk length"));
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"[..]);
+        assert_eq!(d.decode(&mut buf), err("unauthenticated bulk length"), "refused from the header alone");
+        let ok = format!("*2\r\n$4\r\nAUTH\r\n$16384\r\n{}\r\n", "p".repeat(16384));
+        assert!(matches!(d.decode(&mut BytesMut::from(ok.as_bytes())), Ok(Some(_))), "16 KiB is allowed");
+        d.unauthenticated(false);
+        let mut buf = BytesMut::from(eleven.as_bytes());
+        assert!(matches!(d.decode(&mut buf), Ok(Some(a)) if a.len() == 11), "the configured limits are back");
+    }
+
+    #[test]
     fn inline_commands_obey_the_argument_limit() {
         let mut d = RespDecoder::new(64, 3);
         let mut buf = BytesMut::from(&b"SET a b\r\nSET a b c\r\n"[..]);

@@ -167,9 +167,13 @@ fn info_line(l: &Line<'_>) -> String {
     )
 }
 
-pub fn client(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn client(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let sub = &args[1];
     let rest = &args[2..];
+    if is(sub, "LIST") {
+        // Other connections' addresses and names are for admins, as in Redis.
+        ctx.authorize(&session.caller, crate::auth::Need::Admin("client"))?;
+    }
     if is(sub, "SETNAME") && rest.len() == 1 {
         set_name(session, &rest[0])?;
         encode::ok(out);
