@@ -72,10 +72,17 @@ impl Caller {
     /// when the user's rules refuse it.
     #[inline]
     pub fn authorize(&self, need: Need<'_>) -> Result<(), Error> {
+        self.authorize_with(|| need)
+    }
+
+    /// [`Caller::authorize`] with the need worked out only when there is a user to check it
+    /// against: with auth off the command's keys are never even listed.
+    #[inline]
+    pub fn authorize_with<'a>(&self, need: impl FnOnce() -> Need<'a>) -> Result<(), Error> {
         match &self.access {
             Access::Everything => Ok(()),
             Access::Anonymous => Err(Error::NoAuth),
-            Access::User(p) => p.with_user(|u| check(u, need)),
+            Access::User(p) => p.with_user(|u| check(u, need())),
         }
     }
 }

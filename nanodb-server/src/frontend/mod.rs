@@ -91,7 +91,7 @@ impl Context {
         let started = Instant::now();
         let op = cmd.name();
         let mut at = LogPosition::default();
-        let result = match caller.authorize(cmd.need()) {
+        let result = match caller.authorize_with(|| cmd.need()) {
             Ok(()) => cmd.run_in(self, &mut at),
             Err(e) => Err(e),
         };
