@@ -396,6 +396,34 @@ async fn acl_setuser_applies_to_live_connections_and_save_load_round_trip() {
         alice.line(&["ACL", "LIST"]).await,
         "-NOPERM User alice has no permissions to run the 'acl|list' command"
     );
+    // The listing commands, through the `redis` crate.
+    let mut a = redis_as(&server, "admin", "adminpw").await;
+    let list: Vec<String> = redis::cmd("ACL").arg("LIST").query_async(&mut a).await.expect("acl list");
+    assert!(
+        list.iter().any(|l| l.starts_with("user admin on #") && l.ends_with("~* allchannels +@all")),
+        "{list:?}"
+    );
+    assert!(list.iter().any(|l| l.starts_with("user default off")), "{list:?}");
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query_async(&mut a).await.expect("acl users");
+    assert_eq!(
+        users,
+        ["admin", "alice", "bob", "carol", "default", "reader"],
+        "the failed LOAD kept them all"
+    );
+    let got: Vec<redis::Value> =
+        redis::cmd("ACL").arg("GETUSER").arg("admin").query_async(&mut a).await.expect("getuser");
+    assert_eq!(got.len(), 12, "flags, passwords, commands, keys, channels, selectors");
+    let none: redis::Value =
+        redis::cmd("ACL").arg("GETUSER").arg("nobody").query_async(&mut a).await.expect("getuser");
+    assert_eq!(none, redis::Value::Nil);
+    let cats: Vec<String> = redis::cmd("ACL").arg("CAT").query_async(&mut a).await.expect("acl cat");
+    assert_eq!(cats, ["read", "write", "admin", "pubsub", "connection"]);
+    let writes: Vec<String> =
+        redis::cmd("ACL").arg("CAT").arg("write").query_async(&mut a).await.expect("acl cat write");
+    assert!(writes.contains(&"set".to_string()) && !writes.contains(&"get".to_string()), "{writes:?}");
+    let e: redis::RedisResult<i64> =
+        redis::cmd("ACL").arg("DELUSER").arg("default").query_async(&mut a).await;
+    assert!(e.expect_err("refused").to_string().contains("The 'default' user cannot be removed"));
 }
 
 #[tokio::test]
