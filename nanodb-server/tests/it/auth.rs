@@ -307,6 +307,39 @@ async fn scans_and_watches_beyond_the_users_keys_are_refused() {
 }
 
 #[tokio::test]
+async fn websockets_authenticate_at_the_upgrade_and_check_each_topic() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path()).await;
+    let url = format!("ws://{}/v1/ws", addr(server.addrs().http));
+    let refused = tokio_tungstenite::connect_async(url.clone()).await.expect_err("no credentials");
+    assert!(refused.to_string().contains("401"), "{refused}");
+    let mut req = url.into_client_request().expect("request");
+    req.headers_mut()
+        .insert("authorization", HeaderValue::from_str(&basic("alice", "alicepw")).expect("ascii"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("authenticated upgrade");
+    let mut ask = async |msg: serde_json::Value| -> serde_json::Value {
+        ws.send(Message::text(msg.to_string())).await.expect("send");
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer");
+            if let Message::Text(t) = m.expect("open").expect("no error") {
+                return serde_json::from_str(t.as_str()).expect("JSON");
+            }
+        }
+    };
+    let a = ask(serde_json::json!({"op": "watch", "prefix": "other"})).await;
+    assert_eq!(a["error"]["code"], "NOPERM", "{a}");
+    let a = ask(serde_json::json!({"op": "subscribe", "channel": "sport"})).await;
+    assert_eq!(a["error"]["code"], "NOPERM", "{a}");
+    let a = ask(serde_json::json!({"op": "watch", "prefix": "app:"})).await;
+    assert_eq!(a["type"], "ack", "{a}");
+    let a = ask(serde_json::json!({"op": "publish", "channel": "sport", "message": "x"})).await;
+    assert_eq!(a["error"]["code"], "NOPERM", "{a}");
+}
+
+#[tokio::test]
 async fn pubsub_needs_the_channel() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = server(dir.path()).await;
