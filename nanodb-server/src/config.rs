@@ -218,7 +218,8 @@ pub struct Cli {
     #[arg(long, help_heading = LIMITS, env = "NANODB_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS")]
     pub request_timeout_ms: u64,
 
-    /// Time a new TCP connection has to send its HELLO, in milliseconds.
+    /// Time a new TCP connection has to send its HELLO, in milliseconds; with TLS, also the time
+    /// any connection has to complete its TLS handshake.
     #[arg(long, help_heading = LIMITS, env = "NANODB_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_name = "MS")]
     pub handshake_timeout_ms: u64,
 

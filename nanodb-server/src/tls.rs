@@ -113,8 +113,10 @@ impl Tls {
             (Some(ca), auth) => {
                 let roots = Arc::new(read_roots(ca)?);
                 let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
-                let verifier = if auth == ClientAuth::Optional { verifier.allow_unauthenticated() } else { verifier };
-                builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::new("tls-ca", ca, e))?)
+                let verifier =
+                    if auth == ClientAuth::Optional { verifier.allow_unauthenticated() } else { verifier };
+                builder
+                    .with_client_cert_verifier(verifier.build().map_err(|e| TlsError::new("tls-ca", ca, e))?)
             }
         };
         let base = builder.with_cert_resolver(resolver.clone());

@@ -71,7 +71,12 @@ impl TlsClient {
 
     /// Handshakes over `tcp` with the server `target` (HOST:PORT; the host is the name checked
     /// against the certificate).
-    pub async fn connect(&self, tcp: TcpStream, target: &str, alpn: Alpn) -> anyhow::Result<TlsStream<TcpStream>> {
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+        target: &str,
+        alpn: Alpn,
+    ) -> anyhow::Result<TlsStream<TcpStream>> {
         let host = match target.rsplit_once(':') {
             Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
             None => target,

@@ -51,7 +51,8 @@ async fn every_protocol_runs_over_tls_and_plaintext_on_a_tls_port_fails_before_t
     ] {
         let target = addr.to_string();
         let flags = ["--target", &target, "--protocol", protocol, "--concurrency", "2", "--requests", "50"];
-        let tls_flags: Vec<&str> = flags.iter().copied().chain(["--tls", "--ca", ca, "--workload", "mixed"]).collect();
+        let tls_flags: Vec<&str> =
+            flags.iter().copied().chain(["--tls", "--ca", ca, "--workload", "mixed"]).collect();
         let s = nano_bench::bench(&args(&tls_flags), false).await.expect("bench over TLS runs");
         assert_eq!((s.requests, s.errors), (100, 0), "{protocol}: {:?}", s.errors_by_kind);
 

@@ -95,9 +95,7 @@ pub fn redirect(config: &Config, this_port: &str, foreign: Foreign) -> String {
         Foreign::NanoTcp => {
             format!("the binary TCP protocol is {}", place(&config.tcp_addr, "--tcp-addr"))
         }
-        Foreign::Tls => {
-            "this server runs without TLS (start it with --tls-cert and --tls-key)".to_string()
-        }
+        Foreign::Tls => "this server runs without TLS (start it with --tls-cert and --tls-key)".to_string(),
     };
     format!("this is NanoDB's {this_port}, which does not speak {foreign}; {elsewhere}")
 }

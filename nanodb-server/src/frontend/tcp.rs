@@ -13,6 +13,10 @@
 //!
 //! A connection that WATCHes or SUBSCRIBEs ([`watch`]) also waits on its change-feed queue: the
 //! loop selects between frames and deliveries, and writes pushes in the same batches as replies.
+//!
+//! With `--tls-cert`, the same connection code runs over the TLS stream ([`crate::tls::accept`]
+//! in the connection's task first). With `--idle-timeout`, a connection that sends nothing for
+//! that long is closed, unless it watches or subscribes.
 
 mod watch;
 
@@ -238,7 +242,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 /// is the binary TCP port and where its protocol is served: an HTTP 400, an HTTP/2 GOAWAY, a RESP
 /// error to each command. A TLS client could only be sent an alert it would report as a
 /// handshake failure, so it is just closed.
-async fn answer_foreign<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, ctx: &Context, foreign: Foreign, first: &[u8]) {
+async fn answer_foreign<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    ctx: &Context,
+    foreign: Foreign,
+    first: &[u8],
+) {
     let text = sniff::redirect(&ctx.config, "binary TCP port", foreign);
     let answer = match foreign {
         Foreign::Http1 => sniff::http1_response(&text),

@@ -57,7 +57,8 @@ impl Pki {
     /// key PEM).
     fn issue(&self, client: bool) -> (String, String) {
         let key = KeyPair::generate().expect("key");
-        let names = if client { vec!["client".to_string()] } else { vec!["localhost".into(), "127.0.0.1".into()] };
+        let names =
+            if client { vec!["client".to_string()] } else { vec!["localhost".into(), "127.0.0.1".into()] };
         let mut params = CertificateParams::new(names).expect("params");
         params.extended_key_usages = vec![if client {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth
@@ -97,7 +98,9 @@ impl Pki {
         let mut config = match identity {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
-                let certs = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().expect("certs");
+                let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certs");
                 let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
                 builder.with_client_auth_cert(certs, key).expect("identity")
             }
@@ -143,7 +146,10 @@ async fn tcp_incr<S: AsyncRead + AsyncWrite + Unpin>(stream: S, key: &str) -> Re
 }
 
 /// Sends a RESP command and reads one line of answer (the whole of a simple reply).
-async fn resp_line<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, command: &[u8]) -> std::io::Result<String> {
+async fn resp_line<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    command: &[u8],
+) -> std::io::Result<String> {
     stream.write_all(command).await?;
     let mut out = Vec::new();
     let mut byte = [0u8; 1];
@@ -167,7 +173,8 @@ async fn http_request(stream: TlsStream<TcpStream>, method: &str, path: &str, bo
         .expect("request");
     let io = TokioIo::new(stream);
     let response = if h2 {
-        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.expect("h2");
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.expect("h2");
         tokio::spawn(conn);
         send.send_request(request).await.expect("response")
     } else {
@@ -181,7 +188,10 @@ async fn http_request(stream: TlsStream<TcpStream>, method: &str, path: &str, bo
 }
 
 /// A gRPC client over tokio-rustls (ALPN h2).
-async fn grpc_client(tls: TlsConnector, addr: SocketAddr) -> Result<KvClient<tonic::transport::Channel>, String> {
+async fn grpc_client(
+    tls: TlsConnector,
+    addr: SocketAddr,
+) -> Result<KvClient<tonic::transport::Channel>, String> {
     let connector = tower::service_fn(move |_: http::Uri| {
         let tls = tls.clone();
         async move { connect(&tls, addr).await.map(TokioIo::new) }
@@ -215,7 +225,8 @@ async fn every_protocol_speaks_tls_with_a_real_client() {
         .expect("1.2")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let stream = connect(&TlsConnector::from(Arc::new(tls12)), addrs.tcp.expect("tcp")).await.expect("tls 1.2");
+    let stream =
+        connect(&TlsConnector::from(Arc::new(tls12)), addrs.tcp.expect("tcp")).await.expect("tls 1.2");
     assert_eq!(stream.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
     assert_eq!(tcp_incr(stream, "n").await, Ok(Reply::Int(2)));
 
@@ -230,7 +241,10 @@ async fn every_protocol_speaks_tls_with_a_real_client() {
     let mut other = connect(&plain, addrs.resp.expect("resp")).await.expect("tls to resp");
     let mut confirmation = vec![0u8; "$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n".len()];
     stream.read_exact(&mut confirmation).await.expect("confirmation");
-    assert_eq!(resp_line(&mut other, b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$2\r\nhi\r\n").await.expect("publish"), ":1\r\n");
+    assert_eq!(
+        resp_line(&mut other, b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$2\r\nhi\r\n").await.expect("publish"),
+        ":1\r\n"
+    );
     let mut message = vec![0u8; "*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n".len()];
     stream.read_exact(&mut message).await.expect("message");
     assert_eq!(message, b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n");
@@ -289,7 +303,9 @@ async fn client_certificates_are_required_optional_or_refused_from_another_ca() 
             .await
             .expect("grpc");
         kv.get(pb::GetRequest { key: b("n") }).await.expect("get with a certificate");
-        if let Ok(mut kv) = grpc_client(pki.client(&[b"h2"], Some(&theirs)), server.addrs().grpc.expect("grpc")).await {
+        if let Ok(mut kv) =
+            grpc_client(pki.client(&[b"h2"], Some(&theirs)), server.addrs().grpc.expect("grpc")).await
+        {
             kv.get(pb::GetRequest { key: b("n") }).await.expect_err("a stranger's certificate");
         }
         // The server still serves everyone else.
@@ -357,18 +373,24 @@ async fn a_plaintext_client_on_a_tls_port_is_told_to_use_tls_and_nothing_runs() 
     // A Redis client gets an error for each command (redis-cli sends setup commands first).
     let mut plain = TcpStream::connect(addrs.resp.expect("resp")).await.expect("connect");
     for _ in 0..2 {
-        let text = resp_line(&mut plain, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n").await.expect("an answer");
+        let text =
+            resp_line(&mut plain, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n").await.expect("an answer");
         assert!(text.starts_with("-ERR this is NanoDB's Redis (RESP) port, which speaks TLS only"), "{text}");
     }
 
-    let http = plaintext_answer(addrs.http.expect("http"), b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv").await;
+    let http = plaintext_answer(
+        addrs.http.expect("http"),
+        b"PUT /v1/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nv",
+    )
+    .await;
     let text = String::from_utf8_lossy(&http);
     assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n") && text.contains("speaks TLS only"), "{text}");
 
     let grpc = plaintext_answer(addrs.grpc.expect("grpc"), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
     assert!(String::from_utf8_lossy(&grpc).contains("speaks TLS only"), "a GOAWAY with the text");
 
-    let mut framed = Framed::new(TcpStream::connect(addrs.tcp.expect("tcp")).await.expect("tcp"), ClientCodec::default());
+    let mut framed =
+        Framed::new(TcpStream::connect(addrs.tcp.expect("tcp")).await.expect("tcp"), ClientCodec::default());
     framed.send((0, Request::Hello { version: PROTOCOL_VERSION })).await.expect("hello");
     match framed.next().await {
         Some(Ok((0, Response::Error(e)))) => {
@@ -389,7 +411,8 @@ async fn a_tls_client_on_a_plaintext_port_fails_its_handshake_and_others_are_ser
     let pki = Pki::new("NanoDB test CA");
     let server = start(Config { tcp_addr: any_port(), resp_addr: any_port(), ..config() }).await;
     for addr in [server.addrs().tcp.expect("tcp"), server.addrs().resp.expect("resp")] {
-        let result = tokio::time::timeout(Duration::from_secs(5), connect(&pki.client(&[], None), addr)).await;
+        let result =
+            tokio::time::timeout(Duration::from_secs(5), connect(&pki.client(&[], None), addr)).await;
         assert!(matches!(result, Ok(Err(_))), "the handshake fails at once: {result:?}");
     }
     let plain = TcpStream::connect(server.addrs().tcp.expect("tcp")).await.expect("tcp");
@@ -404,12 +427,32 @@ async fn bad_tls_files_refuse_to_start_naming_the_file_and_the_reason() {
     let (other_cert, _) = pki.issue(false);
     let cases: Vec<(TlsFiles, PathBuf, &str)> = vec![
         (TlsFiles { cert: pki.path("missing.crt"), ..good.clone() }, pki.path("missing.crt"), "No such file"),
-        (TlsFiles { cert: pki.write("garbage.crt", "not a certificate\n"), ..good.clone() }, pki.path("garbage.crt"), "no certificate"),
+        (
+            TlsFiles { cert: pki.write("garbage.crt", "not a certificate\n"), ..good.clone() },
+            pki.path("garbage.crt"),
+            "no certificate",
+        ),
         (TlsFiles { cert: good.key.clone(), ..good.clone() }, good.key.clone(), "no certificate"),
         (TlsFiles { key: good.cert.clone(), ..good.clone() }, good.cert.clone(), "no private key"),
-        (TlsFiles { cert: pki.write("other.crt", &other_cert), ..good.clone() }, good.key.clone(), "does not match"),
-        (TlsFiles { ca: Some(pki.write("ca-garbage.crt", "nope")), auth_clients: ClientAuth::Yes, ..good.clone() }, pki.path("ca-garbage.crt"), "no certificate"),
-        (TlsFiles { ca: None, auth_clients: ClientAuth::Yes, ..good.clone() }, PathBuf::from("yes"), "needs --tls-ca"),
+        (
+            TlsFiles { cert: pki.write("other.crt", &other_cert), ..good.clone() },
+            good.key.clone(),
+            "does not match",
+        ),
+        (
+            TlsFiles {
+                ca: Some(pki.write("ca-garbage.crt", "nope")),
+                auth_clients: ClientAuth::Yes,
+                ..good.clone()
+            },
+            pki.path("ca-garbage.crt"),
+            "no certificate",
+        ),
+        (
+            TlsFiles { ca: None, auth_clients: ClientAuth::Yes, ..good.clone() },
+            PathBuf::from("yes"),
+            "needs --tls-ca",
+        ),
     ];
     for (files, path, reason) in cases {
         let e = Server::start(Config { tcp_addr: any_port(), tls: Some(files), ..config() })
@@ -417,7 +460,10 @@ async fn bad_tls_files_refuse_to_start_naming_the_file_and_the_reason() {
             .map(drop)
             .expect_err("refused to start")
             .to_string();
-        assert!(e.contains(&path.display().to_string()) && e.contains(reason), "{e} (wanted {path:?}: {reason})");
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains(reason),
+            "{e} (wanted {path:?}: {reason})"
+        );
     }
 }
 
@@ -450,7 +496,8 @@ async fn idle_connections_are_closed_on_every_protocol_but_subscribers_stay() {
     subscriber.read_exact(&mut confirmation).await.expect("confirmation");
 
     // Binary TCP: after HELLO and one request, silence.
-    let mut framed = Framed::new(connect(&client, addrs.tcp.expect("tcp")).await.expect("tcp"), ClientCodec::default());
+    let mut framed =
+        Framed::new(connect(&client, addrs.tcp.expect("tcp")).await.expect("tcp"), ClientCodec::default());
     framed.send((0, Request::Hello { version: PROTOCOL_VERSION })).await.expect("hello");
     framed.next().await.expect("hello reply").expect("decodes");
     closed_by_server(framed.get_mut()).await;
@@ -465,25 +512,35 @@ async fn idle_connections_are_closed_on_every_protocol_but_subscribers_stay() {
         let stream = connect(&pki.client(&[alpn], None), addr).await.expect("tls");
         let io = TokioIo::new(stream);
         let conn: tokio::task::JoinHandle<()> = if alpn == b"h2" {
-            let (_send, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), io).await.expect("h2");
+            let (_send, conn) =
+                hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(TokioExecutor::new(), io)
+                    .await
+                    .expect("h2");
             // The sender must outlive the wait, or the client closes first.
             tokio::spawn(async move {
                 let _send = _send;
                 let _ = conn.await;
             })
         } else {
-            let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(io).await.expect("h1");
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(io).await.expect("h1");
             let driver = tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let request = hyper::Request::get("/healthz").header("host", "localhost").body(Full::default()).expect("req");
+            let request = hyper::Request::get("/healthz")
+                .header("host", "localhost")
+                .body(Full::default())
+                .expect("req");
             assert_eq!(send.send_request(request).await.expect("response").status(), 200);
             tokio::spawn(async move {
                 let _send = send;
                 let _ = driver.await;
             })
         };
-        tokio::time::timeout(Duration::from_secs(10), conn).await.expect("closed for idleness").expect("task");
+        tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("closed for idleness")
+            .expect("task");
     }
 
     // The subscriber outlived them all, and still gets messages.
@@ -496,12 +553,9 @@ async fn idle_connections_are_closed_on_every_protocol_but_subscribers_stay() {
 
 #[tokio::test]
 async fn a_slowloris_http_client_is_cut_after_the_header_timeout() {
-    let server = start(Config {
-        http_addr: any_port(),
-        http_header_timeout: Duration::from_millis(500),
-        ..config()
-    })
-    .await;
+    let server =
+        start(Config { http_addr: any_port(), http_header_timeout: Duration::from_millis(500), ..config() })
+            .await;
     let mut s = TcpStream::connect(server.addrs().http.expect("http")).await.expect("connect");
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("half the headers");
     closed_by_server(&mut s).await;

@@ -9,6 +9,9 @@
 //! - Load: at most `max_connections` connections and `max_in_flight` requests in flight; a request
 //!   over the limit is shed at once with `RESOURCE_EXHAUSTED` instead of queuing.
 //! - gzip: requests may be gzip-compressed; responses are when the client accepts it.
+//! - Connections: over TLS with `--tls-cert` (ALPN `h2`, and `http/1.1` for grpc-web), handshakes
+//!   in tasks of their own; HTTP/2 streams, pending resets and header lists bounded, keepalive
+//!   PINGs; closed when idle past `--idle-timeout` (never while a call or stream is open).
 //! - Shutdown: when `ctx.shutdown` fires, health turns `NOT_SERVING`, the listener stops and
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
@@ -146,7 +149,11 @@ fn shed_to_status(
 /// Accepted connections, with TCP_NODELAY set, counted in the stats, and refused (closed at once)
 /// beyond `max_connections`. With `tls`, each handshake runs in a task of its own, so a client
 /// that stalls its handshake holds up nobody; connections are handed to tonic as they complete.
-fn connections(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) -> impl Stream<Item = io::Result<Conn>> {
+fn connections(
+    listener: TcpListener,
+    ctx: Context,
+    tls: Option<Arc<Tls>>,
+) -> impl Stream<Item = io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     ctx.tasks.clone().spawn(accept(listener, ctx, tls, tx));
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -183,7 +190,9 @@ async fn accept(
                         ctx.tasks.spawn(async move {
                             let acceptor = tls.acceptor(Alpn::Grpc);
                             let ctx = conn_ctx;
-                            if let Some(s) = crate::tls::accept(acceptor, stream, peer, &ctx, "gRPC port").await {
+                            if let Some(s) =
+                                crate::tls::accept(acceptor, stream, peer, &ctx, "gRPC port").await
+                            {
                                 let _ = tx.send(Ok(Conn::new(MaybeTls::Tls(Box::new(s)), open, &ctx))).await;
                             }
                         });

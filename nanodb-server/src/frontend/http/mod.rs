@@ -33,8 +33,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::routing::{delete, get, post, put};
-use nanodb_protocol::{Error, ErrorCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use nanodb_protocol::{Error, ErrorCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
@@ -263,7 +263,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
 }
 
 /// Serves the REST API on `listener` until shutdown; in-flight requests finish, idle keep-alive
-/// connections close.
+/// connections close. Connections are accepted by the shared [`super::accept_loop`] (the
+/// `--max-connections` places) and served by hyper directly, over TLS when `tls` is given (the
+/// handshake in the connection's task).
 pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     let app = router(ctx.clone());
     let max = ctx.config.max_connections;
@@ -276,7 +278,9 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
                 None => connection(stream, &ctx, app).await,
                 Some(tls) => {
                     let acceptor = tls.acceptor(Alpn::Http);
-                    if let Some(stream) = crate::tls::accept(acceptor, stream, peer, &ctx, "REST API port").await {
+                    if let Some(stream) =
+                        crate::tls::accept(acceptor, stream, peer, &ctx, "REST API port").await
+                    {
                         connection(stream, &ctx, app).await;
                     }
                 }

@@ -270,7 +270,8 @@ impl<'a, S: Socket> Connection<'a, S> {
         }
     }
 
-    /// Waits for the client's next bytes; `false` when it left or the server is shutting down.
+    /// Waits for the client's next bytes; `false` when it left, the server is shutting down, or
+    /// it sent nothing for `--idle-timeout`.
     async fn read(&mut self) -> io::Result<bool> {
         reserve_read(&mut self.rbuf);
         let n = match self.ctx.config.idle_timeout {

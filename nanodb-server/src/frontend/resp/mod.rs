@@ -11,6 +11,8 @@
 //! - [`idle_poll`]: adaptive busy polling of each event loop between requests.
 //!
 //! Connections over `max_connections` get `-ERR max number of clients reached` and are closed.
+//! With `--tls-cert`, connections run over TLS (handshake in the connection's task, on its event
+//! loop); `--idle-timeout` closes a connection idle in request-reply mode, never a subscriber.
 
 pub mod commands;
 pub mod connection;
@@ -226,7 +228,9 @@ async fn refuse(mut stream: TcpStream, ctx: Context, tls: Option<Arc<Tls>>) {
         }
         Some(tls) => {
             let acceptor = tls.acceptor(Alpn::None);
-            if let Some(mut stream) = crate::tls::accept(acceptor, stream, peer, &ctx, "Redis (RESP) port").await {
+            if let Some(mut stream) =
+                crate::tls::accept(acceptor, stream, peer, &ctx, "Redis (RESP) port").await
+            {
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY)).await;
             }
         }
