@@ -561,3 +561,77 @@ async fn a_slowloris_http_client_is_cut_after_the_header_timeout() {
     closed_by_server(&mut s).await;
     server.shutdown().await;
 }
+
+/// The server binary, on SIGHUP, reloads the rotated files (logging it), and on a bad rotation
+/// logs why and keeps serving the previous certificate; SIGTERM still stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_of_the_running_binary() {
+    use std::io::BufRead;
+    use std::process::{Command as Process, Stdio};
+
+    let pki = Pki::new("NanoDB test CA");
+    let files = pki.server_files("server");
+    let mut child = Process::new(env!("CARGO_BIN_EXE_nanodb-server"))
+        .args(["--resp-addr", "127.0.0.1:0", "--tcp-addr", "off", "--grpc-addr", "off", "--http-addr", "off"])
+        .args(["--persistence", "off", "--log-level", "info"])
+        .arg("--tls-cert")
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nanodb-server");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("no log line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+    let line = wait_for("Redis protocol (RESP2) listening");
+    let addr: SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .expect("an address");
+    let hup = || {
+        let status =
+            Process::new("kill").args(["-HUP", &child.id().to_string()]).status().expect("kill -HUP");
+        assert!(status.success());
+    };
+
+    let mut before = connect(&pki.client(&[], None), addr).await.expect("before");
+    let first = peer_certificate(&before);
+    let (cert, key) = pki.issue(false);
+    std::fs::write(&files.cert, &cert).expect("rotate cert");
+    std::fs::write(&files.key, &key).expect("rotate key");
+    hup();
+    wait_for("TLS certificate and key reloaded");
+    let after = connect(&pki.client(&[], None), addr).await.expect("after");
+    assert_ne!(peer_certificate(&after), first);
+    assert_eq!(resp_line(&mut before, b"PING\r\n").await.expect("the old connection"), "+PONG\r\n");
+
+    std::fs::write(&files.cert, "garbage").expect("bad rotation");
+    hup();
+    let line = wait_for("TLS reload failed");
+    assert!(line.contains("no certificate found"), "{line}");
+    let again = connect(&pki.client(&[], None), addr).await.expect("still served");
+    assert_eq!(peer_certificate(&again), peer_certificate(&after));
+
+    let status = Process::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill -TERM");
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}
