@@ -69,9 +69,10 @@ impl Drop for Busy {
 }
 
 /// A connection's [`Activity`], as gRPC's connect info: tonic puts it in every request's
-/// extensions, where [`BusyLayer`] finds it.
+/// extensions, where [`BusyLayer`] finds it. `None` without `--idle-timeout`: then requests are
+/// not counted at all.
 #[derive(Debug, Clone)]
-pub struct ConnActivity(pub Arc<Activity>);
+pub struct ConnActivity(pub Option<Arc<Activity>>);
 
 /// A connection's stream that ends once the connection has been idle for `timeout`.
 #[derive(Debug)]
@@ -240,7 +241,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let busy = req.extensions().get::<ConnActivity>().map(|a| a.0.begin());
+        let busy = req.extensions().get::<ConnActivity>().and_then(|a| a.0.as_ref()).map(Activity::begin);
         BusyFuture { inner: self.inner.call(req), busy }
     }
 }

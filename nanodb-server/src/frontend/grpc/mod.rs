@@ -215,13 +215,21 @@ async fn accept(
 struct Conn {
     stream: Idle<MaybeTls>,
     activity: Arc<Activity>,
+    /// Whether requests are counted (only `--idle-timeout` needs it).
+    counted: bool,
     _open: ConnectionGuard,
 }
 
 impl Conn {
     fn new(stream: MaybeTls, open: ConnectionGuard, ctx: &Context) -> Self {
         let activity = Activity::new();
-        Self { stream: Idle::new(stream, activity.clone(), ctx.config.idle_timeout), activity, _open: open }
+        let idle = ctx.config.idle_timeout;
+        Self {
+            stream: Idle::new(stream, activity.clone(), idle),
+            activity,
+            counted: idle.is_some(),
+            _open: open,
+        }
     }
 }
 
@@ -229,7 +237,7 @@ impl Connected for Conn {
     type ConnectInfo = ConnActivity;
 
     fn connect_info(&self) -> ConnActivity {
-        ConnActivity(self.activity.clone())
+        ConnActivity(self.counted.then(|| self.activity.clone()))
     }
 }
 
