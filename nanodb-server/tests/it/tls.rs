@@ -1,6 +1,7 @@
 //! TLS on every frontend with rcgen-made certificates: each protocol through a real client over
 //! tokio-rustls, client certificates (required, optional, from another CA), certificate reload
-//! without dropping connections, plaintext and TLS clients on the wrong kind of port, bad files;
+//! without dropping connections (in-process and by SIGHUP to the binary), stalled handshakes,
+//! plaintext and TLS clients on the wrong kind of port, bad files;
 //! and the connection limits: `--idle-timeout` on every protocol, the HTTP header-read deadline.
 
 use std::net::SocketAddr;
@@ -634,4 +635,38 @@ async fn sighup_reloads_the_certificate_of_the_running_binary() {
     assert!(status.success());
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
     assert!(exit.success(), "{exit:?}");
+}
+
+/// A client that stalls in its handshake holds up nobody: on every port a real client connected
+/// after it is served at once, and the staller is closed after `handshake_timeout`.
+#[tokio::test]
+async fn a_stalled_handshake_blocks_no_one_and_is_closed_after_the_handshake_timeout() {
+    let pki = Pki::new("NanoDB test CA");
+    let server = start(Config {
+        handshake_timeout: Duration::from_millis(500),
+        ..all_ports(pki.server_files("server"))
+    })
+    .await;
+    let a = server.addrs();
+    for (addr, alpn) in [
+        (a.tcp.expect("tcp"), &b""[..]),
+        (a.resp.expect("resp"), b""),
+        (a.http.expect("http"), b"http/1.1"),
+        (a.grpc.expect("grpc"), b"h2"),
+    ] {
+        // Silent, and stalled inside its ClientHello.
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        let mut stalled = TcpStream::connect(addr).await.expect("connect");
+        stalled.write_all(&[0x16, 0x03, 0x01, 0x00, 0xF1, 0x01]).await.expect("half a hello");
+        let alpn: Vec<&[u8]> = if alpn.is_empty() { vec![] } else { vec![alpn] };
+        let served =
+            tokio::time::timeout(Duration::from_secs(5), connect(&pki.client(&alpn, None), addr)).await;
+        assert!(
+            matches!(served, Ok(Ok(_))),
+            "{addr}: a client behind the stalled ones was not served: {served:?}"
+        );
+        closed_by_server(&mut silent).await;
+        closed_by_server(&mut stalled).await;
+    }
+    server.shutdown().await;
 }
