@@ -68,11 +68,17 @@ impl Drop for Busy {
     }
 }
 
-/// A connection's [`Activity`], as gRPC's connect info: tonic puts it in every request's
-/// extensions, where [`BusyLayer`] finds it. `None` without `--idle-timeout`: then requests are
-/// not counted at all.
+/// A connection's [`Activity`] and addresses, as gRPC's connect info: tonic puts it in every
+/// request's extensions, where [`BusyLayer`] finds it. The activity is `None` without
+/// `--idle-timeout` (then requests are not counted at all).
 #[derive(Debug, Clone)]
-pub struct ConnActivity(pub Option<Arc<Activity>>);
+pub struct ConnActivity {
+    /// The connection's activity, when counted.
+    pub activity: Option<Arc<Activity>>,
+    /// Its addresses, put back in each request as tonic's own `TcpConnectInfo` so that
+    /// `tonic::Request::remote_addr` keeps working.
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+}
 
 /// A connection's stream that ends once the connection has been idle for `timeout`.
 #[derive(Debug)]
@@ -240,8 +246,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let busy = req.extensions().get::<ConnActivity>().and_then(|a| a.0.as_ref()).map(Activity::begin);
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        let mut busy = None;
+        if let Some(conn) = req.extensions().get::<ConnActivity>().cloned() {
+            busy = conn.activity.as_ref().map(Activity::begin);
+            req.extensions_mut().insert(conn.tcp);
+        }
         BusyFuture { inner: self.inner.call(req), busy }
     }
 }

@@ -237,7 +237,10 @@ impl Connected for Conn {
     type ConnectInfo = ConnActivity;
 
     fn connect_info(&self) -> ConnActivity {
-        ConnActivity(self.counted.then(|| self.activity.clone()))
+        ConnActivity {
+            activity: self.counted.then(|| self.activity.clone()),
+            tcp: self.stream.get_ref().tcp().connect_info(),
+        }
     }
 }
 
