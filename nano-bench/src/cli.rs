@@ -254,6 +254,12 @@ pub struct BenchArgs {
     /// The protocol to speak.
     #[arg(long, value_enum, default_value = "tcp")]
     pub protocol: Protocol,
+    /// Speak TLS (a NanoDB started with --tls-cert, or Redis's --tls-port); needs --ca.
+    #[arg(long, requires = "ca")]
+    pub tls: bool,
+    /// CA certificates (PEM) to trust for --tls; implies --tls.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
     /// Virtual users: independent request streams, each recording its own histogram.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub concurrency: usize,

@@ -10,3 +10,4 @@ pub mod glob;
 pub mod persist;
 pub mod server;
 pub mod stats;
+pub mod tls;

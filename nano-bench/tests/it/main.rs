@@ -12,6 +12,7 @@ mod resp;
 mod scheduler;
 mod stubs;
 mod tcp;
+mod tls;
 mod watch;
 
 use clap::Parser;
