@@ -250,6 +250,14 @@ impl Auth {
         Ok(principal)
     }
 
+    /// The user name an `Authorization: Basic` value claims (for logging a failure), if it
+    /// decodes; never the password.
+    pub fn basic_user(credentials: &[u8]) -> String {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).unwrap_or_default();
+        let name = decoded.split(|&c| c == b':').next().unwrap_or_default();
+        String::from_utf8_lossy(name).chars().take(64).collect()
+    }
+
     /// Counts a failed authentication on `protocol` and logs it (never the password), at most
     /// one warning a second; the rest are counted in the next warning.
     pub fn record_failure(&self, protocol: Protocol, user: &str, peer: Option<SocketAddr>) {
@@ -389,6 +397,8 @@ mod tests {
         assert!(a.basic(b"!!!").is_err());
         let no_colon = base64::engine::general_purpose::STANDARD.encode("default");
         assert!(a.basic(no_colon.as_bytes()).is_err());
+        assert_eq!(Auth::basic_user(good.as_bytes()), "default", "the user, never the password");
+        assert_eq!(Auth::basic_user(b"!!!"), "");
         a.set_user("default", &["resetpass", ">new"]).expect("setuser");
         assert!(a.basic(good.as_bytes()).is_err(), "a cached header dies with the password");
         let off = Auth::off();

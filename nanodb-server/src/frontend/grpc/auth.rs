@@ -62,7 +62,7 @@ fn resolve<B>(auth: &Auth, request: &http::Request<B>) -> Result<Caller, Error> 
         Credentials::Basic(b64) => match auth.basic(b64) {
             Ok(principal) => Ok(Caller::user(Protocol::Grpc, principal)),
             Err(e) => {
-                auth.record_failure(Protocol::Grpc, "(basic)", None);
+                auth.record_failure(Protocol::Grpc, &Auth::basic_user(b64), None);
                 Err(e.into())
             }
         },

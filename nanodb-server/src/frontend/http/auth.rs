@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use nanodb_protocol::Error;
 
 use super::{AppError, AppState, Run, Shared};
-use crate::auth::{Caller, Need};
+use crate::auth::{Auth, Caller, Need};
 use crate::feed::Topic;
 use crate::stats::Protocol;
 
@@ -64,7 +64,7 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         Credentials::Basic(b64) => match auth.basic(b64) {
             Ok(principal) => Caller::user(Protocol::Http, principal),
             Err(e) => {
-                auth.record_failure(Protocol::Http, "(basic)", None);
+                auth.record_failure(Protocol::Http, &Auth::basic_user(b64), None);
                 return AppError::from(Error::from(e)).into_response();
             }
         },
