@@ -21,6 +21,8 @@ pub trait TypedCommand: Into<Command> + Sized {
     const KIND: u8;
     /// Whether it reads or writes the keyspace.
     const CLASS: Class;
+    /// Which command it is (what permissions are checked against).
+    const COMMAND: CommandName;
     /// The keys it touches (for permissions and routing).
     fn keys(&self) -> Keys<'_>;
     /// Checks every key, field, value and count against `limits`.

@@ -42,6 +42,7 @@ macro_rules! commands {
                 const NAME: &'static str = $label;
                 const KIND: u8 = crate::wire::kind::$kind;
                 const CLASS: Class = Class::$class;
+                const COMMAND: CommandName = CommandName::$name;
 
                 fn keys(&self) -> Keys<'_> {
                     let $kc = self;

@@ -108,6 +108,16 @@ pub enum Error {
     /// A fault inside the server; details are in the server's log, not here.
     #[error("internal error")]
     Internal,
+    /// Authentication is required before this request (auth is on and the caller has not
+    /// authenticated).
+    #[error("Authentication required.")]
+    NoAuth,
+    /// Unknown user, wrong password or disabled user (deliberately not told apart).
+    #[error("invalid username-password pair or user is disabled.")]
+    WrongPass,
+    /// The authenticated user may not do this.
+    #[error("{0}")]
+    NoPerm(Denied),
     /// An error as a client received it from a server: its code and message, verbatim.
     #[error("{message}")]
     Remote {
@@ -116,6 +126,34 @@ pub enum Error {
         /// The server's message.
         message: String,
     },
+}
+
+/// What a user was refused, in Redis's words (`-NOPERM ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// The command's category is not granted to the user.
+    Command {
+        /// The user.
+        user: String,
+        /// The command, as the client's protocol names it.
+        command: String,
+    },
+    /// A key the command touches (or a watch could deliver) is not granted.
+    Key,
+    /// The channel is not granted.
+    Channel,
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Command { user, command } => {
+                write!(f, "User {user} has no permissions to run the '{command}' command")
+            }
+            Self::Key => f.write_str("No permissions to access a key"),
+            Self::Channel => f.write_str("No permissions to access a channel"),
+        }
+    }
 }
 
 /// The stable code of an [`Error`]: a number on the binary protocol, a name everywhere else.
@@ -160,11 +198,17 @@ pub enum ErrorCode {
     Busy = 18,
     /// Internal fault.
     Internal = 19,
+    /// Authentication is required first.
+    NoAuth = 20,
+    /// Wrong credentials.
+    WrongPass = 21,
+    /// Not permitted for this user.
+    NoPerm = 22,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::InvalidArgument,
         Self::KeyTooLarge,
         Self::ValueTooLarge,
@@ -184,6 +228,9 @@ impl ErrorCode {
         Self::Timeout,
         Self::Busy,
         Self::Internal,
+        Self::NoAuth,
+        Self::WrongPass,
+        Self::NoPerm,
     ];
 
     /// The stable name, as used in JSON bodies and gRPC/TCP messages.
@@ -208,6 +255,9 @@ impl ErrorCode {
             Self::Timeout => "TIMEOUT",
             Self::Busy => "BUSY",
             Self::Internal => "INTERNAL",
+            Self::NoAuth => "NOAUTH",
+            Self::WrongPass => "WRONGPASS",
+            Self::NoPerm => "NOPERM",
         }
     }
 
@@ -251,6 +301,9 @@ impl Error {
             Self::Timeout => ErrorCode::Timeout,
             Self::Busy => ErrorCode::Busy,
             Self::Internal => ErrorCode::Internal,
+            Self::NoAuth => ErrorCode::NoAuth,
+            Self::WrongPass => ErrorCode::WrongPass,
+            Self::NoPerm(_) => ErrorCode::NoPerm,
             Self::Remote { code, .. } => *code,
         }
     }

@@ -170,6 +170,17 @@ impl ServerCodec {
     pub fn new(max_frame_len: usize) -> Self {
         Self { frames: FrameCodec::new(max_frame_len) }
     }
+
+    /// Changes the frame limit for what is decoded next (the server narrows it until a
+    /// connection authenticates).
+    pub fn set_max_frame_len(&mut self, max_frame_len: usize) {
+        self.frames = FrameCodec::new(max_frame_len);
+    }
+
+    /// The frame limit in force.
+    pub fn max_frame_len(&self) -> usize {
+        self.frames.max_frame_len()
+    }
 }
 
 impl Decoder for ServerCodec {

@@ -28,7 +28,7 @@ pub use command::{
     Class, Command, CommandName, Entry, Expiry, FromReply, KeyType, Keys, Limits, ListEnd, Pong,
     PutCondition, PutOutcome, Reply, ScanEntry, ScanPage, TypedCommand,
 };
-pub use error::{Error, ErrorCode};
+pub use error::{Denied, Error, ErrorCode};
 pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};
 pub use watch::{EventType, Push, Subscription};
 pub use wire::{Request, Response};

@@ -28,6 +28,8 @@ pub mod kind {
     pub const HELLO: u8 = 0x01;
     /// Round trip: empty body.
     pub const PING: u8 = 0x02;
+    /// Authentication: `user | password` (replies `R_BOOL` 1, or ERROR `WRONGPASS`).
+    pub const AUTH: u8 = 0x03;
     /// `key`.
     pub const GET: u8 = 0x10;
     /// `key | value | u64 ttl_ms | u8 condition | u64 expected_version`.
@@ -160,10 +162,27 @@ pub enum Request {
         /// The protocol version the client speaks.
         version: u16,
     },
+    /// Authenticate the connection as `user` (PROTOCOL.md section 10).
+    Auth {
+        /// The user name (`default` for `--requirepass`).
+        user: Bytes,
+        /// The password.
+        password: Password,
+    },
     /// Any data command.
     Command(Command),
     /// A change to what the connection is pushed (connection state, not an engine command).
     Subscription(Subscription),
+}
+
+/// A password on its way: its `Debug` never shows it, so a logged request does not leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub Bytes);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 /// What a server answers.
@@ -213,6 +232,12 @@ pub fn encode_request(id: u32, request: &Request, dst: &mut BytesMut) -> Result<
             let start = FrameCodec::begin(dst, kind::HELLO, id);
             dst.put_slice(&MAGIC);
             dst.put_u16(*version);
+            FrameCodec::finish(dst, start);
+        }
+        Request::Auth { user, password } => {
+            let start = FrameCodec::begin(dst, kind::AUTH, id);
+            put_bytes(dst, user);
+            put_bytes(dst, &password.0);
             FrameCodec::finish(dst, start);
         }
         Request::Command(cmd) => {
@@ -654,6 +679,8 @@ pub fn decode_request(kind: u8, body: Bytes) -> Result<Request, Error> {
             return Err(malformed("HELLO must start with the magic bytes \"NANO\""));
         }
         Request::Hello { version: r.u16("version")? }
+    } else if kind == kind::AUTH {
+        Request::Auth { user: r.bytes("user")?, password: Password(r.bytes("password")?) }
     } else if let Some(sub) = Subscription::decode_body(kind, &mut r)? {
         Request::Subscription(sub)
     } else {
@@ -1128,6 +1155,7 @@ mod tests {
     fn protocol_md_examples_match_the_implementation() {
         assert_eq!(check_doc_example("## 7. Example"), 6);
         assert_eq!(check_doc_example("### 9.4 Example"), 9);
+        assert_eq!(check_doc_example("### 10.1 Example"), 6);
     }
 
     /// Checks every `->`/`<-` line of the section under `heading`; returns how many.

@@ -261,6 +261,10 @@ pub struct Cli {
     #[arg(long, help_heading = WATCH, env = "NANODB_NOTIFY_KEYSPACE_EVENTS", default_value = "", value_parser = NotifyFlags::parse, value_name = "FLAGS")]
     pub notify_keyspace_events: NotifyFlags,
 
+    /// Users and authentication (#15).
+    #[command(flatten)]
+    pub auth: AuthCli,
+
     // --- TLS and connection limits (#15) ---
     /// Certificate chain (PEM, leaf first) to serve every frontend over TLS with; needs
     /// `--tls-key`. Re-read with the key on SIGHUP.
@@ -301,6 +305,60 @@ pub struct Cli {
     /// REST; at least 1KiB. (HTTP/1 requests are bounded by hyper's 100 headers and ~400KiB.)
     #[arg(long, help_heading = TLS, env = "NANODB_HTTP2_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size, value_name = "SIZE")]
     pub http2_max_header_bytes: u64,
+}
+
+// ---- Users and authentication (#15) ----
+
+const SECURITY: &str = "Security";
+
+/// The users and authentication flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthCli {
+    /// Password of the `default` user (as Redis's requirepass); turns authentication on.
+    #[arg(long, help_heading = SECURITY, env = "NANODB_REQUIREPASS", hide_env_values = true, value_name = "PASS")]
+    pub requirepass: Option<String>,
+
+    /// Users in Redis ACL rule syntax, one `user NAME rules...` per line; turns authentication on.
+    /// ACL SAVE rewrites it, ACL LOAD re-reads it.
+    #[arg(long, help_heading = SECURITY, env = "NANODB_USERS_FILE", value_name = "FILE")]
+    pub users_file: Option<PathBuf>,
+
+    /// Refuse to start when a frontend listens on a non-loopback address without a password or a
+    /// users file.
+    #[arg(long, help_heading = SECURITY, env = "NANODB_PROTECTED_MODE", default_value = "yes", value_parser = on_off, action = clap::ArgAction::Set, value_name = "yes|no")]
+    pub protected_mode: bool,
+}
+
+/// Users and authentication settings.
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// `default`'s password.
+    pub requirepass: Option<String>,
+    /// The users file.
+    pub users_file: Option<PathBuf>,
+    /// Protected mode (on unless `--protected-mode no`).
+    pub protected_mode: bool,
+}
+
+/// Never prints the password.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("requirepass", &self.requirepass.as_ref().map(|_| "<redacted>"))
+            .field("users_file", &self.users_file)
+            .field("protected_mode", &self.protected_mode)
+            .finish()
+    }
+}
+
+impl From<AuthCli> for AuthConfig {
+    fn from(c: AuthCli) -> Self {
+        Self {
+            requirepass: c.requirepass.filter(|p| !p.is_empty()),
+            users_file: c.users_file,
+            protected_mode: c.protected_mode,
+        }
+    }
 }
 
 /// The resolved configuration the server runs with.
@@ -360,6 +418,8 @@ pub struct Config {
     pub feed: FeedLimits,
     /// Keyspace notifications at start.
     pub notify_keyspace_events: NotifyFlags,
+    /// Users and authentication.
+    pub auth: AuthConfig,
     /// TLS for every frontend, when configured.
     pub tls: Option<TlsFiles>,
     /// Idle connections are closed after this; `None` for never.
@@ -459,6 +519,7 @@ impl From<Cli> for Config {
                 max_topic_len: c.max_key_len,
             },
             notify_keyspace_events: c.notify_keyspace_events,
+            auth: c.auth.into(),
             tls: match (c.tls_cert, c.tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles {
                     cert,

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::Auth;
 use crate::config::{Config, ListenAddr};
 use crate::engine::Engine;
 use crate::feed::Hub;
@@ -42,6 +43,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The users file is malformed (`FILE:LINE: reason`), or protected mode refused an address.
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// The addresses the server actually listens on (port 0 resolved).
@@ -87,12 +91,15 @@ impl Server {
     /// Binds every configured listener (all before serving any, so a taken port fails fast) and
     /// starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        let auth = auth_from(&config)?;
         // TLS files are checked before anything binds: a bad file refuses to start, naming it.
         let tls = config.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
         let resp = bind("resp-addr", &config.resp_addr).await?;
         let http = bind("http-addr", &config.http_addr).await?;
         let grpc = bind("grpc-addr", &config.grpc_addr).await?;
+        let bound = [("tcp-addr", &tcp), ("resp-addr", &resp), ("http-addr", &http), ("grpc-addr", &grpc)];
+        protected_mode(&config, &auth, bound.iter().filter_map(|(f, b)| Some((*f, b.as_ref()?.1))))?;
 
         let config = Arc::new(config);
         // The change feed observes the engine's effects; the engine knows it only as an observer.
@@ -139,6 +146,7 @@ impl Server {
             tasks: tasks.clone(),
             stats: stats.clone(),
             log: persistence.as_ref().map(|p| p.log().clone()),
+            auth,
         };
 
         let mut addrs = BoundAddrs::default();
@@ -292,4 +300,36 @@ async fn sweeper(engine: Arc<Engine>, every: std::time::Duration, shutdown: Canc
             }
         }
     }
+}
+
+// ---- Users and authentication (#15) ----
+
+/// The users registry the configuration describes; a bad users file refuses to start.
+fn auth_from(config: &Config) -> Result<Arc<Auth>, StartError> {
+    let a = &config.auth;
+    let auth =
+        Auth::from_config(a.requirepass.as_deref(), a.users_file.as_deref()).map_err(StartError::Auth)?;
+    if auth.enabled() {
+        info!(users = auth.users().len(), "authentication on");
+    }
+    Ok(Arc::new(auth))
+}
+
+/// Protected mode: without authentication, only loopback addresses may be listened on.
+fn protected_mode(
+    config: &Config,
+    auth: &Auth,
+    bound: impl Iterator<Item = (&'static str, SocketAddr)>,
+) -> Result<(), StartError> {
+    if auth.enabled() || !config.auth.protected_mode {
+        return Ok(());
+    }
+    for (flag, addr) in bound {
+        if !addr.ip().is_loopback() {
+            return Err(StartError::Auth(format!(
+                "protected mode: refusing to listen on {addr} (--{flag}) without authentication; set --requirepass or --users-file, or pass --protected-mode no to allow it"
+            )));
+        }
+    }
+    Ok(())
 }

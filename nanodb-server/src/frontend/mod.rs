@@ -23,11 +23,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Auth, Caller, Need};
 use crate::config::Config;
 use crate::engine::{Apply, Engine, LogPosition, value};
 use crate::feed::Hub;
 use crate::persist::AppendLog;
-use crate::stats::{Protocol, Stats};
+use crate::stats::Stats;
 
 /// What every frontend gets: the engine, the change feed, the configuration, the shutdown token
 /// and the tracker its connection tasks register with so shutdown can wait for them.
@@ -47,6 +48,8 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// The append-only log when persistence is on: replies to writes wait on it.
     pub log: Option<Arc<AppendLog>>,
+    /// Users and permissions; off unless `--requirepass` or `--users-file` is given.
+    pub auth: Arc<Auth>,
 }
 
 impl Context {
@@ -64,14 +67,15 @@ impl Context {
             tasks: TaskTracker::new(),
             stats: Arc::default(),
             log: None,
+            auth: Arc::new(Auth::off()),
         }
     }
 
     /// The one way a frontend runs a command: applies it ([`Context::run_pipelined`]) and returns its
     /// typed output once its effect may be acknowledged under the fsync policy. A write whose log
     /// record cannot be made durable is answered with the log's error, never with success.
-    pub async fn run<C: Run>(&self, protocol: Protocol, cmd: C) -> Result<C::Output, Error> {
-        let (result, position) = self.run_pipelined(protocol, cmd);
+    pub async fn run<C: Run>(&self, caller: &Caller, cmd: C) -> Result<C::Output, Error> {
+        let (result, position) = self.run_pipelined(caller, cmd);
         self.durable(position).await?;
         result
     }
@@ -80,13 +84,26 @@ impl Context {
     /// records it, without waiting; returns the log position to wait for (with
     /// [`Context::durable`]) before acknowledging it. A pipelining frontend applies a whole batch,
     /// then waits once for the largest position.
-    pub fn run_pipelined<C: Run>(&self, protocol: Protocol, cmd: C) -> (Result<C::Output, Error>, u64) {
+    ///
+    /// This is where authorization happens, once, for every protocol: the caller's permissions
+    /// against the command's class and every key it touches (every operation of a batch), before
+    /// the engine sees it; a refused command changes nothing.
+    pub fn run_pipelined<C: Run>(&self, caller: &Caller, cmd: C) -> (Result<C::Output, Error>, u64) {
         let started = Instant::now();
         let op = cmd.name();
         let mut at = LogPosition::default();
-        let result = cmd.run_in(self, &mut at);
-        self.stats.record(protocol, op, result.is_ok(), started.elapsed());
+        let result = match caller.authorize_with(|| cmd.need()) {
+            Ok(()) => cmd.run_in(self, &mut at),
+            Err(e) => Err(e),
+        };
+        self.stats.record(caller.protocol, op, result.is_ok(), started.elapsed());
         (result, at.0)
+    }
+
+    /// The same check for what is not a command: a watch (read permission on every key it could
+    /// deliver), a subscription (the channel or pattern), an admin operation.
+    pub fn authorize(&self, caller: &Caller, need: Need<'_>) -> Result<(), Error> {
+        caller.authorize(need)
     }
 
     /// Sends a dynamic command where it belongs: keyspace commands to the engine (writes refused
@@ -129,6 +146,8 @@ pub trait Run: Sized {
     type Output;
     /// Its name, for stats.
     fn name(&self) -> &'static str;
+    /// What running it needs permission for: its command and keys.
+    fn need(&self) -> Need<'_>;
     /// Runs it, raising `at` to the log position its writes reached.
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Self::Output, Error>;
 }
@@ -139,6 +158,10 @@ impl<C: Apply> Run for C {
 
     fn name(&self) -> &'static str {
         C::NAME
+    }
+
+    fn need(&self) -> Need<'_> {
+        Need::Command(C::COMMAND, self.keys())
     }
 
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<C::Output, Error> {
@@ -155,6 +178,10 @@ impl Run for cmd::Publish {
 
     fn name(&self) -> &'static str {
         <Self as TypedCommand>::NAME
+    }
+
+    fn need(&self) -> Need<'_> {
+        Need::Command(<Self as TypedCommand>::COMMAND, TypedCommand::keys(self))
     }
 
     fn run_in(self, ctx: &Context, _: &mut LogPosition) -> Result<i64, Error> {
@@ -174,6 +201,10 @@ impl Run for cmd::Batch {
         <Self as TypedCommand>::NAME
     }
 
+    fn need(&self) -> Need<'_> {
+        Need::Command(<Self as TypedCommand>::COMMAND, TypedCommand::keys(self))
+    }
+
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Self::Output, Error> {
         self.validate(ctx.engine.limits())?;
         Ok(self.ops.into_iter().map(|op| ctx.route(op, at)).collect())
@@ -186,6 +217,10 @@ impl Run for Command {
 
     fn name(&self) -> &'static str {
         Command::name(self)
+    }
+
+    fn need(&self) -> Need<'_> {
+        Need::Command(self.command_name(), self.keys())
     }
 
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Reply, Error> {
@@ -265,6 +300,7 @@ mod tests {
     use nanodb_protocol::{Command, Error, Reply, cmd};
 
     use super::Context;
+    use crate::auth::Caller;
     use crate::config::Config;
     use crate::stats::Protocol;
 
@@ -275,7 +311,7 @@ mod tests {
     #[test]
     fn batch_applies_in_order_with_one_result_each() {
         let ctx = Context::for_tests(Config::all_off());
-        let run = |cmd| ctx.run_pipelined(Protocol::Tcp, cmd).0;
+        let run = |cmd| ctx.run_pipelined(&Caller::everything(Protocol::Tcp), cmd).0;
         run(Command::Append(cmd::Append { key: b("s"), value: b("text") })).expect("append");
         let ops = vec![
             Command::Incr(cmd::Incr { key: b("n"), delta: 2 }),
@@ -304,9 +340,15 @@ mod tests {
         let ctx = Context::for_tests(config);
         let incr = Command::Incr(cmd::Incr { key: b("n"), delta: 1 });
         let batch = Command::Batch(cmd::Batch { ops: vec![incr.clone(), incr.clone(), incr] });
-        assert!(matches!(ctx.run_pipelined(Protocol::Tcp, batch).0, Err(Error::LimitExceeded { .. })));
+        assert!(matches!(
+            ctx.run_pipelined(&Caller::everything(Protocol::Tcp), batch).0,
+            Err(Error::LimitExceeded { .. })
+        ));
         assert_eq!(ctx.engine.key_count(), 0, "nothing of a refused batch was applied");
         let publish = Command::Publish(cmd::Publish { channel: b("c"), message: b("too long") });
-        assert!(matches!(ctx.run_pipelined(Protocol::Tcp, publish).0, Err(Error::ValueTooLarge { .. })));
+        assert!(matches!(
+            ctx.run_pipelined(&Caller::everything(Protocol::Tcp), publish).0,
+            Err(Error::ValueTooLarge { .. })
+        ));
     }
 }

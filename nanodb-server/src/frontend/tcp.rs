@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use nanodb_protocol::wire::PROTOCOL_VERSION;
-use nanodb_protocol::{Error, FrameError, Request, Response, ServerCodec};
+use nanodb_protocol::{Error, FrameError, Reply, Request, Response, ServerCodec};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
@@ -41,9 +41,13 @@ use tracing::{debug, warn};
 use self::watch::{Batch, Feed};
 use super::Context;
 use super::sniff::{self, Foreign};
+use crate::auth::{Caller, Need};
 use crate::stats::Protocol;
 use crate::tls::{Alpn, Tls};
 
+/// Largest frame before a connection authenticates (when auth is on): an anonymous client must
+/// not make the server buffer much.
+pub const UNAUTHENTICATED_MAX_FRAME: usize = 64 * 1024;
 /// Read buffer capacity per connection; grows up to the frame limit only when a large frame comes.
 const READ_BUFFER: usize = 16 * 1024;
 /// Most requests applied before their replies are sent: bounds a batch's memory and latency when
@@ -165,7 +169,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             framed.send((id, Response::Error(e))).await?;
             return Ok(End::Handshake(why));
         }
-        Ok(Some(Ok((id, Ok(Request::Command(_) | Request::Subscription(_)))))) => {
+        Ok(Some(Ok((id, Ok(Request::Command(_) | Request::Subscription(_) | Request::Auth { .. }))))) => {
             framed.send((id, Response::Error(Error::HandshakeRequired))).await?;
             return Ok(End::Handshake(Error::HandshakeRequired.to_string()));
         }
@@ -178,6 +182,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let max_frame_len = u32::try_from(ctx.config.max_frame_len).unwrap_or(u32::MAX);
     framed.send((id, Response::Hello { version: PROTOCOL_VERSION, max_frame_len })).await?;
+    let mut caller = ctx.auth.new_caller(Protocol::Tcp);
+    if !caller.is_authenticated() {
+        framed.codec_mut().set_max_frame_len(ctx.config.max_frame_len.min(UNAUTHENTICATED_MAX_FRAME));
+    }
 
     let mut batch: Batch = Vec::with_capacity(64);
     let mut feed = Feed::new(ctx.feed.clone());
@@ -209,7 +217,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         // Apply everything already received (up to a bound), wait once for the log, reply at once.
         loop {
             match item {
-                Ok((id, request)) => respond(ctx, &mut feed, id, request, &mut batch).await,
+                Ok((id, request)) => {
+                    let was = caller.is_authenticated();
+                    respond(ctx, &mut caller, peer, &mut feed, id, request, &mut batch).await;
+                    if !was && caller.is_authenticated() {
+                        framed.codec_mut().set_max_frame_len(ctx.config.max_frame_len);
+                    }
+                }
                 Err(e) => {
                     send_batch(ctx, &mut framed, &mut batch).await?;
                     return fail_stream(&mut framed, e).await.map(|()| End::Done);
@@ -290,17 +304,57 @@ async fn send_batch<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Applies one request and appends its response, with the log position it must wait for.
-async fn respond(ctx: &Context, feed: &mut Feed, id: u32, request: Result<Request, Error>, out: &mut Batch) {
+async fn respond(
+    ctx: &Context,
+    caller: &mut Caller,
+    peer: SocketAddr,
+    feed: &mut Feed,
+    id: u32,
+    request: Result<Request, Error>,
+    out: &mut Batch,
+) {
     match request {
         Ok(Request::Command(cmd)) => {
-            let (result, position) = ctx.run_pipelined(Protocol::Tcp, cmd);
+            let (result, position) = ctx.run_pipelined(caller, cmd);
             out.push((id, Response::from(result), position));
         }
-        Ok(Request::Subscription(op)) => feed.handle(ctx, id, op, out).await,
+        Ok(Request::Auth { user, password }) => {
+            let result = authenticate(ctx, caller, peer, &user, &password.0).map(|()| Reply::Bool(true));
+            out.push((id, Response::from(result), 0));
+        }
+        Ok(Request::Subscription(op)) => match ctx.authorize(caller, Need::of_subscription(&op)) {
+            Ok(()) => feed.handle(ctx, id, op, out).await,
+            Err(e) => out.push((id, Response::Error(e), 0)),
+        },
         Ok(Request::Hello { .. }) => {
             out.push((id, Response::Error(Error::Malformed("HELLO may only be sent once".into())), 0));
         }
         Err(e) => out.push((id, Response::Error(e), 0)),
+    }
+}
+
+/// AUTH: on success the connection runs as `user` from its next request; a failure is counted and
+/// logged (never the password) and leaves the connection as it was.
+fn authenticate(
+    ctx: &Context,
+    caller: &mut Caller,
+    peer: SocketAddr,
+    user: &[u8],
+    password: &[u8],
+) -> Result<(), Error> {
+    let name = String::from_utf8_lossy(user);
+    if !ctx.auth.enabled() {
+        return if name == "default" { Ok(()) } else { Err(Error::WrongPass) };
+    }
+    match ctx.auth.authenticate(&name, password) {
+        Ok(principal) => {
+            *caller = Caller::user(Protocol::Tcp, principal);
+            Ok(())
+        }
+        Err(e) => {
+            ctx.auth.record_failure(Protocol::Tcp, &name, Some(peer));
+            Err(e.into())
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub fn code(c: ErrorCode) -> Code {
         ErrorCode::ShuttingDown | ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::Timeout => Code::DeadlineExceeded,
         ErrorCode::Internal => Code::Internal,
+        ErrorCode::NoAuth | ErrorCode::WrongPass => Code::Unauthenticated,
+        ErrorCode::NoPerm => Code::PermissionDenied,
     }
 }
 

@@ -15,6 +15,7 @@
 //! - Shutdown: when `ctx.shutdown` fires, health turns `NOT_SERVING`, the listener stops and
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
+mod auth;
 mod convert;
 mod reach;
 mod service;
@@ -122,6 +123,8 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
         .layer(MapResultLayer::new(shed_to_status))
         .layer(LoadShedLayer::new())
         .layer(GlobalConcurrencyLimitLayer::new(in_flight))
+        // Credentials before the message is decoded; a pass-through with auth off.
+        .layer(auth::AuthLayer::new(ctx.auth.enabled().then(|| ctx.auth.clone())))
         .add_service(kv)
         .add_service(admin)
         .add_service(health_service)

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{OpKind, Respond, operation_result, status};
 use super::watch::{self, EventStream};
+use crate::auth::{Caller, Need};
 use crate::frontend::{Context, Run};
 use crate::stats::{Protocol, resident_memory_bytes};
 
@@ -32,12 +33,12 @@ impl KvService {
 /// may be acknowledged under the fsync policy (a message that does not convert is recorded as a
 /// failed `C`). The hot path: one engine call, two clock reads, a few relaxed atomics (and no
 /// await without a write).
-async fn run<C, M>(ctx: &Context, msg: M) -> Result<<C as Run>::Output, Status>
+async fn run<C, M>(ctx: &Context, caller: &Caller, msg: M) -> Result<<C as Run>::Output, Status>
 where
     C: TypedCommand + Run + TryFrom<M, Error = Error>,
 {
     let result = match C::try_from(msg) {
-        Ok(cmd) => ctx.run(Protocol::Grpc, cmd).await,
+        Ok(cmd) => ctx.run(caller, cmd).await,
         Err(e) => {
             ctx.stats.record(Protocol::Grpc, C::NAME, false, std::time::Duration::ZERO);
             Err(e)
@@ -46,12 +47,22 @@ where
     result.map_err(|e| status(&e))
 }
 
+/// Who sent `request`: what the authentication layer ([`super::auth`]) resolved from its
+/// metadata, or, without that layer (auth off), the registry's default.
+fn caller<M>(ctx: &Context, request: &Request<M>) -> Caller {
+    match request.extensions().get::<Caller>() {
+        Some(c) => c.clone(),
+        None => ctx.auth.new_caller(Protocol::Grpc),
+    }
+}
+
 /// A unary RPC of command `C`: [`run`], then its response as [`Respond`] encodes it.
 async fn call<C, M>(ctx: &Context, request: Request<M>) -> Result<Response<C::Response>, Status>
 where
     C: Respond + Run<Output = <C as TypedCommand>::Output> + TryFrom<M, Error = Error>,
 {
-    let out = run::<C, M>(ctx, request.into_inner()).await?;
+    let caller = caller(ctx, &request);
+    let out = run::<C, M>(ctx, &caller, request.into_inner()).await?;
     Ok(Response::new(C::respond(out)))
 }
 
@@ -112,10 +123,11 @@ kv_service! {
     }
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {
+        let caller = caller(&self.ctx, &request);
         let msg = request.into_inner();
         // An operation without a kind fails the conversion below, before anything runs.
         let kinds: Vec<OpKind> = msg.ops.iter().filter_map(OpKind::of).collect();
-        let results = run::<cmd::Batch, _>(&self.ctx, msg).await?;
+        let results = run::<cmd::Batch, _>(&self.ctx, &caller, msg).await?;
         if results.len() != kinds.len() {
             return Err(status(&Error::Internal));
         }
@@ -128,7 +140,8 @@ kv_service! {
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let started = Instant::now();
-        let result = watch::watch(&self.ctx, &self.streams, request.into_inner());
+        let caller = caller(&self.ctx, &request);
+        let result = watch::watch(&self.ctx, &caller, &self.streams, request.into_inner());
         self.ctx.stats.record(Protocol::Grpc, "watch", result.is_ok(), started.elapsed());
         Ok(Response::new(result?))
     }
@@ -140,7 +153,8 @@ kv_service! {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let started = Instant::now();
-        let result = watch::subscribe(&self.ctx, &self.streams, request.into_inner());
+        let caller = caller(&self.ctx, &request);
+        let result = watch::subscribe(&self.ctx, &caller, &self.streams, request.into_inner());
         self.ctx.stats.record(Protocol::Grpc, "subscribe", result.is_ok(), started.elapsed());
         Ok(Response::new(result?))
     }
@@ -176,10 +190,8 @@ impl Admin for AdminService {
         call::<cmd::Ping, _>(&self.ctx, request).await
     }
 
-    async fn stats(
-        &self,
-        _request: Request<pb::StatsRequest>,
-    ) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        self.ctx.authorize(&caller(&self.ctx, &request), Need::Authenticated).map_err(|e| status(&e))?;
         let started = Instant::now();
         let (ctx, stats) = (&self.ctx, &self.ctx.stats);
         let response = pb::StatsResponse {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::convert::status;
+use crate::auth::{Caller, Need};
 use crate::feed::{Delivery, EventKind, Subscriber, Topic};
 use crate::frontend::Context;
 
@@ -49,11 +50,13 @@ impl Drop for StreamPlace {
 /// after the client receives the response headers is delivered.
 pub fn watch(
     ctx: &Context,
+    caller: &Caller,
     streams: &Streams,
     req: pb::WatchRequest,
 ) -> Result<EventStream<pb::WatchEvent>, Status> {
-    let place = streams.take(ctx.config.max_streams)?;
     let topic = if req.prefix { Topic::Prefix(req.key) } else { Topic::Key(req.key) };
+    ctx.authorize(caller, Need::of_topic(&topic)).map_err(|e| status(&e))?;
+    let place = streams.take(ctx.config.max_streams)?;
     let mut sub = ctx.feed.subscriber();
     sub.add(topic, req.include_values).map_err(|e| status(&e))?;
     Ok(stream(sub, place, ctx.shutdown.clone(), watch_event))
@@ -62,6 +65,7 @@ pub fn watch(
 /// Starts a `Subscribe` stream over channels and channel patterns.
 pub fn subscribe(
     ctx: &Context,
+    caller: &Caller,
     streams: &Streams,
     req: pb::SubscribeRequest,
 ) -> Result<EventStream<pb::SubscribeMessage>, Status> {
@@ -70,10 +74,17 @@ pub fn subscribe(
             "subscribe needs at least one channel or pattern".into(),
         )));
     }
+    let topics: Vec<Topic> = req
+        .channels
+        .into_iter()
+        .map(Topic::Channel)
+        .chain(req.patterns.into_iter().map(Topic::Pattern))
+        .collect();
+    for topic in &topics {
+        ctx.authorize(caller, Need::of_topic(topic)).map_err(|e| status(&e))?;
+    }
     let place = streams.take(ctx.config.max_streams)?;
     let mut sub = ctx.feed.subscriber();
-    let topics =
-        req.channels.into_iter().map(Topic::Channel).chain(req.patterns.into_iter().map(Topic::Pattern));
     for topic in topics {
         sub.add(topic, false).map_err(|e| status(&e))?;
     }

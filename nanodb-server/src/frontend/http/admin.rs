@@ -6,15 +6,15 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use nanodb_protocol::Error;
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
+use super::Call;
 use super::error::{AppError, ErrorBody, json_response};
-use super::{ApiDoc, AppState};
+use super::{ApiDoc, Shared};
 use crate::stats::{LATENCY_BUCKETS_US, Protocol, resident_memory_bytes};
 
 /// What this port serves, and where.
@@ -114,7 +114,7 @@ pub async fn healthz() -> Response {
         (status = 200, description = "Ready", body = StatusJson),
         (status = 503, description = "Shutting down", body = ErrorBody),
     ))]
-pub async fn readyz(State(s): State<AppState>) -> Response {
+pub async fn readyz(s: Call) -> Response {
     if s.ctx.shutdown.is_cancelled() {
         return AppError::from(Error::ShuttingDown).into_response();
     }
@@ -148,7 +148,7 @@ pub struct StatsJson {
 /// Key count, memory, operations per protocol, uptime and version.
 #[utoipa::path(get, path = "/v1/stats", tag = "admin",
     responses((status = 200, description = "Statistics", body = StatsJson)))]
-pub async fn stats(State(s): State<AppState>) -> Response {
+pub async fn stats(s: Call) -> Response {
     let st = &s.ctx.stats;
     let body = StatsJson {
         keys: s.ctx.engine.key_count() as u64,
@@ -167,7 +167,7 @@ pub async fn stats(State(s): State<AppState>) -> Response {
 /// connections, keys, change-feed counters, memory.
 #[utoipa::path(get, path = "/metrics", tag = "admin",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
-pub async fn metrics(State(s): State<AppState>) -> Response {
+pub async fn metrics(s: Call) -> Response {
     let mut r = render_metrics(&s).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -179,7 +179,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Renders every counter in the Prometheus text format (writes to a `String` cannot fail).
-pub fn render_metrics(s: &AppState) -> String {
+pub fn render_metrics(s: &Shared) -> String {
     let st = &s.ctx.stats;
     let mut out = String::with_capacity(4096);
     family(&mut out, "nanodb_requests_total", "counter", "Operations served, by protocol.");
@@ -201,6 +201,20 @@ pub fn render_metrics(s: &AppState) -> String {
             "nanodb_connections_total{{protocol=\"{}\"}} {}",
             p.as_str(),
             st.connections_total(p)
+        );
+    }
+    family(
+        &mut out,
+        "nanodb_auth_failures_total",
+        "counter",
+        "Failed authentications (wrong or missing credentials), by protocol.",
+    );
+    for p in Protocol::ALL {
+        let _ = writeln!(
+            out,
+            "nanodb_auth_failures_total{{protocol=\"{}\"}} {}",
+            p.as_str(),
+            s.ctx.auth.failures(p)
         );
     }
     family(&mut out, "nanodb_keys", "gauge", "Keys in the engine, counting expired keys not yet swept.");

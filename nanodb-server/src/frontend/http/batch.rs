@@ -7,7 +7,6 @@
 //! meanings (bytes are a field's value, a type's name, a random key or a number's text). Every
 //! reply has a form, so no operation can answer "no JSON form".
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
@@ -15,7 +14,7 @@ use nanodb_protocol::{Command, CommandName, Error, Expiry, Keys, PutCondition, R
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::Call;
 use super::error::{AppError, ErrorBody, ErrorDetail, json_response};
 use super::extract::{Encoding, JsonBody, decode_bytes, decode_cursor};
 use super::hash_list::{End, HashJson, ListJson, ValueJson};
@@ -695,10 +694,7 @@ fn result_json(name: CommandName, key: Option<&[u8]>, reply: Reply) -> Result<Ok
         (status = 400, description = "Bad JSON, an invalid operation, or more than max_batch_len operations", body = ErrorBody),
         (status = 413, description = "A key or value over its limit (nothing applied)", body = ErrorBody),
     ))]
-pub async fn batch(
-    State(s): State<AppState>,
-    JsonBody(ops): JsonBody<Vec<BatchOp>>,
-) -> Result<Response, AppError> {
+pub async fn batch(s: Call, JsonBody(ops): JsonBody<Vec<BatchOp>>) -> Result<Response, AppError> {
     let max = s.ctx.engine.limits().max_batch_len;
     if ops.len() > max {
         // Refuse before decoding every operation; the engine would refuse it anyway.

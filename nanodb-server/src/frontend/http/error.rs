@@ -57,6 +57,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | ErrorCode::Timeout
         | ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::NoAuth | ErrorCode::WrongPass => StatusCode::UNAUTHORIZED,
+        ErrorCode::NoPerm => StatusCode::FORBIDDEN,
     }
 }
 
@@ -117,9 +119,19 @@ impl IntoResponse for AppError {
         if self.status.is_server_error() {
             tracing::debug!(status = %self.status, code = %self.code, message = %self.message, "http: request failed");
         }
-        json_response(self.status, &self.body())
+        let mut response = json_response(self.status, &self.body());
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme that would succeed.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE));
+        }
+        response
     }
 }
+
+/// The challenge every 401 carries.
+pub const WWW_AUTHENTICATE: &str = "Basic realm=\"nanodb\"";
 
 /// The body answered if a response cannot be serialised: still the JSON error form.
 const INTERNAL_BODY: &[u8] = b"{\"error\":{\"code\":\"INTERNAL\",\"message\":\"internal error\"}}\n";

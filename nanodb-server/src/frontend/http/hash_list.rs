@@ -16,7 +16,6 @@
 //! so that what works on one collection works on the other.
 
 use axum::body::Body as AxBody;
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
@@ -25,10 +24,11 @@ use nanodb_protocol::{ListEnd, PutCondition};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::BinaryBody;
+use super::Call;
 use super::error::{AppError, ErrorBody, json_response};
 use super::extract::{Body, Encoding, Precondition, Q, Seg, encode_bytes};
 use super::kv::{IncrParams, IntJson};
-use super::{AppState, BinaryBody};
 
 /// One value in JSON.
 #[derive(Debug, Serialize, ToSchema)]
@@ -130,11 +130,7 @@ pub enum HashAnswer {
         (status = 404, description = "No such hash (not with len=true)", body = ErrorBody),
         (status = 409, description = "The key is not a hash", body = ErrorBody),
     ))]
-pub async fn hash_get_all(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Q(p): Q<LenParams>,
-) -> Result<Response, AppError> {
+pub async fn hash_get_all(s: Call, Seg(key): Seg<3>, Q(p): Q<LenParams>) -> Result<Response, AppError> {
     if p.len {
         let length = s.exec(cmd::HashLen { key }).await?;
         return Ok(json_response(StatusCode::OK, &HashAnswer::Length(LengthJson { length })));
@@ -156,11 +152,7 @@ pub async fn hash_get_all(
         (status = 404, description = "No such hash or field", body = ErrorBody),
         (status = 409, description = "The key is not a hash", body = ErrorBody),
     ))]
-pub async fn hash_get(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Seg(field): Seg<4>,
-) -> Result<Response, AppError> {
+pub async fn hash_get(s: Call, Seg(key): Seg<3>, Seg(field): Seg<4>) -> Result<Response, AppError> {
     match s.exec(cmd::HashGet { key, field }).await? {
         Some(v) => {
             let mut r = Response::new(AxBody::from(v));
@@ -188,7 +180,7 @@ pub async fn hash_get(
         (status = 413, description = "Over a size limit", body = ErrorBody),
     ))]
 pub async fn hash_set(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     Seg(field): Seg<4>,
     Precondition(condition): Precondition,
@@ -219,7 +211,7 @@ pub async fn hash_set(
         (status = 409, description = "Not an integer, overflow, or the key is not a hash", body = ErrorBody),
     ))]
 pub async fn hash_incr(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     Seg(field): Seg<4>,
     Q(p): Q<IncrParams>,
@@ -237,11 +229,7 @@ pub async fn hash_incr(
         (status = 404, description = "No such hash or field", body = ErrorBody),
         (status = 409, description = "The key is not a hash", body = ErrorBody),
     ))]
-pub async fn hash_delete(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Seg(field): Seg<4>,
-) -> Result<StatusCode, AppError> {
+pub async fn hash_delete(s: Call, Seg(key): Seg<3>, Seg(field): Seg<4>) -> Result<StatusCode, AppError> {
     if s.exec(cmd::HashDelete { key, field }).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -288,7 +276,7 @@ pub struct PushParams {
         (status = 413, description = "Over a size limit", body = ErrorBody),
     ))]
 pub async fn list_push(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     Q(p): Q<PushParams>,
     Body(value): Body,
@@ -334,11 +322,7 @@ fn minus_one() -> i64 {
         (status = 200, description = "The values; with len=true, {\"length\": N}", body = ListAnswer),
         (status = 409, description = "The key is not a list", body = ErrorBody),
     ))]
-pub async fn list_range(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Q(p): Q<RangeParams>,
-) -> Result<Response, AppError> {
+pub async fn list_range(s: Call, Seg(key): Seg<3>, Q(p): Q<RangeParams>) -> Result<Response, AppError> {
     let answer = if p.len {
         ListAnswer::Length(LengthJson { length: s.exec(cmd::ListLen { key }).await? })
     } else {
@@ -368,11 +352,7 @@ pub struct PopParams {
         (status = 200, description = "The values popped (empty when the list is missing)", body = ListJson),
         (status = 409, description = "The key is not a list", body = ErrorBody),
     ))]
-pub async fn list_pop(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Q(p): Q<PopParams>,
-) -> Result<Response, AppError> {
+pub async fn list_pop(s: Call, Seg(key): Seg<3>, Q(p): Q<PopParams>) -> Result<Response, AppError> {
     list_reply(s.exec(cmd::ListPop { key, end: p.end.into(), count: p.count }).await?)
 }
 
@@ -399,7 +379,7 @@ impl ListJson {
         (status = 413, description = "Over a size limit", body = ErrorBody),
     ))]
 pub async fn list_set(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     Seg(index): Seg<4>,
     Body(value): Body,
@@ -430,11 +410,7 @@ pub struct TrimParams {
         (status = 400, description = "start or stop missing or not integers", body = ErrorBody),
         (status = 409, description = "The key is not a list", body = ErrorBody),
     ))]
-pub async fn list_trim(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Q(p): Q<TrimParams>,
-) -> Result<StatusCode, AppError> {
+pub async fn list_trim(s: Call, Seg(key): Seg<3>, Q(p): Q<TrimParams>) -> Result<StatusCode, AppError> {
     s.exec(cmd::ListTrim { key, start: p.start, stop: p.stop }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,7 +2,6 @@
 //! /exists`, `/ttl`, `/type`; `POST /expire`, `/rename?to=`), and keyspace-wide ones under
 //! `/v1/keyspace`, a path that holds no key (`GET /count`, `GET /random`, `DELETE` to flush).
 
-use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
@@ -10,7 +9,7 @@ use utoipa::ToSchema;
 
 use nanodb_protocol::cmd;
 
-use super::AppState;
+use super::Call;
 use super::error::{AppError, ErrorBody, json_response};
 use super::extract::{Encoding, JsonBody, Seg, encode_bytes, query_bytes};
 use super::kv::{ExpiryJson, IntJson, KeyTypeJson};
@@ -64,7 +63,7 @@ impl KeyJson {
 #[utoipa::path(get, path = "/v1/kv/{key}/exists", tag = "keys",
     params(("key" = String, Path, description = "The whole key, percent-encoded; any bytes")),
     responses((status = 200, description = "Whether it exists (a missing key is an answer, not a 404)", body = ExistsJson)))]
-pub async fn exists(State(s): State<AppState>, Seg(key): Seg<3>) -> Result<Response, AppError> {
+pub async fn exists(s: Call, Seg(key): Seg<3>) -> Result<Response, AppError> {
     let exists = s.exec(cmd::Exists { key }).await?;
     Ok(json_response(StatusCode::OK, &ExistsJson { exists }))
 }
@@ -76,7 +75,7 @@ pub async fn exists(State(s): State<AppState>, Seg(key): Seg<3>) -> Result<Respo
         (status = 200, description = "Milliseconds left, null when the key does not expire", body = TtlJson),
         (status = 404, description = "No such key", body = ErrorBody),
     ))]
-pub async fn ttl(State(s): State<AppState>, Seg(key): Seg<3>) -> Result<Response, AppError> {
+pub async fn ttl(s: Call, Seg(key): Seg<3>) -> Result<Response, AppError> {
     // The command model's answer: -2 missing, -1 no TTL, else milliseconds left.
     let ttl_ms = match s.exec(cmd::Ttl { key }).await? {
         -2 => return Err(AppError::not_found()),
@@ -92,7 +91,7 @@ pub async fn ttl(State(s): State<AppState>, Seg(key): Seg<3>) -> Result<Response
         (status = 200, description = "The type", body = TypeJson),
         (status = 404, description = "No such key", body = ErrorBody),
     ))]
-pub async fn key_type(State(s): State<AppState>, Seg(key): Seg<3>) -> Result<Response, AppError> {
+pub async fn key_type(s: Call, Seg(key): Seg<3>) -> Result<Response, AppError> {
     let t = s.exec(cmd::Type { key }).await?.ok_or_else(AppError::not_found)?;
     Ok(json_response(StatusCode::OK, &TypeJson { key_type: t.into() }))
 }
@@ -106,7 +105,7 @@ pub async fn key_type(State(s): State<AppState>, Seg(key): Seg<3>) -> Result<Res
         (status = 400, description = "Bad JSON, not exactly one of ttl_ms, at_ms, persist, or ttl_ms 0", body = ErrorBody),
     ))]
 pub async fn expire(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     JsonBody(body): JsonBody<ExpiryJson>,
 ) -> Result<Response, AppError> {
@@ -124,7 +123,7 @@ pub async fn expire(
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 413, description = "A key over its limit", body = ErrorBody),
     ))]
-pub async fn rename(State(s): State<AppState>, Seg(from): Seg<3>, uri: Uri) -> Result<StatusCode, AppError> {
+pub async fn rename(s: Call, Seg(from): Seg<3>, uri: Uri) -> Result<StatusCode, AppError> {
     let to = query_bytes(uri.query(), "to").ok_or_else(|| AppError::invalid("give the new key as ?to="))?;
     s.exec(cmd::Rename { from, to }).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -133,7 +132,7 @@ pub async fn rename(State(s): State<AppState>, Seg(from): Seg<3>, uri: Uri) -> R
 /// The number of keys (of every type).
 #[utoipa::path(get, path = "/v1/keyspace/count", tag = "keys",
     responses((status = 200, description = "How many keys", body = IntJson)))]
-pub async fn key_count(State(s): State<AppState>) -> Result<Response, AppError> {
+pub async fn key_count(s: Call) -> Result<Response, AppError> {
     let value = s.exec(cmd::KeyCount {}).await?;
     Ok(json_response(StatusCode::OK, &IntJson { value }))
 }
@@ -144,7 +143,7 @@ pub async fn key_count(State(s): State<AppState>) -> Result<Response, AppError> 
         (status = 200, description = "A key, chosen at random", body = KeyJson),
         (status = 404, description = "There are no keys", body = ErrorBody),
     ))]
-pub async fn random_key(State(s): State<AppState>) -> Result<Response, AppError> {
+pub async fn random_key(s: Call) -> Result<Response, AppError> {
     let key = s.exec(cmd::RandomKey {}).await?.ok_or_else(AppError::not_found)?;
     Ok(json_response(StatusCode::OK, &KeyJson::new(&key)))
 }
@@ -152,7 +151,7 @@ pub async fn random_key(State(s): State<AppState>) -> Result<Response, AppError>
 /// Removes every key (FLUSHALL).
 #[utoipa::path(delete, path = "/v1/keyspace", tag = "keys",
     responses((status = 200, description = "How many keys were removed", body = IntJson)))]
-pub async fn flush(State(s): State<AppState>) -> Result<Response, AppError> {
+pub async fn flush(s: Call) -> Result<Response, AppError> {
     let value = s.exec(cmd::Flush {}).await?;
     Ok(json_response(StatusCode::OK, &IntJson { value }))
 }

@@ -8,7 +8,6 @@
 //! become the body without a copy.
 
 use axum::body::Body as AxBody;
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -16,13 +15,14 @@ use nanodb_protocol::{Entry, Error, Expiry, KeyType, PutCondition, ScanEntry, cm
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::Call;
 use super::error::{AppError, ErrorBody, json_response};
 use super::extract::{
     Body, Encoding, JsonBody, Precondition, Q, Seg, WantsJson, decode_bytes, decode_cursor, encode_bytes,
     encode_cursor,
 };
 use super::hash_list::LengthJson;
-use super::{AppState, BinaryBody, TTL_HEADER};
+use super::{BinaryBody, TTL_HEADER};
 
 /// A string value as JSON (`Accept: application/json`).
 #[derive(Debug, Serialize, ToSchema)]
@@ -80,7 +80,7 @@ pub(super) fn etag(version: u64) -> HeaderValue {
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
     ))]
-pub async fn get(State(s): State<AppState>, Seg(key): Seg<3>, WantsJson(json): WantsJson) -> Response {
+pub async fn get(s: Call, Seg(key): Seg<3>, WantsJson(json): WantsJson) -> Response {
     // The key is kept (a refcount, not a copy) only when the JSON body repeats it.
     let (key, json_key) = if json { (key.clone(), Some(key)) } else { (key, None) };
     match s.exec(cmd::Get { key }).await {
@@ -131,7 +131,7 @@ pub struct PutParams {
         (status = 413, description = "Key or value over its limit", body = ErrorBody),
     ))]
 pub async fn put(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     Precondition(condition): Precondition,
     Q(params): Q<PutParams>,
@@ -168,7 +168,7 @@ fn condition_failed(condition: PutCondition, version: u64) -> AppError {
         (status = 412, description = "If-Match did not hold", body = ErrorBody),
     ))]
 pub async fn delete(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     Precondition(condition): Precondition,
 ) -> Result<StatusCode, AppError> {
@@ -205,11 +205,7 @@ pub(super) fn one() -> i64 {
         (status = 200, description = "The new value", body = IntJson),
         (status = 409, description = "Not an integer, overflow, or not a string key", body = ErrorBody),
     ))]
-pub async fn incr(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Q(p): Q<IncrParams>,
-) -> Result<Response, AppError> {
+pub async fn incr(s: Call, Seg(key): Seg<3>, Q(p): Q<IncrParams>) -> Result<Response, AppError> {
     let value = s.exec(cmd::Incr { key, delta: p.by }).await?;
     Ok(json_response(StatusCode::OK, &IntJson { value }))
 }
@@ -291,7 +287,7 @@ pub struct ScanPage {
         (status = 200, description = "A page", body = ScanPage),
         (status = 400, description = "Bad cursor or limit", body = ErrorBody),
     ))]
-pub async fn scan(State(s): State<AppState>, Q(p): Q<ScanParams>) -> Result<Response, AppError> {
+pub async fn scan(s: Call, Q(p): Q<ScanParams>) -> Result<Response, AppError> {
     let cursor = decode_cursor(&p.cursor)?;
     let scan = cmd::Scan { prefix: Bytes::from(p.prefix.into_bytes()), limit: p.limit, cursor };
     let page = s.exec(scan).await?;
@@ -353,7 +349,7 @@ pub struct GetSetParams {
         (status = 413, description = "Key or value over its limit", body = ErrorBody),
     ))]
 pub async fn get_set(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     Precondition(condition): Precondition,
     Q(p): Q<GetSetParams>,
@@ -383,11 +379,7 @@ pub async fn get_set(
         (status = 404, description = "No such key", body = ErrorBody),
         (status = 409, description = "The key holds a hash or a list (nothing removed)", body = ErrorBody),
     ))]
-pub async fn get_del(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    WantsJson(json): WantsJson,
-) -> Result<Response, AppError> {
+pub async fn get_del(s: Call, Seg(key): Seg<3>, WantsJson(json): WantsJson) -> Result<Response, AppError> {
     let json_key = json.then(|| key.clone());
     let entry = s.exec(cmd::GetDel { key }).await?.ok_or_else(AppError::not_found)?;
     Ok(entry_response(json_key, entry))
@@ -448,7 +440,7 @@ pub(super) fn expiry_of(ttl_ms: Option<u64>, at_ms: Option<u64>, persist: bool) 
         (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
     ))]
 pub async fn get_ex(
-    State(s): State<AppState>,
+    s: Call,
     Seg(key): Seg<3>,
     WantsJson(json): WantsJson,
     JsonBody(body): JsonBody<ExpiryJson>,
@@ -468,11 +460,7 @@ pub async fn get_ex(
         (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
         (status = 413, description = "Key, body or resulting value over its limit", body = ErrorBody),
     ))]
-pub async fn append(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Body(value): Body,
-) -> Result<Response, AppError> {
+pub async fn append(s: Call, Seg(key): Seg<3>, Body(value): Body) -> Result<Response, AppError> {
     let length = s.exec(cmd::Append { key, value }).await?;
     Ok(json_response(StatusCode::OK, &LengthJson { length }))
 }
@@ -496,11 +484,7 @@ pub struct RangeParams {
         (status = 400, description = "A missing or non-integer offset", body = ErrorBody),
         (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
     ))]
-pub async fn get_range(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Q(p): Q<RangeParams>,
-) -> Result<Response, AppError> {
+pub async fn get_range(s: Call, Seg(key): Seg<3>, Q(p): Q<RangeParams>) -> Result<Response, AppError> {
     let bytes = s.exec(cmd::GetRange { key, start: p.start, end: p.end }).await?;
     let mut r = Response::new(AxBody::from(bytes));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
@@ -531,11 +515,7 @@ pub struct FloatJson {
         (status = 400, description = "`by` or the stored value is not a finite number", body = ErrorBody),
         (status = 409, description = "The key holds a hash or a list", body = ErrorBody),
     ))]
-pub async fn incr_float(
-    State(s): State<AppState>,
-    Seg(key): Seg<3>,
-    Q(p): Q<IncrFloatParams>,
-) -> Result<Response, AppError> {
+pub async fn incr_float(s: Call, Seg(key): Seg<3>, Q(p): Q<IncrFloatParams>) -> Result<Response, AppError> {
     let text = s.exec(cmd::IncrFloat { key, delta: Bytes::from(p.by.into_bytes()) }).await?;
     // The engine formats a finite f64: ASCII digits, sign, point and exponent.
     let value = String::from_utf8_lossy(&text).into_owned();
@@ -599,7 +579,7 @@ pub(super) fn decode_pairs(pairs: Vec<PairJson>, max: usize) -> Result<Vec<(Byte
         (status = 413, description = "A key or value over its limit (nothing written)", body = ErrorBody),
     ))]
 pub async fn multi_put(
-    State(s): State<AppState>,
+    s: Call,
     Precondition(condition): Precondition,
     JsonBody(body): JsonBody<MultiPutJson>,
 ) -> Result<StatusCode, AppError> {

@@ -11,6 +11,7 @@
 //! the same layers: the guard only bounds producing their headers, and compression skips them.
 
 mod admin;
+pub(crate) mod auth;
 mod batch;
 mod error;
 mod events;
@@ -34,7 +35,7 @@ use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::routing::{delete, get, post, put};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use nanodb_protocol::{Error, ErrorCode};
+use nanodb_protocol::ErrorCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
@@ -74,13 +75,7 @@ pub struct Shared {
 /// The router's state.
 pub type AppState = Arc<Shared>;
 
-impl Shared {
-    /// Applies one command, records it in the stats under [`Protocol::Http`], and returns once
-    /// its effect may be acknowledged under the fsync policy.
-    pub async fn exec<C: Run>(&self, cmd: C) -> Result<C::Output, Error> {
-        self.ctx.run(Protocol::Http, cmd).await
-    }
-}
+pub use self::auth::Call;
 
 /// Documents a raw binary body in the OpenAPI document (`Vec<u8>` would read as an array of
 /// integers).
@@ -166,6 +161,7 @@ pub struct ApiDoc;
 pub fn router(ctx: Context) -> Router {
     let config = ctx.config.clone();
     let body_limit = config.limits.max_value_len.saturating_mul(2).saturating_add(JSON_BODY_SLACK);
+    let auth_on = ctx.auth.enabled();
     let state: AppState = Arc::new(Shared { ctx, body_limit, streams: Arc::default() });
     let layers = ServiceBuilder::new()
         // 5xx are logged where they arise (internal faults at error level); at the default level a
@@ -173,7 +169,11 @@ pub fn router(ctx: Context) -> Router {
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)))
         .option_layer(cors(&config.cors_origins))
         .layer(CompressionLayer::new().compress_when(SizeAbove::new(256).and(is_json)))
-        .layer(GuardLayer::new(config.max_in_flight, config.request_timeout));
+        .layer(GuardLayer::new(config.max_in_flight, config.request_timeout))
+        // Credentials before any body is read; absent with auth off.
+        .option_layer(
+            auth_on.then(|| axum::middleware::from_fn_with_state(state.clone(), auth::authenticate)),
+        );
 
     Router::new()
         // A key is one whole segment, so the words after it never shadow a key; see hash_list.rs

@@ -14,7 +14,7 @@ use nanodb_protocol::cmd;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::extract::{RawQuery, State};
+use axum::extract::RawQuery;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,11 +25,12 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
+use super::BinaryBody;
+use super::Call;
 use super::error::{AppError, ErrorBody, json_response};
 use super::events::EventJson;
 use super::extract::{Body, Seg, decode_segment};
 use super::guard::CountedPlace;
-use super::{AppState, BinaryBody};
 use crate::feed::{Delivery, Subscriber, Topic};
 use crate::stats::Protocol;
 
@@ -93,13 +94,19 @@ fn watch_topic(query: Option<&str>) -> Result<(Topic, bool), AppError> {
 
 impl super::Shared {
     /// A subscriber holding `topics`, with its place among the open streams; recorded as `op`.
+    /// Every topic is authorized for `caller` before any is subscribed.
     pub(super) fn open_stream(
         &self,
+        caller: &Call,
         op: &'static str,
         topics: impl IntoIterator<Item = (Topic, bool)>,
     ) -> Result<(Subscriber, CountedPlace), AppError> {
         let started = Instant::now();
-        let result = self.subscribe_all(topics);
+        let topics: Vec<(Topic, bool)> = topics.into_iter().collect();
+        let result = topics
+            .iter()
+            .try_for_each(|(topic, _)| caller.authorize_topic(topic))
+            .and_then(|()| self.subscribe_all(topics));
         self.ctx.stats.record(Protocol::Http, op, result.is_ok(), started.elapsed());
         result
     }
@@ -138,9 +145,9 @@ impl super::Shared {
         (status = 413, description = "Key or prefix over the topic limit (max_key_len)", body = ErrorBody),
         (status = 503, description = "Too many open event streams (max_streams)", body = ErrorBody),
     ))]
-pub async fn watch(State(s): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, AppError> {
+pub async fn watch(s: Call, RawQuery(query): RawQuery) -> Result<Response, AppError> {
     let topic = watch_topic(query.as_deref())?;
-    let (sub, slot) = s.open_stream("watch", [topic])?;
+    let (sub, slot) = s.open_stream(&s, "watch", [topic])?;
     Ok(sse(sub, slot, s.ctx.shutdown.clone()))
 }
 
@@ -157,7 +164,7 @@ pub async fn watch(State(s): State<AppState>, RawQuery(query): RawQuery) -> Resu
         (status = 503, description = "Too many open event streams (max_streams)", body = ErrorBody),
     ))]
 pub async fn subscribe(
-    State(s): State<AppState>,
+    s: Call,
     Seg(channel): Seg<3>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, AppError> {
@@ -169,7 +176,7 @@ pub async fn subscribe(
         }
     }
     let topic = if pattern { Topic::Pattern(channel) } else { Topic::Channel(channel) };
-    let (sub, slot) = s.open_stream("subscribe", [(topic, false)])?;
+    let (sub, slot) = s.open_stream(&s, "subscribe", [(topic, false)])?;
     Ok(sse(sub, slot, s.ctx.shutdown.clone()))
 }
 
@@ -181,11 +188,7 @@ pub async fn subscribe(
         (status = 200, description = "Published", body = ReceiversJson),
         (status = 413, description = "Channel or message over its limit", body = ErrorBody),
     ))]
-pub async fn publish(
-    State(s): State<AppState>,
-    Seg(channel): Seg<3>,
-    Body(message): Body,
-) -> Result<Response, AppError> {
+pub async fn publish(s: Call, Seg(channel): Seg<3>, Body(message): Body) -> Result<Response, AppError> {
     let n = s.exec(cmd::Publish { channel, message }).await?;
     Ok(json_response(StatusCode::OK, &ReceiversJson { receivers: n.max(0).unsigned_abs() }))
 }

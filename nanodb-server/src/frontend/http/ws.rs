@@ -13,7 +13,6 @@
 use nanodb_protocol::cmd;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +22,7 @@ use nanodb_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use super::AppState;
+use super::Call;
 use super::error::{AppError, ErrorBody};
 use super::events::EventJson;
 use super::extract::{Encoding, decode_bytes};
@@ -120,10 +119,7 @@ struct Refusal {
         (status = 426, description = "The connection cannot be upgraded", body = ErrorBody),
         (status = 503, description = "Too many open event streams (max_streams)", body = ErrorBody),
     ))]
-pub async fn ws(
-    State(s): State<AppState>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
+pub async fn ws(s: Call, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(r) => {
@@ -131,7 +127,7 @@ pub async fn ws(
                 .into_response();
         }
     };
-    let (sub, slot) = match s.open_stream("ws", []) {
+    let (sub, slot) = match s.open_stream(&s, "ws", []) {
         Ok(opened) => opened,
         Err(e) => return e.into_response(),
     };
@@ -146,7 +142,7 @@ pub async fn ws(
 }
 
 /// Serves one socket until the client leaves, the subscriber lags, or the server shuts down.
-async fn run(s: &AppState, mut socket: WebSocket, mut sub: Subscriber) {
+async fn run(s: &Call, mut socket: WebSocket, mut sub: Subscriber) {
     let shutdown = s.ctx.shutdown.clone();
     let close = loop {
         // Unbiased: a client flooding commands must not starve its events, nor a flood of events
@@ -226,7 +222,7 @@ async fn write_all(socket: &mut WebSocket, batch: Vec<String>) -> Result<(), axu
 }
 
 /// Applies one command and returns its JSON answer.
-async fn handle(s: &AppState, sub: &mut Subscriber, text: &[u8]) -> String {
+async fn handle(s: &Call, sub: &mut Subscriber, text: &[u8]) -> String {
     let started = Instant::now();
     let (op, id, result) = match serde_json::from_slice::<serde_json::Value>(text) {
         Err(e) => (None, None, Err(AppError::malformed(format!("message is not JSON: {e}")))),
@@ -267,7 +263,7 @@ fn ack(op: WsOp) -> Ack {
     Ack { r#type: "ack", op: op.name(), id: None, changed: None, topics: None, receivers: None }
 }
 
-async fn run_request(s: &AppState, sub: &mut Subscriber, req: Request) -> Result<Ack, AppError> {
+async fn run_request(s: &Call, sub: &mut Subscriber, req: Request) -> Result<Ack, AppError> {
     let op = req.op;
     let bytes = |field: &Option<String>, what: &str| -> Result<Option<Bytes>, AppError> {
         field.as_deref().map(|f| decode_bytes(f, req.encoding, what)).transpose()
@@ -288,10 +284,17 @@ async fn run_request(s: &AppState, sub: &mut Subscriber, req: Request) -> Result
     let changed = match op {
         WsOp::Watch => {
             let topic = key_topic()?.ok_or_else(|| AppError::invalid("watch needs key or prefix"))?;
+            s.authorize_topic(&topic)?;
             sub.add(topic, req.values)?
         }
-        WsOp::Subscribe => sub.add(Topic::Channel(need(&req.channel, "channel")?), false)?,
-        WsOp::Psubscribe => sub.add(Topic::Pattern(need(&req.pattern, "pattern")?), false)?,
+        WsOp::Subscribe | WsOp::Psubscribe => {
+            let topic = match op {
+                WsOp::Subscribe => Topic::Channel(need(&req.channel, "channel")?),
+                _ => Topic::Pattern(need(&req.pattern, "pattern")?),
+            };
+            s.authorize_topic(&topic)?;
+            sub.add(topic, false)?
+        }
         WsOp::Unwatch => remove(sub, key_topic()?, |t| matches!(t, Topic::Key(_) | Topic::Prefix(_))),
         WsOp::Unsubscribe => {
             let topic = one_of(

@@ -66,7 +66,14 @@ pub async fn run<S: Socket>(
     let id = clients.add(peer);
     // The connection's state (its subscriber included) goes first, then its CLIENT LIST entry,
     // then the socket: a client that saw the socket close no longer finds it listed.
-    let result = Connection::new(&mut stream, peer, ctx, Session::new(id, peer, clients)).serve().await;
+    let result = Connection::new(
+        &mut stream,
+        peer,
+        ctx,
+        Session::new(id, peer, clients, ctx.auth.new_caller(Protocol::Resp)),
+    )
+    .serve()
+    .await;
     clients.remove(id);
     result
 }
@@ -143,12 +150,14 @@ struct Connection<'a, S> {
 
 impl<'a, S: Socket> Connection<'a, S> {
     fn new(stream: &'a mut S, peer: SocketAddr, ctx: &'a Context, session: Session<'a>) -> Self {
+        let mut decoder = RespDecoder::new(ctx.config.resp_max_bulk_len, ctx.config.resp_max_args);
+        decoder.unauthenticated(!session.caller.is_authenticated());
         Self {
             stream,
             peer,
             ctx,
             session,
-            decoder: RespDecoder::new(ctx.config.resp_max_bulk_len, ctx.config.resp_max_args),
+            decoder,
             rbuf: BytesMut::with_capacity(BUFFER),
             wbuf: BytesMut::with_capacity(BUFFER),
             written: 0,
@@ -344,6 +353,11 @@ impl<'a, S: Socket> Connection<'a, S> {
                         == Flow::Close
                     {
                         return (RoundEnd::Close, ran);
+                    }
+                    // AUTH, HELLO AUTH and RESET change what the next command may be.
+                    let anonymous = !self.session.caller.is_authenticated();
+                    if anonymous != self.decoder.is_unauthenticated() {
+                        self.decoder.unauthenticated(anonymous);
                     }
                     if self.wbuf.len() > limit {
                         return (RoundEnd::Full, ran);

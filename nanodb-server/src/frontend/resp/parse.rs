@@ -31,6 +31,10 @@ impl From<std::io::Error> for ProtocolError {
 pub struct RespDecoder {
     max_bulk_len: usize,
     max_args: usize,
+    /// The configured limits, while [`RespDecoder::unauthenticated`] narrows them.
+    configured: (usize, usize),
+    /// Whether the connection has yet to authenticate (the narrow limits apply).
+    unauthenticated: bool,
     /// Scratch for argument offsets found by the check pass; reused across commands.
     spans: Vec<(usize, usize)>,
 }
@@ -39,9 +43,46 @@ impl RespDecoder {
     /// A decoder refusing bulk strings longer than `max_bulk_len` and arrays of more than
     /// `max_args` elements.
     pub fn new(max_bulk_len: usize, max_args: usize) -> Self {
-        Self { max_bulk_len, max_args, spans: Vec::new() }
+        Self {
+            max_bulk_len,
+            max_args,
+            configured: (max_bulk_len, max_args),
+            unauthenticated: false,
+            spans: Vec::new(),
+        }
+    }
+
+    /// Before authentication a connection may send at most [`UNAUTHENTICATED_MAX_ARGS`]
+    /// arguments of at most [`UNAUTHENTICATED_MAX_BULK`] bytes each (Redis's answer to
+    /// CVE-2021-32675: an anonymous client must not make the server buffer much); `false`
+    /// restores the configured limits.
+    pub fn unauthenticated(&mut self, on: bool) {
+        self.unauthenticated = on;
+        let (bulk, args) = self.configured;
+        (self.max_bulk_len, self.max_args) = if on {
+            (bulk.min(UNAUTHENTICATED_MAX_BULK), args.min(UNAUTHENTICATED_MAX_ARGS))
+        } else {
+            (bulk, args)
+        };
+    }
+
+    /// Whether the narrow limits of an unauthenticated connection apply.
+    pub fn is_unauthenticated(&self) -> bool {
+        self.unauthenticated
+    }
+
+    fn refused(&self, what: &str) -> ProtocolError {
+        ProtocolError(format!(
+            "{} {what} length",
+            if self.unauthenticated { "unauthenticated" } else { "invalid" }
+        ))
     }
 }
+
+/// Most arguments in one command before authentication.
+pub const UNAUTHENTICATED_MAX_ARGS: usize = 10;
+/// Longest bulk string before authentication.
+pub const UNAUTHENTICATED_MAX_BULK: usize = 16 * 1024;
 
 fn err<T>(msg: impl Into<String>) -> Result<T, ProtocolError> {
     Err(ProtocolError(msg.into()))
@@ -131,7 +172,7 @@ impl RespDecoder {
         let (n, mut pos) = match read_len(buf, 1) {
             Ok(Some((n, next))) if n <= self.max_args as i64 => (n, next),
             Ok(None) => return Ok(None),
-            _ => return err("invalid multibulk length"),
+            _ => return Err(self.refused("multibulk")),
         };
         if n <= 0 {
             return Ok(Some(pos));
@@ -145,7 +186,7 @@ impl RespDecoder {
             let (len, start) = match read_len(buf, pos + 1) {
                 Ok(Some((l, next))) if l >= 0 && l as u64 <= self.max_bulk_len as u64 => (l as usize, next),
                 Ok(None) => return Ok(None),
-                _ => return err("invalid bulk length"),
+                _ => return Err(self.refused("bulk")),
             };
             let stop = start + len;
             if buf.len() < stop + 2 {
@@ -275,6 +316,22 @@ mod tests {
             assert_eq!(d.decode(&mut buf), Ok(Some(args(&["SET", "k\0y", "v\r\nal"]))), "split at {split}");
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn unauthenticated_connections_get_the_narrow_limits_until_they_authenticate() {
+        let mut d = RespDecoder::new(1 << 20, 1000);
+        d.unauthenticated(true);
+        let eleven = format!("*11\r\n{}", "$1\r\nx\r\n".repeat(11));
+        let mut buf = BytesMut::from(eleven.as_bytes());
+        assert_eq!(d.decode(&mut buf), err("unauthenticated multibulk length"));
+        let mut buf = BytesMut::from(&b"*2\r\n$4\r\nAUTH\r\n$16385\r\n"[..]);
+        assert_eq!(d.decode(&mut buf), err("unauthenticated bulk length"), "refused from the header alone");
+        let ok = format!("*2\r\n$4\r\nAUTH\r\n$16384\r\n{}\r\n", "p".repeat(16384));
+        assert!(matches!(d.decode(&mut BytesMut::from(ok.as_bytes())), Ok(Some(_))), "16 KiB is allowed");
+        d.unauthenticated(false);
+        let mut buf = BytesMut::from(eleven.as_bytes());
+        assert!(matches!(d.decode(&mut buf), Ok(Some(a)) if a.len() == 11), "the configured limits are back");
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! subscribed mode).
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::cmd;
+use nanodb_protocol::{Error, cmd};
 
 use super::{Flow, Outcome, Reject, Session, int_arg, is, run};
+use crate::auth::Caller;
 use crate::frontend::Context;
 use crate::frontend::resp::encode;
+use crate::stats::Protocol;
 
 const DONE: Outcome = Ok(Flow::Continue);
 
@@ -47,15 +49,46 @@ pub fn select(_: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesM
     DONE
 }
 
-pub fn auth(_: &Context, _: &mut Session<'_>, _: &[Bytes], _: &mut BytesMut) -> Outcome {
-    Err(Reject::Msg(
-        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into(),
-    ))
+/// AUTH [user] password: as `default` when the user is left out. A failure leaves the
+/// connection as it was (as Redis), is counted and logged (without the password).
+pub fn auth(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let (user, pass) = match &args[1..] {
+        [pass] => (&b"default"[..], pass),
+        [user, pass] => (&user[..], pass),
+        _ => return Err(Reject::Syntax),
+    };
+    if !ctx.auth.enabled() && args.len() == 2 {
+        return Err(Reject::Msg(
+            "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into(),
+        ));
+    }
+    authenticate(ctx, session, user, pass)?;
+    encode::ok(out);
+    DONE
+}
+
+/// Authenticates the session as `user`, or answers WRONGPASS (counted and logged).
+fn authenticate(ctx: &Context, session: &mut Session<'_>, user: &[u8], pass: &[u8]) -> Result<(), Reject> {
+    let name = String::from_utf8_lossy(user);
+    if !ctx.auth.enabled() {
+        // Auth off: everyone is the all-permitted `default`, whatever the password.
+        return if name == "default" { Ok(()) } else { Err(Reject::Engine(Error::WrongPass)) };
+    }
+    match ctx.auth.authenticate(&name, pass) {
+        Ok(principal) => {
+            session.caller = Caller::user(Protocol::Resp, principal);
+            Ok(())
+        }
+        Err(e) => {
+            ctx.auth.record_failure(Protocol::Resp, &name, Some(session.addr));
+            Err(Reject::Engine(e.into()))
+        }
+    }
 }
 
 /// HELLO [protover [AUTH user pass] [SETNAME name]]: version 2 answers the server's map (as a
 /// flat array, RESP2's map); any other version is `-NOPROTO` so clients fall back to RESP2.
-pub fn hello(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn hello(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     if let Some(v) = args.get(1) {
         let v = int_arg(v)
             .map_err(|_| Reject::Msg("ERR Protocol version is not an integer or out of range".into()))?;
@@ -64,11 +97,13 @@ pub fn hello(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut B
         }
     }
     let mut i = 2;
+    let mut name = None;
     while i < args.len() {
         if is(&args[i], "AUTH") && i + 2 < args.len() {
+            authenticate(ctx, session, &args[i + 1], &args[i + 2])?;
             i += 3;
         } else if is(&args[i], "SETNAME") && i + 1 < args.len() {
-            set_name(session, &args[i + 1])?;
+            name = Some(&args[i + 1]);
             i += 2;
         } else {
             return Err(Reject::Msg(format!(
@@ -76,6 +111,12 @@ pub fn hello(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut B
                 String::from_utf8_lossy(&args[i])
             )));
         }
+    }
+    if !session.caller.is_authenticated() {
+        return Err(Reject::Msg("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into()));
+    }
+    if let Some(name) = name {
+        set_name(session, name)?;
     }
     encode::array(out, 14);
     encode::bulk(out, b"server");
@@ -126,9 +167,13 @@ fn info_line(l: &Line<'_>) -> String {
     )
 }
 
-pub fn client(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn client(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     let sub = &args[1];
     let rest = &args[2..];
+    if is(sub, "LIST") {
+        // Other connections' addresses and names are for admins, as in Redis.
+        ctx.authorize(&session.caller, crate::auth::Need::Admin("client"))?;
+    }
     if is(sub, "SETNAME") && rest.len() == 1 {
         set_name(session, &rest[0])?;
         encode::ok(out);
@@ -187,7 +232,9 @@ pub fn client(_: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut 
     DONE
 }
 
-pub fn reset(_: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn reset(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
+    // As Redis: back to how a new connection starts (`default` when it needs no password).
+    session.caller = ctx.auth.new_caller(Protocol::Resp);
     session.name = None;
     session.clients.set_name(session.id, None);
     session.cursors.clear();

@@ -20,8 +20,12 @@ fn count_true<C: TypedCommand + Run<Output = bool>>(
     out: &mut BytesMut,
 ) -> Outcome {
     let limits = ctx.engine.limits();
+    // Every key is checked, and permitted, before any runs: a refused key refuses the whole
+    // command and changes nothing.
     for k in keys {
-        make(k.clone()).validate(limits)?;
+        let c = make(k.clone());
+        c.validate(limits)?;
+        ctx.authorize(&session.caller, c.need())?;
     }
     let mut n = 0;
     for k in keys {

@@ -2,6 +2,7 @@
 //! arity checks, argument parsing, running a [`Command`] through the engine (with stats), and the
 //! one mapping from [`nanodb_protocol::Error`] to Redis's error replies.
 
+mod acl;
 mod connection;
 mod hashes;
 mod keys;
@@ -14,9 +15,10 @@ use std::net::SocketAddr;
 use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::Error;
+use nanodb_protocol::{Denied, Error};
 
 use super::{Clients, encode};
+use crate::auth::Caller;
 use crate::feed::Subscriber;
 use crate::frontend::{Context, Run};
 use crate::stats::Protocol;
@@ -48,6 +50,8 @@ pub struct Session<'a> {
     /// The change-feed subscriber while the connection holds channels or patterns (Redis's
     /// subscribed mode); `None` otherwise, so an unsubscribed connection costs the hub nothing.
     pub sub: Option<Subscriber>,
+    /// Who the connection is authenticated as (changed by AUTH, HELLO AUTH and RESET).
+    pub caller: Caller,
     next_cursor: u64,
     clients: &'a Clients,
 }
@@ -56,9 +60,10 @@ pub struct Session<'a> {
 const MAX_CURSORS: usize = 16;
 
 impl<'a> Session<'a> {
-    /// A fresh session for connection `id`.
-    pub fn new(id: u64, addr: SocketAddr, clients: &'a Clients) -> Self {
+    /// A fresh session for connection `id`, starting as `caller`.
+    pub fn new(id: u64, addr: SocketAddr, clients: &'a Clients, caller: Caller) -> Self {
         Self {
+            caller,
             id,
             addr,
             name: None,
@@ -164,6 +169,7 @@ macro_rules! spec {
 
 /// Every command this frontend answers, sorted by name (COMMAND lists them in this order).
 pub static COMMANDS: &[Spec] = &[
+    spec!("acl", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), acl::acl),
     spec!("append", 3, W, (1, 1, 1), strings::append),
     spec!("auth", -2, F, (0, 0, 0), connection::auth),
     spec!("client", -2, F, (0, 0, 0), connection::client),
@@ -292,6 +298,11 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
         ctx.stats.record(Protocol::Resp, "unknown_command", false, refused);
         return Flow::Continue;
     };
+    if !session.caller.is_authenticated() && !NO_AUTH.contains(&spec.name) {
+        engine_error(out, &Error::NoAuth);
+        ctx.stats.record(Protocol::Resp, spec.name, false, refused);
+        return Flow::Continue;
+    }
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         encode::error(out, &format!("ERR wrong number of arguments for '{}' command", spec.name));
@@ -317,16 +328,27 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
             if !matches!(reject, Reject::Engine(_)) {
                 ctx.stats.record(Protocol::Resp, spec.name, false, refused);
             }
+            // A refused command is named as the client sent it (`set`, `config|get`), not as
+            // the command model names it.
+            let reject = match reject {
+                Reject::Engine(Error::NoPerm(Denied::Command { user, .. })) => {
+                    Reject::Engine(Error::NoPerm(Denied::Command { user, command: full_name(spec, args) }))
+                }
+                other => other,
+            };
             write_reject(out, reject);
             Flow::Continue
         }
     }
 }
 
+/// What an unauthenticated connection may send (Redis's `no-auth` commands).
+const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
+
 /// Redis's full command name: `container|subcommand` for commands with subcommands.
 fn full_name(spec: &Spec, args: &[Bytes]) -> String {
     match args.get(1) {
-        Some(sub) if ["client", "command", "config", "pubsub"].contains(&spec.name) => {
+        Some(sub) if ["acl", "client", "command", "config", "pubsub"].contains(&spec.name) => {
             format!("{}|{}", spec.name, String::from_utf8_lossy(sub).to_ascii_lowercase())
         }
         _ => spec.name.to_string(),
@@ -383,6 +405,11 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
         Error::NotFound => encode::error(out, "ERR no such key"),
         Error::InvalidArgument(m) => encode::error(out, &format!("ERR {m}")),
         Error::Internal => encode::error(out, "ERR internal error"),
+        Error::NoAuth => encode::error(out, "NOAUTH Authentication required."),
+        Error::WrongPass => {
+            encode::error(out, "WRONGPASS invalid username-password pair or user is disabled.")
+        }
+        Error::NoPerm(d) => encode::error(out, &format!("NOPERM {d}")),
         other => encode::error(out, &format!("ERR {other}")),
     }
 }
@@ -391,7 +418,7 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
 /// position the session's buffered replies wait for: the connection waits for it once per
 /// round, before writing them.
 pub fn run<C: Run>(ctx: &Context, session: &mut Session<'_>, cmd: C) -> Result<C::Output, Error> {
-    let (result, position) = ctx.run_pipelined(Protocol::Resp, cmd);
+    let (result, position) = ctx.run_pipelined(&session.caller, cmd);
     session.log_position = session.log_position.max(position);
     result
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::{Flow, Outcome, Reject, Session, is, run};
+use crate::auth::Need;
 use crate::feed::{Delivery, Subscriber, Topic};
 use crate::frontend::Context;
 use crate::frontend::resp::encode;
@@ -106,6 +107,17 @@ pub fn punsubscribe(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], ou
 /// already written; what was subscribed stays subscribed.
 fn add(ctx: &Context, session: &mut Session<'_>, names: &[Bytes], out: &mut BytesMut, kind: Kind) -> Outcome {
     let started = Instant::now();
+    // Every channel (or pattern) is permitted before any is subscribed, as Redis checks.
+    for name in names {
+        let need = match kind {
+            Kind::Channel => Need::Subscribe(name),
+            Kind::Pattern => Need::PSubscribe(name),
+        };
+        if let Err(e) = ctx.authorize(&session.caller, need) {
+            ctx.stats.record(Protocol::Resp, kind.subscribe_name(), false, started.elapsed());
+            return Err(Reject::Engine(e));
+        }
+    }
     let mut result = DONE;
     for name in names {
         let sub = session.sub.get_or_insert_with(|| ctx.feed.subscriber());
@@ -325,7 +337,12 @@ mod tests {
 
         let ctx = Context::for_tests(Config::default());
         let clients = Clients::default();
-        let mut session = Session::new(1, "127.0.0.1:1".parse().expect("addr"), &clients);
+        let mut session = Session::new(
+            1,
+            "127.0.0.1:1".parse().expect("addr"),
+            &clients,
+            crate::auth::Caller::everything(Protocol::Resp),
+        );
         let args =
             |w: &[&'static str]| w.iter().map(|s| Bytes::from_static(s.as_bytes())).collect::<Vec<_>>();
         let mut out = BytesMut::new();

@@ -137,7 +137,8 @@ fn unknown_sub(sub: &[u8], cmd: &str) -> Reject {
 /// answers; CONFIG SET changes `notify-keyspace-events` (the one setting that can change at run
 /// time) and refuses the rest as Redis refuses immutable or unknown ones; CONFIG RESETSTAT is
 /// accepted.
-pub fn config(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn config(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    ctx.authorize(&session.caller, crate::auth::Need::Admin("config"))?;
     let sub = &args[1];
     if is(sub, "GET") && args.len() >= 3 {
         let max_clients = ctx.config.max_connections.to_string();

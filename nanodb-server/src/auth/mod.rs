@@ -1,0 +1,417 @@
+//! Users, permissions and authentication, shared by every protocol (`ctx.auth`).
+//!
+//! - `rules.rs`: one [`User`] and the Redis ACL rules that shape it; compiled patterns.
+//! - `file.rs`: the users file (`--users-file`): parse with `FILE:LINE: reason`, save atomically.
+//! - `check.rs`: the one authorization check ([`Caller::authorize`] of a [`Need`]), which
+//!   `Context` runs before the engine applies anything.
+//! - this file: the registry [`Auth`]: who exists, authentication (passwords as SHA-256 digests,
+//!   compared in constant time), `ACL SETUSER`/`DELUSER`/`LOAD`/`SAVE`, failure counts.
+//!
+//! A connection resolves its [`Principal`] once (at AUTH, or once per distinct `Authorization`
+//! header value on HTTP/gRPC); each check then reads the user's current rules under a read lock,
+//! so an `ACL SETUSER` applies to live connections at their next request. Every change to a user
+//! gives it a new, larger epoch ([`Principal::epoch`]): what a signed token records to be revoked
+//! by any change. With neither `--requirepass` nor `--users-file`, auth is off and every caller is
+//! allowed everything: the check is one branch.
+
+mod check;
+pub mod file;
+pub mod rules;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+pub use self::check::{Caller, Need};
+pub use self::rules::{RuleError, User};
+use crate::stats::Protocol;
+
+/// Why authentication failed (deliberately one reason: which part was wrong is not told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// Unknown user, wrong password, or a disabled user.
+    WrongPass,
+}
+
+impl From<AuthError> for nanodb_protocol::Error {
+    fn from(_: AuthError) -> Self {
+        Self::WrongPass
+    }
+}
+
+/// An authenticated user: its name and a live view of its rules and epoch.
+#[derive(Debug, Clone)]
+pub struct Principal(Arc<Account>);
+
+#[derive(Debug)]
+struct Account {
+    name: String,
+    user: RwLock<Arc<User>>,
+    epoch: AtomicU64,
+}
+
+impl Principal {
+    /// The user's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The user's epoch: changes (grows) whenever anything about the user changes, including its
+    /// deletion.
+    pub fn epoch(&self) -> u64 {
+        self.0.epoch.load(Ordering::Acquire)
+    }
+
+    /// The user's current rules.
+    pub fn user(&self) -> Arc<User> {
+        self.with_user(|u| Arc::new(u.clone()))
+    }
+
+    fn with_user<T>(&self, f: impl FnOnce(&User) -> T) -> T {
+        let guard = self.0.user.read().unwrap_or_else(PoisonError::into_inner);
+        f(&guard)
+    }
+
+    fn replace(&self, user: User, epoch: u64) {
+        *self.0.user.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(user);
+        self.0.epoch.store(epoch, Ordering::Release);
+    }
+}
+
+/// Successful `Authorization: Basic` header values remembered, so a request does not pay a
+/// base64 decode and a SHA-256 each; cleared when full.
+const BASIC_CACHE: usize = 1024;
+
+/// The users registry: see the module documentation.
+#[derive(Debug)]
+pub struct Auth {
+    enabled: bool,
+    users: RwLock<BTreeMap<String, Principal>>,
+    /// Epochs come from one counter seeded with the start time in ms, so they grow across
+    /// restarts too (a token from before a restart never matches a later change).
+    epochs: AtomicU64,
+    file: Option<PathBuf>,
+    requirepass: Option<String>,
+    failures: [AtomicU64; 4],
+    warned: Mutex<(Option<Instant>, u64)>,
+    basic: RwLock<BasicCache>,
+}
+
+/// `Authorization: Basic` values that succeeded: the principal and its epoch then.
+type BasicCache = HashMap<Box<[u8]>, (Principal, u64), ahash::RandomState>;
+
+impl Auth {
+    /// Auth off: every caller is the all-permitted `default`.
+    pub fn off() -> Self {
+        Self::build(false, Vec::new(), None, None)
+    }
+
+    /// The registry `--requirepass` and `--users-file` describe; auth is off with neither. A bad
+    /// users file is an error of one line, `FILE:LINE: reason`.
+    pub fn from_config(
+        requirepass: Option<&str>,
+        users_file: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        if requirepass.is_none() && users_file.is_none() {
+            return Ok(Self::off());
+        }
+        let users = match users_file {
+            Some(path) => file::load(path)?,
+            None => Vec::new(),
+        };
+        Ok(Self::build(true, users, users_file.map(PathBuf::from), requirepass.map(str::to_string)))
+    }
+
+    fn build(enabled: bool, users: Vec<User>, file: Option<PathBuf>, requirepass: Option<String>) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_millis() as u64);
+        let auth = Self {
+            enabled,
+            users: RwLock::default(),
+            epochs: AtomicU64::new(seed),
+            file,
+            requirepass,
+            failures: Default::default(),
+            warned: Mutex::new((None, 0)),
+            basic: RwLock::default(),
+        };
+        auth.install(users);
+        auth
+    }
+
+    /// Makes `users` (plus `default` as `--requirepass` says) the registry: existing users are
+    /// updated in place (live connections see the new rules), missing ones deleted.
+    fn install(&self, mut users: Vec<User>) {
+        let default = match users.iter().position(|u| u.name == "default") {
+            Some(i) => users.remove(i),
+            // Without auth `default` may do everything; with a users file that does not
+            // mention it, unlike Redis, it is off: a users file alone never opens the server.
+            None if !self.enabled || self.requirepass.is_some() => User::everything("default"),
+            None => User::new("default"),
+        };
+        let mut default = default;
+        if let Some(pass) = &self.requirepass {
+            default.passwords = vec![rules::digest_of(pass.as_bytes())];
+            default.nopass = false;
+            default.enabled = true;
+        }
+        users.push(default);
+        let mut map = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = BTreeMap::new();
+        for user in users {
+            let epoch = self.next_epoch();
+            let name = user.name.clone();
+            let principal = match map.remove(&name) {
+                Some(p) => {
+                    p.replace(user, epoch);
+                    p
+                }
+                None => Principal(Arc::new(Account {
+                    name: name.clone(),
+                    user: RwLock::new(Arc::new(user)),
+                    epoch: AtomicU64::new(epoch),
+                })),
+            };
+            next.insert(name, principal);
+        }
+        for (name, gone) in std::mem::take(&mut *map) {
+            gone.replace(User::new(&name), self.next_epoch());
+        }
+        *map = next;
+        drop(map);
+        self.basic.write().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    fn next_epoch(&self) -> u64 {
+        self.epochs.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Whether authentication is required (`--requirepass` or `--users-file` given).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The caller a new connection starts as: everything with auth off; `default` when it is on
+    /// without a password (as Redis); otherwise not authenticated.
+    pub fn new_caller(&self, protocol: Protocol) -> Caller {
+        if !self.enabled {
+            return Caller::everything(protocol);
+        }
+        match self.principal("default") {
+            Some(p) if p.with_user(|u| u.enabled && u.nopass) => Caller::user(protocol, p),
+            _ => Caller::anonymous(protocol),
+        }
+    }
+
+    /// The user `name`, if it exists.
+    pub fn principal(&self, name: &str) -> Option<Principal> {
+        self.users.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Checks `password` for `user`: the principal, or `WrongPass` for an unknown user, a wrong
+    /// password or a disabled user alike (an unknown user costs the same digest).
+    pub fn authenticate(&self, user: &str, password: &[u8]) -> Result<Principal, AuthError> {
+        match self.principal(user) {
+            Some(p) if p.with_user(|u| u.accepts(password)) => Ok(p),
+            Some(_) => Err(AuthError::WrongPass),
+            None => {
+                let _ = rules::digest_of(password);
+                Err(AuthError::WrongPass)
+            }
+        }
+    }
+
+    /// Authenticates the value of an `Authorization: Basic ...` header (base64 of
+    /// `user:password`), remembering values that succeeded until their user changes.
+    pub fn basic(&self, credentials: &[u8]) -> Result<Principal, AuthError> {
+        if let Some((p, epoch)) = self.basic.read().unwrap_or_else(PoisonError::into_inner).get(credentials)
+            && p.epoch() == *epoch
+        {
+            return Ok(p.clone());
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .map_err(|_| AuthError::WrongPass)?;
+        let colon = decoded.iter().position(|&c| c == b':').ok_or(AuthError::WrongPass)?;
+        let user = std::str::from_utf8(&decoded[..colon]).map_err(|_| AuthError::WrongPass)?;
+        let principal = self.authenticate(user, &decoded[colon + 1..])?;
+        let epoch = principal.epoch();
+        let mut cache = self.basic.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= BASIC_CACHE {
+            cache.clear();
+        }
+        cache.insert(credentials.into(), (principal.clone(), epoch));
+        Ok(principal)
+    }
+
+    /// The user name an `Authorization: Basic` value claims (for logging a failure), if it
+    /// decodes; never the password.
+    pub fn basic_user(credentials: &[u8]) -> String {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).unwrap_or_default();
+        let name = decoded.split(|&c| c == b':').next().unwrap_or_default();
+        String::from_utf8_lossy(name).chars().take(64).collect()
+    }
+
+    /// Counts a failed authentication on `protocol` and logs it (never the password), at most
+    /// one warning a second; the rest are counted in the next warning.
+    pub fn record_failure(&self, protocol: Protocol, user: &str, peer: Option<SocketAddr>) {
+        self.failures[protocol as usize].fetch_add(1, Ordering::Relaxed);
+        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, suppressed) = &mut *warned;
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+            tracing::warn!(
+                protocol = protocol.as_str(),
+                user,
+                peer,
+                suppressed = *suppressed,
+                "authentication failed"
+            );
+            *last = Some(Instant::now());
+            *suppressed = 0;
+        } else {
+            *suppressed += 1;
+        }
+    }
+
+    /// Failed authentications on `protocol` since start.
+    pub fn failures(&self, protocol: Protocol) -> u64 {
+        self.failures[protocol as usize].load(Ordering::Relaxed)
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Vec<Arc<User>> {
+        self.users.read().unwrap_or_else(PoisonError::into_inner).values().map(Principal::user).collect()
+    }
+
+    /// `ACL SETUSER name rules...`: applies every rule to the user (created off and empty if new),
+    /// all or nothing, and gives it a new epoch.
+    pub fn set_user(&self, name: &str, rules: &[&str]) -> Result<(), RuleError> {
+        // Under the registry's write lock, so two SETUSERs of one user cannot lose either.
+        let mut map = self.users.write().unwrap_or_else(PoisonError::into_inner);
+        let mut user = match map.get(name) {
+            Some(p) => p.with_user(User::clone),
+            None => User::new(name),
+        };
+        for rule in rules {
+            user.apply(rule)?;
+        }
+        let epoch = self.next_epoch();
+        match map.get(name) {
+            Some(p) => p.replace(user, epoch),
+            None => {
+                let account = Account {
+                    name: name.to_string(),
+                    user: RwLock::new(Arc::new(user)),
+                    epoch: epoch.into(),
+                };
+                map.insert(name.to_string(), Principal(Arc::new(account)));
+            }
+        }
+        Ok(())
+    }
+
+    /// `ACL DELUSER name`: whether it existed. Its live connections keep no permission.
+    pub fn del_user(&self, name: &str) -> bool {
+        let removed = self.users.write().unwrap_or_else(PoisonError::into_inner).remove(name);
+        match removed {
+            Some(p) => {
+                p.replace(User::new(name), self.next_epoch());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The users file, if any.
+    pub fn file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
+    }
+
+    /// `ACL SAVE`: rewrites the users file atomically with every user.
+    pub fn save(&self) -> Result<(), String> {
+        let path = self.file.as_deref().ok_or("no users file is configured (--users-file)")?;
+        let users = self.users();
+        file::save(path, &file::render(users.iter().map(|u| &**u)))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// `ACL LOAD`: re-reads the users file; on error nothing changes.
+    pub fn load(&self) -> Result<(), String> {
+        let path = self.file.as_deref().ok_or("no users file is configured (--users-file)")?;
+        let users = file::load(path)?;
+        self.install(users);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanodb_protocol::Error;
+
+    fn auth(text: &str, requirepass: Option<&str>) -> Auth {
+        Auth::build(true, file::parse(text).expect("parses"), None, requirepass.map(str::to_string))
+    }
+
+    #[test]
+    fn authenticate_and_epochs() {
+        let a = auth("user alice on >pw ~a:* +@read\nuser bob off >pw\n", None);
+        let alice = a.authenticate("alice", b"pw").expect("alice");
+        assert_eq!(alice.name(), "alice");
+        assert_eq!(a.authenticate("alice", b"nope").map(|p| p.epoch()), Err(AuthError::WrongPass));
+        assert!(a.authenticate("bob", b"pw").is_err(), "disabled");
+        assert!(a.authenticate("nobody", b"pw").is_err(), "unknown");
+        assert!(a.authenticate("default", b"").is_err(), "a users file without default leaves it off");
+        assert!(!a.new_caller(Protocol::Resp).is_authenticated());
+        let before = alice.epoch();
+        a.set_user("alice", &["+@write"]).expect("setuser");
+        assert!(alice.epoch() > before, "any change bumps the epoch");
+        let caller = Caller::user(Protocol::Resp, alice.clone());
+        let set = nanodb_protocol::cmd::Delete { key: "a:1".into() };
+        let need =
+            || Need::Command(nanodb_protocol::CommandName::Delete, nanodb_protocol::TypedCommand::keys(&set));
+        assert_eq!(caller.authorize(need()), Ok(()), "a live principal sees the new rules");
+        assert!(a.set_user("alice", &["-@write", "bogus"]).is_err());
+        assert_eq!(caller.authorize(need()), Ok(()), "a failed SETUSER changes nothing");
+        let e = alice.epoch();
+        assert!(a.del_user("alice") && alice.epoch() > e);
+        assert!(matches!(caller.authorize(need()), Err(Error::NoPerm(_))));
+        assert!(a.principal("alice").is_none());
+    }
+
+    #[test]
+    fn requirepass_is_defaults_password_and_basic_is_cached() {
+        let a = auth("", Some("s3cret"));
+        assert!(a.authenticate("default", b"s3cret").is_ok());
+        assert!(a.authenticate("default", b"").is_err());
+        let good = base64::engine::general_purpose::STANDARD.encode("default:s3cret");
+        assert!(a.basic(good.as_bytes()).is_ok());
+        assert!(a.basic(good.as_bytes()).is_ok(), "from the cache");
+        assert!(a.basic(b"!!!").is_err());
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("default");
+        assert!(a.basic(no_colon.as_bytes()).is_err());
+        assert_eq!(Auth::basic_user(good.as_bytes()), "default", "the user, never the password");
+        assert_eq!(Auth::basic_user(b"!!!"), "");
+        a.set_user("default", &["resetpass", ">new"]).expect("setuser");
+        assert!(a.basic(good.as_bytes()).is_err(), "a cached header dies with the password");
+        let off = Auth::off();
+        assert!(!off.enabled() && off.new_caller(Protocol::Http).is_authenticated());
+        let open = auth("user default on nopass allkeys +@all\n", None);
+        assert_eq!(open.new_caller(Protocol::Resp).user_name(), Some("default"));
+    }
+
+    #[test]
+    fn failures_are_counted_per_protocol() {
+        let a = auth("", Some("x"));
+        a.record_failure(Protocol::Tcp, "u", None);
+        a.record_failure(Protocol::Tcp, "u", None);
+        assert_eq!((a.failures(Protocol::Tcp), a.failures(Protocol::Resp)), (2, 0));
+    }
+}

@@ -1,0 +1,101 @@
+//! Authentication for gRPC: a tower layer (installed only with auth on) that resolves the caller
+//! from the `authorization` metadata (`Basic base64(user:password)`, the header HTTP uses) before
+//! the message is decoded, answers `UNAUTHENTICATED` when it is missing or wrong, and hands the
+//! caller to the services in the request's extensions. Health and reflection stay open. The
+//! scheme is parsed by the REST frontend's [`credentials`], the one seam where `Bearer` joins.
+
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use futures::future::{Either, Ready, ready};
+use nanodb_protocol::Error;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tower::{Layer, Service};
+
+use super::convert::status;
+use crate::auth::{Auth, Caller};
+use crate::frontend::http::auth::{Credentials, credentials};
+use crate::stats::Protocol;
+
+/// The layer: see the module documentation.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    auth: Option<Arc<Auth>>,
+}
+
+impl AuthLayer {
+    /// A layer authenticating against `auth`; with `None` (auth off) it passes requests through.
+    pub fn new(auth: Option<Arc<Auth>>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, auth: self.auth.clone() }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the server's routes.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Option<Arc<Auth>>,
+}
+
+/// Services that answer without credentials: health checks and reflection.
+fn open(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
+/// The caller `request` authenticates as, or the error to answer.
+fn resolve<B>(auth: &Auth, request: &http::Request<B>) -> Result<Caller, Error> {
+    let header = request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+    match credentials(header) {
+        Credentials::Missing => match auth.new_caller(Protocol::Grpc) {
+            c if c.is_authenticated() => Ok(c),
+            _ => Err(Error::NoAuth),
+        },
+        Credentials::Basic(b64) => match auth.basic(b64) {
+            Ok(principal) => Ok(Caller::user(Protocol::Grpc, principal)),
+            Err(e) => {
+                auth.record_failure(Protocol::Grpc, &Auth::basic_user(b64), None);
+                Err(e.into())
+            }
+        },
+        Credentials::Unsupported => {
+            auth.record_failure(Protocol::Grpc, "(unsupported scheme)", None);
+            Err(Error::WrongPass)
+        }
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for AuthService<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<http::Response<Body>, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let Some(auth) = &self.auth else { return Either::Right(self.inner.call(request)) };
+        if open(request.uri().path()) {
+            return Either::Right(self.inner.call(request));
+        }
+        match resolve(auth, &request) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Either::Right(self.inner.call(request))
+            }
+            Err(e) => Either::Left(ready(Ok(status(&e).into_http()))),
+        }
+    }
+}

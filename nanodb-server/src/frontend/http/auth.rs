@@ -1,0 +1,147 @@
+//! Authentication for the REST API: a layer that resolves the caller from the `Authorization`
+//! header before anything reads the body, and [`Call`], the extractor every handler takes, which
+//! carries that caller to `Context::run`.
+//!
+//! The layer exists only when auth is on; without it [`Call`] finds no caller in the request and
+//! takes the registry's default (everything, with auth off): no work per request. `/healthz` and
+//! `/readyz` stay open. Credentials are parsed in [`credentials`], the seam where a `Bearer` token
+//! scheme joins `Basic`.
+
+use std::ops::Deref;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use nanodb_protocol::Error;
+
+use super::{AppError, AppState, Run, Shared};
+use crate::auth::{Auth, Caller, Need};
+use crate::feed::Topic;
+use crate::stats::Protocol;
+
+/// What an `Authorization` header holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// No header.
+    Missing,
+    /// `Basic base64(user:password)`: the base64 part.
+    Basic(&'a [u8]),
+    /// A scheme this server does not take (yet: `Bearer` tokens come with signed tokens).
+    Unsupported,
+}
+
+/// Splits an `Authorization` header value into its scheme and credentials (the scheme is
+/// case-insensitive, RFC 9110).
+pub fn credentials(value: Option<&[u8]>) -> Credentials<'_> {
+    let Some(v) = value else { return Credentials::Missing };
+    match v.iter().position(|&c| c == b' ') {
+        Some(5) if v[..5].eq_ignore_ascii_case(b"Basic") => Credentials::Basic(v[6..].trim_ascii()),
+        _ => Credentials::Unsupported,
+    }
+}
+
+/// The routes that answer without credentials (load balancers' and orchestrators' probes).
+fn open(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz")
+}
+
+/// The authentication layer (installed only with auth on): 401 with `WWW-Authenticate` for
+/// missing or wrong credentials, before the body is read; otherwise the caller goes into the
+/// request's extensions for [`Call`].
+pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    if open(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let auth = &s.ctx.auth;
+    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let caller = match credentials(header) {
+        Credentials::Missing => match auth.new_caller(Protocol::Http) {
+            c if c.is_authenticated() => c,
+            _ => return AppError::from(Error::NoAuth).into_response(),
+        },
+        Credentials::Basic(b64) => match auth.basic(b64) {
+            Ok(principal) => Caller::user(Protocol::Http, principal),
+            Err(e) => {
+                auth.record_failure(Protocol::Http, &Auth::basic_user(b64), None);
+                return AppError::from(Error::from(e)).into_response();
+            }
+        },
+        Credentials::Unsupported => {
+            auth.record_failure(Protocol::Http, "(unsupported scheme)", None);
+            return AppError::from(Error::WrongPass).into_response();
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+/// What a handler gets: the shared state and the request's caller.
+#[derive(Debug, Clone)]
+pub struct Call {
+    shared: AppState,
+    /// Who sent the request.
+    pub caller: Caller,
+}
+
+impl Deref for Call {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl FromRequestParts<AppState> for Call {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // No caller means no authentication layer: auth is off (or, fail closed, not
+        // authenticated).
+        let caller = match parts.extensions.remove::<Caller>() {
+            Some(c) => c,
+            None => state.ctx.auth.new_caller(Protocol::Http),
+        };
+        Ok(Self { shared: state.clone(), caller })
+    }
+}
+
+impl Call {
+    /// Applies one command as this request's caller, records it in the stats under
+    /// [`Protocol::Http`], and returns once its effect may be acknowledged under the fsync
+    /// policy.
+    pub async fn exec<C: Run>(&self, cmd: C) -> Result<C::Output, Error> {
+        self.shared.ctx.run(&self.caller, cmd).await
+    }
+
+    /// Whether this caller may watch or subscribe to `topic`.
+    pub fn authorize_topic(&self, topic: &Topic) -> Result<(), AppError> {
+        Ok(self.shared.ctx.authorize(&self.caller, Need::of_topic(topic))?)
+    }
+
+    /// Whether this caller may run an admin operation (`what` names it in the refusal).
+    pub fn authorize_admin(&self, what: &'static str) -> Result<(), AppError> {
+        Ok(self.shared.ctx.authorize(&self.caller, Need::Admin(what))?)
+    }
+
+    /// Whether this caller is authenticated at all (what reading server-wide figures needs).
+    pub fn authorize_any(&self) -> Result<(), AppError> {
+        Ok(self.shared.ctx.authorize(&self.caller, Need::Authenticated)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes() {
+        assert_eq!(credentials(None), Credentials::Missing);
+        assert_eq!(credentials(Some(b"Basic YTpi")), Credentials::Basic(b"YTpi"));
+        assert_eq!(credentials(Some(b"basic YTpi ")), Credentials::Basic(b"YTpi"));
+        assert_eq!(credentials(Some(b"Bearer xyz")), Credentials::Unsupported);
+        assert_eq!(credentials(Some(b"Basic")), Credentials::Unsupported);
+        assert_eq!(credentials(Some(b"Basicx YTpi")), Credentials::Unsupported);
+    }
+}
