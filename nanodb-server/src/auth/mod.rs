@@ -1,0 +1,3 @@
+//! Users, permissions and tokens.
+
+pub mod token;
