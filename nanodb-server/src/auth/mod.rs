@@ -2,6 +2,7 @@
 //!
 //! - `rules.rs`: one [`User`] and the Redis ACL rules that shape it; compiled patterns.
 //! - `file.rs`: the users file (`--users-file`): parse with `FILE:LINE: reason`, save atomically.
+//! - `token.rs`: signed, expiring bearer tokens for HTTP and gRPC, and their secret.
 //! - `check.rs`: the one authorization check ([`Caller::authorize`] of a [`Need`]), which
 //!   `Context` runs before the engine applies anything.
 //! - this file: the registry [`Auth`]: who exists, authentication (passwords as SHA-256 digests,
@@ -17,6 +18,7 @@
 mod check;
 pub mod file;
 pub mod rules;
+pub mod token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
