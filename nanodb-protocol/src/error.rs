@@ -115,6 +115,10 @@ pub enum Error {
     /// Unknown user, wrong password or disabled user (deliberately not told apart).
     #[error("invalid username-password pair or user is disabled.")]
     WrongPass,
+    /// A bearer token that cannot be used: malformed, forged, expired, or issued before its user
+    /// changed. Its code is `WRONGPASS`: a bad token is a bad credential.
+    #[error("{0}")]
+    BadToken(&'static str),
     /// The authenticated user may not do this.
     #[error("{0}")]
     NoPerm(Denied),
@@ -302,7 +306,7 @@ impl Error {
             Self::Busy => ErrorCode::Busy,
             Self::Internal => ErrorCode::Internal,
             Self::NoAuth => ErrorCode::NoAuth,
-            Self::WrongPass => ErrorCode::WrongPass,
+            Self::WrongPass | Self::BadToken(_) => ErrorCode::WrongPass,
             Self::NoPerm(_) => ErrorCode::NoPerm,
             Self::Remote { code, .. } => *code,
         }

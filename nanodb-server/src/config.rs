@@ -327,10 +327,43 @@ pub struct AuthCli {
     /// users file.
     #[arg(long, help_heading = SECURITY, env = "NANODB_PROTECTED_MODE", default_value = "yes", value_parser = on_off, action = clap::ArgAction::Set, value_name = "yes|no")]
     pub protected_mode: bool,
+
+    /// How long a bearer token from `POST /v1/auth/token` or `Auth/Authenticate` lives:
+    /// seconds, or with a unit (`90s`, `30m`, `1h`, `7d`).
+    #[arg(long, help_heading = SECURITY, env = "NANODB_TOKEN_TTL", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub token_ttl: Duration,
+
+    /// The secret tokens are signed with (at least 32 bytes; surrounding whitespace ignored).
+    /// Give every node the same file and a token works on all of them. Without it, a secret is
+    /// generated once in the data directory (`token-secret`, mode 0600).
+    #[arg(long, help_heading = SECURITY, env = "NANODB_TOKEN_SECRET_FILE", value_name = "FILE")]
+    pub token_secret_file: Option<PathBuf>,
+}
+
+/// A duration: whole seconds, or a number with `ms`, `s`, `m`, `h` or `d`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 =
+        digits.parse().map_err(|_| format!("`{text}` is not a duration (e.g. 3600, 90s, 30m, 1h, 7d)"))?;
+    let ms_per = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m, h or d)")),
+    };
+    let ms = n.checked_mul(ms_per).ok_or_else(|| format!("`{text}` is too long"))?;
+    if ms == 0 {
+        return Err("a token lifetime must be above zero".into());
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// Users and authentication settings.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct AuthConfig {
     /// `default`'s password.
     pub requirepass: Option<String>,
@@ -338,6 +371,23 @@ pub struct AuthConfig {
     pub users_file: Option<PathBuf>,
     /// Protected mode (on unless `--protected-mode no`).
     pub protected_mode: bool,
+    /// How long a new token lives.
+    pub token_ttl: Duration,
+    /// `--token-secret-file`.
+    pub token_secret_file: Option<PathBuf>,
+}
+
+/// Auth off, protected mode on, tokens living an hour: the flags' defaults.
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            requirepass: None,
+            users_file: None,
+            protected_mode: true,
+            token_ttl: Duration::from_secs(3600),
+            token_secret_file: None,
+        }
+    }
 }
 
 /// Never prints the password.
@@ -347,6 +397,8 @@ impl fmt::Debug for AuthConfig {
             .field("requirepass", &self.requirepass.as_ref().map(|_| "<redacted>"))
             .field("users_file", &self.users_file)
             .field("protected_mode", &self.protected_mode)
+            .field("token_ttl", &self.token_ttl)
+            .field("token_secret_file", &self.token_secret_file)
             .finish()
     }
 }
@@ -357,6 +409,8 @@ impl From<AuthCli> for AuthConfig {
             requirepass: c.requirepass.filter(|p| !p.is_empty()),
             users_file: c.users_file,
             protected_mode: c.protected_mode,
+            token_ttl: c.token_ttl,
+            token_secret_file: c.token_secret_file,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::config::{Config, ListenAddr};
@@ -135,6 +135,8 @@ impl Server {
             // Watchers see a write only once it may be acknowledged.
             feed.set_gate(p.log().clone());
         }
+        // After the data directory is open and locked: a generated token secret lives there.
+        attach_tokens(&auth, &config)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let stats = Arc::new(Stats::default());
@@ -313,6 +315,30 @@ fn auth_from(config: &Config) -> Result<Arc<Auth>, StartError> {
         info!(users = auth.users().len(), "authentication on");
     }
     Ok(Arc::new(auth))
+}
+
+/// Gives an auth-on registry its token signer: the key from `--token-secret-file`, else the one
+/// kept in the data directory (generated there once), else, without persistence, one for this
+/// process only.
+fn attach_tokens(auth: &Auth, config: &Config) -> Result<(), StartError> {
+    use crate::auth::token::{SecretSource, TokenKey};
+    if !auth.enabled() {
+        return Ok(());
+    }
+    let data_dir = config.persistence.then_some(config.data_dir.as_path());
+    let (key, source) = TokenKey::load_or_create(config.auth.token_secret_file.as_deref(), data_dir)
+        .map_err(|e| StartError::Auth(format!("{e} (--token-secret-file)")))?;
+    match &source {
+        SecretSource::Ephemeral => warn!(
+            "tokens are signed with a secret for this process only (no data directory, no --token-secret-file): they stop working at restart"
+        ),
+        SecretSource::Generated(path) => info!(path = %path.display(), "generated the token secret"),
+        SecretSource::File(path) | SecretSource::DataDir(path) => {
+            debug!(path = %path.display(), "token secret")
+        }
+    }
+    auth.attach_tokens(crate::auth::Tokens { key, ttl: config.auth.token_ttl });
+    Ok(())
 }
 
 /// Protected mode: without authentication, only loopback addresses may be listened on.

@@ -24,13 +24,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
 pub use self::check::{Caller, Need};
 pub use self::rules::{RuleError, User};
+use self::token::{TokenError, TokenKey};
 use crate::stats::Protocol;
 
 /// Why authentication failed (deliberately one reason: which part was wrong is not told).
@@ -55,6 +56,18 @@ struct Account {
     name: String,
     user: RwLock<Arc<User>>,
     epoch: AtomicU64,
+    /// A digest of the user's definition ([`User::describe`]): what tokens record. Unlike the
+    /// epoch it is the same on every node with the same users and across restarts, so a token
+    /// works wherever its user is defined alike, and any change to the user revokes it.
+    fingerprint: AtomicU64,
+}
+
+/// The first 8 bytes of SHA-256 of the user's definition (rules, password digests, on/off).
+fn fingerprint(user: &User) -> u64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, user.describe().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_ref()[..8]);
+    u64::from_be_bytes(first)
 }
 
 impl Principal {
@@ -69,6 +82,12 @@ impl Principal {
         self.0.epoch.load(Ordering::Acquire)
     }
 
+    /// A digest of the user's current definition, the same on every node that defines the user
+    /// alike: what a token carries as its auth epoch.
+    pub fn fingerprint(&self) -> u64 {
+        self.0.fingerprint.load(Ordering::Acquire)
+    }
+
     /// The user's current rules.
     pub fn user(&self) -> Arc<User> {
         self.with_user(|u| Arc::new(u.clone()))
@@ -80,7 +99,9 @@ impl Principal {
     }
 
     fn replace(&self, user: User, epoch: u64) {
+        let print = fingerprint(&user);
         *self.0.user.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(user);
+        self.0.fingerprint.store(print, Ordering::Release);
         self.0.epoch.store(epoch, Ordering::Release);
     }
 }
@@ -102,10 +123,30 @@ pub struct Auth {
     failures: [AtomicU64; 4],
     warned: Mutex<(Option<Instant>, u64)>,
     basic: RwLock<BasicCache>,
+    /// The token signer, attached once the data directory is open (see [`Auth::attach_tokens`]).
+    tokens: OnceLock<Tokens>,
+    bearer: RwLock<BearerCache>,
 }
 
 /// `Authorization: Basic` values that succeeded: the principal and its epoch then.
 type BasicCache = HashMap<Box<[u8]>, (Principal, u64), ahash::RandomState>;
+
+/// Bearer tokens that verified: the principal, its fingerprint then, and the token's expiry.
+type BearerCache = HashMap<Box<[u8]>, (Principal, u64, u64), ahash::RandomState>;
+
+/// What issues and verifies tokens: the key and how long a new token lives.
+#[derive(Debug)]
+pub struct Tokens {
+    /// The signing key.
+    pub key: TokenKey,
+    /// `--token-ttl`.
+    pub ttl: Duration,
+}
+
+/// Now, in Unix milliseconds (tokens carry wall-clock expiries: they cross nodes).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 impl Auth {
     /// Auth off: every caller is the all-permitted `default`.
@@ -142,6 +183,8 @@ impl Auth {
             failures: Default::default(),
             warned: Mutex::new((None, 0)),
             basic: RwLock::default(),
+            tokens: OnceLock::new(),
+            bearer: RwLock::default(),
         };
         auth.install(users);
         auth
@@ -176,6 +219,7 @@ impl Auth {
                 }
                 None => Principal(Arc::new(Account {
                     name: name.clone(),
+                    fingerprint: AtomicU64::new(fingerprint(&user)),
                     user: RwLock::new(Arc::new(user)),
                     epoch: AtomicU64::new(epoch),
                 })),
@@ -252,6 +296,56 @@ impl Auth {
         Ok(principal)
     }
 
+    /// Gives the registry its token signer (once; later calls are ignored and say so).
+    pub fn attach_tokens(&self, tokens: Tokens) -> bool {
+        self.tokens.set(tokens).is_ok()
+    }
+
+    /// A token for `principal`, valid for `--token-ttl`: the text and its expiry in Unix ms.
+    /// Refused while the registry has no signer (auth off: nothing needs a token).
+    pub fn issue_token(&self, principal: &Principal) -> Result<(String, u64), nanodb_protocol::Error> {
+        let tokens = self.tokens.get().ok_or_else(|| {
+            nanodb_protocol::Error::InvalidArgument(crate::frontend::http::auth::AUTH_OFF.into())
+        })?;
+        let now = unix_ms();
+        let token = tokens.key.issue(principal.name(), principal.fingerprint(), now, tokens.ttl);
+        let expires = now.saturating_add(u64::try_from(tokens.ttl.as_millis()).unwrap_or(u64::MAX));
+        Ok((token, expires))
+    }
+
+    /// Authenticates an `Authorization: Bearer ...` token: signed by this server's secret, not
+    /// expired, and issued to the user as it is now (any change to the user since revokes it).
+    /// Tokens that verified are remembered until they expire or their user changes.
+    pub fn bearer(&self, token: &[u8]) -> Result<Principal, nanodb_protocol::Error> {
+        use nanodb_protocol::Error;
+        let now = unix_ms();
+        if let Some((p, print, expires)) =
+            self.bearer.read().unwrap_or_else(PoisonError::into_inner).get(token)
+            && p.fingerprint() == *print
+            && now < *expires
+        {
+            return Ok(p.clone());
+        }
+        let tokens = self.tokens.get().ok_or(Error::BadToken("tokens are not enabled on this server"))?;
+        let text = std::str::from_utf8(token).map_err(|_| Error::BadToken("malformed token"))?;
+        let claims = tokens.key.verify(text, now).map_err(|e| match e {
+            TokenError::Malformed => Error::BadToken("malformed token"),
+            TokenError::BadSignature => Error::BadToken("invalid token signature"),
+            TokenError::Expired => Error::BadToken("token expired"),
+        })?;
+        let revoked = Error::BadToken("token revoked: its user changed or was removed since it was issued");
+        let principal = self.principal(&claims.user).ok_or(revoked.clone())?;
+        if principal.fingerprint() != claims.epoch || !principal.with_user(|u| u.enabled) {
+            return Err(revoked);
+        }
+        let mut cache = self.bearer.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= BASIC_CACHE {
+            cache.clear();
+        }
+        cache.insert(token.into(), (principal.clone(), claims.epoch, claims.expires_at_ms));
+        Ok(principal)
+    }
+
     /// The user name an `Authorization: Basic` value claims (for logging a failure), if it
     /// decodes; never the password.
     pub fn basic_user(credentials: &[u8]) -> String {
@@ -310,6 +404,7 @@ impl Auth {
             None => {
                 let account = Account {
                     name: name.to_string(),
+                    fingerprint: fingerprint(&user).into(),
                     user: RwLock::new(Arc::new(user)),
                     epoch: epoch.into(),
                 };

@@ -402,7 +402,7 @@ async fn acl_setuser_applies_to_live_connections_and_save_load_round_trip() {
     assert_eq!(admin.line(&["ACL", "SETUSER", "alice", "resetpass", ">newpw"]).await, "+OK");
     let r = get("alice", "alicepw").await.expect("get");
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"nanodb\"");
+    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"nanodb\", Bearer realm=\"nanodb\"");
     assert_eq!(get("alice", "newpw").await.expect("get").status(), 200);
     // SAVE writes the file (digests, not passwords); LOAD brings it back over later changes.
     assert_eq!(admin.line(&["ACL", "SETUSER", "carol", "on", ">carolpw", "~c:*", "+@read"]).await, "+OK");
@@ -512,7 +512,7 @@ async fn unauthenticated_clients_are_limited_and_counted() {
     let base = http_base(&server);
     let r = h.get(format!("{base}/v1/kv/k")).send().await.expect("get");
     assert_eq!(r.status(), 401);
-    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"nanodb\"");
+    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"nanodb\", Bearer realm=\"nanodb\"");
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["error"]["code"], "NOAUTH");
     let r = h

@@ -12,6 +12,7 @@ mod resp;
 mod resp_pubsub;
 mod tcp;
 mod tls;
+mod tokens;
 mod watch_cross;
 mod watch_grpc;
 mod watch_http;

@@ -1,8 +1,9 @@
 //! Authentication for gRPC: a tower layer (installed only with auth on) that resolves the caller
 //! from the `authorization` metadata (`Basic base64(user:password)`, the header HTTP uses) before
 //! the message is decoded, answers `UNAUTHENTICATED` when it is missing or wrong, and hands the
-//! caller to the services in the request's extensions. Health and reflection stay open. The
-//! scheme is parsed by the REST frontend's [`credentials`], the one seam where `Bearer` joins.
+//! caller to the services in the request's extensions. `Bearer <token>` takes a signed token
+//! from `nanodb.v1.Auth/Authenticate` (or REST's `POST /v1/auth/token`). Health, reflection and
+//! `Auth` itself stay open. The scheme is parsed by the REST frontend's [`credentials`].
 
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -46,9 +47,12 @@ pub struct AuthService<S> {
     auth: Option<Arc<Auth>>,
 }
 
-/// Services that answer without credentials: health checks and reflection.
+/// Services that answer without credentials: health checks, reflection, and `Auth` (its request
+/// carries them).
 fn open(path: &str) -> bool {
-    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+    path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.")
+        || path.starts_with("/nanodb.v1.Auth/")
 }
 
 /// The caller `request` authenticates as, or the error to answer.
@@ -64,6 +68,13 @@ fn resolve<B>(auth: &Auth, request: &http::Request<B>) -> Result<Caller, Error> 
             Err(e) => {
                 auth.record_failure(Protocol::Grpc, &Auth::basic_user(b64), None);
                 Err(e.into())
+            }
+        },
+        Credentials::Bearer(token) => match auth.bearer(token) {
+            Ok(principal) => Ok(Caller::user(Protocol::Grpc, principal)),
+            Err(e) => {
+                auth.record_failure(Protocol::Grpc, "(bearer token)", None);
+                Err(e)
             }
         },
         Credentials::Unsupported => {

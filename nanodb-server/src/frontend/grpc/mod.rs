@@ -1,4 +1,4 @@
-//! The gRPC frontend (tonic): `nanodb.v1.KV` and `nanodb.v1.Admin` from `proto/nanodb/v1`, plus
+//! The gRPC frontend (tonic): `nanodb.v1.KV`, `nanodb.v1.Admin` and `nanodb.v1.Auth` from `proto/nanodb/v1`, plus
 //! the standard health service, server reflection (v1 and v1alpha) and grpc-web, on one port.
 //!
 //! Policy, all from configuration:
@@ -30,7 +30,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use nanodb_protocol::pb::{self, admin_server::AdminServer, kv_server::KvServer};
+use nanodb_protocol::pb::{self, admin_server::AdminServer, auth_server::AuthServer, kv_server::KvServer};
 use nanodb_protocol::{Error, Limits};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -46,7 +46,7 @@ use tower::util::MapResultLayer;
 use tracing::{debug, error, warn};
 
 pub use convert::{ERROR_CODE_METADATA, code, status};
-pub use service::{AdminService, KvService};
+pub use service::{AdminService, AuthService, KvService};
 
 use super::Context;
 use super::conn::{Activity, BusyLayer, ConnActivity, Idle, MaybeTls};
@@ -68,7 +68,7 @@ pub fn message_limit(limits: &Limits) -> usize {
 }
 
 /// The services names health reports on, besides the whole server ("").
-const SERVICES: [&str; 2] = ["nanodb.v1.KV", "nanodb.v1.Admin"];
+const SERVICES: [&str; 3] = ["nanodb.v1.KV", "nanodb.v1.Admin", "nanodb.v1.Auth"];
 
 /// Serves gRPC on `listener` until `ctx.shutdown` fires, then drains.
 pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
@@ -78,6 +78,7 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
         .send_compressed(CompressionEncoding::Gzip)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit.saturating_mul(RESPONSE_FACTOR));
+    let auth_service = AuthServer::new(AuthService::new(ctx.clone()));
     let admin = AdminServer::new(AdminService::new(ctx.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
@@ -127,6 +128,7 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
         .layer(auth::AuthLayer::new(ctx.auth.enabled().then(|| ctx.auth.clone())))
         .add_service(kv)
         .add_service(admin)
+        .add_service(auth_service)
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use nanodb_protocol::pb::{self, admin_server::Admin, kv_server::Kv};
+use nanodb_protocol::pb::{self, admin_server::Admin, auth_server::Auth, kv_server::Kv};
 use nanodb_protocol::{Error, TypedCommand, cmd};
 use tonic::{Request, Response, Status};
 
@@ -207,5 +207,45 @@ impl Admin for AdminService {
         };
         stats.record(Protocol::Grpc, "stats", true, started.elapsed());
         Ok(Response::new(response))
+    }
+}
+
+/// Serves `nanodb.v1.Auth`: passwords for tokens. Open to callers without credentials (the
+/// request carries them), so failures are counted and logged like any failed authentication.
+#[derive(Debug, Clone)]
+pub struct AuthService {
+    ctx: Context,
+}
+
+impl AuthService {
+    /// An auth service over the context's users.
+    pub fn new(ctx: Context) -> Self {
+        Self { ctx }
+    }
+}
+
+#[tonic::async_trait]
+impl Auth for AuthService {
+    async fn authenticate(
+        &self,
+        request: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
+        let auth = &self.ctx.auth;
+        if !auth.enabled() {
+            return Err(status(&Error::InvalidArgument(crate::frontend::http::auth::AUTH_OFF.into())));
+        }
+        let peer = request.remote_addr();
+        let pb::AuthenticateRequest { user, password } = request.into_inner();
+        let user = if user.is_empty() { "default".to_string() } else { user };
+        let principal = auth.authenticate(&user, password.as_bytes()).map_err(|e| {
+            auth.record_failure(Protocol::Grpc, &user, peer);
+            status(&Error::from(e))
+        })?;
+        let (token, expires_at_ms) = auth.issue_token(&principal).map_err(|e| status(&e))?;
+        Ok(Response::new(pb::AuthenticateResponse {
+            token,
+            expires_at_ms,
+            user: principal.name().to_string(),
+        }))
     }
 }

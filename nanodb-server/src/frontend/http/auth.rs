@@ -4,8 +4,8 @@
 //!
 //! The layer exists only when auth is on; without it [`Call`] finds no caller in the request and
 //! takes the registry's default (everything, with auth off): no work per request. `/healthz` and
-//! `/readyz` stay open. Credentials are parsed in [`credentials`], the seam where a `Bearer` token
-//! scheme joins `Basic`.
+//! `/readyz` stay open. Credentials are parsed in [`credentials`]: `Basic` (a user and password)
+//! or `Bearer` (a signed token from [`issue_token`], `POST /v1/auth/token`).
 
 use std::ops::Deref;
 
@@ -28,7 +28,9 @@ pub enum Credentials<'a> {
     Missing,
     /// `Basic base64(user:password)`: the base64 part.
     Basic(&'a [u8]),
-    /// A scheme this server does not take (yet: `Bearer` tokens come with signed tokens).
+    /// `Bearer <token>`: the token.
+    Bearer(&'a [u8]),
+    /// A scheme this server does not take.
     Unsupported,
 }
 
@@ -38,6 +40,7 @@ pub fn credentials(value: Option<&[u8]>) -> Credentials<'_> {
     let Some(v) = value else { return Credentials::Missing };
     match v.iter().position(|&c| c == b' ') {
         Some(5) if v[..5].eq_ignore_ascii_case(b"Basic") => Credentials::Basic(v[6..].trim_ascii()),
+        Some(6) if v[..6].eq_ignore_ascii_case(b"Bearer") => Credentials::Bearer(v[7..].trim_ascii()),
         _ => Credentials::Unsupported,
     }
 }
@@ -66,6 +69,13 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
             Err(e) => {
                 auth.record_failure(Protocol::Http, &Auth::basic_user(b64), None);
                 return AppError::from(Error::from(e)).into_response();
+            }
+        },
+        Credentials::Bearer(token) => match auth.bearer(token) {
+            Ok(principal) => Caller::user(Protocol::Http, principal),
+            Err(e) => {
+                auth.record_failure(Protocol::Http, "(bearer token)", None);
+                return AppError::from(e).into_response();
             }
         },
         Credentials::Unsupported => {
@@ -131,6 +141,45 @@ impl Call {
     }
 }
 
+/// Why no token is issued while authentication is off.
+pub const AUTH_OFF: &str = "authentication is off (no --requirepass or --users-file): no token is needed";
+
+/// A token's answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TokenBody {
+    /// The token, for `Authorization: Bearer <token>` (and gRPC's `authorization` metadata).
+    pub token: String,
+    /// When it stops being valid, in Unix milliseconds.
+    pub expires_at_ms: u64,
+    /// The user it was issued to.
+    pub user: String,
+}
+
+/// Exchanges Basic credentials for a signed token that works on every node sharing the token
+/// secret until it expires (`--token-ttl`) or its user changes. A token cannot renew itself: the
+/// request must carry the password.
+#[utoipa::path(post, path = "/v1/auth/token", tag = "auth",
+    responses(
+        (status = 200, description = "A token", body = TokenBody),
+        (status = 400, description = "Authentication is off, or the credentials were not Basic", body = super::error::ErrorBody),
+        (status = 401, description = "Missing or wrong credentials", body = super::error::ErrorBody)))]
+pub async fn issue_token(s: Call, headers: axum::http::HeaderMap) -> Result<Response, AppError> {
+    if !s.ctx.auth.enabled() {
+        return Err(Error::InvalidArgument(AUTH_OFF.into()).into());
+    }
+    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    if !matches!(credentials(header), Credentials::Basic(_)) {
+        return Err(Error::InvalidArgument(
+            "a token is issued for Basic credentials (user and password), not for a token".into(),
+        )
+        .into());
+    }
+    let principal = s.caller.principal().cloned().ok_or(Error::NoAuth)?;
+    let (token, expires_at_ms) = s.ctx.auth.issue_token(&principal)?;
+    let body = TokenBody { token, expires_at_ms, user: principal.name().to_string() };
+    Ok(super::error::json_response(axum::http::StatusCode::OK, &body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,7 +189,9 @@ mod tests {
         assert_eq!(credentials(None), Credentials::Missing);
         assert_eq!(credentials(Some(b"Basic YTpi")), Credentials::Basic(b"YTpi"));
         assert_eq!(credentials(Some(b"basic YTpi ")), Credentials::Basic(b"YTpi"));
-        assert_eq!(credentials(Some(b"Bearer xyz")), Credentials::Unsupported);
+        assert_eq!(credentials(Some(b"Bearer xyz")), Credentials::Bearer(b"xyz"));
+        assert_eq!(credentials(Some(b"bearer  xyz ")), Credentials::Bearer(b"xyz"));
+        assert_eq!(credentials(Some(b"Token xyz")), Credentials::Unsupported);
         assert_eq!(credentials(Some(b"Basic")), Credentials::Unsupported);
         assert_eq!(credentials(Some(b"Basicx YTpi")), Credentials::Unsupported);
     }

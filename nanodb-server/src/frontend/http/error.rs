@@ -130,8 +130,8 @@ impl IntoResponse for AppError {
     }
 }
 
-/// The challenge every 401 carries.
-pub const WWW_AUTHENTICATE: &str = "Basic realm=\"nanodb\"";
+/// The challenges every 401 carries: both schemes the server takes.
+pub const WWW_AUTHENTICATE: &str = "Basic realm=\"nanodb\", Bearer realm=\"nanodb\"";
 
 /// The body answered if a response cannot be serialised: still the JSON error form.
 const INTERNAL_BODY: &[u8] = b"{\"error\":{\"code\":\"INTERNAL\",\"message\":\"internal error\"}}\n";

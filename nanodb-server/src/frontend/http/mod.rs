@@ -132,8 +132,10 @@ pub struct BinaryBody(pub Vec<u8>);
         watch::subscribe,
         watch::publish,
         ws::ws,
+        auth::issue_token,
     ),
     components(schemas(
+        auth::TokenBody,
         error::ErrorBody,
         error::ErrorDetail,
         extract::Encoding,
@@ -196,6 +198,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/keyspace/count", get(keys::key_count))
         .route("/v1/keyspace/random", get(keys::random_key))
         .route("/v1/batch", post(batch::batch))
+        .route("/v1/auth/token", post(auth::issue_token))
         .route("/v1/hash/{key}", get(hash_list::hash_get_all))
         .route(
             "/v1/hash/{key}/{field}",
