@@ -1,6 +1,7 @@
 //! NanoDB server library: the engine, the frontends and the server that wires them together.
 //! `main.rs` only parses configuration and calls [`server::run`].
 
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod feed;
