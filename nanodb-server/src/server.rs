@@ -10,11 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cluster::{ClientAddrs, Cluster};
 use crate::config::{Config, ListenAddr};
 use crate::engine::Engine;
 use crate::feed::Hub;
 use crate::frontend::{self, Context};
-use crate::persist::{PersistConfig, Persistence};
+use crate::persist::{DirLock, PersistConfig, Persistence};
 use crate::stats::Stats;
 
 /// Largest log record read back, at least: far above any record a request can produce.
@@ -28,6 +29,12 @@ pub enum StartError {
     /// The data directory could not be recovered or opened.
     #[error(transparent)]
     Persist(#[from] crate::persist::PersistError),
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The data directory is held by another server.
+    #[error(transparent)]
+    Lock(#[from] crate::persist::LockError),
     /// A listener could not bind; the message names the flag.
     #[error("cannot listen on {addr} (--{flag}): {source}")]
     Bind {
@@ -64,6 +71,9 @@ pub struct Server {
     config: Arc<Config>,
     stats: Arc<Stats>,
     persistence: Option<Arc<Persistence>>,
+    cluster: Option<Arc<Cluster>>,
+    /// Cluster mode's hold on the data directory (the single-node mode's is in `persistence`).
+    _cluster_lock: Option<DirLock>,
 }
 
 /// Binds `addr` unless it is off; returns the listener and the address it got (port 0 resolved).
@@ -100,8 +110,12 @@ impl Server {
                 "--watch-queue-bytes is below one maximal key and value: a watcher sent such a value lags at once"
             );
         }
-        // Recovery happens before anything serves: a client never sees a half-loaded state.
-        let persistence = if config.persistence {
+        let max_record_len = MAX_RECORD_LEN.max(2 * (config.max_frame_len + config.limits.max_value_len));
+        // Recovery happens before anything serves: a client never sees a half-loaded state. In a
+        // cluster the Raft log replaces the single-node log (see `cluster`).
+        let persistence = if config.cluster.is_some() {
+            None
+        } else if config.persistence {
             Some(Persistence::open(
                 engine.clone(),
                 PersistConfig {
@@ -109,8 +123,7 @@ impl Server {
                     fsync: config.fsync,
                     snapshot_every: config.snapshot_every,
                     repair: config.repair,
-                    max_record_len: MAX_RECORD_LEN
-                        .max(2 * (config.max_frame_len + config.limits.max_value_len)),
+                    max_record_len,
                 },
             )?)
         } else {
@@ -124,7 +137,32 @@ impl Server {
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let stats = Arc::new(Stats::default());
+        let addr_of = |b: &Option<(TcpListener, SocketAddr)>| b.as_ref().map(|(_, a)| a.to_string());
+        let (cluster, cluster_lock) = match &config.cluster {
+            Some(c) => {
+                let lock = DirLock::acquire(&config.data_dir)?;
+                let start = crate::cluster::Start {
+                    config: c.clone(),
+                    data_dir: &config.data_dir,
+                    fsync: config.fsync,
+                    request_timeout: config.request_timeout,
+                    max_record_len,
+                    sweep_interval: config.sweep_interval,
+                    addrs: ClientAddrs {
+                        grpc_addr: addr_of(&grpc),
+                        http_addr: addr_of(&http),
+                        tcp_addr: addr_of(&tcp),
+                        resp_addr: addr_of(&resp),
+                    },
+                };
+                let cluster =
+                    Cluster::start(start, engine.clone(), feed.clone(), shutdown.clone(), &tasks).await?;
+                (Some(cluster), Some(lock))
+            }
+            None => (None, None),
+        };
         let ctx = Context {
+            cluster: cluster.clone(),
             engine: engine.clone(),
             feed: feed.clone(),
             config: config.clone(),
@@ -155,11 +193,25 @@ impl Server {
             info!(addr = %local, "gRPC listening");
             tasks.spawn(frontend::grpc::serve(listener, ctx.clone()));
         }
-        tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
+        if cluster.is_none() {
+            // In a cluster the leader proposes expiry deletes instead (`Cluster::sweep`).
+            tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
+        }
         if let Some(p) = &persistence {
             tasks.spawn(p.clone().run_scheduler(shutdown.clone()));
         }
-        Ok(Self { engine, feed, addrs, shutdown, tasks, config, stats, persistence })
+        Ok(Self {
+            engine,
+            feed,
+            addrs,
+            shutdown,
+            tasks,
+            config,
+            stats,
+            persistence,
+            cluster,
+            _cluster_lock: cluster_lock,
+        })
     }
 
     /// Where the listeners are.
@@ -170,6 +222,11 @@ impl Server {
     /// The persistence layer, when on.
     pub fn persistence(&self) -> Option<&Arc<Persistence>> {
         self.persistence.as_ref()
+    }
+
+    /// The cluster node, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The shared engine.

@@ -472,7 +472,7 @@ mod tests {
     use crate::cluster::types::log_id;
 
     fn blank(index: u64) -> Entry<TypeConfig> {
-        Entry { log_id: log_id(1, index), payload: EntryPayload::Blank }
+        Entry { log_id: log_id(1, 1, index), payload: EntryPayload::Blank }
     }
 
     fn indexes(store: &LogStore) -> Vec<u64> {
@@ -487,7 +487,7 @@ mod tests {
             store.lock().append((1..=5).map(blank).collect()).expect("append");
             store.lock().truncate(4).expect("truncate");
             store.lock().append(vec![blank(4)]).expect("append");
-            store.lock().purge(log_id(1, 1)).expect("purge");
+            store.lock().purge(log_id(1, 1, 1)).expect("purge");
         }
         let store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("reopen");
         assert_eq!(indexes(&store), vec![2, 3, 4]);

@@ -164,8 +164,8 @@ pub fn decode_append(mut b: Bytes) -> Result<AppendEntriesRequest<TypeConfig>, S
         return Err("count truncated".into());
     }
     let count = b.get_u32() as usize;
-    // An entry takes at least 21 bytes: bound the count before allocating.
-    if count > b.remaining() / 21 {
+    // An entry takes at least its header: bound the count before allocating.
+    if count > b.remaining() / super::types::ENTRY_HEADER {
         return Err("entry count exceeds the message".into());
     }
     let mut entries = Vec::with_capacity(count);

@@ -17,7 +17,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use nanodb_protocol::{Command, Error, Reply, TypedCommand};
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -360,11 +359,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 /// Bytes of a snapshot file sent per chunk on the Raft port.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
-
-/// Reads a key from bytes (test helper and the expiry proposer).
-pub fn key(b: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(b)
-}
 
 #[cfg(test)]
 mod tests {

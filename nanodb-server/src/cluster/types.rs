@@ -247,10 +247,12 @@ const ENTRY_BLANK: u8 = 0;
 const ENTRY_NORMAL: u8 = 1;
 const ENTRY_MEMBERSHIP: u8 = 2;
 
-/// An entry: `u64 term | u64 index | u8 kind | u32 len | payload` (little-endian), the payload a
+/// An entry: `u64 term | u64 leader node id | u64 index | u8 kind | u32 len | payload`
+/// (little-endian; the term and node id are openraft's committed leader id), the payload a
 /// [`Request`] envelope or a JSON membership.
 pub fn encode_entry(dst: &mut BytesMut, entry: &Entry<TypeConfig>) -> Result<(), Error> {
     dst.put_u64_le(entry.log_id.leader_id.term);
+    dst.put_u64_le(entry.log_id.leader_id.node_id);
     dst.put_u64_le(entry.log_id.index);
     match &entry.payload {
         EntryPayload::Blank => {
@@ -278,10 +280,11 @@ pub fn encode_entry(dst: &mut BytesMut, entry: &Entry<TypeConfig>) -> Result<(),
 /// Reads one entry from the front of `b`, checking every length against what is left.
 pub fn decode_entry(b: &mut Bytes) -> Result<Entry<TypeConfig>, Error> {
     let bad = |m: &str| Error::Malformed(format!("raft entry: {m}"));
-    if b.remaining() < 21 {
+    if b.remaining() < ENTRY_HEADER {
         return Err(bad("header truncated"));
     }
     let term = b.get_u64_le();
+    let node = b.get_u64_le();
     let index = b.get_u64_le();
     let kind = b.get_u8();
     let len = b.get_u32_le() as usize;
@@ -299,13 +302,15 @@ pub fn decode_entry(b: &mut Bytes) -> Result<Entry<TypeConfig>, Error> {
         }
         k => return Err(bad(&format!("unknown kind {k}"))),
     };
-    Ok(Entry { log_id: log_id(term, index), payload })
+    Ok(Entry { log_id: log_id(term, node, index), payload })
 }
 
-/// A log id from its term and index (the standard leader-id mode: a committed leader id is its
-/// term).
-pub fn log_id(term: u64, index: u64) -> LogId<NodeId> {
-    LogId::new(CommittedLeaderId::new(term, 0), index)
+/// Bytes of an entry before its payload: the smallest entry.
+pub const ENTRY_HEADER: usize = 29;
+
+/// A log id from its leader's term and node id, and its index.
+pub fn log_id(term: u64, node: NodeId, index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(term, node), index)
 }
 
 #[cfg(test)]
@@ -322,13 +327,13 @@ mod tests {
             condition: PutCondition::Always,
         });
         let entries = vec![
-            Entry::<TypeConfig> { log_id: log_id(1, 1), payload: EntryPayload::Blank },
+            Entry::<TypeConfig> { log_id: log_id(1, 1, 1), payload: EntryPayload::Blank },
             Entry {
-                log_id: log_id(1, 2),
+                log_id: log_id(1, 1, 2),
                 payload: EntryPayload::Normal(Request { now_ms: 9, op: Op::Command(put) }),
             },
             Entry {
-                log_id: log_id(2, 3),
+                log_id: log_id(2, 1, 3),
                 payload: EntryPayload::Normal(Request {
                     now_ms: 10,
                     op: Op::Expire(vec![Bytes::from_static(b"a")]),

@@ -16,12 +16,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nanodb_protocol::{Class, Command, Error, Reply, TypedCommand, cmd};
+use nanodb_protocol::{Class, Command, Error, FromReply, Reply, TypedCommand, cmd};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::engine::{Apply, Engine, LogPosition, value};
 use crate::feed::Hub;
@@ -46,6 +47,9 @@ pub struct Context {
     pub stats: Arc<Stats>,
     /// The append-only log when persistence is on: replies to writes wait on it.
     pub log: Option<Arc<AppendLog>>,
+    /// The cluster node in cluster mode: writes go through its Raft log, reads through its read
+    /// barrier. `None` on a single node, which then pays one check per command.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Context {
@@ -63,6 +67,7 @@ impl Context {
             tasks: TaskTracker::new(),
             stats: Arc::default(),
             log: None,
+            cluster: None,
         }
     }
 
@@ -70,6 +75,9 @@ impl Context {
     /// typed output once its effect may be acknowledged under the fsync policy. A write whose log
     /// record cannot be made durable is answered with the log's error, never with success.
     pub async fn run<C: Run>(&self, protocol: Protocol, cmd: C) -> Result<C::Output, Error> {
+        if let Some(cluster) = &self.cluster {
+            return self.run_clustered(cluster, protocol, cmd).await;
+        }
         let (result, position) = self.run_pipelined(protocol, cmd);
         self.durable(position).await?;
         result
@@ -80,12 +88,48 @@ impl Context {
     /// [`Context::durable`]) before acknowledging it. A pipelining frontend applies a whole batch,
     /// then waits once for the largest position.
     pub fn run_pipelined<C: Run>(&self, protocol: Protocol, cmd: C) -> (Result<C::Output, Error>, u64) {
+        if let Some(cluster) = &self.cluster {
+            // The pipelining frontends (RESP) run commands synchronously, in order: in a cluster
+            // each one waits for consensus on this thread, which hands its other tasks to another
+            // worker meanwhile (RESP's event loops are multi-thread runtimes of one worker). The
+            // binary TCP frontend awaits `run` instead.
+            let handle = tokio::runtime::Handle::current();
+            let result =
+                tokio::task::block_in_place(|| handle.block_on(self.run_clustered(cluster, protocol, cmd)));
+            return (result, 0);
+        }
         let started = Instant::now();
         let op = cmd.name();
         let mut at = LogPosition::default();
         let result = cmd.run_in(self, &mut at);
         self.stats.record(protocol, op, result.is_ok(), started.elapsed());
         (result, at.0)
+    }
+
+    /// [`Context::run`] in cluster mode: a write (or publish, or a batch holding one) goes
+    /// through the Raft log as a whole; a read waits for the read barrier (linearizable reads)
+    /// and then runs here.
+    async fn run_clustered<C: Run>(
+        &self,
+        cluster: &Cluster,
+        protocol: Protocol,
+        cmd: C,
+    ) -> Result<C::Output, Error> {
+        let started = Instant::now();
+        let op = cmd.name();
+        let result = if cmd.replicated() {
+            match cluster.write(cmd.into_command()).await {
+                Ok(reply) => C::output_from(reply),
+                Err(e) => Err(e),
+            }
+        } else {
+            match cluster.read_barrier().await {
+                Ok(()) => cmd.run_in(self, &mut LogPosition::default()),
+                Err(e) => Err(e),
+            }
+        };
+        self.stats.record(protocol, op, result.is_ok(), started.elapsed());
+        result
     }
 
     /// Sends a dynamic command where it belongs: keyspace commands to the engine (writes refused
@@ -130,14 +174,51 @@ pub trait Run: Sized {
     fn name(&self) -> &'static str;
     /// Runs it, raising `at` to the log position its writes reached.
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Self::Output, Error>;
+    /// Whether, in a cluster, it goes through the Raft log (writes, publishes, a batch holding
+    /// either) rather than reading this node's state.
+    fn replicated(&self) -> bool;
+    /// The dynamic command, for the log.
+    fn into_command(self) -> Command;
+    /// The typed output back from the reply the state machine gave.
+    fn output_from(reply: Reply) -> Result<Self::Output, Error>;
+}
+
+/// A reply whose shape is not the command's output: a fault, logged.
+fn wrong_shape(name: &str, reply: &Reply) -> Error {
+    tracing::error!(command = name, ?reply, "cluster: a reply does not have its command's shape");
+    Error::Internal
+}
+
+/// Whether a dynamic command must go through a cluster's log.
+fn replicated(cmd: &Command) -> bool {
+    match cmd {
+        Command::Publish(_) => true,
+        Command::Batch(b) => b.ops.iter().any(replicated),
+        cmd => cmd.is_write(),
+    }
 }
 
 /// Keyspace commands go to the engine; writes are refused at once while the log cannot take them.
-impl<C: Apply> Run for C {
+impl<C: Apply> Run for C
+where
+    C::Output: FromReply,
+{
     type Output = C::Output;
 
     fn name(&self) -> &'static str {
         C::NAME
+    }
+
+    fn replicated(&self) -> bool {
+        C::CLASS == Class::Write
+    }
+
+    fn into_command(self) -> Command {
+        self.into()
+    }
+
+    fn output_from(reply: Reply) -> Result<C::Output, Error> {
+        C::Output::from_reply(reply).map_err(|r| wrong_shape(C::NAME, &r))
     }
 
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<C::Output, Error> {
@@ -154,6 +235,18 @@ impl Run for cmd::Publish {
 
     fn name(&self) -> &'static str {
         <Self as TypedCommand>::NAME
+    }
+
+    fn replicated(&self) -> bool {
+        true
+    }
+
+    fn into_command(self) -> Command {
+        self.into()
+    }
+
+    fn output_from(reply: Reply) -> Result<i64, Error> {
+        i64::from_reply(reply).map_err(|r| wrong_shape("publish", &r))
     }
 
     fn run_in(self, ctx: &Context, _: &mut LogPosition) -> Result<i64, Error> {
@@ -173,6 +266,18 @@ impl Run for cmd::Batch {
         <Self as TypedCommand>::NAME
     }
 
+    fn replicated(&self) -> bool {
+        self.ops.iter().any(replicated)
+    }
+
+    fn into_command(self) -> Command {
+        self.into()
+    }
+
+    fn output_from(reply: Reply) -> Result<Self::Output, Error> {
+        Self::Output::from_reply(reply).map_err(|r| wrong_shape("batch", &r))
+    }
+
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Self::Output, Error> {
         self.validate(ctx.engine.limits())?;
         Ok(self.ops.into_iter().map(|op| ctx.route(op, at)).collect())
@@ -185,6 +290,18 @@ impl Run for Command {
 
     fn name(&self) -> &'static str {
         Command::name(self)
+    }
+
+    fn replicated(&self) -> bool {
+        replicated(self)
+    }
+
+    fn into_command(self) -> Command {
+        self
+    }
+
+    fn output_from(reply: Reply) -> Result<Reply, Error> {
+        Ok(reply)
     }
 
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Reply, Error> {
@@ -264,6 +381,7 @@ mod tests {
     use nanodb_protocol::{Command, Error, Reply, cmd};
 
     use super::Context;
+    use crate::cluster::Cluster;
     use crate::config::Config;
     use crate::stats::Protocol;
 

@@ -235,6 +235,12 @@ async fn send_batch(
 /// Applies one request and appends its response, with the log position it must wait for.
 async fn respond(ctx: &Context, feed: &mut Feed, id: u32, request: Result<Request, Error>, out: &mut Batch) {
     match request {
+        Ok(Request::Command(cmd)) if ctx.cluster.is_some() => {
+            // In a cluster each command awaits consensus (or the read barrier); the batch keeps
+            // the requests' order.
+            let result = ctx.run(Protocol::Tcp, cmd).await;
+            out.push((id, Response::from(result), 0));
+        }
         Ok(Request::Command(cmd)) => {
             let (result, position) = ctx.run_pipelined(Protocol::Tcp, cmd);
             out.push((id, Response::from(result), position));

@@ -1,6 +1,7 @@
 //! NanoDB's integration suite: one test binary, one module per protocol. Every test starts its own
 //! server in-process on `127.0.0.1:0` ports and talks to it with a real client over loopback.
 
+mod cluster;
 mod cross;
 mod grpc;
 mod harness;

@@ -12,6 +12,7 @@
 //! - Shutdown: when `ctx.shutdown` fires, health turns `NOT_SERVING`, the listener stops and
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
+mod cluster;
 mod convert;
 mod reach;
 mod service;
@@ -25,7 +26,9 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use nanodb_protocol::pb::{self, admin_server::AdminServer, kv_server::KvServer};
+use nanodb_protocol::pb::{
+    self, admin_server::AdminServer, cluster_server::ClusterServer, kv_server::KvServer,
+};
 use nanodb_protocol::{Error, Limits};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,6 +44,7 @@ use tower::load_shed::error::Overloaded;
 use tower::util::MapResultLayer;
 use tracing::{debug, error, warn};
 
+pub use cluster::ClusterService;
 pub use convert::{ERROR_CODE_METADATA, code, status};
 pub use service::{AdminService, KvService};
 
@@ -61,7 +65,7 @@ pub fn message_limit(limits: &Limits) -> usize {
 }
 
 /// The services names health reports on, besides the whole server ("").
-const SERVICES: [&str; 2] = ["nanodb.v1.KV", "nanodb.v1.Admin"];
+const SERVICES: [&str; 3] = ["nanodb.v1.KV", "nanodb.v1.Admin", "nanodb.v1.Cluster"];
 
 /// Serves gRPC on `listener` until `ctx.shutdown` fires, then drains.
 pub async fn serve(listener: TcpListener, ctx: Context) {
@@ -74,6 +78,7 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
     let admin = AdminServer::new(AdminService::new(ctx.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
+    let cluster = ClusterServer::new(ClusterService::new(ctx.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {
@@ -112,6 +117,7 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
         .layer(GlobalConcurrencyLimitLayer::new(in_flight))
         .add_service(kv)
         .add_service(admin)
+        .add_service(cluster)
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

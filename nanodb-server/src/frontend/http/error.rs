@@ -117,7 +117,14 @@ impl IntoResponse for AppError {
         if self.status.is_server_error() {
             tracing::debug!(status = %self.status, code = %self.code, message = %self.message, "http: request failed");
         }
-        json_response(self.status, &self.body())
+        let mut response = json_response(self.status, &self.body());
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Unavailable (no cluster leader), busy, shutting down: all worth retrying shortly.
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

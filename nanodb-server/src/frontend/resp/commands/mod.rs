@@ -226,6 +226,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("randomkey", 1, &["readonly"], (0, 0, 0), keys::randomkey),
     spec!("rename", 3, W, (1, 2, 1), keys::rename),
     spec!("reset", 1, F, (0, 0, 0), connection::reset),
+    spec!("role", 1, F, (0, 0, 0), server::role),
     spec!("rpop", -2, W, (1, 1, 1), lists::rpop),
     spec!("rpush", -3, W, (1, 1, 1), lists::rpush),
     spec!("scan", -2, &["readonly"], (0, 0, 0), keys::scan),
@@ -383,6 +384,8 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
         Error::NotFound => encode::error(out, "ERR no such key"),
         Error::InvalidArgument(m) => encode::error(out, &format!("ERR {m}")),
         Error::Internal => encode::error(out, "ERR internal error"),
+        // A cluster without a leader: Redis Cluster's retryable words.
+        Error::Unavailable(m) if m.starts_with("CLUSTERDOWN") => encode::error(out, m),
         other => encode::error(out, &format!("ERR {other}")),
     }
 }
