@@ -357,7 +357,7 @@ impl Network {
         }
     }
 
-    async fn call_json<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+    async fn call_json<Resp: serde::de::DeserializeOwned>(
         &self,
         kind: u8,
         body: Bytes,
@@ -378,12 +378,12 @@ impl RaftNetwork<TypeConfig> for Network {
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         let body = encode_append(&rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
-        self.call_json::<(), _>(kind::APPEND, body, &option).await
+        self.call_json(kind::APPEND, body, &option).await
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         let body = serde_json::to_vec(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        self.call_json::<(), _>(kind::VOTE, Bytes::from(body), &option).await
+        self.call_json(kind::VOTE, Bytes::from(body), &option).await
     }
 
     async fn full_snapshot(

@@ -100,3 +100,68 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use nanodb_protocol::{Expiry, Limits, PutCondition, cmd};
+
+    use super::*;
+    use crate::engine::{Effect, EffectObserver};
+
+    /// An observer that always listens: the node with a watcher.
+    #[derive(Debug, Default)]
+    struct Watching(AtomicUsize);
+
+    impl EffectObserver for Watching {
+        fn is_active(&self) -> bool {
+            true
+        }
+        fn on_effect(&self, _: &[u8], _: &Effect<'_>, _: u64) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn on_expired(&self, _: &[u8], _: u64) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn replicated_engines_given_the_same_entries_agree() {
+        let watched = Engine::with_observers(Limits::default(), vec![Arc::new(Watching::default())]);
+        let quiet = Engine::new(Limits::default());
+        let put = |key: &str, expiry| {
+            Command::Put(cmd::Put { key: b(key), value: b("v"), expiry, condition: PutCondition::Always })
+        };
+        let mut replies = Vec::new();
+        for e in [&watched, &quiet] {
+            e.set_replicated();
+            // Entry times are far in the past of this machine's clock: what decides is the entry's
+            // time, never the local clock.
+            let mut r = vec![
+                e.apply_at(put("short", Expiry::At(1_000)), 500),
+                e.apply_at(put("gone", Expiry::At(900)), 500),
+                e.apply_at(Command::Incr(cmd::Incr { key: b("n"), delta: 2 }), 600),
+                // Expired at this entry's time: the write sees no key and draws a version.
+                e.apply_at(Command::Incr(cmd::Incr { key: b("gone"), delta: 1 }), 950),
+            ];
+            // A read hides a key whose deadline passed on this clock, without removing it.
+            assert_eq!(e.get(b"short").expect("get"), None);
+            assert_eq!(e.key_count(), 3, "the read removed nothing");
+            assert_eq!(e.expire_keys_at(&[b("short"), b("n")], 1_500), 1, "only the expired key goes");
+            r.push(e.apply_at(put("after", Expiry::Persist), 1_600));
+            replies.push((r, e.version_counter(), e.key_count()));
+        }
+        assert_eq!(
+            replies[0], replies[1],
+            "the watched node and the quiet one agree on every reply and version"
+        );
+        let due = quiet.due_keys(u64::MAX, 10);
+        assert!(due.is_empty(), "no deadline left: {due:?}");
+    }
+}

@@ -381,7 +381,6 @@ mod tests {
     use nanodb_protocol::{Command, Error, Reply, cmd};
 
     use super::Context;
-    use crate::cluster::Cluster;
     use crate::config::Config;
     use crate::stats::Protocol;
 

@@ -297,6 +297,14 @@ async fn a_late_node_catches_up_by_snapshot_and_every_node_restarts_from_disk() 
     for i in 0..3 {
         c.stop(i).await;
     }
+    // In a cluster the Raft log is the log: no single-node log segment was ever written.
+    for dir in &c.dirs {
+        let aof = std::fs::read_dir(dir.path())
+            .expect("data dir")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".aof")))
+            .count();
+        assert_eq!(aof, 0, "no append-only log segment in {}", dir.path().display());
+    }
     for i in 0..3 {
         c.start(i).await;
     }
@@ -359,4 +367,57 @@ async fn without_a_leader_writes_fail_with_each_protocols_retryable_error_within
     let e = conn.set::<_, _, ()>("k", "v").await.expect_err("no quorum");
     assert_eq!(e.code(), Some("CLUSTERDOWN"), "{e:?}");
     c.stop(survivor).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_expires_keys_everywhere_and_a_stopped_leader_is_replaced_then_catches_up() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut conn = redis_conn(c.node(follower).addrs().resp.expect("resp")).await;
+    let () = redis::cmd("SET")
+        .arg("ttl")
+        .arg("v")
+        .arg("PX")
+        .arg(200)
+        .query_async(&mut conn)
+        .await
+        .expect("set px");
+    let mut tcp = TcpClient::connect(c.tcp(follower)).await;
+    tcp.call(Command::Put(cmd::Put {
+        key: b("ttl2"),
+        value: b("v"),
+        expiry: Expiry::In(200),
+        condition: PutCondition::Always,
+    }))
+    .await
+    .expect("put with a ttl");
+    // Every node removes them, through the deletes the leader proposes.
+    eventually("the expired keys to be removed on every node", || async {
+        (0..3).all(|i| c.node(i).engine().key_count() == 0).then_some(())
+    })
+    .await;
+
+    // The leader stops: the others elect a new one and writes resume, through any survivor.
+    c.stop(leader).await;
+    let new_leader = c.leader().await;
+    assert_ne!(new_leader, leader);
+    let survivor = if (leader + 1) % 3 == new_leader { (leader + 2) % 3 } else { (leader + 1) % 3 };
+    let mut t = TcpClient::connect(c.tcp(survivor)).await;
+    t.call(put("after-failover", "yes")).await.expect("writes resume");
+
+    // The old leader restarts, rejoins and catches up.
+    c.start(leader).await;
+    let mut old = TcpClient::connect(c.tcp(leader)).await;
+    let until = Instant::now() + DEADLINE;
+    while value_of(old.call(get("after-failover")).await) != Some(b("yes")) {
+        assert!(Instant::now() < until, "timed out waiting for the old leader to catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
 }
