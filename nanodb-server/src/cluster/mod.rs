@@ -74,6 +74,8 @@ pub struct Cluster {
     engine: Arc<Engine>,
     peers: Peers,
     request_timeout: Duration,
+    /// Largest entry proposed: what the log reads back and the Raft port carries.
+    max_entry: usize,
     committed: Arc<AtomicU64>,
     addrs: ClientAddrs,
     /// Other nodes' client addresses, learnt once from them.
@@ -169,6 +171,7 @@ impl Cluster {
             engine,
             peers,
             request_timeout: start.request_timeout,
+            max_entry: start.max_record_len.min(network::MAX_MESSAGE / 2).saturating_sub(1024),
             committed,
             addrs: start.addrs,
             known_addrs: Mutex::default(),
@@ -254,9 +257,17 @@ impl Cluster {
     async fn propose(&self, cmd: Command) -> Result<Result<Reply, Error>, Retry> {
         let now = self.engine.clock().now_ms();
         let request = Request { now_ms: now, op: Op::Command(absolute(cmd, now)) };
-        // Refuse what the log could not carry before proposing it.
-        if let Err(e) = request.to_bytes() {
-            return Ok(Err(e));
+        // Refuse what the log could not carry (or read back) before proposing it.
+        match request.to_bytes() {
+            Err(e) => return Ok(Err(e)),
+            Ok(b) if b.len() > self.max_entry => {
+                return Ok(Err(Error::InvalidArgument(format!(
+                    "the command encodes to {} bytes; a cluster's log takes at most {}",
+                    b.len(),
+                    self.max_entry
+                ))));
+            }
+            Ok(_) => {}
         }
         match self.raft.client_write(request).await {
             Ok(resp) => Ok(resp.data.0),

@@ -34,8 +34,12 @@ use tokio::net::TcpStream;
 use super::state_machine::SNAPSHOT_CHUNK;
 use super::types::{Member, NodeId, TypeConfig, decode_entry, encode_entry};
 
-/// Largest message either end accepts (an append of many large entries fits).
-pub const MAX_MESSAGE: usize = 256 << 20;
+/// Largest message either end accepts: room for one entry of the largest size a node proposes
+/// (see `Cluster::propose`), and far above [`APPEND_BUDGET`].
+pub const MAX_MESSAGE: usize = 1 << 30;
+/// Bytes of entries one AppendEntries carries at most (always at least one entry): a larger
+/// batch is sent in part and reported to openraft as a partial success.
+pub const APPEND_BUDGET: usize = 32 << 20;
 /// Idle connections kept per peer.
 const POOL: usize = 16;
 
@@ -135,19 +139,32 @@ struct AppendHeader {
     leader_commit: Option<LogId<NodeId>>,
 }
 
-/// `u32 header length | JSON header | u32 count | entries`.
-pub fn encode_append(rpc: &AppendEntriesRequest<TypeConfig>) -> Result<Bytes, String> {
+/// `u32 header length | JSON header | u32 count | entries`, with as many entries as fit in
+/// `budget` bytes (at least one); also returns how many were encoded.
+pub fn encode_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    budget: usize,
+) -> Result<(Bytes, usize), String> {
     let header =
         AppendHeader { vote: rpc.vote, prev_log_id: rpc.prev_log_id, leader_commit: rpc.leader_commit };
     let json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
-    let mut b = BytesMut::new();
+    let mut entries = BytesMut::new();
+    let mut count = 0;
+    for e in &rpc.entries {
+        let before = entries.len();
+        encode_entry(&mut entries, e).map_err(|e| e.to_string())?;
+        if count > 0 && entries.len() > budget {
+            entries.truncate(before);
+            break;
+        }
+        count += 1;
+    }
+    let mut b = BytesMut::with_capacity(8 + json.len() + entries.len());
     b.put_u32(json.len() as u32);
     b.put_slice(&json);
-    b.put_u32(rpc.entries.len() as u32);
-    for e in &rpc.entries {
-        encode_entry(&mut b, e).map_err(|e| e.to_string())?;
-    }
-    Ok(b.freeze())
+    b.put_u32(count as u32);
+    b.put_slice(&entries);
+    Ok((b.freeze(), count))
 }
 
 /// [`encode_append`] back; every length checked against what is left.
@@ -376,9 +393,17 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        let body = encode_append(&rpc)
+        let (body, sent) = encode_append(&rpc, APPEND_BUDGET)
             .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
-        self.call_json(kind::APPEND, body, &option).await
+        let response: AppendEntriesResponse<NodeId> = self.call_json(kind::APPEND, body, &option).await?;
+        Ok(match response {
+            // Only a prefix went: the follower holds up to its last entry (openraft sends the
+            // rest next).
+            AppendEntriesResponse::Success if sent < rpc.entries.len() => {
+                AppendEntriesResponse::PartialSuccess(rpc.entries.get(sent.wrapping_sub(1)).map(|e| e.log_id))
+            }
+            other => other,
+        })
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
@@ -420,5 +445,46 @@ impl RaftNetwork<TypeConfig> for Network {
         let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
             serde_json::from_slice(&answer).map_err(|e| net(&e))?;
         result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::{Entry, EntryPayload, Vote};
+
+    use super::*;
+    use crate::cluster::types::{Op, Request, log_id};
+
+    #[test]
+    fn an_append_over_the_budget_sends_a_prefix_of_at_least_one_entry() {
+        let entry = |i| Entry::<TypeConfig> {
+            log_id: log_id(1, 1, i),
+            payload: EntryPayload::Normal(Request {
+                now_ms: 1,
+                op: Op::Expire(vec![Bytes::from(vec![7u8; 1000])]),
+            }),
+        };
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: (1..=10).map(entry).collect(),
+        };
+        let (all, n) = encode_append(&rpc, 1 << 20).expect("encode");
+        assert_eq!(n, 10);
+        assert_eq!(decode_append(all).expect("decode").entries, rpc.entries);
+        let (part, n) = encode_append(&rpc, 3000).expect("encode");
+        assert!((1..10).contains(&n), "{n}");
+        assert_eq!(decode_append(part).expect("decode").entries, rpc.entries[..n]);
+        let (one, n) = encode_append(&rpc, 10).expect("encode");
+        assert_eq!((n, decode_append(one).expect("decode").entries.len()), (1, 1), "never zero entries");
+    }
+
+    #[test]
+    fn malformed_appends_are_errors() {
+        for bad in [&b""[..], b"\x00\x00\x00\x05{}", b"\x00\x00\x00\x02{}\xff\xff\xff\xff"] {
+            assert!(decode_append(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
     }
 }

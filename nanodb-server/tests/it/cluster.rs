@@ -370,6 +370,35 @@ async fn without_a_leader_writes_fail_with_each_protocols_retryable_error_within
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_raft_port_refuses_unknown_nodes_and_malformed_bodies_and_keeps_serving() {
+    use nanodb_server::cluster::network::{FAILED, kind, read_answer, request_frame};
+    use tokio::io::AsyncWriteExt;
+
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let raft = c.node(leader).cluster().expect("cluster").raft_addr;
+    for (from, body) in [(99u64, &b"{}"[..]), (2, b"not json"), (3, b"")] {
+        let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
+        s.write_all(&request_frame(kind::VOTE, from, body)).await.expect("send");
+        let (status, why) = read_answer(&mut s).await.expect("an answer");
+        assert_eq!(status, FAILED, "from {from}: {}", String::from_utf8_lossy(&why));
+    }
+    // A length over the limit is refused before anything is read: the connection is closed.
+    let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
+    s.write_all(&u32::MAX.to_be_bytes()).await.expect("send");
+    assert!(read_answer(&mut s).await.is_err(), "closed without an answer");
+    // The cluster keeps serving.
+    let mut tcp = TcpClient::connect(c.tcp(leader)).await;
+    tcp.call(put("still", "serving")).await.expect("a write after the refusals");
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_leader_expires_keys_everywhere_and_a_stopped_leader_is_replaced_then_catches_up() {
     let mut c = Cluster::new(3, 100_000);
     for i in 0..3 {
