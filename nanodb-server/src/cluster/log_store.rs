@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -230,7 +231,7 @@ impl LogStore {
         }
         if let Some((&first, _)) = inner.segments.last_key_value() {
             let path = dir.join(segment_name(first));
-            let f = OpenOptions::new().append(true).open(&path).map_err(io_err(&path))?;
+            let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
             inner.file = Some(Arc::new(f));
         }
         let committed_index = Arc::new(AtomicU64::new(committed.map_or(0, |c| c.index)));
@@ -310,10 +311,21 @@ impl Inner {
             placed.push((entry.log_id.index, (seg, at)));
         }
         let file = self.file.clone().ok_or_else(|| io::Error::other("no open segment"))?;
-        (&*file).write_all(&buf)?;
+        // Written at the segment's known end (not through a cursor), so that a failed write can
+        // be cut off and the next append lands exactly where the last whole record ends.
+        if let Err(e) = file.write_all_at(&buf, start) {
+            let _ = file.set_len(start);
+            return Err(e);
+        }
         let len = start + buf.len() as u64;
         match self.fsync {
-            FsyncPolicy::Always => file.sync_data()?,
+            FsyncPolicy::Always => {
+                if let Err(e) = file.sync_data() {
+                    // Not durable: the entries are not reported flushed, and not kept.
+                    let _ = file.set_len(start);
+                    return Err(e);
+                }
+            }
             FsyncPolicy::EverySec => self.dirty.store(true, Ordering::Release),
             FsyncPolicy::No => {}
         }
@@ -347,7 +359,7 @@ impl Inner {
             self.segments.remove(&first);
         }
         let path = self.dir.join(segment_name(seg));
-        let f = OpenOptions::new().append(true).open(&path)?;
+        let f = OpenOptions::new().write(true).open(&path)?;
         f.set_len(offset)?;
         f.sync_all()?;
         fsync_dir(&self.dir)?;

@@ -170,7 +170,9 @@ impl Cluster {
             config,
             engine,
             peers,
-            request_timeout: start.request_timeout,
+            // A tenth short of the frontends' own deadline, so that the client gets the retryable
+            // "no leader" answer rather than a generic timeout.
+            request_timeout: start.request_timeout - start.request_timeout / 10,
             max_entry: start.max_record_len.min(network::MAX_MESSAGE / 2).saturating_sub(1024),
             committed,
             addrs: start.addrs,
@@ -237,6 +239,8 @@ impl Cluster {
     /// otherwise; answers once the leader applied it. Without a leader until the request deadline,
     /// the retryable [`Error::Unavailable`].
     pub async fn write(&self, cmd: Command) -> Result<Reply, Error> {
+        // Refused at once, on this node, rather than after a round of consensus.
+        cmd.validate(self.engine.limits())?;
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let attempt = match self.leader() {
