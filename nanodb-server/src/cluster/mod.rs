@@ -49,6 +49,9 @@ use types::{Member, NodeId, Op, Request, SnapshotFile, TypeConfig};
 /// The text of every "no leader, retry" error.
 pub const NO_LEADER: &str = "CLUSTERDOWN no cluster leader is reachable; retry";
 
+/// Connections the Raft port serves at once (peers pool a few each; the rest is refused).
+const MAX_RAFT_CONNECTIONS: usize = 1024;
+
 /// Keys the leader's sweeper proposes to expire per entry.
 const EXPIRE_BATCH: usize = 1000;
 
@@ -78,7 +81,7 @@ pub struct Cluster {
     max_entry: usize,
     committed: Arc<AtomicU64>,
     addrs: ClientAddrs,
-    /// Other nodes' client addresses, learnt once from them.
+    /// Other nodes' client addresses as they last told them (see `status`).
     known_addrs: Mutex<HashMap<NodeId, ClientAddrs>>,
     /// The Raft port's bound address.
     pub raft_addr: std::net::SocketAddr,
@@ -244,7 +247,7 @@ impl Cluster {
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let attempt = match self.leader() {
-                Some((id, _)) if id == self.node_id => self.propose(cmd.clone()).await,
+                Some((id, _)) if id == self.node_id => self.propose(cmd.clone(), deadline).await,
                 Some((_, Some(addr))) => self.forward(&addr, &cmd, deadline).await,
                 _ => Err(Retry),
             };
@@ -258,7 +261,7 @@ impl Cluster {
 
     /// Proposes `cmd` on this node (the leader) at this node's clock, TTLs made absolute.
     /// `Err(Retry)` when this node turned out not to lead: nothing was proposed.
-    async fn propose(&self, cmd: Command) -> Result<Result<Reply, Error>, Retry> {
+    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Result<Reply, Error>, Retry> {
         let now = self.engine.clock().now_ms();
         let request = Request { now_ms: now, op: Op::Command(absolute(cmd, now)) };
         // Refuse what the log could not carry (or read back) before proposing it.
@@ -273,7 +276,14 @@ impl Cluster {
             }
             Ok(_) => {}
         }
-        match self.raft.client_write(request).await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(written) = tokio::time::timeout(left, self.raft.client_write(request)).await else {
+            // Proposed, but not known to be committed in time (a leader change): indeterminate.
+            return Ok(Err(Error::Unavailable(format!(
+                "{NO_LEADER} (the write was proposed but not confirmed in time; it may or may not have applied)"
+            ))));
+        };
+        match written {
             Ok(resp) => Ok(resp.data.0),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Retry),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
@@ -288,7 +298,7 @@ impl Cluster {
 
     /// The leader's side of a forwarded write: proposes it if this node still leads.
     pub async fn write_as_leader(&self, cmd: Command) -> Result<Reply, Error> {
-        match self.propose(cmd).await {
+        match self.propose(cmd, Instant::now() + self.request_timeout).await {
             Ok(result) => result,
             Err(Retry) => {
                 Err(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)))
@@ -465,6 +475,7 @@ async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let places = Arc::new(tokio::sync::Semaphore::new(MAX_RAFT_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -477,9 +488,14 @@ async fn serve(
                 }
             },
         };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            warn!(%peer, max = MAX_RAFT_CONNECTIONS, "raft port: connection refused, too many open");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let (cluster, sm, shutdown) = (cluster.clone(), sm.clone(), shutdown.clone());
         tasks.spawn(async move {
+            let _place = place;
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 r = connection(stream, &cluster, &sm) => {

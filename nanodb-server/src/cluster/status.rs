@@ -113,16 +113,24 @@ impl Cluster {
         }
     }
 
+    /// A member's client addresses: asked of it each time (briefly: a node restarted with other
+    /// ports is reported as it is now), the last answer when it cannot be asked.
     async fn addrs_of(&self, id: u64, raft_addr: &str) -> ClientAddrs {
         if id == self.node_id {
             return self.addrs.clone();
         }
-        if let Some(a) = self.known_addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id) {
-            return a.clone();
-        }
         let peer = self.peers.get(raft_addr);
-        match peer.call(kind::INFO, &[], Duration::from_millis(300)).await {
-            Ok(body) => match serde_json::from_slice::<ClientAddrs>(&body) {
+        let asked = tokio::time::timeout(ASK_TIMEOUT, peer.call(kind::INFO, &[], ASK_TIMEOUT)).await;
+        let known = || {
+            self.known_addrs
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&id)
+                .cloned()
+                .unwrap_or_default()
+        };
+        match asked {
+            Ok(Ok(body)) => match serde_json::from_slice::<ClientAddrs>(&body) {
                 Ok(addrs) => {
                     self.known_addrs
                         .lock()
@@ -130,9 +138,12 @@ impl Cluster {
                         .insert(id, addrs.clone());
                     addrs
                 }
-                Err(_) => ClientAddrs::default(),
+                Err(_) => known(),
             },
-            Err(_) => ClientAddrs::default(),
+            _ => known(),
         }
     }
 }
+
+/// How long the status waits for a member's client addresses.
+const ASK_TIMEOUT: Duration = Duration::from_millis(300);
