@@ -44,7 +44,7 @@ use crate::persist::FsyncPolicy;
 use log_store::LogStore;
 use network::{CallError, NetworkFactory, Peers, kind};
 use state_machine::StateMachine;
-use types::{Member, NodeId, Op, Request, SnapshotFile, TypeConfig};
+use types::{Member, NodeId, Op, Request, Response, SnapshotFile, TypeConfig};
 
 /// The text of every "no leader, retry" error.
 pub const NO_LEADER: &str = "CLUSTERDOWN no cluster leader is reachable; retry";
@@ -240,8 +240,8 @@ impl Cluster {
 
     /// Runs a write through the log: proposed here when this node leads, forwarded to the leader
     /// otherwise; answers once the leader applied it. Without a leader until the request deadline,
-    /// the retryable [`Error::Unavailable`].
-    pub async fn write(&self, cmd: Command) -> Result<Reply, Error> {
+    /// the retryable [`Error::Unavailable`]. Also says whether a put created its key.
+    pub async fn write(&self, cmd: Command) -> Result<(Reply, bool), Error> {
         // Refused at once, on this node, rather than after a round of consensus.
         cmd.validate(self.engine.limits())?;
         let deadline = Instant::now() + self.request_timeout;
@@ -252,7 +252,7 @@ impl Cluster {
                 _ => Err(Retry),
             };
             match attempt {
-                Ok(result) => return result,
+                Ok(Response { result, created }) => return result.map(|r| (r, created)),
                 Err(Retry) if Instant::now() < deadline => pause(deadline).await,
                 Err(Retry) => return Err(Error::Unavailable(NO_LEADER.into())),
             }
@@ -261,14 +261,14 @@ impl Cluster {
 
     /// Proposes `cmd` on this node (the leader) at this node's clock, TTLs made absolute.
     /// `Err(Retry)` when this node turned out not to lead: nothing was proposed.
-    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Result<Reply, Error>, Retry> {
+    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Response, Retry> {
         let now = self.engine.clock().now_ms();
         let request = Request { now_ms: now, op: Op::Command(absolute(cmd, now)) };
         // Refuse what the log could not carry (or read back) before proposing it.
         match request.to_bytes() {
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(failed(e)),
             Ok(b) if b.len() > self.max_entry => {
-                return Ok(Err(Error::InvalidArgument(format!(
+                return Ok(failed(Error::InvalidArgument(format!(
                     "the command encodes to {} bytes; a cluster's log takes at most {}",
                     b.len(),
                     self.max_entry
@@ -279,29 +279,29 @@ impl Cluster {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(written) = tokio::time::timeout(left, self.raft.client_write(request)).await else {
             // Proposed, but not known to be committed in time (a leader change): indeterminate.
-            return Ok(Err(Error::Unavailable(format!(
+            return Ok(failed(Error::Unavailable(format!(
                 "{NO_LEADER} (the write was proposed but not confirmed in time; it may or may not have applied)"
             ))));
         };
         match written {
-            Ok(resp) => Ok(resp.data.0),
+            Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Retry),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Ok(Err(Error::InvalidArgument(e.to_string())))
+                Ok(failed(Error::InvalidArgument(e.to_string())))
             }
             Err(RaftError::Fatal(e)) => {
                 warn!(error = %e, "raft: write refused: the node is stopping");
-                Ok(Err(Error::Unavailable(NO_LEADER.into())))
+                Ok(failed(Error::Unavailable(NO_LEADER.into())))
             }
         }
     }
 
     /// The leader's side of a forwarded write: proposes it if this node still leads.
-    pub async fn write_as_leader(&self, cmd: Command) -> Result<Reply, Error> {
+    pub async fn write_as_leader(&self, cmd: Command) -> Response {
         match self.propose(cmd, Instant::now() + self.request_timeout).await {
-            Ok(result) => result,
+            Ok(response) => response,
             Err(Retry) => {
-                Err(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)))
+                failed(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)))
             }
         }
     }
@@ -309,27 +309,26 @@ impl Cluster {
     /// Sends `cmd` to the leader at `addr`. A leader that cannot be reached, or that is no longer
     /// the leader, is `Retry` (nothing was applied); a call that failed midway is an error the
     /// client must treat as indeterminate.
-    async fn forward(
-        &self,
-        addr: &str,
-        cmd: &Command,
-        deadline: Instant,
-    ) -> Result<Result<Reply, Error>, Retry> {
+    async fn forward(&self, addr: &str, cmd: &Command, deadline: Instant) -> Result<Response, Retry> {
         let mut frame = BytesMut::new();
         if let Err(e) = wire::encode_request(0, &WireRequest::Command(cmd.clone()), &mut frame) {
-            return Ok(Err(e));
+            return Ok(failed(e));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match self.peers.get(addr).call(kind::FORWARD, &frame, left).await {
-            Ok(answer) => match types::decode_response(answer) {
-                Ok(Err(Error::Unavailable(m))) if m.contains("is not the leader") => Err(Retry),
-                Ok(result) => Ok(result),
-                Err(e) => Ok(Err(e)),
+            Ok(answer) => match Response::decode(answer) {
+                Ok(Response { result: Err(Error::Unavailable(m)), .. })
+                    if m.contains("is not the leader") =>
+                {
+                    Err(Retry)
+                }
+                Ok(response) => Ok(response),
+                Err(e) => Ok(failed(e)),
             },
             Err(CallError::Unreachable(..)) => Err(Retry),
             Err(e) => {
                 warn!(error = %e, "raft: a forwarded write's outcome is unknown");
-                Ok(Err(Error::Unavailable(format!(
+                Ok(failed(Error::Unavailable(format!(
                     "the leader did not answer: {e}; the write may or may not have applied"
                 ))))
             }
@@ -429,6 +428,11 @@ impl Cluster {
 async fn pause(deadline: Instant) {
     let left = deadline.saturating_duration_since(Instant::now());
     tokio::time::sleep(left.min(Duration::from_millis(20))).await;
+}
+
+/// A write that failed before or without applying.
+fn failed(e: Error) -> Response {
+    Response { result: Err(e), created: false }
 }
 
 /// Nothing was proposed: look for the leader again.
@@ -531,8 +535,8 @@ async fn connection(mut stream: TcpStream, cluster: &Cluster, sm: &StateMachine)
             },
             kind::FORWARD => match decode_command(body) {
                 Ok(cmd) => {
-                    let result = cluster.write_as_leader(cmd).await;
-                    network::answer_frame(network::OK, &types::encode_response(&result))
+                    let response = cluster.write_as_leader(cmd).await;
+                    network::answer_frame(network::OK, &response.encode())
                 }
                 Err(e) => return refuse(&mut stream, from, k, e.to_string()).await,
             },

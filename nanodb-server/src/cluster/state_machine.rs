@@ -172,12 +172,17 @@ impl StateMachine {
     }
 
     /// Applies one operation at `now`.
-    fn apply_op(&self, op: Op, now: u64) -> Result<Reply, Error> {
+    fn apply_op(&self, op: Op, now: u64) -> Response {
         match op {
-            Op::Command(cmd) => self.apply_command(cmd, now),
+            // A put says whether it created its key (REST's 201).
+            Op::Command(Command::Put(c)) => match self.shared.engine.apply_put_at(c, now) {
+                Ok(outcome) => Response { created: outcome.created, result: Ok(Reply::from(outcome)) },
+                Err(e) => Response { result: Err(e), created: false },
+            },
+            Op::Command(cmd) => Response { result: self.apply_command(cmd, now), created: false },
             Op::Expire(keys) => {
                 self.shared.engine.expire_keys_at(&keys, now);
-                Ok(Reply::Pong)
+                Response { result: Ok(Reply::Pong), created: false }
             }
         }
     }
@@ -271,8 +276,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         for entry in entries {
             state.applied = Some(entry.log_id);
-            let reply = match entry.payload {
-                EntryPayload::Blank => Ok(Reply::Pong),
+            let pong = Response { result: Ok(Reply::Pong), created: false };
+            let response = match entry.payload {
+                EntryPayload::Blank => pong,
                 EntryPayload::Normal(req) => {
                     let now = req.now_ms.max(state.last_now);
                     state.last_now = now;
@@ -280,10 +286,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Ok(Reply::Pong)
+                    pong
                 }
             };
-            out.push(Response(reply));
+            out.push(response);
         }
         Ok(out)
     }

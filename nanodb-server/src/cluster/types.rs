@@ -178,22 +178,47 @@ impl<'de> Deserialize<'de> for Request {
 }
 
 /// What applying an entry answered: the command's reply or its error (blank, membership and
-/// expiry entries answer `Pong`).
+/// expiry entries answer `Pong`), and whether a put created its key (`Reply::Put` has no room
+/// for it, and REST answers 201 for a new key).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response(pub Result<Reply, Error>);
+pub struct Response {
+    /// The reply or error.
+    pub result: Result<Reply, Error>,
+    /// A put created its key.
+    pub created: bool,
+}
+
+impl Response {
+    /// `u8 created | the reply as a binary TCP response frame`: the forwarding RPC's answer.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(u8::from(self.created));
+        b.put_slice(&encode_response(&self.result));
+        b.freeze()
+    }
+
+    /// [`Response::encode`] back.
+    pub fn decode(mut b: Bytes) -> Result<Self, Error> {
+        if !b.has_remaining() {
+            return Err(Error::Malformed("empty response".into()));
+        }
+        let created = b.get_u8() != 0;
+        Ok(Self { result: decode_response(b)?, created })
+    }
+}
 
 // Responses stay on the node that applied them (the leader hands them to the waiting client);
-// the forwarding RPC encodes them in the TCP wire's response layout, not with serde.
+// the forwarding RPC uses `Response::encode`, not serde.
 impl Serialize for Response {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&encode_response(&self.0))
+        s.serialize_bytes(&self.encode())
     }
 }
 
 impl<'de> Deserialize<'de> for Response {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let bytes: Vec<u8> = serde::Deserialize::deserialize(d)?;
-        decode_response(Bytes::from(bytes)).map(Response).map_err(serde::de::Error::custom)
+        Response::decode(Bytes::from(bytes)).map_err(serde::de::Error::custom)
     }
 }
 

@@ -37,6 +37,16 @@ impl Engine {
         self.apply_command(cmd, &mut LogPosition::default())
     }
 
+    /// [`Engine::apply_at`] for a put, typed: its outcome says whether it created the key.
+    pub fn apply_put_at(
+        &self,
+        cmd: nanodb_protocol::cmd::Put,
+        now_ms: u64,
+    ) -> Result<nanodb_protocol::PutOutcome, Error> {
+        self.apply_now.store(now_ms, Ordering::Relaxed);
+        self.apply(cmd, &mut LogPosition::default())
+    }
+
     /// Sets the time the next writes apply at (restoring a snapshot, expiring keys).
     pub fn set_apply_time(&self, now_ms: u64) {
         self.apply_now.store(now_ms, Ordering::Relaxed);

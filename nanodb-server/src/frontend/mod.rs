@@ -119,7 +119,7 @@ impl Context {
         let op = cmd.name();
         let result = if cmd.replicated() {
             match cluster.write(cmd.into_command()).await {
-                Ok(reply) => C::output_from(reply),
+                Ok((reply, created)) => C::output_from(reply, created),
                 Err(e) => Err(e),
             }
         } else {
@@ -179,8 +179,9 @@ pub trait Run: Sized {
     fn replicated(&self) -> bool;
     /// The dynamic command, for the log.
     fn into_command(self) -> Command;
-    /// The typed output back from the reply the state machine gave.
-    fn output_from(reply: Reply) -> Result<Self::Output, Error>;
+    /// The typed output back from the reply the state machine gave (`created`: a put created its
+    /// key, which `Reply::Put` does not carry).
+    fn output_from(reply: Reply, created: bool) -> Result<Self::Output, Error>;
 }
 
 /// A reply whose shape is not the command's output: a fault, logged.
@@ -201,7 +202,7 @@ fn replicated(cmd: &Command) -> bool {
 /// Keyspace commands go to the engine; writes are refused at once while the log cannot take them.
 impl<C: Apply> Run for C
 where
-    C::Output: FromReply,
+    C::Output: FromReply + 'static,
 {
     type Output = C::Output;
 
@@ -217,8 +218,14 @@ where
         self.into()
     }
 
-    fn output_from(reply: Reply) -> Result<C::Output, Error> {
-        C::Output::from_reply(reply).map_err(|r| wrong_shape(C::NAME, &r))
+    fn output_from(reply: Reply, created: bool) -> Result<C::Output, Error> {
+        let mut output = C::Output::from_reply(reply).map_err(|r| wrong_shape(C::NAME, &r))?;
+        if let Some(put) =
+            (&mut output as &mut dyn std::any::Any).downcast_mut::<nanodb_protocol::PutOutcome>()
+        {
+            put.created = created;
+        }
+        Ok(output)
     }
 
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<C::Output, Error> {
@@ -245,7 +252,7 @@ impl Run for cmd::Publish {
         self.into()
     }
 
-    fn output_from(reply: Reply) -> Result<i64, Error> {
+    fn output_from(reply: Reply, _: bool) -> Result<i64, Error> {
         i64::from_reply(reply).map_err(|r| wrong_shape("publish", &r))
     }
 
@@ -274,7 +281,7 @@ impl Run for cmd::Batch {
         self.into()
     }
 
-    fn output_from(reply: Reply) -> Result<Self::Output, Error> {
+    fn output_from(reply: Reply, _: bool) -> Result<Self::Output, Error> {
         Self::Output::from_reply(reply).map_err(|r| wrong_shape("batch", &r))
     }
 
@@ -300,7 +307,7 @@ impl Run for Command {
         self
     }
 
-    fn output_from(reply: Reply) -> Result<Reply, Error> {
+    fn output_from(reply: Reply, _: bool) -> Result<Reply, Error> {
         Ok(reply)
     }
 
