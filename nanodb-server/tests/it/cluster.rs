@@ -261,6 +261,32 @@ async fn a_write_on_a_follower_over_every_protocol_is_read_linearizably_on_every
     assert_eq!(msg.get_payload::<String>().expect("payload"), "hello");
     drop(messages);
 
+    // A committed write reaches a watcher on another node (keyspace notifications on the third
+    // node, the write sent to the leader).
+    let third = (leader + 2) % 3;
+    let third_resp = c.node(third).addrs().resp.expect("resp");
+    let mut third_conn = redis_conn(third_resp).await;
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "notify-keyspace-events", "KEA"])
+        .query_async(&mut third_conn)
+        .await
+        .expect("config set");
+    let mut watch = redis::Client::open(format!("redis://{third_resp}/"))
+        .expect("client")
+        .get_async_pubsub()
+        .await
+        .expect("pubsub");
+    watch.subscribe("__keyspace@0__:watched").await.expect("subscribe");
+    let mut on_leader = TcpClient::connect(c.tcp(leader)).await;
+    on_leader.call(put("watched", "x")).await.expect("put on the leader");
+    let mut events = watch.on_message();
+    let event = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut events))
+        .await
+        .expect("an event within the deadline")
+        .expect("an event");
+    assert_eq!(event.get_payload::<String>().expect("payload"), "set");
+    drop(events);
+
     for i in 0..3 {
         c.stop(i).await;
     }
