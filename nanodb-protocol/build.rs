@@ -4,8 +4,13 @@ use std::{env, fs, path::PathBuf};
 
 use prost::Message;
 
-const FILES: &[&str] =
-    &["nanodb/v1/kv.proto", "nanodb/v1/watch.proto", "nanodb/v1/admin.proto", "nanodb/v1/auth.proto"];
+const FILES: &[&str] = &[
+    "nanodb/v1/kv.proto",
+    "nanodb/v1/watch.proto",
+    "nanodb/v1/admin.proto",
+    "nanodb/v1/auth.proto",
+    "nanodb/v1/cluster.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../proto");

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from google.protobuf.descriptor_pool import DescriptorPool
 from nanodb.v1 import kv_pb2 as kv, kv_pb2_grpc, admin_pb2 as admin, admin_pb2_grpc, watch_pb2 as w
+from nanodb.v1 import cluster_pb2, cluster_pb2_grpc
 
 addr = sys.argv[1]
 ch = grpc.insecure_channel(addr)
@@ -178,15 +179,21 @@ assert ops_by["grpc"] > 30 and set(ops_by) == {"grpc", "http", "tcp", "resp"}, o
 
 # Health
 h = health_pb2_grpc.HealthStub(ch)
-for svc in ["", "nanodb.v1.KV", "nanodb.v1.Admin"]:
+# Cluster: a single node is not in cluster mode, and says so
+code, details = code_of(cluster_pb2_grpc.ClusterStub(ch).Status, cluster_pb2.ClusterStatusRequest())
+assert code == grpc.StatusCode.FAILED_PRECONDITION and "cluster mode" in details, (code, details)
+
+for svc in ["", "nanodb.v1.KV", "nanodb.v1.Admin", "nanodb.v1.Auth", "nanodb.v1.Cluster"]:
     assert h.Check(health_pb2.HealthCheckRequest(service=svc)).status == health_pb2.HealthCheckResponse.SERVING, svc
 
 # Reflection: list the services, then describe KV from the server's descriptors alone
 r = reflection_pb2_grpc.ServerReflectionStub(ch)
 resp = next(r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
 names = {svc.name for svc in resp.list_services_response.service}
-assert {"nanodb.v1.KV", "nanodb.v1.Admin", "grpc.health.v1.Health"} <= names, names
+assert {"nanodb.v1.KV", "nanodb.v1.Admin", "nanodb.v1.Auth", "nanodb.v1.Cluster", "grpc.health.v1.Health"} <= names, names
 pool = DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
+assert {m.name for m in pool.FindServiceByName("nanodb.v1.Cluster").methods} == {"Status"}
+assert {m.name for m in pool.FindServiceByName("nanodb.v1.Auth").methods} == {"Authenticate"}
 methods = {m.name for m in pool.FindServiceByName("nanodb.v1.KV").methods}
 assert {"Get", "Put", "Delete", "Incr", "Expire", "Scan", "Batch", "HashSet", "HashGet", "HashDelete",
         "HashGetAll", "ListPush", "ListPop", "ListRange", "Watch", "Publish", "Subscribe", "GetSet",

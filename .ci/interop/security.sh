@@ -33,7 +33,8 @@ start_nanodb --resp-addr "127.0.0.1:$resp" --http-addr "127.0.0.1:$http" --grpc-
 for p in "$resp" "$http" "$grpc" "$tcp"; do wait_port "$p" || fail "server did not start"; done
 
 # redis-cli over TLS.
-rcli() { timeout 10 redis-cli --tls --cacert "$work/ca.pem" -p "$resp" "$@" 2>&1; }
+# --no-auth-warning: redis-cli 6+ warns on stderr (merged here) whenever --pass is given.
+rcli() { timeout 10 redis-cli --no-auth-warning --tls --cacert "$work/ca.pem" -p "$resp" "$@" 2>&1; }
 expect() { # expect WANT CMD...
   local want=$1; shift
   local got; got=$(rcli "$@") || fail "redis-cli $*: exit $?: $got"
@@ -81,7 +82,7 @@ PY
 base="https://127.0.0.1:$http"
 c() { timeout 10 curl -sS --cacert "$work/ca.pem" "$@"; }
 code=$(c -o /dev/null -w '%{http_code}' -u app:app-secret -X PUT --data-binary v "$base/v1/kv/app:http")
-[ "$code" = 200 ] || fail "curl PUT as app: $code"
+[ "$code" = 201 ] || fail "curl PUT as app (a new key): $code"
 [ "$(c -u app:app-secret "$base/v1/kv/app:http")" = v ] || fail "curl GET as app"
 out=$(c -i "$base/v1/kv/app:http" | tr -d '\r')
 grep -q '^HTTP/[0-9.]* 401' <<<"$out" || fail "no credentials: $out"
@@ -108,7 +109,7 @@ gen=$(mktemp -d /tmp/nanodb-ci-grpc.XXXXXX); _cleanup_dirs+=("$gen")
 PYTHONPATH="$gen" timeout 60 "$VENV/bin/python" - "127.0.0.1:$grpc" "$work/ca.pem" <<'PY' || fail "python gRPC client over TLS"
 import base64, sys
 import grpc
-from nanodb.v1 import kv_pb2 as kv, kv_pb2_grpc, auth_pb2, auth_pb2_grpc
+from nanodb.v1 import kv_pb2 as kv, kv_pb2_grpc, auth_pb2, auth_pb2_grpc, cluster_pb2, cluster_pb2_grpc
 addr, ca = sys.argv[1], open(sys.argv[2], "rb").read()
 ch = grpc.secure_channel(addr, grpc.ssl_channel_credentials(root_certificates=ca))
 grpc.channel_ready_future(ch).result(timeout=20)
@@ -129,6 +130,11 @@ assert token
 bearer = [("authorization", "Bearer " + token)]
 assert s.Get(kv.GetRequest(key=b"app:grpc"), metadata=bearer).value == b"g"
 assert code_of(auth_pb2_grpc.AuthStub(ch).Authenticate, auth_pb2.AuthenticateRequest(user="app", password="no")) == grpc.StatusCode.UNAUTHENTICATED
+# Cluster/Status is not open like health: no credentials, UNAUTHENTICATED; a user reaches it (a
+# single node then says it is not in cluster mode).
+status = cluster_pb2_grpc.ClusterStub(ch).Status
+assert code_of(status, cluster_pb2.ClusterStatusRequest()) == grpc.StatusCode.UNAUTHENTICATED
+assert code_of(status, cluster_pb2.ClusterStatusRequest(), metadata=bearer) == grpc.StatusCode.FAILED_PRECONDITION
 print("python gRPC over TLS with users and tokens: ok")
 PY
 

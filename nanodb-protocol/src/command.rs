@@ -368,6 +368,8 @@ from_reply! {
     ScanPage = Reply::Scan { entries, next_cursor } => ScanPage { entries, next_cursor };
     // `Reply::Put` does not carry `created` (the TCP reply layout has no room for it).
     PutOutcome = Reply::Put { applied, version } => PutOutcome { applied, version, created: false };
+    Pong = Reply::Pong => Pong;
+    Vec<Result<Reply, Error>> = Reply::Batch(results) => results;
 }
 
 impl FromReply for Option<KeyType> {

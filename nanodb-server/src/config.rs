@@ -98,6 +98,7 @@ const LIMITS: &str = "Limits";
 const WATCH: &str = "Watch/Pub-sub";
 const RUNTIME: &str = "Performance/Runtime";
 const TLS: &str = "TLS and connection limits";
+const CLUSTER: &str = "Cluster";
 
 /// NanoDB: one in-memory key-value engine served over gRPC, REST, a binary TCP protocol and RESP.
 #[derive(Debug, Clone, Parser)]
@@ -305,6 +306,56 @@ pub struct Cli {
     /// REST; at least 1KiB. (HTTP/1 requests are bounded by hyper's 100 headers and ~400KiB.)
     #[arg(long, help_heading = TLS, env = "NANODB_HTTP2_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size, value_name = "SIZE")]
     pub http2_max_header_bytes: u64,
+
+    /// This node's id in a cluster (an integer >= 1, never reused for another node).
+    #[arg(long, help_heading = CLUSTER, env = "NANODB_NODE_ID", value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_id: Option<u64>,
+
+    /// The internal Raft port (HOST:PORT); giving it turns cluster mode on (needs --node-id).
+    #[arg(long, help_heading = CLUSTER, env = "NANODB_RAFT_ADDR", value_name = "ADDR")]
+    pub raft_addr: Option<String>,
+
+    /// The initial voters by Raft address, the same list on every node: `1=HOST:PORT,2=HOST:PORT`.
+    /// A new cluster initializes itself once (the lowest id does it); a restarted node rejoins
+    /// from its data directory.
+    #[arg(long, help_heading = CLUSTER, env = "NANODB_CLUSTER_PEERS", value_delimiter = ',', value_parser = parse_peer, value_name = "ID=ADDR,...")]
+    pub cluster_peers: Vec<(u64, String)>,
+
+    /// Raft election timeout: a follower that hears no leader for this long (randomised up to
+    /// twice it) starts an election; heartbeats go every fifth of it.
+    #[arg(long, help_heading = CLUSTER, env = "NANODB_RAFT_ELECTION_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
+    pub raft_election_timeout_ms: u64,
+
+    /// Entries applied between two Raft snapshots (the log is purged behind each).
+    #[arg(long, help_heading = CLUSTER, env = "NANODB_RAFT_SNAPSHOT_EVERY", default_value_t = 100_000, value_name = "N")]
+    pub raft_snapshot_every: u64,
+
+    /// Reads in a cluster: `linearizable` (confirmed with the leader's read index) or `stale`
+    /// (answered from this node's state, as Redis replicas do).
+    #[arg(long, help_heading = CLUSTER, env = "NANODB_READ_CONSISTENCY", default_value = "linearizable", value_name = "linearizable|stale")]
+    pub read_consistency: ReadConsistency,
+}
+
+/// How a cluster node answers reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Every read sees every write acknowledged before it started (Raft read index).
+    #[default]
+    Linearizable,
+    /// A read answers from this node's applied state, possibly behind the leader.
+    Stale,
+}
+
+impl FromStr for ReadConsistency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "linearizable" => Ok(Self::Linearizable),
+            "stale" => Ok(Self::Stale),
+            _ => Err(format!("'{s}' is neither linearizable nor stale")),
+        }
+    }
 }
 
 // ---- Users and authentication (#15) ----
@@ -415,6 +466,36 @@ impl From<AuthCli> for AuthConfig {
     }
 }
 
+/// Parses one `ID=HOST:PORT` of `--cluster-peers`.
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s.split_once('=').ok_or_else(|| format!("'{s}' is not ID=HOST:PORT"))?;
+    let id: u64 = id.trim().parse().map_err(|_| format!("'{id}' is not a node id"))?;
+    if id == 0 {
+        return Err("node ids start at 1".into());
+    }
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok((id, addr.to_string())),
+        _ => Err(format!("'{addr}' is not HOST:PORT")),
+    }
+}
+
+/// Cluster mode's settings (`--raft-addr` given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id.
+    pub node_id: u64,
+    /// The Raft port.
+    pub raft_addr: String,
+    /// The initial voters.
+    pub peers: Vec<(u64, String)>,
+    /// Election timeout.
+    pub election_timeout: Duration,
+    /// Entries between snapshots.
+    pub snapshot_every: u64,
+    /// Read consistency.
+    pub read_consistency: ReadConsistency,
+}
+
 /// The resolved configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -484,6 +565,8 @@ pub struct Config {
     pub http2_max_concurrent_streams: u32,
     /// Largest request header list (gRPC, REST).
     pub http2_max_header_bytes: u32,
+    /// Cluster mode, when `--raft-addr` is given.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Where TLS's files are, and how clients are verified (`--tls-*`).
@@ -591,6 +674,15 @@ impl From<Cli> for Config {
             http_header_timeout: Duration::from_secs(c.http_header_timeout.max(1)),
             http2_max_concurrent_streams: c.http2_max_concurrent_streams.max(1),
             http2_max_header_bytes: u32::try_from(c.http2_max_header_bytes).unwrap_or(u32::MAX).max(1024),
+            cluster: c.raft_addr.map(|raft_addr| ClusterConfig {
+                // Checked by `load`: cluster mode needs a node id.
+                node_id: c.node_id.unwrap_or(0),
+                raft_addr,
+                peers: c.cluster_peers,
+                election_timeout: Duration::from_millis(c.raft_election_timeout_ms.max(50)),
+                snapshot_every: c.raft_snapshot_every.max(1),
+                read_consistency: c.read_consistency,
+            }),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! `main.rs` only parses configuration and calls [`server::run`].
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod feed;

@@ -11,11 +11,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
+use crate::cluster::{ClientAddrs, Cluster};
 use crate::config::{Config, ListenAddr};
 use crate::engine::Engine;
 use crate::feed::Hub;
 use crate::frontend::{self, Context};
-use crate::persist::{PersistConfig, Persistence};
+use crate::persist::{DirLock, PersistConfig, Persistence};
 use crate::stats::Stats;
 use crate::tls::Tls;
 
@@ -33,6 +34,12 @@ pub enum StartError {
     /// A TLS file is missing or bad; the message names the flag, the file and the reason.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// The data directory is held by another server.
+    #[error(transparent)]
+    Lock(#[from] crate::persist::LockError),
     /// A listener could not bind; the message names the flag.
     #[error("cannot listen on {addr} (--{flag}): {source}")]
     Bind {
@@ -73,6 +80,9 @@ pub struct Server {
     stats: Arc<Stats>,
     persistence: Option<Arc<Persistence>>,
     tls: Option<Arc<Tls>>,
+    cluster: Option<Arc<Cluster>>,
+    /// Cluster mode's hold on the data directory (the single-node mode's is in `persistence`).
+    _cluster_lock: Option<DirLock>,
 }
 
 /// Binds `addr` unless it is off; returns the listener and the address it got (port 0 resolved).
@@ -114,8 +124,12 @@ impl Server {
                 "--watch-queue-bytes is below one maximal key and value: a watcher sent such a value lags at once"
             );
         }
-        // Recovery happens before anything serves: a client never sees a half-loaded state.
-        let persistence = if config.persistence {
+        let max_record_len = MAX_RECORD_LEN.max(2 * (config.max_frame_len + config.limits.max_value_len));
+        // Recovery happens before anything serves: a client never sees a half-loaded state. In a
+        // cluster the Raft log replaces the single-node log (see `cluster`).
+        let persistence = if config.cluster.is_some() {
+            None
+        } else if config.persistence {
             Some(Persistence::open(
                 engine.clone(),
                 PersistConfig {
@@ -123,8 +137,7 @@ impl Server {
                     fsync: config.fsync,
                     snapshot_every: config.snapshot_every,
                     repair: config.repair,
-                    max_record_len: MAX_RECORD_LEN
-                        .max(2 * (config.max_frame_len + config.limits.max_value_len)),
+                    max_record_len,
                 },
             )?)
         } else {
@@ -135,12 +148,41 @@ impl Server {
             // Watchers see a write only once it may be acknowledged.
             feed.set_gate(p.log().clone());
         }
-        // After the data directory is open and locked: a generated token secret lives there.
+        // Cluster mode's hold on the data directory (the single node's is in `persistence`).
+        let cluster_lock = match &config.cluster {
+            Some(_) => Some(DirLock::acquire(&config.data_dir)?),
+            None => None,
+        };
+        // After the data directory is open and locked (by persistence on a single node, by the
+        // lock above in a cluster, whose data directory holds the Raft log): a generated token
+        // secret lives there.
         attach_tokens(&auth, &config)?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let stats = Arc::new(Stats::default());
+        let addr_of = |b: &Option<(TcpListener, SocketAddr)>| b.as_ref().map(|(_, a)| a.to_string());
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let start = crate::cluster::Start {
+                    config: c.clone(),
+                    data_dir: &config.data_dir,
+                    fsync: config.fsync,
+                    request_timeout: config.request_timeout,
+                    max_record_len,
+                    sweep_interval: config.sweep_interval,
+                    addrs: ClientAddrs {
+                        grpc_addr: addr_of(&grpc),
+                        http_addr: addr_of(&http),
+                        tcp_addr: addr_of(&tcp),
+                        resp_addr: addr_of(&resp),
+                    },
+                };
+                Some(Cluster::start(start, engine.clone(), feed.clone(), shutdown.clone(), &tasks).await?)
+            }
+            None => None,
+        };
         let ctx = Context {
+            cluster: cluster.clone(),
             engine: engine.clone(),
             feed: feed.clone(),
             config: config.clone(),
@@ -172,14 +214,29 @@ impl Server {
             info!(addr = %local, "gRPC listening");
             tasks.spawn(frontend::grpc::serve(listener, ctx.clone(), tls.clone()));
         }
-        tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
+        if cluster.is_none() {
+            // In a cluster the leader proposes expiry deletes instead (`Cluster::sweep`).
+            tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
+        }
         if let Some(p) = &persistence {
             tasks.spawn(p.clone().run_scheduler(shutdown.clone()));
         }
         if tls.is_some() {
             info!("TLS on every frontend (--tls-cert); SIGHUP reloads the certificate and key");
         }
-        Ok(Self { engine, feed, addrs, shutdown, tasks, config, stats, persistence, tls })
+        Ok(Self {
+            engine,
+            feed,
+            addrs,
+            shutdown,
+            tasks,
+            config,
+            stats,
+            persistence,
+            tls,
+            cluster,
+            _cluster_lock: cluster_lock,
+        })
     }
 
     /// Where the listeners are.
@@ -190,6 +247,11 @@ impl Server {
     /// The persistence layer, when on.
     pub fn persistence(&self) -> Option<&Arc<Persistence>> {
         self.persistence.as_ref()
+    }
+
+    /// The cluster node, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The shared engine.
@@ -325,7 +387,9 @@ fn attach_tokens(auth: &Auth, config: &Config) -> Result<(), StartError> {
     if !auth.enabled() {
         return Ok(());
     }
-    let data_dir = config.persistence.then_some(config.data_dir.as_path());
+    // A cluster always keeps its data directory (the Raft log), whatever `--persistence` says.
+    let keeps_dir = config.persistence || config.cluster.is_some();
+    let data_dir = keeps_dir.then_some(config.data_dir.as_path());
     let (key, source) = TokenKey::load_or_create(config.auth.token_secret_file.as_deref(), data_dir)
         .map_err(|e| StartError::Auth(format!("{e} (--token-secret-file)")))?;
     match &source {

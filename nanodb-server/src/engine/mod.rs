@@ -28,6 +28,7 @@ mod expiry;
 mod hashes;
 mod keys;
 mod lists;
+mod replicated;
 pub mod scan;
 mod strings;
 mod table;
@@ -125,6 +126,12 @@ pub struct Engine {
     observers: Box<[Arc<dyn EffectObserver>]>,
     /// Serialises multi-key writes (MultiPut, Rename) against each other; see [`keys`].
     multi: Mutex<()>,
+    /// Cluster mode (see [`replicated`]): writes take their time from `apply_now`, reads hide
+    /// expired keys without removing them, and every write path draws versions the same way on
+    /// every node. Off (one relaxed load per write) on a single node.
+    replicated: std::sync::atomic::AtomicBool,
+    /// The leader's clock carried by the entry being applied (cluster mode only).
+    apply_now: AtomicU64,
 }
 
 /// The log position that the acknowledgement of some writes must wait for: the largest position
@@ -160,6 +167,8 @@ impl Engine {
             log: OnceLock::new(),
             observers: observers.into_boxed_slice(),
             multi: Mutex::new(()),
+            replicated: std::sync::atomic::AtomicBool::new(false),
+            apply_now: AtomicU64::new(0),
         }
     }
 
@@ -307,6 +316,11 @@ impl Engine {
             if !slot.is_expired(now) {
                 return Some(f(slot));
             }
+            if self.is_replicated() {
+                // Only the leader's proposed deletes remove keys in a cluster: a local removal
+                // would let this node's state part from the others'.
+                return None;
+            }
             now
         };
         // The guard is dropped: reclaim the expired slot under the write lock.
@@ -359,7 +373,8 @@ impl Engine {
         f: impl FnOnce(Option<&mut Slot>, u64) -> Result<(R, Change), Error>,
     ) -> Result<R, Error> {
         let watched = self.watched();
-        let now = self.clock.now_ms();
+        let replicated = self.is_replicated();
+        let now = if replicated { self.apply_now.load(Ordering::Relaxed) } else { self.clock.now_ms() };
         let (hash, part) = self.locate(&key);
         let mut table = part.write();
         match table.place(hash, &key, |k| self.hash(k)) {
@@ -368,7 +383,9 @@ impl Engine {
                 let old_deadline = entry.slot.deadline;
                 let expired = entry.slot.is_expired(now);
                 let (r, change) = if expired { f(None, now)? } else { f(Some(&mut entry.slot), now)? };
-                if expired && watched {
+                // In a cluster the version is drawn whether or not anyone watches, so that
+                // every node's counter stays the same.
+                if expired && (watched || replicated) {
                     self.tell_expired(&entry.key);
                 }
                 match change {
@@ -390,7 +407,7 @@ impl Engine {
                     Change::Remove => {
                         let (gone, _) = o.remove();
                         self.unindex(part, old_deadline, &gone.key);
-                        if log.is_some() || watched {
+                        if log.is_some() || watched || replicated {
                             let effect = Effect {
                                 key: &gone.key,
                                 version: self.next_version(),

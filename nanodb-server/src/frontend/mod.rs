@@ -17,13 +17,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nanodb_protocol::{Class, Command, Error, Reply, TypedCommand, cmd};
+use nanodb_protocol::{Class, Command, Error, FromReply, Reply, TypedCommand, cmd};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, Caller, Need};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::engine::{Apply, Engine, LogPosition, value};
 use crate::feed::Hub;
@@ -50,6 +51,9 @@ pub struct Context {
     pub log: Option<Arc<AppendLog>>,
     /// Users and permissions; off unless `--requirepass` or `--users-file` is given.
     pub auth: Arc<Auth>,
+    /// The cluster node in cluster mode: writes go through its Raft log, reads through its read
+    /// barrier. `None` on a single node, which then pays one check per command.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Context {
@@ -68,6 +72,7 @@ impl Context {
             stats: Arc::default(),
             log: None,
             auth: Arc::new(Auth::off()),
+            cluster: None,
         }
     }
 
@@ -75,6 +80,9 @@ impl Context {
     /// typed output once its effect may be acknowledged under the fsync policy. A write whose log
     /// record cannot be made durable is answered with the log's error, never with success.
     pub async fn run<C: Run>(&self, caller: &Caller, cmd: C) -> Result<C::Output, Error> {
+        if let Some(cluster) = &self.cluster {
+            return self.run_clustered(cluster, caller, cmd).await;
+        }
         let (result, position) = self.run_pipelined(caller, cmd);
         self.durable(position).await?;
         result
@@ -89,6 +97,16 @@ impl Context {
     /// against the command's class and every key it touches (every operation of a batch), before
     /// the engine sees it; a refused command changes nothing.
     pub fn run_pipelined<C: Run>(&self, caller: &Caller, cmd: C) -> (Result<C::Output, Error>, u64) {
+        if let Some(cluster) = &self.cluster {
+            // The pipelining frontends (RESP) run commands synchronously, in order: in a cluster
+            // each one waits for consensus on this thread, which hands its other tasks to another
+            // worker meanwhile (RESP's event loops are multi-thread runtimes of one worker). The
+            // binary TCP frontend awaits `run` instead.
+            let handle = tokio::runtime::Handle::current();
+            let result =
+                tokio::task::block_in_place(|| handle.block_on(self.run_clustered(cluster, caller, cmd)));
+            return (result, 0);
+        }
         let started = Instant::now();
         let op = cmd.name();
         let mut at = LogPosition::default();
@@ -104,6 +122,36 @@ impl Context {
     /// deliver), a subscription (the channel or pattern), an admin operation.
     pub fn authorize(&self, caller: &Caller, need: Need<'_>) -> Result<(), Error> {
         caller.authorize(need)
+    }
+
+    /// [`Context::run`] in cluster mode: authorization first, as on a single node (once, here);
+    /// then a write (or publish, or a batch holding one) goes through the Raft log as a whole,
+    /// and a read waits for the read barrier (linearizable reads) and then runs here.
+    async fn run_clustered<C: Run>(
+        &self,
+        cluster: &Cluster,
+        caller: &Caller,
+        cmd: C,
+    ) -> Result<C::Output, Error> {
+        let started = Instant::now();
+        let op = cmd.name();
+        let result = if let Err(e) = caller.authorize_with(|| cmd.need()) {
+            // Refused here, on the node that received it, before anything is proposed or
+            // forwarded: the leader applies what a member sends without a caller of its own.
+            Err(e)
+        } else if cmd.replicated() {
+            match cluster.write(cmd.into_command()).await {
+                Ok((reply, created)) => C::output_from(reply, created),
+                Err(e) => Err(e),
+            }
+        } else {
+            match cluster.read_barrier().await {
+                Ok(()) => cmd.run_in(self, &mut LogPosition::default()),
+                Err(e) => Err(e),
+            }
+        };
+        self.stats.record(caller.protocol, op, result.is_ok(), started.elapsed());
+        result
     }
 
     /// Sends a dynamic command where it belongs: keyspace commands to the engine (writes refused
@@ -150,10 +198,36 @@ pub trait Run: Sized {
     fn need(&self) -> Need<'_>;
     /// Runs it, raising `at` to the log position its writes reached.
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Self::Output, Error>;
+    /// Whether, in a cluster, it goes through the Raft log (writes, publishes, a batch holding
+    /// either) rather than reading this node's state.
+    fn replicated(&self) -> bool;
+    /// The dynamic command, for the log.
+    fn into_command(self) -> Command;
+    /// The typed output back from the reply the state machine gave (`created`: a put created its
+    /// key, which `Reply::Put` does not carry).
+    fn output_from(reply: Reply, created: bool) -> Result<Self::Output, Error>;
+}
+
+/// A reply whose shape is not the command's output: a fault, logged.
+fn wrong_shape(name: &str, reply: &Reply) -> Error {
+    tracing::error!(command = name, ?reply, "cluster: a reply does not have its command's shape");
+    Error::Internal
+}
+
+/// Whether a dynamic command must go through a cluster's log.
+fn replicated(cmd: &Command) -> bool {
+    match cmd {
+        Command::Publish(_) => true,
+        Command::Batch(b) => b.ops.iter().any(replicated),
+        cmd => cmd.is_write(),
+    }
 }
 
 /// Keyspace commands go to the engine; writes are refused at once while the log cannot take them.
-impl<C: Apply> Run for C {
+impl<C: Apply> Run for C
+where
+    C::Output: FromReply + 'static,
+{
     type Output = C::Output;
 
     fn name(&self) -> &'static str {
@@ -162,6 +236,24 @@ impl<C: Apply> Run for C {
 
     fn need(&self) -> Need<'_> {
         Need::Command(C::COMMAND, self.keys())
+    }
+
+    fn replicated(&self) -> bool {
+        C::CLASS == Class::Write
+    }
+
+    fn into_command(self) -> Command {
+        self.into()
+    }
+
+    fn output_from(reply: Reply, created: bool) -> Result<C::Output, Error> {
+        let mut output = C::Output::from_reply(reply).map_err(|r| wrong_shape(C::NAME, &r))?;
+        if let Some(put) =
+            (&mut output as &mut dyn std::any::Any).downcast_mut::<nanodb_protocol::PutOutcome>()
+        {
+            put.created = created;
+        }
+        Ok(output)
     }
 
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<C::Output, Error> {
@@ -182,6 +274,18 @@ impl Run for cmd::Publish {
 
     fn need(&self) -> Need<'_> {
         Need::Command(<Self as TypedCommand>::COMMAND, TypedCommand::keys(self))
+    }
+
+    fn replicated(&self) -> bool {
+        true
+    }
+
+    fn into_command(self) -> Command {
+        self.into()
+    }
+
+    fn output_from(reply: Reply, _: bool) -> Result<i64, Error> {
+        i64::from_reply(reply).map_err(|r| wrong_shape("publish", &r))
     }
 
     fn run_in(self, ctx: &Context, _: &mut LogPosition) -> Result<i64, Error> {
@@ -205,6 +309,18 @@ impl Run for cmd::Batch {
         Need::Command(<Self as TypedCommand>::COMMAND, TypedCommand::keys(self))
     }
 
+    fn replicated(&self) -> bool {
+        self.ops.iter().any(replicated)
+    }
+
+    fn into_command(self) -> Command {
+        self.into()
+    }
+
+    fn output_from(reply: Reply, _: bool) -> Result<Self::Output, Error> {
+        Self::Output::from_reply(reply).map_err(|r| wrong_shape("batch", &r))
+    }
+
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Self::Output, Error> {
         self.validate(ctx.engine.limits())?;
         Ok(self.ops.into_iter().map(|op| ctx.route(op, at)).collect())
@@ -221,6 +337,18 @@ impl Run for Command {
 
     fn need(&self) -> Need<'_> {
         Need::Command(self.command_name(), self.keys())
+    }
+
+    fn replicated(&self) -> bool {
+        replicated(self)
+    }
+
+    fn into_command(self) -> Command {
+        self
+    }
+
+    fn output_from(reply: Reply, _: bool) -> Result<Reply, Error> {
+        Ok(reply)
     }
 
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<Reply, Error> {

@@ -314,6 +314,12 @@ async fn respond(
     out: &mut Batch,
 ) {
     match request {
+        Ok(Request::Command(cmd)) if ctx.cluster.is_some() => {
+            // In a cluster each command awaits consensus (or the read barrier); the batch keeps
+            // the requests' order.
+            let result = ctx.run(caller, cmd).await;
+            out.push((id, Response::from(result), 0));
+        }
         Ok(Request::Command(cmd)) => {
             let (result, position) = ctx.run_pipelined(caller, cmd);
             out.push((id, Response::from(result), position));

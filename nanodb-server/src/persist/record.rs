@@ -300,34 +300,59 @@ pub enum Read {
     Invalid(String),
 }
 
-/// Reads the record at `offset` of `data`, refusing lengths above `max_len` before allocating.
-pub fn read_at(data: &Bytes, offset: usize, max_len: usize) -> Read {
+/// What reading one frame found, whatever its payload holds (the Raft log frames its entries
+/// the same way as this log frames effects).
+#[derive(Debug, PartialEq, Eq)]
+pub enum FrameRead {
+    /// A whole frame whose checksums hold: its payload and the offset after it.
+    Frame(Bytes, usize),
+    /// The end of the data, exactly at a frame boundary.
+    End,
+    /// The data stops inside a frame.
+    Incomplete(String),
+    /// Bytes that are not a valid frame.
+    Invalid(String),
+}
+
+/// Reads the frame at `offset` of `data` and checks both checksums, refusing lengths above
+/// `max_len` before allocating.
+pub fn read_frame_at(data: &Bytes, offset: usize, max_len: usize) -> FrameRead {
     let rest = &data[offset..];
     if rest.is_empty() {
-        return Read::End;
+        return FrameRead::End;
     }
     if rest.len() < HEADER_LEN {
-        return Read::Incomplete(format!("{} bytes left, a record header is {HEADER_LEN}", rest.len()));
+        return FrameRead::Incomplete(format!("{} bytes left, a record header is {HEADER_LEN}", rest.len()));
     }
     let header_crc = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]);
     if crc32c::crc32c(&rest[..8]) != header_crc {
-        return Read::Invalid("record header checksum mismatch".into());
+        return FrameRead::Invalid("record header checksum mismatch".into());
     }
     let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
     if len > max_len {
-        return Read::Invalid(format!("record length {len} exceeds the limit {max_len}"));
+        return FrameRead::Invalid(format!("record length {len} exceeds the limit {max_len}"));
     }
     if rest.len() < HEADER_LEN + len {
-        return Read::Incomplete(format!("record of {len} bytes, {} left", rest.len() - HEADER_LEN));
+        return FrameRead::Incomplete(format!("record of {len} bytes, {} left", rest.len() - HEADER_LEN));
     }
     let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
     let payload = data.slice(offset + HEADER_LEN..offset + HEADER_LEN + len);
     if crc32c::crc32c(&payload) != crc {
-        return Read::Invalid("record checksum mismatch".into());
+        return FrameRead::Invalid("record checksum mismatch".into());
     }
-    match decode_payload(payload) {
-        Ok(decoded) => Read::Record(decoded, offset + HEADER_LEN + len),
-        Err(e) => Read::Invalid(e),
+    FrameRead::Frame(payload, offset + HEADER_LEN + len)
+}
+
+/// Reads the record at `offset` of `data`, refusing lengths above `max_len` before allocating.
+pub fn read_at(data: &Bytes, offset: usize, max_len: usize) -> Read {
+    match read_frame_at(data, offset, max_len) {
+        FrameRead::Frame(payload, next) => match decode_payload(payload) {
+            Ok(decoded) => Read::Record(decoded, next),
+            Err(e) => Read::Invalid(e),
+        },
+        FrameRead::End => Read::End,
+        FrameRead::Incomplete(e) => Read::Incomplete(e),
+        FrameRead::Invalid(e) => Read::Invalid(e),
     }
 }
 

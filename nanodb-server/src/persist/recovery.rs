@@ -202,7 +202,9 @@ pub fn recover(
     Ok(out)
 }
 
-fn load_snapshot(engine: &Engine, path: &Path, max_record_len: usize) -> Result<u64, PersistError> {
+/// Loads one snapshot file into `engine` (recovery, and a cluster node installing a snapshot);
+/// returns the records read. Any damage is corruption: a snapshot is complete or refused.
+pub fn load_snapshot(engine: &Engine, path: &Path, max_record_len: usize) -> Result<u64, PersistError> {
     let data = read_file(path)?;
     let corrupt =
         |offset: usize, reason: String| PersistError::Corrupt { path: path.to_path_buf(), offset, reason };

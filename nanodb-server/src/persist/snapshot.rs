@@ -52,6 +52,17 @@ fn failpoint(_name: &str) {
 
 /// Writes snapshot `seq` of `engine` into `dir` and makes it durable.
 pub fn write(engine: &Engine, dir: &Path, seq: u64) -> std::io::Result<SnapshotStats> {
+    write_keys(engine, dir, seq, false)
+}
+
+/// [`write`], keeping keys whose deadline has passed when `keep_expired` (a cluster's snapshot:
+/// such a key is removed only by a committed expiry entry, so the snapshot must still hold it).
+pub fn write_keys(
+    engine: &Engine,
+    dir: &Path,
+    seq: u64,
+    keep_expired: bool,
+) -> std::io::Result<SnapshotStats> {
     let started = Instant::now();
     let final_path = snapshot_path(dir, seq);
     let tmp: PathBuf = final_path.with_extension("snap.tmp");
@@ -66,7 +77,7 @@ pub fn write(engine: &Engine, dir: &Path, seq: u64) -> std::io::Result<SnapshotS
     let mut buf = BytesMut::with_capacity(CHUNK_BYTES);
     for partition in 0..PARTITIONS {
         engine.visit_partition(partition, |key, slot| {
-            if !slot.is_expired(now) {
+            if keep_expired || !slot.is_expired(now) {
                 stats.keys += 1;
                 stats.records += encode_slot(&mut buf, key, slot);
             }

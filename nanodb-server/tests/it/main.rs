@@ -2,6 +2,7 @@
 //! server in-process on `127.0.0.1:0` ports and talks to it with a real client over loopback.
 
 mod auth;
+mod cluster;
 mod cross;
 mod grpc;
 mod harness;

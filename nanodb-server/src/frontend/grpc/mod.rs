@@ -16,6 +16,7 @@
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
 mod auth;
+mod cluster;
 mod convert;
 mod reach;
 mod service;
@@ -30,7 +31,10 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use nanodb_protocol::pb::{self, admin_server::AdminServer, auth_server::AuthServer, kv_server::KvServer};
+use nanodb_protocol::pb::{
+    self, admin_server::AdminServer, auth_server::AuthServer, cluster_server::ClusterServer,
+    kv_server::KvServer,
+};
 use nanodb_protocol::{Error, Limits};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -45,6 +49,7 @@ use tower::load_shed::error::Overloaded;
 use tower::util::MapResultLayer;
 use tracing::{debug, error, warn};
 
+pub use cluster::ClusterService;
 pub use convert::{ERROR_CODE_METADATA, code, status};
 pub use service::{AdminService, AuthService, KvService};
 
@@ -68,7 +73,7 @@ pub fn message_limit(limits: &Limits) -> usize {
 }
 
 /// The services names health reports on, besides the whole server ("").
-const SERVICES: [&str; 3] = ["nanodb.v1.KV", "nanodb.v1.Admin", "nanodb.v1.Auth"];
+const SERVICES: [&str; 4] = ["nanodb.v1.KV", "nanodb.v1.Admin", "nanodb.v1.Auth", "nanodb.v1.Cluster"];
 
 /// Serves gRPC on `listener` until `ctx.shutdown` fires, then drains.
 pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
@@ -82,6 +87,7 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     let admin = AdminServer::new(AdminService::new(ctx.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
+    let cluster = ClusterServer::new(ClusterService::new(ctx.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICES {
@@ -129,6 +135,7 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
         .add_service(kv)
         .add_service(admin)
         .add_service(auth_service)
+        .add_service(cluster)
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

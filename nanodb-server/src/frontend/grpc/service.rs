@@ -49,7 +49,7 @@ where
 
 /// Who sent `request`: what the authentication layer ([`super::auth`]) resolved from its
 /// metadata, or, without that layer (auth off), the registry's default.
-fn caller<M>(ctx: &Context, request: &Request<M>) -> Caller {
+pub(super) fn caller<M>(ctx: &Context, request: &Request<M>) -> Caller {
     match request.extensions().get::<Caller>() {
         Some(c) => c.clone(),
         None => ctx.auth.new_caller(Protocol::Grpc),

@@ -126,6 +126,10 @@ impl IntoResponse for AppError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(WWW_AUTHENTICATE));
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Unavailable (no cluster leader), busy, shutting down: all worth retrying shortly.
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

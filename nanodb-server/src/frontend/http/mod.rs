@@ -13,6 +13,7 @@
 mod admin;
 pub(crate) mod auth;
 mod batch;
+mod cluster;
 mod error;
 mod events;
 mod extract;
@@ -124,6 +125,7 @@ pub struct BinaryBody(pub Vec<u8>);
         hash_list::list_trim,
         admin::index,
         admin::healthz,
+        cluster::status,
         admin::readyz,
         admin::stats,
         admin::metrics,
@@ -217,6 +219,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/healthz", get(admin::healthz))
         .route("/readyz", get(admin::readyz))
         .route("/v1/stats", get(admin::stats))
+        .route("/v1/cluster", get(cluster::status))
         .route("/metrics", get(admin::metrics))
         .route("/openapi.json", get(admin::openapi))
         .fallback(not_found)

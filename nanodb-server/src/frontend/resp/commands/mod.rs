@@ -232,6 +232,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("randomkey", 1, &["readonly"], (0, 0, 0), keys::randomkey),
     spec!("rename", 3, W, (1, 2, 1), keys::rename),
     spec!("reset", 1, F, (0, 0, 0), connection::reset),
+    spec!("role", 1, F, (0, 0, 0), server::role),
     spec!("rpop", -2, W, (1, 1, 1), lists::rpop),
     spec!("rpush", -3, W, (1, 1, 1), lists::rpush),
     spec!("scan", -2, &["readonly"], (0, 0, 0), keys::scan),
@@ -410,6 +411,8 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
             encode::error(out, "WRONGPASS invalid username-password pair or user is disabled.")
         }
         Error::NoPerm(d) => encode::error(out, &format!("NOPERM {d}")),
+        // A cluster without a leader: Redis Cluster's retryable words.
+        Error::Unavailable(m) if m.starts_with("CLUSTERDOWN") => encode::error(out, m),
         other => encode::error(out, &format!("ERR {other}")),
     }
 }

@@ -61,6 +61,9 @@ pub fn info(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesM
             stats.errors(Protocol::Resp),
         );
     }
+    if wants("replication") {
+        replication_section(ctx, &mut text);
+    }
     if wants("keyspace") {
         text.push_str("# Keyspace\r\n");
         let keys = ctx.engine.key_count();
@@ -71,6 +74,87 @@ pub fn info(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesM
     }
     let text = text.trim_end_matches("\r\n").to_string() + "\r\n";
     encode::bulk(out, text.as_bytes());
+    DONE
+}
+
+/// The cluster's status, from this synchronous handler: the RESP event loops are multi-thread
+/// runtimes, so this thread may block while its other connections move to another worker.
+fn cluster_status(ctx: &Context) -> Option<crate::cluster::status::Status> {
+    let cluster = ctx.cluster.as_ref()?;
+    let handle = tokio::runtime::Handle::current();
+    Some(tokio::task::block_in_place(|| handle.block_on(cluster.status())))
+}
+
+/// `HOST`, `PORT` of an address (`""`, `0` when unknown).
+fn host_port(addr: Option<&str>) -> (&str, i64) {
+    addr.and_then(|a| a.rsplit_once(':')).map_or(("", 0), |(h, p)| (h, p.parse().unwrap_or(0)))
+}
+
+/// INFO's `# Replication` in Redis's shape: the leader is `master` and lists the others as
+/// `slaveN` with their matched index as offset; a follower is `slave` of the leader's RESP
+/// address. A single node is a master without replicas.
+fn replication_section(ctx: &Context, text: &mut String) {
+    text.push_str("# Replication\r\n");
+    let Some(s) = cluster_status(ctx) else {
+        text.push_str("role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n");
+        return;
+    };
+    if s.role == "leader" {
+        let others: Vec<_> = s.members.iter().filter(|m| m.id != s.node_id).collect();
+        let _ = write!(text, "role:master\r\nconnected_slaves:{}\r\n", others.len());
+        for (i, m) in others.iter().enumerate() {
+            let (host, port) = host_port(m.resp_addr.as_deref());
+            let offset = m.matched_index.unwrap_or(0);
+            let state = if m.matched_index.is_some() { "online" } else { "wait_bgsave" };
+            let _ = write!(text, "slave{i}:ip={host},port={port},state={state},offset={offset},lag=0\r\n");
+        }
+        let _ = write!(text, "master_repl_offset:{}\r\n\r\n", s.commit_index);
+    } else {
+        let leader = s.members.iter().find(|m| Some(m.id) == s.leader_id);
+        let (host, port) = host_port(leader.and_then(|m| m.resp_addr.as_deref()));
+        let link = if leader.is_some() { "up" } else { "down" };
+        let _ = write!(
+            text,
+            "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{link}\r\nslave_repl_offset:{}\r\nslave_read_only:0\r\nconnected_slaves:0\r\nmaster_repl_offset:{}\r\n\r\n",
+            s.applied_index, s.commit_index
+        );
+    }
+}
+
+/// ROLE, in Redis's shape: `master` (the leader, or a single node) with its offset and
+/// `[host, port, offset]` per other member; `slave` (every other cluster node) with the leader's
+/// RESP host and port, `connected` (or `connect` while there is no leader) and its offset.
+pub fn role(ctx: &Context, _: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let Some(s) = cluster_status(ctx) else {
+        encode::array(out, 3);
+        encode::bulk(out, b"master");
+        encode::int(out, 0);
+        encode::array(out, 0);
+        return DONE;
+    };
+    if s.role == "leader" {
+        let others: Vec<_> = s.members.iter().filter(|m| m.id != s.node_id).collect();
+        encode::array(out, 3);
+        encode::bulk(out, b"master");
+        encode::int(out, s.commit_index as i64);
+        encode::array(out, others.len());
+        for m in others {
+            let (host, port) = host_port(m.resp_addr.as_deref());
+            encode::array(out, 3);
+            encode::bulk(out, host.as_bytes());
+            encode::bulk(out, port.to_string().as_bytes());
+            encode::bulk(out, m.matched_index.unwrap_or(0).to_string().as_bytes());
+        }
+    } else {
+        let leader = s.members.iter().find(|m| Some(m.id) == s.leader_id);
+        let (host, port) = host_port(leader.and_then(|m| m.resp_addr.as_deref()));
+        encode::array(out, 5);
+        encode::bulk(out, b"slave");
+        encode::bulk(out, host.as_bytes());
+        encode::int(out, port);
+        encode::bulk(out, if leader.is_some() { b"connected" } else { b"connect" });
+        encode::int(out, s.applied_index as i64);
+    }
     DONE
 }
 

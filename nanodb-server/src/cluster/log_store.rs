@@ -1,0 +1,525 @@
+//! The Raft log on disk: openraft's [`RaftLogStorage`], with the rigour of `persist/`.
+//!
+//! Layout, in `<data-dir>/raft/`:
+//! - `raft-<first index:020>.log`: segments of entries, one record per entry framed as the
+//!   single-node log frames its records (`persist::record::frame`: length, payload crc32c, header
+//!   crc32c), the payload an entry as `types::encode_entry` lays it out. A new segment starts
+//!   past [`SEGMENT_BYTES`], so purging deletes whole files.
+//! - `vote`, `purged`, `committed`: `u32 crc32c | JSON`, each replaced atomically (temp file,
+//!   fsync, rename, directory fsync; `committed` is not fsynced: losing it only delays
+//!   re-applying entries until the leader says they are committed).
+//!
+//! Opening reads every segment: the last one's torn tail (a record cut short, or bytes that are
+//! no record and are followed by none) is cut off with a warning; damage followed by a valid
+//! record, damage in an earlier segment, a gap in the indexes or a bad `vote`/`purged` file is
+//! corruption and refuses to start. Every length is checked against `max_record_len` before
+//! anything is allocated for it.
+//!
+//! The entries themselves are also kept in memory (the log is purged behind each snapshot, so
+//! it holds at most a few snapshot intervals) and read from there.
+//!
+//! Durability per `--fsync`: `always` fsyncs a batch of entries before openraft is told it is
+//! flushed (so a quorum's acknowledgement means a quorum has it on disk); `everysec` and `no`
+//! report it flushed once written, and `everysec` fsyncs within about a second.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::types::{NodeId, TypeConfig, decode_entry, encode_entry};
+use crate::persist::record::{self, FrameRead};
+use crate::persist::{FsyncPolicy, fsync_dir};
+
+/// A segment is closed and a new one started past this size.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LogOpenError {
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Damage that is not a torn tail.
+    #[error(
+        "{path} is corrupt at offset {offset}: {reason}. Refusing to start so that no committed entry is lost"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where.
+        offset: usize,
+        /// What was found.
+        reason: String,
+    },
+}
+
+/// The Raft log. Clones share one log (openraft's reader is a clone).
+#[derive(Debug, Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+    /// The last committed index saved (for the status report).
+    committed_index: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    fsync: FsyncPolicy,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    /// Where each entry's record starts: (segment's first index, offset).
+    offsets: BTreeMap<u64, (u64, u64)>,
+    /// Segments by first index, with their length.
+    segments: BTreeMap<u64, u64>,
+    /// The last segment, open for appending.
+    file: Option<Arc<File>>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    purged: Option<LogId<NodeId>>,
+    /// Written since the last fsync (`everysec`).
+    dirty: Arc<AtomicBool>,
+}
+
+fn segment_name(first: u64) -> String {
+    format!("raft-{first:020}.log")
+}
+
+fn segment_first(name: &str) -> Option<u64> {
+    name.strip_prefix("raft-")?.strip_suffix(".log")?.parse().ok()
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogOpenError + '_ {
+    move |source| LogOpenError::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes `value` as `u32 crc32c | JSON` to `dir/name` atomically; fsyncs when `sync`.
+fn write_small<T: serde::Serialize>(dir: &Path, name: &str, value: &T, sync: bool) -> io::Result<()> {
+    let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let mut bytes = Vec::with_capacity(json.len() + 4);
+    bytes.extend_from_slice(&crc32c::crc32c(&json).to_le_bytes());
+    bytes.extend_from_slice(&json);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&bytes)?;
+    if sync {
+        f.sync_all()?;
+    }
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    if sync {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Reads what [`write_small`] wrote; `Ok(None)` when the file does not exist.
+fn read_small<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>, String> {
+    let bytes = match std::fs::read(dir.join(name)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if bytes.len() < 4 {
+        return Err("shorter than its checksum".into());
+    }
+    let crc = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if crc32c::crc32c(&bytes[4..]) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(&bytes[4..]).map(Some).map_err(|e| e.to_string())
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`, recovering what is there; see the module docs for what
+    /// is cut and what is refused.
+    pub fn open(dir: &Path, fsync: FsyncPolicy, max_record_len: usize) -> Result<Self, LogOpenError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let corrupt =
+            |name: &str, reason: String| LogOpenError::Corrupt { path: dir.join(name), offset: 0, reason };
+        let vote: Option<Vote<NodeId>> = read_small(dir, "vote").map_err(|r| corrupt("vote", r))?;
+        let purged: Option<LogId<NodeId>> = read_small(dir, "purged").map_err(|r| corrupt("purged", r))?;
+        let committed: Option<LogId<NodeId>> = read_small(dir, "committed").unwrap_or_else(|reason| {
+            warn!(%reason, "raft log: the committed index is unreadable; it will be learnt from the leader");
+            None
+        });
+        let mut firsts = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            } else if let Some(first) = segment_first(&name) {
+                firsts.push(first);
+            }
+        }
+        firsts.sort_unstable();
+        let mut inner = Inner {
+            dir: dir.to_path_buf(),
+            fsync,
+            entries: BTreeMap::new(),
+            offsets: BTreeMap::new(),
+            segments: BTreeMap::new(),
+            file: None,
+            vote,
+            committed,
+            purged,
+            dirty: Arc::new(AtomicBool::new(false)),
+        };
+        let purged_index = purged.map(|p| p.index);
+        for (i, first) in firsts.iter().enumerate() {
+            let last_segment = i + 1 == firsts.len();
+            let path = dir.join(segment_name(*first));
+            let data = Bytes::from(std::fs::read(&path).map_err(io_err(&path))?);
+            let corrupt =
+                |offset: usize, reason: String| LogOpenError::Corrupt { path: path.clone(), offset, reason };
+            let mut offset = 0;
+            loop {
+                match record::read_frame_at(&data, offset, max_record_len) {
+                    FrameRead::Frame(mut payload, next) => {
+                        let entry = decode_entry(&mut payload).map_err(|e| corrupt(offset, e.to_string()))?;
+                        let index = entry.log_id.index;
+                        if purged_index.is_none_or(|p| index > p) {
+                            let expected = inner.entries.last_key_value().map(|(i, _)| i + 1);
+                            if expected.is_some_and(|e| e != index) {
+                                return Err(corrupt(
+                                    offset,
+                                    format!("entry {index} follows entry {}", index - 1),
+                                ));
+                            }
+                            inner.entries.insert(index, entry);
+                            inner.offsets.insert(index, (*first, offset as u64));
+                        }
+                        offset = next;
+                    }
+                    FrameRead::End => break,
+                    FrameRead::Incomplete(reason) | FrameRead::Invalid(reason) => {
+                        if !last_segment || valid_frame_after(&data, offset, max_record_len) {
+                            return Err(corrupt(offset, reason));
+                        }
+                        warn!(file = %path.display(), offset, %reason, "raft log: cutting a torn tail (a write the crash interrupted)");
+                        let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+                        f.set_len(offset as u64).map_err(io_err(&path))?;
+                        f.sync_all().map_err(io_err(&path))?;
+                        break;
+                    }
+                }
+            }
+            inner.segments.insert(*first, offset as u64);
+        }
+        if let (Some(p), Some((first, _))) = (purged_index, inner.entries.first_key_value())
+            && *first != p + 1
+        {
+            return Err(corrupt("purged", format!("the log starts at {first}, after entry {p} was purged")));
+        }
+        if let Some((&first, _)) = inner.segments.last_key_value() {
+            let path = dir.join(segment_name(first));
+            let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+            inner.file = Some(Arc::new(f));
+        }
+        let committed_index = Arc::new(AtomicU64::new(committed.map_or(0, |c| c.index)));
+        Ok(Self { inner: Arc::new(Mutex::new(inner)), committed_index })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last committed index this node saved.
+    pub fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed_index.clone()
+    }
+
+    /// Under `everysec`, fsyncs what was written about once a second until `stop`.
+    pub async fn run_fsync(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            self.sync_if_dirty();
+        }
+        self.sync_if_dirty();
+    }
+
+    fn sync_if_dirty(&self) {
+        let (file, dirty) = {
+            let inner = self.lock();
+            (inner.file.clone(), inner.dirty.clone())
+        };
+        if let Some(file) = file
+            && dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = file.sync_data()
+        {
+            warn!(error = %e, "raft log: fsync failed");
+            dirty.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Whether a valid frame starts anywhere after `offset` (damage in the middle, not a torn tail).
+fn valid_frame_after(data: &Bytes, offset: usize, max_len: usize) -> bool {
+    (offset + 1..data.len().saturating_sub(record::HEADER_LEN - 1))
+        .any(|o| matches!(record::read_frame_at(data, o, max_len), FrameRead::Frame(..)))
+}
+
+fn write_err(e: impl ToString) -> StorageError<NodeId> {
+    StorageIOError::write_logs(AnyError::error(e.to_string())).into()
+}
+
+impl Inner {
+    fn append(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut buf = BytesMut::new();
+        let mut placed = Vec::with_capacity(entries.len());
+        let (seg, len) = match self.segments.last_key_value() {
+            Some((&first, &len)) if len < SEGMENT_BYTES && self.file.is_some() => (first, len),
+            _ => {
+                let first = entries[0].log_id.index;
+                self.start_segment(first)?;
+                (first, 0)
+            }
+        };
+        let start = len;
+        for entry in &entries {
+            let at = start + buf.len() as u64;
+            record::frame(&mut buf, |dst| {
+                // Every entry openraft hands here was encoded once already (it came from a client
+                // or the leader), so this cannot fail; a failure would be caught by the decode.
+                let _ = encode_entry(dst, entry);
+            });
+            placed.push((entry.log_id.index, (seg, at)));
+        }
+        let file = self.file.clone().ok_or_else(|| io::Error::other("no open segment"))?;
+        // Written at the segment's known end (not through a cursor), so that a failed write can
+        // be cut off and the next append lands exactly where the last whole record ends.
+        if let Err(e) = file.write_all_at(&buf, start) {
+            let _ = file.set_len(start);
+            return Err(e);
+        }
+        let len = start + buf.len() as u64;
+        match self.fsync {
+            FsyncPolicy::Always => {
+                if let Err(e) = file.sync_data() {
+                    // Not durable: the entries are not reported flushed, and not kept.
+                    let _ = file.set_len(start);
+                    return Err(e);
+                }
+            }
+            FsyncPolicy::EverySec => self.dirty.store(true, Ordering::Release),
+            FsyncPolicy::No => {}
+        }
+        self.segments.insert(seg, len);
+        for (entry, (index, place)) in entries.into_iter().zip(placed) {
+            self.offsets.insert(index, place);
+            self.entries.insert(index, entry);
+        }
+        // Past SEGMENT_BYTES, the next append starts a new segment (see the match above).
+        Ok(())
+    }
+
+    fn start_segment(&mut self, first: u64) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            file.sync_data()?;
+        }
+        let path = self.dir.join(segment_name(first));
+        let f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+        fsync_dir(&self.dir)?;
+        self.segments.insert(first, 0);
+        self.file = Some(Arc::new(f));
+        Ok(())
+    }
+
+    /// Removes every entry from `index` on, on disk first.
+    fn truncate(&mut self, index: u64) -> io::Result<()> {
+        let Some(&(seg, offset)) = self.offsets.get(&index) else { return Ok(()) };
+        let later: Vec<u64> = self.segments.range(seg + 1..).map(|(f, _)| *f).collect();
+        for first in later {
+            std::fs::remove_file(self.dir.join(segment_name(first)))?;
+            self.segments.remove(&first);
+        }
+        let path = self.dir.join(segment_name(seg));
+        let f = OpenOptions::new().write(true).open(&path)?;
+        f.set_len(offset)?;
+        f.sync_all()?;
+        fsync_dir(&self.dir)?;
+        self.segments.insert(seg, offset);
+        self.file = Some(Arc::new(f));
+        self.entries.split_off(&index);
+        self.offsets.split_off(&index);
+        Ok(())
+    }
+
+    /// Forgets every entry up to `log_id` (inclusive): the `purged` mark first, then whole
+    /// segments that hold nothing later.
+    fn purge(&mut self, log_id: LogId<NodeId>) -> io::Result<()> {
+        write_small(&self.dir, "purged", &log_id, true)?;
+        self.purged = Some(log_id);
+        let keep = self.entries.split_off(&(log_id.index + 1));
+        self.entries = keep;
+        let keep = self.offsets.split_off(&(log_id.index + 1));
+        self.offsets = keep;
+        // A segment can go when the next one starts at or before the first entry kept.
+        let firsts: Vec<u64> = self.segments.keys().copied().collect();
+        for pair in firsts.windows(2) {
+            if pair[1] <= log_id.index + 1 {
+                std::fs::remove_file(self.dir.join(segment_name(pair[0])))?;
+                self.segments.remove(&pair[0]);
+            }
+        }
+        if self.entries.is_empty() {
+            // Everything is purged: the next append starts a fresh segment at its own index.
+            for first in std::mem::take(&mut self.segments).into_keys() {
+                std::fs::remove_file(self.dir.join(segment_name(first)))?;
+            }
+            self.file = None;
+        }
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<TypeConfig>> {
+        let inner = self.lock();
+        let last = inner.entries.last_key_value().map(|(_, e)| e.log_id).or(inner.purged);
+        Ok(LogState { last_purged_log_id: inner.purged, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        write_small(&inner.dir, "vote", vote, true)
+            .map_err(|e| StorageIOError::write_vote(AnyError::error(e)))?;
+        inner.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<NodeId>>> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StorageResult<()> {
+        let mut inner = self.lock();
+        if let Err(e) = write_small(&inner.dir, "committed", &committed, false) {
+            // Only an optimisation: the leader tells again what is committed.
+            warn!(error = %e, "raft log: could not save the committed index");
+        }
+        inner.committed = committed;
+        self.committed_index.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<NodeId>>> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let result = self.lock().append(entries.into_iter().collect());
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "raft log: append failed");
+                let msg = e.to_string();
+                callback.log_io_completed(Err(e));
+                Err(write_err(msg))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.lock().truncate(log_id.index).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StorageResult<()> {
+        self.lock().purge(log_id).map_err(write_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::cluster::types::log_id;
+
+    fn blank(index: u64) -> Entry<TypeConfig> {
+        Entry { log_id: log_id(1, 1, index), payload: EntryPayload::Blank }
+    }
+
+    fn indexes(store: &LogStore) -> Vec<u64> {
+        store.lock().entries.keys().copied().collect()
+    }
+
+    #[test]
+    fn reopening_keeps_entries_cuts_a_torn_tail_and_refuses_damage_in_the_middle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+            store.lock().append((1..=5).map(blank).collect()).expect("append");
+            store.lock().truncate(4).expect("truncate");
+            store.lock().append(vec![blank(4)]).expect("append");
+            store.lock().purge(log_id(1, 1, 1)).expect("purge");
+        }
+        let store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("reopen");
+        assert_eq!(indexes(&store), vec![2, 3, 4]);
+        drop(store);
+        let seg = dir.path().join(segment_name(1));
+        let whole = std::fs::read(&seg).expect("read");
+        // A torn tail: half a record more.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[whole.len() - 10..]);
+        std::fs::write(&seg, &torn).expect("write");
+        let store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("a torn tail is cut");
+        assert_eq!(indexes(&store), vec![2, 3, 4]);
+        assert_eq!(std::fs::read(&seg).expect("read").len(), whole.len(), "the tail was cut on disk");
+        drop(store);
+        // A flipped byte in the second record, followed by a valid one: corruption.
+        let mut bad = whole.clone();
+        let second = whole.len() / 4 + record::HEADER_LEN + 3;
+        bad[second] ^= 0xff;
+        std::fs::write(&seg, &bad).expect("write");
+        let err = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect_err("refused");
+        assert!(matches!(err, LogOpenError::Corrupt { .. }), "{err}");
+    }
+}

@@ -1,0 +1,639 @@
+//! Cluster mode: NanoDB replicated with Raft (openraft 0.9, storage-v2), on when `--raft-addr`
+//! is given.
+//!
+//! - [`types`]: the Raft types and the entry encoding (a client command in the TCP wire's
+//!   layout, with the leader's clock and absolute TTLs).
+//! - [`log_store`]: the durable Raft log. In a cluster the Raft log *is* the log: the engine has no
+//!   append-only log attached.
+//! - [`state_machine`]: applies committed entries to the engine; snapshots are the engine's.
+//! - [`network`]: the Raft port, both ends.
+//! - [`status`]: the report behind `GET /v1/cluster`, `nanodb.v1.Cluster/Status`, `ROLE` and
+//!   `INFO replication`.
+//! - this module: the node ([`Cluster`]): start, initialization, writes (proposed on the leader,
+//!   forwarded from followers), linearizable reads (read index), the leader's expiry sweeper.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+pub mod status;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use nanodb_protocol::frame::{LEN_PREFIX, MIN_FRAME_LEN};
+use nanodb_protocol::wire::{self, Request as WireRequest};
+use nanodb_protocol::{Command, Error, Expiry, Reply};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{Raft, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{ClusterConfig, ReadConsistency};
+use crate::engine::Engine;
+use crate::feed::Hub;
+use crate::persist::FsyncPolicy;
+use log_store::LogStore;
+use network::{CallError, NetworkFactory, Peers, kind};
+use state_machine::StateMachine;
+use types::{Member, NodeId, Op, Request, Response, SnapshotFile, TypeConfig};
+
+/// The text of every "no leader, retry" error.
+pub const NO_LEADER: &str = "CLUSTERDOWN no cluster leader is reachable; retry";
+
+/// Connections the Raft port serves at once (peers pool a few each; the rest is refused).
+const MAX_RAFT_CONNECTIONS: usize = 1024;
+
+/// Keys the leader's sweeper proposes to expire per entry.
+const EXPIRE_BATCH: usize = 1000;
+
+/// A node's client addresses, as its status lists them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAddrs {
+    /// gRPC.
+    pub grpc_addr: Option<String>,
+    /// REST.
+    pub http_addr: Option<String>,
+    /// Binary TCP.
+    pub tcp_addr: Option<String>,
+    /// RESP.
+    pub resp_addr: Option<String>,
+}
+
+/// A running cluster node. Shared as `Arc<Cluster>` by the frontends' [`crate::frontend::Context`].
+pub struct Cluster {
+    /// This node's id.
+    pub node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    config: ClusterConfig,
+    engine: Arc<Engine>,
+    peers: Peers,
+    request_timeout: Duration,
+    /// Largest entry proposed: what the log reads back and the Raft port carries.
+    max_entry: usize,
+    committed: Arc<AtomicU64>,
+    addrs: ClientAddrs,
+    /// Other nodes' client addresses as they last told them (see `status`).
+    known_addrs: Mutex<HashMap<NodeId, ClientAddrs>>,
+    /// The Raft port's bound address.
+    pub raft_addr: std::net::SocketAddr,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node_id", &self.node_id).field("raft_addr", &self.raft_addr).finish()
+    }
+}
+
+/// Why cluster mode could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: {0}")]
+pub struct ClusterError(pub String);
+
+/// What the server hands a starting node.
+#[derive(Debug)]
+pub struct Start<'a> {
+    /// Cluster settings.
+    pub config: ClusterConfig,
+    /// The data directory (the Raft log and snapshots go in `raft/`).
+    pub data_dir: &'a Path,
+    /// The fsync policy of the Raft log.
+    pub fsync: FsyncPolicy,
+    /// The request deadline (writes and read barriers give up with a retryable error after it).
+    pub request_timeout: Duration,
+    /// Largest record read back.
+    pub max_record_len: usize,
+    /// Expiry proposals' period.
+    pub sweep_interval: Duration,
+    /// This node's client addresses.
+    pub addrs: ClientAddrs,
+}
+
+impl Cluster {
+    /// Opens the Raft log and state machine (loading the last snapshot into `engine`), binds the
+    /// Raft port, starts Raft and, on a brand-new cluster, lets the lowest id initialize it.
+    pub async fn start(
+        start: Start<'_>,
+        engine: Arc<Engine>,
+        feed: Arc<Hub>,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let config = start.config;
+        let err = |m: String| ClusterError(m);
+        if config.node_id == 0 {
+            return Err(err("--raft-addr needs --node-id N (an integer >= 1)".into()));
+        }
+        if !config.peers.is_empty() && !config.peers.iter().any(|(id, _)| *id == config.node_id) {
+            return Err(err(format!("--cluster-peers does not list this node's id {}", config.node_id)));
+        }
+        engine.set_replicated();
+        let dir = start.data_dir.join("raft");
+        let log = LogStore::open(&dir.join("log"), start.fsync, start.max_record_len)
+            .map_err(|e| err(e.to_string()))?;
+        let committed = log.committed_index();
+        let sm = StateMachine::open(engine.clone(), feed, &dir.join("snapshots"), start.max_record_len)
+            .map_err(err)?;
+        let sm_for_net = sm.clone();
+        let et = config.election_timeout.as_millis() as u64;
+        let raft_config = openraft::Config {
+            cluster_name: "nanodb".into(),
+            heartbeat_interval: (et / 5).max(10),
+            election_timeout_min: et,
+            election_timeout_max: et * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
+            max_payload_entries: 256,
+            install_snapshot_timeout: 60_000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| err(e.to_string()))?);
+        let listener = TcpListener::bind(&config.raft_addr)
+            .await
+            .map_err(|e| err(format!("cannot listen on {} (--raft-addr): {e}", config.raft_addr)))?;
+        let raft_addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
+        let peers = Peers::new(config.node_id);
+        if start.fsync == FsyncPolicy::EverySec {
+            tasks.spawn(log.clone().run_fsync(shutdown.clone()));
+        }
+        let raft = Raft::new(config.node_id, raft_config, NetworkFactory { peers: peers.clone() }, log, sm)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let cluster = Arc::new(Self {
+            node_id: config.node_id,
+            raft,
+            config,
+            engine,
+            peers,
+            // A tenth short of the frontends' own deadline, so that the client gets the retryable
+            // "no leader" answer rather than a generic timeout.
+            request_timeout: start.request_timeout - start.request_timeout / 10,
+            max_entry: start.max_record_len.min(network::MAX_MESSAGE / 2).saturating_sub(1024),
+            committed,
+            addrs: start.addrs,
+            known_addrs: Mutex::default(),
+            raft_addr,
+        });
+        info!(node_id = cluster.node_id, addr = %raft_addr, "raft port listening");
+        tasks.spawn(serve(listener, cluster.clone(), sm_for_net, shutdown.clone(), tasks.clone()));
+        cluster.initialize_if_new().await?;
+        tasks.spawn(cluster.clone().sweep(start.sweep_interval, shutdown.clone()));
+        tasks.spawn(cluster.clone().stop_on(shutdown));
+        Ok(cluster)
+    }
+
+    /// A new cluster is initialized once, by the lowest id of `--cluster-peers`, when its log is
+    /// empty; the others wait to hear from the leader. A restarted node has its membership in its
+    /// log and does nothing here.
+    async fn initialize_if_new(&self) -> Result<(), ClusterError> {
+        let initialized = self.raft.is_initialized().await.map_err(|e| ClusterError(e.to_string()))?;
+        let lowest = self.config.peers.iter().map(|(id, _)| *id).min();
+        if initialized || lowest != Some(self.node_id) {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, Member> =
+            self.config.peers.iter().map(|(id, addr)| (*id, Member { raft_addr: addr.clone() })).collect();
+        info!(members = ?members.keys().collect::<Vec<_>>(), "raft: initializing a new cluster");
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another start already did (a race with an incoming vote): fine.
+            Err(RaftError::APIError(e)) => {
+                warn!(error = %e, "raft: not initialized");
+                Ok(())
+            }
+            Err(e) => Err(ClusterError(e.to_string())),
+        }
+    }
+
+    async fn stop_on(self: Arc<Self>, shutdown: CancellationToken) {
+        shutdown.cancelled().await;
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "raft: shutdown failed");
+        }
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// This node's read consistency.
+    pub fn read_consistency(&self) -> ReadConsistency {
+        self.config.read_consistency
+    }
+
+    fn leader(&self) -> Option<(NodeId, Option<String>)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let addr = m.membership_config.membership().get_node(&id).map(|n| n.raft_addr.clone());
+        Some((id, addr))
+    }
+
+    /// Runs a write through the log: proposed here when this node leads, forwarded to the leader
+    /// otherwise; answers once the leader applied it. Without a leader until the request deadline,
+    /// the retryable [`Error::Unavailable`]. Also says whether a put created its key.
+    pub async fn write(&self, cmd: Command) -> Result<(Reply, bool), Error> {
+        // Refused at once, on this node, rather than after a round of consensus.
+        cmd.validate(self.engine.limits())?;
+        let deadline = Instant::now() + self.request_timeout;
+        loop {
+            let attempt = match self.leader() {
+                Some((id, _)) if id == self.node_id => self.propose(cmd.clone(), deadline).await,
+                Some((_, Some(addr))) => self.forward(&addr, &cmd, deadline).await,
+                _ => Err(Retry),
+            };
+            match attempt {
+                Ok(Response { result, created }) => return result.map(|r| (r, created)),
+                Err(Retry) if Instant::now() < deadline => pause(deadline).await,
+                Err(Retry) => return Err(Error::Unavailable(NO_LEADER.into())),
+            }
+        }
+    }
+
+    /// Proposes `cmd` on this node (the leader) at this node's clock, TTLs made absolute.
+    /// `Err(Retry)` when this node turned out not to lead: nothing was proposed.
+    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Response, Retry> {
+        let now = self.engine.clock().now_ms();
+        let request = Request { now_ms: now, op: Op::Command(absolute(cmd, now)) };
+        // Refuse what the log could not carry (or read back) before proposing it.
+        match request.to_bytes() {
+            Err(e) => return Ok(failed(e)),
+            Ok(b) if b.len() > self.max_entry => {
+                return Ok(failed(Error::InvalidArgument(format!(
+                    "the command encodes to {} bytes; a cluster's log takes at most {}",
+                    b.len(),
+                    self.max_entry
+                ))));
+            }
+            Ok(_) => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(written) = tokio::time::timeout(left, self.raft.client_write(request)).await else {
+            // Proposed, but not known to be committed in time (a leader change): indeterminate.
+            return Ok(failed(Error::Unavailable(format!(
+                "{NO_LEADER} (the write was proposed but not confirmed in time; it may or may not have applied)"
+            ))));
+        };
+        match written {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(Retry),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Ok(failed(Error::InvalidArgument(e.to_string())))
+            }
+            Err(RaftError::Fatal(e)) => {
+                warn!(error = %e, "raft: write refused: the node is stopping");
+                Ok(failed(Error::Unavailable(NO_LEADER.into())))
+            }
+        }
+    }
+
+    /// The leader's side of a forwarded write: proposes it if this node still leads.
+    pub async fn write_as_leader(&self, cmd: Command) -> Response {
+        match self.propose(cmd, Instant::now() + self.request_timeout).await {
+            Ok(response) => response,
+            Err(Retry) => {
+                failed(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)))
+            }
+        }
+    }
+
+    /// Sends `cmd` to the leader at `addr`. A leader that cannot be reached, or that is no longer
+    /// the leader, is `Retry` (nothing was applied); a call that failed midway is an error the
+    /// client must treat as indeterminate.
+    async fn forward(&self, addr: &str, cmd: &Command, deadline: Instant) -> Result<Response, Retry> {
+        let mut frame = BytesMut::new();
+        if let Err(e) = wire::encode_request(0, &WireRequest::Command(cmd.clone()), &mut frame) {
+            return Ok(failed(e));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.peers.get(addr).call(kind::FORWARD, &frame, left).await {
+            Ok(answer) => match Response::decode(answer) {
+                Ok(Response { result: Err(Error::Unavailable(m)), .. })
+                    if m.contains("is not the leader") =>
+                {
+                    Err(Retry)
+                }
+                Ok(response) => Ok(response),
+                Err(e) => Ok(failed(e)),
+            },
+            Err(CallError::Unreachable(..)) => Err(Retry),
+            Err(e) => {
+                warn!(error = %e, "raft: a forwarded write's outcome is unknown");
+                Ok(failed(Error::Unavailable(format!(
+                    "the leader did not answer: {e}; the write may or may not have applied"
+                ))))
+            }
+        }
+    }
+
+    /// Makes a read linearizable (unless `--read-consistency stale`): the leader confirms its
+    /// leadership and waits until it applied its read index; a follower asks the leader for that
+    /// index and waits until it applied it itself.
+    pub async fn read_barrier(&self) -> Result<(), Error> {
+        if self.config.read_consistency == ReadConsistency::Stale {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.request_timeout;
+        let unavailable = || Error::Unavailable(NO_LEADER.into());
+        loop {
+            let index = match self.leader() {
+                Some((id, _)) if id == self.node_id => self.read_index().await.ok(),
+                Some((_, Some(addr))) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match self.peers.get(&addr).call(kind::READ_INDEX, &[], left).await {
+                        Ok(b) if b.len() == 8 => {
+                            Some(u64::from_be_bytes(b[..].try_into().unwrap_or_default()))
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(index) = index {
+                let left = deadline.saturating_duration_since(Instant::now());
+                return self
+                    .raft
+                    .wait(Some(left))
+                    .applied_index_at_least(Some(index), "read barrier")
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| unavailable());
+            }
+            if Instant::now() >= deadline {
+                return Err(unavailable());
+            }
+            pause(deadline).await;
+        }
+    }
+
+    /// The leader's read index: the last index committed once its leadership is confirmed by a
+    /// quorum.
+    pub async fn read_index(&self) -> Result<u64, Error> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)))
+            }
+            Err(e) => Err(Error::Unavailable(format!("{NO_LEADER} ({e})"))),
+        }
+    }
+
+    /// The leader proposes deletes for keys whose deadline passed (followers only hide them).
+    async fn sweep(self: Arc<Self>, every: Duration, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if self.leader().map(|(id, _)| id) != Some(self.node_id) {
+                continue;
+            }
+            let now = self.engine.clock().now_ms();
+            let keys = self.engine.due_keys(now, EXPIRE_BATCH);
+            if keys.is_empty() {
+                continue;
+            }
+            let request = Request { now_ms: now, op: Op::Expire(keys) };
+            if let Err(e) = self.raft.client_write(request).await {
+                tracing::debug!(error = %e, "raft: expiry proposal not committed; retried next tick");
+            }
+        }
+    }
+
+    /// This node's client addresses.
+    pub fn client_addrs(&self) -> &ClientAddrs {
+        &self.addrs
+    }
+
+    /// Whether `from` may call this node's Raft port: a member, or one of `--cluster-peers`.
+    fn knows(&self, from: NodeId) -> bool {
+        self.config.peers.iter().any(|(id, _)| *id == from)
+            || self.raft.metrics().borrow().membership_config.membership().get_node(&from).is_some()
+    }
+}
+
+/// Waits a little (an election takes a fraction of the election timeout) before looking for the
+/// leader again, never past `deadline`.
+async fn pause(deadline: Instant) {
+    let left = deadline.saturating_duration_since(Instant::now());
+    tokio::time::sleep(left.min(Duration::from_millis(20))).await;
+}
+
+/// A write that failed before or without applying.
+fn failed(e: Error) -> Response {
+    Response { result: Err(e), created: false }
+}
+
+/// Nothing was proposed: look for the leader again.
+#[derive(Debug)]
+struct Retry;
+
+/// `cmd` with every relative TTL made absolute as of `now`, so that every node applies the same
+/// deadline.
+pub fn absolute(cmd: Command, now: u64) -> Command {
+    let fix = |e: Expiry| match e {
+        Expiry::In(ms) => Expiry::At(now.saturating_add(ms)),
+        other => other,
+    };
+    match cmd {
+        Command::Put(mut c) => {
+            c.expiry = fix(c.expiry);
+            Command::Put(c)
+        }
+        Command::GetSet(mut c) => {
+            c.expiry = fix(c.expiry);
+            Command::GetSet(c)
+        }
+        Command::GetEx(mut c) => {
+            c.expiry = fix(c.expiry);
+            Command::GetEx(c)
+        }
+        Command::Expire(mut c) => {
+            c.expiry = fix(c.expiry);
+            Command::Expire(c)
+        }
+        Command::Batch(mut c) => {
+            c.ops = c.ops.into_iter().map(|op| absolute(op, now)).collect();
+            Command::Batch(c)
+        }
+        other => other,
+    }
+}
+
+/// Serves the Raft port until shutdown.
+async fn serve(
+    listener: TcpListener,
+    cluster: Arc<Cluster>,
+    sm: StateMachine,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let places = Arc::new(tokio::sync::Semaphore::new(MAX_RAFT_CONNECTIONS));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "raft port: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            warn!(%peer, max = MAX_RAFT_CONNECTIONS, "raft port: connection refused, too many open");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (cluster, sm, shutdown) = (cluster.clone(), sm.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _place = place;
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                r = connection(stream, &cluster, &sm) => {
+                    if let Err(e) = r {
+                        warn!(%peer, error = %e, "raft port: connection closed");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// One connection of the Raft port: calls one after the other.
+async fn connection(mut stream: TcpStream, cluster: &Cluster, sm: &StateMachine) -> Result<(), String> {
+    while let Some((k, from, body)) = network::read_request(&mut stream).await.map_err(|e| e.to_string())? {
+        if !cluster.knows(from) {
+            warn!(from, kind = k, "raft port: refused a call from a node that is not a member");
+            let _ = stream.write_all(&network::answer_frame(network::FAILED, b"unknown node id")).await;
+            return Err(format!("unknown node id {from}"));
+        }
+        let answer = match k {
+            kind::APPEND => match network::decode_append(body) {
+                Ok(rpc) => json_answer(&cluster.raft.append_entries(rpc).await),
+                Err(e) => return refuse(&mut stream, from, k, e).await,
+            },
+            kind::VOTE => match serde_json::from_slice(&body) {
+                Ok(rpc) => json_answer(&cluster.raft.vote(rpc).await),
+                Err(e) => return refuse(&mut stream, from, k, e.to_string()).await,
+            },
+            kind::SNAPSHOT => match receive_snapshot(&mut stream, cluster, sm, body).await {
+                Ok(answer) => answer,
+                Err(e) => return refuse(&mut stream, from, k, e).await,
+            },
+            kind::FORWARD => match decode_command(body) {
+                Ok(cmd) => {
+                    let response = cluster.write_as_leader(cmd).await;
+                    network::answer_frame(network::OK, &response.encode())
+                }
+                Err(e) => return refuse(&mut stream, from, k, e.to_string()).await,
+            },
+            kind::READ_INDEX => match cluster.read_index().await {
+                Ok(index) => network::answer_frame(network::OK, &index.to_be_bytes()),
+                Err(e) => network::answer_frame(network::FAILED, e.to_string().as_bytes()),
+            },
+            kind::INFO => match serde_json::to_vec(&cluster.addrs) {
+                Ok(json) => network::answer_frame(network::OK, &json),
+                Err(e) => network::answer_frame(network::FAILED, e.to_string().as_bytes()),
+            },
+            other => return refuse(&mut stream, from, other, format!("unknown call kind {other}")).await,
+        };
+        stream.write_all(&answer).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Logs and answers a malformed call, then closes the connection.
+async fn refuse(stream: &mut TcpStream, from: NodeId, k: u8, why: impl ToString) -> Result<(), String> {
+    let why = why.to_string();
+    warn!(from, kind = k, reason = %why, "raft port: refused a malformed call");
+    let _ = stream.write_all(&network::answer_frame(network::FAILED, why.as_bytes())).await;
+    Err(why)
+}
+
+fn json_answer<T: Serialize>(value: &T) -> BytesMut {
+    match serde_json::to_vec(value) {
+        Ok(json) => network::answer_frame(network::OK, &json),
+        Err(e) => network::answer_frame(network::FAILED, e.to_string().as_bytes()),
+    }
+}
+
+/// A forwarded command: a binary TCP request frame (id 0).
+fn decode_command(mut b: Bytes) -> Result<Command, Error> {
+    use bytes::Buf;
+    if b.remaining() < LEN_PREFIX + MIN_FRAME_LEN {
+        return Err(Error::Malformed("command frame too short".into()));
+    }
+    let len = b.get_u32() as usize;
+    if len != b.remaining() {
+        return Err(Error::Malformed("command frame length does not match".into()));
+    }
+    let k = b.get_u8();
+    let _id = b.get_u32();
+    match wire::decode_request(k, b)? {
+        WireRequest::Command(cmd) => Ok(cmd),
+        _ => Err(Error::Malformed("not a command".into())),
+    }
+}
+
+/// Receives a streamed snapshot into the state machine's directory (bounded: at most the
+/// announced length is written, one chunk in memory at a time) and installs it.
+async fn receive_snapshot(
+    stream: &mut TcpStream,
+    cluster: &Cluster,
+    sm: &StateMachine,
+    header: Bytes,
+) -> Result<BytesMut, String> {
+    use tokio::io::AsyncWriteExt as _;
+    let header: network::SnapshotHeader = serde_json::from_slice(&header).map_err(|e| e.to_string())?;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = sm.incoming_path(NEXT.fetch_add(1, Ordering::Relaxed));
+    let mut file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
+    let mut received = 0u64;
+    let result: Result<(), String> = async {
+        loop {
+            let Some((k, _, body)) = network::read_request(stream).await.map_err(|e| e.to_string())? else {
+                return Err("snapshot cut off mid-stream".into());
+            };
+            match k {
+                kind::SNAPSHOT_CHUNK => {
+                    received += body.len() as u64;
+                    if received > header.len {
+                        return Err(format!("snapshot longer than its announced {} bytes", header.len));
+                    }
+                    file.write_all(&body).await.map_err(|e| e.to_string())?;
+                }
+                kind::SNAPSHOT_END if received == header.len => return Ok(()),
+                kind::SNAPSHOT_END => {
+                    return Err(format!("snapshot of {received} bytes, {} announced", header.len));
+                }
+                other => return Err(format!("unexpected call kind {other} inside a snapshot")),
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(e);
+    }
+    file.sync_all().await.map_err(|e| e.to_string())?;
+    drop(file);
+    let snapshot = openraft::Snapshot {
+        meta: header.meta,
+        snapshot: Box::new(SnapshotFile { path, versions: header.versions, last_now: header.last_now }),
+    };
+    let result = cluster.raft.install_full_snapshot(header.vote, snapshot).await;
+    Ok(json_answer(&result))
+}

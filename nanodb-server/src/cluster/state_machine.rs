@@ -1,0 +1,399 @@
+//! The state machine: openraft's [`RaftStateMachine`] over the shared [`Engine`].
+//!
+//! Applying an entry runs its command with [`Engine::apply_at`] at the entry's time, so every node
+//! decides INCR, CAS and every conditional write the same way; effects flow to the change feed as
+//! on a single node (watchers and subscribers on every node see every committed write), and a
+//! `PUBLISH` entry publishes on every node. There is no single-node append-only log: the Raft log
+//! is the log.
+//!
+//! Snapshots are the engine's own snapshot files (`persist::snapshot`, expired keys kept: only a
+//! committed expiry entry removes a key) in `<data-dir>/raft/snapshots/`, named by the last index
+//! they hold, beside a `.meta` file (`u32 crc32c | JSON`: openraft's metadata, the engine's
+//! version counter and the last entry time). Each is written to a temp file, fsynced, renamed, the
+//! directory fsynced; then the older ones are deleted. A snapshot is exact: building one holds
+//! the apply lock, so it is the state after exactly `last_log_id`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nanodb_protocol::{Command, Error, Reply, TypedCommand};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use super::types::{Member, NodeId, Op, Response, SnapshotFile, TypeConfig};
+use crate::engine::{Engine, value};
+use crate::feed::Hub;
+use crate::persist::{fsync_dir, recovery, snapshot, snapshot_path};
+
+type StorageResult<T> = Result<T, StorageError<NodeId>>;
+
+/// What a snapshot's `.meta` file holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredMeta {
+    meta: SnapshotMeta<NodeId, Member>,
+    versions: u64,
+    last_now: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Member>,
+    /// The largest entry time applied: a new leader whose clock is behind does not move time
+    /// back.
+    last_now: u64,
+    current: Option<StoredMeta>,
+}
+
+/// The state machine; clones share it (the snapshot builder is a clone).
+#[derive(Debug, Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    engine: Arc<Engine>,
+    feed: Arc<Hub>,
+    dir: PathBuf,
+    max_record_len: usize,
+    /// The apply lock: held by every apply and by a snapshot while it is written.
+    state: Mutex<State>,
+}
+
+fn meta_path(dir: &Path, index: u64) -> PathBuf {
+    snapshot_path(dir, index).with_extension("meta")
+}
+
+fn sm_err(e: impl ToString) -> StorageError<NodeId> {
+    StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
+}
+
+fn snap_err(e: impl ToString) -> StorageError<NodeId> {
+    StorageIOError::write_snapshot(None, AnyError::error(e.to_string())).into()
+}
+
+fn write_meta(dir: &Path, index: u64, meta: &StoredMeta) -> io::Result<()> {
+    let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    let mut bytes = crc32c::crc32c(&json).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&json);
+    let path = meta_path(dir, index);
+    let tmp = path.with_extension("meta.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    io::Write::write_all(&mut f, &bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
+    fsync_dir(dir)
+}
+
+fn read_meta(path: &Path) -> Result<StoredMeta, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    if bytes.len() < 4 || crc32c::crc32c(&bytes[4..]).to_le_bytes() != bytes[..4] {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(&bytes[4..]).map_err(|e| e.to_string())
+}
+
+/// Deletes every snapshot and meta file older than `index`, and leftover temp files.
+fn remove_older(dir: &Path, index: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let seq = name
+            .strip_prefix("snapshot-")
+            .and_then(|r| r.split('.').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        if seq.is_some_and(|s| s < index) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+impl StateMachine {
+    /// Opens the state machine in `dir`, loading the newest complete snapshot into `engine`
+    /// (which must be empty and in cluster mode); openraft then re-applies the log after it.
+    pub fn open(
+        engine: Arc<Engine>,
+        feed: Arc<Hub>,
+        dir: &Path,
+        max_record_len: usize,
+    ) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut newest: Option<(u64, StoredMeta)> = None;
+        for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let Some(index) = name.strip_prefix("snapshot-").and_then(|r| r.strip_suffix(".meta")) else {
+                continue;
+            };
+            let Ok(index) = index.parse::<u64>() else { continue };
+            if newest.as_ref().is_some_and(|(i, _)| *i >= index) || !snapshot_path(dir, index).exists() {
+                continue;
+            }
+            match read_meta(&entry.path()) {
+                Ok(meta) => newest = Some((index, meta)),
+                Err(e) => {
+                    warn!(file = %entry.path().display(), error = %e, "raft: skipping an unreadable snapshot meta")
+                }
+            }
+        }
+        let mut state = State::default();
+        if let Some((index, meta)) = newest {
+            let path = snapshot_path(dir, index);
+            let records =
+                recovery::load_snapshot(&engine, &path, max_record_len).map_err(|e| e.to_string())?;
+            engine.set_version_counter(meta.versions);
+            info!(index, records, keys = engine.key_count(), "raft: state machine loaded from its snapshot");
+            state.applied = meta.meta.last_log_id;
+            state.membership = meta.meta.last_membership.clone();
+            state.last_now = meta.last_now;
+            state.current = Some(meta);
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                engine,
+                feed,
+                dir: dir.to_path_buf(),
+                max_record_len,
+                state: Mutex::new(state),
+            }),
+        })
+    }
+
+    /// Applies one operation at `now`.
+    fn apply_op(&self, op: Op, now: u64) -> Response {
+        match op {
+            // A put says whether it created its key (REST's 201).
+            Op::Command(Command::Put(c)) => match self.shared.engine.apply_put_at(c, now) {
+                Ok(outcome) => Response { created: outcome.created, result: Ok(Reply::from(outcome)) },
+                Err(e) => Response { result: Err(e), created: false },
+            },
+            Op::Command(cmd) => Response { result: self.apply_command(cmd, now), created: false },
+            Op::Expire(keys) => {
+                self.shared.engine.expire_keys_at(&keys, now);
+                Response { result: Ok(Reply::Pong), created: false }
+            }
+        }
+    }
+
+    /// `Context::route` for a committed command: publish to the feed, a batch one by one, the
+    /// rest to the engine at the entry's time.
+    fn apply_command(&self, cmd: Command, now: u64) -> Result<Reply, Error> {
+        let engine = &self.shared.engine;
+        match cmd {
+            Command::Publish(c) => {
+                c.validate(engine.limits())?;
+                let n = self.shared.feed.publish(&value::owned(&c.channel), &value::owned(&c.message));
+                Ok(Reply::Int(n as i64))
+            }
+            Command::Batch(c) => {
+                c.validate(engine.limits())?;
+                Ok(Reply::Batch(c.ops.into_iter().map(|op| self.apply_command(op, now)).collect()))
+            }
+            cmd => engine.apply_at(cmd, now),
+        }
+    }
+
+    /// Writes a snapshot of the state as of now (the caller holds the apply lock).
+    async fn write_snapshot(&self, state: &mut State) -> StorageResult<StoredMeta> {
+        let index = state.applied.map_or(0, |l| l.index);
+        let engine = self.shared.engine.clone();
+        let dir = self.shared.dir.clone();
+        let versions = engine.version_counter();
+        tokio::task::spawn_blocking(move || snapshot::write_keys(&engine, &dir, index, true))
+            .await
+            .map_err(snap_err)?
+            .map_err(snap_err)?;
+        let term = state.applied.map_or(0, |l| l.leader_id.term);
+        let meta = StoredMeta {
+            meta: SnapshotMeta {
+                last_log_id: state.applied,
+                last_membership: state.membership.clone(),
+                snapshot_id: format!("{index}-{term}"),
+            },
+            versions,
+            last_now: state.last_now,
+        };
+        write_meta(&self.shared.dir, index, &meta).map_err(snap_err)?;
+        remove_older(&self.shared.dir, index);
+        state.current = Some(meta.clone());
+        Ok(meta)
+    }
+
+    fn snapshot_of(&self, meta: StoredMeta) -> Snapshot<TypeConfig> {
+        let index = meta.meta.last_log_id.map_or(0, |l| l.index);
+        Snapshot {
+            meta: meta.meta,
+            snapshot: Box::new(SnapshotFile {
+                path: snapshot_path(&self.shared.dir, index),
+                versions: meta.versions,
+                last_now: meta.last_now,
+            }),
+        }
+    }
+
+    /// Where a snapshot being received is written (then renamed by `install_snapshot`).
+    pub fn incoming_path(&self, id: u64) -> PathBuf {
+        self.shared.dir.join(format!("incoming-{id}.snap.tmp"))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let mut state = self.shared.state.lock().await;
+        let meta = self.write_snapshot(&mut state).await?;
+        Ok(self.snapshot_of(meta))
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>)> {
+        let state = self.shared.state.lock().await;
+        Ok((state.applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut state = self.shared.state.lock().await;
+        let mut out = Vec::new();
+        for entry in entries {
+            state.applied = Some(entry.log_id);
+            let pong = Response { result: Ok(Reply::Pong), created: false };
+            let response = match entry.payload {
+                EntryPayload::Blank => pong,
+                EntryPayload::Normal(req) => {
+                    let now = req.now_ms.max(state.last_now);
+                    state.last_now = now;
+                    self.apply_op(req.op, now)
+                }
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    pong
+                }
+            };
+            out.push(response);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<SnapshotFile>> {
+        let id = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(Box::new(SnapshotFile { path: self.incoming_path(id), versions: 0, last_now: 0 }))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<SnapshotFile>,
+    ) -> StorageResult<()> {
+        let mut state = self.shared.state.lock().await;
+        let dir = self.shared.dir.clone();
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let target = snapshot_path(&dir, index);
+        let source = snapshot.path.clone();
+        // A snapshot received over the network was written into this directory: rename it; one
+        // from elsewhere (the storage test suite hands one state machine's file to another) is
+        // copied.
+        let same_dir = source.parent() == Some(dir.as_path());
+        if source != target {
+            let move_in = move || -> io::Result<()> {
+                if same_dir {
+                    std::fs::File::open(&source)?.sync_all()?;
+                    std::fs::rename(&source, &target)?;
+                } else {
+                    let tmp = target.with_extension("snap.tmp");
+                    std::fs::copy(&source, &tmp)?;
+                    std::fs::File::open(&tmp)?.sync_all()?;
+                    std::fs::rename(&tmp, &target)?;
+                }
+                fsync_dir(target.parent().unwrap_or(Path::new(".")))
+            };
+            tokio::task::spawn_blocking(move_in).await.map_err(snap_err)?.map_err(snap_err)?;
+        }
+        let stored =
+            StoredMeta { meta: meta.clone(), versions: snapshot.versions, last_now: snapshot.last_now };
+        write_meta(&dir, index, &stored).map_err(snap_err)?;
+        let engine = self.shared.engine.clone();
+        let path = snapshot_path(&dir, index);
+        let max = self.shared.max_record_len;
+        let records = tokio::task::spawn_blocking(move || {
+            engine.clear_all();
+            recovery::load_snapshot(&engine, &path, max)
+        })
+        .await
+        .map_err(sm_err)?
+        .map_err(sm_err)?;
+        self.shared.engine.set_version_counter(snapshot.versions);
+        info!(index, records, keys = self.shared.engine.key_count(), "raft: snapshot installed");
+        state.applied = meta.last_log_id;
+        state.membership = meta.last_membership.clone();
+        state.last_now = snapshot.last_now;
+        state.current = Some(stored);
+        remove_older(&dir, index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let state = self.shared.state.lock().await;
+        Ok(state.current.clone().map(|m| self.snapshot_of(m)))
+    }
+}
+
+/// Bytes of a snapshot file sent per chunk on the Raft port.
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+    use crate::cluster::log_store::LogStore;
+    use crate::persist::FsyncPolicy;
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+        async fn build(&self) -> StorageResult<(tempfile::TempDir, LogStore, StateMachine)> {
+            let dir = tempfile::tempdir().map_err(sm_err)?;
+            let log =
+                LogStore::open(&dir.path().join("log"), FsyncPolicy::Always, 1 << 20).map_err(sm_err)?;
+            let feed = Arc::new(Hub::new(Default::default()));
+            let engine = Arc::new(Engine::with_observers(Default::default(), vec![feed.clone()]));
+            engine.set_replicated();
+            let sm =
+                StateMachine::open(engine, feed, &dir.path().join("snapshots"), 1 << 20).map_err(sm_err)?;
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).expect("openraft's storage suite passes");
+    }
+}

@@ -1,0 +1,390 @@
+//! The cluster's Raft types and their binary forms: what a log entry holds ([`Request`]), what
+//! applying it answers ([`Response`]), what a member is ([`Member`]), and how entries are laid out
+//! on disk and on the Raft port ([`encode_entry`], [`decode_entry`]).
+//!
+//! # Why this encoding
+//! An entry carries the client's command in the binary TCP protocol's own body layout
+//! (`nanodb_protocol::wire`), inside a small versioned envelope: that layout already encodes every
+//! [`Command`], is fuzzed and bounds every length before allocating, and is several times smaller
+//! and cheaper than JSON; a serde binary codec would have been a new dependency for no gain. The
+//! rare, small messages (votes, membership, responses) travel as JSON.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use nanodb_protocol::frame::{LEN_PREFIX, MIN_FRAME_LEN};
+use nanodb_protocol::wire::{self, Request as WireRequest};
+use nanodb_protocol::{Command, Error, Reply};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership};
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// NanoDB's Raft type configuration.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = Member,
+        Entry = Entry<TypeConfig>,
+        SnapshotData = SnapshotFile,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A node id (>= 1).
+pub type NodeId = u64;
+
+/// A member of the cluster as the membership records it: its Raft address. Its client
+/// addresses are asked of the node itself (they may change across restarts); see `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// `HOST:PORT` of its Raft port.
+    pub raft_addr: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raft_addr)
+    }
+}
+
+/// The envelope's version: a node refuses entries of a version it does not know.
+const ENVELOPE_V1: u8 = 1;
+const OP_COMMAND: u8 = 1;
+const OP_EXPIRE: u8 = 2;
+
+/// What a log entry asks the state machine to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A client command, with every relative TTL already made absolute.
+    Command(Command),
+    /// The leader's sweeper: remove these keys if they are expired as of the entry's time.
+    Expire(Vec<Bytes>),
+}
+
+/// One log entry's application data: an operation and the leader's clock when it proposed it
+/// (Unix ms), the time every node applies it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The proposing leader's clock.
+    pub now_ms: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+impl Request {
+    /// The envelope: `u8 version | u64 now_ms | u8 op | body`, where a command's body is its
+    /// whole binary TCP request frame (id 0) and an expiry's is `u32 count | count × bytes`.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), Error> {
+        dst.put_u8(ENVELOPE_V1);
+        dst.put_u64_le(self.now_ms);
+        match &self.op {
+            Op::Command(cmd) => {
+                dst.put_u8(OP_COMMAND);
+                wire::encode_request(0, &WireRequest::Command(cmd.clone()), dst)?;
+            }
+            Op::Expire(keys) => {
+                dst.put_u8(OP_EXPIRE);
+                dst.put_u32_le(keys.len() as u32);
+                for k in keys {
+                    dst.put_u32_le(k.len() as u32);
+                    dst.put_slice(k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The envelope as bytes.
+    pub fn to_bytes(&self) -> Result<Bytes, Error> {
+        let mut b = BytesMut::new();
+        self.encode(&mut b)?;
+        Ok(b.freeze())
+    }
+
+    /// Decodes an envelope; every length is checked against what is left before use.
+    pub fn decode(mut b: Bytes) -> Result<Self, Error> {
+        let bad = |m: &str| Error::Malformed(format!("raft entry: {m}"));
+        if b.remaining() < 10 {
+            return Err(bad("shorter than its envelope"));
+        }
+        let version = b.get_u8();
+        if version != ENVELOPE_V1 {
+            return Err(bad(&format!("unknown envelope version {version}")));
+        }
+        let now_ms = b.get_u64_le();
+        let op = match b.get_u8() {
+            OP_COMMAND => {
+                if b.remaining() < LEN_PREFIX + MIN_FRAME_LEN {
+                    return Err(bad("command frame too short"));
+                }
+                let len = b.get_u32() as usize;
+                if len != b.remaining() || len < MIN_FRAME_LEN {
+                    return Err(bad("command frame length does not match"));
+                }
+                let kind = b.get_u8();
+                let _id = b.get_u32();
+                match wire::decode_request(kind, b)? {
+                    WireRequest::Command(cmd) => Op::Command(cmd),
+                    _ => return Err(bad("not a command")),
+                }
+            }
+            OP_EXPIRE => {
+                if b.remaining() < 4 {
+                    return Err(bad("expiry count missing"));
+                }
+                let n = b.get_u32_le() as usize;
+                // Each key takes at least its 4-byte length: bound the count before allocating.
+                if n > b.remaining() / 4 {
+                    return Err(bad("expiry count exceeds the entry"));
+                }
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    if b.remaining() < 4 {
+                        return Err(bad("expiry key truncated"));
+                    }
+                    let len = b.get_u32_le() as usize;
+                    if len > b.remaining() {
+                        return Err(bad("expiry key truncated"));
+                    }
+                    keys.push(b.split_to(len));
+                }
+                if b.has_remaining() {
+                    return Err(bad("trailing bytes"));
+                }
+                Op::Expire(keys)
+            }
+            op => return Err(bad(&format!("unknown op {op}"))),
+        };
+        Ok(Self { now_ms, op })
+    }
+}
+
+// openraft's `serde` feature asks application data to be serde types; NanoDB never serializes
+// them with serde on its own paths (entries use `encode_entry`), but this keeps them correct if
+// something does: the envelope as a byte string.
+impl Serialize for Request {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = self.to_bytes().map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde::Deserialize::deserialize(d)?;
+        Request::decode(Bytes::from(bytes)).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What applying an entry answered: the command's reply or its error (blank, membership and
+/// expiry entries answer `Pong`), and whether a put created its key (`Reply::Put` has no room
+/// for it, and REST answers 201 for a new key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The reply or error.
+    pub result: Result<Reply, Error>,
+    /// A put created its key.
+    pub created: bool,
+}
+
+impl Response {
+    /// `u8 created | the reply as a binary TCP response frame`: the forwarding RPC's answer.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(u8::from(self.created));
+        b.put_slice(&encode_response(&self.result));
+        b.freeze()
+    }
+
+    /// [`Response::encode`] back.
+    pub fn decode(mut b: Bytes) -> Result<Self, Error> {
+        if !b.has_remaining() {
+            return Err(Error::Malformed("empty response".into()));
+        }
+        let created = b.get_u8() != 0;
+        Ok(Self { result: decode_response(b)?, created })
+    }
+}
+
+// Responses stay on the node that applied them (the leader hands them to the waiting client);
+// the forwarding RPC uses `Response::encode`, not serde.
+impl Serialize for Response {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for Response {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes: Vec<u8> = serde::Deserialize::deserialize(d)?;
+        Response::decode(Bytes::from(bytes)).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A reply or error as a binary TCP response frame (id 0).
+pub fn encode_response(result: &Result<Reply, Error>) -> Bytes {
+    let response = match result {
+        Ok(reply) => wire::Response::Reply(reply.clone()),
+        Err(e) => wire::Response::Error(e.clone()),
+    };
+    let mut b = BytesMut::new();
+    wire::encode_response(0, &response, &mut b);
+    b.freeze()
+}
+
+/// [`encode_response`] back; a remote error reads as [`Error::Remote`], except that an
+/// unavailable leader stays [`Error::Unavailable`] so that every protocol still says "retry".
+pub fn decode_response(mut b: Bytes) -> Result<Result<Reply, Error>, Error> {
+    if b.remaining() < LEN_PREFIX + MIN_FRAME_LEN {
+        return Err(Error::Malformed("response frame too short".into()));
+    }
+    let len = b.get_u32() as usize;
+    if len != b.remaining() {
+        return Err(Error::Malformed("response frame length does not match".into()));
+    }
+    let kind = b.get_u8();
+    let _id = b.get_u32();
+    Ok(match wire::decode_response(kind, b)? {
+        wire::Response::Reply(r) => Ok(r),
+        wire::Response::Error(Error::Remote { code: nanodb_protocol::ErrorCode::Unavailable, message }) => {
+            Err(Error::Unavailable(
+                message.strip_prefix("writes are unavailable: ").unwrap_or(&message).to_string(),
+            ))
+        }
+        wire::Response::Error(e) => Err(e),
+        _ => return Err(Error::Malformed("unexpected response kind".into())),
+    })
+}
+
+/// A snapshot: its file on disk and the state beside the keys that a node installing it needs.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    /// The snapshot file (the engine's snapshot format, see `persist::snapshot`).
+    pub path: PathBuf,
+    /// The engine's version counter when it was taken.
+    pub versions: u64,
+    /// The largest entry time applied (time never goes back across leaders).
+    pub last_now: u64,
+}
+
+const ENTRY_BLANK: u8 = 0;
+const ENTRY_NORMAL: u8 = 1;
+const ENTRY_MEMBERSHIP: u8 = 2;
+
+/// An entry: `u64 term | u64 leader node id | u64 index | u8 kind | u32 len | payload`
+/// (little-endian; the term and node id are openraft's committed leader id), the payload a
+/// [`Request`] envelope or a JSON membership.
+pub fn encode_entry(dst: &mut BytesMut, entry: &Entry<TypeConfig>) -> Result<(), Error> {
+    dst.put_u64_le(entry.log_id.leader_id.term);
+    dst.put_u64_le(entry.log_id.leader_id.node_id);
+    dst.put_u64_le(entry.log_id.index);
+    match &entry.payload {
+        EntryPayload::Blank => {
+            dst.put_u8(ENTRY_BLANK);
+            dst.put_u32_le(0);
+        }
+        EntryPayload::Normal(req) => {
+            dst.put_u8(ENTRY_NORMAL);
+            let at = dst.len();
+            dst.put_u32_le(0);
+            req.encode(dst)?;
+            let len = (dst.len() - at - 4) as u32;
+            dst[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+        EntryPayload::Membership(m) => {
+            dst.put_u8(ENTRY_MEMBERSHIP);
+            let json = serde_json::to_vec(m).map_err(|e| Error::Malformed(e.to_string()))?;
+            dst.put_u32_le(json.len() as u32);
+            dst.put_slice(&json);
+        }
+    }
+    Ok(())
+}
+
+/// Reads one entry from the front of `b`, checking every length against what is left.
+pub fn decode_entry(b: &mut Bytes) -> Result<Entry<TypeConfig>, Error> {
+    let bad = |m: &str| Error::Malformed(format!("raft entry: {m}"));
+    if b.remaining() < ENTRY_HEADER {
+        return Err(bad("header truncated"));
+    }
+    let term = b.get_u64_le();
+    let node = b.get_u64_le();
+    let index = b.get_u64_le();
+    let kind = b.get_u8();
+    let len = b.get_u32_le() as usize;
+    if len > b.remaining() {
+        return Err(bad("payload truncated"));
+    }
+    let payload = b.split_to(len);
+    let payload = match kind {
+        ENTRY_BLANK => EntryPayload::Blank,
+        ENTRY_NORMAL => EntryPayload::Normal(Request::decode(payload)?),
+        ENTRY_MEMBERSHIP => {
+            let m: Membership<NodeId, Member> =
+                serde_json::from_slice(&payload).map_err(|e| bad(&format!("membership: {e}")))?;
+            EntryPayload::Membership(m)
+        }
+        k => return Err(bad(&format!("unknown kind {k}"))),
+    };
+    Ok(Entry { log_id: log_id(term, node, index), payload })
+}
+
+/// Bytes of an entry before its payload: the smallest entry.
+pub const ENTRY_HEADER: usize = 29;
+
+/// A log id from its leader's term and node id, and its index.
+pub fn log_id(term: u64, node: NodeId, index: u64) -> LogId<NodeId> {
+    LogId::new(CommittedLeaderId::new(term, node), index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nanodb_protocol::{Expiry, PutCondition, cmd};
+
+    #[test]
+    fn entries_round_trip_and_truncation_is_refused() {
+        let put = Command::Put(cmd::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            expiry: Expiry::At(123),
+            condition: PutCondition::Always,
+        });
+        let entries = vec![
+            Entry::<TypeConfig> { log_id: log_id(1, 1, 1), payload: EntryPayload::Blank },
+            Entry {
+                log_id: log_id(1, 1, 2),
+                payload: EntryPayload::Normal(Request { now_ms: 9, op: Op::Command(put) }),
+            },
+            Entry {
+                log_id: log_id(2, 1, 3),
+                payload: EntryPayload::Normal(Request {
+                    now_ms: 10,
+                    op: Op::Expire(vec![Bytes::from_static(b"a")]),
+                }),
+            },
+        ];
+        let mut buf = BytesMut::new();
+        for e in &entries {
+            encode_entry(&mut buf, e).expect("encode");
+        }
+        let mut b = buf.freeze();
+        let whole = b.clone();
+        for e in &entries {
+            assert_eq!(&decode_entry(&mut b).expect("decode"), e);
+        }
+        assert!(b.is_empty());
+        for cut in 0..whole.len() {
+            let mut part = whole.slice(..cut);
+            let mut ok = 0;
+            while !part.is_empty() {
+                match decode_entry(&mut part) {
+                    Ok(_) => ok += 1,
+                    Err(_) => break,
+                }
+            }
+            assert!(ok < entries.len(), "a truncated buffer never decodes whole");
+        }
+    }
+}

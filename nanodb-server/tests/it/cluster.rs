@@ -1,0 +1,480 @@
+//! Cluster mode: three in-process nodes on loopback, each with its own data directory, driven by
+//! real clients of every protocol. Every wait is a poll with a deadline, never a fixed sleep.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nanodb_protocol::pb::{self, cluster_client::ClusterClient, kv_client::KvClient};
+use nanodb_protocol::{Command, Error, Expiry, PutCondition, Reply, cmd};
+use nanodb_server::cluster::status::Status;
+use nanodb_server::config::{ClusterConfig, Config, ReadConsistency};
+use nanodb_server::persist::FsyncPolicy;
+use nanodb_server::server::Server;
+use redis::AsyncCommands;
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+use crate::harness::{TcpClient, any_port, config};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// A free loopback port (the Raft addresses must be known before the nodes start: every node
+/// gets the same `--cluster-peers`).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Polls `f` until it yields `Some`, or panics after [`DEADLINE`] naming `what`.
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three nodes' settings: their Raft ports and data directories.
+struct Cluster {
+    ports: Vec<u16>,
+    dirs: Vec<TempDir>,
+    snapshot_every: u64,
+    nodes: Vec<Option<Server>>,
+}
+
+impl Cluster {
+    fn new(n: usize, snapshot_every: u64) -> Self {
+        Self {
+            ports: (0..n).map(|_| free_port()).collect(),
+            dirs: (0..n).map(|_| tempfile::tempdir().expect("tempdir")).collect(),
+            snapshot_every,
+            nodes: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    fn config(&self, i: usize) -> Config {
+        let peers =
+            self.ports.iter().enumerate().map(|(j, p)| (j as u64 + 1, format!("127.0.0.1:{p}"))).collect();
+        Config {
+            tcp_addr: any_port(),
+            resp_addr: any_port(),
+            http_addr: any_port(),
+            grpc_addr: any_port(),
+            data_dir: self.dirs[i].path().to_path_buf(),
+            fsync: FsyncPolicy::Always,
+            request_timeout: Duration::from_secs(3),
+            cluster: Some(ClusterConfig {
+                node_id: i as u64 + 1,
+                raft_addr: format!("127.0.0.1:{}", self.ports[i]),
+                peers,
+                election_timeout: Duration::from_millis(300),
+                snapshot_every: self.snapshot_every,
+                read_consistency: ReadConsistency::Linearizable,
+            }),
+            ..config()
+        }
+    }
+
+    async fn start(&mut self, i: usize) {
+        let server = Server::start(self.config(i)).await.expect("node starts");
+        self.nodes[i] = Some(server);
+    }
+
+    async fn stop(&mut self, i: usize) {
+        if let Some(s) = self.nodes[i].take() {
+            s.shutdown().await;
+        }
+    }
+
+    fn node(&self, i: usize) -> &Server {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    async fn status(&self, i: usize) -> Status {
+        self.node(i).cluster().expect("cluster mode").status().await
+    }
+
+    /// Waits until every running node names the same leader; its index.
+    async fn leader(&self) -> usize {
+        eventually("a leader every running node agrees on", || async {
+            let mut seen = None;
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.is_none() {
+                    continue;
+                }
+                let s = self.status(i).await;
+                let leader = s.leader_id?;
+                if seen.is_some_and(|l| l != leader) {
+                    return None;
+                }
+                seen = Some(leader);
+            }
+            let leader = seen? as usize - 1;
+            self.nodes[leader].as_ref().map(|_| leader)
+        })
+        .await
+    }
+
+    fn tcp(&self, i: usize) -> SocketAddr {
+        self.node(i).addrs().tcp.expect("tcp on")
+    }
+}
+
+fn put(key: &str, value: &str) -> Command {
+    Command::Put(cmd::Put {
+        key: b(key),
+        value: b(value),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    })
+}
+
+fn get(key: &str) -> Command {
+    Command::Get(cmd::Get { key: b(key) })
+}
+
+fn value_of(reply: Result<Reply, Error>) -> Option<Bytes> {
+    match reply {
+        Ok(Reply::Value(Some(e))) => Some(e.value),
+        _ => None,
+    }
+}
+
+/// A RESP connection that waits longer than a write may take (the crate's default is 500 ms).
+async fn redis_conn(addr: SocketAddr) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+    redis::Client::open(format!("redis://{addr}/"))
+        .expect("client")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("connect")
+}
+
+async fn grpc(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_on_a_follower_over_every_protocol_is_read_linearizably_on_every_node() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+
+    // The binary TCP protocol, then a linearizable read on another follower at once.
+    let mut tcp = TcpClient::connect(c.tcp(follower)).await;
+    let reply = tcp.call(put("tcp", "1")).await.expect("put via a follower");
+    assert!(matches!(reply, Reply::Put { applied: true, .. }), "{reply:?}");
+    let other = (leader + 2) % 3;
+    let mut tcp_other = TcpClient::connect(c.tcp(other)).await;
+    assert_eq!(value_of(tcp_other.call(get("tcp")).await), Some(b("1")), "read after write on another node");
+
+    // gRPC.
+    let mut kv = KvClient::new(grpc(c.node(follower).addrs().grpc.expect("grpc")).await);
+    let p = kv
+        .put(pb::PutRequest { key: b("grpc"), value: b("2"), ..Default::default() })
+        .await
+        .expect("grpc put")
+        .into_inner();
+    assert!(p.applied);
+
+    // REST.
+    let http = c.node(follower).addrs().http.expect("http");
+    let web = reqwest::Client::new();
+    let r = web.put(format!("http://{http}/v1/kv/http")).body("0").send().await.expect("http put");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED, "a new key, as on a single node");
+    let r = web.put(format!("http://{http}/v1/kv/http")).body("3").send().await.expect("http put");
+    assert_eq!(r.status(), reqwest::StatusCode::OK, "an existing key");
+
+    // RESP.
+    let resp = c.node(follower).addrs().resp.expect("resp");
+    let mut conn = redis_conn(resp).await;
+    let () = conn.set("resp", "4").await.expect("set via a follower");
+    let n: i64 = conn.incr("counter", 5).await.expect("incr via a follower");
+    assert_eq!(n, 5);
+
+    // Every node sees every write, read linearizably (no waiting for replication).
+    for i in 0..3 {
+        let mut t = TcpClient::connect(c.tcp(i)).await;
+        for (k, v) in [("tcp", "1"), ("grpc", "2"), ("http", "3"), ("resp", "4"), ("counter", "5")] {
+            assert_eq!(value_of(t.call(get(k)).await), Some(b(v)), "node {} key {k}", i + 1);
+        }
+    }
+
+    // Status over REST and gRPC, on a follower.
+    let s: serde_json::Value = web
+        .get(format!("http://{http}/v1/cluster"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(s["node_id"], follower as u64 + 1);
+    assert_eq!(s["leader_id"], leader as u64 + 1);
+    assert_eq!(s["role"], "follower");
+    let members = s["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3);
+    for m in members {
+        assert!(m["grpc_addr"].is_string() && m["resp_addr"].is_string(), "{m}");
+    }
+    let mut cl = ClusterClient::new(grpc(c.node(leader).addrs().grpc.expect("grpc")).await);
+    let st = cl.status(pb::ClusterStatusRequest {}).await.expect("grpc status").into_inner();
+    assert_eq!((st.role.as_str(), st.leader_id), ("leader", Some(leader as u64 + 1)));
+    assert!(st.commit_index >= 7 && st.members.iter().all(|m| m.matched_index.is_some()), "{st:?}");
+
+    // ROLE in Redis's shapes.
+    let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await.expect("role");
+    let redis::Value::Array(parts) = role else { panic!("{role:?}") };
+    assert_eq!(parts[0], redis::Value::BulkString(b"slave".to_vec()));
+    let info: String = redis::cmd("INFO").arg("replication").query_async(&mut conn).await.expect("info");
+    assert!(info.contains("role:slave") && info.contains("master_link_status:up"), "{info}");
+
+    // PUBLISH on one node reaches a subscriber on another.
+    let mut sub = redis::Client::open(format!("redis://{}/", c.node(leader).addrs().resp.expect("resp")))
+        .expect("client")
+        .get_async_pubsub()
+        .await
+        .expect("pubsub");
+    sub.subscribe("news").await.expect("subscribe");
+    let delivered: i64 = conn.publish("news", "hello").await.expect("publish via a follower");
+    assert!(delivered >= 0);
+    let mut messages = sub.on_message();
+    let msg = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut messages))
+        .await
+        .expect("a message within the deadline")
+        .expect("a message");
+    assert_eq!(msg.get_payload::<String>().expect("payload"), "hello");
+    drop(messages);
+
+    // A committed write reaches a watcher on another node (keyspace notifications on the third
+    // node, the write sent to the leader).
+    let third = (leader + 2) % 3;
+    let third_resp = c.node(third).addrs().resp.expect("resp");
+    let mut third_conn = redis_conn(third_resp).await;
+    let () = redis::cmd("CONFIG")
+        .arg(&["SET", "notify-keyspace-events", "KEA"])
+        .query_async(&mut third_conn)
+        .await
+        .expect("config set");
+    let mut watch = redis::Client::open(format!("redis://{third_resp}/"))
+        .expect("client")
+        .get_async_pubsub()
+        .await
+        .expect("pubsub");
+    watch.subscribe("__keyspace@0__:watched").await.expect("subscribe");
+    let mut on_leader = TcpClient::connect(c.tcp(leader)).await;
+    on_leader.call(put("watched", "x")).await.expect("put on the leader");
+    let mut events = watch.on_message();
+    let event = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut events))
+        .await
+        .expect("an event within the deadline")
+        .expect("an event");
+    assert_eq!(event.get_payload::<String>().expect("payload"), "set");
+    drop(events);
+
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_late_node_catches_up_by_snapshot_and_every_node_restarts_from_disk() {
+    let mut c = Cluster::new(3, 10);
+    c.start(0).await;
+    c.start(1).await;
+    let leader = c.leader().await;
+    let mut tcp = TcpClient::connect(c.tcp(leader)).await;
+    for i in 0..60 {
+        tcp.call(put(&format!("k{i}"), &format!("v{i}"))).await.expect("put");
+    }
+    // The leader compacted its log behind a snapshot.
+    eventually("the leader to purge its log", || async {
+        let m = c.node(leader).cluster().expect("cluster").raft().metrics().borrow().clone();
+        m.purged.is_some_and(|p| p.index > 10).then_some(())
+    })
+    .await;
+
+    // Node 3 joins late: entries it needs are gone, so it installs the snapshot.
+    c.start(2).await;
+    eventually("node 3 to catch up", || async { (c.node(2).engine().key_count() == 60).then_some(()) }).await;
+    let snapshots = std::fs::read_dir(c.dirs[2].path().join("raft").join("snapshots"))
+        .expect("snapshot dir")
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".snap")))
+        .count();
+    assert!(snapshots >= 1, "node 3 holds an installed snapshot");
+    let mut t3 = TcpClient::connect(c.tcp(2)).await;
+    assert_eq!(value_of(t3.call(get("k0")).await), Some(b("v0")));
+    assert_eq!(value_of(t3.call(get("k59")).await), Some(b("v59")));
+
+    // Every node restarts from its data directory and keeps everything.
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+    // In a cluster the Raft log is the log: no single-node log segment was ever written.
+    for dir in &c.dirs {
+        let aof = std::fs::read_dir(dir.path())
+            .expect("data dir")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".aof")))
+            .count();
+        assert_eq!(aof, 0, "no append-only log segment in {}", dir.path().display());
+    }
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let mut tcp = TcpClient::connect(c.tcp(leader)).await;
+    tcp.call(put("after", "restart")).await.expect("writes resume");
+    for i in 0..3 {
+        let mut t = TcpClient::connect(c.tcp(i)).await;
+        for k in [0, 31, 59] {
+            assert_eq!(
+                value_of(t.call(get(&format!("k{k}"))).await),
+                Some(b(&format!("v{k}"))),
+                "node {}",
+                i + 1
+            );
+        }
+        assert_eq!(value_of(t.call(get("after")).await), Some(b("restart")));
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_leader_writes_fail_with_each_protocols_retryable_error_within_the_timeout() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            c.stop(i).await;
+        }
+    }
+    let timeout = Duration::from_secs(3) + Duration::from_secs(2);
+
+    let started = Instant::now();
+    let mut tcp = TcpClient::connect(c.tcp(survivor)).await;
+    let err = tcp.call(put("k", "v")).await.expect_err("no quorum");
+    assert_eq!(err.code(), nanodb_protocol::ErrorCode::Unavailable, "{err:?}");
+    assert!(started.elapsed() < timeout, "answered within the request timeout");
+
+    let http = c.node(survivor).addrs().http.expect("http");
+    let r =
+        reqwest::Client::new().put(format!("http://{http}/v1/kv/k")).body("v").send().await.expect("http");
+    assert_eq!(r.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+
+    let mut kv = KvClient::new(grpc(c.node(survivor).addrs().grpc.expect("grpc")).await);
+    let e = kv
+        .put(pb::PutRequest { key: b("k"), value: b("v"), ..Default::default() })
+        .await
+        .expect_err("no quorum");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+
+    let resp = c.node(survivor).addrs().resp.expect("resp");
+    let mut conn = redis_conn(resp).await;
+    let e = conn.set::<_, _, ()>("k", "v").await.expect_err("no quorum");
+    assert_eq!(e.code(), Some("CLUSTERDOWN"), "{e:?}");
+    c.stop(survivor).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_raft_port_refuses_unknown_nodes_and_malformed_bodies_and_keeps_serving() {
+    use nanodb_server::cluster::network::{FAILED, kind, read_answer, request_frame};
+    use tokio::io::AsyncWriteExt;
+
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let raft = c.node(leader).cluster().expect("cluster").raft_addr;
+    for (from, body) in [(99u64, &b"{}"[..]), (2, b"not json"), (3, b"")] {
+        let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
+        s.write_all(&request_frame(kind::VOTE, from, body)).await.expect("send");
+        let (status, why) = read_answer(&mut s).await.expect("an answer");
+        assert_eq!(status, FAILED, "from {from}: {}", String::from_utf8_lossy(&why));
+    }
+    // A length over the limit is refused before anything is read: the connection is closed.
+    let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
+    s.write_all(&u32::MAX.to_be_bytes()).await.expect("send");
+    assert!(read_answer(&mut s).await.is_err(), "closed without an answer");
+    // The cluster keeps serving.
+    let mut tcp = TcpClient::connect(c.tcp(leader)).await;
+    tcp.call(put("still", "serving")).await.expect("a write after the refusals");
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_expires_keys_everywhere_and_a_stopped_leader_is_replaced_then_catches_up() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let mut conn = redis_conn(c.node(follower).addrs().resp.expect("resp")).await;
+    let () = redis::cmd("SET")
+        .arg("ttl")
+        .arg("v")
+        .arg("PX")
+        .arg(200)
+        .query_async(&mut conn)
+        .await
+        .expect("set px");
+    let mut tcp = TcpClient::connect(c.tcp(follower)).await;
+    tcp.call(Command::Put(cmd::Put {
+        key: b("ttl2"),
+        value: b("v"),
+        expiry: Expiry::In(200),
+        condition: PutCondition::Always,
+    }))
+    .await
+    .expect("put with a ttl");
+    // Every node removes them, through the deletes the leader proposes.
+    eventually("the expired keys to be removed on every node", || async {
+        (0..3).all(|i| c.node(i).engine().key_count() == 0).then_some(())
+    })
+    .await;
+
+    // The leader stops: the others elect a new one and writes resume, through any survivor.
+    c.stop(leader).await;
+    let new_leader = c.leader().await;
+    assert_ne!(new_leader, leader);
+    let survivor = if (leader + 1) % 3 == new_leader { (leader + 2) % 3 } else { (leader + 1) % 3 };
+    let mut t = TcpClient::connect(c.tcp(survivor)).await;
+    t.call(put("after-failover", "yes")).await.expect("writes resume");
+
+    // The old leader restarts, rejoins and catches up.
+    c.start(leader).await;
+    let mut old = TcpClient::connect(c.tcp(leader)).await;
+    let until = Instant::now() + DEADLINE;
+    while value_of(old.call(get("after-failover")).await) != Some(b("yes")) {
+        assert!(Instant::now() < until, "timed out waiting for the old leader to catch up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
