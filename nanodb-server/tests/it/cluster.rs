@@ -9,7 +9,7 @@ use bytes::Bytes;
 use nanodb_protocol::pb::{self, cluster_client::ClusterClient, kv_client::KvClient};
 use nanodb_protocol::{Command, Error, Expiry, PutCondition, Reply, cmd};
 use nanodb_server::cluster::status::Status;
-use nanodb_server::config::{ClusterConfig, Config, ReadConsistency};
+use nanodb_server::config::{AuthConfig, ClusterConfig, Config, ReadConsistency};
 use nanodb_server::persist::FsyncPolicy;
 use nanodb_server::server::Server;
 use redis::AsyncCommands;
@@ -474,6 +474,108 @@ async fn the_leader_expires_keys_everywhere_and_a_stopped_leader_is_replaced_the
         assert!(Instant::now() < until, "timed out waiting for the old leader to catch up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+/// Users on a cluster: every node loads the same users file. Authorization happens on the node
+/// that receives a command, before it is forwarded: a permitted write through a follower (RESP and
+/// REST) reaches every node; a refused one gets NOPERM / 403 and appears nowhere; the status route
+/// wants credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_are_authorized_on_the_receiving_node_before_a_write_is_forwarded() {
+    let users_dir = tempfile::tempdir().expect("tempdir");
+    let users = users_dir.path().join("users.acl");
+    std::fs::write(
+        &users,
+        "user default off\nuser admin on >adminpw allkeys allchannels +@all\nuser alice on >alicepw ~app:* +@read +@write\n",
+    )
+    .expect("users file");
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        let auth = AuthConfig { users_file: Some(users.clone()), ..AuthConfig::default() };
+        let server = Server::start(Config { auth, ..c.config(i) }).await.expect("node starts");
+        c.nodes[i] = Some(server);
+    }
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let resp_as = |i: usize, user: &str, pass: &str| {
+        let url = format!("redis://{user}:{pass}@{}/", c.node(i).addrs().resp.expect("resp"));
+        async move {
+            let config =
+                redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+            redis::Client::open(url)
+                .expect("client")
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .expect("connect")
+        }
+    };
+
+    // RESP through a follower: the permitted key is written, the other refused there.
+    let mut alice = resp_as(follower, "alice", "alicepw").await;
+    let () = alice.set("app:resp", "1").await.expect("set app:resp via a follower");
+    let refused: redis::RedisResult<()> = alice.set("other", "x").await;
+    let e = refused.expect_err("NOPERM");
+    assert_eq!(e.code(), Some("NOPERM"), "{e}");
+    assert!(e.to_string().contains("No permissions to access a key"), "{e}");
+
+    // REST through the same follower.
+    let http = c.node(follower).addrs().http.expect("http");
+    let web = reqwest::Client::new();
+    let r = web
+        .put(format!("http://{http}/v1/kv/app:http"))
+        .basic_auth("alice", Some("alicepw"))
+        .body("2")
+        .send()
+        .await
+        .expect("http put");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let r = web
+        .put(format!("http://{http}/v1/kv/other-http"))
+        .basic_auth("alice", Some("alicepw"))
+        .body("x")
+        .send()
+        .await
+        .expect("http put");
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "NOPERM", "{body}");
+
+    // Every node holds the two permitted keys and nothing else (linearizable reads as admin, then
+    // the engine's own count, which the read barrier has brought up to date).
+    for i in 0..3 {
+        let mut admin = resp_as(i, "admin", "adminpw").await;
+        let got: (Option<String>, Option<String>, Option<String>, Option<String>) = redis::pipe()
+            .get("app:resp")
+            .get("app:http")
+            .get("other")
+            .get("other-http")
+            .query_async(&mut admin)
+            .await
+            .expect("reads as admin");
+        assert_eq!(got, (Some("1".into()), Some("2".into()), None, None), "node {}", i + 1);
+        assert_eq!(c.node(i).engine().key_count(), 2, "node {}: only the permitted writes", i + 1);
+    }
+
+    // The status wants credentials on REST and gRPC alike; a user gets it.
+    let r = web.get(format!("http://{http}/v1/cluster")).send().await.expect("status");
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    assert!(r.headers().contains_key(reqwest::header::WWW_AUTHENTICATE));
+    let r = web
+        .get(format!("http://{http}/v1/cluster"))
+        .basic_auth("alice", Some("alicepw"))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let s: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(s["leader_id"], leader as u64 + 1);
+    let mut cl = ClusterClient::new(grpc(c.node(follower).addrs().grpc.expect("grpc")).await);
+    let e = cl.status(pb::ClusterStatusRequest {}).await.expect_err("no credentials");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+
     for i in 0..3 {
         c.stop(i).await;
     }
