@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::cli::Protocol;
 use crate::workload::Op;
 
+pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod probe;
@@ -93,9 +94,11 @@ pub enum AnyConn {
     Http(http::HttpConn),
     /// RESP2.
     Resp(resp::RespConn),
+    /// etcd v3 gRPC.
+    Etcd(etcd::EtcdConn),
 }
 
-/// Shared state for opening connections: gRPC channels are shared between users.
+/// Shared state for opening connections: gRPC (and etcd) channels are shared between users.
 #[derive(Debug)]
 pub struct Pool {
     connector: Connector,
@@ -107,12 +110,21 @@ impl Pool {
     /// connections (grpc: `connections` HTTP/2 channels); fails with one clear message when the
     /// target refuses or speaks another protocol.
     pub async fn open(connector: Connector, connections: usize) -> anyhow::Result<Self> {
-        probe::check(connector.protocol, &connector.target).await?;
         let mut grpc = Vec::new();
-        if connector.protocol == Protocol::Grpc {
-            for _ in 0..connections {
-                grpc.push(grpc::channel(&connector.target).await?);
+        match connector.protocol {
+            // not NanoDB: its own first call checks it (see etcd::channel)
+            Protocol::Etcd => {
+                for _ in 0..connections {
+                    grpc.push(etcd::channel(&connector.target).await?);
+                }
             }
+            Protocol::Grpc => {
+                probe::check(connector.protocol, &connector.target).await?;
+                for _ in 0..connections {
+                    grpc.push(grpc::channel(&connector.target).await?);
+                }
+            }
+            _ => probe::check(connector.protocol, &connector.target).await?,
         }
         Ok(Self { connector, grpc })
     }
@@ -125,10 +137,13 @@ impl Pool {
             Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect(t).await?),
             Protocol::Resp => AnyConn::Resp(resp::RespConn::connect(t).await?),
             Protocol::Http => AnyConn::Http(http::HttpConn::connect(t).await?),
-            Protocol::Grpc => {
+            Protocol::Grpc | Protocol::Etcd => {
                 let ch = self.grpc.get(i % self.grpc.len().max(1)).cloned();
                 let ch = ch.ok_or_else(|| anyhow::anyhow!("no gRPC channel open"))?;
-                AnyConn::Grpc(grpc::GrpcConn::new(ch))
+                match self.connector.protocol {
+                    Protocol::Etcd => AnyConn::Etcd(etcd::EtcdConn::new(ch)),
+                    _ => AnyConn::Grpc(grpc::GrpcConn::new(ch)),
+                }
             }
         })
     }
