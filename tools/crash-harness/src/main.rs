@@ -49,7 +49,7 @@ struct Cli {
     #[arg(long, default_value_t = 0x6e61_6e6f, value_name = "N")]
     seed: u64,
     /// Search steps per key before the checker gives up (which fails the run).
-    #[arg(long, default_value_t = 50_000_000, value_name = "N")]
+    #[arg(long, default_value_t = 20_000_000, value_name = "N")]
     check_budget: u64,
     /// An extra server flag (repeat; e.g. --server-arg=--read-consistency --server-arg=stale).
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
