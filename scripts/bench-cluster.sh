@@ -57,7 +57,7 @@ fi
 want_etcd=1 want_nanodb=1
 [ "$ONLY" = nanodb ] && want_etcd=0
 [ "$ONLY" = etcd ] && want_nanodb=0
-if [ "$want_nanodb" = 1 ] && ! "$NANODB_BIN" --help 2>/dev/null | grep -q -- --raft-addr; then
+if [ "$want_nanodb" = 1 ] && ! "$NANODB_BIN" --help 2>/dev/null | grep -- --raft-addr >/dev/null; then
   say "NanoDB part SKIPPED: $NANODB_BIN has no --raft-addr (a build without cluster mode); etcd only."
   want_nanodb=0
 fi

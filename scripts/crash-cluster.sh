@@ -23,7 +23,7 @@ fi
 
 nodes=3
 if [ "${1:-}" = --single ]; then nodes=1; shift; fi
-if [ "$nodes" -gt 1 ] && ! "$NANODB_BIN" --help | grep -q -- --raft-addr; then
+if [ "$nodes" -gt 1 ] && ! "$NANODB_BIN" --help | grep -- --raft-addr >/dev/null; then
   echo "crash-cluster: $NANODB_BIN has no --raft-addr (no cluster mode in this build); run with --single" >&2
   exit 2
 fi
