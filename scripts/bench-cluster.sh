@@ -313,6 +313,6 @@ EOF
 
 if [ "$MODE" != bench ]; then
   say "failover: $KILLS leader kills per system (kill -9, then the first write a survivor acknowledges)"
-  say "  election timeouts: etcd ${ETCD_ELECTION_MS:-1000 (default)} ms, NanoDB ${NANODB_ELECTION_MS:-its default} ms"
+  say "  election timeouts: etcd ${ETCD_ELECTION_MS:-1000 (default)} ms, NanoDB ${NANODB_ELECTION_MS:-1000 (default)} ms"
   for sys in "${systems[@]}"; do failover "$sys"; done
 fi

@@ -621,6 +621,12 @@ mod tests {
         assert_eq!((a.validate(), a.effective_connections(), a.run_label()), (Ok(()), 50, "etcd h:1".into()));
         let a = parse(&["nano-bench", "--protocol", "etcd", "--workload", "incr"]);
         assert!(a.validate().is_err_and(|e| e.contains("incr")));
+        // the change feed watched by watch-latency is NanoDB's: writes to etcd would never arrive
+        let w =
+            Cli::try_parse_from(["nano-bench", "watch-latency", "--write-protocol", "etcd"]).expect("parses");
+        assert!(
+            matches!(w.command, Some(Cmd::WatchLatency(w)) if w.validate().is_err_and(|e| e.contains("etcd")))
+        );
     }
 
     #[test]
