@@ -119,11 +119,16 @@ struct ClientLog {
     errors: BTreeMap<String, u64>,
 }
 
-/// Shortens an error to a countable kind.
+/// Shortens an error to a countable kind: no addresses (a refused connect counts once, whichever
+/// node), no OS error numbers, at most 80 characters.
 fn error_kind(e: &anyhow::Error) -> String {
     let s = format!("{e:#}");
-    let s = s.split(" (").next().unwrap_or(&s);
-    s.chars().take(60).collect()
+    let s = match s.strip_prefix("connect to ") {
+        Some(rest) => format!("connect: {}", rest.split_once(": ").map_or(rest, |(_, why)| why)),
+        None => s,
+    };
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    s.chars().take(80).collect()
 }
 
 struct Shared {
@@ -156,7 +161,7 @@ async fn client(
             None => match Conn::open(proto, &node, limit).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
-                    *log.errors.entry(format!("connect: {}", error_kind(&e))).or_default() += 1;
+                    *log.errors.entry(error_kind(&e)).or_default() += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -393,7 +398,8 @@ fn check(
         count(&|r| r.register.is_some() && r.write && r.ret.is_none()),
         count(&|r| !r.write),
     ));
-    lines.push(format!("kills: {} ({})", nem.kills.len(), nem.kills.join(", ")));
+    let short = if (nem.kills.len() as u32) < opts.kills { " (the run ended before the rest)" } else { "" };
+    lines.push(format!("kills: {} of {}{short} ({})", nem.kills.len(), opts.kills, nem.kills.join(", ")));
     if !nem.elections.is_empty() {
         let mut e = nem.elections.clone();
         e.sort();
@@ -534,6 +540,13 @@ mod tests {
 
     fn state(kv: &[(&str, &str)]) -> HashMap<String, Bytes> {
         kv.iter().map(|(k, v)| (k.to_string(), Bytes::from(v.to_string()))).collect()
+    }
+
+    #[test]
+    fn error_kinds_drop_addresses() {
+        let e = anyhow::anyhow!("connect to 127.0.0.1:4242: Connection refused (os error 111)");
+        assert_eq!(error_kind(&e), "connect: Connection refused");
+        assert_eq!(error_kind(&anyhow::anyhow!("timed out after 5s")), "timed out after 5s");
     }
 
     #[test]
