@@ -167,6 +167,39 @@ fn zobrist(i: u64) -> u128 {
     (u128::from(hi) << 64) | u128::from(lo)
 }
 
+/// Where a history that is not linearizable first goes wrong: the operation whose completion
+/// first makes the history unexplainable, found by bisecting on completion time. The cut at time
+/// `t` keeps the operations called before `t`, those still open at `t` as indeterminate, and is
+/// linearizable whenever the whole history is (restrict any linearization to it), so the first
+/// failing cut is well defined. `None` when the history is linearizable (or undecided).
+pub fn first_failure(history: &[Entry], max_steps: u64) -> Option<Entry> {
+    let mut ends: Vec<(u64, usize)> =
+        history.iter().enumerate().filter_map(|(i, e)| e.ret.map(|t| (t, i))).collect();
+    ends.sort_unstable();
+    let cut = |k: usize| -> Vec<Entry> {
+        let t = ends[k].0;
+        history
+            .iter()
+            .filter(|e| e.call <= t)
+            .filter_map(|e| match (e.op, e.ret) {
+                (_, Some(r)) if r <= t => Some(*e),
+                (Op::Write(_), _) => Some(Entry { ret: None, ..*e }),
+                (Op::Read(_), _) => None,
+            })
+            .collect()
+    };
+    let fails = |k: usize| check(&cut(k), max_steps) == Verdict::NotLinearizable;
+    if ends.is_empty() || !fails(ends.len() - 1) {
+        return None;
+    }
+    let (mut lo, mut hi) = (0, ends.len() - 1);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if fails(mid) { hi = mid } else { lo = mid + 1 }
+    }
+    Some(history[ends[lo].1])
+}
+
 /// Unlinks a call and its return.
 fn lift(nodes: &mut [Node], call: usize) {
     let ret = nodes[call].ret_node;
@@ -384,6 +417,17 @@ mod tests {
         }
         // both verdicts were exercised: the comparison cannot pass by always answering one way
         assert!(yes > 300 && no > 300, "yes {yes}, no {no}");
+    }
+
+    #[test]
+    fn the_first_failure_is_the_operation_that_cannot_be_explained() {
+        let stale = r(1, 40, 50);
+        let h = [w(1, 0, 10), w(2, 20, 30), r(2, 32, 33), stale, w(3, 60, 70), r(3, 80, 90)];
+        assert_eq!(first_failure(&h, BUDGET), Some(stale));
+        assert_eq!(first_failure(&h[..3], BUDGET), None, "linearizable");
+        // an indeterminate write seen, then unseen: the second read is the culprit
+        let h = [w(1, 0, 1), wi(2, 2), r(2, 3, 4), r(1, 5, 6), r(1, 7, 8)];
+        assert_eq!(first_failure(&h, BUDGET), Some(r(1, 5, 6)));
     }
 
     #[test]

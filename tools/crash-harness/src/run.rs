@@ -495,7 +495,12 @@ fn check(
         match linearizable::check(&history, opts.check_budget) {
             Verdict::Linearizable => checked += 1,
             Verdict::NotLinearizable => {
-                violations.push(format!("{key}: history of {} operations is NOT linearizable", history.len()))
+                let at = match linearizable::first_failure(&history, opts.check_budget) {
+                    Some(e) => format!("; first unexplainable: {}", describe(&e, end)),
+                    None => String::new(),
+                };
+                violations
+                    .push(format!("{key}: history of {} operations is NOT linearizable{at}", history.len()))
             }
             Verdict::Unknown { steps } => violations
                 .push(format!("{key}: linearizability undecided after {steps} steps (raise --check-budget)")),
@@ -507,6 +512,22 @@ fn check(
         finals.len()
     ));
     Report { lines, violations }
+}
+
+/// One operation for a report: what, which value (`writer:seq`), when (ms since the start).
+fn describe(e: &Entry, end: u64) -> String {
+    let value =
+        |v: u64| if v == 0 { "absent".to_string() } else { format!("{}:{}", v >> 32, v & 0xffff_ffff) };
+    let ms = |t: u64| format!("{:.1}", t as f64 / 1e6);
+    let (what, v) = match e.op {
+        Op::Write(v) => ("write of", v),
+        Op::Read(v) => ("read saw", v),
+    };
+    match e.ret {
+        Some(_) if e.call > end => format!("{what} {} in the final state", value(v)),
+        Some(r) => format!("{what} {} in [{}, {}] ms", value(v), ms(e.call), ms(r)),
+        None => format!("{what} {} from {} ms, unacknowledged", value(v), ms(e.call)),
+    }
 }
 
 fn sample(items: &[String]) -> String {
