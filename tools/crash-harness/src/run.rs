@@ -234,9 +234,12 @@ async fn nemesis(
 ) -> anyhow::Result<NemesisLog> {
     let mut log = NemesisLog::default();
     let mut rng = SmallRng::seed_from_u64(opts.seed ^ 0x6b69_6c6c);
+    // Kill i is due at (i + 1) * gap from the start; a cycle that overran (an election, a slow
+    // restart) makes the next kill come at once rather than pushing every later one back.
     let gap = opts.duration / (opts.kills + 1);
+    let start = tokio::time::Instant::now();
     for i in 0..opts.kills {
-        tokio::time::sleep(gap.saturating_sub(Duration::from_millis(200))).await;
+        tokio::time::sleep_until(start + gap * (i + 1)).await;
         if Instant::now() >= deadline {
             break;
         }
