@@ -4,6 +4,8 @@
 # Run after `cargo build --release -p nanodb-server` (from anywhere; it works from the repository root):
 #
 #   scripts/compare.sh resp     RESP port vs Redis 7: redis-benchmark GET/SET, -P 1 and -P 16
+#   scripts/compare.sh resp-tls the same over TLS: NanoDB --tls-cert vs redis-server --tls-port,
+#                               redis-benchmark --tls (certificates made here with openssl)
 #   scripts/compare.sh http     REST GET vs a no-op axum handler, under wrk
 #   scripts/compare.sh grpc     gRPC Get vs a no-op tonic handler, under h2load
 #   scripts/compare.sh memory   bytes per key for 1M keys (16 B keys, 64 B values) vs Redis
@@ -16,10 +18,11 @@
 # target/reference) when the mode needs one.
 #
 # Environment: NANODB_BIN (default target/release/nanodb-server), NANODB_ARGS (extra server flags),
-# ROUNDS (default 3). Prints a table of medians and the ratio NanoDB / reference.
+# ROUNDS (default 3), N1/N16 (resp, resp-tls: requests per redis-benchmark run at -P 1/-P 16,
+# default 200000/1000000). Prints a table of medians and the ratio NanoDB / reference.
 set -euo pipefail
-what=${1:?usage: scripts/compare.sh resp|http|grpc|memory|aof}
-case $what in resp|http|grpc|memory|aof) ;; *) echo "unknown mode: $what (resp, http, grpc, memory or aof)" >&2; exit 2 ;; esac
+what=${1:?usage: scripts/compare.sh resp|resp-tls|http|grpc|memory|aof}
+case $what in resp|resp-tls|http|grpc|memory|aof) ;; *) echo "unknown mode: $what (resp, resp-tls, http, grpc, memory or aof)" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 BIN=${NANODB_BIN:-target/release/nanodb-server}
 ROUNDS=${ROUNDS:-3}
@@ -47,16 +50,39 @@ nanodb() { # FRONTEND-FLAG ADDR [more flags]: every other frontend off
   pids+=($!); NPID=$!
 }
 redis() { redis-server --port "$1" --save '' --appendonly no "${@:2}" --dir "$(mktemp -d -p "$work")" >"$work/redis-$1.log" 2>&1 & pids+=($!); RPID=$!; }
-pong() { for _ in $(seq 1 200); do [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.05; done
+TLS=() # redis-cli/redis-benchmark flags for a TLS port (resp-tls)
+pong() { for _ in $(seq 1 200); do [ "$(redis-cli "${TLS[@]}" -p "$1" ping 2>/dev/null)" = PONG ] && return 0; sleep 0.05; done
   echo "no PONG from $1" >&2; return 1; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ratio() { python3 -c "print(f'{$1/max($2,1e-9):.2f}x')"; }
 rss() { awk '/VmRSS/{print $2*1024}' /proc/"$1"/status; }
 
 case $what in
-resp)
+resp|resp-tls)
   need redis-server redis-tools
-  rp=$(port); np=$(port); redis "$rp"; nanodb --resp-addr 127.0.0.1:$np; pong "$rp"; pong "$np"
+  rp=$(port); np=$(port)
+  if [ "$what" = resp-tls ]; then
+    need openssl
+    redis-benchmark --help 2>&1 | grep -q -- --tls || { echo "this redis-benchmark was built without TLS" >&2; exit 2; }
+    # A CA and a certificate for 127.0.0.1, both P-256 (the handshake cost is the same on both sides).
+    c=$work/tls
+    mkdir -p "$c"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+      -keyout "$c/ca.key" -out "$c/ca.crt" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+      -keyout "$c/server.key" -out "$c/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$c/ext"
+    openssl x509 -req -in "$c/server.csr" -CA "$c/ca.crt" -CAkey "$c/ca.key" -CAcreateserial -days 2 \
+      -extfile "$c/ext" -out "$c/server.crt" 2>/dev/null
+    TLS=(--tls --cacert "$c/ca.crt")
+    redis-server --port 0 --tls-port "$rp" --tls-cert-file "$c/server.crt" --tls-key-file "$c/server.key" \
+      --tls-ca-cert-file "$c/ca.crt" --tls-auth-clients no --save '' --appendonly no \
+      --dir "$(mktemp -d -p "$work")" >"$work/redis-$rp.log" 2>&1 & pids+=($!)
+    nanodb --resp-addr 127.0.0.1:$np --tls-cert "$c/server.crt" --tls-key "$c/server.key"
+  else
+    redis "$rp"; nanodb --resp-addr 127.0.0.1:$np
+  fi
+  pong "$rp"; pong "$np"
   printf '%-8s %-4s %12s %12s %8s %10s %10s\n' test P redis nanodb ratio p99-redis p99-nano
   for t in SET GET; do for P in 1 16; do
     : >"$work/r"; : >"$work/n"; : >"$work/rl"; : >"$work/nl"
@@ -64,7 +90,7 @@ resp)
       for side in r n; do
         p=$([ $side = r ] && echo "$rp" || echo "$np")
         # --csv columns: test, rps, avg, min, p50, p95, p99, max (ms)
-        redis-benchmark -p "$p" -t "${t,,}" -c 50 -n $((P==1 ? 200000 : 1000000)) -P "$P" -r 100000 -d 64 --csv 2>/dev/null \
+        redis-benchmark "${TLS[@]}" -p "$p" -t "${t,,}" -c 50 -n $((P==1 ? ${N1:-200000} : ${N16:-1000000})) -P "$P" -r 100000 -d 64 --csv 2>/dev/null \
           | tr -d '"' | awk -F, -v t="$t" -v a="$work/$side" -v b="$work/${side}l" '$1==t {print $2 >> a; print $7 >> b}'
       done
     done

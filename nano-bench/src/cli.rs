@@ -268,6 +268,12 @@ pub struct BenchArgs {
     /// The protocol to speak.
     #[arg(long, value_enum, default_value = "tcp")]
     pub protocol: Protocol,
+    /// Speak TLS (a NanoDB started with --tls-cert, or Redis's --tls-port); needs --ca.
+    #[arg(long, requires = "ca")]
+    pub tls: bool,
+    /// CA certificates (PEM) to trust for --tls; implies --tls.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
     /// Virtual users: independent request streams, each recording its own histogram.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub concurrency: usize,
@@ -416,6 +422,11 @@ impl BenchArgs {
                 return Err("--connections must equal --concurrency for http (one HTTP/1.1 connection per \
                             virtual user)"
                     .into());
+            }
+            Protocol::Etcd if self.tls || self.ca.is_some() => {
+                return Err(
+                    "--tls with --protocol etcd is not supported (the etcd client is plaintext)".into()
+                );
             }
             Protocol::Etcd if matches!(self.workload, WorkloadKind::Incr) => {
                 return Err("--workload incr needs a NanoDB protocol or RESP (etcd has no increment)".into());
@@ -621,6 +632,8 @@ mod tests {
         assert_eq!((a.validate(), a.effective_connections(), a.run_label()), (Ok(()), 50, "etcd h:1".into()));
         let a = parse(&["nano-bench", "--protocol", "etcd", "--workload", "incr"]);
         assert!(a.validate().is_err_and(|e| e.contains("incr")));
+        let a = parse(&["nano-bench", "--protocol", "etcd", "--tls", "--ca", "ca.pem"]);
+        assert!(a.validate().is_err_and(|e| e.contains("--tls")));
         // the change feed watched by watch-latency is NanoDB's: writes to etcd would never arrive
         let w =
             Cli::try_parse_from(["nano-bench", "watch-latency", "--write-protocol", "etcd"]).expect("parses");

@@ -119,7 +119,11 @@ pub async fn bench_with_histogram(
     };
     let connections = args.effective_connections();
     let pool = Pool::open(
-        Connector { protocol: args.protocol, target: args.target_addr().to_string() },
+        Connector {
+            protocol: args.protocol,
+            target: args.target_addr().to_string(),
+            tls: args.ca.as_deref().map(client::tls::TlsClient::new).transpose()?,
+        },
         connections,
     )
     .await?;

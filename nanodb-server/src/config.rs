@@ -97,6 +97,7 @@ const DURABILITY: &str = "Durability";
 const LIMITS: &str = "Limits";
 const WATCH: &str = "Watch/Pub-sub";
 const RUNTIME: &str = "Performance/Runtime";
+const TLS: &str = "TLS and connection limits";
 
 /// NanoDB: one in-memory key-value engine served over gRPC, REST, a binary TCP protocol and RESP.
 #[derive(Debug, Clone, Parser)]
@@ -217,7 +218,8 @@ pub struct Cli {
     #[arg(long, help_heading = LIMITS, env = "NANODB_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS")]
     pub request_timeout_ms: u64,
 
-    /// Time a new TCP connection has to send its HELLO, in milliseconds.
+    /// Time a new TCP connection has to send its HELLO, in milliseconds; with TLS, also the time
+    /// any connection has to complete its TLS handshake.
     #[arg(long, help_heading = LIMITS, env = "NANODB_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_name = "MS")]
     pub handshake_timeout_ms: u64,
 
@@ -258,6 +260,47 @@ pub struct Cli {
     /// empty = off). Also settable at run time with CONFIG SET notify-keyspace-events.
     #[arg(long, help_heading = WATCH, env = "NANODB_NOTIFY_KEYSPACE_EVENTS", default_value = "", value_parser = NotifyFlags::parse, value_name = "FLAGS")]
     pub notify_keyspace_events: NotifyFlags,
+
+    // --- TLS and connection limits (#15) ---
+    /// Certificate chain (PEM, leaf first) to serve every frontend over TLS with; needs
+    /// `--tls-key`. Re-read with the key on SIGHUP.
+    #[arg(long, help_heading = TLS, env = "NANODB_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, help_heading = TLS, env = "NANODB_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that client certificates must chain to; with it, clients are
+    /// asked for a certificate (see `--tls-auth-clients`).
+    #[arg(long, help_heading = TLS, env = "NANODB_TLS_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Whether clients must present a certificate signed by `--tls-ca`: `yes` (Redis's default),
+    /// `optional` (verified when presented), or `no`. Needs `--tls-ca` unless `no`.
+    #[arg(long, help_heading = TLS, env = "NANODB_TLS_AUTH_CLIENTS", value_name = "no|optional|yes")]
+    pub tls_auth_clients: Option<ClientAuth>,
+
+    /// Seconds a connection may stay idle (no request in flight) before it is closed, on every
+    /// protocol (Redis's `timeout`); connections that watch or subscribe are never closed for
+    /// idleness. 0 = never.
+    #[arg(long, help_heading = TLS, env = "NANODB_IDLE_TIMEOUT", default_value_t = 0, value_name = "SECS")]
+    pub idle_timeout: u64,
+
+    /// Seconds an HTTP/1 client has to send a request's headers (from the connection's start or
+    /// the previous response) before it is cut: the slowloris defence.
+    #[arg(long, help_heading = TLS, env = "NANODB_HTTP_HEADER_TIMEOUT", default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout: u64,
+
+    /// Most concurrent HTTP/2 streams (requests) per connection, for gRPC and REST alike.
+    #[arg(long, help_heading = TLS, env = "NANODB_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 1024, value_name = "N")]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Largest HTTP/2 header list per request (`SETTINGS_MAX_HEADER_LIST_SIZE`), for gRPC and
+    /// REST; at least 1KiB. (HTTP/1 requests are bounded by hyper's 100 headers and ~400KiB.)
+    #[arg(long, help_heading = TLS, env = "NANODB_HTTP2_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = parse_size, value_name = "SIZE")]
+    pub http2_max_header_bytes: u64,
 }
 
 /// The resolved configuration the server runs with.
@@ -317,6 +360,40 @@ pub struct Config {
     pub feed: FeedLimits,
     /// Keyspace notifications at start.
     pub notify_keyspace_events: NotifyFlags,
+    /// TLS for every frontend, when configured.
+    pub tls: Option<TlsFiles>,
+    /// Idle connections are closed after this; `None` for never.
+    pub idle_timeout: Option<Duration>,
+    /// Deadline for an HTTP/1 request's headers.
+    pub http_header_timeout: Duration,
+    /// HTTP/2 streams per connection (gRPC, REST).
+    pub http2_max_concurrent_streams: u32,
+    /// Largest request header list (gRPC, REST).
+    pub http2_max_header_bytes: u32,
+}
+
+/// Where TLS's files are, and how clients are verified (`--tls-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+    /// CAs for client certificates, PEM.
+    pub ca: Option<PathBuf>,
+    /// Whether client certificates are required.
+    pub auth_clients: ClientAuth,
+}
+
+/// `--tls-auth-clients`: Redis's `tls-auth-clients`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientAuth {
+    /// No client certificate is asked for.
+    No,
+    /// A client certificate is verified when presented; clients without one are served.
+    Optional,
+    /// A client certificate signed by `--tls-ca` is required.
+    Yes,
 }
 
 impl Default for Config {
@@ -382,6 +459,23 @@ impl From<Cli> for Config {
                 max_topic_len: c.max_key_len,
             },
             notify_keyspace_events: c.notify_keyspace_events,
+            tls: match (c.tls_cert, c.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert,
+                    key,
+                    auth_clients: c.tls_auth_clients.unwrap_or(if c.tls_ca.is_some() {
+                        ClientAuth::Yes
+                    } else {
+                        ClientAuth::No
+                    }),
+                    ca: c.tls_ca,
+                }),
+                _ => None,
+            },
+            idle_timeout: (c.idle_timeout > 0).then(|| Duration::from_secs(c.idle_timeout)),
+            http_header_timeout: Duration::from_secs(c.http_header_timeout.max(1)),
+            http2_max_concurrent_streams: c.http2_max_concurrent_streams.max(1),
+            http2_max_header_bytes: u32::try_from(c.http2_max_header_bytes).unwrap_or(u32::MAX).max(1024),
         }
     }
 }

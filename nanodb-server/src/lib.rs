@@ -9,3 +9,4 @@ pub mod glob;
 pub mod persist;
 pub mod server;
 pub mod stats;
+pub mod tls;

@@ -16,6 +16,7 @@ use crate::feed::Hub;
 use crate::frontend::{self, Context};
 use crate::persist::{PersistConfig, Persistence};
 use crate::stats::Stats;
+use crate::tls::Tls;
 
 /// Largest log record read back, at least: far above any record a request can produce.
 const MAX_RECORD_LEN: usize = 256 << 20;
@@ -28,6 +29,9 @@ pub enum StartError {
     /// The data directory could not be recovered or opened.
     #[error(transparent)]
     Persist(#[from] crate::persist::PersistError),
+    /// A TLS file is missing or bad; the message names the flag, the file and the reason.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A listener could not bind; the message names the flag.
     #[error("cannot listen on {addr} (--{flag}): {source}")]
     Bind {
@@ -64,6 +68,7 @@ pub struct Server {
     config: Arc<Config>,
     stats: Arc<Stats>,
     persistence: Option<Arc<Persistence>>,
+    tls: Option<Arc<Tls>>,
 }
 
 /// Binds `addr` unless it is off; returns the listener and the address it got (port 0 resolved).
@@ -82,6 +87,8 @@ impl Server {
     /// Binds every configured listener (all before serving any, so a taken port fails fast) and
     /// starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        // TLS files are checked before anything binds: a bad file refuses to start, naming it.
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
         let resp = bind("resp-addr", &config.resp_addr).await?;
         let http = bind("http-addr", &config.http_addr).await?;
@@ -138,28 +145,31 @@ impl Server {
         if let Some((listener, local)) = tcp {
             addrs.tcp = Some(local);
             info!(addr = %local, "binary TCP protocol listening");
-            tasks.spawn(frontend::tcp::serve(listener, ctx.clone()));
+            tasks.spawn(frontend::tcp::serve(listener, ctx.clone(), tls.clone()));
         }
         if let Some((listener, local)) = resp {
             addrs.resp = Some(local);
             info!(addr = %local, "Redis protocol (RESP2) listening");
-            tasks.spawn(frontend::resp::serve(listener, ctx.clone()));
+            tasks.spawn(frontend::resp::serve(listener, ctx.clone(), tls.clone()));
         }
         if let Some((listener, local)) = http {
             addrs.http = Some(local);
             info!(addr = %local, "REST API listening");
-            tasks.spawn(frontend::http::serve(listener, ctx.clone()));
+            tasks.spawn(frontend::http::serve(listener, ctx.clone(), tls.clone()));
         }
         if let Some((listener, local)) = grpc {
             addrs.grpc = Some(local);
             info!(addr = %local, "gRPC listening");
-            tasks.spawn(frontend::grpc::serve(listener, ctx.clone()));
+            tasks.spawn(frontend::grpc::serve(listener, ctx.clone(), tls.clone()));
         }
         tasks.spawn(sweeper(engine.clone(), config.sweep_interval, shutdown.clone()));
         if let Some(p) = &persistence {
             tasks.spawn(p.clone().run_scheduler(shutdown.clone()));
         }
-        Ok(Self { engine, feed, addrs, shutdown, tasks, config, stats, persistence })
+        if tls.is_some() {
+            info!("TLS on every frontend (--tls-cert); SIGHUP reloads the certificate and key");
+        }
+        Ok(Self { engine, feed, addrs, shutdown, tasks, config, stats, persistence, tls })
     }
 
     /// Where the listeners are.
@@ -185,6 +195,16 @@ impl Server {
     /// The server's counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// Reads `--tls-cert` and `--tls-key` again and serves them to every new handshake;
+    /// established connections keep theirs. On error (logged by the caller) the old certificate
+    /// stays. `Ok(false)` when TLS is off. What SIGHUP does.
+    pub fn reload_tls(&self) -> Result<bool, crate::tls::TlsError> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// A handle that shuts the server down when cancelled.
@@ -214,13 +234,45 @@ impl Server {
 pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), StartError> {
     let server = Server::start(config).await?;
     let token = server.shutdown_token();
-    tokio::select! {
-        () = signal => info!("shutdown requested"),
-        () = token.cancelled() => {}
+    let mut signal = std::pin::pin!(signal);
+    let mut hangups = hangups();
+    loop {
+        tokio::select! {
+            () = &mut signal => {
+                info!("shutdown requested");
+                break;
+            }
+            () = token.cancelled() => break,
+            Some(()) = hangups.recv() => match server.reload_tls() {
+                Ok(true) => info!("SIGHUP: TLS certificate and key reloaded"),
+                Ok(false) => info!("SIGHUP: nothing to reload (TLS is off)"),
+                Err(e) => warn!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificate"),
+            },
+        }
     }
     server.shutdown().await;
     info!("bye");
     Ok(())
+}
+
+/// SIGHUPs, as a channel (never one on platforms without them, or if the handler cannot be set).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    // A reload already pending covers this one too.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "cannot handle SIGHUP; TLS reload needs a restart"),
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// Reclaims expired keys in the background: one bounded step per interval, repeated at once while

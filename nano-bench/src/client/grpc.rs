@@ -17,6 +17,27 @@ use crate::workload::Op;
 
 type Call = Pin<Box<dyn Future<Output = Outcome> + Send>>;
 
+/// Opens one HTTP/2 channel over TLS (ALPN h2), eagerly, so a refused target or a failed
+/// handshake fails before the run.
+pub async fn tls_channel(target: &str, tls: &super::tls::TlsClient) -> anyhow::Result<Channel> {
+    let (tls, addr) = (tls.clone(), target.to_string());
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (tls, addr) = (tls.clone(), addr.clone());
+        async move {
+            let stream = super::tls::Stream::connect(&addr, Some(&tls), super::tls::Alpn::H2)
+                .await
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    // The scheme only fills HTTP/2's :scheme; the connector does the TLS.
+    Endpoint::from_shared(format!("http://{target}"))
+        .map_err(|e| connect_error("grpc", target, e))?
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| connect_error("grpc", target, probe::chain(&e)))
+}
+
 /// Opens one HTTP/2 channel, eagerly, so a refused target fails before the run; and one `Get`
 /// on it, so that a NanoDB port of another protocol, which accepts the connection and then sends
 /// GOAWAY saying which port it is, fails here too with its explanation ([`probe::wrong_port`]).

@@ -11,7 +11,6 @@ use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::{ClientError, Conn, Outcome, connect_error};
 use crate::workload::Op;
@@ -49,9 +48,10 @@ pub fn push_segment(dst: &mut String, key: &[u8]) {
 
 impl HttpConn {
     /// Connects; the connection task runs until the connection closes.
-    pub async fn connect(target: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(target).await.map_err(|e| connect_error("http", target, e))?;
-        stream.set_nodelay(true)?;
+    pub async fn connect(target: &str, tls: Option<&super::tls::TlsClient>) -> anyhow::Result<Self> {
+        let stream = super::tls::Stream::connect(target, tls, super::tls::Alpn::Http1)
+            .await
+            .map_err(|e| connect_error("http", target, format!("{e:#}")))?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             // a connection error surfaces as a failed request on the sender side

@@ -18,6 +18,7 @@ pub mod http;
 pub mod probe;
 pub mod resp;
 pub mod tcp;
+pub mod tls;
 
 /// The outcome of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +81,8 @@ pub struct Connector {
     pub protocol: Protocol,
     /// HOST:PORT.
     pub target: String,
+    /// TLS (`--tls`), or plaintext.
+    pub tls: Option<tls::TlsClient>,
 }
 
 /// A connected client of any protocol; the runner is generic over [`Conn`] and this enum picks
@@ -112,19 +115,26 @@ impl Pool {
     pub async fn open(connector: Connector, connections: usize) -> anyhow::Result<Self> {
         let mut grpc = Vec::new();
         match connector.protocol {
-            // not NanoDB: its own first call checks it (see etcd::channel)
+            // not NanoDB: its own first call checks it (see etcd::channel); plaintext only
             Protocol::Etcd => {
                 for _ in 0..connections {
                     grpc.push(etcd::channel(&connector.target).await?);
                 }
             }
-            Protocol::Grpc => {
-                probe::check(connector.protocol, &connector.target).await?;
-                for _ in 0..connections {
-                    grpc.push(grpc::channel(&connector.target).await?);
+            _ => {
+                // Over TLS the handshake is the check (the probe speaks plaintext).
+                if connector.tls.is_none() {
+                    probe::check(connector.protocol, &connector.target).await?;
+                }
+                if connector.protocol == Protocol::Grpc {
+                    for _ in 0..connections {
+                        grpc.push(match &connector.tls {
+                            None => grpc::channel(&connector.target).await?,
+                            Some(tls) => grpc::tls_channel(&connector.target, tls).await?,
+                        });
+                    }
                 }
             }
-            _ => probe::check(connector.protocol, &connector.target).await?,
         }
         Ok(Self { connector, grpc })
     }
@@ -132,11 +142,11 @@ impl Pool {
     /// A connection for worker `i`: its own socket (tcp, resp, http) or a handle on shared
     /// channel `i % connections` (grpc).
     pub async fn connect(&self, i: usize) -> anyhow::Result<AnyConn> {
-        let t = &self.connector.target;
+        let (t, tls) = (&self.connector.target, self.connector.tls.as_ref());
         Ok(match self.connector.protocol {
-            Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect(t).await?),
-            Protocol::Resp => AnyConn::Resp(resp::RespConn::connect(t).await?),
-            Protocol::Http => AnyConn::Http(http::HttpConn::connect(t).await?),
+            Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect(t, tls).await?),
+            Protocol::Resp => AnyConn::Resp(resp::RespConn::connect(t, tls).await?),
+            Protocol::Http => AnyConn::Http(http::HttpConn::connect(t, tls).await?),
             Protocol::Grpc | Protocol::Etcd => {
                 let ch = self.grpc.get(i % self.grpc.len().max(1)).cloned();
                 let ch = ch.ok_or_else(|| anyhow::anyhow!("no gRPC channel open"))?;
@@ -154,7 +164,7 @@ impl Pool {
 /// a read buffer grown in fixed steps. Each client adds only its codec.
 #[derive(Debug)]
 pub(crate) struct Wire {
-    stream: tokio::net::TcpStream,
+    stream: tls::Stream,
     /// Bytes received and not yet decoded.
     pub rbuf: bytes::BytesMut,
     /// Requests encoded and not yet sent.
@@ -165,11 +175,12 @@ pub(crate) struct Wire {
 const READ_CHUNK: usize = 64 * 1024;
 
 impl Wire {
-    /// Connects to `target` with TCP_NODELAY; errors name the protocol and target.
-    pub async fn connect(protocol: &str, target: &str) -> anyhow::Result<Self> {
-        let stream =
-            tokio::net::TcpStream::connect(target).await.map_err(|e| connect_error(protocol, target, e))?;
-        stream.set_nodelay(true)?;
+    /// Connects to `target` with TCP_NODELAY (and TLS with `tls`); errors name the protocol and
+    /// target.
+    pub async fn connect(protocol: &str, target: &str, tls: Option<&tls::TlsClient>) -> anyhow::Result<Self> {
+        let stream = tls::Stream::connect(target, tls, tls::Alpn::None)
+            .await
+            .map_err(|e| connect_error(protocol, target, format!("{e:#}")))?;
         Ok(Self {
             stream,
             rbuf: bytes::BytesMut::with_capacity(READ_CHUNK),

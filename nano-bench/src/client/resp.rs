@@ -157,8 +157,8 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Parsed, usize
 
 impl RespConn {
     /// Connects (RESP2 needs no handshake) and checks the peer answers PING.
-    pub async fn connect(target: &str) -> anyhow::Result<Self> {
-        let mut conn = Self { wire: Wire::connect("resp", target).await?, in_flight: 0 };
+    pub async fn connect(target: &str, tls: Option<&super::tls::TlsClient>) -> anyhow::Result<Self> {
+        let mut conn = Self { wire: Wire::connect("resp", target, tls).await?, in_flight: 0 };
         conn.wire.wbuf.put_slice(b"*1\r\n$4\r\nPING\r\n");
         conn.flush().await?;
         let (parsed, used) = loop {

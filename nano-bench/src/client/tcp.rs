@@ -57,9 +57,9 @@ pub fn encode(dst: &mut BytesMut, id: u32, op: Op, key: &[u8], value: &[u8]) {
 
 impl TcpConn {
     /// Connects and does the HELLO handshake.
-    pub async fn connect(target: &str) -> anyhow::Result<Self> {
+    pub async fn connect(target: &str, tls: Option<&super::tls::TlsClient>) -> anyhow::Result<Self> {
         let mut conn = Self {
-            wire: Wire::connect("tcp", target).await?,
+            wire: Wire::connect("tcp", target, tls).await?,
             codec: ClientCodec::default(),
             next_id: 1,
             in_flight: VecDeque::with_capacity(1024),

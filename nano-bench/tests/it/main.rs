@@ -13,6 +13,7 @@ mod resp;
 mod scheduler;
 mod stubs;
 mod tcp;
+mod tls;
 mod watch;
 
 use clap::Parser;

@@ -137,9 +137,9 @@ async fn the_clients_own_handshakes_recognise_the_wrong_port() {
         assert!(msg.starts_with(&format!("{target} says: this is NanoDB's {port}, which")), "{msg}");
         assert!(msg.contains(&format!("; try --protocol {}", real.name())) && !msg.contains('\n'), "{msg}");
     };
-    let err = tcp::TcpConn::connect(resp_port).await.expect_err("tcp on the RESP port");
+    let err = tcp::TcpConn::connect(resp_port, None).await.expect_err("tcp on the RESP port");
     check(err, Protocol::Tcp, resp_port, Protocol::Resp);
-    let err = resp::RespConn::connect(tcp_port).await.expect_err("resp on the TCP port");
+    let err = resp::RespConn::connect(tcp_port, None).await.expect_err("resp on the TCP port");
     check(err, Protocol::Resp, tcp_port, Protocol::Tcp);
     for (target, real) in [(tcp_port, Protocol::Tcp), (resp_port, Protocol::Resp)] {
         let err = grpc::channel(target).await.expect_err("grpc on the TCP or RESP port");
@@ -153,8 +153,8 @@ async fn the_clients_own_handshakes_recognise_the_wrong_port() {
         }
     }
     // the right ports still connect
-    tcp::TcpConn::connect(tcp_port).await.expect("tcp on the TCP port");
-    resp::RespConn::connect(resp_port).await.expect("resp on the RESP port");
+    tcp::TcpConn::connect(tcp_port, None).await.expect("tcp on the TCP port");
+    resp::RespConn::connect(resp_port, None).await.expect("resp on the RESP port");
     grpc::channel(&addrs[&Protocol::Grpc]).await.expect("grpc on the gRPC port");
     assert!(server.shutdown().await);
 }

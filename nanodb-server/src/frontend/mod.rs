@@ -4,11 +4,12 @@
 //! else: rules, limits and types live in the engine and the command model, and stats are
 //! recorded in one place, `Context::run_pipelined`.
 
+pub mod conn;
 pub mod coverage;
 pub mod grpc;
 pub mod http;
 pub mod resp;
-mod sniff;
+pub(crate) mod sniff;
 pub mod tcp;
 
 use std::future::Future;

@@ -12,8 +12,9 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use nanodb_protocol::{Response, ServerCodec};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
 
 use super::resp::parse::{MAX_INLINE_LEN, RespDecoder};
@@ -94,7 +95,7 @@ pub fn redirect(config: &Config, this_port: &str, foreign: Foreign) -> String {
         Foreign::NanoTcp => {
             format!("the binary TCP protocol is {}", place(&config.tcp_addr, "--tcp-addr"))
         }
-        Foreign::Tls => "no NanoDB port speaks TLS".to_string(),
+        Foreign::Tls => "this server runs without TLS (start it with --tls-cert and --tls-key)".to_string(),
     };
     format!("this is NanoDB's {this_port}, which does not speak {foreign}; {elsewhere}")
 }
@@ -107,6 +108,16 @@ pub fn http1_response(text: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// A binary-protocol error frame (request id 0) carrying `text`.
+pub fn tcp_error_frame(text: String) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    let error = Response::Error(nanodb_protocol::Error::Malformed(text));
+    match ServerCodec::default().encode((0, error), &mut out) {
+        Ok(()) => out.to_vec(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The server's side of an HTTP/2 connection that ends at once: an empty SETTINGS frame (the
@@ -140,7 +151,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// bytes and time) before the socket is dropped. Closing with unread input makes the kernel send
 /// a reset, which can destroy the answer before the client has read it. Errors are ignored: the
 /// client is gone, and nothing is owed to it.
-pub async fn answer_and_close(stream: &mut TcpStream, answer: &[u8]) {
+pub async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, answer: &[u8]) {
     let _ = tokio::time::timeout(LINGER, async {
         if !answer.is_empty() {
             stream.write_all(answer).await?;
@@ -168,8 +179,8 @@ const RESP_IDLE: Duration = Duration::from_secs(10);
 /// the first answer would lose it for most clients: redis-cli and the client libraries send setup
 /// commands first (`COMMAND DOCS`, `CLIENT SETINFO`) and ignore their errors, so the user's first
 /// command would find the connection closed and report only that.
-pub async fn answer_resp_commands(
-    stream: &mut TcpStream,
+pub async fn answer_resp_commands<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     first: &[u8],
     text: &str,
     shutdown: &CancellationToken,

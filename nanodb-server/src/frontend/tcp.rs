@@ -13,6 +13,10 @@
 //!
 //! A connection that WATCHes or SUBSCRIBEs ([`watch`]) also waits on its change-feed queue: the
 //! loop selects between frames and deliveries, and writes pushes in the same batches as replies.
+//!
+//! With `--tls-cert`, the same connection code runs over the TLS stream ([`crate::tls::accept`]
+//! in the connection's task first). With `--idle-timeout`, a connection that sends nothing for
+//! that long is closed, unless it watches or subscribes.
 
 mod watch;
 
@@ -23,11 +27,13 @@ pub fn reach(c: nanodb_protocol::CommandName) -> super::coverage::Reach {
 }
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use nanodb_protocol::wire::PROTOCOL_VERSION;
 use nanodb_protocol::{Error, FrameError, Request, Response, ServerCodec};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 use tracing::{debug, warn};
@@ -36,6 +42,7 @@ use self::watch::{Batch, Feed};
 use super::Context;
 use super::sniff::{self, Foreign};
 use crate::stats::Protocol;
+use crate::tls::{Alpn, Tls};
 
 /// Read buffer capacity per connection; grows up to the frame limit only when a large frame comes.
 const READ_BUFFER: usize = 16 * 1024;
@@ -49,16 +56,28 @@ const WRITE_BOUNDARY: usize = 64 * 1024;
 /// long backlog of pushes (the rest go out in the next turns of the loop).
 const MAX_PUSHES: usize = 1024;
 
-/// Accepts connections until shutdown.
-pub async fn serve(listener: TcpListener, ctx: Context) {
+/// Accepts connections until shutdown; with `tls`, each connection's handshake runs in its own
+/// task before its HELLO.
+pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     let max = ctx.config.max_connections;
     let conn_ctx = ctx.clone();
-    let serve_one = move |stream, peer| {
-        let ctx = conn_ctx.clone();
+    let tls_serve = tls.clone();
+    let serve_one = move |stream: TcpStream, peer| {
+        let (ctx, tls) = (conn_ctx.clone(), tls_serve.clone());
         async move {
+            let result = match tls {
+                None => connection(stream, peer, &ctx).await,
+                Some(tls) => {
+                    let acceptor = tls.acceptor(Alpn::None);
+                    match crate::tls::accept(acceptor, stream, peer, &ctx, "binary TCP port").await {
+                        Some(stream) => connection(stream, peer, &ctx).await,
+                        None => return,
+                    }
+                }
+            };
             // One line per connection, and at debug level unless it is rare and worth attention:
             // a client pointed at the wrong port may open thousands of connections.
-            match connection(stream, peer, &ctx).await {
+            match result {
                 Ok(End::Done) => debug!(%peer, "tcp: connection closed"),
                 Ok(End::Foreign(protocol)) => {
                     debug!(%peer, %protocol, "tcp: not the binary protocol; told the client where to go and closed")
@@ -71,14 +90,29 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
             }
         }
     };
-    super::accept_loop(listener, ctx, "tcp", serve_one, move |stream| refuse(stream, max), None).await;
+    let refuse_ctx = ctx.clone();
+    let refuse = move |stream| refuse(stream, max, refuse_ctx.clone(), tls.clone());
+    super::accept_loop(listener, ctx, "tcp", serve_one, refuse, None).await;
 }
 
-/// Tells a client over the connection limit why it is being closed.
-async fn refuse(stream: TcpStream, max: usize) {
-    let mut framed = Framed::new(stream, ServerCodec::default());
-    let reply = (0, Response::Error(Error::TooManyConnections { max }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
+/// Tells a client over the connection limit why it is being closed (over TLS after the handshake,
+/// on a TLS port).
+async fn refuse(stream: TcpStream, max: usize, ctx: Context, tls: Option<Arc<Tls>>) {
+    async fn tell<S: AsyncRead + AsyncWrite + Unpin>(stream: S, max: usize) {
+        let mut framed = Framed::new(stream, ServerCodec::default());
+        let reply = (0, Response::Error(Error::TooManyConnections { max }));
+        let _ = tokio::time::timeout(Duration::from_secs(1), framed.send(reply)).await;
+    }
+    match tls {
+        None => tell(stream, max).await,
+        Some(tls) => {
+            let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let acceptor = tls.acceptor(Alpn::None);
+            if let Some(stream) = crate::tls::accept(acceptor, stream, peer, &ctx, "binary TCP port").await {
+                tell(stream, max).await;
+            }
+        }
+    }
 }
 
 /// How a connection ended, for its log line.
@@ -91,7 +125,11 @@ enum End {
     Handshake(String),
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Result<End, FrameError> {
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: &Context,
+) -> Result<End, FrameError> {
     let codec = ServerCodec::new(ctx.config.max_frame_len);
     let mut framed = Framed::with_capacity(stream, codec, READ_BUFFER);
     framed.set_backpressure_boundary(WRITE_BOUNDARY);
@@ -148,6 +186,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
             biased;
             () = ctx.shutdown.cancelled() => break,
             next = framed.next() => next,
+            () = idle(ctx, &feed) => {
+                debug!(%peer, "tcp: idle connection closed (--idle-timeout)");
+                break;
+            }
             delivery = feed.recv() => {
                 // Pushes only: write what is waiting (bounded) with one flush.
                 batch.push(feed.push(&delivery));
@@ -200,7 +242,12 @@ async fn connection(stream: TcpStream, peer: SocketAddr, ctx: &Context) -> Resul
 /// is the binary TCP port and where its protocol is served: an HTTP 400, an HTTP/2 GOAWAY, a RESP
 /// error to each command. A TLS client could only be sent an alert it would report as a
 /// handshake failure, so it is just closed.
-async fn answer_foreign(stream: &mut TcpStream, ctx: &Context, foreign: Foreign, first: &[u8]) {
+async fn answer_foreign<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    ctx: &Context,
+    foreign: Foreign,
+    first: &[u8],
+) {
     let text = sniff::redirect(&ctx.config, "binary TCP port", foreign);
     let answer = match foreign {
         Foreign::Http1 => sniff::http1_response(&text),
@@ -211,11 +258,21 @@ async fn answer_foreign(stream: &mut TcpStream, ctx: &Context, foreign: Foreign,
     sniff::answer_and_close(stream, &answer).await;
 }
 
+/// Completes once the connection has been idle for `--idle-timeout` (never without one, nor while
+/// it watches or subscribes: Redis does not time out subscribers either). Restarted by every turn
+/// of the connection loop, i.e. by every request.
+async fn idle(ctx: &Context, feed: &Feed) {
+    match ctx.config.idle_timeout {
+        Some(idle) if !feed.is_subscribed() => tokio::time::sleep(idle).await,
+        _ => std::future::pending().await,
+    }
+}
+
 /// Waits until every write in `batch` may be acknowledged, then writes all replies and flushes
 /// once. If the log failed, the writes are answered with its error instead; reads keep theirs.
-async fn send_batch(
+async fn send_batch<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Context,
-    framed: &mut Framed<TcpStream, ServerCodec>,
+    framed: &mut Framed<S, ServerCodec>,
     batch: &mut Vec<(u32, Response, u64)>,
 ) -> Result<(), FrameError> {
     let position = batch.iter().map(|(_, _, p)| *p).max().unwrap_or(0);
@@ -248,7 +305,10 @@ async fn respond(ctx: &Context, feed: &mut Feed, id: u32, request: Result<Reques
 }
 
 /// Reports a stream-level error to the peer (when it is a protocol error, not I/O) and closes.
-async fn fail_stream(framed: &mut Framed<TcpStream, ServerCodec>, e: FrameError) -> Result<(), FrameError> {
+async fn fail_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<S, ServerCodec>,
+    e: FrameError,
+) -> Result<(), FrameError> {
     if let Some(err) = e.to_error() {
         // Replies already fed go first; then the reason, with id 0 since the frame had none.
         let _ = tokio::time::timeout(Duration::from_secs(1), framed.send((0, Response::Error(err)))).await;

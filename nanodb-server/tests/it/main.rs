@@ -10,6 +10,7 @@ mod persist;
 mod resp;
 mod resp_pubsub;
 mod tcp;
+mod tls;
 mod watch_cross;
 mod watch_grpc;
 mod watch_http;

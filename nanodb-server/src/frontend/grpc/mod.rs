@@ -9,6 +9,9 @@
 //! - Load: at most `max_connections` connections and `max_in_flight` requests in flight; a request
 //!   over the limit is shed at once with `RESOURCE_EXHAUSTED` instead of queuing.
 //! - gzip: requests may be gzip-compressed; responses are when the client accepts it.
+//! - Connections: over TLS with `--tls-cert` (ALPN `h2`, and `http/1.1` for grpc-web), handshakes
+//!   in tasks of their own; HTTP/2 streams, pending resets and header lists bounded, keepalive
+//!   PINGs; closed when idle past `--idle-timeout` (never while a call or stream is open).
 //! - Shutdown: when `ctx.shutdown` fires, health turns `NOT_SERVING`, the listener stops and
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
@@ -21,19 +24,19 @@ pub use reach::reach;
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use nanodb_protocol::pb::{self, admin_server::AdminServer, kv_server::KvServer};
 use nanodb_protocol::{Error, Limits};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::TcpListener;
 use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::Response;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tonic_health::ServingStatus;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
@@ -45,7 +48,10 @@ pub use convert::{ERROR_CODE_METADATA, code, status};
 pub use service::{AdminService, KvService};
 
 use super::Context;
+use super::conn::{Activity, BusyLayer, ConnActivity, Idle, MaybeTls};
+use super::http::{HTTP2_KEEPALIVE, HTTP2_KEEPALIVE_TIMEOUT, HTTP2_MAX_PENDING_RESETS};
 use crate::stats::{ConnectionGuard, Protocol};
+use crate::tls::{Alpn, Tls};
 
 /// Room for a message's framing and non-value fields (keys, versions, batch/list structure) on
 /// top of the configured key and value limits.
@@ -64,7 +70,7 @@ pub fn message_limit(limits: &Limits) -> usize {
 const SERVICES: [&str; 2] = ["nanodb.v1.KV", "nanodb.v1.Admin"];
 
 /// Serves gRPC on `listener` until `ctx.shutdown` fires, then drains.
-pub async fn serve(listener: TcpListener, ctx: Context) {
+pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     let limit = message_limit(&ctx.config.limits);
     let kv = KvServer::new(KvService::new(ctx.clone()))
         .accept_compressed(CompressionEncoding::Gzip)
@@ -106,6 +112,12 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
     let result = tonic::transport::Server::builder()
         .accept_http1(true) // grpc-web from browsers arrives over HTTP/1.1
         .timeout(ctx.config.request_timeout)
+        .max_concurrent_streams(ctx.config.http2_max_concurrent_streams)
+        .http2_max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_RESETS))
+        .http2_max_header_list_size(ctx.config.http2_max_header_bytes)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(BusyLayer)
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(MapResultLayer::new(shed_to_status))
         .layer(LoadShedLayer::new())
@@ -115,7 +127,7 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(connections(listener, ctx.clone()), shutdown)
+        .serve_with_incoming_shutdown(connections(listener, ctx.clone(), tls), shutdown)
         .await;
     match result {
         Ok(()) => debug!("grpc: stopped"),
@@ -135,45 +147,100 @@ fn shed_to_status(
 }
 
 /// Accepted connections, with TCP_NODELAY set, counted in the stats, and refused (closed at once)
-/// beyond `max_connections`.
-fn connections(listener: TcpListener, ctx: Context) -> impl Stream<Item = io::Result<Conn>> {
-    let max = i64::try_from(ctx.config.max_connections).unwrap_or(i64::MAX);
-    TcpListenerStream::new(listener).filter_map(move |accepted| {
-        let stats = ctx.stats.clone();
-        async move {
-            match accepted {
-                Ok(stream) if stats.connections(Protocol::Grpc) >= max => {
-                    let peer = stream.peer_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
-                    warn!(%peer, max, "grpc: connection refused, at max_connections");
-                    None
-                }
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    Some(Ok(Conn { stream, _open: stats.connection(Protocol::Grpc) }))
-                }
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    warn!(error = %e, "grpc: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    None
-                }
-            }
-        }
-    })
+/// beyond `max_connections`. With `tls`, each handshake runs in a task of its own, so a client
+/// that stalls its handshake holds up nobody; connections are handed to tonic as they complete.
+fn connections(
+    listener: TcpListener,
+    ctx: Context,
+    tls: Option<Arc<Tls>>,
+) -> impl Stream<Item = io::Result<Conn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    ctx.tasks.clone().spawn(accept(listener, ctx, tls, tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// A gRPC connection: the socket, and the guard that counts it open until it closes.
+async fn accept(
+    listener: TcpListener,
+    ctx: Context,
+    tls: Option<Arc<Tls>>,
+    tx: tokio::sync::mpsc::Sender<io::Result<Conn>>,
+) {
+    let max = i64::try_from(ctx.config.max_connections).unwrap_or(i64::MAX);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((_, peer)) if ctx.stats.connections(Protocol::Grpc) >= max => {
+                warn!(%peer, max, "grpc: connection refused, at max_connections");
+            }
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let open = ctx.stats.connection(Protocol::Grpc);
+                match &tls {
+                    None => {
+                        if tx.send(Ok(Conn::new(MaybeTls::Plain(stream), open, &ctx))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(tls) => {
+                        let (tls, tx, conn_ctx) = (tls.clone(), tx.clone(), ctx.clone());
+                        ctx.tasks.spawn(async move {
+                            let acceptor = tls.acceptor(Alpn::Grpc);
+                            let ctx = conn_ctx;
+                            if let Some(s) =
+                                crate::tls::accept(acceptor, stream, peer, &ctx, "gRPC port").await
+                            {
+                                let _ = tx.send(Ok(Conn::new(MaybeTls::Tls(Box::new(s)), open, &ctx))).await;
+                            }
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(error = %e, "grpc: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// A gRPC connection: the socket (plain or TLS, ended when idle past `--idle-timeout`), its
+/// activity (requests in flight, found by [`BusyLayer`] through the connect info), and the guard
+/// that counts it open until it closes.
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    stream: Idle<MaybeTls>,
+    activity: Arc<Activity>,
+    /// Whether requests are counted (only `--idle-timeout` needs it).
+    counted: bool,
     _open: ConnectionGuard,
 }
 
-impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+impl Conn {
+    fn new(stream: MaybeTls, open: ConnectionGuard, ctx: &Context) -> Self {
+        let activity = Activity::new();
+        let idle = ctx.config.idle_timeout;
+        Self {
+            stream: Idle::new(stream, activity.clone(), idle),
+            activity,
+            counted: idle.is_some(),
+            _open: open,
+        }
+    }
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+impl Connected for Conn {
+    type ConnectInfo = ConnActivity;
+
+    fn connect_info(&self) -> ConnActivity {
+        ConnActivity {
+            activity: self.counted.then(|| self.activity.clone()),
+            tcp: self.stream.get_ref().tcp().connect_info(),
+        }
     }
 }
 

@@ -25,32 +25,33 @@ mod ws;
 
 pub use reach::reach;
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::routing::{delete, get, post, put};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use nanodb_protocol::{Error, ErrorCode};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
-use tracing::{debug, info, warn};
+use tracing::debug;
 use utoipa::{OpenApi, ToSchema};
 
 pub use error::{AppError, status_of};
 
 use self::guard::GuardLayer;
+use super::conn::{Activity, Idle, Tracked};
 use super::{Context, Run};
-use crate::stats::{ConnectionGuard, Protocol, Stats};
+use crate::stats::Protocol;
+use crate::tls::{Alpn, Tls};
 
 /// The response header carrying a key's remaining time to live, in milliseconds (only present
 /// when the key expires).
@@ -262,122 +263,117 @@ async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
 }
 
 /// Serves the REST API on `listener` until shutdown; in-flight requests finish, idle keep-alive
-/// connections close.
-pub async fn serve(listener: TcpListener, ctx: Context) {
+/// connections close. Connections are accepted by the shared [`super::accept_loop`] (the
+/// `--max-connections` places) and served by hyper directly, over TLS when `tls` is given (the
+/// handshake in the connection's task).
+pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     let app = router(ctx.clone());
-    let listener = CountedListener {
-        inner: listener,
-        stats: ctx.stats.clone(),
-        slots: Arc::new(tokio::sync::Semaphore::new(ctx.config.max_connections)),
-        max: ctx.config.max_connections,
-    };
-    let shutdown = ctx.shutdown.clone().cancelled_owned();
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        warn!(error = %e, "http: server stopped on error");
-    }
-    debug!("http: listener stopped");
-}
-
-/// A TCP listener whose connections count themselves in the stats while open, at most
-/// `--max-connections` at once like every protocol's: one over the limit is answered 503 with the
-/// JSON error body and closed, never handed to the router.
-struct CountedListener {
-    inner: TcpListener,
-    stats: Arc<Stats>,
-    slots: Arc<tokio::sync::Semaphore>,
-    max: usize,
-}
-
-impl axum::serve::Listener for CountedListener {
-    type Io = CountedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-                        debug!(peer = %addr, max = self.max, "http: connection refused, at max_connections");
-                        tokio::spawn(refuse(stream, self.max));
-                        continue;
-                    };
-                    let guard = self.stats.connection(Protocol::Http);
-                    return (CountedStream { inner: stream, _open: guard, _slot: slot }, addr);
-                }
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    info!(error = %e, "http: accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let max = ctx.config.max_connections;
+    let (conn_ctx, tls_serve) = (ctx.clone(), tls.clone());
+    let serve_one = move |stream: TcpStream, peer: SocketAddr| {
+        let (ctx, tls, app) = (conn_ctx.clone(), tls_serve.clone(), app.clone());
+        async move {
+            let _open = ctx.stats.connection(Protocol::Http);
+            match tls {
+                None => connection(stream, &ctx, app).await,
+                Some(tls) => {
+                    let acceptor = tls.acceptor(Alpn::Http);
+                    if let Some(stream) =
+                        crate::tls::accept(acceptor, stream, peer, &ctx, "REST API port").await
+                    {
+                        connection(stream, &ctx, app).await;
+                    }
                 }
             }
         }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// Answers a connection over `--max-connections` with one 503 and closes it.
-async fn refuse(mut stream: TcpStream, max: usize) {
-    use tokio::io::AsyncWriteExt;
-    let body = format!(
-        "{{\"error\":{{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"too many connections; the limit is {max} (--max-connections)\"}}}}\n"
-    );
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
     };
-    // A client that does not read is not waited for.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+    let refuse_ctx = ctx.clone();
+    let refuse = move |stream| refuse(stream, max, refuse_ctx.clone(), tls.clone());
+    super::accept_loop(listener, ctx, "http", serve_one, refuse, None).await;
 }
 
-/// A connection that holds its stats guard and its place among `--max-connections`.
-struct CountedStream {
-    inner: TcpStream,
-    _open: ConnectionGuard,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl AsyncRead for CountedStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+/// Serves one connection (HTTP/1.1 or HTTP/2, WebSocket upgrades included) with the limits of
+/// the configuration: the header-read deadline (slowloris), the HTTP/2 stream and header limits,
+/// keepalive pings, and `--idle-timeout`. On shutdown, in-flight requests finish and the
+/// connection closes (HTTP/2: GOAWAY).
+async fn connection<IO>(io: IO, ctx: &Context, app: Router)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new();
+    let idle = ctx.config.idle_timeout;
+    let io = TokioIo::new(Idle::new(io, activity.clone(), idle));
+    let service = hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+        let busy = idle.map(|_| activity.begin());
+        let response = tower::ServiceExt::oneshot(app.clone(), req);
+        async move { response.await.map(|r| r.map(|body| Tracked::new(body, busy))) }
+    });
+    let builder = http_builder(&ctx.config);
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "http: connection ended on an error");
     }
 }
 
-impl AsyncWrite for CountedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
+/// hyper's connection builder with NanoDB's limits, for REST (gRPC sets the same on tonic).
+fn http_builder(config: &crate::config::Config) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.http_header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_RESETS)
+        .max_header_list_size(config.http2_max_header_bytes)
+        .keep_alive_interval(HTTP2_KEEPALIVE)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
+    builder
+}
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
+/// HTTP/2 limits that are not flags (gRPC and REST): streams a client may open and reset before
+/// the server handles them (the rapid-reset attack, CVE-2023-44487; hyper's default, made
+/// explicit), and the keepalive PING that finds dead peers.
+pub(crate) const HTTP2_MAX_PENDING_RESETS: usize = 20;
+pub(crate) const HTTP2_KEEPALIVE: Duration = Duration::from_secs(60);
+pub(crate) const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+/// Answers a connection over `--max-connections` with one 503 and closes it (over TLS after the
+/// handshake, on a TLS port).
+async fn refuse(stream: TcpStream, max: usize, ctx: Context, tls: Option<Arc<Tls>>) {
+    async fn tell<S: AsyncWrite + Unpin>(mut stream: S, max: usize) {
+        use tokio::io::AsyncWriteExt;
+        let body = format!(
+            "{{\"error\":{{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"too many connections; the limit is {max} (--max-connections)\"}}}}\n"
+        );
+        let head = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let write = async {
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(body.as_bytes()).await?;
+            stream.shutdown().await
+        };
+        // A client that does not read is not waited for.
+        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
     }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+    match tls {
+        None => tell(stream, max).await,
+        Some(tls) => {
+            let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let acceptor = tls.acceptor(Alpn::Http);
+            if let Some(stream) = crate::tls::accept(acceptor, stream, peer, &ctx, "REST API port").await {
+                tell(stream, max).await;
+            }
+        }
     }
 }
 

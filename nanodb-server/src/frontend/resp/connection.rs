@@ -23,10 +23,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::{Response, ServerCodec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_util::codec::Encoder;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{debug, warn};
 
@@ -37,6 +34,7 @@ use super::{Clients, encode};
 use crate::frontend::Context;
 use crate::frontend::sniff::{self, Foreign};
 use crate::stats::Protocol;
+use crate::tls::Socket;
 
 /// Initial read and write buffer capacity.
 const BUFFER: usize = 16 * 1024;
@@ -58,8 +56,8 @@ pub enum End {
 }
 
 /// Serves one connection until the client leaves, QUITs, breaks the protocol, or shutdown.
-pub async fn run(
-    mut stream: TcpStream,
+pub async fn run<S: Socket>(
+    mut stream: S,
     peer: SocketAddr,
     ctx: &Context,
     clients: &Clients,
@@ -121,8 +119,8 @@ fn lagged(peer: SocketAddr, dropped: u64) {
 
 /// One connection's state, shared by its two modes. A mode's loop returns `Ok(None)` when a
 /// command moved the connection to the other mode, `Ok(Some(end))` when the connection is over.
-struct Connection<'a> {
-    stream: &'a mut TcpStream,
+struct Connection<'a, S> {
+    stream: &'a mut S,
     peer: SocketAddr,
     ctx: &'a Context,
     session: Session<'a>,
@@ -143,8 +141,8 @@ struct Connection<'a> {
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
-impl<'a> Connection<'a> {
-    fn new(stream: &'a mut TcpStream, peer: SocketAddr, ctx: &'a Context, session: Session<'a>) -> Self {
+impl<'a, S: Socket> Connection<'a, S> {
+    fn new(stream: &'a mut S, peer: SocketAddr, ctx: &'a Context, session: Session<'a>) -> Self {
         Self {
             stream,
             peer,
@@ -227,7 +225,7 @@ impl<'a> Connection<'a> {
             if reading {
                 reserve_read(&mut self.rbuf);
             }
-            let (mut rd, mut wr) = self.stream.split();
+            let (mut rd, mut wr) = self.stream.halves();
             let wake = tokio::select! {
                 biased;
                 () = &mut self.cancelled => return Ok(Some(End::Done)),
@@ -235,6 +233,8 @@ impl<'a> Connection<'a> {
                 d = sub.recv() => Wake::Delivery(d),
                 n = rd.read_buf(&mut self.rbuf), if reading => Wake::Read(n?),
             };
+            // The halves borrow the stream; a TLS stream's hold a lock's handles.
+            drop((rd, wr));
             match wake {
                 Wake::Wrote(0) => return Ok(Some(End::Done)),
                 Wake::Read(0) => {
@@ -270,13 +270,28 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Waits for the client's next bytes; `false` when it left or the server is shutting down.
+    /// Waits for the client's next bytes; `false` when it left, the server is shutting down, or
+    /// it sent nothing for `--idle-timeout`.
     async fn read(&mut self) -> io::Result<bool> {
         reserve_read(&mut self.rbuf);
-        let n = tokio::select! {
-            biased;
-            () = &mut self.cancelled => return Ok(false),
-            n = self.stream.read_buf(&mut self.rbuf) => n?,
+        let n = match self.ctx.config.idle_timeout {
+            None => tokio::select! {
+                biased;
+                () = &mut self.cancelled => return Ok(false),
+                n = self.stream.read_buf(&mut self.rbuf) => n?,
+            },
+            // Redis's `timeout`: only request-reply mode reads here; subscribers are never idle.
+            Some(idle) => tokio::select! {
+                biased;
+                () = &mut self.cancelled => return Ok(false),
+                n = tokio::time::timeout(idle, self.stream.read_buf(&mut self.rbuf)) => match n {
+                    Ok(n) => n?,
+                    Err(_) => {
+                        debug!(peer = %self.peer, ?idle, "resp: idle connection closed (--idle-timeout)");
+                        return Ok(false);
+                    }
+                },
+            },
         };
         self.fresh = n > 0;
         Ok(n > 0)
@@ -376,19 +391,12 @@ impl<'a> Connection<'a> {
 /// Tells another protocol's client, in its protocol, that this is the RESP port and where its
 /// protocol is served: an HTTP 400 or an HTTP/2 GOAWAY saying so, an error frame for a NanoDB
 /// binary-protocol client. A TLS client is just closed (it could only be sent an alert).
-async fn answer_foreign(stream: &mut TcpStream, ctx: &Context, foreign: Foreign) {
+async fn answer_foreign<S: Socket>(stream: &mut S, ctx: &Context, foreign: Foreign) {
     let text = sniff::redirect(&ctx.config, "Redis (RESP) port", foreign);
     let answer = match foreign {
         Foreign::Http1 => sniff::http1_response(&text),
         Foreign::Http2 => sniff::http2_goaway(&text),
-        Foreign::NanoTcp => {
-            let mut out = BytesMut::new();
-            let error = Response::Error(nanodb_protocol::Error::Malformed(text));
-            match ServerCodec::default().encode((0, error), &mut out) {
-                Ok(()) => out.to_vec(),
-                Err(_) => Vec::new(),
-            }
-        }
+        Foreign::NanoTcp => sniff::tcp_error_frame(text),
         Foreign::Tls | Foreign::Resp => Vec::new(), // Resp: ours, never passed here
     };
     sniff::answer_and_close(stream, &answer).await;
@@ -424,6 +432,8 @@ fn reset(wbuf: &mut BytesMut, written: &mut usize) {
 
 #[cfg(test)]
 mod tests {
+    use tokio::net::TcpStream;
+
     use super::*;
 
     /// A connection that has run its batch writes before any connection that became ready in the

@@ -11,6 +11,8 @@
 //! - [`idle_poll`]: adaptive busy polling of each event loop between requests.
 //!
 //! Connections over `max_connections` get `-ERR max number of clients reached` and are closed.
+//! With `--tls-cert`, connections run over TLS (handshake in the connection's task, on its event
+//! loop); `--idle-timeout` closes a connection idle in request-reply mode, never a subscriber.
 
 pub mod commands;
 pub mod connection;
@@ -34,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::Context;
+use crate::tls::{Alpn, Tls};
 
 /// What `CLIENT LIST` shows about a connection.
 #[derive(Debug, Clone)]
@@ -96,7 +99,10 @@ impl Clients {
 }
 
 /// Accepts connections until shutdown.
-pub async fn serve(listener: TcpListener, ctx: Context) {
+/// With `tls`, each connection's handshake runs in its own task on its event loop, and the
+/// connection is served over the TLS stream (the same code, monomorphised: the plaintext path
+/// pays nothing for it).
+pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     let loops = match EventLoops::start(ctx.config.resp_threads, ctx.config.resp_idle_poll) {
         Ok(loops) => loops,
         Err(e) => {
@@ -106,15 +112,23 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
     };
     let clients = Arc::new(Clients::default());
     let conn_ctx = ctx.clone();
+    let tls_serve = tls.clone();
     let serve_one = move |stream: TcpStream, peer| {
-        let (ctx, clients) = (conn_ctx.clone(), clients.clone());
+        let (ctx, clients, tls) = (conn_ctx.clone(), clients.clone(), tls_serve.clone());
         // Registered with the server runtime's reactor by accept; moved to the event loop's
         // reactor when the connection first runs there (with no loops, back to the same one).
         let stream = stream.into_std();
         async move {
-            let result = match stream.and_then(TcpStream::from_std) {
-                Ok(stream) => connection::run(stream, peer, &ctx, &clients).await,
-                Err(e) => Err(e),
+            let result = match (stream.and_then(TcpStream::from_std), tls) {
+                (Ok(stream), None) => connection::run(stream, peer, &ctx, &clients).await,
+                (Ok(stream), Some(tls)) => {
+                    let acceptor = tls.acceptor(Alpn::None);
+                    match crate::tls::accept(acceptor, stream, peer, &ctx, "Redis (RESP) port").await {
+                        Some(stream) => connection::run(stream, peer, &ctx, &clients).await,
+                        None => return,
+                    }
+                }
+                (Err(e), _) => Err(e),
             };
             // One line per connection, at debug level: a client pointed at the wrong port may
             // open thousands of connections, and a reset by the peer is no news.
@@ -131,6 +145,8 @@ pub async fn serve(listener: TcpListener, ctx: Context) {
     let next = || loops.next();
     // `--resp-threads 0`: connections run on the server's runtime, tracked by `ctx.tasks`.
     let on = (!loops.runtimes.is_empty()).then_some((&connections, &next as &(dyn Fn() -> _ + Sync)));
+    let refuse_ctx = ctx.clone();
+    let refuse = move |stream| refuse(stream, refuse_ctx.clone(), tls.clone());
     super::accept_loop(listener, ctx, "resp", serve_one, refuse, on).await;
     // The loops must outlive their connections, which drain after the listener stops.
     connections.close();
@@ -201,8 +217,22 @@ impl Drop for EventLoops {
     }
 }
 
-/// Tells a client over the connection limit why it is closed, as Redis does.
-async fn refuse(mut stream: TcpStream) {
-    let write = stream.write_all(b"-ERR max number of clients reached\r\n");
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+/// Tells a client over the connection limit why it is closed, as Redis does (over TLS after the
+/// handshake, on a TLS port).
+async fn refuse(mut stream: TcpStream, ctx: Context, tls: Option<Arc<Tls>>) {
+    const TOO_MANY: &[u8] = b"-ERR max number of clients reached\r\n";
+    let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    match tls {
+        None => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY)).await;
+        }
+        Some(tls) => {
+            let acceptor = tls.acceptor(Alpn::None);
+            if let Some(mut stream) =
+                crate::tls::accept(acceptor, stream, peer, &ctx, "Redis (RESP) port").await
+            {
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY)).await;
+            }
+        }
+    }
 }

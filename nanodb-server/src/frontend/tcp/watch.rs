@@ -33,6 +33,11 @@ impl Feed {
         Self { hub, sub: None }
     }
 
+    /// Whether the connection watches or subscribes to anything (then it is never idle).
+    pub(super) fn is_subscribed(&self) -> bool {
+        self.sub.is_some()
+    }
+
     /// The next delivery; never resolves while the connection subscribes to nothing, so the
     /// connection loop can always select on it.
     pub(super) async fn recv(&self) -> Delivery {
