@@ -163,9 +163,11 @@ async fn main() -> ExitCode {
             println!("--- node {} log tail ({})\n{}", n.id, n.log_path().display(), n.log_tail(20));
         }
     }
-    if passed && !cli.keep {
-        println!("PASS");
-        return ExitCode::SUCCESS;
+    // nothing to look at when no server ever started (a wrong --server path, say)
+    let started = nodes.iter().any(|n| n.starts > 0);
+    if (passed && !cli.keep) || !started {
+        println!("{}", if passed { "PASS" } else { "FAIL" });
+        return if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     let kept = root.keep();
     println!("data dirs and logs kept in {}", kept.display());

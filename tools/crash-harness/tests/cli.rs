@@ -33,5 +33,7 @@ fn a_missing_server_binary_fails_with_its_path() {
         .output()
         .expect("runs");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("/nonexistent/nanodb-server"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("/nonexistent/nanodb-server"), "{stdout}");
+    assert!(!stdout.contains("kept in"), "no server started, so no data dir is kept: {stdout}");
 }
