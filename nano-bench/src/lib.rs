@@ -129,7 +129,7 @@ pub async fn bench_with_histogram(
     .await?;
     let workers = match args.protocol {
         Protocol::Tcp | Protocol::Resp => connections,
-        Protocol::Grpc | Protocol::Http => args.concurrency,
+        Protocol::Grpc | Protocol::Etcd | Protocol::Http => args.concurrency,
     };
     let conns = futures::future::try_join_all((0..workers).map(|i| pool.connect(i))).await?;
     let workload = Arc::new(Workload::from_args(args));

@@ -267,6 +267,7 @@ async fn write_any(conn: AnyConn, plan: WriterPlan, base: Instant, stop: Cancell
         AnyConn::Resp(c) => write_loop(c, plan, base, stop).await,
         AnyConn::Grpc(c) => write_loop(c, plan, base, stop).await,
         AnyConn::Http(c) => write_loop(c, plan, base, stop).await,
+        AnyConn::Etcd(c) => write_loop(c, plan, base, stop).await,
     }
 }
 

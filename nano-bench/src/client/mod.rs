@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::cli::Protocol;
 use crate::workload::Op;
 
+pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod probe;
@@ -96,9 +97,11 @@ pub enum AnyConn {
     Http(http::HttpConn),
     /// RESP2.
     Resp(resp::RespConn),
+    /// etcd v3 gRPC.
+    Etcd(etcd::EtcdConn),
 }
 
-/// Shared state for opening connections: gRPC channels are shared between users.
+/// Shared state for opening connections: gRPC (and etcd) channels are shared between users.
 #[derive(Debug)]
 pub struct Pool {
     connector: Connector,
@@ -110,17 +113,27 @@ impl Pool {
     /// connections (grpc: `connections` HTTP/2 channels); fails with one clear message when the
     /// target refuses or speaks another protocol.
     pub async fn open(connector: Connector, connections: usize) -> anyhow::Result<Self> {
-        // Over TLS the handshake is the check (the probe speaks plaintext).
-        if connector.tls.is_none() {
-            probe::check(connector.protocol, &connector.target).await?;
-        }
         let mut grpc = Vec::new();
-        if connector.protocol == Protocol::Grpc {
-            for _ in 0..connections {
-                grpc.push(match &connector.tls {
-                    None => grpc::channel(&connector.target).await?,
-                    Some(tls) => grpc::tls_channel(&connector.target, tls).await?,
-                });
+        match connector.protocol {
+            // not NanoDB: its own first call checks it (see etcd::channel); plaintext only
+            Protocol::Etcd => {
+                for _ in 0..connections {
+                    grpc.push(etcd::channel(&connector.target).await?);
+                }
+            }
+            _ => {
+                // Over TLS the handshake is the check (the probe speaks plaintext).
+                if connector.tls.is_none() {
+                    probe::check(connector.protocol, &connector.target).await?;
+                }
+                if connector.protocol == Protocol::Grpc {
+                    for _ in 0..connections {
+                        grpc.push(match &connector.tls {
+                            None => grpc::channel(&connector.target).await?,
+                            Some(tls) => grpc::tls_channel(&connector.target, tls).await?,
+                        });
+                    }
+                }
             }
         }
         Ok(Self { connector, grpc })
@@ -134,10 +147,13 @@ impl Pool {
             Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect(t, tls).await?),
             Protocol::Resp => AnyConn::Resp(resp::RespConn::connect(t, tls).await?),
             Protocol::Http => AnyConn::Http(http::HttpConn::connect(t, tls).await?),
-            Protocol::Grpc => {
+            Protocol::Grpc | Protocol::Etcd => {
                 let ch = self.grpc.get(i % self.grpc.len().max(1)).cloned();
                 let ch = ch.ok_or_else(|| anyhow::anyhow!("no gRPC channel open"))?;
-                AnyConn::Grpc(grpc::GrpcConn::new(ch))
+                match self.connector.protocol {
+                    Protocol::Etcd => AnyConn::Etcd(etcd::EtcdConn::new(ch)),
+                    _ => AnyConn::Grpc(grpc::GrpcConn::new(ch)),
+                }
             }
         })
     }
