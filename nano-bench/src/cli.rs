@@ -274,6 +274,14 @@ pub struct BenchArgs {
     /// CA certificates (PEM) to trust for --tls; implies --tls.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
+    /// The user to authenticate as (a NanoDB with --requirepass or --users-file, or Redis with
+    /// ACL users); needs --password.
+    #[arg(long, env = "NANODB_USER", default_value = "default", value_name = "NAME")]
+    pub user: String,
+    /// The password to authenticate with, on every connection: tcp `AUTH` after HELLO, resp
+    /// `AUTH`, http `Authorization: Basic`, grpc `authorization` metadata.
+    #[arg(long, env = "NANODB_PASSWORD", hide_env_values = true, value_name = "PASS")]
+    pub password: Option<String>,
     /// Virtual users: independent request streams, each recording its own histogram.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub concurrency: usize,
@@ -421,6 +429,11 @@ impl BenchArgs {
             Protocol::Http if conns != self.concurrency => {
                 return Err("--connections must equal --concurrency for http (one HTTP/1.1 connection per \
                             virtual user)"
+                    .into());
+            }
+            Protocol::Etcd if self.password.is_some() => {
+                return Err("--password with --protocol etcd is not supported (the etcd client does not \
+                            authenticate)"
                     .into());
             }
             Protocol::Etcd if self.tls || self.ca.is_some() => {

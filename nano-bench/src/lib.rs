@@ -123,6 +123,10 @@ pub async fn bench_with_histogram(
             protocol: args.protocol,
             target: args.target_addr().to_string(),
             tls: args.ca.as_deref().map(client::tls::TlsClient::new).transpose()?,
+            credentials: args
+                .password
+                .as_ref()
+                .map(|p| client::Credentials { user: args.user.clone(), password: p.clone() }),
         },
         connections,
     )

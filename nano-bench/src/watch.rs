@@ -328,7 +328,12 @@ pub async fn latency(args: &WatchLatencyArgs) -> anyhow::Result<(Summary, Histog
 
     let writers = args.concurrency;
     let connections = if args.write_protocol == Protocol::Grpc { 1 } else { writers };
-    let connector = Connector { protocol: args.write_protocol, target: args.write_target(), tls: None };
+    let connector = Connector {
+        protocol: args.write_protocol,
+        target: args.write_target(),
+        tls: None,
+        credentials: None,
+    };
     let pool = Pool::open(connector, connections).await?;
     let conns = futures::future::try_join_all((0..writers).map(|i| pool.connect(i))).await?;
 

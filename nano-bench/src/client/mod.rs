@@ -83,6 +83,33 @@ pub struct Connector {
     pub target: String,
     /// TLS (`--tls`), or plaintext.
     pub tls: Option<tls::TlsClient>,
+    /// Who to authenticate as (`--user`, `--password`), or nobody.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user and password, sent once per connection (tcp, resp) or with every request (http, grpc;
+/// the server remembers a Basic value that succeeded, so it checks the password once).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The `Authorization` header value: `Basic base64(user:password)`.
+    pub fn basic(&self) -> String {
+        use base64::Engine as _;
+        let pair = format!("{}:{}", self.user, self.password);
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    }
 }
 
 /// A connected client of any protocol; the runner is generic over [`Conn`] and this enum picks
@@ -143,16 +170,17 @@ impl Pool {
     /// channel `i % connections` (grpc).
     pub async fn connect(&self, i: usize) -> anyhow::Result<AnyConn> {
         let (t, tls) = (&self.connector.target, self.connector.tls.as_ref());
+        let creds = self.connector.credentials.as_ref();
         Ok(match self.connector.protocol {
-            Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect(t, tls).await?),
-            Protocol::Resp => AnyConn::Resp(resp::RespConn::connect(t, tls).await?),
-            Protocol::Http => AnyConn::Http(http::HttpConn::connect(t, tls).await?),
+            Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect_as(t, tls, creds).await?),
+            Protocol::Resp => AnyConn::Resp(resp::RespConn::connect_as(t, tls, creds).await?),
+            Protocol::Http => AnyConn::Http(http::HttpConn::connect_as(t, tls, creds).await?),
             Protocol::Grpc | Protocol::Etcd => {
                 let ch = self.grpc.get(i % self.grpc.len().max(1)).cloned();
                 let ch = ch.ok_or_else(|| anyhow::anyhow!("no gRPC channel open"))?;
                 match self.connector.protocol {
                     Protocol::Etcd => AnyConn::Etcd(etcd::EtcdConn::new(ch)),
-                    _ => AnyConn::Grpc(grpc::GrpcConn::new(ch)),
+                    _ => AnyConn::Grpc(grpc::GrpcConn::with_credentials(ch, creds)?),
                 }
             }
         })
