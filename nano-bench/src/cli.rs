@@ -19,7 +19,8 @@ Examples:
   # open loop at 20k ops/s over REST, latency chart and result kept
   nano-bench --protocol http --rate 20000 --duration 30s --warmup 2s --plot latency.svg --json run.json";
 
-/// nano-bench: load generator for NanoDB (binary TCP, gRPC, REST) and anything speaking RESP.
+/// nano-bench: load generator for NanoDB (binary TCP, gRPC, REST), anything speaking RESP, and etcd
+/// v3 (gRPC KV Put/Range).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "nano-bench",
@@ -123,6 +124,11 @@ impl WatchLatencyArgs {
         if self.duration.is_zero() {
             return Err("--duration must be more than 0".into());
         }
+        if self.write_protocol == Protocol::Etcd {
+            return Err(
+                "--write-protocol etcd: the watcher is NanoDB's, so the writes must go to NanoDB".into()
+            );
+        }
         Ok(())
     }
 }
@@ -152,10 +158,14 @@ pub enum Protocol {
     Http,
     /// Redis RESP2 (`GET`, `SET`, `INCR`): NanoDB's RESP port or Redis itself.
     Resp,
+    /// etcd v3 gRPC (`etcdserverpb.KV`): `Put` for writes, `Range` of one key (linearizable) for
+    /// reads; shared HTTP/2 connections like grpc. One endpoint: the leader or any member.
+    Etcd,
 }
 
 impl Protocol {
-    /// Every protocol, in the order help texts list them.
+    /// Every NanoDB protocol, in the order help texts list them (etcd is not NanoDB's: it is left
+    /// out of the wrong-port guesses).
     pub const ALL: [Protocol; 4] = [Self::Tcp, Self::Grpc, Self::Http, Self::Resp];
 
     /// The name used on the command line and in reports.
@@ -165,6 +175,7 @@ impl Protocol {
             Self::Grpc => "grpc",
             Self::Http => "http",
             Self::Resp => "resp",
+            Self::Etcd => "etcd",
         }
     }
 
@@ -176,6 +187,7 @@ impl Protocol {
             Self::Grpc => "127.0.0.1:50051",
             Self::Http => "127.0.0.1:8080",
             Self::Resp => "127.0.0.1:6379",
+            Self::Etcd => "127.0.0.1:2379",
         }
     }
 
@@ -186,6 +198,7 @@ impl Protocol {
             Self::Grpc => 50051,
             Self::Http => 8080,
             Self::Resp => 6379,
+            Self::Etcd => 2379,
         }
     }
 
@@ -196,6 +209,7 @@ impl Protocol {
             Self::Grpc => "gRPC",
             Self::Http => "HTTP",
             Self::Resp => "RESP",
+            Self::Etcd => "etcd v3 gRPC",
         }
     }
 }
@@ -247,8 +261,8 @@ pub enum KeyDist {
 /// Running a benchmark.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// The server, HOST:PORT [default: NanoDB's port for --protocol: tcp 127.0.0.1:7070, grpc
-    /// 127.0.0.1:50051, http 127.0.0.1:8080, resp 127.0.0.1:6379]
+    /// The server, HOST:PORT [default: the port for --protocol: tcp 127.0.0.1:7070, grpc
+    /// 127.0.0.1:50051, http 127.0.0.1:8080, resp 127.0.0.1:6379, etcd 127.0.0.1:2379]
     #[arg(long, value_name = "HOST:PORT")]
     pub target: Option<String>,
     /// The protocol to speak.
@@ -260,14 +274,23 @@ pub struct BenchArgs {
     /// CA certificates (PEM) to trust for --tls; implies --tls.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
+    /// The user to authenticate as (a NanoDB with --requirepass or --users-file, or Redis with
+    /// ACL users); needs --password.
+    #[arg(long, env = "NANODB_USER", default_value = "default", value_name = "NAME")]
+    pub user: String,
+    /// The password to authenticate with, on every connection: tcp `AUTH` after HELLO, resp
+    /// `AUTH`, http `Authorization: Basic`, grpc `authorization` metadata.
+    #[arg(long, env = "NANODB_PASSWORD", hide_env_values = true, value_name = "PASS")]
+    pub password: Option<String>,
     /// Virtual users: independent request streams, each recording its own histogram.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub concurrency: usize,
     /// Connections. tcp/resp/http: one per virtual user by default (tcp/resp may share: a
-    /// connection then carries its users' pipelines); grpc: shared HTTP/2 connections, default 1.
+    /// connection then carries its users' pipelines); grpc, etcd: shared HTTP/2 connections,
+    /// default 1.
     #[arg(long, value_name = "N")]
     pub connections: Option<usize>,
-    /// Requests in flight per virtual user (tcp, resp, grpc; http allows 1).
+    /// Requests in flight per virtual user (tcp, resp, grpc, etcd; http allows 1).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub pipeline: usize,
     /// Requests per virtual user (after warm-up); conflicts with --duration.
@@ -343,7 +366,7 @@ impl BenchArgs {
     pub fn effective_connections(&self) -> usize {
         match (self.connections, self.protocol) {
             (Some(c), _) => c,
-            (None, Protocol::Grpc) => 1,
+            (None, Protocol::Grpc | Protocol::Etcd) => 1,
             (None, _) => self.concurrency,
         }
     }
@@ -407,6 +430,19 @@ impl BenchArgs {
                 return Err("--connections must equal --concurrency for http (one HTTP/1.1 connection per \
                             virtual user)"
                     .into());
+            }
+            Protocol::Etcd if self.password.is_some() => {
+                return Err("--password with --protocol etcd is not supported (the etcd client does not \
+                            authenticate)"
+                    .into());
+            }
+            Protocol::Etcd if self.tls || self.ca.is_some() => {
+                return Err(
+                    "--tls with --protocol etcd is not supported (the etcd client is plaintext)".into()
+                );
+            }
+            Protocol::Etcd if matches!(self.workload, WorkloadKind::Incr) => {
+                return Err("--workload incr needs a NanoDB protocol or RESP (etcd has no increment)".into());
             }
             Protocol::Tcp | Protocol::Resp if conns > self.concurrency => {
                 return Err(format!(
@@ -598,6 +634,25 @@ mod tests {
             let cli = Cli::try_parse_from(run.split_whitespace()).unwrap_or_else(|e| panic!("{run}: {e}"));
             assert_eq!(cli.bench.validate(), Ok(()), "{run}");
         }
+    }
+
+    #[test]
+    fn etcd_parses_like_grpc_and_refuses_incr() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).expect("parses").bench;
+        let a = parse(&["nano-bench", "--protocol", "etcd", "--workload", "set", "--pipeline", "16"]);
+        assert_eq!((a.validate(), a.target_addr(), a.effective_connections()), (Ok(()), "127.0.0.1:2379", 1));
+        let a = parse(&["nano-bench", "--protocol", "etcd", "--connections", "50", "--target", "h:1"]);
+        assert_eq!((a.validate(), a.effective_connections(), a.run_label()), (Ok(()), 50, "etcd h:1".into()));
+        let a = parse(&["nano-bench", "--protocol", "etcd", "--workload", "incr"]);
+        assert!(a.validate().is_err_and(|e| e.contains("incr")));
+        let a = parse(&["nano-bench", "--protocol", "etcd", "--tls", "--ca", "ca.pem"]);
+        assert!(a.validate().is_err_and(|e| e.contains("--tls")));
+        // the change feed watched by watch-latency is NanoDB's: writes to etcd would never arrive
+        let w =
+            Cli::try_parse_from(["nano-bench", "watch-latency", "--write-protocol", "etcd"]).expect("parses");
+        assert!(
+            matches!(w.command, Some(Cmd::WatchLatency(w)) if w.validate().is_err_and(|e| e.contains("etcd")))
+        );
     }
 
     #[test]

@@ -123,13 +123,17 @@ pub async fn bench_with_histogram(
             protocol: args.protocol,
             target: args.target_addr().to_string(),
             tls: args.ca.as_deref().map(client::tls::TlsClient::new).transpose()?,
+            credentials: args
+                .password
+                .as_ref()
+                .map(|p| client::Credentials { user: args.user.clone(), password: p.clone() }),
         },
         connections,
     )
     .await?;
     let workers = match args.protocol {
         Protocol::Tcp | Protocol::Resp => connections,
-        Protocol::Grpc | Protocol::Http => args.concurrency,
+        Protocol::Grpc | Protocol::Etcd | Protocol::Http => args.concurrency,
     };
     let conns = futures::future::try_join_all((0..workers).map(|i| pool.connect(i))).await?;
     let workload = Arc::new(Workload::from_args(args));

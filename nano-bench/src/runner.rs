@@ -316,6 +316,7 @@ pub async fn drive_any(
         AnyConn::Resp(c) => drive(c, generator, plan, clock, live).await.1,
         AnyConn::Grpc(c) => drive(c, generator, plan, clock, live).await.1,
         AnyConn::Http(c) => drive(c, generator, plan, clock, live).await.1,
+        AnyConn::Etcd(c) => drive(c, generator, plan, clock, live).await.1,
     }
 }
 
@@ -375,6 +376,7 @@ pub async fn populate_any(
         AnyConn::Resp(c) => populate(c, workload, range, depth, written).await,
         AnyConn::Grpc(c) => populate(c, workload, range, depth, written).await,
         AnyConn::Http(c) => populate(c, workload, range, depth.min(1), written).await,
+        AnyConn::Etcd(c) => populate(c, workload, range, depth, written).await,
     }
 }
 

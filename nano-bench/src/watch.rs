@@ -267,6 +267,7 @@ async fn write_any(conn: AnyConn, plan: WriterPlan, base: Instant, stop: Cancell
         AnyConn::Resp(c) => write_loop(c, plan, base, stop).await,
         AnyConn::Grpc(c) => write_loop(c, plan, base, stop).await,
         AnyConn::Http(c) => write_loop(c, plan, base, stop).await,
+        AnyConn::Etcd(c) => write_loop(c, plan, base, stop).await,
     }
 }
 
@@ -327,7 +328,12 @@ pub async fn latency(args: &WatchLatencyArgs) -> anyhow::Result<(Summary, Histog
 
     let writers = args.concurrency;
     let connections = if args.write_protocol == Protocol::Grpc { 1 } else { writers };
-    let connector = Connector { protocol: args.write_protocol, target: args.write_target(), tls: None };
+    let connector = Connector {
+        protocol: args.write_protocol,
+        target: args.write_target(),
+        tls: None,
+        credentials: None,
+    };
     let pool = Pool::open(connector, connections).await?;
     let conns = futures::future::try_join_all((0..writers).map(|i| pool.connect(i))).await?;
 

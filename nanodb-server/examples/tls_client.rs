@@ -4,6 +4,8 @@
 //! ```sh
 //! nanodb-server --tls-cert server.crt --tls-key server.key
 //! cargo run -p nanodb-server --example tls_client -- 127.0.0.1:7070 ca.crt
+//! # a server with users: AUTH right after HELLO
+//! cargo run -p nanodb-server --example tls_client -- 127.0.0.1:7070 ca.crt alice alicepw
 //! ```
 //! (With `--tls-ca` and `--tls-auth-clients yes` on the server, the client also needs its own
 //! certificate: `with_client_auth_cert(chain, key)` in place of `with_no_client_auth()`.)
@@ -25,6 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:7070".into());
     let ca = args.next().unwrap_or_else(|| "ca.crt".into());
+    let user = args.next();
+    let password = args.next().unwrap_or_default();
 
     // Trust the CA; verify the server's name (an IP address works if the certificate names it).
     let mut roots = rustls::RootCertStore::empty();
@@ -46,14 +50,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     framed.send((0, Request::Hello { version: PROTOCOL_VERSION })).await?;
     let hello = framed.next().await.ok_or("closed during HELLO")??;
     println!("HELLO: {hello:?}");
+    if let Some(user) = user {
+        // A server with --requirepass or --users-file answers anything else with NOAUTH.
+        let password = nanodb_protocol::wire::Password(Bytes::from(password.into_bytes()));
+        framed.send((0, Request::Auth { user: Bytes::from(user.into_bytes()), password })).await?;
+        let auth = framed.next().await.ok_or("closed during AUTH")??;
+        println!("AUTH: {auth:?}");
+    }
     let put = Command::Put(cmd::Put {
-        key: Bytes::from_static(b"greeting"),
+        key: Bytes::from_static(b"app:greeting"),
         value: Bytes::from_static(b"hello over TLS"),
         expiry: Expiry::Persist,
         condition: PutCondition::Always,
     });
     framed.send((1, put)).await?;
-    framed.send((2, Command::Get(cmd::Get { key: Bytes::from_static(b"greeting") }))).await?;
+    framed.send((2, Command::Get(cmd::Get { key: Bytes::from_static(b"app:greeting") }))).await?;
     for _ in 0..2 {
         match framed.next().await.ok_or("closed")?? {
             (id, Response::Reply(reply)) => println!("{id}: {reply:?}"),

@@ -89,6 +89,8 @@ pub async fn channel(target: &str) -> anyhow::Result<Channel> {
 pub struct GrpcConn {
     client: KvClient<Channel>,
     calls: FuturesOrdered<Call>,
+    /// `authorization` metadata for every call (`--password`).
+    authorization: Option<tonic::metadata::AsciiMetadataValue>,
 }
 
 impl std::fmt::Debug for GrpcConn {
@@ -104,7 +106,25 @@ fn status_kind(s: &tonic::Status) -> Outcome {
 impl GrpcConn {
     /// A handle on `channel`.
     pub fn new(channel: Channel) -> Self {
-        Self { client: KvClient::new(channel), calls: FuturesOrdered::new() }
+        Self { client: KvClient::new(channel), calls: FuturesOrdered::new(), authorization: None }
+    }
+
+    /// A handle on `channel` whose calls carry `authorization: Basic ...` for `credentials`.
+    pub fn with_credentials(
+        channel: Channel,
+        credentials: Option<&super::Credentials>,
+    ) -> anyhow::Result<Self> {
+        let authorization = credentials.map(|c| c.basic().parse()).transpose()?;
+        Ok(Self { authorization, ..Self::new(channel) })
+    }
+
+    /// `msg` as a request, with the credentials' metadata when there are any.
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(a) = &self.authorization {
+            r.metadata_mut().insert("authorization", a.clone());
+        }
+        r
     }
 }
 
@@ -113,15 +133,18 @@ impl Conn for GrpcConn {
         let mut client = self.client.clone();
         let key = Bytes::copy_from_slice(key);
         let call: Call = match op {
-            Op::Get => Box::pin(async move {
-                match client.get(GetRequest { key }).await {
-                    Ok(r) if r.get_ref().found => Outcome::Ok,
-                    Ok(_) => Outcome::Miss,
-                    Err(s) => status_kind(&s),
-                }
-            }),
+            Op::Get => {
+                let req = self.request(GetRequest { key });
+                Box::pin(async move {
+                    match client.get(req).await {
+                        Ok(r) if r.get_ref().found => Outcome::Ok,
+                        Ok(_) => Outcome::Miss,
+                        Err(s) => status_kind(&s),
+                    }
+                })
+            }
             Op::Set => {
-                let req = PutRequest { key, value: value.clone(), ..Default::default() };
+                let req = self.request(PutRequest { key, value: value.clone(), ..Default::default() });
                 Box::pin(async move {
                     match client.put(req).await {
                         Ok(_) => Outcome::Ok,
@@ -129,12 +152,15 @@ impl Conn for GrpcConn {
                     }
                 })
             }
-            Op::Incr => Box::pin(async move {
-                match client.incr(IncrRequest { key, delta: 1 }).await {
-                    Ok(_) => Outcome::Ok,
-                    Err(s) => status_kind(&s),
-                }
-            }),
+            Op::Incr => {
+                let req = self.request(IncrRequest { key, delta: 1 });
+                Box::pin(async move {
+                    match client.incr(req).await {
+                        Ok(_) => Outcome::Ok,
+                        Err(s) => status_kind(&s),
+                    }
+                })
+            }
         };
         self.calls.push_back(call);
     }

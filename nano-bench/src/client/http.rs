@@ -24,6 +24,8 @@ pub struct HttpConn {
     queued: Option<Request<Full<Bytes>>>,
     calls: FuturesOrdered<Call>,
     path: String,
+    /// `Authorization: Basic ...` for every request (`--password`).
+    authorization: Option<HeaderValue>,
 }
 
 impl std::fmt::Debug for HttpConn {
@@ -49,6 +51,17 @@ pub fn push_segment(dst: &mut String, key: &[u8]) {
 impl HttpConn {
     /// Connects; the connection task runs until the connection closes.
     pub async fn connect(target: &str, tls: Option<&super::tls::TlsClient>) -> anyhow::Result<Self> {
+        Self::connect_as(target, tls, None).await
+    }
+
+    /// [`HttpConn::connect`], every request then carrying `Authorization: Basic` for
+    /// `credentials` when given.
+    pub async fn connect_as(
+        target: &str,
+        tls: Option<&super::tls::TlsClient>,
+        credentials: Option<&super::Credentials>,
+    ) -> anyhow::Result<Self> {
+        let authorization = credentials.map(|c| HeaderValue::from_str(&c.basic())).transpose()?;
         let stream = super::tls::Stream::connect(target, tls, super::tls::Alpn::Http1)
             .await
             .map_err(|e| connect_error("http", target, format!("{e:#}")))?;
@@ -63,6 +76,7 @@ impl HttpConn {
             queued: None,
             calls: FuturesOrdered::new(),
             path: String::with_capacity(128),
+            authorization,
         })
     }
 }
@@ -115,6 +129,9 @@ impl Conn for HttpConn {
         // the path is built from percent-encoded segments, so it always parses
         *req.uri_mut() = self.path.parse().unwrap_or_default();
         req.headers_mut().insert(header::HOST, self.host.clone());
+        if let Some(a) = &self.authorization {
+            req.headers_mut().insert(header::AUTHORIZATION, a.clone());
+        }
         self.queued = Some(req);
     }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use crate::cli::Protocol;
 use crate::workload::Op;
 
+pub mod etcd;
 pub mod grpc;
 pub mod http;
 pub mod probe;
@@ -82,6 +83,33 @@ pub struct Connector {
     pub target: String,
     /// TLS (`--tls`), or plaintext.
     pub tls: Option<tls::TlsClient>,
+    /// Who to authenticate as (`--user`, `--password`), or nobody.
+    pub credentials: Option<Credentials>,
+}
+
+/// A user and password, sent once per connection (tcp, resp) or with every request (http, grpc;
+/// the server remembers a Basic value that succeeded, so it checks the password once).
+#[derive(Clone)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The `Authorization` header value: `Basic base64(user:password)`.
+    pub fn basic(&self) -> String {
+        use base64::Engine as _;
+        let pair = format!("{}:{}", self.user, self.password);
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+    }
 }
 
 /// A connected client of any protocol; the runner is generic over [`Conn`] and this enum picks
@@ -96,9 +124,11 @@ pub enum AnyConn {
     Http(http::HttpConn),
     /// RESP2.
     Resp(resp::RespConn),
+    /// etcd v3 gRPC.
+    Etcd(etcd::EtcdConn),
 }
 
-/// Shared state for opening connections: gRPC channels are shared between users.
+/// Shared state for opening connections: gRPC (and etcd) channels are shared between users.
 #[derive(Debug)]
 pub struct Pool {
     connector: Connector,
@@ -110,17 +140,27 @@ impl Pool {
     /// connections (grpc: `connections` HTTP/2 channels); fails with one clear message when the
     /// target refuses or speaks another protocol.
     pub async fn open(connector: Connector, connections: usize) -> anyhow::Result<Self> {
-        // Over TLS the handshake is the check (the probe speaks plaintext).
-        if connector.tls.is_none() {
-            probe::check(connector.protocol, &connector.target).await?;
-        }
         let mut grpc = Vec::new();
-        if connector.protocol == Protocol::Grpc {
-            for _ in 0..connections {
-                grpc.push(match &connector.tls {
-                    None => grpc::channel(&connector.target).await?,
-                    Some(tls) => grpc::tls_channel(&connector.target, tls).await?,
-                });
+        match connector.protocol {
+            // not NanoDB: its own first call checks it (see etcd::channel); plaintext only
+            Protocol::Etcd => {
+                for _ in 0..connections {
+                    grpc.push(etcd::channel(&connector.target).await?);
+                }
+            }
+            _ => {
+                // Over TLS the handshake is the check (the probe speaks plaintext).
+                if connector.tls.is_none() {
+                    probe::check(connector.protocol, &connector.target).await?;
+                }
+                if connector.protocol == Protocol::Grpc {
+                    for _ in 0..connections {
+                        grpc.push(match &connector.tls {
+                            None => grpc::channel(&connector.target).await?,
+                            Some(tls) => grpc::tls_channel(&connector.target, tls).await?,
+                        });
+                    }
+                }
             }
         }
         Ok(Self { connector, grpc })
@@ -130,14 +170,18 @@ impl Pool {
     /// channel `i % connections` (grpc).
     pub async fn connect(&self, i: usize) -> anyhow::Result<AnyConn> {
         let (t, tls) = (&self.connector.target, self.connector.tls.as_ref());
+        let creds = self.connector.credentials.as_ref();
         Ok(match self.connector.protocol {
-            Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect(t, tls).await?),
-            Protocol::Resp => AnyConn::Resp(resp::RespConn::connect(t, tls).await?),
-            Protocol::Http => AnyConn::Http(http::HttpConn::connect(t, tls).await?),
-            Protocol::Grpc => {
+            Protocol::Tcp => AnyConn::Tcp(tcp::TcpConn::connect_as(t, tls, creds).await?),
+            Protocol::Resp => AnyConn::Resp(resp::RespConn::connect_as(t, tls, creds).await?),
+            Protocol::Http => AnyConn::Http(http::HttpConn::connect_as(t, tls, creds).await?),
+            Protocol::Grpc | Protocol::Etcd => {
                 let ch = self.grpc.get(i % self.grpc.len().max(1)).cloned();
                 let ch = ch.ok_or_else(|| anyhow::anyhow!("no gRPC channel open"))?;
-                AnyConn::Grpc(grpc::GrpcConn::new(ch))
+                match self.connector.protocol {
+                    Protocol::Etcd => AnyConn::Etcd(etcd::EtcdConn::new(ch)),
+                    _ => AnyConn::Grpc(grpc::GrpcConn::with_credentials(ch, creds)?),
+                }
             }
         })
     }

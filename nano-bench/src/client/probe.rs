@@ -288,7 +288,7 @@ async fn exchange(
             greeting.extend_from_slice(req.as_bytes());
             "a GET"
         }
-        Protocol::Grpc => {
+        Protocol::Grpc | Protocol::Etcd => {
             // the client connection preface, then an empty SETTINGS frame
             greeting.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0");
             "the HTTP/2 preface"
@@ -312,7 +312,7 @@ async fn exchange(
                 Err(_) => Verdict::Foreign(format!("it answered {what} with {}", describe(buf)), Vec::new()),
             },
             Protocol::Http => http_verdict(buf, what),
-            Protocol::Grpc => h2_verdict(buf, what),
+            Protocol::Grpc | Protocol::Etcd => h2_verdict(buf, what),
         }
     };
     let mismatch = |(evidence, hints): (String, Vec<Protocol>), answer: &[u8]| {

@@ -158,7 +158,45 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Parsed, usize
 impl RespConn {
     /// Connects (RESP2 needs no handshake) and checks the peer answers PING.
     pub async fn connect(target: &str, tls: Option<&super::tls::TlsClient>) -> anyhow::Result<Self> {
+        Self::connect_as(target, tls, None).await
+    }
+
+    /// [`RespConn::connect`], sending `AUTH` as `credentials` first when given (`AUTH password`
+    /// for `default`, which servers before Redis 6 also take; `AUTH user password` otherwise).
+    pub async fn connect_as(
+        target: &str,
+        tls: Option<&super::tls::TlsClient>,
+        credentials: Option<&super::Credentials>,
+    ) -> anyhow::Result<Self> {
         let mut conn = Self { wire: Wire::connect("resp", target, tls).await?, in_flight: 0 };
+        if let Some(c) = credentials {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            if c.user != "default" {
+                args.push(c.user.as_bytes());
+            }
+            args.push(c.password.as_bytes());
+            conn.wire.wbuf.put_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                conn.wire.wbuf.put_slice(format!("${}\r\n", a.len()).as_bytes());
+                conn.wire.wbuf.put_slice(a);
+                conn.wire.wbuf.put_slice(b"\r\n");
+            }
+            conn.flush().await?;
+            let (parsed, used) = loop {
+                match parse(&conn.wire.rbuf) {
+                    Ok(Some(reply)) => break reply,
+                    Ok(None) => conn.wire.fill().await?,
+                    Err(e) => {
+                        anyhow::bail!("{target} (resp) answered AUTH with something else than RESP: {e}")
+                    }
+                }
+            };
+            let reply = conn.wire.rbuf.split_to(used);
+            if let Parsed::Error(_) = parsed {
+                let line = String::from_utf8_lossy(&reply[1..reply.len() - 2]);
+                anyhow::bail!("{target} (resp) refused AUTH as {}: {line}", c.user);
+            }
+        }
         conn.wire.wbuf.put_slice(b"*1\r\n$4\r\nPING\r\n");
         conn.flush().await?;
         let (parsed, used) = loop {

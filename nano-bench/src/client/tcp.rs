@@ -58,6 +58,46 @@ pub fn encode(dst: &mut BytesMut, id: u32, op: Op, key: &[u8], value: &[u8]) {
 impl TcpConn {
     /// Connects and does the HELLO handshake.
     pub async fn connect(target: &str, tls: Option<&super::tls::TlsClient>) -> anyhow::Result<Self> {
+        Self::connect_as(target, tls, None).await
+    }
+
+    /// [`TcpConn::connect`], then `AUTH` as `credentials` when given.
+    pub async fn connect_as(
+        target: &str,
+        tls: Option<&super::tls::TlsClient>,
+        credentials: Option<&super::Credentials>,
+    ) -> anyhow::Result<Self> {
+        let mut conn = Self::hello(target, tls).await?;
+        if let Some(c) = credentials {
+            conn.auth(target, c).await?;
+        }
+        Ok(conn)
+    }
+
+    /// Sends `AUTH` (request id 0, before any benchmark request) and waits for its answer.
+    async fn auth(&mut self, target: &str, c: &super::Credentials) -> anyhow::Result<()> {
+        let request = Request::Auth {
+            user: bytes::Bytes::copy_from_slice(c.user.as_bytes()),
+            password: nanodb_protocol::wire::Password(bytes::Bytes::copy_from_slice(c.password.as_bytes())),
+        };
+        wire::encode_request(0, &request, &mut self.wire.wbuf)
+            .map_err(|e| connect_error("tcp", target, e.to_string()))?;
+        self.flush().await?;
+        loop {
+            if let Some((_, resp)) = self.codec.decode(&mut self.wire.rbuf)? {
+                return match resp {
+                    Response::Reply(_) => Ok(()),
+                    Response::Error(e) => anyhow::bail!("{target} (tcp) refused AUTH as {}: {e}", c.user),
+                    other => anyhow::bail!("{target} (tcp) answered AUTH with {other:?}"),
+                };
+            }
+            if self.wire.fill().await.is_err() {
+                anyhow::bail!("{target} (tcp) closed the connection during AUTH");
+            }
+        }
+    }
+
+    async fn hello(target: &str, tls: Option<&super::tls::TlsClient>) -> anyhow::Result<Self> {
         let mut conn = Self {
             wire: Wire::connect("tcp", target, tls).await?,
             codec: ClientCodec::default(),

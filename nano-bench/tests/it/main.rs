@@ -4,6 +4,8 @@
 //! stub that stalls, to check the open-loop schedule. `mismatch` points every protocol at every
 //! other frontend of one NanoDB: the run must stop before it starts, with one line.
 
+mod auth;
+mod etcd;
 mod grpc;
 mod help;
 mod http;

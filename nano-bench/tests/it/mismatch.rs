@@ -41,7 +41,7 @@ fn own_port_name(protocol: Protocol) -> Option<&'static str> {
     match protocol {
         Protocol::Tcp => Some("binary TCP port"),
         Protocol::Resp => Some("Redis (RESP) port"),
-        Protocol::Grpc | Protocol::Http => None,
+        Protocol::Grpc | Protocol::Http | Protocol::Etcd => None,
     }
 }
 

@@ -357,3 +357,51 @@ pub async fn grpc_dropping(drop_nth: Option<u64>) -> (SocketAddr, Arc<Store>) {
     });
     (addr, store)
 }
+
+/// An etcd v3 `etcdserverpb.KV` server implementing Range (one key) and Put, from the trimmed
+/// etcd protos nano-bench compiles: what `--protocol etcd` speaks to a real etcd.
+pub async fn etcd() -> (SocketAddr, Arc<Store>) {
+    use nano_bench::client::etcd::pb::etcdserverpb::kv_server::{Kv, KvServer};
+    use nano_bench::client::etcd::pb::etcdserverpb::*;
+    use nano_bench::client::etcd::pb::mvccpb::KeyValue;
+    use tonic::{Request, Response, Status};
+
+    #[derive(Debug)]
+    struct Stub(Arc<Store>);
+    #[tonic::async_trait]
+    impl Kv for Stub {
+        async fn range(&self, r: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+            let r = r.get_ref();
+            if !r.range_end.is_empty() {
+                return Err(Status::invalid_argument("the stub reads single keys"));
+            }
+            let kvs: Vec<KeyValue> = self
+                .0
+                .get(&r.key)
+                .map(|v| KeyValue {
+                    key: r.key.clone(),
+                    value: Bytes::from(v),
+                    version: 1,
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect();
+            Ok(Response::new(RangeResponse { count: kvs.len() as i64, kvs, ..Default::default() }))
+        }
+        async fn put(&self, r: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+            self.0.set(&r.get_ref().key, &r.get_ref().value);
+            Ok(Response::new(PutResponse::default()))
+        }
+    }
+    let store = Arc::new(Store::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let svc = KvServer::new(Stub(store.clone()));
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+            .await
+    });
+    (addr, store)
+}

@@ -184,7 +184,9 @@ async fn populate_counts_the_keys_it_writes_for_the_progress_bar() {
 
     let (server, addr) = tcp_server().await;
     let pool =
-        Pool::open(Connector { protocol: Protocol::Tcp, target: addr, tls: None }, 1).await.expect("pool");
+        Pool::open(Connector { protocol: Protocol::Tcp, target: addr, tls: None, credentials: None }, 1)
+            .await
+            .expect("pool");
     let mut conn = pool.connect(0).await.expect("connects");
     let workload = Workload::from_args(&args(&["--keyspace", "1000"]));
     let written = AtomicU64::new(0);

@@ -1,0 +1,7 @@
+//! The crash harness's parts: the linearizability checker ([`linearizable`]), the clients that
+//! record histories, the processes it kills and restarts, and the final checks.
+
+pub mod client;
+pub mod linearizable;
+pub mod nodes;
+pub mod run;

@@ -1,0 +1,618 @@
+//! One harness run: clients on every node write and read under load while the nemesis kills
+//! (`kill -9`) the leader or a random node and restarts it from its data dir; then, once the nodes
+//! agree, the final state of every node is read and checked.
+//!
+//! Two kinds of writes, values unique per write (`writer:seq`):
+//! - *inserts* of a fresh key each (`<run>:u:<writer>:<seq>`): after the run every acknowledged
+//!   insert must be on every node with its value, and every key found must have been sent;
+//! - *register* writes and reads on a few shared keys (`<run>:r:<k>`): each key's history, with
+//!   every node's final value as a last read, must be linearizable ([`crate::linearizable`]).
+//!
+//! A write whose reply did not arrive, timed out or was an error is indeterminate (a forwarded
+//! write refused as "unavailable" may still commit); a failed read is dropped.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::client::{RespClient, TcpClient};
+use crate::linearizable::{self, Entry, Op, Verdict};
+use crate::nodes::Node;
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long the clients run.
+    pub duration: Duration,
+    /// Kills (each followed by a restart) spread evenly over the run.
+    pub kills: u32,
+    /// Client connections per node, alternating binary TCP and RESP.
+    pub clients_per_node: usize,
+    /// Shared register keys.
+    pub registers: u32,
+    /// Per-request timeout.
+    pub op_timeout: Duration,
+    /// Seed for every random choice.
+    pub seed: u64,
+    /// Search steps per key before the checker gives up (which fails the run).
+    pub check_budget: u64,
+    /// How long a node may take to come back (and, in cluster mode, the nodes to converge).
+    pub ready_timeout: Duration,
+}
+
+/// Which protocol a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Tcp,
+    Resp,
+}
+
+#[derive(Debug)]
+enum Conn {
+    Tcp(TcpClient),
+    Resp(RespClient),
+}
+
+impl Conn {
+    async fn open(proto: Proto, node: &NodeAddrs, limit: Duration) -> anyhow::Result<Self> {
+        Ok(match proto {
+            Proto::Tcp => Self::Tcp(TcpClient::connect(&node.tcp, limit).await?),
+            Proto::Resp => Self::Resp(RespClient::connect(&node.resp, limit).await?),
+        })
+    }
+    async fn put(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Tcp(c) => c.put(key, value).await,
+            Self::Resp(c) => c.set(key, value).await,
+        }
+    }
+    async fn get(&mut self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        match self {
+            Self::Tcp(c) => c.get(key).await,
+            Self::Resp(c) => c.get(key).await,
+        }
+    }
+}
+
+/// A node's client addresses (copied out so clients need no access to the processes).
+#[derive(Debug, Clone)]
+struct NodeAddrs {
+    tcp: String,
+    resp: String,
+}
+
+/// The value written by `writer`'s `seq`-th write (seq from 1, so never id 0).
+pub fn value_of(writer: u32, seq: u32) -> String {
+    format!("{writer}:{seq}")
+}
+
+/// The id of a written value ([`value_of`]), `None` if it is not one.
+pub fn id_of(value: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (w, q) = s.split_once(':')?;
+    let (w, q): (u32, u32) = (w.parse().ok()?, q.parse().ok()?);
+    (q > 0).then_some((u64::from(w) << 32) | u64::from(q))
+}
+
+/// One recorded operation.
+#[derive(Debug, Clone)]
+struct Record {
+    key: String,
+    /// The register index, or `None` for an insert.
+    register: Option<u32>,
+    write: bool,
+    /// The written value id; for reads what was seen (`Ok(0)` absent, `Err` not a sent value's form).
+    value: Result<u64, String>,
+    call: u64,
+    ret: Option<u64>,
+}
+
+/// What one client did.
+#[derive(Debug, Default)]
+struct ClientLog {
+    records: Vec<Record>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Shortens an error to a countable kind: no addresses (a refused connect counts once, whichever
+/// node), no OS error numbers, at most 80 characters.
+fn error_kind(e: &anyhow::Error) -> String {
+    let s = format!("{e:#}");
+    let s = match s.strip_prefix("connect to ") {
+        Some(rest) => format!("connect: {}", rest.split_once(": ").map_or(rest, |(_, why)| why)),
+        None => s,
+    };
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    s.chars().take(80).collect()
+}
+
+struct Shared {
+    start: Instant,
+    run: String,
+    opts: Options,
+}
+
+impl Shared {
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+async fn client(
+    shared: Arc<Shared>,
+    writer: u32,
+    proto: Proto,
+    node: NodeAddrs,
+    deadline: Instant,
+) -> ClientLog {
+    let mut log = ClientLog::default();
+    let mut rng = SmallRng::seed_from_u64(shared.opts.seed ^ (u64::from(writer) << 17));
+    let mut conn: Option<Conn> = None;
+    let mut seq = 0u32;
+    let limit = shared.opts.op_timeout;
+    while Instant::now() < deadline {
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::open(proto, &node, limit).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    *log.errors.entry(error_kind(&e)).or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let roll = rng.random_range(0..100);
+        let register = rng.random_range(0..shared.opts.registers);
+        let (key, reg, write) = match roll {
+            0..35 => (format!("{}:u:{writer}:{}", shared.run, seq + 1), None, true),
+            35..70 => (format!("{}:r:{register}", shared.run), Some(register), true),
+            _ => (format!("{}:r:{register}", shared.run), Some(register), false),
+        };
+        let call = shared.now();
+        let (value, ok) = if write {
+            seq += 1;
+            let v = value_of(writer, seq);
+            let res = c.put(&key, &v).await;
+            let id = id_of(v.as_bytes()).unwrap_or(0);
+            match res {
+                Ok(()) => (Ok(id), true),
+                Err(e) => {
+                    *log.errors.entry(error_kind(&e)).or_default() += 1;
+                    (Ok(id), false)
+                }
+            }
+        } else {
+            match c.get(&key).await {
+                Ok(None) => (Ok(0), true),
+                Ok(Some(b)) => (id_of(&b).ok_or_else(|| String::from_utf8_lossy(&b).into_owned()), true),
+                Err(e) => {
+                    *log.errors.entry(error_kind(&e)).or_default() += 1;
+                    conn = None;
+                    continue;
+                }
+            }
+        };
+        let ret = ok.then(|| shared.now());
+        if !ok {
+            conn = None;
+        }
+        log.records.push(Record { key, register: reg, write, value, call, ret });
+    }
+    log
+}
+
+/// The nemesis's log.
+#[derive(Debug, Default)]
+struct NemesisLog {
+    kills: Vec<String>,
+    /// Leader kill to a new leader named by a survivor, per leader kill.
+    elections: Vec<Duration>,
+}
+
+async fn leader_of(nodes: &[Node]) -> Option<u64> {
+    for n in nodes.iter().filter(|n| n.is_up()) {
+        if let Ok(s) = n.status().await
+            && let Some(l) = s.leader_id
+        {
+            return Some(l);
+        }
+    }
+    None
+}
+
+async fn nemesis(
+    nodes: &mut [Node],
+    opts: &Options,
+    cluster: bool,
+    deadline: Instant,
+) -> anyhow::Result<NemesisLog> {
+    let mut log = NemesisLog::default();
+    let mut rng = SmallRng::seed_from_u64(opts.seed ^ 0x6b69_6c6c);
+    // Kill i is due at (i + 1) * gap from the start; a cycle that overran (an election, a slow
+    // restart) makes the next kill come at once rather than pushing every later one back.
+    let gap = opts.duration / (opts.kills + 1);
+    let start = tokio::time::Instant::now();
+    for i in 0..opts.kills {
+        tokio::time::sleep_until(start + gap * (i + 1)).await;
+        if Instant::now() >= deadline {
+            break;
+        }
+        let leader = if cluster && i % 2 == 0 { leader_of(nodes).await } else { None };
+        let victim = match leader.and_then(|l| nodes.iter().position(|n| n.id == l)) {
+            Some(v) => v,
+            None => rng.random_range(0..nodes.len()),
+        };
+        let killed_at = Instant::now();
+        nodes[victim].kill()?;
+        let what = if leader.is_some() { "leader" } else { "node" };
+        log.kills.push(format!("{what} {}", nodes[victim].id));
+        if cluster && leader.is_some() {
+            let killed = nodes[victim].id;
+            loop {
+                let new = leader_of(nodes).await;
+                if new.is_some_and(|l| l != killed) {
+                    log.elections.push(killed_at.elapsed());
+                    break;
+                }
+                if killed_at.elapsed() > opts.ready_timeout {
+                    bail!("no new leader {:?} after killing leader {killed}", opts.ready_timeout);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let down = Duration::from_millis(if cluster {
+            rng.random_range(300..1500)
+        } else {
+            rng.random_range(100..500)
+        });
+        tokio::time::sleep(down.saturating_sub(killed_at.elapsed())).await;
+        nodes[victim].start()?;
+        nodes[victim].wait_ready(cluster, opts.ready_timeout).await.context("restart after kill -9")?;
+    }
+    Ok(log)
+}
+
+/// Waits until every node names the same leader and reports the same applied index, twice in a
+/// row 200 ms apart (the writes have stopped, so equal and unchanged means caught up). Commit
+/// indexes are shown but not compared: a follower learns the leader's only with the next append.
+async fn converge(nodes: &[Node], limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        let mut seen = Vec::new();
+        for n in nodes {
+            if let Ok(s) = n.status().await {
+                seen.push((s.leader_id, s.applied_index, s.commit_index));
+            }
+        }
+        let agreed = seen.len() == nodes.len()
+            && seen[0].0.is_some()
+            && seen.iter().all(|s| (s.0, s.1) == (seen[0].0, seen[0].1));
+        let view: Vec<_> = seen.iter().map(|s| (s.0, s.1)).collect();
+        if agreed && last.as_ref() == Some(&view) {
+            return Ok(());
+        }
+        last = agreed.then_some(view);
+        if Instant::now() > deadline {
+            bail!("nodes did not converge within {limit:?}: (leader, applied, commit) = {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every key of the run on one node, retried while the node is not ready to answer.
+async fn final_state(node: &Node, prefix: &str, limit: Duration) -> anyhow::Result<HashMap<String, Bytes>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let attempt = async {
+            let mut c = TcpClient::connect(&node.tcp_addr(), Duration::from_secs(10)).await?;
+            c.scan(prefix).await
+        };
+        match attempt.await {
+            Ok(kv) => {
+                return Ok(kv
+                    .into_iter()
+                    .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
+                    .collect());
+            }
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("final read of node {}", node.id)));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug)]
+pub struct Report {
+    /// Human-readable lines.
+    pub lines: Vec<String>,
+    /// Violations found (empty: the run passed).
+    pub violations: Vec<String>,
+}
+
+/// Runs the workload and the nemesis against started, ready `nodes`, then checks.
+pub async fn run(nodes: &mut [Node], opts: &Options) -> anyhow::Result<Report> {
+    let cluster = nodes.len() > 1;
+    let run_id = format!("h{:08x}", SmallRng::seed_from_u64(opts.seed).random::<u32>());
+    let shared = Arc::new(Shared { start: Instant::now(), run: run_id.clone(), opts: opts.clone() });
+    let deadline = Instant::now() + opts.duration;
+    let mut tasks = Vec::new();
+    let mut writer = 0u32;
+    for n in nodes.iter() {
+        let addrs = NodeAddrs { tcp: n.tcp_addr(), resp: n.resp_addr() };
+        for c in 0..opts.clients_per_node {
+            let proto = if c % 2 == 0 { Proto::Tcp } else { Proto::Resp };
+            tasks.push(tokio::spawn(client(shared.clone(), writer, proto, addrs.clone(), deadline)));
+            writer += 1;
+        }
+    }
+    let nem = nemesis(nodes, opts, cluster, deadline).await;
+    let mut logs = Vec::new();
+    for t in tasks {
+        logs.push(t.await.context("client task")?);
+    }
+    let nem = nem?;
+    let end = shared.now();
+
+    if cluster {
+        converge(nodes, opts.ready_timeout).await?;
+    }
+    let mut finals = Vec::new();
+    for n in nodes.iter() {
+        finals.push((n.id, final_state(n, &format!("{run_id}:"), opts.ready_timeout).await?));
+    }
+    Ok(check(&run_id, logs, finals, end, &nem, opts))
+}
+
+fn check(
+    run: &str,
+    logs: Vec<ClientLog>,
+    finals: Vec<(u64, HashMap<String, Bytes>)>,
+    end: u64,
+    nem: &NemesisLog,
+    opts: &Options,
+) -> Report {
+    let mut lines = Vec::new();
+    let mut violations = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let records: Vec<Record> = logs
+        .into_iter()
+        .flat_map(|l| {
+            for (k, v) in l.errors {
+                *errors.entry(k).or_default() += v;
+            }
+            l.records
+        })
+        .collect();
+    let count = |f: &dyn Fn(&Record) -> bool| records.iter().filter(|r| f(r)).count();
+    lines.push(format!(
+        "inserts: {} acknowledged, {} indeterminate; register writes: {} acknowledged, {} indeterminate; reads: {}",
+        count(&|r| r.register.is_none() && r.ret.is_some()),
+        count(&|r| r.register.is_none() && r.ret.is_none()),
+        count(&|r| r.register.is_some() && r.write && r.ret.is_some()),
+        count(&|r| r.register.is_some() && r.write && r.ret.is_none()),
+        count(&|r| !r.write),
+    ));
+    let short = if (nem.kills.len() as u32) < opts.kills { " (the run ended before the rest)" } else { "" };
+    lines.push(format!("kills: {} of {}{short} ({})", nem.kills.len(), opts.kills, nem.kills.join(", ")));
+    if !nem.elections.is_empty() {
+        let mut e = nem.elections.clone();
+        e.sort();
+        lines.push(format!(
+            "new leader after a leader kill: min {:?}, median {:?}, max {:?}",
+            e[0],
+            e[e.len() / 2],
+            e[e.len() - 1]
+        ));
+    }
+    if !errors.is_empty() {
+        let e: Vec<String> = errors.iter().map(|(k, v)| format!("{v} x {k}")).collect();
+        lines.push(format!("client errors (outcome unknown): {}", e.join("; ")));
+    }
+    if count(&|r| r.ret.is_some() && r.write) == 0 {
+        violations.push("no write was acknowledged at all: the run checked nothing".into());
+    }
+
+    // Inserts: acknowledged ones on every node, nothing unsent anywhere.
+    let sent: HashMap<&str, u64> = records
+        .iter()
+        .filter(|r| r.register.is_none())
+        .filter_map(|r| r.value.as_ref().ok().map(|v| (r.key.as_str(), *v)))
+        .collect();
+    let mut lost = Vec::new();
+    for r in records.iter().filter(|r| r.register.is_none() && r.ret.is_some()) {
+        for (id, state) in &finals {
+            let got = state.get(&r.key).and_then(|b| id_of(b));
+            if got != r.value.as_ref().ok().copied() {
+                lost.push(format!("{} on node {id} (found {:?})", r.key, state.get(&r.key)));
+            }
+        }
+    }
+    if !lost.is_empty() {
+        violations.push(format!("{} acknowledged inserts missing or wrong: {}", lost.len(), sample(&lost)));
+    }
+    let upre = format!("{run}:u:");
+    let mut unsent = Vec::new();
+    for (id, state) in &finals {
+        for (k, v) in state {
+            let ok = if k.starts_with(&upre) {
+                sent.get(k.as_str()).is_some_and(|s| id_of(v) == Some(*s))
+            } else {
+                k.starts_with(&format!("{run}:r:"))
+            };
+            if !ok {
+                unsent.push(format!("{k}={:?} on node {id}", String::from_utf8_lossy(v)));
+            }
+        }
+    }
+    if !unsent.is_empty() {
+        violations.push(format!("{} keys or values never sent: {}", unsent.len(), sample(&unsent)));
+    }
+
+    // Registers: every node ends equal; reads see only sent values; each history linearizable.
+    let mut checked = 0;
+    for k in 0..opts.registers {
+        let key = format!("{run}:r:{k}");
+        let mut history: Vec<Entry> = Vec::new();
+        let written: HashSet<u64> = records
+            .iter()
+            .filter(|r| r.register == Some(k) && r.write)
+            .filter_map(|r| r.value.as_ref().ok().copied())
+            .collect();
+        for r in records.iter().filter(|r| r.register == Some(k)) {
+            match (&r.value, r.write) {
+                (Ok(v), true) => history.push(Entry { op: Op::Write(*v), call: r.call, ret: r.ret }),
+                (Ok(v), false) if *v == 0 || written.contains(v) => {
+                    history.push(Entry { op: Op::Read(*v), call: r.call, ret: r.ret })
+                }
+                (v, _) => violations.push(format!("{key}: a read saw a value never sent: {v:?}")),
+            }
+        }
+        let mut ends = Vec::new();
+        for (i, (id, state)) in finals.iter().enumerate() {
+            let v = match state.get(&key) {
+                None => 0,
+                Some(b) => match id_of(b) {
+                    Some(v) if written.contains(&v) => v,
+                    _ => {
+                        violations.push(format!("{key} on node {id} holds a value never sent: {b:?}"));
+                        continue;
+                    }
+                },
+            };
+            ends.push((id, v));
+            let t = end + 1 + i as u64;
+            history.push(Entry { op: Op::Read(v), call: t, ret: Some(t) });
+        }
+        if ends.windows(2).any(|w| w[0].1 != w[1].1) {
+            violations.push(format!("{key}: nodes disagree after convergence: {ends:?}"));
+        }
+        match linearizable::check(&history, opts.check_budget) {
+            Verdict::Linearizable => checked += 1,
+            Verdict::NotLinearizable => {
+                let at = match linearizable::first_failure(&history, opts.check_budget) {
+                    Some(e) => format!("; first unexplainable: {}", describe(&e, end)),
+                    None => String::new(),
+                };
+                violations
+                    .push(format!("{key}: history of {} operations is NOT linearizable{at}", history.len()))
+            }
+            Verdict::Unknown { steps } => violations
+                .push(format!("{key}: linearizability undecided after {steps} steps (raise --check-budget)")),
+        }
+    }
+    lines.push(format!(
+        "linearizable: {checked}/{} register keys; final state read from {} node(s)",
+        opts.registers,
+        finals.len()
+    ));
+    Report { lines, violations }
+}
+
+/// One operation for a report: what, which value (`writer:seq`), when (ms since the start).
+fn describe(e: &Entry, end: u64) -> String {
+    let value =
+        |v: u64| if v == 0 { "absent".to_string() } else { format!("{}:{}", v >> 32, v & 0xffff_ffff) };
+    let ms = |t: u64| format!("{:.1}", t as f64 / 1e6);
+    let (what, v) = match e.op {
+        Op::Write(v) => ("write of", v),
+        Op::Read(v) => ("read saw", v),
+    };
+    match e.ret {
+        Some(_) if e.call > end => format!("{what} {} in the final state", value(v)),
+        Some(r) => format!("{what} {} in [{}, {}] ms", value(v), ms(e.call), ms(r)),
+        None => format!("{what} {} from {} ms, unacknowledged", value(v), ms(e.call)),
+    }
+}
+
+fn sample(items: &[String]) -> String {
+    let mut s = items.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > 5 {
+        s.push_str(", ...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> Options {
+        Options {
+            duration: Duration::from_secs(1),
+            kills: 0,
+            clients_per_node: 1,
+            registers: 1,
+            op_timeout: Duration::from_secs(1),
+            seed: 1,
+            check_budget: 1_000_000,
+            ready_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn rec(key: &str, register: Option<u32>, write: bool, value: u64, call: u64, ret: Option<u64>) -> Record {
+        Record { key: key.into(), register, write, value: Ok(value), call, ret }
+    }
+
+    fn state(kv: &[(&str, &str)]) -> HashMap<String, Bytes> {
+        kv.iter().map(|(k, v)| (k.to_string(), Bytes::from(v.to_string()))).collect()
+    }
+
+    #[test]
+    fn error_kinds_drop_addresses() {
+        let e = anyhow::anyhow!("connect to 127.0.0.1:4242: Connection refused (os error 111)");
+        assert_eq!(error_kind(&e), "connect: Connection refused");
+        assert_eq!(error_kind(&anyhow::anyhow!("timed out after 5s")), "timed out after 5s");
+    }
+
+    #[test]
+    fn values_round_trip() {
+        assert_eq!(id_of(value_of(3, 9).as_bytes()), Some((3 << 32) | 9));
+        assert_eq!(id_of(b"3:0"), None);
+        assert_eq!(id_of(b"x"), None);
+    }
+
+    #[test]
+    fn the_final_checks_catch_loss_strays_and_stale_state() {
+        let id = |w, s| id_of(value_of(w, s).as_bytes()).unwrap_or(0);
+        let log = |records| vec![ClientLog { records, errors: BTreeMap::new() }];
+        let records = vec![
+            rec("r:u:0:1", None, true, id(0, 1), 0, Some(1)),
+            rec("r:r:0", Some(0), true, id(0, 2), 2, Some(3)),
+            rec("r:u:0:3", None, true, id(0, 3), 4, None),
+        ];
+        let nem = NemesisLog::default();
+        let good = state(&[("r:u:0:1", "0:1"), ("r:r:0", "0:2")]);
+        let rep =
+            check("r", log(records.clone()), vec![(1, good.clone()), (2, good.clone())], 10, &nem, &opts());
+        assert!(rep.violations.is_empty(), "{:?}", rep.violations);
+        // the indeterminate insert may be there too
+        let with_maybe = state(&[("r:u:0:1", "0:1"), ("r:r:0", "0:2"), ("r:u:0:3", "0:3")]);
+        let rep = check("r", log(records.clone()), vec![(1, with_maybe)], 10, &nem, &opts());
+        assert!(rep.violations.is_empty(), "{:?}", rep.violations);
+
+        let lost = state(&[("r:r:0", "0:2")]);
+        let rep = check("r", log(records.clone()), vec![(1, good.clone()), (2, lost)], 10, &nem, &opts());
+        assert!(rep.violations.iter().any(|v| v.contains("missing")), "{:?}", rep.violations);
+
+        let stray = state(&[("r:u:0:1", "0:1"), ("r:r:0", "0:2"), ("r:u:0:9", "0:9")]);
+        let rep = check("r", log(records.clone()), vec![(1, stray)], 10, &nem, &opts());
+        assert!(rep.violations.iter().any(|v| v.contains("never sent")), "{:?}", rep.violations);
+
+        let stale = state(&[("r:u:0:1", "0:1")]);
+        let rep = check("r", log(records.clone()), vec![(1, good), (2, stale)], 10, &nem, &opts());
+        assert!(rep.violations.iter().any(|v| v.contains("disagree")), "{:?}", rep.violations);
+        assert!(rep.violations.iter().any(|v| v.contains("NOT linearizable")), "{:?}", rep.violations);
+
+        let rep = check("r", log(vec![]), vec![(1, HashMap::new())], 10, &nem, &opts());
+        assert!(rep.violations.iter().any(|v| v.contains("checked nothing")), "{:?}", rep.violations);
+    }
+}
