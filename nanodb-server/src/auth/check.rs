@@ -26,8 +26,11 @@ enum Access {
     Everything,
     /// Auth is on and the caller has not authenticated: nothing but authenticating.
     Anonymous,
-    /// An authenticated user, whose current rules apply to each request.
-    User(Principal),
+    /// An authenticated user, whose current rules apply to each request: the rules as they were
+    /// at `epoch`, used while the user's epoch is still that (an atomic load of a value written
+    /// only on changes), so a check takes no lock and writes no shared memory; after a change
+    /// each check reads the current rules under the user's lock.
+    User(Principal, std::sync::Arc<User>, u64),
 }
 
 impl Caller {
@@ -43,13 +46,14 @@ impl Caller {
 
     /// A caller authenticated as `principal`.
     pub fn user(protocol: Protocol, principal: Principal) -> Self {
-        Self { protocol, access: Access::User(principal) }
+        let (user, epoch) = principal.snapshot();
+        Self { protocol, access: Access::User(principal, user, epoch) }
     }
 
     /// The user this caller authenticated as, if any.
     pub fn principal(&self) -> Option<&Principal> {
         match &self.access {
-            Access::User(p) => Some(p),
+            Access::User(p, ..) => Some(p),
             _ => None,
         }
     }
@@ -64,7 +68,7 @@ impl Caller {
         match &self.access {
             Access::Everything => Some("default"),
             Access::Anonymous => None,
-            Access::User(p) => Some(p.name()),
+            Access::User(p, ..) => Some(p.name()),
         }
     }
 
@@ -82,7 +86,8 @@ impl Caller {
         match &self.access {
             Access::Everything => Ok(()),
             Access::Anonymous => Err(Error::NoAuth),
-            Access::User(p) => p.with_user(|u| check(u, need())),
+            Access::User(p, user, epoch) if p.epoch() == *epoch => check(user, need()),
+            Access::User(p, ..) => p.with_user(|u| check(u, need())),
         }
     }
 }

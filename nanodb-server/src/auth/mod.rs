@@ -98,9 +98,18 @@ impl Principal {
         f(&guard)
     }
 
+    /// The user's rules and the epoch they belong to, read together (the epoch changes under
+    /// the same lock as the rules), for a caller to check against without locking.
+    pub(crate) fn snapshot(&self) -> (Arc<User>, u64) {
+        let guard = self.0.user.read().unwrap_or_else(PoisonError::into_inner);
+        (guard.clone(), self.0.epoch.load(Ordering::Acquire))
+    }
+
     fn replace(&self, user: User, epoch: u64) {
         let print = fingerprint(&user);
-        *self.0.user.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(user);
+        let mut guard = self.0.user.write().unwrap_or_else(PoisonError::into_inner);
+        *guard = Arc::new(user);
+        // Under the lock: a snapshot never pairs new rules with an old epoch or the reverse.
         self.0.fingerprint.store(print, Ordering::Release);
         self.0.epoch.store(epoch, Ordering::Release);
     }
