@@ -275,7 +275,8 @@ pub struct Cli {
     pub cluster_peers: Vec<(u64, String)>,
 
     /// Raft election timeout: a follower that hears no leader for this long (randomised up to
-    /// twice it) starts an election; heartbeats go every fifth of it.
+    /// 1.2x it) starts an election, so a new leader is elected within twice it; heartbeats go
+    /// every tenth of it.
     #[arg(long, help_heading = CLUSTER, env = "NANODB_RAFT_ELECTION_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
     pub raft_election_timeout_ms: u64,
 

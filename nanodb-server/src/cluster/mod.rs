@@ -144,11 +144,17 @@ impl Cluster {
             .map_err(err)?;
         let sm_for_net = sm.clone();
         let et = config.election_timeout.as_millis() as u64;
+        // openraft 0.9 lets a follower (with a leader it knew) start an election only after the
+        // leader lease (= `election_timeout_max`) *plus* a random timeout in `[min, max)`, and a
+        // voter refuses votes within its own lease. Hence 0.4/0.6 of `--raft-election-timeout-ms`:
+        // an election starts 1.0–1.2x the timeout after the last heartbeat (plus a tick, 1.5
+        // heartbeats), so a new leader is up within twice it. With min = et, max = 2 et the
+        // wait was 3–4 et: a 3–4 s failover at the default.
         let raft_config = openraft::Config {
             cluster_name: "nanodb".into(),
-            heartbeat_interval: (et / 5).max(10),
-            election_timeout_min: et,
-            election_timeout_max: et * 2,
+            heartbeat_interval: (et / 10).max(10),
+            election_timeout_min: (et * 4 / 10).max(20),
+            election_timeout_max: (et * 6 / 10).max(30),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
             max_payload_entries: 256,
