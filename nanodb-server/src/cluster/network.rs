@@ -41,7 +41,7 @@ pub const MAX_MESSAGE: usize = 1 << 30;
 /// batch is sent in part and reported to openraft as a partial success.
 pub const APPEND_BUDGET: usize = 32 << 20;
 /// Idle connections kept per peer.
-const POOL: usize = 16;
+const POOL: usize = 64;
 /// Longest wait for a new connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
