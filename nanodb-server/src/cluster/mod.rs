@@ -157,16 +157,18 @@ impl Cluster {
         let sm_for_net = sm.clone();
         let et = config.election_timeout.as_millis() as u64;
         // openraft 0.9 lets a follower (with a leader it knew) start an election only after the
-        // leader lease (= `election_timeout_max`) *plus* a random timeout in `[min, max)`, and a
-        // voter refuses votes within its own lease. Hence 0.4/0.6 of `--raft-election-timeout-ms`:
-        // an election starts 1.0–1.2x the timeout after the last heartbeat (plus a tick, 1.5
-        // heartbeats), so a new leader is up within twice it. With min = et, max = 2 et the
-        // wait was 3–4 et: a 3–4 s failover at the default.
+        // leader lease (= `election_timeout_max`) *plus* a random timeout in `[min, max)`, checked
+        // on a tick of 1.5 heartbeats, and a voter refuses votes within its own lease. With
+        // min = 0.35 et and max = 0.55 et (heartbeat et/20), an election starts 0.9-1.1 et (plus
+        // a tick, 0.075 et) after the last heartbeat; when it fails (the first candidate had the
+        // shorter log, or a split vote), the next round comes min..max + a tick later, so a new
+        // leader is up within twice the timeout. With min = et and max = 2 et the wait was
+        // 3-4 et: a 3-4 s failover at the default.
         let raft_config = openraft::Config {
             cluster_name: "nanodb".into(),
-            heartbeat_interval: (et / 10).max(10),
-            election_timeout_min: (et * 4 / 10).max(20),
-            election_timeout_max: (et * 6 / 10).max(30),
+            heartbeat_interval: (et / 20).max(5),
+            election_timeout_min: (et * 35 / 100).max(20),
+            election_timeout_max: (et * 55 / 100).max(30),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
             max_in_snapshot_log_to_keep: config.snapshot_every.min(1000),
             max_payload_entries: 256,
