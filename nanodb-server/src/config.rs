@@ -321,8 +321,9 @@ pub struct Cli {
     #[arg(long, help_heading = CLUSTER, env = "NANODB_CLUSTER_PEERS", value_delimiter = ',', value_parser = parse_peer, value_name = "ID=ADDR,...")]
     pub cluster_peers: Vec<(u64, String)>,
 
-    /// Raft election timeout: a follower that hears no leader for this long (randomised up to
-    /// twice it) starts an election; heartbeats go every fifth of it.
+    /// Raft election timeout: a follower that hears no leader for about this long (randomised,
+    /// 0.9-1.1x it) starts an election, so a new leader is elected within twice it; heartbeats
+    /// go every twentieth of it.
     #[arg(long, help_heading = CLUSTER, env = "NANODB_RAFT_ELECTION_TIMEOUT_MS", default_value_t = 1000, value_name = "MS")]
     pub raft_election_timeout_ms: u64,
 

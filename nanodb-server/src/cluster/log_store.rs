@@ -286,10 +286,25 @@ fn write_err(e: impl ToString) -> StorageError<NodeId> {
 }
 
 impl Inner {
+    /// Writes and, under `--fsync always`, fsyncs `entries` (the tests' and recovery's path).
+    #[cfg(test)]
     fn append(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
-        if entries.is_empty() {
-            return Ok(());
+        match self.write(entries)? {
+            Some((file, first)) if self.fsync == FsyncPolicy::Always => file.sync_data().inspect_err(|_| {
+                let _ = self.truncate(first);
+            }),
+            _ => Ok(()),
         }
+    }
+
+    /// Writes `entries` at the end of the log and keeps them, without fsyncing them: the
+    /// caller fsyncs the file returned (under `always`) outside the lock, so that replication
+    /// reads entries meanwhile, and cuts the log back to the first index returned if it fails.
+    fn write(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<Option<(Arc<File>, u64)>> {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let first_index = entries[0].log_id.index;
         let mut buf = BytesMut::new();
         let mut placed = Vec::with_capacity(entries.len());
         let (seg, len) = match self.segments.last_key_value() {
@@ -318,16 +333,8 @@ impl Inner {
             return Err(e);
         }
         let len = start + buf.len() as u64;
-        match self.fsync {
-            FsyncPolicy::Always => {
-                if let Err(e) = file.sync_data() {
-                    // Not durable: the entries are not reported flushed, and not kept.
-                    let _ = file.set_len(start);
-                    return Err(e);
-                }
-            }
-            FsyncPolicy::EverySec => self.dirty.store(true, Ordering::Release),
-            FsyncPolicy::No => {}
+        if self.fsync == FsyncPolicy::EverySec {
+            self.dirty.store(true, Ordering::Release);
         }
         self.segments.insert(seg, len);
         for (entry, (index, place)) in entries.into_iter().zip(placed) {
@@ -335,7 +342,7 @@ impl Inner {
             self.entries.insert(index, entry);
         }
         // Past SEGMENT_BYTES, the next append starts a new segment (see the match above).
-        Ok(())
+        Ok(Some((file, first_index)))
     }
 
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
@@ -452,9 +459,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let result = self.lock().append(entries.into_iter().collect());
+        let result = self.lock().write(entries.into_iter().collect());
         match result {
-            Ok(()) => {
+            Ok(Some((file, first))) if self.lock().fsync == FsyncPolicy::Always => {
+                // openraft waits for the callback, not for this call: the fsync runs on a blocking
+                // thread, off the runtime's workers, with the log unlocked (replication reads it).
+                let store = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    let synced = file.sync_data();
+                    if let Err(e) = &synced {
+                        // Not durable: the entries are not reported flushed, and not kept.
+                        tracing::error!(error = %e, "raft log: fsync failed");
+                        if let Err(e) = store.lock().truncate(first) {
+                            tracing::error!(error = %e, "raft log: could not cut back an entry that was not fsynced");
+                        }
+                    }
+                    callback.log_io_completed(synced);
+                });
+                Ok(())
+            }
+            Ok(_) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

@@ -41,7 +41,9 @@ pub const MAX_MESSAGE: usize = 1 << 30;
 /// batch is sent in part and reported to openraft as a partial success.
 pub const APPEND_BUDGET: usize = 32 << 20;
 /// Idle connections kept per peer.
-const POOL: usize = 16;
+const POOL: usize = 64;
+/// Longest wait for a new connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Request kinds.
 pub mod kind {
@@ -243,11 +245,13 @@ impl Peer {
         Self { addr, me, idle: Mutex::new(Vec::new()) }
     }
 
-    async fn connect(&self) -> Result<TcpStream, CallError> {
+    /// A pooled connection, or a new one within `timeout` (at most [`CONNECT_TIMEOUT`]): a dead
+    /// or unreachable peer must not hold a vote or a forwarded write past the call's deadline.
+    async fn connect(&self, timeout: Duration) -> Result<TcpStream, CallError> {
         if let Some(s) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
             return Ok(s);
         }
-        let s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&self.addr))
+        let s = tokio::time::timeout(timeout.min(CONNECT_TIMEOUT), TcpStream::connect(&self.addr))
             .await
             .map_err(|_| CallError::Unreachable(self.addr.clone(), std::io::ErrorKind::TimedOut.into()))?
             .map_err(|e| CallError::Unreachable(self.addr.clone(), e))?;
@@ -264,7 +268,7 @@ impl Peer {
 
     /// One call: sends `body` as `kind`, waits up to `timeout` for the answer's body.
     pub async fn call(&self, kind: u8, body: &[u8], timeout: Duration) -> Result<Bytes, CallError> {
-        let mut s = self.connect().await?;
+        let mut s = self.connect(timeout).await?;
         let frame = request_frame(kind, self.me, body);
         let io = async {
             s.write_all(&frame).await?;
@@ -291,7 +295,7 @@ impl Peer {
         mut file: tokio::fs::File,
         timeout: Duration,
     ) -> Result<Bytes, CallError> {
-        let mut s = self.connect().await?;
+        let mut s = self.connect(timeout).await?;
         let io = |e: std::io::Error| CallError::Io(self.addr.clone(), e);
         let json = serde_json::to_vec(header).map_err(|e| CallError::Failed(e.to_string()))?;
         s.write_all(&request_frame(kind::SNAPSHOT, self.me, &json)).await.map_err(io)?;

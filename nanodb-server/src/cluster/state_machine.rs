@@ -176,13 +176,22 @@ impl StateMachine {
         match op {
             // A put says whether it created its key (REST's 201).
             Op::Command(Command::Put(c)) => match self.shared.engine.apply_put_at(c, now) {
-                Ok(outcome) => Response { created: outcome.created, result: Ok(Reply::from(outcome)) },
-                Err(e) => Response { result: Err(e), created: false },
+                Ok(outcome) => {
+                    Response { created: outcome.created, result: Ok(Reply::from(outcome)), each: Vec::new() }
+                }
+                Err(e) => Response { result: Err(e), created: false, each: Vec::new() },
             },
-            Op::Command(cmd) => Response { result: self.apply_command(cmd, now), created: false },
+            Op::Command(cmd) => {
+                Response { result: self.apply_command(cmd, now), created: false, each: Vec::new() }
+            }
+            Op::Commands(cmds) => Response {
+                result: Ok(Reply::Pong),
+                created: false,
+                each: cmds.into_iter().map(|cmd| self.apply_op(Op::Command(cmd), now)).collect(),
+            },
             Op::Expire(keys) => {
                 self.shared.engine.expire_keys_at(&keys, now);
-                Response { result: Ok(Reply::Pong), created: false }
+                Response { result: Ok(Reply::Pong), created: false, each: Vec::new() }
             }
         }
     }
@@ -276,7 +285,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         for entry in entries {
             state.applied = Some(entry.log_id);
-            let pong = Response { result: Ok(Reply::Pong), created: false };
+            let pong = Response { result: Ok(Reply::Pong), created: false, each: Vec::new() };
             let response = match entry.payload {
                 EntryPayload::Blank => pong,
                 EntryPayload::Normal(req) => {

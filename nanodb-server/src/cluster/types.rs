@@ -52,6 +52,7 @@ impl fmt::Display for Member {
 const ENVELOPE_V1: u8 = 1;
 const OP_COMMAND: u8 = 1;
 const OP_EXPIRE: u8 = 2;
+const OP_COMMANDS: u8 = 3;
 
 /// What a log entry asks the state machine to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +61,10 @@ pub enum Op {
     Command(Command),
     /// The leader's sweeper: remove these keys if they are expired as of the entry's time.
     Expire(Vec<Bytes>),
+    /// Client commands proposed together (group commit: the writes that reached the leader
+    /// while the previous entries were being made durable share one entry, one fsync per node
+    /// and one replication round), applied in order, each answering for itself.
+    Commands(Vec<Command>),
 }
 
 /// One log entry's application data: an operation and the leader's clock when it proposed it
@@ -74,7 +79,8 @@ pub struct Request {
 
 impl Request {
     /// The envelope: `u8 version | u64 now_ms | u8 op | body`, where a command's body is its
-    /// whole binary TCP request frame (id 0) and an expiry's is `u32 count | count × bytes`.
+    /// whole binary TCP request frame (id 0), a group's `u32 count | count × such frames` and an
+    /// expiry's is `u32 count | count × bytes`.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), Error> {
         dst.put_u8(ENVELOPE_V1);
         dst.put_u64_le(self.now_ms);
@@ -82,6 +88,13 @@ impl Request {
             Op::Command(cmd) => {
                 dst.put_u8(OP_COMMAND);
                 wire::encode_request(0, &WireRequest::Command(cmd.clone()), dst)?;
+            }
+            Op::Commands(cmds) => {
+                dst.put_u8(OP_COMMANDS);
+                dst.put_u32_le(cmds.len() as u32);
+                for cmd in cmds {
+                    wire::encode_request(0, &WireRequest::Command(cmd.clone()), dst)?;
+                }
             }
             Op::Expire(keys) => {
                 dst.put_u8(OP_EXPIRE);
@@ -115,19 +128,29 @@ impl Request {
         let now_ms = b.get_u64_le();
         let op = match b.get_u8() {
             OP_COMMAND => {
-                if b.remaining() < LEN_PREFIX + MIN_FRAME_LEN {
-                    return Err(bad("command frame too short"));
-                }
-                let len = b.get_u32() as usize;
-                if len != b.remaining() || len < MIN_FRAME_LEN {
+                let cmd = decode_command_frame(&mut b)?;
+                if b.has_remaining() {
                     return Err(bad("command frame length does not match"));
                 }
-                let kind = b.get_u8();
-                let _id = b.get_u32();
-                match wire::decode_request(kind, b)? {
-                    WireRequest::Command(cmd) => Op::Command(cmd),
-                    _ => return Err(bad("not a command")),
+                Op::Command(cmd)
+            }
+            OP_COMMANDS => {
+                if b.remaining() < 4 {
+                    return Err(bad("command count missing"));
                 }
+                let n = b.get_u32_le() as usize;
+                // Each command takes at least a minimal frame: bound the count before allocating.
+                if n > b.remaining() / (LEN_PREFIX + MIN_FRAME_LEN) {
+                    return Err(bad("command count exceeds the entry"));
+                }
+                let mut cmds = Vec::with_capacity(n);
+                for _ in 0..n {
+                    cmds.push(decode_command_frame(&mut b)?);
+                }
+                if b.has_remaining() {
+                    return Err(bad("trailing bytes"));
+                }
+                Op::Commands(cmds)
             }
             OP_EXPIRE => {
                 if b.remaining() < 4 {
@@ -160,6 +183,25 @@ impl Request {
     }
 }
 
+/// Takes one binary TCP request frame (id 0) holding a command off the front of `b`.
+fn decode_command_frame(b: &mut Bytes) -> Result<Command, Error> {
+    let bad = |m: &str| Error::Malformed(format!("raft entry: {m}"));
+    if b.remaining() < LEN_PREFIX + MIN_FRAME_LEN {
+        return Err(bad("command frame too short"));
+    }
+    let len = b.get_u32() as usize;
+    if len > b.remaining() || len < MIN_FRAME_LEN {
+        return Err(bad("command frame length does not match"));
+    }
+    let mut frame = b.split_to(len);
+    let kind = frame.get_u8();
+    let _id = frame.get_u32();
+    match wire::decode_request(kind, frame)? {
+        WireRequest::Command(cmd) => Ok(cmd),
+        _ => Err(bad("not a command")),
+    }
+}
+
 // openraft's `serde` feature asks application data to be serde types; NanoDB never serializes
 // them with serde on its own paths (entries use `encode_entry`), but this keeps them correct if
 // something does: the envelope as a byte string.
@@ -186,6 +228,9 @@ pub struct Response {
     pub result: Result<Reply, Error>,
     /// A put created its key.
     pub created: bool,
+    /// An [`Op::Commands`] entry's answers, one per command in order (its own `result` is
+    /// `Pong`). Stays on the leader: not part of [`Response::encode`].
+    pub each: Vec<Response>,
 }
 
 impl Response {
@@ -203,7 +248,7 @@ impl Response {
             return Err(Error::Malformed("empty response".into()));
         }
         let created = b.get_u8() != 0;
-        Ok(Self { result: decode_response(b)?, created })
+        Ok(Self { result: decode_response(b)?, created, each: Vec::new() })
     }
 }
 
@@ -355,13 +400,20 @@ mod tests {
             Entry::<TypeConfig> { log_id: log_id(1, 1, 1), payload: EntryPayload::Blank },
             Entry {
                 log_id: log_id(1, 1, 2),
-                payload: EntryPayload::Normal(Request { now_ms: 9, op: Op::Command(put) }),
+                payload: EntryPayload::Normal(Request { now_ms: 9, op: Op::Command(put.clone()) }),
             },
             Entry {
                 log_id: log_id(2, 1, 3),
                 payload: EntryPayload::Normal(Request {
                     now_ms: 10,
                     op: Op::Expire(vec![Bytes::from_static(b"a")]),
+                }),
+            },
+            Entry {
+                log_id: log_id(2, 1, 4),
+                payload: EntryPayload::Normal(Request {
+                    now_ms: 11,
+                    op: Op::Commands(vec![put.clone(), Command::Ping(cmd::Ping {}), put.clone()]),
                 }),
             },
         ];
@@ -386,5 +438,19 @@ mod tests {
             }
             assert!(ok < entries.len(), "a truncated buffer never decodes whole");
         }
+    }
+
+    #[test]
+    fn a_group_with_a_count_beyond_its_bytes_or_trailing_bytes_is_refused() {
+        let group = Request { now_ms: 1, op: Op::Commands(vec![Command::Ping(cmd::Ping {})]) };
+        let good = group.to_bytes().expect("encode");
+        assert_eq!(Request::decode(good.clone()).expect("decode"), group);
+        // The count sits after `u8 version | u64 now | u8 op`.
+        let mut huge = BytesMut::from(&good[..]);
+        huge[10..14].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Request::decode(huge.freeze()).is_err(), "a count is bounded by the bytes left");
+        let mut trailing = BytesMut::from(&good[..]);
+        trailing.put_u8(0);
+        assert!(Request::decode(trailing.freeze()).is_err());
     }
 }
