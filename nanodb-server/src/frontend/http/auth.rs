@@ -8,13 +8,16 @@
 //! or `Bearer` (a signed token from [`issue_token`], `POST /v1/auth/token`).
 
 use std::ops::Deref;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::{Either, Ready, ready};
 use nanodb_protocol::Error;
+use tower::{Layer, Service};
 
 use super::{AppError, AppState, Run, Shared};
 use crate::auth::{Auth, Caller, Need};
@@ -50,41 +53,91 @@ fn open(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
 }
 
-/// The authentication layer (installed only with auth on): 401 with `WWW-Authenticate` for
-/// missing or wrong credentials, before the body is read; otherwise the caller goes into the
-/// request's extensions for [`Call`].
-pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    if open(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let auth = &s.ctx.auth;
+/// The caller a request authenticates as, or the error refusing it (answered 401 with
+/// `WWW-Authenticate`), decided from the `Authorization` header alone: the body is not read.
+fn resolve(auth: &Auth, req: &Request) -> Result<Caller, Error> {
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let caller = match credentials(header) {
+    match credentials(header) {
         Credentials::Missing => match auth.new_caller(Protocol::Http) {
-            c if c.is_authenticated() => c,
-            _ => return AppError::from(Error::NoAuth).into_response(),
+            c if c.is_authenticated() => Ok(c),
+            _ => Err(Error::NoAuth),
         },
         Credentials::Basic(b64) => match auth.basic(b64) {
-            Ok(principal) => Caller::user(Protocol::Http, principal),
+            Ok(principal) => Ok(Caller::user(Protocol::Http, principal)),
             Err(e) => {
                 auth.record_failure(Protocol::Http, &Auth::basic_user(b64), None);
-                return AppError::from(Error::from(e)).into_response();
+                Err(Error::from(e))
             }
         },
         Credentials::Bearer(token) => match auth.bearer(token) {
-            Ok(principal) => Caller::user(Protocol::Http, principal),
+            Ok(principal) => Ok(Caller::user(Protocol::Http, principal)),
             Err(e) => {
                 auth.record_failure(Protocol::Http, "(bearer token)", None);
-                return AppError::from(e).into_response();
+                Err(e)
             }
         },
         Credentials::Unsupported => {
             auth.record_failure(Protocol::Http, "(unsupported scheme)", None);
-            return AppError::from(Error::WrongPass).into_response();
+            Err(Error::WrongPass)
         }
-    };
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+    }
+}
+
+/// The authentication layer (installed only with auth on): 401 with `WWW-Authenticate` for
+/// missing or wrong credentials, before the body is read; otherwise the caller goes into the
+/// request's extensions for [`Call`]. A plain tower layer rather than `axum::middleware::from_fn`:
+/// no boxed future and no state clone per request.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    auth: Arc<Auth>,
+}
+
+impl AuthLayer {
+    /// A layer authenticating against `auth`.
+    pub fn new(auth: Arc<Auth>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, auth: self.auth.clone() }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the routes.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Arc<Auth>,
+}
+
+impl<S> Service<Request> for AuthService<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        if open(req.uri().path()) {
+            return Either::Right(self.inner.call(req));
+        }
+        match resolve(&self.auth, &req) {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                Either::Right(self.inner.call(req))
+            }
+            Err(e) => Either::Left(ready(Ok(AppError::from(e).into_response()))),
+        }
+    }
 }
 
 /// What a handler gets: the shared state and the request's caller.

@@ -175,9 +175,7 @@ pub fn router(ctx: Context) -> Router {
         .layer(CompressionLayer::new().compress_when(SizeAbove::new(256).and(is_json)))
         .layer(GuardLayer::new(config.max_in_flight, config.request_timeout))
         // Credentials before any body is read; absent with auth off.
-        .option_layer(
-            auth_on.then(|| axum::middleware::from_fn_with_state(state.clone(), auth::authenticate)),
-        );
+        .option_layer(auth_on.then(|| auth::AuthLayer::new(state.ctx.auth.clone())));
 
     Router::new()
         // A key is one whole segment, so the words after it never shadow a key; see hash_list.rs
