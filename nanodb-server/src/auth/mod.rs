@@ -2,6 +2,7 @@
 //!
 //! - `rules.rs`: one [`User`] and the Redis ACL rules that shape it; compiled patterns.
 //! - `file.rs`: the users file (`--users-file`): parse with `FILE:LINE: reason`, save atomically.
+//! - `header.rs`: the `Authorization` header's schemes and the caller it makes (REST and gRPC).
 //! - `token.rs`: signed, expiring bearer tokens for HTTP and gRPC, and their secret.
 //! - `check.rs`: the one authorization check ([`Caller::authorize`] of a [`Need`]), which
 //!   `Context` runs before the engine applies anything.
@@ -17,6 +18,7 @@
 
 mod check;
 pub mod file;
+pub mod header;
 pub mod rules;
 pub mod token;
 

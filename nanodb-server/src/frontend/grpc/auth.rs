@@ -3,20 +3,18 @@
 //! the message is decoded, answers `UNAUTHENTICATED` when it is missing or wrong, and hands the
 //! caller to the services in the request's extensions. `Bearer <token>` takes a signed token
 //! from `nanodb.v1.Auth/Authenticate` (or REST's `POST /v1/auth/token`). Health, reflection and
-//! `Auth` itself stay open. The scheme is parsed by the REST frontend's [`credentials`].
+//! `Auth` itself stay open. The header is read by `Auth::caller_for`, as REST's is.
 
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use futures::future::{Either, Ready, ready};
-use nanodb_protocol::Error;
 use tonic::body::Body;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
 use super::convert::status;
-use crate::auth::{Auth, Caller};
-use crate::frontend::http::auth::{Credentials, credentials};
+use crate::auth::Auth;
 use crate::stats::Protocol;
 
 /// The layer: see the module documentation.
@@ -55,35 +53,6 @@ fn open(path: &str) -> bool {
         || path.starts_with("/nanodb.v1.Auth/")
 }
 
-/// The caller `request` authenticates as, or the error to answer.
-fn resolve<B>(auth: &Auth, request: &http::Request<B>) -> Result<Caller, Error> {
-    let header = request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
-    match credentials(header) {
-        Credentials::Missing => match auth.new_caller(Protocol::Grpc) {
-            c if c.is_authenticated() => Ok(c),
-            _ => Err(Error::NoAuth),
-        },
-        Credentials::Basic(b64) => match auth.basic(b64) {
-            Ok(principal) => Ok(Caller::user(Protocol::Grpc, principal)),
-            Err(e) => {
-                auth.record_failure(Protocol::Grpc, &Auth::basic_user(b64), None);
-                Err(e.into())
-            }
-        },
-        Credentials::Bearer(token) => match auth.bearer(token) {
-            Ok(principal) => Ok(Caller::user(Protocol::Grpc, principal)),
-            Err(e) => {
-                auth.record_failure(Protocol::Grpc, "(bearer token)", None);
-                Err(e)
-            }
-        },
-        Credentials::Unsupported => {
-            auth.record_failure(Protocol::Grpc, "(unsupported scheme)", None);
-            Err(Error::WrongPass)
-        }
-    }
-}
-
 impl<S, B> Service<http::Request<B>> for AuthService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<Body>>,
@@ -101,7 +70,8 @@ where
         if open(request.uri().path()) {
             return Either::Right(self.inner.call(request));
         }
-        match resolve(auth, &request) {
+        let header = request.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        match auth.caller_for(Protocol::Grpc, header) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
                 Either::Right(self.inner.call(request))

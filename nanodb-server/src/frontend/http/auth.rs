@@ -4,8 +4,8 @@
 //!
 //! The layer exists only when auth is on; without it [`Call`] finds no caller in the request and
 //! takes the registry's default (everything, with auth off): no work per request. `/healthz` and
-//! `/readyz` stay open. Credentials are parsed in [`credentials`]: `Basic` (a user and password)
-//! or `Bearer` (a signed token from [`issue_token`], `POST /v1/auth/token`).
+//! `/readyz` stay open. The header is read by `Auth::caller_for`, shared with gRPC: `Basic` (a
+//! user and password) or `Bearer` (a signed token from [`issue_token`], `POST /v1/auth/token`).
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -20,67 +20,14 @@ use nanodb_protocol::Error;
 use tower::{Layer, Service};
 
 use super::{AppError, AppState, Run, Shared};
+use crate::auth::header::{Credentials, credentials};
 use crate::auth::{Auth, Caller, Need};
 use crate::feed::Topic;
 use crate::stats::Protocol;
 
-/// What an `Authorization` header holds.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Credentials<'a> {
-    /// No header.
-    Missing,
-    /// `Basic base64(user:password)`: the base64 part.
-    Basic(&'a [u8]),
-    /// `Bearer <token>`: the token.
-    Bearer(&'a [u8]),
-    /// A scheme this server does not take.
-    Unsupported,
-}
-
-/// Splits an `Authorization` header value into its scheme and credentials (the scheme is
-/// case-insensitive, RFC 9110).
-pub fn credentials(value: Option<&[u8]>) -> Credentials<'_> {
-    let Some(v) = value else { return Credentials::Missing };
-    match v.iter().position(|&c| c == b' ') {
-        Some(5) if v[..5].eq_ignore_ascii_case(b"Basic") => Credentials::Basic(v[6..].trim_ascii()),
-        Some(6) if v[..6].eq_ignore_ascii_case(b"Bearer") => Credentials::Bearer(v[7..].trim_ascii()),
-        _ => Credentials::Unsupported,
-    }
-}
-
 /// The routes that answer without credentials (load balancers' and orchestrators' probes).
 fn open(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz")
-}
-
-/// The caller a request authenticates as, or the error refusing it (answered 401 with
-/// `WWW-Authenticate`), decided from the `Authorization` header alone: the body is not read.
-fn resolve(auth: &Auth, req: &Request) -> Result<Caller, Error> {
-    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    match credentials(header) {
-        Credentials::Missing => match auth.new_caller(Protocol::Http) {
-            c if c.is_authenticated() => Ok(c),
-            _ => Err(Error::NoAuth),
-        },
-        Credentials::Basic(b64) => match auth.basic(b64) {
-            Ok(principal) => Ok(Caller::user(Protocol::Http, principal)),
-            Err(e) => {
-                auth.record_failure(Protocol::Http, &Auth::basic_user(b64), None);
-                Err(Error::from(e))
-            }
-        },
-        Credentials::Bearer(token) => match auth.bearer(token) {
-            Ok(principal) => Ok(Caller::user(Protocol::Http, principal)),
-            Err(e) => {
-                auth.record_failure(Protocol::Http, "(bearer token)", None);
-                Err(e)
-            }
-        },
-        Credentials::Unsupported => {
-            auth.record_failure(Protocol::Http, "(unsupported scheme)", None);
-            Err(Error::WrongPass)
-        }
-    }
 }
 
 /// The authentication layer (installed only with auth on): 401 with `WWW-Authenticate` for
@@ -130,7 +77,8 @@ where
         if open(req.uri().path()) {
             return Either::Right(self.inner.call(req));
         }
-        match resolve(&self.auth, &req) {
+        let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        match self.auth.caller_for(Protocol::Http, header) {
             Ok(caller) => {
                 req.extensions_mut().insert(caller);
                 Either::Right(self.inner.call(req))
@@ -231,21 +179,4 @@ pub async fn issue_token(s: Call, headers: axum::http::HeaderMap) -> Result<Resp
     let (token, expires_at_ms) = s.ctx.auth.issue_token(&principal)?;
     let body = TokenBody { token, expires_at_ms, user: principal.name().to_string() };
     Ok(super::error::json_response(axum::http::StatusCode::OK, &body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schemes() {
-        assert_eq!(credentials(None), Credentials::Missing);
-        assert_eq!(credentials(Some(b"Basic YTpi")), Credentials::Basic(b"YTpi"));
-        assert_eq!(credentials(Some(b"basic YTpi ")), Credentials::Basic(b"YTpi"));
-        assert_eq!(credentials(Some(b"Bearer xyz")), Credentials::Bearer(b"xyz"));
-        assert_eq!(credentials(Some(b"bearer  xyz ")), Credentials::Bearer(b"xyz"));
-        assert_eq!(credentials(Some(b"Token xyz")), Credentials::Unsupported);
-        assert_eq!(credentials(Some(b"Basic")), Credentials::Unsupported);
-        assert_eq!(credentials(Some(b"Basicx YTpi")), Credentials::Unsupported);
-    }
 }
