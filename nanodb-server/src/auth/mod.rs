@@ -154,6 +154,13 @@ pub struct Tokens {
     pub ttl: Duration,
 }
 
+/// Why no token is issued while authentication is off (no signer is attached then).
+pub fn tokens_off() -> nanodb_protocol::Error {
+    nanodb_protocol::Error::InvalidArgument(
+        "authentication is off (no --requirepass or --users-file): no token is needed".into(),
+    )
+}
+
 /// Now, in Unix milliseconds (tokens carry wall-clock expiries: they cross nodes).
 fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -315,9 +322,7 @@ impl Auth {
     /// A token for `principal`, valid for `--token-ttl`: the text and its expiry in Unix ms.
     /// Refused while the registry has no signer (auth off: nothing needs a token).
     pub fn issue_token(&self, principal: &Principal) -> Result<(String, u64), nanodb_protocol::Error> {
-        let tokens = self.tokens.get().ok_or_else(|| {
-            nanodb_protocol::Error::InvalidArgument(crate::frontend::http::auth::AUTH_OFF.into())
-        })?;
+        let tokens = self.tokens.get().ok_or_else(tokens_off)?;
         let now = unix_ms();
         let token = tokens.key.issue(principal.name(), principal.fingerprint(), now, tokens.ttl);
         let expires = now.saturating_add(u64::try_from(tokens.ttl.as_millis()).unwrap_or(u64::MAX));

@@ -159,7 +159,8 @@ async fn forged_altered_expired_and_revoked_tokens_are_refused_and_change_nothin
     let server = server(dir.path(), short, false).await;
     let good = token(&server, "alice", "alicepw").await;
 
-    // Altered: every position of the signature part flipped in turn is refused.
+    // Altered (the signature's first character, a truncation) or not a token at all: refused.
+    // (auth/token.rs's unit test alters every position in turn.)
     let (head, tag) = good.rsplit_once('.').expect("tag");
     let altered = format!("{head}.{}{}", if tag.starts_with('A') { "B" } else { "A" }, &tag[1..]);
     for bad in [altered.as_str(), "ndb1.garbage.garbage", "not-a-token", &good[..good.len() - 2]] {

@@ -232,7 +232,7 @@ impl Auth for AuthService {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let auth = &self.ctx.auth;
         if !auth.enabled() {
-            return Err(status(&Error::InvalidArgument(crate::frontend::http::auth::AUTH_OFF.into())));
+            return Err(status(&crate::auth::tokens_off()));
         }
         let peer = request.remote_addr();
         let pb::AuthenticateRequest { user, password } = request.into_inner();

@@ -142,9 +142,6 @@ impl Call {
     }
 }
 
-/// Why no token is issued while authentication is off.
-pub const AUTH_OFF: &str = "authentication is off (no --requirepass or --users-file): no token is needed";
-
 /// A token's answer.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TokenBody {
@@ -166,7 +163,7 @@ pub struct TokenBody {
         (status = 401, description = "Missing or wrong credentials", body = super::error::ErrorBody)))]
 pub async fn issue_token(s: Call, headers: axum::http::HeaderMap) -> Result<Response, AppError> {
     if !s.ctx.auth.enabled() {
-        return Err(Error::InvalidArgument(AUTH_OFF.into()).into());
+        return Err(crate::auth::tokens_off().into());
     }
     let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     if !matches!(credentials(header), Credentials::Basic(_)) {
