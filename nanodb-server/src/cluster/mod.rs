@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use nanodb_protocol::frame::{LEN_PREFIX, MIN_FRAME_LEN};
+use bytes::{BufMut, Bytes, BytesMut};
 use nanodb_protocol::wire::{self, Request as WireRequest};
 use nanodb_protocol::{Command, Error, Expiry, Reply};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -65,6 +64,10 @@ const MAX_GROUP: usize = 4096;
 /// Writes waiting for the leader's group commit, at most (then a write waits for room).
 const MAX_QUEUED: usize = 1 << 16;
 
+/// Batches of forwarded writes a follower has sent to the leader and not yet had answered, at
+/// most (see [`forward_batches`]).
+const MAX_FORWARDS_IN_FLIGHT: usize = 8;
+
 /// A node's client addresses, as its status lists them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientAddrs {
@@ -97,6 +100,8 @@ pub struct Cluster {
     pub raft_addr: std::net::SocketAddr,
     /// Writes for the leader's group commit.
     queue: tokio::sync::mpsc::Sender<Pending>,
+    /// Writes a follower forwards to the leader, in batches.
+    forwards: tokio::sync::mpsc::Sender<Forwarded>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -197,6 +202,14 @@ impl Cluster {
             start.request_timeout,
             shutdown.clone(),
         ));
+        let (forwards, to_forward) = tokio::sync::mpsc::channel(MAX_QUEUED);
+        tasks.spawn(forward_batches(
+            peers.clone(),
+            to_forward,
+            max_entry,
+            start.request_timeout,
+            shutdown.clone(),
+        ));
         let cluster = Arc::new(Self {
             node_id: config.node_id,
             raft,
@@ -212,6 +225,7 @@ impl Cluster {
             known_addrs: Mutex::default(),
             raft_addr,
             queue,
+            forwards,
         });
         info!(node_id = cluster.node_id, addr = %raft_addr, "raft port listening");
         tasks.spawn(serve(listener, cluster.clone(), sm_for_net, shutdown.clone(), tasks.clone()));
@@ -294,73 +308,91 @@ impl Cluster {
     /// [`group_commit`]), at this node's clock, TTLs made absolute. `Err(Retry)` when this node
     /// turned out not to lead: nothing was proposed.
     async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Response, Retry> {
+        match self.enqueue(cmd, deadline).await {
+            Queued::Waiting(rx) => settle(rx, deadline).await,
+            Queued::Done(outcome) => outcome,
+        }
+    }
+
+    /// Puts `cmd` in the group-commit queue (after the writes queued before it); its answer comes
+    /// on the receiver. A command the log cannot carry is answered at once.
+    async fn enqueue(&self, cmd: Command, deadline: Instant) -> Queued {
         // Refuse what the log could not carry (or read back) before proposing it.
         let mut encoded = BytesMut::new();
         if let Err(e) = wire::encode_request(0, &WireRequest::Command(cmd.clone()), &mut encoded) {
-            return Ok(failed(e));
+            return Queued::Done(Ok(failed(e)));
         }
         // The command's frame, and its share of a group entry's envelope.
         let size = encoded.len() + 16;
         if size > self.max_entry {
-            return Ok(failed(Error::InvalidArgument(format!(
+            return Queued::Done(Ok(failed(Error::InvalidArgument(format!(
                 "the command encodes to {size} bytes; a cluster's log takes at most {}",
                 self.max_entry
-            ))));
+            )))));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let left = deadline.saturating_duration_since(Instant::now());
         let queued = tokio::time::timeout(left, self.queue.send(Pending { cmd, size, tx })).await;
         if !matches!(queued, Ok(Ok(()))) {
             // Not queued: nothing was proposed.
-            return Err(Retry);
+            return Queued::Done(Err(Retry));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            // Proposed (or about to be), but not known to be committed in time (a leader
-            // change): indeterminate.
-            _ => Ok(failed(Error::Unavailable(format!(
-                "{NO_LEADER} (the write was proposed but not confirmed in time; it may or may not have applied)"
-            )))),
-        }
+        Queued::Waiting(rx)
     }
 
-    /// The leader's side of a forwarded write: proposes it if this node still leads.
-    pub async fn write_as_leader(&self, cmd: Command) -> Response {
-        match self.propose(cmd, Instant::now() + self.request_timeout).await {
-            Ok(response) => response,
-            Err(Retry) => {
-                failed(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)))
-            }
+    /// The leader's side of a batch of forwarded writes: proposes them, in order, if this node
+    /// still leads; one answer per command.
+    pub async fn write_as_leader(&self, cmds: Vec<Command>) -> Vec<Response> {
+        let deadline = Instant::now() + self.request_timeout;
+        // Queued one after the other first (so that they keep their order in the log), then
+        // awaited together.
+        let mut queued = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            queued.push(self.enqueue(cmd, deadline).await);
         }
+        let not_leader =
+            || failed(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)));
+        let mut answers = Vec::with_capacity(queued.len());
+        for q in queued {
+            let outcome = match q {
+                Queued::Waiting(rx) => settle(rx, deadline).await,
+                Queued::Done(outcome) => outcome,
+            };
+            answers.push(outcome.unwrap_or_else(|Retry| not_leader()));
+        }
+        answers
     }
 
-    /// Sends `cmd` to the leader at `addr`. A leader that cannot be reached, or that is no longer
-    /// the leader, is `Retry` (nothing was applied); a call that failed midway is an error the
-    /// client must treat as indeterminate.
+    /// Sends `cmd` to the leader at `addr`, batched with the other writes this node is forwarding
+    /// (see [`forward_batches`]). A leader that cannot be reached, or that is no longer the
+    /// leader, is `Retry` (nothing was applied); a call that failed midway is an error the client
+    /// must treat as indeterminate.
     async fn forward(&self, addr: &str, cmd: &Command, deadline: Instant) -> Result<Response, Retry> {
         let mut frame = BytesMut::new();
         if let Err(e) = wire::encode_request(0, &WireRequest::Command(cmd.clone()), &mut frame) {
             return Ok(failed(e));
         }
+        if frame.len() + 16 > self.max_entry {
+            return Ok(failed(Error::InvalidArgument(format!(
+                "the command encodes to {} bytes; a cluster's log takes at most {}",
+                frame.len() + 16,
+                self.max_entry
+            ))));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let forwarded = Forwarded { addr: addr.to_string(), frame: frame.freeze(), tx };
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.peers.get(addr).call(kind::FORWARD, &frame, left).await {
-            Ok(answer) => match Response::decode(answer) {
-                Ok(Response { result: Err(Error::Unavailable(m)), .. })
-                    if m.contains("is not the leader") =>
-                {
-                    Err(Retry)
-                }
-                Ok(response) => Ok(response),
-                Err(e) => Ok(failed(e)),
-            },
-            Err(CallError::Unreachable(..)) => Err(Retry),
-            Err(e) => {
-                warn!(error = %e, "raft: a forwarded write's outcome is unknown");
-                Ok(failed(Error::Unavailable(format!(
-                    "the leader did not answer: {e}; the write may or may not have applied"
-                ))))
-            }
+        if !matches!(tokio::time::timeout(left, self.forwards.send(forwarded)).await, Ok(Ok(()))) {
+            // Not queued: nothing was sent.
+            return Err(Retry);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            // Sent (or about to be), but not answered in time: indeterminate.
+            _ => Ok(failed(Error::Unavailable(format!(
+                "{NO_LEADER} (the leader did not answer in time; the write may or may not have applied)"
+            )))),
         }
     }
 
@@ -462,6 +494,123 @@ async fn pause(deadline: Instant) {
 /// A write that failed before or without applying.
 fn failed(e: Error) -> Response {
     Response { result: Err(e), created: false, each: Vec::new() }
+}
+
+/// A write handed to the group commit: waiting for its answer, or answered already.
+enum Queued {
+    Waiting(tokio::sync::oneshot::Receiver<Result<Response, Retry>>),
+    Done(Result<Response, Retry>),
+}
+
+/// Waits for a queued write's answer until `deadline`.
+async fn settle(
+    rx: tokio::sync::oneshot::Receiver<Result<Response, Retry>>,
+    deadline: Instant,
+) -> Result<Response, Retry> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, rx).await {
+        Ok(Ok(outcome)) => outcome,
+        // Proposed (or about to be), but not known to be committed in time (a leader change):
+        // indeterminate.
+        _ => Ok(failed(Error::Unavailable(format!(
+            "{NO_LEADER} (the write was proposed but not confirmed in time; it may or may not have applied)"
+        )))),
+    }
+}
+
+/// A write a follower forwards to the leader, waiting for its batch.
+struct Forwarded {
+    /// The leader's Raft address when the write was forwarded.
+    addr: String,
+    /// The command as a binary TCP request frame (id 0).
+    frame: Bytes,
+    tx: tokio::sync::oneshot::Sender<Result<Response, Retry>>,
+}
+
+/// A follower's forwarding, batched as the leader's group commit is: the writes that arrive while
+/// [`MAX_FORWARDS_IN_FLIGHT`] batches are on their way to the leader go as one `FORWARD` call
+/// (see [`network::kind::FORWARD`]), so that a follower's clients share round trips and pooled
+/// connections instead of taking one of each per write. The leader queues a batch's writes in
+/// order into its own group commit and answers them together; each client here still gets its
+/// own answer.
+async fn forward_batches(
+    peers: Peers,
+    mut queue: tokio::sync::mpsc::Receiver<Forwarded>,
+    max_batch: usize,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_FORWARDS_IN_FLIGHT));
+    let mut carry: Option<Forwarded> = None;
+    loop {
+        let first = match carry.take() {
+            Some(f) => f,
+            None => tokio::select! {
+                () = shutdown.cancelled() => return,
+                f = queue.recv() => match f { Some(f) => f, None => return },
+            },
+        };
+        // Waiting for a place lets the queue fill: that is where batches come from.
+        let Ok(place) = in_flight.clone().acquire_owned().await else { return };
+        let mut bytes = first.frame.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            let Ok(next) = queue.try_recv() else { break };
+            // One leader per batch (a write queued before a leader change goes on its own), and
+            // at most an entry's worth of bytes.
+            if next.addr != batch[0].addr || bytes + next.frame.len() > max_batch {
+                carry = Some(next);
+                break;
+            }
+            bytes += next.frame.len();
+            batch.push(next);
+        }
+        let peer = peers.get(&batch[0].addr);
+        tokio::spawn(async move {
+            let _place = place;
+            let mut body = BytesMut::with_capacity(4 + bytes);
+            body.put_u32(batch.len() as u32);
+            for f in &batch {
+                body.put_slice(&f.frame);
+            }
+            let n = batch.len();
+            let answers: Vec<Result<Response, Retry>> = match peer.call(kind::FORWARD, &body, timeout).await {
+                Ok(answer) => match network::decode_forward_answers(answer, n) {
+                    Ok(responses) => responses
+                        .into_iter()
+                        .map(|r| match r {
+                            Response { result: Err(Error::Unavailable(m)), .. }
+                                if m.contains("is not the leader") =>
+                            {
+                                Err(Retry)
+                            }
+                            r => Ok(r),
+                        })
+                        .collect(),
+                    Err(e) => {
+                        warn!(error = %e, "raft: the leader's answer to forwarded writes is malformed");
+                        (0..n).map(|_| Ok(failed(e.clone()))).collect()
+                    }
+                },
+                // Nothing was sent: look for the leader again.
+                Err(CallError::Unreachable(..)) => (0..n).map(|_| Err(Retry)).collect(),
+                Err(e) => {
+                    warn!(error = %e, writes = n, "raft: forwarded writes' outcome is unknown");
+                    (0..n)
+                        .map(|_| {
+                            Ok(failed(Error::Unavailable(format!(
+                                "the leader did not answer: {e}; the write may or may not have applied"
+                            ))))
+                        })
+                        .collect()
+                }
+            };
+            for (f, answer) in batch.into_iter().zip(answers) {
+                // The client may have given up (its deadline): nothing to tell.
+                let _ = f.tx.send(answer);
+            }
+        });
+    }
 }
 
 /// A write waiting in the leader's group-commit queue.
@@ -666,10 +815,10 @@ async fn connection(mut stream: TcpStream, cluster: &Cluster, sm: &StateMachine)
                 Ok(answer) => answer,
                 Err(e) => return refuse(&mut stream, from, k, e).await,
             },
-            kind::FORWARD => match decode_command(body) {
-                Ok(cmd) => {
-                    let response = cluster.write_as_leader(cmd).await;
-                    network::answer_frame(network::OK, &response.encode())
+            kind::FORWARD => match network::decode_forwarded(body) {
+                Ok(cmds) => {
+                    let responses = cluster.write_as_leader(cmds).await;
+                    network::answer_frame(network::OK, &network::encode_forward_answers(&responses))
                 }
                 Err(e) => return refuse(&mut stream, from, k, e.to_string()).await,
             },
@@ -700,24 +849,6 @@ fn json_answer<T: Serialize>(value: &T) -> BytesMut {
     match serde_json::to_vec(value) {
         Ok(json) => network::answer_frame(network::OK, &json),
         Err(e) => network::answer_frame(network::FAILED, e.to_string().as_bytes()),
-    }
-}
-
-/// A forwarded command: a binary TCP request frame (id 0).
-fn decode_command(mut b: Bytes) -> Result<Command, Error> {
-    use bytes::Buf;
-    if b.remaining() < LEN_PREFIX + MIN_FRAME_LEN {
-        return Err(Error::Malformed("command frame too short".into()));
-    }
-    let len = b.get_u32() as usize;
-    if len != b.remaining() {
-        return Err(Error::Malformed("command frame length does not match".into()));
-    }
-    let k = b.get_u8();
-    let _id = b.get_u32();
-    match wire::decode_request(k, b)? {
-        WireRequest::Command(cmd) => Ok(cmd),
-        _ => Err(Error::Malformed("not a command".into())),
     }
 }
 

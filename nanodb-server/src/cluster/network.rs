@@ -4,7 +4,8 @@
 //! counts everything after itself); an answer is `u32 length | u8 status | body`, status 0 for
 //! success. Lengths are checked against [`MAX_MESSAGE`] before anything is read, and bodies are
 //! read as they arrive (memory follows the bytes actually sent, not the length claimed).
-//! Connections are pooled per peer and carry one call at a time.
+//! Connections are pooled per peer and carry one call at a time (a follower's forwarded writes
+//! share calls: see `FORWARD`).
 //!
 //! Why not gRPC: the messages are openraft's, already serialized by us; a framed socket needs no
 //! new proto package, keeps the Raft port out of the public gRPC surface (reflection, interop
@@ -32,7 +33,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::state_machine::SNAPSHOT_CHUNK;
-use super::types::{Member, NodeId, TypeConfig, decode_entry, encode_entry};
+use nanodb_protocol::Command;
+use nanodb_protocol::Error;
+use nanodb_protocol::frame::{LEN_PREFIX, MIN_FRAME_LEN};
+
+use super::types::{Member, NodeId, Response, TypeConfig, decode_command_frame, decode_entry, encode_entry};
 
 /// Largest message either end accepts: room for one entry of the largest size a node proposes
 /// (see `Cluster::propose`), and far above [`APPEND_BUDGET`].
@@ -57,7 +62,9 @@ pub mod kind {
     pub const SNAPSHOT_CHUNK: u8 = 4;
     /// The end of a snapshot.
     pub const SNAPSHOT_END: u8 = 5;
-    /// A client command forwarded by a follower to the leader.
+    /// Client commands forwarded by a follower to the leader: `u32 count | count × binary TCP
+    /// request frames (id 0)`, answered with `u32 count | count × (u32 len | Response)` in the
+    /// same order (see `decode_forwarded`, `encode_forward_answers`).
     pub const FORWARD: u8 = 6;
     /// A follower asks the leader for a read index.
     pub const READ_INDEX: u8 = 7;
@@ -200,6 +207,62 @@ pub fn decode_append(mut b: Bytes) -> Result<AppendEntriesRequest<TypeConfig>, S
         leader_commit: header.leader_commit,
         entries,
     })
+}
+
+/// A `FORWARD` call's commands back; every length checked against what is left, the count
+/// bounded by the smallest frame before anything is allocated for it.
+pub fn decode_forwarded(mut b: Bytes) -> Result<Vec<Command>, Error> {
+    let bad = |m: &str| Error::Malformed(format!("forwarded writes: {m}"));
+    if b.remaining() < 4 {
+        return Err(bad("count missing"));
+    }
+    let n = b.get_u32() as usize;
+    if n == 0 || n > b.remaining() / (LEN_PREFIX + MIN_FRAME_LEN) {
+        return Err(bad("the count does not match the message"));
+    }
+    let mut cmds = Vec::with_capacity(n);
+    for _ in 0..n {
+        cmds.push(decode_command_frame(&mut b)?);
+    }
+    if b.has_remaining() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(cmds)
+}
+
+/// The answer to a `FORWARD` call: each command's [`Response`], in order.
+pub fn encode_forward_answers(responses: &[Response]) -> BytesMut {
+    let mut b = BytesMut::new();
+    b.put_u32(responses.len() as u32);
+    for r in responses {
+        let one = r.encode();
+        b.put_u32(one.len() as u32);
+        b.put_slice(&one);
+    }
+    b
+}
+
+/// [`encode_forward_answers`] back, expecting `n` answers.
+pub fn decode_forward_answers(mut b: Bytes, n: usize) -> Result<Vec<Response>, Error> {
+    let bad = |m: &str| Error::Malformed(format!("answers to forwarded writes: {m}"));
+    if b.remaining() < 4 || b.get_u32() as usize != n {
+        return Err(bad("not one answer per write"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if b.remaining() < 4 {
+            return Err(bad("truncated"));
+        }
+        let len = b.get_u32() as usize;
+        if len > b.remaining() {
+            return Err(bad("truncated"));
+        }
+        out.push(Response::decode(b.split_to(len))?);
+    }
+    if b.has_remaining() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
 }
 
 /// What a snapshot's header frame carries.
@@ -483,6 +546,39 @@ mod tests {
         assert_eq!(decode_append(part).expect("decode").entries, rpc.entries[..n]);
         let (one, n) = encode_append(&rpc, 10).expect("encode");
         assert_eq!((n, decode_append(one).expect("decode").entries.len()), (1, 1), "never zero entries");
+    }
+
+    #[test]
+    fn forwarded_writes_and_their_answers_round_trip_and_malformed_ones_are_errors() {
+        use nanodb_protocol::wire::{self, Request as WireRequest};
+        use nanodb_protocol::{Reply, cmd};
+        let cmds = vec![Command::Ping(cmd::Ping {}), Command::Ping(cmd::Ping {})];
+        let mut body = BytesMut::new();
+        body.put_u32(2);
+        for c in &cmds {
+            wire::encode_request(0, &WireRequest::Command(c.clone()), &mut body).expect("encode");
+        }
+        let whole = body.clone().freeze();
+        assert_eq!(decode_forwarded(whole.clone()).expect("decode"), cmds);
+        let mut trailing = body.clone();
+        trailing.put_u8(0);
+        let mut zero = BytesMut::new();
+        zero.put_u32(0);
+        let mut too_many = BytesMut::new();
+        too_many.put_u32(u32::MAX);
+        too_many.put_slice(&whole[4..]);
+        for bad in [trailing.freeze(), zero.freeze(), too_many.freeze(), whole.slice(..whole.len() - 1)] {
+            assert!(decode_forwarded(bad.clone()).is_err(), "{bad:?}");
+        }
+
+        let answers = vec![
+            Response { result: Ok(Reply::Pong), created: true, each: Vec::new() },
+            Response { result: Err(Error::Unavailable("retry".into())), created: false, each: Vec::new() },
+        ];
+        let encoded = encode_forward_answers(&answers).freeze();
+        assert_eq!(decode_forward_answers(encoded.clone(), 2).expect("decode"), answers);
+        assert!(decode_forward_answers(encoded.clone(), 3).is_err(), "one answer per write");
+        assert!(decode_forward_answers(encoded.slice(..encoded.len() - 1), 2).is_err(), "truncated");
     }
 
     #[test]

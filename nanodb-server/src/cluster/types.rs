@@ -184,7 +184,7 @@ impl Request {
 }
 
 /// Takes one binary TCP request frame (id 0) holding a command off the front of `b`.
-fn decode_command_frame(b: &mut Bytes) -> Result<Command, Error> {
+pub fn decode_command_frame(b: &mut Bytes) -> Result<Command, Error> {
     let bad = |m: &str| Error::Malformed(format!("raft entry: {m}"));
     if b.remaining() < LEN_PREFIX + MIN_FRAME_LEN {
         return Err(bad("command frame too short"));
