@@ -9,5 +9,11 @@ if ! docker info >/dev/null 2>&1; then
   fail "no Docker engine (docker info failed); set NANODB_CI_DOCKER=optional to skip this check"
 fi
 need_apt redis-tools curl
+# The compose file users run stays valid (it builds with docker/Dockerfile, which needs a registry).
+if command -v docker-compose >/dev/null; then
+  docker-compose -f docker/compose.yaml config -q || fail "docker/compose.yaml does not parse"
+elif docker compose version >/dev/null 2>&1; then
+  docker compose -f docker/compose.yaml config -q || fail "docker/compose.yaml does not parse"
+fi
 # 20 minutes covers a first debootstrap on a slow mirror; later runs take well under a minute.
 NANODB_BIN="$NANODB_BIN" timeout 1200 docker/smoke-test.sh || fail "docker smoke test"
