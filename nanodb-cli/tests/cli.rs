@@ -293,3 +293,62 @@ async fn stats_come_from_grpc() {
     let o = run(cli(port, &["--grpc-port", &free.to_string(), "stats"])).await;
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
 }
+
+/// `--tls --ca` with `--user` and `NANODB_PASSWORD`, on the TCP port and on gRPC (stats): what a
+/// server with users and TLS needs; wrong credentials are the server's WRONGPASS (exit 1), and
+/// plaintext against the TLS port cannot connect (exit 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_users() {
+    use nanodb_server::config::{AuthConfig, ClientAuth, TlsFiles};
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let cert = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("cert");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let users = write("users.acl", "user alice on >alicepw ~* +@all\n".into());
+    let config = Config {
+        tcp_addr: ListenAddr::On("127.0.0.1:0".into()),
+        grpc_addr: ListenAddr::On("127.0.0.1:0".into()),
+        tls: Some(TlsFiles {
+            cert: write("server.crt", cert.pem()),
+            key: write("server.key", key.serialize_pem()),
+            ca: None,
+            auth_clients: ClientAuth::No,
+        }),
+        auth: AuthConfig { users_file: Some(users), ..AuthConfig::default() },
+        ..Config::all_off()
+    };
+    let server = Server::start(config).await.expect("server");
+    let (tcp, grpc) = (server.addrs().tcp.expect("tcp").port(), server.addrs().grpc.expect("grpc").port());
+    let ca_file = write("ca.crt", ca.pem());
+    let secure = |args: &[&str], password: &str| {
+        let mut c = cli(
+            tcp,
+            &["--host", "localhost", "--tls", "--ca", ca_file.to_str().expect("path"), "--user", "alice"],
+        );
+        c.args(args).env("NANODB_PASSWORD", password).env("NANODB_CLI_GRPC_PORT", grpc.to_string());
+        c
+    };
+    let o = run(secure(&["put", "k", "v"], "alicepw")).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(run(secure(&["get", "k"], "alicepw")).await.stdout, b"v\n");
+    let o = run(secure(&["-o", "json", "stats"], "alicepw")).await;
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("\"keys\":1"), "{}", text(&o.stdout));
+    let o = run(secure(&["get", "k"], "wrong")).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("WRONGPASS"), "{}", text(&o.stderr));
+    let o = run(cli(tcp, &["get", "k"])).await;
+    assert_eq!(o.status.code(), Some(3), "plaintext on a TLS port: {}", text(&o.stderr));
+    server.shutdown().await;
+}
