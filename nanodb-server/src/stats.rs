@@ -210,6 +210,21 @@ impl Stats {
     }
 }
 
+impl Stats {
+    /// One histogram per protocol with traffic, every operation's merged in (for the stats
+    /// report; the per-operation ones stay for `/metrics`).
+    pub fn latency_by_protocol(&self) -> Vec<(Protocol, Histogram)> {
+        let mut out: Vec<(Protocol, Histogram)> = Vec::new();
+        for ((p, _), h) in self.latencies() {
+            match out.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, mine)) => mine.merge(&h),
+                None => out.push((p, h)),
+            }
+        }
+        out
+    }
+}
+
 /// Counts a connection closed when dropped.
 #[derive(Debug)]
 pub struct ConnectionGuard {

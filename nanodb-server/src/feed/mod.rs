@@ -250,6 +250,24 @@ impl Hub {
         }
     }
 
+    /// Deliveries waiting in subscribers' queues now, summed, and the fullest queue's length:
+    /// walked under the registry's read lock when stats are asked for (about once a second by a
+    /// dashboard), so writers and subscribers keep no shared gauge on their paths.
+    pub fn queue_use(&self) -> (usize, usize) {
+        let registry = self.read();
+        let mut seen = std::collections::HashSet::<u64>::new();
+        let (mut total, mut fullest) = (0, 0);
+        let maps = [&registry.keys, &registry.prefixes, &registry.channels, &registry.patterns];
+        for entry in maps.into_iter().flat_map(|m| m.values()).flatten() {
+            if seen.insert(entry.id) {
+                let len = entry.queue.len();
+                total += len;
+                fullest = fullest.max(len);
+            }
+        }
+        (total, fullest)
+    }
+
     /// Holds key events back until `gate` says their writes may be acknowledged. Set once, when
     /// persistence opens the log.
     pub fn set_gate(&self, gate: Arc<dyn DurabilityGate>) {

@@ -412,3 +412,23 @@ fn a_hot_key_with_many_watchers_gets_one_event_each_with_values_as_asked() {
         assert_eq!(drain(s), vec![("hot".to_string(), EventKind::Put, RedisEvent::Set, want)]);
     }
 }
+
+/// What the stats report as watcher queue use: deliveries waiting, summed over subscribers (each
+/// counted once however many topics it holds), and the fullest queue.
+#[test]
+fn queue_use_sums_subscribers_once_each() {
+    let e = engine_with(FeedLimits::default());
+    assert_eq!(e.feed().queue_use(), (0, 0));
+    let mut both = e.feed().subscriber();
+    both.add(Topic::Key(b("a")), false).expect("succeeds");
+    both.add(Topic::Prefix(b("")), false).expect("succeeds");
+    let mut one = e.feed().subscriber();
+    one.add(Topic::Key(b("b")), false).expect("succeeds");
+    put(&e, "a", "1");
+    put(&e, "b", "2");
+    put(&e, "b", "3");
+    // `both` matched all three (once each), `one` the two writes of b.
+    assert_eq!(e.feed().queue_use(), (5, 3));
+    drain(&both);
+    assert_eq!(e.feed().queue_use(), (2, 2));
+}

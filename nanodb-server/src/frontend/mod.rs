@@ -8,6 +8,7 @@ pub mod conn;
 pub mod coverage;
 pub mod grpc;
 pub mod http;
+pub mod report;
 pub mod resp;
 pub(crate) mod sniff;
 pub mod tcp;

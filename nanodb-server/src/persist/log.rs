@@ -67,6 +67,9 @@ pub struct AppendLog {
     /// Position at the last rotation: log growth since then triggers the next snapshot.
     rotated_at: AtomicU64,
     failed: OnceLock<String>,
+    /// Unix time in ms of the last successful fsync of a segment (0: none since start), for the
+    /// stats' "time since the last fsync": one relaxed store per fsync, never per write.
+    last_fsync_ms: AtomicU64,
     /// Wakes the `always` writer thread.
     wake: Condvar,
     wake_lock: Mutex<bool>,
@@ -85,6 +88,10 @@ impl std::fmt::Debug for AppendLog {
             .field("failed", &self.failed.get())
             .finish_non_exhaustive()
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Creates segment `seq`: header written and fsynced, directory fsynced.
@@ -115,6 +122,7 @@ impl AppendLog {
             synced: AtomicU64::new(replayed),
             rotated_at: AtomicU64::new(0),
             failed: OnceLock::new(),
+            last_fsync_ms: AtomicU64::new(0),
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
             durable_tx,
@@ -139,6 +147,21 @@ impl AppendLog {
     /// Why the log failed, if it did.
     pub fn failure(&self) -> Option<&str> {
         self.failed.get().map(String::as_str)
+    }
+
+    /// The fsync policy.
+    pub fn policy(&self) -> FsyncPolicy {
+        self.policy
+    }
+
+    /// Time since the log was last fsynced; `None` if it was not since start.
+    pub fn since_last_fsync(&self) -> Option<std::time::Duration> {
+        let at = self.last_fsync_ms.load(Ordering::Relaxed);
+        (at != 0).then(|| std::time::Duration::from_millis(unix_ms().saturating_sub(at)))
+    }
+
+    fn note_fsync(&self) {
+        self.last_fsync_ms.store(unix_ms(), Ordering::Relaxed);
     }
 
     /// Log bytes appended since the last rotation (snapshot).
@@ -191,6 +214,7 @@ impl AppendLog {
             return Err(self.unavailable());
         }
         self.synced.fetch_max(end, Ordering::AcqRel);
+        self.note_fsync();
         self.durable_tx.send_replace((end, false));
         Ok(())
     }
@@ -305,6 +329,7 @@ impl AppendLog {
                 return;
             }
             self.synced.fetch_max(end, Ordering::AcqRel);
+            self.note_fsync();
         }
     }
 

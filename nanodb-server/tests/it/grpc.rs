@@ -695,6 +695,51 @@ async fn admin_ping_and_stats() {
     server.shutdown().await;
 }
 
+/// The fields `nanodb-cli monitor` shows: per-protocol errors, open connections and a latency
+/// histogram that counts every operation; the log's policy and fsync age; no cluster on a single
+/// node.
+#[tokio::test]
+async fn admin_stats_report_what_the_monitor_shows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = Config {
+        tcp_addr: any_port(),
+        persistence: true,
+        data_dir: dir.path().to_path_buf(),
+        fsync: nanodb_server::persist::FsyncPolicy::Always,
+        ..config()
+    };
+    let (server, addr) = grpc_server(cfg).await;
+    let mut admin = AdminClient::new(channel(addr).await);
+    let before = admin.stats(pb::StatsRequest {}).await.expect("stats").into_inner();
+    let log = before.log.clone().expect("persistence on: log stats");
+    assert_eq!((log.fsync.as_str(), log.snapshot_age_ms), ("always", -1));
+    let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp on")).await;
+    for i in 0..10 {
+        tcp.call(Command::Put(cmd::Put {
+            key: b(&format!("k{i}")),
+            value: b("v"),
+            expiry: Expiry::Persist,
+            condition: PutCondition::Always,
+        }))
+        .await
+        .expect("tcp put");
+    }
+    tcp.call(Command::Incr(cmd::Incr { key: b("k0"), delta: 1 })).await.expect_err("not an integer");
+
+    let s = admin.stats(pb::StatsRequest {}).await.expect("stats").into_inner();
+    let p = s.protocols.iter().find(|p| p.protocol == "tcp").expect("tcp");
+    assert_eq!((p.ops, p.errors, p.connections), (11, 1, 1), "{p:?}");
+    assert_eq!(p.latency_buckets.len(), s.latency_bounds_us.len() + 1);
+    assert_eq!(p.latency_buckets.iter().sum::<u64>(), 11, "every operation in the histogram");
+    let log = s.log.expect("log stats");
+    assert!(log.bytes_since_snapshot > 0);
+    assert!((0..60_000).contains(&log.last_fsync_age_ms), "fsynced just now: {log:?}");
+    let feed = s.feed.expect("feed");
+    assert_eq!((feed.queued, feed.queue_len_limit), (0, 4096));
+    assert!(s.cluster.is_none());
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn errors_map_to_grpc_codes_with_clear_messages() {
     let mut cfg = config();

@@ -12,7 +12,7 @@ use super::convert::{OpKind, Respond, operation_result, status};
 use super::watch::{self, EventStream};
 use crate::auth::{Caller, Need};
 use crate::frontend::{Context, Run};
-use crate::stats::{Protocol, resident_memory_bytes};
+use crate::stats::Protocol;
 
 /// Serves `nanodb.v1.KV` from the shared engine.
 #[derive(Debug, Clone)]
@@ -160,17 +160,6 @@ kv_service! {
     }
 }
 
-fn feed_stats(s: &crate::feed::FeedStats) -> pb::FeedStats {
-    use std::sync::atomic::Ordering::Relaxed;
-    pb::FeedStats {
-        subscribers: s.subscribers.load(Relaxed) as u64,
-        delivered: s.delivered.load(Relaxed),
-        dropped: s.dropped.load(Relaxed),
-        lagged: s.lagged.load(Relaxed),
-        published: s.published.load(Relaxed),
-    }
-}
-
 /// Serves `nanodb.v1.Admin`.
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -193,19 +182,8 @@ impl Admin for AdminService {
     async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
         self.ctx.authorize(&caller(&self.ctx, &request), Need::Authenticated).map_err(|e| status(&e))?;
         let started = Instant::now();
-        let (ctx, stats) = (&self.ctx, &self.ctx.stats);
-        let response = pb::StatsResponse {
-            keys: ctx.engine.key_count() as u64,
-            memory_bytes: resident_memory_bytes().unwrap_or(0),
-            protocols: Protocol::ALL
-                .iter()
-                .map(|&p| pb::ProtocolStats { protocol: p.as_str().into(), ops: stats.ops(p) })
-                .collect(),
-            uptime_s: stats.uptime().as_secs(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            feed: Some(feed_stats(ctx.feed.stats())),
-        };
-        stats.record(Protocol::Grpc, "stats", true, started.elapsed());
+        let response = crate::frontend::report::stats_report(&self.ctx).await;
+        self.ctx.stats.record(Protocol::Grpc, "stats", true, started.elapsed());
         Ok(Response::new(response))
     }
 }
