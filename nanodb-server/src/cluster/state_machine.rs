@@ -12,6 +12,18 @@
 //! version counter and the last entry time). Each is written to a temp file, fsynced, renamed, the
 //! directory fsynced; then the older ones are deleted. A snapshot is exact: building one holds
 //! the apply lock, so it is the state after exactly `last_log_id`.
+//!
+//! Installing a snapshot (a follower too far behind) keeps the node serving its old state until
+//! the new one is whole: the file is loaded into an empty sibling engine, aside, and the two
+//! keyspaces are swapped under every partition lock at once (`Engine::swap_state`), so a read
+//! sees the old state or the new one, never a mix. Watchers and keyspace notifications on this
+//! node are then told the difference, in key order: a whole-value event for every key new or
+//! changed, a delete for every key gone (`Engine::announce_replacement`), as if the entries the
+//! snapshot stands for had been applied here, their intermediate values excepted. Peak memory
+//! is the old state, the new one, the snapshot file (read whole) and, while someone watches, a
+//! copy of the changed keys. `PUBLISH` entries inside the snapshot's range were never applied
+//! here, so this node's subscribers do not get those messages (pub/sub is at-most-once, as a
+//! Redis replica's full resync loses them too).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -346,17 +358,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let stored =
             StoredMeta { meta: meta.clone(), versions: snapshot.versions, last_now: snapshot.last_now };
         write_meta(&dir, index, &stored).map_err(snap_err)?;
+        // Loaded aside, then swapped in at once (see the module docs): a read never sees a
+        // partly loaded state, and a snapshot that fails to load changes nothing.
         let engine = self.shared.engine.clone();
         let path = snapshot_path(&dir, index);
         let max = self.shared.max_record_len;
-        let records = tokio::task::spawn_blocking(move || {
-            engine.clear_all();
-            recovery::load_snapshot(&engine, &path, max)
+        let versions = snapshot.versions;
+        let (records, announced) = tokio::task::spawn_blocking(move || {
+            let aside = engine.sibling();
+            let records = recovery::load_snapshot(&aside, &path, max)?;
+            aside.set_version_counter(versions);
+            engine.swap_state(&aside);
+            // `aside` now holds the state replaced: watchers are told the difference, then it
+            // is freed here, off the runtime.
+            let announced = engine.announce_replacement(&aside);
+            Ok::<_, crate::persist::PersistError>((records, announced))
         })
         .await
         .map_err(sm_err)?
         .map_err(sm_err)?;
-        self.shared.engine.set_version_counter(snapshot.versions);
+        info!(index, announced, "raft: snapshot swapped in; watchers told of every key it changed");
         info!(index, records, keys = self.shared.engine.key_count(), "raft: snapshot installed");
         state.applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
