@@ -762,3 +762,69 @@ async fn a_snapshot_installs_at_once_for_readers_and_tells_watchers_what_it_chan
         c.stop(i).await;
     }
 }
+
+/// A RESP pub/sub connection subscribed to `channel` on `node`.
+async fn subscribed(c: &Cluster, node: usize, channel: &str) -> redis::aio::PubSub {
+    let addr = c.node(node).addrs().resp.expect("resp");
+    let mut sub = redis::Client::open(format!("redis://{addr}/"))
+        .expect("client")
+        .get_async_pubsub()
+        .await
+        .expect("pubsub");
+    sub.subscribe(channel).await.expect("subscribe");
+    sub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_answers_how_many_subscribers_of_the_receiving_node_got_the_message() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let (a, b_node) = ((leader + 1) % 3, (leader + 2) % 3);
+    // Two subscribers on a follower, one on the leader, none on the third node.
+    let mut subs = vec![subscribed(&c, a, "news").await, subscribed(&c, a, "news").await];
+    subs.push(subscribed(&c, leader, "news").await);
+    for (node, expected) in [(a, 2), (leader, 1), (b_node, 0)] {
+        let addr = c.node(node).addrs().resp.expect("resp");
+        let mut conn = redis_conn(addr).await;
+        let message = format!("from node {}", node + 1);
+        let until = Instant::now() + DEADLINE;
+        let answer: i64 = loop {
+            // An election in between is retryable, as for a client.
+            match conn.publish("news", &message).await {
+                Ok(n) => break n,
+                Err(e) => assert!(Instant::now() < until, "publish: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(answer, expected, "PUBLISH on node {} answers its own subscribers", node + 1);
+        // Every subscriber, on every node, got it.
+        for sub in &mut subs {
+            let mut messages = sub.on_message();
+            let msg = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut messages))
+                .await
+                .expect("a message within the deadline")
+                .expect("a message");
+            assert_eq!(msg.get_payload::<String>().expect("payload"), message);
+        }
+    }
+    // Publishes inside a batch (the binary TCP protocol's), among other writes, count the same
+    // way, each its own.
+    let publish =
+        |channel: &str| Command::Publish(cmd::Publish { channel: b(channel), message: b("batched") });
+    let batch =
+        Command::Batch(cmd::Batch { ops: vec![publish("news"), put("between", "x"), publish("nobody")] });
+    let mut tcp = TcpClient::connect(c.tcp(a)).await;
+    match tcp.call(batch).await {
+        Ok(Reply::Batch(r)) => {
+            assert_eq!(r.len(), 3, "{r:?}");
+            assert_eq!((&r[0], &r[2]), (&Ok(Reply::Int(2)), &Ok(Reply::Int(0))), "{r:?}");
+        }
+        other => panic!("batch: {other:?}"),
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
