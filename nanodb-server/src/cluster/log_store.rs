@@ -572,7 +572,8 @@ impl Inner {
         if index < to {
             let skip = (index - cached_from) as usize;
             let take = (to - index) as usize;
-            out.extend(self.cache.iter().skip(skip).take(take).map(|(e, _)| e.clone()));
+            let end = (skip + take).min(self.cache.len());
+            out.extend(self.cache.range(skip.min(end)..end).map(|(e, _)| e.clone()));
         }
         Ok(out)
     }

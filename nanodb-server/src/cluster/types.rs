@@ -473,4 +473,32 @@ mod tests {
         trailing.put_u8(0);
         assert!(Request::decode(trailing.freeze()).is_err());
     }
+
+    #[test]
+    fn a_forwarded_answer_carries_where_its_publishes_were_counted_and_bad_flags_are_refused() {
+        for response in [
+            Response {
+                result: Ok(Reply::Int(3)),
+                created: false,
+                each: Vec::new(),
+                delivered: Some((42, 7)),
+            },
+            Response { result: Ok(Reply::Pong), created: true, each: Vec::new(), delivered: None },
+            Response {
+                result: Err(Error::Unavailable("x".into())),
+                created: false,
+                each: Vec::new(),
+                delivered: None,
+            },
+        ] {
+            assert_eq!(Response::decode(response.encode()).expect("decodes"), response);
+        }
+        let good =
+            Response { result: Ok(Reply::Int(1)), created: false, each: Vec::new(), delivered: Some((1, 0)) }
+                .encode();
+        assert!(Response::decode(good.slice(..5)).is_err(), "a cut position is refused");
+        let mut bad = BytesMut::from(&good[..]);
+        bad[0] = 4;
+        assert!(Response::decode(bad.freeze()).is_err(), "unknown flags are refused");
+    }
 }
