@@ -102,6 +102,8 @@ pub struct Cluster {
     queue: tokio::sync::mpsc::Sender<Pending>,
     /// Writes a follower forwards to the leader, in batches.
     forwards: tokio::sync::mpsc::Sender<Forwarded>,
+    /// How many local subscribers each recent `PUBLISH` reached (PUBLISH's answer).
+    deliveries: Arc<state_machine::Deliveries>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -160,6 +162,7 @@ impl Cluster {
         let sm = StateMachine::open(engine.clone(), feed, &dir.join("snapshots"), start.max_record_len)
             .map_err(err)?;
         let sm_for_net = sm.clone();
+        let deliveries = sm.deliveries();
         let et = config.election_timeout.as_millis() as u64;
         // openraft 0.9 lets a follower (with a leader it knew) start an election only after the
         // leader lease (= `election_timeout_max`) *plus* a random timeout in `[min, max)`, checked
@@ -226,6 +229,7 @@ impl Cluster {
             raft_addr,
             queue,
             forwards,
+            deliveries,
         });
         info!(node_id = cluster.node_id, addr = %raft_addr, "raft port listening");
         tasks.spawn(serve(listener, cluster.clone(), sm_for_net, shutdown.clone(), tasks.clone()));
@@ -297,11 +301,30 @@ impl Cluster {
                 _ => Err(Retry),
             };
             match attempt {
+                Ok(Response { result: Ok(reply), created, delivered: Some(at), .. }) => {
+                    return Ok((self.local_deliveries(&cmd, reply, at, deadline).await, created));
+                }
                 Ok(Response { result, created, .. }) => return result.map(|r| (r, created)),
                 Err(Retry) if Instant::now() < deadline => pause(deadline).await,
                 Err(Retry) => return Err(Error::Unavailable(NO_LEADER.into())),
             }
         }
+    }
+
+    /// A `PUBLISH`'s answer on the node that took it: how many of this node's subscribers got
+    /// the message (Redis Cluster's answer), known once this node has applied the entry, which
+    /// is when it delivered it. Not applied here by the deadline: the publishes count 0 (they
+    /// reached nobody here yet).
+    async fn local_deliveries(
+        &self,
+        cmd: &Command,
+        reply: Reply,
+        at: (u64, u32),
+        deadline: Instant,
+    ) -> Reply {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = self.raft.wait(Some(left)).applied_index_at_least(Some(at.0), "publish delivered").await;
+        self.deliveries.localize(cmd, reply, at)
     }
 
     /// Proposes `cmd` on this node (the leader), grouped with the other writes waiting (see
@@ -493,7 +516,7 @@ async fn pause(deadline: Instant) {
 
 /// A write that failed before or without applying.
 fn failed(e: Error) -> Response {
-    Response { result: Err(e), created: false, each: Vec::new() }
+    Response { result: Err(e), created: false, each: Vec::new(), delivered: None }
 }
 
 /// A write handed to the group commit: waiting for its answer, or answered already.

@@ -572,8 +572,13 @@ mod tests {
         }
 
         let answers = vec![
-            Response { result: Ok(Reply::Pong), created: true, each: Vec::new() },
-            Response { result: Err(Error::Unavailable("retry".into())), created: false, each: Vec::new() },
+            Response { result: Ok(Reply::Pong), created: true, each: Vec::new(), delivered: None },
+            Response {
+                result: Err(Error::Unavailable("retry".into())),
+                created: false,
+                each: Vec::new(),
+                delivered: None,
+            },
         ];
         let encoded = encode_forward_answers(&answers).freeze();
         assert_eq!(decode_forward_answers(encoded.clone(), 2).expect("decode"), answers);

@@ -12,6 +12,18 @@
 //! version counter and the last entry time). Each is written to a temp file, fsynced, renamed, the
 //! directory fsynced; then the older ones are deleted. A snapshot is exact: building one holds
 //! the apply lock, so it is the state after exactly `last_log_id`.
+//!
+//! Installing a snapshot (a follower too far behind) keeps the node serving its old state until
+//! the new one is whole: the file is loaded into an empty sibling engine, aside, and the two
+//! keyspaces are swapped under every partition lock at once (`Engine::swap_state`), so a read
+//! sees the old state or the new one, never a mix. Watchers and keyspace notifications on this
+//! node are then told the difference, in key order: a whole-value event for every key new or
+//! changed, a delete for every key gone (`Engine::announce_replacement`), as if the entries the
+//! snapshot stands for had been applied here, their intermediate values excepted. Peak memory
+//! is the old state, the new one, the snapshot file (read whole) and, while someone watches, a
+//! copy of the changed keys. `PUBLISH` entries inside the snapshot's range were never applied
+//! here, so this node's subscribers do not get those messages (pub/sub is at-most-once, as a
+//! Redis replica's full resync loses them too).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -62,6 +74,8 @@ pub struct StateMachine {
 struct Shared {
     engine: Arc<Engine>,
     feed: Arc<Hub>,
+    /// How many of this node's subscribers each recent `PUBLISH` reached (see [`Deliveries`]).
+    deliveries: Arc<Deliveries>,
     dir: PathBuf,
     max_record_len: usize,
     /// The apply lock: held by every apply and by a snapshot while it is written.
@@ -164,6 +178,7 @@ impl StateMachine {
             shared: Arc::new(Shared {
                 engine,
                 feed,
+                deliveries: Arc::new(Deliveries::default()),
                 dir: dir.to_path_buf(),
                 max_record_len,
                 state: Mutex::new(state),
@@ -171,44 +186,54 @@ impl StateMachine {
         })
     }
 
-    /// Applies one operation at `now`.
-    fn apply_op(&self, op: Op, now: u64) -> Response {
+    /// Applies one operation at `now`; `tally` numbers the entry's publishes.
+    fn apply_op(&self, op: Op, now: u64, tally: &mut Tally) -> Response {
         match op {
             // A put says whether it created its key (REST's 201).
             Op::Command(Command::Put(c)) => match self.shared.engine.apply_put_at(c, now) {
-                Ok(outcome) => {
-                    Response { created: outcome.created, result: Ok(Reply::from(outcome)), each: Vec::new() }
-                }
-                Err(e) => Response { result: Err(e), created: false, each: Vec::new() },
+                Ok(outcome) => Response {
+                    created: outcome.created,
+                    result: Ok(Reply::from(outcome)),
+                    each: Vec::new(),
+                    delivered: None,
+                },
+                Err(e) => Response { result: Err(e), created: false, each: Vec::new(), delivered: None },
             },
             Op::Command(cmd) => {
-                Response { result: self.apply_command(cmd, now), created: false, each: Vec::new() }
+                let first = tally.next;
+                let result = self.apply_command(cmd, now, tally);
+                // A command that published says where its counts are (see `Deliveries`).
+                let delivered = (tally.next > first).then_some((tally.index, first));
+                Response { result, created: false, each: Vec::new(), delivered }
             }
             Op::Commands(cmds) => Response {
                 result: Ok(Reply::Pong),
                 created: false,
-                each: cmds.into_iter().map(|cmd| self.apply_op(Op::Command(cmd), now)).collect(),
+                each: cmds.into_iter().map(|cmd| self.apply_op(Op::Command(cmd), now, tally)).collect(),
+                delivered: None,
             },
             Op::Expire(keys) => {
                 self.shared.engine.expire_keys_at(&keys, now);
-                Response { result: Ok(Reply::Pong), created: false, each: Vec::new() }
+                Response { result: Ok(Reply::Pong), created: false, each: Vec::new(), delivered: None }
             }
         }
     }
 
     /// `Context::route` for a committed command: publish to the feed, a batch one by one, the
     /// rest to the engine at the entry's time.
-    fn apply_command(&self, cmd: Command, now: u64) -> Result<Reply, Error> {
+    fn apply_command(&self, cmd: Command, now: u64, tally: &mut Tally) -> Result<Reply, Error> {
         let engine = &self.shared.engine;
         match cmd {
             Command::Publish(c) => {
                 c.validate(engine.limits())?;
                 let n = self.shared.feed.publish(&value::owned(&c.channel), &value::owned(&c.message));
+                self.shared.deliveries.record((tally.index, tally.next), n);
+                tally.next += 1;
                 Ok(Reply::Int(n as i64))
             }
             Command::Batch(c) => {
                 c.validate(engine.limits())?;
-                Ok(Reply::Batch(c.ops.into_iter().map(|op| self.apply_command(op, now)).collect()))
+                Ok(Reply::Batch(c.ops.into_iter().map(|op| self.apply_command(op, now, tally)).collect()))
             }
             cmd => engine.apply_at(cmd, now),
         }
@@ -252,9 +277,77 @@ impl StateMachine {
         }
     }
 
+    /// This node's record of how many local subscribers each recent `PUBLISH` reached.
+    pub fn deliveries(&self) -> Arc<Deliveries> {
+        self.shared.deliveries.clone()
+    }
+
     /// Where a snapshot being received is written (then renamed by `install_snapshot`).
     pub fn incoming_path(&self, id: u64) -> PathBuf {
         self.shared.dir.join(format!("incoming-{id}.snap.tmp"))
+    }
+}
+
+/// Numbers the publishes of the entry being applied: `(index, next)` names the next one.
+struct Tally {
+    index: u64,
+    next: u32,
+}
+
+/// How many of this node's subscribers each recently applied `PUBLISH` reached, by `(entry
+/// index, the publish's number within the entry)`: what the node that took a `PUBLISH` answers
+/// (Redis Cluster's answer: the receiving node's own count), read once this node has applied the
+/// entry, whichever node proposed it. The leader's answer names the entry and number
+/// ([`Response::delivered`]); every node applies the same entries in the same order, so the
+/// numbers agree. Bounded to the last [`Deliveries::KEPT`] publishes.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    counts: std::sync::Mutex<std::collections::BTreeMap<(u64, u32), usize>>,
+}
+
+impl Deliveries {
+    /// Publishes remembered; a waiting node reads its count right after applying the entry, so
+    /// only this many publishes applied in between could push it out.
+    pub const KEPT: usize = 65_536;
+
+    fn record(&self, at: (u64, u32), n: usize) {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        counts.insert(at, n);
+        while counts.len() > Self::KEPT {
+            counts.pop_first();
+        }
+    }
+
+    /// This node's count for the publish at `at`, once its entry is applied here. `None` when
+    /// this node never applied it (it installed a snapshot past it: the message reached nobody
+    /// here) or forgot it.
+    pub fn count(&self, at: (u64, u32)) -> Option<usize> {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&at).copied()
+    }
+
+    /// `reply` (the leader's answer to `cmd`, whose publishes are numbered from `at`) with each
+    /// publish's count replaced by this node's, in the order the state machine numbered them.
+    pub fn localize(&self, cmd: &Command, reply: Reply, at: (u64, u32)) -> Reply {
+        let mut next = at.1;
+        self.localize_from(cmd, reply, at.0, &mut next)
+    }
+
+    fn localize_from(&self, cmd: &Command, reply: Reply, index: u64, next: &mut u32) -> Reply {
+        match (cmd, reply) {
+            (Command::Publish(_), Reply::Int(_)) => {
+                let n = self.count((index, *next)).unwrap_or(0);
+                *next += 1;
+                Reply::Int(n as i64)
+            }
+            (Command::Batch(b), Reply::Batch(replies)) => Reply::Batch(
+                b.ops
+                    .iter()
+                    .zip(replies)
+                    .map(|(op, r)| r.map(|r| self.localize_from(op, r, index, next)))
+                    .collect(),
+            ),
+            (_, reply) => reply,
+        }
     }
 }
 
@@ -285,13 +378,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         for entry in entries {
             state.applied = Some(entry.log_id);
-            let pong = Response { result: Ok(Reply::Pong), created: false, each: Vec::new() };
+            let pong =
+                Response { result: Ok(Reply::Pong), created: false, each: Vec::new(), delivered: None };
             let response = match entry.payload {
                 EntryPayload::Blank => pong,
                 EntryPayload::Normal(req) => {
                     let now = req.now_ms.max(state.last_now);
                     state.last_now = now;
-                    self.apply_op(req.op, now)
+                    self.apply_op(req.op, now, &mut Tally { index: entry.log_id.index, next: 0 })
                 }
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -346,17 +440,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let stored =
             StoredMeta { meta: meta.clone(), versions: snapshot.versions, last_now: snapshot.last_now };
         write_meta(&dir, index, &stored).map_err(snap_err)?;
+        // Loaded aside, then swapped in at once (see the module docs): a read never sees a
+        // partly loaded state, and a snapshot that fails to load changes nothing.
         let engine = self.shared.engine.clone();
         let path = snapshot_path(&dir, index);
         let max = self.shared.max_record_len;
-        let records = tokio::task::spawn_blocking(move || {
-            engine.clear_all();
-            recovery::load_snapshot(&engine, &path, max)
+        let versions = snapshot.versions;
+        let (records, announced) = tokio::task::spawn_blocking(move || {
+            let aside = engine.sibling();
+            let records = recovery::load_snapshot(&aside, &path, max)?;
+            aside.set_version_counter(versions);
+            engine.swap_state(&aside);
+            // `aside` now holds the state replaced: watchers are told the difference, then it
+            // is freed here, off the runtime.
+            let announced = engine.announce_replacement(&aside);
+            Ok::<_, crate::persist::PersistError>((records, announced))
         })
         .await
         .map_err(sm_err)?
         .map_err(sm_err)?;
-        self.shared.engine.set_version_counter(snapshot.versions);
+        info!(index, announced, "raft: snapshot swapped in; watchers told of every key it changed");
         info!(index, records, keys = self.shared.engine.key_count(), "raft: snapshot installed");
         state.applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();

@@ -231,13 +231,22 @@ pub struct Response {
     /// An [`Op::Commands`] entry's answers, one per command in order (its own `result` is
     /// `Pong`). Stays on the leader: not part of [`Response::encode`].
     pub each: Vec<Response>,
+    /// For a command that published: its entry's index and the number of its first publish
+    /// within the entry, where every node records how many of its own subscribers each publish
+    /// reached (`state_machine::Deliveries`): the node that took the command answers its own.
+    pub delivered: Option<(u64, u32)>,
 }
 
 impl Response {
-    /// `u8 created | the reply as a binary TCP response frame`: the forwarding RPC's answer.
+    /// `u8 flags (1: created, 2: delivered follows) | [u64 index | u32 number] | the reply as a
+    /// binary TCP response frame`: the forwarding RPC's answer.
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::new();
-        b.put_u8(u8::from(self.created));
+        b.put_u8(u8::from(self.created) | if self.delivered.is_some() { 2 } else { 0 });
+        if let Some((index, number)) = self.delivered {
+            b.put_u64_le(index);
+            b.put_u32_le(number);
+        }
         b.put_slice(&encode_response(&self.result));
         b.freeze()
     }
@@ -247,8 +256,19 @@ impl Response {
         if !b.has_remaining() {
             return Err(Error::Malformed("empty response".into()));
         }
-        let created = b.get_u8() != 0;
-        Ok(Self { result: decode_response(b)?, created, each: Vec::new() })
+        let flags = b.get_u8();
+        if flags > 3 {
+            return Err(Error::Malformed(format!("response flags {flags}")));
+        }
+        let delivered = if flags & 2 != 0 {
+            if b.remaining() < 12 {
+                return Err(Error::Malformed("response truncated".into()));
+            }
+            Some((b.get_u64_le(), b.get_u32_le()))
+        } else {
+            None
+        };
+        Ok(Self { result: decode_response(b)?, created: flags & 1 != 0, each: Vec::new(), delivered })
     }
 }
 
@@ -452,5 +472,33 @@ mod tests {
         let mut trailing = BytesMut::from(&good[..]);
         trailing.put_u8(0);
         assert!(Request::decode(trailing.freeze()).is_err());
+    }
+
+    #[test]
+    fn a_forwarded_answer_carries_where_its_publishes_were_counted_and_bad_flags_are_refused() {
+        for response in [
+            Response {
+                result: Ok(Reply::Int(3)),
+                created: false,
+                each: Vec::new(),
+                delivered: Some((42, 7)),
+            },
+            Response { result: Ok(Reply::Pong), created: true, each: Vec::new(), delivered: None },
+            Response {
+                result: Err(Error::Unavailable("x".into())),
+                created: false,
+                each: Vec::new(),
+                delivered: None,
+            },
+        ] {
+            assert_eq!(Response::decode(response.encode()).expect("decodes"), response);
+        }
+        let good =
+            Response { result: Ok(Reply::Int(1)), created: false, each: Vec::new(), delivered: Some((1, 0)) }
+                .encode();
+        assert!(Response::decode(good.slice(..5)).is_err(), "a cut position is refused");
+        let mut bad = BytesMut::from(&good[..]);
+        bad[0] = 4;
+        assert!(Response::decode(bad.freeze()).is_err(), "unknown flags are refused");
     }
 }

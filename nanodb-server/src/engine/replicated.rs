@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use nanodb_protocol::{Command, Error, Reply};
 
-use super::{Change, Engine, LogPosition, PARTITIONS};
+use super::{Change, Effect, EffectKind, Engine, LogPosition};
 
 impl Engine {
     /// Turns cluster mode on, before the engine serves anything. There is no way back.
@@ -97,17 +97,86 @@ impl Engine {
         self.versions.store(version, Ordering::Relaxed);
     }
 
-    /// Removes every key without logging or versioning anything, before a snapshot replaces
-    /// the state. Watchers are not told: the installed state is a new starting point.
-    pub fn clear_all(&self) {
-        for i in 0..PARTITIONS {
-            let part = &self.partitions[i];
-            let mut table = part.write();
-            table.clear();
-            table.shrink_to_fit(|k| self.hash(k));
-            drop(table);
-            part.expiry().clear();
+    /// An empty engine like this one (same hasher, so the same partition for every key; same
+    /// limits; cluster mode) with no observers: a snapshot being installed is loaded into it,
+    /// aside, while this one keeps serving, then [`Engine::swap_state`] puts it in place.
+    pub fn sibling(&self) -> Engine {
+        let mut aside = Engine::new(self.limits.clone());
+        aside.hasher = self.hasher.clone();
+        aside.set_replicated();
+        aside
+    }
+
+    /// Exchanges the whole keyspace (every partition's table and expiry index) and the version
+    /// counter with `other`, a [`Engine::sibling`]: afterwards this engine holds what `other`
+    /// held and `other` the old state. Every partition's table lock is held at once while the
+    /// tables are exchanged (taken in partition order, the index under its table's lock as
+    /// writers take them), and each exchange is a pointer swap: a read sees the old state or the
+    /// new one, never a mix, and waits for 512 pointer swaps at most.
+    pub fn swap_state(&self, other: &Engine) {
+        // A sibling hashes as this engine does: its keys are in the partitions this one reads.
+        debug_assert_eq!(self.hash(b"sibling"), other.hash(b"sibling"));
+        if std::ptr::eq(self, other) {
+            return;
         }
+        let mut mine: Vec<_> = self.partitions.iter().map(|p| p.write()).collect();
+        let mut theirs: Vec<_> = other.partitions.iter().map(|p| p.write()).collect();
+        for (i, (a, b)) in mine.iter_mut().zip(theirs.iter_mut()).enumerate() {
+            std::mem::swap(&mut **a, &mut **b);
+            std::mem::swap(&mut *self.partitions[i].expiry(), &mut *other.partitions[i].expiry());
+        }
+        let versions = other.versions.swap(self.versions.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.versions.store(versions, Ordering::Relaxed);
+        drop(theirs);
+        drop(mine);
+    }
+
+    /// Tells the active observers how the state changed when `old` (a [`Engine::sibling`] that
+    /// [`Engine::swap_state`] handed the previous state to) was replaced by this engine's: a
+    /// whole-value effect for every key that is new or whose version differs (versions are the
+    /// same on every node, so an equal version is an equal value) and a delete for every key
+    /// gone, in key order, so a watcher sees the writes the snapshot stood for as if they had
+    /// been applied one by one (their intermediate values excepted). Returns how many effects
+    /// were sent; with no active observer nothing is compared. The caller holds the apply lock,
+    /// so no write interleaves; the changed keys are copied once (the memory this costs).
+    pub fn announce_replacement(&self, old: &Engine) -> usize {
+        if !self.watched() {
+            return 0;
+        }
+        // (key, whether it was removed), collected a partition at a time.
+        let mut changed: Vec<(Bytes, bool)> = Vec::new();
+        for (new, old) in self.partitions.iter().zip(old.partitions.iter()) {
+            let (new, old) = (new.read(), old.read());
+            for e in new.iter() {
+                let before = old.get(self.hash(&e.key), &e.key);
+                if before.is_none_or(|b| b.slot.version != e.slot.version) {
+                    changed.push((Bytes::copy_from_slice(&e.key), false));
+                }
+            }
+            for e in old.iter() {
+                if new.get(self.hash(&e.key), &e.key).is_none() {
+                    changed.push((Bytes::copy_from_slice(&e.key), true));
+                }
+            }
+        }
+        changed.sort_unstable();
+        let deleted_at = self.version_counter();
+        for (key, removed) in &changed {
+            let (hash, part) = self.locate(key);
+            let table = part.read();
+            let effect = match (removed, table.get(hash, key)) {
+                (false, Some(e)) => Effect {
+                    key,
+                    version: e.slot.version,
+                    kind: EffectKind::Set { value: &e.slot.value, deadline: e.slot.deadline },
+                },
+                _ => Effect { key, version: deleted_at, kind: EffectKind::Delete },
+            };
+            for observer in self.observers.iter().filter(|o| o.is_active()) {
+                observer.on_effect(key, &effect, 0);
+            }
+        }
+        changed.len()
     }
 }
 

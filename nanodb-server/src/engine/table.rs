@@ -125,11 +125,6 @@ impl Table {
         self.entries.iter().map(|e| &**e)
     }
 
-    /// Removes every entry (a cluster node installing a snapshot).
-    pub fn clear(&mut self) {
-        self.entries.clear();
-    }
-
     /// Gives memory back after mass removal (FLUSHDB): the table is resized to what it holds.
     pub fn shrink_to_fit(&mut self, rehash: impl Fn(&[u8]) -> u64) {
         self.entries.shrink_to_fit(|e| table_hash(rehash(&e.key)));

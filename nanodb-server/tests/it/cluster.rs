@@ -677,3 +677,238 @@ async fn concurrent_writes_through_a_follower_each_apply_once_and_get_their_own_
         }
     }
 }
+
+/// Keys of the snapshot-install test: `k00000`.. (written twice), `pad000`.. (written after the
+/// node stopped), and `gone`, `same`, `new`.
+const SWAP_KEYS: usize = 3000;
+const SWAP_PADS: usize = 150;
+
+fn mset(keys: std::ops::Range<usize>, value: &str) -> Command {
+    Command::MultiPut(cmd::MultiPut {
+        pairs: keys.map(|i| (b(&format!("k{i:05}")), b(value))).collect(),
+        only_if_none_exist: false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_installs_at_once_for_readers_and_tells_watchers_what_it_changed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use nanodb_protocol::{EventType, Push, Request, Response, Subscription};
+
+    let mut c = Cluster::new(3, 50);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let mut tcp = TcpClient::connect(c.tcp(leader)).await;
+    for from in (0..SWAP_KEYS).step_by(500) {
+        tcp.call(mset(from..from + 500, "a")).await.expect("mset a");
+    }
+    for (k, v) in [("gone", "g"), ("same", "s")] {
+        tcp.call(put(k, v)).await.expect("put");
+    }
+    // The third node to stop is neither the leader nor the one that will lead without it.
+    let late = (leader + 1) % 3;
+    eventually("the late node to hold the first state", || async {
+        (c.node(late).engine().key_count() == SWAP_KEYS + 2).then_some(())
+    })
+    .await;
+    c.stop(late).await;
+
+    // While it is away: every `k` key rewritten, one key deleted, one created, and enough more
+    // entries that both others compact their logs past everything it has.
+    for from in (0..SWAP_KEYS).step_by(500) {
+        tcp.call(mset(from..from + 500, "b")).await.expect("mset b");
+    }
+    tcp.call(Command::Delete(cmd::Delete { key: b("gone") })).await.expect("delete");
+    tcp.call(put("new", "n")).await.expect("put");
+    let written = c.status(leader).await.commit_index;
+    for i in 0..SWAP_PADS {
+        tcp.call(put(&format!("pad{i:03}"), "p")).await.expect("pad");
+    }
+    let others: Vec<usize> = (0..3).filter(|&i| i != late).collect();
+    for &i in &others {
+        eventually("the others to compact their logs behind a snapshot", || async {
+            let m = c.node(i).cluster().expect("cluster").raft().metrics().borrow().clone();
+            m.purged.is_some_and(|p| p.index > written).then_some(())
+        })
+        .await;
+    }
+    for &i in &others {
+        c.stop(i).await;
+    }
+
+    // The late node restarts alone (no leader: nothing can reach it yet), serving stale reads,
+    // with a reader polling it and a watcher on every key.
+    let mut config = c.config(late);
+    if let Some(cluster) = config.cluster.as_mut() {
+        cluster.read_consistency = ReadConsistency::Stale;
+    }
+    c.nodes[late] = Some(Server::start(config).await.expect("late node starts"));
+    let first_state = SWAP_KEYS as i64 + 2;
+    eventually("the late node to recover its own state", || async {
+        (c.node(late).engine().key_count() as i64 == first_state).then_some(())
+    })
+    .await;
+    let mut watcher = TcpClient::connect(c.tcp(late)).await;
+    let id = watcher
+        .send_request(Request::Subscription(Subscription::Watch {
+            key: Bytes::new(),
+            prefix: true,
+            with_values: true,
+        }))
+        .await;
+    match watcher.next_frame().await.expect("connection open") {
+        (got, Response::Reply(_)) if got == id => {}
+        other => panic!("the watch was refused: {other:?}"),
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, reads, addr) = (stop.clone(), reads.clone(), c.tcp(late));
+        tokio::spawn(async move {
+            let mut t = TcpClient::connect(addr).await;
+            let mut i = 0usize;
+            // Every committed state holds at least the first state's keys, `same`, and a value
+            // for every `k` key: fewer keys or a missing one is a partly loaded state.
+            while !stop.load(Ordering::Relaxed) {
+                match t.call(Command::KeyCount(cmd::KeyCount {})).await {
+                    Ok(Reply::Int(n)) => assert!(n >= first_state, "a read saw {n} keys: a partial state"),
+                    other => panic!("key count: {other:?}"),
+                }
+                let key = format!("k{:05}", (i * 7919) % SWAP_KEYS);
+                for k in [key.as_str(), "same"] {
+                    assert!(value_of(t.call(get(k)).await).is_some(), "a read found no {k}: a partial state");
+                }
+                i += 1;
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    // The others come back; the leader's log no longer has what the late node needs, so it
+    // sends a snapshot.
+    for &i in &others {
+        c.start(i).await;
+    }
+    let final_state = first_state as usize + SWAP_PADS;
+    eventually("the late node to install the snapshot", || async {
+        (c.node(late).engine().key_count() == final_state).then_some(())
+    })
+    .await;
+    let polled = reads.load(Ordering::Relaxed);
+    eventually("the reader to poll past the install", || async {
+        // A reader that stopped early panicked: awaited below, its message is the failure.
+        (reads.load(Ordering::Relaxed) > polled + 3 || reader.is_finished()).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    reader.await.expect("the reader never saw a partial state");
+    let installed = std::fs::read_dir(c.dirs[late].path().join("raft").join("snapshots"))
+        .expect("snapshot dir")
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("snapshot-")?.strip_suffix(".snap")?.parse::<u64>().ok()
+        })
+        .max();
+    assert!(installed.is_some_and(|i| i > written), "the late node installed a snapshot: {installed:?}");
+
+    // The watcher was told every change the snapshot stood for, as puts and deletes in key
+    // order (what it saw before, replays of the node's own log, comes first), then the entries
+    // after the snapshot as they applied: every key exactly once, `same` never.
+    let mut expected: Vec<(EventType, String, Option<Bytes>)> =
+        vec![(EventType::Delete, "gone".into(), None)];
+    expected.extend((0..SWAP_KEYS).map(|i| (EventType::Put, format!("k{i:05}"), Some(b("b")))));
+    expected.push((EventType::Put, "new".into(), Some(b("n"))));
+    expected.extend((0..SWAP_PADS).map(|i| (EventType::Put, format!("pad{i:03}"), Some(b("p")))));
+    let mut seen = Vec::new();
+    while seen.last().map(|(_, k, _): &(EventType, String, Option<Bytes>)| k.as_str())
+        != Some(&format!("pad{:03}", SWAP_PADS - 1))
+    {
+        let frame = tokio::time::timeout(DEADLINE, watcher.next_frame()).await.expect("an event in time");
+        match frame.expect("connection open") {
+            (0, Response::Push(Push::Event { kind, key, value, .. })) => {
+                seen.push((kind, String::from_utf8_lossy(&key).into_owned(), value))
+            }
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+    let from = seen
+        .iter()
+        .rposition(|(kind, key, _)| *kind == EventType::Delete && key == "gone")
+        .expect("the delete of `gone` was announced");
+    assert!(seen[..from].iter().all(|(_, _, v)| v.as_deref() != Some(b"b".as_slice())), "nothing new before");
+    assert_eq!(seen[from..], expected[..], "the announced difference, in key order");
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+/// A RESP pub/sub connection subscribed to `channel` on `node`.
+async fn subscribed(c: &Cluster, node: usize, channel: &str) -> redis::aio::PubSub {
+    let addr = c.node(node).addrs().resp.expect("resp");
+    let mut sub = redis::Client::open(format!("redis://{addr}/"))
+        .expect("client")
+        .get_async_pubsub()
+        .await
+        .expect("pubsub");
+    sub.subscribe(channel).await.expect("subscribe");
+    sub
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publish_answers_how_many_subscribers_of_the_receiving_node_got_the_message() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let (a, b_node) = ((leader + 1) % 3, (leader + 2) % 3);
+    // Two subscribers on a follower, one on the leader, none on the third node.
+    let mut subs = vec![subscribed(&c, a, "news").await, subscribed(&c, a, "news").await];
+    subs.push(subscribed(&c, leader, "news").await);
+    for (node, expected) in [(a, 2), (leader, 1), (b_node, 0)] {
+        let addr = c.node(node).addrs().resp.expect("resp");
+        let mut conn = redis_conn(addr).await;
+        let message = format!("from node {}", node + 1);
+        let until = Instant::now() + DEADLINE;
+        let answer: i64 = loop {
+            // An election in between is retryable, as for a client.
+            match conn.publish("news", &message).await {
+                Ok(n) => break n,
+                Err(e) => assert!(Instant::now() < until, "publish: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(answer, expected, "PUBLISH on node {} answers its own subscribers", node + 1);
+        // Every subscriber, on every node, got it.
+        for sub in &mut subs {
+            let mut messages = sub.on_message();
+            let msg = tokio::time::timeout(DEADLINE, futures::StreamExt::next(&mut messages))
+                .await
+                .expect("a message within the deadline")
+                .expect("a message");
+            assert_eq!(msg.get_payload::<String>().expect("payload"), message);
+        }
+    }
+    // Publishes inside a batch (the binary TCP protocol's), among other writes, count the same
+    // way, each its own.
+    let publish =
+        |channel: &str| Command::Publish(cmd::Publish { channel: b(channel), message: b("batched") });
+    let batch =
+        Command::Batch(cmd::Batch { ops: vec![publish("news"), put("between", "x"), publish("nobody")] });
+    let mut tcp = TcpClient::connect(c.tcp(a)).await;
+    match tcp.call(batch).await {
+        Ok(Reply::Batch(r)) => {
+            assert_eq!(r.len(), 3, "{r:?}");
+            assert_eq!((&r[0], &r[2]), (&Ok(Reply::Int(2)), &Ok(Reply::Int(0))), "{r:?}");
+        }
+        other => panic!("batch: {other:?}"),
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
