@@ -625,6 +625,18 @@ pub enum OkJson {
     Scan(ScanPage),
     /// A nested batch's results (the command model refuses nested batches; encoded all the same).
     Batch(Vec<BatchResult>),
+    /// What a transaction did, as `POST /v1/txn` answers it.
+    Txn(TxnJson),
+}
+
+/// What a transaction did: which branch ran and one result per operation of that branch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TxnJson {
+    /// True when every compare held and the `success` operations ran; false when `failure` ran.
+    pub succeeded: bool,
+    /// One result per operation of the branch that ran, in order.
+    #[schema(no_recursion)]
+    pub results: Vec<BatchResult>,
 }
 
 /// Encodes one result of a batch: what operation `name` on `key` answered.
@@ -683,6 +695,10 @@ fn result_json(name: CommandName, key: Option<&[u8]>, reply: Reply) -> Result<Ok
         Reply::Batch(results) => {
             OkJson::Batch(results.into_iter().map(|r| batch_result(CommandName::Batch, None, r)).collect())
         }
+        Reply::Txn(t) => OkJson::Txn(TxnJson {
+            succeeded: t.succeeded,
+            results: t.results.into_iter().map(|r| batch_result(CommandName::Batch, None, r)).collect(),
+        }),
     })
 }
 

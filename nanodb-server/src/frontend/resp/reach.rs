@@ -44,5 +44,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListSet => Yes("LSET"),
         ListTrim => Yes("LTRIM"),
         GetRange => Yes("GETRANGE"),
+        Txn => No("comes with MULTI/EXEC"),
     }
 }
