@@ -483,10 +483,12 @@ impl Command {
     }
 
     /// Whether the command may change the keyspace (refused while the log cannot take writes,
-    /// and on read-only nodes later). A batch writes when any of its operations does.
+    /// and on read-only nodes later). A batch or a transaction writes when any of its operations
+    /// does.
     pub fn is_write(&self) -> bool {
         match self {
             Self::Batch(b) => b.ops.iter().any(Self::is_write),
+            Self::Txn(t) => t.writes(),
             other => other.command_name().class() == Class::Write,
         }
     }

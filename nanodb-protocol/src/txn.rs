@@ -110,6 +110,13 @@ impl crate::cmd::Txn {
         Ok(())
     }
 
+    /// Whether any operation of either branch writes: a transaction of reads only (an atomic
+    /// multi-key read) is a read, served while the log refuses writes and, in a cluster, without
+    /// a log entry.
+    pub fn writes(&self) -> bool {
+        self.success.iter().chain(&self.failure).any(Command::is_write)
+    }
+
     /// Every key the transaction may touch: its compares' and both branches' (what a group
     /// locks, and what permissions and cluster routing look at).
     pub fn declared_keys(&self) -> Vec<Bytes> {

@@ -1291,6 +1291,7 @@ mod tests {
         assert_eq!(check_doc_example("## 7. Example"), 6);
         assert_eq!(check_doc_example("### 9.4 Example"), 9);
         assert_eq!(check_doc_example("### 10.1 Example"), 6);
+        assert_eq!(check_doc_example("### 4.3 TXN example"), 2);
     }
 
     /// Checks every `->`/`<-` line of the section under `heading`; returns how many.

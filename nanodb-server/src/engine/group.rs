@@ -365,7 +365,7 @@ impl Engine {
 /// A transaction is one group: its compares, then the branch they select, then one commit.
 impl Apply for cmd::Txn {
     fn apply(self, engine: &Engine, at: &mut LogPosition) -> Result<TxnOutcome, Error> {
-        if self.success.iter().chain(&self.failure).any(Command::is_write) {
+        if self.writes() {
             // As for a single write: refused while the log cannot take it, even if it would
             // change nothing.
             engine.check_writable()?;

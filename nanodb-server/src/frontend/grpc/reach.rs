@@ -44,6 +44,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListSet => Yes("KV.ListSet"),
         ListTrim => Yes("KV.ListTrim"),
         GetRange => Yes("KV.GetRange"),
-        Txn => Reach::No("comes with KV.Txn"),
+        Txn => Yes("KV.Txn"),
     }
 }
