@@ -64,6 +64,8 @@ pub enum Keys<'a> {
     Channel(&'a Bytes),
     /// Whatever a batch's operations touch.
     Batch(&'a [Command]),
+    /// A transaction's compared keys (read) and whatever its operations touch.
+    Txn(&'a crate::cmd::Txn),
 }
 
 /// The answer to a ping.
@@ -261,6 +263,8 @@ pub enum Reply {
     List(Vec<Bytes>),
     /// One result per batch operation, in order.
     Batch(Vec<Result<Reply, Error>>),
+    /// What a transaction did: which branch ran, and its operations' results.
+    Txn(crate::txn::TxnOutcome),
 }
 
 impl From<Pong> for Reply {
@@ -329,6 +333,12 @@ impl From<Vec<Result<Reply, Error>>> for Reply {
     }
 }
 
+impl From<crate::txn::TxnOutcome> for Reply {
+    fn from(t: crate::txn::TxnOutcome) -> Self {
+        Self::Txn(t)
+    }
+}
+
 impl From<Option<KeyType>> for Reply {
     /// The type's name, `none` when the key does not exist (Redis's TYPE).
     fn from(t: Option<KeyType>) -> Self {
@@ -370,6 +380,7 @@ from_reply! {
     PutOutcome = Reply::Put { applied, version } => PutOutcome { applied, version, created: false };
     Pong = Reply::Pong => Pong;
     Vec<Result<Reply, Error>> = Reply::Batch(results) => results;
+    crate::txn::TxnOutcome = Reply::Txn(outcome) => outcome;
 }
 
 impl FromReply for Option<KeyType> {
@@ -472,10 +483,12 @@ impl Command {
     }
 
     /// Whether the command may change the keyspace (refused while the log cannot take writes,
-    /// and on read-only nodes later). A batch writes when any of its operations does.
+    /// and on read-only nodes later). A batch or a transaction writes when any of its operations
+    /// does.
     pub fn is_write(&self) -> bool {
         match self {
             Self::Batch(b) => b.ops.iter().any(Self::is_write),
+            Self::Txn(t) => t.writes(),
             other => other.command_name().class() == Class::Write,
         }
     }

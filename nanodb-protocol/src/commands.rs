@@ -19,6 +19,7 @@ use crate::command::{
     TypedCommand, check_expiry, parse_f64,
 };
 use crate::error::Error;
+use crate::txn::{Compare, TxnOutcome};
 
 /// Declares the commands: see the module documentation.
 macro_rules! commands {
@@ -269,8 +270,8 @@ commands! {
     validate |c, l| {
         l.count("batch length", c.ops.len())?;
         for op in &c.ops {
-            if matches!(op, Command::Batch(_)) {
-                return Err(Error::InvalidArgument("a batch cannot contain a batch".into()));
+            if matches!(op, Command::Batch(_) | Command::Txn(_)) {
+                return Err(Error::InvalidArgument("a batch cannot contain a batch or a transaction".into()));
             }
             op.validate(l)?;
         }
@@ -455,6 +456,21 @@ commands! {
         l.key(&c.from)?;
         l.key(&c.to)
     };
+
+    /// Compare, then run one branch atomically (etcd's Txn; Redis's EXEC is one whose compares
+    /// are the WATCHed keys' versions): every compare is evaluated on the keys as they are, then
+    /// `success` runs if all hold and `failure` otherwise, as one group that no reader sees in
+    /// part and that is logged as one record. See [`crate::txn`].
+    Txn = "txn", TXN, Write -> TxnOutcome {
+        /// The conditions, all of which must hold for `success` to run.
+        compares: Vec<Compare>,
+        /// Operations run when every compare holds.
+        success: Vec<Command>,
+        /// Operations run otherwise.
+        failure: Vec<Command>,
+    }
+    keys |c| Keys::Txn(c),
+    validate |c, l| c.check(l);
 
     /// Send a message to a pub/sub channel (channels are separate from keys); how many
     /// subscriptions received it (channel subscribers plus matching patterns, as Redis counts).

@@ -23,6 +23,29 @@ fn put_condition(condition: i32, expected_version: u64) -> Result<PutCondition, 
     }
 }
 
+fn compare(c: pb::Compare) -> Result<crate::txn::Compare, Error> {
+    use crate::txn::{CompareOp, CompareTarget};
+    use pb::compare::Target;
+    let op = match pb::CompareOp::try_from(c.op) {
+        Ok(pb::CompareOp::Equal) => CompareOp::Equal,
+        Ok(pb::CompareOp::NotEqual) => CompareOp::NotEqual,
+        Ok(pb::CompareOp::Less) => CompareOp::Less,
+        Ok(pb::CompareOp::Greater) => CompareOp::Greater,
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!("unknown compare op {}; expected 0 to 3", c.op)));
+        }
+    };
+    let target = match c.target {
+        Some(Target::Version(v)) => CompareTarget::Version(v),
+        Some(Target::Value(v)) => CompareTarget::Value(v),
+        Some(Target::Exists(e)) => CompareTarget::Exists(e),
+        None => {
+            return Err(Error::InvalidArgument("a compare must set one of version, value, exists".into()));
+        }
+    };
+    Ok(crate::txn::Compare { key: c.key, op, target })
+}
+
 fn list_end(end: i32) -> Result<ListEnd, Error> {
     match pb::ListEnd::try_from(end) {
         Ok(pb::ListEnd::Front) => Ok(ListEnd::Front),
@@ -138,6 +161,12 @@ command_from! {
     GetRangeRequest => GetRange |m| cmd::GetRange { key: m.key, start: m.start, end: m.end };
     PingRequest => Ping |_m| cmd::Ping {};
     PublishRequest => Publish |m| cmd::Publish { channel: m.channel, message: m.message };
+    TxnRequest => Txn |m| cmd::Txn {
+        // Bounded by the message size limit; counts are checked by validation.
+        compares: m.compares.into_iter().map(compare).collect::<Result<_, _>>()?,
+        success: m.success.into_iter().map(Command::try_from).collect::<Result<_, _>>()?,
+        failure: m.failure.into_iter().map(Command::try_from).collect::<Result<_, _>>()?,
+    };
     BatchRequest => Batch |m| cmd::Batch {
         // The count is checked by validation; converting first is bounded by the message size
         // limit the transport already enforced.

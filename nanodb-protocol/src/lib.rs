@@ -17,6 +17,7 @@ pub mod commands;
 pub mod convert;
 pub mod error;
 pub mod frame;
+pub mod txn;
 pub mod watch;
 pub mod wire;
 
@@ -30,6 +31,7 @@ pub use command::{
 };
 pub use error::{Denied, Error, ErrorCode};
 pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};
+pub use txn::{Compare, CompareOp, CompareTarget, TxnOutcome};
 pub use watch::{EventType, Push, Subscription};
 pub use wire::{Request, Response};
 

@@ -14,6 +14,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::command::{Command, Entry, Expiry, ListEnd, PutCondition, Reply, ScanEntry};
 use crate::error::{Error, ErrorCode};
 use crate::frame::FrameCodec;
+use crate::txn::{Compare, CompareOp, CompareTarget, TxnOutcome};
 use crate::watch::{Push, Subscription};
 
 /// The protocol version this crate speaks.
@@ -48,6 +49,10 @@ pub mod kind {
     pub const SCAN: u8 = 0x17;
     /// `count | count × (u8 kind | body)`.
     pub const BATCH: u8 = 0x18;
+    /// `u32 compares | compares × compare | u32 n | n × (u8 kind | body) (success) | u32 m |
+    /// m × (u8 kind | body) (failure)`; a compare is `bytes key | u8 op (0 =, 1 ≠, 2 <, 3 >) |
+    /// u8 target (0 version: u64, 1 value: bytes, 2 exists: u8 0/1)`.
+    pub const TXN: u8 = 0x52;
     /// Empty body.
     pub const KEY_COUNT: u8 = 0x19;
     /// `key | field | value`.
@@ -137,6 +142,9 @@ pub mod kind {
     pub const R_LIST: u8 = 0x89;
     /// `count | count × (u8 kind | body)`, each a response (error frames included).
     pub const R_BATCH: u8 = 0x8A;
+    /// `u8 succeeded | u32 count | count × (u8 kind | body)`, each a response of the branch
+    /// that ran (error frames included).
+    pub const R_TXN: u8 = 0x8B;
     /// `u16 version | u32 max_frame_len`.
     pub const R_HELLO: u8 = 0x8F;
     /// `u16 code | message` (UTF-8).
@@ -425,6 +433,40 @@ fn encode_command_body(cmd: &Command, kind: u8, dst: &mut BytesMut) -> Result<()
                 encode_command_body(op, kind, dst)?;
             }
         }
+        Command::Txn(cmd::Txn { compares, success, failure }) => {
+            dst.put_u32(compares.len() as u32);
+            for c in compares {
+                put_bytes(dst, &c.key);
+                dst.put_u8(match c.op {
+                    CompareOp::Equal => 0,
+                    CompareOp::NotEqual => 1,
+                    CompareOp::Less => 2,
+                    CompareOp::Greater => 3,
+                });
+                match &c.target {
+                    CompareTarget::Version(v) => {
+                        dst.put_u8(0);
+                        dst.put_u64(*v);
+                    }
+                    CompareTarget::Value(v) => {
+                        dst.put_u8(1);
+                        put_bytes(dst, v);
+                    }
+                    CompareTarget::Exists(e) => {
+                        dst.put_u8(2);
+                        dst.put_u8(u8::from(*e));
+                    }
+                }
+            }
+            for branch in [success, failure] {
+                dst.put_u32(branch.len() as u32);
+                for op in branch {
+                    let kind = command_kind(op)?;
+                    dst.put_u8(kind);
+                    encode_command_body(op, kind, dst)?;
+                }
+            }
+        }
         Command::HashSet(cmd::HashSet { key, field, value }) => {
             put_bytes(dst, key);
             put_bytes(dst, field);
@@ -481,6 +523,7 @@ fn response_kind(response: &Response) -> u8 {
             Reply::Pairs(_) => kind::R_PAIRS,
             Reply::List(_) => kind::R_LIST,
             Reply::Batch(_) => kind::R_BATCH,
+            Reply::Txn(_) => kind::R_TXN,
         },
     }
 }
@@ -543,6 +586,15 @@ fn encode_response_body(response: &Response, dst: &mut BytesMut) {
             dst.put_u32(values.len() as u32);
             for v in values {
                 put_bytes(dst, v);
+            }
+        }
+        Reply::Txn(TxnOutcome { succeeded, results }) => {
+            dst.put_u8(u8::from(*succeeded));
+            dst.put_u32(results.len() as u32);
+            for r in results {
+                let resp = Response::from(r.clone());
+                dst.put_u8(response_kind(&resp));
+                encode_response_body(&resp, dst);
             }
         }
         Reply::Batch(results) => {
@@ -729,6 +781,43 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
                 ops.push(decode_command(k, r)?);
             }
             Command::Batch(cmd::Batch { ops })
+        }
+        kind::TXN => {
+            let n = r.count("compares", 6)?;
+            let mut compares = Vec::with_capacity(n);
+            for _ in 0..n {
+                let key = r.bytes("compare key")?;
+                let op = match r.u8("compare op")? {
+                    0 => CompareOp::Equal,
+                    1 => CompareOp::NotEqual,
+                    2 => CompareOp::Less,
+                    3 => CompareOp::Greater,
+                    n => return Err(malformed(format!("unknown compare op {n}"))),
+                };
+                let target = match r.u8("compare target")? {
+                    0 => CompareTarget::Version(r.u64("version")?),
+                    1 => CompareTarget::Value(r.bytes("value")?),
+                    2 => CompareTarget::Exists(r.bool("exists")?),
+                    n => return Err(malformed(format!("unknown compare target {n}"))),
+                };
+                compares.push(Compare { key, op, target });
+            }
+            let mut branches = [Vec::new(), Vec::new()];
+            for branch in &mut branches {
+                let n = r.count("transaction operations", 1)?;
+                branch.reserve_exact(n);
+                for _ in 0..n {
+                    let k = r.u8("operation kind")?;
+                    if matches!(k, kind::BATCH | kind::TXN | kind::HELLO) {
+                        return Err(malformed(
+                            "a transaction cannot contain a batch, a transaction or a HELLO",
+                        ));
+                    }
+                    branch.push(decode_command(k, r)?);
+                }
+            }
+            let [success, failure] = branches;
+            Command::Txn(cmd::Txn { compares, success, failure })
         }
         kind::HASH_SET => Command::HashSet(cmd::HashSet {
             key: r.bytes("key")?,
@@ -917,6 +1006,27 @@ fn decode_response_body(k: u8, r: &mut Reader) -> Result<Response, Error> {
             }
             Reply::Batch(results)
         }
+        kind::R_TXN => {
+            let succeeded = r.bool("succeeded")?;
+            let n = r.count("results", 1)?;
+            let mut results = Vec::with_capacity(n);
+            for _ in 0..n {
+                let k = r.u8("result kind")?;
+                if matches!(k, kind::R_BATCH | kind::R_TXN | kind::R_HELLO) || crate::watch::is_push(k) {
+                    return Err(malformed(
+                        "a transaction result cannot be a batch, a transaction, a HELLO or a push",
+                    ));
+                }
+                results.push(match decode_response_body(k, r)? {
+                    Response::Reply(reply) => Ok(reply),
+                    Response::Error(e) => Err(e),
+                    Response::Hello { .. } | Response::Push(_) => {
+                        return Err(malformed("HELLO or push inside a transaction"));
+                    }
+                });
+            }
+            Reply::Txn(TxnOutcome { succeeded, results })
+        }
         other => return Err(malformed(format!("unknown response kind 0x{other:02x}"))),
     };
     Ok(Response::Reply(reply))
@@ -1021,6 +1131,19 @@ mod tests {
             Command::ListSet(cmd::ListSet { key: b("l"), index: -1, value: b("v") }),
             Command::ListTrim(cmd::ListTrim { key: b("l"), start: 1, stop: -2 }),
             Command::GetRange(cmd::GetRange { key: b("k"), start: -3, end: 100 }),
+            Command::Txn(cmd::Txn {
+                compares: vec![
+                    Compare { key: b("a"), op: CompareOp::Equal, target: CompareTarget::Version(7) },
+                    Compare { key: b("b"), op: CompareOp::Greater, target: CompareTarget::Value(b("x")) },
+                    Compare { key: b("c"), op: CompareOp::NotEqual, target: CompareTarget::Exists(true) },
+                    Compare { key: b("d"), op: CompareOp::Less, target: CompareTarget::Version(1) },
+                ],
+                success: vec![Command::Incr(cmd::Incr { key: b("a"), delta: 1 })],
+                failure: vec![
+                    Command::Get(cmd::Get { key: b("a") }),
+                    Command::Delete(cmd::Delete { key: b("b") }),
+                ],
+            }),
         ];
         // Every declared command has a wire body: a new one without an arm here (and in
         // `decode_command`) fails this test, which is what makes the TCP column of the coverage
@@ -1110,6 +1233,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let txn = Reply::Txn(TxnOutcome {
+            succeeded: true,
+            results: vec![Ok(Reply::Int(1)), Err(Error::NotAnInteger)],
+        });
+        match round_trip_response(Response::Reply(txn)) {
+            Response::Reply(Reply::Txn(t)) => {
+                assert!(t.succeeded);
+                assert_eq!(t.results[0], Ok(Reply::Int(1)));
+                assert_eq!(t.results[1].as_ref().map_err(Error::code), Err(ErrorCode::NotAnInteger));
+            }
+            other => panic!("{other:?}"),
+        }
         let batch = Reply::Batch(vec![Ok(Reply::Int(1)), Err(Error::NotAnInteger)]);
         match round_trip_response(Response::Reply(batch)) {
             Response::Reply(Reply::Batch(results)) => {
@@ -1156,6 +1291,7 @@ mod tests {
         assert_eq!(check_doc_example("## 7. Example"), 6);
         assert_eq!(check_doc_example("### 9.4 Example"), 9);
         assert_eq!(check_doc_example("### 10.1 Example"), 6);
+        assert_eq!(check_doc_example("### 4.3 TXN example"), 2);
     }
 
     /// Checks every `->`/`<-` line of the section under `heading`; returns how many.

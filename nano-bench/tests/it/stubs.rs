@@ -220,6 +220,9 @@ pub async fn grpc_dropping(drop_nth: Option<u64>) -> (SocketAddr, Arc<Store>) {
         async fn batch(&self, _: Request<BatchRequest>) -> R<BatchResponse> {
             no()
         }
+        async fn txn(&self, _: Request<TxnRequest>) -> R<TxnResponse> {
+            no()
+        }
         async fn hash_set(&self, _: Request<HashSetRequest>) -> R<HashSetResponse> {
             no()
         }

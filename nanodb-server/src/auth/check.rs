@@ -153,6 +153,8 @@ fn reveals(name: CommandName) -> bool {
 fn category(name: CommandName) -> Option<Category> {
     match name {
         CommandName::Flush => Some(Category::Admin),
+        // A transaction needs what its compares and operations need (see `command`).
+        CommandName::Txn => None,
         _ => match name.class() {
             Class::Connection | Class::Batch => None,
             Class::Read => Some(Category::Read),
@@ -194,6 +196,18 @@ fn command(u: &User, name: CommandName, keys: Keys<'_>) -> Result<(), Error> {
         // A batch is refused whole when any operation is.
         return ops.iter().try_for_each(|op| command(u, op.command_name(), op.keys()));
     }
+    if let Keys::Txn(txn) = keys {
+        // A compare reads its key; every operation of either branch is checked as if it ran
+        // alone, so a transaction is refused whole when any part of it would be.
+        for c in &txn.compares {
+            command(u, CommandName::Get, Keys::One(&c.key))?;
+        }
+        return txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .try_for_each(|op| command(u, op.command_name(), op.keys()));
+    }
     let Some(cat) = category(name) else { return Ok(()) };
     if !u.allows(cat) {
         return Err(refused(u, name.as_str()));
@@ -201,7 +215,7 @@ fn command(u: &User, name: CommandName, keys: Keys<'_>) -> Result<(), Error> {
     let write = name.class() == Class::Write;
     let key = |k: &[u8], write: bool| u.key_allowed(k, write);
     let ok = match keys {
-        Keys::None | Keys::Batch(_) => true,
+        Keys::None | Keys::Batch(_) | Keys::Txn(_) => true,
         Keys::One(k) => key(k, write) && (!write || !reveals(name) || key(k, false)),
         Keys::Two(a, b) => key(a, write) && key(b, write) && (!write || !reveals(name) || key(a, false)),
         Keys::Pairs(pairs) => pairs.iter().all(|(k, _)| key(k, write)),

@@ -772,6 +772,11 @@ pub fn absolute(cmd: Command, now: u64) -> Command {
             c.ops = c.ops.into_iter().map(|op| absolute(op, now)).collect();
             Command::Batch(c)
         }
+        Command::Txn(mut c) => {
+            c.success = c.success.into_iter().map(|op| absolute(op, now)).collect();
+            c.failure = c.failure.into_iter().map(|op| absolute(op, now)).collect();
+            Command::Txn(c)
+        }
         other => other,
     }
 }

@@ -170,6 +170,10 @@ pub trait EffectLog: Send + Sync + Debug {
     fn check_writable(&self) -> Result<(), Error>;
     /// Records one effect; returns the position a client acknowledgement must wait for.
     fn append(&self, effect: &Effect<'_>) -> u64;
+    /// Records the effects of one atomic group as one record, which recovery applies whole or
+    /// not at all; returns its position. May refuse (the log failed, or the record would be too
+    /// large to recover), and then nothing of the group is applied.
+    fn append_group(&self, effects: &[Effect<'_>]) -> Result<u64, Error>;
 }
 
 /// Something told of every applied write and every expiry (the change feed; later others), after
@@ -184,6 +188,13 @@ pub trait EffectObserver: Send + Sync + Debug {
     fn on_effect(&self, key: &[u8], effect: &Effect<'_>, position: u64);
     /// `key` reached its deadline and was removed (at `version`).
     fn on_expired(&self, key: &[u8], version: u64);
+    /// The effects of one atomic group, all at `position`, told while every key of the group is
+    /// still locked, so no other change to those keys comes between them.
+    fn on_group(&self, effects: &[Effect<'_>], position: u64) {
+        for effect in effects {
+            self.on_effect(effect.key, effect, position);
+        }
+    }
 }
 
 impl Engine {

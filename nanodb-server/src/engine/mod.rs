@@ -25,6 +25,7 @@ mod clock;
 mod commands;
 pub mod effect;
 mod expiry;
+pub mod group;
 mod hashes;
 mod keys;
 mod lists;
@@ -113,7 +114,11 @@ pub struct EngineStats {
 pub struct Engine {
     partitions: Box<[Partition]>,
     hasher: ahash::RandomState,
-    versions: AtomicU64,
+    /// The version counter; an overlay ([`group`]) shares its engine's, so that versions drawn
+    /// inside a group are engine-wide unique like any other.
+    versions: Arc<AtomicU64>,
+    /// `hash >> partition_shift` is a key's partition (64 - log2 of the partition count).
+    partition_shift: u32,
     clock: Clock,
     limits: Limits,
     /// Where the sweeper starts next, so every partition gets its turn under a budget.
@@ -124,8 +129,6 @@ pub struct Engine {
     /// Who is told of every write and expiry (the change feed, ...); effects are built for them
     /// only while one is active.
     observers: Box<[Arc<dyn EffectObserver>]>,
-    /// Serialises multi-key writes (MultiPut, Rename) against each other; see [`keys`].
-    multi: Mutex<()>,
     /// Cluster mode (see [`replicated`]): writes take their time from `apply_now`, reads hide
     /// expired keys without removing them, and every write path draws versions the same way on
     /// every node. Off (one relaxed load per write) on a single node.
@@ -159,14 +162,14 @@ impl Engine {
         Self {
             partitions,
             hasher: ahash::RandomState::new(),
-            versions: AtomicU64::new(0),
+            versions: Arc::new(AtomicU64::new(0)),
+            partition_shift: 64 - PARTITIONS.trailing_zeros(),
             clock: Clock::new(),
             limits,
             sweep_from: AtomicUsize::new(0),
             stats: EngineStats::default(),
             log: OnceLock::new(),
             observers: observers.into_boxed_slice(),
-            multi: Mutex::new(()),
             replicated: std::sync::atomic::AtomicBool::new(false),
             apply_now: AtomicU64::new(0),
         }
@@ -254,6 +257,7 @@ impl Engine {
             Command::ListSet(c) => self.apply(c, at).map(Reply::from),
             Command::ListTrim(c) => self.apply(c, at).map(Reply::from),
             Command::GetRange(c) => self.apply(c, at).map(Reply::from),
+            Command::Txn(c) => self.apply(c, at).map(Reply::from),
             Command::Batch(_) | Command::Publish(_) => {
                 cmd.validate(&self.limits)?;
                 Err(Error::InvalidArgument(format!(
@@ -286,15 +290,15 @@ impl Engine {
         self.hasher.hash_one(key)
     }
 
-    fn partition_index(hash: u64) -> usize {
+    fn partition_index(&self, hash: u64) -> usize {
         // The top bits pick the partition; the table takes its bits elsewhere (see `table`).
-        (hash >> (64 - PARTITIONS.trailing_zeros())) as usize
+        (hash >> self.partition_shift) as usize
     }
 
     /// The key's hash and its partition.
     fn locate(&self, key: &[u8]) -> (u64, &Partition) {
         let hash = self.hash(key);
-        (hash, &self.partitions[Self::partition_index(hash)])
+        (hash, &self.partitions[self.partition_index(hash)])
     }
 
     /// A fresh version for a write.

@@ -596,10 +596,23 @@ impl super::EffectLog for Recorder {
         log.push((effect.key.to_vec(), kind));
         log.len() as u64
     }
+
+    fn append_group(&self, effects: &[super::Effect<'_>]) -> Result<u64, Error> {
+        let mut log = self.0.lock().expect("recorder");
+        for effect in effects {
+            let kind = match effect.kind {
+                super::EffectKind::Set { .. } => "group set",
+                super::EffectKind::Delete => "group delete",
+                _ => "group other",
+            };
+            log.push((effect.key.to_vec(), kind));
+        }
+        Ok(log.len() as u64)
+    }
 }
 
 #[test]
-fn rename_logs_the_destination_before_removing_the_source() {
+fn rename_is_one_group_record() {
     let e = engine();
     put(&e, "src", "value");
     let recorder = std::sync::Arc::new(Recorder::default());
@@ -608,8 +621,8 @@ fn rename_logs_the_destination_before_removing_the_source() {
     let log = recorder.0.lock().expect("recorder").clone();
     assert_eq!(
         log,
-        vec![(b"dst".to_vec(), "set"), (b"src".to_vec(), "delete")],
-        "a crash between the two records must leave both keys, never neither"
+        vec![(b"dst".to_vec(), "group set"), (b"src".to_vec(), "group delete")],
+        "the destination's write and the source's removal are one record: a crash keeps both or neither"
     );
     assert_eq!(get(&e, "dst").map(|x| x.value), Some(b("value")));
     assert_eq!(get(&e, "src"), None);
@@ -627,6 +640,10 @@ impl super::EffectLog for FailedLog {
     fn append(&self, _: &super::Effect<'_>) -> u64 {
         panic!("a refused write reached the log")
     }
+
+    fn append_group(&self, _: &[super::Effect<'_>]) -> Result<u64, Error> {
+        Err(Error::Unavailable("the log failed (test)".into()))
+    }
 }
 
 /// One command of every keyspace write kind, each aimed at keys that exist (`s`, `n`, `h`, `l`)
@@ -635,6 +652,11 @@ impl super::EffectLog for FailedLog {
 fn every_write() -> Vec<Command> {
     let k = b;
     vec![
+        Command::Txn(cmd::Txn {
+            compares: vec![],
+            success: vec![Command::Incr(cmd::Incr { key: k("n"), delta: 1 })],
+            failure: vec![],
+        }),
         Command::Put(cmd::Put {
             key: k("s"),
             value: k("x"),

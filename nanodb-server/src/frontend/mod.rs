@@ -225,7 +225,7 @@ fn replicated(cmd: &Command) -> bool {
 }
 
 /// Keyspace commands go to the engine; writes are refused at once while the log cannot take them.
-impl<C: Apply> Run for C
+impl<C: Apply + 'static> Run for C
 where
     C::Output: FromReply + 'static,
 {
@@ -240,7 +240,7 @@ where
     }
 
     fn replicated(&self) -> bool {
-        C::CLASS == Class::Write
+        writes(self)
     }
 
     fn into_command(self) -> Command {
@@ -258,10 +258,19 @@ where
     }
 
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<C::Output, Error> {
-        if C::CLASS == Class::Write {
+        if writes(&self) {
             ctx.engine.check_writable()?;
         }
         ctx.engine.apply(self, at)
+    }
+}
+
+/// Whether a typed command writes: its class says, except for a transaction, which writes when
+/// one of its operations does (a transaction of reads is an atomic multi-key read).
+fn writes<C: TypedCommand + 'static>(cmd: &C) -> bool {
+    match (cmd as &dyn std::any::Any).downcast_ref::<cmd::Txn>() {
+        Some(txn) => txn.writes(),
+        None => C::CLASS == Class::Write,
     }
 }
 

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -76,6 +76,9 @@ pub struct AppendLog {
     /// (synced position, failed) for waiters under `always`.
     durable_tx: watch::Sender<(u64, bool)>,
     closing: AtomicBool,
+    /// The largest record recovery accepts: a group record beyond it is refused rather than
+    /// written where it could not be read back.
+    max_record_len: AtomicUsize,
 }
 
 impl std::fmt::Debug for AppendLog {
@@ -127,6 +130,7 @@ impl AppendLog {
             wake_lock: Mutex::new(false),
             durable_tx,
             closing: AtomicBool::new(false),
+            max_record_len: AtomicUsize::new(usize::MAX),
         });
         match policy {
             FsyncPolicy::Always => {
@@ -358,6 +362,12 @@ impl AppendLog {
         }
     }
 
+    /// Sets the largest record recovery will accept (`--max-frame` and value limits decide it):
+    /// a group whose record would exceed it is refused whole.
+    pub fn set_max_record_len(&self, len: usize) {
+        self.max_record_len.store(len, Ordering::Relaxed);
+    }
+
     /// The sequence number of the segment being appended to.
     pub fn segment_seq(&self) -> u64 {
         lock(&self.segment).seq
@@ -413,5 +423,27 @@ impl EffectLog for AppendLog {
         record::encode(&mut p.buf, effect, 0);
         p.end += (p.buf.len() - before) as u64;
         p.end
+    }
+
+    fn append_group(&self, effects: &[Effect<'_>]) -> Result<u64, Error> {
+        self.check_writable()?;
+        if let [one] = effects {
+            return Ok(self.append(one));
+        }
+        let mut record = BytesMut::new();
+        record::encode_group(&mut record, effects);
+        let max = self.max_record_len.load(Ordering::Relaxed);
+        if record.len() - record::HEADER_LEN > max {
+            return Err(Error::LimitExceeded {
+                what: "bytes in one transaction's log record",
+                len: record.len() - record::HEADER_LEN,
+                max,
+                setting: "max_frame_len",
+            });
+        }
+        let mut p = lock(&self.pending);
+        p.buf.extend_from_slice(&record);
+        p.end += record.len() as u64;
+        Ok(p.end)
     }
 }

@@ -162,6 +162,7 @@ impl Persistence {
         let seq = recovered.next_seq;
         let log = AppendLog::open(&config.dir, seq, config.fsync, recovered.log_bytes)
             .map_err(|source| PersistError::Io { path: segment_path(&config.dir, seq), source })?;
+        log.set_max_record_len(config.max_record_len);
         if engine.attach_log(log.clone()).is_err() {
             warn!("the engine already had an effect log; persistence not attached");
         }

@@ -1,10 +1,13 @@
-//! The on-disk record: one [`Effect`] per record, framed so that recovery can tell a torn tail
-//! from corruption.
+//! The on-disk record: one [`Effect`] per record, or the effects of one atomic group in one
+//! record, framed so that recovery can tell a torn tail from corruption.
 //!
 //! ```text
 //! u32 payload_len | u32 crc32c(payload) | u32 crc32c(first 8 header bytes) | payload
 //! payload = u8 kind | u8 flags | u64 version | bytes key | kind-specific fields
+//! group   = u8 8 | u8 0 | u64 0 | bytes "" | u32 count | count × bytes(payload)
 //! ```
+//! A group's effects share one frame and one checksum: a crash that cuts the record anywhere
+//! cuts the whole group, so recovery applies all of a group's effects or none.
 //! Integers are little-endian; `bytes` is a u32 length and the bytes. The header checksum protects
 //! the length itself: a corrupted length is detected instead of being trusted, and the length is
 //! checked against `max_record_len` before anything is allocated for it.
@@ -25,6 +28,7 @@ const K_HASH_SET: u8 = 4;
 const K_HASH_DELETE: u8 = 5;
 const K_LIST_PUSH: u8 = 6;
 const K_LIST_POP: u8 = 7;
+const K_GROUP: u8 = 8;
 
 const V_STR: u8 = 0;
 const V_INT: u8 = 1;
@@ -90,7 +94,30 @@ fn put_value(dst: &mut BytesMut, value: &Value) {
 
 /// Appends the framed record of `effect` to `dst`.
 pub fn encode(dst: &mut BytesMut, effect: &Effect<'_>, flags: u8) {
+    frame(dst, |p| encode_payload(p, effect, flags));
+}
+
+/// Appends one framed record holding every effect of an atomic group to `dst`.
+pub fn encode_group(dst: &mut BytesMut, effects: &[Effect<'_>]) {
     frame(dst, |p| {
+        p.put_u8(K_GROUP);
+        p.put_u8(0);
+        p.put_u64_le(0);
+        put_bytes(p, b"");
+        p.put_u32_le(effects.len() as u32);
+        for effect in effects {
+            let at = p.len();
+            p.put_u32_le(0);
+            encode_payload(p, effect, 0);
+            let len = (p.len() - at - 4) as u32;
+            p[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        }
+    });
+}
+
+/// Writes the payload of `effect`'s record (everything after the frame header).
+fn encode_payload(p: &mut BytesMut, effect: &Effect<'_>, flags: u8) {
+    {
         let kind = match effect.kind {
             EffectKind::Set { .. } => K_SET,
             EffectKind::Delete => K_DELETE,
@@ -127,7 +154,7 @@ pub fn encode(dst: &mut BytesMut, effect: &Effect<'_>, flags: u8) {
                 p.put_u32_le(count as u32);
             }
         }
-    });
+    }
 }
 
 /// Appends a snapshot chunk: hash fields or list values continuing `key` at `version`.
@@ -286,11 +313,38 @@ pub fn decode_payload(payload: Bytes) -> Result<Decoded, String> {
     Ok(Decoded { effect: OwnedEffect { key, version, kind }, flags })
 }
 
+/// Decodes the payload of a group record (its kind byte included): every effect, or an error
+/// if any is damaged (a group is applied whole or not at all).
+fn decode_group(payload: Bytes) -> Result<Vec<OwnedEffect>, String> {
+    let mut p = Payload(payload);
+    let (kind, flags, version, key) = (p.u8()?, p.u8()?, p.u64()?, p.bytes()?);
+    if kind != K_GROUP || flags != 0 || version != 0 || !key.is_empty() {
+        return Err("bad group record header".into());
+    }
+    let n = p.count(4)?;
+    let mut effects = Vec::with_capacity(n);
+    for _ in 0..n {
+        let inner = p.u32()? as usize;
+        p.need(inner)?;
+        let payload = p.0.split_to(inner);
+        if payload.first() == Some(&K_GROUP) {
+            return Err("a group record inside a group record".into());
+        }
+        effects.push(decode_payload(payload)?.effect);
+    }
+    if p.0.has_remaining() {
+        return Err(format!("{} trailing bytes in group record", p.0.remaining()));
+    }
+    Ok(effects)
+}
+
 /// What reading at an offset found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Read {
     /// A whole, valid record and the offset after it.
     Record(Decoded, usize),
+    /// A whole, valid record of an atomic group (its effects, in order) and the offset after it.
+    Group(Vec<OwnedEffect>, usize),
     /// The end of the data, exactly at a record boundary.
     End,
     /// The data stops inside a record: a write that did not finish (valid header, short payload,
@@ -346,6 +400,10 @@ pub fn read_frame_at(data: &Bytes, offset: usize, max_len: usize) -> FrameRead {
 /// Reads the record at `offset` of `data`, refusing lengths above `max_len` before allocating.
 pub fn read_at(data: &Bytes, offset: usize, max_len: usize) -> Read {
     match read_frame_at(data, offset, max_len) {
+        FrameRead::Frame(payload, next) if payload.first() == Some(&K_GROUP) => match decode_group(payload) {
+            Ok(effects) => Read::Group(effects, next),
+            Err(e) => Read::Invalid(e),
+        },
         FrameRead::Frame(payload, next) => match decode_payload(payload) {
             Ok(decoded) => Read::Record(decoded, next),
             Err(e) => Read::Invalid(e),
@@ -360,7 +418,7 @@ pub fn read_at(data: &Bytes, offset: usize, max_len: usize) -> Read {
 /// valid record follows) from garbage at the tail (nothing valid follows).
 pub fn valid_record_after(data: &Bytes, offset: usize, max_len: usize) -> bool {
     (offset + 1..data.len().saturating_sub(HEADER_LEN - 1))
-        .any(|o| matches!(read_at(data, o, max_len), Read::Record(..)))
+        .any(|o| matches!(read_at(data, o, max_len), Read::Record(..) | Read::Group(..)))
 }
 
 #[cfg(test)]
@@ -482,6 +540,7 @@ mod tests {
                             offset = next;
                         }
                         Read::End => panic!("flip at {byte}:{bit} went unnoticed"),
+                        Read::Group(..) => panic!("flip at {byte}:{bit} made a group record"),
                         Read::Incomplete(_) | Read::Invalid(_) => break,
                     }
                 }

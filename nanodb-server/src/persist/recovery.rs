@@ -230,6 +230,8 @@ pub fn load_snapshot(engine: &Engine, path: &Path, max_record_len: usize) -> Res
                     progress.tick(engine, offset, records);
                 }
             }
+            // A snapshot is written key by key and never holds a group record.
+            Read::Group(..) => return Err(corrupt(offset, "a group record in a snapshot".into())),
             Read::End => break,
             Read::Incomplete(reason) | Read::Invalid(reason) => return Err(corrupt(offset, reason)),
         }
@@ -281,6 +283,15 @@ fn replay_segment(
                 if records % 65_536 == 0 {
                     progress.tick(engine, offset, records);
                 }
+                continue;
+            }
+            Read::Group(effects, next) => {
+                // Decoded whole (one checksum covers the group), so all of it is applied.
+                for effect in effects {
+                    applier.push(effect, false);
+                }
+                records += 1;
+                offset = next;
                 continue;
             }
             Read::End => {

@@ -99,6 +99,21 @@ fn command() -> impl Strategy<Value = Command> {
             end,
             count
         })),
+        proptest::collection::vec((key(), small()), 1..4)
+            .prop_map(|pairs| Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist: false })),
+        (key(), key()).prop_map(|(from, to)| Command::Rename(cmd::Rename { from, to })),
+        (key(), key(), -3i64..3).prop_map(|(a, b, delta)| Command::Txn(cmd::Txn {
+            compares: vec![nanodb_protocol::Compare {
+                key: a.clone(),
+                op: nanodb_protocol::CompareOp::Equal,
+                target: nanodb_protocol::CompareTarget::Exists(true),
+            }],
+            success: vec![
+                Command::Incr(cmd::Incr { key: a.clone(), delta }),
+                Command::Incr(cmd::Incr { key: b, delta: -delta }),
+            ],
+            failure: vec![Command::Delete(cmd::Delete { key: a })],
+        })),
     ]
 }
 
@@ -220,6 +235,42 @@ fn torn_tail_at_every_offset_recovers_the_whole_records() {
         let again = recovered(dir.path()).expect("restart");
         assert_eq!(keys(&again), ["k0", "k1", "new"], "cut at {cut}");
         assert_eq!(again, state(&engine));
+    }
+}
+
+/// A group's effects are one record: a crash that cuts it anywhere loses the whole group and
+/// nothing before it, and recovery never applies part of it.
+#[test]
+fn a_torn_group_record_is_applied_whole_or_not_at_all() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let (path, offsets) = log_with_records(src.path(), 1);
+    {
+        let engine = fresh_engine();
+        recover(&engine, src.path(), false, MAX_RECORD).expect("recover");
+        let log = AppendLog::open(src.path(), 2, FsyncPolicy::No, 0).expect("log opens");
+        engine.attach_log(log.clone()).expect("attach");
+        let pairs = (0..10).map(|i| (Bytes::from(format!("g{i}")), Bytes::from("tag-1"))).collect();
+        engine.execute(Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist: false })).expect("mset");
+        log.close().expect("close");
+    }
+    let first = std::fs::read(&path).expect("read");
+    assert_eq!(first.len(), offsets[1]);
+    let second_path = super::segment_path(src.path(), 2);
+    let group = std::fs::read(&second_path).expect("read");
+    let header = super::log::SEGMENT_HEADER_LEN;
+    assert!(
+        matches!(super::record::read_at(&Bytes::from(group.clone()), header, MAX_RECORD), super::record::Read::Group(ref e, next) if e.len() == 10 && next == group.len()),
+        "ten pairs are one group record"
+    );
+    for cut in header..=group.len() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(super::segment_path(dir.path(), 1), &first).expect("write");
+        std::fs::write(super::segment_path(dir.path(), 2), &group[..cut]).expect("write");
+        let state = recovered(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let grouped = state.keys().filter(|k| k.starts_with(b"g")).count();
+        let expected = if cut == group.len() { 10 } else { 0 };
+        assert_eq!(grouped, expected, "cut at {cut}: all of the group or none");
+        assert!(state.contains_key(&Bytes::from("k0")), "cut at {cut}: the record before survives");
     }
 }
 

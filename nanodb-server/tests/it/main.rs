@@ -14,6 +14,7 @@ mod resp_pubsub;
 mod tcp;
 mod tls;
 mod tokens;
+mod txn;
 mod watch_cross;
 mod watch_grpc;
 mod watch_http;

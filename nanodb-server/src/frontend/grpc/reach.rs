@@ -44,5 +44,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListSet => Yes("KV.ListSet"),
         ListTrim => Yes("KV.ListTrim"),
         GetRange => Yes("KV.GetRange"),
+        Txn => Yes("KV.Txn"),
     }
 }

@@ -136,6 +136,24 @@ kv_service! {
         }))
     }
 
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let caller = caller(&self.ctx, &request);
+        let msg = request.into_inner();
+        // Each branch's kinds, to encode the results of whichever ran; an operation without a
+        // kind fails the conversion below, before anything runs.
+        let success: Vec<OpKind> = msg.success.iter().filter_map(OpKind::of).collect();
+        let failure: Vec<OpKind> = msg.failure.iter().filter_map(OpKind::of).collect();
+        let outcome = run::<cmd::Txn, _>(&self.ctx, &caller, msg).await?;
+        let kinds = if outcome.succeeded { success } else { failure };
+        if outcome.results.len() != kinds.len() {
+            return Err(status(&Error::Internal));
+        }
+        Ok(Response::new(pb::TxnResponse {
+            succeeded: outcome.succeeded,
+            results: kinds.into_iter().zip(outcome.results).map(|(k, r)| operation_result(k, r)).collect(),
+        }))
+    }
+
     type WatchStream = EventStream<pb::WatchEvent>;
 
     async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {

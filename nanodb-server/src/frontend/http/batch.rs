@@ -1,4 +1,6 @@
-//! `POST /v1/batch`: every data command as a JSON operation, applied in order, one result each.
+//! `POST /v1/batch`: every data command as a JSON operation, applied in order, one result each;
+//! `POST /v1/txn`: compares, then the `success` or `failure` operations (in the same JSON) applied
+//! atomically as one engine group.
 //!
 //! An operation's `op` is its command's name (the coverage table's, `get_set`, `hash_len`, ...);
 //! `encoding` applies to its key and every other byte string it carries. Results are encoded in
@@ -625,6 +627,18 @@ pub enum OkJson {
     Scan(ScanPage),
     /// A nested batch's results (the command model refuses nested batches; encoded all the same).
     Batch(Vec<BatchResult>),
+    /// What a transaction did, as `POST /v1/txn` answers it.
+    Txn(TxnJson),
+}
+
+/// What a transaction did: which branch ran and one result per operation of that branch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TxnJson {
+    /// True when every compare held and the `success` operations ran; false when `failure` ran.
+    pub succeeded: bool,
+    /// One result per operation of the branch that ran, in order.
+    #[schema(no_recursion)]
+    pub results: Vec<BatchResult>,
 }
 
 /// Encodes one result of a batch: what operation `name` on `key` answered.
@@ -683,6 +697,10 @@ fn result_json(name: CommandName, key: Option<&[u8]>, reply: Reply) -> Result<Ok
         Reply::Batch(results) => {
             OkJson::Batch(results.into_iter().map(|r| batch_result(CommandName::Batch, None, r)).collect())
         }
+        Reply::Txn(t) => OkJson::Txn(TxnJson {
+            succeeded: t.succeeded,
+            results: t.results.into_iter().map(|r| batch_result(CommandName::Batch, None, r)).collect(),
+        }),
     })
 }
 
@@ -722,4 +740,127 @@ pub async fn batch(s: Call, JsonBody(ops): JsonBody<Vec<BatchOp>>) -> Result<Res
     let out: Vec<BatchResult> =
         meta.into_iter().zip(results).map(|((name, key), r)| batch_result(name, key.as_deref(), r)).collect();
     Ok(json_response(StatusCode::OK, &out))
+}
+
+/// How a transaction's compare relates the key's state to its target.
+#[derive(Debug, Default, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareOpJson {
+    /// Equal (the default).
+    #[default]
+    Equal,
+    /// Not equal.
+    NotEqual,
+    /// Less than (versions numerically, values bytewise).
+    Less,
+    /// Greater than.
+    Greater,
+}
+
+/// One condition of a transaction: exactly one of `version`, `value` and `exists`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompareJson {
+    /// The key compared.
+    pub key: String,
+    /// How `key` and `value` are written.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// The relation (`equal` when left out).
+    #[serde(default)]
+    pub op: CompareOpJson,
+    /// The key's version (0: the key does not exist).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// The key's string value (a missing key or one of another type never compares).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Whether the key exists (with `equal` or `not_equal`).
+    #[serde(default)]
+    pub exists: Option<bool>,
+}
+
+impl CompareJson {
+    fn into_compare(self) -> Result<nanodb_protocol::Compare, AppError> {
+        use nanodb_protocol::{CompareOp, CompareTarget};
+        let target = match (self.version, self.value, self.exists) {
+            (Some(v), None, None) => CompareTarget::Version(v),
+            (None, Some(v), None) => CompareTarget::Value(decode_bytes(&v, self.encoding, "value")?),
+            (None, None, Some(e)) => CompareTarget::Exists(e),
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "a compare sets exactly one of version, value, exists".into(),
+                )
+                .into());
+            }
+        };
+        let op = match self.op {
+            CompareOpJson::Equal => CompareOp::Equal,
+            CompareOpJson::NotEqual => CompareOp::NotEqual,
+            CompareOpJson::Less => CompareOp::Less,
+            CompareOpJson::Greater => CompareOp::Greater,
+        };
+        Ok(nanodb_protocol::Compare { key: decode_bytes(&self.key, self.encoding, "key")?, op, target })
+    }
+}
+
+/// A transaction: compares, then the operations to apply if all hold and those to apply otherwise.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxnBody {
+    /// The conditions, evaluated before any operation runs.
+    #[serde(default)]
+    pub compare: Vec<CompareJson>,
+    /// Operations applied when every compare holds (only operations on named keys).
+    #[serde(default)]
+    pub success: Vec<BatchOp>,
+    /// Operations applied otherwise.
+    #[serde(default)]
+    pub failure: Vec<BatchOp>,
+}
+
+/// The command name and repeated key of each operation, for encoding its result.
+fn result_meta(cmds: &[Command]) -> Vec<(CommandName, Option<Bytes>)> {
+    cmds.iter()
+        .map(|c| {
+            let key = match c.keys() {
+                Keys::One(k) => Some(k.clone()),
+                _ => None,
+            };
+            (c.command_name(), key)
+        })
+        .collect()
+}
+
+/// Compares, then the `success` or `failure` operations, applied atomically: no reader on any
+/// protocol sees part of them, and they are logged as one record.
+#[utoipa::path(post, path = "/v1/txn", tag = "kv",
+    request_body(content = TxnBody, description = "Compares and the two branches of operations"),
+    responses(
+        (status = 200, description = "Which branch ran, and one result per operation of it", body = TxnJson),
+        (status = 400, description = "Bad JSON, a bad compare, an operation a transaction cannot hold, or more than max_batch_len compares or operations", body = ErrorBody),
+        (status = 413, description = "A key or value over its limit (nothing applied)", body = ErrorBody),
+    ))]
+pub async fn txn(s: Call, JsonBody(body): JsonBody<TxnBody>) -> Result<Response, AppError> {
+    let max = s.ctx.engine.limits().max_batch_len;
+    for (what, len) in
+        [("compares", body.compare.len()), ("success", body.success.len()), ("failure", body.failure.len())]
+    {
+        if len > max {
+            // Refuse before decoding every operation; the engine would refuse it anyway.
+            return Err(Error::LimitExceeded { what, len, max, setting: "max_batch_len" }.into());
+        }
+    }
+    let compares = body.compare.into_iter().map(CompareJson::into_compare).collect::<Result<Vec<_>, _>>()?;
+    let success = body.success.into_iter().map(|op| op.into_command(max)).collect::<Result<Vec<_>, _>>()?;
+    let failure = body.failure.into_iter().map(|op| op.into_command(max)).collect::<Result<Vec<_>, _>>()?;
+    let (success_meta, failure_meta) = (result_meta(&success), result_meta(&failure));
+    let outcome = s.exec(cmd::Txn { compares, success, failure }).await?;
+    let meta = if outcome.succeeded { success_meta } else { failure_meta };
+    let results = meta
+        .into_iter()
+        .zip(outcome.results)
+        .map(|((name, key), r)| batch_result(name, key.as_deref(), r))
+        .collect();
+    Ok(json_response(StatusCode::OK, &TxnJson { succeeded: outcome.succeeded, results }))
 }

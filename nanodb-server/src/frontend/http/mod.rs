@@ -113,6 +113,7 @@ pub struct BinaryBody(pub Vec<u8>);
         keys::random_key,
         keys::flush,
         batch::batch,
+        batch::txn,
         hash_list::hash_get_all,
         hash_list::hash_get,
         hash_list::hash_set,
@@ -145,6 +146,10 @@ pub struct BinaryBody(pub Vec<u8>);
         batch::BatchOp,
         batch::BatchResult,
         batch::FloatArg,
+        batch::TxnBody,
+        batch::TxnJson,
+        batch::CompareJson,
+        batch::CompareOpJson,
         kv::KeyTypeJson,
         kv::ExpiryJson,
         kv::PairJson,
@@ -198,6 +203,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/keyspace/count", get(keys::key_count))
         .route("/v1/keyspace/random", get(keys::random_key))
         .route("/v1/batch", post(batch::batch))
+        .route("/v1/txn", post(batch::txn))
         .route("/v1/auth/token", post(auth::issue_token))
         .route("/v1/hash/{key}", get(hash_list::hash_get_all))
         .route(

@@ -43,6 +43,7 @@ pub fn reach(c: CommandName) -> Reach {
         ListLen => Yes("GET /v1/list/{key} ?len=true"),
         ListSet => Yes("PUT /v1/list/{key}/{index}"),
         GetRange => Yes("GET /v1/kv/{key}/range"),
+        Txn => Yes("POST /v1/txn"),
         ListTrim => Yes("POST /v1/list/{key}/trim"),
     }
 }

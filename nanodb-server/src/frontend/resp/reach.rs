@@ -44,5 +44,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListSet => Yes("LSET"),
         ListTrim => Yes("LTRIM"),
         GetRange => Yes("GETRANGE"),
+        Txn => No("MULTI/EXEC/WATCH run the queued commands as one engine group, the mechanism Txn uses"),
     }
 }

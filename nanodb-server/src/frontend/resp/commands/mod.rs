@@ -10,6 +10,7 @@ mod lists;
 pub mod pubsub;
 mod server;
 mod strings;
+pub mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
@@ -52,6 +53,10 @@ pub struct Session<'a> {
     pub sub: Option<Subscriber>,
     /// Who the connection is authenticated as (changed by AUTH, HELLO AUTH and RESET).
     pub caller: Caller,
+    /// The transaction being queued, between MULTI and EXEC/DISCARD.
+    pub multi: Option<transactions::Multi>,
+    /// WATCHed keys and the version each had when watched (0: missing).
+    pub watched: Vec<(Bytes, u64)>,
     next_cursor: u64,
     clients: &'a Clients,
 }
@@ -71,6 +76,8 @@ impl<'a> Session<'a> {
             cursors: Vec::new(),
             log_position: 0,
             sub: None,
+            multi: None,
+            watched: Vec::new(),
             next_cursor: 0,
             clients,
         }
@@ -160,6 +167,7 @@ const W: &[&str] = &["write"];
 const R: &[&str] = &["readonly", "fast"];
 const F: &[&str] = &["fast"];
 const PS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
+const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 macro_rules! spec {
     ($name:literal, $arity:expr, $flags:expr, $keys:expr, $handler:path) => {
@@ -179,7 +187,9 @@ pub static COMMANDS: &[Spec] = &[
     spec!("decr", 2, W, (1, 1, 1), strings::decr),
     spec!("decrby", 3, W, (1, 1, 1), strings::decrby),
     spec!("del", -2, W, (1, -1, 1), keys::del),
+    spec!("discard", 1, TX, (0, 0, 0), transactions::discard),
     spec!("echo", 2, F, (0, 0, 0), connection::echo),
+    spec!("exec", 1, TX, (0, 0, 0), transactions::exec),
     spec!("exists", -2, R, (1, -1, 1), keys::exists),
     spec!("expire", -3, W, (1, 1, 1), keys::expire),
     spec!("expireat", -3, W, (1, 1, 1), keys::expireat),
@@ -218,6 +228,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("mget", -2, R, (1, -1, 1), strings::mget),
     spec!("mset", -3, W, (1, -1, 2), strings::mset),
     spec!("msetnx", -3, W, (1, -1, 2), strings::msetnx),
+    spec!("multi", 1, TX, (0, 0, 0), transactions::multi),
     spec!("persist", 2, W, (1, 1, 1), keys::persist),
     spec!("pexpire", -3, W, (1, 1, 1), keys::pexpire),
     spec!("pexpireat", -3, W, (1, 1, 1), keys::pexpireat),
@@ -247,6 +258,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("type", 2, R, (1, 1, 1), keys::type_),
     spec!("unlink", -2, W, (1, -1, 1), keys::del),
     spec!("unsubscribe", -1, PS, (0, 0, 0), pubsub::unsubscribe),
+    spec!("unwatch", 1, TX, (0, 0, 0), transactions::unwatch),
+    spec!("watch", -2, TX, (1, -1, 1), transactions::watch),
 ];
 
 /// Longest command name looked up (longer names are unknown without further work).
@@ -295,6 +308,7 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
     // hot path for them.
     let refused = std::time::Duration::ZERO;
     let Some(spec) = lookup(&args[0]) else {
+        transactions::flag(session);
         unknown_command(args, out);
         ctx.stats.record(Protocol::Resp, "unknown_command", false, refused);
         return Flow::Continue;
@@ -306,8 +320,13 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
     }
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        transactions::flag(session);
         encode::error(out, &format!("ERR wrong number of arguments for '{}' command", spec.name));
         ctx.stats.record(Protocol::Resp, spec.name, false, refused);
+        return Flow::Continue;
+    }
+    if session.multi.is_some() && !transactions::NOT_QUEUED.contains(&spec.name) {
+        transactions::queue(ctx, session, spec, args, out);
         return Flow::Continue;
     }
     if session.subscribed() && !pubsub::ALLOWED_WHEN_SUBSCRIBED.contains(&spec.name) {

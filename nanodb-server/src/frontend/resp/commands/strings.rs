@@ -2,7 +2,7 @@
 //! INCR family.
 
 use bytes::{Bytes, BytesMut};
-use nanodb_protocol::{Entry, Error, Expiry, PutCondition, PutOutcome, cmd};
+use nanodb_protocol::{Command, Entry, Error, Expiry, PutCondition, PutOutcome, Reply, TypedCommand, cmd};
 
 use super::{Flow, Outcome, Reject, Session, int_arg, is, run};
 use crate::frontend::Context;
@@ -155,17 +155,32 @@ pub fn psetex(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mu
     setex_with(ctx, session, args, out, 1, "psetex")
 }
 
+/// MGET reads its keys as one atomic group: it never sees part of an MSET or a transaction.
 pub fn mget(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
-    encode::array(out, args.len() - 1);
-    for key in &args[1..] {
-        // As in Redis, a key of another type reads as null rather than failing the whole MGET.
-        match run(ctx, session, cmd::Get { key: key.clone() }) {
-            Ok(Some(e)) => encode::bulk(out, &e.value),
-            Ok(None) | Err(Error::WrongType) => encode::null(out),
-            Err(e) => {
-                // Limits (an empty or oversized key) answer the element with the error.
-                super::engine_error(out, &e);
-            }
+    let keys = &args[1..];
+    // Limits (an empty or oversized key) answer their element with the error, as before; the
+    // others are read together.
+    let checked: Vec<Result<(), Error>> =
+        keys.iter().map(|k| cmd::Get { key: k.clone() }.validate(ctx.engine.limits())).collect();
+    let gets = keys
+        .iter()
+        .zip(&checked)
+        .filter(|(_, c)| c.is_ok())
+        .map(|(k, _)| Command::Get(cmd::Get { key: k.clone() }))
+        .collect();
+    let outcome = run(ctx, session, cmd::Txn { compares: vec![], success: gets, failure: vec![] })?;
+    let mut results = outcome.results.into_iter();
+    encode::array(out, keys.len());
+    for check in checked {
+        let result = match check {
+            Ok(()) => results.next().unwrap_or(Err(Error::Internal)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(Reply::Value(Some(e))) => encode::bulk(out, &e.value),
+            // As in Redis, a key of another type reads as null rather than failing the whole MGET.
+            Ok(_) | Err(Error::WrongType) => encode::null(out),
+            Err(e) => super::engine_error(out, &e),
         }
     }
     DONE

@@ -1,0 +1,554 @@
+//! Atomic groups: several commands over several keys, applied all or nothing and in isolation.
+//!
+//! # The mechanism
+//! [`Engine::lock_group`] takes the write locks of the partitions that hold the declared keys, in
+//! ascending partition order (two groups therefore never deadlock), and copies those keys' live
+//! slots into an *overlay*: a small private [`Engine`] that shares this engine's clock, limits
+//! and version counter but has no log and no observers. Commands then run against the overlay
+//! through the ordinary command paths ([`Group::run`]), so every keyed command works inside a
+//! group unchanged, and nothing outside the group sees them. [`Group::commit`] compares each
+//! declared key in the overlay with what was loaded and writes back the keys that changed: their
+//! effects go to the log as **one** record ([`EffectLog::append_group`]; recovery applies all of
+//! them or none, a torn record being cut like any torn tail) and to the observers together
+//! ([`EffectObserver::on_group`]), all before any partition lock is released. Dropping a group
+//! without committing discards the overlay: nothing was written, nothing was logged.
+//!
+//! Isolation follows from the locks: a single-key command takes its partition's lock, so it runs
+//! wholly before the group locks that partition or wholly after the commit; a reader can never
+//! observe a group in part. Multi-key reads that must be consistent (MGET, a transaction of gets)
+//! run as groups themselves. In a cluster a group is one command, hence one Raft entry, applied
+//! by every node through [`Engine::apply_at`] like any other.
+//!
+//! The group is granular to partitions (1/512 of the keyspace each), not keys: a command on an
+//! undeclared key that shares a partition with a declared one waits for the group too.
+//!
+//! # Using it from a script runner (Lua, `EVAL`)
+//! ```text
+//! let group = engine.lock_group(declared_keys);   // blocks only those keys' partitions
+//! let reply = group.run(command)?;                 // each redis.call; an undeclared key is an error
+//! ...                                               // as many as the script makes
+//! let at = group.commit()?;                        // or drop(group) on an error or a timeout:
+//!                                                  // nothing is written
+//! ctx.durable(at.0).await?;                        // acknowledge once the record is durable
+//! ```
+//! The locks are `std` write guards held by the calling thread: run the group on one thread
+//! without awaiting in between (a long script belongs on `spawn_blocking`), bound it with the
+//! runner's own deadline, and other clients wait only when they touch one of the held
+//! partitions. The command path runs a group inside `Context::run` (the `Txn` command), so
+//! authorization, the log-failure check and cluster replication apply as for any command.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLockWriteGuard};
+
+use bytes::Bytes;
+use hashbrown::hash_table::Entry as Place;
+use nanodb_protocol::txn::{check_group_op, op_keys};
+use nanodb_protocol::{Command, Compare, CompareTarget, Error, Reply, TxnOutcome, cmd};
+
+use super::commands::Apply;
+use super::effect::{Effect, EffectKind};
+use super::table::{Key, Stored, Table};
+use super::value::Slot;
+use super::{Change, Engine, EngineStats, LogPosition, Partition};
+
+/// An overlay has this many partitions (a power of two): it holds a handful of keys.
+const OVERLAY_PARTITIONS: usize = 2;
+
+/// Several commands over declared keys, applied atomically on [`Group::commit`]; see the module
+/// documentation.
+#[derive(Debug)]
+pub struct Group<'e> {
+    engine: &'e Engine,
+    /// The write guards of the partitions holding the declared keys, by ascending index.
+    held: Vec<(usize, RwLockWriteGuard<'e, Table>)>,
+    /// The declared keys, sorted and deduplicated, each with the version it had when the group
+    /// loaded it (0: missing or expired).
+    keys: Vec<(Bytes, u64)>,
+    /// Where the group's commands run (shared so that a frontend can run commands against it
+    /// through its ordinary paths, as RESP's EXEC does: see [`Group::overlay`]).
+    overlay: Arc<Engine>,
+}
+
+/// What a group does to one key at commit.
+enum Fate {
+    Put(Slot),
+    /// Removed, at this (fresh) version.
+    Remove(u64),
+}
+
+impl Engine {
+    /// Locks the partitions of `keys` and loads those keys into a fresh overlay: the start of an
+    /// atomic group. Every command the group runs must touch only these keys.
+    pub fn lock_group(&self, mut keys: Vec<Bytes>) -> Group<'_> {
+        keys.sort_unstable();
+        keys.dedup();
+        let mut parts: Vec<usize> = keys.iter().map(|k| self.partition_index(self.hash(k))).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let held: Vec<_> = parts.into_iter().map(|i| (i, self.partitions[i].write())).collect();
+        let overlay = Arc::new(self.overlay());
+        let now = self.write_now();
+        let keys = keys
+            .into_iter()
+            .map(|key| {
+                let hash = self.hash(&key);
+                let table = &held[held_index(&held, self.partition_index(hash))].1;
+                let version = match table.get(hash, &key) {
+                    Some(e) if !e.slot.is_expired(now) => {
+                        overlay.load(&key, e.slot.clone());
+                        e.slot.version
+                    }
+                    _ => 0,
+                };
+                (key, version)
+            })
+            .collect();
+        Group { engine: self, held, keys, overlay }
+    }
+
+    /// The version of `key` (0 when it is missing or expired): what Redis's WATCH remembers, since
+    /// every write, deletion and expiry of a key changes it.
+    pub fn version_of(&self, key: &[u8]) -> u64 {
+        self.read(key, |slot| slot.version).unwrap_or(0)
+    }
+
+    /// "Now" for a write: the entry's time in a cluster, this node's clock otherwise.
+    fn write_now(&self) -> u64 {
+        if self.is_replicated() { self.apply_now.load(Ordering::Relaxed) } else { self.clock.now_ms() }
+    }
+
+    /// An empty overlay of this engine: same clock, limits, hasher, mode and version counter; no
+    /// log, no observers.
+    fn overlay(&self) -> Engine {
+        Engine {
+            partitions: (0..OVERLAY_PARTITIONS).map(|_| Partition::default()).collect(),
+            hasher: self.hasher.clone(),
+            versions: self.versions.clone(),
+            partition_shift: 64 - OVERLAY_PARTITIONS.trailing_zeros(),
+            clock: self.clock.clone(),
+            limits: self.limits.clone(),
+            sweep_from: AtomicUsize::new(0),
+            stats: EngineStats::default(),
+            log: OnceLock::new(),
+            observers: Box::new([]),
+            replicated: AtomicBool::new(self.is_replicated()),
+            apply_now: AtomicU64::new(self.apply_now.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Puts a copy of a loaded slot into this overlay.
+    fn load(&self, key: &[u8], slot: Slot) {
+        let (hash, part) = self.locate(key);
+        let mut table = part.write();
+        if let Place::Vacant(v) = table.place(hash, key, |k| self.hash(k)) {
+            let deadline = slot.deadline;
+            v.insert(Box::new(Stored { key: Key::new(key), slot }));
+            if deadline != 0 {
+                self.index(part, deadline, key);
+            }
+        }
+    }
+
+    /// Takes `key`'s slot out of this overlay, expired or not.
+    fn take(&self, key: &[u8]) -> Option<Slot> {
+        let (hash, part) = self.locate(key);
+        part.write().remove_if(hash, key, |_| true).map(|e| e.slot)
+    }
+}
+
+/// Where partition `index` is in `held` (it is there: every declared key's partition is held).
+fn held_index(held: &[(usize, RwLockWriteGuard<'_, Table>)], index: usize) -> usize {
+    held.binary_search_by_key(&index, |(i, _)| *i).unwrap_or_else(|at| at.min(held.len() - 1))
+}
+
+impl Group<'_> {
+    /// Whether `key` was declared.
+    fn declared(&self, key: &[u8]) -> bool {
+        self.keys.binary_search_by(|(k, _)| k.as_ref().cmp(key)).is_ok()
+    }
+
+    fn check_declared(&self, key: &[u8]) -> Result<(), Error> {
+        if self.declared(key) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(format!(
+                "key '{}' was not declared by this transaction or script",
+                String::from_utf8_lossy(key)
+            )))
+        }
+    }
+
+    /// Runs one command inside the group (validated first); its reply, or its error, which
+    /// changes nothing. Only commands on declared keys may run.
+    pub fn run(&self, cmd: Command) -> Result<Reply, Error> {
+        check_group_op(&cmd)?;
+        let mut named = Vec::new();
+        op_keys(&cmd, &mut named);
+        named.iter().try_for_each(|k| self.check_declared(k))?;
+        self.overlay.apply_command(cmd, &mut LogPosition::default())
+    }
+
+    /// The overlay the group's commands run against, for a frontend that runs them through its
+    /// own command paths (RESP's EXEC runs its queued commands' handlers against a `Context`
+    /// whose engine is this). Writes to keys the group did not declare make [`Group::commit`]
+    /// refuse the whole group; reads of them find nothing. Prefer [`Group::run`], which refuses
+    /// undeclared keys at once.
+    pub fn overlay(&self) -> &Arc<Engine> {
+        &self.overlay
+    }
+
+    /// Whether `key` (declared) exists as the group sees it now.
+    pub fn exists(&self, key: &[u8]) -> Result<bool, Error> {
+        self.check_declared(key)?;
+        Ok(self.overlay.read(key, |_| ()).is_some())
+    }
+
+    /// Whether `compare` holds for its (declared) key as the group sees it now.
+    pub fn compare(&self, compare: &Compare) -> Result<bool, Error> {
+        self.check_declared(&compare.key)?;
+        let (version, value) = self
+            .overlay
+            .read(&compare.key, |slot| (slot.version, slot.value.as_string().ok()))
+            .unwrap_or((0, None));
+        Ok(match &compare.target {
+            CompareTarget::Version(v) => compare.op.holds(&version, v),
+            CompareTarget::Exists(e) => compare.op.holds(&(version != 0), e),
+            CompareTarget::Value(target) => {
+                value.is_some_and(|v| compare.op.holds(v.as_ref(), target.as_ref()))
+            }
+        })
+    }
+
+    /// Applies what the group changed, atomically; returns the log position the acknowledgement
+    /// must wait for. A log that refuses the record (failed, shutting down, a record too large
+    /// to recover) refuses the whole group: nothing is applied.
+    pub fn commit(self) -> Result<LogPosition, Error> {
+        let Group { engine, mut held, keys, overlay } = self;
+        let mut changes: Vec<(Bytes, Fate)> = Vec::new();
+        for (key, loaded) in keys {
+            match overlay.take(&key) {
+                Some(slot) if slot.version == loaded => {}
+                Some(slot) => changes.push((key, Fate::Put(slot))),
+                None if loaded == 0 => {}
+                None => changes.push((key, Fate::Remove(engine.next_version()))),
+            }
+        }
+        if overlay.key_count() > 0 {
+            // Only the declared keys' partitions are locked: a write elsewhere cannot be applied
+            // atomically, so the group is refused whole.
+            return Err(Error::InvalidArgument(
+                "a transaction wrote a key it did not declare; nothing was applied".into(),
+            ));
+        }
+        let mut at = LogPosition::default();
+        if changes.is_empty() {
+            return Ok(at);
+        }
+        let log = engine.log.get();
+        let watched = engine.watched();
+        if log.is_some() || watched {
+            let effects: Vec<Effect<'_>> = changes
+                .iter()
+                .map(|(key, fate)| match fate {
+                    Fate::Put(slot) => Effect {
+                        key,
+                        version: slot.version,
+                        kind: EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+                    },
+                    Fate::Remove(version) => Effect { key, version: *version, kind: EffectKind::Delete },
+                })
+                .collect();
+            let position = match log {
+                Some(log) => log.append_group(&effects)?,
+                None => 0,
+            };
+            at.raise(position);
+            if watched {
+                for observer in engine.observers.iter().filter(|o| o.is_active()) {
+                    observer.on_group(&effects, position);
+                }
+            }
+        }
+        for (key, fate) in changes {
+            let hash = engine.hash(&key);
+            let index = engine.partition_index(hash);
+            let part = &engine.partitions[index];
+            let slot_in = held_index(&held, index);
+            let table = &mut held[slot_in].1;
+            match fate {
+                Fate::Put(slot) => match table.place(hash, &key, |k| engine.hash(k)) {
+                    Place::Occupied(mut o) => {
+                        let entry = o.get_mut();
+                        let old = entry.slot.deadline;
+                        entry.slot = slot;
+                        engine.reindex(part, &entry.key, old, entry.slot.deadline);
+                    }
+                    Place::Vacant(v) => {
+                        let deadline = slot.deadline;
+                        let entry = v.insert(Box::new(Stored { key: Key::new(&key), slot })).into_mut();
+                        if deadline != 0 {
+                            engine.index(part, deadline, &entry.key);
+                        }
+                    }
+                },
+                Fate::Remove(_) => {
+                    if let Some(gone) = table.remove_if(hash, &key, |_| true) {
+                        engine.unindex(part, gone.slot.deadline, &gone.key);
+                    }
+                }
+            }
+        }
+        drop(held);
+        Ok(at)
+    }
+
+    /// Writes `value` to `key` (declared) as a plain string without TTL (MSET's write).
+    fn put_plain(&self, key: Bytes, value: &[u8]) -> Result<(), Error> {
+        self.check_declared(&key)?;
+        let overlay = &self.overlay;
+        overlay.update(&mut LogPosition::default(), key, |_, _| {
+            let slot = Slot { value: super::Value::str(value), version: overlay.next_version(), deadline: 0 };
+            Ok(((), Change::put(slot)))
+        })
+    }
+}
+
+impl Engine {
+    /// Writes every pair (clearing TTLs) as one group; with `only_if_none_exist`, nothing when any
+    /// key exists. All the pairs are logged as one record and seen together.
+    pub(crate) fn multi_put(
+        &self,
+        at: &mut LogPosition,
+        pairs: Vec<(Bytes, Bytes)>,
+        only_if_none_exist: bool,
+    ) -> Result<bool, Error> {
+        self.check_writable()?;
+        let group = self.lock_group(pairs.iter().map(|(k, _)| k.clone()).collect());
+        if only_if_none_exist {
+            for (key, _) in &pairs {
+                if group.exists(key)? {
+                    return Ok(false);
+                }
+            }
+        }
+        for (key, value) in pairs {
+            group.put_plain(key, &value)?;
+        }
+        at.raise(group.commit()?.0);
+        Ok(true)
+    }
+
+    /// Moves `from`'s value and deadline to `to`, replacing whatever `to` held, as one group: the
+    /// destination's write and the source's removal are one log record, seen together.
+    pub(crate) fn rename(&self, at: &mut LogPosition, from: Bytes, to: Bytes) -> Result<bool, Error> {
+        self.check_writable()?;
+        let group = self.lock_group(vec![from.clone(), to.clone()]);
+        if !group.exists(&from)? {
+            return Err(Error::NotFound);
+        }
+        if from == to {
+            return Ok(true);
+        }
+        let overlay = &group.overlay;
+        let (value, deadline) =
+            overlay.read(&from, |s| (s.value.clone(), s.deadline)).ok_or(Error::NotFound)?;
+        let mut none = LogPosition::default();
+        overlay.update(&mut none, to, |_, _| {
+            Ok(((), Change::put(Slot { value, version: overlay.next_version(), deadline })))
+        })?;
+        overlay.update(&mut none, from, |_, _| Ok(((), Change::Remove)))?;
+        at.raise(group.commit()?.0);
+        Ok(true)
+    }
+}
+
+/// A transaction is one group: its compares, then the branch they select, then one commit.
+impl Apply for cmd::Txn {
+    fn apply(self, engine: &Engine, at: &mut LogPosition) -> Result<TxnOutcome, Error> {
+        if self.writes() {
+            // As for a single write: refused while the log cannot take it, even if it would
+            // change nothing.
+            engine.check_writable()?;
+        }
+        let group = engine.lock_group(self.declared_keys());
+        let mut succeeded = true;
+        for compare in &self.compares {
+            if !group.compare(compare)? {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { self.success } else { self.failure };
+        let results = ops.into_iter().map(|op| group.run(op)).collect();
+        at.raise(group.commit()?.0);
+        Ok(TxnOutcome { succeeded, results })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    use nanodb_protocol::{CompareOp, Expiry, Limits, PutCondition};
+
+    use super::*;
+    use crate::engine::EffectObserver;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn put(key: &str, value: &str) -> Command {
+        Command::Put(cmd::Put {
+            key: b(key),
+            value: b(value),
+            expiry: Expiry::Persist,
+            condition: PutCondition::Always,
+        })
+    }
+
+    fn get(key: &str) -> Command {
+        Command::Get(cmd::Get { key: b(key) })
+    }
+
+    fn value(reply: &Result<Reply, Error>) -> Option<Bytes> {
+        match reply {
+            Ok(Reply::Value(Some(e))) => Some(e.value.clone()),
+            _ => None,
+        }
+    }
+
+    /// Records what the observers are told, in order, and how (one group or single effects).
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<(String, Vec<Bytes>)>>);
+
+    impl EffectObserver for Recorder {
+        fn is_active(&self) -> bool {
+            true
+        }
+        fn on_effect(&self, key: &[u8], _: &Effect<'_>, _: u64) {
+            self.0.lock().expect("recorder").push(("one".into(), vec![Bytes::copy_from_slice(key)]));
+        }
+        fn on_expired(&self, _: &[u8], _: u64) {}
+        fn on_group(&self, effects: &[Effect<'_>], _: u64) {
+            let keys = effects.iter().map(|e| Bytes::copy_from_slice(e.key)).collect();
+            self.0.lock().expect("recorder").push(("group".into(), keys));
+        }
+    }
+
+    #[test]
+    fn a_txn_runs_the_branch_its_compares_select() {
+        let engine = Engine::new(Limits::default());
+        engine.execute(put("a", "1")).expect("put");
+        let version = engine.version_of(b"a");
+        let txn = |target| {
+            Command::Txn(cmd::Txn {
+                compares: vec![Compare { key: b("a"), op: CompareOp::Equal, target }],
+                success: vec![put("b", "yes"), get("a")],
+                failure: vec![put("b", "no")],
+            })
+        };
+        let Ok(Reply::Txn(t)) = engine.execute(txn(CompareTarget::Version(version))) else { panic!() };
+        assert!(t.succeeded);
+        assert_eq!(value(&t.results[1]), Some(b("1")));
+        assert_eq!(engine.get(b"b").expect("get").map(|e| e.value), Some(b("yes")));
+        let Ok(Reply::Txn(t)) = engine.execute(txn(CompareTarget::Version(version + 100))) else { panic!() };
+        assert!(!t.succeeded);
+        assert_eq!(engine.get(b"b").expect("get").map(|e| e.value), Some(b("no")));
+        let Ok(Reply::Txn(t)) = engine.execute(txn(CompareTarget::Value(b("1")))) else { panic!() };
+        assert!(t.succeeded, "value compare");
+        let Ok(Reply::Txn(t)) = engine.execute(txn(CompareTarget::Exists(false))) else { panic!() };
+        assert!(!t.succeeded, "existence compare");
+    }
+
+    #[test]
+    fn a_runtime_error_fails_only_its_operation() {
+        let engine = Engine::new(Limits::default());
+        engine.execute(put("s", "text")).expect("put");
+        let txn = Command::Txn(cmd::Txn {
+            compares: vec![],
+            success: vec![
+                Command::Incr(cmd::Incr { key: b("n"), delta: 2 }),
+                Command::Incr(cmd::Incr { key: b("s"), delta: 1 }),
+                Command::Incr(cmd::Incr { key: b("n"), delta: 3 }),
+            ],
+            failure: vec![],
+        });
+        let Ok(Reply::Txn(t)) = engine.execute(txn) else { panic!() };
+        assert_eq!(t.results, vec![Ok(Reply::Int(2)), Err(Error::NotAnInteger), Ok(Reply::Int(5))]);
+        assert_eq!(engine.get(b"n").expect("get").map(|e| e.value), Some(b("5")));
+    }
+
+    #[test]
+    fn a_group_refuses_undeclared_keys_and_keyspace_wide_commands() {
+        let engine = Engine::new(Limits::default());
+        let group = engine.lock_group(vec![b("a")]);
+        assert!(matches!(group.run(put("b", "x")), Err(Error::InvalidArgument(_))));
+        assert!(matches!(group.run(Command::KeyCount(cmd::KeyCount {})), Err(Error::InvalidArgument(_))));
+        group.run(put("a", "x")).expect("declared");
+        drop(group);
+        assert_eq!(engine.key_count(), 0, "a group dropped without commit wrote nothing");
+    }
+
+    #[test]
+    fn observers_get_a_group_at_once_and_mset_rename_are_groups() {
+        let recorder = Arc::new(Recorder::default());
+        let engine = Engine::with_observers(Limits::default(), vec![recorder.clone()]);
+        let pairs = vec![(b("x"), b("1")), (b("y"), b("2"))];
+        engine.execute(Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist: false })).expect("mset");
+        engine.execute(Command::Rename(cmd::Rename { from: b("x"), to: b("z") })).expect("rename");
+        let seen = recorder.0.lock().expect("recorder").clone();
+        assert_eq!(
+            seen,
+            vec![("group".to_string(), vec![b("x"), b("y")]), ("group".to_string(), vec![b("x"), b("z")]),]
+        );
+        assert_eq!(engine.get(b"x").expect("get"), None);
+        assert_eq!(engine.get(b"z").expect("get").map(|e| e.value), Some(b("1")));
+        // MSETNX with one key present writes nothing.
+        let pairs = vec![(b("new"), b("1")), (b("y"), b("2"))];
+        let r = engine.execute(Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist: true }));
+        assert_eq!(r, Ok(Reply::Bool(false)));
+        assert_eq!(engine.get(b"new").expect("get"), None);
+    }
+
+    /// Writers replace ten keys with one tag per group while readers read all ten in a group:
+    /// every read sees one tag, never a mix.
+    #[test]
+    fn readers_never_see_part_of_a_group() {
+        let engine = Arc::new(Engine::new(Limits::default()));
+        let keys: Vec<String> = (0..10).map(|i| format!("{{t}}:{i}")).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let (engine, keys, stop) = (engine.clone(), keys.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let tag = format!("w{w}-{n}");
+                        let pairs = keys.iter().map(|k| (b(k), b(&tag))).collect();
+                        engine
+                            .execute(Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist: false }))
+                            .expect("mset");
+                    }
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        let mut reads = 0;
+        while std::time::Instant::now() < deadline || reads < 200 {
+            let txn = cmd::Txn {
+                compares: vec![],
+                success: keys.iter().map(|k| get(k)).collect(),
+                failure: vec![],
+            };
+            let Ok(Reply::Txn(t)) = engine.execute(Command::Txn(txn)) else { panic!() };
+            let tags: Vec<Option<Bytes>> = t.results.iter().map(value).collect();
+            assert!(tags.iter().all(|t| *t == tags[0]), "a partial group was seen: {tags:?}");
+            reads += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        writers.into_iter().for_each(|w| w.join().expect("writer"));
+    }
+}
