@@ -45,5 +45,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListTrim => Yes("KV.ListTrim"),
         GetRange => Yes("KV.GetRange"),
         Txn => Reach::No("comes with KV.Txn"),
+        Eval => Reach::No("not yet: scripts run over RESP and binary TCP"),
     }
 }

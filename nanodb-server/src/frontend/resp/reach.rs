@@ -45,5 +45,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListTrim => Yes("LTRIM"),
         GetRange => Yes("GETRANGE"),
         Txn => No("comes with MULTI/EXEC"),
+        Eval => Yes("EVAL, EVALSHA"),
     }
 }
