@@ -39,6 +39,7 @@ string.rep = function(s, n)
   if n == nil then return rep(s, n) end
   if #s == 0 or n < 1 then return "" end
   if #s * n > max_memory then
+    mark_oom()
     error("string.rep: result larger than --script-max-memory", 2)
   end
   return rep(s, n)

@@ -36,7 +36,35 @@ pub(crate) struct Control {
     /// The run's deadline, in nanoseconds since [`Control::epoch`]... kept as an offset so it
     /// fits an atomic.
     deadline_ns: AtomicU64,
+    /// When the run started, as an offset from the epoch like the deadline.
+    started_ns: AtomicU64,
+    /// Whether this run already handed its thread's other work away (see [`hand_off`]).
+    handed_off: std::sync::atomic::AtomicBool,
     epoch: std::sync::OnceLock<Instant>,
+}
+
+/// A script that runs longer than this hands the rest of its event loop's (or tokio worker's)
+/// connections to another thread, so they are not blocked by it.
+const HAND_OFF_AFTER_NS: u64 = 1_000_000;
+
+/// Moves the other tasks of the tokio worker this script runs on to another thread: tokio's
+/// `block_in_place` hands the worker's core to a new thread, and waiting inside it until that
+/// thread runs a task proves the core was taken, so it is not taken back when `block_in_place`
+/// returns and the rest of the script runs here while the loop's other connections are served
+/// there. Only on a multi-thread runtime's worker, where that is allowed; a script on any other
+/// thread blocks nobody else.
+fn hand_off() {
+    if let Ok(handle) = tokio::runtime::Handle::try_current()
+        && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        tokio::task::block_in_place(|| {
+            let (taken, wait) = std::sync::mpsc::sync_channel(1);
+            handle.spawn(async move {
+                let _ = taken.send(());
+            });
+            let _ = wait.recv_timeout(std::time::Duration::from_millis(200));
+        });
+    }
 }
 
 impl Control {
@@ -45,8 +73,11 @@ impl Control {
     }
 
     fn start(&self, timeout: std::time::Duration) {
-        let deadline = self.epoch().elapsed() + timeout;
+        let now = self.epoch().elapsed();
+        let deadline = now + timeout;
         self.deadline_ns.store(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.started_ns.store(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.handed_off.store(false, Ordering::Relaxed);
         self.stop.store(RUNNING, Ordering::Relaxed);
     }
 
@@ -59,6 +90,11 @@ impl Control {
         if now >= self.deadline_ns.load(Ordering::Relaxed) {
             let _ = self.stop.compare_exchange(RUNNING, TIMED_OUT, Ordering::Relaxed, Ordering::Relaxed);
             return true;
+        }
+        if now.saturating_sub(self.started_ns.load(Ordering::Relaxed)) > HAND_OFF_AFTER_NS
+            && !self.handed_off.swap(true, Ordering::Relaxed)
+        {
+            hand_off();
         }
         false
     }
