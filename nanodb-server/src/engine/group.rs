@@ -38,7 +38,7 @@
 //! authorization, the log-failure check and cluster replication apply as for any command.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{OnceLock, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLockWriteGuard};
 
 use bytes::Bytes;
 use hashbrown::hash_table::Entry as Place;
@@ -64,8 +64,9 @@ pub struct Group<'e> {
     /// The declared keys, sorted and deduplicated, each with the version it had when the group
     /// loaded it (0: missing or expired).
     keys: Vec<(Bytes, u64)>,
-    /// Where the group's commands run.
-    overlay: Engine,
+    /// Where the group's commands run (shared so that a frontend can run commands against it
+    /// through its ordinary paths, as RESP's EXEC does: see [`Group::overlay`]).
+    overlay: Arc<Engine>,
 }
 
 /// What a group does to one key at commit.
@@ -85,7 +86,7 @@ impl Engine {
         parts.sort_unstable();
         parts.dedup();
         let held: Vec<_> = parts.into_iter().map(|i| (i, self.partitions[i].write())).collect();
-        let overlay = self.overlay();
+        let overlay = Arc::new(self.overlay());
         let now = self.write_now();
         let keys = keys
             .into_iter()
@@ -187,6 +188,15 @@ impl Group<'_> {
         self.overlay.apply_command(cmd, &mut LogPosition::default())
     }
 
+    /// The overlay the group's commands run against, for a frontend that runs them through its
+    /// own command paths (RESP's EXEC runs its queued commands' handlers against a `Context`
+    /// whose engine is this). Writes to keys the group did not declare make [`Group::commit`]
+    /// refuse the whole group; reads of them find nothing. Prefer [`Group::run`], which refuses
+    /// undeclared keys at once.
+    pub fn overlay(&self) -> &Arc<Engine> {
+        &self.overlay
+    }
+
     /// Whether `key` (declared) exists as the group sees it now.
     pub fn exists(&self, key: &[u8]) -> Result<bool, Error> {
         self.check_declared(key)?;
@@ -222,6 +232,13 @@ impl Group<'_> {
                 None if loaded == 0 => {}
                 None => changes.push((key, Fate::Remove(engine.next_version()))),
             }
+        }
+        if overlay.key_count() > 0 {
+            // Only the declared keys' partitions are locked: a write elsewhere cannot be applied
+            // atomically, so the group is refused whole.
+            return Err(Error::InvalidArgument(
+                "a transaction wrote a key it did not declare; nothing was applied".into(),
+            ));
         }
         let mut at = LogPosition::default();
         if changes.is_empty() {

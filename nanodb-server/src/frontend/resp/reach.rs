@@ -44,7 +44,7 @@ pub fn reach(c: CommandName) -> Reach {
         ListSet => Yes("LSET"),
         ListTrim => Yes("LTRIM"),
         GetRange => Yes("GETRANGE"),
-        Txn => No("comes with MULTI/EXEC"),
+        Txn => No("MULTI/EXEC/WATCH run the queued commands as one engine group, the mechanism Txn uses"),
         Eval => Yes("EVAL, EVALSHA"),
     }
 }

@@ -238,6 +238,9 @@ pub fn reset(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut By
     session.name = None;
     session.clients.set_name(session.id, None);
     session.cursors.clear();
+    // Discards a transaction being queued and forgets WATCHed keys, as Redis's RESET does.
+    session.multi = None;
+    session.watched.clear();
     // Leaves subscribed mode without confirmations, as Redis's RESET does.
     session.unsubscribe_all();
     encode::simple(out, "RESET");

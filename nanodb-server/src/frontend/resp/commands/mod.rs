@@ -11,6 +11,7 @@ pub mod pubsub;
 mod scripting;
 mod server;
 mod strings;
+pub mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::LazyLock;
@@ -54,6 +55,10 @@ pub struct Session<'a> {
     pub sub: Option<Subscriber>,
     /// Who the connection is authenticated as (changed by AUTH, HELLO AUTH and RESET).
     pub caller: Caller,
+    /// The transaction being queued, between MULTI and EXEC/DISCARD.
+    pub multi: Option<transactions::Multi>,
+    /// WATCHed keys and the version each had when watched (0: missing).
+    pub watched: Vec<(Bytes, u64)>,
     next_cursor: u64,
     clients: &'a Clients,
     /// Inside a script: the group `redis.call`'s commands run in (see [`run`]).
@@ -75,6 +80,8 @@ impl<'a> Session<'a> {
             cursors: Vec::new(),
             log_position: 0,
             sub: None,
+            multi: None,
+            watched: Vec::new(),
             next_cursor: 0,
             clients,
             group: None,
@@ -165,6 +172,7 @@ const W: &[&str] = &["write"];
 const R: &[&str] = &["readonly", "fast"];
 const F: &[&str] = &["fast"];
 const PS: &[&str] = &["pubsub", "noscript", "loading", "stale"];
+const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 macro_rules! spec {
     ($name:literal, $arity:expr, $flags:expr, $keys:expr, $handler:path) => {
@@ -184,9 +192,11 @@ pub static COMMANDS: &[Spec] = &[
     spec!("decr", 2, W, (1, 1, 1), strings::decr),
     spec!("decrby", 3, W, (1, 1, 1), strings::decrby),
     spec!("del", -2, W, (1, -1, 1), keys::del),
+    spec!("discard", 1, TX, (0, 0, 0), transactions::discard),
     spec!("echo", 2, F, (0, 0, 0), connection::echo),
     spec!("eval", -3, &["noscript", "skip_monitor", "may_replicate"], (0, 0, 0), scripting::eval),
     spec!("evalsha", -3, &["noscript", "skip_monitor", "may_replicate"], (0, 0, 0), scripting::evalsha),
+    spec!("exec", 1, TX, (0, 0, 0), transactions::exec),
     spec!("exists", -2, R, (1, -1, 1), keys::exists),
     spec!("expire", -3, W, (1, 1, 1), keys::expire),
     spec!("expireat", -3, W, (1, 1, 1), keys::expireat),
@@ -225,6 +235,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("mget", -2, R, (1, -1, 1), strings::mget),
     spec!("mset", -3, W, (1, -1, 2), strings::mset),
     spec!("msetnx", -3, W, (1, -1, 2), strings::msetnx),
+    spec!("multi", 1, TX, (0, 0, 0), transactions::multi),
     spec!("persist", 2, W, (1, 1, 1), keys::persist),
     spec!("pexpire", -3, W, (1, 1, 1), keys::pexpire),
     spec!("pexpireat", -3, W, (1, 1, 1), keys::pexpireat),
@@ -255,6 +266,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("type", 2, R, (1, 1, 1), keys::type_),
     spec!("unlink", -2, W, (1, -1, 1), keys::del),
     spec!("unsubscribe", -1, PS, (0, 0, 0), pubsub::unsubscribe),
+    spec!("unwatch", 1, TX, (0, 0, 0), transactions::unwatch),
+    spec!("watch", -2, TX, (1, -1, 1), transactions::watch),
 ];
 
 /// Longest command name looked up (longer names are unknown without further work).
@@ -303,6 +316,7 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
     // hot path for them.
     let refused = std::time::Duration::ZERO;
     let Some(spec) = lookup(&args[0]) else {
+        transactions::flag(session);
         unknown_command(args, out);
         ctx.stats.record(Protocol::Resp, "unknown_command", false, refused);
         return Flow::Continue;
@@ -314,8 +328,13 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
     }
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        transactions::flag(session);
         encode::error(out, &format!("ERR wrong number of arguments for '{}' command", spec.name));
         ctx.stats.record(Protocol::Resp, spec.name, false, refused);
+        return Flow::Continue;
+    }
+    if session.multi.is_some() && !transactions::NOT_QUEUED.contains(&spec.name) {
+        transactions::queue(ctx, session, spec, args, out);
         return Flow::Continue;
     }
     if session.subscribed() && !pubsub::ALLOWED_WHEN_SUBSCRIBED.contains(&spec.name) {
@@ -359,10 +378,13 @@ const NOT_IN_SCRIPTS: &[&str] = &[
     "client",
     "command",
     "config",
+    "discard",
     "eval",
     "evalsha",
+    "exec",
     "hello",
     "info",
+    "multi",
     "psubscribe",
     "punsubscribe",
     "quit",
@@ -372,6 +394,8 @@ const NOT_IN_SCRIPTS: &[&str] = &[
     "select",
     "subscribe",
     "unsubscribe",
+    "unwatch",
+    "watch",
 ];
 
 /// Runs one `redis.call` of a script (`args[0]` is the command's name) through the command's
