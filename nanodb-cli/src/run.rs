@@ -134,6 +134,17 @@ pub fn shape(reply: Reply) -> Out {
                 })
                 .collect(),
         ),
+        // The CLI sends neither a transaction nor a script (see `to_command`); shaped all the
+        // same, a list line per result, so that a future subcommand prints something readable.
+        Reply::Txn(t) => Out::List(
+            std::iter::once(Bytes::from(if t.succeeded { "succeeded" } else { "failed" }))
+                .chain(t.results.into_iter().map(|r| match r {
+                    Ok(r) => Bytes::from(format!("{:?}", shape(r))),
+                    Err(e) => Bytes::from(format!("(error) {} {e}", e.code().as_str())),
+                }))
+                .collect(),
+        ),
+        Reply::Script(v) => Out::Value(Bytes::from(format!("{v:?}"))),
     }
 }
 

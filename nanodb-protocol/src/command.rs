@@ -56,6 +56,8 @@ pub enum Keys<'a> {
     Two(&'a Bytes, &'a Bytes),
     /// The keys of key/value pairs.
     Pairs(&'a [(Bytes, Bytes)]),
+    /// Keys a script declares: it may read and write each of them.
+    Many(&'a [Bytes]),
     /// Every key starting with a prefix (empty: every key).
     Prefix(&'a Bytes),
     /// Every key (FLUSH, counting, a random key).
@@ -265,6 +267,8 @@ pub enum Reply {
     Batch(Vec<Result<Reply, Error>>),
     /// What a transaction did: which branch ran, and its operations' results.
     Txn(crate::txn::TxnOutcome),
+    /// What a script returned.
+    Script(crate::script::ScriptValue),
 }
 
 impl From<Pong> for Reply {
@@ -339,6 +343,12 @@ impl From<crate::txn::TxnOutcome> for Reply {
     }
 }
 
+impl From<crate::script::ScriptValue> for Reply {
+    fn from(v: crate::script::ScriptValue) -> Self {
+        Self::Script(v)
+    }
+}
+
 impl From<Option<KeyType>> for Reply {
     /// The type's name, `none` when the key does not exist (Redis's TYPE).
     fn from(t: Option<KeyType>) -> Self {
@@ -381,6 +391,7 @@ from_reply! {
     Pong = Reply::Pong => Pong;
     Vec<Result<Reply, Error>> = Reply::Batch(results) => results;
     crate::txn::TxnOutcome = Reply::Txn(outcome) => outcome;
+    crate::script::ScriptValue = Reply::Script(value) => value;
 }
 
 impl FromReply for Option<KeyType> {

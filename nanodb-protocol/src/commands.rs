@@ -19,6 +19,7 @@ use crate::command::{
     TypedCommand, check_expiry, parse_f64,
 };
 use crate::error::Error;
+use crate::script::{ScriptSource, ScriptValue};
 use crate::txn::{Compare, TxnOutcome};
 
 /// Declares the commands: see the module documentation.
@@ -270,8 +271,10 @@ commands! {
     validate |c, l| {
         l.count("batch length", c.ops.len())?;
         for op in &c.ops {
-            if matches!(op, Command::Batch(_) | Command::Txn(_)) {
-                return Err(Error::InvalidArgument("a batch cannot contain a batch or a transaction".into()));
+            if matches!(op, Command::Batch(_) | Command::Txn(_) | Command::Eval(_)) {
+                return Err(Error::InvalidArgument(
+                    "a batch cannot contain a batch, a transaction or a script".into(),
+                ));
             }
             op.validate(l)?;
         }
@@ -470,6 +473,20 @@ commands! {
         failure: Vec<Command>,
     }
     keys |c| Keys::Txn(c),
+    validate |c, l| c.check(l);
+
+    /// Run a Lua script (Redis's EVAL and EVALSHA) as one atomic group over the keys it declares:
+    /// it may touch no other key, nothing it writes is seen before it ends, and a script that
+    /// fails or is stopped writes nothing. See [`crate::script`].
+    Eval = "eval", EVAL, Write -> ScriptValue {
+        /// The script's text, or the SHA-1 of a cached one.
+        script: ScriptSource,
+        /// The keys it may touch (Lua's `KEYS`).
+        keys: Vec<Bytes>,
+        /// Its arguments (Lua's `ARGV`).
+        args: Vec<Bytes>,
+    }
+    keys |c| Keys::Many(&c.keys),
     validate |c, l| c.check(l);
 
     /// Send a message to a pub/sub channel (channels are separate from keys); how many

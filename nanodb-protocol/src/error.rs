@@ -122,6 +122,10 @@ pub enum Error {
     /// The authenticated user may not do this.
     #[error("{0}")]
     NoPerm(Denied),
+    /// A script failed, was stopped or is not cached; the message is in Redis's words, prefix
+    /// included (`ERR user_script:1: ...`, `NOSCRIPT No matching script. Please use EVAL.`).
+    #[error("{0}")]
+    Script(String),
     /// An error as a client received it from a server: its code and message, verbatim.
     #[error("{message}")]
     Remote {
@@ -286,7 +290,7 @@ impl Error {
     /// This error's stable code.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Empty { .. } | Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Self::Empty { .. } | Self::InvalidArgument(_) | Self::Script(_) => ErrorCode::InvalidArgument,
             Self::KeyTooLarge { .. } => ErrorCode::KeyTooLarge,
             Self::ValueTooLarge { .. } => ErrorCode::ValueTooLarge,
             Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,

@@ -9,6 +9,7 @@
 //! - [`frame`] and [`wire`]: the binary TCP protocol (`PROTOCOL.md`): frames, the tokio-util codecs
 //!   for both ends, and the body layouts; [`watch`]: its change-feed frames (subscriptions and
 //!   pushes).
+//! - [`txn`] and [`script`]: the parts of transactions and Lua scripts.
 //!
 //! No sockets, no runtime, no server policy: a Rust client depends on this crate alone.
 
@@ -17,6 +18,7 @@ pub mod commands;
 pub mod convert;
 pub mod error;
 pub mod frame;
+pub mod script;
 pub mod txn;
 pub mod watch;
 pub mod wire;
@@ -31,6 +33,7 @@ pub use command::{
 };
 pub use error::{Denied, Error, ErrorCode};
 pub use frame::{ClientCodec, Frame, FrameCodec, FrameError, ServerCodec};
+pub use script::{ScriptSource, ScriptValue};
 pub use txn::{Compare, CompareOp, CompareTarget, TxnOutcome};
 pub use watch::{EventType, Push, Subscription};
 pub use wire::{Request, Response};

@@ -74,7 +74,10 @@ pub struct TxnOutcome {
 pub fn check_group_op(cmd: &Command) -> Result<(), Error> {
     let named = match cmd.keys() {
         Keys::None | Keys::One(_) | Keys::Two(..) | Keys::Pairs(_) => true,
-        Keys::Prefix(_) | Keys::All | Keys::Channel(_) | Keys::Batch(_) | Keys::Txn(_) => false,
+        // A script is a group itself.
+        Keys::Many(_) | Keys::Prefix(_) | Keys::All | Keys::Channel(_) | Keys::Batch(_) | Keys::Txn(_) => {
+            false
+        }
     };
     if !named || cmd.command_name().class() == Class::PubSub || cmd.command_name().class() == Class::Batch {
         return Err(Error::InvalidArgument(format!(
@@ -134,6 +137,7 @@ pub fn op_keys(cmd: &Command, out: &mut Vec<Bytes>) {
         Keys::One(k) => out.push(k.clone()),
         Keys::Two(a, b) => out.extend([a.clone(), b.clone()]),
         Keys::Pairs(p) => out.extend(p.iter().map(|(k, _)| k.clone())),
+        Keys::Many(keys) => out.extend(keys.iter().cloned()),
         Keys::None | Keys::Prefix(_) | Keys::All | Keys::Channel(_) | Keys::Batch(_) | Keys::Txn(_) => {}
     }
 }

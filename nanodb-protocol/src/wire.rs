@@ -14,6 +14,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::command::{Command, Entry, Expiry, ListEnd, PutCondition, Reply, ScanEntry};
 use crate::error::{Error, ErrorCode};
 use crate::frame::FrameCodec;
+use crate::script::{MAX_SCRIPT_REPLY_DEPTH, ScriptSource, ScriptValue};
 use crate::txn::{Compare, CompareOp, CompareTarget, TxnOutcome};
 use crate::watch::{Push, Subscription};
 
@@ -53,6 +54,9 @@ pub mod kind {
     /// m × (u8 kind | body) (failure)`; a compare is `bytes key | u8 op (0 =, 1 ≠, 2 <, 3 >) |
     /// u8 target (0 version: u64, 1 value: bytes, 2 exists: u8 0/1)`.
     pub const TXN: u8 = 0x52;
+    /// `u8 source (0 text, 1 sha) | bytes script (the Lua text, or 40 hex digits) | count keys |
+    /// keys × bytes | count args | args × bytes`.
+    pub const EVAL: u8 = 0x58;
     /// Empty body.
     pub const KEY_COUNT: u8 = 0x19;
     /// `key | field | value`.
@@ -145,6 +149,10 @@ pub mod kind {
     /// `u8 succeeded | u32 count | count × (u8 kind | body)`, each a response of the branch
     /// that ran (error frames included).
     pub const R_TXN: u8 = 0x8B;
+    /// A script's value: `u8 tag | payload`, tag 0 nil (no payload), 1 integer (`i64`), 2 bulk
+    /// (`bytes`), 3 status (`bytes`, UTF-8), 4 error (`bytes`, UTF-8), 5 array (`count |
+    /// count × value`, nested at most 64 deep).
+    pub const R_SCRIPT: u8 = 0x8D;
     /// `u16 version | u32 max_frame_len`.
     pub const R_HELLO: u8 = 0x8F;
     /// `u16 code | message` (UTF-8).
@@ -467,6 +475,22 @@ fn encode_command_body(cmd: &Command, kind: u8, dst: &mut BytesMut) -> Result<()
                 }
             }
         }
+        Command::Eval(cmd::Eval { script, keys, args }) => {
+            match script {
+                ScriptSource::Text(text) => {
+                    dst.put_u8(0);
+                    put_bytes(dst, text);
+                }
+                ScriptSource::Sha(sha) => {
+                    dst.put_u8(1);
+                    put_bytes(dst, sha);
+                }
+            }
+            for list in [keys, args] {
+                dst.put_u32(list.len() as u32);
+                list.iter().for_each(|b| put_bytes(dst, b));
+            }
+        }
         Command::HashSet(cmd::HashSet { key, field, value }) => {
             put_bytes(dst, key);
             put_bytes(dst, field);
@@ -524,6 +548,7 @@ fn response_kind(response: &Response) -> u8 {
             Reply::List(_) => kind::R_LIST,
             Reply::Batch(_) => kind::R_BATCH,
             Reply::Txn(_) => kind::R_TXN,
+            Reply::Script(_) => kind::R_SCRIPT,
         },
     }
 }
@@ -597,6 +622,7 @@ fn encode_response_body(response: &Response, dst: &mut BytesMut) {
                 encode_response_body(&resp, dst);
             }
         }
+        Reply::Script(value) => put_script_value(dst, value),
         Reply::Batch(results) => {
             dst.put_u32(results.len() as u32);
             for r in results {
@@ -606,6 +632,58 @@ fn encode_response_body(response: &Response, dst: &mut BytesMut) {
             }
         }
     }
+}
+
+fn put_script_value(dst: &mut BytesMut, value: &ScriptValue) {
+    match value {
+        ScriptValue::Nil => dst.put_u8(0),
+        ScriptValue::Int(n) => {
+            dst.put_u8(1);
+            dst.put_i64(*n);
+        }
+        ScriptValue::Bulk(b) => {
+            dst.put_u8(2);
+            put_bytes(dst, b);
+        }
+        ScriptValue::Status(s) => {
+            dst.put_u8(3);
+            put_bytes(dst, s.as_bytes());
+        }
+        ScriptValue::Error(s) => {
+            dst.put_u8(4);
+            put_bytes(dst, s.as_bytes());
+        }
+        ScriptValue::Array(items) => {
+            dst.put_u8(5);
+            dst.put_u32(items.len() as u32);
+            items.iter().for_each(|v| put_script_value(dst, v));
+        }
+    }
+}
+
+fn script_value(r: &mut Reader, depth: usize) -> Result<ScriptValue, Error> {
+    let text = |r: &mut Reader, what| {
+        String::from_utf8(r.bytes(what)?.to_vec()).map_err(|_| malformed(format!("{what} is not UTF-8")))
+    };
+    Ok(match r.u8("script value tag")? {
+        0 => ScriptValue::Nil,
+        1 => ScriptValue::Int(r.i64("integer")?),
+        2 => ScriptValue::Bulk(r.bytes("bulk")?),
+        3 => ScriptValue::Status(text(r, "status")?),
+        4 => ScriptValue::Error(text(r, "error")?),
+        5 => {
+            if depth >= MAX_SCRIPT_REPLY_DEPTH {
+                return Err(malformed("a script value nests too deep"));
+            }
+            let n = r.count("script array", 1)?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                items.push(script_value(r, depth + 1)?);
+            }
+            ScriptValue::Array(items)
+        }
+        n => return Err(malformed(format!("unknown script value tag {n}"))),
+    })
 }
 
 /// A cursor over a frame body; every read checks the bytes left first.
@@ -819,6 +897,23 @@ fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
             let [success, failure] = branches;
             Command::Txn(cmd::Txn { compares, success, failure })
         }
+        kind::EVAL => {
+            let script = match r.u8("script source")? {
+                0 => ScriptSource::Text(r.bytes("script")?),
+                1 => ScriptSource::Sha(r.bytes("script sha")?),
+                n => return Err(malformed(format!("unknown script source {n}"))),
+            };
+            let mut lists = [Vec::new(), Vec::new()];
+            for list in &mut lists {
+                let n = r.count("script keys or arguments", 4)?;
+                list.reserve_exact(n);
+                for _ in 0..n {
+                    list.push(r.bytes("script key or argument")?);
+                }
+            }
+            let [keys, args] = lists;
+            Command::Eval(cmd::Eval { script, keys, args })
+        }
         kind::HASH_SET => Command::HashSet(cmd::HashSet {
             key: r.bytes("key")?,
             field: r.bytes("field")?,
@@ -1027,6 +1122,7 @@ fn decode_response_body(k: u8, r: &mut Reader) -> Result<Response, Error> {
             }
             Reply::Txn(TxnOutcome { succeeded, results })
         }
+        kind::R_SCRIPT => Reply::Script(script_value(r, 0)?),
         other => return Err(malformed(format!("unknown response kind 0x{other:02x}"))),
     };
     Ok(Response::Reply(reply))
@@ -1085,6 +1181,16 @@ mod tests {
                     Command::Get(cmd::Get { key: b("a") }),
                     Command::Incr(cmd::Incr { key: b("n"), delta: 1 }),
                 ],
+            }),
+            Command::Eval(cmd::Eval {
+                script: ScriptSource::Text(b("return redis.call('get', KEYS[1])")),
+                keys: vec![b("k")],
+                args: vec![b("a"), Bytes::new()],
+            }),
+            Command::Eval(cmd::Eval {
+                script: ScriptSource::Sha(b("0123456789abcdef0123456789abcdef01234567")),
+                keys: vec![],
+                args: vec![],
             }),
             Command::HashSet(cmd::HashSet { key: b("h"), field: b("f"), value: b("v") }),
             Command::HashGet(cmd::HashGet { key: b("h"), field: b("f") }),
@@ -1245,6 +1351,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let script = Reply::Script(ScriptValue::Array(vec![
+            ScriptValue::Nil,
+            ScriptValue::Int(-3),
+            ScriptValue::Bulk(b("x")),
+            ScriptValue::Status("OK".into()),
+            ScriptValue::Error("ERR no".into()),
+            ScriptValue::Array(vec![]),
+        ]));
+        assert_eq!(round_trip_response(Response::Reply(script.clone())), Response::Reply(script));
+        let mut deep = ScriptValue::Int(1);
+        for _ in 0..=MAX_SCRIPT_REPLY_DEPTH {
+            deep = ScriptValue::Array(vec![deep]);
+        }
+        let mut buf = BytesMut::new();
+        encode_response(1, &Response::Reply(Reply::Script(deep)), &mut buf);
+        assert!(decode_response(buf[4], Bytes::copy_from_slice(&buf[9..])).is_err(), "too deep is refused");
         let batch = Reply::Batch(vec![Ok(Reply::Int(1)), Err(Error::NotAnInteger)]);
         match round_trip_response(Response::Reply(batch)) {
             Response::Reply(Reply::Batch(results)) => {
@@ -1292,6 +1414,7 @@ mod tests {
         assert_eq!(check_doc_example("### 9.4 Example"), 9);
         assert_eq!(check_doc_example("### 10.1 Example"), 6);
         assert_eq!(check_doc_example("### 4.3 TXN example"), 2);
+        assert_eq!(check_doc_example("### 11.1 Example"), 4);
     }
 
     /// Checks every `->`/`<-` line of the section under `heading`; returns how many.

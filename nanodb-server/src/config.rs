@@ -219,6 +219,18 @@ pub struct Cli {
     #[arg(long, help_heading = LIMITS, env = "NANODB_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS")]
     pub request_timeout_ms: u64,
 
+    /// Most memory one Lua script (EVAL) may allocate, in bytes; past it the script is stopped
+    /// and writes nothing.
+    #[arg(long, help_heading = LIMITS, env = "NANODB_SCRIPT_MAX_MEMORY", default_value_t = 64 * 1024 * 1024,
+          value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024 * 1024..))]
+    pub script_max_memory: u64,
+
+    /// Longest a Lua script (EVAL) may run, in milliseconds (checked every few thousand Lua
+    /// instructions); past it the script is stopped and writes nothing.
+    #[arg(long, help_heading = LIMITS, env = "NANODB_SCRIPT_TIMEOUT_MS", default_value_t = 5_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub script_timeout_ms: u64,
+
     /// Time a new TCP connection has to send its HELLO, in milliseconds; with TLS, also the time
     /// any connection has to complete its TLS handshake.
     #[arg(long, help_heading = LIMITS, env = "NANODB_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_name = "MS")]
@@ -542,6 +554,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// HELLO deadline for TCP connections.
     pub handshake_timeout: Duration,
+    /// Memory one Lua script may allocate.
+    pub script_max_memory: usize,
+    /// Run time one Lua script may take.
+    pub script_timeout: Duration,
     /// Drain deadline at shutdown.
     pub shutdown_grace: Duration,
     /// Expiry sweeper period.
@@ -646,6 +662,8 @@ impl From<Cli> for Config {
             max_streams: c.max_streams,
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+            script_max_memory: usize::try_from(c.script_max_memory).unwrap_or(usize::MAX),
+            script_timeout: Duration::from_millis(c.script_timeout_ms),
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
             sweep_interval: Duration::from_millis(c.sweep_interval_ms.max(1)),
             worker_threads: c.worker_threads,

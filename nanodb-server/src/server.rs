@@ -191,6 +191,10 @@ impl Server {
             stats: stats.clone(),
             log: persistence.as_ref().map(|p| p.log().clone()),
             auth,
+            scripts: Arc::new(crate::scripting::Scripts::new(
+                config.script_max_memory,
+                config.script_timeout,
+            )),
         };
 
         let mut addrs = BoundAddrs::default();

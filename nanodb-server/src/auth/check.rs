@@ -219,6 +219,8 @@ fn command(u: &User, name: CommandName, keys: Keys<'_>) -> Result<(), Error> {
         Keys::One(k) => key(k, write) && (!write || !reveals(name) || key(k, false)),
         Keys::Two(a, b) => key(a, write) && key(b, write) && (!write || !reveals(name) || key(a, false)),
         Keys::Pairs(pairs) => pairs.iter().all(|(k, _)| key(k, write)),
+        // A script may read and write every key it declares.
+        Keys::Many(keys) => keys.iter().all(|k| key(k, true) && key(k, false)),
         Keys::Prefix(p) => u.prefix_allowed(p, write),
         Keys::All => u.prefix_allowed(b"", write),
         Keys::Channel(c) => {

@@ -258,7 +258,7 @@ impl Engine {
             Command::ListTrim(c) => self.apply(c, at).map(Reply::from),
             Command::GetRange(c) => self.apply(c, at).map(Reply::from),
             Command::Txn(c) => self.apply(c, at).map(Reply::from),
-            Command::Batch(_) | Command::Publish(_) => {
+            Command::Batch(_) | Command::Publish(_) | Command::Eval(_) => {
                 cmd.validate(&self.limits)?;
                 Err(Error::InvalidArgument(format!(
                     "{} is not a keyspace command: run it through the server's command path",

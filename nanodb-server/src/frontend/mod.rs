@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::engine::{Apply, Engine, LogPosition, value};
 use crate::feed::Hub;
 use crate::persist::AppendLog;
+use crate::scripting::Scripts;
 use crate::stats::Stats;
 
 /// What every frontend gets: the engine, the change feed, the configuration, the shutdown token
@@ -55,6 +56,8 @@ pub struct Context {
     /// The cluster node in cluster mode: writes go through its Raft log, reads through its read
     /// barrier. `None` on a single node, which then pays one check per command.
     pub cluster: Option<Arc<Cluster>>,
+    /// Lua scripts: the cache, the limits, the running scripts (SCRIPT KILL).
+    pub scripts: Arc<Scripts>,
 }
 
 impl Context {
@@ -64,6 +67,7 @@ impl Context {
     pub(crate) fn for_tests(config: Config) -> Self {
         let feed = Arc::new(Hub::new(config.feed));
         let engine = Arc::new(Engine::with_observers(config.limits.clone(), vec![feed.clone()]));
+        let scripts = Arc::new(Scripts::new(config.script_max_memory, config.script_timeout));
         Self {
             engine,
             feed,
@@ -74,6 +78,7 @@ impl Context {
             log: None,
             auth: Arc::new(Auth::off()),
             cluster: None,
+            scripts,
         }
     }
 
@@ -136,7 +141,9 @@ impl Context {
     ) -> Result<C::Output, Error> {
         let started = Instant::now();
         let op = cmd.name();
-        let result = if let Err(e) = caller.authorize_with(|| cmd.need()) {
+        let result = if let Err(e) = cmd.clustered() {
+            Err(e)
+        } else if let Err(e) = caller.authorize_with(|| cmd.need()) {
             // Refused here, on the node that received it, before anything is proposed or
             // forwarded: the leader applies what a member sends without a caller of its own.
             Err(e)
@@ -162,6 +169,7 @@ impl Context {
         match cmd {
             Command::Publish(c) => c.run_in(self, at).map(Reply::from),
             Command::Batch(c) => c.run_in(self, at).map(Reply::from),
+            Command::Eval(c) => c.run_in(self, at).map(Reply::from),
             cmd => {
                 if cmd.is_write() {
                     self.engine.check_writable()?;
@@ -202,6 +210,10 @@ pub trait Run: Sized {
     /// Whether, in a cluster, it goes through the Raft log (writes, publishes, a batch holding
     /// either) rather than reading this node's state.
     fn replicated(&self) -> bool;
+    /// Whether it can run in cluster mode (scripts cannot yet): checked before anything else.
+    fn clustered(&self) -> Result<(), Error> {
+        Ok(())
+    }
     /// The dynamic command, for the log.
     fn into_command(self) -> Command;
     /// The typed output back from the reply the state machine gave (`created`: a put created its
@@ -351,6 +363,13 @@ impl Run for Command {
 
     fn replicated(&self) -> bool {
         replicated(self)
+    }
+
+    fn clustered(&self) -> Result<(), Error> {
+        match self {
+            Command::Eval(c) => c.clustered(),
+            _ => Ok(()),
+        }
     }
 
     fn into_command(self) -> Command {

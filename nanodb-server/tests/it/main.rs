@@ -11,6 +11,7 @@ mod log_failure;
 mod persist;
 mod resp;
 mod resp_pubsub;
+mod scripts;
 mod tcp;
 mod tls;
 mod tokens;

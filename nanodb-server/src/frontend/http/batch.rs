@@ -697,6 +697,8 @@ fn result_json(name: CommandName, key: Option<&[u8]>, reply: Reply) -> Result<Ok
         Reply::Batch(results) => {
             OkJson::Batch(results.into_iter().map(|r| batch_result(CommandName::Batch, None, r)).collect())
         }
+        // A batch or a transaction cannot hold a script (validation refuses it).
+        Reply::Script(_) => return Err(AppError::from(Error::Internal)),
         Reply::Txn(t) => OkJson::Txn(TxnJson {
             succeeded: t.succeeded,
             results: t.results.into_iter().map(|r| batch_result(CommandName::Batch, None, r)).collect(),

@@ -45,5 +45,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListTrim => Yes("LTRIM"),
         GetRange => Yes("GETRANGE"),
         Txn => No("MULTI/EXEC/WATCH run the queued commands as one engine group, the mechanism Txn uses"),
+        Eval => Yes("EVAL, EVALSHA"),
     }
 }

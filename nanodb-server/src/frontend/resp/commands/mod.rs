@@ -8,6 +8,7 @@ mod hashes;
 mod keys;
 mod lists;
 pub mod pubsub;
+mod scripting;
 mod server;
 mod strings;
 pub mod transactions;
@@ -20,6 +21,7 @@ use nanodb_protocol::{Denied, Error};
 
 use super::{Clients, encode};
 use crate::auth::Caller;
+use crate::engine::group::Group;
 use crate::feed::Subscriber;
 use crate::frontend::{Context, Run};
 use crate::stats::Protocol;
@@ -59,6 +61,8 @@ pub struct Session<'a> {
     pub watched: Vec<(Bytes, u64)>,
     next_cursor: u64,
     clients: &'a Clients,
+    /// Inside a script: the group `redis.call`'s commands run in (see [`run`]).
+    pub group: Option<&'a Group<'a>>,
 }
 
 /// SCAN cursors remembered per connection; the oldest is forgotten beyond this.
@@ -80,6 +84,7 @@ impl<'a> Session<'a> {
             watched: Vec::new(),
             next_cursor: 0,
             clients,
+            group: None,
         }
     }
 
@@ -189,6 +194,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("del", -2, W, (1, -1, 1), keys::del),
     spec!("discard", 1, TX, (0, 0, 0), transactions::discard),
     spec!("echo", 2, F, (0, 0, 0), connection::echo),
+    spec!("eval", -3, &["noscript", "skip_monitor", "may_replicate"], (0, 0, 0), scripting::eval),
+    spec!("evalsha", -3, &["noscript", "skip_monitor", "may_replicate"], (0, 0, 0), scripting::evalsha),
     spec!("exec", 1, TX, (0, 0, 0), transactions::exec),
     spec!("exists", -2, R, (1, -1, 1), keys::exists),
     spec!("expire", -3, W, (1, 1, 1), keys::expire),
@@ -247,6 +254,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("rpop", -2, W, (1, 1, 1), lists::rpop),
     spec!("rpush", -3, W, (1, 1, 1), lists::rpush),
     spec!("scan", -2, &["readonly"], (0, 0, 0), keys::scan),
+    spec!("script", -2, &["noscript"], (0, 0, 0), scripting::script),
     spec!("select", 2, F, (0, 0, 0), connection::select),
     spec!("set", -3, W, (1, 1, 1), strings::set),
     spec!("setex", 4, W, (1, 1, 1), strings::setex),
@@ -362,13 +370,62 @@ pub fn execute(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &m
     }
 }
 
+/// What a script may not run through `redis.call` (Redis's `noscript` commands, and those about
+/// the connection rather than the keyspace).
+const NOT_IN_SCRIPTS: &[&str] = &[
+    "acl",
+    "auth",
+    "client",
+    "command",
+    "config",
+    "discard",
+    "eval",
+    "evalsha",
+    "exec",
+    "hello",
+    "info",
+    "multi",
+    "psubscribe",
+    "punsubscribe",
+    "quit",
+    "reset",
+    "role",
+    "script",
+    "select",
+    "subscribe",
+    "unsubscribe",
+    "unwatch",
+    "watch",
+];
+
+/// Runs one `redis.call` of a script (`args[0]` is the command's name) through the command's
+/// own handler, inside the script's group (`session.group`), and writes its RESP reply.
+pub fn execute_in_script(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) {
+    let Some(spec) = lookup(&args[0]) else {
+        encode::error(out, "ERR Unknown Redis command called from script");
+        return;
+    };
+    if NOT_IN_SCRIPTS.contains(&spec.name) {
+        encode::error(out, "ERR This Redis command is not allowed from script");
+        return;
+    }
+    let n = args.len() as i64;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        encode::error(out, "ERR Wrong number of args calling Redis command from script");
+        return;
+    }
+    if let Err(reject) = (spec.handler)(ctx, session, args, out) {
+        write_reject(out, reject);
+    }
+}
+
 /// What an unauthenticated connection may send (Redis's `no-auth` commands).
 const NO_AUTH: &[&str] = &["auth", "hello", "quit", "reset"];
 
 /// Redis's full command name: `container|subcommand` for commands with subcommands.
 fn full_name(spec: &Spec, args: &[Bytes]) -> String {
     match args.get(1) {
-        Some(sub) if ["acl", "client", "command", "config", "pubsub"].contains(&spec.name) => {
+        Some(sub) if ["acl", "client", "command", "config", "pubsub", "script"].contains(&spec.name) => {
             format!("{}|{}", spec.name, String::from_utf8_lossy(sub).to_ascii_lowercase())
         }
         _ => spec.name.to_string(),
@@ -430,6 +487,8 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
             encode::error(out, "WRONGPASS invalid username-password pair or user is disabled.")
         }
         Error::NoPerm(d) => encode::error(out, &format!("NOPERM {d}")),
+        // Already in Redis's words, prefix included.
+        Error::Script(m) => encode::error(out, m),
         // A cluster without a leader: Redis Cluster's retryable words.
         Error::Unavailable(m) if m.starts_with("CLUSTERDOWN") => encode::error(out, m),
         other => encode::error(out, &format!("ERR {other}")),
@@ -439,7 +498,14 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
 /// Runs a command through [`Context::run_pipelined`] (which records it in the stats) and raises the
 /// position the session's buffered replies wait for: the connection waits for it once per
 /// round, before writing them.
+///
+/// Inside a script the command runs in the script's group instead (its declared keys only; the
+/// script's permissions were checked on them), and is committed with the script.
 pub fn run<C: Run>(ctx: &Context, session: &mut Session<'_>, cmd: C) -> Result<C::Output, Error> {
+    if let Some(group) = session.group {
+        let reply = group.run(cmd.into_command())?;
+        return C::output_from(reply, false);
+    }
     let (result, position) = ctx.run_pipelined(&session.caller, cmd);
     session.log_position = session.log_position.max(position);
     result

@@ -1,0 +1,295 @@
+//! Lua scripts (Redis's EVAL, EVALSHA and SCRIPT): a sandboxed Lua 5.1 per thread, the script
+//! cache, and the runner that makes a script one atomic group.
+//!
+//! # A script is one group
+//! [`cmd::Eval`] declares the keys the script may touch. The runner compiles the script (or finds
+//! it by SHA-1), locks those keys' partitions with [`Engine::lock_group`], and runs the script
+//! with `redis.call` going to the RESP frontend's own command handlers, redirected into the
+//! group's private overlay (so every command behaves as it does on the wire, and an undeclared
+//! key is a clear error). Only when the script returns does the group commit: its writes go to the
+//! log as one record and reach watchers together. A script that raises an error, runs past
+//! `--script-timeout-ms`, allocates past `--script-max-memory` or is killed (SCRIPT KILL) drops
+//! the group: **nothing it wrote is kept**, which is why SCRIPT KILL is safe on a script that has
+//! written (Redis refuses to kill those: its scripts write in place). Unlike Redis, a script whose
+//! `redis.call` raised keeps none of its earlier writes either.
+//!
+//! Other clients wait for a script only when they touch a partition it holds.
+//!
+//! # The sandbox
+//! Base functions (without `dofile`, `loadfile`, `getfenv`, `setfenv`, `collectgarbage`,
+//! `print`; `load`/`loadstring` take text only, never bytecode), `string`, `table` and `math`;
+//! no `io`, `os`, `package`, `debug`, `require`, `coroutine`. Globals and the libraries are
+//! read-only: a script cannot create a global, replace a library function, change `_G`'s
+//! metatable or `rawset` into them. See `prelude.lua`.
+//!
+//! # Limits
+//! Every 10,000 Lua instructions the run checks its deadline and SCRIPT KILL; an allocation past
+//! the memory limit fails. `string.rep`, the one library loop that can run long without executing
+//! a Lua instruction, is bounded by the memory limit before it starts. Pathological
+//! `string.find` patterns still backtrack inside C without a check (as in Redis).
+//!
+//! # Cluster
+//! Scripts are refused in cluster mode: a script's effects would have to travel as one Raft entry
+//! (replicating the committed writes rather than the script, whose deadline is not deterministic),
+//! which is not built yet.
+
+mod reply;
+mod vm;
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nanodb_protocol::{Error, FromReply, Reply, ScriptSource, ScriptValue, TypedCommand, cmd};
+
+use crate::auth::{Caller, Need};
+use crate::engine::LogPosition;
+use crate::frontend::{Context, Run};
+use vm::{Control, Ended, KILLED, OUT_OF_MEMORY, TIMED_OUT, Vm};
+
+/// Most scripts the shared cache holds; the oldest is forgotten beyond it (EVALSHA of it is then
+/// NOSCRIPT, and clients fall back to EVAL as Redis's do).
+const MAX_CACHED_SCRIPTS: usize = 10_000;
+/// Most bytes of script text the shared cache holds.
+const MAX_CACHED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The script cache and the running scripts, shared by every connection.
+#[derive(Debug)]
+pub struct Scripts {
+    max_memory: usize,
+    timeout: Duration,
+    cache: Mutex<Cache>,
+    /// Bumped by SCRIPT FLUSH: threads' compiled functions of older generations are dropped.
+    generation: AtomicU64,
+    /// Running scripts, for SCRIPT KILL.
+    running: Mutex<HashMap<u64, Arc<Control>>>,
+    next_run: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Cache {
+    scripts: HashMap<Bytes, Bytes>,
+    order: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn insert(&mut self, sha: Bytes, text: Bytes) {
+        if self.scripts.contains_key(&sha) {
+            return;
+        }
+        while !self.order.is_empty()
+            && (self.scripts.len() >= MAX_CACHED_SCRIPTS || self.bytes + text.len() > MAX_CACHED_BYTES)
+        {
+            if let Some(old) = self.order.pop_front()
+                && let Some(t) = self.scripts.remove(&old)
+            {
+                self.bytes -= t.len();
+            }
+        }
+        self.bytes += text.len();
+        self.order.push_back(sha.clone());
+        self.scripts.insert(sha, text);
+    }
+}
+
+thread_local! {
+    /// This thread's Lua state, built on its first script.
+    static VM: RefCell<Option<Vm>> = const { RefCell::new(None) };
+}
+
+/// The lowercase hex SHA-1 of `text` (a script's name in the cache).
+pub fn sha1_hex(text: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, text);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What SCRIPT KILL found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Killed {
+    /// This many running scripts were told to stop.
+    Some(usize),
+    /// No script was running.
+    NotBusy,
+}
+
+impl Scripts {
+    /// Scripts limited to `max_memory` bytes and `timeout` each.
+    pub fn new(max_memory: usize, timeout: Duration) -> Self {
+        Self {
+            max_memory,
+            timeout,
+            cache: Mutex::default(),
+            generation: AtomicU64::new(0),
+            running: Mutex::default(),
+            next_run: AtomicU64::new(0),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Control>>> {
+        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// SCRIPT LOAD: compiles `text` (a syntax error is reported and nothing is cached) and caches
+    /// it; its SHA-1.
+    pub fn load(&self, text: Bytes) -> Result<String, Error> {
+        let sha = sha1_hex(&text);
+        let key = Bytes::from(sha.clone());
+        self.with_vm(|vm| {
+            if !vm.has(&key) {
+                vm.compile(key.clone(), &text)?;
+            }
+            Ok(())
+        })?;
+        self.cache().insert(key, text);
+        Ok(sha)
+    }
+
+    /// SCRIPT EXISTS for one SHA-1.
+    pub fn exists(&self, sha: &[u8]) -> bool {
+        self.cache().scripts.contains_key(&sha.to_ascii_lowercase()[..])
+    }
+
+    /// SCRIPT FLUSH: forgets every cached script.
+    pub fn flush(&self) {
+        *self.cache() = Cache::default();
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// SCRIPT KILL: stops every running script; each ends with an error and writes nothing.
+    pub fn kill(&self) -> Killed {
+        let running = self.running();
+        if running.is_empty() {
+            return Killed::NotBusy;
+        }
+        for control in running.values() {
+            let _ = control.stop.compare_exchange(0, KILLED, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        Killed::Some(running.len())
+    }
+
+    /// Runs `f` with this thread's Lua state (built on first use), its compiled functions of the
+    /// current generation.
+    fn with_vm<T>(&self, f: impl FnOnce(&mut Vm) -> Result<T, Error>) -> Result<T, Error> {
+        VM.with(|cell| {
+            // A script cannot run a script (EVAL is refused inside one), so the state is free.
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                return Err(Error::Script("ERR a script cannot run a script".into()));
+            };
+            if slot.is_none() {
+                *slot = Some(Vm::new(self.max_memory)?);
+            }
+            let Some(vm) = slot.as_mut() else { return Err(Error::Internal) };
+            vm.sync_generation(self.generation.load(Ordering::Relaxed));
+            f(vm)
+        })
+    }
+
+    /// Runs a script as one group (see the module documentation) and commits what it wrote.
+    fn eval(&self, ctx: &Context, eval: cmd::Eval, at: &mut LogPosition) -> Result<ScriptValue, Error> {
+        let cmd::Eval { script, keys, args } = eval;
+        let (sha, text) = match script {
+            ScriptSource::Text(text) => (Bytes::from(sha1_hex(&text)), Some(text)),
+            ScriptSource::Sha(sha) => (Bytes::from(sha.to_ascii_lowercase()), None),
+        };
+        self.with_vm(|vm| {
+            if !vm.has(&sha) {
+                let text = match text {
+                    Some(t) => t,
+                    None => self
+                        .cache()
+                        .scripts
+                        .get(&sha)
+                        .cloned()
+                        .ok_or_else(|| Error::Script("NOSCRIPT No matching script. Please use EVAL.".into()))?,
+                };
+                vm.compile(sha.clone(), &text)?;
+                self.cache().insert(sha.clone(), text);
+            }
+            let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
+            self.running().insert(run_id, vm.control.clone());
+            let group = ctx.engine.lock_group(keys.clone());
+            let clients = crate::frontend::resp::Clients::default();
+            let mut session = crate::frontend::resp::commands::Session::new(
+                0,
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                &clients,
+                Caller::everything(crate::stats::Protocol::Resp),
+            );
+            session.group = Some(&group);
+            let ended = vm.run(&sha, &keys, &args, self.timeout, |argv: &[Bytes], out: &mut BytesMut| {
+                crate::frontend::resp::commands::execute_in_script(ctx, &mut session, argv, out)
+            });
+            drop(session);
+            self.running().remove(&run_id);
+            let hex = String::from_utf8_lossy(&sha).into_owned();
+            match ended? {
+                Ended::Value(value) => {
+                    at.raise(group.commit()?.0);
+                    Ok(value)
+                }
+                // The group is dropped: nothing the script wrote is kept.
+                Ended::Raised(message) => Err(Error::Script(format!("{message} script: {hex}"))),
+                Ended::Stopped(why) => Err(Error::Script(match why {
+                    TIMED_OUT => format!(
+                        "BUSY script {hex} ran past --script-timeout-ms ({} ms) and was stopped; nothing it wrote was kept",
+                        self.timeout.as_millis()
+                    ),
+                    OUT_OF_MEMORY => format!(
+                        "OOM script {hex} allocated past --script-max-memory ({} bytes) and was stopped; nothing it wrote was kept",
+                        self.max_memory
+                    ),
+                    _ => format!(
+                        "ERR script {hex} was killed by SCRIPT KILL; nothing it wrote was kept"
+                    ),
+                })),
+            }
+        })
+    }
+}
+
+/// A script runs through the command path like any write: authorization on its declared keys
+/// first (each must be readable and writable), then the runner.
+impl Run for cmd::Eval {
+    type Output = ScriptValue;
+
+    fn name(&self) -> &'static str {
+        <Self as TypedCommand>::NAME
+    }
+
+    fn need(&self) -> Need<'_> {
+        Need::Command(<Self as TypedCommand>::COMMAND, TypedCommand::keys(self))
+    }
+
+    fn replicated(&self) -> bool {
+        true
+    }
+
+    fn clustered(&self) -> Result<(), Error> {
+        Err(Error::Script("ERR scripts are not supported in cluster mode".into()))
+    }
+
+    fn into_command(self) -> nanodb_protocol::Command {
+        self.into()
+    }
+
+    fn output_from(reply: Reply, _: bool) -> Result<ScriptValue, Error> {
+        ScriptValue::from_reply(reply).map_err(|_| Error::Internal)
+    }
+
+    fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<ScriptValue, Error> {
+        self.validate(ctx.engine.limits())?;
+        ctx.engine.check_writable()?;
+        ctx.scripts.eval(ctx, self, at)
+    }
+}
+
+#[cfg(test)]
+mod tests;

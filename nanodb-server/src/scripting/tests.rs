@@ -1,0 +1,235 @@
+//! The runner, the sandbox and the limits, through the RESP command path's `run`.
+
+use bytes::Bytes;
+use nanodb_protocol::{Error, ScriptSource, ScriptValue, cmd};
+
+use crate::auth::Caller;
+use crate::config::Config;
+use crate::frontend::Context;
+use crate::stats::Protocol;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn ctx() -> Context {
+    let mut config = Config::all_off();
+    config.script_timeout = std::time::Duration::from_millis(200);
+    config.script_max_memory = 8 * 1024 * 1024;
+    Context::for_tests(config)
+}
+
+fn eval(ctx: &Context, script: &str, keys: &[&str], args: &[&str]) -> Result<ScriptValue, Error> {
+    let eval = cmd::Eval {
+        script: ScriptSource::Text(b(script)),
+        keys: keys.iter().map(|k| b(k)).collect(),
+        args: args.iter().map(|a| b(a)).collect(),
+    };
+    ctx.run_pipelined(&Caller::everything(Protocol::Resp), eval).0
+}
+
+fn script_error(r: Result<ScriptValue, Error>) -> String {
+    match r {
+        Err(Error::Script(m)) => m,
+        other => panic!("expected a script error, got {other:?}"),
+    }
+}
+
+#[test]
+fn replies_convert_as_redis_converts_them() {
+    let ctx = ctx();
+    assert_eq!(eval(&ctx, "return 3.9", &[], &[]), Ok(ScriptValue::Int(3)));
+    assert_eq!(eval(&ctx, "return 'x'", &[], &[]), Ok(ScriptValue::Bulk(b("x"))));
+    assert_eq!(eval(&ctx, "return nil", &[], &[]), Ok(ScriptValue::Nil));
+    assert_eq!(eval(&ctx, "return true", &[], &[]), Ok(ScriptValue::Int(1)));
+    assert_eq!(eval(&ctx, "return false", &[], &[]), Ok(ScriptValue::Nil));
+    assert_eq!(
+        eval(&ctx, "return {1, 'a', {2}, nil, 5}", &[], &[]),
+        Ok(ScriptValue::Array(vec![
+            ScriptValue::Int(1),
+            ScriptValue::Bulk(b("a")),
+            ScriptValue::Array(vec![ScriptValue::Int(2)]),
+        ]))
+    );
+    assert_eq!(
+        eval(&ctx, "return redis.status_reply('FINE')", &[], &[]),
+        Ok(ScriptValue::Status("FINE".into()))
+    );
+    let sha = super::sha1_hex(b"return redis.error_reply('MY err')");
+    assert_eq!(
+        script_error(eval(&ctx, "return redis.error_reply('MY err')", &[], &[])),
+        format!("MY err script: {sha}")
+    );
+    // Redis -> Lua: integer, bulk, nil -> false, status table, array.
+    let r = eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'v'); local s = redis.call('set', KEYS[1], 'w'); \
+         return {redis.call('get', KEYS[1]), redis.call('incr', KEYS[2]), tostring(redis.call('get', KEYS[3])), \
+         s.ok, type(redis.call('lrange', KEYS[3], 0, -1))}",
+        &["k", "n", "missing"],
+        &[],
+    );
+    assert_eq!(
+        r,
+        Ok(ScriptValue::Array(vec![
+            ScriptValue::Bulk(b("w")),
+            ScriptValue::Int(1),
+            ScriptValue::Bulk(b("false")),
+            ScriptValue::Bulk(b("OK")),
+            ScriptValue::Bulk(b("table")),
+        ]))
+    );
+}
+
+#[test]
+fn errors_name_the_line_and_leave_nothing_written() {
+    let ctx = ctx();
+    let e =
+        script_error(eval(&ctx, "redis.call('set', KEYS[1], 'x')\nlocal t = nil\nreturn t.x", &["a"], &[]));
+    assert!(e.starts_with("ERR user_script:3: attempt to index"), "{e}");
+    assert_eq!(ctx.engine.key_count(), 0, "a failed script writes nothing");
+    let e = script_error(eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'x')\nreturn redis.call('incr', KEYS[1])",
+        &["a"],
+        &[],
+    ));
+    assert!(e.starts_with("ERR value is not an integer"), "{e}");
+    assert_eq!(ctx.engine.key_count(), 0);
+    let r = eval(&ctx, "redis.call('set', KEYS[1], 'x')\nreturn redis.pcall('incr', KEYS[1])", &["a"], &[]);
+    // pcall returns the error table instead of raising; returned, it is the script's error.
+    assert!(script_error(r).starts_with("ERR value is not an integer"));
+    let r = eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'x') local e = redis.pcall('incr', KEYS[1]) return {type(e), e.err ~= nil}",
+        &["a"],
+        &[],
+    );
+    assert_eq!(r, Ok(ScriptValue::Array(vec![ScriptValue::Bulk(b("table")), ScriptValue::Int(1)])));
+    let e = script_error(eval(&ctx, "return redis.call('set', 'other', 'x')", &["a"], &[]));
+    assert!(e.contains("was not declared"), "{e}");
+    let e = script_error(eval(&ctx, "return 1 +", &[], &[]));
+    assert!(e.starts_with("ERR Error compiling script"), "{e}");
+}
+
+#[test]
+fn evalsha_finds_cached_scripts_only() {
+    let ctx = ctx();
+    let run_sha = |sha: &str| {
+        let eval = cmd::Eval { script: ScriptSource::Sha(b(sha)), keys: vec![], args: vec![b("7")] };
+        ctx.run_pipelined(&Caller::everything(Protocol::Resp), eval).0
+    };
+    let sha = super::sha1_hex(b"return ARGV[1]");
+    assert_eq!(script_error(run_sha(&sha)), "NOSCRIPT No matching script. Please use EVAL.");
+    assert_eq!(ctx.scripts.load(b("return ARGV[1]")), Ok(sha.clone()));
+    assert!(ctx.scripts.exists(sha.to_uppercase().as_bytes()));
+    assert_eq!(run_sha(&sha), Ok(ScriptValue::Bulk(b("7"))));
+    ctx.scripts.flush();
+    assert!(!ctx.scripts.exists(sha.as_bytes()));
+    assert_eq!(script_error(run_sha(&sha)), "NOSCRIPT No matching script. Please use EVAL.");
+}
+
+#[test]
+fn sandbox_escapes_are_refused_and_the_state_stays_usable() {
+    let ctx = ctx();
+    for (script, want) in [
+        ("return os.execute('true')", "attempt to index global 'os'"),
+        ("return io.open('/etc/passwd')", "attempt to index global 'io'"),
+        ("return require('os')", "attempt to call global 'require'"),
+        ("return dofile('/etc/passwd')", "attempt to call global 'dofile'"),
+        ("return loadfile('/etc/passwd')", "attempt to call global 'loadfile'"),
+        ("return debug.getinfo(1)", "attempt to index global 'debug'"),
+        ("return package.loaded", "attempt to index global 'package'"),
+        ("return setfenv(1, {})", "attempt to call global 'setfenv'"),
+        ("return assert(load(string.dump(function() return 1 end)))()", "loading bytecode is not allowed"),
+        (
+            "return assert(loadstring(string.dump(function() return 1 end)))()",
+            "loading bytecode is not allowed",
+        ),
+        ("setmetatable(_G, {})", "cannot change a protected metatable"),
+        ("rawset(_G, 'x', 1)", "Attempt to modify a readonly table"),
+        ("x = 1", "Attempt to modify a readonly table"),
+        ("string.upper = nil", "Attempt to modify a readonly table"),
+        ("rawset(string, 'upper', nil)", "Attempt to modify a readonly table"),
+        ("redis.call = nil", "Attempt to modify a readonly table"),
+        ("return getmetatable('').__index", "attempt to index a boolean value"),
+        ("local function f() return 1 + f() end return f()", "stack overflow"),
+    ] {
+        let e = script_error(eval(&ctx, script, &[], &[]));
+        assert!(e.contains(want), "{script}: {e}");
+    }
+    // Nothing leaked into later scripts.
+    assert_eq!(eval(&ctx, "return string.upper('a') .. type(x)", &[], &[]), Ok(ScriptValue::Bulk(b("Anil"))));
+    // A loaded text chunk runs in the script's environment.
+    assert_eq!(
+        eval(&ctx, "return loadstring('return KEYS[1]')()", &["k"], &[]),
+        Ok(ScriptValue::Bulk(b("k")))
+    );
+}
+
+#[test]
+fn a_script_past_its_limits_is_stopped_and_writes_nothing() {
+    let ctx = ctx();
+    let started = std::time::Instant::now();
+    let e = script_error(eval(&ctx, "redis.call('set', KEYS[1], 'x') while true do end", &["a"], &[]));
+    assert!(e.starts_with("BUSY") && e.contains("--script-timeout-ms"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // pcall cannot swallow the stop.
+    let e = script_error(eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'x') while true do pcall(function() while true do end end) end",
+        &["a"],
+        &[],
+    ));
+    assert!(e.starts_with("BUSY"), "{e}");
+    let e = script_error(eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'x') return #string.rep('x', 2^30)",
+        &["a"],
+        &[],
+    ));
+    assert!(e.contains("--script-max-memory"), "{e}");
+    let e = script_error(eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'x') local t = {} for i = 1, 1e9 do t[i] = i end",
+        &["a"],
+        &[],
+    ));
+    assert!(e.starts_with("OOM"), "{e}");
+    let e = script_error(eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'x') local ok = pcall(function() local t = {} for i = 1, 1e9 do t[i] = i end end) return 1",
+        &["a"],
+        &[],
+    ));
+    assert!(e.starts_with("OOM"), "{e}");
+    assert_eq!(ctx.engine.key_count(), 0, "no stopped script wrote anything");
+    assert_eq!(
+        eval(&ctx, "return redis.call('set', KEYS[1], 'ok')", &["a"], &[]),
+        Ok(ScriptValue::Status("OK".into()))
+    );
+    assert_eq!(ctx.engine.key_count(), 1);
+}
+
+#[test]
+fn script_kill_stops_a_running_script() {
+    let ctx = ctx();
+    assert_eq!(ctx.scripts.kill(), super::Killed::NotBusy);
+    let mut config = Config::all_off();
+    config.script_timeout = std::time::Duration::from_secs(30);
+    let ctx = Context::for_tests(config);
+    let runner = {
+        let ctx = ctx.clone();
+        std::thread::spawn(move || {
+            eval(&ctx, "redis.call('set', KEYS[1], 'x') while true do end", &["a"], &[])
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ctx.scripts.kill() == super::Killed::NotBusy {
+        assert!(std::time::Instant::now() < deadline, "the script never showed up as running");
+        std::thread::yield_now();
+    }
+    let e = script_error(runner.join().expect("runner"));
+    assert!(e.contains("SCRIPT KILL"), "{e}");
+    assert_eq!(ctx.engine.key_count(), 0);
+}

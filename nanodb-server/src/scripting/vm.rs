@@ -1,0 +1,338 @@
+//! One sandboxed Lua 5.1 state per thread that runs scripts, with its compiled functions.
+//!
+//! A state is built once (`prelude.lua` sets the sandbox up) and reused by every script the
+//! thread runs: building one costs far more than a small script does. Reuse is safe because a
+//! script never reaches a table another script sees except through read-only proxies (see the
+//! prelude), and each run gets a fresh environment. Between runs the state holds only compiled
+//! functions, bounded by [`MAX_COMPILED`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use mlua::chunk::ChunkMode;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, RegistryKey, StdLib, Value, VmState};
+use nanodb_protocol::{Error, ScriptValue};
+
+/// Lua instructions between two checks of the deadline and of SCRIPT KILL.
+const CHECK_EVERY: u32 = 10_000;
+/// Compiled functions kept per state; past it the state forgets them all (they recompile from
+/// the shared cache on their next run).
+const MAX_COMPILED: usize = 1_000;
+
+/// Why a run stopped early, as [`Control::stop`] holds it.
+pub(crate) const RUNNING: u8 = 0;
+pub(crate) const TIMED_OUT: u8 = 1;
+pub(crate) const KILLED: u8 = 2;
+pub(crate) const OUT_OF_MEMORY: u8 = 3;
+
+/// What the instruction hook and SCRIPT KILL share with a running script.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    /// One of [`RUNNING`], [`TIMED_OUT`], [`KILLED`], [`OUT_OF_MEMORY`].
+    pub(crate) stop: AtomicU8,
+    /// The run's deadline, in nanoseconds since [`Control::epoch`]... kept as an offset so it
+    /// fits an atomic.
+    deadline_ns: AtomicU64,
+    /// When the run started, as an offset from the epoch like the deadline.
+    started_ns: AtomicU64,
+    /// Whether this run already handed its thread's other work away (see [`hand_off`]).
+    handed_off: std::sync::atomic::AtomicBool,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+/// A script that runs longer than this hands the rest of its event loop's (or tokio worker's)
+/// connections to another thread, so they are not blocked by it.
+const HAND_OFF_AFTER_NS: u64 = 1_000_000;
+
+/// Moves the other tasks of the tokio worker this script runs on to another thread: tokio's
+/// `block_in_place` hands the worker's core to a new thread, and waiting inside it until that
+/// thread runs a task proves the core was taken, so it is not taken back when `block_in_place`
+/// returns and the rest of the script runs here while the loop's other connections are served
+/// there. Only on a multi-thread runtime's worker, where that is allowed; a script on any other
+/// thread blocks nobody else.
+fn hand_off() {
+    if let Ok(handle) = tokio::runtime::Handle::try_current()
+        && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        tokio::task::block_in_place(|| {
+            let (taken, wait) = std::sync::mpsc::sync_channel(1);
+            handle.spawn(async move {
+                let _ = taken.send(());
+            });
+            let _ = wait.recv_timeout(std::time::Duration::from_millis(200));
+        });
+    }
+}
+
+impl Control {
+    fn epoch(&self) -> Instant {
+        *self.epoch.get_or_init(Instant::now)
+    }
+
+    fn start(&self, timeout: std::time::Duration) {
+        let now = self.epoch().elapsed();
+        let deadline = now + timeout;
+        self.deadline_ns.store(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.started_ns.store(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.handed_off.store(false, Ordering::Relaxed);
+        self.stop.store(RUNNING, Ordering::Relaxed);
+    }
+
+    /// Checks the deadline; whether the run must stop.
+    fn check(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) != RUNNING {
+            return true;
+        }
+        let now = u64::try_from(self.epoch().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if now >= self.deadline_ns.load(Ordering::Relaxed) {
+            let _ = self.stop.compare_exchange(RUNNING, TIMED_OUT, Ordering::Relaxed, Ordering::Relaxed);
+            return true;
+        }
+        if now.saturating_sub(self.started_ns.load(Ordering::Relaxed)) > HAND_OFF_AFTER_NS
+            && !self.handed_off.swap(true, Ordering::Relaxed)
+        {
+            hand_off();
+        }
+        false
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) != RUNNING
+    }
+}
+
+/// A thread's Lua state.
+pub(crate) struct Vm {
+    lua: Lua,
+    /// `prelude.lua`'s runner.
+    runner: Function,
+    /// Compiled scripts by SHA-1 (hex).
+    compiled: HashMap<Bytes, RegistryKey>,
+    /// The cache generation the compiled functions belong to (SCRIPT FLUSH bumps it).
+    generation: u64,
+    pub(crate) control: Arc<Control>,
+    max_memory: usize,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm").field("compiled", &self.compiled.len()).finish_non_exhaustive()
+    }
+}
+
+/// How a run ended, before the caller decides to commit.
+pub(crate) enum Ended {
+    /// The script returned this value.
+    Value(ScriptValue),
+    /// It raised this error (Redis's words, without the "script:" suffix).
+    Raised(String),
+    /// It was stopped ([`TIMED_OUT`], [`KILLED`], [`OUT_OF_MEMORY`]).
+    Stopped(u8),
+}
+
+fn lua_err(e: mlua::Error) -> Error {
+    tracing::error!(error = %e, "scripting: the Lua state failed");
+    Error::Internal
+}
+
+impl Vm {
+    /// A fresh sandboxed state whose scripts may allocate `max_memory` bytes each.
+    pub(crate) fn new(max_memory: usize) -> Result<Self, Error> {
+        let lua = Lua::new_with(StdLib::TABLE | StdLib::STRING | StdLib::MATH, LuaOptions::new())
+            .map_err(lua_err)?;
+        let control = Arc::new(Control::default());
+        let host = lua.create_table().map_err(lua_err)?;
+        let c = control.clone();
+        let stopped = lua.create_function(move |_, ()| Ok(c.stopped())).map_err(lua_err)?;
+        let c = control.clone();
+        let mark_oom = lua
+            .create_function(move |_, ()| {
+                let _ = c.stop.compare_exchange(RUNNING, OUT_OF_MEMORY, Ordering::Relaxed, Ordering::Relaxed);
+                Ok(())
+            })
+            .map_err(lua_err)?;
+        let sha1hex = lua
+            .create_function(|lua, s: mlua::LuaString| lua.create_string(super::sha1_hex(&s.as_bytes())))
+            .map_err(lua_err)?;
+        let log = lua
+            .create_function(|_, args: MultiValue| {
+                let text: Vec<String> =
+                    args.iter().skip(1).map(|v| v.to_string().unwrap_or_default()).collect();
+                tracing::info!(target: "nanodb::script", "{}", text.join(" "));
+                Ok(())
+            })
+            .map_err(lua_err)?;
+        for (name, f) in [("stopped", stopped), ("mark_oom", mark_oom), ("sha1hex", sha1hex), ("log", log)] {
+            host.raw_set(name, f).map_err(lua_err)?;
+        }
+        host.raw_set("max_memory", max_memory as f64).map_err(lua_err)?;
+        let runner: Function = lua
+            .load(include_str!("prelude.lua"))
+            .set_name("=prelude")
+            .set_mode(ChunkMode::Text)
+            .call(host)
+            .map_err(lua_err)?;
+        let c = control.clone();
+        lua.set_hook(HookTriggers::new().every_nth_instruction(CHECK_EVERY), move |_, _| {
+            if c.check() {
+                Err(mlua::Error::RuntimeError("script stopped".into()))
+            } else {
+                Ok(VmState::Continue)
+            }
+        })
+        .map_err(lua_err)?;
+        Ok(Self { lua, runner, compiled: HashMap::new(), generation: 0, control, max_memory })
+    }
+
+    /// Forgets compiled functions of an older cache generation.
+    pub(crate) fn sync_generation(&mut self, generation: u64) {
+        if self.generation != generation {
+            self.compiled.clear();
+            self.generation = generation;
+        }
+    }
+
+    /// Whether `sha` is compiled here.
+    pub(crate) fn has(&self, sha: &[u8]) -> bool {
+        self.compiled.contains_key(sha)
+    }
+
+    /// Compiles `text` as script `sha`; a syntax error in Redis's words.
+    pub(crate) fn compile(&mut self, sha: Bytes, text: &[u8]) -> Result<(), Error> {
+        if text.first() == Some(&0x1b) {
+            return Err(Error::Script("ERR Error compiling script: loading bytecode is not allowed".into()));
+        }
+        if self.compiled.len() >= MAX_COMPILED {
+            self.compiled.clear();
+        }
+        self.lua.set_memory_limit(self.lua.used_memory() + self.max_memory).map_err(lua_err)?;
+        let compiled = self.lua.load(text).set_name("@user_script").set_mode(ChunkMode::Text).into_function();
+        self.lua.set_memory_limit(0).map_err(lua_err)?;
+        let f = match compiled {
+            Ok(f) => f,
+            Err(mlua::Error::SyntaxError { message, .. }) => {
+                return Err(Error::Script(format!("ERR Error compiling script (new function): {message}")));
+            }
+            Err(e) => return Err(Error::Script(format!("ERR Error compiling script (new function): {e}"))),
+        };
+        let key = self.lua.create_registry_value(f).map_err(lua_err)?;
+        self.compiled.insert(sha, key);
+        Ok(())
+    }
+
+    /// Runs compiled script `sha` with `keys` and `args`; each `redis.call` goes to `invoke`
+    /// (the arguments, as bytes) which answers in RESP. The caller registered
+    /// [`Vm::control`] for SCRIPT KILL.
+    pub(crate) fn run(
+        &mut self,
+        sha: &[u8],
+        keys: &[Bytes],
+        args: &[Bytes],
+        timeout: std::time::Duration,
+        mut invoke: impl FnMut(&[Bytes], &mut bytes::BytesMut),
+    ) -> Result<Ended, Error> {
+        let Some(key) = self.compiled.get(sha) else {
+            return Err(Error::Script("NOSCRIPT No matching script. Please use EVAL.".into()));
+        };
+        let lua = &self.lua;
+        let f: Function = lua.registry_value(key).map_err(lua_err)?;
+        let (keys, argv) = (sequence(lua, keys).map_err(lua_err)?, sequence(lua, args).map_err(lua_err)?);
+        self.control.start(timeout);
+        lua.set_memory_limit(lua.used_memory() + self.max_memory).map_err(lua_err)?;
+        let mut out = bytes::BytesMut::new();
+        let mut argbuf: Vec<Bytes> = Vec::new();
+        let result = lua.scope(|scope| {
+            let call = scope.create_function_mut(|lua, values: MultiValue| {
+                argbuf.clear();
+                for v in values {
+                    match v {
+                        Value::String(s) => argbuf.push(Bytes::copy_from_slice(&s.as_bytes())),
+                        Value::Integer(n) => argbuf.push(Bytes::from(n.to_string())),
+                        Value::Number(n) => argbuf.push(Bytes::from(format_number(n))),
+                        _ => {
+                            return error_table(
+                                lua,
+                                "ERR Lua redis lib command arguments must be strings or integers",
+                            );
+                        }
+                    }
+                }
+                if argbuf.is_empty() {
+                    return error_table(
+                        lua,
+                        "ERR Please specify at least one argument for this redis lib call",
+                    );
+                }
+                out.clear();
+                invoke(&argbuf, &mut out);
+                super::reply::resp_to_lua(lua, &out)
+            })?;
+            self.runner.call::<(bool, Value)>((f, keys, argv, call))
+        });
+        let _ = lua.set_memory_limit(0);
+        let stop = self.control.stop.load(Ordering::Relaxed);
+        let ended = if stop != RUNNING {
+            Ended::Stopped(stop)
+        } else {
+            match result {
+                Ok((true, value)) => match super::reply::lua_to_value(&value, 0) {
+                    Ok(ScriptValue::Error(e)) => Ended::Raised(e),
+                    Ok(v) => Ended::Value(v),
+                    Err(e) => Ended::Raised(e),
+                },
+                Ok((false, error)) => Ended::Raised(error_text(&error)),
+                Err(mlua::Error::MemoryError(_)) => Ended::Stopped(OUT_OF_MEMORY),
+                Err(e) => return Err(lua_err(e)),
+            }
+        };
+        if matches!(ended, Ended::Stopped(OUT_OF_MEMORY)) || lua.used_memory() > 4 * 1024 * 1024 {
+            let _ = lua.gc_collect();
+        }
+        Ok(ended)
+    }
+}
+
+/// A Lua array of strings.
+fn sequence(lua: &Lua, items: &[Bytes]) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table_with_capacity(items.len(), 0)?;
+    for (i, item) in items.iter().enumerate() {
+        t.raw_set(i + 1, lua.create_string(item)?)?;
+    }
+    Ok(t)
+}
+
+fn error_table(lua: &Lua, msg: &str) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    t.raw_set("err", msg)?;
+    Ok(Value::Table(t))
+}
+
+/// A Lua number as an argument of a command: an integral number as an integer, others as Lua
+/// prints them (`%.14g`, Lua 5.1's `tostring`).
+fn format_number(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{}", n as i64) } else { format!("{n}") }
+}
+
+/// The text of a raised error value: an error table's `err` (as `redis.call` raises them), a
+/// message as `ERR <message>`.
+fn error_text(error: &Value) -> String {
+    if let Value::Table(t) = error
+        && let Ok(Value::String(e)) = t.raw_get::<Value>("err")
+    {
+        return String::from_utf8_lossy(&e.as_bytes()).into_owned();
+    }
+    match error {
+        Value::String(s) => format!("ERR {}", String::from_utf8_lossy(&s.as_bytes())),
+        Value::Error(e) => format!("ERR {}", first_line(&e.to_string())),
+        other => format!("ERR {}", other.to_string().unwrap_or_else(|_| "unknown error".into())),
+    }
+}
+
+/// mlua's errors carry a traceback after the message: the client gets the message.
+fn first_line(s: &str) -> &str {
+    let s = s.strip_prefix("runtime error: ").unwrap_or(s);
+    s.lines().next().unwrap_or(s)
+}
