@@ -280,6 +280,51 @@ impl Cluster {
     }
 }
 
+/// `--cluster-peers` names each node id and each Raft address once: a duplicate id would make
+/// two processes one voter (and a split quorum possible), a duplicate address one process two.
+pub fn check_peer_list(peers: &[(NodeId, String)]) -> Result<(), String> {
+    let mut ids = BTreeSet::new();
+    let mut addrs = BTreeSet::new();
+    for (id, addr) in peers {
+        if !ids.insert(*id) {
+            return Err(format!("--cluster-peers lists node id {id} twice; every node needs its own id"));
+        }
+        if !addrs.insert(addr.as_str()) {
+            return Err(format!("--cluster-peers lists the raft address {addr} twice"));
+        }
+    }
+    Ok(())
+}
+
+impl Cluster {
+    /// A restarted node's membership comes from its log, not from `--cluster-peers`; when the two
+    /// differ (the membership changed at runtime, or the flag is wrong) this says so, once, at
+    /// start: the flag is then only used to accept calls from those ids.
+    pub(super) fn warn_if_peers_disagree(&self) {
+        if self.config.peers.is_empty() {
+            return;
+        }
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        let membership = m.membership();
+        if membership.nodes().next().is_none() {
+            return;
+        }
+        let stored: BTreeSet<(NodeId, String)> = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.raft_addr.clone())))
+            .collect();
+        let given: BTreeSet<(NodeId, String)> = self.config.peers.iter().cloned().collect();
+        if stored != given {
+            warn!(
+                stored_voters = ?stored,
+                cluster_peers = ?given,
+                "raft: --cluster-peers disagrees with the membership in this node's data dir; the stored \
+                 membership is used (it changes only through membership changes)"
+            );
+        }
+    }
+}
+
 /// A Raft address: `HOST:PORT` with a port number.
 fn check_addr(addr: &str) -> Result<(), ChangeError> {
     let bad = || ChangeError::Invalid(format!("raft_addr {addr:?} is not HOST:PORT"));
@@ -301,6 +346,15 @@ mod tests {
         for bad in ["", "7000", ":7000", "host:", "host:0", "host:99999", "host:x"] {
             assert!(check_addr(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_peer_list_with_a_duplicate_id_or_address_is_refused() {
+        let p = |v: &[(u64, &str)]| v.iter().map(|(i, a)| (*i, a.to_string())).collect::<Vec<_>>();
+        assert!(check_peer_list(&p(&[(1, "a:1"), (2, "a:2"), (3, "a:3")])).is_ok());
+        let e = check_peer_list(&p(&[(1, "a:1"), (2, "a:2"), (2, "a:3")])).expect_err("duplicate id");
+        assert!(e.contains("node id 2 twice"), "{e}");
+        assert!(check_peer_list(&p(&[(1, "a:1"), (2, "a:1")])).is_err(), "duplicate address");
     }
 
     #[test]

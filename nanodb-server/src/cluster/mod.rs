@@ -154,6 +154,7 @@ impl Cluster {
         if !config.peers.is_empty() && !config.peers.iter().any(|(id, _)| *id == config.node_id) {
             return Err(err(format!("--cluster-peers does not list this node's id {}", config.node_id)));
         }
+        membership::check_peer_list(&config.peers).map_err(err)?;
         engine.set_replicated();
         let dir = start.data_dir.join("raft");
         let log = LogStore::open(&dir.join("log"), start.fsync, start.max_record_len)
@@ -228,6 +229,7 @@ impl Cluster {
         info!(node_id = cluster.node_id, addr = %raft_addr, "raft port listening");
         tasks.spawn(serve(listener, cluster.clone(), sm_for_net, shutdown.clone(), tasks.clone()));
         cluster.initialize_if_new().await?;
+        cluster.warn_if_peers_disagree();
         tasks.spawn(cluster.clone().sweep(start.sweep_interval, shutdown.clone()));
         tasks.spawn(cluster.clone().stop_on(shutdown));
         Ok(cluster)

@@ -350,3 +350,13 @@ async fn overlapping_changes_are_refused_a_stuck_joint_configuration_is_reported
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_node_id_in_the_peer_list_refuses_to_start() {
+    let c = with_joiners(3, 100_000);
+    let mut cfg = node_config(&c, 0);
+    let cluster = cfg.cluster.as_mut().expect("cluster mode");
+    cluster.peers[2].0 = 2;
+    let e = Server::start(cfg).await.expect_err("a duplicate id refuses to start");
+    assert!(e.to_string().contains("node id 2 twice"), "{e}");
+}
