@@ -13,6 +13,7 @@
 //!   forwarded from followers), linearizable reads (read index), the leader's expiry sweeper.
 
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod state_machine;
 pub mod status;
@@ -104,6 +105,10 @@ pub struct Cluster {
     forwards: tokio::sync::mpsc::Sender<Forwarded>,
     /// How many local subscribers each recent `PUBLISH` reached (PUBLISH's answer).
     deliveries: Arc<state_machine::Deliveries>,
+    /// Ids removed from the cluster (never reused, their Raft calls refused).
+    retired: Arc<state_machine::Retired>,
+    /// One membership change at a time (see [`membership`]).
+    serializer: membership::Serializer,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -154,6 +159,7 @@ impl Cluster {
         if !config.peers.is_empty() && !config.peers.iter().any(|(id, _)| *id == config.node_id) {
             return Err(err(format!("--cluster-peers does not list this node's id {}", config.node_id)));
         }
+        membership::check_peer_list(&config.peers).map_err(err)?;
         engine.set_replicated();
         let dir = start.data_dir.join("raft");
         let log = LogStore::open(&dir.join("log"), start.fsync, start.max_record_len)
@@ -163,6 +169,7 @@ impl Cluster {
             .map_err(err)?;
         let sm_for_net = sm.clone();
         let deliveries = sm.deliveries();
+        let retired = sm.retired();
         let et = config.election_timeout.as_millis() as u64;
         // openraft 0.9 lets a follower (with a leader it knew) start an election only after the
         // leader lease (= `election_timeout_max`) *plus* a random timeout in `[min, max)`, checked
@@ -230,10 +237,13 @@ impl Cluster {
             queue,
             forwards,
             deliveries,
+            retired,
+            serializer: membership::Serializer::default(),
         });
         info!(node_id = cluster.node_id, addr = %raft_addr, "raft port listening");
         tasks.spawn(serve(listener, cluster.clone(), sm_for_net, shutdown.clone(), tasks.clone()));
         cluster.initialize_if_new().await?;
+        cluster.warn_if_peers_disagree();
         tasks.spawn(cluster.clone().sweep(start.sweep_interval, shutdown.clone()));
         tasks.spawn(cluster.clone().stop_on(shutdown));
         Ok(cluster)
@@ -500,10 +510,16 @@ impl Cluster {
         &self.addrs
     }
 
-    /// Whether `from` may call this node's Raft port: a member, or one of `--cluster-peers`.
+    /// Whether `from` may call this node's Raft port: a member, or one of `--cluster-peers`; on
+    /// a node that belongs to no cluster yet (no membership: it waits to be added as a learner),
+    /// anyone, since the leader adding it is not known to it before its first call.
     fn knows(&self, from: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
         self.config.peers.iter().any(|(id, _)| *id == from)
-            || self.raft.metrics().borrow().membership_config.membership().get_node(&from).is_some()
+            || membership.get_node(&from).is_some()
+            || membership.nodes().next().is_none()
     }
 }
 
@@ -825,6 +841,17 @@ async fn serve(
 /// One connection of the Raft port: calls one after the other.
 async fn connection(mut stream: TcpStream, cluster: &Cluster, sm: &StateMachine) -> Result<(), String> {
     while let Some((k, from, body)) = network::read_request(&mut stream).await.map_err(|e| e.to_string())? {
+        if cluster.is_retired(from) {
+            warn!(
+                from,
+                kind = k,
+                "raft port: refused a call from node {from}: it was removed from the cluster"
+            );
+            let _ = stream
+                .write_all(&network::answer_frame(network::FAILED, b"this node was removed from the cluster"))
+                .await;
+            return Err(format!("node {from} was removed from the cluster"));
+        }
         if !cluster.knows(from) {
             warn!(from, kind = k, "raft port: refused a call from a node that is not a member");
             let _ = stream.write_all(&network::answer_frame(network::FAILED, b"unknown node id")).await;
@@ -857,6 +884,10 @@ async fn connection(mut stream: TcpStream, cluster: &Cluster, sm: &StateMachine)
             kind::INFO => match serde_json::to_vec(&cluster.addrs) {
                 Ok(json) => network::answer_frame(network::OK, &json),
                 Err(e) => network::answer_frame(network::FAILED, e.to_string().as_bytes()),
+            },
+            membership::MEMBERS => match cluster.serve_change(&body).await {
+                Ok(answer) => answer,
+                Err(e) => return refuse(&mut stream, from, k, e).await,
             },
             other => return refuse(&mut stream, from, other, format!("unknown call kind {other}")).await,
         };
@@ -924,7 +955,12 @@ async fn receive_snapshot(
     drop(file);
     let snapshot = openraft::Snapshot {
         meta: header.meta,
-        snapshot: Box::new(SnapshotFile { path, versions: header.versions, last_now: header.last_now }),
+        snapshot: Box::new(SnapshotFile {
+            path,
+            versions: header.versions,
+            last_now: header.last_now,
+            retired: header.retired,
+        }),
     };
     let result = cluster.raft.install_full_snapshot(header.vote, snapshot).await;
     Ok(json_answer(&result))

@@ -278,6 +278,9 @@ pub struct SnapshotHeader {
     pub last_now: u64,
     /// Bytes of the file that follow.
     pub len: u64,
+    /// The node ids removed from the cluster as of the snapshot.
+    #[serde(default)]
+    pub retired: Vec<NodeId>,
 }
 
 /// A connection pool to one peer's Raft port.
@@ -496,6 +499,7 @@ impl RaftNetwork<TypeConfig> for Network {
             versions: snapshot.snapshot.versions,
             last_now: snapshot.snapshot.last_now,
             len,
+            retired: snapshot.snapshot.retired.clone(),
         };
         // Sending a large snapshot takes a while: allow a generous deadline for the answer, as
         // installing it means loading it.

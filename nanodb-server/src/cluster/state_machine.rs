@@ -52,6 +52,10 @@ struct StoredMeta {
     meta: SnapshotMeta<NodeId, Member>,
     versions: u64,
     last_now: u64,
+    /// Node ids removed from the cluster as of this snapshot (see [`Retired`]); absent in
+    /// snapshots written before it existed.
+    #[serde(default)]
+    retired: Vec<NodeId>,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +80,8 @@ struct Shared {
     feed: Arc<Hub>,
     /// How many of this node's subscribers each recent `PUBLISH` reached (see [`Deliveries`]).
     deliveries: Arc<Deliveries>,
+    /// The ids removed from the cluster (see [`Retired`]).
+    retired: Arc<Retired>,
     dir: PathBuf,
     max_record_len: usize,
     /// The apply lock: held by every apply and by a snapshot while it is written.
@@ -163,6 +169,7 @@ impl StateMachine {
             }
         }
         let mut state = State::default();
+        let retired = Arc::new(Retired::default());
         if let Some((index, meta)) = newest {
             let path = snapshot_path(dir, index);
             let records =
@@ -172,6 +179,7 @@ impl StateMachine {
             state.applied = meta.meta.last_log_id;
             state.membership = meta.meta.last_membership.clone();
             state.last_now = meta.last_now;
+            retired.replace(&meta.retired);
             state.current = Some(meta);
         }
         Ok(Self {
@@ -179,6 +187,7 @@ impl StateMachine {
                 engine,
                 feed,
                 deliveries: Arc::new(Deliveries::default()),
+                retired,
                 dir: dir.to_path_buf(),
                 max_record_len,
                 state: Mutex::new(state),
@@ -258,6 +267,7 @@ impl StateMachine {
             },
             versions,
             last_now: state.last_now,
+            retired: self.shared.retired.ids(),
         };
         write_meta(&self.shared.dir, index, &meta).map_err(snap_err)?;
         remove_older(&self.shared.dir, index);
@@ -273,6 +283,7 @@ impl StateMachine {
                 path: snapshot_path(&self.shared.dir, index),
                 versions: meta.versions,
                 last_now: meta.last_now,
+                retired: meta.retired,
             }),
         }
     }
@@ -280,6 +291,11 @@ impl StateMachine {
     /// This node's record of how many local subscribers each recent `PUBLISH` reached.
     pub fn deliveries(&self) -> Arc<Deliveries> {
         self.shared.deliveries.clone()
+    }
+
+    /// The ids removed from the cluster, as applied here.
+    pub fn retired(&self) -> Arc<Retired> {
+        self.shared.retired.clone()
     }
 
     /// Where a snapshot being received is written (then renamed by `install_snapshot`).
@@ -388,6 +404,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.apply_op(req.op, now, &mut Tally { index: entry.log_id.index, next: 0 })
                 }
                 EntryPayload::Membership(m) => {
+                    // Every node applies the same membership entries in the same order, so every
+                    // node retires the same ids.
+                    let gone: Vec<NodeId> = state
+                        .membership
+                        .membership()
+                        .nodes()
+                        .map(|(id, _)| *id)
+                        .filter(|id| m.get_node(id).is_none())
+                        .collect();
+                    if !gone.is_empty() {
+                        info!(ids = ?gone, "raft: nodes removed from the cluster; their ids are never reused");
+                        self.shared.retired.add(&gone);
+                    }
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     pong
                 }
@@ -405,7 +434,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let id = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        Ok(Box::new(SnapshotFile { path: self.incoming_path(id), versions: 0, last_now: 0 }))
+        Ok(Box::new(SnapshotFile {
+            path: self.incoming_path(id),
+            versions: 0,
+            last_now: 0,
+            retired: Vec::new(),
+        }))
     }
 
     async fn install_snapshot(
@@ -437,8 +471,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             tokio::task::spawn_blocking(move_in).await.map_err(snap_err)?.map_err(snap_err)?;
         }
-        let stored =
-            StoredMeta { meta: meta.clone(), versions: snapshot.versions, last_now: snapshot.last_now };
+        let stored = StoredMeta {
+            meta: meta.clone(),
+            versions: snapshot.versions,
+            last_now: snapshot.last_now,
+            retired: snapshot.retired.clone(),
+        };
         write_meta(&dir, index, &stored).map_err(snap_err)?;
         // Loaded aside, then swapped in at once (see the module docs): a read never sees a
         // partly loaded state, and a snapshot that fails to load changes nothing.
@@ -464,6 +502,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         state.applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         state.last_now = snapshot.last_now;
+        self.shared.retired.replace(&snapshot.retired);
         state.current = Some(stored);
         remove_older(&dir, index);
         Ok(())
@@ -472,6 +511,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         let state = self.shared.state.lock().await;
         Ok(state.current.clone().map(|m| self.snapshot_of(m)))
+    }
+}
+
+/// The node ids removed from the cluster, part of the replicated state: decided when a
+/// membership entry is applied (an id in the previous membership and not in the new one), kept in
+/// every snapshot and sent with it. openraft's FAQ: a removed id that came back could hold a vote
+/// or log the cluster has forgotten and help form a second quorum, so an id is never reused and
+/// a removed node's Raft calls are refused.
+#[derive(Debug, Default)]
+pub struct Retired {
+    ids: std::sync::Mutex<std::collections::BTreeSet<NodeId>>,
+}
+
+impl Retired {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<NodeId>> {
+        self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn add(&self, ids: &[NodeId]) {
+        self.lock().extend(ids.iter().copied());
+    }
+
+    fn replace(&self, ids: &[NodeId]) {
+        *self.lock() = ids.iter().copied().collect();
+    }
+
+    /// Whether `id` was removed from the cluster.
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.lock().contains(&id)
+    }
+
+    /// Every removed id, ascending.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.lock().iter().copied().collect()
     }
 }
 

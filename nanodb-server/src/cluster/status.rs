@@ -47,6 +47,11 @@ pub struct Status {
     pub applied_index: u64,
     /// Every member, voters then learners, by id.
     pub members: Vec<MemberStatus>,
+    /// While a membership change is between two configurations (openraft's joint consensus):
+    /// the old voters and the new. Null when the configuration is uniform.
+    pub joint_voters: Option<Vec<Vec<u64>>>,
+    /// Every node id removed from the cluster: never reused.
+    pub removed_ids: Vec<u64>,
 }
 
 fn role_of(state: ServerState) -> &'static str {
@@ -110,6 +115,8 @@ impl Cluster {
             commit_index: self.committed.load(std::sync::atomic::Ordering::Relaxed),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             members,
+            joint_voters: self.joint_voters(),
+            removed_ids: self.retired.ids(),
         }
     }
 

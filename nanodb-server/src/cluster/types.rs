@@ -331,6 +331,8 @@ pub struct SnapshotFile {
     pub versions: u64,
     /// The largest entry time applied (time never goes back across leaders).
     pub last_now: u64,
+    /// The node ids removed from the cluster as of the snapshot (`state_machine::Retired`).
+    pub retired: Vec<NodeId>,
 }
 
 const ENTRY_BLANK: u8 = 0;

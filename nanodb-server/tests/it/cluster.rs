@@ -912,3 +912,7 @@ async fn publish_answers_how_many_subscribers_of_the_receiving_node_got_the_mess
         c.stop(i).await;
     }
 }
+
+/// Membership at runtime (`cluster::membership`): learners, promotion, removal.
+#[path = "cluster_members.rs"]
+mod members;

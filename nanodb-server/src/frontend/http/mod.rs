@@ -127,6 +127,8 @@ pub struct BinaryBody(pub Vec<u8>);
         admin::index,
         admin::healthz,
         cluster::status,
+        cluster::add_member,
+        cluster::remove_member,
         admin::readyz,
         admin::stats,
         admin::metrics,
@@ -139,6 +141,8 @@ pub struct BinaryBody(pub Vec<u8>);
     ),
     components(schemas(
         auth::TokenBody,
+        cluster::MemberJson,
+        cluster::MembersJson,
         error::ErrorBody,
         error::ErrorDetail,
         extract::Encoding,
@@ -224,6 +228,8 @@ pub fn router(ctx: Context) -> Router {
         .route("/readyz", get(admin::readyz))
         .route("/v1/stats", get(admin::stats))
         .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/members/{id}", delete(cluster::remove_member))
         .route("/metrics", get(admin::metrics))
         .route("/openapi.json", get(admin::openapi))
         .fallback(not_found)
