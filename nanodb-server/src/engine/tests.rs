@@ -719,8 +719,13 @@ fn every_write_is_refused_when_the_log_refuses_and_changes_nothing() {
     }
     // The table covers every write command the model declares.
     let tested: std::collections::BTreeSet<_> = writes.iter().map(Command::command_name).collect();
-    let declared: std::collections::BTreeSet<_> =
-        CommandName::ALL.iter().copied().filter(|n| n.class() == Class::Write).collect();
+    // EVAL is a write the engine does not run: the scripting module runs it on a group, whose
+    // commit is the log write refused here (see `scripting`'s tests for a stopped script).
+    let declared: std::collections::BTreeSet<_> = CommandName::ALL
+        .iter()
+        .copied()
+        .filter(|n| n.class() == Class::Write && *n != CommandName::Eval)
+        .collect();
     assert_eq!(tested, declared, "every_write() must hold one command of each write kind");
 }
 

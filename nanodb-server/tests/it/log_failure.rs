@@ -78,6 +78,18 @@ fn dump(server: &Server) -> Vec<(Vec<u8>, String, u64)> {
 /// One command of every write kind of the command model, for the binary TCP protocol.
 fn tcp_writes() -> Vec<Command> {
     vec![
+        // A transaction whose branch writes, and a script that writes: each commits as one group,
+        // the log write refused here.
+        Command::Txn(cmd::Txn {
+            compares: vec![],
+            success: vec![Command::Incr(cmd::Incr { key: b("n"), delta: 1 })],
+            failure: vec![],
+        }),
+        Command::Eval(cmd::Eval {
+            script: nanodb_protocol::script::ScriptSource::Text(b("return redis.call('incr', KEYS[1])")),
+            keys: vec![b("n")],
+            args: vec![],
+        }),
         Command::Put(cmd::Put {
             key: b("s"),
             value: b("x"),
@@ -280,6 +292,9 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
     refused!("MultiPut", kv.multi_put(pb::MultiPutRequest { pairs, if_none_exist: false }));
     refused!("Rename", kv.rename(pb::RenameRequest { from: key("s"), to: key("t") }));
     refused!("Flush", kv.flush(pb::FlushRequest {}));
+    let incr =
+        pb::Operation { op: Some(pb::operation::Op::Incr(pb::IncrRequest { key: key("n"), delta: 1 })) };
+    refused!("Txn", kv.txn(pb::TxnRequest { compares: vec![], success: vec![incr], failure: vec![] }));
     refused!("HashIncr", kv.hash_incr(pb::HashIncrRequest { key: key("h"), field: key("c"), delta: 1 }));
     refused!(
         "HashSetIfAbsent",
@@ -338,6 +353,13 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
         ("POST", "/v1/list/{key}/pop", "/v1/list/l/pop", "", &[]),
         ("PUT", "/v1/list/{key}/{index}", "/v1/list/l/0", "x", &[]),
         ("POST", "/v1/list/{key}/trim", "/v1/list/l/trim?start=0&stop=0", "", &[]),
+        (
+            "POST",
+            "/v1/txn",
+            "/v1/txn",
+            r#"{"success":[{"op":"incr","key":"n"}]}"#,
+            &[("content-type", "application/json")],
+        ),
     ];
     for (method, _, path, body, headers) in writes {
         let mut req = web.request(method.parse().expect("method"), format!("{base}{path}")).body(*body);

@@ -304,7 +304,7 @@ mod tests {
     }
 
     /// A batch can carry every data command: every command but those that are not about keys,
-    /// and transactions (a group of their own, which a batch does not nest).
+    /// transactions (a group of their own, which a batch does not nest) and scripts (likewise).
     #[test]
     fn every_data_command_is_a_batch_kind() {
         use std::collections::BTreeSet;
@@ -313,7 +313,14 @@ mod tests {
             .iter()
             .copied()
             .filter(|c| {
-                !matches!(c, CommandName::Ping | CommandName::Publish | CommandName::Batch | CommandName::Txn)
+                !matches!(
+                    c,
+                    CommandName::Ping
+                        | CommandName::Publish
+                        | CommandName::Batch
+                        | CommandName::Txn
+                        | CommandName::Eval
+                )
             })
             .collect();
         assert_eq!(kinds, data);
