@@ -24,10 +24,31 @@ fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
-/// A free loopback port (the Raft addresses must be known before the nodes start: every node
-/// gets the same `--cluster-peers`).
+/// A free loopback port for a Raft address (these must be known before the nodes start: every
+/// node gets the same `--cluster-peers`, so they cannot be bound at port 0 by the server).
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux): a port found free by binding
+/// port 0 and released is in that range, where any test's outgoing connection may take it before
+/// the node binds it (CI saw "Address already in use"). One counter per test process hands out
+/// each port once; the start is spread by process id, and a port something else holds is skipped.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(397) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// Polls `f` until it yields `Some`, or panics after [`DEADLINE`] naming `what`.
