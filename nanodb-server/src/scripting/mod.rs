@@ -214,6 +214,10 @@ impl Scripts {
                 self.cache().insert(sha.clone(), text);
             }
             let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
+            // Armed before it is visible to SCRIPT KILL: arming resets the stop flag, and a kill
+            // landing between the two would otherwise be lost (the script then ran to its
+            // timeout).
+            vm.control.start(self.timeout);
             self.running().insert(run_id, vm.control.clone());
             let group = ctx.engine.lock_group(keys.clone());
             let clients = crate::frontend::resp::Clients::default();
@@ -224,7 +228,7 @@ impl Scripts {
                 Caller::everything(crate::stats::Protocol::Resp),
             );
             session.group = Some(&group);
-            let ended = vm.run(&sha, &keys, &args, self.timeout, |argv: &[Bytes], out: &mut BytesMut| {
+            let ended = vm.run(&sha, &keys, &args, |argv: &[Bytes], out: &mut BytesMut| {
                 crate::frontend::resp::commands::execute_in_script(ctx, &mut session, argv, out)
             });
             drop(session);

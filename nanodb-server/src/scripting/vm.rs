@@ -72,7 +72,9 @@ impl Control {
         *self.epoch.get_or_init(Instant::now)
     }
 
-    fn start(&self, timeout: std::time::Duration) {
+    /// Arms the run: its deadline, and the stop flag back to running. Called BEFORE the control is
+    /// registered for SCRIPT KILL, so that a kill arriving at once is not undone by this reset.
+    pub(crate) fn start(&self, timeout: std::time::Duration) {
         let now = self.epoch().elapsed();
         let deadline = now + timeout;
         self.deadline_ns.store(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -224,14 +226,13 @@ impl Vm {
     }
 
     /// Runs compiled script `sha` with `keys` and `args`; each `redis.call` goes to `invoke`
-    /// (the arguments, as bytes) which answers in RESP. The caller registered
-    /// [`Vm::control`] for SCRIPT KILL.
+    /// (the arguments, as bytes) which answers in RESP. The caller started [`Vm::control`]
+    /// ([`Control::start`]) and then registered it for SCRIPT KILL.
     pub(crate) fn run(
         &mut self,
         sha: &[u8],
         keys: &[Bytes],
         args: &[Bytes],
-        timeout: std::time::Duration,
         mut invoke: impl FnMut(&[Bytes], &mut bytes::BytesMut),
     ) -> Result<Ended, Error> {
         let Some(key) = self.compiled.get(sha) else {
@@ -240,7 +241,6 @@ impl Vm {
         let lua = &self.lua;
         let f: Function = lua.registry_value(key).map_err(lua_err)?;
         let (keys, argv) = (sequence(lua, keys).map_err(lua_err)?, sequence(lua, args).map_err(lua_err)?);
-        self.control.start(timeout);
         lua.set_memory_limit(lua.used_memory() + self.max_memory).map_err(lua_err)?;
         let mut out = bytes::BytesMut::new();
         let mut argbuf: Vec<Bytes> = Vec::new();
