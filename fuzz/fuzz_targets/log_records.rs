@@ -13,7 +13,8 @@ fuzz_target!(|data: &[u8]| {
     let mut offset = 0;
     loop {
         match read_at(&data, offset, MAX_RECORD) {
-            Read::Record(_, next) => {
+            // A group record is one record too: its effects are applied whole or not at all.
+            Read::Record(_, next) | Read::Group(_, next) => {
                 assert!(next > offset && next <= data.len());
                 offset = next;
             }
