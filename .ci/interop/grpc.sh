@@ -192,7 +192,7 @@ resp = next(r.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
 names = {svc.name for svc in resp.list_services_response.service}
 assert {"nanodb.v1.KV", "nanodb.v1.Admin", "nanodb.v1.Auth", "nanodb.v1.Cluster", "grpc.health.v1.Health"} <= names, names
 pool = DescriptorPool(ProtoReflectionDescriptorDatabase(ch))
-assert {m.name for m in pool.FindServiceByName("nanodb.v1.Cluster").methods} == {"Status"}
+assert {m.name for m in pool.FindServiceByName("nanodb.v1.Cluster").methods} == {"Status", "AddLearner", "PromoteLearner", "RemoveMember"}
 assert {m.name for m in pool.FindServiceByName("nanodb.v1.Auth").methods} == {"Authenticate"}
 methods = {m.name for m in pool.FindServiceByName("nanodb.v1.KV").methods}
 assert {"Get", "Put", "Delete", "Incr", "Expire", "Scan", "Batch", "HashSet", "HashGet", "HashDelete",
