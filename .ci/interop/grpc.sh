@@ -199,7 +199,7 @@ assert {"Get", "Put", "Delete", "Incr", "Expire", "Scan", "Batch", "HashSet", "H
         "HashGetAll", "ListPush", "ListPop", "ListRange", "Watch", "Publish", "Subscribe", "GetSet",
         "DeleteIf", "Exists", "Ttl", "KeyCount", "GetDel", "GetEx", "Append", "IncrFloat", "MultiPut",
         "Rename", "Type", "Flush", "RandomKey", "HashIncr", "HashSetIfAbsent", "HashLen", "ListLen",
-        "ListSet", "ListTrim", "GetRange"} == methods, methods
+        "ListSet", "ListTrim", "GetRange", "Txn"} == methods, methods
 # Flush last: it empties what the checks above read
 assert s.Flush(kv.FlushRequest()).removed > 0
 assert s.KeyCount(kv.KeyCountRequest()).count == 0
