@@ -24,10 +24,12 @@ harness=${CRASH_HARNESS:-target/debug/crash-harness}
 cluster_up
 echo "partition-test: three nodes up in project $PROJECT, leader $(leader); partitioning $RAFT_NET"
 # --ready-timeout bounds every wait inside the run (a new leader, a catch-up, the convergence);
-# `timeout` bounds the whole.
+# `timeout` bounds the whole. --op-timeout 1s: a request to a cut-off node waits for a quorum it
+# cannot reach; giving up after 1 s (the write is then indeterminate) lets each client send
+# several requests per cut, which is what the minority check looks at.
 timeout 600 "$harness" --docker-network "$RAFT_NET" \
   --docker-node "1=$(ccontainer 1 | cut -c1-12)" --docker-node "2=$(ccontainer 2 | cut -c1-12)" \
   --docker-node "3=$(ccontainer 3 | cut -c1-12)" \
-  --duration 60s --partition-hold 4s --ready-timeout 60s "$@" \
+  --duration 60s --partition-hold 4s --op-timeout 1s --ready-timeout 60s "$@" \
   || die "the crash harness found a violation or failed (its report is above)"
 echo "partition-test: ok"

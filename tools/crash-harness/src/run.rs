@@ -491,6 +491,13 @@ fn check(
         if !acked.is_empty() {
             violations.push(format!("{} writes acknowledged by a minority: {}", acked.len(), sample(&acked)));
         }
+        if sent == 0 {
+            violations.push(
+                "no write was sent to a cut-off node while it was cut off: the minority check checked nothing \
+                 (a shorter --op-timeout than the cuts lets clients send more than one request per cut)"
+                    .into(),
+            );
+        }
     }
 
     // Inserts: acknowledged ones on every node, nothing unsent anywhere.
@@ -708,6 +715,14 @@ mod tests {
         let rep = check("r", log, vec![], 30, &nem, &opts);
         assert!(
             rep.violations.iter().any(|v| v.contains("1 writes acknowledged by a minority")),
+            "{:?}",
+            rep.violations
+        );
+        // cuts during which nobody wrote to the cut-off node check nothing: that fails too
+        let log = vec![ClientLog { records: vec![w(1, 5, Some(12))], errors: BTreeMap::new() }];
+        let rep = check("r", log, vec![], 30, &nem, &opts);
+        assert!(
+            rep.violations.iter().any(|v| v.contains("the minority check checked nothing")),
             "{:?}",
             rep.violations
         );
