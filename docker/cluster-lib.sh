@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by docker/cluster-test.sh, docker/partition-test.sh and docker/failover-partition.sh
 # (source it after `set -euo pipefail`): the three-node cluster of docker/compose.cluster.yaml
 # under a project of its own, built and run on a machine without a registry (the image from
@@ -12,7 +13,7 @@
 #   status N              node N's GET /v1/cluster
 #   RAFT_NET              the network the Raft ports are reached on (cut it to partition a node)
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 command -v curl >/dev/null && command -v python3 >/dev/null \
   || { echo "cluster: needs curl and python3" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "cluster: no Docker engine (docker info failed)" >&2; exit 1; }
@@ -27,6 +28,7 @@ else
 fi
 # Lowercase letters, digits and dashes: valid for both compose versions.
 PROJECT=${NANODB_PROJECT:-nanodb-${CLUSTER_NAME:-cluster}-$$}
+# shellcheck disable=SC2034 # used by the scripts that source this
 RAFT_NET=${PROJECT}_raft
 # Every host port picked by Docker (an empty variable: see the compose file), health checked every
 # second.

@@ -20,6 +20,7 @@
 #   NANODB_CLI_BIN   nanodb-cli on the host (default target/debug/nanodb-cli, else release)
 #   VENV             a Python virtualenv with grpcio and grpcio-tools (made if missing)
 set -euo pipefail
+# shellcheck disable=SC2034 # read by cluster-lib.sh (the compose project name)
 CLUSTER_NAME=ctest
 . "$(dirname "$0")/cluster-lib.sh"
 

@@ -18,6 +18,7 @@
 #   NANODB_RAFT_ELECTION_TIMEOUT_MS     the nodes' election timeout (default 1000)
 #   NANODB_BIN                          the server binary for the image (see build-image.sh)
 set -euo pipefail
+# shellcheck disable=SC2034 # read by cluster-lib.sh (the compose project name)
 CLUSTER_NAME=failover
 . "$(dirname "$0")/cluster-lib.sh"
 trials=${TRIALS:-10}

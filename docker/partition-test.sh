@@ -14,6 +14,7 @@
 #   NANODB_BIN       the server binary for the image (see build-image.sh)
 #   CRASH_HARNESS    the harness (default target/debug/crash-harness, built if missing)
 set -euo pipefail
+# shellcheck disable=SC2034 # read by cluster-lib.sh (the compose project name)
 CLUSTER_NAME=partition
 . "$(dirname "$0")/cluster-lib.sh"
 harness=${CRASH_HARNESS:-target/debug/crash-harness}

@@ -598,6 +598,7 @@ fn check(
 
 /// Writes sent to a node while it was cut off from the majority (within one of its `minority`
 /// windows), and those of them acknowledged within the window, which a minority must never do.
+/// Nodes are reported by id: index + 1 (ids are 1..=N in order, processes and containers alike).
 fn minority_acks(records: &[Record], minority: &[(usize, u64, u64)], opts: &Options) -> (usize, Vec<String>) {
     let per_node = opts.clients_per_node.max(1) as u64;
     let mut sent = 0;
@@ -613,10 +614,11 @@ fn minority_acks(records: &[Record], minority: &[(usize, u64, u64)], opts: &Opti
         sent += 1;
         if let Some(ret) = r.ret.filter(|ret| ret <= to) {
             found.push(format!(
-                "{} = {}:{} acknowledged by node index {node} in [{:.1}, {:.1}] ms, while it was cut off in [{:.1}, {:.1}] ms",
+                "{} = {}:{} acknowledged by node {} in [{:.1}, {:.1}] ms, while it was cut off in [{:.1}, {:.1}] ms",
                 r.key,
                 v >> 32,
                 v & 0xffff_ffff,
+                node + 1,
                 r.call as f64 / 1e6,
                 ret as f64 / 1e6,
                 *from as f64 / 1e6,
@@ -706,7 +708,7 @@ mod tests {
         let (sent, acked) = minority_acks(&[w(4, 11, Some(19))], &minority, &opts);
         assert_eq!((sent, acked.len()), (1, 1));
         assert!(
-            acked[0].contains("node index 1") && acked[0].contains("cut off in [0.0, 0.0] ms"),
+            acked[0].contains("by node 2 ") && acked[0].contains("cut off in [0.0, 0.0] ms"),
             "{acked:?}"
         );
         // and the report says so
