@@ -62,8 +62,9 @@ struct Cli {
     #[arg(long)]
     keep: bool,
     /// A node running in a container, `ID=CONTAINER` (repeat for each node, ids 1..=N): nothing
-    /// is started or killed; clients use the ports it publishes on loopback, and the faults are
-    /// network partitions on --docker-network (docker/partition-test.sh).
+    /// is started or killed (--nodes and --kills do not apply); clients use the ports it publishes
+    /// on loopback, and the faults are network partitions on --docker-network
+    /// (docker/partition-test.sh).
     #[arg(long = "docker-node", value_parser = docker::parse_container, value_name = "ID=CONTAINER")]
     docker_nodes: Vec<Container>,
     /// The Docker network the nodes' Raft ports are reached on; a node is cut off by
@@ -102,11 +103,17 @@ fn default_server() -> PathBuf {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let in_docker = !cli.docker_nodes.is_empty();
-    if in_docker && cli.docker_network.is_none() {
-        eprintln!("crash-harness: --docker-node needs --docker-network (the network to partition)");
-        return ExitCode::FAILURE;
+    if in_docker {
+        if cli.docker_network.is_none() {
+            eprintln!("crash-harness: --docker-node needs --docker-network (the network to partition)");
+            return ExitCode::FAILURE;
+        }
+        // The containers are the nodes; the harness starts no server and kills nothing.
+        cli.nodes = cli.docker_nodes.len();
+        cli.kills = 0;
+        cli.server = Some("(none: the nodes are containers)".into());
     }
     if cli.nodes == 0 || cli.clients_per_node == 0 || cli.registers == 0 || cli.duration.is_zero() {
         eprintln!("crash-harness: --nodes, --clients-per-node, --registers and --duration must be > 0");
@@ -119,16 +126,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let count = if in_docker { cli.docker_nodes.len() } else { cli.nodes };
     let cfg = NodeConfig {
         bin: cli.server.clone().unwrap_or_else(default_server),
-        nodes: count,
+        nodes: cli.nodes,
         election_timeout_ms: cli.election_timeout_ms,
         extra: cli.server_args.clone(),
     };
     let opts = Options {
         duration: cli.duration,
-        kills: if in_docker { 0 } else { cli.kills },
+        kills: cli.kills,
         clients_per_node: cli.clients_per_node,
         registers: cli.registers,
         op_timeout: cli.op_timeout,
@@ -136,25 +142,14 @@ async fn main() -> ExitCode {
         check_budget: cli.check_budget,
         ready_timeout: cli.ready_timeout,
     };
-    let mode = if count == 1 { "single node".to_string() } else { format!("{count}-node cluster") };
-    let faults = if in_docker {
-        format!(
-            "partitions of {:?} on network {}",
-            cli.partition_hold,
-            cli.docker_network.as_deref().unwrap_or("")
-        )
-    } else {
-        format!("{} kills", opts.kills)
-    };
-    let server = if in_docker {
-        let c: Vec<&str> = cli.docker_nodes.iter().map(|c| c.name.as_str()).collect();
-        format!("containers {}", c.join(", "))
-    } else {
-        format!("server {}", cfg.bin.display())
-    };
+    let mode = if cli.nodes == 1 { "single node".to_string() } else { format!("{}-node cluster", cli.nodes) };
     println!(
-        "crash-harness: {mode}, {:?}, {faults}, {} clients per node, {} registers, {server}",
-        opts.duration, opts.clients_per_node, opts.registers,
+        "crash-harness: {mode}, {:?}, {} kills, {} clients per node, {} registers, server {}",
+        opts.duration,
+        opts.kills,
+        opts.clients_per_node,
+        opts.registers,
+        cfg.bin.display()
     );
     let laid_out = if in_docker {
         docker::nodes(&cli.docker_nodes, root.path()).await
@@ -168,24 +163,19 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut partitions = cli.docker_network.clone().map(|network| {
+        let mut c = cli.docker_nodes.clone();
+        c.sort_by_key(|c| c.id);
+        Partitions::new(network, c.into_iter().map(|c| c.name).collect(), cli.partition_hold)
+    });
     let outcome = async {
-        if !in_docker {
-            for n in nodes.iter_mut() {
-                n.start()?;
-            }
+        for n in nodes.iter_mut().filter(|_| !in_docker) {
+            n.start()?;
         }
         for n in nodes.iter_mut() {
-            n.wait_ready(count > 1, opts.ready_timeout).await?;
+            n.wait_ready(cli.nodes > 1, opts.ready_timeout).await?;
         }
-        if let Some(network) = &cli.docker_network {
-            let mut c = cli.docker_nodes.clone();
-            c.sort_by_key(|c| c.id);
-            let mut faults =
-                Partitions::new(network.clone(), c.into_iter().map(|c| c.name).collect(), cli.partition_hold);
-            run::run_with(&mut nodes, &opts, &mut faults).await
-        } else {
-            run::run(&mut nodes, &opts).await
-        }
+        run::run_with(&mut nodes, &opts, partitions.as_mut()).await
     }
     .await;
     for n in nodes.iter_mut() {

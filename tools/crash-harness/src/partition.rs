@@ -24,7 +24,34 @@ use rand::{Rng, SeedableRng};
 use crate::client::TcpClient;
 use crate::docker;
 use crate::nodes::Node;
-use crate::run::{Clock, Faults, NemesisLog, Options};
+use crate::run::Options;
+
+/// The run's clock: nanoseconds since the clients started, the time base of every record.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(Instant);
+
+impl From<Instant> for Clock {
+    fn from(start: Instant) -> Self {
+        Self(start)
+    }
+}
+
+impl Clock {
+    /// Now, in nanoseconds since the start.
+    pub fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What the partitions did, for the report and the checks.
+#[derive(Debug, Default)]
+pub struct Cuts {
+    /// Report lines: each fault, the failover and catch-up times.
+    pub lines: Vec<String>,
+    /// `(node index, from, to)` on the run's [`Clock`]: the node was cut off from the majority,
+    /// so no write sent to it within the window may be acknowledged within it.
+    pub minority: Vec<(usize, u64, u64)>,
+}
 
 /// The faults, in the order they take turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +84,7 @@ pub struct Partitions {
 #[derive(Debug)]
 struct State {
     rng: SmallRng,
-    log: NemesisLog,
+    cuts: Cuts,
     /// What each fault was.
     done: Vec<String>,
     /// From the leader's cut (the disconnect done) to the first write a majority node acknowledged.
@@ -110,7 +137,7 @@ impl Partitions {
                     st.failover.push(majority_ack(nodes, target, opts).await?);
                 }
                 tokio::time::sleep(self.hold.saturating_sub(cut_at.elapsed())).await;
-                st.log.minority.push((target, from, clock.now()));
+                st.cuts.minority.push((target, from, clock.now()));
                 self.connect(target).await?;
                 st.done.push(format!("{} {id} cut for {:.1}s", name(kind), cut_at.elapsed().as_secs_f64()));
             }
@@ -120,7 +147,7 @@ impl Partitions {
                     self.disconnect(target).await?;
                     let from = clock.now();
                     tokio::time::sleep(Duration::from_millis(st.rng.random_range(200..1500))).await;
-                    st.log.minority.push((target, from, clock.now()));
+                    st.cuts.minority.push((target, from, clock.now()));
                     self.connect(target).await?;
                     cuts += 1;
                     tokio::time::sleep(Duration::from_millis(st.rng.random_range(200..1500))).await;
@@ -147,14 +174,15 @@ fn name(kind: Kind) -> &'static str {
     }
 }
 
-impl Faults for Partitions {
-    async fn inject(
+impl Partitions {
+    /// Cuts nodes off in turn until `deadline` (the clients' end); see the module doc.
+    pub async fn inject(
         &mut self,
-        nodes: &mut [Node],
+        nodes: &[Node],
         opts: &Options,
         clock: Clock,
         deadline: Instant,
-    ) -> anyhow::Result<NemesisLog> {
+    ) -> anyhow::Result<Cuts> {
         if nodes.len() < 3 || nodes.len() != self.containers.len() {
             bail!("partitions need a cluster of at least 3 nodes, one container each");
         }
@@ -164,7 +192,7 @@ impl Faults for Partitions {
         }
         let mut st = State {
             rng: SmallRng::seed_from_u64(opts.seed ^ 0x7061_7274),
-            log: NemesisLog::default(),
+            cuts: Cuts::default(),
             done: Vec::new(),
             failover: Vec::new(),
             catch_up: Vec::new(),
@@ -189,7 +217,7 @@ impl Faults for Partitions {
         if st.done.is_empty() {
             bail!("no partition fitted in the run: make --duration longer than {:?}", room + SETTLE);
         }
-        let mut log = st.log;
+        let mut log = st.cuts;
         log.lines.push(format!("partitions: {}", st.done.join(", ")));
         if !st.failover.is_empty() {
             log.lines.push(format!(

@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use crate::client::{RespClient, TcpClient};
 use crate::linearizable::{self, Entry, Op, Verdict};
 use crate::nodes::Node;
+use crate::partition::{Clock, Cuts, Partitions};
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -209,57 +210,10 @@ async fn client(
 
 /// The nemesis's log.
 #[derive(Debug, Default)]
-pub struct NemesisLog {
-    /// What was killed, in order.
-    pub kills: Vec<String>,
+struct NemesisLog {
+    kills: Vec<String>,
     /// Leader kill to a new leader named by a survivor, per leader kill.
-    pub elections: Vec<Duration>,
-    /// Report lines from other fault injectors (e.g. [`crate::partition`]).
-    pub lines: Vec<String>,
-    /// `(node index, from, to)` on the run's clock ([`Clock`]): the node was cut off from the
-    /// majority, so no write sent to it within the window may be acknowledged within it.
-    pub minority: Vec<(usize, u64, u64)>,
-}
-
-/// The run's clock: nanoseconds since the clients started, the time base of every record.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock(Instant);
-
-impl Clock {
-    /// Now, in nanoseconds since the start.
-    pub fn now(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
-/// What breaks the cluster while the clients run: [`Kills`] (the default), or another injector
-/// such as [`crate::partition::Partitions`]. It returns what it did, for the report and checks.
-pub trait Faults {
-    /// Injects faults into `nodes` until `deadline` (the clients' end).
-    fn inject(
-        &mut self,
-        nodes: &mut [Node],
-        opts: &Options,
-        clock: Clock,
-        deadline: Instant,
-    ) -> impl Future<Output = anyhow::Result<NemesisLog>>;
-}
-
-/// `kill -9` and restart (`--kills` times, every other one the leader in a cluster).
-#[derive(Debug, Clone, Copy)]
-pub struct Kills;
-
-impl Faults for Kills {
-    async fn inject(
-        &mut self,
-        nodes: &mut [Node],
-        opts: &Options,
-        _clock: Clock,
-        deadline: Instant,
-    ) -> anyhow::Result<NemesisLog> {
-        let cluster = nodes.len() > 1;
-        nemesis(nodes, opts, cluster, deadline).await
-    }
+    elections: Vec<Duration>,
 }
 
 async fn leader_of(nodes: &[Node]) -> Option<u64> {
@@ -387,22 +341,21 @@ pub struct Report {
 
 /// Runs the workload and the nemesis against started, ready `nodes`, then checks.
 pub async fn run(nodes: &mut [Node], opts: &Options) -> anyhow::Result<Report> {
-    run_with(nodes, opts, &mut Kills).await
+    run_with(nodes, opts, None).await
 }
 
-/// [`run`] with another fault injector.
+/// [`run`], with network partitions too when given `partitions` (nodes in containers; give them
+/// no kills: the harness neither kills nor starts a container).
 pub async fn run_with(
     nodes: &mut [Node],
     opts: &Options,
-    faults: &mut impl Faults,
+    partitions: Option<&mut Partitions>,
 ) -> anyhow::Result<Report> {
     let cluster = nodes.len() > 1;
     let run_id = format!("h{:08x}", SmallRng::seed_from_u64(opts.seed).random::<u32>());
     let shared = Arc::new(Shared { start: Instant::now(), run: run_id.clone(), opts: opts.clone() });
     let deadline = Instant::now() + opts.duration;
     let mut tasks = Vec::new();
-    // Writers are numbered node by node: writer w writes through node w / clients_per_node (the
-    // minority check in `check` relies on it).
     let mut writer = 0u32;
     for n in nodes.iter() {
         let addrs = NodeAddrs { tcp: n.tcp_addr(), resp: n.resp_addr() };
@@ -412,12 +365,18 @@ pub async fn run_with(
             writer += 1;
         }
     }
-    let nem = faults.inject(nodes, opts, Clock(shared.start), deadline).await;
+    let nem = nemesis(nodes, opts, cluster, deadline).await;
     let mut logs = Vec::new();
+    // The partitions (after the nemesis, which returns at once without kills), while the clients run.
+    let cuts = match partitions {
+        Some(p) => p.inject(nodes, opts, Clock::from(shared.start), deadline).await,
+        None => Ok(Cuts::default()),
+    };
     for t in tasks {
         logs.push(t.await.context("client task")?);
     }
     let nem = nem?;
+    let cuts = cuts?;
     let end = shared.now();
 
     if cluster {
@@ -427,7 +386,70 @@ pub async fn run_with(
     for n in nodes.iter() {
         finals.push((n.id, final_state(n, &format!("{run_id}:"), opts.ready_timeout).await?));
     }
-    Ok(check(&run_id, logs, finals, end, &nem, opts))
+    let minority = minority_check(&logs, &cuts, opts);
+    let mut report = check(&run_id, logs, finals, end, &nem, opts);
+    report.lines.extend(cuts.lines);
+    report.lines.extend(minority.lines);
+    report.violations.extend(minority.violations);
+    Ok(report)
+}
+
+/// After partitions: the writes sent to a node while it was cut off from the majority (within one
+/// of its `cuts.minority` windows), none of which may have been acknowledged within the window.
+/// A writer's node is its number / `clients_per_node` (`run_with` numbers writers node by node),
+/// reported by id: index + 1 (ids are 1..=N in order, processes and containers alike).
+fn minority_check(logs: &[ClientLog], cuts: &Cuts, opts: &Options) -> Report {
+    let mut report = Report { lines: Vec::new(), violations: Vec::new() };
+    if cuts.minority.is_empty() {
+        return report;
+    }
+    let per_node = opts.clients_per_node.max(1) as u64;
+    let mut sent = 0;
+    let mut acked = Vec::new();
+    for r in logs.iter().flat_map(|l| &l.records).filter(|r| r.write) {
+        let Ok(v) = &r.value else { continue };
+        let node = ((v >> 32) / per_node) as usize;
+        let Some((_, from, to)) =
+            cuts.minority.iter().find(|(n, from, to)| *n == node && (*from..=*to).contains(&r.call))
+        else {
+            continue;
+        };
+        sent += 1;
+        if let Some(ret) = r.ret.filter(|ret| ret <= to) {
+            let ms = |t: u64| t as f64 / 1e6;
+            acked.push(format!(
+                "{} = {}:{} acknowledged by node {} in [{:.1}, {:.1}] ms, while it was cut off in [{:.1}, {:.1}] ms",
+                r.key,
+                v >> 32,
+                v & 0xffff_ffff,
+                node + 1,
+                ms(r.call),
+                ms(ret),
+                ms(*from),
+                ms(*to)
+            ));
+        }
+    }
+    report.lines.push(format!(
+        "cut-off nodes: {} cuts, {sent} writes sent to a node while it was cut off, {} acknowledged before the heal",
+        cuts.minority.len(),
+        acked.len()
+    ));
+    if !acked.is_empty() {
+        report.violations.push(format!(
+            "{} writes acknowledged by a minority: {}",
+            acked.len(),
+            sample(&acked)
+        ));
+    }
+    if sent == 0 {
+        report.violations.push(
+            "no write was sent to a cut-off node while it was cut off: the minority check checked nothing \
+             (a shorter --op-timeout than the cuts lets clients send more than one request per cut)"
+                .into(),
+        );
+    }
+    report
 }
 
 fn check(
@@ -460,10 +482,9 @@ fn check(
         count(&|r| !r.write),
     ));
     let short = if (nem.kills.len() as u32) < opts.kills { " (the run ended before the rest)" } else { "" };
-    if opts.kills > 0 || !nem.kills.is_empty() {
+    if opts.kills > 0 {
         lines.push(format!("kills: {} of {}{short} ({})", nem.kills.len(), opts.kills, nem.kills.join(", ")));
     }
-    lines.extend(nem.lines.iter().cloned());
     if !nem.elections.is_empty() {
         let mut e = nem.elections.clone();
         e.sort();
@@ -480,24 +501,6 @@ fn check(
     }
     if count(&|r| r.ret.is_some() && r.write) == 0 {
         violations.push("no write was acknowledged at all: the run checked nothing".into());
-    }
-    if !nem.minority.is_empty() {
-        let (sent, acked) = minority_acks(&records, &nem.minority, opts);
-        lines.push(format!(
-            "cut-off nodes: {} cuts, {sent} writes sent to a node while it was cut off, {} acknowledged before the heal",
-            nem.minority.len(),
-            acked.len()
-        ));
-        if !acked.is_empty() {
-            violations.push(format!("{} writes acknowledged by a minority: {}", acked.len(), sample(&acked)));
-        }
-        if sent == 0 {
-            violations.push(
-                "no write was sent to a cut-off node while it was cut off: the minority check checked nothing \
-                 (a shorter --op-timeout than the cuts lets clients send more than one request per cut)"
-                    .into(),
-            );
-        }
     }
 
     // Inserts: acknowledged ones on every node, nothing unsent anywhere.
@@ -596,39 +599,6 @@ fn check(
     Report { lines, violations }
 }
 
-/// Writes sent to a node while it was cut off from the majority (within one of its `minority`
-/// windows), and those of them acknowledged within the window, which a minority must never do.
-/// Nodes are reported by id: index + 1 (ids are 1..=N in order, processes and containers alike).
-fn minority_acks(records: &[Record], minority: &[(usize, u64, u64)], opts: &Options) -> (usize, Vec<String>) {
-    let per_node = opts.clients_per_node.max(1) as u64;
-    let mut sent = 0;
-    let mut found = Vec::new();
-    for r in records.iter().filter(|r| r.write) {
-        let Ok(v) = &r.value else { continue };
-        let node = ((v >> 32) / per_node) as usize;
-        let Some((_, from, to)) =
-            minority.iter().find(|(n, from, to)| *n == node && (*from..=*to).contains(&r.call))
-        else {
-            continue;
-        };
-        sent += 1;
-        if let Some(ret) = r.ret.filter(|ret| ret <= to) {
-            found.push(format!(
-                "{} = {}:{} acknowledged by node {} in [{:.1}, {:.1}] ms, while it was cut off in [{:.1}, {:.1}] ms",
-                r.key,
-                v >> 32,
-                v & 0xffff_ffff,
-                node + 1,
-                r.call as f64 / 1e6,
-                ret as f64 / 1e6,
-                *from as f64 / 1e6,
-                *to as f64 / 1e6
-            ));
-        }
-    }
-    (sent, found)
-}
-
 /// One operation for a report: what, which value (`writer:seq`), when (ms since the start).
 fn describe(e: &Entry, end: u64) -> String {
     let value =
@@ -695,39 +665,38 @@ mod tests {
     #[test]
     fn a_minority_acknowledging_a_write_is_a_violation() {
         let opts = Options { clients_per_node: 2, ..opts() };
-        // writer 3 writes through node index 1 (2 clients per node); node 1 cut off in [10, 20]
+        // writer 3 writes through node index 1, id 2 (2 clients per node), cut off in [10, 20]
         let w = |seq: u64, call, ret| rec("r:u:3:1", None, true, (3 << 32) | seq, call, ret);
-        let minority = [(1, 10, 20)];
+        let logs = |records| vec![ClientLog { records, ..ClientLog::default() }];
+        let cuts = Cuts { minority: vec![(1, 10, 20)], ..Cuts::default() };
         // sent before the cut, unacknowledged, acknowledged after the heal: all fine
-        let (sent, acked) =
-            minority_acks(&[w(1, 5, Some(12)), w(2, 12, None), w(3, 18, Some(25))], &minority, &opts);
-        assert_eq!((sent, acked.len()), (2, 0));
-        // another node's writer (writer 1: node index 0) may be acknowledged meanwhile
-        let other = rec("r:u:1:1", None, true, (1 << 32) | 1, 12, Some(15));
-        assert_eq!(minority_acks(&[other], &minority, &opts), (0, vec![]));
-        let (sent, acked) = minority_acks(&[w(4, 11, Some(19))], &minority, &opts);
-        assert_eq!((sent, acked.len()), (1, 1));
-        assert!(
-            acked[0].contains("by node 2 ") && acked[0].contains("cut off in [0.0, 0.0] ms"),
-            "{acked:?}"
+        let rep =
+            minority_check(&logs(vec![w(1, 5, Some(12)), w(2, 12, None), w(3, 18, Some(25))]), &cuts, &opts);
+        assert!(rep.violations.is_empty(), "{:?}", rep.violations);
+        assert!(rep.lines[0].contains("1 cuts, 2 writes sent"), "{:?}", rep.lines);
+        // another node's writer (writer 1: node index 0) may be acknowledged meanwhile, but that
+        // leaves the cut-off node's check empty, which fails too
+        let rep = minority_check(
+            &logs(vec![rec("r:u:1:1", None, true, (1 << 32) | 1, 12, Some(15))]),
+            &cuts,
+            &opts,
         );
-        // and the report says so
-        let log = vec![ClientLog { records: vec![w(4, 11, Some(19))], errors: BTreeMap::new() }];
-        let nem = NemesisLog { minority: minority.to_vec(), ..NemesisLog::default() };
-        let rep = check("r", log, vec![], 30, &nem, &opts);
         assert!(
-            rep.violations.iter().any(|v| v.contains("1 writes acknowledged by a minority")),
+            rep.violations.len() == 1 && rep.violations[0].contains("the minority check checked nothing"),
             "{:?}",
             rep.violations
         );
-        // cuts during which nobody wrote to the cut-off node check nothing: that fails too
-        let log = vec![ClientLog { records: vec![w(1, 5, Some(12))], errors: BTreeMap::new() }];
-        let rep = check("r", log, vec![], 30, &nem, &opts);
+        let rep = minority_check(&logs(vec![w(4, 11, Some(19))]), &cuts, &opts);
         assert!(
-            rep.violations.iter().any(|v| v.contains("the minority check checked nothing")),
+            rep.violations.len() == 1
+                && rep.violations[0].contains("1 writes acknowledged by a minority")
+                && rep.violations[0].contains("by node 2 "),
             "{:?}",
             rep.violations
         );
+        // without cuts, nothing to say
+        let rep = minority_check(&logs(vec![w(4, 11, Some(19))]), &Cuts::default(), &opts);
+        assert!(rep.lines.is_empty() && rep.violations.is_empty());
     }
 
     #[test]
