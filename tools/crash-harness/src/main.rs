@@ -114,6 +114,13 @@ async fn main() -> ExitCode {
         cli.nodes = cli.docker_nodes.len();
         cli.kills = 0;
         cli.server = Some("(none: the nodes are containers)".into());
+        let names: Vec<&str> = cli.docker_nodes.iter().map(|c| c.name.as_str()).collect();
+        println!(
+            "crash-harness: nodes in containers {}; faults: partitions of {:?} on network {}",
+            names.join(", "),
+            cli.partition_hold,
+            cli.docker_network.as_deref().unwrap_or_default()
+        );
     }
     if cli.nodes == 0 || cli.clients_per_node == 0 || cli.registers == 0 || cli.duration.is_zero() {
         eprintln!("crash-harness: --nodes, --clients-per-node, --registers and --duration must be > 0");
