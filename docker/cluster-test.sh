@@ -104,12 +104,17 @@ while :; do
   sleep 0.05
 done
 echo "cluster-test: node $new leads after $(( ($(date +%s%N) - killed_at) / 1000000 )) ms"
+# Still down: `docker kill` counts as stopped by hand, so `restart: unless-stopped` leaves it.
+[ "$(docker inspect -f '{{.State.Running}}' "$(ccontainer "$old")")" = false ] \
+  || die "the killed container of node $old is running again by itself"
 deadline=$(( $(date +%s) + 30 ))
 until [ "$(client count "$work")" -ge $(( acked_at_kill + 50 )) ]; do
   [ "$(date +%s)" -lt "$deadline" ] || die "writes stopped: not 50 more acknowledged within 30 s of the kill"
   sleep 0.1
 done
-echo "cluster-test: writes continue ($(client count "$work") acknowledged)"
+echo "cluster-test: writes continue ($(client count "$work") acknowledged) with node $old down"
+[ "$(docker inspect -f '{{.State.Running}}' "$(ccontainer "$old")")" = false ] \
+  || die "the killed container of node $old is running again by itself"
 scenario after "${survivors[0]}" "${survivors[1]}" "${survivors[0]}" "${survivors[1]}"
 read_back after "${survivors[1]}" "${survivors[0]}"
 
