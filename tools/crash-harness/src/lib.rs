@@ -5,3 +5,6 @@ pub mod client;
 pub mod linearizable;
 pub mod nodes;
 pub mod run;
+// Nodes in containers and the network partitions made on them (issue #17).
+pub mod docker;
+pub mod partition;
