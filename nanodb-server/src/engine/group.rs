@@ -192,6 +192,9 @@ impl Group<'_> {
     /// Runs one command inside the group (validated first); its reply, or its error, which
     /// changes nothing. Only commands on declared keys may run.
     pub fn run(&self, cmd: Command) -> Result<Reply, Error> {
+        if let Command::Txn(txn) = cmd {
+            return self.run_txn(txn);
+        }
         check_group_op(&cmd)?;
         let mut named = Vec::new();
         op_keys(&cmd, &mut named);
@@ -209,6 +212,27 @@ impl Group<'_> {
             record.writes.push(write);
         }
         result
+    }
+
+    /// A transaction inside the group (MGET reads its keys as one, from a script or an EXEC): its
+    /// compares on the group's keys, then its branch, each operation as [`Group::run`] runs it
+    /// (so a recording group records them one by one).
+    fn run_txn(&self, txn: cmd::Txn) -> Result<Reply, Error> {
+        nanodb_protocol::TypedCommand::validate(&txn, self.engine.limits())?;
+        let mut succeeded = true;
+        for compare in &txn.compares {
+            let holds = self.compare(compare)?;
+            if let Some(record) = &self.record {
+                record.lock().unwrap_or_else(PoisonError::into_inner).touched.push(compare.key.clone());
+            }
+            if !holds {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { txn.success } else { txn.failure };
+        let results = ops.into_iter().map(|op| self.run(op)).collect();
+        Ok(Reply::Txn(TxnOutcome { succeeded, results }))
     }
 
     /// Makes the group record what its commands ([`Group::run`]) touch and write, for
@@ -598,6 +622,11 @@ mod tests {
         assert_eq!(group.run(Command::Incr(cmd::Incr { key: b("s"), delta: 1 })), Err(Error::NotAnInteger));
         group.run(Command::Incr(cmd::Incr { key: b("b"), delta: 1 })).expect_err("not an integer");
         group.run(put("b", "2")).expect("put");
+        // MGET's read of several keys is a transaction of gets: it runs inside the group.
+        let mget =
+            Command::Txn(cmd::Txn { compares: vec![], success: vec![get("a"), get("b")], failure: vec![] });
+        let Ok(Reply::Txn(read)) = group.run(mget) else { panic!("mget in a group") };
+        assert_eq!(read.results.iter().map(value).collect::<Vec<_>>(), vec![Some(b("1")), Some(b("2"))]);
         let txn = group.into_txn().expect("recording").expect("it wrote");
         let pinned: Vec<(Bytes, CompareTarget)> =
             txn.compares.iter().map(|c| (c.key.clone(), c.target.clone())).collect();

@@ -1081,3 +1081,88 @@ async fn contended_read_modify_write_scripts_from_two_nodes_count_exactly() {
         c.stop(i).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_exec_and_watch_work_on_any_node_and_count_exactly_under_contention() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let resp = |i: usize| c.node(i).addrs().resp.expect("resp");
+
+    // A transaction on a follower: its replies, then every node has all of it.
+    let mut conn = redis_conn(resp(follower)).await;
+    let (set, n, len, both): (String, i64, i64, Vec<Option<String>>) = redis::pipe()
+        .atomic()
+        .set("tx:a", "1")
+        .incr("tx:n", 5)
+        .rpush("tx:l", &["x", "y"])
+        .mget(&["tx:a", "tx:n"])
+        .query_async(&mut conn)
+        .await
+        .expect("exec on a follower");
+    assert_eq!((set.as_str(), n, len), ("OK", 5, 2));
+    assert_eq!(both, vec![Some("1".to_string()), Some("5".to_string())]);
+    for i in 0..3 {
+        let mut t = TcpClient::connect(c.tcp(i)).await;
+        assert_eq!(value_of(t.call(get("tx:a")).await), Some(b("1")), "node {}", i + 1);
+        assert_eq!(value_of(t.call(get("tx:n")).await), Some(b("5")), "node {}", i + 1);
+    }
+    // A WATCHed key written on another node makes EXEC answer null, writing nothing.
+    let () = redis::cmd("WATCH").arg("tx:w").query_async(&mut conn).await.expect("watch");
+    let mut other = redis_conn(resp(leader)).await;
+    let () = other.set("tx:w", "changed").await.expect("set on the leader");
+    let r: Option<(String,)> =
+        redis::pipe().atomic().set("tx:after", "no").query_async(&mut conn).await.expect("exec");
+    assert_eq!(r, None, "EXEC after a WATCHed key changed");
+    let mut t = TcpClient::connect(c.tcp(leader)).await;
+    assert_eq!(value_of(t.call(get("tx:after")).await), None);
+
+    // The WATCH idiom from two nodes: the counter ends at exactly the number of increments.
+    const CLIENTS: usize = 2;
+    const K: usize = 10;
+    let mut tasks = Vec::new();
+    for node in [leader, follower] {
+        for _ in 0..CLIENTS {
+            let addr = resp(node);
+            tasks.push(tokio::spawn(async move {
+                let mut c = redis_conn(addr).await;
+                let until = Instant::now() + DEADLINE;
+                let mut done = 0;
+                while done < K {
+                    assert!(Instant::now() < until, "transactions kept conflicting");
+                    let () = redis::cmd("WATCH").arg("tx:counter").query_async(&mut c).await.expect("watch");
+                    let v: Option<i64> =
+                        redis::cmd("GET").arg("tx:counter").query_async(&mut c).await.expect("get");
+                    let r: redis::RedisResult<Option<()>> = redis::pipe()
+                        .atomic()
+                        .cmd("SET")
+                        .arg("tx:counter")
+                        .arg(v.unwrap_or(0) + 1)
+                        .ignore()
+                        .query_async(&mut c)
+                        .await;
+                    match r {
+                        Ok(Some(())) => done += 1,
+                        Ok(None) => {}
+                        Err(e) if e.code() == Some("TRYAGAIN") => {}
+                        Err(e) => panic!("exec: {e}"),
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let total = (2 * CLIENTS * K).to_string();
+    for i in 0..3 {
+        let mut t = TcpClient::connect(c.tcp(i)).await;
+        assert_eq!(value_of(t.call(get("tx:counter")).await), Some(b(&total)), "node {}", i + 1);
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
