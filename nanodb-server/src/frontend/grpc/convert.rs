@@ -297,6 +297,26 @@ pub fn error_message(e: &Error) -> pb::Error {
 mod tests {
     use super::*;
 
+    /// A script's error keeps its Redis text; its gRPC code comes from the text's prefix.
+    #[test]
+    fn script_errors_map_by_their_prefix() {
+        for (message, want) in [
+            ("NOSCRIPT No matching script. Please use EVAL.", Code::NotFound),
+            ("BUSY script abc ran past --script-timeout-ms (5 ms) and was stopped", Code::DeadlineExceeded),
+            ("TRYAGAIN keys the script touched were changed", Code::Aborted),
+            ("ERR script abc was killed by SCRIPT KILL; nothing it wrote was kept", Code::Aborted),
+            ("ERR user_script:2: attempt to index local 'x' script: abc", Code::InvalidArgument),
+            ("OOM script abc allocated past --script-max-memory", Code::InvalidArgument),
+        ] {
+            let s = status(&Error::Script(message.into()));
+            assert_eq!((s.code(), s.message()), (want, message));
+            assert_eq!(
+                s.metadata().get(ERROR_CODE_METADATA).map(|v| v.as_bytes()),
+                Some(&b"INVALID_ARGUMENT"[..])
+            );
+        }
+    }
+
     #[test]
     fn every_code_maps_and_internal_leaks_nothing() {
         for c in ErrorCode::ALL {
