@@ -141,21 +141,26 @@ impl Context {
     ) -> Result<C::Output, Error> {
         let started = Instant::now();
         let op = cmd.name();
-        let result = if let Err(e) = cmd.clustered() {
-            Err(e)
-        } else if let Err(e) = caller.authorize_with(|| cmd.need()) {
+        let result = if let Err(e) = caller.authorize_with(|| cmd.need()) {
             // Refused here, on the node that received it, before anything is proposed or
             // forwarded: the leader applies what a member sends without a caller of its own.
             Err(e)
-        } else if cmd.replicated() {
-            match cluster.write(cmd.into_command()).await {
-                Ok((reply, created)) => C::output_from(reply, created),
-                Err(e) => Err(e),
-            }
         } else {
-            match cluster.read_barrier().await {
-                Ok(()) => cmd.run_in(self, &mut LogPosition::default()),
-                Err(e) => Err(e),
+            match cmd.into_script() {
+                // A script runs here and proposes what it wrote as one transaction (see
+                // `scripting`): no Lua runs at apply.
+                Ok(script) => match self.scripts.eval_clustered(self, cluster, script).await {
+                    Ok(value) => C::output_from(Reply::from(value), false),
+                    Err(e) => Err(e),
+                },
+                Err(cmd) if cmd.replicated() => match cluster.write(cmd.into_command()).await {
+                    Ok((reply, created)) => C::output_from(reply, created),
+                    Err(e) => Err(e),
+                },
+                Err(cmd) => match cluster.read_barrier().await {
+                    Ok(()) => cmd.run_in(self, &mut LogPosition::default()),
+                    Err(e) => Err(e),
+                },
             }
         };
         self.stats.record(caller.protocol, op, result.is_ok(), started.elapsed());
@@ -210,9 +215,11 @@ pub trait Run: Sized {
     /// Whether, in a cluster, it goes through the Raft log (writes, publishes, a batch holding
     /// either) rather than reading this node's state.
     fn replicated(&self) -> bool;
-    /// Whether it can run in cluster mode (scripts cannot yet): checked before anything else.
-    fn clustered(&self) -> Result<(), Error> {
-        Ok(())
+    /// A script, which in a cluster runs on the node that took it and proposes what it wrote
+    /// (`Scripts::eval_clustered`) rather than being proposed itself; any other command is
+    /// given back.
+    fn into_script(self) -> Result<cmd::Eval, Self> {
+        Err(self)
     }
     /// The dynamic command, for the log.
     fn into_command(self) -> Command;
@@ -365,10 +372,10 @@ impl Run for Command {
         replicated(self)
     }
 
-    fn clustered(&self) -> Result<(), Error> {
+    fn into_script(self) -> Result<cmd::Eval, Self> {
         match self {
-            Command::Eval(c) => c.clustered(),
-            _ => Ok(()),
+            Command::Eval(c) => Ok(c),
+            other => Err(other),
         }
     }
 

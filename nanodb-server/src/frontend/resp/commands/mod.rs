@@ -499,10 +499,13 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
 /// position the session's buffered replies wait for: the connection waits for it once per
 /// round, before writing them.
 ///
-/// Inside a script the command runs in the script's group instead (its declared keys only; the
-/// script's permissions were checked on them), and is committed with the script.
+/// Inside a script (or a cluster's EXEC) the command runs in the group instead (its declared keys
+/// only), and is committed with it. The caller is checked as for a command alone: a script's
+/// session may do everything (its permissions were checked on the keys it declares), an EXEC's is
+/// the connection's user.
 pub fn run<C: Run>(ctx: &Context, session: &mut Session<'_>, cmd: C) -> Result<C::Output, Error> {
     if let Some(group) = session.group {
+        session.caller.authorize_with(|| cmd.need())?;
         let reply = group.run(cmd.into_command())?;
         return C::output_from(reply, false);
     }
