@@ -19,15 +19,16 @@ work=$(mktemp -d /tmp/nanodb-bench-txn.XXXXXX); pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-ready() { for _ in $(seq 200); do [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return; sleep 0.05; done; echo "no PONG on $1" >&2; exit 1; }
+ready() { for _ in $(seq 200); do [ "$(redis-cli -p "$1" ping 2>/dev/null)" = PONG ] && return; sleep 0.05; done; echo "no PONG on $1" >&2; tail -5 "$work"/*.log >&2; exit 1; }
 redis=$(port) resp=$(port) grpc=$(port) tcp=$(port)
 redis-server --port "$redis" --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
 "$NANODB" --http-addr off --resp-addr 127.0.0.1:"$resp" --grpc-addr 127.0.0.1:"$grpc" --tcp-addr 127.0.0.1:"$tcp" \
   --persistence off >"$work/nanodb.log" 2>&1 & pids+=($!)
 ready "$redis"; ready "$resp"
 rb() { # PORT PIPELINE -> requests per second of the EVAL
+  # The test name holds a comma (the script's text), so the CSV is read as CSV.
   redis-benchmark -p "$1" -n "$N" -c 50 -P "$2" --csv eval "return redis.call('incr',KEYS[1])" 1 k 2>/dev/null |
-    tr -d '"' | awk -F, 'NR>1 && $2+0>0 {print $2; exit}'
+    python3 -c 'import csv,sys; rows=[r for r in csv.reader(sys.stdin) if len(r) > 1 and r[0] != "test"]; print(rows[-1][1])'
 }
 nb() { # PROTOCOL TARGET WORKLOAD -> ops/s
   "$NB" --no-progress --protocol "$1" --target "$2" --workload "$3" --concurrency 50 --duration "$DURATION" \
