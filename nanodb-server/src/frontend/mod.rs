@@ -108,10 +108,12 @@ impl Context {
             // each one waits for consensus on this thread, which hands its other tasks to another
             // worker meanwhile (RESP's event loops are multi-thread runtimes of one worker). The
             // binary TCP frontend awaits `run` instead.
+            // The position is the write's Raft log index (RESP's `WAIT` waits for it; there is no
+            // append-only log to wait for).
             let handle = tokio::runtime::Handle::current();
-            let result =
-                tokio::task::block_in_place(|| handle.block_on(self.run_clustered(cluster, caller, cmd)));
-            return (result, 0);
+            return tokio::task::block_in_place(|| {
+                handle.block_on(self.run_clustered_at(cluster, caller, cmd))
+            });
         }
         let started = Instant::now();
         let op = cmd.name();
@@ -139,8 +141,20 @@ impl Context {
         caller: &Caller,
         cmd: C,
     ) -> Result<C::Output, Error> {
+        self.run_clustered_at(cluster, caller, cmd).await.0
+    }
+
+    /// [`Context::run_clustered`], also returning the Raft log index a write was applied at (0
+    /// for a read or a refusal).
+    async fn run_clustered_at<C: Run>(
+        &self,
+        cluster: &Cluster,
+        caller: &Caller,
+        cmd: C,
+    ) -> (Result<C::Output, Error>, u64) {
         let started = Instant::now();
         let op = cmd.name();
+        let mut index = 0;
         let result = if let Err(e) = cmd.clustered() {
             Err(e)
         } else if let Err(e) = caller.authorize_with(|| cmd.need()) {
@@ -148,8 +162,11 @@ impl Context {
             // forwarded: the leader applies what a member sends without a caller of its own.
             Err(e)
         } else if cmd.replicated() {
-            match cluster.write(cmd.into_command()).await {
-                Ok((reply, created)) => C::output_from(reply, created),
+            match cluster.write_at(cmd.into_command()).await {
+                Ok((reply, created, at)) => {
+                    index = at;
+                    C::output_from(reply, created)
+                }
                 Err(e) => Err(e),
             }
         } else {
@@ -159,7 +176,7 @@ impl Context {
             }
         };
         self.stats.record(caller.protocol, op, result.is_ok(), started.elapsed());
-        result
+        (result, index)
     }
 
     /// Sends a dynamic command where it belongs: keyspace commands to the engine (writes refused
