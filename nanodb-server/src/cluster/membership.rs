@@ -114,6 +114,10 @@ pub struct Serializer {
 impl Cluster {
     /// Runs `change` on the leader (forwarded there from any other node), one at a time.
     pub async fn change_members(&self, change: Change) -> Result<Members, ChangeError> {
+        if self.ready_alone() {
+            // A node serving alone, asked to grow: it becomes a cluster of one first.
+            self.init_alone().await.map_err(|e| ChangeError::Unavailable(e.to_string()))?;
+        }
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let attempt = match self.leader() {

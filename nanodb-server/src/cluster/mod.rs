@@ -133,6 +133,10 @@ pub struct Cluster {
     opening: instance::Opening,
     /// One `REPLICAOF` (or serving-alone initialization) at a time.
     switching: tokio::sync::Mutex<()>,
+    /// Set while `REPLICAOF` moves this node to another cluster: the Raft port refuses the calls
+    /// of the cluster being joined until the new incarnation is open (the old one, taking them,
+    /// would hold entries the new one drops: a log reversion the leader refuses).
+    joining: std::sync::atomic::AtomicBool,
     /// Raft counters `/metrics` reports (see [`metrics`]).
     pub counters: Arc<metrics::Counters>,
     shutdown: CancellationToken,
@@ -253,6 +257,7 @@ impl Cluster {
             identity,
             opening,
             switching: tokio::sync::Mutex::new(()),
+            joining: std::sync::atomic::AtomicBool::new(false),
             counters,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
@@ -1025,6 +1030,15 @@ async fn connection(mut stream: TcpStream, cluster: &Cluster) -> Result<(), Stri
                 Err(e) => return refuse(&mut stream, from, k, e).await,
             }
             continue;
+        }
+        if cluster.joining.load(Ordering::Acquire) {
+            let _ = stream
+                .write_all(&network::answer_frame(
+                    network::FAILED,
+                    b"this node is switching clusters (REPLICAOF)",
+                ))
+                .await;
+            return Err(format!("call from node {from} refused: switching clusters"));
         }
         let ours = cluster.identity.cluster();
         if theirs != 0 && ours != 0 && theirs != ours {

@@ -130,10 +130,24 @@ impl Cluster {
         }
         if learner {
             info!(node_id = self.node_id(), "REPLICAOF: leaving the current cluster first");
-            self.change_members(Change::Remove { id: self.node_id() })
-                .await
-                .map_err(|e| format!("ERR leaving the current cluster: {e}"))?;
+            self.leave_current().await?;
         }
+        // From here until the new incarnation is open, the Raft port takes no call: the leader
+        // starts replicating as soon as the change commits.
+        self.joining.store(true, std::sync::atomic::Ordering::Release);
+        let switched = self.switch_to(&target, host, port, deadline).await;
+        self.joining.store(false, std::sync::atomic::Ordering::Release);
+        switched
+    }
+
+    /// `REPLICAOF`'s second half: `JOIN`, then drop everything and open the new incarnation.
+    async fn switch_to(
+        &self,
+        target: &Target,
+        host: &str,
+        port: u16,
+        deadline: Instant,
+    ) -> Result<&'static str, String> {
         let joined = self.ask_join(&target.raft_addr, deadline).await?;
         info!(
             node_id = joined.id,
@@ -165,9 +179,7 @@ impl Cluster {
             ));
         }
         let me = self.node_id();
-        self.change_members(Change::Remove { id: me })
-            .await
-            .map_err(|e| format!("ERR leaving the cluster: {e}"))?;
+        self.leave_current().await?;
         let id = identity::mint().map_err(|e| format!("ERR {e}"))?;
         let next = Stored {
             cluster_id: Some(identity::to_hex(id)),
@@ -187,6 +199,15 @@ impl Cluster {
             .map_err(|e| format!("ERR {e}"))?;
         self.compact_base().await;
         Ok("OK")
+    }
+
+    /// Asks the leader to remove this learner; one the cluster removed already (it never heard,
+    /// being cut off) is gone, as asked.
+    async fn leave_current(&self) -> Result<(), String> {
+        match self.change_members(Change::Remove { id: self.node_id() }).await {
+            Ok(_) | Err(ChangeError::NotFound(_)) => Ok(()),
+            Err(e) => Err(format!("ERR leaving the cluster: {e}")),
+        }
     }
 
     /// After `REPLICAOF NO ONE`: snapshots the state past the new cluster's first entries and
@@ -300,11 +321,7 @@ impl Cluster {
     /// leader). A node serving alone becomes a cluster of one first.
     pub(super) async fn serve_join(&self, body: &[u8]) -> Result<Result<Joined, ChangeError>, String> {
         let request: JoinRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-        if self.ready_alone()
-            && let Err(e) = self.init_alone().await
-        {
-            return Ok(Err(ChangeError::Unavailable(e.to_string())));
-        }
+        // A node serving alone becomes a cluster of one first (in `change_members`).
         let result = self.change_members(Change::Join { raft_addr: request.raft_addr }).await;
         Ok(result.map(|members| Joined {
             id: members.assigned_id.unwrap_or(0),

@@ -301,3 +301,85 @@ async fn a_single_node_names_the_flags_replicaof_needs_and_waits_for_no_replica(
     assert!(e.to_string().contains("timeout is negative"), "{e}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_cut_off_mid_stream_is_refused_leaves_nothing_behind_and_the_cluster_keeps_serving() {
+    use nanodb_server::cluster::network::{SnapshotHeader, kind, request_frame};
+    use tokio::io::AsyncWriteExt;
+
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    write_keys(&c, leader, 0..10).await;
+    eventually("the follower to apply the writes", || async {
+        (c.node(follower).engine().key_count() == 10).then_some(())
+    })
+    .await;
+
+    // The leader's id, announcing 1000 bytes, sending 100, then the connection drops.
+    let header = SnapshotHeader {
+        vote: openraft::Vote::new(1, leader as u64 + 1),
+        meta: openraft::SnapshotMeta::default(),
+        versions: 0,
+        last_now: 0,
+        len: 1000,
+        retired: Vec::new(),
+    };
+    let raft = c.node(follower).cluster().expect("cluster").raft_addr;
+    let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
+    let from = leader as u64 + 1;
+    let json = serde_json::to_vec(&header).expect("json");
+    s.write_all(&request_frame(kind::SNAPSHOT, from, 0, &json)).await.expect("header");
+    s.write_all(&request_frame(kind::SNAPSHOT_CHUNK, from, 0, &[7u8; 100])).await.expect("chunk");
+    drop(s);
+
+    // Nothing half-received stays in the snapshots' directory, the follower keeps its state and
+    // follows the log.
+    write_keys(&c, leader, 10..20).await;
+    eventually("the follower to apply new writes", || async {
+        (c.node(follower).engine().key_count() == 20).then_some(())
+    })
+    .await;
+    let snapshots = c.dirs[follower].path().join("raft").join("snapshots");
+    let left: Vec<_> = std::fs::read_dir(&snapshots)
+        .expect("snapshots dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("incoming") || n.ends_with(".snap"))
+        .collect();
+    assert!(left.is_empty(), "nothing half-received, and no snapshot installed: {left:?}");
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicaof_a_node_serving_alone_makes_it_a_master_with_one_replica() {
+    // Two nodes without --cluster-peers, neither written to yet.
+    let mut c = Cluster::new(5, 100_000);
+    start_as(&mut c, 3, 1).await;
+    start_as(&mut c, 4, 1).await;
+    let a = c.node(3).addrs().resp.expect("resp");
+    let mut on_b = resp_of(&c, 4).await;
+    assert_eq!(replicaof(&mut on_b, Some(a)).await.expect("REPLICAOF"), "OK");
+    let s = c.status(4).await;
+    assert_eq!((s.node_id, s.role), (2, "learner"), "the first id after the master's own: {s:?}");
+
+    let mut on_a = resp_of(&c, 3).await;
+    let () = on_a.set("k", "v").await.expect("set on the master");
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query_async(&mut on_a).await.expect("WAIT");
+    assert_eq!(n, 1, "one replica holds it");
+    let r = role(&mut on_a).await;
+    assert_eq!(text(&r[0]), "master", "{r:?}");
+    let got: Option<String> = on_b.get("k").await.expect("a linearizable read on the replica");
+    assert_eq!(got.as_deref(), Some("v"));
+    // Again: already there.
+    assert_eq!(
+        replicaof(&mut on_b, Some(a)).await.expect("REPLICAOF again"),
+        "OK Already connected to specified master"
+    );
+    c.stop(3).await;
+    c.stop(4).await;
+}
