@@ -240,7 +240,9 @@ async fn replicaof_joins_a_node_serving_alone_by_snapshot_and_no_one_keeps_its_d
     assert!(sample(&m, "nanodb_raft_term").is_some_and(|t| t >= 1.0), "{m}");
     assert!(sample(&m, "nanodb_raft_commit_index").is_some_and(|i| i >= 60.0), "{m}");
     assert!(sample(&m, "nanodb_raft_applied_index").is_some_and(|i| i >= 60.0), "{m}");
-    assert!(sample(&m, "nanodb_raft_elections_won_total").is_some_and(|n| n >= 1.0), "{m}");
+    let won = sample(&m, "nanodb_raft_elections_won_total").expect("elections won");
+    assert!(won >= 1.0, "{m}");
+    assert!(sample(&m, "nanodb_raft_elections_started_total").is_some_and(|n| n >= won), "{m}");
     assert!(sample(&m, "nanodb_raft_snapshots_sent_total").is_some_and(|n| n >= 1.0), "{m}");
     for peer in (1..=4).filter(|p| *p != leader as u64 + 1) {
         let matched = sample(&m, &format!("nanodb_raft_peer_matched_index{{peer=\"{peer}\"}}"));
@@ -371,6 +373,10 @@ async fn replicaof_a_node_serving_alone_makes_it_a_master_with_one_replica() {
     let () = on_a.set("k", "v").await.expect("set on the master");
     let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query_async(&mut on_a).await.expect("WAIT");
     assert_eq!(n, 1, "one replica holds it");
+    let started = Instant::now();
+    let n: i64 = redis::cmd("WAIT").arg(2).arg(200).query_async(&mut on_a).await.expect("WAIT");
+    assert_eq!(n, 1, "there is only one");
+    assert!(started.elapsed() >= Duration::from_millis(150), "it waited for the timeout");
     let r = role(&mut on_a).await;
     assert_eq!(text(&r[0]), "master", "{r:?}");
     let got: Option<String> = on_b.get("k").await.expect("a linearizable read on the replica");
