@@ -107,9 +107,8 @@ impl Context {
             // The pipelining frontends (RESP) run commands synchronously, in order: in a cluster
             // each one waits for consensus on this thread, which hands its other tasks to another
             // worker meanwhile (RESP's event loops are multi-thread runtimes of one worker). The
-            // binary TCP frontend awaits `run` instead.
-            // The position is the write's Raft log index (RESP's `WAIT` waits for it; there is no
-            // append-only log to wait for).
+            // binary TCP frontend awaits `run` instead. The position returned is the write's Raft
+            // log index (RESP's `WAIT` waits for it; there is no append-only log to wait for).
             let handle = tokio::runtime::Handle::current();
             return tokio::task::block_in_place(|| {
                 handle.block_on(self.run_clustered_at(cluster, caller, cmd))

@@ -1,4 +1,5 @@
-//! Server commands: INFO, COMMAND, CONFIG (including run-time keyspace notifications), TIME.
+//! Server commands: INFO, COMMAND, CONFIG (including run-time keyspace notifications), TIME,
+//! and replication's: ROLE, REPLICAOF / SLAVEOF, WAIT (over the cluster, see `cluster::replica`).
 
 use std::fmt::Write as _;
 
