@@ -140,6 +140,31 @@ impl Identity {
     }
 }
 
+/// Whether a refusal of `(node, cluster id)` was not logged in the last 10 seconds (and notes
+/// it now): a node of another cluster calls at its heartbeat rate, and one line says it all.
+pub fn first_in_a_while(from: NodeId, cluster: ClusterId) -> bool {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+    static LAST: Mutex<Option<HashMap<(NodeId, ClusterId), Instant>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    let seen = last.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    if seen.len() > 1024 {
+        seen.retain(|_, at| now.duration_since(*at) < Duration::from_secs(10));
+        if seen.len() > 1024 {
+            // Bounded whatever the callers send: forgetting only logs a line again.
+            seen.clear();
+        }
+    }
+    match seen.get(&(from, cluster)) {
+        Some(at) if now.duration_since(*at) < Duration::from_secs(10) => false,
+        _ => {
+            seen.insert((from, cluster), now);
+            true
+        }
+    }
+}
+
 fn write(path: &Path, stored: &Stored) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(stored).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");

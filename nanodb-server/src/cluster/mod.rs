@@ -1038,25 +1038,29 @@ async fn connection(mut stream: TcpStream, cluster: &Cluster) -> Result<(), Stri
                     b"this node is switching clusters (REPLICAOF)",
                 ))
                 .await;
-            return Err(format!("call from node {from} refused: switching clusters"));
+            tracing::debug!(from, kind = k, "raft port: refused a call while switching clusters");
+            return Ok(());
         }
         let ours = cluster.identity.cluster();
         if theirs != 0 && ours != 0 && theirs != ours {
-            warn!(
-                from,
-                kind = k,
-                their_cluster_id = identity::to_hex(theirs),
-                our_cluster_id = identity::to_hex(ours),
-                "raft port: refused a call from node {from}: it belongs to another cluster (its data dir is not \
-                 this cluster's)"
-            );
+            // A misplaced node calls at its heartbeat rate: said once per node every 10 s.
+            if identity::first_in_a_while(from, theirs) {
+                warn!(
+                    from,
+                    kind = k,
+                    their_cluster_id = identity::to_hex(theirs),
+                    our_cluster_id = identity::to_hex(ours),
+                    "raft port: refused a call from node {from}: it belongs to another cluster (its data dir is \
+                     not this cluster's)"
+                );
+            }
             let why = format!(
                 "cluster id mismatch: this node belongs to cluster {}, the caller to {}",
                 identity::to_hex(ours),
                 identity::to_hex(theirs)
             );
             let _ = stream.write_all(&network::answer_frame(network::FAILED, why.as_bytes())).await;
-            return Err(why);
+            return Ok(());
         }
         if cluster.is_retired(from) {
             warn!(
