@@ -349,9 +349,18 @@ impl Cluster {
         self.now().retired.clone()
     }
 
-    /// The address this node's Raft port is known by: `--raft-addr` as given, or the bound
-    /// address when it asked for port 0.
+    /// The address this node's Raft port is known by: its address in the membership, or in
+    /// `--cluster-peers` (a node listening on `0.0.0.0` is known by another name there), else
+    /// `--raft-addr` as given, or the bound address when it asked for port 0.
     pub fn advertised_raft_addr(&self) -> String {
+        let me = self.node_id();
+        let member = self.raft().metrics().borrow().membership_config.membership().get_node(&me).cloned();
+        if let Some(m) = member {
+            return m.raft_addr;
+        }
+        if let Some((_, addr)) = self.config.peers.iter().find(|(id, _)| *id == me) {
+            return addr.clone();
+        }
         if self.config.raft_addr.ends_with(":0") {
             self.raft_addr.to_string()
         } else {
