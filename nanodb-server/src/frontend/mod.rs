@@ -107,11 +107,12 @@ impl Context {
             // The pipelining frontends (RESP) run commands synchronously, in order: in a cluster
             // each one waits for consensus on this thread, which hands its other tasks to another
             // worker meanwhile (RESP's event loops are multi-thread runtimes of one worker). The
-            // binary TCP frontend awaits `run` instead.
+            // binary TCP frontend awaits `run` instead. The position returned is the write's Raft
+            // log index (RESP's `WAIT` waits for it; there is no append-only log to wait for).
             let handle = tokio::runtime::Handle::current();
-            let result =
-                tokio::task::block_in_place(|| handle.block_on(self.run_clustered(cluster, caller, cmd)));
-            return (result, 0);
+            return tokio::task::block_in_place(|| {
+                handle.block_on(self.run_clustered_at(cluster, caller, cmd))
+            });
         }
         let started = Instant::now();
         let op = cmd.name();
@@ -139,8 +140,20 @@ impl Context {
         caller: &Caller,
         cmd: C,
     ) -> Result<C::Output, Error> {
+        self.run_clustered_at(cluster, caller, cmd).await.0
+    }
+
+    /// [`Context::run_clustered`], also returning the Raft log index a write was applied at (0
+    /// for a read or a refusal).
+    async fn run_clustered_at<C: Run>(
+        &self,
+        cluster: &Cluster,
+        caller: &Caller,
+        cmd: C,
+    ) -> (Result<C::Output, Error>, u64) {
         let started = Instant::now();
         let op = cmd.name();
+        let mut index = 0;
         let result = if let Err(e) = caller.authorize_with(|| cmd.need()) {
             // Refused here, on the node that received it, before anything is proposed or
             // forwarded: the leader applies what a member sends without a caller of its own.
@@ -153,8 +166,11 @@ impl Context {
                     Ok(value) => C::output_from(Reply::from(value), false),
                     Err(e) => Err(e),
                 },
-                Err(cmd) if cmd.replicated() => match cluster.write(cmd.into_command()).await {
-                    Ok((reply, created)) => C::output_from(reply, created),
+                Err(cmd) if cmd.replicated() => match cluster.write_at(cmd.into_command()).await {
+                    Ok((reply, created, at)) => {
+                        index = at;
+                        C::output_from(reply, created)
+                    }
                     Err(e) => Err(e),
                 },
                 Err(cmd) => match cluster.read_barrier().await {
@@ -164,7 +180,7 @@ impl Context {
             }
         };
         self.stats.record(caller.protocol, op, result.is_ok(), started.elapsed());
-        result
+        (result, index)
     }
 
     /// Sends a dynamic command where it belongs: keyspace commands to the engine (writes refused

@@ -434,10 +434,17 @@ async fn the_raft_port_refuses_unknown_nodes_and_malformed_bodies_and_keeps_serv
     let raft = c.node(leader).cluster().expect("cluster").raft_addr;
     for (from, body) in [(99u64, &b"{}"[..]), (2, b"not json"), (3, b"")] {
         let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
-        s.write_all(&request_frame(kind::VOTE, from, body)).await.expect("send");
+        s.write_all(&request_frame(kind::VOTE, from, 0, body)).await.expect("send");
         let (status, why) = read_answer(&mut s).await.expect("an answer");
         assert_eq!(status, FAILED, "from {from}: {}", String::from_utf8_lossy(&why));
     }
+    // A member's id with another cluster's id (a node started on another cluster's data dir).
+    let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
+    s.write_all(&request_frame(kind::VOTE, 2, 0x5eed, b"{}")).await.expect("send");
+    let (status, why) = read_answer(&mut s).await.expect("an answer");
+    let why = String::from_utf8_lossy(&why);
+    assert_eq!(status, FAILED, "{why}");
+    assert!(why.contains("cluster id mismatch"), "{why}");
     // A length over the limit is refused before anything is read: the connection is closed.
     let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
     s.write_all(&u32::MAX.to_be_bytes()).await.expect("send");
@@ -1166,3 +1173,7 @@ async fn multi_exec_and_watch_work_on_any_node_and_count_exactly_under_contentio
         c.stop(i).await;
     }
 }
+
+/// Cluster operations (issue #17): the cluster id, REPLICAOF, WAIT, the Raft figures.
+#[path = "cluster_ops.rs"]
+mod ops;
