@@ -16,6 +16,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::Decoder;
 
+/// Keys per SCAN page: large, since in a cluster every page is a linearizable read (a round to
+/// the leader), and within the server's default `max_scan_page` (10,000).
+const SCAN_PAGE: u32 = 5_000;
+
 /// The largest RESP bulk string or HTTP body the harness accepts (its values are tiny).
 const MAX_REPLY: usize = 4 << 20;
 
@@ -159,7 +163,7 @@ impl TcpClient {
         let mut out = Vec::new();
         let mut cursor = Bytes::new();
         loop {
-            let c = cmd::Scan { prefix: Bytes::copy_from_slice(prefix.as_bytes()), limit: 0, cursor };
+            let c = cmd::Scan { prefix: Bytes::copy_from_slice(prefix.as_bytes()), limit: SCAN_PAGE, cursor };
             match self.command(Command::Scan(c)).await? {
                 Reply::Scan { entries, next_cursor } => {
                     out.extend(entries.into_iter().map(|e| (e.key, e.value)));
