@@ -339,7 +339,24 @@ async fn group_step(
             Ok(())
         }
         75..87 => mset_step(shared, log, c, writer).await,
-        87..94 if !log.groups.is_empty() => {
+        87..90 => {
+            // Another writer's group that may be in flight right now: the one after the latest
+            // acknowledged group (a reader landing inside a write must still see all or none).
+            let latest = shared.acked.lock().unwrap_or_else(PoisonError::into_inner).iter().rev().find_map(
+                |(_, a)| match a {
+                    Acked::Group(w, n) => Some((*w, *n)),
+                    Acked::Transfer(..) => None,
+                },
+            );
+            let Some((w, n)) = latest else { return Ok(()) };
+            let seen = c.read_together(&groups::group_keys(run, w, n + 1)).await?;
+            log.group_reads += 1;
+            if let Some(v) = groups::group_violation(&seen, &groups::tag(w, n + 1)) {
+                log.violations.push(format!("an atomic read saw {v}"));
+            }
+            Ok(())
+        }
+        90..94 if !log.groups.is_empty() => {
             let g = log.groups[rng.random_range(0..log.groups.len())].clone();
             let seen = c.read_together(&groups::group_keys(run, writer, g.n)).await?;
             log.group_reads += 1;
