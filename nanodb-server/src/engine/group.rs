@@ -564,6 +564,50 @@ mod tests {
         assert_eq!(engine.get(b"new").expect("get"), None);
     }
 
+    /// What WATCH remembers of a missing key ([`Engine::watch_point`]) sees the key created and
+    /// removed since, by a delete, inside a group, or by FLUSH; a removal in another partition,
+    /// or a delete of the key while it stays missing, is no change.
+    #[test]
+    fn a_watched_missing_key_sees_its_creation_and_removal() {
+        let engine = Engine::new(Limits::default());
+        let unchanged = |key: &str, (version, since): (u64, u64)| {
+            engine.lock_group(vec![b(key)]).unchanged_since(key.as_bytes(), version, since).expect("declared")
+        };
+        let del = |key: &str| engine.execute(Command::Delete(cmd::Delete { key: b(key) })).expect("del");
+        let part = |key: &str| engine.partition_index(engine.hash(key.as_bytes()));
+        let elsewhere =
+            (0..).map(|i| format!("other{i}")).find(|k| part(k) != part("ghost")).expect("another partition");
+
+        let seen = engine.watch_point(b"ghost");
+        assert_eq!(seen.0, 0);
+        engine.execute(put(&elsewhere, "1")).expect("put");
+        del(&elsewhere);
+        del("ghost");
+        assert!(unchanged("ghost", seen), "only another partition changed, and a missing key was deleted");
+        engine.execute(put("ghost", "1")).expect("put");
+        assert!(!unchanged("ghost", seen), "created");
+        del("ghost");
+        assert!(!unchanged("ghost", seen), "created and deleted");
+
+        let seen = engine.watch_point(b"ghost");
+        let txn = cmd::Txn {
+            compares: vec![],
+            success: vec![put("ghost", "1"), Command::Delete(cmd::Delete { key: b("ghost") })],
+            failure: vec![],
+        };
+        engine.execute(Command::Txn(txn)).expect("txn");
+        assert_eq!(engine.version_of(b"ghost"), 0);
+        assert!(!unchanged("ghost", seen), "created and deleted inside one group");
+
+        engine.execute(put("ghost", "1")).expect("put");
+        let seen = engine.watch_point(b"ghost");
+        assert_ne!(seen.0, 0);
+        engine.execute(Command::Flush(cmd::Flush {})).expect("flush");
+        assert!(!unchanged("ghost", seen), "flushed");
+        let seen = engine.watch_point(b"ghost");
+        assert!(unchanged("ghost", seen));
+    }
+
     /// Writers replace ten keys with one tag per group while readers read all ten in a group:
     /// every read sees one tag, never a mix.
     #[test]
