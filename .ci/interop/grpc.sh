@@ -199,7 +199,17 @@ assert {"Get", "Put", "Delete", "Incr", "Expire", "Scan", "Batch", "HashSet", "H
         "HashGetAll", "ListPush", "ListPop", "ListRange", "Watch", "Publish", "Subscribe", "GetSet",
         "DeleteIf", "Exists", "Ttl", "KeyCount", "GetDel", "GetEx", "Append", "IncrFloat", "MultiPut",
         "Rename", "Type", "Flush", "RandomKey", "HashIncr", "HashSetIfAbsent", "HashLen", "ListLen",
-        "ListSet", "ListTrim", "GetRange", "Txn"} == methods, methods
+        "ListSet", "ListTrim", "GetRange", "Txn", "Eval"} == methods, methods
+# A Lua script: its reply is a tree of ScriptValue; an unknown SHA-1 is NOT_FOUND (NOSCRIPT)
+e = s.Eval(kv.EvalRequest(source=b"return {redis.call('incr', KEYS[1]), ARGV[1], {ok='OK'}}", keys=[b"script:n"], args=[b"a"]))
+assert e.value.kind == kv.SCRIPT_VALUE_KIND_ARRAY, e
+assert [i.kind for i in e.value.items] == [kv.SCRIPT_VALUE_KIND_INTEGER, kv.SCRIPT_VALUE_KIND_BULK, kv.SCRIPT_VALUE_KIND_STATUS], e
+assert e.value.items[1].bulk == b"a" and e.value.items[2].text == "OK", e
+try:
+    s.Eval(kv.EvalRequest(sha1="0" * 40))
+    raise AssertionError("an unknown sha1 ran")
+except grpc.RpcError as err:
+    assert err.code() == grpc.StatusCode.NOT_FOUND and err.details().startswith("NOSCRIPT"), err
 # Flush last: it empties what the checks above read
 assert s.Flush(kv.FlushRequest()).removed > 0
 assert s.KeyCount(kv.KeyCountRequest()).count == 0

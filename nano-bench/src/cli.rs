@@ -235,6 +235,10 @@ pub enum WorkloadKind {
     Incr,
     /// Reads and writes, `--read-ratio` of them reads.
     Mixed,
+    /// Atomic groups of three writes (KEY.0, KEY.1, KEY.2, `--value-size` bytes each): MULTI, 3
+    /// SETs and EXEC over RESP; one transaction over tcp (TXN), grpc (`KV.Txn`) and http
+    /// (`POST /v1/txn`). One group counts as one request.
+    Txn,
 }
 
 impl WorkloadKind {
@@ -245,6 +249,7 @@ impl WorkloadKind {
             Self::Set => "set",
             Self::Incr => "incr",
             Self::Mixed => "mixed",
+            Self::Txn => "txn",
         }
     }
 }
@@ -443,6 +448,11 @@ impl BenchArgs {
             }
             Protocol::Etcd if matches!(self.workload, WorkloadKind::Incr) => {
                 return Err("--workload incr needs a NanoDB protocol or RESP (etcd has no increment)".into());
+            }
+            Protocol::Etcd if matches!(self.workload, WorkloadKind::Txn) => {
+                return Err("--workload txn needs a NanoDB protocol or RESP (nano-bench's etcd client \
+                            sends Put and Range only)"
+                    .into());
             }
             Protocol::Tcp | Protocol::Resp if conns > self.concurrency => {
                 return Err(format!(

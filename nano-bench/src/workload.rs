@@ -21,7 +21,12 @@ pub enum Op {
     Set,
     /// Add 1 to the key.
     Incr,
+    /// Write the value to the three keys of [`TXN_SUFFIXES`] as one atomic group.
+    Txn,
 }
+
+/// What a [`Op::Txn`] appends to its key to name the three keys it writes.
+pub const TXN_SUFFIXES: [&[u8]; 3] = [b".0", b".1", b".2"];
 
 /// The workload, shared by every virtual user.
 #[derive(Debug, Clone)]
@@ -133,6 +138,7 @@ impl Generator {
             WorkloadKind::Get => Op::Get,
             WorkloadKind::Set => Op::Set,
             WorkloadKind::Incr => Op::Incr,
+            WorkloadKind::Txn => Op::Txn,
             WorkloadKind::Mixed => {
                 if self.rng.random::<f64>() < self.workload.read_ratio {
                     Op::Get

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nanodb_protocol::tls_client::TlsClient;
 
 /// NanoDB's command-line client: one-shot commands, an interactive shell (no command), bulk
 /// loading (`--pipe`) and a live dashboard (`monitor`).
@@ -64,9 +65,9 @@ pub struct Conn {
 
 impl Conn {
     /// The TLS configuration when --tls is on.
-    pub fn tls_config(&self) -> anyhow::Result<Option<crate::tls::Tls>> {
+    pub fn tls_config(&self) -> anyhow::Result<Option<TlsClient>> {
         match (&self.ca, self.tls) {
-            (Some(ca), true) => Ok(Some(crate::tls::Tls::new(ca)?)),
+            (Some(ca), true) => Ok(Some(TlsClient::new(ca)?)),
             (None, true) => anyhow::bail!("--tls needs --ca"),
             _ => Ok(None),
         }
@@ -268,6 +269,21 @@ pub enum Cmd {
         /// Last index.
         #[arg(allow_negative_numbers = true)]
         stop: i64,
+    },
+    /// Compare, then run the success or the failure commands as one atomic group (etcd's txn).
+    /// Without flags, reads stdin: compares, a blank line, success commands, a blank line,
+    /// failure commands. A compare: `version KEY OP N`, `value KEY OP VALUE`, `exists KEY`,
+    /// `missing KEY` (OP: = != < >); a command: `put KEY VALUE`, `get KEY`, `del KEY`, `incr KEY`...
+    Txn {
+        /// A condition (repeatable); all must hold for the success commands to run.
+        #[arg(long = "compare", value_name = "COND")]
+        compares: Vec<String>,
+        /// A command run when every compare holds (repeatable).
+        #[arg(long = "success", value_name = "CMD")]
+        success: Vec<String>,
+        /// A command run otherwise (repeatable).
+        #[arg(long = "failure", value_name = "CMD")]
+        failure: Vec<String>,
     },
     /// The number of keys.
     Dbsize,

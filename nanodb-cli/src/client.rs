@@ -14,7 +14,7 @@ use nanodb_protocol::{ClientCodec, Command, Error, Push, Reply, Request, Respons
 use tokio_util::codec::Framed;
 
 use crate::args::Conn;
-use crate::tls::{Stream, Tls};
+use nanodb_protocol::tls_client::{Alpn, Stream, TlsClient, target as host_port};
 
 /// How long a connect (TCP, TLS and HELLO) may take before the server counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,7 +62,7 @@ pub struct Client {
 impl Client {
     /// Connects, handshakes and authenticates (when `--user`/`--password` are given).
     pub async fn connect(conn: &Conn) -> Result<Self, Failure> {
-        let target = format!("{}:{}", conn.host, conn.port);
+        let target = host_port(&conn.host, conn.port);
         let tls = match conn.tls_config() {
             Ok(t) => t,
             Err(e) => return Err(Failure::Usage(format!("{e:#}"))),
@@ -76,10 +76,9 @@ impl Client {
         }
     }
 
-    async fn open(conn: &Conn, target: &str, tls: Option<&Tls>) -> Result<Self, Failure> {
-        let stream = Stream::connect(&conn.host, conn.port, tls, false)
-            .await
-            .map_err(|e| Failure::Connect(format!("cannot connect to {target}: {e:#}")))?;
+    async fn open(conn: &Conn, target: &str, tls: Option<&TlsClient>) -> Result<Self, Failure> {
+        let stream =
+            Stream::connect(target, tls, Alpn::None).await.map_err(|e| Failure::Connect(e.to_string()))?;
         let mut client =
             Self { framed: Framed::new(stream, ClientCodec::default()), next_id: 1, target: target.into() };
         match client.call_request(Request::Hello { version: 1 }).await? {

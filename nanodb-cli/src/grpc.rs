@@ -10,7 +10,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::args::Conn;
 use crate::client::{CONNECT_TIMEOUT, Failure};
-use crate::tls::Stream;
+use nanodb_protocol::tls_client::{Alpn, Stream, target as host_port};
 
 /// A gRPC channel to the Admin service and the credentials to send with each call.
 #[derive(Debug, Clone)]
@@ -23,7 +23,7 @@ pub struct Admin {
 impl Admin {
     /// Connects (lazily: the first call connects, and a broken channel reconnects by itself).
     pub fn new(conn: &Conn) -> Result<Self, Failure> {
-        let target = format!("{}:{}", conn.host, conn.grpc_port);
+        let target = host_port(&conn.host, conn.grpc_port);
         let endpoint = Endpoint::from_shared(format!("http://{target}"))
             .map_err(|e| Failure::Usage(format!("{target}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
@@ -33,11 +33,11 @@ impl Admin {
         let channel = match tls {
             None => endpoint.connect_lazy(),
             Some(tls) => {
-                let (host, port) = (conn.host.clone(), conn.grpc_port);
+                let addr = host_port(&conn.host, conn.grpc_port);
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-                    let (tls, host) = (tls.clone(), host.clone());
+                    let (tls, addr) = (tls.clone(), addr.clone());
                     async move {
-                        let s = Stream::connect(&host, port, Some(&tls), true)
+                        let s = Stream::connect(&addr, Some(&tls), Alpn::H2)
                             .await
                             .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
                         Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))

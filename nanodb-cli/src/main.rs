@@ -10,7 +10,7 @@ mod output;
 mod pipe;
 mod repl;
 mod run;
-mod tls;
+mod txn;
 mod words;
 
 use std::io::IsTerminal;

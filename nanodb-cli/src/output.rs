@@ -34,6 +34,14 @@ pub enum Out {
     },
     /// A document (stats).
     Json(Value),
+    /// A transaction's outcome: which branch ran, and each of its commands' result or error
+    /// (`CODE message`).
+    Txn {
+        /// True when every compare held and the success commands ran.
+        succeeded: bool,
+        /// One per command of the branch that ran, in order.
+        results: Vec<Result<Out, String>>,
+    },
 }
 
 /// Bytes as JSON: a string when UTF-8, else `{"base64": ...}`.
@@ -88,6 +96,7 @@ impl Printer {
                 Out::Json(v) => {
                     let _ = writeln!(w, "{v}");
                 }
+                Out::Txn { succeeded, results } => w.extend(self.txn(*succeeded, results)),
             },
             Format::Human | Format::Table => match out {
                 Out::Nil => w.extend_from_slice(b"(nil)\n"),
@@ -129,7 +138,27 @@ impl Printer {
                 Out::Json(v) => {
                     let _ = writeln!(w, "{}", serde_json::to_string_pretty(v).unwrap_or_default());
                 }
+                Out::Txn { succeeded, results } => w.extend(self.txn(*succeeded, results)),
             },
+        }
+        w
+    }
+
+    /// A transaction as etcdctl prints one: the branch that ran, then each result as it would
+    /// print alone (numbered for people).
+    fn txn(&self, succeeded: bool, results: &[Result<Out, String>]) -> Vec<u8> {
+        let mut w = Vec::new();
+        w.extend_from_slice(if succeeded { b"SUCCEEDED\n" } else { b"FAILED\n" });
+        for (i, r) in results.iter().enumerate() {
+            if self.format != Format::Raw {
+                let _ = write!(w, "{}) ", i + 1);
+            }
+            match r {
+                Ok(o) => w.extend(self.render(o)),
+                Err(e) => {
+                    let _ = writeln!(w, "(error) {e}");
+                }
+            }
         }
         w
     }
@@ -247,6 +276,16 @@ fn to_json(out: &Out) -> Value {
         ),
         Out::Put { applied, version } => json!({"applied": applied, "version": version}),
         Out::Json(v) => v.clone(),
+        Out::Txn { succeeded, results } => json!({
+            "succeeded": succeeded,
+            "results": results
+                .iter()
+                .map(|r| match r {
+                    Ok(o) => to_json(o),
+                    Err(e) => json!({ "error": e }),
+                })
+                .collect::<Vec<_>>(),
+        }),
     }
 }
 
@@ -284,6 +323,20 @@ mod tests {
         assert_eq!(
             show(Format::Json, Out::Put { applied: false, version: 3 }),
             "{\"applied\":false,\"version\":3}\n"
+        );
+    }
+
+    #[test]
+    fn a_transaction_prints_its_branch_then_each_result() {
+        let out = Out::Txn {
+            succeeded: false,
+            results: vec![Ok(Out::Value(Bytes::from_static(b"90"))), Err("WRONGTYPE not a list".into())],
+        };
+        assert_eq!(show(Format::Human, out.clone()), "FAILED\n1) \"90\"\n2) (error) WRONGTYPE not a list\n");
+        assert_eq!(show(Format::Raw, out.clone()), "FAILED\n90\n(error) WRONGTYPE not a list\n");
+        assert_eq!(
+            show(Format::Json, out),
+            "{\"results\":[\"90\",{\"error\":\"WRONGTYPE not a list\"}],\"succeeded\":false}\n"
         );
     }
 

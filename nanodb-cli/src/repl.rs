@@ -223,6 +223,18 @@ pub fn run(rt: &tokio::runtime::Runtime, conn: &Conn, printer: Printer) -> u8 {
                 continue;
             }
         };
+        if let crate::args::Cmd::Txn { compares, success, failure } = &parsed.command
+            && compares.is_empty()
+            && success.is_empty()
+            && failure.is_empty()
+        {
+            {
+                // The shell owns stdin: the parts must come as flags here.
+                eprintln!("(usage) in the shell, give txn its parts as --compare, --success and --failure");
+                last_code = 2;
+                continue;
+            }
+        }
         last_code = rt.block_on(async {
             let c = match client.as_mut() {
                 Some(c) => c,

@@ -100,12 +100,18 @@ pub fn to_command(c: &Cmd) -> Result<Option<Command>, Failure> {
         Cmd::Lrange { key, start, stop } => {
             Command::ListRange(cmd::ListRange { key: arg(key)?, start: *start, stop: *stop })
         }
+        Cmd::Txn { compares, success, failure }
+            if !(compares.is_empty() && success.is_empty() && failure.is_empty()) =>
+        {
+            crate::txn::from_parts(compares, success, failure)?
+        }
         Cmd::Dbsize => Command::KeyCount(cmd::KeyCount {}),
         Cmd::Ping => Command::Ping(cmd::Ping {}),
         Cmd::Del { .. }
         | Cmd::Scan { .. }
         | Cmd::Watch { .. }
         | Cmd::Subscribe { .. }
+        | Cmd::Txn { .. }
         | Cmd::Stats
         | Cmd::Monitor { .. } => {
             return Ok(None);
@@ -134,16 +140,14 @@ pub fn shape(reply: Reply) -> Out {
                 })
                 .collect(),
         ),
-        // The CLI sends neither a transaction nor a script (see `to_command`); shaped all the
-        // same, a list line per result, so that a future subcommand prints something readable.
-        Reply::Txn(t) => Out::List(
-            std::iter::once(Bytes::from(if t.succeeded { "succeeded" } else { "failed" }))
-                .chain(t.results.into_iter().map(|r| match r {
-                    Ok(r) => Bytes::from(format!("{:?}", shape(r))),
-                    Err(e) => Bytes::from(format!("(error) {} {e}", e.code().as_str())),
-                }))
+        Reply::Txn(t) => Out::Txn {
+            succeeded: t.succeeded,
+            results: t
+                .results
+                .into_iter()
+                .map(|r| r.map(shape).map_err(|e| format!("{} {e}", e.code().as_str())))
                 .collect(),
-        ),
+        },
         Reply::Script(v) => Out::Value(Bytes::from(format!("{v:?}"))),
     }
 }
@@ -222,6 +226,12 @@ pub async fn run(
         Cmd::Stats => {
             let stats = crate::grpc::stats(conn).await?;
             emit(out, &printer.render(&Out::Json(crate::grpc::stats_json(&stats))))
+        }
+        Cmd::Txn { .. } => {
+            // No flags: the parts come from stdin, as etcdctl's `txn` reads them.
+            let txn = crate::txn::read_parts(&mut std::io::stdin().lock())?;
+            let reply = client.call(txn).await?;
+            emit(out, &printer.render(&shape(reply)))
         }
         Cmd::Monitor { .. } => {
             Err(Failure::Usage("run `nanodb-cli monitor` from the shell, not from the REPL".into()))

@@ -352,3 +352,61 @@ async fn tls_and_users() {
     assert_eq!(o.status.code(), Some(3), "plaintext on a TLS port: {}", text(&o.stderr));
     server.shutdown().await;
 }
+
+/// `txn` from flags and from stdin: the branch taken follows the compares, both keys move
+/// together, a command the server refuses inside a transaction is a server error (exit 1), and a
+/// malformed compare is a usage error (exit 2) that sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn txn_moves_two_keys_at_once_or_runs_the_failure_branch() {
+    let (server, port, _) = server().await;
+    for (k, v) in [("a", "100"), ("b", "0")] {
+        assert_eq!(run(cli(port, &["put", k, v])).await.status.code(), Some(0));
+    }
+    // Versions come from one counter (as etcd's revisions): `a` is at 1, `b` at 2. The compares
+    // hold, both writes apply, and `a` gets the next version.
+    let moved = run(cli(
+        port,
+        &[
+            "-o",
+            "human",
+            "txn",
+            "--compare",
+            "version a = 1",
+            "--compare",
+            "value b = 0",
+            "--success",
+            "put a 90",
+            "--success",
+            "incr b 10",
+            "--failure",
+            "get a",
+        ],
+    ))
+    .await;
+    assert_eq!(moved.status.code(), Some(0), "{}", text(&moved.stderr));
+    assert_eq!(text(&moved.stdout), "SUCCEEDED\n1) OK (version 3)\n2) (integer) 10\n");
+    assert_eq!(text(&run(cli(port, &["get", "a"])).await.stdout), "90\n");
+    assert_eq!(text(&run(cli(port, &["get", "b"])).await.stdout), "10\n");
+
+    // The same again from stdin: `a` is at version 3 now, so the failure branch runs.
+    let input = b"version a = 1\n\nput a 80\nincr b 10\n\nget a\nget b\n".to_vec();
+    let stale = run_with_stdin(cli(port, &["-o", "json", "txn"]), input).await;
+    assert_eq!(stale.status.code(), Some(0), "{}", text(&stale.stderr));
+    assert_eq!(text(&stale.stdout), "{\"results\":[\"90\",\"10\"],\"succeeded\":false}\n");
+    assert_eq!(text(&run(cli(port, &["get", "b"])).await.stdout), "10\n", "nothing moved");
+
+    // A scan cannot run in a transaction: the CLI says so before sending anything.
+    let scan = run(cli(port, &["txn", "--success", "scan --prefix a"])).await;
+    assert_eq!(scan.status.code(), Some(2), "{}", text(&scan.stderr));
+    // A compare it cannot read is a usage error naming the line.
+    let bad = run(cli(port, &["txn", "--compare", "version a >= 1", "--success", "put a 1"])).await;
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("version a >= 1"), "{}", text(&bad.stderr));
+    // A runtime error fails that command only (as in EXEC); the other one applies.
+    let mixed = run(cli(port, &["-o", "raw", "txn", "--success", "lpush a x", "--success", "put c 1"])).await;
+    assert_eq!(mixed.status.code(), Some(0), "{}", text(&mixed.stderr));
+    let out = text(&mixed.stdout);
+    assert!(out.starts_with("SUCCEEDED\n(error) WRONGTYPE"), "{out}");
+    assert_eq!(text(&run(cli(port, &["get", "c"])).await.stdout), "1\n");
+    assert_eq!(server.engine().key_count(), 3);
+}

@@ -167,6 +167,16 @@ command_from! {
         success: m.success.into_iter().map(Command::try_from).collect::<Result<_, _>>()?,
         failure: m.failure.into_iter().map(Command::try_from).collect::<Result<_, _>>()?,
     };
+    EvalRequest => Eval |m| cmd::Eval {
+        script: match m.script {
+            Some(pb::eval_request::Script::Source(text)) => crate::ScriptSource::Text(text),
+            // The SHA-1's form (40 hex digits) is checked by validation, as for EVALSHA.
+            Some(pb::eval_request::Script::Sha1(sha)) => crate::ScriptSource::Sha(sha.into()),
+            None => return Err(Error::InvalidArgument("a script request sets one of source, sha1".into())),
+        },
+        keys: m.keys,
+        args: m.args,
+    };
     BatchRequest => Batch |m| cmd::Batch {
         // The count is checked by validation; converting first is bounded by the message size
         // limit the transport already enforced.

@@ -10,8 +10,10 @@
 //!   for both ends, and the body layouts; [`watch`]: its change-feed frames (subscriptions and
 //!   pushes).
 //! - [`txn`] and [`script`]: the parts of transactions and Lua scripts.
+//! - `tls_client` (feature `tls-client`): rustls for clients, a plain-or-TLS stream.
 //!
-//! No sockets, no runtime, no server policy: a Rust client depends on this crate alone.
+//! No server policy, and without `tls-client` no sockets: a Rust client depends on this crate
+//! alone.
 
 pub mod command;
 pub mod commands;
@@ -22,6 +24,9 @@ pub mod script;
 pub mod txn;
 pub mod watch;
 pub mod wire;
+
+#[cfg(feature = "tls-client")]
+pub mod tls_client;
 
 /// The commands, declared once ([`commands`]), under a short name for call sites:
 /// `Command::Get(cmd::Get { key })`.

@@ -107,6 +107,7 @@ impl Conn for EtcdConn {
             }
             // refused by BenchArgs::validate; answered as an error should it ever get here
             Op::Incr => Box::pin(async { Outcome::Error("etcd has no INCR".into()) }),
+            Op::Txn => Box::pin(async { Outcome::Error("nano-bench's etcd client has no Txn".into()) }),
         };
         self.calls.push_back(call);
     }

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use nanodb_protocol::pb::kv_client::KvClient;
-use nanodb_protocol::pb::{GetRequest, IncrRequest, PutRequest};
+use nanodb_protocol::pb::{
+    GetRequest, IncrRequest, Operation, PutRequest, TxnRequest, operation, operation_result,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use super::{ClientError, Conn, Outcome, connect_error, probe};
@@ -148,6 +150,36 @@ impl Conn for GrpcConn {
                 Box::pin(async move {
                     match client.put(req).await {
                         Ok(_) => Outcome::Ok,
+                        Err(s) => status_kind(&s),
+                    }
+                })
+            }
+            Op::Txn => {
+                let success = crate::workload::TXN_SUFFIXES
+                    .iter()
+                    .map(|s| Operation {
+                        op: Some(operation::Op::Put(PutRequest {
+                            key: [&key[..], s].concat().into(),
+                            value: value.clone(),
+                            ..Default::default()
+                        })),
+                    })
+                    .collect();
+                let req = self.request(TxnRequest { compares: vec![], success, failure: vec![] });
+                Box::pin(async move {
+                    match client.txn(req).await {
+                        Ok(r) => {
+                            let r = r.get_ref();
+                            let failed = r
+                                .results
+                                .iter()
+                                .any(|o| matches!(o.result, Some(operation_result::Result::Error(_))));
+                            if r.succeeded && !failed {
+                                Outcome::Ok
+                            } else {
+                                Outcome::Error("grpc txn operation failed".into())
+                            }
+                        }
                         Err(s) => status_kind(&s),
                     }
                 })

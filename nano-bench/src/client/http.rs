@@ -111,6 +111,26 @@ async fn outcome(
     }
 }
 
+/// `POST /v1/txn`'s body for [`Op::Txn`]: three puts, no compares. A key or value that is not
+/// UTF-8 makes the operation travel as base64, as the REST API reads it.
+fn txn_body(key: &[u8], value: &Bytes) -> Bytes {
+    use base64::Engine as _;
+    let ops: Vec<serde_json::Value> = crate::workload::TXN_SUFFIXES
+        .iter()
+        .map(|s| {
+            let k = [key, s].concat();
+            match (std::str::from_utf8(&k), std::str::from_utf8(value)) {
+                (Ok(k), Ok(v)) => serde_json::json!({ "op": "put", "key": k, "value": v }),
+                _ => {
+                    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+                    serde_json::json!({ "op": "put", "key": b64(&k), "value": b64(value), "encoding": "base64" })
+                }
+            }
+        })
+        .collect();
+    Bytes::from(serde_json::json!({ "success": ops }).to_string())
+}
+
 impl Conn for HttpConn {
     fn push(&mut self, op: Op, key: &[u8], value: &Bytes) {
         self.path.clear();
@@ -122,6 +142,11 @@ impl Conn for HttpConn {
             Op::Incr => {
                 self.path.push_str("/incr?by=1");
                 (Method::POST, Bytes::new())
+            }
+            Op::Txn => {
+                self.path.clear();
+                self.path.push_str("/v1/txn");
+                (Method::POST, txn_body(key, value))
             }
         };
         let mut req = Request::new(Full::new(body));

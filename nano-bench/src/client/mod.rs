@@ -18,7 +18,8 @@ pub mod http;
 pub mod probe;
 pub mod resp;
 pub mod tcp;
-pub mod tls;
+/// TLS for every protocol: the client side shared with nanodb-cli.
+pub use nanodb_protocol::tls_client as tls;
 
 /// The outcome of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,13 @@ const MAX_DEPTH: usize = 8;
 pub struct RespConn {
     wire: Wire,
     in_flight: usize,
+    /// Replies per request: 1, or [`TXN_REPLIES`] for MULTI ... EXEC (a run's requests are all
+    /// of one kind, so the last push says it for every request in flight).
+    replies: usize,
 }
+
+/// What MULTI, three SETs and EXEC answer: `+OK`, three `+QUEUED`, EXEC's array.
+const TXN_REPLIES: usize = 5;
 
 fn put_len(dst: &mut BytesMut, prefix: u8, n: usize) {
     dst.put_u8(prefix);
@@ -56,6 +62,18 @@ pub fn encode(dst: &mut BytesMut, op: Op, key: &[u8], value: &[u8]) {
         Op::Incr => {
             dst.put_slice(b"*2\r\n$4\r\nINCR\r\n");
             put_bulk(dst, key);
+        }
+        Op::Txn => {
+            dst.put_slice(b"*1\r\n$5\r\nMULTI\r\n");
+            for suffix in crate::workload::TXN_SUFFIXES {
+                dst.put_slice(b"*3\r\n$3\r\nSET\r\n");
+                put_len(dst, b'$', key.len() + suffix.len());
+                dst.put_slice(key);
+                dst.put_slice(suffix);
+                dst.put_slice(b"\r\n");
+                put_bulk(dst, value);
+            }
+            dst.put_slice(b"*1\r\n$4\r\nEXEC\r\n");
         }
     }
 }
@@ -168,7 +186,7 @@ impl RespConn {
         tls: Option<&super::tls::TlsClient>,
         credentials: Option<&super::Credentials>,
     ) -> anyhow::Result<Self> {
-        let mut conn = Self { wire: Wire::connect("resp", target, tls).await?, in_flight: 0 };
+        let mut conn = Self { wire: Wire::connect("resp", target, tls).await?, in_flight: 0, replies: 1 };
         if let Some(c) = credentials {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             if c.user != "default" {
@@ -225,6 +243,7 @@ impl RespConn {
 impl Conn for RespConn {
     fn push(&mut self, op: Op, key: &[u8], value: &Bytes) {
         encode(&mut self.wire.wbuf, op, key, value);
+        self.replies = if op == Op::Txn { TXN_REPLIES } else { 1 };
         self.in_flight += 1;
     }
 
@@ -242,6 +261,9 @@ impl Conn for RespConn {
     }
 
     fn try_recv(&mut self) -> Option<Result<Outcome, ClientError>> {
+        if self.replies > 1 {
+            return self.try_recv_group();
+        }
         match parse(&self.wire.rbuf) {
             Ok(None) => None,
             Ok(Some((parsed, used))) => {
@@ -258,6 +280,39 @@ impl Conn for RespConn {
             }
             Err(e) => Some(Err(ClientError::Protocol(e))),
         }
+    }
+}
+
+impl RespConn {
+    /// [`Conn::try_recv`] for MULTI ... EXEC: all its replies or nothing; the first error is the
+    /// outcome, and a nil EXEC (the transaction was aborted) is one too.
+    fn try_recv_group(&mut self) -> Option<Result<Outcome, ClientError>> {
+        let mut pos = 0;
+        let mut outcome = Outcome::Ok;
+        for i in 0..self.replies {
+            match parse_at(&self.wire.rbuf, pos, 0) {
+                Ok(None) => return None,
+                Ok(Some((parsed, used))) => {
+                    pos += used;
+                    match parsed {
+                        Parsed::Error(kind) if outcome == Outcome::Ok => {
+                            outcome = Outcome::Error(format!("resp {kind}"))
+                        }
+                        Parsed::Nil if i + 1 == self.replies && outcome == Outcome::Ok => {
+                            outcome = Outcome::Error("resp EXEC aborted".into());
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => return Some(Err(ClientError::Protocol(e))),
+            }
+        }
+        self.wire.rbuf.advance(pos);
+        if self.in_flight == 0 {
+            return Some(Err(ClientError::Protocol("reply with no request in flight".into())));
+        }
+        self.in_flight -= 1;
+        Some(Ok(outcome))
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use bytes::{BufMut, Bytes, BytesMut};
 use nanodb_protocol::frame::FrameCodec;
 use nanodb_protocol::wire::{self, PROTOCOL_VERSION, kind};
-use nanodb_protocol::{ClientCodec, Reply, Request, Response};
+use nanodb_protocol::{ClientCodec, Command, Expiry, PutCondition, Reply, Request, Response, cmd};
 use tokio_util::codec::Decoder;
 
 use super::{ClientError, Conn, Outcome, Wire, connect_error, probe};
@@ -51,6 +51,24 @@ pub fn encode(dst: &mut BytesMut, id: u32, op: Op, key: &[u8], value: &[u8]) {
             put_bytes(dst, key);
             dst.put_i64(1);
             FrameCodec::finish(dst, start);
+        }
+        Op::Txn => {
+            // Rare enough a request to go through the protocol crate's encoder.
+            let put = |s: &&[u8]| {
+                Command::Put(cmd::Put {
+                    key: [key, s].concat().into(),
+                    value: Bytes::copy_from_slice(value),
+                    expiry: Expiry::Persist,
+                    condition: PutCondition::Always,
+                })
+            };
+            let txn = cmd::Txn {
+                compares: vec![],
+                success: crate::workload::TXN_SUFFIXES.iter().map(put).collect(),
+                failure: vec![],
+            };
+            // A TXN of three puts always has a wire form.
+            let _ = wire::encode_request(id, &Request::Command(Command::Txn(txn)), dst);
         }
     }
 }

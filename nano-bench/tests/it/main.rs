@@ -15,6 +15,7 @@ mod scheduler;
 mod stubs;
 mod tcp;
 mod tls;
+mod txn;
 mod watch;
 
 use clap::Parser;

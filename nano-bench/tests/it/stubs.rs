@@ -223,6 +223,9 @@ pub async fn grpc_dropping(drop_nth: Option<u64>) -> (SocketAddr, Arc<Store>) {
         async fn txn(&self, _: Request<TxnRequest>) -> R<TxnResponse> {
             no()
         }
+        async fn eval(&self, _: Request<EvalRequest>) -> R<EvalResponse> {
+            no()
+        }
         async fn hash_set(&self, _: Request<HashSetRequest>) -> R<HashSetResponse> {
             no()
         }

@@ -11,7 +11,9 @@
 //!   configuration is uncommitted, reported the same way. A change that could not commit by the
 //!   deadline (no quorum) answers [`ChangeError::Unavailable`] saying so; the status's
 //!   `joint_voters` then shows the configuration openraft is still moving to.
-//! - **Ids are never reused.** The operator picks each node's id (an integer >= 1). The cluster
+//! - **Ids are never reused.** The operator picks each node's id (an integer >= 1), except for a
+//!   node that joins with `REPLICAOF` ([`Change::Join`]): the leader gives it one more than every
+//!   id the cluster has used (members, removed ids, `--cluster-peers`). The cluster
 //!   records every id it has removed, in its replicated state (`state_machine::Retired`, kept in
 //!   every snapshot), refuses to add one of them again and refuses their Raft calls: openraft's
 //!   FAQ warns that a reused id can carry a vote or a log the cluster has forgotten and form a
@@ -58,6 +60,13 @@ pub enum Change {
         /// The node.
         id: NodeId,
     },
+    /// Add the node at `raft_addr` as a learner with a fresh id, one more than every id this
+    /// cluster has used, removed ones included (`REPLICAOF`). A node already a learner at that
+    /// address gets its id again (a retried join).
+    Join {
+        /// `HOST:PORT` of its Raft port.
+        raft_addr: String,
+    },
 }
 
 /// The membership after a change.
@@ -69,6 +78,9 @@ pub struct Members {
     pub learners: Vec<NodeId>,
     /// Every id removed from the cluster (never reused), ascending.
     pub removed_ids: Vec<NodeId>,
+    /// The id a [`Change::Join`] gave the joining node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_id: Option<NodeId>,
 }
 
 /// Why a change was refused.
@@ -102,12 +114,16 @@ pub struct Serializer {
 impl Cluster {
     /// Runs `change` on the leader (forwarded there from any other node), one at a time.
     pub async fn change_members(&self, change: Change) -> Result<Members, ChangeError> {
+        if self.ready_alone() {
+            // A node serving alone, asked to grow: it becomes a cluster of one first.
+            self.init_alone().await.map_err(|e| ChangeError::Unavailable(e.to_string()))?;
+        }
         let deadline = Instant::now() + self.request_timeout;
         loop {
             let attempt = match self.leader() {
-                Some((id, _)) if id == self.node_id => self.change_as_leader(change.clone()).await,
+                Some((id, _)) if id == self.node_id() => self.change_as_leader(change.clone()).await,
                 Some((_, Some(addr))) => self.forward_change(&addr, &change, deadline).await,
-                _ => Err(ChangeError::NotLeader(self.node_id)),
+                _ => Err(ChangeError::NotLeader(self.node_id())),
             };
             match attempt {
                 Err(ChangeError::NotLeader(_)) if Instant::now() < deadline => pause(deadline).await,
@@ -127,14 +143,16 @@ impl Cluster {
     ) -> Result<Members, ChangeError> {
         let body = serde_json::to_vec(change).map_err(|e| ChangeError::Invalid(e.to_string()))?;
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.peers.get(addr).call(MEMBERS, &body, left).await {
+        match self.peers().get(addr).call(MEMBERS, &body, left).await {
             Ok(answer) => {
                 serde_json::from_slice::<Result<Members, ChangeError>>(&answer).unwrap_or_else(|e| {
                     Err(ChangeError::Unavailable(format!("the leader's answer could not be read: {e}")))
                 })
             }
             // The leader went away: look for the new one.
-            Err(CallError::Unreachable(..) | CallError::Io(..)) => Err(ChangeError::NotLeader(self.node_id)),
+            Err(CallError::Unreachable(..) | CallError::Io(..)) => {
+                Err(ChangeError::NotLeader(self.node_id()))
+            }
             Err(CallError::Failed(why)) => Err(ChangeError::Unavailable(why)),
         }
     }
@@ -149,26 +167,38 @@ impl Cluster {
 
     /// The membership now, and the removed ids.
     pub fn members(&self) -> Members {
-        let m = self.raft.metrics().borrow().membership_config.clone();
+        let m = self.raft().metrics().borrow().membership_config.clone();
         let membership = m.membership();
         let mut voters: Vec<NodeId> = membership.voter_ids().collect();
         let mut learners: Vec<NodeId> = membership.learner_ids().collect();
         voters.sort_unstable();
         learners.sort_unstable();
-        Members { voters, learners, removed_ids: self.retired.ids() }
+        Members { voters, learners, removed_ids: self.retired().ids(), assigned_id: None }
     }
 
     /// The voter sets of a joint configuration (openraft between the old voters and the new),
     /// `None` when the configuration is uniform.
     pub fn joint_voters(&self) -> Option<Vec<Vec<NodeId>>> {
-        let m = self.raft.metrics().borrow().membership_config.clone();
+        let m = self.raft().metrics().borrow().membership_config.clone();
         let configs = m.membership().get_joint_config();
         (configs.len() > 1).then(|| configs.iter().map(|c| c.iter().copied().collect()).collect())
     }
 
+    /// A node id this cluster never used: one more than every member's, every removed one's and
+    /// every `--cluster-peers` one's (an id is never reused: see the module docs).
+    fn fresh_id(&self, membership: &openraft::Membership<NodeId, Member>) -> NodeId {
+        let used = membership
+            .nodes()
+            .map(|(id, _)| *id)
+            .chain(self.retired().ids())
+            .chain(self.config.peers.iter().map(|(id, _)| *id))
+            .chain([self.node_id()]);
+        used.max().unwrap_or(0) + 1
+    }
+
     /// Whether `id` was removed from the cluster.
     pub fn is_retired(&self, id: NodeId) -> bool {
-        self.retired.contains(id)
+        self.retired().contains(id)
     }
 
     async fn change_as_leader(&self, change: Change) -> Result<Members, ChangeError> {
@@ -177,16 +207,16 @@ impl Cluster {
                 "another membership change is in progress on the leader; retry once it has finished".into(),
             ));
         };
-        let metrics = self.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(self.node_id) {
-            return Err(ChangeError::NotLeader(self.node_id));
+        let metrics = self.raft().metrics().borrow().clone();
+        if metrics.current_leader != Some(self.node_id()) {
+            return Err(ChangeError::NotLeader(self.node_id()));
         }
         let membership = metrics.membership_config.membership().clone();
         if membership.get_joint_config().len() > 1 {
             // Left by a change whose second step never ran (its leader lost office between the
             // two): finish it (an empty change takes a joint configuration to its new side).
             warn!(joint = ?self.joint_voters(), "raft: finishing a joint configuration left by an earlier change");
-            let raft = self.raft.clone();
+            let raft = self.raft();
             tokio::spawn(async move {
                 let _one = one;
                 if let Err(e) =
@@ -203,17 +233,18 @@ impl Cluster {
         }
         let is_voter = |id: NodeId| membership.voter_ids().any(|v| v == id);
         let is_member = |id: NodeId| membership.get_node(&id).is_some();
+        let mut assigned = None;
         let changes: ChangeMembers<NodeId, Member> = match &change {
             Change::AddLearner { id, raft_addr } => {
                 let id = *id;
                 if id == 0 {
                     return Err(ChangeError::Invalid("a node id is an integer >= 1".into()));
                 }
-                if self.retired.contains(id) {
+                if self.retired().contains(id) {
                     return Err(ChangeError::Conflict(format!(
                         "node id {id} was removed from this cluster and is never reused; give the node an id \
                          never used (removed so far: {:?})",
-                        self.retired.ids()
+                        self.retired().ids()
                     )));
                 }
                 if is_member(id) {
@@ -225,6 +256,7 @@ impl Cluster {
                         "node {other} already has raft address {raft_addr}"
                     )));
                 }
+                self.check_not_of_another_cluster(raft_addr).await?;
                 ChangeMembers::AddNodes([(id, Member { raft_addr: raft_addr.clone() })].into())
             }
             Change::Promote { id } => {
@@ -243,19 +275,33 @@ impl Cluster {
             Change::Remove { id } => {
                 return Err(ChangeError::NotFound(format!("node {id} is not a member of this cluster")));
             }
+            Change::Join { raft_addr } => {
+                check_addr(raft_addr)?;
+                if let Some((id, _)) = membership.nodes().find(|(_, n)| n.raft_addr == *raft_addr) {
+                    if is_voter(*id) {
+                        return Err(ChangeError::Conflict(format!(
+                            "node {id}, a voter, already has raft address {raft_addr}"
+                        )));
+                    }
+                    return Ok(Members { assigned_id: Some(*id), ..self.members() });
+                }
+                let id = self.fresh_id(&membership);
+                assigned = Some(id);
+                ChangeMembers::AddNodes([(id, Member { raft_addr: raft_addr.clone() })].into())
+            }
         };
         info!(?change, "raft: membership change");
         let left = self.request_timeout;
-        let raft = self.raft.clone();
+        let raft = self.raft();
         let running = tokio::spawn(async move {
             let _one = one;
             raft.change_membership(changes, false).await
         });
         match tokio::time::timeout(left, running).await {
             Ok(Err(e)) => Err(ChangeError::Unavailable(format!("the change failed: {e}"))),
-            Ok(Ok(Ok(_))) => Ok(self.members()),
+            Ok(Ok(Ok(_))) => Ok(Members { assigned_id: assigned, ..self.members() }),
             Ok(Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))) => {
-                Err(ChangeError::NotLeader(self.node_id))
+                Err(ChangeError::NotLeader(self.node_id()))
             }
             Ok(Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))))) => Err(match e {
                 ChangeMembershipError::InProgress(e) => ChangeError::Conflict(format!(
@@ -276,6 +322,32 @@ impl Cluster {
                      completes once a quorum is: GET /v1/cluster shows whether it took effect"
                 )))
             }
+        }
+    }
+}
+
+impl Cluster {
+    /// A node that belongs to another cluster (its data dir holds that cluster's id) is not added:
+    /// it would refuse every call of this one. Asked briefly; a node that cannot be asked yet
+    /// (not started) is added, and the Raft port's check covers it once it is up.
+    async fn check_not_of_another_cluster(&self, raft_addr: &str) -> Result<(), ChangeError> {
+        let ours = self.identity.cluster();
+        let ask = std::time::Duration::from_millis(500);
+        let Ok(body) = self.peers().get(raft_addr).call(network::kind::INFO, &[], ask).await else {
+            return Ok(());
+        };
+        let theirs = serde_json::from_slice::<super::NodeInfo>(&body)
+            .ok()
+            .and_then(|i| i.cluster_id)
+            .and_then(|id| super::identity::from_hex(&id));
+        match theirs {
+            Some(theirs) if ours != 0 && theirs != ours => Err(ChangeError::Conflict(format!(
+                "the node at {raft_addr} belongs to another cluster ({}; this one is {}): give it an empty \
+                 --data-dir, or have it join with REPLICAOF, which drops its data",
+                super::identity::to_hex(theirs),
+                super::identity::to_hex(ours)
+            ))),
+            _ => Ok(()),
         }
     }
 }
@@ -304,7 +376,7 @@ impl Cluster {
         if self.config.peers.is_empty() {
             return;
         }
-        let m = self.raft.metrics().borrow().membership_config.clone();
+        let m = self.raft().metrics().borrow().membership_config.clone();
         let membership = m.membership();
         if membership.nodes().next().is_none() {
             return;

@@ -9,12 +9,22 @@
 //! - [`network`]: the Raft port, both ends.
 //! - [`status`]: the report behind `GET /v1/cluster`, `nanodb.v1.Cluster/Status`, `ROLE` and
 //!   `INFO replication`.
+//! - [`membership`]: membership changes at runtime.
+//! - [`identity`]: the cluster id a data dir belongs to, checked on every Raft call.
+//! - [`replica`]: serving alone, `REPLICAOF`, `REPLICAOF NO ONE`, `WAIT`.
+//! - `instance`: one incarnation of the node (its id, Raft, log, state machine), which
+//!   `REPLICAOF` replaces.
+//! - [`metrics`]: the Raft figures of `/metrics`.
 //! - this module: the node ([`Cluster`]): start, initialization, writes (proposed on the leader,
 //!   forwarded from followers), linearizable reads (read index), the leader's expiry sweeper.
 
+pub mod identity;
+mod instance;
 pub mod log_store;
 pub mod membership;
+pub mod metrics;
 pub mod network;
+pub mod replica;
 pub mod state_machine;
 pub mod status;
 pub mod types;
@@ -41,9 +51,9 @@ use crate::config::{ClusterConfig, ReadConsistency};
 use crate::engine::Engine;
 use crate::feed::Hub;
 use crate::persist::FsyncPolicy;
-use log_store::LogStore;
-use network::{CallError, NetworkFactory, Peers, kind};
-use state_machine::StateMachine;
+use identity::{ClusterId, Identity};
+use instance::Instance;
+use network::{CallError, Peers, kind};
 use types::{Member, NodeId, Op, Request, Response, SnapshotFile, TypeConfig};
 
 /// The text of every "no leader, retry" error.
@@ -82,38 +92,63 @@ pub struct ClientAddrs {
     pub resp_addr: Option<String>,
 }
 
-/// A running cluster node. Shared as `Arc<Cluster>` by the frontends' [`crate::frontend::Context`].
-pub struct Cluster {
-    /// This node's id.
+/// What a node answers `INFO` on its Raft port: its client addresses, its id and its cluster's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its client addresses.
+    #[serde(flatten)]
+    pub addrs: ClientAddrs,
+    /// Its node id.
+    #[serde(default)]
     pub node_id: NodeId,
-    raft: Raft<TypeConfig>,
+    /// Its cluster id (32 hex digits), absent while it belongs to no cluster.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+}
+
+/// A running cluster node. Shared as `Arc<Cluster>` by the frontends' [`crate::frontend::Context`].
+///
+/// What belongs to one incarnation of the node in a cluster (its id, its Raft instance, log,
+/// state machine and their tasks) is an [`Instance`], which `REPLICAOF` replaces whole (see
+/// [`replica`]); the rest (the Raft port, the engine, the client addresses) lives as long as the
+/// process.
+pub struct Cluster {
+    current: std::sync::RwLock<Arc<Instance>>,
     config: ClusterConfig,
     engine: Arc<Engine>,
-    peers: Peers,
+    feed: Arc<Hub>,
     request_timeout: Duration,
     /// Largest entry proposed: what the log reads back and the Raft port carries.
     max_entry: usize,
-    committed: Arc<AtomicU64>,
     addrs: ClientAddrs,
     /// Other nodes' client addresses as they last told them (see `status`).
     known_addrs: Mutex<HashMap<NodeId, ClientAddrs>>,
     /// The Raft port's bound address.
     pub raft_addr: std::net::SocketAddr,
-    /// Writes for the leader's group commit.
-    queue: tokio::sync::mpsc::Sender<Pending>,
-    /// Writes a follower forwards to the leader, in batches.
-    forwards: tokio::sync::mpsc::Sender<Forwarded>,
-    /// How many local subscribers each recent `PUBLISH` reached (PUBLISH's answer).
-    deliveries: Arc<state_machine::Deliveries>,
-    /// Ids removed from the cluster (never reused, their Raft calls refused).
-    retired: Arc<state_machine::Retired>,
     /// One membership change at a time (see [`membership`]).
     serializer: membership::Serializer,
+    /// Which cluster this node belongs to (see [`identity`]).
+    identity: Arc<Identity>,
+    /// What opening an instance needs.
+    opening: instance::Opening,
+    /// One `REPLICAOF` (or serving-alone initialization) at a time.
+    switching: tokio::sync::Mutex<()>,
+    /// Set while `REPLICAOF` moves this node to another cluster: the Raft port refuses the calls
+    /// of the cluster being joined until the new incarnation is open (the old one, taking them,
+    /// would hold entries the new one drops: a log reversion the leader refuses).
+    joining: std::sync::atomic::AtomicBool,
+    /// Raft counters `/metrics` reports (see [`metrics`]).
+    pub counters: Arc<metrics::Counters>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("node_id", &self.node_id).field("raft_addr", &self.raft_addr).finish()
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id())
+            .field("raft_addr", &self.raft_addr)
+            .finish()
     }
 }
 
@@ -160,16 +195,12 @@ impl Cluster {
             return Err(err(format!("--cluster-peers does not list this node's id {}", config.node_id)));
         }
         membership::check_peer_list(&config.peers).map_err(err)?;
-        engine.set_replicated();
         let dir = start.data_dir.join("raft");
-        let log = LogStore::open(&dir.join("log"), start.fsync, start.max_record_len)
-            .map_err(|e| err(e.to_string()))?;
-        let committed = log.committed_index();
-        let sm = StateMachine::open(engine.clone(), feed, &dir.join("snapshots"), start.max_record_len)
-            .map_err(err)?;
-        let sm_for_net = sm.clone();
-        let deliveries = sm.deliveries();
-        let retired = sm.retired();
+        std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        instance::remove_dropped(&dir);
+        let identity = Arc::new(own_identity(&dir, &config)?);
+        check_peers_cluster(&config, &identity).await?;
+        engine.set_replicated();
         let et = config.election_timeout.as_millis() as u64;
         // openraft 0.9 lets a follower (with a leader it knew) start an election only after the
         // leader lease (= `election_timeout_max`) *plus* a random timeout in `[min, max)`, checked
@@ -195,73 +226,89 @@ impl Cluster {
             .await
             .map_err(|e| err(format!("cannot listen on {} (--raft-addr): {e}", config.raft_addr)))?;
         let raft_addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
-        let peers = Peers::new(config.node_id);
-        if start.fsync == FsyncPolicy::EverySec {
-            tasks.spawn(log.clone().run_fsync(shutdown.clone()));
-        }
-        let raft = Raft::new(config.node_id, raft_config, NetworkFactory { peers: peers.clone() }, log, sm)
-            .await
-            .map_err(|e| err(e.to_string()))?;
         let max_entry = start.max_record_len.min(network::MAX_MESSAGE / 2).saturating_sub(1024);
-        let (queue, queued) = tokio::sync::mpsc::channel(MAX_QUEUED);
-        tasks.spawn(group_commit(
-            raft.clone(),
-            engine.clone(),
-            queued,
+        let counters = Arc::new(metrics::Counters::default());
+        let opening = instance::Opening {
+            dir,
+            fsync: start.fsync,
+            max_record_len: start.max_record_len,
+            raft_config,
             max_entry,
-            start.request_timeout,
-            shutdown.clone(),
-        ));
-        let (forwards, to_forward) = tokio::sync::mpsc::channel(MAX_QUEUED);
-        tasks.spawn(forward_batches(
-            peers.clone(),
-            to_forward,
-            max_entry,
-            start.request_timeout,
-            shutdown.clone(),
-        ));
+            request_timeout: start.request_timeout,
+        };
+        let node_id = identity.get().node_id;
+        let first = opening
+            .open(node_id, true, &engine, &feed, &identity, &counters, &shutdown, tasks)
+            .await
+            .map_err(err)?;
         let cluster = Arc::new(Self {
-            node_id: config.node_id,
-            raft,
+            current: std::sync::RwLock::new(Arc::new(first)),
             config,
             engine,
-            peers,
+            feed,
             // A tenth short of the frontends' own deadline, so that the client gets the retryable
             // "no leader" answer rather than a generic timeout.
             request_timeout: start.request_timeout - start.request_timeout / 10,
             max_entry,
-            committed,
             addrs: start.addrs,
             known_addrs: Mutex::default(),
             raft_addr,
-            queue,
-            forwards,
-            deliveries,
-            retired,
             serializer: membership::Serializer::default(),
+            identity,
+            opening,
+            switching: tokio::sync::Mutex::new(()),
+            joining: std::sync::atomic::AtomicBool::new(false),
+            counters,
+            shutdown: shutdown.clone(),
+            tasks: tasks.clone(),
         });
-        info!(node_id = cluster.node_id, addr = %raft_addr, "raft port listening");
-        tasks.spawn(serve(listener, cluster.clone(), sm_for_net, shutdown.clone(), tasks.clone()));
+        info!(node_id, addr = %raft_addr, "raft port listening");
+        tasks.spawn(serve(listener, cluster.clone(), shutdown.clone(), tasks.clone()));
         cluster.initialize_if_new().await?;
         cluster.warn_if_peers_disagree();
         tasks.spawn(cluster.clone().sweep(start.sweep_interval, shutdown.clone()));
+        tasks.spawn(metrics::count_elections(cluster.clone(), shutdown.clone()));
         tasks.spawn(cluster.clone().stop_on(shutdown));
         Ok(cluster)
     }
 
-    /// A new cluster is initialized once, by the lowest id of `--cluster-peers`, when its log is
-    /// empty; the others wait to hear from the leader. A restarted node has its membership in its
-    /// log and does nothing here.
+    /// A new cluster is initialized once, when its log is empty: by the lowest id of
+    /// `--cluster-peers` (the others wait to hear from the leader), or by a node serving alone
+    /// (see [`replica`]) that was one before a restart. A restarted node has its membership in
+    /// its log and does nothing here.
     async fn initialize_if_new(&self) -> Result<(), ClusterError> {
-        let initialized = self.raft.is_initialized().await.map_err(|e| ClusterError(e.to_string()))?;
+        let initialized = self.raft().is_initialized().await.map_err(|e| ClusterError(e.to_string()))?;
         let lowest = self.config.peers.iter().map(|(id, _)| *id).min();
-        if initialized || lowest != Some(self.node_id) {
+        let alone = self.config.peers.is_empty() && self.identity.get().alone;
+        if initialized || (lowest != Some(self.node_id()) && !alone) {
             return Ok(());
         }
-        let members: BTreeMap<NodeId, Member> =
-            self.config.peers.iter().map(|(id, addr)| (*id, Member { raft_addr: addr.clone() })).collect();
-        info!(members = ?members.keys().collect::<Vec<_>>(), "raft: initializing a new cluster");
-        match self.raft.initialize(members).await {
+        let members: BTreeMap<NodeId, Member> = if alone {
+            BTreeMap::from([(self.node_id(), Member { raft_addr: self.advertised_raft_addr() })])
+        } else {
+            self.config.peers.iter().map(|(id, addr)| (*id, Member { raft_addr: addr.clone() })).collect()
+        };
+        self.initialize(members).await
+    }
+
+    /// Initializes a new cluster of `members`; its id is minted and stored first (a crash in
+    /// between keeps it).
+    async fn initialize(&self, members: BTreeMap<NodeId, Member>) -> Result<(), ClusterError> {
+        let mut stored = self.identity.get();
+        if stored.cluster_id.is_none() {
+            let id = identity::mint().map_err(ClusterError)?;
+            stored.cluster_id = Some(identity::to_hex(id));
+            stored.alone = members.len() == 1 && self.config.peers.is_empty();
+            self.identity
+                .set(stored.clone())
+                .map_err(|e| ClusterError(format!("storing the cluster id: {e}")))?;
+        }
+        info!(
+            members = ?members.keys().collect::<Vec<_>>(),
+            cluster_id = stored.cluster_id.as_deref().unwrap_or_default(),
+            "raft: initializing a new cluster"
+        );
+        match self.raft().initialize(members).await {
             Ok(()) => Ok(()),
             // Another start already did (a race with an incoming vote): fine.
             Err(RaftError::APIError(e)) => {
@@ -274,14 +321,51 @@ impl Cluster {
 
     async fn stop_on(self: Arc<Self>, shutdown: CancellationToken) {
         shutdown.cancelled().await;
-        if let Err(e) = self.raft.shutdown().await {
+        if let Err(e) = self.raft().shutdown().await {
             warn!(error = %e, "raft: shutdown failed");
         }
     }
 
-    /// The Raft handle.
-    pub fn raft(&self) -> &Raft<TypeConfig> {
-        &self.raft
+    /// The current incarnation.
+    fn now(&self) -> Arc<Instance> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The Raft handle (of the current incarnation: `REPLICAOF` replaces it).
+    pub fn raft(&self) -> Raft<TypeConfig> {
+        self.now().raft.clone()
+    }
+
+    /// This node's id (`REPLICAOF` may change it: the joined cluster assigns a fresh one).
+    pub fn node_id(&self) -> NodeId {
+        self.now().node_id
+    }
+
+    fn peers(&self) -> Peers {
+        self.now().peers.clone()
+    }
+
+    fn retired(&self) -> Arc<state_machine::Retired> {
+        self.now().retired.clone()
+    }
+
+    /// The address this node's Raft port is known by: its address in the membership, or in
+    /// `--cluster-peers` (a node listening on `0.0.0.0` is known by another name there), else
+    /// `--raft-addr` as given, or the bound address when it asked for port 0.
+    pub fn advertised_raft_addr(&self) -> String {
+        let me = self.node_id();
+        let member = self.raft().metrics().borrow().membership_config.membership().get_node(&me).cloned();
+        if let Some(m) = member {
+            return m.raft_addr;
+        }
+        if let Some((_, addr)) = self.config.peers.iter().find(|(id, _)| *id == me) {
+            return addr.clone();
+        }
+        if self.config.raft_addr.ends_with(":0") {
+            self.raft_addr.to_string()
+        } else {
+            self.config.raft_addr.clone()
+        }
     }
 
     /// This node's read consistency.
@@ -290,7 +374,7 @@ impl Cluster {
     }
 
     fn leader(&self) -> Option<(NodeId, Option<String>)> {
-        let m = self.raft.metrics();
+        let m = self.raft().metrics();
         let m = m.borrow();
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id).map(|n| n.raft_addr.clone());
@@ -301,20 +385,30 @@ impl Cluster {
     /// otherwise; answers once the leader applied it. Without a leader until the request deadline,
     /// the retryable [`Error::Unavailable`]. Also says whether a put created its key.
     pub async fn write(&self, cmd: Command) -> Result<(Reply, bool), Error> {
+        self.write_at(cmd).await.map(|(reply, created, _)| (reply, created))
+    }
+
+    /// [`Cluster::write`], also saying at which log index the write was applied (`WAIT` waits
+    /// for the other members to hold it).
+    pub async fn write_at(&self, cmd: Command) -> Result<(Reply, bool, u64), Error> {
         // Refused at once, on this node, rather than after a round of consensus.
         cmd.validate(self.engine.limits())?;
         let deadline = Instant::now() + self.request_timeout;
         loop {
+            if self.leader().is_none() && self.ready_alone() {
+                // Serving alone: the first write makes this node a cluster of one (see `replica`).
+                self.init_alone().await.map_err(|e| Error::Unavailable(format!("{NO_LEADER} ({e})")))?;
+            }
             let attempt = match self.leader() {
-                Some((id, _)) if id == self.node_id => self.propose(cmd.clone(), deadline).await,
+                Some((id, _)) if id == self.node_id() => self.propose(cmd.clone(), deadline).await,
                 Some((_, Some(addr))) => self.forward(&addr, &cmd, deadline).await,
                 _ => Err(Retry),
             };
             match attempt {
-                Ok(Response { result: Ok(reply), created, delivered: Some(at), .. }) => {
-                    return Ok((self.local_deliveries(&cmd, reply, at, deadline).await, created));
+                Ok(Response { result: Ok(reply), created, delivered: Some(at), index, .. }) => {
+                    return Ok((self.local_deliveries(&cmd, reply, at, deadline).await, created, index));
                 }
-                Ok(Response { result, created, .. }) => return result.map(|r| (r, created)),
+                Ok(Response { result, created, index, .. }) => return result.map(|r| (r, created, index)),
                 Err(Retry) if Instant::now() < deadline => pause(deadline).await,
                 Err(Retry) => return Err(Error::Unavailable(NO_LEADER.into())),
             }
@@ -333,8 +427,8 @@ impl Cluster {
         deadline: Instant,
     ) -> Reply {
         let left = deadline.saturating_duration_since(Instant::now());
-        let _ = self.raft.wait(Some(left)).applied_index_at_least(Some(at.0), "publish delivered").await;
-        self.deliveries.localize(cmd, reply, at)
+        let _ = self.raft().wait(Some(left)).applied_index_at_least(Some(at.0), "publish delivered").await;
+        self.now().deliveries.localize(cmd, reply, at)
     }
 
     /// Proposes `cmd` on this node (the leader), grouped with the other writes waiting (see
@@ -365,7 +459,7 @@ impl Cluster {
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let left = deadline.saturating_duration_since(Instant::now());
-        let queued = tokio::time::timeout(left, self.queue.send(Pending { cmd, size, tx })).await;
+        let queued = tokio::time::timeout(left, self.now().queue.send(Pending { cmd, size, tx })).await;
         if !matches!(queued, Ok(Ok(()))) {
             // Not queued: nothing was proposed.
             return Queued::Done(Err(Retry));
@@ -384,7 +478,7 @@ impl Cluster {
             queued.push(self.enqueue(cmd, deadline).await);
         }
         let not_leader =
-            || failed(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)));
+            || failed(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id())));
         let mut answers = Vec::with_capacity(queued.len());
         for q in queued {
             let outcome = match q {
@@ -415,7 +509,7 @@ impl Cluster {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let forwarded = Forwarded { addr: addr.to_string(), frame: frame.freeze(), tx };
         let left = deadline.saturating_duration_since(Instant::now());
-        if !matches!(tokio::time::timeout(left, self.forwards.send(forwarded)).await, Ok(Ok(()))) {
+        if !matches!(tokio::time::timeout(left, self.now().forwards.send(forwarded)).await, Ok(Ok(()))) {
             // Not queued: nothing was sent.
             return Err(Retry);
         }
@@ -436,14 +530,18 @@ impl Cluster {
         if self.config.read_consistency == ReadConsistency::Stale {
             return Ok(());
         }
+        if self.leader().is_none() && self.ready_alone() {
+            // Serving alone, never written: the (empty) local state is the whole state.
+            return Ok(());
+        }
         let deadline = Instant::now() + self.request_timeout;
         let unavailable = || Error::Unavailable(NO_LEADER.into());
         loop {
             let index = match self.leader() {
-                Some((id, _)) if id == self.node_id => self.read_index().await.ok(),
+                Some((id, _)) if id == self.node_id() => self.read_index().await.ok(),
                 Some((_, Some(addr))) => {
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match self.peers.get(&addr).call(kind::READ_INDEX, &[], left).await {
+                    match self.peers().get(&addr).call(kind::READ_INDEX, &[], left).await {
                         Ok(b) if b.len() == 8 => {
                             Some(u64::from_be_bytes(b[..].try_into().unwrap_or_default()))
                         }
@@ -455,7 +553,7 @@ impl Cluster {
             if let Some(index) = index {
                 let left = deadline.saturating_duration_since(Instant::now());
                 return self
-                    .raft
+                    .raft()
                     .wait(Some(left))
                     .applied_index_at_least(Some(index), "read barrier")
                     .await
@@ -472,10 +570,10 @@ impl Cluster {
     /// The leader's read index: the last index committed once its leadership is confirmed by a
     /// quorum.
     pub async fn read_index(&self) -> Result<u64, Error> {
-        match self.raft.get_read_log_id().await {
+        match self.raft().get_read_log_id().await {
             Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
-                Err(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id)))
+                Err(Error::Unavailable(format!("{NO_LEADER} (node {} is not the leader)", self.node_id())))
             }
             Err(e) => Err(Error::Unavailable(format!("{NO_LEADER} ({e})"))),
         }
@@ -490,7 +588,7 @@ impl Cluster {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if self.leader().map(|(id, _)| id) != Some(self.node_id) {
+            if self.leader().map(|(id, _)| id) != Some(self.node_id()) {
                 continue;
             }
             let now = self.engine.clock().now_ms();
@@ -499,7 +597,7 @@ impl Cluster {
                 continue;
             }
             let request = Request { now_ms: now, op: Op::Expire(keys) };
-            if let Err(e) = self.raft.client_write(request).await {
+            if let Err(e) = self.raft().client_write(request).await {
                 tracing::debug!(error = %e, "raft: expiry proposal not committed; retried next tick");
             }
         }
@@ -510,17 +608,105 @@ impl Cluster {
         &self.addrs
     }
 
+    /// What this node answers `INFO` on its Raft port.
+    pub fn info(&self) -> NodeInfo {
+        let stored = self.identity.get();
+        NodeInfo { addrs: self.addrs.clone(), node_id: self.node_id(), cluster_id: stored.cluster_id }
+    }
+
+    /// This node's cluster id (see [`identity`]), `None` while it belongs to no cluster.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.identity.get().cluster_id
+    }
+
+    /// Takes the cluster id of the first accepted call from a member (a founder that did not
+    /// initialize, a node added as a learner, a data dir older than cluster ids).
+    fn adopt_cluster_id(&self, id: ClusterId, from: NodeId) -> std::io::Result<()> {
+        if self.identity.adopt(id)? {
+            info!(
+                cluster_id = identity::to_hex(id),
+                from, "raft: this node now belongs to the cluster of node {from}"
+            );
+        }
+        Ok(())
+    }
+
     /// Whether `from` may call this node's Raft port: a member, or one of `--cluster-peers`; on
     /// a node that belongs to no cluster yet (no membership: it waits to be added as a learner),
     /// anyone, since the leader adding it is not known to it before its first call.
     fn knows(&self, from: NodeId) -> bool {
-        let metrics = self.raft.metrics();
+        let metrics = self.raft().metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
         self.config.peers.iter().any(|(id, _)| *id == from)
             || membership.get_node(&from).is_some()
             || membership.nodes().next().is_none()
     }
+}
+
+/// This node's identity from its data dir: a data dir that belongs to another node id refuses to
+/// start (unless the cluster assigned the id: `REPLICAOF`), since two processes as one node id
+/// could split a quorum. A new data dir's identity is written at once, so that the next start is
+/// checked against it.
+fn own_identity(dir: &Path, config: &ClusterConfig) -> Result<Identity, ClusterError> {
+    let (identity, existed) = Identity::open(dir, config.node_id).map_err(ClusterError)?;
+    let stored = identity.get();
+    if existed && stored.node_id != config.node_id && !stored.assigned {
+        return Err(ClusterError(format!(
+            "the data dir {} belongs to node {} (cluster {}), but --node-id is {}: start node {} on it, or give \
+             this node an empty --data-dir",
+            dir.parent().unwrap_or(dir).display(),
+            stored.node_id,
+            stored.cluster_id.as_deref().unwrap_or("not yet known"),
+            config.node_id,
+            stored.node_id
+        )));
+    }
+    if !existed {
+        identity.set(stored).map_err(|e| ClusterError(format!("{}: {e}", dir.display())))?;
+    }
+    Ok(identity)
+}
+
+/// How long the start-up check waits for `--cluster-peers` to tell their cluster ids.
+const PEER_CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// A node whose data dir belongs to a cluster refuses to start when a reachable peer of
+/// `--cluster-peers` belongs to another one: its data dir, or the peer list, is wrong. Peers not
+/// up yet, or with no cluster id yet (a new cluster being formed), say nothing; the Raft port's
+/// check (every call carries the cluster id) covers what this misses.
+async fn check_peers_cluster(config: &ClusterConfig, identity: &Arc<Identity>) -> Result<(), ClusterError> {
+    let ours = identity.cluster();
+    if ours == 0 {
+        return Ok(());
+    }
+    let mut asks = tokio::task::JoinSet::new();
+    for (id, addr) in config.peers.iter().filter(|(id, _)| *id != config.node_id).cloned() {
+        let peer = network::Peer::new(addr.clone(), config.node_id, identity.clone());
+        asks.spawn(async move {
+            let answer =
+                tokio::time::timeout(PEER_CHECK_TIMEOUT, peer.call(kind::INFO, &[], PEER_CHECK_TIMEOUT))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .and_then(|body| serde_json::from_slice::<NodeInfo>(&body).ok());
+            (id, addr, answer)
+        });
+    }
+    while let Some(asked) = asks.join_next().await {
+        let Ok((id, addr, Some(info))) = asked else { continue };
+        let Some(theirs) = info.cluster_id.as_deref().and_then(identity::from_hex) else { continue };
+        if theirs != ours {
+            return Err(ClusterError(format!(
+                "this node's data dir belongs to cluster {}, but peer {id} at {addr} (--cluster-peers) belongs to \
+                 cluster {}: the data dir is another cluster's, or --cluster-peers is wrong; give this node an empty \
+                 --data-dir to join that cluster as a new node",
+                identity::to_hex(ours),
+                identity::to_hex(theirs)
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Waits a little (an election takes a fraction of the election timeout) before looking for the
@@ -532,7 +718,7 @@ async fn pause(deadline: Instant) {
 
 /// A write that failed before or without applying.
 fn failed(e: Error) -> Response {
-    Response { result: Err(e), created: false, each: Vec::new(), delivered: None }
+    Response { result: Err(e), created: false, each: Vec::new(), delivered: None, index: 0 }
 }
 
 /// A write handed to the group commit: waiting for its answer, or answered already.
@@ -801,7 +987,6 @@ pub fn absolute(cmd: Command, now: u64) -> Command {
 async fn serve(
     listener: TcpListener,
     cluster: Arc<Cluster>,
-    sm: StateMachine,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
@@ -823,12 +1008,12 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (cluster, sm, shutdown) = (cluster.clone(), sm.clone(), shutdown.clone());
+        let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
         tasks.spawn(async move {
             let _place = place;
             tokio::select! {
                 () = shutdown.cancelled() => {}
-                r = connection(stream, &cluster, &sm) => {
+                r = connection(stream, &cluster) => {
                     if let Err(e) = r {
                         warn!(%peer, error = %e, "raft port: connection closed");
                     }
@@ -839,8 +1024,53 @@ async fn serve(
 }
 
 /// One connection of the Raft port: calls one after the other.
-async fn connection(mut stream: TcpStream, cluster: &Cluster, sm: &StateMachine) -> Result<(), String> {
-    while let Some((k, from, body)) = network::read_request(&mut stream).await.map_err(|e| e.to_string())? {
+async fn connection(mut stream: TcpStream, cluster: &Cluster) -> Result<(), String> {
+    while let Some(call) = network::read_request(&mut stream).await.map_err(|e| e.to_string())? {
+        let network::Call { kind: k, from, cluster: theirs, body } = call;
+        if k == kind::INFO {
+            // Anyone may ask (the start-up check asks before it is known to be a member).
+            stream.write_all(&json_answer(&cluster.info())).await.map_err(|e| e.to_string())?;
+            continue;
+        }
+        if k == kind::JOIN {
+            // From a node of no cluster of ours yet, by definition (`REPLICAOF`).
+            match cluster.serve_join(&body).await {
+                Ok(result) => stream.write_all(&json_answer(&result)).await.map_err(|e| e.to_string())?,
+                Err(e) => return refuse(&mut stream, from, k, e).await,
+            }
+            continue;
+        }
+        if cluster.joining.load(Ordering::Acquire) {
+            let _ = stream
+                .write_all(&network::answer_frame(
+                    network::FAILED,
+                    b"this node is switching clusters (REPLICAOF)",
+                ))
+                .await;
+            tracing::debug!(from, kind = k, "raft port: refused a call while switching clusters");
+            return Ok(());
+        }
+        let ours = cluster.identity.cluster();
+        if theirs != 0 && ours != 0 && theirs != ours {
+            // A misplaced node calls at its heartbeat rate: said once per node every 10 s.
+            if identity::first_in_a_while(from, theirs) {
+                warn!(
+                    from,
+                    kind = k,
+                    their_cluster_id = identity::to_hex(theirs),
+                    our_cluster_id = identity::to_hex(ours),
+                    "raft port: refused a call from node {from}: it belongs to another cluster (its data dir is \
+                     not this cluster's)"
+                );
+            }
+            let why = format!(
+                "cluster id mismatch: this node belongs to cluster {}, the caller to {}",
+                identity::to_hex(ours),
+                identity::to_hex(theirs)
+            );
+            let _ = stream.write_all(&network::answer_frame(network::FAILED, why.as_bytes())).await;
+            return Ok(());
+        }
         if cluster.is_retired(from) {
             warn!(
                 from,
@@ -857,16 +1087,19 @@ async fn connection(mut stream: TcpStream, cluster: &Cluster, sm: &StateMachine)
             let _ = stream.write_all(&network::answer_frame(network::FAILED, b"unknown node id")).await;
             return Err(format!("unknown node id {from}"));
         }
+        if ours == 0 && theirs != 0 && matches!(k, kind::APPEND | kind::VOTE | kind::SNAPSHOT) {
+            cluster.adopt_cluster_id(theirs, from).map_err(|e| e.to_string())?;
+        }
         let answer = match k {
             kind::APPEND => match network::decode_append(body) {
-                Ok(rpc) => json_answer(&cluster.raft.append_entries(rpc).await),
+                Ok(rpc) => json_answer(&cluster.raft().append_entries(rpc).await),
                 Err(e) => return refuse(&mut stream, from, k, e).await,
             },
             kind::VOTE => match serde_json::from_slice(&body) {
-                Ok(rpc) => json_answer(&cluster.raft.vote(rpc).await),
+                Ok(rpc) => json_answer(&cluster.raft().vote(rpc).await),
                 Err(e) => return refuse(&mut stream, from, k, e.to_string()).await,
             },
-            kind::SNAPSHOT => match receive_snapshot(&mut stream, cluster, sm, body).await {
+            kind::SNAPSHOT => match receive_snapshot(&mut stream, cluster, body).await {
                 Ok(answer) => answer,
                 Err(e) => return refuse(&mut stream, from, k, e).await,
             },
@@ -877,12 +1110,16 @@ async fn connection(mut stream: TcpStream, cluster: &Cluster, sm: &StateMachine)
                 }
                 Err(e) => return refuse(&mut stream, from, k, e.to_string()).await,
             },
+            kind::MATCHED => match <[u8; 8]>::try_from(&body[..]) {
+                Ok(index) if cluster.leader().map(|(id, _)| id) == Some(cluster.node_id()) => {
+                    let n = cluster.matched_at(u64::from_be_bytes(index)) as u32;
+                    network::answer_frame(network::OK, &n.to_be_bytes())
+                }
+                Ok(_) => network::answer_frame(network::FAILED, b"not the leader"),
+                Err(e) => return refuse(&mut stream, from, k, e).await,
+            },
             kind::READ_INDEX => match cluster.read_index().await {
                 Ok(index) => network::answer_frame(network::OK, &index.to_be_bytes()),
-                Err(e) => network::answer_frame(network::FAILED, e.to_string().as_bytes()),
-            },
-            kind::INFO => match serde_json::to_vec(&cluster.addrs) {
-                Ok(json) => network::answer_frame(network::OK, &json),
                 Err(e) => network::answer_frame(network::FAILED, e.to_string().as_bytes()),
             },
             membership::MEMBERS => match cluster.serve_change(&body).await {
@@ -916,18 +1153,20 @@ fn json_answer<T: Serialize>(value: &T) -> BytesMut {
 async fn receive_snapshot(
     stream: &mut TcpStream,
     cluster: &Cluster,
-    sm: &StateMachine,
     header: Bytes,
 ) -> Result<BytesMut, String> {
     use tokio::io::AsyncWriteExt as _;
     let header: network::SnapshotHeader = serde_json::from_slice(&header).map_err(|e| e.to_string())?;
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let path = sm.incoming_path(NEXT.fetch_add(1, Ordering::Relaxed));
+    let me = cluster.now();
+    let path = me.sm.incoming_path(NEXT.fetch_add(1, Ordering::Relaxed));
     let mut file = tokio::fs::File::create(&path).await.map_err(|e| e.to_string())?;
     let mut received = 0u64;
     let result: Result<(), String> = async {
         loop {
-            let Some((k, _, body)) = network::read_request(stream).await.map_err(|e| e.to_string())? else {
+            let Some(network::Call { kind: k, body, .. }) =
+                network::read_request(stream).await.map_err(|e| e.to_string())?
+            else {
                 return Err("snapshot cut off mid-stream".into());
             };
             match k {
@@ -962,6 +1201,9 @@ async fn receive_snapshot(
             retired: header.retired,
         }),
     };
-    let result = cluster.raft.install_full_snapshot(header.vote, snapshot).await;
+    let result = me.raft.install_full_snapshot(header.vote, snapshot).await;
+    if result.is_ok() {
+        cluster.counters.snapshot_installed();
+    }
     Ok(json_answer(&result))
 }

@@ -1,7 +1,8 @@
 //! The Raft port: a small framed TCP protocol between nodes, both ends.
 //!
-//! A request is `u32 length | u8 kind | u64 sender node id | body` (big-endian header; `length`
-//! counts everything after itself); an answer is `u32 length | u8 status | body`, status 0 for
+//! A request is `u32 length | u8 kind | u64 sender node id | u128 sender's cluster id | body`
+//! (big-endian header; `length` counts everything after itself; cluster id 0 while the sender
+//! has none, see `identity`); an answer is `u32 length | u8 status | body`, status 0 for
 //! success. Lengths are checked against [`MAX_MESSAGE`] before anything is read, and bodies are
 //! read as they arrive (memory follows the bytes actually sent, not the length claimed).
 //! Connections are pooled per peer and carry one call at a time (a follower's forwarded writes
@@ -11,8 +12,9 @@
 //! new proto package, keeps the Raft port out of the public gRPC surface (reflection, interop
 //! pins), and streams a snapshot as plain chunks under TCP's flow control.
 //!
-//! Every call carries the sender's node id; a node refuses calls from ids that are neither in the
-//! membership nor in `--cluster-peers`, and malformed bodies, logging both.
+//! Every call carries the sender's node id and cluster id; a node refuses calls from another
+//! cluster, from ids that are neither in the membership nor in `--cluster-peers`, and malformed
+//! bodies, logging each.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,6 +34,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::identity::{ClusterId, Identity};
+use super::metrics::Counters;
 use super::state_machine::SNAPSHOT_CHUNK;
 use nanodb_protocol::Command;
 use nanodb_protocol::Error;
@@ -68,8 +72,32 @@ pub mod kind {
     pub const FORWARD: u8 = 6;
     /// A follower asks the leader for a read index.
     pub const READ_INDEX: u8 = 7;
-    /// A node's client addresses (for the status report).
+    /// A node's client addresses, id and cluster id (for the status report and the start-up
+    /// check of `--cluster-peers`): JSON [`super::NodeInfo`].
     pub const INFO: u8 = 8;
+    /// A node asks to join the cluster as a learner with a fresh id (`REPLICAOF`): JSON
+    /// `replica::JoinRequest` in, JSON `Result<replica::Joined, ChangeError>` out. Forwarded to
+    /// the leader. Taken from any node (the caller belongs to no cluster of this one's yet).
+    pub const JOIN: u8 = 9;
+    /// The leader counts the other members whose matched index is at least `u64 index` (`WAIT`
+    /// on another node): `u32 count` out.
+    pub const MATCHED: u8 = 10;
+}
+
+/// Bytes of a request's header after its length: kind, sender id, cluster id.
+pub const REQUEST_HEADER: usize = 1 + 8 + 16;
+
+/// A request as read: its kind, sender, sender's cluster id and body.
+#[derive(Debug)]
+pub struct Call {
+    /// The kind (see [`kind`]).
+    pub kind: u8,
+    /// The sender's node id.
+    pub from: NodeId,
+    /// The sender's cluster id (0: none yet).
+    pub cluster: ClusterId,
+    /// The body.
+    pub body: Bytes,
 }
 
 /// Status of an answer.
@@ -78,11 +106,12 @@ pub const OK: u8 = 0;
 pub const FAILED: u8 = 1;
 
 /// Writes a request frame.
-pub fn request_frame(kind: u8, from: NodeId, body: &[u8]) -> BytesMut {
-    let mut b = BytesMut::with_capacity(13 + body.len());
-    b.put_u32((9 + body.len()) as u32);
+pub fn request_frame(kind: u8, from: NodeId, cluster: ClusterId, body: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(4 + REQUEST_HEADER + body.len());
+    b.put_u32((REQUEST_HEADER + body.len()) as u32);
     b.put_u8(kind);
     b.put_u64(from);
+    b.put_u128(cluster);
     b.put_slice(body);
     b
 }
@@ -106,8 +135,8 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> std::io::Resu
     Ok(Bytes::from(buf))
 }
 
-/// Reads a request frame: `(kind, from, body)`; `Ok(None)` at a clean end of stream.
-pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<(u8, NodeId, Bytes)>> {
+/// Reads a request frame; `Ok(None)` at a clean end of stream.
+pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Call>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -115,7 +144,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Op
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len) as usize;
-    if !(9..=MAX_MESSAGE).contains(&len) {
+    if !(REQUEST_HEADER..=MAX_MESSAGE).contains(&len) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("message length {len} out of bounds"),
@@ -123,8 +152,9 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Op
     }
     let kind = r.read_u8().await?;
     let from = r.read_u64().await?;
-    let body = read_body(r, len - 9).await?;
-    Ok(Some((kind, from, body)))
+    let cluster = r.read_u128().await?;
+    let body = read_body(r, len - REQUEST_HEADER).await?;
+    Ok(Some(Call { kind, from, cluster, body }))
 }
 
 /// Reads an answer frame: `(status, body)`.
@@ -288,6 +318,7 @@ pub struct SnapshotHeader {
 pub struct Peer {
     addr: String,
     me: NodeId,
+    identity: Arc<Identity>,
     idle: Mutex<Vec<TcpStream>>,
 }
 
@@ -306,9 +337,13 @@ pub enum CallError {
 }
 
 impl Peer {
-    /// A pool to `addr`, calling as node `me`.
-    pub fn new(addr: String, me: NodeId) -> Self {
-        Self { addr, me, idle: Mutex::new(Vec::new()) }
+    /// A pool to `addr`, calling as node `me` of the cluster `identity` names.
+    pub fn new(addr: String, me: NodeId, identity: Arc<Identity>) -> Self {
+        Self { addr, me, identity, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn frame(&self, kind: u8, body: &[u8]) -> BytesMut {
+        request_frame(kind, self.me, self.identity.cluster(), body)
     }
 
     /// A pooled connection, or a new one within `timeout` (at most [`CONNECT_TIMEOUT`]): a dead
@@ -335,7 +370,7 @@ impl Peer {
     /// One call: sends `body` as `kind`, waits up to `timeout` for the answer's body.
     pub async fn call(&self, kind: u8, body: &[u8], timeout: Duration) -> Result<Bytes, CallError> {
         let mut s = self.connect(timeout).await?;
-        let frame = request_frame(kind, self.me, body);
+        let frame = self.frame(kind, body);
         let io = async {
             s.write_all(&frame).await?;
             read_answer(&mut s).await
@@ -364,7 +399,7 @@ impl Peer {
         let mut s = self.connect(timeout).await?;
         let io = |e: std::io::Error| CallError::Io(self.addr.clone(), e);
         let json = serde_json::to_vec(header).map_err(|e| CallError::Failed(e.to_string()))?;
-        s.write_all(&request_frame(kind::SNAPSHOT, self.me, &json)).await.map_err(io)?;
+        s.write_all(&self.frame(kind::SNAPSHOT, &json)).await.map_err(io)?;
         let mut chunk = vec![0u8; SNAPSHOT_CHUNK];
         let mut sent = 0u64;
         while sent < header.len {
@@ -372,10 +407,10 @@ impl Peer {
             if n == 0 {
                 return Err(io(std::io::ErrorKind::UnexpectedEof.into()));
             }
-            s.write_all(&request_frame(kind::SNAPSHOT_CHUNK, self.me, &chunk[..n])).await.map_err(io)?;
+            s.write_all(&self.frame(kind::SNAPSHOT_CHUNK, &chunk[..n])).await.map_err(io)?;
             sent += n as u64;
         }
-        s.write_all(&request_frame(kind::SNAPSHOT_END, self.me, &[])).await.map_err(io)?;
+        s.write_all(&self.frame(kind::SNAPSHOT_END, &[])).await.map_err(io)?;
         let (status, body) = tokio::time::timeout(timeout, read_answer(&mut s))
             .await
             .map_err(|_| io(std::io::ErrorKind::TimedOut.into()))?
@@ -393,13 +428,14 @@ impl Peer {
 #[derive(Debug, Clone)]
 pub struct Peers {
     me: NodeId,
+    identity: Arc<Identity>,
     pools: Arc<Mutex<HashMap<String, Arc<Peer>>>>,
 }
 
 impl Peers {
-    /// No pools yet; calls go out as node `me`.
-    pub fn new(me: NodeId) -> Self {
-        Self { me, pools: Arc::default() }
+    /// No pools yet; calls go out as node `me` of the cluster `identity` names.
+    pub fn new(me: NodeId, identity: Arc<Identity>) -> Self {
+        Self { me, identity, pools: Arc::default() }
     }
 
     /// The pool to `addr`.
@@ -407,7 +443,7 @@ impl Peers {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         pools
             .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(Peer::new(addr.to_string(), self.me)))
+            .or_insert_with(|| Arc::new(Peer::new(addr.to_string(), self.me, self.identity.clone())))
             .clone()
     }
 }
@@ -417,13 +453,15 @@ impl Peers {
 pub struct NetworkFactory {
     /// The pools.
     pub peers: Peers,
+    /// Snapshots sent are counted here.
+    pub counters: Arc<Counters>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Network {
-        Network { target, peer: self.peers.get(&node.raft_addr) }
+        Network { target, peer: self.peers.get(&node.raft_addr), counters: self.counters.clone() }
     }
 }
 
@@ -432,6 +470,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct Network {
     target: NodeId,
     peer: Arc<Peer>,
+    counters: Arc<Counters>,
 }
 
 type RpcResult<T, E = RaftError<NodeId>> = Result<T, RPCError<NodeId, Member, E>>;
@@ -515,6 +554,9 @@ impl RaftNetwork<TypeConfig> for Network {
         })?;
         let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
             serde_json::from_slice(&answer).map_err(|e| net(&e))?;
+        if result.is_ok() {
+            self.counters.snapshot_sent();
+        }
         result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -576,12 +618,13 @@ mod tests {
         }
 
         let answers = vec![
-            Response { result: Ok(Reply::Pong), created: true, each: Vec::new(), delivered: None },
+            Response { result: Ok(Reply::Pong), created: true, each: Vec::new(), delivered: None, index: 0 },
             Response {
                 result: Err(Error::Unavailable("retry".into())),
                 created: false,
                 each: Vec::new(),
                 delivered: None,
+                index: 0,
             },
         ];
         let encoded = encode_forward_answers(&answers).freeze();

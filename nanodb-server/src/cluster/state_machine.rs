@@ -146,6 +146,19 @@ impl StateMachine {
         dir: &Path,
         max_record_len: usize,
     ) -> Result<Self, String> {
+        Self::open_with(engine, feed, dir, max_record_len, true)
+    }
+
+    /// [`StateMachine::open`]; without `load`, the newest snapshot's metadata is taken but its
+    /// keys are not loaded: `engine` already holds them (a node that keeps its data as it leaves
+    /// a cluster wrote that snapshot from it, see [`StateMachine::seed`]).
+    pub fn open_with(
+        engine: Arc<Engine>,
+        feed: Arc<Hub>,
+        dir: &Path,
+        max_record_len: usize,
+        load: bool,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut newest: Option<(u64, StoredMeta)> = None;
         for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
@@ -171,11 +184,18 @@ impl StateMachine {
         let mut state = State::default();
         let retired = Arc::new(Retired::default());
         if let Some((index, meta)) = newest {
-            let path = snapshot_path(dir, index);
-            let records =
-                recovery::load_snapshot(&engine, &path, max_record_len).map_err(|e| e.to_string())?;
-            engine.set_version_counter(meta.versions);
-            info!(index, records, keys = engine.key_count(), "raft: state machine loaded from its snapshot");
+            if load {
+                let path = snapshot_path(dir, index);
+                let records =
+                    recovery::load_snapshot(&engine, &path, max_record_len).map_err(|e| e.to_string())?;
+                engine.set_version_counter(meta.versions);
+                info!(
+                    index,
+                    records,
+                    keys = engine.key_count(),
+                    "raft: state machine loaded from its snapshot"
+                );
+            }
             state.applied = meta.meta.last_log_id;
             state.membership = meta.meta.last_membership.clone();
             state.last_now = meta.last_now;
@@ -205,25 +225,35 @@ impl StateMachine {
                     result: Ok(Reply::from(outcome)),
                     each: Vec::new(),
                     delivered: None,
+                    index: 0,
                 },
-                Err(e) => Response { result: Err(e), created: false, each: Vec::new(), delivered: None },
+                Err(e) => {
+                    Response { result: Err(e), created: false, each: Vec::new(), delivered: None, index: 0 }
+                }
             },
             Op::Command(cmd) => {
                 let first = tally.next;
                 let result = self.apply_command(cmd, now, tally);
                 // A command that published says where its counts are (see `Deliveries`).
                 let delivered = (tally.next > first).then_some((tally.index, first));
-                Response { result, created: false, each: Vec::new(), delivered }
+                Response { result, created: false, each: Vec::new(), delivered, index: 0 }
             }
             Op::Commands(cmds) => Response {
                 result: Ok(Reply::Pong),
                 created: false,
                 each: cmds.into_iter().map(|cmd| self.apply_op(Op::Command(cmd), now, tally)).collect(),
                 delivered: None,
+                index: 0,
             },
             Op::Expire(keys) => {
                 self.shared.engine.expire_keys_at(&keys, now);
-                Response { result: Ok(Reply::Pong), created: false, each: Vec::new(), delivered: None }
+                Response {
+                    result: Ok(Reply::Pong),
+                    created: false,
+                    each: Vec::new(),
+                    delivered: None,
+                    index: 0,
+                }
             }
         }
     }
@@ -286,6 +316,30 @@ impl StateMachine {
                 retired: meta.retired,
             }),
         }
+    }
+
+    /// Writes `engine`'s state as a snapshot "before the first entry" (index 0, no log id, no
+    /// membership) in `dir`: the base a node that leaves a cluster with its data builds its own
+    /// cluster of one on. Opened with `load` = false, then openraft applies the new log after it.
+    pub fn seed(engine: &Arc<Engine>, dir: &Path, last_now: u64) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        snapshot::write_keys(engine, dir, 0, true)?;
+        let meta = StoredMeta {
+            meta: SnapshotMeta {
+                last_log_id: None,
+                last_membership: StoredMembership::default(),
+                snapshot_id: "0-0".into(),
+            },
+            versions: engine.version_counter(),
+            last_now,
+            retired: Vec::new(),
+        };
+        write_meta(dir, 0, &meta)
+    }
+
+    /// The largest entry time applied.
+    pub async fn last_now(&self) -> u64 {
+        self.shared.state.lock().await.last_now
     }
 
     /// This node's record of how many local subscribers each recent `PUBLISH` reached.
@@ -394,8 +448,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut out = Vec::new();
         for entry in entries {
             state.applied = Some(entry.log_id);
-            let pong =
-                Response { result: Ok(Reply::Pong), created: false, each: Vec::new(), delivered: None };
+            let pong = Response {
+                result: Ok(Reply::Pong),
+                created: false,
+                each: Vec::new(),
+                delivered: None,
+                index: 0,
+            };
             let response = match entry.payload {
                 EntryPayload::Blank => pong,
                 EntryPayload::Normal(req) => {
@@ -421,7 +480,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     pong
                 }
             };
-            out.push(response);
+            out.push(with_index(response, entry.log_id.index));
         }
         Ok(out)
     }
@@ -512,6 +571,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state = self.shared.state.lock().await;
         Ok(state.current.clone().map(|m| self.snapshot_of(m)))
     }
+}
+
+/// `r` (and a group's answers) marked with the index of the entry that applied them.
+fn with_index(mut r: Response, index: u64) -> Response {
+    r.index = index;
+    r.each = r.each.into_iter().map(|e| with_index(e, index)).collect();
+    r
 }
 
 /// The node ids removed from the cluster, part of the replicated state: decided when a

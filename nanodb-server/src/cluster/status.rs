@@ -54,7 +54,7 @@ pub struct Status {
     pub removed_ids: Vec<u64>,
 }
 
-fn role_of(state: ServerState) -> &'static str {
+pub(super) fn role_of(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
         ServerState::Candidate => "candidate",
@@ -66,20 +66,20 @@ fn role_of(state: ServerState) -> &'static str {
 impl Cluster {
     /// This node's role now.
     pub fn role(&self) -> &'static str {
-        role_of(self.raft.metrics().borrow().state)
+        role_of(self.raft().metrics().borrow().state)
     }
 
     /// The report. Other members' client addresses are asked of them once (briefly; unknown
     /// while a member is down) and remembered.
     pub async fn status(&self) -> Status {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft().metrics().borrow().clone();
         let membership = m.membership_config.membership().clone();
         let voters: Vec<u64> = membership.voter_ids().collect();
         let learners: Vec<u64> = membership.learner_ids().collect();
         let mut members = Vec::new();
         for id in voters.iter().chain(learners.iter()).copied() {
             let raft_addr = membership.get_node(&id).map(|n| n.raft_addr.clone()).unwrap_or_default();
-            let role = if id == self.node_id {
+            let role = if id == self.node_id() {
                 role_of(m.state)
             } else if Some(id) == m.current_leader {
                 "leader"
@@ -92,7 +92,7 @@ impl Cluster {
                 Some(r) => r
                     .get(&id)
                     .and_then(|l| l.map(|l| l.index))
-                    .or_else(|| (id == self.node_id).then_some(m.last_log_index).flatten()),
+                    .or_else(|| (id == self.node_id()).then_some(m.last_log_index).flatten()),
                 None => None,
             };
             let addrs = self.addrs_of(id, &raft_addr).await;
@@ -108,25 +108,25 @@ impl Cluster {
             });
         }
         Status {
-            node_id: self.node_id,
+            node_id: self.node_id(),
             leader_id: m.current_leader,
             term: m.current_term,
             role: role_of(m.state),
-            commit_index: self.committed.load(std::sync::atomic::Ordering::Relaxed),
+            commit_index: self.now().committed.load(std::sync::atomic::Ordering::Relaxed),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             members,
             joint_voters: self.joint_voters(),
-            removed_ids: self.retired.ids(),
+            removed_ids: self.retired().ids(),
         }
     }
 
     /// A member's client addresses: asked of it each time (briefly: a node restarted with other
     /// ports is reported as it is now), the last answer when it cannot be asked.
     async fn addrs_of(&self, id: u64, raft_addr: &str) -> ClientAddrs {
-        if id == self.node_id {
+        if id == self.node_id() {
             return self.addrs.clone();
         }
-        let peer = self.peers.get(raft_addr);
+        let peer = self.peers().get(raft_addr);
         let asked = tokio::time::timeout(ASK_TIMEOUT, peer.call(kind::INFO, &[], ASK_TIMEOUT)).await;
         let known = || {
             self.known_addrs

@@ -235,17 +235,27 @@ pub struct Response {
     /// within the entry, where every node records how many of its own subscribers each publish
     /// reached (`state_machine::Deliveries`): the node that took the command answers its own.
     pub delivered: Option<(u64, u32)>,
+    /// The log index of the entry that applied it (0: none, or a leader that did not say); `WAIT`
+    /// waits for the other members to hold it.
+    pub index: u64,
 }
 
 impl Response {
-    /// `u8 flags (1: created, 2: delivered follows) | [u64 index | u32 number] | the reply as a
-    /// binary TCP response frame`: the forwarding RPC's answer.
+    /// `u8 flags (1: created, 2: delivered follows, 4: index follows) | [u64 index | u32 number]
+    /// | [u64 entry index] | the reply as a binary TCP response frame`: the forwarding RPC's
+    /// answer.
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::new();
-        b.put_u8(u8::from(self.created) | if self.delivered.is_some() { 2 } else { 0 });
+        let flags = u8::from(self.created)
+            | if self.delivered.is_some() { 2 } else { 0 }
+            | if self.index > 0 { 4 } else { 0 };
+        b.put_u8(flags);
         if let Some((index, number)) = self.delivered {
             b.put_u64_le(index);
             b.put_u32_le(number);
+        }
+        if self.index > 0 {
+            b.put_u64_le(self.index);
         }
         b.put_slice(&encode_response(&self.result));
         b.freeze()
@@ -257,7 +267,7 @@ impl Response {
             return Err(Error::Malformed("empty response".into()));
         }
         let flags = b.get_u8();
-        if flags > 3 {
+        if flags > 7 {
             return Err(Error::Malformed(format!("response flags {flags}")));
         }
         let delivered = if flags & 2 != 0 {
@@ -268,7 +278,15 @@ impl Response {
         } else {
             None
         };
-        Ok(Self { result: decode_response(b)?, created: flags & 1 != 0, each: Vec::new(), delivered })
+        let index = if flags & 4 != 0 {
+            if b.remaining() < 8 {
+                return Err(Error::Malformed("response truncated".into()));
+            }
+            b.get_u64_le()
+        } else {
+            0
+        };
+        Ok(Self { result: decode_response(b)?, created: flags & 1 != 0, each: Vec::new(), delivered, index })
     }
 }
 
@@ -484,23 +502,30 @@ mod tests {
                 created: false,
                 each: Vec::new(),
                 delivered: Some((42, 7)),
+                index: 42,
             },
-            Response { result: Ok(Reply::Pong), created: true, each: Vec::new(), delivered: None },
+            Response { result: Ok(Reply::Pong), created: true, each: Vec::new(), delivered: None, index: 0 },
             Response {
                 result: Err(Error::Unavailable("x".into())),
                 created: false,
                 each: Vec::new(),
                 delivered: None,
+                index: 0,
             },
         ] {
             assert_eq!(Response::decode(response.encode()).expect("decodes"), response);
         }
-        let good =
-            Response { result: Ok(Reply::Int(1)), created: false, each: Vec::new(), delivered: Some((1, 0)) }
-                .encode();
+        let good = Response {
+            result: Ok(Reply::Int(1)),
+            created: false,
+            each: Vec::new(),
+            delivered: Some((1, 0)),
+            index: 0,
+        }
+        .encode();
         assert!(Response::decode(good.slice(..5)).is_err(), "a cut position is refused");
         let mut bad = BytesMut::from(&good[..]);
-        bad[0] = 4;
+        bad[0] = 8;
         assert!(Response::decode(bad.freeze()).is_err(), "unknown flags are refused");
     }
 }

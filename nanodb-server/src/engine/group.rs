@@ -38,12 +38,12 @@
 //! authorization, the log-failure check and cluster replication apply as for any command.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLockWriteGuard};
 
 use bytes::Bytes;
 use hashbrown::hash_table::Entry as Place;
 use nanodb_protocol::txn::{check_group_op, op_keys};
-use nanodb_protocol::{Command, Compare, CompareTarget, Error, Reply, TxnOutcome, cmd};
+use nanodb_protocol::{Command, Compare, CompareOp, CompareTarget, Error, Reply, TxnOutcome, cmd};
 
 use super::commands::Apply;
 use super::effect::{Effect, EffectKind};
@@ -67,6 +67,17 @@ pub struct Group<'e> {
     /// Where the group's commands run (shared so that a frontend can run commands against it
     /// through its ordinary paths, as RESP's EXEC does: see [`Group::overlay`]).
     overlay: Arc<Engine>,
+    /// In a cluster, what the group's commands touched and wrote, to become a transaction for
+    /// the log (see [`Group::record`]); `None` on a single node, which pays nothing for it.
+    record: Option<Mutex<Record>>,
+}
+
+/// What a recording group's commands did: the keys they named (read or written) and the writes
+/// that succeeded, in order.
+#[derive(Debug, Default)]
+struct Record {
+    touched: Vec<Bytes>,
+    writes: Vec<Command>,
 }
 
 /// What a group does to one key at commit.
@@ -103,7 +114,7 @@ impl Engine {
                 (key, version)
             })
             .collect();
-        Group { engine: self, held, keys, overlay }
+        Group { engine: self, held, keys, overlay, record: None }
     }
 
     /// The version of `key` (0 when it is missing or expired): every write, deletion and expiry
@@ -195,11 +206,90 @@ impl Group<'_> {
     /// Runs one command inside the group (validated first); its reply, or its error, which
     /// changes nothing. Only commands on declared keys may run.
     pub fn run(&self, cmd: Command) -> Result<Reply, Error> {
+        if let Command::Txn(txn) = cmd {
+            return self.run_txn(txn);
+        }
         check_group_op(&cmd)?;
         let mut named = Vec::new();
         op_keys(&cmd, &mut named);
         named.iter().try_for_each(|k| self.check_declared(k))?;
-        self.overlay.apply_command(cmd, &mut LogPosition::default())
+        let Some(record) = &self.record else {
+            return self.overlay.apply_command(cmd, &mut LogPosition::default());
+        };
+        let write = cmd.is_write().then(|| cmd.clone());
+        let result = self.overlay.apply_command(cmd, &mut LogPosition::default());
+        let mut record = record.lock().unwrap_or_else(PoisonError::into_inner);
+        // Even a command that failed read its keys (a WRONGTYPE depends on the key's type).
+        record.touched.extend(named);
+        if let (Some(write), Ok(_)) = (write, &result) {
+            // A command that failed changed nothing: there is nothing to replay.
+            record.writes.push(write);
+        }
+        result
+    }
+
+    /// A transaction inside the group (MGET reads its keys as one, from a script or an EXEC): its
+    /// compares on the group's keys, then its branch, each operation as [`Group::run`] runs it
+    /// (so a recording group records them one by one).
+    fn run_txn(&self, txn: cmd::Txn) -> Result<Reply, Error> {
+        nanodb_protocol::TypedCommand::validate(&txn, self.engine.limits())?;
+        let mut succeeded = true;
+        for compare in &txn.compares {
+            let holds = self.compare(compare)?;
+            if let Some(record) = &self.record {
+                record.lock().unwrap_or_else(PoisonError::into_inner).touched.push(compare.key.clone());
+            }
+            if !holds {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded { txn.success } else { txn.failure };
+        let results = ops.into_iter().map(|op| self.run(op)).collect();
+        Ok(Reply::Txn(TxnOutcome { succeeded, results }))
+    }
+
+    /// Makes the group record what its commands ([`Group::run`]) touch and write, for
+    /// [`Group::into_txn`]: how a script runs in a cluster.
+    ///
+    /// The overlay then draws versions from a counter of its own: the group is never committed
+    /// here, and a cluster's nodes must draw the same versions, so running it must not advance
+    /// this node's counter. Call it before running anything.
+    pub fn record(&mut self) -> Result<(), Error> {
+        // The overlay is shared only once a frontend asked for it (`Group::overlay`).
+        let overlay = Arc::get_mut(&mut self.overlay).ok_or(Error::Internal)?;
+        let now = overlay.versions.load(Ordering::Relaxed);
+        overlay.versions = Arc::new(AtomicU64::new(now));
+        self.record = Some(Mutex::default());
+        Ok(())
+    }
+
+    /// What a recording group did, as one transaction for a cluster's log, or `None` when it wrote
+    /// nothing; the group itself is dropped, so nothing is written here. The compares pin every key
+    /// its commands touched to the version (or absence: version 0) the group loaded, whatever its
+    /// type; the success branch replays its successful writes, in order. Applied where those
+    /// compares hold, the writes meet exactly the state they met here and so do exactly what they
+    /// did here (commands are deterministic given the state and the entry's time), and the keys end
+    /// as the group left them; where one does not hold, another write came in between and nothing
+    /// is applied (the transaction's failure branch is empty): run the group again.
+    pub fn into_txn(self) -> Result<Option<cmd::Txn>, Error> {
+        // Not recording: a caller's fault, never a silent loss of the group's writes.
+        let record = self.record.ok_or(Error::Internal)?.into_inner().unwrap_or_else(PoisonError::into_inner);
+        if record.writes.is_empty() {
+            return Ok(None);
+        }
+        let mut touched = record.touched;
+        touched.sort_unstable();
+        touched.dedup();
+        let compares = touched
+            .into_iter()
+            .filter_map(|key| {
+                let at = self.keys.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
+                let version = self.keys[at].1;
+                Some(Compare { key, op: CompareOp::Equal, target: CompareTarget::Version(version) })
+            })
+            .collect();
+        Ok(Some(cmd::Txn { compares, success: record.writes, failure: Vec::new() }))
     }
 
     /// The overlay the group's commands run against, for a frontend that runs them through its
@@ -265,7 +355,7 @@ impl Group<'_> {
     /// must wait for. A log that refuses the record (failed, shutting down, a record too large
     /// to recover) refuses the whole group: nothing is applied.
     pub fn commit(self) -> Result<LogPosition, Error> {
-        let Group { engine, mut held, keys, overlay } = self;
+        let Group { engine, mut held, keys, overlay, .. } = self;
         let mut changes: Vec<(Bytes, Fate)> = Vec::new();
         for (key, loaded) in keys {
             match overlay.take(&key) {
@@ -442,7 +532,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex};
 
-    use nanodb_protocol::{CompareOp, Expiry, Limits, PutCondition};
+    use nanodb_protocol::{Expiry, Limits, PutCondition};
 
     use super::*;
     use crate::engine::EffectObserver;
@@ -606,6 +696,64 @@ mod tests {
         assert!(!unchanged("ghost", seen), "flushed");
         let seen = engine.watch_point(b"ghost");
         assert!(unchanged("ghost", seen));
+    }
+
+    /// A recording group (a script in a cluster) writes nothing and draws no version here; what it
+    /// did becomes a transaction pinning the keys it touched and replaying its successful writes,
+    /// which does the same to another engine in the same state.
+    #[test]
+    fn a_recording_group_becomes_a_transaction_that_replays_it() {
+        let engine = Engine::new(Limits::default());
+        engine.execute(put("a", "1")).expect("put");
+        engine.execute(put("s", "text")).expect("put");
+        let replica = Engine::new(Limits::default());
+        replica.execute(put("a", "1")).expect("put");
+        replica.execute(put("s", "text")).expect("put");
+        let (a, s, drawn) =
+            (engine.version_of(b"a"), engine.version_of(b"s"), engine.versions.load(Ordering::Relaxed));
+        let mut group = engine.lock_group(vec![b("a"), b("b"), b("s"), b("unused")]);
+        group.record().expect("record");
+        assert_eq!(value(&group.run(get("a"))), Some(b("1")));
+        group.run(put("b", "x")).expect("put");
+        assert_eq!(group.run(Command::Incr(cmd::Incr { key: b("s"), delta: 1 })), Err(Error::NotAnInteger));
+        group.run(Command::Incr(cmd::Incr { key: b("b"), delta: 1 })).expect_err("not an integer");
+        group.run(put("b", "2")).expect("put");
+        // MGET's read of several keys is a transaction of gets: it runs inside the group.
+        let mget =
+            Command::Txn(cmd::Txn { compares: vec![], success: vec![get("a"), get("b")], failure: vec![] });
+        let Ok(Reply::Txn(read)) = group.run(mget) else { panic!("mget in a group") };
+        assert_eq!(read.results.iter().map(value).collect::<Vec<_>>(), vec![Some(b("1")), Some(b("2"))]);
+        let txn = group.into_txn().expect("recording").expect("it wrote");
+        let pinned: Vec<(Bytes, CompareTarget)> =
+            txn.compares.iter().map(|c| (c.key.clone(), c.target.clone())).collect();
+        assert_eq!(
+            pinned,
+            vec![
+                (b("a"), CompareTarget::Version(a)),
+                (b("b"), CompareTarget::Version(0)),
+                (b("s"), CompareTarget::Version(s))
+            ],
+            "every key it named, at the version it saw (0: absent); not the key it never named"
+        );
+        assert_eq!(txn.success, vec![put("b", "x"), put("b", "2")], "its successful writes, in order");
+        assert_eq!(engine.get(b"b").expect("get"), None, "nothing written here");
+        assert_eq!(engine.versions.load(Ordering::Relaxed), drawn, "no version drawn here");
+        let Ok(Reply::Txn(t)) = replica.execute(Command::Txn(txn.clone())) else { panic!() };
+        assert!(t.succeeded);
+        assert_eq!(replica.get(b"b").expect("get").map(|e| e.value), Some(b("2")));
+        // Once a pinned key changed, the transaction applies nothing.
+        replica.execute(put("a", "changed")).expect("put");
+        replica.execute(Command::Delete(cmd::Delete { key: b("b") })).expect("delete");
+        let Ok(Reply::Txn(t)) = replica.execute(Command::Txn(txn)) else { panic!() };
+        assert!(!t.succeeded);
+        assert_eq!(replica.get(b"b").expect("get"), None);
+        // A group that only read proposes nothing.
+        let mut group = engine.lock_group(vec![b("a")]);
+        group.record().expect("record");
+        group.run(get("a")).expect("get");
+        assert_eq!(group.into_txn(), Ok(None));
+        // A group that was not recording cannot lose its writes silently.
+        assert_eq!(engine.lock_group(vec![b("a")]).into_txn(), Err(Error::Internal));
     }
 
     /// Writers replace ten keys with one tag per group while readers read all ten in a group:

@@ -107,11 +107,12 @@ impl Context {
             // The pipelining frontends (RESP) run commands synchronously, in order: in a cluster
             // each one waits for consensus on this thread, which hands its other tasks to another
             // worker meanwhile (RESP's event loops are multi-thread runtimes of one worker). The
-            // binary TCP frontend awaits `run` instead.
+            // binary TCP frontend awaits `run` instead. The position returned is the write's Raft
+            // log index (RESP's `WAIT` waits for it; there is no append-only log to wait for).
             let handle = tokio::runtime::Handle::current();
-            let result =
-                tokio::task::block_in_place(|| handle.block_on(self.run_clustered(cluster, caller, cmd)));
-            return (result, 0);
+            return tokio::task::block_in_place(|| {
+                handle.block_on(self.run_clustered_at(cluster, caller, cmd))
+            });
         }
         let started = Instant::now();
         let op = cmd.name();
@@ -139,27 +140,47 @@ impl Context {
         caller: &Caller,
         cmd: C,
     ) -> Result<C::Output, Error> {
+        self.run_clustered_at(cluster, caller, cmd).await.0
+    }
+
+    /// [`Context::run_clustered`], also returning the Raft log index a write was applied at (0
+    /// for a read or a refusal).
+    async fn run_clustered_at<C: Run>(
+        &self,
+        cluster: &Cluster,
+        caller: &Caller,
+        cmd: C,
+    ) -> (Result<C::Output, Error>, u64) {
         let started = Instant::now();
         let op = cmd.name();
-        let result = if let Err(e) = cmd.clustered() {
-            Err(e)
-        } else if let Err(e) = caller.authorize_with(|| cmd.need()) {
+        let mut index = 0;
+        let result = if let Err(e) = caller.authorize_with(|| cmd.need()) {
             // Refused here, on the node that received it, before anything is proposed or
             // forwarded: the leader applies what a member sends without a caller of its own.
             Err(e)
-        } else if cmd.replicated() {
-            match cluster.write(cmd.into_command()).await {
-                Ok((reply, created)) => C::output_from(reply, created),
-                Err(e) => Err(e),
-            }
         } else {
-            match cluster.read_barrier().await {
-                Ok(()) => cmd.run_in(self, &mut LogPosition::default()),
-                Err(e) => Err(e),
+            match cmd.into_script() {
+                // A script runs here and proposes what it wrote as one transaction (see
+                // `scripting`): no Lua runs at apply.
+                Ok(script) => match self.scripts.eval_clustered(self, cluster, script).await {
+                    Ok(value) => C::output_from(Reply::from(value), false),
+                    Err(e) => Err(e),
+                },
+                Err(cmd) if cmd.replicated() => match cluster.write_at(cmd.into_command()).await {
+                    Ok((reply, created, at)) => {
+                        index = at;
+                        C::output_from(reply, created)
+                    }
+                    Err(e) => Err(e),
+                },
+                Err(cmd) => match cluster.read_barrier().await {
+                    Ok(()) => cmd.run_in(self, &mut LogPosition::default()),
+                    Err(e) => Err(e),
+                },
             }
         };
         self.stats.record(caller.protocol, op, result.is_ok(), started.elapsed());
-        result
+        (result, index)
     }
 
     /// Sends a dynamic command where it belongs: keyspace commands to the engine (writes refused
@@ -210,9 +231,11 @@ pub trait Run: Sized {
     /// Whether, in a cluster, it goes through the Raft log (writes, publishes, a batch holding
     /// either) rather than reading this node's state.
     fn replicated(&self) -> bool;
-    /// Whether it can run in cluster mode (scripts cannot yet): checked before anything else.
-    fn clustered(&self) -> Result<(), Error> {
-        Ok(())
+    /// A script, which in a cluster runs on the node that took it and proposes what it wrote
+    /// (`Scripts::eval_clustered`) rather than being proposed itself; any other command is
+    /// given back.
+    fn into_script(self) -> Result<cmd::Eval, Self> {
+        Err(self)
     }
     /// The dynamic command, for the log.
     fn into_command(self) -> Command;
@@ -365,10 +388,10 @@ impl Run for Command {
         replicated(self)
     }
 
-    fn clustered(&self) -> Result<(), Error> {
+    fn into_script(self) -> Result<cmd::Eval, Self> {
         match self {
-            Command::Eval(c) => c.clustered(),
-            _ => Ok(()),
+            Command::Eval(c) => Ok(c),
+            other => Err(other),
         }
     }
 

@@ -233,3 +233,10 @@ fn script_kill_stops_a_running_script() {
     assert!(e.contains("SCRIPT KILL"), "{e}");
     assert_eq!(ctx.engine.key_count(), 0);
 }
+
+#[test]
+fn scripts_are_named_by_the_sha1_redis_gives_them() {
+    // Values from Redis (SCRIPT LOAD "return 1") and from any SHA-1 of the empty string.
+    assert_eq!(super::sha1_hex(b"return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    assert_eq!(super::sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+}

@@ -434,10 +434,17 @@ async fn the_raft_port_refuses_unknown_nodes_and_malformed_bodies_and_keeps_serv
     let raft = c.node(leader).cluster().expect("cluster").raft_addr;
     for (from, body) in [(99u64, &b"{}"[..]), (2, b"not json"), (3, b"")] {
         let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
-        s.write_all(&request_frame(kind::VOTE, from, body)).await.expect("send");
+        s.write_all(&request_frame(kind::VOTE, from, 0, body)).await.expect("send");
         let (status, why) = read_answer(&mut s).await.expect("an answer");
         assert_eq!(status, FAILED, "from {from}: {}", String::from_utf8_lossy(&why));
     }
+    // A member's id with another cluster's id (a node started on another cluster's data dir).
+    let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
+    s.write_all(&request_frame(kind::VOTE, 2, 0x5eed, b"{}")).await.expect("send");
+    let (status, why) = read_answer(&mut s).await.expect("an answer");
+    let why = String::from_utf8_lossy(&why);
+    assert_eq!(status, FAILED, "{why}");
+    assert!(why.contains("cluster id mismatch"), "{why}");
     // A length over the limit is refused before anything is read: the connection is closed.
     let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
     s.write_all(&u32::MAX.to_be_bytes()).await.expect("send");
@@ -937,3 +944,236 @@ async fn publish_answers_how_many_subscribers_of_the_receiving_node_got_the_mess
 /// Membership at runtime (`cluster::membership`): learners, promotion, removal.
 #[path = "cluster_members.rs"]
 mod members;
+
+/// The version of `key` on node `i` (TCP GET), `None` when missing.
+async fn version_on(c: &Cluster, i: usize, key: &str) -> Option<u64> {
+    let mut t = TcpClient::connect(c.tcp(i)).await;
+    match t.call(get(key)).await {
+        Ok(Reply::Value(Some(e))) => Some(e.version),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_script_on_any_node_writes_through_the_log_and_every_node_sees_it() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+
+    // RESP on a follower: strings, lists and hashes, one script.
+    let mut conn = redis_conn(c.node(follower).addrs().resp.expect("resp")).await;
+    let n: i64 = redis::cmd("EVAL")
+        .arg(
+            "redis.call('set', KEYS[1], ARGV[1]) redis.call('rpush', KEYS[2], 'a', 'b', 'c') \
+             redis.call('hset', KEYS[3], 'f', 'v') redis.call('expire', KEYS[1], 100) \
+             return redis.call('incr', KEYS[4])",
+        )
+        .arg(4)
+        .arg(&["s", "l", "h", "n"])
+        .arg("one")
+        .query_async(&mut conn)
+        .await
+        .expect("eval on a follower");
+    assert_eq!(n, 1);
+    // gRPC on the other follower, by SHA-1 after the source; the script cache is per node.
+    let mut kv = KvClient::new(grpc(c.node(other).addrs().grpc.expect("grpc")).await);
+    let text = "redis.call('lpop', KEYS[2]) return redis.call('incrby', KEYS[1], ARGV[1])";
+    let sha = nanodb_server::scripting::sha1_hex(text.as_bytes());
+    let req =
+        |script| pb::EvalRequest { script: Some(script), keys: vec![b("n"), b("l")], args: vec![b("10")] };
+    let e = kv.eval(req(pb::eval_request::Script::Sha1(sha.clone()))).await.expect_err("not cached there");
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let r = kv.eval(req(pb::eval_request::Script::Source(b(text)))).await.expect("grpc eval").into_inner();
+    assert_eq!(r.value.map(|v| v.integer), Some(11));
+    let r = kv.eval(req(pb::eval_request::Script::Sha1(sha))).await.expect("evalsha").into_inner();
+    assert_eq!(r.value.map(|v| v.integer), Some(21));
+    // The binary TCP protocol on the leader; a read-only script proposes nothing.
+    let mut tcp = TcpClient::connect(c.tcp(leader)).await;
+    let eval = |text: &str, keys: &[&str]| {
+        Command::Eval(cmd::Eval {
+            script: nanodb_protocol::ScriptSource::Text(b(text)),
+            keys: keys.iter().map(|k| b(k)).collect(),
+            args: vec![],
+        })
+    };
+    let r = tcp.call(eval("return redis.call('hget', KEYS[1], 'f')", &["h"])).await;
+    assert_eq!(r, Ok(Reply::Script(nanodb_protocol::ScriptValue::Bulk(b("v")))));
+    // A script that fails after writing writes nothing, on any node.
+    let r = tcp
+        .call(eval("redis.call('set', KEYS[1], 'no') return redis.call('incr', KEYS[2])", &["bad", "s"]))
+        .await;
+    assert!(matches!(&r, Err(Error::Remote { message, .. }) if message.contains("not an integer")), "{r:?}");
+    // A script cannot touch a key it did not declare, in a cluster either.
+    let r = tcp.call(eval("return redis.call('set', 'undeclared', 'x')", &["s"])).await;
+    assert!(matches!(&r, Err(Error::Remote { message, .. }) if message.contains("not declared")), "{r:?}");
+
+    // Every node has every write, at the same versions (the scripts' local runs drew none).
+    for i in 0..3 {
+        let mut t = TcpClient::connect(c.tcp(i)).await;
+        assert_eq!(value_of(t.call(get("s")).await), Some(b("one")), "node {}", i + 1);
+        assert_eq!(value_of(t.call(get("n")).await), Some(b("21")), "node {}", i + 1);
+        assert_eq!(value_of(t.call(get("bad")).await), None, "node {}", i + 1);
+        assert_eq!(value_of(t.call(get("undeclared")).await), None, "node {}", i + 1);
+        let list = t
+            .call(Command::ListRange(cmd::ListRange { key: b("l"), start: 0, stop: -1 }))
+            .await
+            .expect("lrange");
+        assert_eq!(list, Reply::List(vec![b("c")]), "node {}", i + 1);
+        let ttl = t.call(Command::Ttl(cmd::Ttl { key: b("s") })).await.expect("ttl");
+        assert!(matches!(ttl, Reply::Int(ms) if ms > 0 && ms <= 100_000), "node {}: {ttl:?}", i + 1);
+    }
+    for key in ["s", "n"] {
+        let versions =
+            [version_on(&c, 0, key).await, version_on(&c, 1, key).await, version_on(&c, 2, key).await];
+        assert!(versions[0].is_some() && versions.iter().all(|v| *v == versions[0]), "{key}: {versions:?}");
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn contended_read_modify_write_scripts_from_two_nodes_count_exactly() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let nodes = [leader, (leader + 1) % 3];
+    // GET then SET, not INCR: only the compares at apply keep two nodes' runs from both writing
+    // the same next value.
+    let script = "local v = tonumber(redis.call('get', KEYS[1]) or '0') + 1 \
+                  redis.call('set', KEYS[1], v) return v";
+    const TASKS: usize = 3;
+    const EACH: usize = 15;
+    let mut tasks = Vec::new();
+    for node in nodes {
+        for _ in 0..TASKS {
+            let addr = c.node(node).addrs().resp.expect("resp");
+            tasks.push(tokio::spawn(async move {
+                let mut conn = redis_conn(addr).await;
+                let mut got = Vec::new();
+                let until = Instant::now() + DEADLINE;
+                while got.len() < EACH {
+                    assert!(Instant::now() < until, "scripts kept conflicting");
+                    let r: redis::RedisResult<i64> =
+                        redis::cmd("EVAL").arg(script).arg(1).arg("counter").query_async(&mut conn).await;
+                    match r {
+                        Ok(v) => got.push(v),
+                        // Retryable: other scripts kept changing the key.
+                        Err(e) if e.code() == Some("TRYAGAIN") => {}
+                        Err(e) => panic!("eval: {e}"),
+                    }
+                }
+                got
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort_unstable();
+    let total = (nodes.len() * TASKS * EACH) as i64;
+    assert_eq!(all, (1..=total).collect::<Vec<_>>(), "every run saw its own count");
+    for i in 0..3 {
+        let mut t = TcpClient::connect(c.tcp(i)).await;
+        assert_eq!(value_of(t.call(get("counter")).await), Some(b(&total.to_string())), "node {}", i + 1);
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_exec_and_watch_work_on_any_node_and_count_exactly_under_contention() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let follower = (leader + 1) % 3;
+    let resp = |i: usize| c.node(i).addrs().resp.expect("resp");
+
+    // A transaction on a follower: its replies, then every node has all of it.
+    let mut conn = redis_conn(resp(follower)).await;
+    let (set, n, len, both): (String, i64, i64, Vec<Option<String>>) = redis::pipe()
+        .atomic()
+        .set("tx:a", "1")
+        .incr("tx:n", 5)
+        .rpush("tx:l", &["x", "y"])
+        .mget(&["tx:a", "tx:n"])
+        .query_async(&mut conn)
+        .await
+        .expect("exec on a follower");
+    assert_eq!((set.as_str(), n, len), ("OK", 5, 2));
+    assert_eq!(both, vec![Some("1".to_string()), Some("5".to_string())]);
+    for i in 0..3 {
+        let mut t = TcpClient::connect(c.tcp(i)).await;
+        assert_eq!(value_of(t.call(get("tx:a")).await), Some(b("1")), "node {}", i + 1);
+        assert_eq!(value_of(t.call(get("tx:n")).await), Some(b("5")), "node {}", i + 1);
+    }
+    // A WATCHed key written on another node makes EXEC answer null, writing nothing.
+    let () = redis::cmd("WATCH").arg("tx:w").query_async(&mut conn).await.expect("watch");
+    let mut other = redis_conn(resp(leader)).await;
+    let () = other.set("tx:w", "changed").await.expect("set on the leader");
+    let r: Option<(String,)> =
+        redis::pipe().atomic().set("tx:after", "no").query_async(&mut conn).await.expect("exec");
+    assert_eq!(r, None, "EXEC after a WATCHed key changed");
+    let mut t = TcpClient::connect(c.tcp(leader)).await;
+    assert_eq!(value_of(t.call(get("tx:after")).await), None);
+
+    // The WATCH idiom from two nodes: the counter ends at exactly the number of increments.
+    const CLIENTS: usize = 2;
+    const K: usize = 10;
+    let mut tasks = Vec::new();
+    for node in [leader, follower] {
+        for _ in 0..CLIENTS {
+            let addr = resp(node);
+            tasks.push(tokio::spawn(async move {
+                let mut c = redis_conn(addr).await;
+                let until = Instant::now() + DEADLINE;
+                let mut done = 0;
+                while done < K {
+                    assert!(Instant::now() < until, "transactions kept conflicting");
+                    let () = redis::cmd("WATCH").arg("tx:counter").query_async(&mut c).await.expect("watch");
+                    let v: Option<i64> =
+                        redis::cmd("GET").arg("tx:counter").query_async(&mut c).await.expect("get");
+                    let r: redis::RedisResult<Option<()>> = redis::pipe()
+                        .atomic()
+                        .cmd("SET")
+                        .arg("tx:counter")
+                        .arg(v.unwrap_or(0) + 1)
+                        .ignore()
+                        .query_async(&mut c)
+                        .await;
+                    match r {
+                        Ok(Some(())) => done += 1,
+                        Ok(None) => {}
+                        Err(e) if e.code() == Some("TRYAGAIN") => {}
+                        Err(e) => panic!("exec: {e}"),
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let total = (2 * CLIENTS * K).to_string();
+    for i in 0..3 {
+        let mut t = TcpClient::connect(c.tcp(i)).await;
+        assert_eq!(value_of(t.call(get("tx:counter")).await), Some(b(&total)), "node {}", i + 1);
+    }
+    for i in 0..3 {
+        c.stop(i).await;
+    }
+}
+
+/// Cluster operations (issue #17): the cluster id, REPLICAOF, WAIT, the Raft figures.
+#[path = "cluster_ops.rs"]
+mod ops;

@@ -243,7 +243,7 @@ async fn a_learner_added_after_compaction_catches_up_by_snapshot_and_the_removed
         use tokio::io::AsyncWriteExt;
         let raft = c.node(leader).cluster().expect("cluster").raft_addr;
         let mut s = tokio::net::TcpStream::connect(raft).await.expect("connect");
-        s.write_all(&request_frame(kind::VOTE, 4, b"{}")).await.expect("send");
+        s.write_all(&request_frame(kind::VOTE, 4, 0, b"{}")).await.expect("send");
         let (status, why) = read_answer(&mut s).await.expect("an answer");
         assert_eq!(status, FAILED);
         assert!(String::from_utf8_lossy(&why).contains("removed"), "{}", String::from_utf8_lossy(&why));

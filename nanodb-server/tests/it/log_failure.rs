@@ -295,6 +295,8 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
     let incr =
         pb::Operation { op: Some(pb::operation::Op::Incr(pb::IncrRequest { key: key("n"), delta: 1 })) };
     refused!("Txn", kv.txn(pb::TxnRequest { compares: vec![], success: vec![incr], failure: vec![] }));
+    let source = pb::eval_request::Script::Source(key("return redis.call('incr', KEYS[1])"));
+    refused!("Eval", kv.eval(pb::EvalRequest { script: Some(source), keys: vec![key("n")], args: vec![] }));
     refused!("HashIncr", kv.hash_incr(pb::HashIncrRequest { key: key("h"), field: key("c"), delta: 1 }));
     refused!(
         "HashSetIfAbsent",
@@ -358,6 +360,13 @@ async fn a_failed_log_refuses_every_write_on_every_protocol_and_changes_nothing(
             "/v1/txn",
             "/v1/txn",
             r#"{"success":[{"op":"incr","key":"n"}]}"#,
+            &[("content-type", "application/json")],
+        ),
+        (
+            "POST",
+            "/v1/eval",
+            "/v1/eval",
+            r#"{"source":"return redis.call('incr', KEYS[1])","keys":["n"]}"#,
             &[("content-type", "application/json")],
         ),
     ];

@@ -12,6 +12,7 @@ mod persist;
 mod resp;
 mod resp_pubsub;
 mod scripts;
+mod scripts_rpc;
 mod tcp;
 mod tls;
 mod tokens;

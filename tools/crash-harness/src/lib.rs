@@ -7,3 +7,6 @@ pub mod groups;
 pub mod linearizable;
 pub mod nodes;
 pub mod run;
+// Nodes in containers and the network partitions made on them (issue #17).
+pub mod docker;
+pub mod partition;

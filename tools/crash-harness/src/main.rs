@@ -2,13 +2,17 @@
 //! `--fsync always`, runs writers and readers over the binary TCP protocol and RESP on every node
 //! while killing (`kill -9`) and restarting nodes, then checks durability, that nothing unsent
 //! appears, and each key's linearizability. Exit status 0: passed; 1: a violation or a failure.
+//! With `--docker-node` it starts nothing: it runs the same clients and checks against a cluster in
+//! containers and partitions its network instead of killing processes (see `partition`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use crash_harness::docker::{self, Container};
 use crash_harness::nodes::{self, NodeConfig};
+use crash_harness::partition::Partitions;
 use crash_harness::run::{self, Options};
 
 /// Crash harness for NanoDB: kill -9 under load, then check every acknowledged write and each
@@ -65,6 +69,19 @@ struct Cli {
     /// Keep the data dirs and logs (always kept when the run fails).
     #[arg(long)]
     keep: bool,
+    /// A node running in a container, `ID=CONTAINER` (repeat for each node, ids 1..=N): nothing
+    /// is started or killed (--nodes and --kills do not apply); clients use the ports it publishes
+    /// on loopback, and the faults are network partitions on --docker-network
+    /// (docker/partition-test.sh).
+    #[arg(long = "docker-node", value_parser = docker::parse_container, value_name = "ID=CONTAINER")]
+    docker_nodes: Vec<Container>,
+    /// The Docker network the nodes' Raft ports are reached on; a node is cut off by
+    /// disconnecting its container from it.
+    #[arg(long, value_name = "NETWORK", requires = "docker_nodes")]
+    docker_network: Option<String>,
+    /// How long a partitioned node stays cut off (a flapping link flaps this long).
+    #[arg(long, default_value = "4s", value_parser = parse_duration, value_name = "TIME")]
+    partition_hold: Duration,
 }
 
 /// Parses `60s`, `500ms`, `2m` or a bare number of seconds.
@@ -94,7 +111,25 @@ fn default_server() -> PathBuf {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    let in_docker = !cli.docker_nodes.is_empty();
+    if in_docker {
+        if cli.docker_network.is_none() {
+            eprintln!("crash-harness: --docker-node needs --docker-network (the network to partition)");
+            return ExitCode::FAILURE;
+        }
+        // The containers are the nodes; the harness starts no server and kills nothing.
+        cli.nodes = cli.docker_nodes.len();
+        cli.kills = 0;
+        cli.server = Some("(none: the nodes are containers)".into());
+        let names: Vec<&str> = cli.docker_nodes.iter().map(|c| c.name.as_str()).collect();
+        println!(
+            "crash-harness: nodes in containers {}; faults: partitions of {:?} on network {}",
+            names.join(", "),
+            cli.partition_hold,
+            cli.docker_network.as_deref().unwrap_or_default()
+        );
+    }
     if cli.nodes == 0 || cli.clients_per_node == 0 || cli.registers == 0 || cli.duration.is_zero() {
         eprintln!("crash-harness: --nodes, --clients-per-node, --registers and --duration must be > 0");
         return ExitCode::FAILURE;
@@ -140,21 +175,31 @@ async fn main() -> ExitCode {
         if opts.groups { format!("groups ({} accounts)", opts.accounts) } else { "no groups".into() },
         cfg.bin.display()
     );
-    let mut nodes = match nodes::layout(&cfg, root.path()) {
+    let laid_out = if in_docker {
+        docker::nodes(&cli.docker_nodes, root.path()).await
+    } else {
+        nodes::layout(&cfg, root.path())
+    };
+    let mut nodes = match laid_out {
         Ok(n) => n,
         Err(e) => {
             eprintln!("crash-harness: {e:#}");
             return ExitCode::FAILURE;
         }
     };
+    let mut partitions = cli.docker_network.clone().map(|network| {
+        let mut c = cli.docker_nodes.clone();
+        c.sort_by_key(|c| c.id);
+        Partitions::new(network, c.into_iter().map(|c| c.name).collect(), cli.partition_hold)
+    });
     let outcome = async {
-        for n in nodes.iter_mut() {
+        for n in nodes.iter_mut().filter(|_| !in_docker) {
             n.start()?;
         }
         for n in nodes.iter_mut() {
             n.wait_ready(cli.nodes > 1, opts.ready_timeout).await?;
         }
-        run::run(&mut nodes, &opts).await
+        run::run_with(&mut nodes, &opts, partitions.as_mut()).await
     }
     .await;
     for n in nodes.iter_mut() {
@@ -176,6 +221,11 @@ async fn main() -> ExitCode {
         }
     };
     if !passed {
+        // a container's log is Docker's: keep it beside the data the harness keeps
+        for c in cli.docker_nodes.iter() {
+            let path = root.path().join(format!("node{}", c.id)).join("server.log");
+            let _ = std::fs::write(path, docker::log_tail(&c.name, 400).await);
+        }
         for n in &nodes {
             println!("--- node {} log tail ({})\n{}", n.id, n.log_path().display(), n.log_tail(20));
         }

@@ -75,6 +75,9 @@ pub struct Node {
     child: Option<Child>,
     /// Times started.
     pub starts: u32,
+    /// Started by someone else (a container, see [`crate::docker`]): always up as far as the
+    /// harness knows; it neither starts nor kills it.
+    external: bool,
 }
 
 impl Node {
@@ -96,11 +99,20 @@ impl Node {
     }
     /// Whether the process is running (as far as the harness started and did not kill it).
     pub fn is_up(&self) -> bool {
-        self.child.is_some()
+        self.external || self.child.is_some()
+    }
+
+    /// A node the harness did not start and does not manage (a container), reached on loopback
+    /// at `ports`; `dir` holds whatever the caller keeps about it (its log, say).
+    pub fn external(id: u64, ports: Ports, dir: PathBuf) -> Self {
+        Self { id, ports, dir, args: Vec::new(), bin: PathBuf::new(), child: None, starts: 1, external: true }
     }
 
     /// Starts the process (its data dir is reused).
     pub fn start(&mut self) -> anyhow::Result<()> {
+        if self.external {
+            bail!("node {} is external: the harness does not start it", self.id);
+        }
         let log = OpenOptions::new().create(true).append(true).open(self.log_path())?;
         let child = Command::new(&self.bin)
             .args(&self.args)
@@ -116,6 +128,9 @@ impl Node {
 
     /// `kill -9` and reap.
     pub fn kill(&mut self) -> anyhow::Result<()> {
+        if self.external {
+            bail!("node {} is external: the harness does not kill it", self.id);
+        }
         if let Some(mut c) = self.child.take() {
             c.kill().context("kill -9")?;
             c.wait()?;
@@ -233,7 +248,16 @@ pub fn layout(cfg: &NodeConfig, root: &Path) -> anyhow::Result<Vec<Node>> {
             }
         }
         args.extend(cfg.extra.iter().cloned());
-        nodes.push(Node { id, ports: p, dir, args, bin: cfg.bin.clone(), child: None, starts: 0 });
+        nodes.push(Node {
+            id,
+            ports: p,
+            dir,
+            args,
+            bin: cfg.bin.clone(),
+            child: None,
+            starts: 0,
+            external: false,
+        });
     }
     Ok(nodes)
 }

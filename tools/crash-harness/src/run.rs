@@ -28,6 +28,7 @@ use crate::client::{RespClient, RespReply, TcpClient};
 use crate::groups::{self, GroupOp, Outcome, TransferOp};
 use crate::linearizable::{self, Entry, Op, Verdict};
 use crate::nodes::Node;
+use crate::partition::{Clock, Cuts, Partitions};
 
 /// What a run does.
 #[derive(Debug, Clone)]
@@ -642,6 +643,16 @@ pub struct Report {
 
 /// Runs the workload and the nemesis against started, ready `nodes`, then checks.
 pub async fn run(nodes: &mut [Node], opts: &Options) -> anyhow::Result<Report> {
+    run_with(nodes, opts, None).await
+}
+
+/// [`run`], with network partitions too when given `partitions` (nodes in containers; give them
+/// no kills: the harness neither kills nor starts a container).
+pub async fn run_with(
+    nodes: &mut [Node],
+    opts: &Options,
+    partitions: Option<&mut Partitions>,
+) -> anyhow::Result<Report> {
     let cluster = nodes.len() > 1;
     let run_id = format!("h{:08x}", SmallRng::seed_from_u64(opts.seed).random::<u32>());
     if opts.groups {
@@ -667,10 +678,16 @@ pub async fn run(nodes: &mut [Node], opts: &Options) -> anyhow::Result<Report> {
     }
     let nem = nemesis(nodes, &shared, cluster, deadline).await;
     let mut logs = Vec::new();
+    // The partitions (after the nemesis, which returns at once without kills), while the clients run.
+    let cuts = match partitions {
+        Some(p) => p.inject(nodes, opts, Clock::from(shared.start), deadline).await,
+        None => Ok(Cuts::default()),
+    };
     for t in tasks {
         logs.push(t.await.context("client task")?);
     }
     let nem = nem?;
+    let cuts = cuts?;
     let end = shared.now();
 
     if cluster {
@@ -680,7 +697,70 @@ pub async fn run(nodes: &mut [Node], opts: &Options) -> anyhow::Result<Report> {
     for n in nodes.iter() {
         finals.push((n.id, final_state(n, &format!("{run_id}:"), opts.ready_timeout).await?));
     }
-    Ok(check(&run_id, logs, finals, end, &nem, opts))
+    let minority = minority_check(&logs, &cuts, opts);
+    let mut report = check(&run_id, logs, finals, end, &nem, opts);
+    report.lines.extend(cuts.lines);
+    report.lines.extend(minority.lines);
+    report.violations.extend(minority.violations);
+    Ok(report)
+}
+
+/// After partitions: the writes sent to a node while it was cut off from the majority (within one
+/// of its `cuts.minority` windows), none of which may have been acknowledged within the window.
+/// A writer's node is its number / `clients_per_node` (`run_with` numbers writers node by node),
+/// reported by id: index + 1 (ids are 1..=N in order, processes and containers alike).
+fn minority_check(logs: &[ClientLog], cuts: &Cuts, opts: &Options) -> Report {
+    let mut report = Report { lines: Vec::new(), violations: Vec::new() };
+    if cuts.minority.is_empty() {
+        return report;
+    }
+    let per_node = opts.clients_per_node.max(1) as u64;
+    let mut sent = 0;
+    let mut acked = Vec::new();
+    for r in logs.iter().flat_map(|l| &l.records).filter(|r| r.write) {
+        let Ok(v) = &r.value else { continue };
+        let node = ((v >> 32) / per_node) as usize;
+        let Some((_, from, to)) =
+            cuts.minority.iter().find(|(n, from, to)| *n == node && (*from..=*to).contains(&r.call))
+        else {
+            continue;
+        };
+        sent += 1;
+        if let Some(ret) = r.ret.filter(|ret| ret <= to) {
+            let ms = |t: u64| t as f64 / 1e6;
+            acked.push(format!(
+                "{} = {}:{} acknowledged by node {} in [{:.1}, {:.1}] ms, while it was cut off in [{:.1}, {:.1}] ms",
+                r.key,
+                v >> 32,
+                v & 0xffff_ffff,
+                node + 1,
+                ms(r.call),
+                ms(ret),
+                ms(*from),
+                ms(*to)
+            ));
+        }
+    }
+    report.lines.push(format!(
+        "cut-off nodes: {} cuts, {sent} writes sent to a node while it was cut off, {} acknowledged before the heal",
+        cuts.minority.len(),
+        acked.len()
+    ));
+    if !acked.is_empty() {
+        report.violations.push(format!(
+            "{} writes acknowledged by a minority: {}",
+            acked.len(),
+            sample(&acked)
+        ));
+    }
+    if sent == 0 {
+        report.violations.push(
+            "no write was sent to a cut-off node while it was cut off: the minority check checked nothing \
+             (a shorter --op-timeout than the cuts lets clients send more than one request per cut)"
+                .into(),
+        );
+    }
+    report
 }
 
 fn check(
@@ -719,7 +799,9 @@ fn check(
         count(&|r| !r.write),
     ));
     let short = if (nem.kills.len() as u32) < opts.kills { " (the run ended before the rest)" } else { "" };
-    lines.push(format!("kills: {} of {}{short} ({})", nem.kills.len(), opts.kills, nem.kills.join(", ")));
+    if opts.kills > 0 {
+        lines.push(format!("kills: {} of {}{short} ({})", nem.kills.len(), opts.kills, nem.kills.join(", ")));
+    }
     if !nem.elections.is_empty() {
         let mut e = nem.elections.clone();
         e.sort();
@@ -932,6 +1014,43 @@ mod tests {
         assert_eq!(id_of(value_of(3, 9).as_bytes()), Some((3 << 32) | 9));
         assert_eq!(id_of(b"3:0"), None);
         assert_eq!(id_of(b"x"), None);
+    }
+
+    #[test]
+    fn a_minority_acknowledging_a_write_is_a_violation() {
+        let opts = Options { clients_per_node: 2, ..opts() };
+        // writer 3 writes through node index 1, id 2 (2 clients per node), cut off in [10, 20]
+        let w = |seq: u64, call, ret| rec("r:u:3:1", None, true, (3 << 32) | seq, call, ret);
+        let logs = |records| vec![ClientLog { records, ..ClientLog::default() }];
+        let cuts = Cuts { minority: vec![(1, 10, 20)], ..Cuts::default() };
+        // sent before the cut, unacknowledged, acknowledged after the heal: all fine
+        let rep =
+            minority_check(&logs(vec![w(1, 5, Some(12)), w(2, 12, None), w(3, 18, Some(25))]), &cuts, &opts);
+        assert!(rep.violations.is_empty(), "{:?}", rep.violations);
+        assert!(rep.lines[0].contains("1 cuts, 2 writes sent"), "{:?}", rep.lines);
+        // another node's writer (writer 1: node index 0) may be acknowledged meanwhile, but that
+        // leaves the cut-off node's check empty, which fails too
+        let rep = minority_check(
+            &logs(vec![rec("r:u:1:1", None, true, (1 << 32) | 1, 12, Some(15))]),
+            &cuts,
+            &opts,
+        );
+        assert!(
+            rep.violations.len() == 1 && rep.violations[0].contains("the minority check checked nothing"),
+            "{:?}",
+            rep.violations
+        );
+        let rep = minority_check(&logs(vec![w(4, 11, Some(19))]), &cuts, &opts);
+        assert!(
+            rep.violations.len() == 1
+                && rep.violations[0].contains("1 writes acknowledged by a minority")
+                && rep.violations[0].contains("by node 2 "),
+            "{:?}",
+            rep.violations
+        );
+        // without cuts, nothing to say
+        let rep = minority_check(&logs(vec![w(4, 11, Some(19))]), &Cuts::default(), &opts);
+        assert!(rep.lines.is_empty() && rep.violations.is_empty());
     }
 
     #[test]

@@ -12,7 +12,17 @@ fn help_names_the_flags_the_scripts_use() {
     let out = harness().arg("--help").output().expect("runs");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--nodes", "--duration", "--kills", "--server", "--election-timeout-ms", "--server-arg"] {
+    for flag in [
+        "--nodes",
+        "--duration",
+        "--kills",
+        "--server",
+        "--election-timeout-ms",
+        "--server-arg",
+        "--docker-node",
+        "--docker-network",
+        "--partition-hold",
+    ] {
         assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
     }
 }
@@ -24,6 +34,17 @@ fn bad_arguments_fail_before_starting_anything() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--nodes"));
     let out = harness().args(["--duration", "soon"]).output().expect("runs");
     assert!(!out.status.success());
+}
+
+#[test]
+fn docker_nodes_need_a_network_and_well_formed_names() {
+    let out = harness().args(["--docker-node", "1=some-container"]).output().expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--docker-network"));
+    let out =
+        harness().args(["--docker-node", "some-container", "--docker-network", "n"]).output().expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ID=CONTAINER"));
 }
 
 #[test]

@@ -29,7 +29,7 @@ impl ClusterService {
             return Err(Status::failed_precondition(NOT_CLUSTERED));
         };
         match cluster.change_members(change).await {
-            Ok(Members { voters, learners, removed_ids }) => {
+            Ok(Members { voters, learners, removed_ids, .. }) => {
                 Ok(Response::new(pb::MembershipResponse { voters, learners, removed_ids }))
             }
             Err(e) => Err(change_status(e)),

@@ -8,7 +8,8 @@
 
 use nanodb_protocol::pb;
 use nanodb_protocol::{
-    CommandName, Entry, Error, ErrorCode, FromReply, KeyType, Pong, Reply, ScanEntry, TypedCommand, cmd,
+    CommandName, Entry, Error, ErrorCode, FromReply, KeyType, Pong, Reply, ScanEntry, ScriptValue,
+    TypedCommand, cmd,
 };
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -57,7 +58,28 @@ pub fn status(e: &Error) -> Status {
         ErrorCode::Internal => "internal error".to_string(),
         _ => e.to_string(),
     };
-    Status::with_metadata(code(c), message, md)
+    let grpc = match e {
+        Error::Script(message) => script_code(message),
+        _ => code(c),
+    };
+    Status::with_metadata(grpc, message, md)
+}
+
+/// The gRPC code of a script's error, from the Redis prefix its message starts with (the stable
+/// NanoDB code of every script error is `INVALID_ARGUMENT`; the message says which it was):
+/// `NOSCRIPT` (the SHA-1 is not cached: send the source) is `NOT_FOUND`, `BUSY` (ran past
+/// `--script-timeout-ms`) `DEADLINE_EXCEEDED`, `TRYAGAIN` (in a cluster, other writes kept changing
+/// its keys) and a script killed by SCRIPT KILL `ABORTED` (retry the call), and the script's own
+/// errors (compiling, raised, past `--script-max-memory`) `INVALID_ARGUMENT`: as sent, the script
+/// fails again.
+pub fn script_code(message: &str) -> Code {
+    match message.split(' ').next() {
+        Some("NOSCRIPT") => Code::NotFound,
+        Some("BUSY") => Code::DeadlineExceeded,
+        Some("TRYAGAIN") => Code::Aborted,
+        _ if message.contains("was killed by SCRIPT KILL") => Code::Aborted,
+        _ => Code::InvalidArgument,
+    }
 }
 
 /// How a command's typed output becomes its gRPC response message: one impl per command gRPC
@@ -141,6 +163,23 @@ respond! {
     ListSet => ListSetResponse |_| pb::ListSetResponse {};
     ListTrim => ListTrimResponse |_| pb::ListTrimResponse {};
     GetRange => GetRangeResponse |value| pb::GetRangeResponse { value };
+    Eval => EvalResponse |v| pb::EvalResponse { value: Some(script_value(v)) };
+}
+
+/// A script's reply as the flat `ScriptValue` message (one message per nesting level).
+pub fn script_value(v: ScriptValue) -> pb::ScriptValue {
+    use pb::ScriptValueKind as K;
+    let of = |kind: K| pb::ScriptValue { kind: kind as i32, ..Default::default() };
+    match v {
+        ScriptValue::Nil => of(K::Nil),
+        ScriptValue::Int(integer) => pb::ScriptValue { integer, ..of(K::Integer) },
+        ScriptValue::Bulk(bulk) => pb::ScriptValue { bulk, ..of(K::Bulk) },
+        ScriptValue::Status(text) => pb::ScriptValue { text, ..of(K::Status) },
+        ScriptValue::Error(text) => pb::ScriptValue { text, ..of(K::Error) },
+        ScriptValue::Array(items) => {
+            pb::ScriptValue { items: items.into_iter().map(script_value).collect(), ..of(K::Array) }
+        }
+    }
 }
 
 /// `GetResponse` for a present or missing key.
@@ -257,6 +296,26 @@ pub fn error_message(e: &Error) -> pb::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A script's error keeps its Redis text; its gRPC code comes from the text's prefix.
+    #[test]
+    fn script_errors_map_by_their_prefix() {
+        for (message, want) in [
+            ("NOSCRIPT No matching script. Please use EVAL.", Code::NotFound),
+            ("BUSY script abc ran past --script-timeout-ms (5 ms) and was stopped", Code::DeadlineExceeded),
+            ("TRYAGAIN keys the script touched were changed", Code::Aborted),
+            ("ERR script abc was killed by SCRIPT KILL; nothing it wrote was kept", Code::Aborted),
+            ("ERR user_script:2: attempt to index local 'x' script: abc", Code::InvalidArgument),
+            ("OOM script abc allocated past --script-max-memory", Code::InvalidArgument),
+        ] {
+            let s = status(&Error::Script(message.into()));
+            assert_eq!((s.code(), s.message()), (want, message));
+            assert_eq!(
+                s.metadata().get(ERROR_CODE_METADATA).map(|v| v.as_bytes()),
+                Some(&b"INVALID_ARGUMENT"[..])
+            );
+        }
+    }
 
     #[test]
     fn every_code_maps_and_internal_leaks_nothing() {

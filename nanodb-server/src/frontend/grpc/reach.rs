@@ -45,6 +45,6 @@ pub fn reach(c: CommandName) -> Reach {
         ListTrim => Yes("KV.ListTrim"),
         GetRange => Yes("KV.GetRange"),
         Txn => Yes("KV.Txn"),
-        Eval => Reach::No("scripts run over RESP and binary TCP only (issue #18)"),
+        Eval => Yes("KV.Eval"),
     }
 }

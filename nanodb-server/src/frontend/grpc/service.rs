@@ -120,6 +120,7 @@ kv_service! {
         list_trim => ListTrim(ListTrimRequest) -> ListTrimResponse;
         get_range => GetRange(GetRangeRequest) -> GetRangeResponse;
         publish => Publish(PublishRequest) -> PublishResponse;
+        eval => Eval(EvalRequest) -> EvalResponse;
     }
 
     async fn batch(&self, request: Request<pb::BatchRequest>) -> Result<Response<pb::BatchResponse>, Status> {

@@ -164,7 +164,8 @@ pub async fn stats(s: Call) -> Response {
 }
 
 /// Prometheus metrics: requests, errors and latency histograms per protocol and operation,
-/// connections, keys, change-feed counters, memory.
+/// connections, keys, change-feed counters, memory; in a cluster, the Raft figures
+/// (`cluster::metrics`).
 #[utoipa::path(get, path = "/metrics", tag = "admin",
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")))]
 pub async fn metrics(s: Call) -> Response {
@@ -284,6 +285,9 @@ pub fn render_metrics(s: &Shared) -> String {
         let _ = writeln!(out, "nanodb_request_duration_seconds_sum{{{labels}}} {}", h.sum_us() as f64 / 1e6);
         // The count is the +Inf bucket, so the two always agree even while requests land.
         let _ = writeln!(out, "nanodb_request_duration_seconds_count{{{labels}}} {cumulative}");
+    }
+    if let Some(cluster) = &s.ctx.cluster {
+        cluster.render_metrics(&mut out);
     }
     out
 }

@@ -15,6 +15,7 @@ pub(crate) mod auth;
 mod batch;
 mod cluster;
 mod error;
+mod eval;
 mod events;
 mod extract;
 mod guard;
@@ -114,6 +115,7 @@ pub struct BinaryBody(pub Vec<u8>);
         keys::flush,
         batch::batch,
         batch::txn,
+        eval::eval,
         hash_list::hash_get_all,
         hash_list::hash_get,
         hash_list::hash_set,
@@ -154,6 +156,10 @@ pub struct BinaryBody(pub Vec<u8>);
         batch::TxnJson,
         batch::CompareJson,
         batch::CompareOpJson,
+        eval::EvalBody,
+        eval::EvalJson,
+        eval::ScriptValueJson,
+        eval::ScriptKindJson,
         kv::KeyTypeJson,
         kv::ExpiryJson,
         kv::PairJson,
@@ -208,6 +214,7 @@ pub fn router(ctx: Context) -> Router {
         .route("/v1/keyspace/random", get(keys::random_key))
         .route("/v1/batch", post(batch::batch))
         .route("/v1/txn", post(batch::txn))
+        .route("/v1/eval", post(eval::eval))
         .route("/v1/auth/token", post(auth::issue_token))
         .route("/v1/hash/{key}", get(hash_list::hash_get_all))
         .route(

@@ -44,7 +44,7 @@ pub fn reach(c: CommandName) -> Reach {
         ListSet => Yes("PUT /v1/list/{key}/{index}"),
         GetRange => Yes("GET /v1/kv/{key}/range"),
         Txn => Yes("POST /v1/txn"),
-        Eval => No("scripts run over RESP and binary TCP only (issue #18)"),
+        Eval => Yes("POST /v1/eval"),
         ListTrim => Yes("POST /v1/list/{key}/trim"),
     }
 }

@@ -50,6 +50,9 @@ pub struct Session<'a> {
     pub cursors: Vec<(u64, Bytes)>,
     /// The log position the replies buffered so far must wait for before they are written.
     pub log_position: u64,
+    /// In a cluster, the Raft log index of this connection's last write (`WAIT` waits for the
+    /// other members to hold it).
+    pub last_write: u64,
     /// The change-feed subscriber while the connection holds channels or patterns (Redis's
     /// subscribed mode); `None` otherwise, so an unsubscribed connection costs the hub nothing.
     pub sub: Option<Subscriber>,
@@ -79,6 +82,7 @@ impl<'a> Session<'a> {
             lib: (None, None),
             cursors: Vec::new(),
             log_position: 0,
+            last_write: 0,
             sub: None,
             multi: None,
             watched: Vec::new(),
@@ -249,6 +253,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("quit", -1, F, (0, 0, 0), connection::quit),
     spec!("randomkey", 1, &["readonly"], (0, 0, 0), keys::randomkey),
     spec!("rename", 3, W, (1, 2, 1), keys::rename),
+    spec!("replicaof", 3, &["admin", "noscript", "stale"], (0, 0, 0), server::replicaof),
     spec!("reset", 1, F, (0, 0, 0), connection::reset),
     spec!("role", 1, F, (0, 0, 0), server::role),
     spec!("rpop", -2, W, (1, 1, 1), lists::rpop),
@@ -259,6 +264,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("set", -3, W, (1, 1, 1), strings::set),
     spec!("setex", 4, W, (1, 1, 1), strings::setex),
     spec!("setnx", 3, W, (1, 1, 1), strings::setnx),
+    spec!("slaveof", 3, &["admin", "noscript", "stale"], (0, 0, 0), server::replicaof),
     spec!("strlen", 2, R, (1, 1, 1), strings::strlen),
     spec!("subscribe", -2, PS, (0, 0, 0), pubsub::subscribe),
     spec!("time", 1, F, (0, 0, 0), server::time),
@@ -267,6 +273,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("unlink", -2, W, (1, -1, 1), keys::del),
     spec!("unsubscribe", -1, PS, (0, 0, 0), pubsub::unsubscribe),
     spec!("unwatch", 1, TX, (0, 0, 0), transactions::unwatch),
+    spec!("wait", 3, &["noscript"], (0, 0, 0), server::wait),
     spec!("watch", -2, TX, (1, -1, 1), transactions::watch),
 ];
 
@@ -388,13 +395,16 @@ const NOT_IN_SCRIPTS: &[&str] = &[
     "psubscribe",
     "punsubscribe",
     "quit",
+    "replicaof",
     "reset",
     "role",
     "script",
     "select",
+    "slaveof",
     "subscribe",
     "unsubscribe",
     "unwatch",
+    "wait",
     "watch",
 ];
 
@@ -499,15 +509,19 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
 /// position the session's buffered replies wait for: the connection waits for it once per
 /// round, before writing them.
 ///
-/// Inside a script the command runs in the script's group instead (its declared keys only; the
-/// script's permissions were checked on them), and is committed with the script.
+/// Inside a script (or a cluster's EXEC) the command runs in the group instead (its declared keys
+/// only), and is committed with it. The caller is checked as for a command alone: a script's
+/// session may do everything (its permissions were checked on the keys it declares), an EXEC's is
+/// the connection's user.
 pub fn run<C: Run>(ctx: &Context, session: &mut Session<'_>, cmd: C) -> Result<C::Output, Error> {
     if let Some(group) = session.group {
+        session.caller.authorize_with(|| cmd.need())?;
         let reply = group.run(cmd.into_command())?;
         return C::output_from(reply, false);
     }
     let (result, position) = ctx.run_pipelined(&session.caller, cmd);
     session.log_position = session.log_position.max(position);
+    session.last_write = session.last_write.max(position);
     result
 }
 

@@ -1,4 +1,5 @@
-//! Server commands: INFO, COMMAND, CONFIG (including run-time keyspace notifications), TIME.
+//! Server commands: INFO, COMMAND, CONFIG (including run-time keyspace notifications), TIME,
+//! and replication's: ROLE, REPLICAOF / SLAVEOF, WAIT (over the cluster, see `cluster::replica`).
 
 use std::fmt::Write as _;
 
@@ -99,7 +100,18 @@ fn replication_section(ctx: &Context, text: &mut String) {
         text.push_str("role:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n\r\n");
         return;
     };
-    if s.role == "leader" {
+    // What a node that `REPLICAOF`s this one needs (Redis clients skip fields they do not know).
+    if let Some(c) = &ctx.cluster {
+        let _ = write!(
+            text,
+            "nanodb_node_id:{}\r\nnanodb_raft_addr:{}\r\nnanodb_cluster_id:{}\r\n",
+            c.node_id(),
+            c.advertised_raft_addr(),
+            c.cluster_id().unwrap_or_default()
+        );
+    }
+    // A node serving alone, not yet initialized, is a master without replicas.
+    if s.role == "leader" || s.members.is_empty() {
         let others: Vec<_> = s.members.iter().filter(|m| m.id != s.node_id).collect();
         let _ = write!(text, "role:master\r\nconnected_slaves:{}\r\n", others.len());
         for (i, m) in others.iter().enumerate() {
@@ -132,7 +144,7 @@ pub fn role(ctx: &Context, _: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut)
         encode::array(out, 0);
         return DONE;
     };
-    if s.role == "leader" {
+    if s.role == "leader" || s.members.is_empty() {
         let others: Vec<_> = s.members.iter().filter(|m| m.id != s.node_id).collect();
         encode::array(out, 3);
         encode::bulk(out, b"master");
@@ -155,6 +167,59 @@ pub fn role(ctx: &Context, _: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut)
         encode::bulk(out, if leader.is_some() { b"connected" } else { b"connect" });
         encode::int(out, s.applied_index as i64);
     }
+    DONE
+}
+
+/// REPLICAOF host port | REPLICAOF NO ONE (and SLAVEOF): see `cluster::replica`. Admin-only;
+/// a node without `--raft-addr` cannot join anything and says which flags it needs.
+pub fn replicaof(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    ctx.authorize(&session.caller, crate::auth::Need::Admin("replicaof"))?;
+    let Some(cluster) = &ctx.cluster else {
+        return Err(Reject::Msg(
+            "ERR REPLICAOF needs cluster mode: start this node with --node-id N and --raft-addr HOST:PORT (and no \
+             --cluster-peers, to serve alone until REPLICAOF)"
+                .into(),
+        ));
+    };
+    let handle = tokio::runtime::Handle::current();
+    let answer = if is(&args[1], "NO") && is(&args[2], "ONE") {
+        tokio::task::block_in_place(|| handle.block_on(cluster.leave()))
+    } else {
+        let host =
+            std::str::from_utf8(&args[1]).map_err(|_| Reject::Msg("ERR Invalid master host".into()))?;
+        let port = std::str::from_utf8(&args[2])
+            .ok()
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Reject::Msg("ERR Invalid master port".into()))?;
+        tokio::task::block_in_place(|| handle.block_on(cluster.replicate(host, port)))
+    };
+    match answer {
+        Ok(text) => encode::simple(out, text),
+        Err(e) => return Err(Reject::Msg(e)),
+    }
+    DONE
+}
+
+/// WAIT numreplicas timeout: how many other members (followers and learners) hold this
+/// connection's last write, waiting up to `timeout` ms for `numreplicas` of them (0: until the
+/// request deadline). A single node has no replicas: 0 at once.
+pub fn wait(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
+    let want = super::int_arg(&args[1])?;
+    let timeout = super::int_arg(&args[2])?;
+    if timeout < 0 {
+        return Err(Reject::Msg("ERR timeout is negative".into()));
+    }
+    let Some(cluster) = &ctx.cluster else {
+        encode::int(out, 0);
+        return DONE;
+    };
+    let handle = tokio::runtime::Handle::current();
+    let index = session.last_write;
+    let want = usize::try_from(want).unwrap_or(0);
+    let timeout = std::time::Duration::from_millis(timeout as u64);
+    let n = tokio::task::block_in_place(|| handle.block_on(cluster.wait_replicas(index, want, timeout)));
+    encode::int(out, n as i64);
     DONE
 }
 

@@ -25,12 +25,20 @@
 //! A transaction may hold commands on named keys and the keyless PING, ECHO, TIME and PUBLISH;
 //! commands over the whole keyspace (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHDB) and server or
 //! connection commands are refused while queuing, since a group only holds the keys it names.
-//! A cluster replicates single commands: MULTI is refused there (KV.Txn, `POST /v1/txn` and the
-//! TCP TXN request are transactions that travel as one Raft entry).
+//!
+//! In a cluster, EXEC works as a script does there (see `scripting`, "Cluster"): after a read
+//! barrier it checks the WATCHed versions and runs the queue here on a group that records what it
+//! touched and wrote, then proposes that as ONE transaction whose compares pin the touched and
+//! WATCHed keys to the versions seen; if another write came in between, nothing is applied and
+//! EXEC starts over (a WATCHed key that changed then answers the null array), up to 5 times before
+//! the retryable `TRYAGAIN`. There a transaction cannot hold PUBLISH (a group holds keyed commands
+//! only), and a queue that writes more than `--max-batch-len` times is refused.
 
 use bytes::{Bytes, BytesMut};
+use nanodb_protocol::{Command, Compare, CompareOp, CompareTarget, Error, Reply};
 
 use super::{Flow, Outcome, Reject, Session, Spec, execute};
+use crate::cluster::Cluster;
 use crate::frontend::Context;
 use crate::frontend::resp::encode;
 
@@ -89,15 +97,9 @@ pub fn flag(session: &mut Session<'_>) {
     }
 }
 
-pub fn multi(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
+pub fn multi(_: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut BytesMut) -> Outcome {
     if session.multi.is_some() {
         return Err(Reject::Msg("ERR MULTI calls can not be nested".into()));
-    }
-    if ctx.cluster.is_some() {
-        return Err(Reject::Msg(
-            "ERR MULTI is not available in cluster mode: use KV.Txn, POST /v1/txn or the TCP TXN request"
-                .into(),
-        ));
     }
     session.multi = Some(Multi::default());
     encode::ok(out);
@@ -158,6 +160,9 @@ pub fn exec(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byt
     for (spec, args) in specs.iter().zip(&multi.queued) {
         key_args(spec, args, &mut keys);
     }
+    if let Some(cluster) = &ctx.cluster {
+        return exec_clustered(ctx, cluster, session, &multi.queued, &watched, keys, out);
+    }
     let group = ctx.engine.lock_group(keys);
     for w in watched {
         if !group.unchanged_since(&w.key, w.version, w.since)? {
@@ -189,6 +194,99 @@ pub fn exec(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byt
         out.extend_from_slice(&reply);
     }
     DONE
+}
+
+/// How many times EXEC runs in a cluster before giving up on keys other writers keep changing.
+const CLUSTER_TRIES: u32 = 5;
+
+/// EXEC in a cluster (see the module documentation): the queue runs here on a recording group,
+/// and what it wrote is proposed as one transaction pinning what it saw.
+fn exec_clustered(
+    ctx: &Context,
+    cluster: &Cluster,
+    session: &mut Session<'_>,
+    queued: &[Vec<Bytes>],
+    watched: &[Watched],
+    keys: Vec<Bytes>,
+    out: &mut BytesMut,
+) -> Outcome {
+    let max_ops = ctx.engine.limits().max_batch_len;
+    let pin = |key: &Bytes, version: u64| Compare {
+        key: key.clone(),
+        op: CompareOp::Equal,
+        target: CompareTarget::Version(version),
+    };
+    // RESP runs commands synchronously: this thread waits for consensus as `run_pipelined` does
+    // in a cluster, handing its other tasks to another worker meanwhile.
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        handle.block_on(async {
+            for attempt in 0..CLUSTER_TRIES {
+                if attempt > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(1 + u64::from(attempt))).await;
+                }
+                cluster.read_barrier().await?;
+                // The group lives only in this block: never across an await.
+                let ran = {
+                    let mut group = ctx.engine.lock_group(keys.clone());
+                    group.record()?;
+                    let mut unchanged = true;
+                    for w in watched {
+                        if !group.unchanged_since(&w.key, w.version, w.since)? {
+                            unchanged = false;
+                            break;
+                        }
+                    }
+                    if unchanged {
+                        let mut inside = Session::new(session.id, session.addr, session.clients, session.caller.clone());
+                        inside.group = Some(&group);
+                        let mut replies = BytesMut::new();
+                        for args in queued {
+                            execute(ctx, &mut inside, args, &mut replies);
+                        }
+                        drop(inside);
+                        Some((replies, group.into_txn()?))
+                    } else {
+                        None
+                    }
+                };
+                let Some((replies, txn)) = ran else {
+                    encode::null_array(out);
+                    return DONE;
+                };
+                let answer = |out: &mut BytesMut| {
+                    encode::array(out, queued.len());
+                    out.extend_from_slice(&replies);
+                    DONE
+                };
+                let Some(mut txn) = txn else {
+                    // Nothing written: its reads came after the read barrier.
+                    return answer(out);
+                };
+                if txn.success.len() > max_ops {
+                    return Err(Reject::Msg(format!(
+                        "ERR in cluster mode a transaction travels as one log entry of at most {max_ops} writes (max_batch_len); this one made {}, and none was kept",
+                        txn.success.len()
+                    )));
+                }
+                // The entry pins versions only: a WATCHed missing key created and removed between
+                // this check and the entry's apply on the leader goes unseen there.
+                txn.compares.extend(watched.iter().map(|w| pin(&w.key, w.version)));
+                match cluster.write(Command::Txn(txn)).await? {
+                    (Reply::Txn(outcome), _) if outcome.succeeded => return answer(out),
+                    // A key it saw changed in between: nothing applied; start over.
+                    (Reply::Txn(_), _) => continue,
+                    (other, _) => {
+                        tracing::error!(reply = ?other, "EXEC's transaction answered with another reply");
+                        return Err(Reject::Engine(Error::Internal));
+                    }
+                }
+            }
+            Err(Reject::Msg(format!(
+                "TRYAGAIN keys the transaction touched were changed by other writes while it ran, {CLUSTER_TRIES} times in a row; nothing it wrote was kept"
+            )))
+        })
+    })
 }
 
 /// Appends the keys `args` names, by the command's key positions (first, last, step; a negative
