@@ -7,7 +7,9 @@
 # on free loopback ports, --fsync always, writers and readers on every node over the binary TCP
 # protocol and RESP, the leader and random nodes killed with SIGKILL and restarted from their data
 # dirs; then every acknowledged write must be on every node, nothing unsent may appear, and each
-# shared key's history must be linearizable. --single runs one server without cluster flags (kill
+# shared key's history must be linearizable. Multi-key groups too (issue #18, unless --no-groups):
+# tagged 10-key MSETs and version-guarded transfers (TXN; MULTI/EXEC on one node) must be whole or
+# absent after every restart and at the end, and the accounts' sum conserved. --single runs one server without cluster flags (kill
 # -9 + restart: acknowledged writes survive). Flags after it go to the harness and override the
 # defaults below (e.g. --duration 60s --kills 20 --election-timeout-ms 300 --keep); see
 # `target/debug/crash-harness --help`. Exit status 0 = passed.

@@ -51,6 +51,10 @@ impl Engine {
                     if due && watched {
                         self.tell_expired(&e.key);
                     }
+                    if due {
+                        // under the lock, as every removal's mark (see `Partition::removed`)
+                        part.note_removed(e.slot.version);
+                    }
                     due
                 });
                 if removed.is_some() {

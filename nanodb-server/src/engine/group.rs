@@ -117,10 +117,24 @@ impl Engine {
         Group { engine: self, held, keys, overlay, record: None }
     }
 
-    /// The version of `key` (0 when it is missing or expired): what Redis's WATCH remembers, since
-    /// every write, deletion and expiry of a key changes it.
+    /// The version of `key` (0 when it is missing or expired): every write, deletion and expiry
+    /// of a key changes it.
     pub fn version_of(&self, key: &[u8]) -> u64 {
         self.read(key, |slot| slot.version).unwrap_or(0)
+    }
+
+    /// What Redis's WATCH remembers of `key`: its version (0 when missing or expired) and the
+    /// version counter at that moment (every version drawn later is greater), read together
+    /// under the key's partition lock. [`Group::unchanged_since`] compares them at EXEC.
+    pub fn watch_point(&self, key: &[u8]) -> (u64, u64) {
+        let (hash, part) = self.locate(key);
+        let table = part.read();
+        let now = self.write_now();
+        let version = match table.get(hash, key) {
+            Some(e) if !e.slot.is_expired(now) => e.slot.version,
+            _ => 0,
+        };
+        (version, self.versions.load(Ordering::Relaxed))
     }
 
     /// "Now" for a write: the entry's time in a cluster, this node's clock otherwise.
@@ -309,6 +323,34 @@ impl Group<'_> {
         })
     }
 
+    /// Whether `key` (declared) is as Redis's WATCH saw it ([`Engine::watch_point`]: `version`,
+    /// with the counter at `since`): a key that existed must still have that version (a write,
+    /// a deletion or its expiry since changes it); a key that did not exist must still be
+    /// missing, with no slot written since (created, and maybe expired, after the WATCH) and
+    /// nothing removed from its partition since (created and deleted after the WATCH, as Redis
+    /// 7 counts it). A key already expired at WATCH and reclaimed later is no change, as in
+    /// Redis 7.0. The partition is the granularity of the last test: another key of the same
+    /// partition (1/512 of the keyspace) removed since aborts the EXEC too, which a WATCH
+    /// client retries; a change is never missed.
+    pub fn unchanged_since(&self, key: &[u8], version: u64, since: u64) -> Result<bool, Error> {
+        self.check_declared(key)?;
+        let now = self.overlay.read(key, |slot| slot.version).unwrap_or(0);
+        if now != version {
+            return Ok(false);
+        }
+        if version != 0 {
+            return Ok(true);
+        }
+        let engine = self.engine;
+        let hash = engine.hash(key);
+        let index = engine.partition_index(hash);
+        let table = &self.held[held_index(&self.held, index)].1;
+        if table.get(hash, key).is_some_and(|e| e.slot.version > since) {
+            return Ok(false);
+        }
+        Ok(engine.partitions[index].removed.load(Ordering::Relaxed) <= since)
+    }
+
     /// Applies what the group changed, atomically; returns the log position the acknowledgement
     /// must wait for. A log that refuses the record (failed, shutting down, a record too large
     /// to recover) refuses the whole group: nothing is applied.
@@ -319,7 +361,16 @@ impl Group<'_> {
             match overlay.take(&key) {
                 Some(slot) if slot.version == loaded => {}
                 Some(slot) => changes.push((key, Fate::Put(slot))),
-                None if loaded == 0 => {}
+                None if loaded == 0 => {
+                    // Maybe created and removed inside the group: nothing to write, but a WATCH
+                    // of the missing key must see it touched, as Redis does (its partition's
+                    // removal mark, raised under the lock held).
+                    let (_, in_overlay) = overlay.locate(&key);
+                    let mark = in_overlay.removed.load(Ordering::Relaxed);
+                    if mark > 0 {
+                        engine.partitions[engine.partition_index(engine.hash(&key))].note_removed(mark);
+                    }
+                }
                 None => changes.push((key, Fate::Remove(engine.next_version()))),
             }
         }
@@ -383,6 +434,7 @@ impl Group<'_> {
                 },
                 Fate::Remove(_) => {
                     if let Some(gone) = table.remove_if(hash, &key, |_| true) {
+                        part.note_removed(gone.slot.version);
                         engine.unindex(part, gone.slot.deadline, &gone.key);
                     }
                 }
@@ -600,6 +652,50 @@ mod tests {
         let r = engine.execute(Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist: true }));
         assert_eq!(r, Ok(Reply::Bool(false)));
         assert_eq!(engine.get(b"new").expect("get"), None);
+    }
+
+    /// What WATCH remembers of a missing key ([`Engine::watch_point`]) sees the key created and
+    /// removed since, by a delete, inside a group, or by FLUSH; a removal in another partition,
+    /// or a delete of the key while it stays missing, is no change.
+    #[test]
+    fn a_watched_missing_key_sees_its_creation_and_removal() {
+        let engine = Engine::new(Limits::default());
+        let unchanged = |key: &str, (version, since): (u64, u64)| {
+            engine.lock_group(vec![b(key)]).unchanged_since(key.as_bytes(), version, since).expect("declared")
+        };
+        let del = |key: &str| engine.execute(Command::Delete(cmd::Delete { key: b(key) })).expect("del");
+        let part = |key: &str| engine.partition_index(engine.hash(key.as_bytes()));
+        let elsewhere =
+            (0..).map(|i| format!("other{i}")).find(|k| part(k) != part("ghost")).expect("another partition");
+
+        let seen = engine.watch_point(b"ghost");
+        assert_eq!(seen.0, 0);
+        engine.execute(put(&elsewhere, "1")).expect("put");
+        del(&elsewhere);
+        del("ghost");
+        assert!(unchanged("ghost", seen), "only another partition changed, and a missing key was deleted");
+        engine.execute(put("ghost", "1")).expect("put");
+        assert!(!unchanged("ghost", seen), "created");
+        del("ghost");
+        assert!(!unchanged("ghost", seen), "created and deleted");
+
+        let seen = engine.watch_point(b"ghost");
+        let txn = cmd::Txn {
+            compares: vec![],
+            success: vec![put("ghost", "1"), Command::Delete(cmd::Delete { key: b("ghost") })],
+            failure: vec![],
+        };
+        engine.execute(Command::Txn(txn)).expect("txn");
+        assert_eq!(engine.version_of(b"ghost"), 0);
+        assert!(!unchanged("ghost", seen), "created and deleted inside one group");
+
+        engine.execute(put("ghost", "1")).expect("put");
+        let seen = engine.watch_point(b"ghost");
+        assert_ne!(seen.0, 0);
+        engine.execute(Command::Flush(cmd::Flush {})).expect("flush");
+        assert!(!unchanged("ghost", seen), "flushed");
+        let seen = engine.watch_point(b"ghost");
+        assert!(unchanged("ghost", seen));
     }
 
     /// A recording group (a script in a cluster) writes nothing and draws no version here; what it

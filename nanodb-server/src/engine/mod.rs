@@ -64,6 +64,11 @@ struct Partition {
     table: RwLock<Table>,
     /// `(deadline, key)` for every slot with a deadline; exact (maintained on every TTL change).
     expiry: Mutex<BTreeSet<(u64, Box<[u8]>)>>,
+    /// The highest version of any slot removed from this partition (deleted, expired, flushed),
+    /// raised under the table's write lock. A missing key keeps no version, so this is how
+    /// Redis's WATCH of a key that did not exist learns it was created and removed since (see
+    /// `Group::unchanged_since`): one number per partition instead of a tombstone per key.
+    removed: AtomicU64,
 }
 
 impl Partition {
@@ -79,6 +84,11 @@ impl Partition {
 
     fn expiry(&self) -> MutexGuard<'_, BTreeSet<(u64, Box<[u8]>)>> {
         self.expiry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records that a slot of `version` left the table (called with its write lock held).
+    fn note_removed(&self, version: u64) {
+        self.removed.fetch_max(version, Ordering::Relaxed);
     }
 }
 
@@ -342,6 +352,10 @@ impl Engine {
             if expired && watched {
                 self.tell_expired(&e.key);
             }
+            if expired {
+                // under the lock, so that no group finds the key gone and the mark not raised
+                part.note_removed(e.slot.version);
+            }
             expired
         });
         if let Some(entry) = removed {
@@ -395,6 +409,7 @@ impl Engine {
                 match change {
                     Change::None | Change::Modified(_) if expired => {
                         let (gone, _) = o.remove();
+                        part.note_removed(gone.slot.version);
                         self.unindex(part, old_deadline, &gone.key);
                         self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
                     }
@@ -410,6 +425,7 @@ impl Engine {
                     }
                     Change::Remove => {
                         let (gone, _) = o.remove();
+                        part.note_removed(gone.slot.version);
                         self.unindex(part, old_deadline, &gone.key);
                         if log.is_some() || watched || replicated {
                             let effect = Effect {

@@ -1,7 +1,9 @@
 //! Atomic groups across protocols: a gRPC Txn reaches a RESP keyspace subscriber and an SSE
 //! watcher whole; readers on every protocol (RESP MGET and MULTI/EXEC, gRPC KV.Txn, REST
 //! `POST /v1/txn`, the TCP TXN request) never see part of an MSET or a transaction; WATCH with
-//! retries under contention counts exactly; MSET/transfer groups survive `kill -9` whole.
+//! retries under contention counts exactly; MULTI/EXEC/WATCH answer as Redis 7 does (error
+//! texts, WATCH of missing and expiring keys, PUBLISH at EXEC). That groups survive `kill -9`
+//! whole is the crash harness's check (`tools/crash-harness`, its group workload).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -318,5 +320,211 @@ async fn tcp_txn_branches_and_errors() {
     });
     assert!(tcp.call(scan).await.is_err(), "a keyspace-wide operation is refused");
     assert!(matches!(tcp.call(Command::Get(cmd::Get { key: b("u") })).await, Ok(Reply::Value(None))));
+    assert!(server.shutdown().await);
+}
+
+/// Runs `words` on `c`; the raw reply, or the error line as the server sent it.
+async fn redis_reply(
+    c: &mut redis::aio::MultiplexedConnection,
+    words: &[&str],
+) -> Result<redis::Value, String> {
+    let mut cmd = redis::cmd(words[0]);
+    for w in &words[1..] {
+        cmd.arg(*w);
+    }
+    cmd.query_async::<redis::Value>(c).await.map_err(|err| match (err.code(), err.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => err.to_string(),
+    })
+}
+
+/// Runs `words`, which must succeed.
+async fn ok(c: &mut redis::aio::MultiplexedConnection, words: &[&str]) -> redis::Value {
+    redis_reply(c, words).await.unwrap_or_else(|e| panic!("{words:?}: {e}"))
+}
+
+/// MULTI, `SET x 1`, EXEC on `c`: whether EXEC ran (false: it answered a null array).
+async fn exec_ran(c: &mut redis::aio::MultiplexedConnection) -> bool {
+    ok(c, &["MULTI"]).await;
+    ok(c, &["SET", "x", "1"]).await;
+    match ok(c, &["EXEC"]).await {
+        redis::Value::Nil => false,
+        redis::Value::Array(items) => {
+            assert_eq!(items, [redis::Value::Okay]);
+            true
+        }
+        other => panic!("EXEC answered {other:?}"),
+    }
+}
+
+async fn two_redis_connections(
+    server: &nanodb_server::server::Server,
+) -> (redis::aio::MultiplexedConnection, redis::aio::MultiplexedConnection) {
+    let client =
+        redis::Client::open(format!("redis://{}/", server.addrs().resp.expect("resp"))).expect("url");
+    // Separate connections: WATCH and MULTI are connection state.
+    (
+        client.get_multiplexed_async_connection().await.expect("a"),
+        client.get_multiplexed_async_connection().await.expect("b"),
+    )
+}
+
+/// The error texts of misplaced transaction commands are Redis 7's, and only a command refused
+/// while queuing aborts EXEC (a nested MULTI or a WATCH inside MULTI does not, as in Redis);
+/// EXEC, an aborted EXEC and DISCARD forget the WATCHes, an EXEC without MULTI does not;
+/// UNWATCH is queued inside MULTI. (Compared with redis-server 7.0.15.)
+#[tokio::test]
+async fn misplaced_transaction_commands_answer_as_redis_7() {
+    let server = start(Config { resp_addr: any_port(), ..config() }).await;
+    let (mut a, mut b) = two_redis_connections(&server).await;
+    assert_eq!(redis_reply(&mut a, &["EXEC"]).await, Err("ERR EXEC without MULTI".into()));
+    assert_eq!(redis_reply(&mut a, &["DISCARD"]).await, Err("ERR DISCARD without MULTI".into()));
+    ok(&mut a, &["MULTI"]).await;
+    assert_eq!(redis_reply(&mut a, &["MULTI"]).await, Err("ERR MULTI calls can not be nested".into()));
+    assert_eq!(
+        redis_reply(&mut a, &["WATCH", "k"]).await,
+        Err("ERR WATCH inside MULTI is not allowed".into())
+    );
+    assert_eq!(ok(&mut a, &["SET", "x", "1"]).await, redis::Value::SimpleString("QUEUED".into()));
+    assert_eq!(ok(&mut a, &["EXEC"]).await, redis::Value::Array(vec![redis::Value::Okay]), "not aborted");
+
+    ok(&mut a, &["MULTI"]).await;
+    assert!(redis_reply(&mut a, &["NOSUCHCOMMAND"]).await.is_err());
+    assert_eq!(
+        redis_reply(&mut a, &["EXEC"]).await,
+        Err("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+
+    // EXEC, an aborted EXEC and DISCARD each forget the WATCHes: a later change does not abort.
+    ok(&mut a, &["WATCH", "k"]).await;
+    assert!(exec_ran(&mut a).await);
+    ok(&mut b, &["SET", "k", "1"]).await;
+    assert!(exec_ran(&mut a).await, "EXEC forgot the WATCH");
+    ok(&mut a, &["WATCH", "k"]).await;
+    ok(&mut a, &["MULTI"]).await;
+    assert!(redis_reply(&mut a, &["NOSUCHCOMMAND"]).await.is_err());
+    assert!(redis_reply(&mut a, &["EXEC"]).await.is_err());
+    ok(&mut b, &["SET", "k", "2"]).await;
+    assert!(exec_ran(&mut a).await, "an aborted EXEC forgot the WATCH");
+    ok(&mut a, &["WATCH", "k"]).await;
+    ok(&mut a, &["MULTI"]).await;
+    ok(&mut a, &["DISCARD"]).await;
+    ok(&mut b, &["SET", "k", "3"]).await;
+    assert!(exec_ran(&mut a).await, "DISCARD forgot the WATCH");
+    // An EXEC without MULTI keeps them.
+    ok(&mut a, &["WATCH", "k"]).await;
+    assert!(redis_reply(&mut a, &["EXEC"]).await.is_err());
+    ok(&mut b, &["SET", "k", "4"]).await;
+    assert!(!exec_ran(&mut a).await, "an EXEC without MULTI kept the WATCH");
+    // UNWATCH inside MULTI is queued, and comes too late to save this EXEC.
+    ok(&mut a, &["WATCH", "k"]).await;
+    ok(&mut a, &["MULTI"]).await;
+    assert_eq!(ok(&mut a, &["UNWATCH"]).await, redis::Value::SimpleString("QUEUED".into()));
+    ok(&mut b, &["SET", "k", "5"]).await;
+    assert_eq!(ok(&mut a, &["EXEC"]).await, redis::Value::Nil);
+    assert!(server.shutdown().await);
+}
+
+/// WATCH of a key that does not exist (Redis 7): another client creating it aborts the EXEC even
+/// if it deletes it again, or lets it expire, before EXEC; deleting a key that stays missing
+/// does not.
+#[tokio::test]
+async fn watching_a_missing_key_sees_it_created_and_removed() {
+    let server = start(Config { resp_addr: any_port(), ..config() }).await;
+    let (mut a, mut b) = two_redis_connections(&server).await;
+    ok(&mut a, &["WATCH", "ghost"]).await;
+    ok(&mut b, &["SET", "ghost", "1"]).await;
+    ok(&mut b, &["DEL", "ghost"]).await;
+    assert!(!exec_ran(&mut a).await, "created and deleted since WATCH: touched");
+
+    ok(&mut a, &["WATCH", "ghost"]).await;
+    ok(&mut b, &["DEL", "ghost"]).await;
+    assert!(exec_ran(&mut a).await, "deleting a missing key changes nothing");
+
+    ok(&mut a, &["WATCH", "ghost"]).await;
+    ok(&mut b, &["SET", "ghost", "1", "PX", "50"]).await;
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(!exec_ran(&mut a).await, "created and expired since WATCH: touched");
+
+    // The same through a transaction and through the binary protocol's delete.
+    ok(&mut a, &["WATCH", "ghost2"]).await;
+    ok(&mut b, &["MULTI"]).await;
+    ok(&mut b, &["SET", "ghost2", "1"]).await;
+    ok(&mut b, &["DEL", "ghost2"]).await;
+    ok(&mut b, &["EXEC"]).await;
+    assert_eq!(ok(&mut b, &["EXISTS", "ghost2"]).await, redis::Value::Int(0));
+    assert!(!exec_ran(&mut a).await, "created and deleted by another transaction: touched");
+    assert!(server.shutdown().await);
+}
+
+/// WATCH and expiry (Redis 7.0): a key that expires after WATCH aborts the EXEC; a key already
+/// expired when WATCHed does not, whether or not it has been reclaimed since, unless it is
+/// written again.
+#[tokio::test]
+async fn watch_and_expiry_follow_redis_7() {
+    let server = start(Config { resp_addr: any_port(), ..config() }).await;
+    let (mut a, mut b) = two_redis_connections(&server).await;
+    ok(&mut b, &["SET", "e", "1", "PX", "80"]).await;
+    ok(&mut a, &["WATCH", "e"]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!exec_ran(&mut a).await, "expired after WATCH: touched");
+
+    ok(&mut b, &["SET", "f", "1", "PX", "30"]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ok(&mut a, &["WATCH", "f"]).await;
+    assert!(exec_ran(&mut a).await, "already expired at WATCH: not touched");
+    ok(&mut b, &["SET", "g", "1", "PX", "30"]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ok(&mut a, &["WATCH", "g"]).await;
+    assert_eq!(ok(&mut b, &["GET", "g"]).await, redis::Value::Nil, "the read reclaims it");
+    assert!(exec_ran(&mut a).await, "already expired at WATCH, reclaimed since: not touched");
+    ok(&mut b, &["SET", "h", "1", "PX", "30"]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ok(&mut a, &["WATCH", "h"]).await;
+    ok(&mut b, &["SET", "h", "2"]).await;
+    assert!(!exec_ran(&mut a).await, "already expired at WATCH, written since: touched");
+    assert!(server.shutdown().await);
+}
+
+/// PUBLISH inside MULTI is queued: nothing is delivered before EXEC, and the message goes out
+/// after the transaction's writes are applied, so a subscriber hears the writes' keyspace events
+/// first (as from redis-server 7 for `MULTI, SET k, PUBLISH, EXEC`) and reads them on receipt;
+/// PUBLISH answers its receivers.
+#[tokio::test]
+async fn a_publish_inside_multi_is_delivered_at_exec_after_the_writes() {
+    let server = start(Config {
+        resp_addr: any_port(),
+        notify_keyspace_events: NotifyFlags::parse("KEA").expect("flags"),
+        ..config()
+    })
+    .await;
+    let (mut a, mut b) = two_redis_connections(&server).await;
+    let client =
+        redis::Client::open(format!("redis://{}/", server.addrs().resp.expect("resp"))).expect("url");
+    let mut sub = client.get_async_pubsub().await.expect("pubsub");
+    sub.subscribe("news").await.expect("subscribe");
+    sub.subscribe("__keyspace@0__:pub:k").await.expect("subscribe");
+    let mut messages = sub.on_message();
+
+    ok(&mut a, &["MULTI"]).await;
+    ok(&mut a, &["SET", "pub:k", "v"]).await;
+    assert_eq!(ok(&mut a, &["PUBLISH", "news", "done"]).await, redis::Value::SimpleString("QUEUED".into()));
+    let early = tokio::time::timeout(Duration::from_millis(200), messages.next()).await;
+    assert!(early.is_err(), "a queued PUBLISH delivered nothing before EXEC");
+    assert_eq!(
+        ok(&mut a, &["EXEC"]).await,
+        redis::Value::Array(vec![redis::Value::Okay, redis::Value::Int(1)]),
+        "PUBLISH answers its receivers"
+    );
+    let mut next = async || {
+        let m = tokio::time::timeout(WAIT, messages.next()).await.expect("in time").expect("a message");
+        (m.get_channel_name().to_string(), m.get_payload::<String>().expect("payload"))
+    };
+    assert_eq!(next().await, ("__keyspace@0__:pub:k".into(), "set".into()), "the write's event first");
+    assert_eq!(next().await, ("news".into(), "done".into()));
+    let v: Option<String> = redis::cmd("GET").arg("pub:k").query_async(&mut b).await.expect("get");
+    assert_eq!(v.as_deref(), Some("v"));
+    drop(messages);
     assert!(server.shutdown().await);
 }

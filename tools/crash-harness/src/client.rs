@@ -8,11 +8,17 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use nanodb_protocol::wire::{self, PROTOCOL_VERSION};
-use nanodb_protocol::{ClientCodec, Command, Expiry, PutCondition, Reply, Request, Response, cmd};
+use nanodb_protocol::{
+    ClientCodec, Command, Compare, Entry, Expiry, PutCondition, Reply, Request, Response, TxnOutcome, cmd,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::codec::Decoder;
+
+/// Keys per SCAN page: large, since in a cluster every page is a linearizable read (a round to
+/// the leader), and within the server's default `max_scan_page` (10,000).
+const SCAN_PAGE: u32 = 5_000;
 
 /// The largest RESP bulk string or HTTP body the harness accepts (its values are tiny).
 const MAX_REPLY: usize = 4 << 20;
@@ -96,10 +102,60 @@ impl TcpClient {
 
     /// The value of `key`, `None` when absent.
     pub async fn get(&mut self, key: &str) -> anyhow::Result<Option<Bytes>> {
+        Ok(self.entry(key).await?.map(|e| e.value))
+    }
+
+    /// The value and version of `key`, `None` when absent.
+    pub async fn entry(&mut self, key: &str) -> anyhow::Result<Option<Entry>> {
         match self.command(Command::Get(cmd::Get { key: Bytes::copy_from_slice(key.as_bytes()) })).await? {
-            Reply::Value(v) => Ok(v.map(|e| e.value)),
+            Reply::Value(v) => Ok(v),
             other => bail!("unexpected GET reply {other:?}"),
         }
+    }
+
+    /// Writes every pair as one atomic group (MSET).
+    pub async fn multi_put(&mut self, pairs: &[(String, String)]) -> anyhow::Result<()> {
+        let pairs = pairs
+            .iter()
+            .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), Bytes::copy_from_slice(v.as_bytes())))
+            .collect();
+        match self.command(Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist: false })).await? {
+            Reply::Bool(true) => Ok(()),
+            other => bail!("unexpected MULTI_PUT reply {other:?}"),
+        }
+    }
+
+    /// An etcd-style transaction (the TXN request): `success` runs if every compare holds,
+    /// `failure` otherwise, as one atomic group.
+    pub async fn txn(
+        &mut self,
+        compares: Vec<Compare>,
+        success: Vec<Command>,
+        failure: Vec<Command>,
+    ) -> anyhow::Result<TxnOutcome> {
+        match self.command(Command::Txn(cmd::Txn { compares, success, failure })).await? {
+            Reply::Txn(t) => Ok(t),
+            other => bail!("unexpected TXN reply {other:?}"),
+        }
+    }
+
+    /// The values of `keys` read together, as one atomic group (a transaction of gets).
+    pub async fn read_together(&mut self, keys: &[String]) -> anyhow::Result<Vec<Option<Bytes>>> {
+        let gets = keys
+            .iter()
+            .map(|k| Command::Get(cmd::Get { key: Bytes::copy_from_slice(k.as_bytes()) }))
+            .collect();
+        let t = self.txn(Vec::new(), gets, Vec::new()).await?;
+        if !t.succeeded || t.results.len() != keys.len() {
+            bail!("a transaction of {} gets answered {t:?}", keys.len());
+        }
+        t.results
+            .into_iter()
+            .map(|r| match r {
+                Ok(Reply::Value(v)) => Ok(v.map(|e| e.value)),
+                other => bail!("unexpected GET result in a transaction: {other:?}"),
+            })
+            .collect()
     }
 
     /// Every key starting with `prefix` and its value, page by page.
@@ -107,7 +163,7 @@ impl TcpClient {
         let mut out = Vec::new();
         let mut cursor = Bytes::new();
         loop {
-            let c = cmd::Scan { prefix: Bytes::copy_from_slice(prefix.as_bytes()), limit: 0, cursor };
+            let c = cmd::Scan { prefix: Bytes::copy_from_slice(prefix.as_bytes()), limit: SCAN_PAGE, cursor };
             match self.command(Command::Scan(c)).await? {
                 Reply::Scan { entries, next_cursor } => {
                     out.extend(entries.into_iter().map(|e| (e.key, e.value)));
@@ -122,7 +178,7 @@ impl TcpClient {
     }
 }
 
-/// One RESP2 reply (the kinds GET and SET answer with).
+/// One RESP2 reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RespReply {
     /// `+...`
@@ -133,7 +189,12 @@ pub enum RespReply {
     Int(i64),
     /// `$n` bulk, `None` for `$-1`.
     Bulk(Option<Bytes>),
+    /// `*n` array, `None` for `*-1` (an EXEC whose WATCHed keys changed).
+    Array(Option<Vec<RespReply>>),
 }
+
+/// The most elements a RESP array may announce (the harness reads tens).
+const MAX_ARRAY: usize = 4096;
 
 /// A raw RESP2 connection.
 #[derive(Debug)]
@@ -195,39 +256,65 @@ impl RespClient {
 
 /// Decodes one reply from the front of `buf`, or `None` if it is not all there yet.
 pub fn parse_resp(buf: &mut BytesMut) -> anyhow::Result<Option<RespReply>> {
-    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-        if buf.len() > MAX_REPLY {
+    match parse_at(buf, 0)? {
+        Some((reply, end)) => {
+            buf.advance(end);
+            Ok(Some(reply))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Decodes the reply starting at `at`: the reply and where it ends, or `None` if incomplete.
+fn parse_at(buf: &[u8], at: usize) -> anyhow::Result<Option<(RespReply, usize)>> {
+    let rest = &buf[at..];
+    let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+        if rest.len() > MAX_REPLY {
             bail!("RESP line longer than {MAX_REPLY} bytes");
         }
         return Ok(None);
     };
-    let line = std::str::from_utf8(&buf[1..eol]).context("RESP line is not UTF-8")?.to_string();
-    let reply = match buf.first() {
-        Some(b'+') => RespReply::Simple(line),
-        Some(b'-') => RespReply::Error(line),
+    let line = std::str::from_utf8(&rest[1..eol]).context("RESP line is not UTF-8")?;
+    let next = at + eol + 2;
+    let reply = match rest.first() {
+        Some(b'+') => RespReply::Simple(line.to_string()),
+        Some(b'-') => RespReply::Error(line.to_string()),
         Some(b':') => RespReply::Int(line.parse().context("RESP integer")?),
         Some(b'$') => {
             let n: i64 = line.parse().context("RESP bulk length")?;
             if n < 0 {
-                buf.advance(eol + 2);
-                return Ok(Some(RespReply::Bulk(None)));
+                return Ok(Some((RespReply::Bulk(None), next)));
             }
             let n = usize::try_from(n)?;
             if n > MAX_REPLY {
                 bail!("RESP bulk of {n} bytes exceeds {MAX_REPLY}");
             }
-            if buf.len() < eol + 2 + n + 2 {
+            if buf.len() < next + n + 2 {
                 return Ok(None);
             }
-            buf.advance(eol + 2);
-            let data = buf.split_to(n).freeze();
-            buf.advance(2);
-            return Ok(Some(RespReply::Bulk(Some(data))));
+            let data = Bytes::copy_from_slice(&buf[next..next + n]);
+            return Ok(Some((RespReply::Bulk(Some(data)), next + n + 2)));
+        }
+        Some(b'*') => {
+            let n: i64 = line.parse().context("RESP array length")?;
+            if n < 0 {
+                return Ok(Some((RespReply::Array(None), next)));
+            }
+            let n = usize::try_from(n)?;
+            if n > MAX_ARRAY {
+                bail!("RESP array of {n} elements exceeds {MAX_ARRAY}");
+            }
+            let (mut items, mut end) = (Vec::with_capacity(n), next);
+            for _ in 0..n {
+                let Some((item, after)) = parse_at(buf, end)? else { return Ok(None) };
+                items.push(item);
+                end = after;
+            }
+            return Ok(Some((RespReply::Array(Some(items)), end)));
         }
         other => bail!("unexpected RESP reply type {other:?}"),
     };
-    buf.advance(eol + 2);
-    Ok(Some(reply))
+    Ok(Some((reply, next)))
 }
 
 /// `GET path` over HTTP/1.1 (connection closed after), answering the status and body.
@@ -282,6 +369,13 @@ mod tests {
         assert_eq!(parse_resp(&mut b).ok().flatten(), Some(RespReply::Bulk(None)));
         assert_eq!(parse_resp(&mut b).ok().flatten(), Some(RespReply::Error("TRYAGAIN no leader".into())));
         assert_eq!(parse_resp(&mut b).ok().flatten(), None, "a partial bulk waits");
+        let mut arrays = BytesMut::from(&b"*2\r\n+OK\r\n$1\r\nx\r\n*-1\r\n*2\r\n:1\r\n"[..]);
+        let ok_x =
+            RespReply::Array(Some(vec![RespReply::Simple("OK".into()), RespReply::Bulk(Some("x".into()))]));
+        assert_eq!(parse_resp(&mut arrays).ok().flatten(), Some(ok_x));
+        assert_eq!(parse_resp(&mut arrays).ok().flatten(), Some(RespReply::Array(None)));
+        assert_eq!(parse_resp(&mut arrays).ok().flatten(), None, "a partial array waits");
+        assert_eq!(arrays.len(), 8, "and consumes nothing");
         let mut huge = BytesMut::from(&b"$99999999999\r\n"[..]);
         assert!(parse_resp(&mut huge).is_err(), "a bulk over the limit is refused before allocating");
     }

@@ -1,7 +1,9 @@
 //! The crash harness's parts: the linearizability checker ([`linearizable`]), the clients that
-//! record histories, the processes it kills and restarts, and the final checks.
+//! record histories, the multi-key group workload and its checks ([`groups`]), the processes it
+//! kills and restarts, and the final checks.
 
 pub mod client;
+pub mod groups;
 pub mod linearizable;
 pub mod nodes;
 pub mod run;

@@ -58,6 +58,14 @@ struct Cli {
     /// An extra server flag (repeat; e.g. --server-arg=--read-consistency --server-arg=stale).
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// Leave out the group workload (tagged 10-key MSETs and version-guarded transfers between
+    /// accounts, over TXN and MULTI/EXEC, each group checked whole or absent and the accounts'
+    /// sum conserved after every restart and at the end); it runs by default.
+    #[arg(long)]
+    no_groups: bool,
+    /// Accounts the transfers of the group workload move money between.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    accounts: u32,
     /// Keep the data dirs and logs (always kept when the run fails).
     #[arg(long)]
     keep: bool,
@@ -126,6 +134,10 @@ async fn main() -> ExitCode {
         eprintln!("crash-harness: --nodes, --clients-per-node, --registers and --duration must be > 0");
         return ExitCode::FAILURE;
     }
+    if cli.accounts < 2 || cli.accounts > 1000 {
+        eprintln!("crash-harness: --accounts must be between 2 and 1000");
+        return ExitCode::FAILURE;
+    }
     let root = match tempfile::Builder::new().prefix("nanodb-crash.").tempdir() {
         Ok(d) => d,
         Err(e) => {
@@ -148,14 +160,19 @@ async fn main() -> ExitCode {
         seed: cli.seed,
         check_budget: cli.check_budget,
         ready_timeout: cli.ready_timeout,
+        groups: !cli.no_groups,
+        accounts: cli.accounts,
+        // `--server-arg=--read-consistency --server-arg=stale` (or `=stale`) lets reads lag.
+        linearizable_reads: !cli.server_args.iter().any(|a| a.to_ascii_lowercase().contains("stale")),
     };
     let mode = if cli.nodes == 1 { "single node".to_string() } else { format!("{}-node cluster", cli.nodes) };
     println!(
-        "crash-harness: {mode}, {:?}, {} kills, {} clients per node, {} registers, server {}",
+        "crash-harness: {mode}, {:?}, {} kills, {} clients per node, {} registers, {}, server {}",
         opts.duration,
         opts.kills,
         opts.clients_per_node,
         opts.registers,
+        if opts.groups { format!("groups ({} accounts)", opts.accounts) } else { "no groups".into() },
         cfg.bin.display()
     );
     let laid_out = if in_docker {

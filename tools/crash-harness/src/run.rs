@@ -8,11 +8,15 @@
 //! - *register* writes and reads on a few shared keys (`<run>:r:<k>`): each key's history, with
 //!   every node's final value as a last read, must be linearizable ([`crate::linearizable`]).
 //!
+//! With `groups` (the default), clients also write multi-key groups, tagged MSETs and transfers
+//! between accounts, and read them together; see [`crate::groups`] for what is checked, during
+//! the run, after every restart and at the end.
+//!
 //! A write whose reply did not arrive, timed out or was an error is indeterminate (a forwarded
 //! write refused as "unavailable" may still commit); a failed read is dropped.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -20,7 +24,8 @@ use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::client::{RespClient, TcpClient};
+use crate::client::{RespClient, RespReply, TcpClient};
+use crate::groups::{self, GroupOp, Outcome, TransferOp};
 use crate::linearizable::{self, Entry, Op, Verdict};
 use crate::nodes::Node;
 use crate::partition::{Clock, Cuts, Partitions};
@@ -44,6 +49,13 @@ pub struct Options {
     pub check_budget: u64,
     /// How long a node may take to come back (and, in cluster mode, the nodes to converge).
     pub ready_timeout: Duration,
+    /// Run the group workload too: tagged MSETs and transfers ([`crate::groups`]).
+    pub groups: bool,
+    /// Accounts the transfers move money between (at least 2).
+    pub accounts: u32,
+    /// Reads see every write acknowledged before they start (false with
+    /// `--read-consistency stale`): a read may then require an acknowledged group to be there.
+    pub linearizable_reads: bool,
 }
 
 /// Which protocol a client speaks.
@@ -76,6 +88,56 @@ impl Conn {
         match self {
             Self::Tcp(c) => c.get(key).await,
             Self::Resp(c) => c.get(key).await,
+        }
+    }
+
+    /// Writes group `n` of `writer` as one MSET.
+    async fn mset(&mut self, run: &str, writer: u32, n: u32) -> anyhow::Result<()> {
+        match self {
+            Self::Tcp(c) => groups::mset_tcp(c, run, writer, n).await,
+            Self::Resp(c) => {
+                let args = groups::mset_args(run, writer, n);
+                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                match c.call(&args).await? {
+                    RespReply::Simple(s) if s == "OK" => Ok(()),
+                    other => bail!("MSET answered {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// Reads `keys` together: a transaction of gets, or MGET (atomic in NanoDB).
+    async fn read_together(&mut self, keys: &[String]) -> anyhow::Result<Vec<Option<Bytes>>> {
+        match self {
+            Self::Tcp(c) => c.read_together(keys).await,
+            Self::Resp(c) => {
+                let mut args: Vec<&[u8]> = vec![b"MGET"];
+                args.extend(keys.iter().map(|k| k.as_bytes()));
+                match c.call(&args).await? {
+                    RespReply::Array(Some(items)) if items.len() == keys.len() => items
+                        .into_iter()
+                        .map(|i| match i {
+                            RespReply::Bulk(v) => Ok(v),
+                            other => bail!("MGET item {other:?}"),
+                        })
+                        .collect(),
+                    other => bail!("MGET answered {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// One transfer (`Ok(None)`: skipped, nothing sent).
+    async fn transfer(
+        &mut self,
+        run: &str,
+        writer: u32,
+        n: u32,
+        mv: groups::Move,
+    ) -> anyhow::Result<Option<Outcome>> {
+        match self {
+            Self::Tcp(c) => groups::transfer_tcp(c, run, writer, n, mv).await,
+            Self::Resp(c) => groups::transfer_resp(c, run, writer, n, mv).await,
         }
     }
 }
@@ -118,6 +180,14 @@ struct Record {
 struct ClientLog {
     records: Vec<Record>,
     errors: BTreeMap<String, u64>,
+    /// Tagged MSETs sent.
+    groups: Vec<GroupOp>,
+    /// Transfers sent.
+    transfers: Vec<TransferOp>,
+    /// Atomic reads that saw part of a group or a sum not conserved.
+    violations: Vec<String>,
+    /// Atomic reads made (of a group, of every account).
+    group_reads: u64,
 }
 
 /// Shortens an error to a countable kind: no addresses (a refused connect counts once, whichever
@@ -136,6 +206,20 @@ struct Shared {
     start: Instant,
     run: String,
     opts: Options,
+    /// Whether this is a cluster (which refuses MULTI: RESP clients make no transfers there).
+    cluster: bool,
+    /// Acknowledged groups and transfers with when their ack arrived, for the nemesis's check
+    /// of a restarted node.
+    acked: Mutex<Vec<(Instant, Acked)>>,
+}
+
+/// An acknowledged group write.
+#[derive(Debug, Clone, Copy)]
+enum Acked {
+    /// Tagged MSET (writer, n).
+    Group(u32, u32),
+    /// Transfer (writer, n).
+    Transfer(u32, u32),
 }
 
 impl Shared {
@@ -169,6 +253,15 @@ async fn client(
             },
         };
         let roll = rng.random_range(0..100);
+        if shared.opts.groups && roll >= 60 {
+            if let Err(e) = group_step(&shared, &mut log, c, writer, proto, &mut rng, roll).await {
+                *log.errors.entry(error_kind(&e)).or_default() += 1;
+                conn = None;
+            }
+            continue;
+        }
+        // Without groups the whole range is single-key work; with them, 0..60 is.
+        let roll = if shared.opts.groups { roll * 100 / 60 } else { roll };
         let register = rng.random_range(0..shared.opts.registers);
         let (key, reg, write) = match roll {
             0..35 => (format!("{}:u:{writer}:{}", shared.run, seq + 1), None, true),
@@ -208,12 +301,211 @@ async fn client(
     log
 }
 
+/// One step of the group workload (`roll` in 60..100): a tagged MSET, a transfer, or an atomic
+/// read of one of this writer's groups or of every account. An `Err` leaves a write's outcome
+/// unknown (already recorded) and drops the connection.
+async fn group_step(
+    shared: &Shared,
+    log: &mut ClientLog,
+    c: &mut Conn,
+    writer: u32,
+    proto: Proto,
+    rng: &mut SmallRng,
+    roll: u32,
+) -> anyhow::Result<()> {
+    let run = shared.run.as_str();
+    // A cluster refuses MULTI, so a RESP client there makes MSETs instead of transfers.
+    let transfers_here = proto == Proto::Tcp || !shared.cluster;
+    match roll {
+        60..75 => mset_step(shared, log, c, writer).await,
+        75..87 if transfers_here => {
+            let n = (log.transfers.len() + 1) as u32;
+            let mv = groups::pick(rng, shared.opts.accounts);
+            // Recorded before it is sent: a failure leaves it unknown.
+            log.transfers.push(TransferOp { writer, n, mv, outcome: Outcome::Unknown });
+            let outcome = c.transfer(run, writer, n, mv).await?;
+            match outcome {
+                None => {
+                    log.transfers.pop();
+                }
+                Some(o) => {
+                    if let Some(t) = log.transfers.last_mut() {
+                        t.outcome = o;
+                    }
+                    if o == Outcome::Applied {
+                        acked(shared, Acked::Transfer(writer, n));
+                    }
+                }
+            }
+            Ok(())
+        }
+        75..87 => mset_step(shared, log, c, writer).await,
+        87..90 => {
+            // Another writer's group that may be in flight right now: the one after the latest
+            // acknowledged group (a reader landing inside a write must still see all or none).
+            let latest = shared.acked.lock().unwrap_or_else(PoisonError::into_inner).iter().rev().find_map(
+                |(_, a)| match a {
+                    Acked::Group(w, n) => Some((*w, *n)),
+                    Acked::Transfer(..) => None,
+                },
+            );
+            let Some((w, n)) = latest else { return Ok(()) };
+            let seen = c.read_together(&groups::group_keys(run, w, n + 1)).await?;
+            log.group_reads += 1;
+            if let Some(v) = groups::group_violation(&seen, &groups::tag(w, n + 1)) {
+                log.violations.push(format!("an atomic read saw {v}"));
+            }
+            Ok(())
+        }
+        90..94 if !log.groups.is_empty() => {
+            let g = log.groups[rng.random_range(0..log.groups.len())].clone();
+            let seen = c.read_together(&groups::group_keys(run, writer, g.n)).await?;
+            log.group_reads += 1;
+            let t = groups::tag(writer, g.n);
+            if let Some(v) = groups::group_violation(&seen, &t) {
+                log.violations.push(format!("an atomic read saw {v}"));
+            } else if g.outcome == Outcome::Applied && shared.opts.linearizable_reads && seen[0].is_none() {
+                log.violations.push(format!("a read after its acknowledgement found no group {t}"));
+            }
+            Ok(())
+        }
+        _ => {
+            let seen = c.read_together(&groups::account_keys(run, shared.opts.accounts)).await?;
+            log.group_reads += 1;
+            let total = groups::BALANCE * i64::from(shared.opts.accounts);
+            match groups::sum_of(&seen) {
+                Ok(sum) if sum == total => {}
+                Ok(sum) => log
+                    .violations
+                    .push(format!("an atomic read of the accounts summed to {sum}, not {total}")),
+                Err(e) => log.violations.push(format!("an atomic read of the accounts: {e:#}")),
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn mset_step(shared: &Shared, log: &mut ClientLog, c: &mut Conn, writer: u32) -> anyhow::Result<()> {
+    let n = (log.groups.len() + 1) as u32;
+    log.groups.push(GroupOp { writer, n, outcome: Outcome::Unknown });
+    c.mset(&shared.run, writer, n).await?;
+    if let Some(g) = log.groups.last_mut() {
+        g.outcome = Outcome::Applied;
+    }
+    acked(shared, Acked::Group(writer, n));
+    Ok(())
+}
+
+fn acked(shared: &Shared, what: Acked) {
+    shared.acked.lock().unwrap_or_else(PoisonError::into_inner).push((Instant::now(), what));
+}
+
+/// Sets every account to its starting balance, as one MSET, before any client starts.
+async fn open_accounts(node: &Node, run: &str, opts: &Options) -> anyhow::Result<()> {
+    let pairs: Vec<(String, String)> = groups::account_keys(run, opts.accounts)
+        .into_iter()
+        .map(|k| (k, groups::BALANCE.to_string()))
+        .collect();
+    let deadline = Instant::now() + opts.ready_timeout;
+    loop {
+        // Setting the same balances again is harmless, so a failed attempt is simply retried.
+        let attempt = async {
+            let mut c = TcpClient::connect(&node.tcp_addr(), opts.op_timeout).await?;
+            c.multi_put(&pairs).await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() > deadline => return Err(e.context("opening the accounts")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Checks a node just restarted from its data dir, while the clients go on: the accounts read
+/// together sum to the total; every group a SCAN finds in part is read again together (a SCAN
+/// is not atomic) and must be whole or absent; on one node, every group and transfer
+/// acknowledged before the kill is there.
+async fn check_restarted(
+    node: &Node,
+    shared: &Shared,
+    killed_at: Instant,
+    cluster: bool,
+) -> anyhow::Result<Vec<String>> {
+    let run = shared.run.as_str();
+    let limit = shared.opts.ready_timeout;
+    let (mut out, mut partial, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+    let before: Vec<Acked> = shared
+        .acked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .filter(|(t, _)| *t < killed_at)
+        .map(|(_, a)| *a)
+        .collect();
+    // Only the groups' and the markers' keys: the inserts are many and not this check's.
+    let mut state = final_state(node, &format!("{run}:g:"), limit).await?;
+    state.extend(final_state(node, &format!("{run}:t:"), limit).await?);
+    let mut c = TcpClient::connect(&node.tcp_addr(), shared.opts.op_timeout).await?;
+    let seen = c.read_together(&groups::account_keys(run, shared.opts.accounts)).await?;
+    let total = groups::BALANCE * i64::from(shared.opts.accounts);
+    match groups::sum_of(&seen) {
+        Ok(sum) if sum == total => {}
+        Ok(sum) => {
+            out.push(format!("node {} after restart: the accounts sum to {sum}, not {total}", node.id))
+        }
+        Err(e) => out.push(format!("node {} after restart: accounts: {e:#}", node.id)),
+    }
+    for (w, n) in groups::partial_groups(run, &state) {
+        let again = c.read_together(&groups::group_keys(run, w, n)).await?;
+        if let Some(v) = groups::group_violation(&again, &groups::tag(w, n)) {
+            partial.push(v);
+        }
+    }
+    if !cluster {
+        // A follower may still be catching up after its restart; the final check covers it.
+        for a in before {
+            let missing = match a {
+                Acked::Group(w, n) => {
+                    groups::group_keys(run, w, n).into_iter().find(|k| !state.contains_key(k))
+                }
+                Acked::Transfer(w, n) => {
+                    Some(groups::marker_key(run, w, n)).filter(|k| !state.contains_key(k))
+                }
+            };
+            gone.extend(missing);
+        }
+    }
+    if !partial.is_empty() {
+        out.push(format!(
+            "node {} after restart: {} partial groups: {}",
+            node.id,
+            partial.len(),
+            sample(&partial)
+        ));
+    }
+    if !gone.is_empty() {
+        out.push(format!(
+            "node {} after restart: {} keys of groups acknowledged before the kill are gone: {}",
+            node.id,
+            gone.len(),
+            sample(&gone)
+        ));
+    }
+    Ok(out)
+}
+
 /// The nemesis's log.
 #[derive(Debug, Default)]
 struct NemesisLog {
     kills: Vec<String>,
     /// Leader kill to a new leader named by a survivor, per leader kill.
     elections: Vec<Duration>,
+    /// What the checks of restarted nodes found.
+    violations: Vec<String>,
+    /// Restarted nodes checked.
+    checked: u32,
+    /// How long each check of a restarted node took.
+    check_times: Vec<Duration>,
 }
 
 async fn leader_of(nodes: &[Node]) -> Option<u64> {
@@ -229,10 +521,11 @@ async fn leader_of(nodes: &[Node]) -> Option<u64> {
 
 async fn nemesis(
     nodes: &mut [Node],
-    opts: &Options,
+    shared: &Shared,
     cluster: bool,
     deadline: Instant,
 ) -> anyhow::Result<NemesisLog> {
+    let opts = &shared.opts;
     let mut log = NemesisLog::default();
     let mut rng = SmallRng::seed_from_u64(opts.seed ^ 0x6b69_6c6c);
     // Kill i is due at (i + 1) * gap from the start; a cycle that overran (an election, a slow
@@ -275,6 +568,15 @@ async fn nemesis(
         tokio::time::sleep(down.saturating_sub(killed_at.elapsed())).await;
         nodes[victim].start()?;
         nodes[victim].wait_ready(cluster, opts.ready_timeout).await.context("restart after kill -9")?;
+        if opts.groups {
+            let began = Instant::now();
+            let found = check_restarted(&nodes[victim], shared, killed_at, cluster)
+                .await
+                .context("checking a restarted node")?;
+            log.violations.extend(found);
+            log.checked += 1;
+            log.check_times.push(began.elapsed());
+        }
     }
     Ok(log)
 }
@@ -353,7 +655,16 @@ pub async fn run_with(
 ) -> anyhow::Result<Report> {
     let cluster = nodes.len() > 1;
     let run_id = format!("h{:08x}", SmallRng::seed_from_u64(opts.seed).random::<u32>());
-    let shared = Arc::new(Shared { start: Instant::now(), run: run_id.clone(), opts: opts.clone() });
+    if opts.groups {
+        open_accounts(&nodes[0], &run_id, opts).await?;
+    }
+    let shared = Arc::new(Shared {
+        start: Instant::now(),
+        run: run_id.clone(),
+        opts: opts.clone(),
+        cluster,
+        acked: Mutex::new(Vec::new()),
+    });
     let deadline = Instant::now() + opts.duration;
     let mut tasks = Vec::new();
     let mut writer = 0u32;
@@ -365,7 +676,7 @@ pub async fn run_with(
             writer += 1;
         }
     }
-    let nem = nemesis(nodes, opts, cluster, deadline).await;
+    let nem = nemesis(nodes, &shared, cluster, deadline).await;
     let mut logs = Vec::new();
     // The partitions (after the nemesis, which returns at once without kills), while the clients run.
     let cuts = match partitions {
@@ -463,12 +774,18 @@ fn check(
     let mut lines = Vec::new();
     let mut violations = Vec::new();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut group_ops, mut transfers, mut group_reads, mut seen_bad) =
+        (Vec::new(), Vec::new(), 0, Vec::new());
     let records: Vec<Record> = logs
         .into_iter()
         .flat_map(|l| {
             for (k, v) in l.errors {
                 *errors.entry(k).or_default() += v;
             }
+            group_ops.extend(l.groups);
+            transfers.extend(l.transfers);
+            group_reads += l.group_reads;
+            seen_bad.extend(l.violations);
             l.records
         })
         .collect();
@@ -502,6 +819,37 @@ fn check(
     if count(&|r| r.ret.is_some() && r.write) == 0 {
         violations.push("no write was acknowledged at all: the run checked nothing".into());
     }
+    if opts.groups {
+        let n = |ops: &[Outcome], o: Outcome| ops.iter().filter(|x| **x == o).count();
+        let g: Vec<Outcome> = group_ops.iter().map(|g| g.outcome).collect();
+        let t: Vec<Outcome> = transfers.iter().map(|t| t.outcome).collect();
+        lines.push(format!(
+            "groups: {} MSETs of {} keys acknowledged, {} indeterminate; transfers: {} applied, {} refused \
+             (versions changed), {} indeterminate; atomic reads: {group_reads}; restarted nodes checked: {}",
+            n(&g, Outcome::Applied),
+            groups::GROUP_SIZE,
+            n(&g, Outcome::Unknown),
+            n(&t, Outcome::Applied),
+            n(&t, Outcome::Refused),
+            n(&t, Outcome::Unknown),
+            nem.checked,
+        ));
+        if let Some(max) = nem.check_times.iter().max() {
+            let total: Duration = nem.check_times.iter().sum();
+            lines.push(format!("checks of restarted nodes: {total:?} in all, the longest {max:?}"));
+        }
+        if n(&g, Outcome::Applied) == 0 || n(&t, Outcome::Applied) == 0 {
+            violations
+                .push("no MSET or no transfer was acknowledged: the group checks checked nothing".into());
+        }
+        if !seen_bad.is_empty() {
+            violations.push(format!("{} atomic reads during the run: {}", seen_bad.len(), sample(&seen_bad)));
+        }
+        violations.extend(nem.violations.iter().cloned());
+        for (id, state) in &finals {
+            violations.extend(groups::check_final(run, *id, state, opts.accounts, &group_ops, &transfers));
+        }
+    }
 
     // Inserts: acknowledged ones on every node, nothing unsent anywhere.
     let sent: HashMap<&str, u64> = records
@@ -528,7 +876,9 @@ fn check(
             let ok = if k.starts_with(&upre) {
                 sent.get(k.as_str()).is_some_and(|s| id_of(v) == Some(*s))
             } else {
-                k.starts_with(&format!("{run}:r:"))
+                // groups, accounts and markers are checked by `groups::check_final`
+                let group_key = ["g", "a", "t"].iter().any(|p| k.starts_with(&format!("{run}:{p}:")));
+                k.starts_with(&format!("{run}:r:")) || (opts.groups && group_key)
             };
             if !ok {
                 unsent.push(format!("{k}={:?} on node {id}", String::from_utf8_lossy(v)));
@@ -615,7 +965,8 @@ fn describe(e: &Entry, end: u64) -> String {
     }
 }
 
-fn sample(items: &[String]) -> String {
+/// The first few of `items`, for a report line.
+pub(crate) fn sample(items: &[String]) -> String {
     let mut s = items.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
     if items.len() > 5 {
         s.push_str(", ...");
@@ -637,6 +988,9 @@ mod tests {
             seed: 1,
             check_budget: 1_000_000,
             ready_timeout: Duration::from_secs(1),
+            groups: false,
+            accounts: 2,
+            linearizable_reads: true,
         }
     }
 
@@ -702,7 +1056,7 @@ mod tests {
     #[test]
     fn the_final_checks_catch_loss_strays_and_stale_state() {
         let id = |w, s| id_of(value_of(w, s).as_bytes()).unwrap_or(0);
-        let log = |records| vec![ClientLog { records, errors: BTreeMap::new() }];
+        let log = |records| vec![ClientLog { records, ..ClientLog::default() }];
         let records = vec![
             rec("r:u:0:1", None, true, id(0, 1), 0, Some(1)),
             rec("r:r:0", Some(0), true, id(0, 2), 2, Some(3)),

@@ -60,8 +60,8 @@ pub struct Session<'a> {
     pub caller: Caller,
     /// The transaction being queued, between MULTI and EXEC/DISCARD.
     pub multi: Option<transactions::Multi>,
-    /// WATCHed keys and the version each had when watched (0: missing).
-    pub watched: Vec<(Bytes, u64)>,
+    /// WATCHed keys as WATCH saw them.
+    pub watched: Vec<transactions::Watched>,
     next_cursor: u64,
     clients: &'a Clients,
     /// Inside a script: the group `redis.call`'s commands run in (see [`run`]).

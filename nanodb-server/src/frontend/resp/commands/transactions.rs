@@ -5,10 +5,19 @@
 //! makes EXEC answer `-EXECABORT`. EXEC runs the queue as one atomic group of the engine
 //! (`engine::group`): it locks the partitions of every key the queued commands name (Redis's key
 //! positions in the command table) and of every WATCHed key, answers a null array if a WATCHed
-//! key's version changed since WATCH (any write, deletion or expiry, on any protocol, changes
-//! it), and otherwise runs each queued command's ordinary handler against the group's overlay, so
-//! each reply is exactly what the command answers alone and a runtime error fails only its
-//! command. The group then commits: one log record, seen whole by every reader and watcher.
+//! key was touched since WATCH, and otherwise runs each queued command's ordinary handler against
+//! the group's overlay, so each reply is exactly what the command answers alone and a runtime
+//! error fails only its command. The group then commits: one log record, seen whole by every
+//! reader and watcher. PUBLISHes run after the commit, in queue order: a subscriber that reads
+//! the keys on receiving the message sees the transaction's writes, as in Redis, where nothing
+//! runs between EXEC's commands.
+//!
+//! WATCH follows Redis 7.0: a key that existed is touched by any write, deletion or its expiry
+//! since (on any protocol: its version changes); a key that did not exist is touched if it was
+//! created since, even if deleted again or expired by EXEC; a key already expired when WATCHed
+//! and reclaimed later is not. EXEC (aborted or not) and DISCARD forget every WATCH; an EXEC
+//! without MULTI does not. See `Group::unchanged_since` for the one imprecision (a removal of
+//! another key of the same partition aborts too, which the WATCH idiom retries).
 //!
 //! Each queued command runs through `Context::run_pipelined`, so authorization is checked for
 //! every one of them, as when it runs alone.
@@ -44,11 +53,23 @@ pub struct Multi {
     dirty: bool,
 }
 
+/// A WATCHed key as WATCH saw it (`Engine::watch_point`).
+#[derive(Debug, Clone)]
+pub struct Watched {
+    /// The key.
+    pub key: Bytes,
+    /// Its version then (0: missing or expired).
+    pub version: u64,
+    /// The engine's version counter then.
+    pub since: u64,
+}
+
 /// Commands run at once even inside MULTI (Redis's list).
 pub const NOT_QUEUED: &[&str] = &["exec", "discard", "multi", "watch", "quit", "reset"];
 
-/// Keyless commands a transaction may hold.
-const KEYLESS_ALLOWED: &[&str] = &["echo", "ping", "publish", "time"];
+/// Keyless commands a transaction may hold (UNWATCH is queued, as in Redis, and changes nothing
+/// by then: EXEC has checked the WATCHed keys before it runs).
+const KEYLESS_ALLOWED: &[&str] = &["echo", "ping", "publish", "time", "unwatch"];
 
 /// Queues a command while MULTI is open; called by `execute` once the command is known and its
 /// arity right.
@@ -110,8 +131,8 @@ pub fn watch(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut
         return Err(Reject::Msg(format!("ERR a connection watches at most {max} keys (max_batch_len)")));
     }
     for key in &args[1..] {
-        let version = ctx.engine.version_of(key);
-        session.watched.push((key.clone(), version));
+        let (version, since) = ctx.engine.watch_point(key);
+        session.watched.push(Watched { key: key.clone(), version, since });
     }
     encode::ok(out);
     DONE
@@ -135,7 +156,7 @@ pub fn exec(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byt
     if specs.iter().any(|s| s.flags.contains(&"write")) {
         ctx.engine.check_writable()?;
     }
-    let mut keys: Vec<Bytes> = watched.iter().map(|(k, _)| k.clone()).collect();
+    let mut keys: Vec<Bytes> = watched.iter().map(|w| w.key.clone()).collect();
     for (spec, args) in specs.iter().zip(&multi.queued) {
         key_args(spec, args, &mut keys);
     }
@@ -143,23 +164,35 @@ pub fn exec(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byt
         return exec_clustered(ctx, cluster, session, &multi.queued, &watched, keys, out);
     }
     let group = ctx.engine.lock_group(keys);
-    for (key, version) in watched {
-        let unchanged = Compare { key, op: CompareOp::Equal, target: CompareTarget::Version(version) };
-        if !group.compare(&unchanged)? {
+    for w in watched {
+        if !group.unchanged_since(&w.key, w.version, w.since)? {
             encode::null_array(out);
             return DONE;
         }
     }
-    // Every queued command runs its own handler, against the group's overlay.
+    // Every queued command runs its own handler, against the group's overlay; PUBLISHes wait
+    // for the commit, so that no subscriber hears of the transaction before its writes show.
     let inside = Context { engine: group.overlay().clone(), log: None, cluster: None, ..ctx.clone() };
-    let mut replies = BytesMut::new();
+    let is_publish = |args: &[Bytes]| super::lookup(&args[0]).is_some_and(|s| s.name == "publish");
+    let mut replies: Vec<BytesMut> = Vec::with_capacity(multi.queued.len());
     for args in &multi.queued {
-        execute(&inside, session, args, &mut replies);
+        let mut reply = BytesMut::new();
+        if !is_publish(args) {
+            execute(&inside, session, args, &mut reply);
+        }
+        replies.push(reply);
     }
     let at = group.commit()?;
     session.log_position = session.log_position.max(at.0);
+    for (args, reply) in multi.queued.iter().zip(replies.iter_mut()) {
+        if is_publish(args) {
+            execute(ctx, session, args, reply);
+        }
+    }
     encode::array(out, multi.queued.len());
-    out.extend_from_slice(&replies);
+    for reply in replies {
+        out.extend_from_slice(&reply);
+    }
     DONE
 }
 
@@ -173,7 +206,7 @@ fn exec_clustered(
     cluster: &Cluster,
     session: &mut Session<'_>,
     queued: &[Vec<Bytes>],
-    watched: &[(Bytes, u64)],
+    watched: &[Watched],
     keys: Vec<Bytes>,
     out: &mut BytesMut,
 ) -> Outcome {
@@ -198,8 +231,8 @@ fn exec_clustered(
                     let mut group = ctx.engine.lock_group(keys.clone());
                     group.record()?;
                     let mut unchanged = true;
-                    for (key, version) in watched {
-                        if !group.compare(&pin(key, *version))? {
+                    for w in watched {
+                        if !group.unchanged_since(&w.key, w.version, w.since)? {
                             unchanged = false;
                             break;
                         }
@@ -236,7 +269,9 @@ fn exec_clustered(
                         txn.success.len()
                     )));
                 }
-                txn.compares.extend(watched.iter().map(|(key, version)| pin(key, *version)));
+                // The entry pins versions only: a WATCHed missing key created and removed between
+                // this check and the entry's apply on the leader goes unseen there.
+                txn.compares.extend(watched.iter().map(|w| pin(&w.key, w.version)));
                 match cluster.write(Command::Txn(txn)).await? {
                     (Reply::Txn(outcome), _) if outcome.succeeded => return answer(out),
                     // A key it saw changed in between: nothing applied; start over.
