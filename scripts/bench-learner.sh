@@ -77,6 +77,9 @@ declare -A PID GRPC HTTP TCP RESP RAFT
 cleanup() {
   local p
   for p in "${PID[@]}" "${BG[@]}"; do if [ -n "$p" ]; then kill -9 "$p" 2>/dev/null || true; fi; done
+  # and any other child still running (a process substitution's poller, a nano-bench), so that
+  # `wait` cannot block on one after an interrupt
+  for p in $(pgrep -P $$ 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ "$KEEP" = 1 ]; then say "kept $work"; else rm -rf "$work"; fi
 }
