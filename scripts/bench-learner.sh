@@ -251,9 +251,9 @@ say "loaded in $(python3 -c "print(f'{$t1 - $t0:.1f}')") s; commit index $commit
 # the load. Overwrite loaded keys (nano-bench SETs over the same keyspace: the key count stays $N)
 # until a snapshot at or past the load's last entry exists, then wait until no newer one is being
 # written (2 s unchanged): the learner then gets every loaded key from the snapshot.
-loaded=$commit deadline=$(( $(date +%s) + 300 )) snap=0
+loaded=$commit deadline=$(( $(date +%s) + 900 )) snap=0
 while [ "$(newest_snapshot "$work/node$leader")" -lt "$loaded" ]; do
-  [ "$(date +%s)" -lt "$deadline" ] || { tails; die "the leader took no snapshot past index $loaded within 300 s"; }
+  [ "$(date +%s)" -lt "$deadline" ] || { tails; die "the leader took no snapshot past index $loaded within 900 s (lower SNAPSHOT_EVERY)"; }
   "$NB" --protocol grpc --target "$(PROTOCOL=grpc target_of "$leader")" --workload set --keyspace "$N" \
     --value-size "$VALUE_SIZE" --concurrency "$CONNS" --duration 1s --no-progress >"$work/filler.out" 2>&1 ||
     { cat "$work/filler.out" >&2; die "overwriting keys until a snapshot failed"; }
