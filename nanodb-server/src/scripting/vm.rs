@@ -3,8 +3,10 @@
 //! A state is built once (`prelude.lua` sets the sandbox up) and reused by every script the
 //! thread runs: building one costs far more than a small script does. Reuse is safe because a
 //! script never reaches a table another script sees except through read-only proxies (see the
-//! prelude), and each run gets a fresh environment. Between runs the state holds only compiled
-//! functions, bounded by [`MAX_COMPILED`].
+//! prelude), and each compiled script has an environment of its own that refuses new fields,
+//! whose only fields (KEYS, ARGV, _G) every run sets afresh. Between runs the state holds only
+//! compiled functions (with their environments) and the SHA-1 of recent bodies, both bounded by
+//! [`MAX_COMPILED`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -343,7 +345,7 @@ impl Vm {
                 }
                 out.clear();
                 invoke(argbuf, out);
-                super::reply::resp_to_lua(lua, &out)
+                super::reply::resp_to_lua(lua, out)
             })?;
             // The limit is set only around the script itself: while it is 0, mlua makes the
             // callback above (and drops it at the end of the scope) without wrapping each Lua API
