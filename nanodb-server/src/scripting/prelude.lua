@@ -128,21 +128,4 @@ local function run(f, keys, argv, call)
   return ok, res
 end
 
--- The same, with the keys and arguments as values (`nkeys` keys, then the arguments) rather than
--- two tables the host builds: fewer calls through the host's Lua API for the usual short lists.
-local function run_flat(f, call, nkeys, ...)
-  local n = select("#", ...)
-  local keys, argv = {}, { ... }
-  for i = 1, nkeys do
-    keys[i] = argv[i]
-  end
-  for i = 1, n - nkeys do
-    argv[i] = argv[i + nkeys]
-  end
-  for i = n - nkeys + 1, n do
-    argv[i] = nil
-  end
-  return run(f, keys, argv, call)
-end
-
-return run, run_flat
+return run

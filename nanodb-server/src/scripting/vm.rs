@@ -25,10 +25,6 @@ const CHECK_EVERY: u32 = 10_000;
 const MAX_COMPILED: usize = 1_000;
 /// Longest script body whose SHA-1 a state remembers ([`Vm::sha_of`]).
 const MAX_NAMED_BODY: usize = 16 * 1024;
-/// Most keys and arguments together passed to the prelude as values, which builds KEYS and ARGV
-/// itself (cheaper than building both tables through mlua); longer lists come as tables, since
-/// a Lua C call's stack is bounded (a few thousand values).
-const FLAT_MAX: usize = 32;
 
 /// Why a run stopped early, as [`Control::stop`] holds it.
 pub(crate) const RUNNING: u8 = 0;
@@ -131,9 +127,8 @@ impl Control {
 /// A thread's Lua state.
 pub(crate) struct Vm {
     lua: Lua,
-    /// `prelude.lua`'s runners: KEYS and ARGV as tables, and as values (see [`FLAT_MAX`]).
+    /// `prelude.lua`'s runner.
     runner: Function,
-    runner_flat: Function,
     /// Compiled scripts by SHA-1 (hex).
     compiled: HashMap<Bytes, RegistryKey>,
     /// The SHA-1 (hex) of script bodies this state ran, so that an EVAL of a known body skips
@@ -204,7 +199,7 @@ impl Vm {
             host.raw_set(name, f).map_err(lua_err)?;
         }
         host.raw_set("max_memory", max_memory as f64).map_err(lua_err)?;
-        let (runner, runner_flat): (Function, Function) = lua
+        let runner: Function = lua
             .load(include_str!("prelude.lua"))
             .set_name("=prelude")
             .set_mode(ChunkMode::Text)
@@ -228,7 +223,6 @@ impl Vm {
         Ok(Self {
             lua,
             runner,
-            runner_flat,
             compiled: HashMap::new(),
             shas: HashMap::new(),
             registered: 0,
@@ -308,17 +302,8 @@ impl Vm {
         };
         let lua = &self.lua;
         let f: Function = lua.registry_value(key).map_err(lua_err)?;
-        let flat = keys.len() + args.len() <= FLAT_MAX;
-        let nkeys = keys.len();
-        let mut values = MultiValue::with_capacity(if flat { keys.len() + args.len() + 3 } else { 0 });
-        let mut tables = None;
-        if flat {
-            for item in keys.iter().chain(args) {
-                values.push_back(Value::String(lua.create_string(item).map_err(lua_err)?));
-            }
-        } else {
-            tables = Some((sequence(lua, keys).map_err(lua_err)?, sequence(lua, args).map_err(lua_err)?));
-        }
+        // Built while the memory limit is 0 (see below), so without a protected call each.
+        let (keys, argv) = (sequence(lua, keys).map_err(lua_err)?, sequence(lua, args).map_err(lua_err)?);
         let max_memory = self.max_memory;
         let (out, argbuf) = (&mut self.out, &mut self.argbuf);
         let result = lua.scope(|scope| {
@@ -351,15 +336,7 @@ impl Vm {
             // callback above (and drops it at the end of the scope) without wrapping each Lua API
             // call it makes in a protected call of its own.
             lua.set_memory_limit(lua.used_memory() + max_memory)?;
-            let result = match tables {
-                Some((keys, argv)) => self.runner.call::<(bool, Value)>((f, keys, argv, call)),
-                None => {
-                    values.push_front(Value::Integer(nkeys as i64));
-                    values.push_front(Value::Function(call));
-                    values.push_front(Value::Function(f));
-                    self.runner_flat.call::<(bool, Value)>(values)
-                }
-            };
+            let result = self.runner.call::<(bool, Value)>((f, keys, argv, call));
             lua.set_memory_limit(0)?;
             result
         });
