@@ -55,7 +55,7 @@ mod vm;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -85,10 +85,17 @@ pub struct Scripts {
     cache: Mutex<Cache>,
     /// Bumped by SCRIPT FLUSH: threads' compiled functions of older generations are dropped.
     generation: AtomicU64,
-    /// Running scripts, for SCRIPT KILL.
-    running: Mutex<HashMap<u64, Arc<Control>>>,
-    next_run: AtomicU64,
+    /// This runner's number: a thread's Lua state marks the runs it makes for it with it, so
+    /// SCRIPT KILL stops only this server's scripts.
+    id: u64,
+    /// The controls of every Lua state that ran a script for this runner, for SCRIPT KILL: each
+    /// registered once, when its state first runs one here, so that starting and ending a run
+    /// takes no lock shared by every connection (a run marks its own control instead).
+    controls: Mutex<Vec<Weak<Control>>>,
 }
+
+/// Numbers for [`Scripts::id`]; 0 means "no run" in [`Control`].
+static NEXT_RUNNER: AtomicU64 = AtomicU64::new(1);
 
 #[derive(Debug, Default)]
 struct Cache {
@@ -116,6 +123,10 @@ impl Cache {
         self.scripts.insert(sha, text);
     }
 }
+
+/// The client list a script's commands see (a script is no connection; nothing registers here).
+static NO_CLIENTS: std::sync::LazyLock<crate::frontend::resp::Clients> =
+    std::sync::LazyLock::new(crate::frontend::resp::Clients::default);
 
 thread_local! {
     /// This thread's Lua state, built on its first script.
@@ -153,8 +164,8 @@ impl Scripts {
             timeout,
             cache: Mutex::default(),
             generation: AtomicU64::new(0),
-            running: Mutex::default(),
-            next_run: AtomicU64::new(0),
+            id: NEXT_RUNNER.fetch_add(1, Ordering::Relaxed),
+            controls: Mutex::default(),
         }
     }
 
@@ -162,8 +173,18 @@ impl Scripts {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Control>>> {
-        self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn controls(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Control>>> {
+        self.controls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `control` (a thread's Lua state's) reachable by SCRIPT KILL, once; the controls of
+    /// states whose thread ended are dropped on the way.
+    fn register(&self, control: &Arc<Control>) {
+        let mut controls = self.controls();
+        controls.retain(|c| c.strong_count() > 0);
+        if !controls.iter().any(|c| std::ptr::eq(c.as_ptr(), Arc::as_ptr(control))) {
+            controls.push(Arc::downgrade(control));
+        }
     }
 
     /// SCRIPT LOAD: compiles `text` (a syntax error is reported and nothing is cached) and caches
@@ -194,14 +215,14 @@ impl Scripts {
 
     /// SCRIPT KILL: stops every running script; each ends with an error and writes nothing.
     pub fn kill(&self) -> Killed {
-        let running = self.running();
-        if running.is_empty() {
-            return Killed::NotBusy;
+        let mut stopped = 0;
+        for control in self.controls().iter().filter_map(Weak::upgrade) {
+            if control.running_for() == self.id {
+                let _ = control.stop.compare_exchange(0, KILLED, Ordering::Relaxed, Ordering::Relaxed);
+                stopped += 1;
+            }
         }
-        for control in running.values() {
-            let _ = control.stop.compare_exchange(0, KILLED, Ordering::Relaxed, Ordering::Relaxed);
-        }
-        Killed::Some(running.len())
+        if stopped == 0 { Killed::NotBusy } else { Killed::Some(stopped) }
     }
 
     /// Runs `f` with this thread's Lua state (built on first use), its compiled functions of the
@@ -292,11 +313,12 @@ impl Scripts {
         finish: impl FnOnce(Group<'_>) -> Result<T, Error>,
     ) -> Result<(ScriptValue, T), Error> {
         let cmd::Eval { script, keys, args } = eval;
-        let (sha, text) = match script {
-            ScriptSource::Text(text) => (Bytes::from(sha1_hex(&text)), Some(text)),
-            ScriptSource::Sha(sha) => (Bytes::from(sha.to_ascii_lowercase()), None),
-        };
         self.with_vm(|vm| {
+            let (sha, text) = match script {
+                // A body this state has run before is named without hashing it again.
+                ScriptSource::Text(text) => (vm.sha_of(&text), Some(text)),
+                ScriptSource::Sha(sha) => (Bytes::from(sha.to_ascii_lowercase()), None),
+            };
             if !vm.has(&sha) {
                 let text = match text {
                     Some(t) => t,
@@ -314,25 +336,26 @@ impl Scripts {
             if record {
                 group.record()?;
             }
-            let run_id = self.next_run.fetch_add(1, Ordering::Relaxed);
-            // Armed before it is visible to SCRIPT KILL: arming resets the stop flag, and a kill
+            if vm.registered != self.id {
+                self.register(&vm.control);
+                vm.registered = self.id;
+            }
+            // Armed (the stop flag reset) before it is marked as running for SCRIPT KILL: a kill
             // landing between the two would otherwise be lost (the script then ran to its
             // timeout).
-            vm.control.start(self.timeout);
-            self.running().insert(run_id, vm.control.clone());
-            let clients = crate::frontend::resp::Clients::default();
+            vm.control.start(self.timeout, self.id);
             let mut session = crate::frontend::resp::commands::Session::new(
                 0,
                 std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                &clients,
+                &NO_CLIENTS,
                 Caller::everything(crate::stats::Protocol::Resp),
             );
             session.group = Some(&group);
             let ended = vm.run(&sha, &keys, &args, |argv: &[Bytes], out: &mut BytesMut| {
                 crate::frontend::resp::commands::execute_in_script(ctx, &mut session, argv, out)
             });
+            vm.control.end();
             drop(session);
-            self.running().remove(&run_id);
             let hex = || String::from_utf8_lossy(&sha).into_owned();
             match ended? {
                 Ended::Value(value) => {

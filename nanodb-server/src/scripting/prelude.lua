@@ -100,14 +100,28 @@ getmetatable("").__metatable = false
 
 -- Runs one script: `f` compiled, KEYS and ARGV tables, the host's command invoker for this run.
 -- Returns true and the value, or false and the error (a table with `err`, or a message).
+--
+-- Each compiled script gets its environment on its first run and keeps it: building one per run
+-- (a table, its metatable, an entry in the weak `readonly` set) was garbage on every EVAL. Reuse
+-- leaks nothing from one run to the next: the environment refuses new fields (`__newindex`,
+-- `rawset` and `setmetatable` are refused on it), so its only own fields are KEYS, ARGV and _G,
+-- and every run sets all three afresh (a script may assign them).
 local function run(f, keys, argv, call)
-  local env = raw_setmt({ KEYS = keys, ARGV = argv }, env_meta)
+  local env = raw_getfenv(f)
+  if not readonly[env] then
+    env = raw_setmt({}, env_meta)
+    readonly[env] = true
+    raw_setfenv(f, env)
+  end
+  raw_set(env, "KEYS", keys)
+  raw_set(env, "ARGV", argv)
   raw_set(env, "_G", env)
-  readonly[env] = true
-  raw_setfenv(f, env)
   invoke = call
   local ok, res = raw_pcall(f)
   invoke = nil
+  -- Not kept alive until the script's next run.
+  raw_set(env, "KEYS", nil)
+  raw_set(env, "ARGV", nil)
   if not ok and res == "not enough memory" then
     mark_oom()
   end

@@ -240,3 +240,55 @@ fn scripts_are_named_by_the_sha1_redis_gives_them() {
     assert_eq!(super::sha1_hex(b"return 1"), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
     assert_eq!(super::sha1_hex(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
 }
+
+#[test]
+fn a_script_run_again_starts_from_a_clean_environment() {
+    let ctx = ctx();
+    // A script keeps its environment from one run to the next (built once): what a run assigns
+    // to the environment's own fields, or into KEYS and ARGV, is gone in the next run.
+    let script = "local seen = {tostring(KEYS[2]), tostring(ARGV[2]), type(_G), tostring(rawget(_G, 'x'))} \
+                  KEYS[2] = 'left'; ARGV[2] = 'left'; _G = nil; KEYS = nil; ARGV = nil; \
+                  return seen";
+    let want = Ok(ScriptValue::Array(vec![
+        ScriptValue::Bulk(b("nil")),
+        ScriptValue::Bulk(b("nil")),
+        ScriptValue::Bulk(b("table")),
+        ScriptValue::Bulk(b("nil")),
+    ]));
+    for _ in 0..3 {
+        assert_eq!(eval(&ctx, script, &["k"], &["a"]), want);
+    }
+    // The same body arrives again (its SHA-1 remembered by this thread) with other keys.
+    assert_eq!(eval(&ctx, "return KEYS[1] .. ARGV[1]", &["k1"], &["a1"]), Ok(ScriptValue::Bulk(b("k1a1"))));
+    assert_eq!(eval(&ctx, "return KEYS[1] .. ARGV[1]", &["k2"], &["a2"]), Ok(ScriptValue::Bulk(b("k2a2"))));
+    // KEYS and ARGV are whole whether the lists are short (passed as values) or long (as tables).
+    let script =
+        "return {#KEYS, #ARGV, KEYS[1] or '-', KEYS[#KEYS] or '-', ARGV[1] or '-', ARGV[#ARGV] or '-'}";
+    for (nkeys, nargs) in [(0, 0), (1, 0), (0, 1), (2, 3), (16, 16), (17, 16), (3, 40), (40, 0)] {
+        let keys: Vec<String> = (1..=nkeys).map(|i| format!("k{i}")).collect();
+        let args: Vec<String> = (1..=nargs).map(|i| format!("a{i}")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let edge = |items: &[&str], first: bool| {
+            b(if first { items.first() } else { items.last() }.copied().unwrap_or("-"))
+        };
+        assert_eq!(
+            eval(&ctx, script, &keys, &args),
+            Ok(ScriptValue::Array(vec![
+                ScriptValue::Int(nkeys),
+                ScriptValue::Int(nargs),
+                ScriptValue::Bulk(edge(&keys, true)),
+                ScriptValue::Bulk(edge(&keys, false)),
+                ScriptValue::Bulk(edge(&args, true)),
+                ScriptValue::Bulk(edge(&args, false)),
+            ])),
+            "{nkeys} keys, {nargs} arguments"
+        );
+    }
+    // An error names the script by its SHA-1 on a remembered body too.
+    let body = "return redis.error_reply('again')";
+    for _ in 0..2 {
+        let e = script_error(eval(&ctx, body, &[], &[]));
+        assert_eq!(e, format!("again script: {}", super::sha1_hex(body.as_bytes())));
+    }
+}

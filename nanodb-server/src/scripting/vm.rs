@@ -3,8 +3,10 @@
 //! A state is built once (`prelude.lua` sets the sandbox up) and reused by every script the
 //! thread runs: building one costs far more than a small script does. Reuse is safe because a
 //! script never reaches a table another script sees except through read-only proxies (see the
-//! prelude), and each run gets a fresh environment. Between runs the state holds only compiled
-//! functions, bounded by [`MAX_COMPILED`].
+//! prelude), and each compiled script has an environment of its own that refuses new fields,
+//! whose only fields (KEYS, ARGV, _G) every run sets afresh. Between runs the state holds only
+//! compiled functions (with their environments) and the SHA-1 of recent bodies, both bounded by
+//! [`MAX_COMPILED`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ const CHECK_EVERY: u32 = 10_000;
 /// Compiled functions kept per state; past it the state forgets them all (they recompile from
 /// the shared cache on their next run).
 const MAX_COMPILED: usize = 1_000;
+/// Longest script body whose SHA-1 a state remembers ([`Vm::sha_of`]).
+const MAX_NAMED_BODY: usize = 16 * 1024;
 
 /// Why a run stopped early, as [`Control::stop`] holds it.
 pub(crate) const RUNNING: u8 = 0;
@@ -38,6 +42,9 @@ pub(crate) struct Control {
     deadline_ns: AtomicU64,
     /// When the run started, as an offset from the epoch like the deadline.
     started_ns: AtomicU64,
+    /// The runner ([`super::Scripts`]'s id) this run is for; 0 between runs. SCRIPT KILL stops
+    /// the runs marked with its runner's id.
+    owner: AtomicU64,
     /// Whether this run already handed its thread's other work away (see [`hand_off`]).
     handed_off: std::sync::atomic::AtomicBool,
     epoch: std::sync::OnceLock<Instant>,
@@ -74,13 +81,24 @@ impl Control {
 
     /// Arms the run: its deadline, and the stop flag back to running. Called BEFORE the control is
     /// registered for SCRIPT KILL, so that a kill arriving at once is not undone by this reset.
-    pub(crate) fn start(&self, timeout: std::time::Duration) {
+    pub(crate) fn start(&self, timeout: std::time::Duration, owner: u64) {
         let now = self.epoch().elapsed();
         let deadline = now + timeout;
         self.deadline_ns.store(u64::try_from(deadline.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.started_ns.store(u64::try_from(now.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.handed_off.store(false, Ordering::Relaxed);
         self.stop.store(RUNNING, Ordering::Relaxed);
+        self.owner.store(owner, Ordering::Release);
+    }
+
+    /// Marks the run over: SCRIPT KILL no longer counts it.
+    pub(crate) fn end(&self) {
+        self.owner.store(0, Ordering::Release);
+    }
+
+    /// The runner whose script runs now (0: none).
+    pub(crate) fn running_for(&self) -> u64 {
+        self.owner.load(Ordering::Acquire)
     }
 
     /// Checks the deadline; whether the run must stop.
@@ -113,6 +131,16 @@ pub(crate) struct Vm {
     runner: Function,
     /// Compiled scripts by SHA-1 (hex).
     compiled: HashMap<Bytes, RegistryKey>,
+    /// The SHA-1 (hex) of script bodies this state ran, so that an EVAL of a known body skips
+    /// hashing it (SHA-1 was a few percent of an EVAL's time). Bounded like `compiled`, and only
+    /// bodies up to [`MAX_NAMED_BODY`] bytes.
+    shas: HashMap<Bytes, Bytes>,
+    /// The runner ([`super::Scripts`]) this state's control is registered with for SCRIPT KILL
+    /// (0: none yet).
+    pub(crate) registered: u64,
+    /// `redis.call`'s argument and reply buffers, kept from one run to the next.
+    argbuf: Vec<Bytes>,
+    out: bytes::BytesMut,
     /// The cache generation the compiled functions belong to (SCRIPT FLUSH bumps it).
     generation: u64,
     pub(crate) control: Arc<Control>,
@@ -186,7 +214,24 @@ impl Vm {
             }
         })
         .map_err(lua_err)?;
-        Ok(Self { lua, runner, compiled: HashMap::new(), generation: 0, control, max_memory })
+        // A collection cycle starts when the heap reaches 3x (Lua's default: 2x) what the last
+        // one left live: a state's live heap is small (the sandbox and compiled scripts), and
+        // each EVAL leaves a little garbage (its KEYS and ARGV, replies), so cycles come less
+        // often for a few hundred KiB more per thread. A script's own allocations stay bounded
+        // by --script-max-memory, and a state past 4 MiB after a run is collected in full.
+        lua.gc_set_mode(mlua::state::GcMode::Incremental(mlua::state::GcIncParams::default().pause(300)));
+        Ok(Self {
+            lua,
+            runner,
+            compiled: HashMap::new(),
+            shas: HashMap::new(),
+            registered: 0,
+            argbuf: Vec::new(),
+            out: bytes::BytesMut::new(),
+            generation: 0,
+            control,
+            max_memory,
+        })
     }
 
     /// Forgets compiled functions of an older cache generation.
@@ -195,6 +240,23 @@ impl Vm {
             self.compiled.clear();
             self.generation = generation;
         }
+    }
+
+    /// The SHA-1 (hex) naming script body `text`: remembered from an earlier run of the same
+    /// body, else computed (and remembered, for bodies up to [`MAX_NAMED_BODY`] bytes).
+    pub(crate) fn sha_of(&mut self, text: &Bytes) -> Bytes {
+        if let Some(sha) = self.shas.get(text) {
+            return sha.clone();
+        }
+        let sha = Bytes::from(super::sha1_hex(text));
+        if text.len() <= MAX_NAMED_BODY {
+            if self.shas.len() >= MAX_COMPILED {
+                self.shas.clear();
+            }
+            // A copy: `text` may be a slice of a connection's whole read buffer.
+            self.shas.insert(Bytes::copy_from_slice(text), sha.clone());
+        }
+        sha
     }
 
     /// Whether `sha` is compiled here.
@@ -240,10 +302,10 @@ impl Vm {
         };
         let lua = &self.lua;
         let f: Function = lua.registry_value(key).map_err(lua_err)?;
+        // Built while the memory limit is 0 (see below), so without a protected call each.
         let (keys, argv) = (sequence(lua, keys).map_err(lua_err)?, sequence(lua, args).map_err(lua_err)?);
-        lua.set_memory_limit(lua.used_memory() + self.max_memory).map_err(lua_err)?;
-        let mut out = bytes::BytesMut::new();
-        let mut argbuf: Vec<Bytes> = Vec::new();
+        let max_memory = self.max_memory;
+        let (out, argbuf) = (&mut self.out, &mut self.argbuf);
         let result = lua.scope(|scope| {
             let call = scope.create_function_mut(|lua, values: MultiValue| {
                 argbuf.clear();
@@ -267,12 +329,26 @@ impl Vm {
                     );
                 }
                 out.clear();
-                invoke(&argbuf, &mut out);
-                super::reply::resp_to_lua(lua, &out)
+                invoke(argbuf, out);
+                super::reply::resp_to_lua(lua, out)
             })?;
-            self.runner.call::<(bool, Value)>((f, keys, argv, call))
+            // The limit is set only around the script itself: while it is 0, mlua makes the
+            // callback above (and drops it at the end of the scope) without wrapping each Lua API
+            // call it makes in a protected call of its own.
+            lua.set_memory_limit(lua.used_memory() + max_memory)?;
+            let result = self.runner.call::<(bool, Value)>((f, keys, argv, call));
+            lua.set_memory_limit(0)?;
+            result
         });
         let _ = lua.set_memory_limit(0);
+        argbuf.clear();
+        if argbuf.capacity() > 1024 {
+            *argbuf = Vec::new();
+        }
+        if out.capacity() > 64 * 1024 {
+            // A large reply (an LRANGE of a long list) is not kept for the thread's life.
+            *out = bytes::BytesMut::new();
+        }
         let stop = self.control.stop.load(Ordering::Relaxed);
         let ended = if stop != RUNNING {
             Ended::Stopped(stop)
