@@ -329,28 +329,14 @@ pub fn check_final(
             partial.push(format!("{t} ({} of {GROUP_SIZE} keys)", keys.len()));
         }
     }
-    if !unsent.is_empty() {
-        v.push(format!("node {node}: {} groups never sent: {}", unsent.len(), crate::run::sample(&unsent)));
-    }
-    if !partial.is_empty() {
-        v.push(format!(
-            "node {node}: {} groups are partial: {}",
-            partial.len(),
-            crate::run::sample(&partial)
-        ));
-    }
+    violation(&mut v, node, "groups never sent", &unsent);
+    violation(&mut v, node, "groups are partial", &partial);
     let lost: Vec<String> = groups
         .iter()
         .filter(|g| g.outcome == Outcome::Applied && !found.contains_key(&(g.writer, g.n)))
         .map(|g| tag(g.writer, g.n))
         .collect();
-    if !lost.is_empty() {
-        v.push(format!(
-            "node {node}: {} acknowledged groups missing: {}",
-            lost.len(),
-            crate::run::sample(&lost)
-        ));
-    }
+    violation(&mut v, node, "acknowledged groups missing", &lost);
 
     // Accounts: all there, the sum conserved, and each balance the start plus the moves of the
     // markers present.
@@ -376,26 +362,14 @@ pub fn check_final(
             _ => bad_markers.push(format!("{k}={:?} (never sent)", String::from_utf8_lossy(val))),
         }
     }
-    if !bad_markers.is_empty() {
-        v.push(format!(
-            "node {node}: {} transfer markers that must not be there: {}",
-            bad_markers.len(),
-            crate::run::sample(&bad_markers)
-        ));
-    }
+    violation(&mut v, node, "transfer markers that must not be there", &bad_markers);
     let missing: Vec<String> = transfers
         .iter()
         .filter(|t| t.outcome == Outcome::Applied)
         .map(|t| marker_key(run, t.writer, t.n))
         .filter(|k| !state.contains_key(k))
         .collect();
-    if !missing.is_empty() {
-        v.push(format!(
-            "node {node}: {} acknowledged transfers missing their marker: {}",
-            missing.len(),
-            crate::run::sample(&missing)
-        ));
-    }
+    violation(&mut v, node, "acknowledged transfers missing their marker", &missing);
     let balances: Vec<Option<Bytes>> =
         account_keys(run, accounts).iter().map(|k| state.get(k).cloned()).collect();
     match sum_of(&balances) {
@@ -414,6 +388,13 @@ pub fn check_final(
         Err(e) => v.push(format!("node {node}: accounts: {e:#}")),
     }
     v
+}
+
+/// Adds "node N: COUNT WHAT: a sample of them" to `v` when `found` is not empty.
+fn violation(v: &mut Vec<String>, node: u64, what: &str, found: &[String]) {
+    if !found.is_empty() {
+        v.push(format!("node {node}: {} {what}: {}", found.len(), crate::run::sample(found)));
+    }
 }
 
 #[cfg(test)]
