@@ -14,7 +14,7 @@ use nanodb_server::server::Server;
 use crate::{args, run_binary};
 
 /// NanoDB with every frontend on a free port, and the address of each protocol.
-async fn server() -> (Server, HashMap<Protocol, String>) {
+pub async fn server() -> (Server, HashMap<Protocol, String>) {
     let on = || ListenAddr::On("127.0.0.1:0".into());
     let server = Server::start(Config {
         grpc_addr: on(),

@@ -3,36 +3,17 @@
 //! server holds exactly the three keys of every key the run drew.
 
 use nano_bench::cli::Protocol;
-use nanodb_server::config::{Config, ListenAddr};
-use nanodb_server::server::Server;
 
 use crate::args;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_protocol_writes_three_keys_per_request_atomically() {
-    let on = || ListenAddr::On("127.0.0.1:0".into());
     for (protocol, pipeline) in
         [(Protocol::Tcp, "8"), (Protocol::Resp, "8"), (Protocol::Grpc, "8"), (Protocol::Http, "1")]
     {
         // A server per protocol, so that its keys are this protocol's alone.
-        let server = Server::start(Config {
-            grpc_addr: on(),
-            tcp_addr: on(),
-            resp_addr: on(),
-            http_addr: on(),
-            ..Config::all_off()
-        })
-        .await
-        .expect("server starts");
-        let a = server.addrs();
-        let target = match protocol {
-            Protocol::Tcp => a.tcp,
-            Protocol::Resp => a.resp,
-            Protocol::Grpc => a.grpc,
-            _ => a.http,
-        }
-        .expect("bound")
-        .to_string();
+        let (server, addrs) = crate::mismatch::server().await;
+        let target = addrs[&protocol].clone();
         let prefix = format!("{}:", protocol.name());
         let flags = [
             "--target",
