@@ -1,7 +1,7 @@
 //! Runs one [`Cmd`] over a [`Client`] and prints its result: the one path shared by one-shot
 //! commands and the REPL.
 
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 
 use bytes::Bytes;
@@ -16,7 +16,8 @@ use crate::words::unescape;
 /// refuses anything larger anyway, and this keeps a mistaken `--value-file /dev/zero` bounded).
 const MAX_VALUE_READ: u64 = nanodb_protocol::frame::DEFAULT_MAX_FRAME_LEN as u64;
 
-fn arg(a: &OsString) -> Result<Bytes, Failure> {
+/// An argument as bytes, its backslash escapes decoded (a bad escape is a usage error).
+pub fn arg(a: &OsStr) -> Result<Bytes, Failure> {
     unescape(a).map_err(Failure::Usage)
 }
 
@@ -90,7 +91,7 @@ pub fn to_command(c: &Cmd) -> Result<Option<Command>, Failure> {
         Cmd::Lpush { key, values } | Cmd::Rpush { key, values } => Command::ListPush(cmd::ListPush {
             key: arg(key)?,
             end: if matches!(c, Cmd::Lpush { .. }) { ListEnd::Front } else { ListEnd::Back },
-            values: values.iter().map(arg).collect::<Result<_, _>>()?,
+            values: values.iter().map(|v| arg(v)).collect::<Result<_, _>>()?,
         }),
         Cmd::Lpop { key, count } | Cmd::Rpop { key, count } => Command::ListPop(cmd::ListPop {
             key: arg(key)?,

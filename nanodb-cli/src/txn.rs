@@ -22,7 +22,7 @@ use nanodb_protocol::{Command, Compare, CompareOp, CompareTarget, cmd};
 
 use crate::args::{Cmd, Line};
 use crate::client::Failure;
-use crate::words::{split, unescape};
+use crate::words::split;
 
 /// Most lines read from stdin: far above the server's own limits on compares and operations, so
 /// it only bounds a mistaken `< /dev/zero`-like input before the server would refuse it.
@@ -31,7 +31,7 @@ const MAX_LINES: usize = 100_000;
 const MAX_LINE: usize = 4 * nanodb_protocol::frame::DEFAULT_MAX_FRAME_LEN;
 
 fn bytes(word: &str) -> Result<Bytes, Failure> {
-    unescape(std::ffi::OsStr::new(word)).map_err(Failure::Usage)
+    crate::run::arg(std::ffi::OsStr::new(word))
 }
 
 /// Parses one compare line.
