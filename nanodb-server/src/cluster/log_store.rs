@@ -380,11 +380,21 @@ impl Inner {
         if self.offsets.is_empty() {
             self.first = first_index;
         }
+        // The cache keeps each entry as decoded from the bytes just written, not as it came:
+        // a leader's entries hold slices of the buffers their clients' requests arrived in (a
+        // gRPC request's value keeps its whole receive buffer alive), so caching them as they
+        // came kept ~50 KB per entry, 16,384 entries (880 MB), for what counts as a few hundred
+        // bytes. Decoded from `written`, the entries of one append share exactly its bytes.
+        let written = buf.freeze();
         for (entry, (at, size)) in entries.into_iter().zip(placed) {
             self.offsets.push_back(at);
             self.note_leader(entry.log_id.index, &entry);
+            let from = (at - start) as usize + record::HEADER_LEN;
+            let mut body = written.slice(from..(at - start) as usize + size);
+            // It was encoded a moment ago; should it not decode, the entry as it came is kept.
+            let compact = decode_entry(&mut body).unwrap_or(entry);
             self.cache_bytes += size;
-            self.cache.push_back((entry, size));
+            self.cache.push_back((compact, size));
         }
         while self.cache.len() > self.cache_limit || (self.cache_bytes > CACHE_BYTES && self.cache.len() > 1)
         {
@@ -745,6 +755,41 @@ mod tests {
         std::fs::write(&seg, &bad).expect("write");
         let err = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect_err("refused");
         assert!(matches!(err, LogOpenError::Corrupt { .. }), "{err}");
+    }
+
+    /// A cached entry does not keep the buffer its command arrived in alive: its value is a
+    /// copy in the bytes the append wrote, not a slice of the (much larger) receive buffer.
+    #[tokio::test]
+    async fn a_cached_entry_holds_its_own_bytes_not_its_requests_buffer() {
+        use nanodb_protocol::{Command, Expiry, PutCondition, cmd};
+
+        use crate::cluster::types::{Op, Request};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+        let received = Bytes::from(vec![7u8; 64 * 1024]);
+        let value = received.slice(100..164);
+        let put = Command::Put(cmd::Put {
+            key: Bytes::from_static(b"k"),
+            value: value.clone(),
+            expiry: Expiry::Persist,
+            condition: PutCondition::Always,
+        });
+        let entry = Entry {
+            log_id: log_id(1, 1, 1),
+            payload: EntryPayload::Normal(Request { now_ms: 1, op: Op::Command(put) }),
+        };
+        store.lock().append(vec![entry]).expect("append");
+        let cached = store.try_get_log_entries(1..=1).await.expect("read");
+        let EntryPayload::Normal(Request { op: Op::Command(Command::Put(p)), .. }) = &cached[0].payload
+        else {
+            panic!("not the put: {:?}", cached[0].payload);
+        };
+        assert_eq!(p.value, value, "the same value");
+        let buffer = received.as_ptr_range();
+        assert!(
+            !buffer.contains(&p.value.as_ptr()),
+            "the cached value still points into the request's buffer"
+        );
     }
 
     fn at(term: u64, index: u64) -> Entry<TypeConfig> {
