@@ -16,6 +16,7 @@ use super::identity::Identity;
 use super::log_store::LogStore;
 use super::metrics::Counters;
 use super::network::{NetworkFactory, Peers};
+use super::read_index::{self, Waiter};
 use super::state_machine::{Deliveries, Retired, StateMachine};
 use super::types::{NodeId, TypeConfig};
 use super::{Forwarded, MAX_QUEUED, Pending, forward_batches, group_commit};
@@ -46,6 +47,8 @@ pub(super) struct Instance {
     pub queue: tokio::sync::mpsc::Sender<Pending>,
     /// Writes a follower forwards to the leader, in batches.
     pub forwards: tokio::sync::mpsc::Sender<Forwarded>,
+    /// Linearizable reads waiting for a read index, asked for in shared rounds.
+    pub reads: tokio::sync::mpsc::Sender<Waiter>,
     /// Stops this incarnation's tasks.
     pub stop: CancellationToken,
 }
@@ -113,6 +116,16 @@ impl Opening {
             self.request_timeout,
             stop.clone(),
         ));
+        let (reads, waiting) = tokio::sync::mpsc::channel(read_index::MAX_WAITING);
+        tasks.spawn(read_index::read_index_rounds(
+            raft.clone(),
+            peers.clone(),
+            node_id,
+            waiting,
+            self.request_timeout,
+            counters.clone(),
+            stop.clone(),
+        ));
         Ok(Instance {
             node_id,
             raft,
@@ -123,6 +136,7 @@ impl Opening {
             sm,
             queue,
             forwards,
+            reads,
             stop,
         })
     }

@@ -22,6 +22,8 @@ pub struct Counters {
     elections_won: AtomicU64,
     snapshots_sent: AtomicU64,
     snapshots_installed: AtomicU64,
+    read_index_rounds: AtomicU64,
+    read_index_reads: AtomicU64,
 }
 
 impl Counters {
@@ -33,6 +35,12 @@ impl Counters {
     /// A snapshot received from the leader was installed here.
     pub fn snapshot_installed(&self) {
         self.snapshots_installed.fetch_add(1, Relaxed);
+    }
+
+    /// One read-index round answered `reads` linearizable reads (see `read_index`).
+    pub fn read_index_round(&self, reads: usize) {
+        self.read_index_rounds.fetch_add(1, Relaxed);
+        self.read_index_reads.fetch_add(reads as u64, Relaxed);
     }
 
     /// Elections this node started (became a candidate in a new term).
@@ -178,6 +186,16 @@ impl Cluster {
                 "nanodb_raft_snapshots_installed_total",
                 "Snapshots received from the leader and installed here.",
                 c.snapshots_installed.load(Relaxed),
+            ),
+            (
+                "nanodb_raft_read_index_rounds_total",
+                "Read-index rounds this node ran for its linearizable reads (each shared by every read waiting).",
+                c.read_index_rounds.load(Relaxed),
+            ),
+            (
+                "nanodb_raft_read_index_reads_total",
+                "Linearizable reads this node answered from a read-index round.",
+                c.read_index_reads.load(Relaxed),
             ),
         ] {
             family(out, name, "counter", help);

@@ -15,6 +15,7 @@
 //! - `instance`: one incarnation of the node (its id, Raft, log, state machine), which
 //!   `REPLICAOF` replaces.
 //! - [`metrics`]: the Raft figures of `/metrics`.
+//! - `read_index`: linearizable reads asking for their read index in shared rounds.
 //! - this module: the node ([`Cluster`]): start, initialization, writes (proposed on the leader,
 //!   forwarded from followers), linearizable reads (read index), the leader's expiry sweeper.
 
@@ -24,6 +25,7 @@ pub mod log_store;
 pub mod membership;
 pub mod metrics;
 pub mod network;
+mod read_index;
 pub mod replica;
 pub mod state_machine;
 pub mod status;
@@ -537,20 +539,7 @@ impl Cluster {
         let deadline = Instant::now() + self.request_timeout;
         let unavailable = || Error::Unavailable(NO_LEADER.into());
         loop {
-            let index = match self.leader() {
-                Some((id, _)) if id == self.node_id() => self.read_index().await.ok(),
-                Some((_, Some(addr))) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match self.peers().get(&addr).call(kind::READ_INDEX, &[], left).await {
-                        Ok(b) if b.len() == 8 => {
-                            Some(u64::from_be_bytes(b[..].try_into().unwrap_or_default()))
-                        }
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            if let Some(index) = index {
+            if let Some(index) = self.shared_read_index(deadline).await {
                 let left = deadline.saturating_duration_since(Instant::now());
                 return self
                     .raft()
@@ -565,6 +554,19 @@ impl Cluster {
             }
             pause(deadline).await;
         }
+    }
+
+    /// A read index confirmed after now, from the next shared round (see [`read_index`]);
+    /// `None` when that round found no leader or the deadline passed first.
+    async fn shared_read_index(&self, deadline: Instant) -> Option<u64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reads = self.now().reads.clone();
+        if !matches!(tokio::time::timeout(left, reads.send(tx)).await, Ok(Ok(()))) {
+            return None;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, rx).await.ok().and_then(Result::ok).flatten()
     }
 
     /// The leader's read index: the last index committed once its leadership is confirmed by a

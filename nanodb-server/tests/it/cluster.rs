@@ -1177,3 +1177,68 @@ async fn multi_exec_and_watch_work_on_any_node_and_count_exactly_under_contentio
 /// Cluster operations (issue #17): the cluster id, REPLICAOF, WAIT, the Raft figures.
 #[path = "cluster_ops.rs"]
 mod ops;
+
+/// A counter from node `i`'s Raft figures (`/metrics`).
+fn raft_counter(c: &Cluster, i: usize, name: &str) -> u64 {
+    let mut text = String::new();
+    c.node(i).cluster().expect("cluster mode").render_metrics(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from node {}'s metrics", i + 1))
+}
+
+/// Concurrent linearizable reads share read-index rounds (one quorum round on the leader, one
+/// call to the leader from a follower, for every read waiting), and each still sees the write
+/// its client had acknowledged just before sending it, on the leader and on a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_linearizable_reads_share_read_index_rounds_and_see_acknowledged_writes() {
+    const CLIENTS: usize = 50;
+    const EACH: usize = 4;
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    for node in [leader, (leader + 1) % 3] {
+        let reads_before = raft_counter(&c, node, "nanodb_raft_read_index_reads_total");
+        let rounds_before = raft_counter(&c, node, "nanodb_raft_read_index_rounds_total");
+        let addr = c.tcp(node);
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|n| {
+                tokio::spawn(async move {
+                    let mut t = TcpClient::connect(addr).await;
+                    for i in 0..EACH {
+                        let (key, value) = (format!("r{node}-{n}-{i}"), format!("{n}.{i}"));
+                        // An election on a loaded machine answers "retry": retried, as a client does.
+                        loop {
+                            match t.call(put(&key, &value)).await {
+                                Err(Error::Unavailable(_)) => {
+                                    tokio::time::sleep(Duration::from_millis(20)).await
+                                }
+                                Ok(Reply::Put { applied: true, .. }) => break,
+                                other => panic!("{key}: {other:?}"),
+                            }
+                        }
+                        let read = loop {
+                            match t.call(get(&key)).await {
+                                Err(Error::Unavailable(_)) => {
+                                    tokio::time::sleep(Duration::from_millis(20)).await
+                                }
+                                other => break value_of(other),
+                            }
+                        };
+                        assert_eq!(read, Some(b(&value)), "node {}: {key} read after its write", node + 1);
+                    }
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await.expect("client");
+        }
+        let reads = raft_counter(&c, node, "nanodb_raft_read_index_reads_total") - reads_before;
+        let rounds = raft_counter(&c, node, "nanodb_raft_read_index_rounds_total") - rounds_before;
+        assert!(reads >= (CLIENTS * EACH) as u64, "node {}: {reads} reads counted", node + 1);
+        assert!(rounds < reads, "node {}: {rounds} rounds for {reads} reads: none shared", node + 1);
+    }
+}
