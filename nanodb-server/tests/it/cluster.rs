@@ -1177,3 +1177,6 @@ async fn multi_exec_and_watch_work_on_any_node_and_count_exactly_under_contentio
 /// Cluster operations (issue #17): the cluster id, REPLICAOF, WAIT, the Raft figures.
 #[path = "cluster_ops.rs"]
 mod ops;
+
+#[path = "cluster_pipeline.rs"]
+mod pipeline;
