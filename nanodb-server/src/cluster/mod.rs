@@ -16,6 +16,8 @@
 //!   `REPLICAOF` replaces.
 //! - [`metrics`]: the Raft figures of `/metrics`.
 //! - `read_index`: linearizable reads asking for their read index in shared rounds.
+//! - [`pipeline`]: a connection's pipelined writes, submitted in order and awaited together, and
+//!   its reads sharing a read barrier.
 //! - this module: the node ([`Cluster`]): start, initialization, writes (proposed on the leader,
 //!   forwarded from followers), linearizable reads (read index), the leader's expiry sweeper.
 
@@ -25,6 +27,7 @@ pub mod log_store;
 pub mod membership;
 pub mod metrics;
 pub mod network;
+pub mod pipeline;
 mod read_index;
 pub mod replica;
 pub mod state_machine;
@@ -391,30 +394,12 @@ impl Cluster {
     }
 
     /// [`Cluster::write`], also saying at which log index the write was applied (`WAIT` waits
-    /// for the other members to hold it).
+    /// for the other members to hold it). A run of one (see [`pipeline`]): sent again while no
+    /// leader takes it, until the deadline.
     pub async fn write_at(&self, cmd: Command) -> Result<(Reply, bool, u64), Error> {
-        // Refused at once, on this node, rather than after a round of consensus.
-        cmd.validate(self.engine.limits())?;
-        let deadline = Instant::now() + self.request_timeout;
-        loop {
-            if self.leader().is_none() && self.ready_alone() {
-                // Serving alone: the first write makes this node a cluster of one (see `replica`).
-                self.init_alone().await.map_err(|e| Error::Unavailable(format!("{NO_LEADER} ({e})")))?;
-            }
-            let attempt = match self.leader() {
-                Some((id, _)) if id == self.node_id() => self.propose(cmd.clone(), deadline).await,
-                Some((_, Some(addr))) => self.forward(&addr, &cmd, deadline).await,
-                _ => Err(Retry),
-            };
-            match attempt {
-                Ok(Response { result: Ok(reply), created, delivered: Some(at), index, .. }) => {
-                    return Ok((self.local_deliveries(&cmd, reply, at, deadline).await, created, index));
-                }
-                Ok(Response { result, created, index, .. }) => return result.map(|r| (r, created, index)),
-                Err(Retry) if Instant::now() < deadline => pause(deadline).await,
-                Err(Retry) => return Err(Error::Unavailable(NO_LEADER.into())),
-            }
-        }
+        let mut one = pipeline::Pipeline::default();
+        one.push(self, cmd);
+        one.settle(self).await.pop().unwrap_or_else(|| Err(Error::Unavailable(NO_LEADER.into())))
     }
 
     /// A `PUBLISH`'s answer on the node that took it: how many of this node's subscribers got
@@ -433,32 +418,14 @@ impl Cluster {
         self.now().deliveries.localize(cmd, reply, at)
     }
 
-    /// Proposes `cmd` on this node (the leader), grouped with the other writes waiting (see
-    /// [`group_commit`]), at this node's clock, TTLs made absolute. `Err(Retry)` when this node
-    /// turned out not to lead: nothing was proposed.
-    async fn propose(&self, cmd: Command, deadline: Instant) -> Result<Response, Retry> {
-        match self.enqueue(cmd, deadline).await {
-            Queued::Waiting(rx) => settle(rx, deadline).await,
-            Queued::Done(outcome) => outcome,
-        }
-    }
-
     /// Puts `cmd` in the group-commit queue (after the writes queued before it); its answer comes
     /// on the receiver. A command the log cannot carry is answered at once.
     async fn enqueue(&self, cmd: Command, deadline: Instant) -> Queued {
-        // Refuse what the log could not carry (or read back) before proposing it.
-        let mut encoded = BytesMut::new();
-        if let Err(e) = wire::encode_request(0, &WireRequest::Command(cmd.clone()), &mut encoded) {
-            return Queued::Done(Ok(failed(e)));
-        }
-        // The command's frame, and its share of a group entry's envelope.
-        let size = encoded.len() + 16;
-        if size > self.max_entry {
-            return Queued::Done(Ok(failed(Error::InvalidArgument(format!(
-                "the command encodes to {size} bytes; a cluster's log takes at most {}",
-                self.max_entry
-            )))));
-        }
+        let size = match self.frame(&cmd) {
+            // The command's frame, and its share of a group entry's envelope.
+            Ok(frame) => frame.len() + 16,
+            Err(e) => return Queued::Done(Ok(failed(e))),
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let left = deadline.saturating_duration_since(Instant::now());
         let queued = tokio::time::timeout(left, self.now().queue.send(Pending { cmd, size, tx })).await;
@@ -492,37 +459,21 @@ impl Cluster {
         answers
     }
 
-    /// Sends `cmd` to the leader at `addr`, batched with the other writes this node is forwarding
-    /// (see [`forward_batches`]). A leader that cannot be reached, or that is no longer the
-    /// leader, is `Retry` (nothing was applied); a call that failed midway is an error the client
-    /// must treat as indeterminate.
-    async fn forward(&self, addr: &str, cmd: &Command, deadline: Instant) -> Result<Response, Retry> {
+    /// `cmd` as a binary TCP request frame (id 0): what a group entry and a forwarded batch
+    /// carry. A command the log could not carry (or read back) is refused before it is proposed
+    /// or forwarded.
+    fn frame(&self, cmd: &Command) -> Result<BytesMut, Error> {
         let mut frame = BytesMut::new();
-        if let Err(e) = wire::encode_request(0, &WireRequest::Command(cmd.clone()), &mut frame) {
-            return Ok(failed(e));
-        }
+        wire::encode_request(0, &WireRequest::Command(cmd.clone()), &mut frame)?;
+        // With its share of a group entry's envelope.
         if frame.len() + 16 > self.max_entry {
-            return Ok(failed(Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "the command encodes to {} bytes; a cluster's log takes at most {}",
                 frame.len() + 16,
                 self.max_entry
-            ))));
+            )));
         }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let forwarded = Forwarded { addr: addr.to_string(), frame: frame.freeze(), tx };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !matches!(tokio::time::timeout(left, self.now().forwards.send(forwarded)).await, Ok(Ok(()))) {
-            // Not queued: nothing was sent.
-            return Err(Retry);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, rx).await {
-            Ok(Ok(outcome)) => outcome,
-            // Sent (or about to be), but not answered in time: indeterminate.
-            _ => Ok(failed(Error::Unavailable(format!(
-                "{NO_LEADER} (the leader did not answer in time; the write may or may not have applied)"
-            )))),
-        }
+        Ok(frame)
     }
 
     /// Makes a read linearizable (unless `--read-consistency stale`): the leader confirms its
@@ -745,13 +696,16 @@ async fn settle(
     }
 }
 
-/// A write a follower forwards to the leader, waiting for its batch.
+/// Writes a follower forwards to the leader, waiting for their batch: one connection's run (see
+/// [`pipeline`]), which stays whole inside one `FORWARD` call so that the leader queues it in
+/// order.
 struct Forwarded {
-    /// The leader's Raft address when the write was forwarded.
+    /// The leader's Raft address when the writes were forwarded.
     addr: String,
-    /// The command as a binary TCP request frame (id 0).
-    frame: Bytes,
-    tx: tokio::sync::oneshot::Sender<Result<Response, Retry>>,
+    /// The commands as binary TCP request frames (id 0), one after the other.
+    frames: Bytes,
+    /// One per command, in order.
+    txs: Vec<tokio::sync::oneshot::Sender<Result<Response, Retry>>>,
 }
 
 /// A follower's forwarding, batched as the leader's group commit is: the writes that arrive while
@@ -779,28 +733,29 @@ async fn forward_batches(
         };
         // Waiting for a place lets the queue fill: that is where batches come from.
         let Ok(place) = in_flight.clone().acquire_owned().await else { return };
-        let mut bytes = first.frame.len();
+        let mut bytes = first.frames.len();
+        let mut n = first.txs.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_GROUP {
+        while n < MAX_GROUP {
             let Ok(next) = queue.try_recv() else { break };
             // One leader per batch (a write queued before a leader change goes on its own), and
             // at most an entry's worth of bytes.
-            if next.addr != batch[0].addr || bytes + next.frame.len() > max_batch {
+            if next.addr != batch[0].addr || bytes + next.frames.len() > max_batch {
                 carry = Some(next);
                 break;
             }
-            bytes += next.frame.len();
+            bytes += next.frames.len();
+            n += next.txs.len();
             batch.push(next);
         }
         let peer = peers.get(&batch[0].addr);
         tokio::spawn(async move {
             let _place = place;
             let mut body = BytesMut::with_capacity(4 + bytes);
-            body.put_u32(batch.len() as u32);
+            body.put_u32(n as u32);
             for f in &batch {
-                body.put_slice(&f.frame);
+                body.put_slice(&f.frames);
             }
-            let n = batch.len();
             let answers: Vec<Result<Response, Retry>> = match peer.call(kind::FORWARD, &body, timeout).await {
                 Ok(answer) => match network::decode_forward_answers(answer, n) {
                     Ok(responses) => responses
@@ -832,9 +787,9 @@ async fn forward_batches(
                         .collect()
                 }
             };
-            for (f, answer) in batch.into_iter().zip(answers) {
+            for (tx, answer) in batch.into_iter().flat_map(|f| f.txs).zip(answers) {
                 // The client may have given up (its deadline): nothing to tell.
-                let _ = f.tx.send(answer);
+                let _ = tx.send(answer);
             }
         });
     }
@@ -854,7 +809,9 @@ struct Pending {
 /// arrive while [`MAX_GROUPS_IN_FLIGHT`] groups are already in flight wait in the queue and go
 /// as one [`Op::Commands`] entry (at most [`MAX_GROUP`] commands and the largest entry's size):
 /// one fsync per node and one AppendEntries for the whole group, each command still applied on
-/// its own, in order, with its own answer. A lone write goes at once, as before.
+/// its own, in order, with its own answer. A lone write goes at once, as before. Groups are
+/// handed to Raft in queue order, so writes queued in order (a connection's pipelined run, a
+/// forwarded batch) are logged in that order.
 async fn group_commit(
     raft: Raft<TypeConfig>,
     engine: Arc<Engine>,
@@ -887,22 +844,29 @@ async fn group_commit(
             group.push(next);
         }
         let now = engine.clock().now_ms();
-        let raft = raft.clone();
+        let (cmds, txs): (Vec<Command>, Vec<_>) =
+            group.into_iter().map(|p| (absolute(p.cmd, now), p.tx)).unzip();
+        let n = cmds.len();
+        let op = if n == 1 {
+            Op::Command(cmds.into_iter().next().unwrap_or_else(ping))
+        } else {
+            Op::Commands(cmds)
+        };
+        // Handed to Raft here, in queue order, and awaited in a task of its own: a connection's
+        // pipelined writes queued in order reach the log in order even when they span groups
+        // (tasks calling `client_write` could reach Raft in either order).
+        let proposed = raft.client_write_ff(Request { now_ms: now, op }).await;
         tokio::spawn(async move {
             let _place = place;
-            let (cmds, txs): (Vec<Command>, Vec<_>) =
-                group.into_iter().map(|p| (absolute(p.cmd, now), p.tx)).unzip();
-            let n = cmds.len();
-            let op = if n == 1 {
-                Op::Command(cmds.into_iter().next().unwrap_or_else(ping))
-            } else {
-                Op::Commands(cmds)
-            };
-            let Ok(written) =
-                tokio::time::timeout(timeout, raft.client_write(Request { now_ms: now, op })).await
-            else {
-                // Its clients have given up by now; the place is free for the next group.
-                return;
+            let written = match proposed {
+                Ok(rx) => match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(written)) => written.map_err(RaftError::APIError),
+                    // Raft stopped before it answered.
+                    Ok(Err(_)) => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
+                    // Its clients have given up by now; the place is free for the next group.
+                    Err(_) => return,
+                },
+                Err(fatal) => Err(RaftError::Fatal(fatal)),
             };
             let answers: Vec<Result<Response, Retry>> = match written {
                 Ok(resp) if n == 1 => vec![Ok(resp.data)],

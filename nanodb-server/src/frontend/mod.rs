@@ -1,13 +1,14 @@
 //! Frontends: one adapter per wire protocol. Each decodes its format into a
 //! [`nanodb_protocol::Command`], runs it with [`Context::run`] (or [`Context::run_pipelined`] then
-//! [`Context::durable`] when pipelining), and encodes the [`nanodb_protocol::Reply`]. Nothing
-//! else: rules, limits and types live in the engine and the command model, and stats are
-//! recorded in one place, `Context::run_pipelined`.
+//! [`Context::durable`] when pipelining; in a cluster, [`pipeline`]'s submit and settle), and
+//! encodes the [`nanodb_protocol::Reply`]. Nothing else: rules, limits and types live in the
+//! engine and the command model, and stats are recorded by the `Context` that runs the command.
 
 pub mod conn;
 pub mod coverage;
 pub mod grpc;
 pub mod http;
+pub mod pipeline;
 pub mod report;
 pub mod resp;
 pub(crate) mod sniff;
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{Auth, Caller, Need};
 use crate::cluster::Cluster;
+use crate::cluster::pipeline::ReadBarrier;
 use crate::config::Config;
 use crate::engine::{Apply, Engine, LogPosition, value};
 use crate::feed::Hub;
@@ -104,14 +106,14 @@ impl Context {
     /// the engine sees it; a refused command changes nothing.
     pub fn run_pipelined<C: Run>(&self, caller: &Caller, cmd: C) -> (Result<C::Output, Error>, u64) {
         if let Some(cluster) = &self.cluster {
-            // The pipelining frontends (RESP) run commands synchronously, in order: in a cluster
-            // each one waits for consensus on this thread, which hands its other tasks to another
-            // worker meanwhile (RESP's event loops are multi-thread runtimes of one worker). The
-            // binary TCP frontend awaits `run` instead. The position returned is the write's Raft
-            // log index (RESP's `WAIT` waits for it; there is no append-only log to wait for).
+            // A synchronous caller in a cluster (the pipelining frontends go through `pipeline`
+            // instead): the command waits for consensus on this thread, which hands its other
+            // tasks to another worker meanwhile (RESP's event loops are multi-thread runtimes of
+            // one worker). The position returned is the write's Raft log index (there is no
+            // append-only log to wait for).
             let handle = tokio::runtime::Handle::current();
             return tokio::task::block_in_place(|| {
-                handle.block_on(self.run_clustered_at(cluster, caller, cmd))
+                handle.block_on(self.run_clustered_at(cluster, caller, cmd, &mut ReadBarrier::default()))
             });
         }
         let started = Instant::now();
@@ -140,16 +142,18 @@ impl Context {
         caller: &Caller,
         cmd: C,
     ) -> Result<C::Output, Error> {
-        self.run_clustered_at(cluster, caller, cmd).await.0
+        self.run_clustered_at(cluster, caller, cmd, &mut ReadBarrier::default()).await.0
     }
 
     /// [`Context::run_clustered`], also returning the Raft log index a write was applied at (0
-    /// for a read or a refusal).
+    /// for a read or a refusal). A read takes `barrier` unless it holds (a pipelining
+    /// connection's reads share one: see [`pipeline`]); anything else spends it.
     async fn run_clustered_at<C: Run>(
         &self,
         cluster: &Cluster,
         caller: &Caller,
         cmd: C,
+        barrier: &mut ReadBarrier,
     ) -> (Result<C::Output, Error>, u64) {
         let started = Instant::now();
         let op = cmd.name();
@@ -159,6 +163,9 @@ impl Context {
             // forwarded: the leader applies what a member sends without a caller of its own.
             Err(e)
         } else {
+            if cmd.replicated() || cmd.is_script() {
+                barrier.spent();
+            }
             match cmd.into_script() {
                 // A script runs here and proposes what it wrote as one transaction (see
                 // `scripting`): no Lua runs at apply.
@@ -173,7 +180,7 @@ impl Context {
                     }
                     Err(e) => Err(e),
                 },
-                Err(cmd) => match cluster.read_barrier().await {
+                Err(cmd) => match barrier.take(cluster).await {
                     Ok(()) => cmd.run_in(self, &mut LogPosition::default()),
                     Err(e) => Err(e),
                 },
@@ -236,6 +243,10 @@ pub trait Run: Sized {
     /// given back.
     fn into_script(self) -> Result<cmd::Eval, Self> {
         Err(self)
+    }
+    /// Whether [`Run::into_script`] takes it (whoever overrides one overrides both).
+    fn is_script(&self) -> bool {
+        false
     }
     /// The dynamic command, for the log.
     fn into_command(self) -> Command;
@@ -393,6 +404,10 @@ impl Run for Command {
             Command::Eval(c) => Ok(c),
             other => Err(other),
         }
+    }
+
+    fn is_script(&self) -> bool {
+        matches!(self, Command::Eval(_))
     }
 
     fn into_command(self) -> Command {

@@ -11,6 +11,9 @@
 //! logged once at debug level; a framing error after the handshake, which a NanoDB client should
 //! never make, is a warning.
 //!
+//! In a cluster, a batch's consecutive writes are submitted to the log together and awaited
+//! together, and its reads share a read barrier ([`clustered`]).
+//!
 //! A connection that WATCHes or SUBSCRIBEs ([`watch`]) also waits on its change-feed queue: the
 //! loop selects between frames and deliveries, and writes pushes in the same batches as replies.
 //!
@@ -18,6 +21,7 @@
 //! in the connection's task first). With `--idle-timeout`, a connection that sends nothing for
 //! that long is closed, unless it watches or subscribes.
 
+mod clustered;
 mod watch;
 
 /// How the binary protocol reaches `c`: its declared request kind (every command has one; the
@@ -214,6 +218,24 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let Some(mut item) = next else { break };
         let mut eof = false;
+        if ctx.cluster.is_some() {
+            // A cluster's pipelined writes go to the log together (see `clustered`).
+            match clustered::run_batch(ctx, &mut framed, &mut caller, peer, &mut feed, item, &mut batch).await
+            {
+                clustered::BatchEnd::Open => {}
+                clustered::BatchEnd::Eof => eof = true,
+                clustered::BatchEnd::Broken(e) => {
+                    send_batch(ctx, &mut framed, &mut batch).await?;
+                    return fail_stream(&mut framed, e).await.map(|()| End::Done);
+                }
+            }
+            feed.drain(&mut batch, MAX_PUSHES);
+            send_batch(ctx, &mut framed, &mut batch).await?;
+            if eof {
+                break;
+            }
+            continue;
+        }
         // Apply everything already received (up to a bound), wait once for the log, reply at once.
         loop {
             match item {
@@ -303,7 +325,8 @@ async fn send_batch<S: AsyncRead + AsyncWrite + Unpin>(
     framed.flush().await
 }
 
-/// Applies one request and appends its response, with the log position it must wait for.
+/// Applies one request and appends its response, with the log position it must wait for. (In a
+/// cluster, commands go through [`clustered`] instead.)
 async fn respond(
     ctx: &Context,
     caller: &mut Caller,
@@ -314,12 +337,6 @@ async fn respond(
     out: &mut Batch,
 ) {
     match request {
-        Ok(Request::Command(cmd)) if ctx.cluster.is_some() => {
-            // In a cluster each command awaits consensus (or the read barrier); the batch keeps
-            // the requests' order.
-            let result = ctx.run(caller, cmd).await;
-            out.push((id, Response::from(result), 0));
-        }
         Ok(Request::Command(cmd)) => {
             let (result, position) = ctx.run_pipelined(caller, cmd);
             out.push((id, Response::from(result), position));

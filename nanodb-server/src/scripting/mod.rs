@@ -403,6 +403,10 @@ impl Run for cmd::Eval {
         Ok(self)
     }
 
+    fn is_script(&self) -> bool {
+        true
+    }
+
     fn into_command(self) -> nanodb_protocol::Command {
         self.into()
     }

@@ -1242,3 +1242,6 @@ async fn concurrent_linearizable_reads_share_read_index_rounds_and_see_acknowled
         assert!(rounds < reads, "node {}: {rounds} rounds for {reads} reads: none shared", node + 1);
     }
 }
+
+#[path = "cluster_pipeline.rs"]
+mod pipeline;

@@ -17,6 +17,8 @@
 //!   limit.
 //!
 //! Both run commands through `round`, so replies wait for durability the same way in either mode.
+//! In a cluster, a round holds its consecutive plain writes and sends them to the cluster
+//! together before their replies are written (see `commands::clustered`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,7 +30,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{debug, warn};
 
 use super::commands::pubsub::{Lagged, drain, push};
-use super::commands::{self, Flow, Session};
+use super::commands::{self, Flow, Session, clustered};
 use super::parse::RespDecoder;
 use super::{Clients, encode};
 use crate::frontend::Context;
@@ -338,7 +340,15 @@ impl<'a, S: Socket> Connection<'a, S> {
     /// ended and how many ran. In subscribed mode, deliveries already waiting are encoded before
     /// each reply, so a message published before a command ran reaches the client before that
     /// command's reply.
+    ///
+    /// In a cluster, consecutive plain writes are held and settled together (see
+    /// `commands::clustered`); whatever is held is settled, and its replies written, before this
+    /// returns.
     fn run_commands(&mut self, limit: usize) -> (RoundEnd, usize) {
+        let clustered = self.ctx.cluster.is_some();
+        if clustered {
+            clustered::begin(&mut self.session);
+        }
         let mut ran = 0;
         loop {
             match self.decoder.decode_into(&mut self.rbuf, &mut self.args) {
@@ -349,9 +359,12 @@ impl<'a, S: Socket> Connection<'a, S> {
                     {
                         return (RoundEnd::Lagged(dropped), ran);
                     }
-                    if commands::execute(self.ctx, &mut self.session, &self.args, &mut self.wbuf)
-                        == Flow::Close
-                    {
+                    let flow = if clustered {
+                        clustered::execute_clustered(self.ctx, &mut self.session, &self.args, &mut self.wbuf)
+                    } else {
+                        commands::execute(self.ctx, &mut self.session, &self.args, &mut self.wbuf)
+                    };
+                    if flow == Flow::Close {
                         return (RoundEnd::Close, ran);
                     }
                     // AUTH, HELLO AUTH and RESET change what the next command may be.
@@ -360,16 +373,28 @@ impl<'a, S: Socket> Connection<'a, S> {
                         self.decoder.unauthenticated(anonymous);
                     }
                     if self.wbuf.len() > limit {
+                        self.settle_held(clustered);
                         return (RoundEnd::Full, ran);
                     }
                 }
-                Ok(false) => return (RoundEnd::Ran, ran),
+                Ok(false) => {
+                    self.settle_held(clustered);
+                    return (RoundEnd::Ran, ran);
+                }
                 Err(e) => {
+                    self.settle_held(clustered);
                     debug!(peer = %self.peer, error = %e, "resp: protocol error; closing");
                     encode::error(&mut self.wbuf, &format!("ERR {e}"));
                     return (RoundEnd::Close, ran);
                 }
             }
+        }
+    }
+
+    /// In a cluster, settles the writes held in this round and writes their replies.
+    fn settle_held(&mut self, clustered: bool) {
+        if clustered {
+            clustered::settle(self.ctx, &mut self.session, &mut self.wbuf);
         }
     }
 

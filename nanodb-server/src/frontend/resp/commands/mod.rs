@@ -3,6 +3,7 @@
 //! one mapping from [`nanodb_protocol::Error`] to Redis's error replies.
 
 mod acl;
+pub mod clustered;
 mod connection;
 mod hashes;
 mod keys;
@@ -66,6 +67,8 @@ pub struct Session<'a> {
     clients: &'a Clients,
     /// Inside a script: the group `redis.call`'s commands run in (see [`run`]).
     pub group: Option<&'a Group<'a>>,
+    /// In a cluster: the writes held in this round and the read barrier (see [`clustered`]).
+    pub round: clustered::Round,
 }
 
 /// SCAN cursors remembered per connection; the oldest is forgotten beyond this.
@@ -89,6 +92,7 @@ impl<'a> Session<'a> {
             next_cursor: 0,
             clients,
             group: None,
+            round: clustered::Round::default(),
         }
     }
 
@@ -509,6 +513,9 @@ pub fn engine_error(out: &mut BytesMut, e: &Error) {
 /// position the session's buffered replies wait for: the connection waits for it once per
 /// round, before writing them.
 ///
+/// In a cluster, what the connection's round says ([`clustered`]): a held write is submitted, then
+/// answered from its settled outcome; anything else runs, reads under a shared read barrier.
+///
 /// Inside a script (or a cluster's EXEC) the command runs in the group instead (its declared keys
 /// only), and is committed with it. The caller is checked as for a command alone: a script's
 /// session may do everything (its permissions were checked on the keys it declares), an EXEC's is
@@ -518,6 +525,12 @@ pub fn run<C: Run>(ctx: &Context, session: &mut Session<'_>, cmd: C) -> Result<C
         session.caller.authorize_with(|| cmd.need())?;
         let reply = group.run(cmd.into_command())?;
         return C::output_from(reply, false);
+    }
+    if ctx.cluster.is_some() {
+        // Held, answered from its settled outcome, or run (see `clustered`).
+        let (result, index) = session.round.run(ctx, &session.caller, cmd);
+        session.last_write = session.last_write.max(index);
+        return result;
     }
     let (result, position) = ctx.run_pipelined(&session.caller, cmd);
     session.log_position = session.log_position.max(position);
