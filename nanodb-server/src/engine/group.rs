@@ -61,6 +61,16 @@ pub struct Group<'e> {
     engine: &'e Engine,
     /// The write guards of the partitions holding the declared keys, by ascending index.
     held: Vec<(usize, RwLockWriteGuard<'e, Table>)>,
+    /// What the group's commands run against, shared with whoever runs them ([`Group::state`]).
+    state: Arc<GroupState>,
+}
+
+/// What a group's commands run against: its declared keys, its overlay and (in a cluster) its
+/// record. Kept apart from the [`Group`], which holds the partitions' locks and so borrows the
+/// engine, because it is owned: a script's `redis.call`, a callback made once per Lua state,
+/// reaches it from a per-run slot that must not borrow anything (see `crate::scripting`).
+#[derive(Debug)]
+pub struct GroupState {
     /// The declared keys, sorted and deduplicated, each with the version it had when the group
     /// loaded it (0: missing or expired).
     keys: Vec<(Bytes, u64)>,
@@ -114,7 +124,7 @@ impl Engine {
                 (key, version)
             })
             .collect();
-        Group { engine: self, held, keys, overlay, record: None }
+        Group { engine: self, held, state: Arc::new(GroupState { keys, overlay, record: None }) }
     }
 
     /// The version of `key` (0 when it is missing or expired): every write, deletion and expiry
@@ -145,8 +155,11 @@ impl Engine {
     /// An empty overlay of this engine: same clock, limits, hasher, mode and version counter; no
     /// log, no observers.
     fn overlay(&self) -> Engine {
+        let partitions = SPARE_PARTITIONS
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_else(|| (0..OVERLAY_PARTITIONS).map(|_| Partition::default()).collect());
         Engine {
-            partitions: (0..OVERLAY_PARTITIONS).map(|_| Partition::default()).collect(),
+            partitions,
             hasher: self.hasher.clone(),
             versions: self.versions.clone(),
             partition_shift: 64 - OVERLAY_PARTITIONS.trailing_zeros(),
@@ -181,12 +194,53 @@ impl Engine {
     }
 }
 
+thread_local! {
+    /// Emptied partitions of dropped overlays, for the next group on this thread: every group
+    /// makes an overlay, and its partitions (cache-line aligned, so an aligned allocation each
+    /// time, plus their tables' first allocation) were a visible part of a one-key EVAL's cost.
+    static SPARE_PARTITIONS: std::cell::RefCell<Vec<Box<[Partition]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most emptied overlay partitions a thread keeps ([`SPARE_PARTITIONS`]).
+const MAX_SPARE: usize = 4;
+/// An overlay partition whose table grew past this many slots is freed, not kept.
+const MAX_SPARE_CAPACITY: usize = 64;
+
+/// An overlay's partitions go back to the thread's spares, emptied, when it is dropped (see
+/// [`SPARE_PARTITIONS`]); an engine's own partitions are simply freed.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.partitions.len() != OVERLAY_PARTITIONS {
+            return;
+        }
+        let mut partitions = std::mem::take(&mut self.partitions);
+        for part in partitions.iter_mut() {
+            let table = part.table.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if table.capacity() > MAX_SPARE_CAPACITY {
+                return;
+            }
+            // A dropped group leaves its keys here (a committed one took them): a spare is empty.
+            table.clear();
+            part.expiry.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
+            *part.removed.get_mut() = 0;
+        }
+        // At thread exit the spares may already be gone: the partitions are then freed.
+        let _ = SPARE_PARTITIONS.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut()
+                && spare.len() < MAX_SPARE
+            {
+                spare.push(partitions);
+            }
+        });
+    }
+}
+
 /// Where partition `index` is in `held` (it is there: every declared key's partition is held).
 fn held_index(held: &[(usize, RwLockWriteGuard<'_, Table>)], index: usize) -> usize {
     held.binary_search_by_key(&index, |(i, _)| *i).unwrap_or_else(|at| at.min(held.len() - 1))
 }
 
-impl Group<'_> {
+impl GroupState {
     /// Whether `key` was declared.
     fn declared(&self, key: &[u8]) -> bool {
         self.keys.binary_search_by(|(k, _)| k.as_ref().cmp(key)).is_ok()
@@ -232,7 +286,7 @@ impl Group<'_> {
     /// compares on the group's keys, then its branch, each operation as [`Group::run`] runs it
     /// (so a recording group records them one by one).
     fn run_txn(&self, txn: cmd::Txn) -> Result<Reply, Error> {
-        nanodb_protocol::TypedCommand::validate(&txn, self.engine.limits())?;
+        nanodb_protocol::TypedCommand::validate(&txn, self.overlay.limits())?;
         let mut succeeded = true;
         for compare in &txn.compares {
             let holds = self.compare(compare)?;
@@ -247,64 +301,6 @@ impl Group<'_> {
         let ops = if succeeded { txn.success } else { txn.failure };
         let results = ops.into_iter().map(|op| self.run(op)).collect();
         Ok(Reply::Txn(TxnOutcome { succeeded, results }))
-    }
-
-    /// Makes the group record what its commands ([`Group::run`]) touch and write, for
-    /// [`Group::into_txn`]: how a script runs in a cluster.
-    ///
-    /// The overlay then draws versions from a counter of its own: the group is never committed
-    /// here, and a cluster's nodes must draw the same versions, so running it must not advance
-    /// this node's counter. Call it before running anything.
-    pub fn record(&mut self) -> Result<(), Error> {
-        // The overlay is shared only once a frontend asked for it (`Group::overlay`).
-        let overlay = Arc::get_mut(&mut self.overlay).ok_or(Error::Internal)?;
-        let now = overlay.versions.load(Ordering::Relaxed);
-        overlay.versions = Arc::new(AtomicU64::new(now));
-        self.record = Some(Mutex::default());
-        Ok(())
-    }
-
-    /// What a recording group did, as one transaction for a cluster's log, or `None` when it wrote
-    /// nothing; the group itself is dropped, so nothing is written here. The compares pin every key
-    /// its commands touched to the version (or absence: version 0) the group loaded, whatever its
-    /// type; the success branch replays its successful writes, in order. Applied where those
-    /// compares hold, the writes meet exactly the state they met here and so do exactly what they
-    /// did here (commands are deterministic given the state and the entry's time), and the keys end
-    /// as the group left them; where one does not hold, another write came in between and nothing
-    /// is applied (the transaction's failure branch is empty): run the group again.
-    pub fn into_txn(self) -> Result<Option<cmd::Txn>, Error> {
-        // Not recording: a caller's fault, never a silent loss of the group's writes.
-        let record = self.record.ok_or(Error::Internal)?.into_inner().unwrap_or_else(PoisonError::into_inner);
-        if record.writes.is_empty() {
-            return Ok(None);
-        }
-        let mut touched = record.touched;
-        touched.sort_unstable();
-        touched.dedup();
-        let compares = touched
-            .into_iter()
-            .filter_map(|key| {
-                let at = self.keys.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
-                let version = self.keys[at].1;
-                Some(Compare { key, op: CompareOp::Equal, target: CompareTarget::Version(version) })
-            })
-            .collect();
-        Ok(Some(cmd::Txn { compares, success: record.writes, failure: Vec::new() }))
-    }
-
-    /// The overlay the group's commands run against, for a frontend that runs them through its
-    /// own command paths (RESP's EXEC runs its queued commands' handlers against a `Context`
-    /// whose engine is this). Writes to keys the group did not declare make [`Group::commit`]
-    /// refuse the whole group; reads of them find nothing. Prefer [`Group::run`], which refuses
-    /// undeclared keys at once.
-    pub fn overlay(&self) -> &Arc<Engine> {
-        &self.overlay
-    }
-
-    /// Whether `key` (declared) exists as the group sees it now.
-    pub fn exists(&self, key: &[u8]) -> Result<bool, Error> {
-        self.check_declared(key)?;
-        Ok(self.overlay.read(key, |_| ()).is_some())
     }
 
     /// Whether `compare` holds for its (declared) key as the group sees it now.
@@ -322,6 +318,97 @@ impl Group<'_> {
             }
         })
     }
+}
+
+impl Group<'_> {
+    /// What the group's commands run against, for a caller that runs them from somewhere it
+    /// cannot borrow the group (a script's `redis.call`): [`GroupState::run`] as [`Group::run`].
+    pub fn state(&self) -> &Arc<GroupState> {
+        &self.state
+    }
+
+    fn check_declared(&self, key: &[u8]) -> Result<(), Error> {
+        self.state.check_declared(key)
+    }
+
+    /// Runs one command inside the group (validated first); its reply, or its error, which
+    /// changes nothing. Only commands on declared keys may run.
+    pub fn run(&self, cmd: Command) -> Result<Reply, Error> {
+        self.state.run(cmd)
+    }
+
+    /// Whether `compare` holds for its (declared) key as the group sees it now.
+    pub fn compare(&self, compare: &Compare) -> Result<bool, Error> {
+        self.state.compare(compare)
+    }
+
+    /// Makes the group record what its commands ([`Group::run`]) touch and write, for
+    /// [`Group::into_txn`]: how a script runs in a cluster.
+    ///
+    /// The overlay then draws versions from a counter of its own: the group is never committed
+    /// here, and a cluster's nodes must draw the same versions, so running it must not advance
+    /// this node's counter. Call it before running anything.
+    pub fn record(&mut self) -> Result<(), Error> {
+        // The state and overlay are shared only once a caller asked for them (`Group::state`,
+        // `Group::overlay`).
+        let state = Arc::get_mut(&mut self.state).ok_or(Error::Internal)?;
+        let overlay = Arc::get_mut(&mut state.overlay).ok_or(Error::Internal)?;
+        let now = overlay.versions.load(Ordering::Relaxed);
+        overlay.versions = Arc::new(AtomicU64::new(now));
+        state.record = Some(Mutex::default());
+        Ok(())
+    }
+
+    /// What a recording group did, as one transaction for a cluster's log, or `None` when it wrote
+    /// nothing; the group itself is dropped, so nothing is written here. The compares pin every key
+    /// its commands touched to the version (or absence: version 0) the group loaded, whatever its
+    /// type; the success branch replays its successful writes, in order. Applied where those
+    /// compares hold, the writes meet exactly the state they met here and so do exactly what they
+    /// did here (commands are deterministic given the state and the entry's time), and the keys end
+    /// as the group left them; where one does not hold, another write came in between and nothing
+    /// is applied (the transaction's failure branch is empty): run the group again.
+    pub fn into_txn(self) -> Result<Option<cmd::Txn>, Error> {
+        // Not recording: a caller's fault, never a silent loss of the group's writes.
+        let state = &self.state;
+        let record = std::mem::take(
+            &mut *state
+                .record
+                .as_ref()
+                .ok_or(Error::Internal)?
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if record.writes.is_empty() {
+            return Ok(None);
+        }
+        let mut touched = record.touched;
+        touched.sort_unstable();
+        touched.dedup();
+        let compares = touched
+            .into_iter()
+            .filter_map(|key| {
+                let at = state.keys.binary_search_by(|(k, _)| k.cmp(&key)).ok()?;
+                let version = state.keys[at].1;
+                Some(Compare { key, op: CompareOp::Equal, target: CompareTarget::Version(version) })
+            })
+            .collect();
+        Ok(Some(cmd::Txn { compares, success: record.writes, failure: Vec::new() }))
+    }
+
+    /// The overlay the group's commands run against, for a frontend that runs them through its
+    /// own command paths (RESP's EXEC runs its queued commands' handlers against a `Context`
+    /// whose engine is this). Writes to keys the group did not declare make [`Group::commit`]
+    /// refuse the whole group; reads of them find nothing. Prefer [`Group::run`], which refuses
+    /// undeclared keys at once.
+    pub fn overlay(&self) -> &Arc<Engine> {
+        &self.state.overlay
+    }
+
+    /// Whether `key` (declared) exists as the group sees it now.
+    pub fn exists(&self, key: &[u8]) -> Result<bool, Error> {
+        self.check_declared(key)?;
+        Ok(self.state.overlay.read(key, |_| ()).is_some())
+    }
 
     /// Whether `key` (declared) is as Redis's WATCH saw it ([`Engine::watch_point`]: `version`,
     /// with the counter at `since`): a key that existed must still have that version (a write,
@@ -334,7 +421,7 @@ impl Group<'_> {
     /// client retries; a change is never missed.
     pub fn unchanged_since(&self, key: &[u8], version: u64, since: u64) -> Result<bool, Error> {
         self.check_declared(key)?;
-        let now = self.overlay.read(key, |slot| slot.version).unwrap_or(0);
+        let now = self.state.overlay.read(key, |slot| slot.version).unwrap_or(0);
         if now != version {
             return Ok(false);
         }
@@ -355,9 +442,11 @@ impl Group<'_> {
     /// must wait for. A log that refuses the record (failed, shutting down, a record too large
     /// to recover) refuses the whole group: nothing is applied.
     pub fn commit(self) -> Result<LogPosition, Error> {
-        let Group { engine, mut held, keys, overlay, .. } = self;
+        let Group { engine, mut held, state } = self;
+        let overlay = &state.overlay;
         let mut changes: Vec<(Bytes, Fate)> = Vec::new();
-        for (key, loaded) in keys {
+        for (key, loaded) in &state.keys {
+            let (key, loaded) = (key.clone(), *loaded);
             match overlay.take(&key) {
                 Some(slot) if slot.version == loaded => {}
                 Some(slot) => changes.push((key, Fate::Put(slot))),
@@ -447,7 +536,7 @@ impl Group<'_> {
     /// Writes `value` to `key` (declared) as a plain string without TTL (MSET's write).
     fn put_plain(&self, key: Bytes, value: &[u8]) -> Result<(), Error> {
         self.check_declared(&key)?;
-        let overlay = &self.overlay;
+        let overlay = &self.state.overlay;
         overlay.update(&mut LogPosition::default(), key, |_, _| {
             let slot = Slot { value: super::Value::str(value), version: overlay.next_version(), deadline: 0 };
             Ok(((), Change::put(slot)))
@@ -491,7 +580,7 @@ impl Engine {
         if from == to {
             return Ok(true);
         }
-        let overlay = &group.overlay;
+        let overlay = &group.state.overlay;
         let (value, deadline) =
             overlay.read(&from, |s| (s.value.clone(), s.deadline)).ok_or(Error::NotFound)?;
         let mut none = LogPosition::default();

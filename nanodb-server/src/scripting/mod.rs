@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use nanodb_protocol::{Command, Error, FromReply, Reply, ScriptSource, ScriptValue, TypedCommand, cmd};
 
 use crate::auth::{Caller, Need};
@@ -66,7 +66,7 @@ use crate::cluster::Cluster;
 use crate::engine::LogPosition;
 use crate::engine::group::Group;
 use crate::frontend::{Context, Run};
-use vm::{Control, Ended, KILLED, OUT_OF_MEMORY, TIMED_OUT, Vm};
+use vm::{Call, Control, Ended, KILLED, OUT_OF_MEMORY, TIMED_OUT, Vm};
 
 /// Most scripts the shared cache holds; the oldest is forgotten beyond it (EVALSHA of it is then
 /// NOSCRIPT, and clients fall back to EVAL as Redis's do).
@@ -350,12 +350,9 @@ impl Scripts {
                 &NO_CLIENTS,
                 Caller::everything(crate::stats::Protocol::Resp),
             );
-            session.group = Some(&group);
-            let ended = vm.run(&sha, &keys, &args, |argv: &[Bytes], out: &mut BytesMut| {
-                crate::frontend::resp::commands::execute_in_script(ctx, &mut session, argv, out)
-            });
+            session.group = Some(group.state().clone());
+            let ended = vm.run(&sha, &keys, &args, Call { ctx: ctx.clone(), session });
             vm.control.end();
-            drop(session);
             let hex = || String::from_utf8_lossy(&sha).into_owned();
             match ended? {
                 Ended::Value(value) => {

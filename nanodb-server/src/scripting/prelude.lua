@@ -4,7 +4,7 @@
 local host = ...
 local raw_set, raw_pcall, raw_xpcall, raw_load = rawset, pcall, xpcall, loadstring
 local raw_setfenv, raw_getfenv, raw_setmt, type, error, tostring = setfenv, getfenv, setmetatable, type, error, tostring
-local stopped, mark_oom, max_memory = host.stopped, host.mark_oom, host.max_memory
+local stopped, mark_oom, max_memory, invoke = host.stopped, host.mark_oom, host.max_memory, host.invoke
 local STOPPED = "script stopped"
 
 -- Tables a script may read but never change: the environment, the libraries, `redis`.
@@ -59,15 +59,15 @@ local function load_text(chunk, name)
   return f
 end
 
-local invoke
+-- The host's command invoker answers the reply and whether it is an error (raised by call).
 local redis = {
   call = function(...)
-    local r = invoke(...)
-    if type(r) == "table" and r.err then error(r, 2) end
+    local r, failed = invoke(...)
+    if failed then error(r, 2) end
     return r
   end,
   pcall = function(...)
-    return invoke(...)
+    return (invoke(...))
   end,
   status_reply = function(s) return { ok = s } end,
   error_reply = function(s) return { err = s } end,
@@ -98,30 +98,40 @@ local env_meta = { __index = base, __newindex = deny, __metatable = false }
 -- `("x"):upper()` reaches the real string table; hide it from getmetatable("").
 getmetatable("").__metatable = false
 
--- Runs one script: `f` compiled, KEYS and ARGV tables, the host's command invoker for this run.
--- Returns true and the value, or false and the error (a table with `err`, or a message).
+-- Runs one script: `f` compiled, then its `nkeys` keys and `nargs` arguments (strings), which
+-- become KEYS and ARGV. Returns true and the value, or false and the error (a table with `err`,
+-- or a message).
 --
 -- Each compiled script gets its environment on its first run and keeps it: building one per run
 -- (a table, its metatable, an entry in the weak `readonly` set) was garbage on every EVAL. Reuse
 -- leaks nothing from one run to the next: the environment refuses new fields (`__newindex`,
 -- `rawset` and `setmetatable` are refused on it), so its only own fields are KEYS, ARGV and _G,
 -- and every run sets all three afresh (a script may assign them).
-local function run(f, keys, argv, call)
-  local env = raw_getfenv(f)
-  if not readonly[env] then
-    env = raw_setmt({}, env_meta)
+--
+-- The three fields stay present between runs (KEYS and ARGV as false, so that they do not keep
+-- the last run's tables alive), so a run sets them with plain assignments rather than a rawset
+-- call each; a field a script removed (`KEYS = nil`) is put back with rawset.
+local envs = raw_setmt({}, { __mode = "k" })
+local function run(f, nkeys, nargs, ...)
+  local env = envs[f]
+  if env == nil then
+    env = raw_setmt({ KEYS = false, ARGV = false, _G = false }, env_meta)
     readonly[env] = true
     raw_setfenv(f, env)
+    envs[f] = env
   end
-  raw_set(env, "KEYS", keys)
-  raw_set(env, "ARGV", argv)
-  raw_set(env, "_G", env)
-  invoke = call
+  local keys, argv = { ... }, {}
+  for i = 1, nargs do
+    argv[i] = keys[nkeys + i]
+    keys[nkeys + i] = nil
+  end
+  if env.KEYS ~= nil then env.KEYS = keys else raw_set(env, "KEYS", keys) end
+  if env.ARGV ~= nil then env.ARGV = argv else raw_set(env, "ARGV", argv) end
+  if env._G ~= nil then env._G = env else raw_set(env, "_G", env) end
   local ok, res = raw_pcall(f)
-  invoke = nil
   -- Not kept alive until the script's next run.
-  raw_set(env, "KEYS", nil)
-  raw_set(env, "ARGV", nil)
+  if env.KEYS ~= nil then env.KEYS = false else raw_set(env, "KEYS", false) end
+  if env.ARGV ~= nil then env.ARGV = false else raw_set(env, "ARGV", false) end
   if not ok and res == "not enough memory" then
     mark_oom()
   end

@@ -8,14 +8,18 @@
 //! compiled functions (with their environments) and the SHA-1 of recent bodies, both bounded by
 //! [`MAX_COMPILED`].
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use mlua::chunk::ChunkMode;
-use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, RegistryKey, StdLib, Value, VmState};
+use mlua::{
+    Function, HookTriggers, Lua, LuaOptions, LuaString, MultiValue, StdLib, Value, Variadic, VmState,
+};
 use nanodb_protocol::{Error, ScriptValue};
 
 /// Lua instructions between two checks of the deadline and of SCRIPT KILL.
@@ -124,23 +128,48 @@ impl Control {
     }
 }
 
+/// What `redis.call` runs against during one run ([`Vm::run`] sets it and takes it back): the
+/// server's context and the script's session, whose group holds the script's overlay.
+pub(crate) struct Call {
+    pub(crate) ctx: crate::frontend::Context,
+    pub(crate) session: crate::frontend::resp::commands::Session<'static>,
+}
+
+/// The slot the state's one `redis.call` callback reads the running script's [`Call`] from, with
+/// its argument and reply buffers, kept from one run to the next.
+///
+/// The callback is made once per state, not once per run: a callback made per run (mlua's
+/// `scope`, which lets it borrow the run's context) cost a closure, a userdata and their
+/// destructors on every EVAL, and left garbage for the collector. A callback made once must
+/// own what it reaches, hence the owned [`Call`] here (a clone of the context, the group's
+/// shared state) rather than borrows.
+#[derive(Default)]
+struct Calls {
+    current: Option<Call>,
+    argbuf: Vec<Bytes>,
+    out: BytesMut,
+}
+
+type Scripts = HashMap<Bytes, Function, ahash::RandomState>;
+
 /// A thread's Lua state.
 pub(crate) struct Vm {
     lua: Lua,
     /// `prelude.lua`'s runner.
     runner: Function,
     /// Compiled scripts by SHA-1 (hex).
-    compiled: HashMap<Bytes, RegistryKey>,
+    compiled: Scripts,
     /// The SHA-1 (hex) of script bodies this state ran, so that an EVAL of a known body skips
     /// hashing it (SHA-1 was a few percent of an EVAL's time). Bounded like `compiled`, and only
     /// bodies up to [`MAX_NAMED_BODY`] bytes.
-    shas: HashMap<Bytes, Bytes>,
+    shas: HashMap<Bytes, Bytes, ahash::RandomState>,
     /// The runner ([`super::Scripts`]) this state's control is registered with for SCRIPT KILL
     /// (0: none yet).
     pub(crate) registered: u64,
-    /// `redis.call`'s argument and reply buffers, kept from one run to the next.
-    argbuf: Vec<Bytes>,
-    out: bytes::BytesMut,
+    /// The running script's [`Call`], shared with the `redis.call` callback.
+    calls: Rc<RefCell<Calls>>,
+    /// A run's KEYS and ARGV as Lua strings, kept (empty) from one run to the next.
+    strings: Vec<LuaString>,
     /// The cache generation the compiled functions belong to (SCRIPT FLUSH bumps it).
     generation: u64,
     pub(crate) control: Arc<Control>,
@@ -195,7 +224,18 @@ impl Vm {
                 Ok(())
             })
             .map_err(lua_err)?;
-        for (name, f) in [("stopped", stopped), ("mark_oom", mark_oom), ("sha1hex", sha1hex), ("log", log)] {
+        let calls = Rc::new(RefCell::new(Calls::default()));
+        let slot = calls.clone();
+        let invoke = lua
+            .create_function(move |lua, values: MultiValue| invoke(lua, &slot, values))
+            .map_err(lua_err)?;
+        for (name, f) in [
+            ("stopped", stopped),
+            ("mark_oom", mark_oom),
+            ("sha1hex", sha1hex),
+            ("log", log),
+            ("invoke", invoke),
+        ] {
             host.raw_set(name, f).map_err(lua_err)?;
         }
         host.raw_set("max_memory", max_memory as f64).map_err(lua_err)?;
@@ -214,20 +254,27 @@ impl Vm {
             }
         })
         .map_err(lua_err)?;
-        // A collection cycle starts when the heap reaches 3x (Lua's default: 2x) what the last
-        // one left live: a state's live heap is small (the sandbox and compiled scripts), and
-        // each EVAL leaves a little garbage (its KEYS and ARGV, replies), so cycles come less
-        // often for a few hundred KiB more per thread. A script's own allocations stay bounded
-        // by --script-max-memory, and a state past 4 MiB after a run is collected in full.
-        lua.gc_set_mode(mlua::state::GcMode::Incremental(mlua::state::GcIncParams::default().pause(300)));
+        // A collection cycle starts when the heap reaches `pause`% of what the last one left
+        // live (Lua's default: 200%). A state's live heap is small (the sandbox and compiled
+        // scripts) and each EVAL leaves a little garbage (its KEYS and ARGV), so cycles (each a
+        // full mark of that live heap) come less often for a few hundred KiB more per thread: up
+        // to 1000%, but never so far that the garbage allowed before a cycle is more than half a
+        // script's memory limit (Lua 5.1 does not collect before failing an allocation, so a
+        // script that makes garbage must meet a cycle well before its limit). A state past 4 MiB
+        // after a run is collected in full.
+        let live = lua.used_memory().max(1);
+        let pause = (100 + 50 * (max_memory / live)).clamp(200, 1000);
+        lua.gc_set_mode(mlua::state::GcMode::Incremental(
+            mlua::state::GcIncParams::default().pause(i32::try_from(pause).unwrap_or(200)),
+        ));
         Ok(Self {
             lua,
             runner,
-            compiled: HashMap::new(),
-            shas: HashMap::new(),
+            compiled: Scripts::default(),
+            shas: HashMap::default(),
             registered: 0,
-            argbuf: Vec::new(),
-            out: bytes::BytesMut::new(),
+            calls,
+            strings: Vec::new(),
             generation: 0,
             control,
             max_memory,
@@ -282,72 +329,58 @@ impl Vm {
             }
             Err(e) => return Err(Error::Script(format!("ERR Error compiling script (new function): {e}"))),
         };
-        let key = self.lua.create_registry_value(f).map_err(lua_err)?;
-        self.compiled.insert(sha, key);
+        self.compiled.insert(sha, f);
         Ok(())
     }
 
-    /// Runs compiled script `sha` with `keys` and `args`; each `redis.call` goes to `invoke`
-    /// (the arguments, as bytes) which answers in RESP. The caller started [`Vm::control`]
-    /// ([`Control::start`]) and then registered it for SCRIPT KILL.
+    /// Runs compiled script `sha` with `keys` and `args`; each `redis.call` runs its command
+    /// against `call` (the arguments, as bytes, through the RESP handlers). The caller started
+    /// [`Vm::control`] ([`Control::start`]) and then registered it for SCRIPT KILL.
     pub(crate) fn run(
         &mut self,
         sha: &[u8],
         keys: &[Bytes],
         args: &[Bytes],
-        mut invoke: impl FnMut(&[Bytes], &mut bytes::BytesMut),
+        call: Call,
     ) -> Result<Ended, Error> {
-        let Some(key) = self.compiled.get(sha) else {
+        let Some(f) = self.compiled.get(sha) else {
             return Err(Error::Script("NOSCRIPT No matching script. Please use EVAL.".into()));
         };
         let lua = &self.lua;
-        let f: Function = lua.registry_value(key).map_err(lua_err)?;
-        // Built while the memory limit is 0 (see below), so without a protected call each.
-        let (keys, argv) = (sequence(lua, keys).map_err(lua_err)?, sequence(lua, args).map_err(lua_err)?);
-        let max_memory = self.max_memory;
-        let (out, argbuf) = (&mut self.out, &mut self.argbuf);
-        let result = lua.scope(|scope| {
-            let call = scope.create_function_mut(|lua, values: MultiValue| {
-                argbuf.clear();
-                for v in values {
-                    match v {
-                        Value::String(s) => argbuf.push(Bytes::copy_from_slice(&s.as_bytes())),
-                        Value::Integer(n) => argbuf.push(Bytes::from(n.to_string())),
-                        Value::Number(n) => argbuf.push(Bytes::from(format_number(n))),
-                        _ => {
-                            return error_table(
-                                lua,
-                                "ERR Lua redis lib command arguments must be strings or integers",
-                            );
-                        }
-                    }
-                }
-                if argbuf.is_empty() {
-                    return error_table(
-                        lua,
-                        "ERR Please specify at least one argument for this redis lib call",
-                    );
-                }
-                out.clear();
-                invoke(argbuf, out);
-                super::reply::resp_to_lua(lua, out)
-            })?;
-            // The limit is set only around the script itself: while it is 0, mlua makes the
-            // callback above (and drops it at the end of the scope) without wrapping each Lua API
-            // call it makes in a protected call of its own.
-            lua.set_memory_limit(lua.used_memory() + max_memory)?;
-            let result = self.runner.call::<(bool, Value)>((f, keys, argv, call));
-            lua.set_memory_limit(0)?;
-            result
+        // Made while the memory limit is 0 (see below), so without a protected call each; the
+        // runner builds the KEYS and ARGV tables from them (cheaper in Lua than through the API).
+        let strings = &mut self.strings;
+        for item in keys.iter().chain(args) {
+            strings.push(lua.create_string(item).map_err(lua_err)?);
+        }
+        self.calls.borrow_mut().current = Some(call);
+        // The limit is set only around the script itself: while it is 0, mlua makes the strings
+        // above without wrapping each Lua API call it makes in a protected call of its own.
+        let result = lua.set_memory_limit(lua.used_memory() + self.max_memory).and_then(|_| {
+            self.runner.call::<(bool, Value)>((
+                f,
+                keys.len(),
+                args.len(),
+                Variadic::from_iter(strings.iter()),
+            ))
         });
         let _ = lua.set_memory_limit(0);
-        argbuf.clear();
-        if argbuf.capacity() > 1024 {
-            *argbuf = Vec::new();
+        strings.clear();
+        {
+            let mut calls = self.calls.borrow_mut();
+            // The run's context and its hold on the group go now, not at the next run.
+            calls.current = None;
+            calls.argbuf.clear();
+            if calls.argbuf.capacity() > 1024 {
+                calls.argbuf = Vec::new();
+            }
+            if calls.out.capacity() > 64 * 1024 {
+                // A large reply (an LRANGE of a long list) is not kept for the thread's life.
+                calls.out = BytesMut::new();
+            }
         }
-        if out.capacity() > 64 * 1024 {
-            // A large reply (an LRANGE of a long list) is not kept for the thread's life.
-            *out = bytes::BytesMut::new();
+        if strings.capacity() > 1024 {
+            *strings = Vec::new();
         }
         let stop = self.control.stop.load(Ordering::Relaxed);
         let ended = if stop != RUNNING {
@@ -371,19 +404,41 @@ impl Vm {
     }
 }
 
-/// A Lua array of strings.
-fn sequence(lua: &Lua, items: &[Bytes]) -> mlua::Result<mlua::Table> {
-    let t = lua.create_table_with_capacity(items.len(), 0)?;
-    for (i, item) in items.iter().enumerate() {
-        t.raw_set(i + 1, lua.create_string(item)?)?;
+/// `redis.call`'s and `redis.pcall`'s callback: runs one command of the running script (see
+/// [`Calls`]); its reply as Lua converts it and whether it is an error (which `redis.call`
+/// raises).
+fn invoke(lua: &Lua, calls: &RefCell<Calls>, values: MultiValue) -> mlua::Result<(Value, bool)> {
+    // A command never runs a script, so the slot is free; a state that is not running one has
+    // nothing to run the command against.
+    let Ok(mut calls) = calls.try_borrow_mut() else {
+        return error_table(lua, "ERR a script command cannot run here");
+    };
+    let Calls { current, argbuf, out } = &mut *calls;
+    let Some(call) = current.as_mut() else {
+        return error_table(lua, "ERR no script is running");
+    };
+    argbuf.clear();
+    for v in values {
+        match v {
+            Value::String(s) => argbuf.push(Bytes::copy_from_slice(&s.as_bytes())),
+            Value::Integer(n) => argbuf.push(Bytes::from(n.to_string())),
+            Value::Number(n) => argbuf.push(Bytes::from(format_number(n))),
+            _ => return error_table(lua, "ERR Lua redis lib command arguments must be strings or integers"),
+        }
     }
-    Ok(t)
+    if argbuf.is_empty() {
+        return error_table(lua, "ERR Please specify at least one argument for this redis lib call");
+    }
+    out.clear();
+    crate::frontend::resp::commands::execute_in_script(&call.ctx, &mut call.session, argbuf, out);
+    let failed = out.first() == Some(&b'-');
+    Ok((super::reply::resp_to_lua(lua, out)?, failed))
 }
 
-fn error_table(lua: &Lua, msg: &str) -> mlua::Result<Value> {
+fn error_table(lua: &Lua, msg: &str) -> mlua::Result<(Value, bool)> {
     let t = lua.create_table()?;
     t.raw_set("err", msg)?;
-    Ok(Value::Table(t))
+    Ok((Value::Table(t), true))
 }
 
 /// A Lua number as an argument of a command: an integral number as an integer, others as Lua

@@ -239,7 +239,7 @@ fn exec_clustered(
                     }
                     if unchanged {
                         let mut inside = Session::new(session.id, session.addr, session.clients, session.caller.clone());
-                        inside.group = Some(&group);
+                        inside.group = Some(group.state().clone());
                         let mut replies = BytesMut::new();
                         for args in queued {
                             execute(ctx, &mut inside, args, &mut replies);
