@@ -258,3 +258,48 @@ async fn a_resp_pipeline_mixing_held_writes_with_reads_and_other_commands_answer
         assert_eq!((k.as_deref(), n), (Some("c"), 2), "node {}", i + 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_leader_every_pipelined_write_fails_retryably_within_the_timeout() {
+    let mut c = Cluster::new(3, 100_000);
+    for i in 0..3 {
+        c.start(i).await;
+    }
+    let leader = c.leader().await;
+    let survivor = (leader + 1) % 3;
+    for i in 0..3 {
+        if i != survivor {
+            c.stop(i).await;
+        }
+    }
+    let timeout = Duration::from_secs(3) + Duration::from_secs(2);
+
+    // Not one of them could be proposed: each is sent again until the deadline, then fails with
+    // the retryable error, in its place.
+    let started = Instant::now();
+    let mut t = TcpClient::connect(c.tcp(survivor)).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(t.send(put(&format!("k{i}"), "v")).await);
+    }
+    for id in ids {
+        let err = t.recv(id).await.expect_err("no quorum");
+        assert_eq!(err.code(), ErrorCode::Unavailable, "{err:?}");
+    }
+    assert!(started.elapsed() < timeout, "answered within the request timeout");
+
+    let started = Instant::now();
+    let mut conn = redis_conn(resp(&c, survivor)).await;
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for i in 0..20 {
+        pipe.cmd("SET").arg(format!("k{i}")).arg("v");
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await.expect("pipeline");
+    assert_eq!(replies.len(), 20);
+    for reply in replies {
+        assert!(matches!(&reply, redis::Value::ServerError(e) if e.code() == "CLUSTERDOWN"), "{reply:?}");
+    }
+    assert!(started.elapsed() < timeout, "answered within the request timeout");
+    c.stop(survivor).await;
+}
