@@ -155,11 +155,8 @@ impl Engine {
     /// An empty overlay of this engine: same clock, limits, hasher, mode and version counter; no
     /// log, no observers.
     fn overlay(&self) -> Engine {
-        let partitions = SPARE_PARTITIONS
-            .with(|spare| spare.borrow_mut().pop())
-            .unwrap_or_else(|| (0..OVERLAY_PARTITIONS).map(|_| Partition::default()).collect());
         Engine {
-            partitions,
+            partitions: (0..OVERLAY_PARTITIONS).map(|_| Partition::default()).collect(),
             hasher: self.hasher.clone(),
             versions: self.versions.clone(),
             partition_shift: 64 - OVERLAY_PARTITIONS.trailing_zeros(),
@@ -191,47 +188,6 @@ impl Engine {
     fn take(&self, key: &[u8]) -> Option<Slot> {
         let (hash, part) = self.locate(key);
         part.write().remove_if(hash, key, |_| true).map(|e| e.slot)
-    }
-}
-
-thread_local! {
-    /// Emptied partitions of dropped overlays, for the next group on this thread: every group
-    /// makes an overlay, and its partitions (cache-line aligned, so an aligned allocation each
-    /// time, plus their tables' first allocation) were a visible part of a one-key EVAL's cost.
-    static SPARE_PARTITIONS: std::cell::RefCell<Vec<Box<[Partition]>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Most emptied overlay partitions a thread keeps ([`SPARE_PARTITIONS`]).
-const MAX_SPARE: usize = 4;
-/// An overlay partition whose table grew past this many slots is freed, not kept.
-const MAX_SPARE_CAPACITY: usize = 64;
-
-/// An overlay's partitions go back to the thread's spares, emptied, when it is dropped (see
-/// [`SPARE_PARTITIONS`]); an engine's own partitions are simply freed.
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if self.partitions.len() != OVERLAY_PARTITIONS {
-            return;
-        }
-        let mut partitions = std::mem::take(&mut self.partitions);
-        for part in partitions.iter_mut() {
-            let table = part.table.get_mut().unwrap_or_else(PoisonError::into_inner);
-            if table.capacity() > MAX_SPARE_CAPACITY {
-                return;
-            }
-            // A dropped group leaves its keys here (a committed one took them): a spare is empty.
-            table.clear();
-            part.expiry.get_mut().unwrap_or_else(PoisonError::into_inner).clear();
-            *part.removed.get_mut() = 0;
-        }
-        // At thread exit the spares may already be gone: the partitions are then freed.
-        let _ = SPARE_PARTITIONS.try_with(|spare| {
-            if let Ok(mut spare) = spare.try_borrow_mut()
-                && spare.len() < MAX_SPARE
-            {
-                spare.push(partitions);
-            }
-        });
     }
 }
 

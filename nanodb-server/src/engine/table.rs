@@ -92,16 +92,6 @@ pub(crate) struct Table {
 pub(crate) type Place<'a> = TableEntry<'a, Box<Stored>>;
 
 impl Table {
-    /// How many entries the table holds room for.
-    pub fn capacity(&self) -> usize {
-        self.entries.capacity()
-    }
-
-    /// Removes every entry, keeping the room.
-    pub fn clear(&mut self) {
-        self.entries.clear();
-    }
-
     /// Number of keys (expired ones the sweeper has not reached included).
     pub fn len(&self) -> usize {
         self.entries.len()
