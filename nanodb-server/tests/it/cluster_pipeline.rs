@@ -39,6 +39,32 @@ async fn tcp_burst(c: &Cluster, leader: usize, node: usize, counter: &str, last:
     c.status(leader).await.applied_index - before
 }
 
+/// A burst of [`BURST`] INCRs and SETs through `name` landed as a pipeline should: in far fewer
+/// log entries than writes (awaited one by one, the 400 writes were 400 entries at least;
+/// pipelined, a run of them goes to the leader's group commit together), and with the same final
+/// values on every node.
+async fn burst_landed(c: &Cluster, name: &str, entries: u64, counter: &str, last: &str) {
+    assert!(
+        entries < 2 * BURST as u64 / 4,
+        "{} writes through the {name} took {entries} log entries",
+        2 * BURST
+    );
+    for i in 0..3 {
+        assert_eq!(
+            counter_on(c, i, counter).await,
+            Some(b(&BURST.to_string())),
+            "{counter} on node {}",
+            i + 1
+        );
+        assert_eq!(
+            counter_on(c, i, last).await,
+            Some(b(&(BURST - 1).to_string())),
+            "{last} on node {}",
+            i + 1
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pipelined_writes_over_tcp_keep_their_order_and_share_log_entries_on_the_leader_and_a_follower() {
     let mut c = Cluster::new(3, 100_000);
@@ -50,27 +76,7 @@ async fn pipelined_writes_over_tcp_keep_their_order_and_share_log_entries_on_the
     for (node, name) in [(leader, "leader"), (follower, "follower")] {
         let (counter, last) = (format!("n-{name}"), format!("last-{name}"));
         let entries = tcp_burst(&c, leader, node, &counter, &last).await;
-        // Awaited one by one, the 400 writes were 400 entries at least: pipelined, a run of them
-        // goes to the leader's group commit together.
-        assert!(
-            entries < 2 * BURST as u64 / 4,
-            "{} writes through the {name} took {entries} log entries",
-            2 * BURST
-        );
-        for i in 0..3 {
-            assert_eq!(
-                counter_on(&c, i, &counter).await,
-                Some(b(&BURST.to_string())),
-                "{counter} on node {}",
-                i + 1
-            );
-            assert_eq!(
-                counter_on(&c, i, &last).await,
-                Some(b(&(BURST - 1).to_string())),
-                "{last} on node {}",
-                i + 1
-            );
-        }
+        burst_landed(&c, name, entries, &counter, &last).await;
     }
 }
 
@@ -148,25 +154,7 @@ async fn pipelined_writes_over_resp_keep_their_order_on_the_leader_and_a_followe
             "GET after the writes through the {name}"
         );
         let entries = c.status(leader).await.applied_index - before;
-        assert!(
-            entries < 2 * BURST as u64 / 4,
-            "{} writes through the {name} took {entries} log entries",
-            2 * BURST
-        );
-        for i in 0..3 {
-            assert_eq!(
-                counter_on(&c, i, &counter).await,
-                Some(b(&BURST.to_string())),
-                "{counter} on node {}",
-                i + 1
-            );
-            assert_eq!(
-                counter_on(&c, i, &last).await,
-                Some(b(&(BURST - 1).to_string())),
-                "{last} on node {}",
-                i + 1
-            );
-        }
+        burst_landed(&c, name, entries, &counter, &last).await;
     }
 }
 
