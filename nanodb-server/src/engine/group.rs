@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLockWriteGuard};
 use bytes::Bytes;
 use hashbrown::hash_table::Entry as Place;
 use nanodb_protocol::txn::{check_group_op, op_keys};
-use nanodb_protocol::{Command, Compare, CompareOp, CompareTarget, Error, Reply, TxnOutcome, cmd};
+use nanodb_protocol::{Command, Compare, CompareOp, CompareTarget, Error, Keys, Reply, TxnOutcome, cmd};
 
 use super::commands::Apply;
 use super::effect::{Effect, EffectKind};
@@ -100,30 +100,37 @@ enum Fate {
 impl Engine {
     /// Locks the partitions of `keys` and loads those keys into a fresh overlay: the start of an
     /// atomic group. Every command the group runs must touch only these keys.
-    pub fn lock_group(&self, mut keys: Vec<Bytes>) -> Group<'_> {
-        keys.sort_unstable();
-        keys.dedup();
-        let mut parts: Vec<usize> = keys.iter().map(|k| self.partition_index(self.hash(k))).collect();
-        parts.sort_unstable();
-        parts.dedup();
-        let held: Vec<_> = parts.into_iter().map(|i| (i, self.partitions[i].write())).collect();
+    pub fn lock_group(&self, keys: &[Bytes]) -> Group<'_> {
+        // One allocation for the declared keys, which then receive their loaded versions.
+        let mut keys: Vec<(Bytes, u64)> = keys.iter().map(|k| (k.clone(), 0)).collect();
+        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        let held: Vec<_> = match &keys[..] {
+            // A script or transaction over one key (the common case) locks one partition.
+            [(key, _)] => {
+                let i = self.partition_index(self.hash(key));
+                vec![(i, self.partitions[i].write())]
+            }
+            _ => {
+                let mut parts: Vec<usize> =
+                    keys.iter().map(|(k, _)| self.partition_index(self.hash(k))).collect();
+                parts.sort_unstable();
+                parts.dedup();
+                parts.into_iter().map(|i| (i, self.partitions[i].write())).collect()
+            }
+        };
         let overlay = Arc::new(self.overlay());
         let now = self.write_now();
-        let keys = keys
-            .into_iter()
-            .map(|key| {
-                let hash = self.hash(&key);
-                let table = &held[held_index(&held, self.partition_index(hash))].1;
-                let version = match table.get(hash, &key) {
-                    Some(e) if !e.slot.is_expired(now) => {
-                        overlay.load(&key, e.slot.clone());
-                        e.slot.version
-                    }
-                    _ => 0,
-                };
-                (key, version)
-            })
-            .collect();
+        for (key, version) in &mut keys {
+            let hash = self.hash(key);
+            let table = &held[held_index(&held, self.partition_index(hash))].1;
+            if let Some(e) = table.get(hash, key)
+                && !e.slot.is_expired(now)
+            {
+                overlay.load(key, e.slot.clone());
+                *version = e.slot.version;
+            }
+        }
         Group { engine: self, held, state: Arc::new(GroupState { keys, overlay, record: None }) }
     }
 
@@ -213,6 +220,19 @@ impl GroupState {
         }
     }
 
+    /// Whether every key `cmd` names was declared (the keys [`op_keys`] lists).
+    fn check_named(&self, cmd: &Command) -> Result<(), Error> {
+        match cmd.keys() {
+            Keys::One(k) => self.check_declared(k),
+            Keys::Two(a, b) => self.check_declared(a).and_then(|()| self.check_declared(b)),
+            Keys::Pairs(p) => p.iter().try_for_each(|(k, _)| self.check_declared(k)),
+            Keys::Many(keys) => keys.iter().try_for_each(|k| self.check_declared(k)),
+            Keys::None | Keys::Prefix(_) | Keys::All | Keys::Channel(_) | Keys::Batch(_) | Keys::Txn(_) => {
+                Ok(())
+            }
+        }
+    }
+
     /// Runs one command inside the group (validated first); its reply, or its error, which
     /// changes nothing. Only commands on declared keys may run.
     pub fn run(&self, cmd: Command) -> Result<Reply, Error> {
@@ -220,12 +240,14 @@ impl GroupState {
             return self.run_txn(txn);
         }
         check_group_op(&cmd)?;
+        let Some(record) = &self.record else {
+            // Checked in place: nothing to keep, so no list of the keys is made.
+            self.check_named(&cmd)?;
+            return self.overlay.apply_command(cmd, &mut LogPosition::default());
+        };
         let mut named = Vec::new();
         op_keys(&cmd, &mut named);
         named.iter().try_for_each(|k| self.check_declared(k))?;
-        let Some(record) = &self.record else {
-            return self.overlay.apply_command(cmd, &mut LogPosition::default());
-        };
         let write = cmd.is_write().then(|| cmd.clone());
         let result = self.overlay.apply_command(cmd, &mut LogPosition::default());
         let mut record = record.lock().unwrap_or_else(PoisonError::into_inner);
@@ -510,7 +532,7 @@ impl Engine {
         only_if_none_exist: bool,
     ) -> Result<bool, Error> {
         self.check_writable()?;
-        let group = self.lock_group(pairs.iter().map(|(k, _)| k.clone()).collect());
+        let group = self.lock_group(&pairs.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>());
         if only_if_none_exist {
             for (key, _) in &pairs {
                 if group.exists(key)? {
@@ -529,7 +551,7 @@ impl Engine {
     /// destination's write and the source's removal are one log record, seen together.
     pub(crate) fn rename(&self, at: &mut LogPosition, from: Bytes, to: Bytes) -> Result<bool, Error> {
         self.check_writable()?;
-        let group = self.lock_group(vec![from.clone(), to.clone()]);
+        let group = self.lock_group(&[from.clone(), to.clone()]);
         if !group.exists(&from)? {
             return Err(Error::NotFound);
         }
@@ -557,7 +579,7 @@ impl Apply for cmd::Txn {
             // change nothing.
             engine.check_writable()?;
         }
-        let group = engine.lock_group(self.declared_keys());
+        let group = engine.lock_group(&self.declared_keys());
         let mut succeeded = true;
         for compare in &self.compares {
             if !group.compare(compare)? {
@@ -670,7 +692,7 @@ mod tests {
     #[test]
     fn a_group_refuses_undeclared_keys_and_keyspace_wide_commands() {
         let engine = Engine::new(Limits::default());
-        let group = engine.lock_group(vec![b("a")]);
+        let group = engine.lock_group(&[b("a")]);
         assert!(matches!(group.run(put("b", "x")), Err(Error::InvalidArgument(_))));
         assert!(matches!(group.run(Command::KeyCount(cmd::KeyCount {})), Err(Error::InvalidArgument(_))));
         group.run(put("a", "x")).expect("declared");
@@ -706,7 +728,7 @@ mod tests {
     fn a_watched_missing_key_sees_its_creation_and_removal() {
         let engine = Engine::new(Limits::default());
         let unchanged = |key: &str, (version, since): (u64, u64)| {
-            engine.lock_group(vec![b(key)]).unchanged_since(key.as_bytes(), version, since).expect("declared")
+            engine.lock_group(&[b(key)]).unchanged_since(key.as_bytes(), version, since).expect("declared")
         };
         let del = |key: &str| engine.execute(Command::Delete(cmd::Delete { key: b(key) })).expect("del");
         let part = |key: &str| engine.partition_index(engine.hash(key.as_bytes()));
@@ -756,7 +778,7 @@ mod tests {
         replica.execute(put("s", "text")).expect("put");
         let (a, s, drawn) =
             (engine.version_of(b"a"), engine.version_of(b"s"), engine.versions.load(Ordering::Relaxed));
-        let mut group = engine.lock_group(vec![b("a"), b("b"), b("s"), b("unused")]);
+        let mut group = engine.lock_group(&[b("a"), b("b"), b("s"), b("unused")]);
         group.record().expect("record");
         assert_eq!(value(&group.run(get("a"))), Some(b("1")));
         group.run(put("b", "x")).expect("put");
@@ -793,12 +815,12 @@ mod tests {
         assert!(!t.succeeded);
         assert_eq!(replica.get(b"b").expect("get"), None);
         // A group that only read proposes nothing.
-        let mut group = engine.lock_group(vec![b("a")]);
+        let mut group = engine.lock_group(&[b("a")]);
         group.record().expect("record");
         group.run(get("a")).expect("get");
         assert_eq!(group.into_txn(), Ok(None));
         // A group that was not recording cannot lose its writes silently.
-        assert_eq!(engine.lock_group(vec![b("a")]).into_txn(), Err(Error::Internal));
+        assert_eq!(engine.lock_group(&[b("a")]).into_txn(), Err(Error::Internal));
     }
 
     /// Writers replace ten keys with one tag per group while readers read all ten in a group:

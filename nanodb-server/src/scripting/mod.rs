@@ -332,7 +332,7 @@ impl Scripts {
                 vm.compile(sha.clone(), &text)?;
                 self.cache().insert(sha.clone(), text);
             }
-            let mut group = ctx.engine.lock_group(keys.clone());
+            let mut group = ctx.engine.lock_group(&keys);
             if record {
                 group.record()?;
             }

@@ -94,28 +94,35 @@ local base = {
   math = protect(math),
   redis = protect(redis),
 }
-local env_meta = { __index = base, __newindex = deny, __metatable = false }
 -- `("x"):upper()` reaches the real string table; hide it from getmetatable("").
 getmetatable("").__metatable = false
+
+-- What every script reads as globals: the base names, and the running script's KEYS, ARGV and
+-- _G (its own environment), which each run sets here. One table, so that any global is one
+-- lookup past the script's (empty) environment.
+local current = {}
+for name, value in next, base do
+  current[name] = value
+end
+current.KEYS, current.ARGV, current._G = false, false, false
+local env_meta = { __index = current, __newindex = deny, __metatable = false }
 
 -- Runs one script: `f` compiled, then its `nkeys` keys and `nargs` arguments (strings), which
 -- become KEYS and ARGV. Returns true and the value, or false and the error (a table with `err`,
 -- or a message).
 --
 -- Each compiled script gets its environment on its first run and keeps it: building one per run
--- (a table, its metatable, an entry in the weak `readonly` set) was garbage on every EVAL. Reuse
--- leaks nothing from one run to the next: the environment refuses new fields (`__newindex`,
--- `rawset` and `setmetatable` are refused on it), so its only own fields are KEYS, ARGV and _G,
--- and every run sets all three afresh (a script may assign them).
---
--- The three fields stay present between runs (KEYS and ARGV as false, so that they do not keep
--- the last run's tables alive), so a run sets them with plain assignments rather than a rawset
--- call each; a field a script removed (`KEYS = nil`) is put back with rawset.
+-- (a table, its metatable, an entry in the weak `readonly` set) was garbage on every EVAL. The
+-- environment has no fields of its own and refuses new ones (`__newindex`, and `rawset` and
+-- `setmetatable` are refused on it), so nothing a run does to it outlives the run: as in Redis 7,
+-- a script cannot assign a global, KEYS, ARGV and _G included. Its reads fall through to
+-- `current`, which no script can reach (the metatable is hidden), and which each run points at
+-- its own KEYS, ARGV and environment.
 local envs = raw_setmt({}, { __mode = "k" })
 local function run(f, nkeys, nargs, ...)
   local env = envs[f]
   if env == nil then
-    env = raw_setmt({ KEYS = false, ARGV = false, _G = false }, env_meta)
+    env = raw_setmt({}, env_meta)
     readonly[env] = true
     raw_setfenv(f, env)
     envs[f] = env
@@ -125,13 +132,10 @@ local function run(f, nkeys, nargs, ...)
     argv[i] = keys[nkeys + i]
     keys[nkeys + i] = nil
   end
-  if env.KEYS ~= nil then env.KEYS = keys else raw_set(env, "KEYS", keys) end
-  if env.ARGV ~= nil then env.ARGV = argv else raw_set(env, "ARGV", argv) end
-  if env._G ~= nil then env._G = env else raw_set(env, "_G", env) end
+  current.KEYS, current.ARGV, current._G = keys, argv, env
   local ok, res = raw_pcall(f)
-  -- Not kept alive until the script's next run.
-  if env.KEYS ~= nil then env.KEYS = false else raw_set(env, "KEYS", false) end
-  if env.ARGV ~= nil then env.ARGV = false else raw_set(env, "ARGV", false) end
+  -- Not kept alive until the next run.
+  current.KEYS, current.ARGV = false, false
   if not ok and res == "not enough memory" then
     mark_oom()
   end

@@ -149,6 +149,8 @@ fn sandbox_escapes_are_refused_and_the_state_stays_usable() {
         ("setmetatable(_G, {})", "cannot change a protected metatable"),
         ("rawset(_G, 'x', 1)", "Attempt to modify a readonly table"),
         ("x = 1", "Attempt to modify a readonly table"),
+        ("KEYS = {}", "Attempt to modify a readonly table"),
+        ("_G = nil", "Attempt to modify a readonly table"),
         ("string.upper = nil", "Attempt to modify a readonly table"),
         ("rawset(string, 'upper', nil)", "Attempt to modify a readonly table"),
         ("redis.call = nil", "Attempt to modify a readonly table"),
@@ -244,20 +246,36 @@ fn scripts_are_named_by_the_sha1_redis_gives_them() {
 #[test]
 fn a_script_run_again_starts_from_a_clean_environment() {
     let ctx = ctx();
-    // A script keeps its environment from one run to the next (built once): what a run assigns
-    // to the environment's own fields, or into KEYS and ARGV, is gone in the next run.
-    let script = "local seen = {tostring(KEYS[2]), tostring(ARGV[2]), type(_G), tostring(rawget(_G, 'x'))} \
-                  KEYS[2] = 'left'; ARGV[2] = 'left'; _G = nil; KEYS = nil; ARGV = nil; \
+    // A script keeps its environment from one run to the next (built once): what a run puts
+    // into KEYS and ARGV is gone in the next run, and, as in Redis 7, the globals themselves
+    // (KEYS, ARGV and _G included) cannot be assigned, so no run can leave one behind.
+    let script = "local seen = {tostring(KEYS[2]), tostring(ARGV[2]), type(_G), tostring(rawget(_G, 'x')), \
+                  tostring(_G.KEYS == KEYS)} \
+                  KEYS[2] = 'left'; ARGV[2] = 'left'; \
+                  for _, assign in ipairs({function() _G = nil end, function() KEYS = nil end, \
+                                           function() ARGV = {} end}) do \
+                    local ok, e = pcall(assign) \
+                    if ok or not string.find(e, 'Attempt to modify a readonly table', 1, true) then \
+                      return 'assigned a global' \
+                    end \
+                  end \
                   return seen";
     let want = Ok(ScriptValue::Array(vec![
         ScriptValue::Bulk(b("nil")),
         ScriptValue::Bulk(b("nil")),
         ScriptValue::Bulk(b("table")),
         ScriptValue::Bulk(b("nil")),
+        ScriptValue::Bulk(b("true")),
     ]));
     for _ in 0..3 {
         assert_eq!(eval(&ctx, script, &["k"], &["a"]), want);
     }
+    // Between runs the environment holds nothing of the last one: a script without keys sees
+    // empty KEYS and ARGV, not the previous run's.
+    assert_eq!(
+        eval(&ctx, "return {#KEYS, #ARGV}", &[], &[]),
+        Ok(ScriptValue::Array(vec![ScriptValue::Int(0), ScriptValue::Int(0)]))
+    );
     // The same body arrives again (its SHA-1 remembered by this thread) with other keys.
     assert_eq!(eval(&ctx, "return KEYS[1] .. ARGV[1]", &["k1"], &["a1"]), Ok(ScriptValue::Bulk(b("k1a1"))));
     assert_eq!(eval(&ctx, "return KEYS[1] .. ARGV[1]", &["k2"], &["a2"]), Ok(ScriptValue::Bulk(b("k2a2"))));

@@ -147,7 +147,22 @@ pub(crate) struct Call {
 struct Calls {
     current: Option<Call>,
     argbuf: Vec<Bytes>,
+    /// Where the arguments' bytes are copied ([`carve`]).
+    argspace: BytesMut,
     out: BytesMut,
+}
+
+/// A copy of `bytes` carved from `space`. A command's arguments are copied out of Lua (whose
+/// strings live only while the call does) into one buffer kept from call to call: a carved
+/// copy shares that buffer, so neither copying nor the handlers' clones of it allocate, and once
+/// the copies of earlier calls are dropped the buffer's space is reused.
+fn carve(space: &mut BytesMut, bytes: &[u8]) -> Bytes {
+    if space.capacity() < bytes.len() {
+        // Reclaims the buffer when no earlier copy is held, else starts another.
+        space.reserve(bytes.len().max(4096));
+    }
+    space.extend_from_slice(bytes);
+    space.split().freeze()
 }
 
 type Scripts = HashMap<Bytes, Function, ahash::RandomState>;
@@ -378,6 +393,10 @@ impl Vm {
                 // A large reply (an LRANGE of a long list) is not kept for the thread's life.
                 calls.out = BytesMut::new();
             }
+            if calls.argspace.capacity() > 64 * 1024 {
+                // Nor a large argument's space.
+                calls.argspace = BytesMut::new();
+            }
         }
         if strings.capacity() > 1024 {
             *strings = Vec::new();
@@ -413,16 +432,16 @@ fn invoke(lua: &Lua, calls: &RefCell<Calls>, values: MultiValue) -> mlua::Result
     let Ok(mut calls) = calls.try_borrow_mut() else {
         return error_table(lua, "ERR a script command cannot run here");
     };
-    let Calls { current, argbuf, out } = &mut *calls;
+    let Calls { current, argbuf, argspace, out } = &mut *calls;
     let Some(call) = current.as_mut() else {
         return error_table(lua, "ERR no script is running");
     };
     argbuf.clear();
     for v in values {
         match v {
-            Value::String(s) => argbuf.push(Bytes::copy_from_slice(&s.as_bytes())),
-            Value::Integer(n) => argbuf.push(Bytes::from(n.to_string())),
-            Value::Number(n) => argbuf.push(Bytes::from(format_number(n))),
+            Value::String(s) => argbuf.push(carve(argspace, &s.as_bytes())),
+            Value::Integer(n) => argbuf.push(carve(argspace, n.to_string().as_bytes())),
+            Value::Number(n) => argbuf.push(carve(argspace, format_number(n).as_bytes())),
             _ => return error_table(lua, "ERR Lua redis lib command arguments must be strings or integers"),
         }
     }

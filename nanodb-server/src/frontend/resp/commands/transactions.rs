@@ -163,7 +163,7 @@ pub fn exec(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byt
     if let Some(cluster) = &ctx.cluster {
         return exec_clustered(ctx, cluster, session, &multi.queued, &watched, keys, out);
     }
-    let group = ctx.engine.lock_group(keys);
+    let group = ctx.engine.lock_group(&keys);
     for w in watched {
         if !group.unchanged_since(&w.key, w.version, w.since)? {
             encode::null_array(out);
@@ -228,7 +228,7 @@ fn exec_clustered(
                 cluster.read_barrier().await?;
                 // The group lives only in this block: never across an await.
                 let ran = {
-                    let mut group = ctx.engine.lock_group(keys.clone());
+                    let mut group = ctx.engine.lock_group(&keys);
                     group.record()?;
                     let mut unchanged = true;
                     for w in watched {
