@@ -9,7 +9,7 @@ use nanodb_server::engine::{Engine, LogPosition};
 use nanodb_server::stats::resident_memory_bytes;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nanodb_server::allocator::Mimalloc = nanodb_server::allocator::Mimalloc;
 
 fn main() {
     const KEYS: usize = 1_000_000;

@@ -1,6 +1,8 @@
 //! NanoDB server library: the engine, the frontends and the server that wires them together.
 //! `main.rs` only parses configuration and calls [`server::run`].
 
+#[allow(unsafe_code)]
+pub mod allocator;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -8,9 +8,9 @@ use nanodb_server::server;
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: fast small allocations from many threads, and exact 16/64-byte size classes for the
-/// small keys and values a key-value store is made of.
+/// small keys and values a key-value store is made of (see [`nanodb_server::allocator`]).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nanodb_server::allocator::Mimalloc = nanodb_server::allocator::Mimalloc;
 
 fn main() -> ExitCode {
     let config = match config::load(std::env::args_os()) {
