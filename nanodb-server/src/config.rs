@@ -402,6 +402,17 @@ pub struct AuthCli {
     /// generated once in the data directory (`token-secret`, mode 0600).
     #[arg(long, help_heading = SECURITY, env = "NANODB_TOKEN_SECRET_FILE", value_name = "FILE")]
     pub token_secret_file: Option<PathBuf>,
+
+    /// The user `REPLICAOF` authenticates as on the node it replicates (Redis's masteruser);
+    /// without it, `--masterauth` is the `default` user's password. Also CONFIG SET masteruser.
+    #[arg(long, help_heading = SECURITY, env = "NANODB_MASTERUSER", value_name = "USER")]
+    pub masteruser: Option<String>,
+
+    /// The password `REPLICAOF` authenticates with on the node it replicates (Redis's
+    /// masterauth); never shown by CONFIG GET or the logs. Also CONFIG SET masterauth. Prefer
+    /// the NANODB_MASTERAUTH variable or the config file: a flag shows in the process list.
+    #[arg(long, help_heading = SECURITY, env = "NANODB_MASTERAUTH", hide_env_values = true, value_name = "PASS")]
+    pub masterauth: Option<String>,
 }
 
 /// A duration: whole seconds, or a number with `ms`, `s`, `m`, `h` or `d`.
@@ -439,6 +450,10 @@ pub struct AuthConfig {
     pub token_ttl: Duration,
     /// `--token-secret-file`.
     pub token_secret_file: Option<PathBuf>,
+    /// `--masteruser`: who `REPLICAOF` authenticates as on its target.
+    pub masteruser: Option<String>,
+    /// `--masterauth`: the password `REPLICAOF` authenticates with on its target.
+    pub masterauth: Option<String>,
 }
 
 /// Auth off, protected mode on, tokens living an hour: the flags' defaults.
@@ -450,6 +465,8 @@ impl Default for AuthConfig {
             protected_mode: true,
             token_ttl: Duration::from_secs(3600),
             token_secret_file: None,
+            masteruser: None,
+            masterauth: None,
         }
     }
 }
@@ -463,6 +480,8 @@ impl fmt::Debug for AuthConfig {
             .field("protected_mode", &self.protected_mode)
             .field("token_ttl", &self.token_ttl)
             .field("token_secret_file", &self.token_secret_file)
+            .field("masteruser", &self.masteruser)
+            .field("masterauth", &self.masterauth.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -475,6 +494,8 @@ impl From<AuthCli> for AuthConfig {
             protected_mode: c.protected_mode,
             token_ttl: c.token_ttl,
             token_secret_file: c.token_secret_file,
+            masteruser: c.masteruser.filter(|u| !u.is_empty()),
+            masterauth: c.masterauth.filter(|p| !p.is_empty()),
         }
     }
 }

@@ -176,6 +176,10 @@ impl Server {
                         tcp_addr: addr_of(&tcp),
                         resp_addr: addr_of(&resp),
                     },
+                    upstream: crate::cluster::upstream::Credentials {
+                        user: config.auth.masteruser.clone(),
+                        pass: config.auth.masterauth.clone(),
+                    },
                 };
                 Some(Cluster::start(start, engine.clone(), feed.clone(), shutdown.clone(), &tasks).await?)
             }

@@ -12,6 +12,8 @@
 //! - [`membership`]: membership changes at runtime.
 //! - [`identity`]: the cluster id a data dir belongs to, checked on every Raft call.
 //! - [`replica`]: serving alone, `REPLICAOF`, `REPLICAOF NO ONE`, `WAIT`.
+//! - [`upstream`]: what `REPLICAOF` presents to its target (`masteruser`, `masterauth`) and its
+//!   conversation with the target's RESP port.
 //! - `instance`: one incarnation of the node (its id, Raft, log, state machine), which
 //!   `REPLICAOF` replaces.
 //! - [`metrics`]: the Raft figures of `/metrics`.
@@ -33,6 +35,7 @@ pub mod replica;
 pub mod state_machine;
 pub mod status;
 pub mod types;
+pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -144,6 +147,8 @@ pub struct Cluster {
     joining: std::sync::atomic::AtomicBool,
     /// Raft counters `/metrics` reports (see [`metrics`]).
     pub counters: Arc<metrics::Counters>,
+    /// What `REPLICAOF` presents to its target (see [`upstream`]).
+    pub upstream: upstream::Upstream,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -179,6 +184,8 @@ pub struct Start<'a> {
     pub sweep_interval: Duration,
     /// This node's client addresses.
     pub addrs: ClientAddrs,
+    /// What `REPLICAOF` presents to its target, at start.
+    pub upstream: upstream::Credentials,
 }
 
 impl Cluster {
@@ -264,6 +271,7 @@ impl Cluster {
             switching: tokio::sync::Mutex::new(()),
             joining: std::sync::atomic::AtomicBool::new(false),
             counters,
+            upstream: upstream::Upstream::new(start.upstream),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
