@@ -146,6 +146,14 @@ pub struct Cli {
     #[arg(long, help_heading = DURABILITY, env = "NANODB_REPAIR")]
     pub repair: bool,
 
+    /// Restore a backup and exit: verify the snapshot file PATH (a `snapshot-N.snap`, with its
+    /// `.meta` beside it when it came from a cluster node), then seed the empty `--data-dir` with
+    /// exactly its keys, as a single node or, with `--node-id` and `--raft-addr`, as a new cluster
+    /// of one (a fresh cluster id). Refuses a damaged file (exit 3) and a data dir that is not
+    /// empty (exit 4). Start the server afterwards with the same flags, without this one.
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_RESTORE_FROM", value_name = "PATH")]
+    pub restore_from: Option<PathBuf>,
+
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
     #[arg(long, env = "NANODB_LOG_LEVEL", default_value = "info", value_name = "FILTER")]
     pub log_level: String,
@@ -553,6 +561,8 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Truncate corrupt log segments instead of refusing to start.
     pub repair: bool,
+    /// Restore this backup into the data directory and exit (see `restore`).
+    pub restore_from: Option<PathBuf>,
     /// Size and count limits, enforced by the engine.
     pub limits: Limits,
     /// Largest TCP frame.
@@ -666,6 +676,7 @@ impl From<Cli> for Config {
             fsync: c.fsync,
             snapshot_every: c.snapshot_every.max(1),
             repair: c.repair,
+            restore_from: c.restore_from,
             limits: Limits {
                 max_key_len: c.max_key_len,
                 max_value_len: c.max_value_len,

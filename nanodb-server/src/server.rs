@@ -22,6 +22,12 @@ use crate::tls::Tls;
 
 /// Largest log record read back, at least: far above any record a request can produce.
 const MAX_RECORD_LEN: usize = 256 << 20;
+/// The largest log or snapshot record read back under `config`: above any record a request can
+/// produce (recovery, the Raft log and a restore read with the same bound).
+pub fn max_record_len(config: &Config) -> usize {
+    MAX_RECORD_LEN.max(2 * (config.max_frame_len + config.limits.max_value_len))
+}
+
 /// Keys the sweeper may examine per step before yielding.
 const SWEEP_BUDGET: usize = 10_000;
 
@@ -124,7 +130,7 @@ impl Server {
                 "--watch-queue-bytes is below one maximal key and value: a watcher sent such a value lags at once"
             );
         }
-        let max_record_len = MAX_RECORD_LEN.max(2 * (config.max_frame_len + config.limits.max_value_len));
+        let max_record_len = max_record_len(&config);
         // Recovery happens before anything serves: a client never sees a half-loaded state. In a
         // cluster the Raft log replaces the single-node log (see `cluster`).
         let persistence = if config.cluster.is_some() {

@@ -67,6 +67,14 @@ use types::{Member, NodeId, Op, Request, Response, SnapshotFile, TypeConfig};
 /// The text of every "no leader, retry" error.
 pub const NO_LEADER: &str = "CLUSTERDOWN no cluster leader is reachable; retry";
 
+/// Where a node's snapshots live under its data directory (`DATA_DIR/raft/snapshots`).
+pub fn snapshots_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(RAFT_DIR).join(instance::SNAPSHOTS)
+}
+
+/// The Raft log, snapshots and identity's directory under the data directory.
+pub const RAFT_DIR: &str = "raft";
+
 /// Connections the Raft port serves at once (peers pool a few each; the rest is refused).
 const MAX_RAFT_CONNECTIONS: usize = 1024;
 
@@ -207,7 +215,7 @@ impl Cluster {
             return Err(err(format!("--cluster-peers does not list this node's id {}", config.node_id)));
         }
         membership::check_peer_list(&config.peers).map_err(err)?;
-        let dir = start.data_dir.join("raft");
+        let dir = start.data_dir.join(RAFT_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         instance::remove_dropped(&dir);
         let identity = Arc::new(own_identity(&dir, &config)?);
@@ -277,7 +285,13 @@ impl Cluster {
         });
         info!(node_id, addr = %raft_addr, "raft port listening");
         tasks.spawn(serve(listener, cluster.clone(), shutdown.clone(), tasks.clone()));
-        cluster.initialize_if_new().await?;
+        if cluster.initialize_if_new().await? && cluster.engine.key_count() > 0 {
+            // A node alone on a base snapshot (a restored backup, or `REPLICAOF NO ONE` cut short
+            // by a crash): its log does not hold that data, so a snapshot past it is taken and
+            // the log purged before any client is served, and a node that joins it later
+            // receives the data by snapshot (see `replica`).
+            cluster.compact_base().await;
+        }
         cluster.warn_if_peers_disagree();
         tasks.spawn(cluster.clone().sweep(start.sweep_interval, shutdown.clone()));
         tasks.spawn(metrics::count_elections(cluster.clone(), shutdown.clone()));
@@ -288,20 +302,21 @@ impl Cluster {
     /// A new cluster is initialized once, when its log is empty: by the lowest id of
     /// `--cluster-peers` (the others wait to hear from the leader), or by a node serving alone
     /// (see [`replica`]) that was one before a restart. A restarted node has its membership in
-    /// its log and does nothing here.
-    async fn initialize_if_new(&self) -> Result<(), ClusterError> {
+    /// its log and does nothing here. Whether it initialized a cluster of one now.
+    async fn initialize_if_new(&self) -> Result<bool, ClusterError> {
         let initialized = self.raft().is_initialized().await.map_err(|e| ClusterError(e.to_string()))?;
         let lowest = self.config.peers.iter().map(|(id, _)| *id).min();
         let alone = self.config.peers.is_empty() && self.identity.get().alone;
         if initialized || (lowest != Some(self.node_id()) && !alone) {
-            return Ok(());
+            return Ok(false);
         }
         let members: BTreeMap<NodeId, Member> = if alone {
             BTreeMap::from([(self.node_id(), Member { raft_addr: self.advertised_raft_addr() })])
         } else {
             self.config.peers.iter().map(|(id, addr)| (*id, Member { raft_addr: addr.clone() })).collect()
         };
-        self.initialize(members).await
+        self.initialize(members).await?;
+        Ok(alone)
     }
 
     /// Initializes a new cluster of `members`; its id is minted and stored first (a crash in

@@ -1182,6 +1182,10 @@ mod ops;
 #[path = "cluster_replica_auth.rs"]
 mod replica_auth;
 
+/// Backups restored with `--restore-from`.
+#[path = "cluster_restore.rs"]
+mod restore;
+
 /// A counter from node `i`'s Raft figures (`/metrics`).
 fn raft_counter(c: &Cluster, i: usize, name: &str) -> u64 {
     let mut text = String::new();
