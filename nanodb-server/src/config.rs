@@ -306,6 +306,12 @@ pub struct Cli {
     #[arg(long, help_heading = TLS, env = "NANODB_TLS_AUTH_CLIENTS", value_name = "no|optional|yes")]
     pub tls_auth_clients: Option<ClientAuth>,
 
+    /// Whether `REPLICAOF` speaks TLS to its target's RESP port (Redis's `tls-replication`),
+    /// trusting `--tls-ca` and presenting `--tls-cert` if the target asks for a client
+    /// certificate. Needs `--tls-cert` and `--tls-ca`.
+    #[arg(long, help_heading = TLS, env = "NANODB_TLS_REPLICATION", default_value = "no", value_parser = on_off, action = clap::ArgAction::Set, value_name = "yes|no")]
+    pub tls_replication: bool,
+
     /// Seconds a connection may stay idle (no request in flight) before it is closed, on every
     /// protocol (Redis's `timeout`); connections that watch or subscribe are never closed for
     /// idleness. 0 = never.
@@ -605,6 +611,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS for every frontend, when configured.
     pub tls: Option<TlsFiles>,
+    /// `REPLICAOF` speaks TLS to its target (needs `tls`, with a CA).
+    pub tls_replication: bool,
     /// Idle connections are closed after this; `None` for never.
     pub idle_timeout: Option<Duration>,
     /// Deadline for an HTTP/1 request's headers.
@@ -721,6 +729,7 @@ impl From<Cli> for Config {
                 }),
                 _ => None,
             },
+            tls_replication: c.tls_replication,
             idle_timeout: (c.idle_timeout > 0).then(|| Duration::from_secs(c.idle_timeout)),
             http_header_timeout: Duration::from_secs(c.http_header_timeout.max(1)),
             http2_max_concurrent_streams: c.http2_max_concurrent_streams.max(1),

@@ -194,6 +194,8 @@ pub struct Start<'a> {
     pub addrs: ClientAddrs,
     /// What `REPLICAOF` presents to its target, at start.
     pub upstream: upstream::Credentials,
+    /// `--tls-replication`: `REPLICAOF` speaks TLS to its target.
+    pub upstream_tls: Option<upstream::UpstreamTls>,
 }
 
 impl Cluster {
@@ -279,7 +281,7 @@ impl Cluster {
             switching: tokio::sync::Mutex::new(()),
             joining: std::sync::atomic::AtomicBool::new(false),
             counters,
-            upstream: upstream::Upstream::new(start.upstream),
+            upstream: upstream::Upstream::new(start.upstream, start.upstream_tls),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });

@@ -115,7 +115,7 @@ impl Cluster {
             ));
         }
         let deadline = Instant::now() + self.request_timeout;
-        let target = upstream::ask_info(host, port, &self.upstream.credentials(), deadline).await?;
+        let target = upstream::ask_info(host, port, &self.upstream, deadline).await?;
         let ours = self.identity.get().cluster_id;
         if target.cluster_id.is_some() && target.cluster_id == ours {
             if learner {

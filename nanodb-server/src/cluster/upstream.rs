@@ -12,13 +12,17 @@
 //! The password is never shown: `CONFIG GET masterauth` answers a mask, `Debug` redacts it, and
 //! errors quote only the target's answer (which never echoes a password).
 //!
-//! # What the credentials do not cover
-//! - **TLS.** The conversation is plaintext: a target whose RESP port requires TLS answers that
-//!   it speaks TLS only, and `REPLICAOF` fails saying so (add the node with `POST
-//!   /v1/cluster/members` or `nanodb.v1.Cluster/AddLearner` over TLS instead).
-//! - **The Raft `JOIN` that follows.** The Raft port authenticates no user: it trusts its
-//!   network and checks cluster ids (see `network`). The credentials prove that whoever runs
-//!   `REPLICAOF` may read the target's `INFO`; keep the Raft port on a private network.
+//! # TLS
+//! With `--tls-replication yes` (Redis's `tls-replication`) the conversation runs over TLS,
+//! trusting `--tls-ca` and presenting `--tls-cert` when the target asks for a client
+//! certificate; the target's certificate must name the host given to `REPLICAOF`. Without it the
+//! conversation is plaintext, and a target whose RESP port speaks TLS only answers so: the error
+//! says to turn `--tls-replication` on.
+//!
+//! # The Raft `JOIN` that follows
+//! Neither credentials nor TLS cover it: the Raft port authenticates no user and is plaintext; it
+//! trusts its network and checks cluster ids (see `network`). The credentials prove that whoever
+//! runs `REPLICAOF` may read the target's `INFO`; keep the Raft port on a private network.
 
 use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
@@ -49,19 +53,35 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The credentials, changed by `CONFIG SET` while `REPLICAOF` may read them.
+/// `--tls-replication`'s client configuration (see `tls::replication_connector`).
+#[derive(Clone)]
+pub struct UpstreamTls(pub tokio_rustls::TlsConnector);
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamTls")
+    }
+}
+
+/// The credentials, changed by `CONFIG SET` while `REPLICAOF` may read them, and TLS.
 #[derive(Debug, Default)]
 pub struct Upstream {
     credentials: RwLock<Credentials>,
+    tls: Option<UpstreamTls>,
 }
 
 /// What `CONFIG GET masterauth` shows for a password that is set.
 pub const MASK: &str = "******";
 
 impl Upstream {
-    /// Starts with `credentials` (the flags').
-    pub fn new(credentials: Credentials) -> Self {
-        Self { credentials: RwLock::new(credentials) }
+    /// Starts with `credentials` (the flags'), over TLS when `tls` is given.
+    pub fn new(credentials: Credentials, tls: Option<UpstreamTls>) -> Self {
+        Self { credentials: RwLock::new(credentials), tls }
+    }
+
+    /// The TLS client configuration, with `--tls-replication`.
+    pub(super) fn tls(&self) -> Option<&UpstreamTls> {
+        self.tls.as_ref()
     }
 
     /// A copy of the credentials now.
@@ -138,16 +158,30 @@ async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>, target: &str) -> 
 pub(super) async fn ask_info(
     host: &str,
     port: u16,
-    credentials: &Credentials,
+    upstream: &Upstream,
     deadline: Instant,
 ) -> Result<Target, String> {
     let target = address(host, port);
+    let credentials = upstream.credentials();
     let left = deadline.saturating_duration_since(Instant::now());
     let asked = tokio::time::timeout(left, async {
         let stream = tokio::net::TcpStream::connect((host, port))
             .await
             .map_err(|e| format!("ERR cannot connect to {target}: {e}"))?;
-        converse(BufReader::new(stream), &target, credentials).await
+        let _ = stream.set_nodelay(true);
+        let Some(UpstreamTls(tls)) = upstream.tls() else {
+            return converse(BufReader::new(stream), &target, &credentials).await;
+        };
+        // The name checked against the target's certificate: the host as given (a name or an
+        // address), as `redis-cli --tls` does.
+        let name = rustls_pki_types::ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+            .map_err(|e| format!("ERR {target}: not a TLS server name: {e}"))?
+            .to_owned();
+        let stream = tls
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("ERR {target}: TLS handshake failed (--tls-replication): {e}"))?;
+        converse(BufReader::new(stream), &target, &credentials).await
     })
     .await
     .map_err(|_| format!("ERR {target} did not answer AUTH and INFO in time"))??;
@@ -171,8 +205,8 @@ pub(super) async fn ask_info(
 fn tls_only(target: &str, err: &str) -> Option<String> {
     err.contains("speaks TLS only").then(|| {
         format!(
-            "ERR {target} requires TLS on its RESP port, and REPLICAOF connects in plaintext; add this node with \
-             POST /v1/cluster/members or nanodb.v1.Cluster/AddLearner instead"
+            "ERR {target} requires TLS on its RESP port, and REPLICAOF connects in plaintext: start this node \
+             with --tls-replication yes (and --tls-ca, the CA that signed the target's certificate)"
         )
     })
 }
@@ -236,7 +270,7 @@ mod tests {
 
     #[test]
     fn the_password_is_never_shown() {
-        let up = Upstream::new(Credentials { user: Some("repl".into()), pass: Some("s3cret".into()) });
+        let up = Upstream::new(Credentials { user: Some("repl".into()), pass: Some("s3cret".into()) }, None);
         assert_eq!((up.shown_user(), up.shown_pass()), ("repl".to_string(), MASK));
         assert!(!format!("{up:?}").contains("s3cret"), "{up:?}");
         up.set_pass("");
