@@ -146,6 +146,14 @@ pub struct Cli {
     #[arg(long, help_heading = DURABILITY, env = "NANODB_REPAIR")]
     pub repair: bool,
 
+    /// Restore a backup and exit: verify the snapshot file PATH (a `snapshot-N.snap`, with its
+    /// `.meta` beside it when it came from a cluster node), then seed the empty `--data-dir` with
+    /// exactly its keys, as a single node or, with `--node-id` and `--raft-addr`, as a new cluster
+    /// of one (a fresh cluster id). Refuses a damaged file (exit 3) and a data dir that is not
+    /// empty (exit 4). Start the server afterwards with the same flags, without this one.
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_RESTORE_FROM", value_name = "PATH")]
+    pub restore_from: Option<PathBuf>,
+
     /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive list.
     #[arg(long, env = "NANODB_LOG_LEVEL", default_value = "info", value_name = "FILTER")]
     pub log_level: String,
@@ -298,6 +306,12 @@ pub struct Cli {
     #[arg(long, help_heading = TLS, env = "NANODB_TLS_AUTH_CLIENTS", value_name = "no|optional|yes")]
     pub tls_auth_clients: Option<ClientAuth>,
 
+    /// Whether `REPLICAOF` speaks TLS to its target's RESP port (Redis's `tls-replication`),
+    /// trusting `--tls-ca` and presenting `--tls-cert` if the target asks for a client
+    /// certificate. Needs `--tls-cert` and `--tls-ca`.
+    #[arg(long, help_heading = TLS, env = "NANODB_TLS_REPLICATION", default_value = "no", value_parser = on_off, action = clap::ArgAction::Set, value_name = "yes|no")]
+    pub tls_replication: bool,
+
     /// Seconds a connection may stay idle (no request in flight) before it is closed, on every
     /// protocol (Redis's `timeout`); connections that watch or subscribe are never closed for
     /// idleness. 0 = never.
@@ -402,6 +416,17 @@ pub struct AuthCli {
     /// generated once in the data directory (`token-secret`, mode 0600).
     #[arg(long, help_heading = SECURITY, env = "NANODB_TOKEN_SECRET_FILE", value_name = "FILE")]
     pub token_secret_file: Option<PathBuf>,
+
+    /// The user `REPLICAOF` authenticates as on the node it replicates (Redis's masteruser);
+    /// without it, `--masterauth` is the `default` user's password. Also CONFIG SET masteruser.
+    #[arg(long, help_heading = SECURITY, env = "NANODB_MASTERUSER", value_name = "USER")]
+    pub masteruser: Option<String>,
+
+    /// The password `REPLICAOF` authenticates with on the node it replicates (Redis's
+    /// masterauth); never shown by CONFIG GET or the logs. Also CONFIG SET masterauth. Prefer
+    /// the NANODB_MASTERAUTH variable or the config file: a flag shows in the process list.
+    #[arg(long, help_heading = SECURITY, env = "NANODB_MASTERAUTH", hide_env_values = true, value_name = "PASS")]
+    pub masterauth: Option<String>,
 }
 
 /// A duration: whole seconds, or a number with `ms`, `s`, `m`, `h` or `d`.
@@ -439,6 +464,10 @@ pub struct AuthConfig {
     pub token_ttl: Duration,
     /// `--token-secret-file`.
     pub token_secret_file: Option<PathBuf>,
+    /// `--masteruser`: who `REPLICAOF` authenticates as on its target.
+    pub masteruser: Option<String>,
+    /// `--masterauth`: the password `REPLICAOF` authenticates with on its target.
+    pub masterauth: Option<String>,
 }
 
 /// Auth off, protected mode on, tokens living an hour: the flags' defaults.
@@ -450,6 +479,8 @@ impl Default for AuthConfig {
             protected_mode: true,
             token_ttl: Duration::from_secs(3600),
             token_secret_file: None,
+            masteruser: None,
+            masterauth: None,
         }
     }
 }
@@ -463,6 +494,8 @@ impl fmt::Debug for AuthConfig {
             .field("protected_mode", &self.protected_mode)
             .field("token_ttl", &self.token_ttl)
             .field("token_secret_file", &self.token_secret_file)
+            .field("masteruser", &self.masteruser)
+            .field("masterauth", &self.masterauth.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -475,6 +508,8 @@ impl From<AuthCli> for AuthConfig {
             protected_mode: c.protected_mode,
             token_ttl: c.token_ttl,
             token_secret_file: c.token_secret_file,
+            masteruser: c.masteruser.filter(|u| !u.is_empty()),
+            masterauth: c.masterauth.filter(|p| !p.is_empty()),
         }
     }
 }
@@ -532,6 +567,8 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Truncate corrupt log segments instead of refusing to start.
     pub repair: bool,
+    /// Restore this backup into the data directory and exit (see `restore`).
+    pub restore_from: Option<PathBuf>,
     /// Size and count limits, enforced by the engine.
     pub limits: Limits,
     /// Largest TCP frame.
@@ -574,6 +611,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS for every frontend, when configured.
     pub tls: Option<TlsFiles>,
+    /// `REPLICAOF` speaks TLS to its target (needs `tls`, with a CA).
+    pub tls_replication: bool,
     /// Idle connections are closed after this; `None` for never.
     pub idle_timeout: Option<Duration>,
     /// Deadline for an HTTP/1 request's headers.
@@ -645,6 +684,7 @@ impl From<Cli> for Config {
             fsync: c.fsync,
             snapshot_every: c.snapshot_every.max(1),
             repair: c.repair,
+            restore_from: c.restore_from,
             limits: Limits {
                 max_key_len: c.max_key_len,
                 max_value_len: c.max_value_len,
@@ -689,6 +729,7 @@ impl From<Cli> for Config {
                 }),
                 _ => None,
             },
+            tls_replication: c.tls_replication,
             idle_timeout: (c.idle_timeout > 0).then(|| Duration::from_secs(c.idle_timeout)),
             http_header_timeout: Duration::from_secs(c.http_header_timeout.max(1)),
             http2_max_concurrent_streams: c.http2_max_concurrent_streams.max(1),

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod frontend;
 pub mod glob;
 pub mod persist;
+pub mod restore;
 pub mod scripting;
 pub mod server;
 pub mod stats;

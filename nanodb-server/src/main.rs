@@ -1,10 +1,11 @@
-//! `nanodb-server`: flags -> configuration -> logging -> [`server::run`] until SIGINT/SIGTERM.
+//! `nanodb-server`: flags -> configuration -> logging -> [`server::run`] until SIGINT/SIGTERM (or,
+//! with `--restore-from`, [`restore::run`] and exit).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use nanodb_server::config::{self, ConfigError};
-use nanodb_server::server;
+use nanodb_server::{restore, server};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: fast small allocations from many threads, and exact 16/64-byte size classes for the
@@ -34,6 +35,19 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    if config.restore_from.is_some() {
+        // Offline: seed the data directory from a backup, then exit (see `restore`).
+        return match restore::run(&config) {
+            Ok(restored) => {
+                println!("{restored}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("nanodb-server: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         builder.worker_threads(config.worker_threads);

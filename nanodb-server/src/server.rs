@@ -22,6 +22,27 @@ use crate::tls::Tls;
 
 /// Largest log record read back, at least: far above any record a request can produce.
 const MAX_RECORD_LEN: usize = 256 << 20;
+/// The largest log or snapshot record read back under `config`: above any record a request can
+/// produce (recovery, the Raft log and a restore read with the same bound).
+pub fn max_record_len(config: &Config) -> usize {
+    MAX_RECORD_LEN.max(2 * (config.max_frame_len + config.limits.max_value_len))
+}
+
+/// `--tls-replication`'s client side, checked before anything binds (see `cluster::upstream`).
+fn replication_tls(config: &Config) -> Result<Option<crate::cluster::upstream::UpstreamTls>, StartError> {
+    if !config.tls_replication {
+        return Ok(None);
+    }
+    let Some(files) = &config.tls else {
+        return Err(StartError::Tls(crate::tls::TlsError {
+            flag: "tls-replication",
+            path: "yes".into(),
+            reason: "needs --tls-cert and --tls-key (and --tls-ca, to trust the target)".into(),
+        }));
+    };
+    Ok(Some(crate::cluster::upstream::UpstreamTls(crate::tls::replication_connector(files)?)))
+}
+
 /// Keys the sweeper may examine per step before yielding.
 const SWEEP_BUDGET: usize = 10_000;
 
@@ -104,6 +125,7 @@ impl Server {
         let auth = auth_from(&config)?;
         // TLS files are checked before anything binds: a bad file refuses to start, naming it.
         let tls = config.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
+        let replication_tls = replication_tls(&config)?;
         let tcp = bind("tcp-addr", &config.tcp_addr).await?;
         let resp = bind("resp-addr", &config.resp_addr).await?;
         let http = bind("http-addr", &config.http_addr).await?;
@@ -124,7 +146,7 @@ impl Server {
                 "--watch-queue-bytes is below one maximal key and value: a watcher sent such a value lags at once"
             );
         }
-        let max_record_len = MAX_RECORD_LEN.max(2 * (config.max_frame_len + config.limits.max_value_len));
+        let max_record_len = max_record_len(&config);
         // Recovery happens before anything serves: a client never sees a half-loaded state. In a
         // cluster the Raft log replaces the single-node log (see `cluster`).
         let persistence = if config.cluster.is_some() {
@@ -176,6 +198,11 @@ impl Server {
                         tcp_addr: addr_of(&tcp),
                         resp_addr: addr_of(&resp),
                     },
+                    upstream: crate::cluster::upstream::Credentials {
+                        user: config.auth.masteruser.clone(),
+                        pass: config.auth.masterauth.clone(),
+                    },
+                    upstream_tls: replication_tls.clone(),
                 };
                 Some(Cluster::start(start, engine.clone(), feed.clone(), shutdown.clone(), &tasks).await?)
             }

@@ -153,17 +153,46 @@ impl Tls {
     }
 }
 
-/// The certificate chain and key, checked to belong together.
-fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
-    let certs = read_certs("tls-cert", &files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| match e {
+/// The client side of `--tls-replication`: `REPLICAOF` speaks TLS to its target's RESP port,
+/// trusting the CAs of `--tls-ca` (Redis's `tls-ca-cert-file` serves both ways too) and
+/// presenting `--tls-cert` when the target asks for a client certificate. Checked at start, as
+/// the server's files are.
+pub fn replication_connector(files: &TlsFiles) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let Some(ca) = &files.ca else {
+        return Err(TlsError::new(
+            "tls-replication",
+            Path::new("yes"),
+            "needs --tls-ca: the CA that signed the certificates of the nodes REPLICAOF connects to",
+        ));
+    };
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = read_roots(ca)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::new("tls-ca", ca, e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(read_certs("tls-cert", &files.cert)?, read_key(files)?)
+        .map_err(|e| TlsError::new("tls-key", &files.key, e))?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The private key of `--tls-key`.
+fn read_key(files: &TlsFiles) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(&files.key).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::new(
             "tls-key",
             &files.key,
             "no private key found (expected a PEM PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY block)",
         ),
         e => TlsError::new("tls-key", &files.key, pem_reason(e)),
-    })?;
+    })
+}
+
+/// The certificate chain and key, checked to belong together.
+fn certified_key(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let certs = read_certs("tls-cert", &files.cert)?;
+    let key = read_key(files)?;
     CertifiedKey::from_der(certs, key, provider).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => TlsError::new(
             "tls-key",

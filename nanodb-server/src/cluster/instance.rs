@@ -26,7 +26,7 @@ use crate::persist::{FsyncPolicy, fsync_dir};
 
 /// The Raft log's and the snapshots' directories inside `<data-dir>/raft/`.
 const LOG: &str = "log";
-const SNAPSHOTS: &str = "snapshots";
+pub(super) const SNAPSHOTS: &str = "snapshots";
 /// Where a dropped incarnation's files go before they are deleted (at once, or at the next
 /// start after a crash).
 const DROPPED: &str = "dropped";

@@ -12,6 +12,8 @@
 //! - [`membership`]: membership changes at runtime.
 //! - [`identity`]: the cluster id a data dir belongs to, checked on every Raft call.
 //! - [`replica`]: serving alone, `REPLICAOF`, `REPLICAOF NO ONE`, `WAIT`.
+//! - [`upstream`]: what `REPLICAOF` presents to its target (`masteruser`, `masterauth`) and its
+//!   conversation with the target's RESP port.
 //! - `instance`: one incarnation of the node (its id, Raft, log, state machine), which
 //!   `REPLICAOF` replaces.
 //! - [`metrics`]: the Raft figures of `/metrics`.
@@ -33,6 +35,7 @@ pub mod replica;
 pub mod state_machine;
 pub mod status;
 pub mod types;
+pub mod upstream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -63,6 +66,14 @@ use types::{Member, NodeId, Op, Request, Response, SnapshotFile, TypeConfig};
 
 /// The text of every "no leader, retry" error.
 pub const NO_LEADER: &str = "CLUSTERDOWN no cluster leader is reachable; retry";
+
+/// Where a node's snapshots live under its data directory (`DATA_DIR/raft/snapshots`).
+pub fn snapshots_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join(RAFT_DIR).join(instance::SNAPSHOTS)
+}
+
+/// The Raft log, snapshots and identity's directory under the data directory.
+pub const RAFT_DIR: &str = "raft";
 
 /// Connections the Raft port serves at once (peers pool a few each; the rest is refused).
 const MAX_RAFT_CONNECTIONS: usize = 1024;
@@ -144,6 +155,8 @@ pub struct Cluster {
     joining: std::sync::atomic::AtomicBool,
     /// Raft counters `/metrics` reports (see [`metrics`]).
     pub counters: Arc<metrics::Counters>,
+    /// What `REPLICAOF` presents to its target (see [`upstream`]).
+    pub upstream: upstream::Upstream,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -179,6 +192,10 @@ pub struct Start<'a> {
     pub sweep_interval: Duration,
     /// This node's client addresses.
     pub addrs: ClientAddrs,
+    /// What `REPLICAOF` presents to its target, at start.
+    pub upstream: upstream::Credentials,
+    /// `--tls-replication`: `REPLICAOF` speaks TLS to its target.
+    pub upstream_tls: Option<upstream::UpstreamTls>,
 }
 
 impl Cluster {
@@ -200,7 +217,7 @@ impl Cluster {
             return Err(err(format!("--cluster-peers does not list this node's id {}", config.node_id)));
         }
         membership::check_peer_list(&config.peers).map_err(err)?;
-        let dir = start.data_dir.join("raft");
+        let dir = start.data_dir.join(RAFT_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         instance::remove_dropped(&dir);
         let identity = Arc::new(own_identity(&dir, &config)?);
@@ -264,12 +281,19 @@ impl Cluster {
             switching: tokio::sync::Mutex::new(()),
             joining: std::sync::atomic::AtomicBool::new(false),
             counters,
+            upstream: upstream::Upstream::new(start.upstream, start.upstream_tls),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
         });
         info!(node_id, addr = %raft_addr, "raft port listening");
         tasks.spawn(serve(listener, cluster.clone(), shutdown.clone(), tasks.clone()));
-        cluster.initialize_if_new().await?;
+        if cluster.initialize_if_new().await? && cluster.engine.key_count() > 0 {
+            // A node alone on a base snapshot (a restored backup, or `REPLICAOF NO ONE` cut short
+            // by a crash): its log does not hold that data, so a snapshot past it is taken and
+            // the log purged before any client is served, and a node that joins it later
+            // receives the data by snapshot (see `replica`).
+            cluster.compact_base().await;
+        }
         cluster.warn_if_peers_disagree();
         tasks.spawn(cluster.clone().sweep(start.sweep_interval, shutdown.clone()));
         tasks.spawn(metrics::count_elections(cluster.clone(), shutdown.clone()));
@@ -280,20 +304,21 @@ impl Cluster {
     /// A new cluster is initialized once, when its log is empty: by the lowest id of
     /// `--cluster-peers` (the others wait to hear from the leader), or by a node serving alone
     /// (see [`replica`]) that was one before a restart. A restarted node has its membership in
-    /// its log and does nothing here.
-    async fn initialize_if_new(&self) -> Result<(), ClusterError> {
+    /// its log and does nothing here. Whether it initialized a cluster of one now.
+    async fn initialize_if_new(&self) -> Result<bool, ClusterError> {
         let initialized = self.raft().is_initialized().await.map_err(|e| ClusterError(e.to_string()))?;
         let lowest = self.config.peers.iter().map(|(id, _)| *id).min();
         let alone = self.config.peers.is_empty() && self.identity.get().alone;
         if initialized || (lowest != Some(self.node_id()) && !alone) {
-            return Ok(());
+            return Ok(false);
         }
         let members: BTreeMap<NodeId, Member> = if alone {
             BTreeMap::from([(self.node_id(), Member { raft_addr: self.advertised_raft_addr() })])
         } else {
             self.config.peers.iter().map(|(id, addr)| (*id, Member { raft_addr: addr.clone() })).collect()
         };
-        self.initialize(members).await
+        self.initialize(members).await?;
+        Ok(alone)
     }
 
     /// Initializes a new cluster of `members`; its id is minted and stored first (a crash in

@@ -14,7 +14,8 @@
 //!
 //! # `REPLICAOF host port`
 //! `host:port` is any cluster node's RESP address. This node asks it (`INFO replication`, which
-//! names the node's Raft address and cluster id), then asks its Raft port to `JOIN` this node:
+//! names the node's Raft address and cluster id; after `AUTH` with `masteruser`/`masterauth` when
+//! a password is set, see `upstream`), then asks its Raft port to `JOIN` this node:
 //! the call is forwarded to the leader, which gives the node a fresh id (one more than every id
 //! the cluster has used, removed ones included: never reused) and adds it as a learner. This
 //! node then drops its data and its log, takes the id and the cluster id, and opens a new
@@ -40,7 +41,6 @@ use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tracing::{info, warn};
 
 use super::identity::{self, Stored};
@@ -48,6 +48,7 @@ use super::membership::{Change, ChangeError, Members};
 use super::network::{self, CallError, kind};
 use super::state_machine::StateMachine;
 use super::types::{Member, NodeId};
+use super::upstream::{self, Target};
 use super::{Cluster, ClusterError};
 use crate::persist::fsync_dir;
 
@@ -68,9 +69,6 @@ pub struct Joined {
     /// The membership after the change.
     pub members: Members,
 }
-
-/// Largest `INFO replication` answer read from a target.
-const MAX_INFO: usize = 64 << 10;
 
 impl Cluster {
     /// Whether this node serves alone, not yet initialized: no `--cluster-peers`, no cluster id,
@@ -117,7 +115,7 @@ impl Cluster {
             ));
         }
         let deadline = Instant::now() + self.request_timeout;
-        let target = ask_info(host, port, deadline).await?;
+        let target = upstream::ask_info(host, port, &self.upstream, deadline).await?;
         let ours = self.identity.get().cluster_id;
         if target.cluster_id.is_some() && target.cluster_id == ours {
             if learner {
@@ -213,7 +211,7 @@ impl Cluster {
     /// After `REPLICAOF NO ONE`: snapshots the state past the new cluster's first entries and
     /// purges them, so that a node joining this one later gets the kept data by snapshot (the
     /// log alone does not hold it).
-    async fn compact_base(&self) {
+    pub(super) async fn compact_base(&self) {
         let raft = self.raft();
         let wait = Some(self.request_timeout);
         let led = raft.wait(wait).state(ServerState::Leader, "REPLICAOF NO ONE: leading alone").await;
@@ -374,56 +372,4 @@ impl Cluster {
             tokio::time::sleep(left.min(Duration::from_millis(10))).await;
         }
     }
-}
-
-/// What `INFO replication` of a cluster node tells a node that wants to join it.
-#[derive(Debug)]
-struct Target {
-    raft_addr: String,
-    cluster_id: Option<String>,
-}
-
-/// Asks `host:port` (a RESP address) for its `INFO replication`: a NanoDB cluster node names its
-/// Raft address and cluster id there.
-async fn ask_info(host: &str, port: u16, deadline: Instant) -> Result<Target, String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let asked = tokio::time::timeout(left, async {
-        let stream = tokio::net::TcpStream::connect((host, port))
-            .await
-            .map_err(|e| format!("ERR cannot connect to {host}:{port}: {e}"))?;
-        let mut stream = BufReader::new(stream);
-        stream
-            .get_mut()
-            .write_all(b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n")
-            .await
-            .map_err(|e| format!("ERR {host}:{port}: {e}"))?;
-        let mut line = String::new();
-        (&mut stream).take(256).read_line(&mut line).await.map_err(|e| format!("ERR {host}:{port}: {e}"))?;
-        let line = line.trim_end();
-        if let Some(err) = line.strip_prefix('-') {
-            return Err(format!("ERR {host}:{port} answered INFO with: {err}"));
-        }
-        let len: usize =
-            line.strip_prefix('$').and_then(|n| n.parse().ok()).filter(|n| *n <= MAX_INFO).ok_or_else(
-                || format!("ERR {host}:{port} is not a Redis-protocol server (INFO answered {line:?})"),
-            )?;
-        let mut text = vec![0u8; len];
-        stream.read_exact(&mut text).await.map_err(|e| format!("ERR {host}:{port}: {e}"))?;
-        Ok(String::from_utf8_lossy(&text).into_owned())
-    })
-    .await
-    .map_err(|_| format!("ERR {host}:{port} did not answer INFO in time"))??;
-    let field = |name: &str| {
-        asked
-            .lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
-            .map(|v| v.trim().to_string())
-    };
-    let Some(raft_addr) = field("nanodb_raft_addr").filter(|a| !a.is_empty()) else {
-        return Err(format!(
-            "ERR {host}:{port} is not a NanoDB cluster node (its INFO replication names no raft address; start it \
-             with --node-id and --raft-addr)"
-        ));
-    };
-    Ok(Target { raft_addr, cluster_id: field("nanodb_cluster_id").filter(|c| !c.is_empty()) })
 }

@@ -122,6 +122,28 @@ fn read_meta(path: &Path) -> Result<StoredMeta, String> {
     serde_json::from_slice(&bytes[4..]).map_err(|e| e.to_string())
 }
 
+/// What a snapshot's `.meta` tells a restore (see `crate::restore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupMeta {
+    /// The last log index the snapshot holds (`None` for a base snapshot).
+    pub index: Option<u64>,
+    /// The engine's version counter when it was taken.
+    pub versions: u64,
+    /// The largest entry time it had applied.
+    pub last_now: u64,
+}
+
+/// The `.meta` beside the snapshot file `snap` (`snapshot-N.snap` -> `snapshot-N.meta`).
+pub fn meta_path_of(snap: &Path) -> PathBuf {
+    snap.with_extension("meta")
+}
+
+/// Reads a snapshot's `.meta`, its checksum verified.
+pub fn read_backup_meta(path: &Path) -> Result<BackupMeta, String> {
+    let m = read_meta(path)?;
+    Ok(BackupMeta { index: m.meta.last_log_id.map(|l| l.index), versions: m.versions, last_now: m.last_now })
+}
+
 /// Deletes every snapshot and meta file older than `index`, and leftover temp files.
 fn remove_older(dir: &Path, index: u64) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };

@@ -1178,6 +1178,14 @@ async fn multi_exec_and_watch_work_on_any_node_and_count_exactly_under_contentio
 #[path = "cluster_ops.rs"]
 mod ops;
 
+/// `REPLICAOF` a cluster that requires authentication (`masteruser`, `masterauth`).
+#[path = "cluster_replica_auth.rs"]
+mod replica_auth;
+
+/// Backups restored with `--restore-from`.
+#[path = "cluster_restore.rs"]
+mod restore;
+
 /// A counter from node `i`'s Raft figures (`/metrics`).
 fn raft_counter(c: &Cluster, i: usize, name: &str) -> u64 {
     let mut text = String::new();

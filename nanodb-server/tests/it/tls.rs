@@ -670,3 +670,96 @@ async fn a_stalled_handshake_blocks_no_one_and_is_closed_after_the_handshake_tim
     }
     server.shutdown().await;
 }
+
+/// `--tls-replication`: `REPLICAOF` speaks TLS to a target whose RESP port requires it (and a
+/// client certificate), trusting `--tls-ca`; without the flag it fails saying so and changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicaof_a_tls_target_needs_tls_replication_and_then_joins() {
+    use nanodb_server::config::{ClusterConfig, ReadConsistency};
+    let pki = Pki::new("replication CA");
+    let ca = pki.ca_file();
+    // Every node's certificate serves and, for REPLICAOF, authenticates as a client.
+    let files = |name: &str| {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &pki.ca).expect("sign");
+        TlsFiles {
+            cert: pki.write(&format!("{name}.crt"), &cert.pem()),
+            key: pki.write(&format!("{name}.key"), &key.serialize_pem()),
+            ca: Some(ca.clone()),
+            auth_clients: ClientAuth::Yes,
+        }
+    };
+    let node = |name: &str, id: u64, dir: &tempfile::TempDir, tls_replication: bool| Config {
+        resp_addr: any_port(),
+        data_dir: dir.path().to_path_buf(),
+        tls: Some(files(name)),
+        tls_replication,
+        cluster: Some(ClusterConfig {
+            node_id: id,
+            raft_addr: "127.0.0.1:0".into(),
+            peers: Vec::new(),
+            election_timeout: Duration::from_millis(1000),
+            snapshot_every: 100_000,
+            read_consistency: ReadConsistency::Linearizable,
+        }),
+        ..config()
+    };
+    let identity = pki.issue(true);
+    let client = pki.client(&[], Some(&identity));
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+
+    let target = start(node("target", 1, &dirs[0], false)).await;
+    let target_resp = target.addrs().resp.expect("resp");
+    let mut on_target = connect(&client, target_resp).await.expect("TLS to the target");
+    let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
+    assert_eq!(resp_line(&mut on_target, set).await.expect("SET"), "+OK\r\n");
+    let replicaof = format!(
+        "*3\r\n$9\r\nREPLICAOF\r\n$9\r\n127.0.0.1\r\n${}\r\n{}\r\n",
+        target_resp.port().to_string().len(),
+        target_resp.port()
+    );
+
+    // Without --tls-replication: refused, naming the flag; the node keeps its own data.
+    let plain = start(node("plain", 7, &dirs[1], false)).await;
+    let mut on_plain = connect(&client, plain.addrs().resp.expect("resp")).await.expect("TLS");
+    assert_eq!(
+        resp_line(&mut on_plain, b"*3\r\n$3\r\nSET\r\n$4\r\nmine\r\n$1\r\n1\r\n").await.expect("SET"),
+        "+OK\r\n"
+    );
+    let e = resp_line(&mut on_plain, replicaof.as_bytes()).await.expect("REPLICAOF");
+    assert!(e.starts_with("-ERR") && e.contains("requires TLS") && e.contains("--tls-replication"), "{e}");
+    assert_eq!(plain.engine().key_count(), 1, "nothing changed");
+
+    // With it: the node joins over TLS (presenting its certificate) and receives the data.
+    let joiner = start(node("joiner", 9, &dirs[2], true)).await;
+    let mut on_joiner = connect(&client, joiner.addrs().resp.expect("resp")).await.expect("TLS");
+    assert_eq!(resp_line(&mut on_joiner, replicaof.as_bytes()).await.expect("REPLICAOF"), "+OK\r\n");
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while joiner.engine().key_count() != 1 {
+        assert!(std::time::Instant::now() < until, "the replica never received the target's key");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = joiner.cluster().expect("cluster").status().await;
+    assert_eq!(s.role, "learner", "{s:?}");
+    for server in [joiner, plain, target] {
+        server.shutdown().await;
+    }
+
+    // The flag without a CA to trust the target, or without TLS at all, refuses to start.
+    let mut no_ca = node("no-ca", 3, &dirs[1], true);
+    if let Some(tls) = no_ca.tls.as_mut() {
+        (tls.ca, tls.auth_clients) = (None, ClientAuth::No);
+    }
+    let e = Server::start(no_ca).await.expect_err("no CA").to_string();
+    assert!(e.contains("--tls-replication") && e.contains("needs --tls-ca"), "{e}");
+    let e = Server::start(Config { tls: None, ..node("no-tls", 3, &dirs[1], true) })
+        .await
+        .expect_err("no TLS")
+        .to_string();
+    assert!(e.contains("--tls-replication") && e.contains("needs --tls-cert"), "{e}");
+}

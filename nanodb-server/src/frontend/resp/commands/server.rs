@@ -283,9 +283,9 @@ fn unknown_sub(sub: &[u8], cmd: &str) -> Reject {
 }
 
 /// CONFIG GET pattern...: the settings clients and redis-benchmark ask about, with NanoDB's
-/// answers; CONFIG SET changes `notify-keyspace-events` (the one setting that can change at run
-/// time) and refuses the rest as Redis refuses immutable or unknown ones; CONFIG RESETSTAT is
-/// accepted.
+/// answers; CONFIG SET changes `notify-keyspace-events`, and `masteruser` and `masterauth` in
+/// cluster mode (what `REPLICAOF` authenticates with; CONFIG GET masks the password), and refuses
+/// the rest as Redis refuses immutable or unknown ones; CONFIG RESETSTAT is accepted.
 pub fn config(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
     ctx.authorize(&session.caller, crate::auth::Need::Admin("config"))?;
     let sub = &args[1];
@@ -298,7 +298,12 @@ pub fn config(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mu
         // policy (always, everysec, no: the same three words).
         let appendonly = if ctx.config.persistence { "yes" } else { "no" };
         let fsync = ctx.config.fsync.to_string();
-        let settings: [(&str, &str); 13] = [
+        // Who REPLICAOF authenticates as; the password itself is never shown (see
+        // `cluster::upstream`).
+        let upstream = ctx.cluster.as_ref().map(|c| &c.upstream);
+        let master_user = upstream.map(|u| u.shown_user()).unwrap_or_default();
+        let master_auth = upstream.map_or("", |u| u.shown_pass());
+        let settings: [(&str, &str); 15] = [
             ("save", ""),
             ("appendonly", appendonly),
             ("appendfsync", &fsync),
@@ -312,6 +317,8 @@ pub fn config(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mu
             ("bind", "127.0.0.1"),
             ("cluster-enabled", "no"),
             (NOTIFY, &notify),
+            (MASTERUSER, &master_user),
+            (MASTERAUTH, master_auth),
         ];
         let found: Vec<_> = settings
             .iter()
@@ -335,6 +342,10 @@ pub fn config(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mu
 
 /// The keyspace-notification setting's name.
 const NOTIFY: &str = "notify-keyspace-events";
+/// Who `REPLICAOF` authenticates as on its target (Redis's name).
+const MASTERUSER: &str = "masteruser";
+/// The password `REPLICAOF` authenticates with (Redis's name); CONFIG GET shows a mask.
+const MASTERAUTH: &str = "masterauth";
 
 /// Settings CONFIG GET shows that are fixed while running (they are flags).
 const IMMUTABLE: &[&str] = &[
@@ -362,9 +373,26 @@ fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
         Reject::Msg(format!("ERR CONFIG SET failed (possibly related to argument '{name}') - {why}"))
     };
     let mut notify = None;
+    let (mut master_user, mut master_auth) = (None, None);
     for pair in pairs.chunks_exact(2) {
         let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
-        if name == NOTIFY {
+        if name == MASTERUSER || name == MASTERAUTH {
+            if ctx.cluster.is_none() {
+                return Err(failed(
+                    &name,
+                    "REPLICAOF needs cluster mode (--node-id and --raft-addr), so this node has no master to \
+                     authenticate to",
+                ));
+            }
+            let value = std::str::from_utf8(&pair[1])
+                .map_err(|_| failed(&name, "the value is not UTF-8"))?
+                .to_string();
+            if name == MASTERUSER {
+                master_user = Some(value);
+            } else {
+                master_auth = Some(value);
+            }
+        } else if name == NOTIFY {
             let flags = std::str::from_utf8(&pair[1])
                 .ok()
                 .and_then(|v| crate::feed::NotifyFlags::parse(v).ok())
@@ -381,6 +409,14 @@ fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
     }
     if let Some(flags) = notify {
         ctx.feed.set_notify_flags(flags);
+    }
+    if let Some(upstream) = ctx.cluster.as_ref().map(|c| &c.upstream) {
+        if let Some(user) = master_user {
+            upstream.set_user(&user);
+        }
+        if let Some(pass) = master_auth {
+            upstream.set_pass(&pass);
+        }
     }
     Ok(())
 }
