@@ -8,8 +8,9 @@ use nanodb_server::config::{self, ConfigError};
 use nanodb_server::{restore, server};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: fast small allocations from many threads, and exact 16/64-byte size classes for the
-/// small keys and values a key-value store is made of (see [`nanodb_server::allocator`]).
+/// mimalloc: fast small allocations from many threads, and exact size classes (8-byte steps to 64,
+/// then 80, 96, 112, 128, ...) for the small entries a key-value store is made of: a 16-byte key
+/// with a 64-byte value is one 96-byte block (see [`nanodb_server::allocator`]).
 #[global_allocator]
 static GLOBAL: nanodb_server::allocator::Mimalloc = nanodb_server::allocator::Mimalloc;
 

@@ -18,7 +18,8 @@ use std::fmt::Debug;
 use bytes::Bytes;
 use nanodb_protocol::{Error, ListEnd};
 
-use super::value::{Slot, Value};
+use super::entry::Entry;
+use super::value::{Slot, Value, ValueRef};
 use super::{Change, Engine, LogPosition};
 
 /// How a slot modified in place changed; returned by update closures with [`Change::Modified`].
@@ -55,7 +56,7 @@ pub enum EffectKind<'a> {
     /// The key now holds `value` with `deadline` (absolute Unix ms, 0 = none).
     Set {
         /// The whole value.
-        value: &'a Value,
+        value: ValueRef<'a>,
         /// The deadline.
         deadline: u64,
     },
@@ -207,7 +208,7 @@ impl Engine {
         let OwnedEffect { key, version, kind } = effect;
         self.bump_versions_to(version);
         let restored = self.update_logging_to(None, &mut LogPosition::default(), key, |slot, _| {
-            let current = slot.as_ref().map_or(0, |s| s.version);
+            let current = slot.as_ref().map_or(0, |s| s.version());
             let newer = version > current || (continuation && version == current && slot.is_some());
             if !newer {
                 return Ok((false, Change::None));
@@ -225,46 +226,48 @@ impl Engine {
 }
 
 /// The change that applying `kind` at `version` makes to `slot` (`None` when the key is missing).
-fn restore_change(slot: Option<&mut Slot>, version: u64, kind: OwnedEffectKind) -> Change {
+fn restore_change(slot: Option<&mut Entry>, version: u64, kind: OwnedEffectKind) -> Change {
     match (slot, kind) {
         (_, OwnedEffectKind::Set { value, deadline }) => Change::put(Slot { value, version, deadline }),
         (Some(_), OwnedEffectKind::Delete) => Change::Remove,
         (None, OwnedEffectKind::Delete) => Change::None,
         (Some(slot), OwnedEffectKind::Expire { deadline }) => {
-            slot.deadline = deadline;
-            slot.version = version;
+            slot.set_deadline(deadline);
+            slot.set_version(version);
             Change::Modified(Delta::Ttl)
         }
         (None, OwnedEffectKind::Expire { .. }) => Change::None,
-        (Some(slot), OwnedEffectKind::HashSet { fields }) if matches!(slot.value, Value::Hash(_)) => {
-            if let Value::Hash(map) = &mut slot.value {
+        (Some(slot), OwnedEffectKind::HashSet { fields }) if matches!(slot.value(), ValueRef::Hash(_)) => {
+            if let Some(Value::Hash(map)) = slot.value_mut() {
                 map.extend(fields);
             }
-            slot.version = version;
+            slot.set_version(version);
             Change::Modified(Delta::Value)
         }
         (_, OwnedEffectKind::HashSet { fields }) => {
             let map = fields.into_iter().collect();
             Change::put(Slot { value: Value::Hash(Box::new(map)), version, deadline: 0 })
         }
-        (Some(slot), OwnedEffectKind::HashDelete { field }) => match &mut slot.value {
-            Value::Hash(map) => {
+        (Some(slot), OwnedEffectKind::HashDelete { field }) => match slot.value_mut() {
+            Some(Value::Hash(map)) => {
                 map.remove(&field);
                 if map.is_empty() {
                     Change::Remove
                 } else {
-                    slot.version = version;
+                    slot.set_version(version);
                     Change::Modified(Delta::Value)
                 }
             }
             _ => Change::None,
         },
         (None, OwnedEffectKind::HashDelete { .. }) => Change::None,
-        (Some(slot), OwnedEffectKind::ListPush { end, values }) if matches!(slot.value, Value::List(_)) => {
-            if let Value::List(list) = &mut slot.value {
+        (Some(slot), OwnedEffectKind::ListPush { end, values })
+            if matches!(slot.value(), ValueRef::List(_)) =>
+        {
+            if let Some(Value::List(list)) = slot.value_mut() {
                 push_all(list, end, values);
             }
-            slot.version = version;
+            slot.set_version(version);
             Change::Modified(Delta::Value)
         }
         (_, OwnedEffectKind::ListPush { end, values }) => {
@@ -272,8 +275,8 @@ fn restore_change(slot: Option<&mut Slot>, version: u64, kind: OwnedEffectKind) 
             push_all(&mut list, end, values);
             Change::put(Slot { value: Value::List(Box::new(list)), version, deadline: 0 })
         }
-        (Some(slot), OwnedEffectKind::ListPop { end, count }) => match &mut slot.value {
-            Value::List(list) => {
+        (Some(slot), OwnedEffectKind::ListPop { end, count }) => match slot.value_mut() {
+            Some(Value::List(list)) => {
                 for _ in 0..count.min(list.len()) {
                     match end {
                         ListEnd::Front => list.pop_front(),
@@ -283,7 +286,7 @@ fn restore_change(slot: Option<&mut Slot>, version: u64, kind: OwnedEffectKind) 
                 if list.is_empty() {
                     Change::Remove
                 } else {
-                    slot.version = version;
+                    slot.set_version(version);
                     Change::Modified(Delta::Value)
                 }
             }

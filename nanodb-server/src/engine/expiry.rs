@@ -46,14 +46,14 @@ impl Engine {
             for (deadline, key) in due.drain(..) {
                 report.examined += 1;
                 let removed = part.write().remove_if(self.hash(&key), &key, |e| {
-                    let due = e.slot.deadline == deadline && e.slot.is_expired(now);
+                    let due = e.deadline() == deadline && e.is_expired(now);
                     // Reported under the partition lock, in order with the key's writes.
                     if due && watched {
-                        self.tell_expired(&e.key);
+                        self.tell_expired(e.key());
                     }
                     if due {
                         // under the lock, as every removal's mark (see `Partition::removed`)
-                        part.note_removed(e.slot.version);
+                        part.note_removed(e.version());
                     }
                     due
                 });

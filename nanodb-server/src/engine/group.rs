@@ -47,7 +47,8 @@ use nanodb_protocol::{Command, Compare, CompareOp, CompareTarget, Error, Keys, R
 
 use super::commands::Apply;
 use super::effect::{Effect, EffectKind};
-use super::table::{Key, Stored, Table};
+use super::entry::Entry;
+use super::table::Table;
 use super::value::Slot;
 use super::{Change, Engine, EngineStats, LogPosition, Partition};
 
@@ -125,10 +126,10 @@ impl Engine {
             let hash = self.hash(key);
             let table = &held[held_index(&held, self.partition_index(hash))].1;
             if let Some(e) = table.get(hash, key)
-                && !e.slot.is_expired(now)
+                && !e.is_expired(now)
             {
-                overlay.load(key, e.slot.clone());
-                *version = e.slot.version;
+                overlay.load(key, e.to_slot());
+                *version = e.version();
             }
         }
         Group { engine: self, held, state: Arc::new(GroupState { keys, overlay, record: None }) }
@@ -137,7 +138,7 @@ impl Engine {
     /// The version of `key` (0 when it is missing or expired): every write, deletion and expiry
     /// of a key changes it.
     pub fn version_of(&self, key: &[u8]) -> u64 {
-        self.read(key, |slot| slot.version).unwrap_or(0)
+        self.read(key, |slot| slot.version()).unwrap_or(0)
     }
 
     /// What Redis's WATCH remembers of `key`: its version (0 when missing or expired) and the
@@ -148,7 +149,7 @@ impl Engine {
         let table = part.read();
         let now = self.write_now();
         let version = match table.get(hash, key) {
-            Some(e) if !e.slot.is_expired(now) => e.slot.version,
+            Some(e) if !e.is_expired(now) => e.version(),
             _ => 0,
         };
         (version, self.versions.load(Ordering::Relaxed))
@@ -184,7 +185,7 @@ impl Engine {
         let mut table = part.write();
         if let Place::Vacant(v) = table.place(hash, key, |k| self.hash(k)) {
             let deadline = slot.deadline;
-            v.insert(Box::new(Stored { key: Key::new(key), slot }));
+            v.insert(Entry::new(key, slot));
             if deadline != 0 {
                 self.index(part, deadline, key);
             }
@@ -194,7 +195,7 @@ impl Engine {
     /// Takes `key`'s slot out of this overlay, expired or not.
     fn take(&self, key: &[u8]) -> Option<Slot> {
         let (hash, part) = self.locate(key);
-        part.write().remove_if(hash, key, |_| true).map(|e| e.slot)
+        part.write().remove_if(hash, key, |_| true).map(Entry::into_slot)
     }
 }
 
@@ -286,7 +287,7 @@ impl GroupState {
         self.check_declared(&compare.key)?;
         let (version, value) = self
             .overlay
-            .read(&compare.key, |slot| (slot.version, slot.value.as_string().ok()))
+            .read(&compare.key, |slot| (slot.version(), slot.value().as_string().ok()))
             .unwrap_or((0, None));
         Ok(match &compare.target {
             CompareTarget::Version(v) => compare.op.holds(&version, v),
@@ -399,7 +400,7 @@ impl Group<'_> {
     /// client retries; a change is never missed.
     pub fn unchanged_since(&self, key: &[u8], version: u64, since: u64) -> Result<bool, Error> {
         self.check_declared(key)?;
-        let now = self.state.overlay.read(key, |slot| slot.version).unwrap_or(0);
+        let now = self.state.overlay.read(key, |slot| slot.version()).unwrap_or(0);
         if now != version {
             return Ok(false);
         }
@@ -410,7 +411,7 @@ impl Group<'_> {
         let hash = engine.hash(key);
         let index = engine.partition_index(hash);
         let table = &self.held[held_index(&self.held, index)].1;
-        if table.get(hash, key).is_some_and(|e| e.slot.version > since) {
+        if table.get(hash, key).is_some_and(|e| e.version() > since) {
             return Ok(false);
         }
         Ok(engine.partitions[index].removed.load(Ordering::Relaxed) <= since)
@@ -461,7 +462,7 @@ impl Group<'_> {
                     Fate::Put(slot) => Effect {
                         key,
                         version: slot.version,
-                        kind: EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+                        kind: EffectKind::Set { value: slot.value.view(), deadline: slot.deadline },
                     },
                     Fate::Remove(version) => Effect { key, version: *version, kind: EffectKind::Delete },
                 })
@@ -487,22 +488,22 @@ impl Group<'_> {
                 Fate::Put(slot) => match table.place(hash, &key, |k| engine.hash(k)) {
                     Place::Occupied(mut o) => {
                         let entry = o.get_mut();
-                        let old = entry.slot.deadline;
-                        entry.slot = slot;
-                        engine.reindex(part, &entry.key, old, entry.slot.deadline);
+                        let old = entry.deadline();
+                        entry.set_slot(slot);
+                        engine.reindex(part, entry.key(), old, entry.deadline());
                     }
                     Place::Vacant(v) => {
                         let deadline = slot.deadline;
-                        let entry = v.insert(Box::new(Stored { key: Key::new(&key), slot })).into_mut();
+                        let entry = v.insert(Entry::new(&key, slot)).into_mut();
                         if deadline != 0 {
-                            engine.index(part, deadline, &entry.key);
+                            engine.index(part, deadline, entry.key());
                         }
                     }
                 },
                 Fate::Remove(_) => {
                     if let Some(gone) = table.remove_if(hash, &key, |_| true) {
-                        part.note_removed(gone.slot.version);
-                        engine.unindex(part, gone.slot.deadline, &gone.key);
+                        part.note_removed(gone.version());
+                        engine.unindex(part, gone.deadline(), gone.key());
                     }
                 }
             }
@@ -560,7 +561,7 @@ impl Engine {
         }
         let overlay = &group.state.overlay;
         let (value, deadline) =
-            overlay.read(&from, |s| (s.value.clone(), s.deadline)).ok_or(Error::NotFound)?;
+            overlay.read(&from, |s| (s.value().to_value(), s.deadline())).ok_or(Error::NotFound)?;
         let mut none = LogPosition::default();
         overlay.update(&mut none, to, |_, _| {
             Ok(((), Change::put(Slot { value, version: overlay.next_version(), deadline })))

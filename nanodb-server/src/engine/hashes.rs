@@ -4,7 +4,7 @@ use bytes::Bytes;
 use nanodb_protocol::Error;
 
 use super::effect::Delta;
-use super::value::{FieldMap, Slot, Value, owned, parse_i64};
+use super::value::{FieldMap, Slot, Value, ValueRef, owned, parse_i64};
 use super::{Change, Engine, LogPosition};
 
 impl Engine {
@@ -27,17 +27,17 @@ impl Engine {
         self.update(at, key, |slot, _| match slot {
             None => Ok((true, Change::put(self.new_hash(field, value)))),
             Some(slot) => {
-                let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
+                let Some(Value::Hash(map)) = slot.value_mut() else { return Err(Error::WrongType) };
                 let created = map.insert(field.clone(), value).is_none();
-                slot.version = self.next_version();
+                slot.set_version(self.next_version());
                 Ok((created, Change::Modified(Delta::HashSet(field))))
             }
         })
     }
 
     pub(crate) fn hash_get(&self, key: &[u8], field: &[u8]) -> Result<Option<Bytes>, Error> {
-        self.read(key, |slot| match &slot.value {
-            Value::Hash(map) => Ok(map.get(field).cloned()),
+        self.read(key, |slot| match slot.value() {
+            ValueRef::Hash(map) => Ok(map.get(field).cloned()),
             _ => Err(Error::WrongType),
         })
         .transpose()
@@ -48,21 +48,21 @@ impl Engine {
     pub(crate) fn hash_delete(&self, at: &mut LogPosition, key: Bytes, field: &[u8]) -> Result<bool, Error> {
         self.update(at, key, |slot, _| {
             let Some(slot) = slot else { return Ok((false, Change::None)) };
-            let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
+            let Some(Value::Hash(map)) = slot.value_mut() else { return Err(Error::WrongType) };
             let Some((field, _)) = map.remove_entry(field) else {
                 return Ok((false, Change::None));
             };
             if map.is_empty() {
                 return Ok((true, Change::Remove));
             }
-            slot.version = self.next_version();
+            slot.set_version(self.next_version());
             Ok((true, Change::Modified(Delta::HashDelete(field))))
         })
     }
 
     pub(crate) fn hash_get_all(&self, key: &[u8]) -> Result<Vec<(Bytes, Bytes)>, Error> {
-        self.read(key, |slot| match &slot.value {
-            Value::Hash(map) => Ok(map.iter().map(|(f, v)| (f.clone(), v.clone())).collect()),
+        self.read(key, |slot| match slot.value() {
+            ValueRef::Hash(map) => Ok(map.iter().map(|(f, v)| (f.clone(), v.clone())).collect()),
             _ => Err(Error::WrongType),
         })
         .unwrap_or(Ok(Vec::new()))
@@ -80,11 +80,11 @@ impl Engine {
         self.update(at, key, |slot, _| match slot {
             None => Ok((delta, Change::put(self.new_hash(field, Bytes::from(delta.to_string()))))),
             Some(slot) => {
-                let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
+                let Some(Value::Hash(map)) = slot.value_mut() else { return Err(Error::WrongType) };
                 let current = map.get(&field).map_or(Ok(0), |v| parse_i64(v))?;
                 let next = current.checked_add(delta).ok_or(Error::Overflow)?;
                 map.insert(field.clone(), Bytes::from(next.to_string()));
-                slot.version = self.next_version();
+                slot.set_version(self.next_version());
                 Ok((next, Change::Modified(Delta::HashSet(field))))
             }
         })
@@ -102,12 +102,12 @@ impl Engine {
         self.update(at, key, |slot, _| match slot {
             None => Ok((true, Change::put(self.new_hash(field, value)))),
             Some(slot) => {
-                let Value::Hash(map) = &mut slot.value else { return Err(Error::WrongType) };
+                let Some(Value::Hash(map)) = slot.value_mut() else { return Err(Error::WrongType) };
                 if map.contains_key(&field) {
                     return Ok((false, Change::None));
                 }
                 map.insert(field.clone(), value);
-                slot.version = self.next_version();
+                slot.set_version(self.next_version());
                 Ok((true, Change::Modified(Delta::HashSet(field))))
             }
         })
@@ -115,8 +115,8 @@ impl Engine {
 
     /// Number of fields; 0 when missing.
     pub(crate) fn hash_len(&self, key: &[u8]) -> Result<i64, Error> {
-        self.read(key, |slot| match &slot.value {
-            Value::Hash(map) => Ok(map.len() as i64),
+        self.read(key, |slot| match slot.value() {
+            ValueRef::Hash(map) => Ok(map.len() as i64),
             _ => Err(Error::WrongType),
         })
         .unwrap_or(Ok(0))

@@ -11,7 +11,7 @@ use super::{Change, Engine, LogPosition};
 impl Engine {
     /// The type of a live key, `None` when it does not exist.
     pub(crate) fn type_of(&self, key: &[u8]) -> Option<KeyType> {
-        self.read(key, |slot| slot.value.key_type())
+        self.read(key, |slot| slot.value().key_type())
     }
 
     /// Removes every key; how many live keys were removed. Stops at the first removal the log
@@ -21,7 +21,7 @@ impl Engine {
         for part in self.partitions.iter() {
             // Collect first: no guard may be held while `update` takes the write lock. Each key
             // goes through `update` so that the log and the watchers see every removal.
-            let keys: Vec<Bytes> = part.read().iter().map(|e| Bytes::copy_from_slice(&e.key)).collect();
+            let keys: Vec<Bytes> = part.read().iter().map(|e| Bytes::copy_from_slice(e.key())).collect();
             for key in keys {
                 let gone = self.update(at, key, |slot, _| {
                     Ok(if slot.is_some() { (true, Change::Remove) } else { (false, Change::None) })
@@ -48,10 +48,10 @@ impl Engine {
                 continue;
             }
             let skip = ((seed >> 16) as usize) % len;
-            let live = |e: &&super::Stored| !e.slot.is_expired(now);
+            let live = |e: &&super::Entry| !e.is_expired(now);
             let found = table.iter().skip(skip).find(live).or_else(|| table.iter().find(live));
             if let Some(entry) = found {
-                return Some(Bytes::copy_from_slice(&entry.key));
+                return Some(Bytes::copy_from_slice(entry.key()));
             }
         }
         None

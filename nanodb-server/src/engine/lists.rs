@@ -6,7 +6,7 @@ use bytes::Bytes;
 use nanodb_protocol::{Error, ListEnd};
 
 use super::effect::Delta;
-use super::value::{Slot, Value, owned};
+use super::value::{Slot, Value, ValueRef, owned};
 use super::{Change, Engine, LogPosition};
 
 impl Engine {
@@ -36,11 +36,12 @@ impl Engine {
                 Ok((len, Change::Put(new, Delta::ListPush(end, len as usize))))
             }
             Some(slot) => {
-                let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+                let Some(Value::List(list)) = slot.value_mut() else { return Err(Error::WrongType) };
                 let count = values.len();
                 push(list, end, values);
-                slot.version = self.next_version();
-                Ok((list.len() as i64, Change::Modified(Delta::ListPush(end, count))))
+                let len = list.len() as i64;
+                slot.set_version(self.next_version());
+                Ok((len, Change::Modified(Delta::ListPush(end, count))))
             }
         })
     }
@@ -55,7 +56,7 @@ impl Engine {
     ) -> Result<Vec<Bytes>, Error> {
         self.update(at, key, |slot, _| {
             let Some(slot) = slot else { return Ok((Vec::new(), Change::None)) };
-            let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+            let Some(Value::List(list)) = slot.value_mut() else { return Err(Error::WrongType) };
             let n = (count.max(1) as usize).min(list.len());
             let popped: Vec<Bytes> = match end {
                 ListEnd::Front => list.drain(..n).collect(),
@@ -64,7 +65,7 @@ impl Engine {
             if list.is_empty() {
                 return Ok((popped, Change::Remove));
             }
-            slot.version = self.next_version();
+            slot.set_version(self.next_version());
             let count = popped.len();
             Ok((popped, Change::Modified(Delta::ListPop(end, count))))
         })
@@ -73,7 +74,7 @@ impl Engine {
     /// Values from `start` to `stop` inclusive; negative indexes count from the end (Redis LRANGE).
     pub(crate) fn list_range(&self, key: &[u8], start: i64, stop: i64) -> Result<Vec<Bytes>, Error> {
         self.read(key, |slot| {
-            let Value::List(list) = &slot.value else { return Err(Error::WrongType) };
+            let ValueRef::List(list) = slot.value() else { return Err(Error::WrongType) };
             let Some((from, to)) = resolve_range(list.len(), start, stop) else { return Ok(Vec::new()) };
             Ok(list.range(from..=to).cloned().collect())
         })
@@ -84,8 +85,8 @@ impl Engine {
 impl Engine {
     /// Length; 0 when missing.
     pub(crate) fn list_len(&self, key: &[u8]) -> Result<i64, Error> {
-        self.read(key, |slot| match &slot.value {
-            Value::List(list) => Ok(list.len() as i64),
+        self.read(key, |slot| match slot.value() {
+            ValueRef::List(list) => Ok(list.len() as i64),
             _ => Err(Error::WrongType),
         })
         .unwrap_or(Ok(0))
@@ -101,14 +102,14 @@ impl Engine {
     ) -> Result<bool, Error> {
         self.update(at, key, |slot, _| {
             let Some(slot) = slot else { return Err(Error::NotFound) };
-            let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+            let Some(Value::List(list)) = slot.value_mut() else { return Err(Error::WrongType) };
             let len = list.len() as i64;
             let i = if index < 0 { len + index } else { index };
             if i < 0 || i >= len {
                 return Err(Error::InvalidArgument("index out of range".into()));
             }
             list[i as usize] = owned(&value);
-            slot.version = self.next_version();
+            slot.set_version(self.next_version());
             // The log records the whole list: LSET is rare next to pushes and pops.
             Ok((true, Change::Modified(Delta::Value)))
         })
@@ -124,7 +125,7 @@ impl Engine {
     ) -> Result<bool, Error> {
         self.update(at, key, |slot, _| {
             let Some(slot) = slot else { return Ok((true, Change::None)) };
-            let Value::List(list) = &mut slot.value else { return Err(Error::WrongType) };
+            let Some(Value::List(list)) = slot.value_mut() else { return Err(Error::WrongType) };
             let Some((from, to)) = resolve_range(list.len(), start, stop) else {
                 return Ok((true, Change::Remove));
             };
@@ -133,7 +134,7 @@ impl Engine {
             }
             list.truncate(to + 1);
             list.drain(..from);
-            slot.version = self.next_version();
+            slot.set_version(self.next_version());
             Ok((true, Change::Modified(Delta::Value)))
         })
     }

@@ -24,6 +24,10 @@
 mod clock;
 mod commands;
 pub mod effect;
+// The engine's only unsafe code: one block per key behind a thin pointer, for memory (#21). The
+// module states its layout and safety argument; nothing else may use `unsafe`.
+#[allow(unsafe_code)]
+mod entry;
 mod expiry;
 pub mod group;
 mod hashes;
@@ -46,11 +50,12 @@ use nanodb_protocol::{Command, Error, Limits, Reply};
 pub use clock::Clock;
 pub use commands::Apply;
 pub use effect::{Effect, EffectKind, EffectLog, EffectObserver, OwnedEffect, OwnedEffectKind};
+pub use entry::Entry;
 pub use expiry::SweepReport;
-pub use value::{Slot, Value};
+pub use value::{Slot, Value, ValueRef};
 
 use effect::Delta;
-use table::{Key, Stored, Table};
+use table::Table;
 
 /// How many partitions the keyspace is split into (a power of two): 512 locks, plenty for 2-64
 /// cores, and a few thousand keys per partition per million keys.
@@ -168,6 +173,8 @@ impl Engine {
 
     /// An empty engine enforcing `limits` that tells `observers` of every write and expiry.
     pub fn with_observers(limits: Limits, observers: Vec<Arc<dyn EffectObserver>>) -> Self {
+        // An entry records its key's length in 32 bits: longer keys are refused by validation.
+        let limits = Limits { max_key_len: limits.max_key_len.min(entry::MAX_KEY_LEN), ..limits };
         let partitions = (0..PARTITIONS).map(|_| Partition::default()).collect();
         Self {
             partitions,
@@ -280,9 +287,9 @@ impl Engine {
 
     /// Calls `f` for every slot of one partition (0..[`PARTITIONS`]), under that partition's
     /// read lock: `f` must be quick (no I/O).
-    pub fn visit_partition(&self, partition: usize, mut f: impl FnMut(&[u8], &Slot)) {
+    pub fn visit_partition(&self, partition: usize, mut f: impl FnMut(&[u8], &Entry)) {
         for entry in self.partitions[partition].read().iter() {
-            f(&entry.key, &entry.slot);
+            f(entry.key(), entry);
         }
     }
 
@@ -318,12 +325,12 @@ impl Engine {
 
     /// Runs `f` on the key's live slot under a read lock; `None` when missing or expired (an
     /// expired slot found here is reclaimed).
-    pub(crate) fn read<R>(&self, key: &[u8], f: impl FnOnce(&Slot) -> R) -> Option<R> {
+    pub(crate) fn read<R>(&self, key: &[u8], f: impl FnOnce(&Entry) -> R) -> Option<R> {
         let (hash, part) = self.locate(key);
         let expired_at = {
             let table = part.read();
-            let slot = &table.get(hash, key)?.slot;
-            if slot.deadline == 0 {
+            let slot = table.get(hash, key)?;
+            if slot.deadline() == 0 {
                 return Some(f(slot));
             }
             let now = self.clock.now_ms();
@@ -348,18 +355,18 @@ impl Engine {
         // writes.
         let watched = self.watched();
         let removed = part.write().remove_if(hash, key, |e| {
-            let expired = e.slot.is_expired(now);
+            let expired = e.is_expired(now);
             if expired && watched {
-                self.tell_expired(&e.key);
+                self.tell_expired(e.key());
             }
             if expired {
                 // under the lock, so that no group finds the key gone and the mark not raised
-                part.note_removed(e.slot.version);
+                part.note_removed(e.version());
             }
             expired
         });
         if let Some(entry) = removed {
-            self.unindex(part, entry.slot.deadline, &entry.key);
+            self.unindex(part, entry.deadline(), entry.key());
             self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -372,7 +379,7 @@ impl Engine {
         &self,
         at: &mut LogPosition,
         key: Bytes,
-        f: impl FnOnce(Option<&mut Slot>, u64) -> Result<(R, Change), Error>,
+        f: impl FnOnce(Option<&mut Entry>, u64) -> Result<(R, Change), Error>,
     ) -> Result<R, Error> {
         let log = self.log.get();
         if let Some(log) = log {
@@ -388,7 +395,7 @@ impl Engine {
         log: Option<&Arc<dyn EffectLog>>,
         at: &mut LogPosition,
         key: Bytes,
-        f: impl FnOnce(Option<&mut Slot>, u64) -> Result<(R, Change), Error>,
+        f: impl FnOnce(Option<&mut Entry>, u64) -> Result<(R, Change), Error>,
     ) -> Result<R, Error> {
         let watched = self.watched();
         let replicated = self.is_replicated();
@@ -397,43 +404,43 @@ impl Engine {
         let mut table = part.write();
         match table.place(hash, &key, |k| self.hash(k)) {
             Place::Occupied(mut o) => {
-                let entry: &mut Stored = o.get_mut();
-                let old_deadline = entry.slot.deadline;
-                let expired = entry.slot.is_expired(now);
-                let (r, change) = if expired { f(None, now)? } else { f(Some(&mut entry.slot), now)? };
+                let entry: &mut Entry = o.get_mut();
+                let old_deadline = entry.deadline();
+                let expired = entry.is_expired(now);
+                let (r, change) = if expired { f(None, now)? } else { f(Some(&mut *entry), now)? };
                 // In a cluster the version is drawn whether or not anyone watches, so that
                 // every node's counter stays the same.
                 if expired && (watched || replicated) {
-                    self.tell_expired(&entry.key);
+                    self.tell_expired(entry.key());
                 }
                 match change {
                     Change::None | Change::Modified(_) if expired => {
                         let (gone, _) = o.remove();
-                        part.note_removed(gone.slot.version);
-                        self.unindex(part, old_deadline, &gone.key);
+                        part.note_removed(gone.version());
+                        self.unindex(part, old_deadline, gone.key());
                         self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
                     }
                     Change::None => {}
                     Change::Modified(delta) => {
-                        self.reindex(part, &entry.key, old_deadline, entry.slot.deadline);
-                        self.emit(at, log, watched, &entry.key, &entry.slot, &delta);
+                        self.reindex(part, entry.key(), old_deadline, entry.deadline());
+                        self.emit(at, log, watched, entry, &delta);
                     }
                     Change::Put(slot, delta) => {
-                        entry.slot = slot;
-                        self.reindex(part, &entry.key, old_deadline, entry.slot.deadline);
-                        self.emit(at, log, watched, &entry.key, &entry.slot, &delta);
+                        entry.set_slot(slot);
+                        self.reindex(part, entry.key(), old_deadline, entry.deadline());
+                        self.emit(at, log, watched, entry, &delta);
                     }
                     Change::Remove => {
                         let (gone, _) = o.remove();
-                        part.note_removed(gone.slot.version);
-                        self.unindex(part, old_deadline, &gone.key);
+                        part.note_removed(gone.version());
+                        self.unindex(part, old_deadline, gone.key());
                         if log.is_some() || watched || replicated {
                             let effect = Effect {
-                                key: &gone.key,
+                                key: gone.key(),
                                 version: self.next_version(),
                                 kind: EffectKind::Delete,
                             };
-                            self.send(at, log, watched, &gone.key, &effect);
+                            self.send(at, log, watched, gone.key(), &effect);
                         }
                     }
                 }
@@ -442,11 +449,11 @@ impl Engine {
             Place::Vacant(v) => {
                 let (r, change) = f(None, now)?;
                 let Change::Put(slot, delta) = change else { return Ok(r) };
-                let entry = v.insert(Box::new(Stored { key: Key::new(&key), slot })).into_mut();
-                if entry.slot.deadline != 0 {
-                    self.index(part, entry.slot.deadline, &entry.key);
+                let entry = v.insert(Entry::new(&key, slot)).into_mut();
+                if entry.deadline() != 0 {
+                    self.index(part, entry.deadline(), entry.key());
                 }
-                self.emit(at, log, watched, &entry.key, &entry.slot, &delta);
+                self.emit(at, log, watched, entry, &delta);
                 Ok(r)
             }
         }
@@ -472,21 +479,21 @@ impl Engine {
         }
     }
 
-    /// Builds the effect of `delta` on `slot` (already changed) and sends it to the log and the
+    /// Builds the effect of `delta` on `entry` (already changed) and sends it to the log and the
     /// observers, if either wants it; with neither, nothing is built.
     fn emit(
         &self,
         at: &mut LogPosition,
         log: Option<&Arc<dyn EffectLog>>,
         watched: bool,
-        key: &[u8],
-        slot: &Slot,
+        entry: &Entry,
         delta: &Delta,
     ) {
         if log.is_none() && !watched {
             return;
         }
-        let effect = Effect { key, version: slot.version, kind: effect_kind(slot, delta) };
+        let key = entry.key();
+        let effect = Effect { key, version: entry.version(), kind: effect_kind(entry, delta) };
         self.send(at, log, watched, key, &effect);
     }
 
@@ -524,22 +531,23 @@ impl Engine {
     }
 }
 
-/// What `delta` did to `slot` (already changed), as an effect kind borrowing from the slot.
-fn effect_kind<'a>(slot: &'a Slot, delta: &'a Delta) -> EffectKind<'a> {
+/// What `delta` did to `entry` (already changed), as an effect kind borrowing from the entry.
+fn effect_kind<'a>(entry: &'a Entry, delta: &'a Delta) -> EffectKind<'a> {
+    let set = || EffectKind::Set { value: entry.value(), deadline: entry.deadline() };
     match delta {
-        Delta::Value => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
-        Delta::Ttl => EffectKind::Expire { deadline: slot.deadline },
-        Delta::HashSet(field) => match &slot.value {
-            Value::Hash(map) => match map.get(field) {
+        Delta::Value => set(),
+        Delta::Ttl => EffectKind::Expire { deadline: entry.deadline() },
+        Delta::HashSet(field) => match entry.value() {
+            ValueRef::Hash(map) => match map.get(field) {
                 Some(value) => EffectKind::HashSet { field, value },
-                None => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+                None => set(),
             },
-            _ => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+            _ => set(),
         },
         Delta::HashDelete(field) => EffectKind::HashDelete { field },
-        Delta::ListPush(end, count) => match &slot.value {
-            Value::List(list) => EffectKind::ListPush { end: *end, list, count: *count },
-            _ => EffectKind::Set { value: &slot.value, deadline: slot.deadline },
+        Delta::ListPush(end, count) => match entry.value() {
+            ValueRef::List(list) => EffectKind::ListPush { end: *end, list, count: *count },
+            _ => set(),
         },
         Delta::ListPop(end, count) => EffectKind::ListPop { end: *end, count: *count },
     }

@@ -148,14 +148,14 @@ impl Engine {
         for (new, old) in self.partitions.iter().zip(old.partitions.iter()) {
             let (new, old) = (new.read(), old.read());
             for e in new.iter() {
-                let before = old.get(self.hash(&e.key), &e.key);
-                if before.is_none_or(|b| b.slot.version != e.slot.version) {
-                    changed.push((Bytes::copy_from_slice(&e.key), false));
+                let before = old.get(self.hash(e.key()), e.key());
+                if before.is_none_or(|b| b.version() != e.version()) {
+                    changed.push((Bytes::copy_from_slice(e.key()), false));
                 }
             }
             for e in old.iter() {
-                if new.get(self.hash(&e.key), &e.key).is_none() {
-                    changed.push((Bytes::copy_from_slice(&e.key), true));
+                if new.get(self.hash(e.key()), e.key()).is_none() {
+                    changed.push((Bytes::copy_from_slice(e.key()), true));
                 }
             }
         }
@@ -167,8 +167,8 @@ impl Engine {
             let effect = match (removed, table.get(hash, key)) {
                 (false, Some(e)) => Effect {
                     key,
-                    version: e.slot.version,
-                    kind: EffectKind::Set { value: &e.slot.value, deadline: e.slot.deadline },
+                    version: e.version(),
+                    kind: EffectKind::Set { value: e.value(), deadline: e.deadline() },
                 },
                 _ => Effect { key, version: deleted_at, kind: EffectKind::Delete },
             };

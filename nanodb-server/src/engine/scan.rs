@@ -97,25 +97,25 @@ impl Engine {
             let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(need.min(1024) + 1);
             let table = self.partitions[partition].read();
             for item in table.iter() {
-                let (key, slot) = (&item.key, &item.slot);
+                let (key, slot) = (item.key(), item);
                 if !key.starts_with(prefix) || slot.is_expired(now) {
                     continue;
                 }
                 let hash = self.hash(key);
                 if let Some((h, k)) = &after
-                    && (hash, &key[..]) <= (*h, &k[..])
+                    && (hash, key) <= (*h, &k[..])
                 {
                     continue;
                 }
-                if best.len() == need && best.peek().is_some_and(|top| (hash, &key[..]) >= top.order_key()) {
+                if best.len() == need && best.peek().is_some_and(|top| (hash, key) >= top.order_key()) {
                     continue;
                 }
                 let entry = ScanEntry {
                     key: Bytes::copy_from_slice(key),
-                    value: slot.value.as_string().unwrap_or_default(),
-                    version: slot.version,
+                    value: slot.value().as_string().unwrap_or_default(),
+                    version: slot.version(),
                     ttl_ms: slot.ttl_ms(now),
-                    key_type: Some(slot.value.key_type()),
+                    key_type: Some(slot.value().key_type()),
                 };
                 best.push(Candidate { hash, entry });
                 if best.len() > need {

@@ -5,14 +5,14 @@ use nanodb_protocol::command::parse_f64;
 use nanodb_protocol::{Entry, Error, Expiry, PutCondition, PutOutcome};
 
 use super::effect::Delta;
-use super::value::{Slot, Value, parse_i64};
+use super::value::{Slot, Value, ValueRef, parse_i64};
 use super::{Change, Engine, LogPosition};
 
 impl Engine {
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Entry>, Error> {
         let found = self.read(key, |slot| {
-            let ttl_ms = if slot.deadline == 0 { -1 } else { slot.ttl_ms(self.clock.now_ms()) };
-            slot.value.as_string().map(|value| Entry { value, version: slot.version, ttl_ms })
+            let ttl_ms = if slot.deadline() == 0 { -1 } else { slot.ttl_ms(self.clock.now_ms()) };
+            slot.value().as_string().map(|value| Entry { value, version: slot.version(), ttl_ms })
         });
         found.transpose()
     }
@@ -28,12 +28,12 @@ impl Engine {
         condition: PutCondition,
     ) -> Result<PutOutcome, Error> {
         self.update(at, key, |slot, now| {
-            let current = slot.as_ref().map_or(0, |s| s.version);
+            let current = slot.as_ref().map_or(0, |s| s.version());
             let created = slot.is_none();
             if !condition.holds(!created, current) {
                 return Ok((PutOutcome { applied: false, version: current, created: false }, Change::None));
             }
-            let deadline = deadline_for(expiry, slot.as_ref().map_or(0, |s| s.deadline), now);
+            let deadline = deadline_for(expiry, slot.as_ref().map_or(0, |s| s.deadline()), now);
             let version = self.next_version();
             let outcome = PutOutcome { applied: true, version, created };
             if deadline != 0 && deadline <= now {
@@ -41,7 +41,7 @@ impl Engine {
                 let change = if created { Change::None } else { Change::Remove };
                 return Ok((outcome, change));
             }
-            Ok((outcome, Change::put(Slot { value: Value::str(&value), version, deadline })))
+            Ok((outcome, Change::put(Slot { value: Value::Str(value), version, deadline })))
         })
     }
 
@@ -58,21 +58,21 @@ impl Engine {
         self.update(at, key, |slot, now| {
             let old = match &slot {
                 Some(s) => {
-                    Some(Entry { value: s.value.as_string()?, version: s.version, ttl_ms: s.ttl_ms(now) })
+                    Some(Entry { value: s.value().as_string()?, version: s.version(), ttl_ms: s.ttl_ms(now) })
                 }
                 None => None,
             };
-            let current = slot.as_ref().map_or(0, |s| s.version);
+            let current = slot.as_ref().map_or(0, |s| s.version());
             if !condition.holds(slot.is_some(), current) {
                 return Ok((old, Change::None));
             }
-            let deadline = deadline_for(expiry, slot.as_ref().map_or(0, |s| s.deadline), now);
+            let deadline = deadline_for(expiry, slot.as_ref().map_or(0, |s| s.deadline()), now);
             let version = self.next_version();
             if deadline != 0 && deadline <= now {
                 let change = if slot.is_some() { Change::Remove } else { Change::None };
                 return Ok((old, change));
             }
-            Ok((old, Change::put(Slot { value: Value::str(&value), version, deadline })))
+            Ok((old, Change::put(Slot { value: Value::Str(value), version, deadline })))
         })
     }
 
@@ -80,7 +80,7 @@ impl Engine {
     pub(crate) fn get_del(&self, at: &mut LogPosition, key: Bytes) -> Result<Option<Entry>, Error> {
         self.update(at, key, |slot, now| {
             let Some(s) = slot else { return Ok((None, Change::None)) };
-            let entry = Entry { value: s.value.as_string()?, version: s.version, ttl_ms: s.ttl_ms(now) };
+            let entry = Entry { value: s.value().as_string()?, version: s.version(), ttl_ms: s.ttl_ms(now) };
             Ok((Some(entry), Change::Remove))
         })
     }
@@ -94,18 +94,21 @@ impl Engine {
     ) -> Result<Option<Entry>, Error> {
         self.update(at, key, |slot, now| {
             let Some(s) = slot else { return Ok((None, Change::None)) };
-            let value = s.value.as_string()?;
-            let deadline = deadline_for(expiry, s.deadline, now);
-            if deadline == s.deadline {
-                return Ok((Some(Entry { value, version: s.version, ttl_ms: s.ttl_ms(now) }), Change::None));
+            let value = s.value().as_string()?;
+            let deadline = deadline_for(expiry, s.deadline(), now);
+            if deadline == s.deadline() {
+                return Ok((
+                    Some(Entry { value, version: s.version(), ttl_ms: s.ttl_ms(now) }),
+                    Change::None,
+                ));
             }
             if deadline != 0 && deadline <= now {
-                return Ok((Some(Entry { value, version: s.version, ttl_ms: 0 }), Change::Remove));
+                return Ok((Some(Entry { value, version: s.version(), ttl_ms: 0 }), Change::Remove));
             }
-            s.deadline = deadline;
-            s.version = self.next_version();
+            s.set_deadline(deadline);
+            s.set_version(self.next_version());
             Ok((
-                Some(Entry { value, version: s.version, ttl_ms: s.ttl_ms(now) }),
+                Some(Entry { value, version: s.version(), ttl_ms: s.ttl_ms(now) }),
                 Change::Modified(Delta::Ttl),
             ))
         })
@@ -119,7 +122,7 @@ impl Engine {
                 let new = Slot { value: Value::str(tail), version: self.next_version(), deadline: 0 };
                 return Ok((tail.len() as i64, Change::put(new)));
             };
-            let head = s.value.as_string()?;
+            let head = s.value().as_string()?;
             let len = head.len() + tail.len();
             if len > max {
                 return Err(Error::ValueTooLarge { len, max });
@@ -127,8 +130,8 @@ impl Engine {
             let mut joined = Vec::with_capacity(len);
             joined.extend_from_slice(&head);
             joined.extend_from_slice(tail);
-            s.value = Value::Str(joined.into_boxed_slice());
-            s.version = self.next_version();
+            s.set_value(Value::Str(Bytes::from(joined)));
+            s.set_version(self.next_version());
             Ok((len as i64, Change::Modified(Delta::Value)))
         })
     }
@@ -137,10 +140,10 @@ impl Engine {
     pub(crate) fn incr_float(&self, at: &mut LogPosition, key: Bytes, delta: &[u8]) -> Result<Bytes, Error> {
         let delta = parse_f64(delta)?;
         self.update(at, key, |slot, _| {
-            let current = match slot.as_ref().map(|s| &s.value) {
+            let current = match slot.as_ref().map(|s| s.value()) {
                 None => 0.0,
-                Some(Value::Int(i)) => *i as f64,
-                Some(Value::Str(b)) => parse_f64(b)?,
+                Some(ValueRef::Int(i)) => i as f64,
+                Some(ValueRef::Str(b)) => parse_f64(b)?,
                 Some(_) => return Err(Error::WrongType),
             };
             let next = current + delta;
@@ -151,13 +154,14 @@ impl Engine {
             let version = self.next_version();
             match slot {
                 Some(s) => {
-                    s.value = Value::str(&text);
-                    s.version = version;
+                    s.set_value(Value::Str(text.clone()));
+                    s.set_version(version);
                     Ok((text, Change::Modified(Delta::Value)))
                 }
-                None => {
-                    Ok((text.clone(), Change::put(Slot { value: Value::str(&text), version, deadline: 0 })))
-                }
+                None => Ok((
+                    text.clone(),
+                    Change::put(Slot { value: Value::Str(text.clone()), version, deadline: 0 }),
+                )),
             }
         })
     }
@@ -177,7 +181,7 @@ impl Engine {
     pub(crate) fn delete_if(&self, at: &mut LogPosition, key: Bytes, version: u64) -> Result<bool, Error> {
         self.update(at, key, |slot, _| {
             Ok(match slot {
-                Some(s) if s.version == version => (true, Change::Remove),
+                Some(s) if s.version() == version => (true, Change::Remove),
                 _ => (false, Change::None),
             })
         })
@@ -189,15 +193,15 @@ impl Engine {
                 let new = Slot { value: Value::Int(delta), version: self.next_version(), deadline: 0 };
                 return Ok((delta, Change::put(new)));
             };
-            let current = match &slot.value {
-                Value::Int(i) => *i,
-                Value::Str(b) => parse_i64(b)?,
-                Value::Hash(_) | Value::List(_) => return Err(Error::WrongType),
+            let current = match slot.value() {
+                ValueRef::Int(i) => i,
+                ValueRef::Str(b) => parse_i64(b)?,
+                ValueRef::Hash(_) | ValueRef::List(_) => return Err(Error::WrongType),
             };
             let next = current.checked_add(delta).ok_or(Error::Overflow)?;
             // The TTL survives an increment, as in Redis.
-            slot.value = Value::Int(next);
-            slot.version = self.next_version();
+            slot.set_value(Value::Int(next));
+            slot.set_version(self.next_version());
             Ok((next, Change::Modified(Delta::Value)))
         })
     }
@@ -207,16 +211,16 @@ impl Engine {
     pub(crate) fn expire(&self, at: &mut LogPosition, key: Bytes, expiry: Expiry) -> Result<bool, Error> {
         self.update(at, key, |slot, now| {
             let Some(slot) = slot else { return Ok((false, Change::None)) };
-            let deadline = deadline_for(expiry, slot.deadline, now);
+            let deadline = deadline_for(expiry, slot.deadline(), now);
             if matches!(expiry, Expiry::At(_) | Expiry::In(_)) && deadline <= now {
                 // A deadline already past (EXPIRE 0, EXPIREAT in the past) removes the key.
                 return Ok((true, Change::Remove));
             }
-            if expiry == Expiry::Persist && slot.deadline == 0 {
+            if expiry == Expiry::Persist && slot.deadline() == 0 {
                 return Ok((false, Change::None));
             }
-            slot.deadline = deadline;
-            slot.version = self.next_version();
+            slot.set_deadline(deadline);
+            slot.set_version(self.next_version());
             Ok((true, Change::Modified(Delta::Ttl)))
         })
     }
@@ -224,7 +228,7 @@ impl Engine {
     /// Bytes `start..=end` of a string, clamped as Redis's GETRANGE does (negatives count from the
     /// end; an end past the string stops at its last byte); empty when missing or out of range.
     pub(crate) fn get_range(&self, key: &[u8], start: i64, end: i64) -> Result<Bytes, Error> {
-        let Some(value) = self.read(key, |slot| slot.value.as_string()).transpose()? else {
+        let Some(value) = self.read(key, |slot| slot.value().as_string()).transpose()? else {
             return Ok(Bytes::new());
         };
         let len = value.len() as i64;
@@ -241,7 +245,7 @@ impl Engine {
 
     /// Remaining TTL in ms; -2 when the key is missing, -1 when it has none.
     pub(crate) fn ttl(&self, key: &[u8]) -> i64 {
-        self.read(key, |slot| if slot.deadline == 0 { -1 } else { slot.ttl_ms(self.clock.now_ms()) })
+        self.read(key, |slot| if slot.deadline() == 0 { -1 } else { slot.ttl_ms(self.clock.now_ms()) })
             .unwrap_or(-2)
     }
 }

@@ -4,8 +4,8 @@
 //! table is between 44% and 87% full (it doubles when it reaches 7/8), so every key pays for one to
 //! two buckets: with an 88-byte `(Bytes, Slot)` pair that was ~180 bytes of table per key at 1M
 //! keys, before the key and value themselves, and about twice Redis's memory per key. Here a
-//! bucket holds one pointer to a boxed [`Stored`] (key and slot), so the table costs ~9-18 bytes per
-//! key and the rest is exactly what the key holds.
+//! bucket holds one thin pointer to an [`Entry`] (header, key and value in one block: see
+//! [`super::entry`]), so the table costs ~9-18 bytes per key and the rest is what the key holds.
 //!
 //! The concurrency design is DashMap's: each partition's table sits behind its own `RwLock`,
 //! reads share it, writes hold it for one key's update, and no guard is ever held across an
@@ -20,61 +20,7 @@
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as TableEntry;
 
-use super::value::Slot;
-
-/// One key and its state: what a bucket points to. 64 bytes, one cache line: a lookup that
-/// reaches the entry compares a short key without touching another line.
-#[derive(Debug)]
-pub(crate) struct Stored {
-    /// The key.
-    pub key: Key,
-    /// Its value, version and deadline.
-    pub slot: Slot,
-}
-
-/// Keys up to this long are stored inside the entry.
-const INLINE: usize = 22;
-
-/// A key: inside the entry when short (as most keys are: `user:1234`, `session:ab12cd34`), in an
-/// exactly sized box otherwise. Inline, a key costs no allocation of its own, and a lookup reads
-/// it from the entry's cache line instead of following one more pointer (a profile of SET with
-/// 100k random keys put a third of the engine's time in that dependent load).
-#[derive(Clone)]
-pub(crate) enum Key {
-    /// `bytes[..len]` is the key.
-    Inline { len: u8, bytes: [u8; INLINE] },
-    /// A key longer than [`INLINE`].
-    Boxed(Box<[u8]>),
-}
-
-impl Key {
-    pub fn new(key: &[u8]) -> Self {
-        if key.len() <= INLINE {
-            let mut bytes = [0; INLINE];
-            bytes[..key.len()].copy_from_slice(key);
-            Self::Inline { len: key.len() as u8, bytes }
-        } else {
-            Self::Boxed(Box::from(key))
-        }
-    }
-}
-
-impl std::ops::Deref for Key {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Self::Boxed(b) => b,
-        }
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", bytes::Bytes::copy_from_slice(self))
-    }
-}
+use super::entry::Entry;
 
 /// The hash hashbrown sees for an engine hash: see the module docs.
 pub(crate) fn table_hash(hash: u64) -> u64 {
@@ -85,11 +31,11 @@ pub(crate) fn table_hash(hash: u64) -> u64 {
 /// command) and a function that recomputes it from a key, which the table calls when it grows.
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    entries: HashTable<Box<Stored>>,
+    entries: HashTable<Entry>,
 }
 
 /// A key's place in a [`Table`], found for writing.
-pub(crate) type Place<'a> = TableEntry<'a, Box<Stored>>;
+pub(crate) type Place<'a> = TableEntry<'a, Entry>;
 
 impl Table {
     /// Number of keys (expired ones the sweeper has not reached included).
@@ -98,49 +44,41 @@ impl Table {
     }
 
     /// The entry for `key`, if present.
-    pub fn get(&self, hash: u64, key: &[u8]) -> Option<&Stored> {
-        self.entries.find(table_hash(hash), |e| *e.key == *key).map(|e| &**e)
+    pub fn get(&self, hash: u64, key: &[u8]) -> Option<&Entry> {
+        self.entries.find(table_hash(hash), |e| e.key() == key)
     }
 
     /// The place of `key`: occupied (its entry) or vacant (where it would go).
     pub fn place(&mut self, hash: u64, key: &[u8], rehash: impl Fn(&[u8]) -> u64) -> Place<'_> {
-        self.entries.entry(table_hash(hash), |e| *e.key == *key, |e| table_hash(rehash(&e.key)))
+        self.entries.entry(table_hash(hash), |e| e.key() == key, |e| table_hash(rehash(e.key())))
     }
 
     /// Removes `key` if `pred` says so; the removed entry.
-    pub fn remove_if(
-        &mut self,
-        hash: u64,
-        key: &[u8],
-        pred: impl FnOnce(&Stored) -> bool,
-    ) -> Option<Box<Stored>> {
-        match self.entries.find_entry(table_hash(hash), |e| *e.key == *key) {
+    pub fn remove_if(&mut self, hash: u64, key: &[u8], pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
+        match self.entries.find_entry(table_hash(hash), |e| e.key() == key) {
             Ok(found) if pred(found.get()) => Some(found.remove().0),
             _ => None,
         }
     }
 
     /// Every entry, in table order.
-    pub fn iter(&self) -> impl Iterator<Item = &Stored> {
-        self.entries.iter().map(|e| &**e)
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
     }
 
     /// Gives memory back after mass removal (FLUSHDB): the table is resized to what it holds.
     pub fn shrink_to_fit(&mut self, rehash: impl Fn(&[u8]) -> u64) {
-        self.entries.shrink_to_fit(|e| table_hash(rehash(&e.key)));
+        self.entries.shrink_to_fit(|e| table_hash(rehash(e.key())));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::value::Value;
+    use crate::engine::value::{Slot, Value};
 
-    fn entry(key: &[u8], version: u64) -> Box<Stored> {
-        Box::new(Stored {
-            key: Key::new(key),
-            slot: Slot { value: Value::Int(version as i64), version, deadline: 0 },
-        })
+    fn entry(key: &[u8], version: u64) -> Entry {
+        Entry::new(key, Slot { value: Value::Int(version as i64), version, deadline: 0 })
     }
 
     /// Keys whose engine hashes share their top bits (as all keys of one partition do) still
@@ -163,27 +101,14 @@ mod tests {
         assert_eq!(table.len(), 10_000);
         for i in 0..10_000u64 {
             let key = format!("key:{i}");
-            assert_eq!(table.get(hash(key.as_bytes()), key.as_bytes()).map(|e| e.slot.version), Some(i));
+            assert_eq!(table.get(hash(key.as_bytes()), key.as_bytes()).map(Entry::version), Some(i));
         }
         assert!(table.get(hash(b"missing"), b"missing").is_none());
         // remove_if keeps what the predicate refuses.
-        assert!(table.remove_if(hash(b"key:7"), b"key:7", |e| e.slot.version == 8).is_none());
-        assert!(table.remove_if(hash(b"key:7"), b"key:7", |e| e.slot.version == 7).is_some());
+        assert!(table.remove_if(hash(b"key:7"), b"key:7", |e| e.version() == 8).is_none());
+        assert!(table.remove_if(hash(b"key:7"), b"key:7", |e| e.version() == 7).is_some());
         assert!(table.get(hash(b"key:7"), b"key:7").is_none());
         assert_eq!(table.iter().count(), 9_999);
-    }
-
-    #[test]
-    fn keys_are_inline_up_to_the_limit_and_boxed_beyond() {
-        // The layout the module docs promise: an entry is one 64-byte cache line.
-        assert_eq!(std::mem::size_of::<Key>(), 24);
-        assert_eq!(std::mem::size_of::<Stored>(), 64);
-        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 300] {
-            let raw: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let key = Key::new(&raw);
-            assert_eq!(&*key, &raw[..], "len {len}");
-            assert_eq!(matches!(key, Key::Inline { .. }), len <= INLINE, "len {len}");
-        }
     }
 
     #[test]
@@ -203,9 +128,6 @@ mod tests {
         }
         table.shrink_to_fit(hash);
         assert_eq!(table.len(), 1);
-        assert_eq!(
-            table.get(hash(&0u64.to_be_bytes()), &0u64.to_be_bytes()).map(|e| e.slot.version),
-            Some(0)
-        );
+        assert_eq!(table.get(hash(&0u64.to_be_bytes()), &0u64.to_be_bytes()).map(Entry::version), Some(0));
     }
 }

@@ -734,7 +734,7 @@ fn dump(e: &Engine) -> Vec<(Bytes, String, u64)> {
     let mut all = Vec::new();
     for p in 0..super::PARTITIONS {
         e.visit_partition(p, |k, slot| {
-            all.push((Bytes::copy_from_slice(k), format!("{:?}", slot.value), slot.version))
+            all.push((Bytes::copy_from_slice(k), format!("{:?}", slot.value()), slot.version()))
         });
     }
     all.sort();

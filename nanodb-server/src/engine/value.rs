@@ -8,16 +8,18 @@ use nanodb_protocol::{Error, KeyType};
 /// The hash map used inside hash values.
 pub type FieldMap = HashMap<Bytes, Bytes, ahash::RandomState>;
 
-/// A key's value. Strings that were incremented are kept as integers (compact, and INCR needs no
-/// parsing); they read back as their decimal text.
+/// A key's value, owned: what writes hand the engine and what effects carry. Strings that were
+/// incremented are kept as integers (compact, and INCR needs no parsing); they read back as their
+/// decimal text.
 ///
-/// Strings are exactly sized boxes, not `Bytes`: a stored string is one allocation of its length
-/// and 16 bytes in the slot (a `Bytes` is 32), which is most of a small key's memory. Reading one
-/// copies it out ([`Value::as_string`]), as Redis copies a value into its reply buffer.
+/// This is not how a key is stored: an [`Entry`](super::entry::Entry) packs a string's bytes
+/// (and its key and header) into one block, so a `Value::Str` lives only on its way in or out and
+/// may share the request's buffer (`Bytes`) until it is packed. Stored values are read as
+/// [`ValueRef`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
     /// Bytes.
-    Str(Box<[u8]>),
+    Str(Bytes),
     /// A string holding a decimal integer.
     Int(i64),
     /// A hash of fields to values; never empty (an emptied hash is removed).
@@ -29,6 +31,54 @@ pub enum Value {
 impl Value {
     /// The value's type.
     pub fn key_type(&self) -> KeyType {
+        self.view().key_type()
+    }
+
+    /// The Redis-style type name.
+    pub fn type_name(&self) -> &'static str {
+        self.key_type().as_str()
+    }
+
+    /// A string value holding a copy of `b`.
+    pub fn str(b: &[u8]) -> Self {
+        Self::Str(Bytes::copy_from_slice(b))
+    }
+
+    /// The value as string bytes, or WRONGTYPE for hashes and lists.
+    pub fn as_string(&self) -> Result<Bytes, Error> {
+        match self {
+            Self::Str(b) => Ok(b.clone()),
+            other => other.view().as_string(),
+        }
+    }
+
+    /// A borrowed view, as stored values are read.
+    pub fn view(&self) -> ValueRef<'_> {
+        match self {
+            Self::Str(b) => ValueRef::Str(b),
+            Self::Int(i) => ValueRef::Int(*i),
+            Self::Hash(map) => ValueRef::Hash(map),
+            Self::List(list) => ValueRef::List(list),
+        }
+    }
+}
+
+/// A stored value, borrowed from its entry (or from a [`Value`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueRef<'a> {
+    /// Bytes.
+    Str(&'a [u8]),
+    /// A string holding a decimal integer.
+    Int(i64),
+    /// A hash.
+    Hash(&'a FieldMap),
+    /// A list.
+    List(&'a VecDeque<Bytes>),
+}
+
+impl ValueRef<'_> {
+    /// The value's type.
+    pub fn key_type(self) -> KeyType {
         match self {
             Self::Str(_) | Self::Int(_) => KeyType::String,
             Self::Hash(_) => KeyType::Hash,
@@ -37,26 +87,33 @@ impl Value {
     }
 
     /// The Redis-style type name.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(self) -> &'static str {
         self.key_type().as_str()
     }
 
-    /// A string value holding an exact-size copy of `b`.
-    pub fn str(b: &[u8]) -> Self {
-        Self::Str(Box::from(b))
-    }
-
-    /// The value as string bytes, or WRONGTYPE for hashes and lists.
-    pub fn as_string(&self) -> Result<Bytes, Error> {
+    /// The value as string bytes (a copy, as Redis copies a value into its reply buffer), or
+    /// WRONGTYPE for hashes and lists.
+    pub fn as_string(self) -> Result<Bytes, Error> {
         match self {
             Self::Str(b) => Ok(Bytes::copy_from_slice(b)),
             Self::Int(i) => Ok(Bytes::from(i.to_string())),
             _ => Err(Error::WrongType),
         }
     }
+
+    /// An owned copy.
+    pub fn to_value(self) -> Value {
+        match self {
+            Self::Str(b) => Value::str(b),
+            Self::Int(i) => Value::Int(i),
+            Self::Hash(map) => Value::Hash(Box::new(map.clone())),
+            Self::List(list) => Value::List(Box::new(list.clone())),
+        }
+    }
 }
 
-/// One key's stored state.
+/// One key's state, owned: what a write puts and what a group carries between its overlay and
+/// the engine. Stored as an [`Entry`](super::entry::Entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     /// The value.
@@ -77,11 +134,7 @@ impl Slot {
     /// Remaining ms to the deadline at `now`, -1 when there is none. A deadline further away than
     /// `i64::MAX` ms (a client may ask for one) reads as `i64::MAX`, never as a negative TTL.
     pub fn ttl_ms(&self, now: u64) -> i64 {
-        if self.deadline == 0 {
-            -1
-        } else {
-            i64::try_from(self.deadline.saturating_sub(now)).unwrap_or(i64::MAX)
-        }
+        super::entry::ttl_ms(self.deadline, now)
     }
 }
 

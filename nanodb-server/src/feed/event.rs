@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use nanodb_protocol::ListEnd;
 
-use crate::engine::{Effect, EffectKind, Value};
+use crate::engine::{Effect, EffectKind, ValueRef};
 
 /// The kind of a key event, as every protocol reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,9 +175,9 @@ impl Delivery {
 pub(super) fn classify(effect: &Effect<'_>) -> (EventKind, RedisEvent) {
     match effect.kind {
         EffectKind::Set { value, .. } => match value {
-            Value::Str(_) | Value::Int(_) => (EventKind::Put, RedisEvent::Set),
-            Value::Hash(_) => (EventKind::Put, RedisEvent::HSet),
-            Value::List(_) => (EventKind::Put, RedisEvent::LSet),
+            ValueRef::Str(_) | ValueRef::Int(_) => (EventKind::Put, RedisEvent::Set),
+            ValueRef::Hash(_) => (EventKind::Put, RedisEvent::HSet),
+            ValueRef::List(_) => (EventKind::Put, RedisEvent::LSet),
         },
         EffectKind::Delete => (EventKind::Delete, RedisEvent::Del),
         EffectKind::Expire { deadline: 0 } => (EventKind::Put, RedisEvent::Persist),
@@ -194,8 +194,8 @@ pub(super) fn classify(effect: &Effect<'_>) -> (EventKind, RedisEvent) {
 /// The string value an effect wrote, if it wrote one.
 pub(super) fn string_value(effect: &Effect<'_>) -> Option<Bytes> {
     match effect.kind {
-        EffectKind::Set { value: Value::Str(b), .. } => Some(Bytes::copy_from_slice(b)),
-        EffectKind::Set { value: Value::Int(i), .. } => Some(Bytes::from(i.to_string())),
+        EffectKind::Set { value: ValueRef::Str(b), .. } => Some(Bytes::copy_from_slice(b)),
+        EffectKind::Set { value: ValueRef::Int(i), .. } => Some(Bytes::from(i.to_string())),
         _ => None,
     }
 }

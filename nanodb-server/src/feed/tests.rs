@@ -369,7 +369,7 @@ async fn key_events_wait_until_their_write_is_durable() {
     let effect = Effect {
         key: b"k",
         version: 1,
-        kind: crate::engine::EffectKind::Set { value: &effect_value, deadline: 0 },
+        kind: crate::engine::EffectKind::Set { value: effect_value.view(), deadline: 0 },
     };
     hub.on_effect(&b("k"), &effect, 100);
     assert_eq!(s.try_recv(), None, "position 100 is not durable yet");

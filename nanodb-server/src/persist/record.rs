@@ -15,7 +15,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use nanodb_protocol::ListEnd;
 
-use crate::engine::value::{FieldMap, Value};
+use crate::engine::value::{FieldMap, Value, ValueRef};
 use crate::engine::{Effect, EffectKind, OwnedEffect, OwnedEffectKind};
 
 /// Bytes before the payload.
@@ -64,17 +64,17 @@ pub fn frame(dst: &mut BytesMut, payload: impl FnOnce(&mut BytesMut)) {
     dst[start + 8..start + 12].copy_from_slice(&header_crc.to_le_bytes());
 }
 
-fn put_value(dst: &mut BytesMut, value: &Value) {
+fn put_value(dst: &mut BytesMut, value: ValueRef<'_>) {
     match value {
-        Value::Str(b) => {
+        ValueRef::Str(b) => {
             dst.put_u8(V_STR);
             put_bytes(dst, b);
         }
-        Value::Int(i) => {
+        ValueRef::Int(i) => {
             dst.put_u8(V_INT);
-            dst.put_i64_le(*i);
+            dst.put_i64_le(i);
         }
-        Value::Hash(map) => {
+        ValueRef::Hash(map) => {
             dst.put_u8(V_HASH);
             dst.put_u32_le(map.len() as u32);
             for (f, v) in map.iter() {
@@ -82,7 +82,7 @@ fn put_value(dst: &mut BytesMut, value: &Value) {
                 put_bytes(dst, v);
             }
         }
-        Value::List(list) => {
+        ValueRef::List(list) => {
             dst.put_u8(V_LIST);
             dst.put_u32_le(list.len() as u32);
             for v in list.iter() {
@@ -262,7 +262,7 @@ pub fn decode_payload(payload: Bytes) -> Result<Decoded, String> {
         K_SET => {
             let deadline = p.u64()?;
             let value = match p.u8()? {
-                V_STR => Value::str(&p.bytes()?),
+                V_STR => Value::Str(p.bytes()?),
                 V_INT => Value::Int(p.u64()? as i64),
                 V_HASH => {
                     let n = p.count(8)?;
@@ -443,7 +443,7 @@ mod tests {
             .iter()
             .map(|v| {
                 (
-                    EffectKind::Set { value: v, deadline: 99 },
+                    EffectKind::Set { value: v.view(), deadline: 99 },
                     OwnedEffectKind::Set { value: v.clone(), deadline: 99 },
                 )
             })
@@ -506,7 +506,7 @@ mod tests {
         for version in [1, 2] {
             encode(
                 &mut buf,
-                &Effect { key: b"k", version, kind: EffectKind::Set { value: &v, deadline: 0 } },
+                &Effect { key: b"k", version, kind: EffectKind::Set { value: v.view(), deadline: 0 } },
                 0,
             );
         }

@@ -20,7 +20,8 @@ use tracing::info;
 
 use super::record::{self, Chunk};
 use super::{fsync_dir, snapshot_path};
-use crate::engine::value::{FieldMap, Slot, Value};
+use crate::engine::Entry;
+use crate::engine::value::{FieldMap, ValueRef};
 use crate::engine::{Effect, EffectKind, Engine, PARTITIONS};
 
 /// The first bytes of a snapshot, followed by its sequence number (u64 LE).
@@ -107,48 +108,51 @@ pub fn write_keys(
 
 /// Encodes one key: a first record with as much of the value as fits a chunk, then continuation
 /// records. Returns the number of records.
-fn encode_slot(buf: &mut BytesMut, key: &[u8], slot: &Slot) -> u64 {
-    let set = |buf: &mut BytesMut, value: &Value| {
-        let effect =
-            Effect { key, version: slot.version, kind: EffectKind::Set { value, deadline: slot.deadline } };
+fn encode_slot(buf: &mut BytesMut, key: &[u8], slot: &Entry) -> u64 {
+    let (version, deadline) = (slot.version(), slot.deadline());
+    let set = |buf: &mut BytesMut, value: ValueRef<'_>| {
+        let effect = Effect { key, version, kind: EffectKind::Set { value, deadline } };
         record::encode(buf, &effect, 0);
     };
-    match &slot.value {
-        Value::Str(_) | Value::Int(_) => {
-            set(buf, &slot.value);
+    match slot.value() {
+        value @ (ValueRef::Str(_) | ValueRef::Int(_)) => {
+            set(buf, value);
             1
         }
-        Value::Hash(map) if map.iter().map(|(f, v)| f.len() + v.len() + 8).sum::<usize>() <= CHUNK_BYTES => {
-            set(buf, &slot.value);
+        value @ ValueRef::Hash(map)
+            if map.iter().map(|(f, v)| f.len() + v.len() + 8).sum::<usize>() <= CHUNK_BYTES =>
+        {
+            set(buf, value);
             1
         }
-        Value::List(list) if list.iter().map(|v| v.len() + 4).sum::<usize>() <= CHUNK_BYTES => {
-            set(buf, &slot.value);
+        value @ ValueRef::List(list) if list.iter().map(|v| v.len() + 4).sum::<usize>() <= CHUNK_BYTES => {
+            set(buf, value);
             1
         }
-        Value::Hash(map) => {
+        ValueRef::Hash(map) => {
             let pairs: Vec<(&Bytes, &Bytes)> = map.iter().collect();
             let mut records = 0;
             for (i, chunk) in chunks(&pairs, |(f, v)| f.len() + v.len() + 8).into_iter().enumerate() {
                 if i == 0 {
                     let first: FieldMap = chunk.iter().map(|(f, v)| ((*f).clone(), (*v).clone())).collect();
-                    set(buf, &Value::Hash(Box::new(first)));
+                    set(buf, ValueRef::Hash(&first));
                 } else {
-                    record::encode_chunk(buf, key, slot.version, Chunk::Hash(chunk));
+                    record::encode_chunk(buf, key, version, Chunk::Hash(chunk));
                 }
                 records += 1;
             }
             records
         }
-        Value::List(list) => {
+        ValueRef::List(list) => {
             let values: Vec<&Bytes> = list.iter().collect();
             let mut records = 0;
             for (i, chunk) in chunks(&values, |v| v.len() + 4).into_iter().enumerate() {
                 if i == 0 {
                     let first = chunk.iter().map(|v| (*v).clone()).collect();
-                    set(buf, &Value::List(Box::new(first)));
+                    let first: std::collections::VecDeque<Bytes> = first;
+                    set(buf, ValueRef::List(&first));
                 } else {
-                    record::encode_chunk(buf, key, slot.version, Chunk::List(chunk));
+                    record::encode_chunk(buf, key, version, Chunk::List(chunk));
                 }
                 records += 1;
             }

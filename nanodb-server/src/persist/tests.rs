@@ -22,7 +22,7 @@ fn state(engine: &Engine) -> BTreeMap<Bytes, Slot> {
     let mut out = BTreeMap::new();
     for p in 0..crate::engine::PARTITIONS {
         engine.visit_partition(p, |k, s| {
-            out.insert(Bytes::copy_from_slice(k), s.clone());
+            out.insert(Bytes::copy_from_slice(k), s.to_slot());
         });
     }
     out

@@ -67,9 +67,9 @@ async fn seed_then_fail(server: &Server, c: &mut TcpClient) {
 fn dump(server: &Server) -> Vec<(Vec<u8>, String, u64)> {
     let mut all = Vec::new();
     for p in 0..nanodb_server::engine::PARTITIONS {
-        server
-            .engine()
-            .visit_partition(p, |k, slot| all.push((k.to_vec(), format!("{:?}", slot.value), slot.version)));
+        server.engine().visit_partition(p, |k, slot| {
+            all.push((k.to_vec(), format!("{:?}", slot.value()), slot.version()))
+        });
     }
     all.sort();
     all
