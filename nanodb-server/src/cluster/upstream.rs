@@ -27,7 +27,10 @@
 use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::frontend::resp::encode;
 
 /// Largest `INFO replication` answer read from a target.
 const MAX_INFO: usize = 64 << 10;
@@ -131,13 +134,13 @@ fn address(host: &str, port: u16) -> String {
     }
 }
 
-/// One command as a RESP array of bulk strings (a password may hold any byte, CRLF included).
-fn command(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
+/// One command as a RESP array of bulk strings (a password may hold any byte, CRLF included),
+/// written by the RESP frontend's own encoder.
+fn command(parts: &[&[u8]]) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode::array(&mut out, parts.len());
     for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
+        encode::bulk(&mut out, p);
     }
     out
 }
@@ -312,7 +315,7 @@ mod tests {
 
     #[test]
     fn commands_are_bulk_strings_whatever_they_hold() {
-        assert_eq!(command(&[b"AUTH", b"a\r\nb"]), b"*2\r\n$4\r\nAUTH\r\n$4\r\na\r\nb\r\n");
+        assert_eq!(&command(&[b"AUTH", b"a\r\nb"])[..], b"*2\r\n$4\r\nAUTH\r\n$4\r\na\r\nb\r\n");
         assert_eq!(address("::1", 6379), "[::1]:6379");
         assert_eq!(address("127.0.0.1", 6379), "127.0.0.1:6379");
     }
