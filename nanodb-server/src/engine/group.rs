@@ -93,7 +93,9 @@ struct Record {
 
 /// What a group does to one key at commit.
 enum Fate {
-    Put(Slot),
+    /// Written: the overlay's entry moves into the engine as it is (no unpacking and repacking
+    /// of its value).
+    Put(Entry),
     /// Removed, at this (fresh) version.
     Remove(u64),
 }
@@ -192,10 +194,10 @@ impl Engine {
         }
     }
 
-    /// Takes `key`'s slot out of this overlay, expired or not.
-    fn take(&self, key: &[u8]) -> Option<Slot> {
+    /// Takes `key`'s entry out of this overlay, expired or not.
+    fn take(&self, key: &[u8]) -> Option<Entry> {
         let (hash, part) = self.locate(key);
-        part.write().remove_if(hash, key, |_| true).map(Entry::into_slot)
+        part.write().remove_if(hash, key, |_| true)
     }
 }
 
@@ -427,8 +429,8 @@ impl Group<'_> {
         for (key, loaded) in &state.keys {
             let (key, loaded) = (key.clone(), *loaded);
             match overlay.take(&key) {
-                Some(slot) if slot.version == loaded => {}
-                Some(slot) => changes.push((key, Fate::Put(slot))),
+                Some(entry) if entry.version() == loaded => {}
+                Some(entry) => changes.push((key, Fate::Put(entry))),
                 None if loaded == 0 => {
                     // Maybe created and removed inside the group: nothing to write, but a WATCH
                     // of the missing key must see it touched, as Redis does (its partition's
@@ -459,10 +461,10 @@ impl Group<'_> {
             let effects: Vec<Effect<'_>> = changes
                 .iter()
                 .map(|(key, fate)| match fate {
-                    Fate::Put(slot) => Effect {
+                    Fate::Put(entry) => Effect {
                         key,
-                        version: slot.version,
-                        kind: EffectKind::Set { value: slot.value.view(), deadline: slot.deadline },
+                        version: entry.version(),
+                        kind: EffectKind::Set { value: entry.value(), deadline: entry.deadline() },
                     },
                     Fate::Remove(version) => Effect { key, version: *version, kind: EffectKind::Delete },
                 })
@@ -485,16 +487,16 @@ impl Group<'_> {
             let slot_in = held_index(&held, index);
             let table = &mut held[slot_in].1;
             match fate {
-                Fate::Put(slot) => match table.place(hash, &key, |k| engine.hash(k)) {
+                Fate::Put(new) => match table.place(hash, &key, |k| engine.hash(k)) {
                     Place::Occupied(mut o) => {
                         let entry = o.get_mut();
                         let old = entry.deadline();
-                        entry.set_slot(slot);
+                        *entry = new;
                         engine.reindex(part, entry.key(), old, entry.deadline());
                     }
                     Place::Vacant(v) => {
-                        let deadline = slot.deadline;
-                        let entry = v.insert(Entry::new(&key, slot)).into_mut();
+                        let deadline = new.deadline();
+                        let entry = v.insert(new).into_mut();
                         if deadline != 0 {
                             engine.index(part, deadline, entry.key());
                         }
