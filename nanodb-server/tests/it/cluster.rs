@@ -130,6 +130,19 @@ impl Cluster {
         self.node(i).cluster().expect("cluster mode").status().await
     }
 
+    /// Once the three nodes agree on a leader, stops the leader and one follower: the node left
+    /// (its index) has no quorum and no leader.
+    async fn keep_one_without_quorum(&mut self) -> usize {
+        let leader = self.leader().await;
+        let survivor = (leader + 1) % 3;
+        for i in 0..3 {
+            if i != survivor {
+                self.stop(i).await;
+            }
+        }
+        survivor
+    }
+
     /// Waits until every running node names the same leader; its index.
     async fn leader(&self) -> usize {
         eventually("a leader every running node agrees on", || async {
@@ -178,8 +191,13 @@ fn value_of(reply: Result<Reply, Error>) -> Option<Bytes> {
 
 /// A RESP connection that waits longer than a write may take (the crate's default is 500 ms).
 async fn redis_conn(addr: SocketAddr) -> redis::aio::MultiplexedConnection {
+    redis_conn_to(format!("redis://{addr}/")).await
+}
+
+/// [`redis_conn`] to a `redis://` URL (one with credentials, say).
+async fn redis_conn_to(url: String) -> redis::aio::MultiplexedConnection {
     let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-    redis::Client::open(format!("redis://{addr}/"))
+    redis::Client::open(url)
         .expect("client")
         .get_multiplexed_async_connection_with_config(&config)
         .await
@@ -386,13 +404,7 @@ async fn without_a_leader_writes_fail_with_each_protocols_retryable_error_within
     for i in 0..3 {
         c.start(i).await;
     }
-    let leader = c.leader().await;
-    let survivor = (leader + 1) % 3;
-    for i in 0..3 {
-        if i != survivor {
-            c.stop(i).await;
-        }
-    }
+    let survivor = c.keep_one_without_quorum().await;
     let timeout = Duration::from_secs(3) + Duration::from_secs(2);
 
     let started = Instant::now();

@@ -18,12 +18,7 @@ fn alone(c: &Cluster, i: usize, id: u64, auth: AuthConfig) -> Config {
 }
 
 async fn resp_as(addr: SocketAddr, user: &str, pass: &str) -> redis::aio::MultiplexedConnection {
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
-    redis::Client::open(format!("redis://{user}:{pass}@{addr}/"))
-        .expect("client")
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .expect("connect")
+    redis_conn_to(format!("redis://{user}:{pass}@{addr}/")).await
 }
 
 async fn replicaof(

@@ -131,14 +131,7 @@ async fn a_cluster_nodes_snapshot_copied_while_it_serves_restores_as_a_single_no
         "{out}"
     );
     assert!(out.contains("as a single node"), "{out}");
-    let server = crate::harness::start(Config {
-        resp_addr: any_port(),
-        data_dir: single.clone(),
-        persistence: true,
-        ..config()
-    })
-    .await;
-    let mut on_single = redis_conn(server.addrs().resp.expect("resp")).await;
+    let (server, mut on_single) = single_node(&single).await;
     check_data(&mut on_single, keys).await;
     let () = on_single.set("after-restore", "1").await.expect("the restored node takes writes");
     server.shutdown().await;
@@ -183,14 +176,7 @@ async fn a_cluster_nodes_snapshot_copied_while_it_serves_restores_as_a_single_no
 async fn a_restore_refuses_damaged_backups_data_dirs_that_are_not_empty_and_flags_it_cannot_honour() {
     // The source this time: a single node's own snapshot (the same format, no meta).
     let source = tempfile::tempdir().expect("tempdir");
-    let server = crate::harness::start(Config {
-        resp_addr: any_port(),
-        data_dir: source.path().to_path_buf(),
-        persistence: true,
-        ..config()
-    })
-    .await;
-    let mut conn = redis_conn(server.addrs().resp.expect("resp")).await;
+    let (server, mut conn) = single_node(source.path()).await;
     let keys = write_data(&mut conn).await;
     let stats = server.persistence().expect("persistence on").snapshot().expect("snapshot");
     assert_eq!(stats.keys as usize, keys);
@@ -266,17 +252,23 @@ async fn a_restore_refuses_damaged_backups_data_dirs_that_are_not_empty_and_flag
     let (code, out, err) = restore(&snap, &empty, &[]);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains(&format!("restored {keys} keys")), "{out}");
-    let server = crate::harness::start(Config {
-        resp_addr: any_port(),
-        data_dir: empty.clone(),
-        persistence: true,
-        ..config()
-    })
-    .await;
-    let mut conn = redis_conn(server.addrs().resp.expect("resp")).await;
+    let (server, mut conn) = single_node(&empty).await;
     check_data(&mut conn, keys).await;
     server.shutdown().await;
     // Restoring again over it is refused: it holds data now.
     let (code, _, err) = restore(&snap, &empty, &[]);
     assert_eq!(code, Some(4), "{err}");
+}
+
+/// A single durable node (no cluster flags) on `data_dir`, and a RESP connection to it.
+async fn single_node(data_dir: &Path) -> (nanodb_server::server::Server, redis::aio::MultiplexedConnection) {
+    let server = crate::harness::start(Config {
+        resp_addr: any_port(),
+        data_dir: data_dir.to_path_buf(),
+        persistence: true,
+        ..config()
+    })
+    .await;
+    let conn = redis_conn(server.addrs().resp.expect("resp")).await;
+    (server, conn)
 }
