@@ -10,6 +10,11 @@
 //! - `always`: the record must be fsynced. A dedicated thread writes and fsyncs in a loop; everything
 //!   appended while one fsync runs shares the next one (group commit).
 //!
+//! Under `always` the sync thread keeps the segment zero-filled a few MiB ahead of its records
+//! (see [`PREALLOCATE`]), so that a group commit's `fdatasync` overwrites blocks the file already
+//! has and needs no journal commit for a new size. Recovery reads an all-zero remainder as the end
+//! of the records.
+//!
 //! A failed write or fsync is final: the log marks itself failed, every later write is refused
 //! with UNAVAILABLE on every protocol (checked before the write is applied), waiting clients get
 //! the same error, and the failed fsync is not retried (the kernel may have dropped the dirty
@@ -18,6 +23,7 @@
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -54,7 +60,43 @@ struct Segment {
     /// writers need for every `write(2)`.
     file: Arc<File>,
     seq: u64,
+    /// Bytes of the file taken by the header and the records: where the next record goes.
+    len: u64,
+    /// Bytes of the file that exist, `len` plus the zeros written ahead of it under `always`.
+    allocated: u64,
 }
+
+impl Segment {
+    fn new(file: File, seq: u64) -> Self {
+        let len = SEGMENT_HEADER_LEN as u64;
+        Self { file: Arc::new(file), seq, len, allocated: len }
+    }
+
+    /// Drops the zeros written ahead of the records, so that a segment no longer appended to ends
+    /// with its last record. Not fsynced: should a crash keep the zeros, recovery reads them as the
+    /// end of the records all the same.
+    fn trim(&mut self) -> std::io::Result<()> {
+        if self.allocated > self.len {
+            self.file.set_len(self.len)?;
+            self.allocated = self.len;
+        }
+        Ok(())
+    }
+}
+
+/// How far ahead of its records the sync thread keeps a segment zero-filled under `always`.
+///
+/// Why: appending makes every `fdatasync` commit the filesystem's journal as well (the file's size
+/// and block map changed), while overwriting blocks the file already has flushes only the data.
+/// Measured on this project's CI machine (ext4 on a virtual disk), a 2,400-byte write then
+/// `fdatasync`, 3,000 times: about 240 us each when appending, 175 us into a zero-filled file,
+/// 205 us into one extended with `fallocate` (its unwritten extents still change on the first
+/// write). Databases do the same for their write-ahead logs (PostgreSQL zero-fills WAL segments,
+/// etcd preallocates its WAL).
+const PREALLOCATE: u64 = 4 << 20;
+
+/// The sync thread zero-fills again once fewer than this many bytes are left ahead of the records.
+const PREALLOCATE_LOW: u64 = 1 << 20;
 
 /// The log. Share as `Arc<AppendLog>`; attach to the engine as its [`EffectLog`].
 pub struct AppendLog {
@@ -100,7 +142,9 @@ fn unix_ms() -> u64 {
 /// Creates segment `seq`: header written and fsynced, directory fsynced.
 pub fn create_segment(dir: &Path, seq: u64) -> std::io::Result<File> {
     let path = segment_path(dir, seq);
-    let mut file = OpenOptions::new().create_new(true).append(true).open(&path)?;
+    // Not `O_APPEND`: records are written at the segment's length, ahead of which the file may
+    // hold zeros (see [`PREALLOCATE`]).
+    let mut file = OpenOptions::new().create_new(true).write(true).open(&path)?;
     let mut header = [0u8; SEGMENT_HEADER_LEN];
     header[..8].copy_from_slice(SEGMENT_MAGIC);
     header[8..].copy_from_slice(&seq.to_le_bytes());
@@ -120,7 +164,7 @@ impl AppendLog {
             dir: dir.to_path_buf(),
             policy,
             pending: Mutex::new(Pending { buf: BytesMut::with_capacity(64 * 1024), end: replayed }),
-            segment: Mutex::new(Segment { file: Arc::new(file), seq }),
+            segment: Mutex::new(Segment::new(file, seq)),
             written: AtomicU64::new(replayed),
             synced: AtomicU64::new(replayed),
             rotated_at: AtomicU64::new(0),
@@ -199,11 +243,13 @@ impl AppendLog {
             let mut p = lock(&self.pending);
             (p.buf.split(), p.end)
         };
-        let written = if data.is_empty() { Ok(()) } else { (&*segment.file).write_all(&data) };
+        let written = if data.is_empty() { Ok(()) } else { segment.file.write_all_at(&data, segment.len) };
         if let Err(e) = written {
             self.fail("write to the log failed", &e);
             return Err(self.unavailable());
         }
+        segment.len += data.len() as u64;
+        segment.allocated = segment.allocated.max(segment.len);
         self.written.fetch_max(end, Ordering::AcqRel);
         Ok(end)
     }
@@ -308,6 +354,28 @@ impl AppendLog {
             if self.sync(&mut segment).is_err() {
                 return;
             }
+            // After the group's waiters were told, so they are not held up by it.
+            self.preallocate(&mut segment);
+        }
+    }
+
+    /// Zero-fills the segment ahead of its records when less than [`PREALLOCATE_LOW`] is left (see
+    /// [`PREALLOCATE`]); the next `fdatasync` makes the zeros durable with that group's records.
+    /// A failure here only costs the saving: the records are written at the segment's length
+    /// whatever the file holds beyond it, and a write that then fails fails the log as always.
+    fn preallocate(&self, segment: &mut Segment) {
+        if segment.allocated >= segment.len + PREALLOCATE_LOW {
+            return;
+        }
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let target = segment.len + PREALLOCATE;
+        while segment.allocated < target {
+            let n = (target - segment.allocated).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = segment.file.write_all_at(&ZEROS[..n], segment.allocated) {
+                tracing::warn!(error = %e, "could not zero-fill the log ahead of its records; fsyncs cost more");
+                return;
+            }
+            segment.allocated += n as u64;
         }
     }
 
@@ -342,11 +410,12 @@ impl AppendLog {
     pub fn rotate(&self, seq: u64) -> std::io::Result<()> {
         let mut segment = lock(&self.segment);
         self.sync(&mut segment).map_err(|e| std::io::Error::other(e.to_string()))?;
+        segment.trim()?;
         let file = create_segment(&self.dir, seq)?;
         // Position at the switch: nothing can append between the sync above and here without
         // landing in `pending`, which the new segment will receive.
         let at = lock(&self.pending).end;
-        *segment = Segment { file: Arc::new(file), seq };
+        *segment = Segment::new(file, seq);
         self.rotated_at.store(at, Ordering::Relaxed);
         Ok(())
     }
@@ -385,6 +454,11 @@ impl AppendLog {
         self.kick();
         let mut segment = lock(&self.segment);
         let r = self.sync(&mut segment);
+        if r.is_ok()
+            && let Err(e) = segment.trim()
+        {
+            tracing::warn!(error = %e, "could not cut the log's zero-filled tail at shutdown; recovery skips it");
+        }
         if r.is_ok() {
             info!(position = self.synced.load(Ordering::Acquire), "append-only log flushed and fsynced");
         }

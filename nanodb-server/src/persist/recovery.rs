@@ -275,7 +275,15 @@ fn replay_segment(
     let mut applier = Applier::new(engine);
     let (mut offset, mut records) = (SEGMENT_HEADER_LEN, 0u64);
     loop {
-        let problem = match record::read_at(&data, offset, max_record_len) {
+        let read = record::read_at(&data, offset, max_record_len);
+        if matches!(read, Read::Incomplete(_) | Read::Invalid(_)) && data[offset..].iter().all(|b| *b == 0) {
+            // The zeros an `always` log writes ahead of its records (log.rs, `PREALLOCATE`): no
+            // record starts with a zero header, so this is where the records end, in any segment.
+            applier.flush();
+            truncate(&path, offset)?;
+            return Ok((records, (offset - SEGMENT_HEADER_LEN) as u64, false));
+        }
+        let problem = match read {
             Read::Record(d, next) => {
                 applier.push(d.effect, false);
                 records += 1;
