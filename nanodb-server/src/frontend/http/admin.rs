@@ -259,6 +259,25 @@ pub fn render_metrics(s: &Shared) -> String {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {n}");
     }
+    let memory = s.ctx.engine.memory();
+    for (name, kind, help, n) in [
+        (
+            "nanodb_used_memory_bytes",
+            "gauge",
+            "The dataset's memory as the engine accounts it (what --max-memory bounds).",
+            s.ctx.engine.used_memory(),
+        ),
+        ("nanodb_max_memory_bytes", "gauge", "The --max-memory limit; 0 when unlimited.", memory.max()),
+        (
+            "nanodb_evicted_keys_total",
+            "counter",
+            "Keys evicted to stay under --max-memory.",
+            memory.evicted(),
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {n}");
+    }
     family(&mut out, "nanodb_resident_memory_bytes", "gauge", "Resident memory of the server process.");
     let _ = writeln!(out, "nanodb_resident_memory_bytes {}", resident_memory_bytes().unwrap_or(0));
     family(&mut out, "nanodb_uptime_seconds", "gauge", "Seconds since the server started.");
