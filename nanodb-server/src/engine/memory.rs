@@ -7,9 +7,11 @@
 //! lock, and publishes that plus its table's allocation in the partition's `used` word whenever a
 //! write guard is released. No engine-wide counter is written by writes (threads writing to
 //! different partitions never share a line for it); [`Engine::used_memory`] sums the 512 words
-//! when asked. The write path's check ([`Engine::make_room`]) reads a sum refreshed at most once
-//! per millisecond, so a limit can be overshot by about a millisecond of writes, as Redis's is by
-//! whatever the command being run allocates.
+//! when asked. The write path's check ([`Engine::make_room`]) reads a sum up to a millisecond old
+//! while the dataset is more than a sixteenth under the limit, and sums afresh on every check
+//! closer to it (where, under an evicting policy, a write evicts anyway and the sum costs less
+//! than the eviction's sampling): the limit holds to about one command per concurrent writer, as
+//! Redis's holds to whatever the command being run allocates.
 //!
 //! This is the dataset's memory, not the process's (connections, buffers, the log's queue and
 //! the allocator's free pages are not in it); INFO shows it as `used_memory` and the process's
@@ -272,7 +274,9 @@ impl Engine {
     /// nothing could be evicted. Must be called with no partition lock held.
     pub fn make_room(&self, at: &mut LogPosition) -> Result<(), Error> {
         let max = self.memory.max();
-        if max == 0 || self.used_memory_recent() <= max {
+        // Comfortably under the limit (by a sixteenth), a sum up to a millisecond old is enough;
+        // near or over it, every check sums afresh, so the limit holds to about one command.
+        if max == 0 || self.used_memory_recent() < max - max / 16 {
             return Ok(());
         }
         let mut used = self.refresh_used();
