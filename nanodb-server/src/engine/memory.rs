@@ -567,6 +567,39 @@ mod tests {
         assert!(e.memory().evicted() >= 500, "{}", e.memory().evicted());
     }
 
+    /// The volatile policies other than `volatile-ttl` evict keys with a TTL and nothing else;
+    /// the allkeys ones evict whatever they sample.
+    #[test]
+    fn volatile_policies_never_evict_a_key_without_ttl() {
+        for policy in [Policy::VolatileLru, Policy::VolatileRandom, Policy::AllKeysRandom] {
+            let e = Engine::new(Limits::default());
+            for i in 0..300 {
+                e.execute(put(&format!("plain{i}"), "value", 0)).expect("succeeds");
+                e.execute(put(&format!("ttl{i}"), "value", 100_000)).expect("succeeds");
+            }
+            // The keys with a TTL are about half the memory (the rest is the others and the
+            // tables): with the volatile policies all of them go and the limit is still not met.
+            let tenths = if policy == Policy::AllKeysRandom { 7 } else { 3 };
+            e.set_memory_limit(e.used_memory() * tenths / 10, policy).expect("succeeds");
+            let mut refused = false;
+            for _ in 0..1000 {
+                if e.make_room(&mut LogPosition::default()).is_err() {
+                    refused = true;
+                    break;
+                }
+            }
+            let plain = (0..300).filter(|i| e.read(format!("plain{i}").as_bytes(), |_| ()).is_some()).count();
+            let ttl = (0..300).filter(|i| e.read(format!("ttl{i}").as_bytes(), |_| ()).is_some()).count();
+            if policy == Policy::AllKeysRandom {
+                assert!(!refused && plain < 300 && ttl < 300, "{policy}: {plain} plain, {ttl} ttl left");
+            } else {
+                assert!(refused, "{policy}");
+                assert_eq!((plain, ttl), (300, 0), "{policy}");
+            }
+            assert!(e.used_memory() <= e.memory().max() || refused, "{policy}");
+        }
+    }
+
     #[test]
     fn policies_parse_by_their_redis_names_and_sizes_by_redis_units() {
         for p in Policy::ALL {

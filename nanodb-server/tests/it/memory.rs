@@ -90,6 +90,16 @@ async fn noeviction_refuses_growing_commands_and_keeps_the_data_and_deletes_work
     let e = redis::cmd("EXEC").query_async::<redis::Value>(&mut con).await.expect_err("exec refused");
     assert!(is_oom(&e), "{e:?}");
     assert!(!exists(&mut con, "tx").await);
+    // A script is refused up front, as Redis refuses one that may write.
+    let e = redis::cmd("EVAL")
+        .arg("return redis.call('set', KEYS[1], 'x')")
+        .arg(1)
+        .arg("script")
+        .query_async::<redis::Value>(&mut con)
+        .await
+        .expect_err("script refused");
+    assert!(is_oom(&e), "{e:?}");
+    assert!(!exists(&mut con, "script").await);
     // The binary protocol says OUT_OF_MEMORY (code 23) with the same words.
     let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
     let put = |key: &str| {
@@ -103,8 +113,13 @@ async fn noeviction_refuses_growing_commands_and_keeps_the_data_and_deletes_work
     let e = tcp.call(put("over-tcp")).await.expect_err("refused over TCP");
     assert_eq!(e.code(), ErrorCode::OutOfMemory);
     assert!(e.to_string().contains("maxmemory"), "{e}");
+    // A queue of deletes is not refused.
+    let _: () = redis::cmd("MULTI").query_async(&mut con).await.expect("multi");
+    let _: String = redis::cmd("DEL").arg("k2").query_async(&mut con).await.expect("queued");
+    let deleted: Vec<i64> = redis::cmd("EXEC").query_async(&mut con).await.expect("a queue of deletes runs");
+    assert_eq!(deleted, [1]);
     // Deletes still work, and once under the limit writes do again.
-    for i in 0..written / 2 {
+    for i in 3..written / 2 {
         let n: i64 = redis::cmd("DEL").arg(format!("k{i}")).query_async(&mut con).await.expect("del");
         assert_eq!(n, 1);
     }
