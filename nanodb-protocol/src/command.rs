@@ -503,6 +503,67 @@ impl Command {
             other => other.command_name().class() == Class::Write,
         }
     }
+
+    /// Whether running it may grow the dataset's memory: what Redis flags `denyoom`, refused
+    /// over `--max-memory` when nothing can be evicted. A batch or transaction may when one of
+    /// its operations may; a script always may (refused up front, as Redis refuses a script
+    /// that may write).
+    pub fn may_grow(&self) -> bool {
+        match self {
+            Self::Batch(b) => b.ops.iter().any(Self::may_grow),
+            Self::Txn(t) => t.success.iter().chain(&t.failure).any(Self::may_grow),
+            other => other.command_name().may_grow(),
+        }
+    }
+}
+
+impl CommandName {
+    /// Whether the command may grow memory (see [`Command::may_grow`]; a batch or transaction
+    /// answers for its operations there). Exhaustive, so a new command must say.
+    pub fn may_grow(self) -> bool {
+        match self {
+            Self::Put
+            | Self::GetSet
+            | Self::Incr
+            | Self::HashSet
+            | Self::ListPush
+            | Self::Append
+            | Self::IncrFloat
+            | Self::MultiPut
+            | Self::HashIncr
+            | Self::HashSetIfAbsent
+            | Self::ListSet
+            | Self::Eval
+            | Self::Batch
+            | Self::Txn => true,
+            // Reads, deletes and what only shrinks or re-times a key (Redis: no `denyoom`).
+            Self::Ping
+            | Self::Get
+            | Self::Delete
+            | Self::DeleteIf
+            | Self::Exists
+            | Self::Expire
+            | Self::Ttl
+            | Self::Scan
+            | Self::HashGet
+            | Self::HashDelete
+            | Self::HashGetAll
+            | Self::ListPop
+            | Self::ListRange
+            | Self::KeyCount
+            | Self::GetDel
+            | Self::GetEx
+            | Self::Rename
+            | Self::Publish
+            | Self::Type
+            | Self::Flush
+            | Self::RandomKey
+            | Self::HashLen
+            | Self::ListLen
+            | Self::GetRange
+            | Self::ListTrim => false,
+        }
+    }
 }
 
 /// A relative or absolute TTL must be positive.

@@ -126,6 +126,12 @@ pub enum Error {
     /// included (`ERR user_script:1: ...`, `NOSCRIPT No matching script. Please use EVAL.`).
     #[error("{0}")]
     Script(String),
+    /// The dataset is over `--max-memory` and nothing could be evicted (the policy is
+    /// `noeviction`, or no key qualifies): a command that may grow memory is refused; reads,
+    /// deletes and shrinking commands still run. Redis's words, without its `OOM` prefix (RESP
+    /// adds it).
+    #[error("command not allowed when used memory > 'maxmemory'.")]
+    OutOfMemory,
     /// An error as a client received it from a server: its code and message, verbatim.
     #[error("{message}")]
     Remote {
@@ -212,11 +218,13 @@ pub enum ErrorCode {
     WrongPass = 21,
     /// Not permitted for this user.
     NoPerm = 22,
+    /// Over `--max-memory`; the command may grow memory and nothing could be evicted.
+    OutOfMemory = 23,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidArgument,
         Self::KeyTooLarge,
         Self::ValueTooLarge,
@@ -239,6 +247,7 @@ impl ErrorCode {
         Self::NoAuth,
         Self::WrongPass,
         Self::NoPerm,
+        Self::OutOfMemory,
     ];
 
     /// The stable name, as used in JSON bodies and gRPC/TCP messages.
@@ -266,6 +275,7 @@ impl ErrorCode {
             Self::NoAuth => "NOAUTH",
             Self::WrongPass => "WRONGPASS",
             Self::NoPerm => "NOPERM",
+            Self::OutOfMemory => "OUT_OF_MEMORY",
         }
     }
 
@@ -312,6 +322,7 @@ impl Error {
             Self::NoAuth => ErrorCode::NoAuth,
             Self::WrongPass | Self::BadToken(_) => ErrorCode::WrongPass,
             Self::NoPerm(_) => ErrorCode::NoPerm,
+            Self::OutOfMemory => ErrorCode::OutOfMemory,
             Self::Remote { code, .. } => *code,
         }
     }

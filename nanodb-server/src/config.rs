@@ -17,6 +17,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use nanodb_protocol::Limits;
 
+use crate::engine::Policy;
 use crate::feed::{FeedLimits, NotifyFlags};
 use crate::persist::FsyncPolicy;
 
@@ -232,6 +233,19 @@ pub struct Cli {
     #[arg(long, help_heading = LIMITS, env = "NANODB_SCRIPT_MAX_MEMORY", default_value_t = 64 * 1024 * 1024,
           value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1024 * 1024..))]
     pub script_max_memory: u64,
+
+    /// Most memory the dataset may use (its entries, what values own, the tables and expiry
+    /// indexes: INFO's `used_memory`), as a size (`512MiB`, `1GB`, bytes); 0 for no limit. Past
+    /// it, commands that may grow memory evict keys by --maxmemory-policy, or are refused with
+    /// Redis's `-OOM` (OUT_OF_MEMORY elsewhere). CONFIG SET maxmemory changes it until restart.
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_MEMORY", default_value = "0", value_parser = parse_size, value_name = "SIZE")]
+    pub max_memory: u64,
+
+    /// What to do past --max-memory, in Redis's words: noeviction (refuse), allkeys-lru,
+    /// allkeys-random, volatile-lru, volatile-ttl, volatile-random (the volatile ones evict only
+    /// keys with a TTL). Cluster mode takes noeviction only.
+    #[arg(long, help_heading = LIMITS, env = "NANODB_MAXMEMORY_POLICY", default_value = "noeviction", value_name = "POLICY")]
+    pub maxmemory_policy: Policy,
 
     /// Longest a Lua script (EVAL) may run, in milliseconds (checked every few thousand Lua
     /// instructions); past it the script is stopped and writes nothing.
@@ -593,6 +607,10 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Memory one Lua script may allocate.
     pub script_max_memory: usize,
+    /// The dataset's memory limit in bytes (0: none).
+    pub max_memory: u64,
+    /// What happens past `max_memory`.
+    pub maxmemory_policy: Policy,
     /// Run time one Lua script may take.
     pub script_timeout: Duration,
     /// Drain deadline at shutdown.
@@ -703,6 +721,8 @@ impl From<Cli> for Config {
             request_timeout: Duration::from_millis(c.request_timeout_ms),
             handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
             script_max_memory: usize::try_from(c.script_max_memory).unwrap_or(usize::MAX),
+            max_memory: c.max_memory,
+            maxmemory_policy: c.maxmemory_policy,
             script_timeout: Duration::from_millis(c.script_timeout_ms),
             shutdown_grace: Duration::from_millis(c.shutdown_grace_ms),
             sweep_interval: Duration::from_millis(c.sweep_interval_ms.max(1)),

@@ -74,6 +74,9 @@ pub enum StartError {
     /// The users file is malformed (`FILE:LINE: reason`), or protected mode refused an address.
     #[error("{0}")]
     Auth(String),
+    /// `--maxmemory-policy` cannot be used in this mode (an evicting policy in a cluster).
+    #[error("--maxmemory-policy: {0}")]
+    Memory(String),
 }
 
 /// The addresses the server actually listens on (port 0 resolved).
@@ -122,6 +125,15 @@ impl Server {
     /// Binds every configured listener (all before serving any, so a taken port fails fast) and
     /// starts serving.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        if config.cluster.is_some() && config.maxmemory_policy != crate::engine::Policy::NoEviction {
+            // See `engine::memory`: an eviction is one node's decision, and the leader does not
+            // propose them (yet).
+            return Err(StartError::Memory(format!(
+                "{} is not available in cluster mode: every node must apply the same log, and an eviction \
+                 is one node's decision; use noeviction (writes past --max-memory are refused)",
+                config.maxmemory_policy
+            )));
+        }
         let auth = auth_from(&config)?;
         // TLS files are checked before anything binds: a bad file refuses to start, naming it.
         let tls = config.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
@@ -138,6 +150,7 @@ impl Server {
         let feed = Arc::new(Hub::new(config.feed));
         feed.set_notify_flags(config.notify_keyspace_events);
         let engine = Arc::new(Engine::with_observers(config.limits.clone(), vec![feed.clone()]));
+        engine.set_memory_limit(config.max_memory, config.maxmemory_policy).map_err(StartError::Memory)?;
         let largest_event = config.limits.max_key_len + config.limits.max_value_len;
         if config.feed.queue_bytes < largest_event {
             warn!(

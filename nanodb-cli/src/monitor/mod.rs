@@ -163,6 +163,7 @@ mod tests {
                 snapshot_age_ms: -1,
             }),
             cluster: None,
+            ..Default::default()
         }
     }
 

@@ -14,8 +14,10 @@
 //! # Layout
 //! ```text
 //! offset 0   version: u64
-//! offset 8   key_len: u32
-//! offset 12  meta:    u32   bits 0-1 kind, bit 2 deadline present, bits 3-31 string length
+//! offset 8   access:  u16   the access clock (see below); only ever read and written atomically
+//! offset 10  key_lo:  u16   the key length's low 16 bits
+//! offset 12  meta:    u32   bits 0-1 kind, bit 2 deadline present, bits 3-7 the key length's
+//!                           high 5 bits, bits 8-31 string length
 //! offset 16  deadline: u64                     only when the deadline bit is set
 //! then       body: i64 (INT) | Value (VALUE) | nothing (STR)
 //! then       key bytes (key_len)
@@ -25,6 +27,18 @@
 //! integer, `VALUE` any other [`Value`] (hashes, lists, strings too long to pack) stored as a Rust
 //! value in place. The block's size and alignment are a function of the header alone
 //! ([`Shape::layout`]), so the pointer needs no length beside it.
+//!
+//! # The access clock (#20, LRU eviction)
+//! `--maxmemory-policy allkeys-lru`/`volatile-lru` evict the sampled key idle longest, as Redis
+//! does with its 24-bit per-key clock. Here the clock is 16 bits of seconds ([`Entry::touch`],
+//! [`Entry::idle`]), wrapping after about 18 hours: a key idle longer than that reads as idle
+//! for its age modulo 2^16 s (Redis's wraps after 194 days), which matters only for a key that
+//! survived 18 hours of eviction pressure without being read. It costs no memory: the 16 bits
+//! came from the key length (now 21 bits, keys up to [`MAX_KEY_LEN`]) and the packed string
+//! length (24 bits, [`MAX_PACKED`]; a longer string is kept as a [`Value`], which works for any
+//! length). A read under the partition's shared lock may set it, so those two bytes are only
+//! ever accessed through `AtomicU16` (never by a plain read of a wider word that covers them),
+//! and the other header bytes are never written after `build`: no data race.
 //!
 //! # Safety argument (the only `unsafe` in the engine)
 //! - **Allocation**: [`Entry::build`] allocates `Shape::layout()` (size >= 16, alignment 8, both
@@ -47,10 +61,12 @@
 //!   `Entry` is not `Clone`; copies go through [`Entry::to_slot`].
 //! - **Send/Sync**: the block holds plain bytes and at most one `Value`, which is `Send + Sync`;
 //!   an `Entry` is therefore as thread-safe as a `Box<Value>` (checked at compile time below).
+//!   The one thing written through `&self` is the access clock, and only atomically.
 
 use std::alloc::{self, Layout};
 use std::mem::{align_of, size_of};
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
 
@@ -61,20 +77,29 @@ const HEAD: usize = 16;
 /// The block's alignment.
 const ALIGN: usize = 8;
 
+/// Where the access clock is (a `u16`, 2-aligned).
+const ACCESS_AT: usize = 8;
+/// Where the key length's low 16 bits are.
+const KEY_LO_AT: usize = 10;
+/// Where `meta` is.
+const META_AT: usize = 12;
+
 const KIND_MASK: u32 = 0b11;
 const KIND_STR: u32 = 0;
 const KIND_INT: u32 = 1;
 const KIND_VALUE: u32 = 2;
 const HAS_DEADLINE: u32 = 1 << 2;
-const LEN_SHIFT: u32 = 3;
+const KEY_HI_SHIFT: u32 = 3;
+const KEY_HI_MASK: u32 = 0b1_1111;
+const LEN_SHIFT: u32 = 8;
 
-/// The longest string stored packed (512 MiB - 1); a longer one is kept as a [`Value`] in the
+/// The longest string stored packed (16 MiB - 1); a longer one is kept as a [`Value`] in the
 /// entry, which works for any length.
 pub(crate) const MAX_PACKED: usize = (u32::MAX >> LEN_SHIFT) as usize;
 
-/// The longest key an entry can hold. The engine clamps its `max_key_len` to this, so every key
-/// that reaches [`Entry::new`] has passed a check against it.
-pub(crate) const MAX_KEY_LEN: usize = u32::MAX as usize;
+/// The longest key an entry can hold (2 MiB - 1: 16 + 5 bits). The engine clamps its
+/// `max_key_len` to this, so every key that reaches [`Entry::new`] has passed a check against it.
+pub(crate) const MAX_KEY_LEN: usize = (1 << 21) - 1;
 
 const _: () = assert!(align_of::<Value>() <= ALIGN);
 const _: () = assert!(size_of::<usize>() == 8, "sizes below are computed in usize without overflow checks");
@@ -93,18 +118,27 @@ struct Shape {
 }
 
 impl Shape {
-    fn of(key_len: u32, meta: u32) -> Self {
+    fn of(key_lo: u16, meta: u32) -> Self {
         Self {
             kind: meta & KIND_MASK,
             deadline: meta & HAS_DEADLINE != 0,
-            key_len: key_len as usize,
+            key_len: key_lo as usize | (((meta >> KEY_HI_SHIFT) & KEY_HI_MASK) as usize) << 16,
             str_len: (meta >> LEN_SHIFT) as usize,
         }
     }
 
+    /// The key length's low 16 bits (the high ones are in [`Shape::meta`]).
+    fn key_lo(self) -> u16 {
+        self.key_len as u16
+    }
+
     fn meta(self) -> u32 {
-        // str_len <= MAX_PACKED (checked by the caller), so the shift loses nothing.
-        ((self.str_len as u32) << LEN_SHIFT) | if self.deadline { HAS_DEADLINE } else { 0 } | self.kind
+        // str_len <= MAX_PACKED and key_len <= MAX_KEY_LEN (checked by the caller), so the shifts
+        // lose nothing.
+        ((self.str_len as u32) << LEN_SHIFT)
+            | ((((self.key_len >> 16) as u32) & KEY_HI_MASK) << KEY_HI_SHIFT)
+            | if self.deadline { HAS_DEADLINE } else { 0 }
+            | self.kind
     }
 
     fn body_at(self) -> usize {
@@ -187,8 +221,9 @@ impl Entry {
         // and `key`/`b` are borrowed from outside the fresh block.
         unsafe {
             base.cast::<u64>().write(version);
-            base.add(8).cast::<u32>().write(key.len() as u32);
-            base.add(12).cast::<u32>().write(shape.meta());
+            base.add(ACCESS_AT).cast::<u16>().write(0);
+            base.add(KEY_LO_AT).cast::<u16>().write(shape.key_lo());
+            base.add(META_AT).cast::<u32>().write(shape.meta());
             if shape.deadline {
                 base.add(HEAD).cast::<u64>().write(deadline);
             }
@@ -204,10 +239,75 @@ impl Entry {
 
     fn shape(&self) -> Shape {
         let base = self.ptr.as_ptr();
-        // SAFETY: the header words were written by `build` and are inside the block, aligned.
-        let (key_len, meta) =
-            unsafe { (base.add(8).cast::<u32>().read(), base.add(12).cast::<u32>().read()) };
-        Shape::of(key_len, meta)
+        // SAFETY: the header words were written by `build` and are inside the block, aligned;
+        // they are never written afterwards, and these reads do not cover the access clock.
+        let (key_lo, meta) =
+            unsafe { (base.add(KEY_LO_AT).cast::<u16>().read(), base.add(META_AT).cast::<u32>().read()) };
+        Shape::of(key_lo, meta)
+    }
+
+    /// The access clock, shared by every holder of `&self`.
+    fn access(&self) -> &AtomicU16 {
+        // SAFETY: two bytes at ACCESS_AT inside the block, 2-aligned (the block is 8-aligned),
+        // initialized by `build`, alive as long as `self`; every access to them, from any thread,
+        // goes through this atomic (module docs, "The access clock").
+        unsafe { AtomicU16::from_ptr(self.ptr.as_ptr().add(ACCESS_AT).cast::<u16>()) }
+    }
+
+    /// Records an access at `tick` (seconds on the engine's clock, wrapping). Writes only when the
+    /// clock moved, so a key read many times a second dirties its cache line once a second.
+    pub fn touch(&self, tick: u16) {
+        let access = self.access();
+        if access.load(Ordering::Relaxed) != tick {
+            access.store(tick, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds since the last [`Entry::touch`] at `tick` (modulo 2^16: see the module docs).
+    pub fn idle(&self, tick: u16) -> u16 {
+        tick.wrapping_sub(self.access().load(Ordering::Relaxed))
+    }
+
+    /// What this entry's memory is reckoned at: its block as the allocator rounds it, plus what
+    /// its value owns outside the block and its place in the expiry index. A function of the
+    /// entry's state alone, so a table that adds it on insertion and subtracts it on removal (and
+    /// the difference across a change) never drifts. Exact for strings and integers; for hashes
+    /// and lists an estimate from their lengths and capacities (each element counted at its
+    /// smallest allocation, so long fields are undercounted), as O(1) must be.
+    pub fn footprint(&self) -> usize {
+        let shape = self.shape();
+        let mut bytes = size_class(shape.size());
+        if shape.deadline {
+            // A `(u64, Box<[u8]>)` in a B-tree node about 2/3 full, and the boxed key copy.
+            bytes += 36 + size_class(shape.key_len.max(1));
+        }
+        if let Some(value) = self.value_ref() {
+            bytes += match value {
+                Value::Str(b) => size_class(b.len()),
+                Value::Int(_) => 0,
+                Value::Hash(map) => {
+                    size_class(std::mem::size_of::<super::value::FieldMap>())
+                        + map.capacity() * (2 * size_of::<Bytes>() + 1)
+                        + map.len() * 2 * 16
+                }
+                Value::List(list) => {
+                    size_class(std::mem::size_of::<std::collections::VecDeque<Bytes>>())
+                        + list.capacity() * size_of::<Bytes>()
+                        + list.len() * 16
+                }
+            };
+        }
+        bytes
+    }
+
+    /// The stored `Value` of a VALUE block, shared.
+    fn value_ref(&self) -> Option<&Value> {
+        let shape = self.shape();
+        if shape.kind != KIND_VALUE {
+            return None;
+        }
+        // SAFETY: as in `value_mut`, shared.
+        Some(unsafe { &*self.ptr.as_ptr().add(shape.body_at()).cast::<Value>() })
     }
 
     /// The key.
@@ -383,6 +483,17 @@ impl std::fmt::Debug for Entry {
     }
 }
 
+/// The size the allocator hands out for a request of `n` bytes, as mimalloc's size classes go:
+/// multiples of 8 up to 64, then four classes per doubling (80, 96, 112, 128, 160, ...). An
+/// estimate (a large block is rounded to its pages), and a pure function: accounting needs one.
+pub(crate) fn size_class(n: usize) -> usize {
+    if n <= 64 {
+        return n.div_ceil(8) * 8;
+    }
+    let step = (1usize << (usize::BITS - 1 - (n - 1).leading_zeros())) / 4;
+    n.div_ceil(step) * step
+}
+
 /// Remaining ms to `deadline` at `now`, -1 when there is none. A deadline further away than
 /// `i64::MAX` ms (a client may ask for one) reads as `i64::MAX`, never as a negative TTL.
 pub(crate) fn ttl_ms(deadline: u64, now: u64) -> i64 {
@@ -432,7 +543,7 @@ mod tests {
             hash(&[(b"f", b"v")]),
             Value::List(Box::new(list)),
         ];
-        for key_len in [0usize, 1, 7, 16, 23, 1000] {
+        for key_len in [0usize, 1, 7, 16, 23, 1000, 65_535, 65_536, 70_001, MAX_KEY_LEN] {
             let key: Vec<u8> = (0..key_len).map(|i| i as u8).collect();
             for value in &values {
                 for deadline in [0, 1, u64::MAX] {
@@ -494,6 +605,40 @@ mod tests {
         assert_eq!(e.to_slot(), slot(Value::str(b"t"), 6, 10));
         e.set_slot(slot(Value::Int(3), 7, 0));
         assert_eq!(e.to_slot(), slot(Value::Int(3), 7, 0));
+    }
+
+    #[test]
+    fn size_classes_follow_mimalloc() {
+        let classes: Vec<usize> = [1, 8, 9, 64, 65, 80, 81, 96, 97, 128, 129, 1000].map(size_class).to_vec();
+        assert_eq!(classes, [8, 8, 16, 64, 80, 80, 96, 96, 112, 128, 160, 1024]);
+    }
+
+    /// The access clock is kept across value changes in place, starts at 0, and reads as the
+    /// seconds since the last touch, wrapping.
+    #[test]
+    fn the_access_clock_is_its_own_two_bytes() {
+        let mut e = Entry::new(&[0xff; 70_000], slot(Value::str(&[0xee; 64]), u64::MAX, u64::MAX));
+        assert_eq!(e.idle(5), 5);
+        e.touch(u16::MAX);
+        assert_eq!(e.idle(3), 4);
+        // Neither the key length nor the value nor the deadline see the clock's bits.
+        assert_eq!((e.key().len(), e.version(), e.deadline()), (70_000, u64::MAX, u64::MAX));
+        assert_eq!(e.value(), ValueRef::Str(&[0xee; 64]));
+        e.set_value(Value::str(&[0xdd; 64]));
+        e.set_version(7);
+        assert_eq!(e.idle(u16::MAX), 0);
+        // The block of the benchmark's key is still one 96-byte class, plus nothing else.
+        let plain = Entry::new(&[1; 16], slot(Value::str(&[2; 64]), 1, 0));
+        assert_eq!(plain.footprint(), 96);
+    }
+
+    /// A string longer than the packed limit is kept as a `Value` and reads back whole.
+    #[test]
+    fn strings_past_the_packed_limit_are_values() {
+        let long = vec![3u8; MAX_PACKED + 1];
+        let e = Entry::new(b"k", slot(Value::str(&long), 1, 0));
+        assert!(matches!(e.value(), ValueRef::Str(b) if b.len() == long.len()));
+        assert!(e.footprint() > long.len());
     }
 
     /// Values that own heap memory are dropped exactly once, whichever way the entry goes

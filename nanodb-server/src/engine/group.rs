@@ -38,7 +38,7 @@
 //! authorization, the log-failure check and cluster replication apply as for any command.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use hashbrown::hash_table::Entry as Place;
@@ -48,9 +48,9 @@ use nanodb_protocol::{Command, Compare, CompareOp, CompareTarget, Error, Keys, R
 use super::commands::Apply;
 use super::effect::{Effect, EffectKind};
 use super::entry::Entry;
-use super::table::Table;
+
 use super::value::Slot;
-use super::{Change, Engine, EngineStats, LogPosition, Partition};
+use super::{Change, Engine, EngineStats, LogPosition, Partition, TableGuard};
 
 /// An overlay has this many partitions (a power of two): it holds a handful of keys.
 const OVERLAY_PARTITIONS: usize = 2;
@@ -61,7 +61,7 @@ const OVERLAY_PARTITIONS: usize = 2;
 pub struct Group<'e> {
     engine: &'e Engine,
     /// The write guards of the partitions holding the declared keys, by ascending index.
-    held: Vec<(usize, RwLockWriteGuard<'e, Table>)>,
+    held: Vec<(usize, TableGuard<'e>)>,
     /// What the group's commands run against, shared with whoever runs them ([`Group::state`]).
     state: Arc<GroupState>,
 }
@@ -158,7 +158,7 @@ impl Engine {
     }
 
     /// "Now" for a write: the entry's time in a cluster, this node's clock otherwise.
-    fn write_now(&self) -> u64 {
+    pub(crate) fn write_now(&self) -> u64 {
         if self.is_replicated() { self.apply_now.load(Ordering::Relaxed) } else { self.clock.now_ms() }
     }
 
@@ -178,6 +178,8 @@ impl Engine {
             observers: Box::new([]),
             replicated: AtomicBool::new(self.is_replicated()),
             apply_now: AtomicU64::new(self.apply_now.load(Ordering::Relaxed)),
+            // No limit: an overlay's memory is its engine's to check, before the group runs.
+            memory: super::MemoryLimit::default(),
         }
     }
 
@@ -187,7 +189,8 @@ impl Engine {
         let mut table = part.write();
         if let Place::Vacant(v) = table.place(hash, key, |k| self.hash(k)) {
             let deadline = slot.deadline;
-            v.insert(Entry::new(key, slot));
+            let added = v.insert(Entry::new(key, slot)).get().footprint();
+            table.charge(added, 0);
             if deadline != 0 {
                 self.index(part, deadline, key);
             }
@@ -202,7 +205,7 @@ impl Engine {
 }
 
 /// Where partition `index` is in `held` (it is there: every declared key's partition is held).
-fn held_index(held: &[(usize, RwLockWriteGuard<'_, Table>)], index: usize) -> usize {
+fn held_index(held: &[(usize, TableGuard<'_>)], index: usize) -> usize {
     held.binary_search_by_key(&index, |(i, _)| *i).unwrap_or_else(|at| at.min(held.len() - 1))
 }
 
@@ -480,6 +483,7 @@ impl Group<'_> {
                 }
             }
         }
+        let tick = Engine::access_tick(engine.write_now());
         for (key, fate) in changes {
             let hash = engine.hash(&key);
             let index = engine.partition_index(hash);
@@ -487,21 +491,28 @@ impl Group<'_> {
             let slot_in = held_index(&held, index);
             let table = &mut held[slot_in].1;
             match fate {
-                Fate::Put(new) => match table.place(hash, &key, |k| engine.hash(k)) {
-                    Place::Occupied(mut o) => {
-                        let entry = o.get_mut();
-                        let old = entry.deadline();
-                        *entry = new;
-                        engine.reindex(part, entry.key(), old, entry.deadline());
-                    }
-                    Place::Vacant(v) => {
-                        let deadline = new.deadline();
-                        let entry = v.insert(new).into_mut();
-                        if deadline != 0 {
-                            engine.index(part, deadline, entry.key());
+                Fate::Put(new) => {
+                    new.touch(tick);
+                    let added = new.footprint();
+                    let removed = match table.place(hash, &key, |k| engine.hash(k)) {
+                        Place::Occupied(mut o) => {
+                            let entry = o.get_mut();
+                            let (old, before) = (entry.deadline(), entry.footprint());
+                            *entry = new;
+                            engine.reindex(part, entry.key(), old, entry.deadline());
+                            before
                         }
-                    }
-                },
+                        Place::Vacant(v) => {
+                            let deadline = new.deadline();
+                            let entry = v.insert(new).into_mut();
+                            if deadline != 0 {
+                                engine.index(part, deadline, entry.key());
+                            }
+                            0
+                        }
+                    };
+                    table.charge(added, removed);
+                }
                 Fate::Remove(_) => {
                     if let Some(gone) = table.remove_if(hash, &key, |_| true) {
                         part.note_removed(gone.version());

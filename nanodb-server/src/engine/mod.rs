@@ -33,6 +33,7 @@ pub mod group;
 mod hashes;
 mod keys;
 mod lists;
+pub mod memory;
 mod replicated;
 pub mod scan;
 mod strings;
@@ -40,6 +41,7 @@ mod table;
 pub mod value;
 
 use std::collections::BTreeSet;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -52,6 +54,7 @@ pub use commands::Apply;
 pub use effect::{Effect, EffectKind, EffectLog, EffectObserver, OwnedEffect, OwnedEffectKind};
 pub use entry::Entry;
 pub use expiry::SweepReport;
+pub use memory::{MemoryLimit, Policy};
 pub use value::{Slot, Value, ValueRef};
 
 use effect::Delta;
@@ -74,6 +77,46 @@ struct Partition {
     /// Redis's WATCH of a key that did not exist learns it was created and removed since (see
     /// `Group::unchanged_since`): one number per partition instead of a tombstone per key.
     removed: AtomicU64,
+    /// The partition's memory ([`Table::footprint`]), published when a write guard is released
+    /// (see [`memory`]): read without the lock by whoever sums the dataset's memory.
+    used: AtomicU64,
+}
+
+// The memory word fits beside the locks: a partition is still two cache lines.
+const _: () = assert!(std::mem::size_of::<Partition>() == 128);
+
+/// A partition's table held for writing. Releasing it publishes the table's footprint in the
+/// partition's `used` word, so every write path keeps the memory figure without knowing of it.
+pub(crate) struct TableGuard<'a> {
+    table: RwLockWriteGuard<'a, Table>,
+    used: &'a AtomicU64,
+}
+
+impl Deref for TableGuard<'_> {
+    type Target = Table;
+
+    fn deref(&self) -> &Table {
+        &self.table
+    }
+}
+
+impl DerefMut for TableGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Table {
+        &mut self.table
+    }
+}
+
+impl std::fmt::Debug for TableGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableGuard").field("keys", &self.table.len()).finish()
+    }
+}
+
+impl Drop for TableGuard<'_> {
+    fn drop(&mut self) {
+        // Still under the lock: the guard's fields drop after this.
+        self.used.store(self.table.footprint() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Partition {
@@ -83,8 +126,8 @@ impl Partition {
         self.table.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Table> {
-        self.table.write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self) -> TableGuard<'_> {
+        TableGuard { table: self.table.write().unwrap_or_else(PoisonError::into_inner), used: &self.used }
     }
 
     fn expiry(&self) -> MutexGuard<'_, BTreeSet<(u64, Box<[u8]>)>> {
@@ -150,6 +193,8 @@ pub struct Engine {
     replicated: std::sync::atomic::AtomicBool,
     /// The leader's clock carried by the entry being applied (cluster mode only).
     apply_now: AtomicU64,
+    /// `--max-memory` and its policy, and the eviction counters (see [`memory`]).
+    memory: MemoryLimit,
 }
 
 /// The log position that the acknowledgement of some writes must wait for: the largest position
@@ -189,6 +234,7 @@ impl Engine {
             observers: observers.into_boxed_slice(),
             replicated: std::sync::atomic::AtomicBool::new(false),
             apply_now: AtomicU64::new(0),
+            memory: MemoryLimit::default(),
         }
     }
 
@@ -330,6 +376,10 @@ impl Engine {
         let expired_at = {
             let table = part.read();
             let slot = table.get(hash, key)?;
+            if self.tracks_access() {
+                // Only with an LRU policy: otherwise a read writes nothing shared.
+                slot.touch(Self::access_tick(self.clock.now_ms()));
+            }
             if slot.deadline() == 0 {
                 return Some(f(slot));
             }
@@ -401,12 +451,17 @@ impl Engine {
         let replicated = self.is_replicated();
         let now = if replicated { self.apply_now.load(Ordering::Relaxed) } else { self.clock.now_ms() };
         let (hash, part) = self.locate(&key);
+        let tick = Self::access_tick(now);
         let mut table = part.write();
-        match table.place(hash, &key, |k| self.hash(k)) {
+        // What the change adds to and removes from the partition's memory, charged once the
+        // table's place is released.
+        let (mut added, mut removed) = (0, 0);
+        let r = match table.place(hash, &key, |k| self.hash(k)) {
             Place::Occupied(mut o) => {
                 let entry: &mut Entry = o.get_mut();
                 let old_deadline = entry.deadline();
                 let expired = entry.is_expired(now);
+                let before = entry.footprint();
                 let (r, change) = if expired { f(None, now)? } else { f(Some(&mut *entry), now)? };
                 // In a cluster the version is drawn whether or not anyone watches, so that
                 // every node's counter stays the same.
@@ -416,22 +471,28 @@ impl Engine {
                 match change {
                     Change::None | Change::Modified(_) if expired => {
                         let (gone, _) = o.remove();
+                        removed = before;
                         part.note_removed(gone.version());
                         self.unindex(part, old_deadline, gone.key());
                         self.stats.expired_keys.fetch_add(1, Ordering::Relaxed);
                     }
                     Change::None => {}
                     Change::Modified(delta) => {
+                        (added, removed) = (entry.footprint(), before);
+                        entry.touch(tick);
                         self.reindex(part, entry.key(), old_deadline, entry.deadline());
                         self.emit(at, log, watched, entry, &delta);
                     }
                     Change::Put(slot, delta) => {
                         entry.set_slot(slot);
+                        (added, removed) = (entry.footprint(), before);
+                        entry.touch(tick);
                         self.reindex(part, entry.key(), old_deadline, entry.deadline());
                         self.emit(at, log, watched, entry, &delta);
                     }
                     Change::Remove => {
                         let (gone, _) = o.remove();
+                        removed = before;
                         part.note_removed(gone.version());
                         self.unindex(part, old_deadline, gone.key());
                         if log.is_some() || watched || replicated {
@@ -444,19 +505,23 @@ impl Engine {
                         }
                     }
                 }
-                Ok(r)
+                r
             }
             Place::Vacant(v) => {
                 let (r, change) = f(None, now)?;
                 let Change::Put(slot, delta) = change else { return Ok(r) };
                 let entry = v.insert(Entry::new(&key, slot)).into_mut();
+                added = entry.footprint();
+                entry.touch(tick);
                 if entry.deadline() != 0 {
                     self.index(part, entry.deadline(), entry.key());
                 }
                 self.emit(at, log, watched, entry, &delta);
-                Ok(r)
+                r
             }
-        }
+        };
+        table.charge(added, removed);
+        Ok(r)
     }
 
     fn index(&self, part: &Partition, deadline: u64, key: &[u8]) {

@@ -29,9 +29,17 @@ pub(crate) fn table_hash(hash: u64) -> u64 {
 
 /// One partition's keys. Callers pass the engine hash of the key they look up (computed once per
 /// command) and a function that recomputes it from a key, which the table calls when it grows.
+///
+/// It also keeps the partition's share of the dataset's memory (`--max-memory`): the sum of its
+/// entries' [`Entry::footprint`]s, under the partition's lock like the entries themselves.
+/// Removals through the table subtract on their own; whoever inserts or changes an entry through
+/// a [`Place`] reports the difference with [`Table::charge`] (only `Engine::update` and a group's
+/// commit do).
 #[derive(Debug, Default)]
 pub(crate) struct Table {
     entries: HashTable<Entry>,
+    /// Sum of the entries' footprints.
+    bytes: usize,
 }
 
 /// A key's place in a [`Table`], found for writing.
@@ -55,10 +63,41 @@ impl Table {
 
     /// Removes `key` if `pred` says so; the removed entry.
     pub fn remove_if(&mut self, hash: u64, key: &[u8], pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
-        match self.entries.find_entry(table_hash(hash), |e| e.key() == key) {
-            Ok(found) if pred(found.get()) => Some(found.remove().0),
-            _ => None,
+        let gone = match self.entries.find_entry(table_hash(hash), |e| e.key() == key) {
+            Ok(found) if pred(found.get()) => found.remove().0,
+            _ => return None,
+        };
+        self.bytes = self.bytes.saturating_sub(gone.footprint());
+        Some(gone)
+    }
+
+    /// Accounts for a change made through a [`Place`]: footprints `added` and `removed`.
+    pub fn charge(&mut self, added: usize, removed: usize) {
+        self.bytes = (self.bytes + added).saturating_sub(removed);
+    }
+
+    /// This partition's memory: its entries' footprints and the table's own allocation (buckets
+    /// and control bytes).
+    pub fn footprint(&self) -> usize {
+        self.bytes + self.entries.allocation_size()
+    }
+
+    /// The footprint counted from scratch (tests check it equals the running sum).
+    #[cfg(test)]
+    pub fn recount(&self) -> usize {
+        self.entries.iter().map(Entry::footprint).sum::<usize>() + self.entries.allocation_size()
+    }
+
+    /// An entry picked from `random`: the first occupied bucket at or after a random bucket
+    /// (O(1) expected: the table is at least 7/16 full once it has grown). Not uniform (a key
+    /// after a run of empty buckets is likelier), which eviction sampling does not mind.
+    pub fn sample(&self, random: u64) -> Option<&Entry> {
+        let buckets = self.entries.num_buckets();
+        if self.entries.is_empty() || buckets == 0 {
+            return None;
         }
+        let start = (random % buckets as u64) as usize;
+        (0..buckets).find_map(|i| self.entries.get_bucket((start + i) % buckets))
     }
 
     /// Every entry, in table order.
@@ -109,6 +148,33 @@ mod tests {
         assert!(table.remove_if(hash(b"key:7"), b"key:7", |e| e.version() == 7).is_some());
         assert!(table.get(hash(b"key:7"), b"key:7").is_none());
         assert_eq!(table.iter().count(), 9_999);
+    }
+
+    #[test]
+    fn samples_find_entries_and_removals_give_back_their_bytes() {
+        let hasher = ahash::RandomState::new();
+        let hash = |k: &[u8]| hasher.hash_one(k);
+        let mut table = Table::default();
+        assert!(table.sample(7).is_none());
+        for i in 0..100u64 {
+            let key = i.to_be_bytes();
+            if let TableEntry::Vacant(v) = table.place(hash(&key), &key, hash) {
+                let added = v.insert(entry(&key, i)).get().footprint();
+                table.charge(added, 0);
+            }
+        }
+        let entries = table.footprint() - table.entries.allocation_size();
+        assert_eq!(entries, 100 * entry(&[0; 8], 0).footprint());
+        let mut seen = std::collections::HashSet::new();
+        for r in 0..10_000u64 {
+            seen.insert(table.sample(r.wrapping_mul(0x9e37_79b9_7f4a_7c15)).map(Entry::version));
+        }
+        assert!(seen.len() > 50 && !seen.contains(&None), "{} distinct samples", seen.len());
+        for i in 0..100u64 {
+            let key = i.to_be_bytes();
+            table.remove_if(hash(&key), &key, |_| true);
+        }
+        assert_eq!(table.footprint(), table.entries.allocation_size());
     }
 
     #[test]

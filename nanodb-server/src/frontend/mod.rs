@@ -166,6 +166,11 @@ impl Context {
             if cmd.replicated() || cmd.is_script() {
                 barrier.spent();
             }
+            if let Err(e) = self.make_room(&cmd, &mut LogPosition::default()) {
+                // Over `--max-memory` (a cluster only refuses: see `engine::memory`).
+                self.stats.record(caller.protocol, op, false, started.elapsed());
+                return (Err(e), 0);
+            }
             match cmd.into_script() {
                 // A script runs here and proposes what it wrote as one transaction (see
                 // `scripting`): no Lua runs at apply.
@@ -202,9 +207,19 @@ impl Context {
                 if cmd.is_write() {
                     self.engine.check_writable()?;
                 }
+                if cmd.may_grow() {
+                    self.engine.make_room(at)?;
+                }
                 self.engine.apply_command(cmd, at)
             }
         }
+    }
+
+    /// Where `--max-memory` is enforced, once for every protocol: before a command that may grow
+    /// memory, evict by the policy or refuse with `OutOfMemory` (see `engine::memory`). Deletes,
+    /// reads and shrinking commands pass. A script or transaction is checked whole, up front.
+    pub fn make_room<C: Run>(&self, cmd: &C, at: &mut LogPosition) -> Result<(), Error> {
+        if cmd.may_grow() { self.engine.make_room(at) } else { Ok(()) }
     }
 
     /// Waits until everything up to `position` may be acknowledged (no-op without persistence).
@@ -250,6 +265,9 @@ pub trait Run: Sized {
     }
     /// The dynamic command, for the log.
     fn into_command(self) -> Command;
+    /// Whether it may grow the dataset's memory (Redis's `denyoom`): refused over
+    /// `--max-memory` when nothing can be evicted ([`Context::make_room`]).
+    fn may_grow(&self) -> bool;
     /// The typed output back from the reply the state machine gave (`created`: a put created its
     /// key, which `Reply::Put` does not carry).
     fn output_from(reply: Reply, created: bool) -> Result<Self::Output, Error>;
@@ -289,6 +307,13 @@ where
         writes(self)
     }
 
+    fn may_grow(&self) -> bool {
+        match (self as &dyn std::any::Any).downcast_ref::<cmd::Txn>() {
+            Some(txn) => txn.success.iter().chain(&txn.failure).any(Command::may_grow),
+            None => C::COMMAND.may_grow(),
+        }
+    }
+
     fn into_command(self) -> Command {
         self.into()
     }
@@ -306,6 +331,7 @@ where
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<C::Output, Error> {
         if writes(&self) {
             ctx.engine.check_writable()?;
+            ctx.make_room(&self, at)?;
         }
         ctx.engine.apply(self, at)
     }
@@ -334,6 +360,10 @@ impl Run for cmd::Publish {
 
     fn replicated(&self) -> bool {
         true
+    }
+
+    fn may_grow(&self) -> bool {
+        false
     }
 
     fn into_command(self) -> Command {
@@ -369,6 +399,12 @@ impl Run for cmd::Batch {
         self.ops.iter().any(replicated)
     }
 
+    /// On a single node each operation is checked as it runs (`Context::route`), so a batch of
+    /// deletes and writes runs its deletes; this answers for the batch whole, in a cluster.
+    fn may_grow(&self) -> bool {
+        self.ops.iter().any(Command::may_grow)
+    }
+
     fn into_command(self) -> Command {
         self.into()
     }
@@ -397,6 +433,10 @@ impl Run for Command {
 
     fn replicated(&self) -> bool {
         replicated(self)
+    }
+
+    fn may_grow(&self) -> bool {
+        Command::may_grow(self)
     }
 
     fn into_script(self) -> Result<cmd::Eval, Self> {

@@ -71,7 +71,10 @@ impl Context {
         let op = cmd.name();
         // Refused here, on the node that received it, before anything is proposed or forwarded
         // (see `run_clustered_at`): counted now, answered in its place.
-        let refused = caller.authorize_with(|| cmd.need()).err();
+        let refused = caller
+            .authorize_with(|| cmd.need())
+            .and_then(|()| self.make_room(&cmd, &mut crate::engine::LogPosition::default()))
+            .err();
         match &refused {
             Some(_) => self.stats.record(caller.protocol, op, false, started.elapsed()),
             None => writes.pipeline.push(cluster, cmd.into_command()),

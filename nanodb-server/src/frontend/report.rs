@@ -22,6 +22,10 @@ pub async fn stats_report(ctx: &Context) -> pb::StatsResponse {
     pb::StatsResponse {
         keys: ctx.engine.key_count() as u64,
         memory_bytes: resident_memory_bytes().unwrap_or(0),
+        used_memory_bytes: ctx.engine.used_memory(),
+        max_memory_bytes: ctx.engine.memory().max(),
+        maxmemory_policy: ctx.engine.memory().policy().to_string(),
+        evicted_keys: ctx.engine.memory().evicted(),
         protocols: Protocol::ALL
             .iter()
             .map(|&p| pb::ProtocolStats {

@@ -412,9 +412,16 @@ impl Run for cmd::Eval {
         ScriptValue::from_reply(reply).map_err(|_| Error::Internal)
     }
 
+    fn may_grow(&self) -> bool {
+        true
+    }
+
     fn run_in(self, ctx: &Context, at: &mut LogPosition) -> Result<ScriptValue, Error> {
         self.validate(ctx.engine.limits())?;
         ctx.engine.check_writable()?;
+        // A script may write: over `--max-memory` it is refused before it runs (Redis refuses
+        // a script that may write up front), or room is made first.
+        ctx.make_room(&self, at)?;
         ctx.scripts.eval(ctx, self, at)
     }
 }

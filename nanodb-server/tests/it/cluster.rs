@@ -1265,3 +1265,44 @@ async fn concurrent_linearizable_reads_share_read_index_rounds_and_see_acknowled
 
 #[path = "cluster_pipeline.rs"]
 mod pipeline;
+
+/// `--max-memory` in a cluster (#20): an evicting policy refuses to start (an eviction is one
+/// node's decision; every node must apply the same log), and under `noeviction` a write past the
+/// limit is refused on the node that took it with Redis's `-OOM`, while deletes still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_takes_noeviction_only_and_refuses_writes_past_max_memory() {
+    use nanodb_server::engine::Policy;
+    use nanodb_server::server::StartError;
+
+    let c = Cluster::new(1, 64 << 20);
+    let evicting = Config { max_memory: 1 << 20, maxmemory_policy: Policy::AllKeysLru, ..c.config(0) };
+    match Server::start(evicting).await {
+        Err(StartError::Memory(why)) => assert!(why.contains("noeviction"), "{why}"),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("an evicting policy started in cluster mode"),
+    }
+    let server = Server::start(Config { max_memory: 100_000, ..c.config(0) }).await.expect("node starts");
+    let mut con = redis_conn(server.addrs().resp.expect("resp")).await;
+    let value = "v".repeat(1000);
+    let mut written = 0;
+    let refused = loop {
+        assert!(written < 1000, "100 kB never ran out");
+        match con.set::<_, _, ()>(format!("k{written}"), &value).await {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refused.code(), Some("OOM"), "{refused:?}");
+    let evict: redis::RedisResult<()> = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut con)
+        .await;
+    assert!(evict.is_err(), "CONFIG SET took an evicting policy in cluster mode");
+    let deleted: i64 = con.del("k0").await.expect("a delete still runs");
+    assert_eq!(deleted, 1);
+    let kept: Option<String> = con.get("k1").await.expect("reads still run");
+    assert_eq!(kept.as_deref(), Some(value.as_str()));
+    server.shutdown().await;
+}

@@ -38,7 +38,7 @@ pub fn code(c: ErrorCode) -> Code {
         ErrorCode::WrongType | ErrorCode::ConditionFailed => Code::FailedPrecondition,
         ErrorCode::Overflow => Code::OutOfRange,
         ErrorCode::NotFound => Code::NotFound,
-        ErrorCode::TooManyConnections | ErrorCode::Busy => Code::ResourceExhausted,
+        ErrorCode::TooManyConnections | ErrorCode::Busy | ErrorCode::OutOfMemory => Code::ResourceExhausted,
         ErrorCode::ShuttingDown | ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::Timeout => Code::DeadlineExceeded,
         ErrorCode::Internal => Code::Internal,

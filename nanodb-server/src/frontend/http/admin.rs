@@ -143,6 +143,14 @@ pub struct StatsJson {
     pub uptime_s: u64,
     /// The server's version.
     pub version: &'static str,
+    /// The dataset's memory as the engine accounts it (what `--max-memory` bounds).
+    pub used_memory_bytes: u64,
+    /// `--max-memory` in bytes; 0 when unlimited.
+    pub max_memory_bytes: u64,
+    /// `--maxmemory-policy`, in Redis's words.
+    pub maxmemory_policy: &'static str,
+    /// Keys evicted to stay under `max_memory_bytes` since start.
+    pub evicted_keys: u64,
 }
 
 /// Key count, memory, operations per protocol, uptime and version.
@@ -159,6 +167,10 @@ pub async fn stats(s: Call) -> Response {
             .collect(),
         uptime_s: st.uptime().as_secs(),
         version: env!("CARGO_PKG_VERSION"),
+        used_memory_bytes: s.ctx.engine.used_memory(),
+        max_memory_bytes: s.ctx.engine.memory().max(),
+        maxmemory_policy: s.ctx.engine.memory().policy().as_str(),
+        evicted_keys: s.ctx.engine.memory().evicted(),
     };
     json_response(StatusCode::OK, &body)
 }
@@ -254,6 +266,25 @@ pub fn render_metrics(s: &Shared) -> String {
             "counter",
             "Pub/sub publishes, including keyspace notifications.",
             feed.published.load(Relaxed),
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {n}");
+    }
+    let memory = s.ctx.engine.memory();
+    for (name, kind, help, n) in [
+        (
+            "nanodb_used_memory_bytes",
+            "gauge",
+            "The dataset's memory as the engine accounts it (what --max-memory bounds).",
+            s.ctx.engine.used_memory(),
+        ),
+        ("nanodb_max_memory_bytes", "gauge", "The --max-memory limit; 0 when unlimited.", memory.max()),
+        (
+            "nanodb_evicted_keys_total",
+            "counter",
+            "Keys evicted to stay under --max-memory.",
+            memory.evicted(),
         ),
     ] {
         family(&mut out, name, kind, help);

@@ -59,6 +59,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::NoAuth | ErrorCode::WrongPass => StatusCode::UNAUTHORIZED,
         ErrorCode::NoPerm => StatusCode::FORBIDDEN,
+        // Not 503: retrying does not help until memory is freed or the limit raised.
+        ErrorCode::OutOfMemory => StatusCode::INSUFFICIENT_STORAGE,
     }
 }
 

@@ -1301,3 +1301,23 @@ async fn new_routes_answer_limits_with_their_documented_status() {
     }
     assert_eq!(get(&app, "/v1/keyspace/count").await.json(), json!({"value": 1}), "only the list");
 }
+
+/// Past `--max-memory` under `noeviction` a write is 507 OUT_OF_MEMORY; reads and deletes still
+/// work, and `/v1/stats` shows the figures.
+#[tokio::test]
+async fn writes_past_max_memory_are_507_and_stats_show_the_memory() {
+    let (app, ctx) = app();
+    for i in 0..20 {
+        assert!(put(&app, &format!("/v1/kv/k{i}"), b"0123456789").await.status.is_success());
+    }
+    let used = ctx.engine.used_memory();
+    ctx.engine.set_memory_limit(used / 2, crate::engine::Policy::NoEviction).expect("a single node");
+    put(&app, "/v1/kv/more", b"x").await.error(StatusCode::INSUFFICIENT_STORAGE, "OUT_OF_MEMORY");
+    assert_eq!(get(&app, "/v1/kv/k0").await.status, StatusCode::OK);
+    assert!(call(&app, Method::DELETE, "/v1/kv/k0", &[], Body::empty()).await.status.is_success());
+    let stats = get(&app, "/v1/stats").await.json();
+    assert_eq!(stats["max_memory_bytes"], used / 2);
+    assert_eq!(stats["maxmemory_policy"], "noeviction");
+    assert!(stats["used_memory_bytes"].as_u64().is_some_and(|u| u > used / 2), "{stats}");
+    assert_eq!(stats["evicted_keys"], 0);
+}

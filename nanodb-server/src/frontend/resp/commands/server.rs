@@ -43,11 +43,18 @@ pub fn info(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesM
         );
     }
     if wants("memory") {
+        // `used_memory` is the dataset as the engine accounts it (what maxmemory bounds: see
+        // `engine::memory`), `used_memory_rss` the process's resident size.
         let rss = resident_memory_bytes().unwrap_or(0);
+        let used = ctx.engine.used_memory();
+        let memory = ctx.engine.memory();
         let _ = write!(
             text,
-            "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\n\r\n",
-            rss as f64 / (1024.0 * 1024.0),
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:{}\r\nmaxmemory_human:{:.2}M\r\nmaxmemory_policy:{}\r\n\r\n",
+            used as f64 / (1024.0 * 1024.0),
+            memory.max(),
+            memory.max() as f64 / (1024.0 * 1024.0),
+            memory.policy(),
         );
     }
     if wants("stats") {
@@ -55,8 +62,9 @@ pub fn info(ctx: &Context, _: &mut Session<'_>, args: &[Bytes], out: &mut BytesM
         let ops: u64 = Protocol::ALL.iter().map(|p| stats.ops(*p)).sum();
         let _ = write!(
             text,
-            "# Stats\r\ntotal_connections_received:{total}\r\ntotal_commands_processed:{ops}\r\nexpired_keys:{}\r\nevicted_keys:0\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{total}\r\ntotal_commands_processed:{ops}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\ntotal_error_replies:{}\r\n\r\n",
             ctx.engine.stats().expired_keys.load(std::sync::atomic::Ordering::Relaxed),
+            ctx.engine.memory().evicted(),
             ctx.feed.channels(None).len(),
             ctx.feed.pattern_count(),
             stats.errors(Protocol::Resp),
@@ -283,7 +291,8 @@ fn unknown_sub(sub: &[u8], cmd: &str) -> Reject {
 }
 
 /// CONFIG GET pattern...: the settings clients and redis-benchmark ask about, with NanoDB's
-/// answers; CONFIG SET changes `notify-keyspace-events`, and `masteruser` and `masterauth` in
+/// answers; CONFIG SET changes `notify-keyspace-events`, `maxmemory` and `maxmemory-policy`
+/// (until restart), and `masteruser` and `masterauth` in
 /// cluster mode (what `REPLICAOF` authenticates with; CONFIG GET masks the password), and refuses
 /// the rest as Redis refuses immutable or unknown ones; CONFIG RESETSTAT is accepted.
 pub fn config(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) -> Outcome {
@@ -303,13 +312,15 @@ pub fn config(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mu
         let upstream = ctx.cluster.as_ref().map(|c| &c.upstream);
         let master_user = upstream.map(|u| u.shown_user()).unwrap_or_default();
         let master_auth = upstream.map_or("", |u| u.shown_pass());
+        let max_memory = ctx.engine.memory().max().to_string();
+        let policy = ctx.engine.memory().policy();
         let settings: [(&str, &str); 15] = [
             ("save", ""),
             ("appendonly", appendonly),
             ("appendfsync", &fsync),
             ("databases", "1"),
-            ("maxmemory", "0"),
-            ("maxmemory-policy", "noeviction"),
+            (MAXMEMORY, &max_memory),
+            (MAXMEMORY_POLICY, policy.as_str()),
             ("maxclients", &max_clients),
             ("timeout", "0"),
             ("port", &port),
@@ -346,6 +357,10 @@ const NOTIFY: &str = "notify-keyspace-events";
 const MASTERUSER: &str = "masteruser";
 /// The password `REPLICAOF` authenticates with (Redis's name); CONFIG GET shows a mask.
 const MASTERAUTH: &str = "masterauth";
+/// `--max-memory` (Redis's name and syntax: `100mb` is 100 MiB).
+const MAXMEMORY: &str = "maxmemory";
+/// `--maxmemory-policy`.
+const MAXMEMORY_POLICY: &str = "maxmemory-policy";
 
 /// Settings CONFIG GET shows that are fixed while running (they are flags).
 const IMMUTABLE: &[&str] = &[
@@ -353,8 +368,6 @@ const IMMUTABLE: &[&str] = &[
     "appendonly",
     "appendfsync",
     "databases",
-    "maxmemory",
-    "maxmemory-policy",
     "maxclients",
     "timeout",
     "port",
@@ -374,6 +387,7 @@ fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
     };
     let mut notify = None;
     let (mut master_user, mut master_auth) = (None, None);
+    let (mut max_memory, mut policy) = (None, None);
     for pair in pairs.chunks_exact(2) {
         let name = String::from_utf8_lossy(&pair[0]).to_ascii_lowercase();
         if name == MASTERUSER || name == MASTERAUTH {
@@ -392,6 +406,23 @@ fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
             } else {
                 master_auth = Some(value);
             }
+        } else if name == MAXMEMORY {
+            let value = std::str::from_utf8(&pair[1]).unwrap_or_default();
+            let bytes = crate::engine::memory::parse_redis_memory(value)
+                .map_err(|_| failed(&name, "argument must be a memory value"))?;
+            max_memory = Some(bytes);
+        } else if name == MAXMEMORY_POLICY {
+            let value = std::str::from_utf8(&pair[1]).unwrap_or_default();
+            let chosen: crate::engine::Policy =
+                value.parse().map_err(|_| failed(&name, "argument(s) must be one of the following: noeviction, allkeys-lru, allkeys-random, volatile-lru, volatile-ttl, volatile-random"))?;
+            if ctx.cluster.is_some() && chosen != crate::engine::Policy::NoEviction {
+                return Err(failed(
+                    &name,
+                    "only noeviction in cluster mode: an eviction is one node's decision and every node must \
+                     apply the same log",
+                ));
+            }
+            policy = Some(chosen);
         } else if name == NOTIFY {
             let flags = std::str::from_utf8(&pair[1])
                 .ok()
@@ -406,6 +437,12 @@ fn config_set(ctx: &Context, pairs: &[Bytes]) -> Result<(), Reject> {
                 String::from_utf8_lossy(&pair[0])
             )));
         }
+    }
+    if max_memory.is_some() || policy.is_some() {
+        let memory = ctx.engine.memory();
+        let (max, policy) = (max_memory.unwrap_or(memory.max()), policy.unwrap_or(memory.policy()));
+        // Refused (cluster mode with an evicting policy) before anything else is applied.
+        ctx.engine.set_memory_limit(max, policy).map_err(|why| failed(MAXMEMORY_POLICY, &why))?;
     }
     if let Some(flags) = notify {
         ctx.feed.set_notify_flags(flags);

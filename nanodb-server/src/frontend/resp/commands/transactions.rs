@@ -156,6 +156,14 @@ pub fn exec(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byt
     if specs.iter().any(|s| s.flags.contains(&"write")) {
         ctx.engine.check_writable()?;
     }
+    if specs.iter().any(|s| s.flags.contains(&"denyoom") || s.name.starts_with("eval")) {
+        // Over `--max-memory`: evict now, or refuse the whole queue up front (Redis's -OOM for
+        // EXEC), before any partition is locked.
+        let mut at = crate::engine::LogPosition::default();
+        let made = ctx.engine.make_room(&mut at);
+        session.log_position = session.log_position.max(at.0);
+        made?;
+    }
     let mut keys: Vec<Bytes> = watched.iter().map(|w| w.key.clone()).collect();
     for (spec, args) in specs.iter().zip(&multi.queued) {
         key_args(spec, args, &mut keys);
