@@ -26,12 +26,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::event_loops::EventLoops;
 use crate::auth::{Auth, Caller, Need};
 use crate::cluster::Cluster;
 use crate::cluster::pipeline::ReadBarrier;
 use crate::config::Config;
 use crate::engine::{Apply, Engine, LogPosition, value};
-use self::event_loops::EventLoops;
 use crate::feed::Hub;
 use crate::persist::AppendLog;
 use crate::scripting::Scripts;
@@ -468,7 +468,7 @@ pub async fn accept_loop<S, SF, R, RF>(
             Ok(permit) => match loops {
                 Some(loops) => {
                     let serve = serve.clone();
-                    loops.spawn_socket(name, stream, peer, move |stream| async move {
+                    loops.spawn_socket(loops.next(), name, stream, peer, move |stream| async move {
                         serve(stream, peer).await;
                         drop(permit);
                     });

@@ -81,26 +81,38 @@ impl EventLoops {
         self.runtimes.is_empty()
     }
 
-    /// The loop the next connection goes to (round robin). Panics without loops: callers check
-    /// [`EventLoops::active`] first.
-    pub fn next(&self) -> tokio::runtime::Handle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.runtimes.len();
-        self.runtimes[i].handle().clone()
+    /// The loop the next connection goes to (round robin), as an index for
+    /// [`EventLoops::spawn_on`]. Panics without loops: callers check [`EventLoops::active`] first.
+    pub fn next(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) as usize % self.runtimes.len()
     }
 
-    /// Runs `task` on the next loop, tracked: [`EventLoops::stop`] waits for it.
-    pub fn spawn<F>(&self, task: F)
+    /// Runs `task` on loop `i` (from [`EventLoops::next`]), tracked: [`EventLoops::stop`] waits
+    /// for it.
+    pub fn spawn_on<F>(&self, i: usize, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.spawn_on(task, &self.next());
+        self.tasks.spawn_on(task, self.runtimes[i % self.runtimes.len()].handle());
     }
 
-    /// Runs `serve` on the next loop for a socket accepted elsewhere, after moving the socket to
-    /// that loop's reactor. A socket that cannot be moved (out of memory for the registration) is
+    /// The tracker of what runs on the loops, for work a connection hands off to a task of its
+    /// own (an upgraded WebSocket): a token taken from it keeps the loops up until it is dropped.
+    pub fn tracker(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+
+    /// Runs `serve` on loop `i` for a socket accepted elsewhere, after moving the socket to that
+    /// loop's reactor. A socket that cannot be moved (out of memory for the registration) is
     /// closed, with a line at debug level.
-    pub fn spawn_socket<F, Fut>(&self, name: &'static str, stream: TcpStream, peer: SocketAddr, serve: F)
-    where
+    pub fn spawn_socket<F, Fut>(
+        &self,
+        i: usize,
+        name: &'static str,
+        stream: TcpStream,
+        peer: SocketAddr,
+        serve: F,
+    ) where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
@@ -111,7 +123,8 @@ impl EventLoops {
                 return;
             }
         };
-        self.spawn(async move {
+        self.spawn_on(i, async move {
+            // On the loop's thread: the socket registers with the loop's reactor.
             match TcpStream::from_std(stream) {
                 Ok(stream) => serve(stream).await,
                 Err(e) => {
@@ -225,7 +238,8 @@ mod tests {
     /// and `stop` waits for them to end before it ends the loops.
     #[test]
     fn connections_run_round_robin_on_named_loops_and_stop_waits_for_them() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
         rt.block_on(async {
             let loops = EventLoops::start("test", 2, Duration::from_micros(50)).expect("loops");
             assert!(loops.active().is_some());
@@ -233,7 +247,7 @@ mod tests {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             for _ in 0..4 {
                 let tx = tx.clone();
-                loops.spawn(async move {
+                loops.spawn_on(loops.next(), async move {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let name = std::thread::current().name().map(str::to_owned);
                     let _ = tx.send(name);
