@@ -8,6 +8,7 @@ mod grpc;
 mod harness;
 mod http;
 mod log_failure;
+mod loops;
 mod persist;
 mod resp;
 mod resp_pubsub;
