@@ -110,8 +110,8 @@ impl Context {
         if let Some(cluster) = &self.cluster {
             // A synchronous caller in a cluster (the pipelining frontends go through `pipeline`
             // instead): the command waits for consensus on this thread, which hands its other
-            // tasks to another worker meanwhile (RESP's event loops are multi-thread runtimes of
-            // one worker). The position returned is the write's Raft log index (there is no
+            // tasks to another worker meanwhile (the frontends' event loops are multi-thread
+            // runtimes of one worker). The position returned is the write's Raft log index (there is no
             // append-only log to wait for).
             let handle = tokio::runtime::Handle::current();
             return tokio::task::block_in_place(|| {

@@ -235,6 +235,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let Some(mut item) = next else { break };
         let mut eof = false;
         if ctx.cluster.is_some() {
+            event_loops::idle_poll::note_work();
             // A cluster's pipelined writes go to the log together (see `clustered`).
             match clustered::run_batch(ctx, &mut framed, &mut caller, peer, &mut feed, item, &mut batch).await
             {
