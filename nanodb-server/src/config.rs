@@ -209,6 +209,48 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub resp_idle_poll_us: u64,
 
+    /// Binary TCP event loops: threads of their own serving binary-protocol connections (round
+    /// robin), as `--resp-threads` does for RESP, so a connection with a request ready is not left
+    /// on a shared-runtime worker the kernel descheduled. 0 serves binary TCP on the shared
+    /// runtime. At most 256.
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_TCP_THREADS", default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub tcp_threads: u64,
+
+    /// Longest time, in microseconds, a binary TCP event loop keeps polling its sockets after its
+    /// latest request before it sleeps (as `--resp-idle-poll-us`). 0 turns polling off. At most
+    /// 1000.
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_TCP_IDLE_POLL_US", default_value_t = 50, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub tcp_idle_poll_us: u64,
+
+    /// gRPC event loops: threads of their own serving gRPC connections (round robin), each with
+    /// its HTTP/2 streams. Default 1, as for the other protocols: one loop already keeps a core
+    /// busy at `-P 1`, and on a small machine more loops than cores only take turns. 0 serves gRPC
+    /// on the shared runtime. At most 256.
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_GRPC_THREADS", default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub grpc_threads: u64,
+
+    /// Longest time, in microseconds, a gRPC event loop keeps polling after its latest read before
+    /// it sleeps (as `--resp-idle-poll-us`). 0 turns polling off. At most 1000.
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_GRPC_IDLE_POLL_US", default_value_t = 50, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub grpc_idle_poll_us: u64,
+
+    /// REST event loops: threads of their own serving HTTP connections (round robin), each with
+    /// its HTTP/2 streams, SSE streams and WebSockets. Default 1, as for the other protocols. 0
+    /// serves REST on the shared runtime. At most 256.
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_HTTP_THREADS", default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub http_threads: u64,
+
+    /// Longest time, in microseconds, a REST event loop keeps polling after its latest read before
+    /// it sleeps (as `--resp-idle-poll-us`). 0 turns polling off. At most 1000.
+    #[arg(long, help_heading = RUNTIME, env = "NANODB_HTTP_IDLE_POLL_US", default_value_t = 50, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub http_idle_poll_us: u64,
+
     /// Most client connections per protocol at once (binary TCP, RESP, gRPC and REST alike); further
     /// connections are refused with an error in their protocol.
     #[arg(long, help_heading = LIMITS, env = "NANODB_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
@@ -595,6 +637,18 @@ pub struct Config {
     pub resp_threads: usize,
     /// Longest busy-polling window of a RESP event loop; zero for none.
     pub resp_idle_poll: Duration,
+    /// Binary TCP event loops; 0 for none (binary TCP on the shared runtime).
+    pub tcp_threads: usize,
+    /// Longest busy-polling window of a binary TCP event loop; zero for none.
+    pub tcp_idle_poll: Duration,
+    /// gRPC event loops; 0 for none (gRPC on the shared runtime).
+    pub grpc_threads: usize,
+    /// Longest busy-polling window of a gRPC event loop; zero for none.
+    pub grpc_idle_poll: Duration,
+    /// REST event loops; 0 for none (REST on the shared runtime).
+    pub http_threads: usize,
+    /// Longest busy-polling window of a REST event loop; zero for none.
+    pub http_idle_poll: Duration,
     /// Connection limit per protocol.
     pub max_connections: usize,
     /// Requests served at once per protocol (gRPC, REST).
@@ -715,6 +769,12 @@ impl From<Cli> for Config {
             resp_max_args: c.resp_max_args.max(1),
             resp_threads: c.resp_threads as usize,
             resp_idle_poll: Duration::from_micros(c.resp_idle_poll_us),
+            tcp_threads: c.tcp_threads as usize,
+            tcp_idle_poll: Duration::from_micros(c.tcp_idle_poll_us),
+            grpc_threads: c.grpc_threads as usize,
+            grpc_idle_poll: Duration::from_micros(c.grpc_idle_poll_us),
+            http_threads: c.http_threads as usize,
+            http_idle_poll: Duration::from_micros(c.http_idle_poll_us),
             max_connections: c.max_connections.max(1),
             max_in_flight: c.max_in_flight.max(1),
             max_streams: c.max_streams,
@@ -931,6 +991,13 @@ mod tests {
         assert_eq!(c.resp_max_args, 1_048_576);
         assert_eq!(c.resp_threads, 1);
         assert_eq!(c.resp_idle_poll, Duration::from_micros(50));
+        for (threads, poll) in [
+            (c.tcp_threads, c.tcp_idle_poll),
+            (c.grpc_threads, c.grpc_idle_poll),
+            (c.http_threads, c.http_idle_poll),
+        ] {
+            assert_eq!((threads, poll), (1, Duration::from_micros(50)), "every frontend has one loop");
+        }
         let c = load(["nanodb-server", "--max-value-len", "10"]).expect("loads");
         assert_eq!(c.resp_max_bulk_len, 10, "the bulk limit follows the value limit unless set");
         assert!(c.cors_origins.is_empty(), "CORS is off by default");
@@ -1047,5 +1114,14 @@ mod tests {
         assert!(err.to_string().contains("0..=1000"), "{err}");
         let c = load(["nanodb-server", "--resp-idle-poll-us", "0"]).expect("0 turns polling off");
         assert_eq!(c.resp_idle_poll, Duration::ZERO);
+        let c =
+            load(["nanodb-server", "--tcp-threads", "0", "--grpc-threads", "3", "--http-idle-poll-us", "0"])
+                .expect("loops per frontend");
+        assert_eq!((c.tcp_threads, c.grpc_threads, c.http_idle_poll), (0, 3, Duration::ZERO));
+        let err = load(["nanodb-server", "--http-threads", "257"]).expect_err("too many loops");
+        assert!(err.to_string().contains("0..=256"), "{err}");
+        let f = write("tcp_threads = 2\ngrpc-idle-poll-us = 7\n");
+        let c = load(["nanodb-server", "--config", f.path().to_str().expect("utf8")]).expect("from the file");
+        assert_eq!((c.tcp_threads, c.grpc_idle_poll), (2, Duration::from_micros(7)));
     }
 }

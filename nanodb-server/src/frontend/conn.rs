@@ -6,7 +6,8 @@
 //! is done or dropped, so an SSE stream, a WebSocket or a gRPC watch never counts as idle) and
 //! the time of the latest read; [`Idle`] wraps the connection's stream and ends it (end of file,
 //! which hyper takes as the client leaving) once idle past the timeout. Without a timeout both are
-//! passthroughs.
+//! passthroughs, except that each read with bytes tells the event loop's poller there was work
+//! ([`super::event_loops::idle_poll::note_work`]).
 
 use std::io;
 use std::pin::Pin;
@@ -133,8 +134,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Idle<IO> {
         let before = buf.filled().len();
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                if self.timeout.is_some() && buf.filled().len() > before {
-                    self.activity.touch();
+                if buf.filled().len() > before {
+                    // Bytes came in: on an event loop, keep polling for the next ones for a
+                    // moment (a thread-local counter; nothing on the shared runtime).
+                    super::event_loops::idle_poll::note_work();
+                    if self.timeout.is_some() {
+                        self.activity.touch();
+                    }
                 }
                 Poll::Ready(r)
             }

@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod coverage;
+pub mod event_loops;
 pub mod grpc;
 pub mod http;
 pub mod pipeline;
@@ -25,6 +26,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::event_loops::EventLoops;
 use crate::auth::{Auth, Caller, Need};
 use crate::cluster::Cluster;
 use crate::cluster::pipeline::ReadBarrier;
@@ -108,8 +110,8 @@ impl Context {
         if let Some(cluster) = &self.cluster {
             // A synchronous caller in a cluster (the pipelining frontends go through `pipeline`
             // instead): the command waits for consensus on this thread, which hands its other
-            // tasks to another worker meanwhile (RESP's event loops are multi-thread runtimes of
-            // one worker). The position returned is the write's Raft log index (there is no
+            // tasks to another worker meanwhile (the frontends' event loops are multi-thread
+            // runtimes of one worker). The position returned is the write's Raft log index (there is no
             // append-only log to wait for).
             let handle = tokio::runtime::Handle::current();
             return tokio::task::block_in_place(|| {
@@ -464,26 +466,28 @@ impl Run for Command {
 }
 
 /// Accepts connections on `listener` until shutdown, for the frontends that own their sockets (the
-/// binary TCP protocol and RESP): each connection runs `serve` in its own tracked task while it
+/// binary TCP protocol, RESP, REST): each connection runs `serve` in its own tracked task while it
 /// holds one of `max_connections` places; a connection beyond the limit runs `refuse` (which tells
 /// the client why, in its protocol) instead. A failing accept (out of file descriptors) backs off
-/// briefly instead of spinning. With `on`, connections run on the runtime it picks for each
-/// (RESP's event loops) instead of the server's, tracked by its tracker, which the caller waits
-/// for.
+/// briefly instead of spinning. With `loops`, connections run on the frontend's event loops
+/// (round robin), moved to the loop's reactor first and tracked by the loops, which the caller
+/// stops once this returns ([`EventLoops::stop`]); without, on the server's runtime, tracked by
+/// `ctx.tasks`.
 pub async fn accept_loop<S, SF, R, RF>(
     listener: TcpListener,
     ctx: Context,
     name: &'static str,
     serve: S,
     refuse: R,
-    on: Option<(&TaskTracker, &(dyn Fn() -> tokio::runtime::Handle + Sync))>,
+    loops: Option<&EventLoops>,
 ) where
-    S: Fn(TcpStream, SocketAddr) -> SF,
+    S: Fn(TcpStream, SocketAddr) -> SF + Send + Sync + 'static,
     SF: Future<Output = ()> + Send + 'static,
     R: Fn(TcpStream) -> RF,
     RF: Future<Output = ()> + Send + 'static,
 {
     let places = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let serve = Arc::new(serve);
     let (mut refused, mut last_warning) = (0u64, None);
     loop {
         let accepted = tokio::select! {
@@ -501,17 +505,22 @@ pub async fn accept_loop<S, SF, R, RF>(
         };
         let _ = stream.set_nodelay(true);
         match places.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let connection = serve(stream, peer);
-                let task = async move {
-                    connection.await;
-                    drop(permit);
-                };
-                match on {
-                    Some((tracker, runtime)) => tracker.spawn_on(task, &runtime()),
-                    None => ctx.tasks.spawn(task),
-                };
-            }
+            Ok(permit) => match loops {
+                Some(loops) => {
+                    let serve = serve.clone();
+                    loops.spawn_socket(loops.next(), name, stream, peer, move |stream| async move {
+                        serve(stream, peer).await;
+                        drop(permit);
+                    });
+                }
+                None => {
+                    let connection = serve(stream, peer);
+                    ctx.tasks.spawn(async move {
+                        connection.await;
+                        drop(permit);
+                    });
+                }
+            },
             Err(_) => {
                 // A flood of refusals is one warning a second, the rest at debug.
                 refused += 1;

@@ -17,8 +17,13 @@
 //! A connection that WATCHes or SUBSCRIBEs ([`watch`]) also waits on its change-feed queue: the
 //! loop selects between frames and deliveries, and writes pushes in the same batches as replies.
 //!
+//! Connections run on the binary protocol's own event loops (`--tcp-threads`, default 1; see
+//! [`super::event_loops`]), as RESP's do: each connection runs what it received, lets the loop's
+//! other ready connections run theirs, and then writes, so a round's log records go out in one
+//! `write(2)` and its replies together. `--tcp-threads 0` serves them on the shared runtime.
+//!
 //! With `--tls-cert`, the same connection code runs over the TLS stream ([`crate::tls::accept`]
-//! in the connection's task first). With `--idle-timeout`, a connection that sends nothing for
+//! in the connection's task, on its event loop, first). With `--idle-timeout`, a connection that sends nothing for
 //! that long is closed, unless it watches or subscribes.
 
 mod clustered;
@@ -44,6 +49,7 @@ use tracing::{debug, warn};
 
 use self::watch::{Batch, Feed};
 use super::Context;
+use super::event_loops::{self, EventLoops};
 use super::sniff::{self, Foreign};
 use crate::auth::{Caller, Need};
 use crate::stats::Protocol;
@@ -64,9 +70,17 @@ const WRITE_BOUNDARY: usize = 64 * 1024;
 /// long backlog of pushes (the rest go out in the next turns of the loop).
 const MAX_PUSHES: usize = 1024;
 
-/// Accepts connections until shutdown; with `tls`, each connection's handshake runs in its own
-/// task before its HELLO.
+/// Accepts connections until shutdown and serves them on the event loops; with `tls`, each
+/// connection's handshake runs in its own task before its HELLO. Returns once the connections
+/// have drained.
 pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
+    let loops = match EventLoops::start("tcp", ctx.config.tcp_threads, ctx.config.tcp_idle_poll) {
+        Ok(loops) => loops,
+        Err(e) => {
+            tracing::error!(error = %e, "tcp: cannot start the event loops; the binary protocol is off");
+            return;
+        }
+    };
     let max = ctx.config.max_connections;
     let conn_ctx = ctx.clone();
     let tls_serve = tls.clone();
@@ -100,7 +114,9 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     };
     let refuse_ctx = ctx.clone();
     let refuse = move |stream| refuse(stream, max, refuse_ctx.clone(), tls.clone());
-    super::accept_loop(listener, ctx, "tcp", serve_one, refuse, None).await;
+    // `--tcp-threads 0`: connections run on the server's runtime, tracked by `ctx.tasks`.
+    super::accept_loop(listener, ctx, "tcp", serve_one, refuse, loops.active()).await;
+    loops.stop().await;
 }
 
 /// Tells a client over the connection limit why it is being closed (over TLS after the handshake,
@@ -219,6 +235,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         let Some(mut item) = next else { break };
         let mut eof = false;
         if ctx.cluster.is_some() {
+            event_loops::idle_poll::note_work();
             // A cluster's pipelined writes go to the log together (see `clustered`).
             match clustered::run_batch(ctx, &mut framed, &mut caller, peer, &mut feed, item, &mut batch).await
             {
@@ -262,6 +279,13 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 None => break,
             }
+        }
+        if !batch.is_empty() {
+            event_loops::idle_poll::note_work();
+            // Let every other connection that is ready run its requests before any of them
+            // writes: the first to need the log then writes every record of the round in one
+            // `write(2)`, and replies leave together (as RESP's connections do).
+            event_loops::after_queued_tasks().await;
         }
         // Deliveries queued meanwhile (e.g. for this batch's own writes) follow its replies.
         feed.drain(&mut batch, MAX_PUSHES);
@@ -312,9 +336,9 @@ async fn send_batch<S: AsyncRead + AsyncWrite + Unpin>(
     batch: &mut Vec<(u32, Response, u64)>,
 ) -> Result<(), FrameError> {
     let position = batch.iter().map(|(_, _, p)| *p).max().unwrap_or(0);
-    // A pipelined batch shares its log write with the worker's other connections; a single
-    // request writes its record at once.
-    let durable = ctx.durable_sharing(position, batch.len() > 1).await;
+    // The round's other connections have appended their records already (see `connection`), so
+    // whoever writes first writes them all: no further yield to share the write.
+    let durable = ctx.durable_sharing(position, false).await;
     for (id, response, position) in batch.drain(..) {
         let response = match &durable {
             Err(e) if position > 0 => Response::Error(e.clone()),

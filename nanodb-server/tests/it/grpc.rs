@@ -913,12 +913,19 @@ async fn overload_is_shed_at_once_not_queued() {
         Config { max_connections: 1, max_in_flight: 1, request_timeout: Duration::from_secs(60), ..config() };
     let (server, addr) = grpc_server(cfg).await;
     let ch = channel(addr).await;
-    let stalled = tokio::spawn(stalled_get(ch.clone(), None));
-    let mut c = KvClient::new(ch);
+    let mut stalled = tokio::spawn(stalled_get(ch.clone(), None));
+    let mut c = KvClient::new(ch.clone());
     // The stalled call takes the only permit as soon as it reaches the server; poll until the
     // next call is refused, which shows it was shed rather than queued behind the stalled one.
+    // The stalled call may itself arrive while a probe holds the permit and be shed: then it is
+    // sent again.
     let deadline = Instant::now() + Duration::from_secs(10);
     let shed = loop {
+        if stalled.is_finished() {
+            let early = (&mut stalled).await.expect("stalled task");
+            assert!(matches!(&early, Err(e) if e.code() == Code::ResourceExhausted), "{early:?}");
+            stalled = tokio::spawn(stalled_get(ch.clone(), None));
+        }
         match c.get(get("k")).await {
             Err(e) if e.code() == Code::ResourceExhausted => break e,
             Ok(_) if Instant::now() < deadline => tokio::task::yield_now().await,

@@ -8,6 +8,7 @@ mod grpc;
 mod harness;
 mod http;
 mod log_failure;
+mod loops;
 mod memory;
 mod persist;
 mod resp;

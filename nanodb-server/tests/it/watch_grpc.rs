@@ -174,7 +174,10 @@ async fn a_watcher_that_falls_behind_gets_lagged_and_the_stream_ends() {
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert!(dropped > 0 && puts + dropped as usize == 2_000, "{puts} + {dropped}");
+    // Every put up to the lagged signal is either delivered or counted. The stream, on gRPC's
+    // event loop, may take the signal before the writer is done (it catches up whenever the
+    // transport has room), and nothing is counted after the signal: at most the 2,000.
+    assert!(dropped > 0 && puts + dropped as usize <= 2_000, "{puts} + {dropped}");
     let end = tokio::time::timeout(Duration::from_secs(5), events.next()).await.expect("ends");
     assert!(end.is_none(), "the stream ends after LAGGED");
     let addr = server.addrs().grpc.expect("grpc on");

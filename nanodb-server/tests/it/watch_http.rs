@@ -348,7 +348,10 @@ async fn an_sse_watcher_that_falls_behind_gets_lagged_and_the_stream_ends() {
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert!(dropped > 0 && puts + dropped == 2_000, "{puts} + {dropped}");
+    // Every put up to the lagged signal is either delivered or counted. The stream, on REST's
+    // event loop, may take the signal before the writer is done (it catches up whenever the
+    // socket has room), and nothing is counted after the signal: at most the 2,000.
+    assert!(dropped > 0 && puts + dropped <= 2_000, "{puts} + {dropped}");
     assert!(events.next().await.is_none(), "the stream ends after lagged");
     eventually("the lagged subscriber is dropped", || subscribers(&server) == 0).await;
     assert!(server.shutdown().await);
@@ -543,7 +546,10 @@ async fn a_websocket_that_falls_behind_gets_lagged_then_close_1013() {
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert!(dropped > 0 && puts + dropped == 2_000, "{puts} + {dropped}");
+    // Every put up to the lagged signal is either delivered or counted. The stream, on REST's
+    // event loop, may take the signal before the writer is done (it catches up whenever the
+    // socket has room), and nothing is counted after the signal: at most the 2,000.
+    assert!(dropped > 0 && puts + dropped <= 2_000, "{puts} + {dropped}");
     assert_eq!(close_code(&mut a).await, 1013);
     eventually("the lagged subscriber is dropped", || subscribers(&server) == 0).await;
     assert!(server.shutdown().await);

@@ -12,6 +12,8 @@
 //! - Connections: over TLS with `--tls-cert` (ALPN `h2`, and `http/1.1` for grpc-web), handshakes
 //!   in tasks of their own; HTTP/2 streams, pending resets and header lists bounded, keepalive
 //!   PINGs; closed when idle past `--idle-timeout` (never while a call or stream is open).
+//! - Event loops: connections are served on gRPC's own event loops (`--grpc-threads`, default 1;
+//!   see [`super::event_loops`]), one tonic server per loop; 0 serves them on the shared runtime.
 //! - Shutdown: when `ctx.shutdown` fires, health turns `NOT_SERVING`, the listener stops and
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
@@ -25,19 +27,22 @@ mod watch;
 pub use reach::reach;
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use nanodb_protocol::pb::{
     self, admin_server::AdminServer, auth_server::AuthServer, cluster_server::ClusterServer,
     kv_server::KvServer,
 };
 use nanodb_protocol::{Error, Limits};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::Sender;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::http::Response;
@@ -55,6 +60,7 @@ pub use service::{AdminService, AuthService, KvService};
 
 use super::Context;
 use super::conn::{Activity, BusyLayer, ConnActivity, Idle, MaybeTls};
+use super::event_loops::EventLoops;
 use super::http::{HTTP2_KEEPALIVE, HTTP2_KEEPALIVE_TIMEOUT, HTTP2_MAX_PENDING_RESETS};
 use crate::stats::{ConnectionGuard, Protocol};
 use crate::tls::{Alpn, Tls};
@@ -104,20 +110,31 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     let reflection_v1alpha =
         reflection().build_v1alpha().map_err(|e| error!(error = %e, "grpc: no reflection v1alpha")).ok();
 
-    // NOT_SERVING first, so health watchers hear it before connections get their GOAWAY.
+    let loops = match EventLoops::start("grpc", ctx.config.grpc_threads, ctx.config.grpc_idle_poll) {
+        Ok(loops) => loops,
+        Err(e) => {
+            error!(error = %e, "grpc: cannot start the event loops; gRPC is off");
+            return;
+        }
+    };
+
+    // NOT_SERVING first, so health watchers hear it before connections get their GOAWAY (when
+    // `drain` fires).
+    let drain = CancellationToken::new();
     let shutdown = {
-        let token = ctx.shutdown.clone();
+        let (token, drain) = (ctx.shutdown.clone(), drain.clone());
         async move {
             token.cancelled().await;
             for name in SERVICES.into_iter().chain([""]) {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
             debug!("grpc: draining");
+            drain.cancel();
         }
     };
 
     let in_flight = ctx.config.max_in_flight;
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .accept_http1(true) // grpc-web from browsers arrives over HTTP/1.1
         .timeout(ctx.config.request_timeout)
         .max_concurrent_streams(ctx.config.http2_max_concurrent_streams)
@@ -138,9 +155,45 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
         .add_service(cluster)
         .add_service(health_service)
         .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(connections(listener, ctx.clone(), tls), shutdown)
-        .await;
+        .add_optional_service(reflection_v1alpha);
+
+    // One tonic server per event loop, fed with that loop's share of the connections: tonic
+    // spawns each connection (and hyper each HTTP/2 stream) where its server runs, and drains
+    // them all before the server's future ends. `--grpc-threads 0`: one server on the shared
+    // runtime, as before the loops.
+    let route = match loops.active() {
+        None => {
+            let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_QUEUE);
+            let server =
+                router.serve_with_incoming_shutdown(ReceiverStream::new(rx), drain.cancelled_owned());
+            ctx.tasks.spawn(async move { report(server.await) });
+            Route::Shared(tx)
+        }
+        Some(loops) => Route::Loops(
+            loops,
+            (0..loops.len())
+                .map(|i| {
+                    let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_QUEUE);
+                    let server = router.clone().serve_with_incoming_shutdown(
+                        ReceiverStream::new(rx),
+                        drain.clone().cancelled_owned(),
+                    );
+                    loops.spawn_on(i, async move { report(server.await) });
+                    tx
+                })
+                .collect(),
+        ),
+    };
+    tokio::join!(accept(listener, ctx, tls, route), shutdown);
+    // The loops' servers have drained their connections when their futures end.
+    loops.stop().await;
+}
+
+/// Accepted connections queued for a tonic server before it takes them.
+const ACCEPT_QUEUE: usize = 64;
+
+/// Logs how a tonic server ended.
+fn report(result: Result<(), tonic::transport::Error>) {
     match result {
         Ok(()) => debug!("grpc: stopped"),
         Err(e) => error!(error = %e, "grpc: server failed"),
@@ -158,25 +211,18 @@ fn shed_to_status(
     }
 }
 
-/// Accepted connections, with TCP_NODELAY set, counted in the stats, and refused (closed at once)
-/// beyond `max_connections`. With `tls`, each handshake runs in a task of its own, so a client
-/// that stalls its handshake holds up nobody; connections are handed to tonic as they complete.
-fn connections(
-    listener: TcpListener,
-    ctx: Context,
-    tls: Option<Arc<Tls>>,
-) -> impl Stream<Item = io::Result<Conn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    ctx.tasks.clone().spawn(accept(listener, ctx, tls, tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+/// Where accepted connections go: the one tonic server on the shared runtime, or the server of
+/// the event loop each is placed on (round robin).
+enum Route<'a> {
+    Shared(Sender<io::Result<Conn>>),
+    Loops(&'a EventLoops, Vec<Sender<io::Result<Conn>>>),
 }
 
-async fn accept(
-    listener: TcpListener,
-    ctx: Context,
-    tls: Option<Arc<Tls>>,
-    tx: tokio::sync::mpsc::Sender<io::Result<Conn>>,
-) {
+/// Accepts connections until shutdown, with TCP_NODELAY set, counted in the stats, and refused
+/// (closed at once) beyond `max_connections`. With `tls`, each handshake runs in a task of its own
+/// (on the connection's event loop, if any), so a client that stalls its handshake holds up
+/// nobody; connections are handed to tonic as they complete.
+async fn accept(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>, route: Route<'_>) {
     let max = i64::try_from(ctx.config.max_connections).unwrap_or(i64::MAX);
     loop {
         let accepted = tokio::select! {
@@ -191,22 +237,21 @@ async fn accept(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let open = ctx.stats.connection(Protocol::Grpc);
-                match &tls {
-                    None => {
+                match (&route, &tls) {
+                    (Route::Shared(tx), None) => {
                         if tx.send(Ok(Conn::new(MaybeTls::Plain(stream), open, &ctx))).await.is_err() {
                             break;
                         }
                     }
-                    Some(tls) => {
-                        let (tls, tx, conn_ctx) = (tls.clone(), tx.clone(), ctx.clone());
-                        ctx.tasks.spawn(async move {
-                            let acceptor = tls.acceptor(Alpn::Grpc);
-                            let ctx = conn_ctx;
-                            if let Some(s) =
-                                crate::tls::accept(acceptor, stream, peer, &ctx, "gRPC port").await
-                            {
-                                let _ = tx.send(Ok(Conn::new(MaybeTls::Tls(Box::new(s)), open, &ctx))).await;
-                            }
+                    (Route::Shared(tx), Some(tls)) => {
+                        let (tx, tls, ctx) = (tx.clone(), tls.clone(), ctx.clone());
+                        ctx.tasks.clone().spawn(hand_over(stream, peer, open, ctx, Some(tls), tx));
+                    }
+                    (Route::Loops(loops, txs), tls) => {
+                        let i = loops.next();
+                        let (tx, tls, ctx) = (txs[i].clone(), tls.clone(), ctx.clone());
+                        loops.spawn_socket(i, "grpc", stream, peer, move |stream| {
+                            hand_over(stream, peer, open, ctx, tls, tx)
                         });
                     }
                 }
@@ -218,6 +263,28 @@ async fn accept(
             }
         }
     }
+}
+
+/// Completes a connection's TLS handshake (with `tls`) and hands the connection to its tonic
+/// server.
+async fn hand_over(
+    stream: TcpStream,
+    peer: SocketAddr,
+    open: ConnectionGuard,
+    ctx: Context,
+    tls: Option<Arc<Tls>>,
+    tx: Sender<io::Result<Conn>>,
+) {
+    let stream = match tls {
+        None => MaybeTls::Plain(stream),
+        Some(tls) => {
+            match crate::tls::accept(tls.acceptor(Alpn::Grpc), stream, peer, &ctx, "gRPC port").await {
+                Some(s) => MaybeTls::Tls(Box::new(s)),
+                None => return,
+            }
+        }
+    };
+    let _ = tx.send(Ok(Conn::new(stream, open, &ctx))).await;
 }
 
 /// A gRPC connection: the socket (plain or TLS, ended when idle past `--idle-timeout`), its

@@ -40,6 +40,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use nanodb_protocol::ErrorCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{Predicate, SizeAbove};
@@ -52,6 +53,7 @@ pub use error::{AppError, status_of};
 
 use self::guard::GuardLayer;
 use super::conn::{Activity, Idle, Tracked};
+use super::event_loops::EventLoops;
 use super::{Context, Run};
 use crate::stats::Protocol;
 use crate::tls::{Alpn, Tls};
@@ -72,6 +74,9 @@ pub struct Shared {
     body_limit: usize,
     /// Open event streams (SSE and WebSocket), at most `max_streams`.
     streams: Arc<AtomicUsize>,
+    /// Where upgraded WebSockets, which outlive their HTTP connection, take a token: the event
+    /// loops' tracker, so the loops they run on outlive them (see [`serve`]).
+    upgraded: TaskTracker,
 }
 
 /// The router's state.
@@ -178,10 +183,15 @@ pub struct ApiDoc;
 /// The layers are applied in one `Router::layer` call: axum boxes every route once per call, and
 /// each box costs an allocation per request.
 pub fn router(ctx: Context) -> Router {
+    router_with(ctx, TaskTracker::new())
+}
+
+/// [`router`], its upgraded WebSockets tracked by `upgraded` too.
+fn router_with(ctx: Context, upgraded: TaskTracker) -> Router {
     let config = ctx.config.clone();
     let body_limit = config.limits.max_value_len.saturating_mul(2).saturating_add(JSON_BODY_SLACK);
     let auth_on = ctx.auth.enabled();
-    let state: AppState = Arc::new(Shared { ctx, body_limit, streams: Arc::default() });
+    let state: AppState = Arc::new(Shared { ctx, body_limit, streams: Arc::default(), upgraded });
     let layers = ServiceBuilder::new()
         // 5xx are logged where they arise (internal faults at error level); at the default level a
         // shed or timed-out request under overload must not add a log line each.
@@ -287,10 +297,19 @@ async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
 
 /// Serves the REST API on `listener` until shutdown; in-flight requests finish, idle keep-alive
 /// connections close. Connections are accepted by the shared [`super::accept_loop`] (the
-/// `--max-connections` places) and served by hyper directly, over TLS when `tls` is given (the
-/// handshake in the connection's task).
+/// `--max-connections` places) and served by hyper directly on REST's event loops
+/// (`--http-threads`; 0: the shared runtime), over TLS when `tls` is given (the handshake in the
+/// connection's task). A connection's HTTP/2 streams and an upgraded WebSocket are tasks of
+/// their own, spawned where the connection runs (hyper's and axum's `tokio::spawn`): on its loop.
 pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
-    let app = router(ctx.clone());
+    let loops = match EventLoops::start("http", ctx.config.http_threads, ctx.config.http_idle_poll) {
+        Ok(loops) => loops,
+        Err(e) => {
+            tracing::error!(error = %e, "http: cannot start the event loops; REST is off");
+            return;
+        }
+    };
+    let app = router_with(ctx.clone(), loops.tracker());
     let max = ctx.config.max_connections;
     let (conn_ctx, tls_serve) = (ctx.clone(), tls.clone());
     let serve_one = move |stream: TcpStream, peer: SocketAddr| {
@@ -312,7 +331,9 @@ pub async fn serve(listener: TcpListener, ctx: Context, tls: Option<Arc<Tls>>) {
     };
     let refuse_ctx = ctx.clone();
     let refuse = move |stream| refuse(stream, max, refuse_ctx.clone(), tls.clone());
-    super::accept_loop(listener, ctx, "http", serve_one, refuse, None).await;
+    super::accept_loop(listener, ctx, "http", serve_one, refuse, loops.active()).await;
+    // Connections drain, then WebSockets close (they hold tokens of the loops' tracker).
+    loops.stop().await;
 }
 
 /// Serves one connection (HTTP/1.1 or HTTP/2, WebSocket upgrades included) with the limits of

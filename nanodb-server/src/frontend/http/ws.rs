@@ -131,9 +131,9 @@ pub async fn ws(s: Call, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejec
         Ok(opened) => opened,
         Err(e) => return e.into_response(),
     };
-    // The upgraded socket is no longer hyper's: the tracker token makes shutdown wait for its
-    // close frame.
-    let tracked = s.ctx.tasks.token();
+    // The upgraded socket is no longer hyper's: the tracker tokens make shutdown wait for its
+    // close frame, and keep the event loop it runs on up until then.
+    let tracked = (s.ctx.tasks.token(), s.upgraded.token());
     let limit = s.body_limit;
     upgrade.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| async move {
         run(&s, socket, sub).await;

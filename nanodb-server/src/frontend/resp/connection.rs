@@ -80,26 +80,6 @@ pub async fn run<S: Socket>(
     result
 }
 
-/// Lets every task already queued on this loop run before this one goes on, without letting the
-/// loop check its sockets in between. The task wakes itself, and tokio puts a task woken while it
-/// runs at the back of the run queue. `tokio::task::yield_now` instead holds the task back until
-/// after the loop's next check of its sockets: connections that became ready meanwhile would run
-/// their batches first, and this connection's replies would wait for them. Measured with
-/// `TESTS="SET:16 GET:16" ROUNDS=9 scripts/ab-pairs.sh redis target/release/nanodb-server`: GET
-/// `-P 16` p99 went from 1.335 ms (Redis 1.319) to 0.959 ms (Redis 1.271).
-async fn after_queued_tasks() {
-    let mut queued = false;
-    std::future::poll_fn(|cx| {
-        if queued {
-            return std::task::Poll::Ready(());
-        }
-        queued = true;
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await;
-}
-
 /// How this connection's part of a round (running the commands its read completed) ended. Not
 /// `Batch`: that is a command of the model (`nanodb_protocol::cmd::Batch`), which RESP does not
 /// serve (it batches by pipelining).
@@ -320,11 +300,11 @@ impl<'a, S: Socket> Connection<'a, S> {
             return Ok(Some(End::Done));
         }
         if ran > 0 {
-            super::idle_poll::note_work();
+            crate::frontend::event_loops::idle_poll::note_work();
             // Let every other connection that is ready run its commands before any of them
             // writes: then the first to need the log writes every record of the round in one
             // `write(2)`, and replies leave together (Redis's event loop does the same).
-            after_queued_tasks().await;
+            crate::frontend::event_loops::after_queued_tasks().await;
         }
         if !self.durable().await {
             return Ok(Some(End::Done));
@@ -471,60 +451,7 @@ fn reset(wbuf: &mut BytesMut, written: &mut usize) {
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::TcpStream;
-
     use super::*;
-
-    /// A connection that has run its batch writes before any connection that became ready in the
-    /// meantime runs: the socket made readable here is not served until the yielding task has
-    /// gone on. With `tokio::task::yield_now` the socket is served between the two. (Tokio also
-    /// checks sockets every 61 task polls however full the queue; this test polls far fewer.)
-    #[test]
-    fn yielding_in_turn_goes_on_before_newly_ready_sockets_are_served() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let order = rt.block_on(async {
-            tokio::spawn(async {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let mut client =
-                    TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
-                let (mut server, _) = listener.accept().await.expect("accept");
-                let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-                let reader = {
-                    let order = order.clone();
-                    tokio::spawn(async move {
-                        let mut byte = [0u8; 1];
-                        server.read_exact(&mut byte).await.expect("read");
-                        order.lock().expect("order").push("served the newly ready socket");
-                    })
-                };
-                // Let the reader reach its read and wait for the socket.
-                for _ in 0..10 {
-                    tokio::task::yield_now().await;
-                }
-                client.write_all(b"x").await.expect("write");
-                // Two connections that ran their batches yield, as a round's connections do.
-                let other = {
-                    let order = order.clone();
-                    tokio::spawn(async move {
-                        after_queued_tasks().await;
-                        order.lock().expect("order").push("went on");
-                    })
-                };
-                after_queued_tasks().await;
-                order.lock().expect("order").push("went on");
-                other.await.expect("other");
-                reader.await.expect("reader");
-                order.lock().expect("order").clone()
-            })
-            .await
-            .expect("test task")
-        });
-        assert_eq!(order, ["went on", "went on", "served the newly ready socket"]);
-    }
 
     #[test]
     fn compacting_keeps_the_pending_bytes_and_bounds_the_buffer() {

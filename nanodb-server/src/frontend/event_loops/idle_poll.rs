@@ -1,6 +1,6 @@
-//! Adaptive busy polling for a RESP event loop. After its connections have run a batch, the loop
-//! keeps checking for ready sockets (a non-blocking `epoll_wait`) for a short window before it
-//! goes to sleep in a blocking one. KVM does the same before it halts a vCPU (`halt_poll_ns`),
+//! Adaptive busy polling for a frontend's event loop (see [`super`]). After its connections have
+//! run a batch, the loop keeps checking for ready sockets (a non-blocking `epoll_wait`) for a
+//! short window before it goes to sleep in a blocking one. KVM does the same before it halts a vCPU (`halt_poll_ns`),
 //! and Seastar before its reactor sleeps (`--idle-poll-time-us`).
 //!
 //! Why: when each connection has one request in flight (redis-benchmark `-P 1`, and most
@@ -15,13 +15,15 @@
 //! `B_ENV=NANODB_RESP_IDLE_POLL_US=0 scripts/ab-pairs.sh BIN BIN`.
 //!
 //! The window adapts the way KVM's does, so that sparse traffic costs nothing:
-//! - The loop slept, and work came back within `--resp-idle-poll-us`: polling longer would have
-//!   caught it, so the window doubles (starting at 10 µs, never above that maximum).
+//! - The loop slept, and work came back within its maximum (`--resp-idle-poll-us`,
+//!   `--tcp-idle-poll-us`, ...): polling longer would have caught it, so the window doubles
+//!   (starting at 10 µs, never above that maximum).
 //! - The loop slept longer than the maximum: polling was wasted, so the window halves, and drops
 //!   to 0 below 10 µs.
 //!
 //! An idle server does not poll at all. A loaded one keeps its core busy between requests, which
-//! is the price of the lower latency. `--resp-idle-poll-us 0` turns polling off.
+//! is the price of the lower latency. `--resp-idle-poll-us 0` (and its equivalents for the
+//! other frontends) turns polling off.
 //!
 //! Connections report work through [`note_work`], which touches a counter in the loop thread's
 //! own storage. Every connection of a loop runs on that loop's single thread, and so does its
@@ -41,9 +43,10 @@ thread_local! {
 /// Where a growing window starts, and under which a shrinking one drops to 0.
 const START: Duration = Duration::from_micros(10);
 
-/// Records that a connection on this thread ran a batch of commands. It bumps a thread-local
-/// counter, and wakes the poller only if the poller is asleep. On a thread without a poller (RESP
-/// on the shared runtime) the call does nothing anyone reads.
+/// Records that a connection on this thread ran a batch of commands (or, for hyper's
+/// connections, read some bytes). It bumps a thread-local counter, and wakes the poller only if
+/// the poller is asleep. On a thread without a poller (a frontend on the shared runtime) the call
+/// does nothing anyone reads.
 pub fn note_work() {
     WORK.with(|w| w.set(w.get().wrapping_add(1)));
     if let Some(waker) = PARKED.with(|p| p.borrow_mut().take()) {
