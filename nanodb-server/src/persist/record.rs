@@ -414,6 +414,41 @@ pub fn read_at(data: &Bytes, offset: usize, max_len: usize) -> Read {
     }
 }
 
+/// The unit in which a disk writes, for telling a torn write from damage (see [`torn_by_zeros`]).
+pub const SECTOR: usize = 512;
+
+/// Whether the bad record at `offset` of the file `data` looks like a write cut short by a power
+/// loss inside space the log had zero-filled ahead of its records (`log.rs`, `PREALLOCATE`), as
+/// etcd's WAL judges its torn entries: zeros run from `offset` to the next sector boundary, or a
+/// whole sector of zeros starts at a sector boundary inside the record (its header's extent when
+/// that header is intact, else the page after `offset`).
+///
+/// Why valid records may follow: such a write overwrote blocks the file already had, so no size
+/// change orders its pages, and a later page may reach the disk while an earlier one does not.
+/// Everything after the gap belongs to the same group commit, which nobody was told about: the
+/// sync thread writes a group only after the previous group's fsync returned. A bit flipped by a
+/// failing disk leaves no such run of zeros and is still refused as damage.
+pub fn torn_by_zeros(data: &[u8], offset: usize) -> bool {
+    let rest = &data[offset..];
+    let intact_len = (rest.len() >= HEADER_LEN
+        && crc32c::crc32c(&rest[..8]) == u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]))
+    .then(|| HEADER_LEN + u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize);
+    let end = offset.saturating_add(intact_len.unwrap_or(4096)).min(data.len());
+    let zero = |range: std::ops::Range<usize>| data[range].iter().all(|b| *b == 0);
+    let boundary = offset.next_multiple_of(SECTOR);
+    if boundary > offset && boundary <= data.len() && zero(offset..boundary) {
+        return true;
+    }
+    let mut sector = boundary;
+    while sector < end && sector + SECTOR <= data.len() {
+        if zero(sector..sector + SECTOR) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
+}
+
 /// Whether any valid record starts anywhere after `offset`: tells corruption in the middle (a
 /// valid record follows) from garbage at the tail (nothing valid follows).
 pub fn valid_record_after(data: &Bytes, offset: usize, max_len: usize) -> bool {

@@ -314,6 +314,12 @@ fn replay_segment(
                 applier.flush();
                 format!("{reason}, and no valid record follows")
             }
+            Read::Invalid(reason) if last && record::torn_by_zeros(&data, offset) => {
+                applier.flush();
+                format!(
+                    "{reason}, in a write cut short inside the zero-filled space (whole sectors of zeros)"
+                )
+            }
             Read::Invalid(reason) => {
                 applier.flush();
                 let reason = format!("{reason}; valid records follow, so this is not a torn tail");

@@ -493,3 +493,50 @@ fn a_zero_header_is_never_a_record() {
         super::record::Read::Invalid(_) | super::record::Read::Incomplete(_)
     ));
 }
+
+/// A power loss inside the zero-filled space can keep a later page of the group commit it cut and
+/// lose an earlier one: zeros, then valid records of that same, unacknowledged group. Recovery
+/// cuts there (a torn tail) instead of refusing to start; the acknowledged records before it stay.
+/// Without the zeros (a flipped byte), the same place is still damage.
+#[test]
+fn zeros_then_records_in_the_last_segment_are_a_torn_write_not_damage() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let (path, offsets) = log_with_records(src.path(), 200);
+    let full = std::fs::read(&path).expect("read");
+    let sector = super::record::SECTOR;
+    // A sector boundary inside a record well before the end, as a lost page would start.
+    let (i, boundary) = (50..150)
+        .find_map(|i| {
+            let b = offsets[i].next_multiple_of(sector);
+            (b > offsets[i] && b < offsets[i + 1]).then_some((i, b))
+        })
+        .expect("a record that straddles a sector boundary");
+    for lost in [sector, 2 * sector] {
+        let mut torn = full.clone();
+        torn[boundary..boundary + lost].fill(0);
+        let dir = with_segment(&torn);
+        let engine = fresh_engine();
+        let out = recover(&engine, dir.path(), false, MAX_RECORD).expect("a torn write is not damage");
+        assert!(out.truncated_tail);
+        assert_eq!(state(&engine).len(), i, "records before the torn one stay, later ones go");
+        assert_eq!(
+            std::fs::metadata(super::segment_path(dir.path(), 1)).expect("seg").len() as usize,
+            offsets[i]
+        );
+    }
+    // The page lost from the record's very start: zeros from its first byte to the boundary.
+    let mut torn = full.clone();
+    torn[offsets[i]..boundary].fill(0);
+    let dir = with_segment(&torn);
+    let engine = fresh_engine();
+    recover(&engine, dir.path(), false, MAX_RECORD).expect("zeros to a sector boundary are a torn write");
+    assert_eq!(state(&engine).len(), i);
+    // One flipped byte in the same record is damage: refused.
+    let mut flipped = full.clone();
+    flipped[boundary] ^= 0x5a;
+    let dir = with_segment(&flipped);
+    assert!(matches!(
+        recover(&fresh_engine(), dir.path(), false, MAX_RECORD),
+        Err(PersistError::Corrupt { .. })
+    ));
+}
