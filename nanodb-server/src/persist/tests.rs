@@ -398,6 +398,20 @@ fn file_names_round_trip_through_the_naming_scheme() {
     assert_eq!(super::snapshot_seq("snapshot-7.snap.tmp"), None, "temp files are not snapshots");
 }
 
+/// Puts `key` = 64 bytes through `engine`'s command path; the log position its acknowledgement
+/// waits for.
+fn put_logged(engine: &Engine, key: String) -> u64 {
+    let cmd = Command::Put(cmd::Put {
+        key: Bytes::from(key),
+        value: Bytes::from(vec![b'v'; 64]),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    });
+    let mut at = crate::engine::LogPosition::default();
+    engine.apply_command(cmd, &mut at).expect("put");
+    at.0
+}
+
 /// Under `everysec` and `no`, a waiter may acknowledge only once its record is in the file
 /// (`write(2)` done): whether it writes at once (a single request) or first lets other tasks share
 /// the write (a pipelined batch), the file holds every byte up to its position when the wait ends.
@@ -411,15 +425,7 @@ async fn everysec_waits_end_with_the_record_written_whether_or_not_they_share() 
             engine.attach_log(log.clone()).expect("attach");
             let segment = super::segment_path(dir.path(), 1);
             for i in 0..50u32 {
-                let cmd = Command::Put(cmd::Put {
-                    key: Bytes::from(format!("k{i}")),
-                    value: Bytes::from(vec![b'v'; 64]),
-                    expiry: Expiry::Persist,
-                    condition: PutCondition::Always,
-                });
-                let mut at = crate::engine::LogPosition::default();
-                engine.apply_command(cmd, &mut at).expect("put");
-                let position = at.0;
+                let position = put_logged(&engine, format!("k{i}"));
                 assert!(position > 0, "a put is logged");
                 log.wait_durable_batched(position, share).await.expect("durable");
                 let on_disk = std::fs::metadata(&segment).expect("segment").len();
@@ -446,15 +452,7 @@ async fn always_zero_fills_ahead_and_recovery_reads_the_zeros_as_the_end() {
     let segment = super::segment_path(dir.path(), 1);
     let mut position = 0;
     for i in 0..100u32 {
-        let cmd = Command::Put(cmd::Put {
-            key: Bytes::from(format!("k{i:03}")),
-            value: Bytes::from(vec![b'v'; 64]),
-            expiry: Expiry::Persist,
-            condition: PutCondition::Always,
-        });
-        let mut at = crate::engine::LogPosition::default();
-        engine.apply_command(cmd, &mut at).expect("put");
-        position = at.0;
+        position = put_logged(&engine, format!("k{i:03}"));
         log.wait_durable(position).await.expect("durable");
     }
     let records_end = super::log::SEGMENT_HEADER_LEN as u64 + position;

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tonic::Code;
 
-use crate::harness::{TcpClient, any_port, config};
+use crate::harness::{TcpClient, any_port, b, config};
 
 const USERS: &str = "\
 # the test users
@@ -35,10 +35,6 @@ user reader on >readpw %R~app:* +@read
 
 user bob off >bobpw allkeys +@all
 ";
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
 
 /// A server with every protocol on and `USERS` as its users file (in `dir`).
 async fn server(dir: &Path) -> Server {

@@ -16,13 +16,9 @@ use redis::AsyncCommands;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 
-use crate::harness::{TcpClient, any_port, config};
+use crate::harness::{TcpClient, any_port, b, config};
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
 
 /// A free loopback port for a Raft address (these must be known before the nodes start: every
 /// node gets the same `--cluster-peers`, so they cannot be bound at port 0 by the server).

@@ -18,11 +18,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::harness::{TcpClient, any_port, config, start};
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
+use crate::harness::{TcpClient, any_port, b, config, start};
 
 async fn grpc_server(config: Config) -> (Server, SocketAddr) {
     let server = start(Config { grpc_addr: any_port(), ..config }).await;

@@ -1,6 +1,7 @@
 //! Starting servers for tests, and a small client for the binary TCP protocol built on the
 //! protocol crate's codec.
 
+use bytes::Bytes;
 use std::net::SocketAddr;
 
 use futures::{SinkExt, StreamExt};
@@ -12,6 +13,11 @@ use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 /// Loopback with an OS-chosen port.
+/// `s` as `Bytes`: keys and values in the tests.
+pub fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
 pub fn any_port() -> ListenAddr {
     ListenAddr::On("127.0.0.1:0".into())
 }

@@ -6,7 +6,6 @@
 use nanodb_protocol::cmd;
 use std::collections::BTreeSet;
 
-use bytes::Bytes;
 use nanodb_protocol::pb::{self, kv_client::KvClient};
 use nanodb_protocol::{Class, Command, CommandName, ErrorCode, Expiry, ListEnd, PutCondition, Reply};
 use nanodb_server::config::Config;
@@ -16,11 +15,7 @@ use nanodb_server::server::Server;
 use prost::Message;
 use tonic::Code;
 
-use crate::harness::{TcpClient, any_port, config, start};
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
+use crate::harness::{TcpClient, any_port, b, config, start};
 
 /// A server with every protocol on and persistence under `everysec`.
 async fn server(dir: &std::path::Path) -> Server {

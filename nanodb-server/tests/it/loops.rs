@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::join_all;
 use nanodb_protocol::pb::{self, kv_client::KvClient};
@@ -18,16 +17,12 @@ use nanodb_server::stats::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::Channel;
 
-use crate::harness::{TcpClient, any_port, config, start};
+use crate::harness::{TcpClient, any_port, b, config, start};
 use crate::watch_tcp::subscribe;
 
 /// Connections per protocol: several per loop, and more than a round robin of two could place
 /// evenly by accident.
 const CONNECTIONS: usize = 24;
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
 
 /// Every protocol on, each with `threads` event loops.
 async fn server(threads: usize) -> Server {

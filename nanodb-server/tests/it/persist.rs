@@ -15,11 +15,7 @@ use nanodb_protocol::{Command, ErrorCode, ListEnd, PutCondition, Reply};
 use nanodb_server::config::Config;
 use nanodb_server::persist::FsyncPolicy;
 
-use crate::harness::{TcpClient, any_port, config, start};
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
+use crate::harness::{TcpClient, any_port, b, config, start};
 
 fn persistent(dir: &Path, fsync: FsyncPolicy) -> Config {
     Config { tcp_addr: any_port(), persistence: true, data_dir: dir.to_path_buf(), fsync, ..config() }

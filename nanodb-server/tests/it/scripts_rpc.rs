@@ -14,11 +14,7 @@ use serde_json::{Value, json};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::harness::{any_port, config, start};
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
+use crate::harness::{any_port, b, config, start};
 
 async fn server(timeout_ms: u64) -> Server {
     start(Config {

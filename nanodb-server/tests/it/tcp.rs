@@ -6,11 +6,7 @@ use nanodb_protocol::Expiry;
 use nanodb_protocol::cmd;
 use nanodb_protocol::{Command, Entry, ErrorCode, PutCondition, Reply};
 
-use crate::harness::{TcpClient, tcp_server};
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
+use crate::harness::{TcpClient, b, tcp_server};
 
 #[tokio::test]
 async fn put_then_get_round_trips_binary_values() {

@@ -27,7 +27,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
 
-use crate::harness::{any_port, config, start};
+use crate::harness::{any_port, b, config, start};
 
 /// A CA, in a temporary directory with the files the tests write.
 struct Pki {
@@ -125,10 +125,6 @@ fn all_ports(tls: TlsFiles) -> Config {
 async fn connect(tls: &TlsConnector, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     tls.connect(ServerName::try_from("localhost").expect("name"), tcp).await
-}
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
 }
 
 /// HELLO, then INCR `key`: the reply. Errors (a refused handshake, a closed connection) as text.

@@ -6,14 +6,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use bytes::Bytes;
 use nanodb_protocol::pb::{self, auth_client::AuthClient, kv_client::KvClient};
 use nanodb_server::config::{AuthConfig, Config};
 use nanodb_server::server::Server;
 use reqwest::StatusCode;
 use tonic::Code;
 
-use crate::harness::{any_port, config};
+use crate::harness::{any_port, b, config};
 
 const USERS: &str = "\
 user default off
@@ -107,10 +106,6 @@ fn bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
     r
-}
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
 }
 
 #[tokio::test]

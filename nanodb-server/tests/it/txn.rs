@@ -18,15 +18,11 @@ use nanodb_server::config::Config;
 use nanodb_server::feed::NotifyFlags;
 use tonic::transport::Channel;
 
-use crate::harness::{TcpClient, any_port, config, start};
+use crate::harness::{TcpClient, any_port, b, config, start};
 use crate::watch_http::Sse;
 
 const WAIT: Duration = Duration::from_secs(5);
 const KEYS: usize = 10;
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
 
 fn tagged_keys() -> Vec<String> {
     (0..KEYS).map(|i| format!("{{g}}:{i}")).collect()

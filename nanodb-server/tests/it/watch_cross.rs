@@ -7,7 +7,6 @@ use nanodb_protocol::cmd;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::StreamExt;
 use nanodb_protocol::pb::{self, kv_client::KvClient};
 use nanodb_protocol::{Command, Push, PutCondition, Reply, Subscription};
@@ -16,16 +15,12 @@ use nanodb_server::feed::NotifyFlags;
 use nanodb_server::server::Server;
 use tonic::transport::Channel;
 
-use crate::harness::{TcpClient, any_port, config, start};
+use crate::harness::{TcpClient, any_port, b, config, start};
 use crate::watch_http::Sse;
 use crate::watch_tcp::{next_push, subscribe};
 
 const WRITERS: [&str; 4] = ["tcp", "resp", "http", "grpc"];
 const WAIT: Duration = Duration::from_secs(5);
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
 
 /// One client per protocol, all against one server.
 struct Clients {

@@ -17,11 +17,7 @@ use nanodb_server::server::Server;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::harness::{TcpClient, any_port, config, start};
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
+use crate::harness::{TcpClient, any_port, b, config, start};
 
 /// A server with gRPC and the binary TCP protocol (the writer in most tests).
 async fn server(config: Config) -> (Server, KvClient<Channel>, TcpClient) {

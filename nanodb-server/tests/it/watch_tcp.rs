@@ -22,11 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
 
-use crate::harness::{TcpClient, any_port, config, start};
-
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
+use crate::harness::{TcpClient, any_port, b, config, start};
 
 fn put(key: &str, value: &str) -> Command {
     Command::Put(cmd::Put {
