@@ -403,6 +403,7 @@ impl Hub {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed)
             }
             Pushed::Dropped => self.stats.dropped.fetch_add(1, Ordering::Relaxed),
+            Pushed::Closed => 0,
         };
     }
 

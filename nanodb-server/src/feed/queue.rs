@@ -47,6 +47,9 @@ pub(super) enum Pushed {
     Overflowed,
     /// Dropped; the queue was already lagged.
     Dropped,
+    /// Ignored: the lagged signal was already handed out, so the subscriber is leaving and this
+    /// delivery is in no count it was told (stats count only drops a subscriber can learn of).
+    Closed,
 }
 
 impl Queue {
@@ -62,6 +65,9 @@ impl Queue {
     pub(super) fn push(&self, d: Delivery) -> Pushed {
         let size = d.footprint();
         let mut s = self.lock();
+        if s.signalled {
+            return Pushed::Closed;
+        }
         if s.lagged {
             s.dropped += 1;
             return Pushed::Dropped;
@@ -163,6 +169,10 @@ mod tests {
         assert_eq!(q.push(msg(5)), Pushed::Dropped);
         assert_eq!(q.try_pop(None), Some(msg(2)));
         assert_eq!(q.try_pop(None), Some(Delivery::Lagged { dropped: 3 }));
+        assert_eq!(q.try_pop(None), None);
+        // After the signal the count is final: a writer racing the subscriber's removal adds
+        // nothing the subscriber (or the feed's stats) would disagree on.
+        assert_eq!(q.push(msg(6)), Pushed::Closed);
         assert_eq!(q.try_pop(None), None);
     }
 
