@@ -44,7 +44,7 @@ use nanodb_protocol::wire::PROTOCOL_VERSION;
 use nanodb_protocol::{Error, FrameError, Reply, Request, Response, ServerCodec};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Encoder, Framed};
 use tracing::{debug, warn};
 
 use self::watch::{Batch, Feed};
@@ -209,10 +209,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 
     let mut batch: Batch = Vec::with_capacity(64);
     let mut feed = Feed::new(ctx.feed.clone());
+    // Shutdown, as a child token awaited through one pinned future for the connection's life:
+    // polling it per turn touches only this connection's waiter, not the server-wide token's
+    // shared lock (which every connection on every loop would take once per batch).
+    let mut cancelled = std::pin::pin!(ctx.shutdown.child_token().cancelled_owned());
     loop {
         let next = tokio::select! {
             biased;
-            () = ctx.shutdown.cancelled() => break,
+            () = &mut cancelled => break,
             next = framed.next() => next,
             () = idle(ctx, &feed) => {
                 debug!(%peer, "tcp: idle connection closed (--idle-timeout)");
@@ -226,7 +230,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 // simply closed. (Meanwhile its queue fills and it is lagged, writers unaffected.)
                 tokio::select! {
                     biased;
-                    () = ctx.shutdown.cancelled() => return Ok(End::Done),
+                    () = &mut cancelled => return Ok(End::Done),
                     sent = send_batch(ctx, &mut framed, &mut batch) => sent?,
                 }
                 continue;
@@ -256,6 +260,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         // Apply everything already received (up to a bound), wait once for the log, reply at once.
         loop {
             match item {
+                // The common case, run here without a future of its own.
+                Ok((id, Ok(Request::Command(cmd)))) => {
+                    let (result, position) = ctx.run_pipelined(&mut caller, cmd);
+                    batch.push((id, Response::from(result), position));
+                }
                 Ok((id, request)) => {
                     let was = caller.is_authenticated();
                     respond(ctx, &mut caller, peer, &mut feed, id, request, &mut batch).await;
@@ -339,12 +348,19 @@ async fn send_batch<S: AsyncRead + AsyncWrite + Unpin>(
     // The round's other connections have appended their records already (see `connection`), so
     // whoever writes first writes them all: no further yield to share the write.
     let durable = ctx.durable_sharing(position, false).await;
+    // Encoded straight into the write buffer (the codec is `Copy`), not fed through the `Sink`
+    // one reply at a time: each `feed` polls readiness and checks the boundary for nothing.
+    let mut codec = *framed.codec();
     for (id, response, position) in batch.drain(..) {
         let response = match &durable {
             Err(e) if position > 0 => Response::Error(e.clone()),
             _ => response,
         };
-        framed.feed((id, response)).await?;
+        codec.encode((id, response), framed.write_buffer_mut())?;
+        if framed.write_buffer().len() >= WRITE_BOUNDARY {
+            // Bounds the buffer when a batch's replies are large (as the sink's boundary did).
+            framed.flush().await?;
+        }
     }
     framed.flush().await
 }
