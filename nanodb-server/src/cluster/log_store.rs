@@ -4,16 +4,28 @@
 //! - `raft-<first index:020>.log`: segments of entries, one record per entry framed as the
 //!   single-node log frames its records (`persist::record::frame`: length, payload crc32c, header
 //!   crc32c), the payload an entry as `types::encode_entry` lays it out. A new segment starts
-//!   past [`SEGMENT_BYTES`], so purging deletes whole files.
+//!   past [`SEGMENT_BYTES`], so purging deletes whole files. Under `--fsync always` the last
+//!   segment is zero-filled [`PREALLOCATE`] bytes ahead of its entries (see
+//!   [`LogStore::preallocate`]); entries are written at the segment's logical end, over those
+//!   zeros, and the zeros are cut when the segment is closed (rotation, shutdown).
 //! - `vote`, `purged`, `committed`: `u32 crc32c | JSON`, each replaced atomically (temp file,
 //!   fsync, rename, directory fsync; `committed` is not fsynced: losing it only delays
 //!   re-applying entries until the leader says they are committed).
 //!
-//! Opening reads every segment: the last one's torn tail (a record cut short, or bytes that are
-//! no record and are followed by none) is cut off with a warning; damage followed by a valid
-//! record, damage in an earlier segment, a gap in the indexes or a bad `vote`/`purged` file is
-//! corruption and refuses to start. Every length is checked against `max_record_len` before
-//! anything is allocated for it.
+//! Opening reads every segment: an all-zero remainder (the zeros written ahead, kept by a crash)
+//! is the end of the entries in any segment and is cut; the last one's torn tail (a record cut
+//! short, bytes that are no record and are followed by none, or a write cut short inside the
+//! zero-filled space: whole sectors of zeros followed by entries of an append nobody was told
+//! about, `persist::record::torn_by_zeros`) is cut off with a warning; damage followed by a valid
+//! record (a flipped byte), damage in an earlier segment, a gap in the indexes or a bad
+//! `vote`/`purged` file is corruption and refuses to start. Every length is checked against
+//! `max_record_len` before anything is allocated for it.
+//!
+//! Truncating (a new leader overwrites entries this node never had committed) shortens the file
+//! at the first entry cut and fsyncs it before returning, so the cut entries' bytes are gone from
+//! disk before any new entry is written where they were: a new entry ending exactly where an old
+//! one did can never be followed, after a restart, by the old next one (consecutive indexes,
+//! valid checksums). The zeros ahead go with them and are laid again after the next append.
 //!
 //! Memory: what stays in memory per entry is its offset in its segment (8 bytes; the segment is
 //! found from the index, segments being keyed by their first index) and the leader that wrote
@@ -27,7 +39,9 @@
 //!
 //! Durability per `--fsync`: `always` fsyncs a batch of entries before openraft is told it is
 //! flushed (so a quorum's acknowledgement means a quorum has it on disk); `everysec` and `no`
-//! report it flushed once written, and `everysec` fsyncs within about a second.
+//! report it flushed once written, and `everysec` fsyncs within about a second. Only `always`
+//! zero-fills ahead: it is what makes its `fdatasync` cheaper (no journal commit for a new file
+//! size), and the other two do not fsync per write.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -46,6 +60,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::types::{NodeId, TypeConfig, decode_entry, encode_entry, log_id};
+use crate::persist::log::{PREALLOCATE, PREALLOCATE_LOW, write_zeros};
 use crate::persist::record::{self, FrameRead};
 use crate::persist::{FsyncPolicy, fsync_dir};
 
@@ -115,10 +130,19 @@ struct Inner {
     cache_bytes: usize,
     /// Most entries in `cache` ([`CACHE_ENTRIES`]; the tests make it small).
     cache_limit: usize,
-    /// Segments by first index, with their length.
+    /// Segments by first index, with their length (the end of their last entry, zeros ahead not
+    /// counted).
     segments: BTreeMap<u64, u64>,
+    /// A segment is closed past this size ([`SEGMENT_BYTES`]; the tests make it small).
+    segment_limit: u64,
     /// The last segment, open for appending.
     file: Option<Arc<File>>,
+    /// Bytes of the last segment's file that exist: its entries, plus under `always` the zeros
+    /// written ahead of them. Never below the segment's length, and zeros are only ever written
+    /// at `allocated`, under the lock: so they can never land on an entry.
+    allocated: u64,
+    /// A zero-fill ([`LogStore::preallocate`]) is under way; one at a time.
+    filling: bool,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
     purged: Option<LogId<NodeId>>,
@@ -210,7 +234,10 @@ impl LogStore {
             cache_bytes: 0,
             cache_limit: CACHE_ENTRIES,
             segments: BTreeMap::new(),
+            segment_limit: SEGMENT_BYTES,
             file: None,
+            allocated: 0,
+            filling: false,
             vote,
             committed,
             purged,
@@ -225,7 +252,17 @@ impl LogStore {
                 |offset: usize, reason: String| LogOpenError::Corrupt { path: path.clone(), offset, reason };
             let mut offset = 0;
             loop {
-                match record::read_frame_at(&data, offset, max_record_len) {
+                let read = record::read_frame_at(&data, offset, max_record_len);
+                if matches!(read, FrameRead::Incomplete(_) | FrameRead::Invalid(_))
+                    && data[offset..].iter().all(|b| *b == 0)
+                {
+                    // The zeros an `always` log writes ahead of its entries, kept by a crash: no
+                    // frame starts with a zero header (the checksum of eight zero bytes is not
+                    // zero), so the entries end here, in any segment.
+                    cut(&path, offset)?;
+                    break;
+                }
+                match read {
                     FrameRead::Frame(mut payload, next) => {
                         let entry = decode_entry(&mut payload).map_err(|e| corrupt(offset, e.to_string()))?;
                         let index = entry.log_id.index;
@@ -245,13 +282,31 @@ impl LogStore {
                     }
                     FrameRead::End => break,
                     FrameRead::Incomplete(reason) | FrameRead::Invalid(reason) => {
-                        if !last_segment || valid_frame_after(&data, offset, max_record_len) {
-                            return Err(corrupt(offset, reason));
+                        // A segment is fsynced whole before the next one is created: only the
+                        // last can end in a write a crash interrupted.
+                        if !last_segment {
+                            return Err(corrupt(
+                                offset,
+                                format!("{reason} in a segment that is not the last"),
+                            ));
                         }
+                        let reason = if !valid_frame_after(&data, offset, max_record_len) {
+                            format!("{reason}, and no valid record follows")
+                        } else if record::torn_by_zeros(&data, offset) {
+                            // Valid frames after whole sectors of zeros: an append that overwrote
+                            // the zero-filled space, cut by a power loss that kept a later page
+                            // and lost an earlier one. Nobody was told about those entries: an
+                            // fsync that returned covers every byte written before it, so had a
+                            // later append been reported flushed, this one would be on disk too.
+                            format!("{reason}, in a write cut short inside the zero-filled space")
+                        } else {
+                            return Err(corrupt(
+                                offset,
+                                format!("{reason}; valid records follow, so this is not a torn tail"),
+                            ));
+                        };
                         warn!(file = %path.display(), offset, %reason, "raft log: cutting a torn tail (a write the crash interrupted)");
-                        let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
-                        f.set_len(offset as u64).map_err(io_err(&path))?;
-                        f.sync_all().map_err(io_err(&path))?;
+                        cut(&path, offset)?;
                         break;
                     }
                 }
@@ -268,6 +323,7 @@ impl LogStore {
             let path = dir.join(segment_name(first));
             let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
             inner.file = Some(Arc::new(f));
+            inner.allocated = inner.tail_len();
         }
         let committed_index = Arc::new(AtomicU64::new(committed.map_or(0, |c| c.index)));
         Ok(Self { inner: Arc::new(Mutex::new(inner)), committed_index })
@@ -308,12 +364,92 @@ impl LogStore {
             dirty.store(true, Ordering::Release);
         }
     }
+
+    /// Under `always`, zero-fills the last segment up to [`PREALLOCATE`] bytes ahead of its
+    /// entries once fewer than [`PREALLOCATE_LOW`] are left, for the reason `persist/log.rs`
+    /// gives at [`PREALLOCATE`]: an `fdatasync` after an append must commit the filesystem's
+    /// journal (the file's size changed), one after overwriting blocks the file has flushes only
+    /// the data.
+    ///
+    /// Called on the blocking thread of an append, after its callback: the append that waits is
+    /// not held up by it. The zeros are not fsynced here: the next append's `fdatasync` makes them
+    /// durable with its entries (it flushes every page written before it, and the new size), and
+    /// until then a crash finds either the old size or zeros, both read as the end of the entries.
+    /// Written [`ZERO_CHUNK`](crate::persist::log::ZERO_CHUNK) bytes at a time, each under the
+    /// lock and at `allocated`, never below the segment's length: an append between two chunks
+    /// writes its entries at the logical end as always, and a truncation or a rotation meanwhile
+    /// moves `allocated` (or the file) under it. A failure only costs the saving.
+    fn preallocate(&self) {
+        {
+            let mut inner = self.lock();
+            if inner.fsync != FsyncPolicy::Always
+                || inner.filling
+                || inner.file.is_none()
+                || inner.allocated >= inner.tail_len() + PREALLOCATE_LOW
+            {
+                return;
+            }
+            inner.filling = true;
+        }
+        // At most PREALLOCATE bytes per file: appends landing meanwhile move the target, not the
+        // amount written. A rotation or a truncation meanwhile (a new handle) starts over on it.
+        let mut filled: Option<(Arc<File>, u64)> = None;
+        loop {
+            let mut inner = self.lock();
+            let target = inner.tail_len() + PREALLOCATE;
+            debug_assert!(inner.allocated >= inner.tail_len(), "zeros must never land on an entry");
+            let done = match inner.file.clone() {
+                Some(file) if inner.allocated < target => {
+                    let so_far = match &filled {
+                        Some((f, n)) if Arc::ptr_eq(f, &file) => *n,
+                        _ => 0,
+                    };
+                    so_far >= PREALLOCATE
+                        || match write_zeros(&file, inner.allocated, target) {
+                            Ok(n) => {
+                                inner.allocated += n;
+                                filled = Some((file, so_far + n));
+                                false
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "raft log: could not zero-fill ahead of the entries; fsyncs cost more");
+                                true
+                            }
+                        }
+                }
+                _ => true,
+            };
+            if done {
+                // Under the same lock as the last check: an append after this asks for a refill.
+                inner.filling = false;
+                return;
+            }
+        }
+    }
 }
 
 /// Whether a valid frame starts anywhere after `offset` (damage in the middle, not a torn tail).
 fn valid_frame_after(data: &Bytes, offset: usize, max_len: usize) -> bool {
     (offset + 1..data.len().saturating_sub(record::HEADER_LEN - 1))
         .any(|o| matches!(record::read_frame_at(data, o, max_len), FrameRead::Frame(..)))
+}
+
+/// Shortens the segment at `path` to `len` and fsyncs it (opening: zeros or a torn tail cut).
+fn cut(path: &Path, len: usize) -> Result<(), LogOpenError> {
+    let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+    f.set_len(len as u64).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+/// What [`Inner::write`] leaves to its caller.
+struct Written {
+    /// The segment file to fsync (under `always`).
+    file: Arc<File>,
+    /// The first index written: the log is cut back to it if the fsync fails.
+    first: u64,
+    /// Under `always`, fewer than [`PREALLOCATE_LOW`] zeroed bytes are left ahead of the
+    /// entries: [`LogStore::preallocate`] once the batch is reported flushed.
+    refill: bool,
 }
 
 fn write_err(e: impl ToString) -> StorageError<NodeId> {
@@ -325,8 +461,8 @@ impl Inner {
     #[cfg(test)]
     fn append(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<()> {
         match self.write(entries)? {
-            Some((file, first)) if self.fsync == FsyncPolicy::Always => file.sync_data().inspect_err(|_| {
-                let _ = self.truncate(first);
+            Some(w) if self.fsync == FsyncPolicy::Always => w.file.sync_data().inspect_err(|_| {
+                let _ = self.truncate(w.first);
             }),
             _ => Ok(()),
         }
@@ -335,7 +471,8 @@ impl Inner {
     /// Writes `entries` at the end of the log and keeps them, without fsyncing them: the
     /// caller fsyncs the file returned (under `always`) outside the lock, so that replication
     /// reads entries meanwhile, and cuts the log back to the first index returned if it fails.
-    fn write(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<Option<(Arc<File>, u64)>> {
+    /// Written at the segment's logical end, over the zeros ahead of it if there are any.
+    fn write(&mut self, entries: Vec<Entry<TypeConfig>>) -> io::Result<Option<Written>> {
         if entries.is_empty() {
             return Ok(None);
         }
@@ -348,7 +485,7 @@ impl Inner {
         let mut buf = BytesMut::new();
         let mut placed = Vec::with_capacity(entries.len());
         let (seg, len) = match self.segments.last_key_value() {
-            Some((&first, &len)) if len < SEGMENT_BYTES && self.file.is_some() => (first, len),
+            Some((&first, &len)) if len < self.segment_limit && self.file.is_some() => (first, len),
             _ => {
                 let first = entries[0].log_id.index;
                 self.start_segment(first)?;
@@ -369,10 +506,17 @@ impl Inner {
         // Written at the segment's known end (not through a cursor), so that a failed write can
         // be cut off and the next append lands exactly where the last whole record ends.
         if let Err(e) = file.write_all_at(&buf, start) {
-            let _ = file.set_len(start);
+            // Cut whatever part was written (the zeros ahead go with it).
+            self.allocated = match file.set_len(start) {
+                Ok(()) => start,
+                Err(_) => self.allocated.max(start + buf.len() as u64),
+            };
             return Err(e);
         }
         let len = start + buf.len() as u64;
+        self.allocated = self.allocated.max(len);
+        let refill =
+            self.fsync == FsyncPolicy::Always && !self.filling && self.allocated < len + PREALLOCATE_LOW;
         if self.fsync == FsyncPolicy::EverySec {
             self.dirty.store(true, Ordering::Release);
         }
@@ -402,23 +546,51 @@ impl Inner {
                 self.cache_bytes -= size;
             }
         }
-        // Past SEGMENT_BYTES, the next append starts a new segment (see the match above).
-        Ok(Some((file, first_index)))
+        // Past the segment limit, the next append starts a new segment (see the match above).
+        Ok(Some(Written { file, first: first_index, refill }))
     }
 
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
         if let Some(file) = self.file.take() {
-            file.sync_data()?;
+            // Done with: its zeros go, and all of it is on disk before the next segment exists,
+            // so that only the last segment can end in a write a crash interrupted.
+            self.trim(&file);
+            file.sync_all()?;
         }
         let path = self.dir.join(segment_name(first));
         let f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
         fsync_dir(&self.dir)?;
         self.segments.insert(first, 0);
         self.file = Some(Arc::new(f));
+        self.allocated = 0;
         Ok(())
     }
 
-    /// Removes every entry from `index` on, on disk first.
+    /// The last segment's length (the end of its last entry).
+    fn tail_len(&self) -> u64 {
+        self.segments.last_key_value().map_or(0, |(_, &len)| len)
+    }
+
+    /// Cuts the zeros written ahead of the last segment's entries (`file`), when it is no longer
+    /// appended to. Not fsynced: zeros a crash keeps are read as the end of the entries. A failure
+    /// only leaves them there, for the same reason.
+    fn trim(&mut self, file: &File) {
+        let len = self.tail_len();
+        if self.allocated > len {
+            match file.set_len(len) {
+                Ok(()) => self.allocated = len,
+                Err(e) => {
+                    warn!(error = %e, "raft log: could not cut the zeros ahead of the last entry; opening skips them")
+                }
+            }
+        }
+    }
+
+    /// Removes every entry from `index` on, on disk first: the file is shortened at the first
+    /// entry cut (the zeros ahead go too) and fsynced before this returns, so the cut entries'
+    /// bytes are gone before a new entry is written where they were. Were they only zeroed
+    /// lazily or left past the logical end, a new entry ending where an old one ended would,
+    /// after a restart, be followed by the old next entry: a valid frame with the next index.
     fn truncate(&mut self, index: u64) -> io::Result<()> {
         let Some((seg, offset)) = self.locate(index) else { return Ok(()) };
         let later: Vec<u64> = self.segments.range(seg + 1..).map(|(f, _)| *f).collect();
@@ -433,6 +605,7 @@ impl Inner {
         fsync_dir(&self.dir)?;
         self.segments.insert(seg, offset);
         self.file = Some(Arc::new(f));
+        self.allocated = offset;
         self.offsets.truncate((index - self.first) as usize);
         self.leaders.split_off(&index);
         while self.cache.back().is_some_and(|(e, _)| e.log_id.index >= index) {
@@ -477,8 +650,19 @@ impl Inner {
                 std::fs::remove_file(self.dir.join(segment_name(first)))?;
             }
             self.file = None;
+            self.allocated = 0;
         }
         Ok(())
+    }
+}
+
+impl Drop for Inner {
+    /// The last clone gone (shutdown, or an incarnation replaced): the zeros ahead of the entries
+    /// go, so that a log at rest ends with its last entry.
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            self.trim(&file);
+        }
     }
 }
 
@@ -670,12 +854,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let result = self.lock().write(entries.into_iter().collect());
         match result {
-            Ok(Some((file, first))) if self.lock().fsync == FsyncPolicy::Always => {
+            Ok(Some(Written { file, first, refill })) if self.lock().fsync == FsyncPolicy::Always => {
                 // openraft waits for the callback, not for this call: the fsync runs on a blocking
                 // thread, off the runtime's workers, with the log unlocked (replication reads it).
                 let store = self.clone();
                 tokio::task::spawn_blocking(move || {
                     let synced = file.sync_data();
+                    let ok = synced.is_ok();
                     if let Err(e) = &synced {
                         // Not durable: the entries are not reported flushed, and not kept.
                         tracing::error!(error = %e, "raft log: fsync failed");
@@ -684,6 +869,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                         }
                     }
                     callback.log_io_completed(synced);
+                    // After the callback: the append that waits is not held up by the zeros.
+                    if ok && refill {
+                        store.preallocate();
+                    }
                 });
                 Ok(())
             }
@@ -712,6 +901,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use openraft::EntryPayload;
+    use openraft::storage::RaftLogStorageExt;
 
     use super::*;
     use crate::cluster::types::log_id;
@@ -834,5 +1024,269 @@ mod tests {
         assert!(store.try_get_log_entries(5..=5).await.is_err(), "a damaged entry is an error");
         assert!(store.try_get_log_entries(4..=7).await.is_err(), "a read that spans it too");
         assert_eq!(ids(&mut store, 6..=7).await, all[5..7], "the entries around it still read");
+    }
+
+    /// Copies the log's files as they are now, zeros ahead included, as a crash (power kept)
+    /// would leave them: the store is not closed, so nothing is trimmed.
+    fn crash_copy(dir: &Path) -> tempfile::TempDir {
+        let copy = tempfile::tempdir().expect("tempdir");
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let entry = entry.expect("dir entry");
+            std::fs::copy(entry.path(), copy.path().join(entry.file_name())).expect("copy");
+        }
+        copy
+    }
+
+    fn file_len(path: &Path) -> u64 {
+        std::fs::metadata(path).expect("segment").len()
+    }
+
+    /// Waits (bounded) until no append's blocking task holds the store, so that its zero-fill,
+    /// which runs after openraft was told, is done.
+    async fn settle(store: &LogStore) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&store.inner) > 1 {
+            assert!(std::time::Instant::now() < deadline, "an append's blocking task never finished");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Under `always` the last segment is zero-filled ahead of its entries once an append was
+    /// reported flushed; later entries are written over the zeros (the file does not grow); the
+    /// zeros are cut when the segment is closed by a rotation and when the log is dropped.
+    #[tokio::test]
+    async fn always_zero_fills_ahead_of_the_entries_and_cuts_the_zeros_at_rotation_and_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+        store.lock().cache_limit = 2;
+        store.blocking_append((1..=50).map(blank)).await.expect("append");
+        settle(&store).await;
+        let seg = dir.path().join(segment_name(1));
+        let len = store.lock().tail_len();
+        assert_eq!(len, 50 * 41, "50 blank entries of 41 bytes framed");
+        assert_eq!(file_len(&seg), len + PREALLOCATE, "zero-filled ahead");
+        let bytes = std::fs::read(&seg).expect("read");
+        assert!(bytes[len as usize..].iter().all(|b| *b == 0), "only zeros follow the entries");
+
+        store.blocking_append((51..=100).map(blank)).await.expect("append");
+        settle(&store).await;
+        let len2 = store.lock().tail_len();
+        assert_eq!(len2, 2 * len, "written at the logical end, right after entry 50");
+        assert_eq!(file_len(&seg), len + PREALLOCATE, "written over the zeros, not appended");
+        let all: Vec<_> = (1..=100).map(|i| log_id(1, 1, i)).collect();
+        assert_eq!(ids(&mut store, 1..=100).await, all, "read back from the segment, zeros never read");
+        assert_eq!(store.get_log_state().await.expect("state").last_log_id, Some(log_id(1, 1, 100)));
+
+        // The next append starts a new segment: the old one's zeros go.
+        store.lock().segment_limit = len2;
+        store.blocking_append(vec![blank(101)]).await.expect("append");
+        settle(&store).await;
+        assert_eq!(file_len(&seg), len2, "rotation cuts the zeros");
+        let seg2 = dir.path().join(segment_name(101));
+        assert_eq!(file_len(&seg2), 41 + PREALLOCATE, "the new segment is zero-filled in turn");
+        assert_eq!(
+            ids(&mut store, 99..=101).await,
+            all[98..].iter().copied().chain([log_id(1, 1, 101)]).collect::<Vec<_>>()
+        );
+
+        drop(store);
+        assert_eq!(file_len(&seg2), 41, "closing cuts the zeros");
+        let mut store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("reopen");
+        assert_eq!(indexes(&store), (1..=101).collect::<Vec<_>>());
+        assert_eq!(ids(&mut store, 1..=2).await, all[..2]);
+    }
+
+    /// A crash keeps the zeros: opening reads exactly the entries written (in the last segment
+    /// and in an earlier one whose trim the crash lost), cuts the zeros, and the next append
+    /// lands right after the last entry.
+    #[tokio::test]
+    async fn a_crash_that_keeps_the_zeros_reopens_to_exactly_the_written_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+        store.blocking_append((1..=30).map(blank)).await.expect("append");
+        store.lock().segment_limit = 20 * 41;
+        store.blocking_append((31..=40).map(blank)).await.expect("append");
+        settle(&store).await;
+        let first = dir.path().join(segment_name(1));
+        let last = dir.path().join(segment_name(31));
+        assert_eq!(file_len(&last), 10 * 41 + PREALLOCATE, "zeros ahead in the last segment");
+        let crashed = crash_copy(dir.path());
+        // As if the rotation's trim (not fsynced) was lost: zeros after the first segment's entries.
+        let mut zeros = std::fs::read(&first).expect("read");
+        zeros.resize(zeros.len() + 10_000, 0);
+        std::fs::write(crashed.path().join(segment_name(1)), &zeros).expect("write");
+
+        let mut reopened = LogStore::open(crashed.path(), FsyncPolicy::Always, 1 << 20).expect("reopen");
+        assert_eq!(indexes(&reopened), (1..=40).collect::<Vec<_>>(), "every entry, nothing else");
+        assert_eq!(file_len(&crashed.path().join(segment_name(1))), 30 * 41, "zeros cut");
+        assert_eq!(file_len(&crashed.path().join(segment_name(31))), 10 * 41, "zeros cut");
+        let all: Vec<_> = (1..=40).map(|i| log_id(1, 1, i)).collect();
+        assert_eq!(ids(&mut reopened, 1..=40).await, all);
+
+        reopened.blocking_append((41..=42).map(blank)).await.expect("append after reopening");
+        settle(&reopened).await;
+        let crashed_again = crash_copy(crashed.path());
+        drop(reopened);
+        let mut again = LogStore::open(crashed_again.path(), FsyncPolicy::Always, 1 << 20).expect("reopen");
+        assert_eq!(indexes(&again), (1..=42).collect::<Vec<_>>());
+        assert_eq!(ids(&mut again, 40..=42).await, [40, 41, 42].map(|i| log_id(1, 1, i)));
+        drop(store);
+    }
+
+    /// Truncating removes the cut entries' bytes from disk before it returns. The new entries are
+    /// the size of the old ones, so one ends exactly where an old one did: were the old bytes left
+    /// past the logical end (or zeroed only lazily), entry 8 of term 1 would follow entry 7 of
+    /// term 2 after a restart, a valid frame with the next index.
+    #[tokio::test]
+    async fn entries_cut_by_truncate_never_come_back_after_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+        store.lock().cache_limit = 1;
+        store.blocking_append((1..=10).map(|i| at(1, i))).await.expect("append");
+        settle(&store).await;
+        let seg = dir.path().join(segment_name(1));
+        let (_, cut_at) = store.lock().locate(6).expect("entry 6");
+        let (_, old_eighth) = store.lock().locate(8).expect("entry 8");
+        assert!(file_len(&seg) > 10 * 41, "zeros ahead before the cut");
+
+        store.truncate(log_id(1, 1, 6)).await.expect("truncate");
+        assert_eq!(file_len(&seg), cut_at, "cut on disk at once, the zeros with the entries");
+        let crashed = crash_copy(dir.path());
+        let reopened = LogStore::open(crashed.path(), FsyncPolicy::Always, 1 << 20).expect("reopen");
+        assert_eq!(indexes(&reopened), (1..=5).collect::<Vec<_>>());
+        drop(reopened);
+
+        // Written and fsynced, not yet zero-filled ahead (a crash before the refill)...
+        store.lock().append(vec![at(2, 6), at(2, 7)]).expect("append");
+        assert_eq!(store.lock().tail_len(), old_eighth, "entry 7 of term 2 ends where entry 8 started");
+        let before_refill = crash_copy(dir.path());
+        // ...and after it (what the blocking task does once openraft was told).
+        store.preallocate();
+        assert_eq!(file_len(&seg), old_eighth + PREALLOCATE, "zero-filled ahead again");
+        let expected: Vec<_> =
+            (1..=5).map(|i| log_id(1, 1, i)).chain([log_id(2, 2, 6), log_id(2, 2, 7)]).collect();
+        assert_eq!(ids(&mut store, 1..=20).await, expected, "read back before a restart");
+        let crashed = crash_copy(dir.path());
+        drop(store);
+        for dir in [before_refill.path(), crashed.path(), dir.path()] {
+            let mut reopened = LogStore::open(dir, FsyncPolicy::Always, 1 << 20).expect("reopen");
+            assert_eq!(ids(&mut reopened, 1..=20).await, expected, "after a restart, nothing more");
+            assert_eq!(reopened.get_log_state().await.expect("state").last_log_id, Some(log_id(2, 2, 7)));
+        }
+    }
+
+    /// A power loss inside the zero-filled space can keep a later page of an append and lose an
+    /// earlier one: zeros, then valid entries that nobody was told about. In the last segment
+    /// that is a torn tail, cut at the damaged entry; a flipped byte in the same place, or the
+    /// same zeros in an earlier segment, is damage: refused.
+    #[test]
+    fn zeros_then_entries_in_the_last_segment_are_a_torn_write_and_a_flipped_byte_is_refused() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let store = LogStore::open(src.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+        store.lock().append((1..=200).map(blank).collect()).expect("append");
+        store.lock().segment_limit = 0;
+        store.lock().append(vec![blank(201)]).expect("append");
+        let mut offsets: Vec<usize> = store.lock().offsets.iter().map(|o| *o as usize).collect();
+        offsets[200] = 200 * 41;
+        drop(store);
+        let full = std::fs::read(src.path().join(segment_name(1))).expect("read");
+        let later = std::fs::read(src.path().join(segment_name(201))).expect("read");
+        let sector = record::SECTOR;
+        // A sector boundary inside an entry's record well before the end, as a lost page starts.
+        let (i, boundary) = (50..150)
+            .find_map(|i| {
+                let b = offsets[i].next_multiple_of(sector);
+                (b > offsets[i] && b < offsets[i + 1]).then_some((i, b))
+            })
+            .expect("a record that straddles a sector boundary");
+        let open_with = |first: &[u8], second: Option<&[u8]>| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(dir.path().join(segment_name(1)), first).expect("write");
+            if let Some(second) = second {
+                std::fs::write(dir.path().join(segment_name(201)), second).expect("write");
+            }
+            let opened = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20)
+                .map(|s| (indexes(&s), file_len(&dir.path().join(segment_name(1)))));
+            (dir, opened)
+        };
+        let kept: Vec<u64> = (1..=i as u64).collect();
+        for lost in [sector, 2 * sector] {
+            let mut torn = full.clone();
+            torn[boundary..boundary + lost].fill(0);
+            let (_dir, opened) = open_with(&torn, None);
+            let (got, len) = opened.expect("a torn write is not damage");
+            assert_eq!(got, kept, "entries before the torn one stay, later ones go");
+            assert_eq!(len, offsets[i] as u64, "cut at the torn entry");
+            let (_dir, opened) = open_with(&torn, Some(&later));
+            assert!(
+                matches!(opened, Err(LogOpenError::Corrupt { .. })),
+                "in a segment that is not the last: {opened:?}"
+            );
+        }
+        // The page lost from the record's very start: zeros from its first byte to the boundary.
+        let mut torn = full.clone();
+        torn[offsets[i]..boundary].fill(0);
+        let (_dir, opened) = open_with(&torn, None);
+        assert_eq!(opened.expect("zeros to a sector boundary are a torn write").0, kept);
+        // One flipped byte in the same record, valid entries after it: damage.
+        let mut flipped = full.clone();
+        flipped[boundary] ^= 0x5a;
+        let (_dir, opened) = open_with(&flipped, None);
+        assert!(matches!(opened, Err(LogOpenError::Corrupt { .. })), "{opened:?}");
+    }
+
+    /// Only `always` zero-fills: `everysec` and `no` do not fsync per write, so they would pay for
+    /// the zeros and gain nothing.
+    #[tokio::test]
+    async fn everysec_and_no_write_no_zeros_ahead() {
+        for policy in [FsyncPolicy::EverySec, FsyncPolicy::No] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut store = LogStore::open(dir.path(), policy, 1 << 20).expect("open");
+            store.blocking_append((1..=50).map(blank)).await.expect("append");
+            store.preallocate();
+            assert_eq!(file_len(&dir.path().join(segment_name(1))), 50 * 41, "{policy}");
+        }
+    }
+
+    /// Zero-fills running while appends land never touch an entry: large entries cross the
+    /// refill threshold many times, and every entry reads back, before and after a crash.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn zero_fills_between_appends_never_touch_an_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+        store.lock().cache_limit = 1;
+        let value = Bytes::from(vec![b'v'; 64 << 10]);
+        let mut index = 0;
+        for _ in 0..40 {
+            let batch: Vec<_> = (0..4)
+                .map(|_| {
+                    index += 1;
+                    put_entry(index, value.clone())
+                })
+                .collect();
+            store.blocking_append(batch).await.expect("append");
+        }
+        let all: Vec<_> = (1..=index).map(|i| log_id(1, 1, i)).collect();
+        assert_eq!(ids(&mut store, 1..=index).await, all, "every entry verified as read back");
+        let crashed = crash_copy(dir.path());
+        settle(&store).await;
+        let mut reopened = LogStore::open(crashed.path(), FsyncPolicy::Always, 1 << 20).expect("reopen");
+        assert_eq!(ids(&mut reopened, 1..=index).await, all);
+    }
+
+    fn put_entry(index: u64, value: Bytes) -> Entry<TypeConfig> {
+        use nanodb_protocol::{Command, Expiry, PutCondition, cmd};
+
+        use crate::cluster::types::{Op, Request};
+        let put = Command::Put(cmd::Put {
+            key: Bytes::from(format!("k{index}")),
+            value,
+            expiry: Expiry::Persist,
+            condition: PutCondition::Always,
+        });
+        Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(Request { now_ms: 1, op: Op::Command(put) }),
+        }
     }
 }

@@ -92,11 +92,23 @@ impl Segment {
 /// `fdatasync`, 3,000 times: about 240 us each when appending, 175 us into a zero-filled file,
 /// 205 us into one extended with `fallocate` (its unwritten extents still change on the first
 /// write). Databases do the same for their write-ahead logs (PostgreSQL zero-fills WAL segments,
-/// etcd preallocates its WAL).
-const PREALLOCATE: u64 = 4 << 20;
+/// etcd preallocates its WAL). The Raft log (`cluster/log_store.rs`) does the same under `always`.
+pub(crate) const PREALLOCATE: u64 = 4 << 20;
 
 /// The sync thread zero-fills again once fewer than this many bytes are left ahead of the records.
-const PREALLOCATE_LOW: u64 = 1 << 20;
+pub(crate) const PREALLOCATE_LOW: u64 = 1 << 20;
+
+/// Most zeros written by one [`write_zeros`]: small enough that the Raft log can write them
+/// under its lock, one chunk at a time, without holding up an append for long.
+pub(crate) const ZERO_CHUNK: usize = 64 << 10;
+
+/// Writes zeros at `at` of `file`, up to `to` and at most [`ZERO_CHUNK`]; returns how many.
+pub(crate) fn write_zeros(file: &File, at: u64, to: u64) -> std::io::Result<u64> {
+    static ZEROS: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
+    let n = to.saturating_sub(at).min(ZERO_CHUNK as u64) as usize;
+    file.write_all_at(&ZEROS[..n], at)?;
+    Ok(n as u64)
+}
 
 /// The log. Share as `Arc<AppendLog>`; attach to the engine as its [`EffectLog`].
 pub struct AppendLog {
@@ -367,15 +379,15 @@ impl AppendLog {
         if segment.allocated >= segment.len + PREALLOCATE_LOW {
             return;
         }
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let target = segment.len + PREALLOCATE;
         while segment.allocated < target {
-            let n = (target - segment.allocated).min(ZEROS.len() as u64) as usize;
-            if let Err(e) = segment.file.write_all_at(&ZEROS[..n], segment.allocated) {
-                tracing::warn!(error = %e, "could not zero-fill the log ahead of its records; fsyncs cost more");
-                return;
+            match write_zeros(&segment.file, segment.allocated, target) {
+                Ok(n) => segment.allocated += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not zero-fill the log ahead of its records; fsyncs cost more");
+                    return;
+                }
             }
-            segment.allocated += n as u64;
         }
     }
 
