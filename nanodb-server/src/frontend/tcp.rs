@@ -262,7 +262,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             match item {
                 // The common case, run here without a future of its own.
                 Ok((id, Ok(Request::Command(cmd)))) => {
-                    let (result, position) = ctx.run_pipelined(&mut caller, cmd);
+                    let (result, position) = ctx.run_pipelined(&caller, cmd);
                     batch.push((id, Response::from(result), position));
                 }
                 Ok((id, request)) => {
