@@ -340,6 +340,9 @@ impl Server {
         // Everything acknowledged is already in the log; this also fsyncs what `everysec` and `no`
         // had only written.
         if let Some(p) = &self.persistence {
+            if self.config.snapshot_on_shutdown {
+                p.snapshot_at_shutdown();
+            }
             p.close();
         }
         drained

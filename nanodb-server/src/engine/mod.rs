@@ -339,6 +339,25 @@ impl Engine {
         }
     }
 
+    /// Makes room for about `keys` more keys (recovery, from a snapshot's record count): each
+    /// partition's table is allocated once at the size it will reach, instead of doubling up to
+    /// it and rehashing every key it holds at each step. Keys spread evenly over the partitions
+    /// by hash; an eighth more than the even share covers the spread (a partition that still
+    /// fills up grows as usual).
+    pub fn reserve(&self, keys: usize) {
+        let share = keys / PARTITIONS;
+        for part in self.partitions.iter() {
+            part.write().reserve(share + share / 8 + 16, |k| self.hash(k));
+        }
+    }
+
+    /// Which of `loaders` parallel loaders restores `key` (recovery): every key of a partition
+    /// goes to the same loader, so loaders never wait for each other's partition locks, and a
+    /// key's records stay in order on one loader.
+    pub fn loader_of(&self, key: &[u8], loaders: usize) -> usize {
+        self.partition_index(self.hash(key)) % loaders.max(1)
+    }
+
     /// Number of keys, counting expired keys the sweeper has not reached yet.
     pub fn key_count(&self) -> usize {
         self.partitions.iter().map(|p| p.read().len()).sum()

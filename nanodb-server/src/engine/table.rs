@@ -105,6 +105,12 @@ impl Table {
         self.entries.iter()
     }
 
+    /// Makes room for `additional` more keys without growing (recovery pre-sizes the tables from
+    /// a snapshot's record count, so no table doubles its way there rehashing every key).
+    pub fn reserve(&mut self, additional: usize, rehash: impl Fn(&[u8]) -> u64) {
+        self.entries.reserve(additional, |e| table_hash(rehash(e.key())));
+    }
+
     /// Gives memory back after mass removal (FLUSHDB): the table is resized to what it holds.
     pub fn shrink_to_fit(&mut self, rehash: impl Fn(&[u8]) -> u64) {
         self.entries.shrink_to_fit(|e| table_hash(rehash(e.key())));

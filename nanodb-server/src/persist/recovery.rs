@@ -70,11 +70,12 @@ fn read_file(path: &Path) -> Result<Bytes, PersistError> {
         .map_err(|source| PersistError::Io { path: path.to_path_buf(), source })
 }
 
-/// Applies decoded records on several threads. Records are sharded by a hash of their key, so each
-/// key's records stay in file order on one thread; records of different keys commute (each is
-/// gated by its own key's version). A batch is applied completely before the next is read, which
-/// bounds memory and keeps order across batches.
-struct Applier<'a> {
+/// Applies decoded records on several threads. Records are sharded by the engine partition of
+/// their key ([`Engine::loader_of`]), so each key's records stay in file order on one thread, no
+/// two threads ever want the same partition's lock, and records of different keys commute (each
+/// is gated by its own key's version). A batch is applied completely before the next is read,
+/// which bounds memory and keeps order across batches.
+pub(super) struct Applier<'a> {
     engine: &'a Engine,
     shards: Vec<Vec<(crate::engine::OwnedEffect, bool)>>,
     pending: usize,
@@ -86,11 +87,16 @@ const APPLY_BATCH: usize = 1 << 16;
 impl<'a> Applier<'a> {
     fn new(engine: &'a Engine) -> Self {
         let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        Self { engine, shards: (0..n).map(|_| Vec::new()).collect(), pending: 0 }
+        Self::with_threads(engine, n)
+    }
+
+    pub(super) fn with_threads(engine: &'a Engine, threads: usize) -> Self {
+        let n = threads.max(1);
+        Self { engine, shards: (0..n).map(|_| Vec::with_capacity(APPLY_BATCH / n)).collect(), pending: 0 }
     }
 
     fn push(&mut self, effect: crate::engine::OwnedEffect, continuation: bool) {
-        let shard = crc32c::crc32c(&effect.key) as usize % self.shards.len();
+        let shard = self.engine.loader_of(&effect.key, self.shards.len());
         self.shards[shard].push((effect, continuation));
         self.pending += 1;
         if self.pending >= APPLY_BATCH {
@@ -104,21 +110,72 @@ impl<'a> Applier<'a> {
         }
         let engine = self.engine;
         if self.shards.len() == 1 {
-            for (e, c) in self.shards[0].drain(..) {
-                engine.restore(e, c);
-            }
+            engine.restore_batch(&mut self.shards[0]);
         } else {
             std::thread::scope(|scope| {
                 for shard in self.shards.iter_mut() {
-                    scope.spawn(move || {
-                        for (e, c) in shard.drain(..) {
-                            engine.restore(e, c);
-                        }
-                    });
+                    scope.spawn(move || engine.restore_batch(shard));
                 }
             });
         }
         self.pending = 0;
+    }
+}
+
+/// Bytes a file is read in while loading a snapshot: one buffer, reused, instead of the whole
+/// file in memory at once (a 119 MB snapshot of 1M keys cost as much again in fresh pages, each
+/// zeroed by the kernel, next to the keys themselves).
+const READ_CHUNK: usize = 4 << 20;
+
+/// Fewer bytes than any snapshot record takes (its header alone is 12, the fields every kind
+/// has another 14, and each holds a value or a count): the trailer's record count, which no
+/// checksum covers, is believed for pre-sizing only up to what the file could hold.
+const MIN_SNAPSHOT_RECORD: u64 = 32;
+
+/// A window over part of a file, read front to back in [`READ_CHUNK`]s. A record the window cuts
+/// is completed by [`Window::refill`], which keeps the window's unread tail and reads more after
+/// it; a record longer than a chunk grows the window to hold it (at most a chunk past a record
+/// whose header passed the `max_record_len` check).
+struct Window {
+    file: std::fs::File,
+    path: PathBuf,
+    /// File offset of `data[0]`.
+    base: u64,
+    /// File offset where reading stops (the snapshot's trailer).
+    end: u64,
+    /// Bytes read at a time.
+    chunk: usize,
+    data: Bytes,
+}
+
+impl Window {
+    fn open(path: &Path, start: u64, end: u64, chunk: usize) -> Result<Self, PersistError> {
+        let file = std::fs::File::open(path)
+            .map_err(|source| PersistError::Io { path: path.to_path_buf(), source })?;
+        Ok(Self { file, path: path.to_path_buf(), base: start, end, chunk: chunk.max(1), data: Bytes::new() })
+    }
+
+    /// Whether the file has bytes past the window.
+    fn more(&self) -> bool {
+        self.base + (self.data.len() as u64) < self.end
+    }
+
+    /// Drops the window's first `consumed` bytes and reads up to a chunk more after the
+    /// rest; the buffer is reused (every record decoded from it was copied out).
+    fn refill(&mut self, consumed: usize) -> Result<(), PersistError> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = Vec::from(std::mem::take(&mut self.data));
+        buf.drain(..consumed);
+        self.base += consumed as u64;
+        let from = self.base + buf.len() as u64;
+        let want = (self.end - from).min(self.chunk as u64) as usize;
+        let kept = buf.len();
+        buf.resize(kept + want, 0);
+        self.file
+            .read_exact_at(&mut buf[kept..], from)
+            .map_err(|source| PersistError::Io { path: self.path.clone(), source })?;
+        self.data = Bytes::from(buf);
+        Ok(())
     }
 }
 
@@ -205,41 +262,75 @@ pub fn recover(
 /// Loads one snapshot file into `engine` (recovery, and a cluster node installing a snapshot);
 /// returns the records read. Any damage is corruption: a snapshot is complete or refused.
 pub fn load_snapshot(engine: &Engine, path: &Path, max_record_len: usize) -> Result<u64, PersistError> {
-    let data = read_file(path)?;
-    let corrupt =
-        |offset: usize, reason: String| PersistError::Corrupt { path: path.to_path_buf(), offset, reason };
-    if data.len() < 32 || &data[..8] != SNAPSHOT_MAGIC {
+    load_snapshot_with(engine, path, max_record_len, Applier::new(engine), READ_CHUNK)
+}
+
+/// [`load_snapshot`] with `applier`'s threads and reads of `chunk` bytes (tests vary both).
+pub(super) fn load_snapshot_with(
+    engine: &Engine,
+    path: &Path,
+    max_record_len: usize,
+    mut applier: Applier<'_>,
+    chunk: usize,
+) -> Result<u64, PersistError> {
+    use std::os::unix::fs::FileExt;
+    let corrupt = |offset: u64, reason: String| PersistError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as usize,
+        reason,
+    };
+    let io = |source| PersistError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut header = [0u8; 16];
+    if len < 32 || file.read_exact_at(&mut header, 0).is_err() || &header[..8] != SNAPSHOT_MAGIC {
         return Err(corrupt(0, "not a NanoDB snapshot (bad header)".into()));
     }
-    let trailer = data.len() - 16;
-    if &data[trailer..trailer + 8] != TRAILER_MAGIC {
+    let trailer = len - 16;
+    let mut tail = [0u8; 16];
+    file.read_exact_at(&mut tail, trailer).map_err(io)?;
+    if &tail[..8] != TRAILER_MAGIC {
         return Err(corrupt(trailer, "snapshot trailer missing: the file is incomplete".into()));
     }
-    let expected = u64::from_le_bytes(data[trailer + 8..].try_into().unwrap_or([0; 8]));
-    let body = data.slice(..trailer);
+    let expected = u64::from_le_bytes(tail[8..].try_into().unwrap_or([0; 8]));
+    // Tables sized once for what the snapshot holds (records are keys, plus a few continuation
+    // records of large values); bounded by what the file could hold, whatever the trailer says.
+    let most = (trailer / MIN_SNAPSHOT_RECORD).min(expected);
+    engine.reserve(usize::try_from(most).unwrap_or(usize::MAX));
+    drop(file);
+
+    let mut window = Window::open(path, 16, trailer, chunk)?;
     let mut progress = Progress::new(path);
-    let mut applier = Applier::new(engine);
-    let (mut offset, mut records) = (16, 0u64);
+    let (mut offset, mut records) = (0, 0u64);
     loop {
-        match record::read_at(&body, offset, max_record_len) {
+        match record::read_at(&window.data, offset, max_record_len) {
             Read::Record(d, next) => {
                 applier.push(d.effect, d.flags & FLAG_CONTINUATION != 0);
                 records += 1;
                 offset = next;
                 if records % 65_536 == 0 {
-                    progress.tick(engine, offset, records);
+                    progress.tick(engine, (window.base as usize) + offset, records);
                 }
             }
+            // The window cut the record, or ended: read on.
+            Read::End | Read::Incomplete(_) if window.more() => {
+                window.refill(offset)?;
+                offset = 0;
+            }
             // A snapshot is written key by key and never holds a group record.
-            Read::Group(..) => return Err(corrupt(offset, "a group record in a snapshot".into())),
+            Read::Group(..) => {
+                return Err(corrupt(window.base + offset as u64, "a group record in a snapshot".into()));
+            }
             Read::End => break,
-            Read::Incomplete(reason) | Read::Invalid(reason) => return Err(corrupt(offset, reason)),
+            Read::Incomplete(reason) | Read::Invalid(reason) => {
+                return Err(corrupt(window.base + offset as u64, reason));
+            }
         }
     }
     applier.flush();
     if records != expected {
         return Err(corrupt(
-            offset,
+            window.base + offset as u64,
             format!("snapshot holds {records} records, its trailer says {expected}"),
         ));
     }

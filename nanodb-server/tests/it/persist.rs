@@ -507,3 +507,108 @@ async fn the_server_binary_refuses_a_locked_dir_in_one_line_and_restarts_after_k
     assert_eq!(c.call(Command::Get(cmd::Get { key: b("k") })).await.map(value_of), Ok(Some("v".into())));
     second.kill9();
 }
+
+/// The log segments in `dir` with the bytes of records each holds (a segment's 16-byte header
+/// excluded), and the snapshots' sequence numbers.
+fn segments_and_snapshots(dir: &Path) -> (Vec<(String, u64)>, Vec<String>) {
+    let mut segments = Vec::new();
+    let mut snapshots = Vec::new();
+    for name in listing(dir) {
+        if name.ends_with(".aof") {
+            let len = std::fs::metadata(dir.join(&name)).expect("stat").len();
+            segments.push((name, len.saturating_sub(16)));
+        } else if name.ends_with(".snap") {
+            snapshots.push(name);
+        }
+    }
+    (segments, snapshots)
+}
+
+/// Every key's (value, version, has a TTL) through GET.
+async fn read_all(c: &mut TcpClient, keys: &[String]) -> Vec<(String, Bytes, u64, bool)> {
+    let mut out = Vec::new();
+    for k in keys {
+        let Ok(Reply::Value(Some(e))) = c.call(Command::Get(cmd::Get { key: b(k) })).await else {
+            panic!("{k} missing")
+        };
+        out.push((k.clone(), e.value, e.version, e.ttl_ms > 0));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_leaves_a_snapshot_and_the_restart_replays_no_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys: Vec<String> = (0..2_000).map(|i| format!("key:{i}")).collect();
+    let server = start(persistent(dir.path(), FsyncPolicy::EverySec)).await;
+    let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
+    for (i, k) in keys.iter().enumerate() {
+        // Every third key with a TTL; the first hundred written twice (a later version).
+        let expiry = if i % 3 == 0 { Expiry::from_put_ttl_ms(3_600_000) } else { Expiry::Persist };
+        let put = cmd::Put { key: b(k), value: b(&format!("v{i}")), expiry, condition: PutCondition::Always };
+        c.call(Command::Put(put)).await.expect("put");
+    }
+    for k in &keys[..100] {
+        c.call(put(k, "again")).await.expect("put");
+    }
+    c.call(Command::HashSet(cmd::HashSet { key: b("h"), field: b("f"), value: b("v") })).await.expect("hset");
+    let before = read_all(&mut c, &keys).await;
+    drop(c);
+    server.shutdown().await;
+
+    // One snapshot, and the only segment (the one started by its rotation) holds no record.
+    let (segments, snapshots) = segments_and_snapshots(dir.path());
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert!(segments.iter().all(|(_, records)| *records == 0), "log left to replay: {segments:?}");
+
+    let server = start(persistent(dir.path(), FsyncPolicy::EverySec)).await;
+    let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
+    assert_eq!(read_all(&mut c, &keys).await, before, "every key, value, version and TTL");
+    assert_eq!(
+        c.call(Command::HashGet(cmd::HashGet { key: b("h"), field: b("f") })).await,
+        Ok(Reply::Bytes(Some(b("v"))))
+    );
+    drop(c);
+    server.shutdown().await;
+    // Nothing was written: this shutdown found no growth and took no second snapshot.
+    assert_eq!(segments_and_snapshots(dir.path()).1, snapshots);
+}
+
+#[tokio::test]
+async fn with_snapshot_on_shutdown_off_the_log_is_left_to_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config { snapshot_on_shutdown: false, ..persistent(dir.path(), FsyncPolicy::EverySec) };
+    let server = start(config.clone()).await;
+    let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
+    c.call(put("k", "v")).await.expect("put");
+    drop(c);
+    server.shutdown().await;
+    let (segments, snapshots) = segments_and_snapshots(dir.path());
+    assert!(snapshots.is_empty(), "{snapshots:?}");
+    assert!(segments.iter().any(|(_, records)| *records > 0), "{segments:?}");
+    let server = start(config).await;
+    let mut c = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
+    assert_eq!(c.call(Command::Get(cmd::Get { key: b("k") })).await.map(value_of), Ok(Some("v".into())));
+    drop(c);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_the_shutdown_snapshot_loses_nothing() {
+    for failpoint in ["snapshot-mid-write", "snapshot-before-rename", "snapshot-after-rename"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // No scheduled snapshot: the one SIGTERM starts is the only one.
+        let mut server =
+            ChildServer::start(dir.path(), "everysec", &["--snapshot-every", "1GiB"], Some(failpoint));
+        let ledger = writer(server.addr, 0, Instant::now() + Duration::from_millis(300)).await;
+        assert!(!ledger.acked.is_empty(), "{failpoint}: writes were acknowledged");
+        // SIGTERM: the graceful path, which snapshots and dies at the failpoint.
+        let term = Process::new("kill").args(["-TERM", &server.child.id().to_string()]).status();
+        assert!(term.expect("kill -TERM").success());
+        let status = server.child.wait().expect("wait");
+        assert_eq!(status.code(), Some(101), "{failpoint}: the server stopped in its shutdown snapshot");
+        let restarted = ChildServer::start(dir.path(), "everysec", &[], None);
+        verify(restarted.addr, &[ledger], failpoint).await;
+        restarted.kill9();
+    }
+}
