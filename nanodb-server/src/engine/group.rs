@@ -54,6 +54,19 @@ use super::{Change, Engine, EngineStats, LogPosition, Partition, TableGuard};
 
 /// An overlay has this many partitions (a power of two): it holds a handful of keys.
 const OVERLAY_PARTITIONS: usize = 2;
+/// Largest table (in slots) an emptied overlay may keep to be reused ([`SPARE_OVERLAY`]): one that
+/// grew for a group of many keys is freed rather than kept for the thread's life.
+const MAX_SPARE_SLOTS: usize = 64;
+
+thread_local! {
+    /// The overlay of this thread's last group, emptied, for its next group on the same engine.
+    /// Building one (its partitions are one aligned allocation) and dropping it was a tenth of a
+    /// one-key EVAL's instructions; a group that ends with its overlay empty (every committed
+    /// group) hands it back here instead ([`GroupState`]'s `Drop`). An overlay that still holds
+    /// anything (a group dropped without commit, an aborted script) is never reused: it is
+    /// dropped, so nothing a group left behind can reach the next one.
+    static SPARE_OVERLAY: std::cell::Cell<Option<Arc<Engine>>> = const { std::cell::Cell::new(None) };
+}
 
 /// Several commands over declared keys, applied atomically on [`Group::commit`]; see the module
 /// documentation.
@@ -122,7 +135,7 @@ impl Engine {
                 parts.into_iter().map(|i| (i, self.partitions[i].write())).collect()
             }
         };
-        let overlay = Arc::new(self.overlay());
+        let overlay = self.spare_overlay().unwrap_or_else(|| Arc::new(self.overlay()));
         let now = self.write_now();
         for (key, version) in &mut keys {
             let hash = self.hash(key);
@@ -183,6 +196,36 @@ impl Engine {
         }
     }
 
+    /// This thread's spare overlay ([`SPARE_OVERLAY`]) if it is one of this engine's (it shares
+    /// this engine's version counter: tests run several engines on one thread) and no one else
+    /// holds it; its mode and apply time brought up to date.
+    fn spare_overlay(&self) -> Option<Arc<Engine>> {
+        let spare = SPARE_OVERLAY.try_with(std::cell::Cell::take).ok().flatten()?;
+        if !Arc::ptr_eq(&spare.versions, &self.versions) || Arc::strong_count(&spare) != 1 {
+            return None;
+        }
+        spare.replicated.store(self.is_replicated(), Ordering::Relaxed);
+        spare.apply_now.store(self.apply_now.load(Ordering::Relaxed), Ordering::Relaxed);
+        Some(spare)
+    }
+
+    /// Makes this overlay, whose tables are empty, as a fresh one ([`Engine::overlay`]) for the
+    /// next group: no stale expiry entries (a commit takes entries out without unindexing them),
+    /// no removal marks (a commit reads them), no counters. Whether it may be reused: only an
+    /// overlay with nothing in its tables, and tables that did not grow large, is.
+    fn reset_overlay(&self) -> bool {
+        if !self.partitions.iter().all(|part| part.write().reusable(MAX_SPARE_SLOTS)) {
+            return false;
+        }
+        for part in self.partitions.iter() {
+            part.expiry().clear();
+            part.removed.store(0, Ordering::Relaxed);
+        }
+        self.sweep_from.store(0, Ordering::Relaxed);
+        self.stats.expired_keys.store(0, Ordering::Relaxed);
+        true
+    }
+
     /// Puts a copy of a loaded slot into this overlay.
     fn load(&self, key: &[u8], slot: Slot) {
         let (hash, part) = self.locate(key);
@@ -207,6 +250,19 @@ impl Engine {
 /// Where partition `index` is in `held` (it is there: every declared key's partition is held).
 fn held_index(held: &[(usize, TableGuard<'_>)], index: usize) -> usize {
     held.binary_search_by_key(&index, |(i, _)| *i).unwrap_or_else(|at| at.min(held.len() - 1))
+}
+
+/// Hands an overlay that ends empty to this thread's next group ([`SPARE_OVERLAY`]). Only an
+/// overlay this state alone holds (not one an EXEC's context still reaches) and not a recording
+/// one (its version counter is its own) is reused, and only when emptied cleanly.
+impl Drop for GroupState {
+    fn drop(&mut self) {
+        if self.record.is_some() || Arc::strong_count(&self.overlay) != 1 || !self.overlay.reset_overlay() {
+            return;
+        }
+        // Not at all while the thread's locals are being destroyed.
+        let _ = SPARE_OVERLAY.try_with(|spare| spare.set(Some(self.overlay.clone())));
+    }
 }
 
 impl GroupState {
@@ -777,6 +833,62 @@ mod tests {
         assert!(!unchanged("ghost", seen), "flushed");
         let seen = engine.watch_point(b"ghost");
         assert!(unchanged("ghost", seen));
+    }
+
+    /// A group that ends with its overlay empty hands it to this thread's next group on the same
+    /// engine; whatever a group left in it (an expiry entry, a removal mark, a key it wrote and
+    /// did not commit) never reaches the next group, and another engine never gets it.
+    #[test]
+    fn a_reused_overlay_carries_nothing_into_the_next_group() {
+        let engine = Engine::new(Limits::default());
+        let clean = |g: &Group<'_>| {
+            let o = g.overlay();
+            o.key_count() == 0
+                && o.expiring_count() == 0
+                && o.partitions.iter().all(|p| p.removed.load(Ordering::Relaxed) == 0)
+        };
+        let with_ttl = Command::Put(cmd::Put {
+            key: b("t"),
+            value: b("1"),
+            expiry: Expiry::In(100_000),
+            condition: PutCondition::Always,
+        });
+
+        // A committed group: its TTL key's expiry entry and a created-and-deleted key's removal
+        // mark stay in the overlay after the commit took the keys out.
+        let g = engine.lock_group(&[b("t"), b("ghost")]);
+        g.run(with_ttl).expect("put with a TTL");
+        g.run(put("ghost", "1")).expect("put");
+        g.run(Command::Delete(cmd::Delete { key: b("ghost") })).expect("delete");
+        let first = Arc::as_ptr(g.overlay());
+        g.commit().expect("commit");
+        assert!(engine.version_of(b"t") != 0);
+        let g = engine.lock_group(&[b("other")]);
+        assert_eq!(Arc::as_ptr(g.overlay()), first, "the committed group's overlay is reused");
+        assert!(clean(&g), "no expiry entry, removal mark or key is left from the last group");
+        g.commit().expect("commit");
+
+        // A group whose commit is refused (it wrote a key it did not declare) keeps its overlay's
+        // contents: that overlay is not reused, and the next group finds nothing of it.
+        let g = engine.lock_group(&[b("k")]);
+        g.overlay().execute(put("undeclared", "leak")).expect("overlay put");
+        assert!(g.commit().is_err());
+        let g = engine.lock_group(&[b("undeclared")]);
+        assert!(clean(&g));
+        assert_eq!(value(&g.run(get("undeclared"))), None);
+        g.run(put("undeclared", "x")).expect("put");
+        // Dropped without commit: nothing written, and the overlay holding the write not reused.
+        drop(g);
+        let g = engine.lock_group(&[b("undeclared")]);
+        assert!(clean(&g));
+        assert_eq!(value(&g.run(get("undeclared"))), None);
+        g.commit().expect("commit");
+
+        // Another engine on this thread builds its own overlay.
+        let other = Engine::new(Limits::default());
+        let g = other.lock_group(&[b("t")]);
+        assert!(Arc::ptr_eq(&g.overlay().versions, &other.versions));
+        assert_eq!(value(&g.run(get("t"))), None, "the other engine's keys only");
     }
 
     /// A recording group (a script in a cluster) writes nothing and draws no version here; what it

@@ -46,6 +46,17 @@ pub(crate) struct Table {
 pub(crate) type Place<'a> = TableEntry<'a, Entry>;
 
 impl Table {
+    /// Readies this table, empty, for reuse (an emptied overlay's: see `group`): whether it
+    /// holds no entry and at most `max_slots` slots (one that grew large is not kept). Its entry
+    /// bytes are then zero, as they are once every removal was accounted for.
+    pub fn reusable(&mut self, max_slots: usize) -> bool {
+        if !self.entries.is_empty() || self.entries.capacity() > max_slots {
+            return false;
+        }
+        self.bytes = 0;
+        true
+    }
+
     /// Number of keys (expired ones the sweeper has not reached included).
     pub fn len(&self) -> usize {
         self.entries.len()

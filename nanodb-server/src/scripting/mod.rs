@@ -61,12 +61,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use nanodb_protocol::{Command, Error, FromReply, Reply, ScriptSource, ScriptValue, TypedCommand, cmd};
 
-use crate::auth::{Caller, Need};
+use crate::auth::Need;
 use crate::cluster::Cluster;
 use crate::engine::LogPosition;
 use crate::engine::group::Group;
 use crate::frontend::{Context, Run};
-use vm::{Call, Control, Ended, KILLED, OUT_OF_MEMORY, TIMED_OUT, Vm};
+use vm::{Control, Ended, KILLED, OUT_OF_MEMORY, TIMED_OUT, Vm};
 
 /// Most scripts the shared cache holds; the oldest is forgotten beyond it (EVALSHA of it is then
 /// NOSCRIPT, and clients fall back to EVAL as Redis's do).
@@ -123,10 +123,6 @@ impl Cache {
         self.scripts.insert(sha, text);
     }
 }
-
-/// The client list a script's commands see (a script is no connection; nothing registers here).
-static NO_CLIENTS: std::sync::LazyLock<crate::frontend::resp::Clients> =
-    std::sync::LazyLock::new(crate::frontend::resp::Clients::default);
 
 thread_local! {
     /// This thread's Lua state, built on its first script.
@@ -344,14 +340,7 @@ impl Scripts {
             // landing between the two would otherwise be lost (the script then ran to its
             // timeout).
             vm.control.start(self.timeout, self.id);
-            let mut session = crate::frontend::resp::commands::Session::new(
-                0,
-                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                &NO_CLIENTS,
-                Caller::everything(crate::stats::Protocol::Resp),
-            );
-            session.group = Some(group.state().clone());
-            let ended = vm.run(&sha, &keys, &args, Call { ctx: ctx.clone(), session });
+            let ended = vm.run(&sha, &keys, &args, ctx, group.state());
             vm.control.end();
             let hex = || String::from_utf8_lossy(&sha).into_owned();
             match ended? {

@@ -310,3 +310,48 @@ fn a_script_run_again_starts_from_a_clean_environment() {
         assert_eq!(e, format!("again script: {}", super::sha1_hex(body.as_bytes())));
     }
 }
+
+/// A thread's Lua state keeps its session and the group's overlay from one script to the next:
+/// a script that wrote and then failed, or was stopped, leaves nothing the next script on the
+/// same state can see, and a committed script's keys are visible only where declared.
+#[test]
+fn a_script_on_a_reused_state_finds_nothing_an_earlier_one_left() {
+    let ctx = ctx();
+    let seen =
+        "return {redis.call('exists', KEYS[1]), redis.call('exists', KEYS[2]), redis.call('pttl', KEYS[2])}";
+    let none = Ok(ScriptValue::Array(vec![ScriptValue::Int(0), ScriptValue::Int(0), ScriptValue::Int(-2)]));
+    let e = script_error(eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'x'); redis.call('set', KEYS[2], 'y', 'PX', 100000); error('boom')",
+        &["a", "b"],
+        &[],
+    ));
+    assert!(e.contains("boom"), "{e}");
+    assert_eq!(eval(&ctx, seen, &["a", "b"], &[]), none);
+
+    let e = script_error(eval(&ctx, "redis.call('set', KEYS[1], 'x'); while true do end", &["a"], &[]));
+    assert!(e.starts_with("BUSY"), "{e}");
+    assert_eq!(eval(&ctx, seen, &["a", "b"], &[]), none);
+
+    let e = script_error(eval(
+        &ctx,
+        "redis.call('set', KEYS[1], 'x'); redis.call('set', 'undeclared', 'y')",
+        &["a"],
+        &[],
+    ));
+    assert!(e.contains("not declared"), "{e}");
+    assert_eq!(eval(&ctx, seen, &["a", "undeclared"], &[]), none);
+
+    // Committed, with a TTL: the next script sees it under its key, and nothing under others.
+    assert_eq!(
+        eval(&ctx, "return redis.call('set', KEYS[1], 'v', 'PX', 100000)", &["c"], &[]),
+        Ok(ScriptValue::Status("OK".into()))
+    );
+    assert_eq!(eval(&ctx, seen, &["d", "e"], &[]), none);
+    assert_eq!(eval(&ctx, "return redis.call('get', KEYS[1])", &["c"], &[]), Ok(ScriptValue::Bulk(b("v"))));
+    // Nothing of any earlier run is in the next one's environment or session either.
+    assert_eq!(
+        eval(&ctx, "return {tostring(rawget(_G, 'x')), #KEYS, #ARGV}", &[], &[]),
+        Ok(ScriptValue::Array(vec![ScriptValue::Bulk(b("nil")), ScriptValue::Int(0), ScriptValue::Int(0)]))
+    );
+}

@@ -22,6 +22,9 @@ use mlua::{
 };
 use nanodb_protocol::{Error, ScriptValue};
 
+use crate::engine::group::GroupState;
+use crate::frontend::resp::commands::Session;
+
 /// Lua instructions between two checks of the deadline and of SCRIPT KILL.
 const CHECK_EVERY: u32 = 10_000;
 /// Compiled functions kept per state; past it the state forgets them all (they recompile from
@@ -128,28 +131,43 @@ impl Control {
     }
 }
 
-/// What `redis.call` runs against during one run ([`Vm::run`] sets it and takes it back): the
-/// server's context and the script's session, whose group holds the script's overlay.
-pub(crate) struct Call {
-    pub(crate) ctx: crate::frontend::Context,
-    pub(crate) session: crate::frontend::resp::commands::Session<'static>,
-}
+/// The client list a script's commands see (a script is no connection; nothing registers here).
+static NO_CLIENTS: std::sync::LazyLock<crate::frontend::resp::Clients> =
+    std::sync::LazyLock::new(crate::frontend::resp::Clients::default);
 
-/// The slot the state's one `redis.call` callback reads the running script's [`Call`] from, with
-/// its argument and reply buffers, kept from one run to the next.
+/// The slot the state's one `redis.call` callback reads the running script's context and
+/// session from, with its argument and reply buffers, kept from one run to the next.
 ///
 /// The callback is made once per state, not once per run: a callback made per run (mlua's
 /// `scope`, which lets it borrow the run's context) cost a closure, a userdata and their
 /// destructors on every EVAL, and left garbage for the collector. A callback made once must
-/// own what it reaches, hence the owned [`Call`] here (a clone of the context, the group's
-/// shared state) rather than borrows.
+/// own what it reaches, hence the owned context here (a clone, set for the run and dropped at
+/// its end, so a state never keeps a server alive) rather than a borrow.
+///
+/// The session is kept from run to run (building, moving and dropping one was a few percent of
+/// a one-key EVAL): between runs it holds no group, and one that a command changed in a way
+/// the next script could notice (a SCAN cursor) is dropped and built anew
+/// ([`Session::ready_for_next_script`]).
 #[derive(Default)]
 struct Calls {
-    current: Option<Call>,
+    /// The running script's context; `None` between runs.
+    ctx: Option<crate::frontend::Context>,
+    session: Option<Session<'static>>,
     argbuf: Vec<Bytes>,
     /// Where the arguments' bytes are copied ([`carve`]).
     argspace: BytesMut,
     out: BytesMut,
+}
+
+/// A script's session: no connection, every permission (the script's declared keys were
+/// authorized before it ran), the group set per run.
+fn script_session() -> Session<'static> {
+    Session::new(
+        0,
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        &NO_CLIENTS,
+        crate::auth::Caller::everything(crate::stats::Protocol::Resp),
+    )
 }
 
 /// A copy of `bytes` carved from `space`. A command's arguments are copied out of Lua (whose
@@ -181,7 +199,7 @@ pub(crate) struct Vm {
     /// The runner ([`super::Scripts`]) this state's control is registered with for SCRIPT KILL
     /// (0: none yet).
     pub(crate) registered: u64,
-    /// The running script's [`Call`], shared with the `redis.call` callback.
+    /// The running script's context and session, shared with the `redis.call` callback.
     calls: Rc<RefCell<Calls>>,
     /// A run's KEYS and ARGV as Lua strings, kept (empty) from one run to the next.
     strings: Vec<LuaString>,
@@ -349,14 +367,16 @@ impl Vm {
     }
 
     /// Runs compiled script `sha` with `keys` and `args`; each `redis.call` runs its command
-    /// against `call` (the arguments, as bytes, through the RESP handlers). The caller started
-    /// [`Vm::control`] ([`Control::start`]) and then registered it for SCRIPT KILL.
+    /// against `ctx` inside `group` (the arguments, as bytes, through the RESP handlers). The
+    /// caller started [`Vm::control`] ([`Control::start`]) and then registered it for SCRIPT
+    /// KILL.
     pub(crate) fn run(
         &mut self,
         sha: &[u8],
         keys: &[Bytes],
         args: &[Bytes],
-        call: Call,
+        ctx: &crate::frontend::Context,
+        group: &Arc<GroupState>,
     ) -> Result<Ended, Error> {
         let Some(f) = self.compiled.get(sha) else {
             return Err(Error::Script("NOSCRIPT No matching script. Please use EVAL.".into()));
@@ -368,7 +388,11 @@ impl Vm {
         for item in keys.iter().chain(args) {
             strings.push(lua.create_string(item).map_err(lua_err)?);
         }
-        self.calls.borrow_mut().current = Some(call);
+        {
+            let mut calls = self.calls.borrow_mut();
+            calls.ctx = Some(ctx.clone());
+            calls.session.get_or_insert_with(script_session).group = Some(group.clone());
+        }
         // The limit is set only around the script itself: while it is 0, mlua makes the strings
         // above without wrapping each Lua API call it makes in a protected call of its own.
         let result = lua.set_memory_limit(lua.used_memory() + self.max_memory).and_then(|_| {
@@ -383,8 +407,14 @@ impl Vm {
         strings.clear();
         {
             let mut calls = self.calls.borrow_mut();
-            // The run's context and its hold on the group go now, not at the next run.
-            calls.current = None;
+            // The run's context and its hold on the group go now, not at the next run (the group
+            // hands its overlay on only when no one else holds it).
+            calls.ctx = None;
+            if let Some(session) = &mut calls.session
+                && !session.ready_for_next_script()
+            {
+                calls.session = None;
+            }
             calls.argbuf.clear();
             if calls.argbuf.capacity() > 1024 {
                 calls.argbuf = Vec::new();
@@ -432,8 +462,8 @@ fn invoke(lua: &Lua, calls: &RefCell<Calls>, values: MultiValue) -> mlua::Result
     let Ok(mut calls) = calls.try_borrow_mut() else {
         return error_table(lua, "ERR a script command cannot run here");
     };
-    let Calls { current, argbuf, argspace, out } = &mut *calls;
-    let Some(call) = current.as_mut() else {
+    let Calls { ctx, session, argbuf, argspace, out } = &mut *calls;
+    let (Some(ctx), Some(session)) = (ctx.as_ref(), session.as_mut()) else {
         return error_table(lua, "ERR no script is running");
     };
     argbuf.clear();
@@ -449,7 +479,7 @@ fn invoke(lua: &Lua, calls: &RefCell<Calls>, values: MultiValue) -> mlua::Result
         return error_table(lua, "ERR Please specify at least one argument for this redis lib call");
     }
     out.clear();
-    crate::frontend::resp::commands::execute_in_script(&call.ctx, &mut call.session, argbuf, out);
+    crate::frontend::resp::commands::execute_in_script(ctx, session, argbuf, out);
     let failed = out.first() == Some(&b'-');
     Ok((super::reply::resp_to_lua(lua, out)?, failed))
 }

@@ -96,6 +96,25 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Readies a script's session for the next script on the same Lua state (a state keeps its
+    /// session rather than building one per EVAL): the group and the log marks are dropped;
+    /// whether nothing else a command could change was changed. When something was (a SCAN's
+    /// cursor), the caller builds the session anew, so no script meets another's leftovers.
+    /// AUTH, CLIENT, MULTI, WATCH, SUBSCRIBE and the like cannot run in a script at all.
+    pub fn ready_for_next_script(&mut self) -> bool {
+        self.group = None;
+        self.log_position = 0;
+        self.last_write = 0;
+        self.name.is_none()
+            && self.lib.0.is_none()
+            && self.lib.1.is_none()
+            && self.cursors.is_empty()
+            && self.next_cursor == 0
+            && self.sub.is_none()
+            && self.multi.is_none()
+            && self.watched.is_empty()
+    }
+
     /// Whether the connection is in subscribed mode (holds a channel or pattern).
     pub fn subscribed(&self) -> bool {
         self.sub.is_some()
