@@ -54,19 +54,20 @@ use super::{Change, Engine, EngineStats, LogPosition, Partition, TableGuard};
 
 /// An overlay has this many partitions (a power of two): it holds a handful of keys.
 const OVERLAY_PARTITIONS: usize = 2;
-/// Largest table (in slots) an emptied overlay may keep to be reused ([`SPARE_OVERLAY`]): one that
-/// grew for a group of many keys is freed rather than kept for the thread's life.
+/// Largest table (in slots) an emptied overlay may keep to be reused ([`SpareOverlays`]): one that
+/// grew for a group of many keys is freed rather than kept for the engine's life.
 const MAX_SPARE_SLOTS: usize = 64;
+/// Emptied overlays an engine keeps, at most: about one per thread running groups at once.
+const MAX_SPARE_OVERLAYS: usize = 8;
 
-thread_local! {
-    /// The overlay of this thread's last group, emptied, for its next group on the same engine.
-    /// Building one (its partitions are one aligned allocation) and dropping it was a tenth of a
-    /// one-key EVAL's instructions; a group that ends with its overlay empty (every committed
-    /// group) hands it back here instead ([`GroupState`]'s `Drop`). An overlay that still holds
-    /// anything (a group dropped without commit, an aborted script) is never reused: it is
-    /// dropped, so nothing a group left behind can reach the next one.
-    static SPARE_OVERLAY: std::cell::Cell<Option<Arc<Engine>>> = const { std::cell::Cell::new(None) };
-}
+/// The emptied overlays of an engine's finished groups, for its next groups. Building an overlay
+/// (its partitions are one aligned allocation) and dropping it was a tenth of a one-key EVAL's
+/// instructions; a group that ends with its overlay empty (every committed group) hands it back
+/// here instead ([`GroupState`]'s `Drop`). An overlay that still holds anything (a group dropped
+/// without commit, an aborted script) is never kept: it is dropped, so nothing a group left
+/// behind can reach the next one. Owned by the engine (and shared with its groups' states, which
+/// must not borrow it), not by a thread: state stays where the engine's owner can see it.
+pub(super) type SpareOverlays = Mutex<Vec<Arc<Engine>>>;
 
 /// Several commands over declared keys, applied atomically on [`Group::commit`]; see the module
 /// documentation.
@@ -94,6 +95,8 @@ pub struct GroupState {
     /// In a cluster, what the group's commands touched and wrote, to become a transaction for
     /// the log (see [`Group::record`]); `None` on a single node, which pays nothing for it.
     record: Option<Mutex<Record>>,
+    /// Where the overlay goes back when the state is dropped with it emptied (its engine's).
+    spares: Arc<SpareOverlays>,
 }
 
 /// What a recording group's commands did: the keys they named (read or written) and the writes
@@ -147,7 +150,8 @@ impl Engine {
                 *version = e.version();
             }
         }
-        Group { engine: self, held, state: Arc::new(GroupState { keys, overlay, record: None }) }
+        let spares = self.spare_overlays.clone();
+        Group { engine: self, held, state: Arc::new(GroupState { keys, overlay, record: None, spares }) }
     }
 
     /// The version of `key` (0 when it is missing or expired): every write, deletion and expiry
@@ -193,17 +197,15 @@ impl Engine {
             apply_now: AtomicU64::new(self.apply_now.load(Ordering::Relaxed)),
             // No limit: an overlay's memory is its engine's to check, before the group runs.
             memory: super::MemoryLimit::default(),
+            // An overlay runs no groups of its own.
+            spare_overlays: Arc::default(),
         }
     }
 
-    /// This thread's spare overlay ([`SPARE_OVERLAY`]) if it is one of this engine's (it shares
-    /// this engine's version counter: tests run several engines on one thread) and no one else
-    /// holds it; its mode and apply time brought up to date.
+    /// One of this engine's emptied overlays ([`SpareOverlays`]), its mode and apply time brought
+    /// up to date. Nothing else holds it: only an overlay its state alone held was kept.
     fn spare_overlay(&self) -> Option<Arc<Engine>> {
-        let spare = SPARE_OVERLAY.try_with(std::cell::Cell::take).ok().flatten()?;
-        if !Arc::ptr_eq(&spare.versions, &self.versions) || Arc::strong_count(&spare) != 1 {
-            return None;
-        }
+        let spare = self.spare_overlays.lock().unwrap_or_else(PoisonError::into_inner).pop()?;
         spare.replicated.store(self.is_replicated(), Ordering::Relaxed);
         spare.apply_now.store(self.apply_now.load(Ordering::Relaxed), Ordering::Relaxed);
         Some(spare)
@@ -252,7 +254,7 @@ fn held_index(held: &[(usize, TableGuard<'_>)], index: usize) -> usize {
     held.binary_search_by_key(&index, |(i, _)| *i).unwrap_or_else(|at| at.min(held.len() - 1))
 }
 
-/// Hands an overlay that ends empty to this thread's next group ([`SPARE_OVERLAY`]). Only an
+/// Hands an overlay that ends empty to the engine's next group ([`SpareOverlays`]). Only an
 /// overlay this state alone holds (not one an EXEC's context still reaches) and not a recording
 /// one (its version counter is its own) is reused, and only when emptied cleanly.
 impl Drop for GroupState {
@@ -260,8 +262,10 @@ impl Drop for GroupState {
         if self.record.is_some() || Arc::strong_count(&self.overlay) != 1 || !self.overlay.reset_overlay() {
             return;
         }
-        // Not at all while the thread's locals are being destroyed.
-        let _ = SPARE_OVERLAY.try_with(|spare| spare.set(Some(self.overlay.clone())));
+        let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
+        if spares.len() < MAX_SPARE_OVERLAYS {
+            spares.push(self.overlay.clone());
+        }
     }
 }
 
@@ -835,8 +839,8 @@ mod tests {
         assert!(unchanged("ghost", seen));
     }
 
-    /// A group that ends with its overlay empty hands it to this thread's next group on the same
-    /// engine; whatever a group left in it (an expiry entry, a removal mark, a key it wrote and
+    /// A group that ends with its overlay empty hands it to the engine's next group; whatever
+    /// a group left in it (an expiry entry, a removal mark, a key it wrote and
     /// did not commit) never reaches the next group, and another engine never gets it.
     #[test]
     fn a_reused_overlay_carries_nothing_into_the_next_group() {
@@ -884,7 +888,7 @@ mod tests {
         assert_eq!(value(&g.run(get("undeclared"))), None);
         g.commit().expect("commit");
 
-        // Another engine on this thread builds its own overlay.
+        // Another engine builds its own overlay.
         let other = Engine::new(Limits::default());
         let g = other.lock_group(&[b("t")]);
         assert!(Arc::ptr_eq(&g.overlay().versions, &other.versions));

@@ -195,6 +195,8 @@ pub struct Engine {
     apply_now: AtomicU64,
     /// `--max-memory` and its policy, and the eviction counters (see [`memory`]).
     memory: MemoryLimit,
+    /// Emptied overlays of finished groups, for the next ones (see [`group::SpareOverlays`]).
+    spare_overlays: Arc<group::SpareOverlays>,
 }
 
 /// The log position that the acknowledgement of some writes must wait for: the largest position
@@ -235,6 +237,7 @@ impl Engine {
             replicated: std::sync::atomic::AtomicBool::new(false),
             apply_now: AtomicU64::new(0),
             memory: MemoryLimit::default(),
+            spare_overlays: Arc::default(),
         }
     }
 
