@@ -205,20 +205,17 @@ async fn main() -> ExitCode {
     for n in nodes.iter_mut() {
         let _ = n.kill();
     }
-    let passed = match outcome {
+    // What went wrong is printed after the servers' logs, so that it is what the last lines of a
+    // CI job's output show.
+    let (passed, verdict) = match outcome {
         Ok(report) => {
             for l in &report.lines {
                 println!("  {l}");
             }
-            for v in &report.violations {
-                println!("VIOLATION: {v}");
-            }
-            report.violations.is_empty()
+            let verdict: Vec<String> = report.violations.iter().map(|v| format!("VIOLATION: {v}")).collect();
+            (report.violations.is_empty(), verdict)
         }
-        Err(e) => {
-            println!("FAILED: {e:#}");
-            false
-        }
+        Err(e) => (false, vec![format!("FAILED: {e:#}")]),
     };
     if !passed {
         // a container's log is Docker's: keep it beside the data the harness keeps
@@ -228,6 +225,10 @@ async fn main() -> ExitCode {
         }
         for n in &nodes {
             println!("--- node {} log tail ({})\n{}", n.id, n.log_path().display(), n.log_tail(20));
+        }
+        println!("--- what failed");
+        for v in &verdict {
+            println!("{v}");
         }
     }
     // nothing to look at when no server ever started (a wrong --server path, say)
