@@ -94,7 +94,8 @@ impl Context {
             return self.run_clustered(cluster, caller, cmd).await;
         }
         let (result, position) = self.run_pipelined(caller, cmd);
-        self.durable(position).await?;
+        let fence = if position == 0 { self.read_fence() } else { 0 };
+        self.durable_sharing(position, fence, true).await?;
         result
     }
 
@@ -228,15 +229,25 @@ impl Context {
     /// Under `no` and `everysec`, a record not yet written first lets the other tasks on this
     /// worker append theirs, so one `write(2)` covers them all.
     pub async fn durable(&self, position: u64) -> Result<(), Error> {
-        self.durable_sharing(position, true).await
+        self.durable_sharing(position, 0, true).await
+    }
+
+    /// The fence the reply of a command that wrote nothing (a read, a refused conditional write)
+    /// waits for, taken right after it ran: see [`AppendLog::wait_visible`]. 0 without a log (and
+    /// in a cluster, where reads only ever see committed entries).
+    pub fn read_fence(&self) -> u64 {
+        self.log.as_ref().map_or(0, |log| log.appended())
     }
 
     /// [`Context::durable`], saying whether an unwritten record waits to share its `write(2)`
     /// (`share`) or is written at once: see [`AppendLog::wait_durable_batched`] for when each
-    /// pays.
-    pub async fn durable_sharing(&self, position: u64, share: bool) -> Result<(), Error> {
+    /// pays. A batch that read (`fence`: the [`Context::read_fence`] after its last command
+    /// that wrote nothing, 0 for none) also waits until what its reads could see is durable
+    /// ([`AppendLog::wait_visible`]), which never fails it; with nothing pending that costs an
+    /// atomic load.
+    pub async fn durable_sharing(&self, position: u64, fence: u64, share: bool) -> Result<(), Error> {
         match &self.log {
-            Some(log) if position > 0 => log.wait_durable_batched(position, share).await,
+            Some(log) if position.max(fence) > 0 => log.wait_visible(position, fence, share).await,
             _ => Ok(()),
         }
     }

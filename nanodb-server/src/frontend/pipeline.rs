@@ -123,7 +123,8 @@ impl Context {
             Some(cluster) => self.run_clustered_at(cluster, caller, cmd, barrier).await,
             None => {
                 let (result, position) = self.run_pipelined(caller, cmd);
-                (self.durable(position).await.and(result), position)
+                let fence = if position == 0 { self.read_fence() } else { 0 };
+                (self.durable_sharing(position, fence, true).await.and(result), position)
             }
         }
     }

@@ -208,6 +208,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     }
 
     let mut batch: Batch = Vec::with_capacity(64);
+    // What this batch's reads could have seen ends here (see `Context::read_fence`).
+    let mut fence = 0u64;
     let mut feed = Feed::new(ctx.feed.clone());
     // Shutdown, as a child token awaited through one pinned future for the connection's life:
     // polling it per turn touches only this connection's waiter, not the server-wide token's
@@ -231,7 +233,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 tokio::select! {
                     biased;
                     () = &mut cancelled => return Ok(End::Done),
-                    sent = send_batch(ctx, &mut framed, &mut batch) => sent?,
+                    sent = send_batch(ctx, &mut framed, &mut batch, 0) => sent?,
                 }
                 continue;
             }
@@ -246,12 +248,12 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 clustered::BatchEnd::Open => {}
                 clustered::BatchEnd::Eof => eof = true,
                 clustered::BatchEnd::Broken(e) => {
-                    send_batch(ctx, &mut framed, &mut batch).await?;
+                    send_batch(ctx, &mut framed, &mut batch, 0).await?;
                     return fail_stream(&mut framed, e).await.map(|()| End::Done);
                 }
             }
             feed.drain(&mut batch, MAX_PUSHES);
-            send_batch(ctx, &mut framed, &mut batch).await?;
+            send_batch(ctx, &mut framed, &mut batch, 0).await?;
             if eof {
                 break;
             }
@@ -263,17 +265,21 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 // The common case, run here without a future of its own.
                 Ok((id, Ok(Request::Command(cmd)))) => {
                     let (result, position) = ctx.run_pipelined(&caller, cmd);
+                    if position == 0 {
+                        fence = ctx.read_fence();
+                    }
                     batch.push((id, Response::from(result), position));
                 }
                 Ok((id, request)) => {
                     let was = caller.is_authenticated();
                     respond(ctx, &mut caller, peer, &mut feed, id, request, &mut batch).await;
+                    fence = ctx.read_fence();
                     if !was && caller.is_authenticated() {
                         framed.codec_mut().set_max_frame_len(ctx.config.max_frame_len);
                     }
                 }
                 Err(e) => {
-                    send_batch(ctx, &mut framed, &mut batch).await?;
+                    send_batch(ctx, &mut framed, &mut batch, std::mem::take(&mut fence)).await?;
                     return fail_stream(&mut framed, e).await.map(|()| End::Done);
                 }
             }
@@ -298,7 +304,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         }
         // Deliveries queued meanwhile (e.g. for this batch's own writes) follow its replies.
         feed.drain(&mut batch, MAX_PUSHES);
-        send_batch(ctx, &mut framed, &mut batch).await?;
+        send_batch(ctx, &mut framed, &mut batch, std::mem::take(&mut fence)).await?;
         if eof {
             break;
         }
@@ -337,17 +343,19 @@ async fn idle(ctx: &Context, feed: &Feed) {
     }
 }
 
-/// Waits until every write in `batch` may be acknowledged, then writes all replies and flushes
-/// once. If the log failed, the writes are answered with its error instead; reads keep theirs.
+/// Waits until every write in `batch` may be acknowledged, and what its reads could see (up to
+/// `fence`) is durable, then writes all replies and flushes once. If the log failed, the writes
+/// are answered with its error instead; reads keep theirs.
 async fn send_batch<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &Context,
     framed: &mut Framed<S, ServerCodec>,
     batch: &mut Vec<(u32, Response, u64)>,
+    fence: u64,
 ) -> Result<(), FrameError> {
     let position = batch.iter().map(|(_, _, p)| *p).max().unwrap_or(0);
     // The round's other connections have appended their records already (see `connection`), so
     // whoever writes first writes them all: no further yield to share the write.
-    let durable = ctx.durable_sharing(position, false).await;
+    let durable = ctx.durable_sharing(position, fence, false).await;
     // Encoded straight into the write buffer (the codec is `Copy`), not fed through the `Sink`
     // one reply at a time: each `feed` polls readiness and checks the boundary for nothing.
     let mut codec = *framed.codec();

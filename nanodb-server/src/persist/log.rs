@@ -116,6 +116,9 @@ pub struct AppendLog {
     policy: FsyncPolicy,
     pending: Mutex<Pending>,
     segment: Mutex<Segment>,
+    /// `Pending::end`, readable without the lock: where a read's fence is
+    /// ([`AppendLog::wait_visible`]). Stored under the pending lock after every append.
+    appended: AtomicU64,
     written: AtomicU64,
     synced: AtomicU64,
     /// Position at the last rotation: log growth since then triggers the next snapshot.
@@ -177,6 +180,7 @@ impl AppendLog {
             policy,
             pending: Mutex::new(Pending { buf: BytesMut::with_capacity(64 * 1024), end: replayed }),
             segment: Mutex::new(Segment::new(file, seq)),
+            appended: AtomicU64::new(replayed),
             written: AtomicU64::new(replayed),
             synced: AtomicU64::new(replayed),
             rotated_at: AtomicU64::new(0),
@@ -336,6 +340,42 @@ impl AppendLog {
         }
     }
 
+    /// Where the log's appended records end now: a read's fence. Whatever a command saw was
+    /// appended before the key's lock was released, so it lies behind the fence taken after the
+    /// command ran.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Acquire)
+    }
+
+    /// Waits until the replies of a batch may leave: its writes (up to `position`, 0 for none)
+    /// durable as [`AppendLog::wait_durable_batched`] says, and then whatever its reads could
+    /// have seen (up to `fence`, [`AppendLog::appended`] after the last command that wrote
+    /// nothing, 0 for none). Why the fence: a read sees a write as soon as it is applied, before
+    /// its record reaches the file; answering the read then and losing the write to a `kill -9`
+    /// (or, under `always`, a power cut) would show a client a value the server then forgets, a
+    /// history no order of events explains. Redis keeps the same rule: its event loop writes
+    /// (and under `always` fsyncs) the AOF buffer before it sends any reply of that turn. A
+    /// write's own reply waits for its own position only (anything it saw is behind it), so
+    /// writes do not wait for records appended after them.
+    ///
+    /// The fence never fails the batch: once the log has failed nothing more becomes durable,
+    /// and reads go on, as documented; only the batch's own writes are refused.
+    pub async fn wait_visible(&self, position: u64, fence: u64, share: bool) -> Result<(), Error> {
+        let written = self.wait_durable_batched(position, share).await;
+        if fence > position && written.is_ok() {
+            let _ = self.wait_durable_batched(fence, false).await;
+        }
+        written
+    }
+
+    /// Test hook: holds back every `write(2)` and fsync of the log (by holding the lock they
+    /// take) until the returned guard is dropped, so that a test can look at the server while
+    /// writes are applied but not yet durable.
+    #[cfg(feature = "failpoints")]
+    pub fn hold_writes(&self) -> HeldWrites<'_> {
+        HeldWrites(lock(&self.segment))
+    }
+
     fn kick(&self) {
         let mut woken = lock(&self.wake_lock);
         *woken = true;
@@ -478,6 +518,18 @@ impl AppendLog {
     }
 }
 
+/// See [`AppendLog::hold_writes`].
+#[cfg(feature = "failpoints")]
+#[must_use = "the log's writes resume when this is dropped"]
+pub struct HeldWrites<'a>(#[allow(dead_code)] MutexGuard<'a, Segment>);
+
+#[cfg(feature = "failpoints")]
+impl std::fmt::Debug for HeldWrites<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldWrites")
+    }
+}
+
 impl DurabilityGate for AppendLog {
     fn is_durable(&self, position: u64) -> bool {
         let reached = match self.policy {
@@ -508,6 +560,7 @@ impl EffectLog for AppendLog {
         let before = p.buf.len();
         record::encode(&mut p.buf, effect, 0);
         p.end += (p.buf.len() - before) as u64;
+        self.appended.store(p.end, Ordering::Release);
         p.end
     }
 
@@ -530,6 +583,7 @@ impl EffectLog for AppendLog {
         let mut p = lock(&self.pending);
         p.buf.extend_from_slice(&record);
         p.end += record.len() as u64;
+        self.appended.store(p.end, Ordering::Release);
         Ok(p.end)
     }
 }

@@ -612,3 +612,72 @@ async fn a_crash_during_the_shutdown_snapshot_loses_nothing() {
         restarted.kill9();
     }
 }
+
+/// A read never shows a write the log has not made durable: under `--fsync always`, with the
+/// log's writes held back, a SET applied in memory is not acknowledged, and a GET of its key on
+/// every protocol waits with it instead of answering with a value a `kill -9` could take back
+/// (which the crash harness would see as a history no order of events explains). Once the log
+/// writes, the SET is acknowledged and every read answers with its value.
+#[tokio::test]
+async fn a_read_waits_until_the_writes_it_could_see_are_durable() {
+    use nanodb_protocol::pb::{self, kv_client::KvClient};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(Config {
+        resp_addr: any_port(),
+        http_addr: any_port(),
+        grpc_addr: any_port(),
+        ..persistent(dir.path(), FsyncPolicy::Always)
+    })
+    .await;
+    let addrs = server.addrs();
+    let tcp = addrs.tcp.expect("tcp");
+    let mut writer = TcpClient::connect(tcp).await;
+    writer.call(put("k", "old")).await.expect("first write");
+    let first = server.engine().version_of(b"k");
+    let mut tcp_reader = TcpClient::connect(tcp).await;
+    let redis = redis::Client::open(format!("redis://{}/", addrs.resp.expect("resp"))).expect("client");
+    let mut resp_reader = redis.get_multiplexed_async_connection().await.expect("connect");
+    let mut grpc_reader =
+        KvClient::connect(format!("http://{}", addrs.grpc.expect("grpc"))).await.expect("grpc");
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/kv/k", addrs.http.expect("http"));
+
+    let log = server.persistence().expect("persistence on").log();
+    let held = log.hold_writes();
+    let id = writer.send(put("k", "new")).await;
+    writer.flush().await;
+    // Applied in memory (the engine itself says so), not yet in the log's file.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.engine().version_of(b"k") == first {
+        assert!(Instant::now() < deadline, "the second write was never applied");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let get = Command::Get(cmd::Get { key: b("k") });
+    let tcp_read = tokio::spawn(async move { tcp_reader.call(get).await });
+    let resp_read = tokio::spawn(async move {
+        redis::cmd("GET").arg("k").query_async::<Option<String>>(&mut resp_reader).await
+    });
+    let grpc_read = tokio::spawn(async move { grpc_reader.get(pb::GetRequest { key: b("k") }).await });
+    let http_read = tokio::spawn(async move { http.get(url).send().await?.text().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (protocol, finished) in [
+        ("binary TCP", tcp_read.is_finished()),
+        ("RESP", resp_read.is_finished()),
+        ("gRPC", grpc_read.is_finished()),
+        ("REST", http_read.is_finished()),
+    ] {
+        assert!(!finished, "a {protocol} read answered while the write it could see was not durable");
+    }
+
+    drop(held);
+    let ack = writer.recv(id).await.expect("the write is acknowledged");
+    assert!(matches!(ack, Reply::Put { applied: true, .. }), "{ack:?}");
+    let value = |r: Reply| match r {
+        Reply::Value(Some(e)) => e.value,
+        other => panic!("GET answered {other:?}"),
+    };
+    assert_eq!(value(tcp_read.await.expect("task").expect("tcp read")), b("new"));
+    assert_eq!(resp_read.await.expect("task").expect("resp read").as_deref(), Some("new"));
+    assert_eq!(grpc_read.await.expect("task").expect("grpc read").into_inner().value, b("new"));
+    assert_eq!(http_read.await.expect("task").expect("http read"), "new");
+}

@@ -122,6 +122,8 @@ struct Connection<'a, S> {
     written: usize,
     /// Whether `rbuf` may hold whole commands that have not run.
     fresh: bool,
+    /// Where what the round's reads could see ends (`Context::read_fence`; 0: nothing read).
+    read_fence: u64,
     /// The command being run, reused from one command to the next.
     args: Vec<Bytes>,
     /// Shutdown, as a child token awaited through one pinned future for the connection's life:
@@ -144,6 +146,7 @@ impl<'a, S: Socket> Connection<'a, S> {
             wbuf: BytesMut::with_capacity(BUFFER),
             written: 0,
             fresh: false,
+            read_fence: 0,
             args: Vec::new(),
             cancelled: Box::pin(ctx.shutdown.child_token().cancelled_owned()),
         }
@@ -342,7 +345,14 @@ impl<'a, S: Socket> Connection<'a, S> {
                     let flow = if clustered {
                         clustered::execute_clustered(self.ctx, &mut self.session, &self.args, &mut self.wbuf)
                     } else {
-                        commands::execute(self.ctx, &mut self.session, &self.args, &mut self.wbuf)
+                        let wrote = self.session.log_position;
+                        let flow = commands::execute(self.ctx, &mut self.session, &self.args, &mut self.wbuf);
+                        if self.session.log_position == wrote {
+                            // It wrote nothing: its reply may show others' writes (see
+                            // `Context::read_fence`).
+                            self.read_fence = self.ctx.read_fence();
+                        }
+                        flow
                     };
                     if flow == Flow::Close {
                         return (RoundEnd::Close, ran);
@@ -386,7 +396,8 @@ impl<'a, S: Socket> Connection<'a, S> {
     /// client sees its requests as not acknowledged.
     async fn durable(&mut self) -> bool {
         let position = std::mem::take(&mut self.session.log_position);
-        match self.ctx.durable_sharing(position, false).await {
+        let fence = std::mem::take(&mut self.read_fence);
+        match self.ctx.durable_sharing(position, fence, false).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "resp: closing: buffered replies include writes the log could not make durable");
