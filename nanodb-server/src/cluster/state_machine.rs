@@ -565,28 +565,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let path = snapshot_path(&dir, index);
         let max = self.shared.max_record_len;
         let versions = snapshot.versions;
-        // Loading is the long part (about a second per million keys of CPU), and it is
-        // background work: it runs at the lowest CPU priority, so that on a busy machine the
-        // node's (and its neighbours') client and Raft traffic go first. The swap takes the
-        // engine's locks, so it runs at normal priority: a low-priority thread holding them could
-        // be kept off the CPU while everyone waits for it.
-        let sibling = engine.clone();
-        let (aside, records) = at_low_priority("nanodb-snap-load", move || {
-            let aside = sibling.sibling();
+        let (records, announced) = tokio::task::spawn_blocking(move || {
+            let aside = engine.sibling();
             let records = recovery::load_snapshot(&aside, &path, max)?;
-            Ok::<_, crate::persist::PersistError>((aside, records))
-        })
-        .await
-        .map_err(sm_err)?
-        .map_err(sm_err)?;
-        let announced = tokio::task::spawn_blocking(move || {
             aside.set_version_counter(versions);
             engine.swap_state(&aside);
             // `aside` now holds the state replaced: watchers are told the difference, then it
             // is freed here, off the runtime.
-            engine.announce_replacement(&aside)
+            let announced = engine.announce_replacement(&aside);
+            Ok::<_, crate::persist::PersistError>((records, announced))
         })
         .await
+        .map_err(sm_err)?
         .map_err(sm_err)?;
         info!(index, announced, "raft: snapshot swapped in; watchers told of every key it changed");
         info!(index, records, keys = self.shared.engine.key_count(), "raft: snapshot installed");
@@ -603,26 +593,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state = self.shared.state.lock().await;
         Ok(state.current.clone().map(|m| self.snapshot_of(m)))
     }
-}
-
-/// Runs `work` on a thread of its own at the lowest CPU priority (nice 19), for background work
-/// such as loading a received snapshot: on a machine whose cores are busy serving, the scheduler
-/// gives it what the serving threads leave (a nice-19 thread still gets a small share, so it is
-/// never starved). Threads it starts inherit the priority (the snapshot loader's shards). On
-/// Linux the nice value is per thread, so nothing else of the process is affected; if the
-/// priority cannot be lowered, the work runs anyway.
-async fn at_low_priority<T: Send + 'static>(
-    name: &str,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> io::Result<T> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name(name.to_string()).spawn(move || {
-        if let Err(e) = rustix::process::setpriority_process(None, 19) {
-            tracing::debug!(error = %e, "could not lower a background thread's priority");
-        }
-        let _ = tx.send(work());
-    })?;
-    rx.await.map_err(|_| io::Error::other("a background thread ended without its result"))
 }
 
 /// `r` (and a group's answers) marked with the index of the entry that applied them.
@@ -693,25 +663,6 @@ mod tests {
                 StateMachine::open(engine, feed, &dir.path().join("snapshots"), 1 << 20).map_err(sm_err)?;
             Ok((dir, log, sm))
         }
-    }
-
-    /// Background work runs at nice 19, and so do the threads it starts (the snapshot loader's
-    /// shards), while the caller's thread keeps its priority; the work's result comes back.
-    #[tokio::test]
-    async fn background_work_runs_at_the_lowest_priority_and_its_threads_too() {
-        let caller = rustix::process::getpriority_process(None).expect("getpriority");
-        let (own, child) = at_low_priority("test-low", || {
-            let own = rustix::process::getpriority_process(None).expect("getpriority");
-            let child = std::thread::scope(|s| {
-                s.spawn(|| rustix::process::getpriority_process(None).expect("getpriority")).join()
-            })
-            .expect("child thread");
-            (own, child)
-        })
-        .await
-        .expect("the work's result");
-        assert_eq!((own, child), (19, 19));
-        assert_eq!(rustix::process::getpriority_process(None).expect("getpriority"), caller);
     }
 
     #[test]
