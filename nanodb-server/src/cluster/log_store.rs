@@ -10,7 +10,8 @@
 //!   zeros, and the zeros are cut when the segment is closed (rotation, shutdown).
 //! - `vote`, `purged`, `committed`: `u32 crc32c | JSON`, each replaced atomically (temp file,
 //!   fsync, rename, directory fsync; `committed` is not fsynced: losing it only delays
-//!   re-applying entries until the leader says they are committed).
+//!   re-applying entries until the leader says they are committed, and one that names entries a
+//!   crash cut from the log's tail is brought back to the log's end on opening).
 //!
 //! Opening reads every segment: an all-zero remainder (the zeros written ahead, kept by a crash)
 //! is the end of the entries in any segment and is cut; the last one's torn tail (a record cut
@@ -319,13 +320,29 @@ impl LogStore {
             let first = inner.first;
             return Err(corrupt("purged", format!("the log starts at {first}, after entry {p} was purged")));
         }
+        // `committed` is saved without an fsync, and the entries' tail may be cut above (a write
+        // a power cut interrupted): it can name an entry this log no longer holds. openraft
+        // re-applies the log up to `committed` at start and would fail to read those entries;
+        // everything up to the log's end is committed all the same (that index said so), and the
+        // leader tells again what is committed beyond it.
+        let end = inner.last_log_id().or(inner.purged);
+        if let Some(c) = inner.committed
+            && end.is_none_or(|e| c.index > e.index)
+        {
+            warn!(
+                committed = c.index,
+                log_end = end.map_or(0, |e| e.index),
+                "raft log: the saved committed index is past the log's end (a crash cut the entries it names); starting from the log's end"
+            );
+            inner.committed = end;
+        }
         if let Some((&first, _)) = inner.segments.last_key_value() {
             let path = dir.join(segment_name(first));
             let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
             inner.file = Some(Arc::new(f));
             inner.allocated = inner.tail_len();
         }
-        let committed_index = Arc::new(AtomicU64::new(committed.map_or(0, |c| c.index)));
+        let committed_index = Arc::new(AtomicU64::new(inner.committed.map_or(0, |c| c.index)));
         Ok(Self { inner: Arc::new(Mutex::new(inner)), committed_index })
     }
 
@@ -945,6 +962,45 @@ mod tests {
         std::fs::write(&seg, &bad).expect("write");
         let err = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect_err("refused");
         assert!(matches!(err, LogOpenError::Corrupt { .. }), "{err}");
+    }
+
+    /// A saved committed index past the log's end (its entries cut as a torn tail after a power
+    /// cut: `committed` is not fsynced) is brought back to the log's end on opening, so that
+    /// openraft does not look for entries that are gone; one within the log is kept.
+    #[tokio::test]
+    async fn a_committed_index_past_the_log_s_end_is_brought_back_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+            store.lock().append((1..=5).map(blank).collect()).expect("append");
+            store.save_committed(Some(log_id(1, 1, 3))).await.expect("save committed");
+        }
+        let mut store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("reopen");
+        assert_eq!(
+            store.read_committed().await.expect("read"),
+            Some(log_id(1, 1, 3)),
+            "within the log: kept"
+        );
+        store.save_committed(Some(log_id(1, 1, 5))).await.expect("save committed");
+        drop(store);
+        // The last two records lost: their bytes become a torn tail (zeros, as a power cut leaves
+        // the zero-filled space).
+        let seg = dir.path().join(segment_name(1));
+        let whole = std::fs::read(&seg).expect("read");
+        let store = LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("open");
+        let cut_at = {
+            let inner = store.lock();
+            usize::try_from(inner.offsets[3]).expect("offset")
+        };
+        drop(store);
+        let mut torn = whole[..cut_at].to_vec();
+        torn.resize(whole.len(), 0);
+        std::fs::write(&seg, &torn).expect("write");
+        let mut store =
+            LogStore::open(dir.path(), FsyncPolicy::Always, 1 << 20).expect("reopen after the cut");
+        assert_eq!(indexes(&store), vec![1, 2, 3]);
+        assert_eq!(store.read_committed().await.expect("read"), Some(log_id(1, 1, 3)));
+        assert_eq!(store.committed_index().load(Ordering::Relaxed), 3);
     }
 
     /// A cached entry does not keep the buffer its command arrived in alive: its value is a
