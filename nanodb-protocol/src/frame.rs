@@ -110,22 +110,43 @@ impl FrameCodec {
     }
 }
 
+/// The size of the frame that starts `src`, length prefix included, read from its length prefix
+/// and checked against `max_frame_len` (length prefix excluded) before anything is buffered for
+/// it: `Ok(None)` while `src` holds fewer than the 4 bytes of the prefix, a stream error when the
+/// length is over the limit or shorter than the header. `src` may hold less than the frame (the
+/// caller waits for the rest: the size is safe to reserve) or more (the next frames).
+///
+/// The one reading of the length prefix: [`FrameCodec`] decodes with it, and a server that parses
+/// frames from its own buffer can too.
+pub fn frame_size(src: &[u8], max_frame_len: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = src.first_chunk::<LEN_PREFIX>() else { return Ok(None) };
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len > max_frame_len {
+        return Err(FrameError::TooLarge { len, max: max_frame_len });
+    }
+    if len < MIN_FRAME_LEN {
+        return Err(FrameError::TooShort { len });
+    }
+    Ok(Some(LEN_PREFIX + len))
+}
+
+/// The kind and request id of the frame that starts `src`, or `None` when `src` is shorter than
+/// the 9 bytes of a header (a frame [`frame_size`] sized, once whole, never is); the body follows.
+pub fn frame_header(src: &[u8]) -> Option<(u8, u32)> {
+    let header = src.first_chunk::<{ LEN_PREFIX + MIN_FRAME_LEN }>()?;
+    Some((header[4], u32::from_be_bytes([header[5], header[6], header[7], header[8]])))
+}
+
+/// Bytes of the whole header: length prefix, kind and request id.
+pub const HEADER_LEN: usize = LEN_PREFIX + MIN_FRAME_LEN;
+
 impl Decoder for FrameCodec {
     type Item = Frame;
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        if src.len() < LEN_PREFIX {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if len > self.max_frame_len {
-            return Err(FrameError::TooLarge { len, max: self.max_frame_len });
-        }
-        if len < MIN_FRAME_LEN {
-            return Err(FrameError::TooShort { len });
-        }
-        let total = LEN_PREFIX + len;
+        let Some(total) = frame_size(src, self.max_frame_len)? else { return Ok(None) };
+        let len = total - LEN_PREFIX;
         if src.len() < total {
             // Safe to reserve: `len` was checked against the limit above.
             src.reserve(total - src.len());

@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::command::{Command, Entry, Expiry, ListEnd, PutCondition, Reply, ScanEntry};
 use crate::error::{Error, ErrorCode};
-use crate::frame::FrameCodec;
+use crate::frame::{FrameCodec, LEN_PREFIX, MIN_FRAME_LEN};
 use crate::script::{MAX_SCRIPT_REPLY_DEPTH, ScriptSource, ScriptValue};
 use crate::txn::{Compare, CompareOp, CompareTarget, TxnOutcome};
 use crate::watch::{Push, Subscription};
@@ -573,17 +573,9 @@ fn encode_response_body(response: &Response, dst: &mut BytesMut) {
     };
     match reply {
         Reply::Pong => {}
-        Reply::Value(None) | Reply::Bytes(None) => dst.put_u8(0),
-        Reply::Value(Some(e)) => {
-            dst.put_u8(1);
-            put_bytes(dst, &e.value);
-            dst.put_u64(e.version);
-            dst.put_i64(e.ttl_ms);
-        }
-        Reply::Put { applied, version } => {
-            dst.put_u8(u8::from(*applied));
-            dst.put_u64(*version);
-        }
+        Reply::Value(entry) => value_body(entry.as_ref(), dst),
+        Reply::Bytes(None) => dst.put_u8(0),
+        Reply::Put { applied, version } => put_reply_body(*applied, *version, dst),
         Reply::Bool(b) => dst.put_u8(u8::from(*b)),
         Reply::Int(i) => dst.put_i64(*i),
         Reply::Bytes(Some(b)) => {
@@ -632,6 +624,44 @@ fn encode_response_body(response: &Response, dst: &mut BytesMut) {
             }
         }
     }
+}
+
+/// Writes a whole `R_VALUE` frame (a GET's reply) to `dst` straight from the entry, as
+/// [`encode_response`] writes `Response::Reply(Reply::Value(entry))`: a server's fast path, with
+/// no [`Response`] built.
+pub fn encode_value(id: u32, entry: Option<&Entry>, dst: &mut BytesMut) {
+    let start = FrameCodec::begin(dst, kind::R_VALUE, id);
+    value_body(entry, dst);
+    FrameCodec::finish(dst, start);
+}
+
+/// Writes a whole `R_PUT` frame to `dst`, as [`encode_response`] writes `Reply::Put` (see
+/// [`encode_value`]).
+pub fn encode_put(id: u32, applied: bool, version: u64, dst: &mut BytesMut) {
+    // Fixed size: 4 + 5 header bytes and a 9-byte body.
+    dst.reserve(LEN_PREFIX + MIN_FRAME_LEN + 9);
+    dst.put_u32((MIN_FRAME_LEN + 9) as u32);
+    dst.put_u8(kind::R_PUT);
+    dst.put_u32(id);
+    put_reply_body(applied, version, dst);
+}
+
+fn value_body(entry: Option<&Entry>, dst: &mut BytesMut) {
+    match entry {
+        None => dst.put_u8(0),
+        Some(e) => {
+            dst.reserve(1 + 4 + e.value.len() + 16);
+            dst.put_u8(1);
+            put_bytes(dst, &e.value);
+            dst.put_u64(e.version);
+            dst.put_i64(e.ttl_ms);
+        }
+    }
+}
+
+fn put_reply_body(applied: bool, version: u64, dst: &mut BytesMut) {
+    dst.put_u8(u8::from(applied));
+    dst.put_u64(version);
 }
 
 fn put_script_value(dst: &mut BytesMut, value: &ScriptValue) {
@@ -819,22 +849,44 @@ pub fn decode_request(kind: u8, body: Bytes) -> Result<Request, Error> {
     r.finish(request)
 }
 
+/// A GET body (`key`), as [`decode_request`] decodes it, without the [`Request`] around it: a
+/// server's fast path for the commonest request (the layout is still defined once, here).
+pub fn decode_get(body: Bytes) -> Result<cmd::Get, Error> {
+    let mut r = Reader { buf: body };
+    let get = get_body(&mut r)?;
+    r.finish(get)
+}
+
+/// A PUT body, as [`decode_request`] decodes it, without the [`Request`] around it (see
+/// [`decode_get`]).
+pub fn decode_put(body: Bytes) -> Result<cmd::Put, Error> {
+    let mut r = Reader { buf: body };
+    let put = put_body(&mut r)?;
+    r.finish(put)
+}
+
+fn get_body(r: &mut Reader) -> Result<cmd::Get, Error> {
+    Ok(cmd::Get { key: r.bytes("key")? })
+}
+
+fn put_body(r: &mut Reader) -> Result<cmd::Put, Error> {
+    let key = r.bytes("key")?;
+    let value = r.bytes("value")?;
+    let expiry = Expiry::from_put_ttl_ms(r.u64("ttl_ms")?);
+    let condition = r.condition()?;
+    Ok(cmd::Put { key, value, expiry, condition })
+}
+
 fn decode_command(k: u8, r: &mut Reader) -> Result<Command, Error> {
     Ok(match k {
         kind::PING => Command::Ping(cmd::Ping {}),
         kind::KEY_COUNT => Command::KeyCount(cmd::KeyCount {}),
-        kind::GET => Command::Get(cmd::Get { key: r.bytes("key")? }),
+        kind::GET => Command::Get(get_body(r)?),
         kind::DELETE => Command::Delete(cmd::Delete { key: r.bytes("key")? }),
         kind::EXISTS => Command::Exists(cmd::Exists { key: r.bytes("key")? }),
         kind::TTL => Command::Ttl(cmd::Ttl { key: r.bytes("key")? }),
         kind::HASH_GET_ALL => Command::HashGetAll(cmd::HashGetAll { key: r.bytes("key")? }),
-        kind::PUT => {
-            let key = r.bytes("key")?;
-            let value = r.bytes("value")?;
-            let expiry = Expiry::from_put_ttl_ms(r.u64("ttl_ms")?);
-            let condition = r.condition()?;
-            Command::Put(cmd::Put { key, value, expiry, condition })
-        }
+        kind::PUT => Command::Put(put_body(r)?),
         kind::INCR => Command::Incr(cmd::Incr { key: r.bytes("key")?, delta: r.i64("delta")? }),
         kind::DELETE_IF => {
             Command::DeleteIf(cmd::DeleteIf { key: r.bytes("key")?, version: r.u64("version")? })

@@ -367,3 +367,95 @@ async fn graceful_shutdown_answers_what_was_sent_and_stops_accepting() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "idle connections do not hold shutdown");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
 }
+
+/// Encodes `requests` as one pipelined byte stream, ids 1, 2, ...
+fn pipelined(requests: &[Command]) -> Vec<u8> {
+    let mut encoded = bytes::BytesMut::new();
+    for (i, cmd) in requests.iter().enumerate() {
+        let request = nanodb_protocol::Request::Command(cmd.clone());
+        nanodb_protocol::wire::encode_request(i as u32 + 1, &request, &mut encoded).expect("encodes");
+    }
+    encoded.to_vec()
+}
+
+#[tokio::test]
+async fn a_pipelined_batch_split_at_every_byte_is_answered_whole_and_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let server = tcp_server().await;
+    let addr = server.addrs().tcp.expect("tcp on");
+    let put = |k: &str, v: &str| {
+        Command::Put(cmd::Put {
+            key: b(k),
+            value: b(v),
+            expiry: Expiry::Persist,
+            condition: PutCondition::Always,
+        })
+    };
+    let requests = [
+        put("split", "v1"),
+        Command::Get(cmd::Get { key: b("split") }),
+        Command::Incr(cmd::Incr { key: b("n"), delta: 1 }),
+        Command::Get(cmd::Get { key: b("absent") }),
+        Command::Ping(cmd::Ping {}),
+    ];
+    let bytes = pipelined(&requests);
+    // Expected reply kinds: R_PUT, R_VALUE, R_INT, R_VALUE, R_PONG.
+    let kinds = [0x83, 0x82, 0x85, 0x82, 0x81];
+    let mut s = raw::connect(addr, true).await;
+    for cut in 0..=bytes.len() {
+        // Two writes, the server reading between them where the scheduler lets it.
+        s.write_all(&bytes[..cut]).await.expect("write");
+        s.flush().await.expect("flush");
+        tokio::task::yield_now().await;
+        s.write_all(&bytes[cut..]).await.expect("write");
+        for (i, kind) in kinds.iter().enumerate() {
+            let (k, id, _) = raw::read(&mut s).await.expect("reply");
+            assert_eq!((k, id), (*kind, i as u32 + 1), "cut {cut}");
+        }
+    }
+    // And one byte per write: every read the server makes ends inside a frame.
+    let mut s = raw::connect(addr, true).await;
+    for byte in &bytes {
+        s.write_all(std::slice::from_ref(byte)).await.expect("write");
+    }
+    for (i, kind) in kinds.iter().enumerate() {
+        let (k, id, body) = raw::read(&mut s).await.expect("reply");
+        assert_eq!((k, id), (*kind, i as u32 + 1));
+        if i == 1 {
+            // found, then the value "v1"
+            assert_eq!(&body[..7], &[1, 0, 0, 0, 2, b'v', b'1']);
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_replies_larger_than_the_socket_buffers_is_written_whole() {
+    use tokio::io::AsyncWriteExt;
+    let server = tcp_server().await;
+    let addr = server.addrs().tcp.expect("tcp on");
+    let mut c = TcpClient::connect(addr).await;
+    let value = Bytes::from((0..256 * 1024).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let put = Command::Put(cmd::Put {
+        key: b("big"),
+        value: value.clone(),
+        expiry: Expiry::Persist,
+        condition: PutCondition::Always,
+    });
+    assert!(matches!(c.call(put).await, Ok(Reply::Put { applied: true, .. })));
+    // 200 GETs of 256 KiB in one write: 50 MiB of replies to requests that all arrived at once,
+    // far beyond what the sockets buffer, so the server's writes block and resume.
+    let gets: Vec<Command> = (0..200).map(|_| Command::Get(cmd::Get { key: b("big") })).collect();
+    let mut s = raw::connect(addr, true).await;
+    s.write_all(&pipelined(&gets)).await.expect("write");
+    for i in 0..200u32 {
+        let (kind, id, body) = raw::read(&mut s).await.expect("reply");
+        assert_eq!((kind, id), (0x82, i + 1));
+        assert_eq!(body[0], 1, "found");
+        assert_eq!(&body[5..5 + value.len()], &value[..], "reply {i} intact");
+    }
+    // The connection still serves afterwards.
+    s.write_all(&raw::frame(0x02, 999, b"")).await.expect("write");
+    assert_eq!(raw::read(&mut s).await.map(|(k, id, _)| (k, id)), Some((0x81, 999)));
+    server.shutdown().await;
+}

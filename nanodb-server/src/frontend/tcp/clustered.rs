@@ -4,74 +4,64 @@
 //! flight cost about one Raft round rather than N; its reads share a read barrier. The order,
 //! retry and read rules are `cluster::pipeline`'s.
 //!
-//! The requests already received are collected before any runs, so that a barrier taken for one
-//! read holds for the reads collected with it (they had all arrived). Collecting stops after a
+//! The requests already received (the whole frames in the connection's read buffer) are
+//! collected before any runs, so that a barrier taken for one read holds for the reads collected
+//! with it (they had all arrived). Collecting stops after a
 //! request that is not a command: an AUTH raises the frame limit for the frames after it, which
 //! must be decoded under the new limit.
 
 use std::net::SocketAddr;
 
-use futures::{FutureExt, StreamExt};
-use nanodb_protocol::{Error, FrameError, Request, Response, ServerCodec};
+use nanodb_protocol::{Error, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::Framed;
 
-use super::watch::{Batch, Feed};
-use super::{MAX_BATCH, respond};
+use super::watch::Feed;
+use super::{Conn, MAX_BATCH, RoundEnd, respond};
 use crate::auth::Caller;
 use crate::cluster::pipeline::ReadBarrier;
 use crate::frontend::Context;
 use crate::frontend::pipeline::{Submitted, Writes};
 
-/// How a batch ended.
-pub(super) enum BatchEnd {
-    /// Write the replies and read on.
-    Open,
-    /// The client is done sending: write the replies and close.
-    Eof,
-    /// The stream broke: write the replies, then report the error and close.
-    Broken(FrameError),
-}
+/// Replies in request order, some still placeholders for held writes, before they are encoded.
+type Batch = Vec<(u32, Response, u64)>;
 
-/// A frame as the codec yields it.
-pub(super) type Item = Result<(u32, Result<Request, Error>), FrameError>;
-
-/// Runs `first` and every request already received after it (up to [`MAX_BATCH`] replies),
-/// appending their replies to `out` in order; every write is settled when it returns.
+/// Runs every request already received (up to [`MAX_BATCH`] replies), then encodes their replies
+/// into the connection's output in order; every write is settled when it returns.
 pub(super) async fn run_batch<S: AsyncRead + AsyncWrite + Unpin>(
-    ctx: &Context,
-    framed: &mut Framed<S, ServerCodec>,
+    conn: &mut Conn<'_, S>,
     caller: &mut Caller,
     peer: SocketAddr,
     feed: &mut Feed,
-    first: Item,
-    out: &mut Batch,
-) -> BatchEnd {
+) -> RoundEnd {
+    let ctx = conn.ctx;
+    let mut out: Batch = Vec::new();
     let mut writes = Writes::default();
     // Where the held writes' replies go in `out`.
     let mut places: Vec<usize> = Vec::new();
-    let mut next = Some(first);
     loop {
         let mut arrived = Vec::new();
         let mut end = None;
-        while let Some(item) = next.take() {
-            match item {
-                Ok((id, request)) => {
+        loop {
+            if conn.out.frames() + out.len() + arrived.len() >= MAX_BATCH {
+                end = Some(RoundEnd::Full);
+                break;
+            }
+            match conn.frames.next() {
+                Ok(Some((id, request))) => {
                     let command = matches!(request, Ok(Request::Command(_)));
                     arrived.push((id, request));
-                    if !command || out.len() + arrived.len() >= MAX_BATCH {
+                    if !command {
                         break;
                     }
                 }
-                Err(e) => {
-                    end = Some(BatchEnd::Broken(e));
+                Ok(None) => {
+                    end = Some(RoundEnd::Ran);
                     break;
                 }
-            }
-            match framed.next().now_or_never() {
-                Some(Some(more)) => next = Some(more),
-                Some(None) => end = Some(BatchEnd::Eof),
-                None => {}
+                Err(e) => {
+                    end = Some(RoundEnd::Broken(e));
+                    break;
+                }
             }
         }
         // Every request collected had arrived before any barrier taken below.
@@ -85,7 +75,7 @@ pub(super) async fn run_batch<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                     Submitted::Given(cmd) => {
-                        settle(ctx, &mut writes, &mut places, out, &mut barrier).await;
+                        settle(ctx, &mut writes, &mut places, &mut out, &mut barrier).await;
                         let (result, _) = ctx.run_after_writes(caller, cmd, &mut barrier).await;
                         out.push((id, Response::from(result), 0));
                         continue;
@@ -93,25 +83,20 @@ pub(super) async fn run_batch<S: AsyncRead + AsyncWrite + Unpin>(
                 },
                 other => other,
             };
-            settle(ctx, &mut writes, &mut places, out, &mut barrier).await;
+            settle(ctx, &mut writes, &mut places, &mut out, &mut barrier).await;
             barrier.spent();
             let was = caller.is_authenticated();
-            respond(ctx, caller, peer, feed, id, request, out).await;
+            respond(ctx, caller, peer, feed, id, request, &mut out).await;
             if !was && caller.is_authenticated() {
-                framed.codec_mut().set_max_frame_len(ctx.config.max_frame_len);
+                conn.set_max_frame_len(ctx.config.max_frame_len);
             }
         }
-        settle(ctx, &mut writes, &mut places, out, &mut barrier).await;
+        settle(ctx, &mut writes, &mut places, &mut out, &mut barrier).await;
         if let Some(end) = end {
+            for (id, response, position) in out {
+                conn.out.response(id, &response, position);
+            }
             return end;
-        }
-        if out.len() >= MAX_BATCH {
-            return BatchEnd::Open;
-        }
-        match framed.next().now_or_never() {
-            Some(Some(more)) => next = Some(more),
-            Some(None) => return BatchEnd::Eof,
-            None => return BatchEnd::Open,
         }
     }
 }

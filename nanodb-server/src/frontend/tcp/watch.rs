@@ -14,12 +14,10 @@ use std::time::Instant;
 
 use nanodb_protocol::{Error, EventType, Push, Reply, Response, Subscription};
 
+use super::io::Replies;
 use crate::feed::{Delivery, EventKind, Hub, Subscriber, Topic};
 use crate::frontend::Context;
 use crate::stats::Protocol;
-
-/// Replies and pushes waiting to be written: `(request id, response, log position to wait for)`.
-pub(super) type Batch = Vec<(u32, Response, u64)>;
 
 /// The subscriptions of one connection.
 #[derive(Debug)]
@@ -49,15 +47,15 @@ impl Feed {
 
     /// Applies one subscription request, records it, and appends its reply (and, for the
     /// undoings, the pushes queued before it) to `out`.
-    pub(super) async fn handle(&mut self, ctx: &Context, id: u32, op: Subscription, out: &mut Batch) {
+    pub(super) async fn handle<R: Replies>(&mut self, ctx: &Context, id: u32, op: Subscription, out: &mut R) {
         let started = Instant::now();
         let name = op.name();
         let result = self.change(op, out).await;
         ctx.stats.record(Protocol::Tcp, name, result.is_ok(), started.elapsed());
-        out.push((id, Response::from(result), 0));
+        out.reply(id, Response::from(result), 0);
     }
 
-    async fn change(&mut self, op: Subscription, out: &mut Batch) -> Result<Reply, Error> {
+    async fn change<R: Replies>(&mut self, op: Subscription, out: &mut R) -> Result<Reply, Error> {
         let (topic, with_values, add) = match op {
             Subscription::Watch { key, prefix, with_values } => (watch_topic(key, prefix), with_values, true),
             Subscription::Subscribe { channel } => (Topic::Channel(channel), false, true),
@@ -94,32 +92,33 @@ impl Feed {
     /// overflowed. With persistence on, a key event whose write is not durable yet is waited for
     /// (this batch's replies wait for the log anyway) rather than skipped: skipping it would let
     /// it follow the acknowledgement, or lose it with the subscriber.
-    async fn drain_owed(&mut self, out: &mut Batch) {
+    async fn drain_owed<R: Replies>(&mut self, out: &mut R) {
         let queued = self.sub.as_ref().map_or(0, Subscriber::pending);
         for _ in 0..queued {
             let Some(sub) = &self.sub else { break };
             // Resolves: at least `queued - done` deliveries are waiting and nothing else reads them.
             let d = sub.recv().await;
-            out.push(self.push(&d));
+            out.reply(0, self.push(&d), 0);
         }
         self.drain(out, 1);
     }
 
     /// Appends up to `max` waiting deliveries to `out` as pushes.
-    pub(super) fn drain(&mut self, out: &mut Batch, max: usize) {
+    pub(super) fn drain<R: Replies>(&mut self, out: &mut R, max: usize) {
         for _ in 0..max {
             let Some(d) = self.sub.as_ref().and_then(Subscriber::try_recv) else { break };
-            out.push(self.push(&d));
+            out.reply(0, self.push(&d), 0);
         }
     }
 
-    /// The push for one delivery. The lagged signal also drops the subscriber: every
-    /// subscription is cancelled and its queue freed, and the client subscribes again.
-    pub(super) fn push(&mut self, d: &Delivery) -> (u32, Response, u64) {
+    /// The push for one delivery (sent with id 0, waiting for nothing). The lagged signal also
+    /// drops the subscriber: every subscription is cancelled and its queue freed, and the
+    /// client subscribes again.
+    pub(super) fn push(&mut self, d: &Delivery) -> Response {
         if matches!(d, Delivery::Lagged { .. }) {
             self.sub = None;
         }
-        (0, Response::Push(to_push(d)), 0)
+        Response::Push(to_push(d))
     }
 }
 
