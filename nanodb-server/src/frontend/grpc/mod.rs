@@ -14,8 +14,6 @@
 //!   PINGs; closed when idle past `--idle-timeout` (never while a call or stream is open).
 //! - Event loops: connections are served on gRPC's own event loops (`--grpc-threads`, default 1;
 //!   see [`super::event_loops`]), one tonic server per loop; 0 serves them on the shared runtime.
-//!   A connection's writes go out once per turn of its loop ([`WriteRounds`]), so the answers of
-//!   every HTTP/2 stream that finished meanwhile share one `writev`.
 //! - Shutdown: when `ctx.shutdown` fires, health turns `NOT_SERVING`, the listener stops and
 //!   connections drain (HTTP/2 GOAWAY; in-flight calls finish).
 
@@ -294,7 +292,7 @@ async fn hand_over(
 /// that counts it open until it closes.
 #[derive(Debug)]
 struct Conn {
-    stream: WriteRounds<Idle<MaybeTls>>,
+    stream: Idle<MaybeTls>,
     activity: Arc<Activity>,
     /// Whether requests are counted (only `--idle-timeout` needs it).
     counted: bool,
@@ -306,7 +304,7 @@ impl Conn {
         let activity = Activity::new();
         let idle = ctx.config.idle_timeout;
         Self {
-            stream: WriteRounds::new(Idle::new(stream, activity.clone(), idle)),
+            stream: Idle::new(stream, activity.clone(), idle),
             activity,
             counted: idle.is_some(),
             _open: open,
@@ -320,7 +318,7 @@ impl Connected for Conn {
     fn connect_info(&self) -> ConnActivity {
         ConnActivity {
             activity: self.counted.then(|| self.activity.clone()),
-            tcp: self.stream.get_ref().get_ref().tcp().connect_info(),
+            tcp: self.stream.get_ref().tcp().connect_info(),
         }
     }
 }
@@ -361,97 +359,6 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// A connection's stream whose first write after each flush is put off until the tasks already
-/// queued on its loop have run: the task wakes itself and returns `Pending`, and tokio runs a
-/// task woken while it runs after the others in the queue (as
-/// [`super::event_loops::after_queued_tasks`] does for the binary and RESP ports).
-///
-/// Why: hyper runs each HTTP/2 stream in a task of its own, and the connection's task writes
-/// every stream's frames. A stream that answers wakes the connection's task, which tokio runs
-/// next (its LIFO slot), ahead of the other streams' tasks: each answer left in a `writev` of its
-/// own. Measured with nano-bench's 50 users on one connection (SET, `-P 1`, `perf stat -e
-/// syscalls:sys_enter_writev,task-clock -p SERVER`): 0.93-0.95 `writev`s per request before,
-/// 0.05 after, and the server's CPU per request 13.3-14.9 µs before, 10.4-11.3 µs after.
-///
-/// Not covered: tasks woken from another thread (a cluster's writes, answered when the leader
-/// applied them) wait in the loop's injection queue, which tokio looks at after the local queue,
-/// so they do not share the write (`writev`s per request did not move in a three-node cluster
-/// at 16 in flight). Putting the write off past the injection queue with `yield_now` instead
-/// coalesced less (0.43-0.50 per request): the next stream that answers wakes the connection's
-/// task at once, before the deferred wake-up comes.
-#[derive(Debug)]
-pub struct WriteRounds<IO> {
-    io: IO,
-    /// Whether this round's write has been put off already; cleared by each finished flush.
-    put_off: bool,
-}
-
-impl<IO> WriteRounds<IO> {
-    /// Wraps `io`.
-    pub fn new(io: IO) -> Self {
-        Self { io, put_off: false }
-    }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &IO {
-        &self.io
-    }
-
-    /// `Ready` when the write may go now; the first time in a round, `Pending` with the task
-    /// woken to go on after the tasks queued before it.
-    fn poll_turn(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if self.put_off {
-            return Poll::Ready(());
-        }
-        self.put_off = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for WriteRounds<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for WriteRounds<IO> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_turn(cx));
-        Pin::new(&mut this.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.poll_turn(cx));
-        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let flushed = std::task::ready!(Pin::new(&mut this.io).poll_flush(cx));
-        this.put_off = false;
-        Poll::Ready(flushed)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,66 +369,5 @@ mod tests {
         assert!(message_limit(&l) > l.max_value_len + l.max_key_len);
         let huge = Limits { max_key_len: usize::MAX, ..Limits::default() };
         assert_eq!(message_limit(&huge), usize::MAX, "saturates instead of overflowing");
-    }
-
-    /// Records writes and flushes, in order with what other tasks note.
-    struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
-
-    impl AsyncWrite for Recorder {
-        fn poll_write(self: Pin<&mut Self>, _: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-            self.0.lock().expect("log").push(format!("write {}", String::from_utf8_lossy(buf)));
-            Poll::Ready(Ok(buf.len()))
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-            self.0.lock().expect("log").push("flush".into());
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    /// A write waits for the tasks queued on its loop before it, and the writes of one round
-    /// (until a flush) are put off once only. Written straight through, the write would come
-    /// first: the task spawned here sits in tokio's LIFO slot behind the writing task.
-    #[test]
-    fn a_write_waits_for_the_queued_tasks_once_per_round() {
-        use tokio::io::AsyncWriteExt;
-        let rt =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
-        let log = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let got = rt.block_on({
-            let log = log.clone();
-            async move {
-                tokio::spawn(async move {
-                    let queued = tokio::spawn({
-                        let log = log.clone();
-                        async move { log.lock().expect("log").push("queued task ran".into()) }
-                    });
-                    let mut w = WriteRounds::new(Recorder(log.clone()));
-                    w.write_all(b"a").await.expect("write");
-                    w.write_all(b"b").await.expect("write");
-                    w.flush().await.expect("flush");
-                    log.lock().expect("log").push("flushed".into());
-                    queued.await.expect("queued task");
-                    let again = tokio::spawn({
-                        let log = log.clone();
-                        async move { log.lock().expect("log").push("next round's task ran".into()) }
-                    });
-                    w.write_all(b"c").await.expect("write");
-                    again.await.expect("task");
-                    log.lock().expect("log").clone()
-                })
-                .await
-                .expect("test task")
-            }
-        });
-        assert_eq!(
-            got,
-            ["queued task ran", "write a", "write b", "flush", "flushed", "next round's task ran", "write c"],
-            "the write goes after the queued tasks, and once put off, the round goes through"
-        );
     }
 }
