@@ -18,6 +18,16 @@ pub fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
 
+/// An unconditional write of `v` to `k` without TTL: the command most tests start with.
+pub fn put(k: &str, v: &str) -> Command {
+    Command::Put(nanodb_protocol::cmd::Put {
+        key: b(k),
+        value: b(v),
+        expiry: nanodb_protocol::Expiry::Persist,
+        condition: nanodb_protocol::PutCondition::Always,
+    })
+}
+
 pub fn any_port() -> ListenAddr {
     ListenAddr::On("127.0.0.1:0".into())
 }

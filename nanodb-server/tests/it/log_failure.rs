@@ -15,7 +15,7 @@ use nanodb_server::server::Server;
 use prost::Message;
 use tonic::Code;
 
-use crate::harness::{TcpClient, any_port, b, config, start};
+use crate::harness::{TcpClient, any_port, b, config, put, start};
 
 /// A server with every protocol on and persistence under `everysec`.
 async fn server(dir: &std::path::Path) -> Server {
@@ -35,14 +35,6 @@ async fn server(dir: &std::path::Path) -> Server {
 /// Writes a string `s`, a counter `n`, a hash `h` and a list `l`, then makes the log fail under
 /// one more write, which must not be acknowledged.
 async fn seed_then_fail(server: &Server, c: &mut TcpClient) {
-    let put = |k: &str, v: &str| {
-        Command::Put(cmd::Put {
-            key: b(k),
-            value: b(v),
-            expiry: Expiry::Persist,
-            condition: PutCondition::Always,
-        })
-    };
     c.call(put("s", "v")).await.expect("put");
     c.call(Command::Incr(cmd::Incr { key: b("n"), delta: 1 })).await.expect("incr");
     c.call(Command::HashSet(cmd::HashSet { key: b("h"), field: b("f"), value: b("v") })).await.expect("hset");

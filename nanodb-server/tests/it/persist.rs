@@ -15,19 +15,10 @@ use nanodb_protocol::{Command, ErrorCode, ListEnd, PutCondition, Reply};
 use nanodb_server::config::Config;
 use nanodb_server::persist::FsyncPolicy;
 
-use crate::harness::{TcpClient, any_port, b, config, start};
+use crate::harness::{TcpClient, any_port, b, config, put, start};
 
 fn persistent(dir: &Path, fsync: FsyncPolicy) -> Config {
     Config { tcp_addr: any_port(), persistence: true, data_dir: dir.to_path_buf(), fsync, ..config() }
-}
-
-fn put(k: &str, v: &str) -> Command {
-    Command::Put(cmd::Put {
-        key: b(k),
-        value: b(v),
-        expiry: Expiry::Persist,
-        condition: PutCondition::Always,
-    })
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use nanodb_protocol::Expiry;
 use nanodb_protocol::cmd;
 use nanodb_protocol::{Command, Entry, ErrorCode, PutCondition, Reply};
 
-use crate::harness::{TcpClient, b, tcp_server};
+use crate::harness::{TcpClient, b, put, tcp_server};
 
 #[tokio::test]
 async fn put_then_get_round_trips_binary_values() {
@@ -383,14 +383,6 @@ async fn a_pipelined_batch_split_at_every_byte_is_answered_whole_and_in_order() 
     use tokio::io::AsyncWriteExt;
     let server = tcp_server().await;
     let addr = server.addrs().tcp.expect("tcp on");
-    let put = |k: &str, v: &str| {
-        Command::Put(cmd::Put {
-            key: b(k),
-            value: b(v),
-            expiry: Expiry::Persist,
-            condition: PutCondition::Always,
-        })
-    };
     let requests = [
         put("split", "v1"),
         Command::Get(cmd::Get { key: b("split") }),

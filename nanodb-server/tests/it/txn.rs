@@ -18,7 +18,7 @@ use nanodb_server::config::Config;
 use nanodb_server::feed::NotifyFlags;
 use tonic::transport::Channel;
 
-use crate::harness::{TcpClient, any_port, b, config, start};
+use crate::harness::{TcpClient, any_port, b, config, put, start};
 use crate::watch_http::Sse;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -282,14 +282,6 @@ async fn the_watch_idiom_under_contention_counts_exactly() {
 async fn tcp_txn_branches_and_errors() {
     let server = start(Config { tcp_addr: any_port(), ..config() }).await;
     let mut tcp = TcpClient::connect(server.addrs().tcp.expect("tcp")).await;
-    let put = |k: &str, v: &str| {
-        Command::Put(cmd::Put {
-            key: b(k),
-            value: b(v),
-            expiry: nanodb_protocol::Expiry::Persist,
-            condition: nanodb_protocol::PutCondition::Always,
-        })
-    };
     tcp.call(put("s", "text")).await.expect("put");
     let txn = |version| {
         Command::Txn(cmd::Txn {
