@@ -94,8 +94,7 @@ impl Context {
             return self.run_clustered(cluster, caller, cmd).await;
         }
         let (result, position) = self.run_pipelined(caller, cmd);
-        let fence = if position == 0 { self.read_fence() } else { 0 };
-        self.durable_sharing(position, fence, true).await?;
+        self.durable_sharing(position, self.fence_after(position), true).await?;
         result
     }
 
@@ -237,6 +236,13 @@ impl Context {
     /// in a cluster, where reads only ever see committed entries).
     pub fn read_fence(&self) -> u64 {
         self.log.as_ref().map_or(0, |log| log.appended())
+    }
+
+    /// The fence a command's reply waits for, given the log position it wrote at: the
+    /// [`Context::read_fence`] when it wrote nothing (`position` 0), none for a write (whatever
+    /// it saw lies behind its own record).
+    pub fn fence_after(&self, position: u64) -> u64 {
+        if position == 0 { self.read_fence() } else { 0 }
     }
 
     /// [`Context::durable`], saying whether an unwritten record waits to share its `write(2)`

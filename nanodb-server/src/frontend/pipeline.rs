@@ -123,7 +123,7 @@ impl Context {
             Some(cluster) => self.run_clustered_at(cluster, caller, cmd, barrier).await,
             None => {
                 let (result, position) = self.run_pipelined(caller, cmd);
-                let fence = if position == 0 { self.read_fence() } else { 0 };
+                let fence = self.fence_after(position);
                 (self.durable_sharing(position, fence, true).await.and(result), position)
             }
         }

@@ -243,9 +243,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
     /// After a command ran: one that wrote nothing (`position` 0) may have seen others' writes,
     /// so the batch's replies wait for the read fence too (see `Context::read_fence`).
     fn saw(&mut self, position: u64) {
-        if position == 0 {
-            self.fence = self.ctx.read_fence();
-        }
+        self.fence = self.fence.max(self.ctx.fence_after(position));
     }
 
     /// Runs every whole frame in the read buffer (up to the batch bounds), encoding each reply
