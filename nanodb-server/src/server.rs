@@ -221,7 +221,7 @@ impl Server {
             }
             None => None,
         };
-        let ctx = Context {
+        let ctx = Context::from(frontend::Shared {
             cluster: cluster.clone(),
             engine: engine.clone(),
             feed: feed.clone(),
@@ -235,7 +235,7 @@ impl Server {
                 config.script_max_memory,
                 config.script_timeout,
             )),
-        };
+        });
 
         let mut addrs = BoundAddrs::default();
         if let Some((listener, local)) = tcp {

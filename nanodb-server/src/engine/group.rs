@@ -76,6 +76,9 @@ pub struct Group<'e> {
     engine: &'e Engine,
     /// The write guards of the partitions holding the declared keys, by ascending index.
     held: Vec<(usize, TableGuard<'e>)>,
+    /// "Now" when the group started ([`Engine::write_now`]): its overlay's pinned time, and the
+    /// access tick of the keys it writes.
+    now: u64,
     /// What the group's commands run against, shared with whoever runs them ([`Group::state`]).
     state: Arc<GroupState>,
 }
@@ -140,6 +143,9 @@ impl Engine {
         };
         let overlay = self.spare_overlay().unwrap_or_else(|| Arc::new(self.overlay()));
         let now = self.write_now();
+        // The group's commands all see the time it started (a cluster's overlay already uses
+        // the entry's time): one clock read per group, not one per command and one at commit.
+        overlay.clock.pin(if self.is_replicated() { 0 } else { now });
         for (key, version) in &mut keys {
             let hash = self.hash(key);
             let table = &held[held_index(&held, self.partition_index(hash))].1;
@@ -151,7 +157,7 @@ impl Engine {
             }
         }
         let spares = self.spare_overlays.clone();
-        Group { engine: self, held, state: Arc::new(GroupState { keys, overlay, record: None, spares }) }
+        Group { engine: self, held, now, state: Arc::new(GroupState { keys, overlay, record: None, spares }) }
     }
 
     /// The version of `key` (0 when it is missing or expired): every write, deletion and expiry
@@ -215,16 +221,26 @@ impl Engine {
     /// next group: no stale expiry entries (a commit takes entries out without unindexing them),
     /// no removal marks (a commit reads them), no counters. Whether it may be reused: only an
     /// overlay with nothing in its tables, and tables that did not grow large, is.
-    fn reset_overlay(&self) -> bool {
-        if !self.partitions.iter().all(|part| part.write().reusable(MAX_SPARE_SLOTS)) {
+    ///
+    /// Takes the overlay exclusively (`&mut`: its group's state held the only reference), so it
+    /// reaches the tables and expiry sets without taking their locks: this ran on every group.
+    fn reset_overlay(&mut self) -> bool {
+        let parts = &mut self.partitions;
+        if !parts.iter_mut().all(|part| {
+            part.table.get_mut().unwrap_or_else(PoisonError::into_inner).reusable(MAX_SPARE_SLOTS)
+        }) {
             return false;
         }
-        for part in self.partitions.iter() {
-            part.expiry().clear();
-            part.removed.store(0, Ordering::Relaxed);
+        for part in parts.iter_mut() {
+            let expiry = part.expiry.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if !expiry.is_empty() {
+                expiry.clear();
+            }
+            *part.removed.get_mut() = 0;
+            *part.used.get_mut() = 0;
         }
-        self.sweep_from.store(0, Ordering::Relaxed);
-        self.stats.expired_keys.store(0, Ordering::Relaxed);
+        *self.sweep_from.get_mut() = 0;
+        *self.stats.expired_keys.get_mut() = 0;
         true
     }
 
@@ -259,7 +275,12 @@ fn held_index(held: &[(usize, TableGuard<'_>)], index: usize) -> usize {
 /// one (its version counter is its own) is reused, and only when emptied cleanly.
 impl Drop for GroupState {
     fn drop(&mut self) {
-        if self.record.is_some() || Arc::strong_count(&self.overlay) != 1 || !self.overlay.reset_overlay() {
+        if self.record.is_some() {
+            return;
+        }
+        // Only while this state holds the overlay alone (no EXEC's context still reaches it).
+        let Some(overlay) = Arc::get_mut(&mut self.overlay) else { return };
+        if !overlay.reset_overlay() {
             return;
         }
         let mut spares = self.spares.lock().unwrap_or_else(PoisonError::into_inner);
@@ -486,7 +507,7 @@ impl Group<'_> {
     /// must wait for. A log that refuses the record (failed, shutting down, a record too large
     /// to recover) refuses the whole group: nothing is applied.
     pub fn commit(self) -> Result<LogPosition, Error> {
-        let Group { engine, mut held, state } = self;
+        let Group { engine, mut held, now, state } = self;
         let overlay = &state.overlay;
         let mut changes: Vec<(Bytes, Fate)> = Vec::new();
         for (key, loaded) in &state.keys {
@@ -543,7 +564,7 @@ impl Group<'_> {
                 }
             }
         }
-        let tick = Engine::access_tick(engine.write_now());
+        let tick = Engine::access_tick(now);
         for (key, fate) in changes {
             let hash = engine.hash(&key);
             let index = engine.partition_index(hash);
@@ -893,6 +914,43 @@ mod tests {
         let g = other.lock_group(&[b("t")]);
         assert!(Arc::ptr_eq(&g.overlay().versions, &other.versions));
         assert_eq!(value(&g.run(get("t"))), None, "the other engine's keys only");
+    }
+
+    /// A group's commands all see the time it started (its overlay's clock is pinned, as Redis 7
+    /// freezes time for a script or an EXEC): a key it gave a TTL does not expire inside it, and
+    /// expires on time outside it; the engine's own clock runs on, and a reused overlay is
+    /// pinned afresh to its next group's start.
+    #[tokio::test(start_paused = true)]
+    async fn a_group_sees_the_time_it_started() {
+        use std::time::Duration;
+        let engine = Engine::new(Limits::default());
+        let with_ttl = |key: &str| {
+            Command::Put(cmd::Put {
+                key: b(key),
+                value: b("1"),
+                expiry: Expiry::In(100),
+                condition: PutCondition::Always,
+            })
+        };
+        let started = engine.clock().now_ms();
+        let g = engine.lock_group(&[b("t")]);
+        assert_eq!(g.overlay().clock.now_ms(), started);
+        g.run(with_ttl("t")).expect("put with a TTL");
+        tokio::time::advance(Duration::from_millis(250)).await;
+        assert_eq!(g.overlay().clock.now_ms(), started, "pinned while the group runs");
+        assert_eq!(value(&g.run(get("t"))), Some(b("1")), "not expired inside the group");
+        assert!(engine.clock().now_ms() >= started + 250, "the engine's clock runs on");
+        g.commit().expect("commit");
+        // Committed with the deadline set at the group's start: already past outside it.
+        assert_eq!(engine.get(b"t").expect("get"), None);
+
+        let g = engine.lock_group(&[b("u")]);
+        assert_eq!(g.overlay().clock.now_ms(), engine.clock().now_ms(), "a reused overlay is pinned anew");
+        g.run(with_ttl("u")).expect("put with a TTL");
+        g.commit().expect("commit");
+        assert_eq!(engine.get(b"u").expect("get").map(|e| e.value), Some(b("1")));
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert_eq!(engine.get(b"u").expect("get"), None, "expires on time");
     }
 
     /// A recording group (a script in a cluster) writes nothing and draws no version here; what it

@@ -38,9 +38,33 @@ use crate::scripting::Scripts;
 use crate::stats::Stats;
 
 /// What every frontend gets: the engine, the change feed, the configuration, the shutdown token
-/// and the tracker its connection tasks register with so shutdown can wait for them.
+/// and the tracker its connection tasks register with so shutdown can wait for them ([`Shared`],
+/// whose fields it derefs to).
+///
+/// One reference-counted allocation, so that a clone is one counter's increment: a script's
+/// `redis.call` callback owns a clone for each run (see `crate::scripting`), and a clone of the
+/// ten handles one by one (the shutdown token's under a lock) was a few percent of a one-key
+/// EVAL, on counters every event loop shares.
 #[derive(Debug, Clone)]
-pub struct Context {
+pub struct Context(Arc<Shared>);
+
+impl std::ops::Deref for Context {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl From<Shared> for Context {
+    fn from(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+/// A [`Context`]'s handles.
+#[derive(Debug, Clone)]
+pub struct Shared {
     /// The shared engine.
     pub engine: Arc<Engine>,
     /// The change feed: watchers, pub/sub, keyspace notifications.
@@ -72,7 +96,7 @@ impl Context {
         let feed = Arc::new(Hub::new(config.feed));
         let engine = Arc::new(Engine::with_observers(config.limits.clone(), vec![feed.clone()]));
         let scripts = Arc::new(Scripts::new(config.script_max_memory, config.script_timeout));
-        Self {
+        Self::from(Shared {
             engine,
             feed,
             config: Arc::new(config),
@@ -83,7 +107,7 @@ impl Context {
             auth: Arc::new(Auth::off()),
             cluster: None,
             scripts,
-        }
+        })
     }
 
     /// The one way a frontend runs a command: applies it ([`Context::run_pipelined`]) and returns its

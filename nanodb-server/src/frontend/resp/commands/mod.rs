@@ -336,12 +336,17 @@ static PACKED: LazyLock<Vec<(u128, usize)>> = LazyLock::new(|| {
 
 /// Finds a command by name, case-insensitively, without allocating.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    lookup_index(name).map(|i| &COMMANDS[i])
+}
+
+/// [`lookup`], answering the command's index in [`COMMANDS`].
+fn lookup_index(name: &[u8]) -> Option<usize> {
     if name.len() > MAX_NAME {
         return None;
     }
     let key = pack(name);
     let table = &*PACKED;
-    table.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| &COMMANDS[table[i].1])
+    table.binary_search_by(|(k, _)| k.cmp(&key)).ok().map(|i| table[i].1)
 }
 
 /// Runs one command (`args[0]` is its name) and writes its reply.
@@ -435,15 +440,20 @@ const NOT_IN_SCRIPTS: &[&str] = &[
     "watch",
 ];
 
+/// Whether a script may run each command of [`COMMANDS`] (by index): [`NOT_IN_SCRIPTS`] looked
+/// up once, not by comparing names on every `redis.call`.
+static IN_SCRIPTS: LazyLock<Vec<bool>> =
+    LazyLock::new(|| COMMANDS.iter().map(|spec| !NOT_IN_SCRIPTS.contains(&spec.name)).collect());
+
 /// Runs one `redis.call` of a script (`args[0]` is the command's name) through the command's
 /// own handler, inside the script's group (`session.group`), and writes its RESP reply.
 pub fn execute_in_script(ctx: &Context, session: &mut Session<'_>, args: &[Bytes], out: &mut BytesMut) {
-    let Some(spec) = lookup(&args[0]) else {
+    let Some(index) = lookup_index(&args[0]) else {
         encode::error(out, "ERR Unknown Redis command called from script");
         return;
     };
-    // The list is sorted (a test holds it so): a few comparisons, not one per entry.
-    if NOT_IN_SCRIPTS.binary_search(&spec.name).is_ok() {
+    let spec = &COMMANDS[index];
+    if !IN_SCRIPTS.get(index).copied().unwrap_or(false) {
         encode::error(out, "ERR This Redis command is not allowed from script");
         return;
     }
@@ -602,6 +612,13 @@ mod tests {
     #[test]
     fn the_commands_scripts_may_not_run_are_sorted() {
         assert!(NOT_IN_SCRIPTS.windows(2).all(|w| w[0] < w[1]), "NOT_IN_SCRIPTS must stay sorted and unique");
+        // A misspelt entry would let its command run in scripts: every one names a command,
+        // and exactly those commands are refused.
+        for name in NOT_IN_SCRIPTS {
+            let index = lookup_index(name.as_bytes()).unwrap_or_else(|| panic!("{name} is no command"));
+            assert!(!IN_SCRIPTS[index], "{name}");
+        }
+        assert_eq!(IN_SCRIPTS.iter().filter(|allowed| !**allowed).count(), NOT_IN_SCRIPTS.len());
     }
 
     #[test]

@@ -39,8 +39,8 @@ use nanodb_protocol::{Command, Compare, CompareOp, CompareTarget, Error, Reply};
 
 use super::{Flow, Outcome, Reject, Session, Spec, execute};
 use crate::cluster::Cluster;
-use crate::frontend::Context;
 use crate::frontend::resp::encode;
+use crate::frontend::{Context, Shared};
 
 const DONE: Outcome = Ok(Flow::Continue);
 
@@ -180,7 +180,12 @@ pub fn exec(ctx: &Context, session: &mut Session<'_>, _: &[Bytes], out: &mut Byt
     }
     // Every queued command runs its own handler, against the group's overlay; PUBLISHes wait
     // for the commit, so that no subscriber hears of the transaction before its writes show.
-    let inside = Context { engine: group.overlay().clone(), log: None, cluster: None, ..ctx.clone() };
+    let inside = Context::from(Shared {
+        engine: group.overlay().clone(),
+        log: None,
+        cluster: None,
+        ..Shared::clone(ctx)
+    });
     let is_publish = |args: &[Bytes]| super::lookup(&args[0]).is_some_and(|s| s.name == "publish");
     let mut replies: Vec<BytesMut> = Vec::with_capacity(multi.queued.len());
     for args in &multi.queued {
