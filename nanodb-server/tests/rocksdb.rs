@@ -138,7 +138,7 @@ async fn every_type_and_ttl_survives_a_restart_on_each_fsync_policy() {
         assert_eq!(dump(&mut c).await, before, "{fsync}: the restart kept every key as it was");
         assert_eq!(c.incr::<_, _, i64>("n", 1).await, Ok(43), "{fsync}: INCR goes on from the integer");
         assert_eq!(c.lpush::<_, _, i64>("l", "u").await, Ok(4), "{fsync}: the list's ends were kept");
-        assert_eq!(c.lrange::<_, Vec<String>>("l", 0, -1).await.expect("lrange"), ["u", "v", "x", "y"]);
+        assert_eq!(c.lrange::<_, Vec<String>>("l", 0, -1).await.expect("lrange"), ["u", "w", "x", "y"]);
         let ttl: i64 = c.pttl("ttl").await.expect("pttl");
         assert!(ttl > 3_500_000, "{fsync}: the deadline is absolute and survives restarts: {ttl}");
         // Versions keep growing across restarts (no ABA for compare-and-set).
@@ -242,8 +242,8 @@ async fn group_writer(addr: SocketAddr, client: usize, until: Instant) -> u64 {
     while Instant::now() < until {
         seq += 1;
         let v = b(&seq.to_string());
-        let entries = (0..3).map(|i| (b(&format!("g{client}:{}:{i}", seq % 8)), v.clone())).collect();
-        let send = c.try_call(Command::MultiPut(cmd::MultiPut { entries }));
+        let pairs = (0..3).map(|i| (b(&format!("g{client}:{}:{i}", seq % 8)), v.clone())).collect();
+        let send = c.try_call(Command::MultiPut(cmd::MultiPut { pairs, only_if_none_exist: false }));
         match tokio::time::timeout(Duration::from_secs(5), send).await {
             Ok(Some(Ok(_))) => acked += 1,
             _ => break,

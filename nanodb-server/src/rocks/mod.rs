@@ -27,7 +27,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use nanodb_protocol::Error;
@@ -91,7 +91,11 @@ pub enum RocksError {
 
 /// The store. Share as `Arc<RocksStore>`; it is attached to the engine as its [`EffectLog`].
 pub struct RocksStore {
-    db: DB,
+    /// The open database; taken (closing it and releasing RocksDB's own `LOCK`) by
+    /// [`RocksStore::close`], so a server stopped and started again in one process can reopen it
+    /// while stray handles on the store (a frontend task being dropped) still exist.
+    db: RwLock<Option<DB>>,
+    path: PathBuf,
     /// The options the DB was opened with: they hold its statistics.
     opts: Options,
     policy: FsyncPolicy,
@@ -109,14 +113,14 @@ pub struct RocksStore {
     wake_lock: Mutex<bool>,
     /// (synced position, failed) for waiters under `always`.
     durable_tx: watch::Sender<(u64, bool)>,
-    /// Held for as long as the store may write to the directory.
-    _lock: DirLock,
+    /// Held for as long as the store may write to the directory (released by `close`).
+    dir_lock: Mutex<Option<DirLock>>,
 }
 
 impl std::fmt::Debug for RocksStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RocksStore")
-            .field("path", &self.db.path())
+            .field("path", &self.path)
             .field("policy", &self.policy)
             .field("written", &self.written)
             .field("synced", &self.synced)
@@ -186,7 +190,8 @@ impl RocksStore {
         );
         let (durable_tx, _) = watch::channel((0, false));
         let store = Arc::new(Self {
-            db,
+            db: RwLock::new(Some(db)),
+            path,
             opts,
             policy: config.fsync,
             pending: Mutex::new((Vec::new(), 0)),
@@ -200,7 +205,7 @@ impl RocksStore {
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
             durable_tx,
-            _lock: dir_lock,
+            dir_lock: Mutex::new(Some(dir_lock)),
         });
         match config.fsync {
             FsyncPolicy::Always => {
@@ -218,8 +223,13 @@ impl RocksStore {
         Ok(store)
     }
 
-    fn families(&self) -> Result<(&ColumnFamily, &ColumnFamily), Error> {
-        match (self.db.cf_handle(META_CF), self.db.cf_handle(DATA_CF)) {
+    /// The open database, `None` once closed.
+    fn db(&self) -> RwLockReadGuard<'_, Option<DB>> {
+        self.db.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn families(db: &DB) -> Result<(&ColumnFamily, &ColumnFamily), Error> {
+        match (db.cf_handle(META_CF), db.cf_handle(DATA_CF)) {
             (Some(m), Some(d)) => Ok((m, d)),
             _ => Err(Error::Unavailable("the RocksDB store lost its column families".into())),
         }
@@ -263,6 +273,9 @@ impl RocksStore {
         if self.failed.get().is_some() {
             return Err(self.unavailable());
         }
+        let guard = self.db();
+        // Closed at shutdown: whatever is still queued was never acknowledged.
+        let Some(db) = guard.as_ref() else { return Err(Error::ShuttingDown) };
         let (effects, end) = {
             let mut p = lock(&self.pending);
             (std::mem::take(&mut p.0), p.1)
@@ -270,7 +283,7 @@ impl RocksStore {
         if effects.is_empty() {
             // Nothing to write; under a sync, what earlier unsynced batches wrote still needs it.
             if sync && self.synced.load(Ordering::Acquire) < end {
-                if let Err(e) = self.db.flush_wal(true) {
+                if let Err(e) = db.flush_wal(true) {
                     self.fail("syncing the RocksDB WAL failed", &e);
                     return Err(self.unavailable());
                 }
@@ -278,8 +291,8 @@ impl RocksStore {
             }
             return Ok(end);
         }
-        let (meta, data) = self.families()?;
-        let mut builder = batch::BatchBuilder::new(&self.db, meta, data);
+        let (meta, data) = Self::families(db)?;
+        let mut builder = batch::BatchBuilder::new(db, meta, data);
         for effect in effects {
             if let Err(e) = builder.add(effect) {
                 self.fail("reading the store to build a batch failed", &e);
@@ -288,7 +301,7 @@ impl RocksStore {
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
-        if let Err(e) = self.db.write_opt(builder.finish(), &opts) {
+        if let Err(e) = db.write_opt(builder.finish(), &opts) {
             self.fail("a RocksDB write failed", &e);
             return Err(self.unavailable());
         }
@@ -399,7 +412,11 @@ impl RocksStore {
             if self.synced.load(Ordering::Acquire) >= end {
                 continue;
             }
-            if let Err(e) = self.db.flush_wal(true) {
+            let flushed = match self.db().as_ref() {
+                Some(db) => db.flush_wal(true),
+                None => return,
+            };
+            if let Err(e) = flushed {
                 self.fail("syncing the RocksDB WAL failed", &e);
                 return;
             }
@@ -416,17 +433,27 @@ impl RocksStore {
             Ok(end) => info!(position = end, "RocksDB store flushed and synced"),
             Err(e) => error!(error = %e, "could not flush the RocksDB store at shutdown"),
         }
+        // Closes RocksDB, then frees the data directory.
+        drop(self.db.write().unwrap_or_else(|p| p.into_inner()).take());
+        drop(lock(&self.dir_lock).take());
     }
 
     /// Prometheus lines for RocksDB's statistics (`/metrics`).
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let tick = |t| self.opts.get_ticker_count(t);
-        let sst = |cf: Option<&ColumnFamily>| {
-            cf.and_then(|cf| self.db.property_int_value_cf(cf, "rocksdb.total-sst-files-size").ok().flatten())
-                .unwrap_or(0)
+        let sst_bytes = match self.db().as_ref() {
+            Some(db) => {
+                let sst = |cf: Option<&ColumnFamily>| {
+                    cf.and_then(|cf| {
+                        db.property_int_value_cf(cf, "rocksdb.total-sst-files-size").ok().flatten()
+                    })
+                    .unwrap_or(0)
+                };
+                sst(db.cf_handle(META_CF)) + sst(db.cf_handle(DATA_CF))
+            }
+            None => 0,
         };
-        let sst_bytes = sst(self.db.cf_handle(META_CF)) + sst(self.db.cf_handle(DATA_CF));
         for (name, kind, help, n) in [
             (
                 "nanodb_rocksdb_block_cache_hits_total",
@@ -477,16 +504,18 @@ impl RocksStore {
 
     /// Compacts both families now (tests: makes the compaction filter run).
     pub fn compact(&self) {
+        let guard = self.db();
+        let Some(db) = guard.as_ref() else { return };
         for name in [META_CF, DATA_CF] {
-            if let Some(cf) = self.db.cf_handle(name) {
-                self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            if let Some(cf) = db.cf_handle(name) {
+                db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
             }
         }
     }
 
     /// The RocksDB directory.
     pub fn path(&self) -> &Path {
-        self.db.path()
+        &self.path
     }
 
     fn push(&self, effects: &[Effect<'_>]) -> u64 {
