@@ -48,6 +48,36 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
 }
 
+/// Where the durable state lives (`--storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// The append-only log and snapshots in `--data-dir`.
+    Memory,
+    /// RocksDB in `--data-dir/rocksdb` (cargo feature `rocksdb`; docs/ROCKSDB.md).
+    Rocksdb,
+}
+
+impl FromStr for Storage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "memory" => Ok(Self::Memory),
+            "rocksdb" => Ok(Self::Rocksdb),
+            _ => Err(format!("'{s}' is not one of memory, rocksdb")),
+        }
+    }
+}
+
+impl fmt::Display for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Memory => "memory",
+            Self::Rocksdb => "rocksdb",
+        })
+    }
+}
+
 /// A listen address: `HOST:PORT`, or `off` to disable that frontend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -149,6 +179,16 @@ pub struct Cli {
     /// and replay the log at the next start.
     #[arg(long, help_heading = DURABILITY, env = "NANODB_SNAPSHOT_ON_SHUTDOWN", default_value = "on", value_parser = on_off, action = clap::ArgAction::Set, value_name = "on|off")]
     pub snapshot_on_shutdown: bool,
+
+    /// Where data lives on disk: memory (every key in RAM, made durable by the append-only log
+    /// and snapshots) or rocksdb (RocksDB in DIR/rocksdb replaces the log and snapshots; needs a
+    /// server built with `--features rocksdb`; see docs/ROCKSDB.md).
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_STORAGE", default_value = "memory", value_name = "memory|rocksdb")]
+    pub storage: Storage,
+
+    /// RocksDB's block cache (--storage rocksdb): bytes, or with a KiB/MiB/GiB suffix.
+    #[arg(long, help_heading = DURABILITY, env = "NANODB_BLOCK_CACHE", default_value = "64MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub block_cache: u64,
 
     /// Start even if a log segment is corrupt: truncate it at the damage (keeping a .broken copy).
     #[arg(long, help_heading = DURABILITY, env = "NANODB_REPAIR")]
@@ -632,6 +672,10 @@ pub struct Config {
     pub snapshot_on_shutdown: bool,
     /// Truncate corrupt log segments instead of refusing to start.
     pub repair: bool,
+    /// Where the durable state lives.
+    pub storage: Storage,
+    /// RocksDB's block cache in bytes.
+    pub block_cache: u64,
     /// Restore this backup into the data directory and exit (see `restore`).
     pub restore_from: Option<PathBuf>,
     /// Size and count limits, enforced by the engine.
@@ -766,6 +810,8 @@ impl From<Cli> for Config {
             snapshot_every: c.snapshot_every.max(1),
             snapshot_on_shutdown: c.snapshot_on_shutdown,
             repair: c.repair,
+            storage: c.storage,
+            block_cache: c.block_cache,
             restore_from: c.restore_from,
             limits: Limits {
                 max_key_len: c.max_key_len,
@@ -1090,6 +1136,11 @@ mod tests {
         assert!(!c.persistence);
         assert_eq!(c.fsync, FsyncPolicy::Always);
         assert!(load(["nanodb-server", "--fsync", "sometimes"]).is_err());
+        let c = load(["nanodb-server"]).expect("loads");
+        assert_eq!((c.storage, c.block_cache), (Storage::Memory, 64 << 20), "the defaults");
+        let c = load(["nanodb-server", "--storage", "RocksDB", "--block-cache", "1GiB"]).expect("loads");
+        assert_eq!((c.storage, c.block_cache), (Storage::Rocksdb, 1 << 30));
+        assert!(load(["nanodb-server", "--storage", "lmdb"]).is_err());
         let c = load(["nanodb-server", "--snapshot-on-shutdown", "off"]).expect("loads");
         assert!(!c.snapshot_on_shutdown);
     }

@@ -12,6 +12,8 @@ pub mod frontend;
 pub mod glob;
 pub mod persist;
 pub mod restore;
+#[cfg(feature = "rocksdb")]
+pub mod rocks;
 pub mod scripting;
 pub mod server;
 pub mod stats;

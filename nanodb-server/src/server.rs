@@ -12,11 +12,11 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Auth;
 use crate::cluster::{ClientAddrs, Cluster};
-use crate::config::{Config, ListenAddr};
+use crate::config::{Config, ListenAddr, Storage};
 use crate::engine::Engine;
 use crate::feed::Hub;
 use crate::frontend::{self, Context};
-use crate::persist::{DirLock, PersistConfig, Persistence};
+use crate::persist::{DirLock, Durable, PersistConfig, Persistence};
 use crate::stats::Stats;
 use crate::tls::Tls;
 
@@ -77,6 +77,61 @@ pub enum StartError {
     /// `--maxmemory-policy` cannot be used in this mode (an evicting policy in a cluster).
     #[error("--maxmemory-policy: {0}")]
     Memory(String),
+    /// `--storage` cannot be used as configured, or the RocksDB store could not open.
+    #[error("--storage: {0}")]
+    Storage(String),
+}
+
+/// Refuses a `--storage` this build or this configuration cannot serve, before anything binds or
+/// touches the data directory, naming why and what to do instead.
+fn check_storage(config: &Config) -> Result<(), StartError> {
+    let dir = &config.data_dir;
+    let refuse = |why: String| Err(StartError::Storage(why));
+    match config.storage {
+        Storage::Memory => {
+            let rocks = dir.join("rocksdb");
+            if config.persistence && config.cluster.is_none() && rocks.is_dir() {
+                return refuse(format!(
+                    "memory: {} holds a RocksDB store; start with --storage rocksdb, or use another --data-dir",
+                    rocks.display()
+                ));
+            }
+        }
+        Storage::Rocksdb => {
+            if !cfg!(feature = "rocksdb") {
+                return refuse(
+                    "rocksdb: this nanodb-server was built without RocksDB; build it with \
+                     `cargo build --release -p nanodb-server --features rocksdb` (the bundled RocksDB \
+                     needs a C++ compiler and libclang), or use --storage memory"
+                        .into(),
+                );
+            }
+            if config.cluster.is_some() {
+                return refuse(
+                    "rocksdb is not available in cluster mode (--raft-addr): a cluster's durable state is its \
+                     Raft log and snapshots (see docs/ROCKSDB.md, \"Cluster mode\"); use --storage memory"
+                        .into(),
+                );
+            }
+            if !config.persistence {
+                return refuse(
+                    "rocksdb keeps data on disk; it cannot be combined with --persistence off".into(),
+                );
+            }
+            let names = std::fs::read_dir(dir).into_iter().flatten().flatten();
+            let legacy = names.map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| {
+                crate::persist::segment_seq(n).is_some() || crate::persist::snapshot_seq(n).is_some()
+            });
+            if let Some(name) = legacy {
+                return refuse(format!(
+                    "rocksdb: {} holds the append-only log or snapshots of --storage memory ({name}); start \
+                     with --storage memory, or use another --data-dir",
+                    dir.display()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The addresses the server actually listens on (port 0 resolved).
@@ -103,6 +158,9 @@ pub struct Server {
     config: Arc<Config>,
     stats: Arc<Stats>,
     persistence: Option<Arc<Persistence>>,
+    /// The RocksDB store (`--storage rocksdb`), in place of `persistence`.
+    #[cfg(feature = "rocksdb")]
+    rocks: Option<Arc<crate::rocks::RocksStore>>,
     tls: Option<Arc<Tls>>,
     cluster: Option<Arc<Cluster>>,
     /// Cluster mode's hold on the data directory (the single-node mode's is in `persistence`).
@@ -134,6 +192,7 @@ impl Server {
                 config.maxmemory_policy
             )));
         }
+        check_storage(&config)?;
         let auth = auth_from(&config)?;
         // TLS files are checked before anything binds: a bad file refuses to start, naming it.
         let tls = config.tls.as_ref().map(Tls::load).transpose()?.map(Arc::new);
@@ -164,7 +223,7 @@ impl Server {
         // cluster the Raft log replaces the single-node log (see `cluster`).
         let persistence = if config.cluster.is_some() {
             None
-        } else if config.persistence {
+        } else if config.persistence && config.storage == Storage::Memory {
             Some(Persistence::open(
                 engine.clone(),
                 PersistConfig {
@@ -179,9 +238,20 @@ impl Server {
             info!("persistence off: a pure in-memory cache");
             None
         };
-        if let Some(p) = &persistence {
-            // Watchers see a write only once it may be acknowledged.
-            feed.set_gate(p.log().clone());
+        #[cfg(feature = "rocksdb")]
+        let rocks = match config.storage {
+            Storage::Rocksdb if config.cluster.is_none() => Some(open_rocks(&engine, &config)?),
+            _ => None,
+        };
+        let durable = persistence.as_ref().map(|p| Durable::Log(p.log().clone()));
+        #[cfg(feature = "rocksdb")]
+        let durable = durable.or_else(|| rocks.clone().map(Durable::Rocks));
+        // Watchers see a write only once it may be acknowledged.
+        match &durable {
+            Some(Durable::Log(log)) => feed.set_gate(log.clone()),
+            #[cfg(feature = "rocksdb")]
+            Some(Durable::Rocks(store)) => feed.set_gate(store.clone()),
+            None => {}
         }
         // Cluster mode's hold on the data directory (the single node's is in `persistence`).
         let cluster_lock = match &config.cluster {
@@ -229,7 +299,7 @@ impl Server {
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             stats: stats.clone(),
-            log: persistence.as_ref().map(|p| p.log().clone()),
+            log: durable,
             auth,
             scripts: Arc::new(crate::scripting::Scripts::new(
                 config.script_max_memory,
@@ -277,6 +347,8 @@ impl Server {
             config,
             stats,
             persistence,
+            #[cfg(feature = "rocksdb")]
+            rocks,
             tls,
             cluster,
             _cluster_lock: cluster_lock,
@@ -291,6 +363,12 @@ impl Server {
     /// The persistence layer, when on.
     pub fn persistence(&self) -> Option<&Arc<Persistence>> {
         self.persistence.as_ref()
+    }
+
+    /// The RocksDB store, with `--storage rocksdb`.
+    #[cfg(feature = "rocksdb")]
+    pub fn rocks(&self) -> Option<&Arc<crate::rocks::RocksStore>> {
+        self.rocks.as_ref()
     }
 
     /// The cluster node, in cluster mode.
@@ -345,8 +423,32 @@ impl Server {
             }
             p.close();
         }
+        #[cfg(feature = "rocksdb")]
+        if let Some(store) = &self.rocks {
+            store.close();
+        }
         drained
     }
+}
+
+/// Opens the RocksDB store in `--data-dir` (loading every key into `engine`) and attaches it as
+/// the engine's effect log.
+#[cfg(feature = "rocksdb")]
+fn open_rocks(engine: &Arc<Engine>, config: &Config) -> Result<Arc<crate::rocks::RocksStore>, StartError> {
+    let rocks_config = crate::rocks::RocksConfig {
+        dir: config.data_dir.clone(),
+        fsync: config.fsync,
+        block_cache: config.block_cache,
+    };
+    let store = match crate::rocks::RocksStore::open(engine, &rocks_config) {
+        Ok(store) => store,
+        Err(crate::rocks::RocksError::Lock(e)) => return Err(StartError::Lock(e)),
+        Err(e) => return Err(StartError::Storage(format!("rocksdb: {e}"))),
+    };
+    if engine.attach_log(store.clone()).is_err() {
+        warn!("the engine already had an effect log; the RocksDB store not attached");
+    }
+    Ok(store)
 }
 
 /// Runs a server until `signal` completes (or its token is cancelled), then shuts it down.

@@ -33,7 +33,7 @@ use crate::cluster::pipeline::ReadBarrier;
 use crate::config::Config;
 use crate::engine::{Apply, Engine, LogPosition, value};
 use crate::feed::Hub;
-use crate::persist::AppendLog;
+use crate::persist::Durable;
 use crate::scripting::Scripts;
 use crate::stats::Stats;
 
@@ -77,8 +77,9 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Server-wide counters every frontend records into.
     pub stats: Arc<Stats>,
-    /// The append-only log when persistence is on: replies to writes wait on it.
-    pub log: Option<Arc<AppendLog>>,
+    /// The durable store when persistence is on (the append-only log, or RocksDB): replies wait
+    /// on it.
+    pub log: Option<Durable>,
     /// Users and permissions; off unless `--requirepass` or `--users-file` is given.
     pub auth: Arc<Auth>,
     /// The cluster node in cluster mode: writes go through its Raft log, reads through its read
@@ -256,7 +257,7 @@ impl Context {
     }
 
     /// The fence the reply of a command that wrote nothing (a read, a refused conditional write)
-    /// waits for, taken right after it ran: see [`AppendLog::wait_visible`]. 0 without a log (and
+    /// waits for, taken right after it ran: see [`crate::persist::AppendLog::wait_visible`]. 0 without a log (and
     /// in a cluster, where reads only ever see committed entries).
     pub fn read_fence(&self) -> u64 {
         self.log.as_ref().map_or(0, |log| log.appended())
@@ -270,10 +271,10 @@ impl Context {
     }
 
     /// [`Context::durable`], saying whether an unwritten record waits to share its `write(2)`
-    /// (`share`) or is written at once: see [`AppendLog::wait_durable_batched`] for when each
+    /// (`share`) or is written at once: see [`crate::persist::AppendLog::wait_durable_batched`] for when each
     /// pays. A batch that read (`fence`: the [`Context::read_fence`] after its last command
     /// that wrote nothing, 0 for none) also waits until what its reads could see is durable
-    /// ([`AppendLog::wait_visible`]), which never fails it; with nothing pending that costs an
+    /// ([`crate::persist::AppendLog::wait_visible`]), which never fails it; with nothing pending that costs an
     /// atomic load.
     pub async fn durable_sharing(&self, position: u64, fence: u64, share: bool) -> Result<(), Error> {
         match &self.log {

@@ -8,6 +8,7 @@
 //! directory, and only then deletes older segments and snapshots. `LOCK` ([`lock`]) keeps a second
 //! server off a directory in use.
 
+pub mod durable;
 pub mod lock;
 pub mod log;
 pub mod record;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub use durable::Durable;
 pub use lock::{DirLock, LockError};
 pub use log::AppendLog;
 pub use recovery::Recovered;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cluster;
+mod crash;
 mod cross;
 mod grpc;
 mod harness;

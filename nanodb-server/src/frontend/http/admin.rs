@@ -320,6 +320,10 @@ pub fn render_metrics(s: &Shared) -> String {
     if let Some(cluster) = &s.ctx.cluster {
         cluster.render_metrics(&mut out);
     }
+    #[cfg(feature = "rocksdb")]
+    if let Some(crate::persist::Durable::Rocks(store)) = &s.ctx.log {
+        store.render_metrics(&mut out);
+    }
     out
 }
 
