@@ -122,6 +122,14 @@ impl Stripe {
     }
 }
 
+/// Writes the `# HELP` and `# TYPE` lines of one Prometheus metric family (`/metrics`: the
+/// server's, the cluster's and the RocksDB store's families all go through here). Writes to a
+/// `String` cannot fail.
+pub(crate) fn prometheus_family(out: &mut String, name: &str, kind: &str, help: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// The server's counters. Share as `Arc<Stats>`.
 #[derive(Debug)]
 pub struct Stats {

@@ -97,9 +97,7 @@ pub async fn count_elections(cluster: Arc<Cluster>, shutdown: CancellationToken)
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+use crate::stats::prometheus_family as family;
 
 impl Cluster {
     /// Appends the Raft figures to a Prometheus text exposition.

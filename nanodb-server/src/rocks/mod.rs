@@ -498,7 +498,8 @@ impl RocksStore {
                 sst_bytes,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {n}");
+            crate::stats::prometheus_family(out, name, kind, help);
+            let _ = writeln!(out, "{name} {n}");
         }
     }
 

@@ -187,9 +187,7 @@ pub async fn metrics(s: Call) -> Response {
     r
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+use crate::stats::prometheus_family as family;
 
 /// Renders every counter in the Prometheus text format (writes to a `String` cannot fail).
 pub fn render_metrics(s: &Shared) -> String {
